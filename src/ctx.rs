@@ -1,0 +1,150 @@
+//! The run context: one value carrying everything a step may need.
+//!
+//! Steps receive `&Ctx`: the service root, the options of this run, the printer, the
+//! async runtime that drives bollard, and the state earlier steps leave for later ones
+//! (the image `build` made). Expensive things (the Docker connection, the version) are
+//! made on first use, so `pymdeploy test` never needs a Docker engine.
+
+use std::cell::{OnceCell, RefCell};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+
+use crate::config::{Config, PymEnv};
+use crate::error::hinted;
+use crate::ops;
+use crate::output::Printer;
+use crate::version::Version;
+
+/// What the user asked for on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Build from a tree with uncommitted changes; the version ends in `-dirty`.
+    pub allow_dirty: bool,
+    /// Build even when an image for this commit exists.
+    pub force_build: bool,
+}
+
+pub struct Ctx {
+    pub root: PathBuf,
+    pub opts: Options,
+    pub out: Printer,
+    rt: tokio::runtime::Runtime,
+    interrupted: Arc<AtomicBool>,
+    interrupt_rx: tokio::sync::watch::Receiver<bool>,
+    config: Config,
+    docker: OnceCell<Docker>,
+    version: OnceCell<Version>,
+    image: RefCell<Option<String>>,
+}
+
+impl Ctx {
+    /// Opens the service at `root` (its `pym-config.yaml` must load for the local env).
+    pub fn new(root: &Path, opts: Options, out: Printer) -> Result<Ctx> {
+        let config = Config::load(root, PymEnv::Local)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let flag = interrupted.clone();
+        rt.spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+            let _ = tx.send(true);
+        });
+        Ok(Ctx {
+            root: root.to_path_buf(),
+            opts,
+            out,
+            rt,
+            interrupted,
+            interrupt_rx: rx,
+            config,
+            docker: OnceCell::new(),
+            version: OnceCell::new(),
+            image: RefCell::new(None),
+        })
+    }
+
+    /// The configuration for the local environment.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configuration for another environment (its overlay applied).
+    pub fn config_for(&self, env: PymEnv) -> Result<Config> {
+        Config::load(&self.root, env)
+    }
+
+    /// Runs a future to completion on the context's runtime.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// True once the user pressed Ctrl-C (or the process got SIGTERM).
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the run is interrupted; for `select!` in async steps.
+    pub fn on_interrupt(&self) -> impl Future<Output = ()> + use<> {
+        let mut rx = self.interrupt_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+
+    /// The Docker engine, connected on first use.
+    pub fn docker(&self) -> Result<&Docker> {
+        if let Some(d) = self.docker.get() {
+            return Ok(d);
+        }
+        let d = self.block_on(ops::docker::connect())?;
+        Ok(self.docker.get_or_init(|| d))
+    }
+
+    /// The version of HEAD. A dirty tree is an error unless `--allow-dirty` was given.
+    pub fn version(&self) -> Result<&Version> {
+        if let Some(v) = self.version.get() {
+            return Ok(v);
+        }
+        let head = ops::git::head(&self.root)?;
+        if head.dirty && !self.opts.allow_dirty {
+            let files = ops::git::changed_files(&self.root).unwrap_or_default();
+            let shown: Vec<_> = files.iter().take(5).map(String::as_str).collect();
+            let more = if files.len() > 5 { format!(" and {} more", files.len() - 5) } else { String::new() };
+            return Err(hinted(
+                format!("the working tree of {} has uncommitted changes: {}{more}", self.root.display(), shown.join(", ")),
+                "commit them, or pass --allow-dirty to build a version marked `-dirty`",
+            ));
+        }
+        Ok(self.version.get_or_init(|| Version::from_head(&head)))
+    }
+
+    /// The image tag for this version: `<docker_repo>/<name>:<version>`.
+    pub fn image_tag(&self) -> Result<String> {
+        Ok(format!("{}:{}", self.config.image_repo(), self.version()?))
+    }
+
+    /// The image the build step made or reused in this run, if it ran.
+    pub fn built_image(&self) -> Option<String> {
+        self.image.borrow().clone()
+    }
+
+    pub fn set_built_image(&self, tag: String) {
+        *self.image.borrow_mut() = Some(tag);
+    }
+}

@@ -1,0 +1,75 @@
+//! Child processes: the configured test and acceptance commands, cargo.
+//!
+//! Commands are built with `xshell::cmd!` or split from config with `shell_words` and
+//! passed as an argument vector: nothing is ever spliced into a shell string, so a config
+//! value cannot inject a command. Output (stdout and stderr, merged in arrival order) is
+//! fed line by line to the step's progress, which folds it on a terminal, prints it
+//! plainly elsewhere, and shows all of it when the command fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use crate::output::StepProgress;
+
+/// A command from config, split into words like a shell would but never run by one.
+pub fn from_config<'a>(sh: &'a Shell, line: &str) -> Result<xshell::Cmd<'a>> {
+    let words = shell_words::split(line).with_context(|| format!("cannot split `{line}` into words"))?;
+    let (program, args) = words.split_first().with_context(|| "the command is empty".to_string())?;
+    Ok(sh.cmd(program).args(args))
+}
+
+/// Runs `cmd` to completion with its output folded into `progress`. Returns the
+/// command's stdout when `capture_stdout` is set (then only stderr goes to progress).
+pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool) -> Result<String> {
+    let display = cmd.to_string();
+    let mut command: Command = cmd.into();
+    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|e| {
+        let program = display.split_whitespace().next().unwrap_or("").to_string();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            crate::error::hinted(
+                format!("cannot run `{display}`: `{program}` was not found"),
+                format!("install `{program}` or change the command in pym-config.yaml"),
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot run `{display}`"))
+        }
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let captured = std::thread::scope(|s| {
+        let err_lines = s.spawn(|| forward(stderr, progress));
+        let out = if capture_stdout {
+            let mut buf = String::new();
+            let _ = BufReader::new(stdout).read_to_string(&mut buf);
+            buf
+        } else {
+            forward(stdout, progress);
+            String::new()
+        };
+        let _ = err_lines.join();
+        out
+    });
+    let status = child.wait().with_context(|| format!("cannot wait for `{display}`"))?;
+    if !status.success() {
+        let how = match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "was killed by a signal".to_string(),
+        };
+        anyhow::bail!("`{display}` {how}");
+    }
+    Ok(captured)
+}
+
+fn forward(pipe: impl Read, progress: &StepProgress<'_>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        progress.line(&String::from_utf8_lossy(&buf));
+        buf.clear();
+    }
+}

@@ -1,0 +1,249 @@
+//! The Docker Engine API, through bollard.
+//!
+//! bollard speaks a newer API than many engines (0.21 defaults to 1.53; Debian's dockerd
+//! 20.10 speaks 1.41), so every connection negotiates the version first. Errors name the
+//! image or container they concern and, where the fix is known, carry a hint.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::error::hinted;
+use crate::ops::context;
+use crate::output::StepProgress;
+
+/// Connects to the engine named by `DOCKER_HOST` (or the local socket) and agrees on an
+/// API version with it.
+pub async fn connect() -> Result<Docker> {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+    let unreachable = |e: &dyn std::fmt::Display| {
+        hinted(
+            format!("no Docker engine reachable at {host}: {e}"),
+            "start the engine (`sudo systemctl start docker`, or run `dockerd` in the background), or point DOCKER_HOST at one",
+        )
+    };
+    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+    let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+    docker.ping().await.map_err(|e| unreachable(&e))?;
+    Ok(docker)
+}
+
+/// The labels of a local image, or `None` when there is no such image.
+pub async fn image_labels(docker: &Docker, image: &str) -> Result<Option<HashMap<String, String>>> {
+    match docker.inspect_image(image).await {
+        Ok(inspect) => Ok(Some(inspect.config.and_then(|c| c.labels).unwrap_or_default())),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect image {image}")),
+    }
+}
+
+pub struct BuildRequest<'a> {
+    pub root: &'a Path,
+    pub dockerfile: &'a str,
+    pub tag: &'a str,
+    pub build_args: HashMap<String, String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// What a build sent and made.
+pub struct Built {
+    pub image_id: String,
+    pub context_files: usize,
+    pub context_bytes: u64,
+}
+
+/// Builds an image from `req.root`, streaming the context from disk and folding the
+/// engine's output into `progress`.
+pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgress<'_>) -> Result<Built> {
+    if !req.root.join(req.dockerfile).is_file() {
+        return Err(hinted(
+            format!("no Dockerfile at {}", req.root.join(req.dockerfile).display()),
+            "add a Dockerfile, or set `dockerfile:` in pym-config.yaml to the one you use",
+        ));
+    }
+    let root = req.root.to_path_buf();
+    let dockerfile = req.dockerfile.to_string();
+    let entries = tokio::task::spawn_blocking(move || context::list(&root, &dockerfile))
+        .await
+        .context("the context walk panicked")?
+        .with_context(|| format!("cannot prepare the build context of {}", req.root.display()))?;
+    let files = entries.iter().filter(|e| e.kind == context::EntryKind::File).count();
+    let bytes: u64 = entries.iter().map(|e| e.size).sum();
+    progress.message(&format!("sending context: {files} files, {}", human_bytes(bytes)));
+
+    let (stream, _counter) = context::tar_stream(req.root.to_path_buf(), entries);
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(req.dockerfile)
+        .t(req.tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&req.build_args)
+        .labels(&req.labels)
+        .build();
+    let mut output = docker.build_image(options, None, Some(bollard::body_try_stream(stream)));
+    let mut image_id = None;
+    while let Some(item) = output.next().await {
+        let info = item.map_err(|e| describe_build_error(e, req.tag))?;
+        if let Some(line) = &info.stream {
+            for l in line.lines() {
+                progress.line(l);
+            }
+        }
+        if let Some(status) = &info.status {
+            progress.line(status);
+        }
+        if let Some(err) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
+            progress.line(&err);
+            return Err(anyhow!("docker build of {} failed: {err}", req.tag));
+        }
+        if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
+            image_id = Some(id);
+        }
+    }
+    let image_id = match image_id {
+        Some(id) => id,
+        None => docker.inspect_image(req.tag).await.with_context(|| format!("the build of {} made no image", req.tag))?.id.unwrap_or_default(),
+    };
+    Ok(Built { image_id, context_files: files, context_bytes: bytes })
+}
+
+fn describe_build_error(e: bollard::errors::Error, tag: &str) -> anyhow::Error {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } if message.contains("pull access denied") || message.contains("not found") => hinted(
+            format!("docker build of {tag} failed: {message}"),
+            "the base image is not in the local engine: build or load it first (see README, \"Base image\")",
+        ),
+        e => anyhow::Error::new(e).context(format!("docker build of {tag} failed")),
+    }
+}
+
+/// What to run.
+pub struct RunSpec<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub env: Vec<String>,
+    pub container_port: u16,
+    /// The address the port is published on.
+    pub host_ip: &'a str,
+    /// `None` lets the engine choose a free port.
+    pub host_port: Option<u16>,
+    pub labels: HashMap<String, String>,
+}
+
+/// Creates and starts a container; returns its id. If starting fails, the created
+/// container is removed before the error is returned.
+pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
+    let port_key = format!("{}/tcp", spec.container_port);
+    let host_config = HostConfig {
+        port_bindings: Some(HashMap::from([(
+            port_key.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(spec.host_ip.to_string()),
+                host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            }]),
+        )])),
+        // An init process forwards SIGTERM, so `docker stop` is quick for any service.
+        init: Some(true),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        env: Some(spec.env),
+        labels: Some(spec.labels),
+        exposed_ports: Some(vec![port_key]),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(spec.name).build();
+    let created = docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => hinted(
+                format!("cannot create container {} from {}: {message}", spec.name, spec.image),
+                "build the image first (`cargo xtask build`)",
+            ),
+            e => anyhow::Error::new(e).context(format!("cannot create container {} from {}", spec.name, spec.image)),
+        })?;
+    if let Err(e) = docker.start_container(&created.id, None).await {
+        let _ = remove(docker, &created.id).await;
+        let msg = e.to_string();
+        if msg.contains("port is already allocated") || msg.contains("address already in use") {
+            return Err(hinted(
+                format!("cannot start container {}: {msg}", spec.name),
+                "another process holds that port: stop it, or choose another port",
+            ));
+        }
+        return Err(anyhow::Error::new(e).context(format!("cannot start container {}", spec.name)));
+    }
+    Ok(created.id)
+}
+
+/// The host port a container's port was published on.
+pub async fn published_port(docker: &Docker, id: &str, container_port: u16) -> Result<u16> {
+    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    let key = format!("{container_port}/tcp");
+    inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get(&key).cloned().flatten())
+        .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("container {id} has no published port for {key}"))
+}
+
+/// The exit code of a container that has stopped, or `None` while it runs.
+pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>> {
+    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    let state = inspect.state.unwrap_or_default();
+    Ok(if state.running == Some(true) { None } else { state.exit_code })
+}
+
+/// Waits until the container stops; returns its exit code.
+pub async fn wait_exit(docker: &Docker, id: &str) -> Result<i64> {
+    let mut s = docker.wait_container(id, None);
+    match s.next().await {
+        Some(Ok(r)) => Ok(r.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(e).with_context(|| format!("cannot wait for container {id}")),
+        None => Err(anyhow!("the engine closed the wait on container {id}")),
+    }
+}
+
+/// The last `n` lines of a container's stdout and stderr.
+pub async fn logs_tail(docker: &Docker, id: &str, n: usize) -> Vec<String> {
+    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
+    let mut s = docker.logs(id, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    out.lines().map(str::to_string).collect()
+}
+
+/// Removes a container whatever its state. A container already gone is not an error.
+pub async fn remove(docker: &Docker, id: &str) -> Result<()> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove container {id}")),
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

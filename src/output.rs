@@ -1,0 +1,267 @@
+//! The one printer: everything the pipeline says goes through here.
+//!
+//! Status goes to stderr, data (config dumps, versions, URLs) to stdout. On a terminal a
+//! running step is an indicatif spinner whose message is the last line of the step's
+//! output; elsewhere (CI, pipes) every line is printed plainly, indented under the step's
+//! header, and under GitHub Actions each step is a `::group::`. `NO_COLOR` turns colour
+//! off. Every line passes through the secret masker first, so a value listed in
+//! `env_secrets` never reaches the screen, a log or CI output.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use console::Style;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How status is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinners and folded output on an interactive terminal.
+    Progress,
+    /// One plain line per event: CI logs, pipes, files.
+    Plain,
+}
+
+pub struct Printer {
+    mode: Mode,
+    color: bool,
+    github: bool,
+    secrets: Mutex<Vec<String>>,
+}
+
+/// What became of a step, for the summary table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub name: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// One short line: "reused image hello:…", "12 passed", the failure's headline.
+    pub note: String,
+}
+
+const KEEP_LINES: usize = 4000;
+
+impl Printer {
+    /// Chooses the mode from the environment: progress only when stderr is a terminal
+    /// and `CI` is not set; colour only with progress and without `NO_COLOR`.
+    pub fn from_env() -> Printer {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = tty && !no_color;
+        console::set_colors_enabled(color);
+        console::set_colors_enabled_stderr(color);
+        Printer {
+            mode: if tty { Mode::Progress } else { Mode::Plain },
+            color,
+            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            secrets: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Registers a value that must never be printed. Short values are not masked: a
+    /// one-letter secret would mask half the output and protect nothing.
+    pub fn add_secret(&self, value: &str) {
+        if value.len() >= 4 {
+            self.secrets.lock().unwrap().push(value.to_string());
+        }
+    }
+
+    /// Replaces every registered secret value in `text` with `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let secrets = self.secrets.lock().unwrap();
+        let mut out = text.to_string();
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn paint(&self, s: &str, st: Style) -> String {
+        if self.color { st.apply_to(s).to_string() } else { s.to_string() }
+    }
+
+    /// A status line on stderr.
+    pub fn status(&self, verb: &str, msg: &str) {
+        let verb = self.paint(&format!("{verb:>12}"), Style::new().green().bold());
+        eprintln!("{verb} {}", self.mask(msg));
+    }
+
+    pub fn warn(&self, msg: &str) {
+        let w = self.paint("warning", Style::new().yellow().bold());
+        eprintln!("{w}: {}", self.mask(msg));
+    }
+
+    /// Prints an error: the whole chain on one line, then the hint if one is known.
+    pub fn error(&self, err: &anyhow::Error) {
+        let e = self.paint("error", Style::new().red().bold());
+        eprintln!("{e}: {}", self.mask(&format!("{err:#}")));
+        if let Some(hint) = crate::error::hint_of(err) {
+            let h = self.paint("hint", Style::new().cyan().bold());
+            eprintln!("\n{h}: {}", self.mask(hint));
+        }
+    }
+
+    /// Data for the caller: stdout, unmodified but for secret masking.
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", self.mask(text));
+    }
+
+    /// Prints a block of text (container logs, a failed command's output) fenced and
+    /// indented, so it reads as quoted material, not as our own words.
+    pub fn block(&self, title: &str, lines: &[String]) {
+        eprintln!("{}", self.paint(&format!("--- {title} ---"), Style::new().dim()));
+        for l in lines {
+            eprintln!("  {}", self.mask(l));
+        }
+        eprintln!("{}", self.paint(&format!("--- end of {title} ---"), Style::new().dim()));
+    }
+
+    /// Starts showing a step.
+    pub fn step(&self, name: &str) -> StepProgress<'_> {
+        let bar = match self.mode {
+            Mode::Progress => {
+                let pb = ProgressBar::new_spinner();
+                pb.set_style(
+                    ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}")
+                        .expect("static template"),
+                );
+                pb.set_prefix(name.to_string());
+                pb.enable_steady_tick(Duration::from_millis(100));
+                Some(pb)
+            }
+            Mode::Plain => {
+                if self.github {
+                    eprintln!("::group::{name}");
+                } else {
+                    eprintln!("==> {name}");
+                }
+                None
+            }
+        };
+        StepProgress { printer: self, name: name.to_string(), bar, lines: Mutex::new(Vec::new()), started: Instant::now() }
+    }
+
+    /// The closing table: each step, its result and its duration, and the total.
+    pub fn summary(&self, reports: &[StepReport], total: Duration) {
+        if reports.is_empty() {
+            return;
+        }
+        let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+        eprintln!();
+        eprintln!("{}", self.paint("summary", Style::new().bold()));
+        for r in reports {
+            let (mark, st) = match r.outcome {
+                Outcome::Ok => ("ok", Style::new().green()),
+                Outcome::Failed => ("FAILED", Style::new().red().bold()),
+                Outcome::Skipped => ("skipped", Style::new().dim()),
+            };
+            let mark = self.paint(&format!("{mark:<7}"), st);
+            let dur = if r.outcome == Outcome::Skipped { "-".to_string() } else { fmt_duration(r.duration) };
+            eprintln!("  {:<width$}  {mark}  {dur:>8}  {}", r.name, self.mask(&r.note));
+        }
+        eprintln!("  {:<width$}  {:<7}  {:>8}", "total", "", fmt_duration(total));
+    }
+}
+
+/// A running step's display.
+pub struct StepProgress<'a> {
+    printer: &'a Printer,
+    name: String,
+    bar: Option<ProgressBar>,
+    lines: Mutex<Vec<String>>,
+    started: Instant,
+}
+
+impl StepProgress<'_> {
+    /// One line of the step's output (a build line, a test runner line). Folded into
+    /// the spinner on a terminal; printed indented otherwise. Kept either way, so the
+    /// whole output can be shown if the step fails.
+    pub fn line(&self, text: &str) {
+        let text = self.printer.mask(text.trim_end());
+        match &self.bar {
+            Some(pb) => {
+                if !text.trim().is_empty() {
+                    pb.set_message(text.clone());
+                }
+            }
+            None => {
+                if !text.trim().is_empty() {
+                    eprintln!("    {text}");
+                }
+            }
+        }
+        let mut lines = self.lines.lock().unwrap();
+        if lines.len() == KEEP_LINES {
+            lines.remove(0);
+        }
+        lines.push(text);
+    }
+
+    /// A status message for the step (not part of its captured output).
+    pub fn message(&self, text: &str) {
+        let text = self.printer.mask(text);
+        match &self.bar {
+            Some(pb) => pb.set_message(text),
+            None => eprintln!("    {text}"),
+        }
+    }
+
+    /// Ends the display. On failure in progress mode, the folded output is shown in full.
+    pub fn finish(self, outcome: &Outcome, note: &str) -> Duration {
+        let elapsed = self.started.elapsed();
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+            if *outcome == Outcome::Failed {
+                let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+                if !lines.is_empty() {
+                    self.printer.block(&format!("{} output", self.name), &lines);
+                }
+            }
+        }
+        let (mark, st) = match outcome {
+            Outcome::Ok => ("ok", Style::new().green().bold()),
+            Outcome::Failed => ("failed", Style::new().red().bold()),
+            Outcome::Skipped => ("skipped", Style::new().dim()),
+        };
+        let note = if note.is_empty() { String::new() } else { format!(" ({})", self.printer.mask(note)) };
+        eprintln!(
+            "{} {} in {}{note}",
+            self.printer.paint(&format!("{:>12}", self.name), Style::new().bold()),
+            self.printer.paint(mark, st),
+            fmt_duration(elapsed)
+        );
+        if self.bar.is_none() && self.printer.github {
+            eprintln!("::endgroup::");
+        }
+        elapsed
+    }
+
+    /// Pauses the spinner while `f` writes to the terminal itself.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(pb) => pb.suspend(f),
+            None => f(),
+        }
+    }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
+}
+

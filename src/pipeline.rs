@@ -1,0 +1,132 @@
+//! The pipeline: an ordered list of steps, run in a plain loop that stops at the first
+//! failure and ends with a timing summary.
+//!
+//! A service's `xtask/src/main.rs` builds its pipeline from the standard steps and its
+//! own, so the pipeline is versioned with the service.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::ctx::Ctx;
+use crate::output::{Outcome, StepProgress, StepReport};
+use crate::steps;
+
+/// One step of the pipeline. `run` returns a short note for the summary.
+pub trait Step {
+    /// The step's name: its subcommand and its row in the summary.
+    fn name(&self) -> &str;
+    /// One line for `--help`.
+    fn about(&self) -> &str;
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+}
+
+/// A step made from a closure, for a team's own steps:
+/// `pymdeploy::step("lint", "run clippy", |ctx, p| ...)`.
+pub struct FnStep<F> {
+    name: String,
+    about: String,
+    f: F,
+}
+
+impl<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>> Step for FnStep<F> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn about(&self) -> &str {
+        &self.about
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        (self.f)(ctx, progress)
+    }
+}
+
+pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(name: &str, about: &str, f: F) -> FnStep<F> {
+    FnStep { name: name.to_string(), about: about.to_string(), f }
+}
+
+#[derive(Default)]
+pub struct Pipeline {
+    steps: Vec<Box<dyn Step>>,
+}
+
+/// How a pipeline run ended.
+pub struct RunResult {
+    pub reports: Vec<StepReport>,
+    pub error: Option<anyhow::Error>,
+}
+
+impl Pipeline {
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// test → build → accept-local.
+    pub fn standard() -> Pipeline {
+        Pipeline::new().step(steps::test::Test).step(steps::build::Build).step(steps::accept::AcceptLocal)
+    }
+
+    /// Appends a step.
+    pub fn step(mut self, step: impl Step + 'static) -> Pipeline {
+        self.steps.push(Box::new(step));
+        self
+    }
+
+    /// Inserts a step before the one named `before`; panics if there is none, since a
+    /// pipeline is written by hand and a typo there should fail loudly.
+    pub fn step_before(mut self, before: &str, step: impl Step + 'static) -> Pipeline {
+        let i = self.steps.iter().position(|s| s.name() == before).unwrap_or_else(|| panic!("no step named `{before}` in the pipeline"));
+        self.steps.insert(i, Box::new(step));
+        self
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = &dyn Step> {
+        self.steps.iter().map(|s| s.as_ref())
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.name()).collect()
+    }
+
+    /// Runs the steps whose names are in `only` (all when `None`), in pipeline order,
+    /// stopping at the first failure. Steps after a failure are reported as skipped.
+    pub fn run(&self, ctx: &Ctx, only: Option<&[&str]>) -> RunResult {
+        let mut reports = Vec::new();
+        let mut error = None;
+        for s in &self.steps {
+            if only.is_some_and(|names| !names.contains(&s.name())) {
+                continue;
+            }
+            if error.is_some() {
+                reports.push(StepReport { name: s.name().to_string(), outcome: Outcome::Skipped, duration: Default::default(), note: String::new() });
+                continue;
+            }
+            let started = Instant::now();
+            let progress = ctx.out.step(s.name());
+            let mut result = s.run(ctx, &progress);
+            if result.is_ok() && ctx.interrupted() {
+                result = Err(anyhow::Error::new(crate::error::Interrupted));
+            }
+            let (outcome, note) = match &result {
+                Ok(note) => (Outcome::Ok, note.clone()),
+                Err(e) => (Outcome::Failed, first_line(&format!("{e}"))),
+            };
+            progress.finish(&outcome, &note);
+            reports.push(StepReport { name: s.name().to_string(), outcome, duration: started.elapsed(), note });
+            if let Err(e) = result {
+                let e = if ctx.interrupted() && e.downcast_ref::<crate::error::Interrupted>().is_none() {
+                    e.context(crate::error::Interrupted)
+                } else {
+                    e
+                };
+                error = Some(e.context(format!("step `{}` failed", s.name())));
+            }
+        }
+        RunResult { reports, error }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() > 100 { format!("{}…", line.chars().take(99).collect::<String>()) } else { line.to_string() }
+}

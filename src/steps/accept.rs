@@ -1,0 +1,178 @@
+//! `accept-local`: the image, started in the local engine, must become healthy and pass
+//! the acceptance tests of `testaccept/`.
+//!
+//! The container gets `PYM_ENV=local`, `PORT`, and the `env_secrets` from the caller's
+//! environment, and is published on a free loopback port. Health is polled every 25 ms;
+//! if the container exits first, that is reported at once with its exit code instead of
+//! waiting for the timeout. On any failure the container's last log lines are shown. The
+//! container is removed in every case: success, failure, and Ctrl-C.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::error::{Interrupted, hinted};
+use crate::ops::{self, docker::RunSpec};
+use crate::output::StepProgress;
+use crate::pipeline::Step;
+
+pub const LABEL_ENV: &str = "org.pymacaron.env";
+const POLL: Duration = Duration::from_millis(25);
+const LOG_LINES: usize = 40;
+
+pub struct AcceptLocal;
+
+impl Step for AcceptLocal {
+    fn name(&self) -> &str {
+        "accept-local"
+    }
+
+    fn about(&self) -> &str {
+        "Run the image locally, wait until healthy, run the acceptance tests against it"
+    }
+
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let config = ctx.config_for(PymEnv::Local)?;
+        let image = match ctx.built_image() {
+            Some(image) => image,
+            None => ctx.image_tag()?,
+        };
+        // Checked before anything starts, so a missing secret leaves nothing behind.
+        let env = container_env(ctx, &config, PymEnv::Local)?;
+        let docker = ctx.docker()?;
+        if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
+            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
+        }
+        let name = format!("pym-{}-local-{}", config.name, std::process::id());
+        let labels = HashMap::from([
+            (crate::steps::build::LABEL_NAME.to_string(), config.name.clone()),
+            (LABEL_ENV.to_string(), "local".to_string()),
+        ]);
+        progress.message(&format!("starting {image}"));
+        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: "127.0.0.1", host_port: None, labels };
+        let id = ctx.block_on(ops::docker::run(docker, spec))?;
+        let result = accept_in(ctx, docker, &id, &config, progress);
+        if result.is_err() && !ctx.interrupted() {
+            let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, LOG_LINES));
+            progress.suspend(|| ctx.out.block(&format!("last {LOG_LINES} log lines of container {name}"), &logs));
+        }
+        ctx.block_on(ops::docker::remove(docker, &id)).with_context(|| format!("cannot remove container {name}"))?;
+        result
+    }
+}
+
+fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &StepProgress<'_>) -> Result<String> {
+    let port = match ctx.block_on(ops::docker::published_port(docker, id, config.port)) {
+        Ok(port) => port,
+        // A container that exits at once has no ports left to inspect: say it crashed.
+        Err(e) => match ctx.block_on(ops::docker::exit_code(docker, id))? {
+            Some(code) => return Err(anyhow!("the container crashed during start-up: it exited with status {code} before answering {}", config.health_path)),
+            None => return Err(e),
+        },
+    };
+    progress.message(&format!("waiting for 127.0.0.1:{port}{} to answer 200", config.health_path));
+    let timeout = Duration::from_secs(config.health_timeout);
+    let waited = ctx.block_on(async {
+        tokio::select! {
+            r = wait_healthy(docker, id, "127.0.0.1", port, &config.health_path, timeout) => r,
+            _ = ctx.on_interrupt() => Err(anyhow::Error::new(Interrupted)),
+        }
+    })?;
+    progress.message(&format!("healthy after {:.1}s; running acceptance tests", waited.as_secs_f64()));
+    run_acceptance(ctx, config, "127.0.0.1", port, PymEnv::Local, progress)?;
+    if ctx.interrupted() {
+        return Err(anyhow::Error::new(Interrupted));
+    }
+    Ok(format!("healthy in {:.1}s, acceptance tests passed", waited.as_secs_f64()))
+}
+
+/// The environment a container of this service gets: `PYM_ENV`, `PORT`, and each
+/// `env_secrets` variable from the caller's environment. A secret that is not set is an
+/// error before anything starts; every secret value is registered with the printer so
+/// it is masked wherever it would be shown.
+pub fn container_env(ctx: &Ctx, config: &Config, env: PymEnv) -> Result<Vec<String>> {
+    let mut out = vec![format!("PYM_ENV={env}"), format!("PORT={}", config.port)];
+    let mut missing = Vec::new();
+    for name in &config.env_secrets {
+        match std::env::var(name) {
+            Ok(value) => {
+                ctx.out.add_secret(&value);
+                out.push(format!("{name}={value}"));
+            }
+            Err(_) => missing.push(name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(hinted(
+            format!("env_secrets not set in the environment: {}", missing.join(", ")),
+            format!("export {} before deploying, or remove them from `env_secrets` in pym-config.yaml", missing.join(", ")),
+        ));
+    }
+    Ok(out)
+}
+
+/// Polls `path` until it answers 200, while watching the container: if it exits first,
+/// the error says so with its exit code. Returns how long it took.
+pub async fn wait_healthy(docker: &Docker, id: &str, host: &str, port: u16, path: &str, timeout: Duration) -> Result<Duration> {
+    poll_health(host, port, path, timeout, ops::docker::wait_exit(docker, id)).await
+}
+
+/// Polls `path` every 25 ms until it answers 200, giving up after `timeout` or as soon as
+/// `exited` resolves (the process behind the port stopped).
+pub async fn poll_health(host: &str, port: u16, path: &str, timeout: Duration, exited: impl Future<Output = Result<i64>>) -> Result<Duration> {
+    let started = Instant::now();
+    tokio::pin!(exited);
+    let crashed = |code: Result<i64>| -> anyhow::Error {
+        match code {
+            Ok(code) => anyhow!("the container crashed during start-up: it exited with status {code} before answering {path}"),
+            Err(e) => e,
+        }
+    };
+    loop {
+        let probe = ops::http::get(host, port, path, Duration::from_secs(2));
+        let last = tokio::select! {
+            code = &mut exited => return Err(crashed(code)),
+            answer = probe => match answer {
+                Ok((200, _)) => return Ok(started.elapsed()),
+                Ok((status, body)) => format!("{path} answered {status}: {}", body.chars().take(200).collect::<String>()),
+                Err(e) => format!("{e:#}"),
+            }
+        };
+        if started.elapsed() >= timeout {
+            return Err(hinted(
+                format!("the service did not become healthy within {}s (last: {last})", timeout.as_secs()),
+                format!("check that the service listens on $PORT and answers 200 on {path}; raise `health_timeout` in pym-config.yaml if it is only slow"),
+            ));
+        }
+        tokio::select! {
+            code = &mut exited => return Err(crashed(code)),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Runs the acceptance command against a server.
+pub fn run_acceptance(ctx: &Ctx, config: &Config, host: &str, port: u16, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
+    let command = acceptance_command(ctx, config);
+    let sh = xshell::Shell::new()?;
+    let cmd = ops::cmd::from_config(&sh, &command)?
+        .env("PYM_SERVER_HOST", host)
+        .env("PYM_SERVER_PORT", port.to_string())
+        .env("PYM_ENV", env.as_str());
+    ops::cmd::stream(cmd, &ctx.root, progress, false).context("the acceptance tests failed")?;
+    Ok(())
+}
+
+/// `accept_command`, or the default: the `testaccept` crate where there is one, pytest
+/// over `testaccept/` otherwise.
+pub fn acceptance_command(ctx: &Ctx, config: &Config) -> String {
+    match &config.accept_command {
+        Some(c) => c.clone(),
+        None if ctx.root.join("testaccept/Cargo.toml").is_file() => "cargo test --manifest-path testaccept/Cargo.toml".into(),
+        None => "python -m pytest testaccept".into(),
+    }
+}

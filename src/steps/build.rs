@@ -1,0 +1,91 @@
+//! `build`: the service's production image, tagged `<docker_repo>/<name>:<version>`.
+//!
+//! An image already built for the same commit (found by tag and checked by its
+//! `org.pymacaron.commit` label, `<name>/<sha>`) is reused unless `--force-build`. For a Rust service
+//! (`rust_binary` set) the binary is compiled on the host with cargo, which keeps its
+//! incremental cache, and copied to `.pym/dist/` for the Dockerfile to `COPY`.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::ctx::Ctx;
+use crate::ops::{self, docker::human_bytes};
+use crate::output::StepProgress;
+use crate::pipeline::Step;
+
+/// `<name>/<full sha>`: which service and commit an image was built from.
+pub const LABEL_COMMIT: &str = "org.pymacaron.commit";
+/// On containers: which service they run.
+pub const LABEL_NAME: &str = "org.pymacaron.name";
+
+/// Where a compiled binary is placed for the Dockerfile, relative to the service root.
+pub const DIST_DIR: &str = ".pym/dist";
+
+pub struct Build;
+
+impl Step for Build {
+    fn name(&self) -> &str {
+        "build"
+    }
+
+    fn about(&self) -> &str {
+        "Build the service's docker image, tagged with the version"
+    }
+
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let version = ctx.version()?.clone();
+        let tag = ctx.image_tag()?;
+        let docker = ctx.docker()?;
+        if !ctx.opts.force_build && !version.dirty {
+            if let Some(labels) = ctx.block_on(ops::docker::image_labels(docker, &tag))? {
+                if labels.get(LABEL_COMMIT) == Some(&format!("{}/{}", ctx.config().name, version.sha)) {
+                    ctx.set_built_image(tag.clone());
+                    return Ok(format!("reused {tag}, already built for this commit"));
+                }
+            }
+        }
+        let config = ctx.config();
+        if let Some(bin) = &config.rust_binary {
+            progress.message(&format!("cargo build --release --bin {bin}"));
+            compile_rust_binary(ctx, bin, config.rust_target.as_deref(), progress)?;
+        }
+        let mut build_args = HashMap::from([("PYM_VERSION".to_string(), version.to_string())]);
+        if let Some(base) = &config.docker_base {
+            build_args.insert("PYM_BASE".into(), base.clone());
+        }
+        // One label: each is a build step of its own in the classic builder. The version
+        // is the tag and the name is the repository.
+        let labels = HashMap::from([(LABEL_COMMIT.to_string(), format!("{}/{}", config.name, version.sha))]);
+        let req = ops::docker::BuildRequest { root: &ctx.root, dockerfile: &config.dockerfile, tag: &tag, build_args, labels };
+        let built = ctx.block_on(ops::docker::build(docker, req, progress))?;
+        ctx.set_built_image(tag.clone());
+        Ok(format!("built {tag} from {} files, {}", built.context_files, human_bytes(built.context_bytes)))
+    }
+}
+
+/// `cargo build --release` of one binary, then a copy into `.pym/dist/`.
+fn compile_rust_binary(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &StepProgress<'_>) -> Result<()> {
+    let sh = xshell::Shell::new()?;
+    let target_args: Vec<&str> = match target {
+        Some(t) => vec!["--target", t],
+        None => vec![],
+    };
+    let cmd = xshell::cmd!(sh, "cargo build --release --bin {bin} {target_args...} --message-format=json-render-diagnostics");
+    let stdout = ops::cmd::stream(cmd, &ctx.root, progress, true).with_context(|| format!("cannot compile the binary `{bin}`"))?;
+    let executable = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == bin)
+        .filter_map(|v| v["executable"].as_str().map(str::to_string))
+        .last()
+        .ok_or_else(|| anyhow!("cargo built no executable named `{bin}`: is `rust_binary` in pym-config.yaml the name of a [[bin]]?"))?;
+    let dist = ctx.root.join(DIST_DIR);
+    std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
+    let dest = dist.join(bin);
+    // Copy through a temporary name so a half-written binary is never picked up.
+    let tmp = dist.join(format!(".{bin}.tmp"));
+    std::fs::copy(&executable, &tmp).with_context(|| format!("cannot copy {executable} to {}", tmp.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! `test`: the service's unit tests. Their failure stops the pipeline before anything
+//! is built.
+
+use anyhow::{Context, Result};
+
+use crate::ctx::Ctx;
+use crate::ops;
+use crate::output::StepProgress;
+use crate::pipeline::Step;
+
+pub struct Test;
+
+impl Step for Test {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    fn about(&self) -> &str {
+        "Run the unit tests (`test_command`)"
+    }
+
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let command = unit_test_command(ctx);
+        let sh = xshell::Shell::new()?;
+        let cmd = ops::cmd::from_config(&sh, &command)?;
+        ops::cmd::stream(cmd, &ctx.root, progress, false).context("the unit tests failed")?;
+        Ok(command)
+    }
+}
+
+/// `test_command`, or the default for the kind of repository: `cargo test` where there
+/// is a Cargo.toml, PyMacaron's `test/` directory under pytest otherwise.
+pub fn unit_test_command(ctx: &Ctx) -> String {
+    match &ctx.config().test_command {
+        Some(c) => c.clone(),
+        None if ctx.root.join("Cargo.toml").is_file() => "cargo test".into(),
+        None => "python -m pytest test".into(),
+    }
+}

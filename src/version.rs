@@ -1,0 +1,81 @@
+//! Versions: `YYMMDD-HHMM-<commit count>-<sha6>`, as PyMacaron made them.
+//!
+//! The date and time are the commit's (UTC), not the clock's, so the same commit always
+//! has the same version and an image built for it can be found again and reused. A dirty
+//! tree is refused unless the caller allows it; the version then ends in `-dirty` and
+//! such an image is never reused.
+
+use std::fmt;
+
+use crate::ops::git::Head;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub stamp: String,
+    pub commit_count: u64,
+    pub sha: String,
+    pub dirty: bool,
+}
+
+impl Version {
+    pub fn from_head(head: &Head) -> Version {
+        Version { stamp: stamp(head.time), commit_count: head.commit_count, sha: head.sha.clone(), dirty: head.dirty }
+    }
+
+    pub fn sha6(&self) -> &str {
+        &self.sha[..self.sha.len().min(6)]
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.stamp, self.commit_count, self.sha6())?;
+        if self.dirty {
+            f.write_str("-dirty")?;
+        }
+        Ok(())
+    }
+}
+
+/// `YYMMDD-HHMM` in UTC for a Unix time.
+fn stamp(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{:02}{:02}{:02}-{:02}{:02}", y.rem_euclid(100), m, d, secs / 3600, (secs % 3600) / 60)
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_matches_pymacaron() {
+        // 2026-11-27 16:13:31 UTC
+        let head = Head { sha: "0123456789abcdef".into(), commit_count: 42, time: 1_795_796_011, dirty: false };
+        assert_eq!(Version::from_head(&head).to_string(), "261127-1613-42-012345");
+        let dirty = Head { dirty: true, ..head };
+        assert_eq!(Version::from_head(&dirty).to_string(), "261127-1613-42-012345-dirty");
+    }
+
+    #[test]
+    fn calendar_edges() {
+        assert_eq!(stamp(0), "700101-0000");
+        assert_eq!(stamp(951_782_400), "000229-0000"); // 2000-02-29, a leap day
+        assert_eq!(stamp(1_735_689_599), "241231-2359");
+    }
+}

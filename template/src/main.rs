@@ -1,0 +1,105 @@
+//! {{name}}: a small HTTP service.
+//!
+//! `GET /ping` answers `{}` once the service is ready; `GET /version` says which version
+//! runs, under which `PYM_ENV`. It listens on `$PORT` (8080 by default).
+
+use std::sync::Arc;
+
+/// What `/version` reports, read once at start.
+struct Info {
+    name: &'static str,
+    version: String,
+    pym_env: String,
+}
+
+impl Info {
+    fn from_env() -> Info {
+        Info {
+            name: env!("CARGO_PKG_NAME"),
+            version: std::env::var("PYM_VERSION").unwrap_or_else(|_| "dev".into()),
+            pym_env: std::env::var("PYM_ENV").unwrap_or_else(|_| "unset".into()),
+        }
+    }
+}
+
+/// The routes: (status, JSON body) for a method and path.
+fn route(method: &str, path: &str, info: &Info) -> (u16, serde_json::Value) {
+    let path = path.split('?').next().unwrap_or(path);
+    match (method, path) {
+        ("GET", "/ping") => (200, serde_json::json!({})),
+        ("GET", "/version") => (
+            200,
+            serde_json::json!({ "name": info.name, "version": info.version, "pym_env": info.pym_env }),
+        ),
+        (_, "/ping" | "/version") => (405, serde_json::json!({ "error": "method not allowed" })),
+        _ => (404, serde_json::json!({ "error": "not found" })),
+    }
+}
+
+fn main() {
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse().unwrap_or_else(|_| fail(&format!("PORT is not a port number: {p:?}"))),
+        Err(_) => 8080,
+    };
+    let server = tiny_http::Server::http(("0.0.0.0", port))
+        .unwrap_or_else(|e| fail(&format!("cannot listen on port {port}: {e}")));
+    let server = Arc::new(server);
+    let info = Arc::new(Info::from_env());
+    eprintln!("{} {} listening on port {port} (PYM_ENV={})", info.name, info.version, info.pym_env);
+
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, info) = (server.clone(), info.clone());
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    let (status, body) = route(request.method().as_str(), request.url(), &info);
+                    let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
+                        .expect("a valid header");
+                    let response = tiny_http::Response::from_string(body.to_string())
+                        .with_status_code(status)
+                        .with_header(header);
+                    if let Err(e) = request.respond(response) {
+                        eprintln!("cannot answer a request: {e}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{{name}}: {msg}");
+    std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> Info {
+        Info { name: "{{name}}", version: "v1".into(), pym_env: "local".into() }
+    }
+
+    #[test]
+    fn ping_answers_an_empty_object() {
+        assert_eq!(route("GET", "/ping", &info()), (200, serde_json::json!({})));
+    }
+
+    #[test]
+    fn version_says_what_runs_where() {
+        let (status, body) = route("GET", "/version?x=1", &info());
+        assert_eq!(status, 200);
+        assert_eq!(body["version"], "v1");
+        assert_eq!(body["pym_env"], "local");
+        assert_eq!(body["name"], "{{name}}");
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        assert_eq!(route("GET", "/nope", &info()).0, 404);
+        assert_eq!(route("POST", "/ping", &info()).0, 405);
+    }
+}

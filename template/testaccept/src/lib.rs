@@ -1,0 +1,57 @@
+//! What the acceptance tests need: the server under test, named by the environment
+//! (`PYM_SERVER_HOST`, `PYM_SERVER_PORT`, `PYM_ENV`), and a plain HTTP GET.
+//!
+//! The pipeline sets these variables when it runs the tests against a local container,
+//! staging or live. Run by hand against any server:
+//! `PYM_SERVER_HOST=127.0.0.1 PYM_SERVER_PORT=8080 PYM_ENV=local cargo test -p {{name}}-testaccept`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// Where the server runs: local, staging or live.
+    pub env: String,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Server {
+    /// The server the pipeline names. Panics, failing the test, if it names none.
+    pub fn from_env() -> Server {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: acceptance tests run against a server the pipeline starts (`cargo xtask accept-local`)"))
+        };
+        let port = var("PYM_SERVER_PORT");
+        Server {
+            host: var("PYM_SERVER_HOST"),
+            port: port.parse().unwrap_or_else(|_| panic!("PYM_SERVER_PORT is not a port: {port}")),
+            env: var("PYM_ENV"),
+        }
+    }
+
+    /// GET `path`; panics if the server cannot be reached.
+    pub fn get(&self, path: &str) -> Response {
+        let addr = format!("{}:{}", self.host, self.port);
+        let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("cannot reach the server at {addr}: {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a valid timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("the request is sent");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("cannot read the answer from {addr}: {e}"));
+        let raw = String::from_utf8_lossy(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP answer: {raw}"));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in: {head}"));
+        Response { status, body: body.to_string() }
+    }
+}

@@ -1,0 +1,50 @@
+//! The command line as users meet it: help text, clap's consistency, exit codes.
+
+use pymdeploy::Pipeline;
+use snapbox::{assert_data_eq, file};
+
+use crate::support::{pymdeploy_bin, run};
+
+#[test]
+fn clap_definitions_are_consistent() {
+    pymdeploy::cli::pymdeploy_command().debug_assert();
+    pymdeploy::cli::xtask_command(&Pipeline::standard()).debug_assert();
+}
+
+#[test]
+fn pymdeploy_help() {
+    let help = pymdeploy::cli::pymdeploy_command().render_help().to_string();
+    assert_data_eq!(help, file!["snapshots/pymdeploy-help.txt"]);
+}
+
+#[test]
+fn xtask_help() {
+    let help = pymdeploy::cli::xtask_command(&Pipeline::standard()).render_help().to_string();
+    assert_data_eq!(help, file!["snapshots/xtask-help.txt"]);
+}
+
+#[test]
+fn a_team_step_gets_its_own_subcommand() {
+    let pipeline = Pipeline::standard().step_before("test", pymdeploy::step("lint", "Run the linter", |_, _| Ok(String::new())));
+    assert_eq!(pipeline.names(), ["lint", "test", "build", "accept-local"]);
+    let help = pymdeploy::cli::xtask_command(&pipeline).render_help().to_string();
+    assert!(help.contains("lint          Run the linter"), "{help}");
+}
+
+#[test]
+fn an_unknown_command_is_a_usage_error() {
+    let mut cmd = std::process::Command::new(pymdeploy_bin());
+    cmd.arg("nope");
+    let r = run(cmd);
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("unrecognized subcommand 'nope'"), "{}", r.stderr);
+}
+
+#[test]
+fn outside_a_service_the_error_says_where_to_start() {
+    let dir = crate::support::temp_dir("nowhere");
+    let mut cmd = std::process::Command::new(pymdeploy_bin());
+    cmd.arg("build").current_dir(&dir);
+    let r = run(cmd);
+    r.assert_failed().assert_stderr_has("no pym-config.yaml in").assert_stderr_has("hint: run this in a service root");
+}

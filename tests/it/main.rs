@@ -1,0 +1,17 @@
+//! pymdeploy's integration tests: one binary, one module per area.
+//!
+//! - `cli`: `--help` snapshots and clap's own consistency checks
+//! - `config`: config errors as the user sees them (file:line, hint, exit code)
+//! - `scaffold`: `new` and `init` on real directories and git repositories
+//! - `context`: our build context against the docker CLI's, on the same tree
+//! - `pipeline`: test → build → accept-local on generated services, on the real engine
+//!
+//! Tests that need the Docker engine call `support::docker_available()`. Outside CI a
+//! missing engine skips them loudly; with `CI=true` it fails them: CI never skips.
+
+mod cli;
+mod config;
+mod context;
+mod pipeline;
+mod scaffold;
+mod support;

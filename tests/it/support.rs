@@ -1,0 +1,175 @@
+//! Test support: a generated service on disk, the pymdeploy binary, the docker CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn pymdeploy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pymdeploy")
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One cargo target directory for every service the tests generate, so their shared
+/// dependencies (pymdeploy's own, for the xtask) compile once per run.
+pub fn services_target_dir() -> PathBuf {
+    repo_root().join("target").join("it-services")
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("pym-it-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether the Docker engine answers. With `CI=true` a missing engine fails the test.
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set and no Docker engine answers `docker info`: CI must run the Docker tests (run .ci/setup)");
+        }
+        eprintln!("SKIPPED: no Docker engine (run .ci/setup); this test runs for real in CI");
+    }
+    ok
+}
+
+/// `docker ARGS`, stdout trimmed; panics on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a run printed and how it ended.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "expected success\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failed(&self) -> &Run {
+        assert!(self.code.is_some_and(|c| c != 0), "expected a failure, got {:?}\n--- stderr\n{}", self.code, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stderr\n{}", self.stderr);
+        self
+    }
+}
+
+/// Runs a command with the environment the tests want: plain output, no colour, the
+/// shared target directory.
+pub fn run(mut cmd: Command) -> Run {
+    cmd.env("NO_COLOR", "1").env("CARGO_TARGET_DIR", services_target_dir()).env_remove("PYMDEPLOY_PATH");
+    Run::from(cmd.output().expect("the command starts"))
+}
+
+/// A service made by `pymdeploy new`, removed with its images and containers on drop.
+pub struct TestService {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+impl TestService {
+    /// `pymdeploy new` with a name unique to this test run.
+    pub fn new(tag: &str) -> TestService {
+        let name = format!("it-{tag}-{}", std::process::id());
+        let parent = temp_dir(tag);
+        let root = parent.join(&name);
+        let mut cmd = Command::new(pymdeploy_bin());
+        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--pymdeploy-path").arg(repo_root());
+        run(cmd).assert_ok();
+        TestService { name, root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &TestService {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    /// Replaces `from` with `to` in a file; panics if `from` is not there.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) -> &TestService {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        self.write(rel, &text.replacen(from, to, 1))
+    }
+
+    pub fn commit(&self, message: &str) -> &TestService {
+        for args in [vec!["add", "-A"], vec!["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message]] {
+            let st = Command::new("git").args(&args).current_dir(&self.root).status().unwrap();
+            assert!(st.success(), "git {args:?}");
+        }
+        self
+    }
+
+    /// `pymdeploy ARGS` in the service root.
+    pub fn pym(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(pymdeploy_bin());
+        cmd.args(args).current_dir(&self.root);
+        run(cmd)
+    }
+
+    /// `cargo xtask ARGS` in the service root: the generated pipeline itself.
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.arg("xtask").args(args).current_dir(&self.root);
+        run(cmd)
+    }
+
+    /// Containers of this service still on the engine, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=org.pymacaron.name={}", self.name);
+        docker(&["ps", "-a", "-q", "--filter", &filter]).lines().map(str::to_string).collect()
+    }
+
+    /// Image tags of this service in the engine.
+    pub fn images(&self) -> Vec<String> {
+        docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &self.name]).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+            for c in self.containers() {
+                let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+            }
+            for i in self.images() {
+                let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
+            }
+        }
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! `cargo xtask bench`: pymdeploy against the plain tools, in the same session.
+//!
+//! 1. cold compile of a generated service's xtask (fresh target directory);
+//! 2. `build` + `accept-local` wall time, against the same work done with cargo, the
+//!    docker CLI and a 100 ms curl loop, as a ratio (median of alternating runs);
+//! 3. readiness latency: from a server starting to answer `/ping` to our poll seeing it;
+//! 4. peak memory of `pymdeploy build` with a 1 GiB file in the context, ignored and
+//!    included, against the docker CLI's on the same context.
+//!
+//! Figures go to stdout as a table; progress to stderr.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use pymdeploy::output::{Printer, StepReport};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rounds of each timed comparison (alternating ours and the plain tools)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Skip the cold compile measurement (the slowest part)
+    #[arg(long)]
+    skip_compile: bool,
+}
+
+struct Figure {
+    what: String,
+    value: String,
+    goal: String,
+    met: Option<bool>,
+}
+
+pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Result<()> {
+    crate::setup(printer, reports)?;
+    let work = std::env::temp_dir().join(format!("pym-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let pymdeploy = build_pymdeploy(printer, reports)?;
+    let mut figures = Vec::new();
+
+    if !args.skip_compile {
+        crate::stage(printer, reports, "cold-compile", |p| {
+            let svc = new_service(&pymdeploy, &work, "bench-compile")?;
+            let target = work.join("cold-target");
+            p.message("cargo build of the generated xtask in an empty target directory");
+            let t = Instant::now();
+            let st = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--manifest-path", "xtask/Cargo.toml"])
+                .env("CARGO_TARGET_DIR", &target)
+                .current_dir(&svc)
+                .status()?;
+            ensure!(st.success(), "the xtask did not compile");
+            let secs = t.elapsed().as_secs_f64();
+            let _ = std::fs::remove_dir_all(&target);
+            figures.push(Figure { what: "cold compile of a generated xtask (docker target)".into(), value: format!("{secs:.1} s"), goal: "< 60 s".into(), met: Some(secs < 60.0) });
+            Ok(format!("{secs:.1}s"))
+        })?;
+    }
+
+    crate::stage(printer, reports, "build+accept", |p| {
+        let target = work.join("svc-target");
+        let svc = new_service(&pymdeploy, &work, "bench-pipeline")?;
+        // Warm both paths once: cargo's cache, the engine's layer cache.
+        p.message("warming up");
+        pym(&pymdeploy, &svc, &target, &["build"])?;
+        pym(&pymdeploy, &svc, &target, &["accept-local"])?;
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            p.message(&format!("round {} of {}", round + 1, args.rounds));
+            let t = Instant::now();
+            pym(&pymdeploy, &svc, &target, &["build", "--force-build"])?;
+            pym(&pymdeploy, &svc, &target, &["accept-local"])?;
+            ours.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            plain_build_accept(&svc, &target)?;
+            plain.push(t.elapsed().as_secs_f64());
+        }
+        let (o, c) = (median(&mut ours), median(&mut plain));
+        let ratio = o / c;
+        figures.push(Figure {
+            what: format!("build + accept-local: pymdeploy {o:.2} s vs docker CLI + curl {c:.2} s (median of {})", args.rounds),
+            value: format!("{ratio:.2}x"),
+            goal: "<= 1.0x".into(),
+            met: Some(ratio <= 1.0),
+        });
+        Ok(format!("ratio {ratio:.2}"))
+    })?;
+
+    crate::stage(printer, reports, "readiness", |_| {
+        let mut lat = readiness_latencies(20)?;
+        let med = median(&mut lat);
+        let max = lat.iter().cloned().fold(0.0, f64::max);
+        figures.push(Figure {
+            what: "readiness seen after the server starts answering (median / max of 20)".into(),
+            value: format!("{:.1} / {:.1} ms", med * 1e3, max * 1e3),
+            goal: "<= 100 ms".into(),
+            met: Some(max <= 0.100),
+        });
+        Ok(format!("median {:.1} ms", med * 1e3))
+    })?;
+
+    crate::stage(printer, reports, "memory", |p| {
+        for include in [false, true] {
+            let dir = context_service(&work, include)?;
+            p.message(&format!("1 GiB file {}", if include { "included" } else { "ignored" }));
+            let (ours, _) = peak_rss(Command::new(&pymdeploy).args(["build", "--force-build"]).current_dir(&dir).env("NO_COLOR", "1"))?;
+            let (cli, _) = peak_rss(Command::new("docker").args(["build", "-q", "-t", "pym-bench-ctx:cli", "."]).env("DOCKER_BUILDKIT", "0").current_dir(&dir))?;
+            let mib = ours as f64 / 1024.0;
+            figures.push(Figure {
+                what: format!("peak RSS of `pymdeploy build`, 1 GiB file {} (docker CLI: {:.1} MiB)", if include { "included" } else { "ignored" }, cli as f64 / 1024.0),
+                value: format!("{mib:.1} MiB"),
+                goal: "< 64 MiB".into(),
+                met: Some(mib < 64.0),
+            });
+            let _ = Command::new("docker").args(["rmi", "-f", "pym-bench-ctx:cli"]).output();
+            let _ = Command::new("docker").args(["rmi", "-f"]).arg(format!("pym-bench-ctx:{}", version_of(&pymdeploy, &dir)?)).output();
+        }
+        Ok("measured".into())
+    })?;
+
+    let _ = std::fs::remove_dir_all(&work);
+    printer.data("");
+    printer.data(&format!("{:<100} {:>16} {:>10} {}", "figure", "value", "goal", "met"));
+    for f in &figures {
+        let met = match f.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        printer.data(&format!("{:<100} {:>16} {:>10} {met}", f.what, f.value, f.goal));
+    }
+    Ok(())
+}
+
+fn build_pymdeploy(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<PathBuf> {
+    crate::stage(printer, reports, "compile", |_| {
+        let st = Command::new(env!("CARGO")).args(["build", "--quiet", "--release", "--bin", "pymdeploy"]).current_dir(crate::root()).status()?;
+        ensure!(st.success(), "pymdeploy did not compile");
+        Ok("pymdeploy (release)".into())
+    })?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"));
+    Ok(target.join("release/pymdeploy"))
+}
+
+fn new_service(pymdeploy: &Path, work: &Path, name: &str) -> Result<PathBuf> {
+    let dir = work.join(name);
+    let out = Command::new(pymdeploy).args(["new", name, "--path"]).arg(&dir).arg("--pymdeploy-path").arg(crate::root()).output()?;
+    ensure!(out.status.success(), "pymdeploy new failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(dir)
+}
+
+fn pym(pymdeploy: &Path, svc: &Path, target: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(pymdeploy).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("NO_COLOR", "1").output()?;
+    ensure!(out.status.success(), "pymdeploy {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn version_of(pymdeploy: &Path, dir: &Path) -> Result<String> {
+    let out = Command::new(pymdeploy).arg("version").current_dir(dir).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The same work as `build` + `accept-local`, by hand: cargo, the docker CLI, curl.
+fn plain_build_accept(svc: &Path, target: &Path) -> Result<()> {
+    let name = svc.file_name().unwrap().to_str().unwrap();
+    let sh = |program: &str, args: &[&str]| -> Result<String> {
+        let out = Command::new(program).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("DOCKER_BUILDKIT", "0").output()?;
+        if !out.status.success() {
+            bail!("{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    sh("cargo", &["build", "--release", "--bin", name])?;
+    std::fs::create_dir_all(svc.join(".pym/dist"))?;
+    std::fs::copy(target.join("release").join(name), svc.join(".pym/dist").join(name))?;
+    let tag = format!("{name}:plain");
+    sh("docker", &["build", "-q", "--no-cache=false", "-t", &tag, "--build-arg", "PYM_VERSION=plain", "--build-arg", "PYM_BASE=debian:bookworm-slim", "--label", "org.pymacaron.commit=plain", "."])?;
+    let id = sh("docker", &["run", "-d", "--init", "-e", "PYM_ENV=local", "-e", "PORT=8080", "-p", "127.0.0.1::8080", &tag])?;
+    let result = (|| -> Result<()> {
+        let port = sh("docker", &["port", &id, "8080/tcp"])?;
+        let port = port.lines().next().unwrap_or("").rsplit(':').next().unwrap_or("").to_string();
+        let url = format!("http://127.0.0.1:{port}/ping");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status()?.success();
+            if ok {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the plain run never became healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = Command::new("cargo")
+            .args(["test", "--manifest-path", "testaccept/Cargo.toml"])
+            .current_dir(svc)
+            .env("CARGO_TARGET_DIR", target)
+            .env("PYM_SERVER_HOST", "127.0.0.1")
+            .env("PYM_SERVER_PORT", &port)
+            .env("PYM_ENV", "local")
+            .output()?;
+        ensure!(out.status.success(), "plain acceptance failed");
+        Ok(())
+    })();
+    sh("docker", &["rm", "-f", &id])?;
+    result
+}
+
+/// Starts a server that answers 200 on /ping only after a delay, and measures how long
+/// after it started answering our poll saw it.
+fn readiness_latencies(n: usize) -> Result<Vec<f64>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        // Reserve a port, release it, and bind it again later: until then, connections
+        // are refused, as with a container that has not started listening.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || -> Result<()> {
+            std::thread::sleep(Duration::from_millis(300));
+            let listener = TcpListener::bind(("127.0.0.1", port))?;
+            tx.send(Instant::now()).ok();
+            let (mut s, _) = listener.accept()?;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf)?;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")?;
+            Ok(())
+        });
+        let seen = rt.block_on(pymdeploy::steps::accept::poll_health("127.0.0.1", port, "/ping", Duration::from_secs(10), std::future::pending()));
+        let seen_at = Instant::now();
+        seen.context("the poll did not see the server")?;
+        let ready_at = rx.recv().context("the server did not start")?;
+        server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+        out.push(seen_at.duration_since(ready_at).as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// A minimal service whose context holds a 1 GiB file, ignored or not.
+fn context_service(work: &Path, include: bool) -> Result<PathBuf> {
+    let dir = work.join(if include { "ctx-included" } else { "ctx-ignored" });
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("pym-config.yaml"), "name: pym-bench-ctx\ndeploy_target: docker\n")?;
+    let copy = if include { "COPY big.bin /big.bin\n" } else { "COPY pym-config.yaml /\n" };
+    std::fs::write(dir.join("Dockerfile"), format!("FROM scratch\n{copy}"))?;
+    std::fs::write(dir.join(".dockerignore"), if include { "" } else { "big.bin\n" })?;
+    std::fs::write(dir.join(".gitignore"), "big.bin\n")?;
+    // Written, not sparse: a real file of random-looking bytes, read from disk.
+    let mut f = std::fs::File::create(dir.join("big.bin"))?;
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for _ in 0..1024 {
+        f.write_all(&chunk)?;
+    }
+    for args in [vec!["init", "-q"], vec!["add", "-A"], vec!["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "ctx"]] {
+        ensure!(Command::new("git").args(&args).current_dir(&dir).status()?.success(), "git {args:?}");
+    }
+    Ok(dir)
+}
+
+/// Runs a command and returns its peak resident set size in KiB.
+fn peak_rss(cmd: &mut Command) -> Result<(u64, Duration)> {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().context("cannot start the measured command")?;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 writes a whole one.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child's, not yet waited for.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    ensure!(pid > 0, "wait4 failed");
+    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the measured command failed:\n{stderr}");
+    Ok((usage.ru_maxrss as u64, t.elapsed()))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

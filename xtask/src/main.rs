@@ -1,0 +1,119 @@
+//! This repository's own automation, built on the pymdeploy library (we use what we
+//! ship: its printer, its command runner, its steps' building blocks).
+//!
+//! - `cargo xtask ci`: set up the machine (Docker engine, base image) and run every test
+//! - `cargo xtask demo`: set up, scaffold a demo service, and deploy it on the docker target
+//! - `cargo xtask bench`: the benchmarks, as ratios against the plain tools
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use pymdeploy::output::{Outcome, Printer, StepProgress, StepReport};
+use pymdeploy::xshell::{Shell, cmd};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "pymdeploy's own automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set up the machine (Docker engine, base image) and run the whole test suite
+    Ci,
+    /// Set up the machine, scaffold a demo service, and deploy it on the docker target
+    Demo {
+        /// Where the demo service is created (replaced if it exists)
+        #[arg(long, default_value = "target/demo/hello")]
+        path: PathBuf,
+    },
+    /// Run the benchmarks and print their figures
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::from_env();
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    let result = match cli.command {
+        Command::Ci => ci(&printer, &mut reports),
+        Command::Demo { path } => demo(&printer, &mut reports, &path),
+        Command::Bench(args) => bench::run(&printer, &mut reports, args),
+    };
+    printer.summary(&reports, started.elapsed());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            printer.error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is inside the repository").to_path_buf()
+}
+
+/// Runs one named stage with its own progress display and a row in the summary.
+pub fn stage(printer: &Printer, reports: &mut Vec<StepReport>, name: &str, f: impl FnOnce(&StepProgress<'_>) -> Result<String>) -> Result<String> {
+    let started = Instant::now();
+    let progress = printer.step(name);
+    let result = f(&progress);
+    let (outcome, note) = match &result {
+        Ok(note) => (Outcome::Ok, note.clone()),
+        Err(e) => (Outcome::Failed, format!("{e}")),
+    };
+    progress.finish(&outcome, &note);
+    reports.push(StepReport { name: name.to_string(), outcome, duration: started.elapsed(), note });
+    result
+}
+
+/// `.ci/setup`: the Docker engine, the base image, the registry tools.
+pub fn setup(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
+    stage(printer, reports, "setup", |p| {
+        let sh = Shell::new()?;
+        let script = root().join(".ci/setup");
+        pymdeploy::ops::cmd::stream(cmd!(sh, "bash {script}"), &root(), p, false).context("machine setup failed")?;
+        Ok("docker engine and base image ready".into())
+    })?;
+    Ok(())
+}
+
+fn ci(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
+    setup(printer, reports)?;
+    stage(printer, reports, "test", |p| {
+        let sh = Shell::new()?;
+        let cmd = cmd!(sh, "cargo test --workspace --locked").env("CI", "true");
+        pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed")?;
+        Ok("cargo test --workspace".into())
+    })?;
+    Ok(())
+}
+
+fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result<()> {
+    setup(printer, reports)?;
+    let path = if path.is_absolute() { path.to_path_buf() } else { root().join(path) };
+    stage(printer, reports, "new", |p| {
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove the old demo at {}", path.display()))?;
+        }
+        let sh = Shell::new()?;
+        let repo = root();
+        let cmd = cmd!(sh, "cargo run --quiet --bin pymdeploy -- new hello --path {path} --pymdeploy-path {repo}");
+        pymdeploy::ops::cmd::stream(cmd, &repo, p, false)?;
+        Ok(format!("{}", path.display()))
+    })?;
+    // The demo's own pipeline, in the foreground: what a user of the service sees.
+    printer.status("Deploying", &format!("cargo xtask deploy in {}", path.display()));
+    let status = std::process::Command::new(env!("CARGO")).args(["xtask", "deploy"]).current_dir(&path).status().context("cannot run cargo")?;
+    anyhow::ensure!(status.success(), "the demo's deploy failed");
+    printer.data(&path.display().to_string());
+    Ok(())
+}
