@@ -7,7 +7,6 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
@@ -18,6 +17,15 @@ use crate::error::hinted;
 use crate::ops;
 use crate::output::Printer;
 use crate::version::Version;
+
+/// Set once by the signal handler a `Ctx` installs; read by `ops::cmd`, which stops its
+/// child processes when it is set.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// True once the process got SIGINT (Ctrl-C) or SIGTERM.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// What the user asked for on the command line.
 #[derive(Clone, Debug, Default)]
@@ -33,7 +41,6 @@ pub struct Ctx {
     pub opts: Options,
     pub out: Printer,
     rt: tokio::runtime::Runtime,
-    interrupted: Arc<AtomicBool>,
     interrupt_rx: tokio::sync::watch::Receiver<bool>,
     config: Config,
     docker: OnceCell<Docker>,
@@ -50,9 +57,7 @@ impl Ctx {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let interrupted = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let flag = interrupted.clone();
         rt.spawn(async move {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -62,7 +67,7 @@ impl Ctx {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            flag.store(true, Ordering::SeqCst);
+            INTERRUPTED.store(true, Ordering::SeqCst);
             let _ = tx.send(true);
         });
         Ok(Ctx {
@@ -70,7 +75,6 @@ impl Ctx {
             opts,
             out,
             rt,
-            interrupted,
             interrupt_rx: rx,
             config,
             docker: OnceCell::new(),
@@ -96,7 +100,7 @@ impl Ctx {
 
     /// True once the user pressed Ctrl-C (or the process got SIGTERM).
     pub fn interrupted(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
+        interrupted()
     }
 
     /// Resolves when the run is interrupted; for `select!` in async steps.

@@ -153,7 +153,7 @@ impl Printer {
                 None
             }
         };
-        StepProgress { printer: self, name: name.to_string(), bar, lines: Mutex::new(Vec::new()), started: Instant::now() }
+        StepProgress { printer: self, name: name.to_string(), bar, lines: Mutex::new(Vec::new()), tests: Mutex::new(TestTally::default()), started: Instant::now() }
     }
 
     /// The closing table: each step, its result and its duration, and the total.
@@ -184,7 +184,34 @@ pub struct StepProgress<'a> {
     name: String,
     bar: Option<ProgressBar>,
     lines: Mutex<Vec<String>>,
+    tests: Mutex<TestTally>,
     started: Instant,
+}
+
+/// Test counts read from libtest's `test result:` lines in a step's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestTally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl TestTally {
+    /// Adds the counts of a line like `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim_start().strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 impl StepProgress<'_> {
@@ -193,6 +220,7 @@ impl StepProgress<'_> {
     /// whole output can be shown if the step fails.
     pub fn line(&self, text: &str) {
         let text = self.printer.mask(text.trim_end());
+        self.tests.lock().unwrap().add_line(&text);
         match &self.bar {
             Some(pb) => {
                 if !text.trim().is_empty() {
@@ -210,6 +238,11 @@ impl StepProgress<'_> {
             lines.remove(0);
         }
         lines.push(text);
+    }
+
+    /// The tests counted so far in this step's output.
+    pub fn tests(&self) -> TestTally {
+        *self.tests.lock().unwrap()
     }
 
     /// A status message for the step (not part of its captured output).
@@ -265,3 +298,17 @@ pub fn fmt_duration(d: Duration) -> String {
     if s < 60.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::TestTally;
+
+    #[test]
+    fn tally_reads_libtest_summaries() {
+        let mut t = TestTally::default();
+        t.add_line("    test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add_line("running 3 tests");
+        assert_eq!(t, TestTally { passed: 4, failed: 2, ignored: 1 });
+    }
+}

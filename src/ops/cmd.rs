@@ -5,10 +5,16 @@
 //! value cannot inject a command. Output (stdout and stderr, merged in arrival order) is
 //! fed line by line to the step's progress, which folds it on a terminal, prints it
 //! plainly elsewhere, and shows all of it when the command fails.
+//!
+//! Each command runs in a process group of its own. On Ctrl-C (or SIGTERM) our handler
+//! forwards SIGINT to that whole group (cargo and the test binaries it started), then
+//! SIGKILL after a grace period, so the step returns promptly and can clean up.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xshell::Shell;
@@ -27,7 +33,7 @@ pub fn from_config<'a>(sh: &'a Shell, line: &str) -> Result<xshell::Cmd<'a>> {
 pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool) -> Result<String> {
     let display = cmd.to_string();
     let mut command: Command = cmd.into();
-    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = command.spawn().map_err(|e| {
         let program = display.split_whitespace().next().unwrap_or("").to_string();
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -41,20 +47,26 @@ pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, cap
     })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let captured = std::thread::scope(|s| {
+    let (captured, status) = std::thread::scope(|s| {
         let err_lines = s.spawn(|| forward(stderr, progress));
-        let out = if capture_stdout {
-            let mut buf = String::new();
-            let _ = BufReader::new(stdout).read_to_string(&mut buf);
-            buf
-        } else {
-            forward(stdout, progress);
-            String::new()
-        };
+        let out = s.spawn(|| {
+            if capture_stdout {
+                let mut buf = String::new();
+                let _ = BufReader::new(stdout).read_to_string(&mut buf);
+                buf
+            } else {
+                forward(stdout, progress);
+                String::new()
+            }
+        });
+        let status = wait_or_interrupt(&mut child);
         let _ = err_lines.join();
-        out
+        (out.join().unwrap_or_default(), status)
     });
-    let status = child.wait().with_context(|| format!("cannot wait for `{display}`"))?;
+    let status = status.with_context(|| format!("cannot wait for `{display}`"))?;
+    if crate::ctx::interrupted() {
+        return Err(anyhow::Error::new(crate::error::Interrupted).context(format!("`{display}` was stopped")));
+    }
     if !status.success() {
         let how = match status.code() {
             Some(code) => format!("exited with status {code}"),
@@ -63,6 +75,33 @@ pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, cap
         anyhow::bail!("`{display}` {how}");
     }
     Ok(captured)
+}
+
+/// Waits for the child; if the run is interrupted meanwhile, stops its process group:
+/// SIGINT first, SIGKILL if it is still there after five seconds.
+fn wait_or_interrupt(child: &mut std::process::Child) -> std::io::Result<ExitStatus> {
+    let group = child.id() as libc::pid_t;
+    let mut signalled: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if crate::ctx::interrupted() {
+            match signalled {
+                None => {
+                    // SAFETY: kill(2) with a negative pid signals our child's own group.
+                    unsafe { libc::kill(-group, libc::SIGINT) };
+                    signalled = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(5) => {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn forward(pipe: impl Read, progress: &StepProgress<'_>) {

@@ -87,7 +87,11 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &S
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
-    Ok(format!("healthy in {:.1}s, acceptance tests passed", waited.as_secs_f64()))
+    let passed = match progress.tests().passed {
+        0 => "acceptance tests passed".to_string(),
+        n => format!("{n} acceptance tests passed"),
+    };
+    Ok(format!("healthy in {:.1}s, {passed}", waited.as_secs_f64()))
 }
 
 /// The environment a container of this service gets: `PYM_ENV`, `PORT`, and each

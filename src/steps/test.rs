@@ -24,7 +24,8 @@ impl Step for Test {
         let sh = xshell::Shell::new()?;
         let cmd = ops::cmd::from_config(&sh, &command)?;
         ops::cmd::stream(cmd, &ctx.root, progress, false).context("the unit tests failed")?;
-        Ok(command)
+        let t = progress.tests();
+        Ok(if t.passed > 0 { format!("{} passed ({command})", t.passed) } else { command })
     }
 }
 

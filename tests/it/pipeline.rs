@@ -1,5 +1,7 @@
 //! test → build → accept-local on generated services, against the real Docker engine.
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{TestService, docker_available};
@@ -28,6 +30,9 @@ fn a_new_service_deploys_through_its_own_xtask() {
     svc.pym(&["build"]).assert_ok().assert_stderr_has("reused");
     // Unless asked.
     svc.pym(&["build", "--force-build"]).assert_ok().assert_stderr_has("built");
+    // Bare `pymdeploy` in the service root runs the service's own pipeline.
+    svc.pym(&[]).assert_ok().assert_stderr_has("cargo xtask deploy (this service's own pipeline)").assert_stderr_has("accept-local ok");
+    assert!(svc.containers().is_empty());
 }
 
 #[test]
@@ -111,4 +116,38 @@ fn a_missing_secret_is_refused_before_anything_starts() {
         .assert_stderr_has("env_secrets not set in the environment: PYM_IT_NOT_SET_ANYWHERE")
         .assert_stderr_has("hint: export PYM_IT_NOT_SET_ANYWHERE");
     assert!(svc.containers().is_empty());
+}
+
+#[test]
+fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let svc = TestService::new("interrupt");
+    // An acceptance suite that would run for minutes.
+    svc.edit("pym-config.yaml", "accept_command: cargo test --manifest-path testaccept/Cargo.toml", "accept_command: sleep 600").commit("slow acceptance");
+    svc.pym(&["build"]).assert_ok();
+    let mut child = svc.spawn_pym(&["accept-local"]);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("running acceptance tests") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "accept-local ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert_eq!(svc.containers().len(), 1, "the container runs while the tests do");
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit code after Ctrl-C\n{seen}{rest}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?} to stop", started.elapsed());
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert!(svc.containers().is_empty(), "left behind after Ctrl-C: {:?}", svc.containers());
+    // No `sleep` of ours survives either.
+    let ps = Command::new("pgrep").args(["-f", "^sleep 600$"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "the acceptance command survived: {}", String::from_utf8_lossy(&ps.stdout));
 }

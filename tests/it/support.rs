@@ -139,6 +139,20 @@ impl TestService {
         run(cmd)
     }
 
+    /// `pymdeploy ARGS` started in the background, stderr piped, for tests that act on
+    /// a run while it goes on.
+    pub fn spawn_pym(&self, args: &[&str]) -> std::process::Child {
+        Command::new(pymdeploy_bin())
+            .args(args)
+            .current_dir(&self.root)
+            .env("NO_COLOR", "1")
+            .env("CARGO_TARGET_DIR", services_target_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("pymdeploy starts")
+    }
+
     /// `cargo xtask ARGS` in the service root: the generated pipeline itself.
     pub fn xtask(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO"));

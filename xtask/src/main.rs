@@ -42,12 +42,16 @@ fn main() -> ExitCode {
     let printer = Printer::from_env();
     let started = Instant::now();
     let mut reports = Vec::new();
+    let mut closing = None;
     let result = match cli.command {
-        Command::Ci => ci(&printer, &mut reports),
+        Command::Ci => ci(&printer, &mut reports, &mut closing),
         Command::Demo { path } => demo(&printer, &mut reports, &path),
         Command::Bench(args) => bench::run(&printer, &mut reports, args),
     };
     printer.summary(&reports, started.elapsed());
+    if let Some(line) = closing {
+        printer.data(&line);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -86,15 +90,21 @@ pub fn setup(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
     Ok(())
 }
 
-fn ci(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
+fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<String>) -> Result<()> {
     setup(printer, reports)?;
-    stage(printer, reports, "test", |p| {
+    let mut tally = Default::default();
+    let result = stage(printer, reports, "test", |p| {
         let sh = Shell::new()?;
         let cmd = cmd!(sh, "cargo test --workspace --locked").env("CI", "true");
-        pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed")?;
-        Ok("cargo test --workspace".into())
-    })?;
-    Ok(())
+        let run = pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
+        tally = p.tests();
+        run?;
+        Ok(format!("{} passed", tally.passed))
+    });
+    // One closing line for whoever reads the log's end: the counts of every test binary.
+    let pymdeploy::output::TestTally { passed, failed, ignored } = tally;
+    *closing = Some(format!("tests: {passed} passed, {failed} failed, {ignored} skipped"));
+    result.map(drop)
 }
 
 fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result<()> {
