@@ -59,15 +59,22 @@ pub struct Built {
     pub context_bytes: u64,
 }
 
-/// Builds an image from `req.root`, streaming the context from disk and folding the
-/// engine's output into `progress`.
-pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgress<'_>) -> Result<Built> {
-    if !req.root.join(req.dockerfile).is_file() {
+/// An error with a hint when the Dockerfile is not there.
+pub fn check_dockerfile(root: &Path, dockerfile: &str) -> Result<()> {
+    let path = root.join(dockerfile);
+    if !path.is_file() {
         return Err(hinted(
-            format!("no Dockerfile at {}", req.root.join(req.dockerfile).display()),
+            format!("no Dockerfile at {}", path.display()),
             "add a Dockerfile, or set `dockerfile:` in pym-config.yaml to the one you use",
         ));
     }
+    Ok(())
+}
+
+/// Builds an image from `req.root`, streaming the context from disk and folding the
+/// engine's output into `progress`.
+pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgress<'_>) -> Result<Built> {
+    check_dockerfile(req.root, req.dockerfile)?;
     let root = req.root.to_path_buf();
     let dockerfile = req.dockerfile.to_string();
     let entries = tokio::task::spawn_blocking(move || context::list(&root, &dockerfile))

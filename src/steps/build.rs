@@ -34,6 +34,9 @@ impl Step for Build {
     }
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let config = ctx.config();
+        // Before anything slow: no Dockerfile, no point compiling.
+        ops::docker::check_dockerfile(&ctx.root, &config.dockerfile)?;
         let version = ctx.version()?.clone();
         let tag = ctx.image_tag()?;
         let docker = ctx.docker()?;
@@ -45,7 +48,6 @@ impl Step for Build {
                 }
             }
         }
-        let config = ctx.config();
         if let Some(bin) = &config.rust_binary {
             progress.message(&format!("cargo build --release --bin {bin}"));
             compile_rust_binary(ctx, bin, config.rust_target.as_deref(), progress)?;

@@ -48,3 +48,29 @@ fn outside_a_service_the_error_says_where_to_start() {
     let r = run(cmd);
     r.assert_failed().assert_stderr_has("no pym-config.yaml in").assert_stderr_has("hint: run this in a service root");
 }
+
+#[test]
+fn no_engine_is_one_error_with_a_hint() {
+    let dir = crate::support::temp_dir("noengine");
+    std::fs::write(dir.join("pym-config.yaml"), "name: lonely\ndeploy_target: docker\n").unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+    for args in [vec!["init", "-q"], vec!["add", "-A"], vec!["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]] {
+        assert!(std::process::Command::new("git").args(&args).current_dir(&dir).status().unwrap().success());
+    }
+    let mut cmd = std::process::Command::new(pymdeploy_bin());
+    cmd.arg("build").current_dir(&dir).env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let r = run(cmd);
+    r.assert_failed()
+        .assert_stderr_has("error: step `build` failed: no Docker engine reachable at unix:///nonexistent/docker.sock")
+        .assert_stderr_has("hint: start the engine");
+    assert_eq!(r.stderr.matches("error:").count(), 1, "one error, not a cascade:\n{}", r.stderr);
+}
+
+#[test]
+fn a_missing_dockerfile_is_one_error_with_a_hint() {
+    let dir = crate::support::temp_dir("nodockerfile");
+    std::fs::write(dir.join("pym-config.yaml"), "name: lonely\ndeploy_target: docker\n").unwrap();
+    let mut cmd = std::process::Command::new(pymdeploy_bin());
+    cmd.arg("build").current_dir(&dir);
+    run(cmd).assert_failed().assert_stderr_has("no Dockerfile at").assert_stderr_has("hint: add a Dockerfile");
+}
