@@ -164,7 +164,7 @@ pub fn xtask_command(pipeline: &Pipeline) -> clap::Command {
 }
 
 fn with_steps(mut cmd: clap::Command, pipeline: &Pipeline) -> clap::Command {
-    for s in pipeline.steps() {
+    for s in pipeline.runnable() {
         cmd = cmd.subcommand(clap::Command::new(s.name().to_string()).about(s.about().to_string()));
     }
     cmd
@@ -172,7 +172,7 @@ fn with_steps(mut cmd: clap::Command, pipeline: &Pipeline) -> clap::Command {
 
 fn step_subcommand<'a>(matches: &'a ArgMatches, pipeline: &Pipeline) -> Option<(&'a str, GlobalArgs)> {
     let (name, sub) = matches.subcommand()?;
-    if !pipeline.names().contains(&name) {
+    if !pipeline.runnable().any(|s| s.name() == name) {
         return None;
     }
     let global = GlobalArgs::from_arg_matches(sub).unwrap_or_else(|e| e.exit());

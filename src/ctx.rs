@@ -46,6 +46,7 @@ pub struct Ctx {
     docker: OnceCell<Docker>,
     version: OnceCell<Version>,
     image: RefCell<Option<String>>,
+    pushed: RefCell<Option<String>>,
 }
 
 impl Ctx {
@@ -80,6 +81,7 @@ impl Ctx {
             docker: OnceCell::new(),
             version: OnceCell::new(),
             image: RefCell::new(None),
+            pushed: RefCell::new(None),
         })
     }
 
@@ -150,5 +152,14 @@ impl Ctx {
 
     pub fn set_built_image(&self, tag: String) {
         *self.image.borrow_mut() = Some(tag);
+    }
+
+    /// The image reference by digest (`repo@sha256:…`) the push step pushed in this run.
+    pub fn pushed_image(&self) -> Option<String> {
+        self.pushed.borrow().clone()
+    }
+
+    pub fn set_pushed(&self, reference: String) {
+        *self.pushed.borrow_mut() = Some(reference);
     }
 }

@@ -48,6 +48,9 @@ pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(name: &str, about:
 #[derive(Default)]
 pub struct Pipeline {
     steps: Vec<Box<dyn Step>>,
+    /// Run only when asked by name (`rollback`, `status`, a step not yet in `deploy`):
+    /// each is a subcommand, none runs in `deploy`.
+    commands: Vec<Box<dyn Step>>,
 }
 
 /// How a pipeline run ended.
@@ -61,9 +64,15 @@ impl Pipeline {
         Pipeline::default()
     }
 
-    /// test → build → accept-local.
+    /// test → build → accept-local; `push` on its own.
     pub fn standard() -> Pipeline {
-        Pipeline::new().step(steps::test::Test).step(steps::build::Build).step(steps::accept::AcceptLocal)
+        Pipeline::new().step(steps::test::Test).step(steps::build::Build).step(steps::accept::AcceptLocal).command(steps::push::Push)
+    }
+
+    /// Adds a command: a step that runs only when asked for by name, never in `deploy`.
+    pub fn command(mut self, step: impl Step + 'static) -> Pipeline {
+        self.commands.push(Box::new(step));
+        self
     }
 
     /// Appends a step.
@@ -80,20 +89,31 @@ impl Pipeline {
         self
     }
 
+    /// The steps `deploy` runs, in order.
     pub fn steps(&self) -> impl Iterator<Item = &dyn Step> {
         self.steps.iter().map(|s| s.as_ref())
+    }
+
+    /// Every step and command: each is a subcommand.
+    pub fn runnable(&self) -> impl Iterator<Item = &dyn Step> {
+        self.steps.iter().chain(&self.commands).map(|s| s.as_ref())
     }
 
     pub fn names(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.name()).collect()
     }
 
-    /// Runs the steps whose names are in `only` (all when `None`), in pipeline order,
-    /// stopping at the first failure. Steps after a failure are reported as skipped.
+    /// Runs the steps whose names are in `only` (all of `deploy`'s when `None`), in
+    /// pipeline order, stopping at the first failure. Steps after a failure are reported
+    /// as skipped. Commands run only when named in `only`.
     pub fn run(&self, ctx: &Ctx, only: Option<&[&str]>) -> RunResult {
         let mut reports = Vec::new();
         let mut error = None;
-        for s in &self.steps {
+        let candidates: Vec<&Box<dyn Step>> = match only {
+            Some(_) => self.steps.iter().chain(&self.commands).collect(),
+            None => self.steps.iter().collect(),
+        };
+        for s in candidates {
             if only.is_some_and(|names| !names.contains(&s.name())) {
                 continue;
             }

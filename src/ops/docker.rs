@@ -254,3 +254,66 @@ pub fn human_bytes(n: u64) -> String {
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
+
+/// What a push did.
+pub struct Pushed {
+    /// `sha256:…`, as the registry reported it.
+    pub digest: String,
+    pub layers_pushed: usize,
+    pub layers_existing: usize,
+}
+
+/// Pushes `image` (`<registry>/<repo>:<tag>`) with `credentials`, showing each layer's
+/// progress.
+pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<Pushed> {
+    let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).with_context(|| format!("{image} has no tag"))?;
+    let host = crate::ops::registry::registry_of(image);
+    let creds = credentials.map(|c| bollard::auth::DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.clone()),
+        serveraddress: Some(host.clone()),
+        ..Default::default()
+    });
+    let options = bollard::query_parameters::PushImageOptionsBuilder::default().tag(tag).build();
+    let mut stream = docker.push_image(name, Some(options), creds);
+    let (mut pushed, mut existing, mut digest) = (0, 0, None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| describe_push_error(e, image, &host, credentials))?;
+        let Some(status) = info.status else { continue };
+        match status.as_str() {
+            "Pushed" => pushed += 1,
+            "Layer already exists" => existing += 1,
+            _ => {}
+        }
+        if let Some(d) = status.split("digest: ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+            digest = Some(d.to_string());
+        }
+        let detail = info.progress_detail.and_then(|p| Some((p.current?, p.total?))).map(|(c, t)| format!(" {}/{}", human_bytes(c as u64), human_bytes(t as u64))).unwrap_or_default();
+        progress.line(&format!("{status}{detail} (layers: {pushed} pushed, {existing} already there)"));
+    }
+    let digest = digest.with_context(|| format!("the registry reported no digest for {image}"))?;
+    Ok(Pushed { digest, layers_pushed: pushed, layers_existing: existing })
+}
+
+fn describe_push_error(e: bollard::errors::Error, image: &str, host: &str, creds: Option<&crate::ops::registry::Credentials>) -> anyhow::Error {
+    let msg = match &e {
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let lower = msg.to_lowercase();
+    if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") || lower.contains("no basic auth") {
+        let who = match creds {
+            Some(c) => format!("the credentials of `{}` from {}", c.username, c.source),
+            None => "an anonymous push (no credentials found)".to_string(),
+        };
+        return hinted(
+            format!("registry {host} refused {who} for {image}: {msg}"),
+            format!("check the password, or log in again with `docker login {host}` (in CI: set {} and {})", crate::ops::registry::ENV_USER, crate::ops::registry::ENV_PASSWORD),
+        );
+    }
+    if lower.contains("connection refused") || lower.contains("no such host") || lower.contains("dial tcp") || lower.contains("i/o timeout") {
+        return hinted(format!("cannot reach registry {host} to push {image}: {msg}"), format!("check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"));
+    }
+    anyhow::Error::new(e).context(format!("cannot push {image}"))
+}

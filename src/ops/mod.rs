@@ -6,3 +6,4 @@ pub mod context;
 pub mod docker;
 pub mod git;
 pub mod http;
+pub mod registry;

@@ -3,4 +3,5 @@
 
 pub mod accept;
 pub mod build;
+pub mod push;
 pub mod test;

@@ -5,6 +5,7 @@
 //! - `scaffold`: `new` and `init` on real directories and git repositories
 //! - `context`: our build context against the docker CLI's, on the same tree
 //! - `pipeline`: test → build → accept-local on generated services, on the real engine
+//! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
 //!
 //! Tests that need the Docker engine call `support::docker_available()`. Outside CI a
 //! missing engine skips them loudly; with `CI=true` it fails them: CI never skips.
@@ -13,5 +14,6 @@ mod cli;
 mod config;
 mod context;
 mod pipeline;
+mod push;
 mod scaffold;
 mod support;

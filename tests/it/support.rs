@@ -139,6 +139,16 @@ impl TestService {
         run(cmd)
     }
 
+    /// `pymdeploy ARGS` with extra environment variables.
+    pub fn pym_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(pymdeploy_bin());
+        cmd.args(args).current_dir(&self.root);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(cmd)
+    }
+
     /// `pymdeploy ARGS` started in the background, stderr piped, for tests that act on
     /// a run while it goes on.
     pub fn spawn_pym(&self, args: &[&str]) -> std::process::Child {
@@ -185,5 +195,66 @@ impl Drop for TestService {
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir_all(parent);
         }
+    }
+}
+
+/// A real registry (Debian's docker-registry) on a free loopback port, with htpasswd
+/// auth, stopped and deleted on drop.
+pub struct Registry {
+    pub host: String,
+    pub user: String,
+    pub password: String,
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = temp_dir("registry");
+        let (user, password) = ("pym-it".to_string(), format!("pw-{}-registry", std::process::id()));
+        let htpasswd = Command::new("htpasswd").args(["-Bbn", &user, &password]).output().expect("htpasswd runs (run .ci/setup)");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: pym-it\n    path: {}\n",
+            dir.join("data").display(),
+            dir.join("htpasswd").display()
+        );
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve"])
+            .arg(dir.join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .expect("docker-registry runs (run .ci/setup)");
+        let host = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the registry did not start: {}", std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry { host, user, password, dir, child }
+    }
+
+    /// The HTTP status of a manifest in the registry, asked with curl and the right
+    /// credentials.
+    pub fn manifest_status(&self, repo: &str, reference: &str) -> String {
+        let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", &format!("{}:{}", self.user, self.password)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", &url])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

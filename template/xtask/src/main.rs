@@ -14,12 +14,13 @@
 //! ```
 
 use pymdeploy::Pipeline;
-use pymdeploy::steps::{accept::AcceptLocal, build::Build, test::Test};
+use pymdeploy::steps::{accept::AcceptLocal, build::Build, push::Push, test::Test};
 
 fn main() -> std::process::ExitCode {
     let pipeline = Pipeline::new()
         .step(Test) // unit tests: `test_command`
         .step(Build) // the docker image, tagged with the version
-        .step(AcceptLocal); // the image, run locally, against `accept_command`
+        .step(AcceptLocal) // the image, run locally, against `accept_command`
+        .command(Push); // `cargo xtask push`: the image to `docker_repo`
     pymdeploy::xtask(pipeline)
 }

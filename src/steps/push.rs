@@ -1,0 +1,53 @@
+//! `push`: the built image to the registry `docker_repo` names, with the credentials
+//! Docker users already have (see `ops::registry`).
+
+use anyhow::Result;
+
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::ops;
+use crate::output::StepProgress;
+use crate::pipeline::Step;
+
+pub struct Push;
+
+impl Step for Push {
+    fn name(&self) -> &str {
+        "push"
+    }
+
+    fn about(&self) -> &str {
+        "Push the image to the registry `docker_repo` names"
+    }
+
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        if ctx.config().docker_repo.as_deref().is_none_or(str::is_empty) {
+            return Err(hinted("there is no registry to push to: `docker_repo` is not set", "set `docker_repo: <registry>/<namespace>` in pym-config.yaml"));
+        }
+        let image = match ctx.built_image() {
+            Some(image) => image,
+            None => ctx.image_tag()?,
+        };
+        let docker = ctx.docker()?;
+        if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
+            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
+        }
+        let host = ops::registry::registry_of(&image);
+        let creds = ops::registry::credentials_for(&host)?;
+        if let Some(c) = &creds {
+            ctx.out.add_secret(&c.password);
+        }
+        let pushed = ctx.block_on(ops::docker::push(docker, &image, creds.as_ref(), progress))?;
+        let reference = format!("{}@{}", image.rsplit_once(':').map(|(n, _)| n).unwrap_or(&image), pushed.digest);
+        ctx.set_pushed(reference.clone());
+        Ok(if pushed.layers_pushed == 0 {
+            format!("unchanged: all {} layers already in {host} ({})", pushed.layers_existing, short(&pushed.digest))
+        } else {
+            format!("{} layers pushed, {} already there ({})", pushed.layers_pushed, pushed.layers_existing, short(&pushed.digest))
+        })
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
