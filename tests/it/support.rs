@@ -176,9 +176,17 @@ impl TestService {
         docker(&["ps", "-a", "-q", "--filter", &filter]).lines().map(str::to_string).collect()
     }
 
-    /// Image tags of this service in the engine.
+    /// Image tags of this service in the engine, under any registry and namespace.
     pub fn images(&self) -> Vec<String> {
-        docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", &self.name]).lines().map(str::to_string).collect()
+        let suffix = format!("/{}", self.name);
+        docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .filter(|l| l.split_once(':').is_some_and(|_| {
+                let repo = l.rsplit_once(':').map(|(r, _)| r).unwrap_or(l);
+                repo == self.name || repo.ends_with(&suffix)
+            }))
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -124,6 +124,13 @@ pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     })?;
 
     let _ = std::fs::remove_dir_all(&work);
+    // The images the benchmark made: it leaves the engine as it found it.
+    for repo in ["bench-pipeline", "bench-compile"] {
+        let out = Command::new("docker").args(["images", "-q", repo]).output()?;
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<std::collections::BTreeSet<_>>() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+    }
     printer.data("");
     printer.data(&format!("{:<100} {:>16} {:>10} {}", "figure", "value", "goal", "met"));
     for f in &figures {
