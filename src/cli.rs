@@ -47,6 +47,21 @@ pub enum ServiceCommand {
     },
     /// Print the version the current commit builds as
     Version,
+    /// The live proxy of the docker target (runs inside its container)
+    #[command(name = "__proxy", hide = true)]
+    Proxy {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Points the live proxy at a new upstream (run inside its container)
+    #[command(name = "__proxy-route", hide = true)]
+    ProxyRoute {
+        upstream: String,
+        #[arg(long)]
+        state: PathBuf,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -243,6 +258,15 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let root = find_root(&global)?;
             let config = Config::load(&root, env)?;
             printer.data(config.to_yaml()?.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Proxy { listen, state } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(crate::ops::proxy::serve(&listen, &state))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyRoute { upstream, state } => {
+            crate::ops::proxy::set_route(&state, &upstream)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Version => {

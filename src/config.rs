@@ -141,6 +141,18 @@ config! {
         health_path: String = "/ping".to_string(),
         /// seconds to wait for the service to become healthy
         health_timeout: u64 = 60,
+        /// docker target: the address the live and staging ports are published on
+        publish_ip: String = "127.0.0.1".to_string(),
+        /// docker target: the host port of the live address (the proxy the tool manages)
+        live_port: u16 = 8080,
+        /// docker target: the host port of the staging address
+        staging_port: u16 = 8081,
+        /// how many previous live versions are kept for rollback
+        keep_previous: u32 = 2,
+        /// seconds open connections get to finish on the old version after a switch
+        drain_seconds: u64 = 2,
+        /// roll back automatically when the live acceptance tests fail
+        rollback_on_failure: bool = true,
         /// the unit-test command (default: `cargo test` in a Rust service, else `python -m pytest test`)
         test_command: Option<String> = None,
         /// the acceptance-test command, run against a server given by PYM_SERVER_HOST and PYM_SERVER_PORT

@@ -15,6 +15,7 @@ pub mod output;
 pub mod pipeline;
 pub mod scaffold;
 pub mod steps;
+pub mod targets;
 pub mod version;
 
 pub use cli::xtask;

@@ -64,9 +64,22 @@ impl Pipeline {
         Pipeline::default()
     }
 
-    /// test → build → accept-local; `push` on its own.
+    /// test → build → accept-local → push → stage → accept-staging → promote →
+    /// accept-live, with the commands `rollback` and `status`.
     pub fn standard() -> Pipeline {
-        Pipeline::new().step(steps::test::Test).step(steps::build::Build).step(steps::accept::AcceptLocal).command(steps::push::Push)
+        use crate::config::PymEnv;
+        use steps::deploy::{Accept, Promote, Rollback, Stage, Status};
+        Pipeline::new()
+            .step(steps::test::Test)
+            .step(steps::build::Build)
+            .step(steps::accept::AcceptLocal)
+            .step(steps::push::Push)
+            .step(Stage)
+            .step(Accept(PymEnv::Staging))
+            .step(Promote)
+            .step(Accept(PymEnv::Live))
+            .command(Rollback)
+            .command(Status)
     }
 
     /// Adds a command: a step that runs only when asked for by name, never in `deploy`.

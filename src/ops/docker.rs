@@ -142,6 +142,12 @@ pub struct RunSpec<'a> {
     /// `None` lets the engine choose a free port.
     pub host_port: Option<u16>,
     pub labels: HashMap<String, String>,
+    /// A user-defined network to join, where containers find each other by name.
+    pub network: Option<&'a str>,
+    /// Restarted by the engine (`unless-stopped`): for what must outlive the deploy.
+    pub restart: bool,
+    /// Replaces the image's command.
+    pub cmd: Option<Vec<String>>,
 }
 
 /// Creates and starts a container; returns its id. If starting fails, the created
@@ -158,6 +164,11 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         )])),
         // An init process forwards SIGTERM, so `docker stop` is quick for any service.
         init: Some(true),
+        network_mode: spec.network.map(str::to_string),
+        restart_policy: spec.restart.then(|| bollard::models::RestartPolicy {
+            name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -166,6 +177,7 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         labels: Some(spec.labels),
         exposed_ports: Some(vec![port_key]),
         host_config: Some(host_config),
+        cmd: spec.cmd,
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(spec.name).build();
@@ -316,4 +328,81 @@ fn describe_push_error(e: bollard::errors::Error, image: &str, host: &str, creds
         return hinted(format!("cannot reach registry {host} to push {image}: {msg}"), format!("check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"));
     }
     anyhow::Error::new(e).context(format!("cannot push {image}"))
+}
+
+/// Creates a bridge network unless it exists.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<()> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            let req = bollard::models::NetworkCreateRequest { name: name.to_string(), driver: Some("bridge".into()), ..Default::default() };
+            docker.create_network(req).await.with_context(|| format!("cannot create network {name}"))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot inspect network {name}")),
+    }
+}
+
+/// Runs `cmd` in a running container; returns its exit code and output.
+pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    let config = bollard::models::ExecConfig {
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let created = docker.create_exec(container, config).await.with_context(|| format!("cannot exec in {container}"))?;
+    let mut output = String::new();
+    if let bollard::exec::StartExecResults::Attached { output: mut out, .. } =
+        docker.start_exec(&created.id, None).await.with_context(|| format!("cannot exec in {container}"))?
+    {
+        while let Some(Ok(chunk)) = out.next().await {
+            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    }
+    let inspect = docker.inspect_exec(&created.id).await.with_context(|| format!("cannot inspect an exec in {container}"))?;
+    Ok((inspect.exit_code.unwrap_or(-1), output))
+}
+
+/// Pulls `reference` (`repo:tag` or `repo@sha256:…`) from its registry.
+pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<()> {
+    let host = crate::ops::registry::registry_of(reference);
+    let creds = credentials.map(|c| bollard::auth::DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.clone()),
+        serveraddress: Some(host.clone()),
+        ..Default::default()
+    });
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(reference).build();
+    let mut stream = docker.create_image(Some(options), None, creds);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| describe_push_error(e, reference, &host, credentials)).with_context(|| format!("cannot pull {reference}"))?;
+        if let Some(status) = info.status {
+            progress.line(&status);
+        }
+    }
+    Ok(())
+}
+
+/// Containers (running or not) carrying every one of `labels` (`key=value`).
+pub async fn list(docker: &Docker, labels: &[String]) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    docker.list_containers(Some(options)).await.context("cannot list containers")
+}
+
+/// Stops a container, giving it `grace` seconds after SIGTERM.
+pub async fn stop(docker: &Docker, id: &str, grace: i32) -> Result<()> {
+    let options = bollard::query_parameters::StopContainerOptionsBuilder::default().t(grace).build();
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot stop container {id}")),
+    }
+}
+
+pub async fn start(docker: &Docker, id: &str) -> Result<()> {
+    match docker.start_container(id, None).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot start container {id}")),
+    }
 }

@@ -6,4 +6,5 @@ pub mod context;
 pub mod docker;
 pub mod git;
 pub mod http;
+pub mod proxy;
 pub mod registry;

@@ -3,5 +3,6 @@
 
 pub mod accept;
 pub mod build;
+pub mod deploy;
 pub mod push;
 pub mod test;

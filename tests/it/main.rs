@@ -6,6 +6,7 @@
 //! - `context`: our build context against the docker CLI's, on the same tree
 //! - `pipeline`: test → build → accept-local on generated services, on the real engine
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
+//! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
 //!
 //! Tests that need the Docker engine call `support::docker_available()`. Outside CI a
 //! missing engine skips them loudly; with `CI=true` it fails them: CI never skips.
@@ -17,3 +18,4 @@ mod pipeline;
 mod push;
 mod scaffold;
 mod support;
+mod target_docker;

@@ -165,8 +165,15 @@ impl TestService {
 
     /// `cargo xtask ARGS` in the service root: the generated pipeline itself.
     pub fn xtask(&self, args: &[&str]) -> Run {
+        self.xtask_env(args, &[])
+    }
+
+    pub fn xtask_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.arg("xtask").args(args).current_dir(&self.root);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         run(cmd)
     }
 
@@ -199,6 +206,7 @@ impl Drop for TestService {
             for i in self.images() {
                 let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
             }
+            let _ = Command::new("docker").args(["network", "rm", &format!("pym-{}", self.name)]).output();
         }
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir_all(parent);
@@ -264,5 +272,85 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free loopback port (free when asked; tests use it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One GET on a fresh connection: status and body, or `None` if it failed in any way.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+}
+
+/// `/version` of whatever answers on `port`, as JSON.
+pub fn version_on(port: u16) -> Option<serde_json::Value> {
+    let (status, body) = http_get(port, "/version")?;
+    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// Requests `/version` on `port` in a loop on a thread, each on a new connection, until
+/// stopped; counts answers and failures, and the versions seen.
+pub struct RequestLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>, std::collections::BTreeSet<String>)>,
+}
+
+impl RequestLoop {
+    pub fn start(port: u16) -> RequestLoop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut ok, mut failures, mut versions) = (0, Vec::new(), std::collections::BTreeSet::new());
+            let started = std::time::Instant::now();
+            // Bounded: at most ten minutes, at most 200 000 requests.
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
+                match http_get(port, "/version") {
+                    Some((200, body)) => {
+                        ok += 1;
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                        versions.insert(v["version"].as_str().unwrap_or("?").to_string());
+                    }
+                    other => failures.push(format!("{:?} after {:?}", other.map(|(s, _)| s), started.elapsed())),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (ok, failures, versions)
+        });
+        RequestLoop { stop, handle }
+    }
+
+    /// Stops the loop: (answers, failures, versions seen).
+    pub fn finish(self) -> (usize, Vec<String>, std::collections::BTreeSet<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+impl TestService {
+    /// Points the service at `registry` and gives it its own live and staging ports.
+    /// Returns (live port, staging port).
+    pub fn for_docker_target(&self, registry: &Registry) -> (u16, u16) {
+        let (live, staging) = (free_port(), free_port());
+        self.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nlive_port: {live}\nstaging_port: {staging}\ndrain_seconds: 1", registry.host))
+            .commit("deploy to the test registry and ports");
+        (live, staging)
+    }
+}
+
+impl Registry {
+    /// The environment that gives pymdeploy this registry's credentials.
+    pub fn env(&self) -> [(&str, &str); 2] {
+        [("PYM_REGISTRY_USER", self.user.as_str()), ("PYM_REGISTRY_PASSWORD", self.password.as_str())]
     }
 }

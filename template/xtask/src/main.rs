@@ -1,5 +1,5 @@
 //! This service's deploy pipeline: `cargo xtask deploy`, or one step at a time
-//! (`cargo xtask test`, `cargo xtask build`, `cargo xtask accept-local`).
+//! (`cargo xtask test`, `cargo xtask build`, … `cargo xtask promote`).
 //!
 //! The pipeline is plain code, versioned with the service. Reorder the steps, remove one,
 //! or add your own; each step becomes a subcommand. For example, a lint before the tests:
@@ -14,13 +14,20 @@
 //! ```
 
 use pymdeploy::Pipeline;
-use pymdeploy::steps::{accept::AcceptLocal, build::Build, push::Push, test::Test};
+use pymdeploy::config::PymEnv::{Live, Staging};
+use pymdeploy::steps::{accept::AcceptLocal, build::Build, deploy::*, push::Push, test::Test};
 
 fn main() -> std::process::ExitCode {
     let pipeline = Pipeline::new()
         .step(Test) // unit tests: `test_command`
         .step(Build) // the docker image, tagged with the version
         .step(AcceptLocal) // the image, run locally, against `accept_command`
-        .command(Push); // `cargo xtask push`: the image to `docker_repo`
+        .step(Push) // the image, to the registry `docker_repo` names
+        .step(Stage) // the pushed image, as the staging environment of `deploy_target`
+        .step(Accept(Staging)) // `accept-staging`
+        .step(Promote) // staging's version made live, blue/green, verified
+        .step(Accept(Live)) // `accept-live`; rolls back on failure
+        .command(Rollback) // `cargo xtask rollback`: the previous live version
+        .command(Status); // `cargo xtask status`: what runs where
     pymdeploy::xtask(pipeline)
 }

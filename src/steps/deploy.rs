@@ -1,0 +1,107 @@
+//! The steps after `push`, on the configured target: `stage`, `accept-staging`,
+//! `promote`, `accept-live`, and the commands `rollback` and `status`.
+
+use anyhow::{Context, Result};
+
+use crate::config::PymEnv;
+use crate::ctx::Ctx;
+use crate::output::StepProgress;
+use crate::pipeline::Step;
+use crate::steps::accept::run_acceptance;
+use crate::targets;
+
+pub struct Stage;
+
+impl Step for Stage {
+    fn name(&self) -> &str {
+        "stage"
+    }
+    fn about(&self) -> &str {
+        "Deploy the pushed image to the target's staging environment"
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        targets::stage(ctx, progress)
+    }
+}
+
+/// `accept-staging` and `accept-live`: the acceptance tests against an environment.
+pub struct Accept(pub PymEnv);
+
+impl Step for Accept {
+    fn name(&self) -> &str {
+        match self.0 {
+            PymEnv::Staging => "accept-staging",
+            PymEnv::Live => "accept-live",
+            PymEnv::Local => "accept-local",
+        }
+    }
+    fn about(&self) -> &str {
+        match self.0 {
+            PymEnv::Staging => "Run the acceptance tests against staging",
+            _ => "Run the acceptance tests against live (rolls back on failure if `rollback_on_failure`)",
+        }
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let config = ctx.config_for(self.0)?;
+        let addr = targets::address(ctx, self.0)?;
+        let result = run_acceptance(ctx, &config, &addr.host, addr.port, self.0, progress);
+        match (result, self.0) {
+            (Ok(()), _) => Ok(format!("{} acceptance tests passed on {}:{}", progress.tests().passed, addr.host, addr.port)),
+            (Err(e), PymEnv::Live) if config.rollback_on_failure && !ctx.interrupted() => {
+                progress.message("live acceptance failed: rolling back");
+                match targets::rollback(ctx, progress) {
+                    Ok(note) => Err(e.context(format!("rolled back: {note}"))),
+                    Err(rb) => Err(e.context(format!("and the rollback failed too: {rb:#}"))),
+                }
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+pub struct Promote;
+
+impl Step for Promote {
+    fn name(&self) -> &str {
+        "promote"
+    }
+    fn about(&self) -> &str {
+        "Make the staged version live (blue/green) and verify it serves"
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        targets::promote(ctx, progress)
+    }
+}
+
+pub struct Rollback;
+
+impl Step for Rollback {
+    fn name(&self) -> &str {
+        "rollback"
+    }
+    fn about(&self) -> &str {
+        "Make the previous live version live again"
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        targets::rollback(ctx, progress)
+    }
+}
+
+pub struct Status;
+
+impl Step for Status {
+    fn name(&self) -> &str {
+        "status"
+    }
+    fn about(&self) -> &str {
+        "Show what runs where: environment, version, state, since when"
+    }
+    fn run(&self, ctx: &Ctx, _progress: &StepProgress<'_>) -> Result<String> {
+        let lines = targets::status(ctx).context("cannot read the target's state")?;
+        let n = lines.len().saturating_sub(1);
+        for l in lines {
+            ctx.out.data(&l);
+        }
+        Ok(format!("{n} containers"))
+    }
+}

@@ -1,0 +1,372 @@
+//! The docker target: one Docker engine (the local one unless `DOCKER_HOST` names
+//! another) serves staging and live.
+//!
+//! - staging is one container, `pym-<name>-staging`, published on `staging_port`, replaced
+//!   by each `stage`;
+//! - live is the proxy `pym-<name>-proxy` (see `ops::proxy`) on `live_port`, in front of
+//!   one running container per live version, `pym-<name>-live-<version>`, on the network
+//!   `pym-<name>`. The running one is live; stopped ones are the previous versions kept
+//!   for rollback, newest first, `keep_previous` of them.
+//!
+//! Every container the target makes carries the labels `org.pymacaron.name`,
+//! `org.pymacaron.env` and `org.pymacaron.version`, from which `status` reads the state:
+//! there is no state file to drift from the engine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::models::ContainerSummary;
+
+use super::Address;
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::ops::{self, docker::RunSpec, proxy};
+use crate::output::StepProgress;
+use crate::steps::accept::{container_env, wait_healthy};
+use crate::steps::build::LABEL_NAME;
+
+pub const LABEL_ENV: &str = crate::steps::accept::LABEL_ENV;
+pub const LABEL_VERSION: &str = "org.pymacaron.version";
+
+fn network(c: &Config) -> String {
+    format!("pym-{}", c.name)
+}
+fn proxy_name(c: &Config) -> String {
+    format!("pym-{}-proxy", c.name)
+}
+fn staging_name(c: &Config) -> String {
+    format!("pym-{}-staging", c.name)
+}
+fn live_name(c: &Config, version: &str) -> String {
+    format!("pym-{}-live-{version}", c.name)
+}
+
+/// The host the checks reach a published port on.
+fn check_host(c: &Config) -> String {
+    if c.publish_ip == "0.0.0.0" { "127.0.0.1".into() } else { c.publish_ip.clone() }
+}
+
+pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
+    let c = ctx.config();
+    match env {
+        PymEnv::Staging => Ok(Address { host: check_host(c), port: c.staging_port }),
+        PymEnv::Live => Ok(Address { host: check_host(c), port: c.live_port }),
+        PymEnv::Local => bail!("the local environment is not on a deploy target"),
+    }
+}
+
+fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_NAME.to_string(), c.name.clone()),
+        (LABEL_ENV.to_string(), env.to_string()),
+        (LABEL_VERSION.to_string(), version.to_string()),
+    ])
+}
+
+/// The image to deploy, by digest: what `push` pushed in this run, or else the registry
+/// digest the engine recorded for this version's tag.
+fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
+    if let Some(r) = ctx.pushed_image() {
+        return Ok(r);
+    }
+    let tag = ctx.image_tag()?;
+    let repo = tag.rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or(tag.clone());
+    let inspect = ctx.block_on(docker.inspect_image(&tag)).map_err(|_| hinted(format!("no image {tag} in the engine"), "build and push it first: `cargo xtask build && cargo xtask push`"))?;
+    inspect
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.starts_with(&format!("{repo}@")))
+        .ok_or_else(|| hinted(format!("{tag} has not been pushed to {}", ops::registry::registry_of(&tag)), "push it first: `cargo xtask push`"))
+}
+
+fn version_of(ctx: &Ctx) -> Result<String> {
+    Ok(ctx.version()?.to_string())
+}
+
+/// Asks `/version` and checks it names `version`.
+async fn verify_version(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match ops::http::get(host, port, "/version", Duration::from_secs(2)).await {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if v["version"] == version {
+                    return Ok(());
+                }
+                format!("it serves {}", v["version"])
+            }
+            Ok((status, _)) => format!("/version answered {status}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{host}:{port} does not serve version {version}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let config = ctx.config_for(PymEnv::Staging)?;
+    let env = container_env(ctx, &config, PymEnv::Staging)?;
+    let docker = ctx.docker()?;
+    let version = version_of(ctx)?;
+    let reference = reference(ctx, docker)?;
+    let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+    if let Some(c) = &creds {
+        ctx.out.add_secret(&c.password);
+    }
+    progress.message(&format!("pulling {reference}"));
+    ctx.block_on(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
+    let name = staging_name(&config);
+    ctx.block_on(ops::docker::remove(docker, &name))?;
+    let spec = RunSpec {
+        name: &name,
+        image: &reference,
+        env,
+        container_port: config.port,
+        host_ip: &config.publish_ip,
+        host_port: Some(config.staging_port),
+        labels: labels(&config, PymEnv::Staging, &version),
+        network: None,
+        restart: true,
+        cmd: None,
+    };
+    let id = ctx.block_on(ops::docker::run(docker, spec))?;
+    let host = check_host(&config);
+    let ready = ctx.block_on(async {
+        let waited = wait_healthy(docker, &id, &host, config.staging_port, &config.health_path, Duration::from_secs(config.health_timeout)).await?;
+        verify_version(&host, config.staging_port, &version, Duration::from_secs(5)).await?;
+        Ok::<_, anyhow::Error>(waited)
+    });
+    match ready {
+        Ok(waited) => Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64())),
+        Err(e) => {
+            let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
+            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+            ctx.block_on(ops::docker::remove(docker, &id))?;
+            Err(e.context(format!("staging {version} failed")))
+        }
+    }
+}
+
+/// The proxy's image, built from the running binary on first use.
+fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the running binary for the proxy image")?;
+    let meta = std::fs::metadata(&exe).with_context(|| format!("cannot stat {}", exe.display()))?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+    let tag = format!("pym-proxy:{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), meta.len());
+    if ctx.block_on(ops::docker::image_labels(docker, &tag))?.is_some() {
+        return Ok(tag);
+    }
+    let dir = std::env::temp_dir().join(format!("pym-proxy-build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(&exe, dir.join("pym-proxy")).with_context(|| format!("cannot copy {} for the proxy image", exe.display()))?;
+    let base = ctx.config().docker_base.clone().unwrap_or_else(|| "debian:bookworm-slim".into());
+    std::fs::write(dir.join("Dockerfile"), format!("FROM {base}\nCOPY pym-proxy {}\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::BINARY, proxy::BINARY))?;
+    progress.message("building the proxy image");
+    let req = ops::docker::BuildRequest { root: &dir, dockerfile: "Dockerfile", tag: &tag, build_args: HashMap::new(), labels: HashMap::new() };
+    let built = ctx.block_on(ops::docker::build(docker, req, progress));
+    let _ = std::fs::remove_dir_all(&dir);
+    built?;
+    Ok(tag)
+}
+
+/// Makes sure the network and a running proxy exist.
+fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProgress<'_>) -> Result<()> {
+    ctx.block_on(ops::docker::ensure_network(docker, &network(config)))?;
+    let name = proxy_name(config);
+    if let Some(code) = ctx.block_on(existing_state(docker, &name))? {
+        if code.is_some() {
+            ctx.block_on(ops::docker::start(docker, &name))?;
+        }
+        return Ok(());
+    }
+    let image = proxy_image(ctx, docker, progress)?;
+    let spec = RunSpec {
+        name: &name,
+        image: &image,
+        env: vec![],
+        container_port: proxy::PORT,
+        host_ip: &config.publish_ip,
+        host_port: Some(config.live_port),
+        labels: HashMap::from([(LABEL_NAME.to_string(), config.name.clone()), (LABEL_ENV.to_string(), "proxy".to_string())]),
+        network: Some(&network(config)),
+        restart: true,
+        cmd: Some(vec!["--listen".into(), format!("0.0.0.0:{}", proxy::PORT), "--state".into(), proxy::STATE_FILE.into()]),
+    };
+    ctx.block_on(ops::docker::run(docker, spec))?;
+    Ok(())
+}
+
+/// `None` if there is no such container; `Some(None)` if it runs; `Some(Some(code))` if
+/// it has stopped.
+async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64>>> {
+    match docker.inspect_container(name, None).await {
+        Ok(_) => Ok(Some(ops::docker::exit_code(docker, name).await?)),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
+    }
+}
+
+fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-route", upstream, "--state", proxy::STATE_FILE]))?;
+    if code != 0 {
+        bail!("the proxy did not take the new route {upstream}: {}", out.trim());
+    }
+    Ok(())
+}
+
+/// The live containers of this service, newest first.
+fn live_containers(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<ContainerSummary>> {
+    let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=live")]))?;
+    list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+    Ok(list)
+}
+
+fn is_running(c: &ContainerSummary) -> bool {
+    c.state.as_ref().is_some_and(|s| s.to_string() == "running")
+}
+
+fn label<'a>(c: &'a ContainerSummary, key: &str) -> &'a str {
+    c.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str).unwrap_or("")
+}
+
+/// Switches live to the container `id` (healthy already), verifies, drains and stops the
+/// others, and prunes old versions. On a failed verification, the old route is restored.
+fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, version: &str, progress: &StepProgress<'_>) -> Result<Vec<String>> {
+    let before = live_containers(ctx, docker, config)?;
+    let old: Vec<&ContainerSummary> = before.iter().filter(|c| is_running(c) && c.id.as_deref() != Some(id)).collect();
+    progress.message(&format!("routing the live address to {version}"));
+    route(ctx, docker, config, &format!("{name}:{}", config.port))?;
+    let host = check_host(config);
+    if let Err(e) = ctx.block_on(verify_version(&host, config.live_port, version, Duration::from_secs(10))) {
+        if let Some(prev) = old.first() {
+            let prev_name = prev.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
+            route(ctx, docker, config, &format!("{prev_name}:{}", config.port))?;
+        }
+        return Err(e.context("live does not serve the new version after the switch; the previous route is restored"));
+    }
+    progress.message(&format!("draining the old version for {}s", config.drain_seconds));
+    std::thread::sleep(Duration::from_secs(config.drain_seconds));
+    let mut stopped = Vec::new();
+    for c in &old {
+        let cid = c.id.clone().unwrap_or_default();
+        ctx.block_on(ops::docker::stop(docker, &cid, 10))?;
+        stopped.push(label(c, LABEL_VERSION).to_string());
+    }
+    // Keep `keep_previous` stopped versions, newest first; remove the rest.
+    let after = live_containers(ctx, docker, config)?;
+    for c in after.iter().filter(|c| !is_running(c)).skip(config.keep_previous as usize) {
+        ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
+    }
+    Ok(stopped)
+}
+
+pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let config = ctx.config_for(PymEnv::Live)?;
+    let env = container_env(ctx, &config, PymEnv::Live)?;
+    let docker = ctx.docker()?;
+    let version = version_of(ctx)?;
+    let reference = reference(ctx, docker)?;
+    ensure_proxy(ctx, docker, &config, progress)?;
+    let name = live_name(&config, &version);
+    if ctx.block_on(existing_state(docker, &name))? == Some(None) {
+        let host = check_host(&config);
+        if ctx.block_on(verify_version(&host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
+            return Ok(format!("{version} is already live on {host}:{}", config.live_port));
+        }
+    }
+    // A leftover of this version (a failed or rolled-back promote) is replaced.
+    ctx.block_on(ops::docker::remove(docker, &name))?;
+    progress.message(&format!("starting {version} beside the live version"));
+    let spec = RunSpec {
+        name: &name,
+        image: &reference,
+        env,
+        container_port: config.port,
+        host_ip: "127.0.0.1",
+        host_port: None,
+        labels: labels(&config, PymEnv::Live, &version),
+        network: Some(&network(&config)),
+        restart: true,
+        cmd: None,
+    };
+    let id = ctx.block_on(ops::docker::run(docker, spec))?;
+    let healthy = (|| -> Result<()> {
+        let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
+        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config.health_path, Duration::from_secs(config.health_timeout)))?;
+        Ok(())
+    })();
+    let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
+    match switched {
+        Ok(stopped) => {
+            let was = if stopped.is_empty() { "first live version".to_string() } else { format!("replaced {}", stopped.join(", ")) };
+            Ok(format!("{version} live on {}:{} ({was})", check_host(&config), config.live_port))
+        }
+        Err(e) => {
+            let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
+            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+            ctx.block_on(ops::docker::remove(docker, &id))?;
+            Err(e.context(format!("promoting {version} failed; live is unchanged")))
+        }
+    }
+}
+
+pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let config = ctx.config_for(PymEnv::Live)?;
+    let docker = ctx.docker()?;
+    let all = live_containers(ctx, docker, &config)?;
+    let current = all.iter().find(|c| is_running(c)).map(|c| label(c, LABEL_VERSION).to_string());
+    let Some(target) = all.iter().find(|c| !is_running(c)) else {
+        return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
+    };
+    let version = label(target, LABEL_VERSION).to_string();
+    let id = target.id.clone().unwrap_or_default();
+    let name = live_name(&config, &version);
+    ensure_proxy(ctx, docker, &config, progress)?;
+    progress.message(&format!("starting {version} again"));
+    ctx.block_on(ops::docker::start(docker, &id))?;
+    let result = (|| -> Result<Vec<String>> {
+        let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
+        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config.health_path, Duration::from_secs(config.health_timeout)))?;
+        switch_to(ctx, docker, &config, &id, &name, &version, progress)
+    })();
+    match result {
+        Ok(_) => Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into()))),
+        Err(e) => {
+            ctx.block_on(ops::docker::stop(docker, &id, 10))?;
+            Err(e.context(format!("rolling back to {version} failed; live is unchanged")))
+        }
+    }
+}
+
+/// One line per container of the service: env, version, state, image, since.
+pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+    let config = ctx.config();
+    let docker = ctx.docker()?;
+    let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
+    list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), std::cmp::Reverse(c.created.unwrap_or(0))));
+    let mut lines = vec![format!("{:<8} {:<28} {:<10} {:<22} {}", "ENV", "VERSION", "STATE", "SINCE", "IMAGE")];
+    for c in &list {
+        let env = match label(c, LABEL_ENV) {
+            "live" if !is_running(c) => "previous",
+            other => other,
+        };
+        let since = c.created.map(fmt_time).unwrap_or_default();
+        let state = c.status.clone().unwrap_or_default();
+        let state = state.split(' ').next().unwrap_or("").to_lowercase();
+        lines.push(format!("{env:<8} {:<28} {state:<10} {since:<22} {}", label(c, LABEL_VERSION), c.image.clone().unwrap_or_default()));
+    }
+    Ok(lines)
+}
+
+fn fmt_time(unix: i64) -> String {
+    let (y, m, d) = crate::version::civil_from_days(unix.div_euclid(86_400));
+    let secs = unix.rem_euclid(86_400);
+    format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}

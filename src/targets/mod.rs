@@ -1,0 +1,59 @@
+//! Deploy targets: where `stage`, `promote` and `rollback` put the service. One file per
+//! target; adding one touches that file and the match arms here.
+
+pub mod docker;
+
+use anyhow::Result;
+
+use crate::config::{PymEnv, TargetKind};
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::output::StepProgress;
+
+/// Where an environment answers: host and port for the acceptance tests.
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+}
+
+fn unsupported(kind: TargetKind) -> anyhow::Error {
+    hinted(
+        format!("the {kind} target cannot stage or promote yet"),
+        "use `deploy_target: docker`, or stop the pipeline before `stage` (`cargo xtask deploy` with a pipeline that ends at push)",
+    )
+}
+
+pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::stage(ctx, progress),
+        other => Err(unsupported(other)),
+    }
+}
+
+pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::promote(ctx, progress),
+        other => Err(unsupported(other)),
+    }
+}
+
+pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::rollback(ctx, progress),
+        other => Err(unsupported(other)),
+    }
+}
+
+pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::status(ctx),
+        other => Err(unsupported(other)),
+    }
+}
+
+pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::address(ctx, env),
+        other => Err(unsupported(other)),
+    }
+}
