@@ -16,6 +16,7 @@ use crate::ctx::{Ctx, Options};
 use crate::error::{Interrupted, hinted};
 use crate::output::Printer;
 use crate::pipeline::Pipeline;
+use crate::ops::state;
 use crate::scaffold;
 
 #[derive(Args, Clone, Debug, Default)]
@@ -29,13 +30,49 @@ pub struct GlobalArgs {
     /// Build the image even if one exists for this commit
     #[arg(long, global = true)]
     pub force_build: bool,
+    /// Emit one JSON event per line on stdout (progress stays on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Take over the deploy lock even if another deploy holds it
+    #[arg(long, global = true)]
+    pub break_lock: bool,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct DeployArgs {
+    /// Start at this step
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
+    /// Stop after this step
+    #[arg(long, value_name = "STEP")]
+    pub to: Option<String>,
+    /// Leave this step out (repeatable)
+    #[arg(long, value_name = "STEP")]
+    pub skip: Vec<String>,
+    /// Leave out the unit tests
+    #[arg(long)]
+    pub no_test: bool,
+    /// Stop before `push`: test, build and accept locally only
+    #[arg(long)]
+    pub no_push: bool,
+    /// Stop after `push`: do not stage or promote
+    #[arg(long)]
+    pub no_deploy: bool,
+    /// Print every action the run would take, in order, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the last deploy of this version from the step that did not finish
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Commands every service's xtask has.
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
     /// Run the whole pipeline, stopping at the first failure
-    Deploy,
+    Deploy(DeployArgs),
+    /// List the deploys of this service: who, when, which version, how it went
+    History,
     /// Print the merged configuration for an environment (secrets masked)
     Config {
         /// The environment whose overlay is applied
@@ -135,7 +172,7 @@ pub fn xtask(pipeline: Pipeline) -> ExitCode {
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
-        Some((name, global)) => run_pipeline(&pipeline, global, Some(name), printer),
+        Some((name, global)) => run_pipeline(&pipeline, global, What::One(name), printer),
         None => match XtaskCli::from_arg_matches(&matches) {
             Ok(cli) => match cli.command {
                 Some(c) => service_command(&pipeline, cli.global, c, printer),
@@ -154,7 +191,7 @@ pub fn pymdeploy() -> ExitCode {
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
-        Some((name, global)) => run_pipeline(&pipeline, global, Some(name), printer),
+        Some((name, global)) => run_pipeline(&pipeline, global, What::One(name), printer),
         None => match PymCli::from_arg_matches(&matches) {
             Ok(cli) => match cli.command {
                 Some(PymCommand::New(a)) => new(a, &printer),
@@ -233,21 +270,188 @@ fn open(global: GlobalArgs, printer: Printer) -> Result<Ctx> {
     Ctx::new(&root, opts, printer)
 }
 
-fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, only: Option<&str>, printer: Printer) -> Result<ExitCode> {
+/// What to run: one step or command by name, or `deploy`.
+enum What<'a> {
+    One(&'a str),
+    Deploy(DeployArgs),
+}
+
+/// Steps that change what runs on a target: running one alone takes the deploy lock.
+const TARGET_STEPS: &[&str] = &["push", "stage", "promote", "rollback"];
+
+fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer: Printer) -> Result<ExitCode> {
     let started = Instant::now();
+    printer.set_json(global.json);
+    let break_lock = global.break_lock;
     let ctx = open(global, printer)?;
-    let only_list = only.map(|n| vec![n]);
-    let result = pipeline.run(&ctx, only_list.as_deref());
-    ctx.out.summary(&result.reports, started.elapsed());
+    let (selected, args) = match &what {
+        What::One(name) => (vec![*name], None),
+        What::Deploy(args) => (select(pipeline, args)?, Some(args)),
+    };
+    let config = ctx.config().clone();
+    if args.is_some_and(|a| a.dry_run) {
+        let version = ctx.version()?.to_string();
+        ctx.out.data(&format!("plan: deploy {} {version} to {} (dry run: nothing is changed)", config.name, config.deploy_target));
+        let mut n = 0;
+        for (step, actions) in pipeline.plan(&ctx, &selected)? {
+            ctx.out.data(&format!("{step}:"));
+            for a in actions {
+                n += 1;
+                ctx.out.data(&format!("  {n:>2}. {a}"));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let command = match &what {
+        What::One(name) => format!("{name}"),
+        What::Deploy(_) => "deploy".to_string(),
+    };
+    let needs_lock = args.is_some() || TARGET_STEPS.contains(&command.as_str());
+    let _lock = match needs_lock {
+        true => Some(state::lock(&format!("{}-{}", config.name, config.deploy_target), &command, break_lock, |m| ctx.out.warn(m))?),
+        false => None,
+    };
+    // The journal: a deploy records each finished step, so `--resume` can go on from
+    // the first one that did not finish.
+    let mut journal = None;
+    let mut done = Vec::new();
+    if let Some(args) = args {
+        let version = ctx.version()?.to_string();
+        let j = match (args.resume, state::read_journal(&ctx.root)?) {
+            (true, Some(j)) if j.version == version && j.finished => {
+                ctx.out.status("Nothing", &format!("to resume: the last deploy of {version} finished"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            (true, Some(j)) if j.version == version => {
+                if let Some(i) = &j.built_image {
+                    ctx.set_built_image(i.clone());
+                }
+                if let Some(p) = &j.pushed {
+                    ctx.set_pushed(p.clone());
+                }
+                done = j.done.clone();
+                ctx.out.status("Resuming", &format!("the deploy of {version}; done: {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
+                j
+            }
+            (true, Some(j)) => {
+                return Err(hinted(
+                    format!("the journal is of version {}, not {version}: nothing to resume", j.version),
+                    "run `deploy` without --resume to deploy this version",
+                ));
+            }
+            (true, None) => return Err(hinted("there is no deploy to resume", "run `deploy` without --resume")),
+            (false, _) => state::Journal { version: version.clone(), started: state::now(), ..Default::default() },
+        };
+        state::write_journal(&ctx.root, &j)?;
+        journal = Some(j);
+    }
+    ctx.out.event(serde_json::json!({"event": "run_started", "command": command, "steps": selected}));
+    let result = pipeline.run(&ctx, &selected, &done, |report| {
+        if let Some(j) = journal.as_mut() {
+            if report.outcome == crate::output::Outcome::Ok {
+                j.done.push(report.name.clone());
+            }
+            j.built_image = ctx.built_image();
+            j.pushed = ctx.pushed_image();
+            if let Err(e) = state::write_journal(&ctx.root, j) {
+                ctx.out.warn(&format!("{e:#}"));
+            }
+        }
+    });
+    let elapsed = started.elapsed();
+    if let Some(mut j) = journal {
+        j.finished = result.error.is_none();
+        state::write_journal(&ctx.root, &j)?;
+        let rec = state::Record {
+            user: state::user(),
+            host: state::hostname(),
+            sha: ctx.version().map(|v| v.sha.clone()).unwrap_or_default(),
+            version: j.version.clone(),
+            digest: ctx.pushed_image().and_then(|p| p.split_once('@').map(|(_, d)| d.to_string())),
+            target: config.deploy_target.to_string(),
+            started: j.started,
+            duration_ms: elapsed.as_millis() as u64,
+            outcome: if result.error.is_none() { "ok".into() } else { "failed".into() },
+            steps: result
+                .reports
+                .iter()
+                .map(|r| state::StepRecord { name: r.name.clone(), outcome: format!("{:?}", r.outcome).to_lowercase(), duration_ms: r.duration.as_millis() as u64 })
+                .collect(),
+        };
+        if let Err(e) = state::record(&config.name, &rec) {
+            ctx.out.warn(&format!("the deploy was not recorded in the history: {e:#}"));
+        }
+    }
+    let outcome = if result.error.is_none() { "ok" } else { "failed" };
+    ctx.out.event(serde_json::json!({"event": "run_finished", "outcome": outcome, "duration_ms": elapsed.as_millis() as u64}));
+    ctx.out.summary(&result.reports, elapsed);
     match result.error {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
 }
 
+/// The steps a `deploy` runs, from its flags. Unknown step names are rejected with the
+/// list of the pipeline's steps.
+pub fn select<'a>(pipeline: &'a Pipeline, a: &DeployArgs) -> Result<Vec<&'a str>> {
+    let names = pipeline.names();
+    let position = |n: &str| {
+        names.iter().position(|s| *s == n).ok_or_else(|| {
+            hinted(format!("unknown step `{n}`"), format!("the steps of this pipeline are: {}", names.join(", ")))
+        })
+    };
+    let from = a.from.as_deref().map(position).transpose()?.unwrap_or(0);
+    let to = a.to.as_deref().map(position).transpose()?.unwrap_or(names.len().saturating_sub(1));
+    for s in &a.skip {
+        position(s)?;
+    }
+    if from > to {
+        return Err(hinted(format!("--from {} comes after --to {}", names[from], names[to]), format!("the steps run in this order: {}", names.join(", "))));
+    }
+    let push = names.iter().position(|s| *s == "push");
+    let selected: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| *i >= from && *i <= to && !a.skip.iter().any(|s| s == *n))
+        .filter(|(_, n)| !(a.no_test && **n == "test"))
+        .filter(|(i, _)| !(a.no_push && push.is_some_and(|p| *i >= p)))
+        .filter(|(i, _)| !(a.no_deploy && push.is_some_and(|p| *i > p)))
+        .map(|(_, n)| *n)
+        .collect();
+    if selected.is_empty() {
+        return Err(hinted("these flags leave no step to run", format!("the steps are: {}", names.join(", "))));
+    }
+    Ok(selected)
+}
+
 fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceCommand, printer: Printer) -> Result<ExitCode> {
     match command {
-        ServiceCommand::Deploy => run_pipeline(pipeline, global, None, printer),
+        ServiceCommand::Deploy(args) => run_pipeline(pipeline, global, What::Deploy(args), printer),
+        ServiceCommand::History => {
+            let root = find_root(&global)?;
+            let config = Config::load(&root, PymEnv::Local)?;
+            let records = state::history(&config.name)?;
+            if global.json {
+                for r in &records {
+                    printer.data(&serde_json::to_string(r)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            printer.data(&format!("{:<21} {:<22} {:<28} {:<8} {:>8}  {}", "STARTED", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"));
+            for r in &records {
+                let steps: Vec<String> = r.steps.iter().map(|s| if s.outcome == "ok" { s.name.clone() } else { format!("{}:{}", s.name, s.outcome) }).collect();
+                printer.data(&format!(
+                    "{:<21} {:<22} {:<28} {:<8} {:>8}  {}",
+                    crate::targets::docker::fmt_time(r.started),
+                    format!("{}@{}", r.user, r.host),
+                    r.version,
+                    r.outcome,
+                    crate::output::fmt_duration(std::time::Duration::from_millis(r.duration_ms)),
+                    steps.join(" ")
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ServiceCommand::Config { keys: true, .. } => {
             for (key, about) in config::KEYS {
                 printer.data(&format!("{key:<18} {}", about.trim()));
@@ -292,6 +496,12 @@ fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<Exi
         if global.force_build {
             cmd.arg("--force-build");
         }
+        if global.json {
+            cmd.arg("--json");
+        }
+        if global.break_lock {
+            cmd.arg("--break-lock");
+        }
         let status = cmd.status().map_err(|e| hinted(format!("cannot run `cargo xtask deploy`: {e}"), "install Rust and cargo (https://rustup.rs)"))?;
         return Ok(match status.code() {
             Some(0) => ExitCode::SUCCESS,
@@ -299,7 +509,7 @@ fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<Exi
             None => ExitCode::FAILURE,
         });
     }
-    run_pipeline(pipeline, GlobalArgs { root: Some(root), ..global }, None, printer)
+    run_pipeline(pipeline, GlobalArgs { root: Some(root), ..global }, What::Deploy(DeployArgs::default()), printer)
 }
 
 fn new(args: NewArgs, printer: &Printer) -> Result<ExitCode> {

@@ -27,6 +27,7 @@ pub struct Printer {
     mode: Mode,
     color: bool,
     github: bool,
+    json: std::sync::atomic::AtomicBool,
     secrets: Mutex<Vec<String>>,
 }
 
@@ -62,6 +63,7 @@ impl Printer {
             mode: if tty { Mode::Progress } else { Mode::Plain },
             color,
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            json: std::sync::atomic::AtomicBool::new(false),
             secrets: Mutex::new(Vec::new()),
         }
     }
@@ -112,6 +114,23 @@ impl Printer {
         if let Some(hint) = crate::error::hint_of(err) {
             let h = self.paint("hint", Style::new().cyan().bold());
             eprintln!("\n{h}: {}", self.mask(hint));
+        }
+    }
+
+    /// With `--json`: one JSON event per line on stdout (step started, finished, failed),
+    /// while the human progress stays on stderr.
+    pub fn set_json(&self, on: bool) {
+        self.json.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn json(&self) -> bool {
+        self.json.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Emits one event line when `--json` is on.
+    pub fn event(&self, event: serde_json::Value) {
+        if self.json() {
+            self.data(&event.to_string());
         }
     }
 

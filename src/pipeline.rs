@@ -19,6 +19,10 @@ pub trait Step {
     /// One line for `--help`.
     fn about(&self) -> &str;
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+    /// The actions `run` would take, for `--dry-run`. Reads, never changes anything.
+    fn plan(&self, _ctx: &Ctx) -> Result<Vec<String>> {
+        Ok(vec![self.about().to_string()])
+    }
 }
 
 /// A step made from a closure, for a team's own steps:
@@ -116,24 +120,25 @@ impl Pipeline {
         self.steps.iter().map(|s| s.name()).collect()
     }
 
-    /// Runs the steps whose names are in `only` (all of `deploy`'s when `None`), in
-    /// pipeline order, stopping at the first failure. Steps after a failure are reported
-    /// as skipped. Commands run only when named in `only`.
-    pub fn run(&self, ctx: &Ctx, only: Option<&[&str]>) -> RunResult {
+    /// Runs the steps named in `selected`, in pipeline order, stopping at the first
+    /// failure; later ones are reported as skipped. Steps in `done` (finished by the run
+    /// being resumed) are skipped as done. `after` sees each step's report as it ends,
+    /// for the journal.
+    pub fn run(&self, ctx: &Ctx, selected: &[&str], done: &[String], mut after: impl FnMut(&StepReport)) -> RunResult {
         let mut reports = Vec::new();
         let mut error = None;
-        let candidates: Vec<&Box<dyn Step>> = match only {
-            Some(_) => self.steps.iter().chain(&self.commands).collect(),
-            None => self.steps.iter().collect(),
-        };
-        for s in candidates {
-            if only.is_some_and(|names| !names.contains(&s.name())) {
-                continue;
-            }
+        for s in self.steps.iter().chain(&self.commands).filter(|s| selected.contains(&s.name())) {
+            let skipped = |note: &str| StepReport { name: s.name().to_string(), outcome: Outcome::Skipped, duration: Default::default(), note: note.to_string() };
             if error.is_some() {
-                reports.push(StepReport { name: s.name().to_string(), outcome: Outcome::Skipped, duration: Default::default(), note: String::new() });
+                reports.push(skipped(""));
                 continue;
             }
+            if done.iter().any(|d| d == s.name()) {
+                ctx.out.event(serde_json::json!({"event": "step_skipped", "step": s.name(), "reason": "done in the resumed run"}));
+                reports.push(skipped("done in the resumed run"));
+                continue;
+            }
+            ctx.out.event(serde_json::json!({"event": "step_started", "step": s.name()}));
             let started = Instant::now();
             let progress = ctx.out.step(s.name());
             let mut result = s.run(ctx, &progress);
@@ -145,7 +150,15 @@ impl Pipeline {
                 Err(e) => (Outcome::Failed, first_line(&format!("{e}"))),
             };
             progress.finish(&outcome, &note);
-            reports.push(StepReport { name: s.name().to_string(), outcome, duration: started.elapsed(), note });
+            let report = StepReport { name: s.name().to_string(), outcome, duration: started.elapsed(), note };
+            let event = if report.outcome == Outcome::Ok { "step_finished" } else { "step_failed" };
+            let mut ev = serde_json::json!({"event": event, "step": report.name, "duration_ms": report.duration.as_millis() as u64, "note": ctx.out.mask(&report.note)});
+            if let Err(e) = &result {
+                ev["error"] = serde_json::Value::String(ctx.out.mask(&format!("{e:#}")));
+            }
+            ctx.out.event(ev);
+            after(&report);
+            reports.push(report);
             if let Err(e) = result {
                 let e = if ctx.interrupted() && e.downcast_ref::<crate::error::Interrupted>().is_none() {
                     e.context(crate::error::Interrupted)
@@ -156,6 +169,16 @@ impl Pipeline {
             }
         }
         RunResult { reports, error }
+    }
+
+    /// What each selected step would do, in order, without doing any of it.
+    pub fn plan(&self, ctx: &Ctx, selected: &[&str]) -> Result<Vec<(String, Vec<String>)>> {
+        self.steps
+            .iter()
+            .chain(&self.commands)
+            .filter(|s| selected.contains(&s.name()))
+            .map(|s| Ok((s.name().to_string(), s.plan(ctx)?)))
+            .collect()
     }
 }
 

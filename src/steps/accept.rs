@@ -35,6 +35,16 @@ impl Step for AcceptLocal {
         "Run the image locally, wait until healthy, run the acceptance tests against it"
     }
 
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        let config = ctx.config_for(PymEnv::Local)?;
+        Ok(vec![
+            format!("run {} as a local container with PYM_ENV=local on a free port of 127.0.0.1", ctx.image_tag()?),
+            format!("wait up to {}s for {} to answer 200", config.health_timeout, config.health_path),
+            format!("run `{}` against it", acceptance_command(ctx, &config)),
+            "remove the container".to_string(),
+        ])
+    }
+
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(PymEnv::Local)?;
         let image = match ctx.built_image() {

@@ -33,6 +33,17 @@ impl Step for Build {
         "Build the service's docker image, tagged with the version"
     }
 
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        let config = ctx.config();
+        let tag = ctx.image_tag()?;
+        let mut out = Vec::new();
+        if let Some(bin) = &config.rust_binary {
+            out.push(format!("compile `cargo build --release --bin {bin}` and copy the binary to {DIST_DIR}/{bin}"));
+        }
+        out.push(format!("build image {tag} from {} (reused if already built for commit {})", config.dockerfile, ctx.version()?.sha6()));
+        Ok(out)
+    }
+
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config();
         // Before anything slow: no Dockerfile, no point compiling.

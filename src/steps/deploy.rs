@@ -22,6 +22,9 @@ impl Step for Stage {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::stage(ctx, progress)
     }
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        targets::plan(ctx, "stage")
+    }
 }
 
 /// `accept-staging` and `accept-live`: the acceptance tests against an environment.
@@ -40,6 +43,16 @@ impl Step for Accept {
             PymEnv::Staging => "Run the acceptance tests against staging",
             _ => "Run the acceptance tests against live (rolls back on failure if `rollback_on_failure`)",
         }
+    }
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        let config = ctx.config_for(self.0)?;
+        let addr = targets::address(ctx, self.0)?;
+        let cmd = crate::steps::accept::acceptance_command(ctx, &config);
+        let mut out = vec![format!("run `{cmd}` against {}:{} (PYM_ENV={})", addr.host, addr.port, self.0)];
+        if self.0 == PymEnv::Live {
+            out.push(if config.rollback_on_failure { "if it fails, roll back to the previous version".into() } else { "if it fails, leave live as it is (rollback_on_failure: false)".into() });
+        }
+        Ok(out)
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(self.0)?;
@@ -71,6 +84,9 @@ impl Step for Promote {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::promote(ctx, progress)
     }
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        targets::plan(ctx, "promote")
+    }
 }
 
 pub struct Rollback;
@@ -84,6 +100,9 @@ impl Step for Rollback {
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::rollback(ctx, progress)
+    }
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        targets::plan(ctx, "rollback")
     }
 }
 

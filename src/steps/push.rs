@@ -20,6 +20,16 @@ impl Step for Push {
         "Push the image to the registry `docker_repo` names"
     }
 
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        let tag = ctx.image_tag()?;
+        let host = ops::registry::registry_of(&tag);
+        let source = match ops::registry::credentials_for(&host)? {
+            Some(c) => format!("the credentials of `{}` from {}", c.username, c.source),
+            None => "no credentials (none found)".to_string(),
+        };
+        Ok(vec![format!("push {tag} to {host} with {source}")])
+    }
+
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         if ctx.config().docker_repo.as_deref().is_none_or(str::is_empty) {
             return Err(hinted("there is no registry to push to: `docker_repo` is not set", "set `docker_repo: <registry>/<namespace>` in pym-config.yaml"));

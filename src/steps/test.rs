@@ -19,6 +19,10 @@ impl Step for Test {
         "Run the unit tests (`test_command`)"
     }
 
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        Ok(vec![format!("run `{}` in {}", unit_test_command(ctx), ctx.root.display())])
+    }
+
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let command = unit_test_command(ctx);
         let sh = xshell::Shell::new()?;

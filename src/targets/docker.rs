@@ -109,6 +109,31 @@ async fn verify_version(host: &str, port: u16, version: &str, within: Duration) 
     }
 }
 
+pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+    let c = ctx.config();
+    let version = version_of(ctx)?;
+    let tag = ctx.image_tag()?;
+    let host = check_host(c);
+    Ok(match step {
+        "stage" => vec![
+            format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
+            format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
+            format!("wait up to {}s for {} to answer 200, and check /version is {version}", c.health_timeout, c.health_path),
+        ],
+        "promote" => vec![
+            format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
+            format!("start {} beside the live version, PYM_ENV=live", live_name(c, &version)),
+            format!("wait for it to answer {}; route the proxy to it; check {host}:{}/version is {version}", c.health_path, c.live_port),
+            format!("drain the old version for {}s, stop it, keep {} previous versions", c.drain_seconds, c.keep_previous),
+        ],
+        "rollback" => vec![
+            "start the newest previous live version again and wait for it to be healthy".to_string(),
+            format!("route the proxy {} to it, check /version, stop the current version", proxy_name(c)),
+        ],
+        other => vec![format!("{other}")],
+    })
+}
+
 pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let config = ctx.config_for(PymEnv::Staging)?;
     let env = container_env(ctx, &config, PymEnv::Staging)?;
@@ -365,7 +390,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-fn fmt_time(unix: i64) -> String {
+pub fn fmt_time(unix: i64) -> String {
     let (y, m, d) = crate::version::civil_from_days(unix.div_euclid(86_400));
     let secs = unix.rem_euclid(86_400);
     format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)

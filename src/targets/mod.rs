@@ -57,3 +57,11 @@ pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
         other => Err(unsupported(other)),
     }
 }
+
+/// The actions of `stage`, `promote` or `rollback` on this target, for `--dry-run`.
+pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => docker::plan(ctx, step),
+        other => Err(unsupported(other)),
+    }
+}

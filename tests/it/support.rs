@@ -80,7 +80,7 @@ impl Run {
 /// Runs a command with the environment the tests want: plain output, no colour, the
 /// shared target directory.
 pub fn run(mut cmd: Command) -> Run {
-    cmd.env("NO_COLOR", "1").env("CARGO_TARGET_DIR", services_target_dir()).env_remove("PYMDEPLOY_PATH");
+    cmd.env("NO_COLOR", "1").env("CARGO_TARGET_DIR", services_target_dir()).env("PYM_STATE_DIR", repo_root().join("target/it-state")).env_remove("PYMDEPLOY_PATH");
     Run::from(cmd.output().expect("the command starts"))
 }
 
@@ -152,15 +152,22 @@ impl TestService {
     /// `pymdeploy ARGS` started in the background, stderr piped, for tests that act on
     /// a run while it goes on.
     pub fn spawn_pym(&self, args: &[&str]) -> std::process::Child {
-        Command::new(pymdeploy_bin())
-            .args(args)
+        self.spawn_pym_env(args, &[])
+    }
+
+    pub fn spawn_pym_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = Command::new(pymdeploy_bin());
+        cmd.args(args)
             .current_dir(&self.root)
             .env("NO_COLOR", "1")
             .env("CARGO_TARGET_DIR", services_target_dir())
+            .env("PYM_STATE_DIR", repo_root().join("target/it-state"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("pymdeploy starts")
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("pymdeploy starts")
     }
 
     /// `cargo xtask ARGS` in the service root: the generated pipeline itself.

@@ -1,7 +1,10 @@
 //! The whole pipeline on the docker target, with a real registry: deploy, a second
 //! deploy under load, rollback under load, and failures that must leave live alone.
 
-use crate::support::{Registry, RequestLoop, TestService, docker_available, version_on};
+use std::io::{BufRead, BufReader, Read};
+use std::process::Command;
+
+use crate::support::{Registry, RequestLoop, TestService, docker, docker_available, version_on};
 
 #[test]
 fn deploy_promote_and_rollback_without_a_failed_request() {
@@ -65,8 +68,27 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     let reg = Registry::start();
     let svc = TestService::new("guard");
     let (live, _) = svc.for_docker_target(&reg);
-    svc.pym_env(&["deploy"], &reg.env()).assert_ok();
+    // With --json: one event per line on stdout, matching the summary on stderr.
+    let r = svc.pym_env(&["deploy", "--json"], &reg.env());
+    r.assert_ok();
+    let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert_eq!(events.last().unwrap()["outcome"], "ok");
+    let finished: Vec<&str> = events.iter().filter(|e| e["event"] == "step_finished").map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(finished, ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"]);
+    for step in &finished {
+        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} is not ok in the summary:\n{}", r.stderr);
+    }
+    assert!(events.iter().all(|e| e["event"] != "step_finished" || e["duration_ms"].is_u64()));
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
+
+    // A wrong registry password: push fails, nothing after it runs, live is untouched.
+    let r = svc.pym_env(&["deploy", "--from", "push"], &[("PYM_REGISTRY_USER", &reg.user), ("PYM_REGISTRY_PASSWORD", "wrong-password-999")]);
+    r.assert_failed().assert_stderr_has("step `push` failed").assert_stderr_has("refused the credentials");
+    assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("skipped")), "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong-password-999"));
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
     // Staging acceptance fails: nothing is promoted.
     svc.edit("testaccept/tests/accept.rs", "    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]")
@@ -83,4 +105,86 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     r.assert_failed().assert_stderr_has("live-only failure").assert_stderr_has(&format!("rolled back: {v1} live again"));
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live was not rolled back");
     assert_eq!(version_on(live).unwrap()["pym_env"], "live");
+
+    // Every deploy is in the history, with its outcome.
+    let history = svc.pym(&["history"]).assert_ok().stdout.clone();
+    let rows: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{history}");
+    assert!(rows[0].contains(&v1) && rows[0].contains(" ok "), "{history}");
+    assert!(rows[1].contains("push:failed"), "{history}");
+    assert!(rows[2].contains("accept-staging:failed") && rows[2].contains("promote:skipped"), "{history}");
+    assert!(rows[3].contains("accept-live:failed"), "{history}");
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let svc = TestService::new("dryrun");
+    svc.for_docker_target(&reg);
+    let engine = || {
+        [
+            docker(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.Status}}"]),
+            docker(&["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]),
+            docker(&["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"]),
+        ]
+    };
+    let before = engine();
+    let r = svc.pym_env(&["deploy", "--dry-run"], &reg.env());
+    r.assert_ok();
+    for action in ["build image", "push ", "replace container", "route the proxy", "roll back"] {
+        assert!(r.stdout.contains(action), "the plan lacks {action:?}:\n{}", r.stdout);
+    }
+    // Other tests run beside this one: compare only what concerns this service.
+    let mine = |state: [String; 3]| state.map(|s| s.lines().filter(|l| l.contains(&svc.name)).map(str::to_string).collect::<Vec<_>>());
+    assert_eq!(mine(engine()), mine(before));
+    assert!(!svc.path(".pym").exists(), "a dry run wrote files");
+}
+
+#[test]
+fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
+    if !docker_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let svc = TestService::new("resume");
+    let (live, _) = svc.for_docker_target(&reg);
+    let version = svc.pym(&["version"]).stdout.trim().to_string();
+
+    // Deploy A runs; deploy B, started meanwhile, fails at once naming A.
+    let mut a = svc.spawn_pym_env(&["deploy"], &reg.env());
+    let mut a_err = BufReader::new(a.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("==> stage") {
+        line.clear();
+        assert!(a_err.read_line(&mut line).unwrap() > 0, "deploy A ended before stage:\n{seen}");
+        seen.push_str(&line);
+        if seen.contains("==> build") && !seen.contains("B checked") {
+            let b = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
+            b.assert_failed().assert_stderr_has(&format!("{}-docker is being deployed by", svc.name)).assert_stderr_has("`deploy`").assert_stderr_has("--break-lock");
+            assert!(!b.stderr.contains("==> "), "deploy B ran a step:\n{}", b.stderr);
+            seen.push_str("B checked\n");
+        }
+    }
+    assert!(seen.contains("B checked"), "B was never tried:\n{seen}");
+    // Deploy A is killed outright during stage.
+    assert!(Command::new("kill").args(["-KILL", &a.id().to_string()]).status().unwrap().success());
+    let _ = a.wait();
+    let mut rest = String::new();
+    let _ = a_err.read_to_string(&mut rest);
+
+    let r = svc.pym_env(&["deploy", "--resume"], &reg.env());
+    r.assert_ok().assert_stderr_has("Resuming").assert_stderr_has("taking over the deploy lock").assert_stderr_has("done in the resumed run");
+    for step in ["test", "build", "accept-local", "push"] {
+        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains("skipped")), "{step} was redone:\n{}", r.stderr);
+    }
+    let v = version_on(live).expect("live answers");
+    assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(version.as_str()), Some("live")));
+    let mut names: Vec<String> = svc.containers().iter().map(|id| docker(&["inspect", "--format", "{{.Name}}", id])).collect();
+    names.sort();
+    assert_eq!(names, [format!("/pym-{}-live-{version}", svc.name), format!("/pym-{}-proxy", svc.name), format!("/pym-{}-staging", svc.name)], "leftover containers");
+    svc.pym(&["deploy", "--resume"]).assert_ok().assert_stderr_has("Nothing");
 }
