@@ -73,6 +73,12 @@ pub enum ServiceCommand {
     Deploy(DeployArgs),
     /// List the deploys of this service: who, when, which version, how it went
     History,
+    /// Run the acceptance tests against an environment
+    Accept {
+        /// local (a container of the built image), staging or live
+        #[arg(long, value_enum)]
+        env: PymEnv,
+    },
     /// Print the merged configuration for an environment (secrets masked)
     Config {
         /// The environment whose overlay is applied
@@ -427,6 +433,17 @@ pub fn select<'a>(pipeline: &'a Pipeline, a: &DeployArgs) -> Result<Vec<&'a str>
 fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceCommand, printer: Printer) -> Result<ExitCode> {
     match command {
         ServiceCommand::Deploy(args) => run_pipeline(pipeline, global, What::Deploy(args), printer),
+        ServiceCommand::Accept { env } => {
+            let step = match env {
+                PymEnv::Local => "accept-local",
+                PymEnv::Staging => "accept-staging",
+                PymEnv::Live => "accept-live",
+            };
+            if !pipeline.runnable().any(|s| s.name() == step) {
+                return Err(hinted(format!("this pipeline has no `{step}` step"), "add it to xtask/src/main.rs"));
+            }
+            run_pipeline(pipeline, global, What::One(step), printer)
+        }
         ServiceCommand::History => {
             let root = find_root(&global)?;
             let config = Config::load(&root, PymEnv::Local)?;

@@ -376,7 +376,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
     let docker = ctx.docker()?;
     let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
     list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), std::cmp::Reverse(c.created.unwrap_or(0))));
-    let mut lines = vec![format!("{:<8} {:<28} {:<10} {:<22} {}", "ENV", "VERSION", "STATE", "SINCE", "IMAGE")];
+    let mut lines = vec![format!("{:<8} {:<28} {:<8} {:<9} {:<22} {}", "ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE")];
     for c in &list {
         let env = match label(c, LABEL_ENV) {
             "live" if !is_running(c) => "previous",
@@ -385,9 +385,29 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
         let since = c.created.map(fmt_time).unwrap_or_default();
         let state = c.status.clone().unwrap_or_default();
         let state = state.split(' ').next().unwrap_or("").to_lowercase();
-        lines.push(format!("{env:<8} {:<28} {state:<10} {since:<22} {}", label(c, LABEL_VERSION), c.image.clone().unwrap_or_default()));
+        // Health as a client sees it: the health path on the container's published port.
+        let health = match (is_running(c), env) {
+            (false, _) => "-".to_string(),
+            (true, "proxy") => probe(ctx, &check_host(config), config.live_port, &config.health_path),
+            (true, _) => {
+                let port = c.ports.as_ref().and_then(|ps| ps.iter().find(|p| p.private_port == config.port && p.public_port.is_some())).and_then(|p| p.public_port);
+                match port {
+                    Some(p) => probe(ctx, &check_host(config), p, &config.health_path),
+                    None => "unknown".into(),
+                }
+            }
+        };
+        lines.push(format!("{env:<8} {:<28} {state:<8} {health:<9} {since:<22} {}", label(c, LABEL_VERSION), c.image.clone().unwrap_or_default()));
     }
     Ok(lines)
+}
+
+fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
+    match ctx.block_on(ops::http::get(host, port, path, Duration::from_secs(2))) {
+        Ok((200, _)) => "healthy".into(),
+        Ok((status, _)) => format!("http-{status}"),
+        Err(_) => "no-answer".into(),
+    }
 }
 
 pub fn fmt_time(unix: i64) -> String {

@@ -1,6 +1,7 @@
 //! The command line as users meet it: help text, clap's consistency, exit codes.
 
 use pymdeploy::Pipeline;
+use pymdeploy::cli::DeployArgs;
 use snapbox::{assert_data_eq, file};
 
 use crate::support::{pymdeploy_bin, run};
@@ -26,9 +27,30 @@ fn xtask_help() {
 #[test]
 fn a_team_step_gets_its_own_subcommand() {
     let pipeline = Pipeline::standard().step_before("test", pymdeploy::step("lint", "Run the linter", |_, _| Ok(String::new())));
-    assert_eq!(pipeline.names(), ["lint", "test", "build", "accept-local"]);
+    assert_eq!(&pipeline.names()[..3], ["lint", "test", "build"]);
     let help = pymdeploy::cli::xtask_command(&pipeline).render_help().to_string();
-    assert!(help.contains("lint          Run the linter"), "{help}");
+    assert!(help.lines().any(|l| l.starts_with("  lint ") && l.ends_with("Run the linter")), "{help}");
+}
+
+fn select(args: DeployArgs) -> Result<Vec<String>, String> {
+    let pipeline = Pipeline::standard();
+    pymdeploy::cli::select(&pipeline, &args).map(|v| v.iter().map(|s| s.to_string()).collect()).map_err(|e| {
+        format!("{e:#} / {}", pymdeploy::error::hint_of(&e).unwrap_or(""))
+    })
+}
+
+#[test]
+fn deploy_flags_select_steps() {
+    let all = ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"];
+    assert_eq!(select(DeployArgs::default()).unwrap(), all);
+    assert_eq!(select(DeployArgs { from: Some("push".into()), to: Some("promote".into()), ..Default::default() }).unwrap(), ["push", "stage", "accept-staging", "promote"]);
+    assert_eq!(select(DeployArgs { skip: vec!["accept-local".into(), "accept-staging".into()], no_test: true, ..Default::default() }).unwrap(), ["build", "push", "stage", "promote", "accept-live"]);
+    assert_eq!(select(DeployArgs { no_push: true, ..Default::default() }).unwrap(), ["test", "build", "accept-local"]);
+    assert_eq!(select(DeployArgs { no_deploy: true, ..Default::default() }).unwrap(), ["test", "build", "accept-local", "push"]);
+    let err = select(DeployArgs { skip: vec!["lint".into()], ..Default::default() }).unwrap_err();
+    assert_eq!(err, "unknown step `lint` / the steps of this pipeline are: test, build, accept-local, push, stage, accept-staging, promote, accept-live");
+    let err = select(DeployArgs { from: Some("promote".into()), to: Some("build".into()), ..Default::default() }).unwrap_err();
+    assert!(err.starts_with("--from promote comes after --to build"), "{err}");
 }
 
 #[test]

@@ -45,9 +45,11 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
+    svc.pym(&["accept", "--env", "live"]).assert_ok().assert_stderr_has(&format!("2 acceptance tests passed on 127.0.0.1:{live}"));
     let status = svc.pym(&["status"]);
     let table = status.assert_ok().stdout.clone();
-    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains("up")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains(" up ") && l.contains(" healthy ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("proxy ") && l.contains(" healthy ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
     assert!(table.lines().any(|l| l.starts_with("staging ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("proxy ")), "{table}");

@@ -5,7 +5,10 @@
 //!    docker CLI and a 100 ms curl loop, as a ratio (median of alternating runs);
 //! 3. readiness latency: from a server starting to answer `/ping` to our poll seeing it;
 //! 4. peak memory of `pymdeploy build` with a 1 GiB file in the context, ignored and
-//!    included, against the docker CLI's on the same context.
+//!    included, against the docker CLI's on the same context;
+//! 5. a full `deploy` (all eight steps, a new commit each round) against the same steps
+//!    done with cargo, the docker CLI and curl; and a re-push of an unchanged image
+//!    against `docker push`.
 //!
 //! Figures go to stdout as a table; progress to stderr.
 
@@ -36,6 +39,26 @@ struct Figure {
 }
 
 pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Result<()> {
+    let result = measure(printer, reports, args);
+    // The images the benchmark made go, whatever happened: it leaves the engine as it
+    // found it.
+    cleanup_images();
+    result
+}
+
+fn cleanup_images() {
+    let Ok(out) = Command::new("docker").args(["images", "--format", "{{.Repository}}:{{.Tag}}"]).output() else { return };
+    for image in String::from_utf8_lossy(&out.stdout).lines() {
+        let repo = image.rsplit_once(':').map(|(r, _)| r).unwrap_or(image);
+        let last = repo.rsplit('/').next().unwrap_or(repo);
+        if last.starts_with("bench-") || last.starts_with("pym-bench") || repo == "pym-proxy" {
+            // Without -f: an image a container still uses (another service's proxy) stays.
+            let _ = Command::new("docker").args(["rmi", image]).output();
+        }
+    }
+}
+
+fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Result<()> {
     crate::setup(printer, reports)?;
     let work = std::env::temp_dir().join(format!("pym-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -91,6 +114,73 @@ pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         Ok(format!("ratio {ratio:.2}"))
     })?;
 
+    let deployed = crate::stage(printer, reports, "deploy", |p| {
+        let registry = start_registry(&work)?;
+        let target = work.join("svc-target");
+        let svc = new_service(&pymdeploy, &work, "bench-deploy")?;
+        let (live, staging) = (free_port()?, free_port()?);
+        let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?.replace(
+            "# docker_repo: registry.example.com/team",
+            &format!("docker_repo: {}/bench\nlive_port: {live}\nstaging_port: {staging}\ndrain_seconds: 1", registry.1),
+        );
+        std::fs::write(svc.join("pym-config.yaml"), config)?;
+        commit(&svc, "bench registry")?;
+        p.message("warming up");
+        pym(&pymdeploy, &svc, &target, &["deploy"])?;
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        let mut last_ours = String::new();
+        for round in 0..args.rounds {
+            p.message(&format!("round {} of {}", round + 1, args.rounds));
+            std::fs::write(svc.join("src/round.txt"), format!("{round}"))?;
+            commit(&svc, &format!("ours {round}"))?;
+            let t = Instant::now();
+            pym(&pymdeploy, &svc, &target, &["deploy"])?;
+            ours.push(t.elapsed().as_secs_f64());
+            last_ours = version_of(&pymdeploy, &svc)?;
+            std::fs::write(svc.join("src/round.txt"), format!("plain {round}"))?;
+            commit(&svc, &format!("plain {round}"))?;
+            let t = Instant::now();
+            plain_deploy(&svc, &target, &registry.1, live + 1000, staging + 1000)?;
+            plain.push(t.elapsed().as_secs_f64());
+        }
+        let (o, c) = (median(&mut ours), median(&mut plain));
+        figures.push(Figure {
+            what: format!("full deploy, 8 steps: pymdeploy {o:.2} s vs cargo + docker CLI + curl {c:.2} s (median of {})", args.rounds),
+            value: format!("{:.2}x", o / c),
+            goal: "report".into(),
+            met: None,
+        });
+        // Re-push of an unchanged image.
+        let mut ours = Vec::new();
+        let mut plain = Vec::new();
+        // The last version pymdeploy built, checked out again to push it unchanged.
+        let tag = format!("{}/bench/bench-deploy:{last_ours}", registry.1);
+        let sha = last_ours.rsplit('-').next().unwrap_or_default().to_string();
+        ensure!(Command::new("git").args(["checkout", "-q", &sha]).current_dir(&svc).status()?.success(), "git checkout {sha}");
+        for _ in 0..args.rounds {
+            let t = Instant::now();
+            pym(&pymdeploy, &svc, &target, &["push"])?;
+            ours.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            ensure!(Command::new("docker").args(["push", "-q", &tag]).output()?.status.success(), "docker push failed");
+            plain.push(t.elapsed().as_secs_f64());
+        }
+        let (o, c) = (median(&mut ours), median(&mut plain));
+        figures.push(Figure { what: format!("re-push of an unchanged image: pymdeploy {o:.2} s vs docker push {c:.2} s"), value: format!("{:.2}x", o / c), goal: "report".into(), met: None });
+        drop(registry);
+        Ok(format!("ratio {:.2}", ours.iter().sum::<f64>() / plain.iter().sum::<f64>()))
+    });
+    // What the deploys left on the engine goes, whether they succeeded or not.
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", "label=org.pymacaron.name=bench-deploy"]).output()?;
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    for name in ["bench-plain-staging", "bench-plain-live"] {
+        let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    }
+    let _ = Command::new("docker").args(["network", "rm", "pym-bench-deploy"]).output();
+    deployed?;
+
     crate::stage(printer, reports, "readiness", |_| {
         let mut lat = readiness_latencies(20)?;
         let med = median(&mut lat);
@@ -124,13 +214,6 @@ pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     })?;
 
     let _ = std::fs::remove_dir_all(&work);
-    // The images the benchmark made: it leaves the engine as it found it.
-    for repo in ["bench-pipeline", "bench-compile"] {
-        let out = Command::new("docker").args(["images", "-q", repo]).output()?;
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<std::collections::BTreeSet<_>>() {
-            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
-        }
-    }
     printer.data("");
     printer.data(&format!("{:<100} {:>16} {:>10} {}", "figure", "value", "goal", "met"));
     for f in &figures {
@@ -214,6 +297,92 @@ fn plain_build_accept(svc: &Path, target: &Path) -> Result<()> {
     })();
     sh("docker", &["rm", "-f", &id])?;
     result
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn commit(dir: &Path, message: &str) -> Result<()> {
+    for args in [vec!["add", "-A"], vec!["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", message]] {
+        ensure!(Command::new("git").args(&args).current_dir(dir).status()?.success(), "git {args:?}");
+    }
+    Ok(())
+}
+
+/// A registry without auth for the benchmark, stopped on drop.
+struct BenchRegistry(std::process::Child, String);
+
+impl Drop for BenchRegistry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_registry(work: &Path) -> Result<BenchRegistry> {
+    let port = free_port()?;
+    let dir = work.join("registry");
+    std::fs::create_dir_all(&dir)?;
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::write(dir.join("config.yml"), format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.join("data").display()))?;
+    let child = Command::new("docker-registry").arg("serve").arg(dir.join("config.yml")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return Ok(BenchRegistry(child, addr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the benchmark's registry did not start")
+}
+
+fn curl_until_ok(url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status()?.success() {
+        ensure!(Instant::now() < deadline, "{url} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The eight steps by hand: cargo test, the build and local acceptance as in
+/// `plain_build_accept`, docker push, docker pull by digest, a staging container and its
+/// acceptance, a new live container replacing the old one, and live acceptance.
+fn plain_deploy(svc: &Path, target: &Path, registry: &str, live: u16, staging: u16) -> Result<()> {
+    let name = svc.file_name().unwrap().to_str().unwrap();
+    let run = |program: &str, args: &[&str]| -> Result<String> {
+        let out = Command::new(program).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("DOCKER_BUILDKIT", "0").output()?;
+        ensure!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let accept = |port: u16, env: &str| -> Result<()> {
+        let out = Command::new("cargo")
+            .args(["test", "--manifest-path", "testaccept/Cargo.toml"])
+            .current_dir(svc)
+            .env("CARGO_TARGET_DIR", target)
+            .env("PYM_SERVER_HOST", "127.0.0.1")
+            .env("PYM_SERVER_PORT", port.to_string())
+            .env("PYM_ENV", env)
+            .output()?;
+        ensure!(out.status.success(), "plain acceptance against {env} failed");
+        Ok(())
+    };
+    run("cargo", &["test"])?;
+    plain_build_accept(svc, target)?;
+    let tag = format!("{registry}/bench/{name}:plain-{}", std::process::id());
+    run("docker", &["tag", &format!("{name}:plain"), &tag])?;
+    run("docker", &["push", "-q", &tag])?;
+    let digest = run("docker", &["inspect", "--format", "{{index .RepoDigests 0}}", &tag])?;
+    run("docker", &["pull", "-q", &digest])?;
+    let _ = Command::new("docker").args(["rm", "-f", "bench-plain-staging"]).output();
+    run("docker", &["run", "-d", "--init", "--name", "bench-plain-staging", "-e", "PYM_ENV=staging", "-p", &format!("127.0.0.1:{staging}:8080"), &digest])?;
+    curl_until_ok(&format!("http://127.0.0.1:{staging}/ping"))?;
+    accept(staging, "staging")?;
+    let _ = Command::new("docker").args(["rm", "-f", "bench-plain-live"]).output();
+    run("docker", &["run", "-d", "--init", "--name", "bench-plain-live", "-e", "PYM_ENV=live", "-p", &format!("127.0.0.1:{live}:8080"), &digest])?;
+    curl_until_ok(&format!("http://127.0.0.1:{live}/ping"))?;
+    accept(live, "live")?;
+    Ok(())
 }
 
 /// Starts a server that answers 200 on /ping only after a delay, and measures how long

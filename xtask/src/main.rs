@@ -98,6 +98,13 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
         let cmd = cmd!(sh, "cargo test --workspace --locked").env("CI", "true");
         let run = pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
         tally = p.tests();
+        // The live proxies' images are shared by the tests' services; the last test to
+        // finish cannot know it is last, so the run removes those no container uses.
+        let sh = Shell::new()?;
+        let images = cmd!(sh, "docker images -q pym-proxy").quiet().read().unwrap_or_default();
+        for id in images.split_whitespace() {
+            let _ = cmd!(sh, "docker rmi {id}").quiet().ignore_status().ignore_stderr().ignore_stdout().run();
+        }
         run?;
         Ok(format!("{} passed", tally.passed))
     });
@@ -107,8 +114,44 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
     result.map(drop)
 }
 
+/// The demo's registry: Debian's docker-registry on 127.0.0.1:5000, without auth, its
+/// data under target/demo/registry. Started detached, so the deployed demo can be
+/// deployed again later; left running, like the demo's live service.
+const DEMO_REGISTRY: &str = "127.0.0.1:5000";
+
+fn demo_registry(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
+    stage(printer, reports, "registry", |_| {
+        if std::net::TcpStream::connect(DEMO_REGISTRY).is_ok() {
+            return Ok(format!("{DEMO_REGISTRY} already answers"));
+        }
+        let dir = root().join("target/demo/registry");
+        std::fs::create_dir_all(&dir)?;
+        let config = format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {DEMO_REGISTRY}\n", dir.join("data").display());
+        std::fs::write(dir.join("config.yml"), config)?;
+        let log = std::fs::File::create(dir.join("registry.log"))?;
+        let child = std::process::Command::new("setsid")
+            .arg("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start docker-registry (run .ci/setup)")?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(DEMO_REGISTRY).is_ok() {
+                return Ok(format!("started on {DEMO_REGISTRY} (pid {}; `kill {}` stops it)", child.id(), child.id()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        anyhow::bail!("the registry did not start; see {}", dir.join("registry.log").display())
+    })?;
+    Ok(())
+}
+
 fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result<()> {
     setup(printer, reports)?;
+    demo_registry(printer, reports)?;
     let path = if path.is_absolute() { path.to_path_buf() } else { root().join(path) };
     stage(printer, reports, "new", |p| {
         if path.exists() {
@@ -118,12 +161,21 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
         let repo = root();
         let cmd = cmd!(sh, "cargo run --quiet --bin pymdeploy -- new hello --path {path} --pymdeploy-path {repo}");
         pymdeploy::ops::cmd::stream(cmd, &repo, p, false)?;
+        // Point it at the demo registry, on ports unlikely to be taken.
+        let config = path.join("pym-config.yaml");
+        let text = std::fs::read_to_string(&config)?;
+        let text = text.replace("# docker_repo: registry.example.com/team", &format!("docker_repo: {DEMO_REGISTRY}/demo\nlive_port: 18080\nstaging_port: 18081"));
+        std::fs::write(&config, text)?;
+        let sh = Shell::new()?;
+        sh.change_dir(&path);
+        cmd!(sh, "git -c user.name=pymdeploy-demo -c user.email=demo@localhost commit -qam 'Deploy to the demo registry'").quiet().run()?;
         Ok(format!("{}", path.display()))
     })?;
     // The demo's own pipeline, in the foreground: what a user of the service sees.
     printer.status("Deploying", &format!("cargo xtask deploy in {}", path.display()));
     let status = std::process::Command::new(env!("CARGO")).args(["xtask", "deploy"]).current_dir(&path).status().context("cannot run cargo")?;
     anyhow::ensure!(status.success(), "the demo's deploy failed");
+    printer.status("Live", "http://127.0.0.1:18080/version (staging: http://127.0.0.1:18081/version)");
     printer.data(&path.display().to_string());
     Ok(())
 }
