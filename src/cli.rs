@@ -271,8 +271,12 @@ fn find_root(global: &GlobalArgs) -> Result<PathBuf> {
 }
 
 fn open(global: GlobalArgs, printer: Printer) -> Result<Ctx> {
+    open_for(global, printer, false)
+}
+
+fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx> {
     let root = find_root(&global)?;
-    let opts = Options { allow_dirty: global.allow_dirty, force_build: global.force_build };
+    let opts = Options { allow_dirty: global.allow_dirty, force_build: global.force_build, deploying };
     Ctx::new(&root, opts, printer)
 }
 
@@ -289,7 +293,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     let started = Instant::now();
     printer.set_json(global.json);
     let break_lock = global.break_lock;
-    let ctx = open(global, printer)?;
+    let ctx = open_for(global, printer, matches!(what, What::Deploy(_)))?;
     let (selected, args) = match &what {
         What::One(name) => (vec![*name], None),
         What::Deploy(args) => (select(pipeline, args)?, Some(args)),
@@ -459,7 +463,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
                 let steps: Vec<String> = r.steps.iter().map(|s| if s.outcome == "ok" { s.name.clone() } else { format!("{}:{}", s.name, s.outcome) }).collect();
                 printer.data(&format!(
                     "{:<21} {:<22} {:<28} {:<8} {:>8}  {}",
-                    crate::targets::docker::fmt_time(r.started),
+                    crate::version::fmt_utc(r.started),
                     format!("{}@{}", r.user, r.host),
                     r.version,
                     r.outcome,

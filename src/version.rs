@@ -45,6 +45,13 @@ fn stamp(unix: i64) -> String {
     format!("{:02}{:02}{:02}-{:02}{:02}", y.rem_euclid(100), m, d, secs / 3600, (secs % 3600) / 60)
 }
 
+/// `YYYY-MM-DD HH:MM:SSZ` for a Unix time, for status and history tables.
+pub fn fmt_utc(unix: i64) -> String {
+    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
+    let secs = unix.rem_euclid(86_400);
+    format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -70,6 +77,11 @@ mod tests {
         assert_eq!(Version::from_head(&head).to_string(), "261127-1613-42-012345");
         let dirty = Head { dirty: true, ..head };
         assert_eq!(Version::from_head(&dirty).to_string(), "261127-1613-42-012345-dirty");
+    }
+
+    #[test]
+    fn utc_times_read_as_dates() {
+        assert_eq!(fmt_utc(1_795_796_011), "2026-11-27 16:13:31Z");
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
                 let stale = holder.as_ref().is_some_and(|h| h.host == me.host && !pid_alive(h.pid));
                 let who = holder
                     .as_ref()
-                    .map(|h| format!("{}@{} (pid {}, `{}`) since {}", h.user, h.host, h.pid, h.command, crate::targets::docker::fmt_time(h.since)))
+                    .map(|h| format!("{}@{} (pid {}, `{}`) since {}", h.user, h.host, h.pid, h.command, crate::version::fmt_utc(h.since)))
                     .unwrap_or_else(|| "an unreadable lock".into());
                 if break_lock || stale || holder.is_none() {
                     warn(&format!("taking over the deploy lock of {key} from {who}{}", if stale { ": that process is gone" } else { "" }));

@@ -41,7 +41,7 @@ impl Step for Accept {
     fn about(&self) -> &str {
         match self.0 {
             PymEnv::Staging => "Run the acceptance tests against staging",
-            _ => "Run the acceptance tests against live (rolls back on failure if `rollback_on_failure`)",
+            _ => "Run the acceptance tests against live (in a deploy, a failure rolls back)",
         }
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
@@ -60,7 +60,8 @@ impl Step for Accept {
         let result = run_acceptance(ctx, &config, &addr.host, addr.port, self.0, progress);
         match (result, self.0) {
             (Ok(()), _) => Ok(format!("{} acceptance tests passed on {}:{}", progress.tests().passed, addr.host, addr.port)),
-            (Err(e), PymEnv::Live) if config.rollback_on_failure && !ctx.interrupted() => {
+            // Only a deploy rolls back: a live acceptance run by hand only reports.
+            (Err(e), PymEnv::Live) if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() => {
                 progress.message("live acceptance failed: rolling back");
                 match targets::rollback(ctx, progress) {
                     Ok(note) => Err(e.context(format!("rolled back: {note}"))),

@@ -382,7 +382,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
             "live" if !is_running(c) => "previous",
             other => other,
         };
-        let since = c.created.map(fmt_time).unwrap_or_default();
+        let since = c.created.map(crate::version::fmt_utc).unwrap_or_default();
         let state = c.status.clone().unwrap_or_default();
         let state = state.split(' ').next().unwrap_or("").to_lowercase();
         // Health as a client sees it: the health path on the container's published port.
@@ -408,10 +408,4 @@ fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
         Ok((status, _)) => format!("http-{status}"),
         Err(_) => "no-answer".into(),
     }
-}
-
-pub fn fmt_time(unix: i64) -> String {
-    let (y, m, d) = crate::version::civil_from_days(unix.div_euclid(86_400));
-    let secs = unix.rem_euclid(86_400);
-    format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }

@@ -108,6 +108,12 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live was not rolled back");
     assert_eq!(version_on(live).unwrap()["pym_env"], "live");
 
+    // The same failing tests run by hand only report: no rollback outside a deploy.
+    let r = svc.pym(&["accept", "--env", "live"]);
+    r.assert_failed().assert_stderr_has("live-only failure");
+    assert!(!r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
+
     // Every deploy is in the history, with its outcome.
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let rows: Vec<&str> = history.lines().skip(1).collect();
