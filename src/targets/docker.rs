@@ -303,7 +303,15 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     if ctx.block_on(existing_state(docker, &name))? == Some(None) {
         let host = check_host(&config);
         if ctx.block_on(verify_version(&host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
-            return Ok(format!("{version} is already live on {host}:{}", config.live_port));
+            // Live is ours; any other running version is a stray (a promote interrupted
+            // between the switch and the stop): no traffic reaches it, so stop it now.
+            let mut stopped = Vec::new();
+            for c in live_containers(ctx, docker, &config)?.iter().filter(|c| is_running(c) && label(c, LABEL_VERSION) != version) {
+                ctx.block_on(ops::docker::stop(docker, c.id.as_deref().unwrap_or_default(), 10))?;
+                stopped.push(label(c, LABEL_VERSION).to_string());
+            }
+            let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
+            return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
         }
     }
     // A leftover of this version (a failed or rolled-back promote) is replaced.

@@ -60,6 +60,13 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
     // And once more: nothing to switch.
     svc.pym_env(&["promote"], &reg.env()).assert_ok().assert_stderr_has("is already live");
+    // A stray: an old version running beside live, as a promote killed between the switch
+    // and the stop leaves it. Promoting the live version again stops it.
+    let stray = format!("pym-{}-live-{v1}", svc.name);
+    docker(&["start", &stray]);
+    svc.pym_env(&["promote"], &reg.env()).assert_ok().assert_stderr_has(&format!("stopped the stray {v1}"));
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false");
+    assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }
 
 #[test]
