@@ -246,6 +246,12 @@ fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<
     Ok(())
 }
 
+/// The upstream the proxy routes to, if it has one.
+fn current_route(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Option<String>> {
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &["cat", proxy::STATE_FILE]))?;
+    Ok((code == 0).then(|| out.trim().to_string()).filter(|r| !r.is_empty()))
+}
+
 /// The live containers of this service, newest first.
 fn live_containers(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<ContainerSummary>> {
     let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=live")]))?;
@@ -314,7 +320,15 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
         }
     }
-    // A leftover of this version (a failed or rolled-back promote) is replaced.
+    // A leftover of this version (a failed, interrupted or rolled-back promote) is
+    // replaced, unless the proxy routes to it: then it serves, and removing it would cut
+    // live.
+    if current_route(ctx, docker, &config)?.is_some_and(|r| r == format!("{name}:{}", config.port)) {
+        return Err(hinted(
+            format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(&config), config.live_port),
+            "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
+        ));
+    }
     ctx.block_on(ops::docker::remove(docker, &name))?;
     progress.message(&format!("starting {version} beside the live version"));
     let spec = RunSpec {
