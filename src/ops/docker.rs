@@ -275,17 +275,22 @@ pub struct Pushed {
     pub layers_existing: usize,
 }
 
+/// Registry credentials as the engine takes them.
+fn engine_credentials(c: &crate::ops::registry::Credentials, host: &str) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.clone()),
+        serveraddress: Some(host.to_string()),
+        ..Default::default()
+    }
+}
+
 /// Pushes `image` (`<registry>/<repo>:<tag>`) with `credentials`, showing each layer's
 /// progress.
 pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<Pushed> {
     let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).with_context(|| format!("{image} has no tag"))?;
     let host = crate::ops::registry::registry_of(image);
-    let creds = credentials.map(|c| bollard::auth::DockerCredentials {
-        username: Some(c.username.clone()),
-        password: Some(c.password.clone()),
-        serveraddress: Some(host.clone()),
-        ..Default::default()
-    });
+    let creds = credentials.map(|c| engine_credentials(c, &host));
     let options = bollard::query_parameters::PushImageOptionsBuilder::default().tag(tag).build();
     let mut stream = docker.push_image(name, Some(options), creds);
     let (mut pushed, mut existing, mut digest) = (0, 0, None);
@@ -367,12 +372,7 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
 /// Pulls `reference` (`repo:tag` or `repo@sha256:…`) from its registry.
 pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<()> {
     let host = crate::ops::registry::registry_of(reference);
-    let creds = credentials.map(|c| bollard::auth::DockerCredentials {
-        username: Some(c.username.clone()),
-        password: Some(c.password.clone()),
-        serveraddress: Some(host.clone()),
-        ..Default::default()
-    });
+    let creds = credentials.map(|c| engine_credentials(c, &host));
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(reference).build();
     let mut stream = docker.create_image(Some(options), None, creds);
     while let Some(item) = stream.next().await {
