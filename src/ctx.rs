@@ -148,6 +148,19 @@ impl Ctx {
         Ok(format!("{}:{}", self.config.image_repo(), self.version()?))
     }
 
+    /// The image to run or push: the one `build` made in this run, else this version's
+    /// tag; an error with a hint when the engine does not have it.
+    pub fn local_image(&self) -> Result<String> {
+        let image = match self.built_image() {
+            Some(image) => image,
+            None => self.image_tag()?,
+        };
+        if self.block_on(ops::docker::image_labels(self.docker()?, &image))?.is_none() {
+            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
+        }
+        Ok(image)
+    }
+
     /// The image the build step made or reused in this run, if it ran.
     pub fn built_image(&self) -> Option<String> {
         self.image.borrow().clone()

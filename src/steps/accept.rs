@@ -47,16 +47,10 @@ impl Step for AcceptLocal {
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(PymEnv::Local)?;
-        let image = match ctx.built_image() {
-            Some(image) => image,
-            None => ctx.image_tag()?,
-        };
         // Checked before anything starts, so a missing secret leaves nothing behind.
         let env = container_env(ctx, &config, PymEnv::Local)?;
+        let image = ctx.local_image()?;
         let docker = ctx.docker()?;
-        if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
-            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
-        }
         let name = format!("pym-{}-local-{}", config.name, std::process::id());
         let labels = HashMap::from([
             (crate::steps::build::LABEL_NAME.to_string(), config.name.clone()),

@@ -34,14 +34,8 @@ impl Step for Push {
         if ctx.config().docker_repo.as_deref().is_none_or(str::is_empty) {
             return Err(hinted("there is no registry to push to: `docker_repo` is not set", "set `docker_repo: <registry>/<namespace>` in pym-config.yaml"));
         }
-        let image = match ctx.built_image() {
-            Some(image) => image,
-            None => ctx.image_tag()?,
-        };
+        let image = ctx.local_image()?;
         let docker = ctx.docker()?;
-        if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
-            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
-        }
         let host = ops::registry::registry_of(&image);
         let creds = ops::registry::credentials_for(&host)?;
         if let Some(c) = &creds {
