@@ -313,7 +313,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         return Ok(ExitCode::SUCCESS);
     }
     let command = match &what {
-        What::One(name) => format!("{name}"),
+        What::One(name) => name.to_string(),
         What::Deploy(_) => "deploy".to_string(),
     };
     let needs_lock = args.is_some() || TARGET_STEPS.contains(&command.as_str());

@@ -49,13 +49,15 @@ fn check_host(c: &Config) -> String {
     if c.publish_ip == "0.0.0.0" { "127.0.0.1".into() } else { c.publish_ip.clone() }
 }
 
+/// Where an environment answers, read from that environment's config (its overlay may
+/// set the ports), as `stage` and `promote` publish it.
 pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
-    let c = ctx.config();
-    match env {
-        PymEnv::Staging => Ok(Address { host: check_host(c), port: c.staging_port }),
-        PymEnv::Live => Ok(Address { host: check_host(c), port: c.live_port }),
-        PymEnv::Local => bail!("the local environment is not on a deploy target"),
+    if env == PymEnv::Local {
+        bail!("the local environment is not on a deploy target");
     }
+    let c = ctx.config_for(env)?;
+    let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
+    Ok(Address { host: check_host(&c), port })
 }
 
 fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
@@ -110,7 +112,7 @@ async fn verify_version(host: &str, port: u16, version: &str, within: Duration) 
 }
 
 pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-    let c = ctx.config();
+    let c = &ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
     let version = version_of(ctx)?;
     let tag = ctx.image_tag()?;
     let host = check_host(c);
