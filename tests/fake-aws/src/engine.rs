@@ -1,0 +1,152 @@
+//! The parts of an environment that are real: containers on the local Docker engine (driven
+//! through the `docker` CLI), their health checks, and the load balancer that routes a
+//! CNAME to the container behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+
+use crate::Shared;
+
+pub const LABEL: &str = "org.pymacaron.fake-aws";
+
+/// `docker ARGS`: stdout, or the first lines of stderr as the error.
+async fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").args(args).output().await.map_err(|e| format!("cannot run docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// Pulls `image` with the registry credentials of a Docker `config.json` (or the old
+/// `.dockercfg` format, a map of registries), as an instance does before it runs the image.
+pub async fn pull(image: &str, auth: Option<&[u8]>, tag: u64) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("pym-fake-aws-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = match auth {
+        Some(raw) => {
+            let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| format!("the authentication file is not JSON: {e}"))?;
+            if v.get("auths").is_some() { v } else { serde_json::json!({ "auths": v }) }
+        }
+        None => serde_json::json!({}),
+    };
+    std::fs::write(dir.join("config.json"), config.to_string()).map_err(|e| e.to_string())?;
+    let result = docker(&["--config", &dir.to_string_lossy(), "pull", "--quiet", image]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|_| ())
+}
+
+/// Runs `image` detached, its `container_port` published on a free loopback port; returns
+/// that port.
+pub async fn run(shared: &Shared, app: &str, name: &str, image: &str, env: &[(String, String)], container_port: u16) -> Result<u16, String> {
+    let _ = docker(&["rm", "-f", name]).await;
+    let label = format!("{LABEL}={}", shared.instance);
+    let app_label = format!("{LABEL}.app={app}");
+    let publish = format!("127.0.0.1::{container_port}");
+    let mut args = vec!["run", "-d", "--name", name, "--label", &label, "--label", &app_label, "-p", &publish];
+    let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for p in &pairs {
+        args.extend(["-e", p.as_str()]);
+    }
+    args.push(image);
+    docker(&args).await?;
+    let port = docker(&["port", name, &format!("{container_port}/tcp")]).await?;
+    port.lines()
+        .find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .ok_or_else(|| format!("the container publishes no port for {container_port}: {port:?}"))
+}
+
+/// Whether the container runs, and its exit code if it stopped.
+pub async fn exited(name: &str) -> Option<i64> {
+    let s = docker(&["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", name]).await.ok()?;
+    let (running, code) = s.split_once(' ')?;
+    if running == "true" { None } else { code.parse().ok() }
+}
+
+pub async fn logs_tail(name: &str) -> String {
+    let out = Command::new("docker").args(["logs", "--tail", "5", name]).output().await;
+    out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().replace('\n', " | ")).unwrap_or_default()
+}
+
+pub async fn remove(name: &str) {
+    let _ = docker(&["rm", "-f", name]).await;
+}
+
+/// Removes every container a server started (when it stops).
+pub fn remove_all(instance: &str) {
+    remove_labelled(&format!("{LABEL}={instance}"));
+}
+
+/// Removes the containers of one application's environments.
+pub fn remove_app(app: &str) {
+    remove_labelled(&format!("{LABEL}.app={app}"));
+}
+
+fn remove_labelled(label: &str) {
+    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output();
+    if let Ok(o) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+}
+
+/// The status of `GET path` on a loopback port, if anything answers within two seconds.
+pub async fn health(port: u16, path: &str) -> Option<u16> {
+    let probe = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ELB-HealthChecker/2.0\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
+}
+
+/// The load balancer: reads a request's head, routes by its `Host` to the container of the
+/// environment that holds that CNAME now, then relays bytes both ways.
+pub async fn serve_lb(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = relay(client, &shared).await;
+        });
+    }
+}
+
+async fn relay(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let host = text
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host.as_str(), |(h, _)| h).to_ascii_lowercase();
+    let backend = shared.lock().eb.backend_for(&name);
+    let Some(port) = backend else {
+        let body = format!("no environment answers for {name:?}\n");
+        let answer = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        return client.write_all(answer.as_bytes()).await;
+    };
+    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        let answer = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        return client.write_all(answer.as_bytes()).await;
+    };
+    upstream.write_all(&head).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ())
+}

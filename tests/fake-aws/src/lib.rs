@@ -1,0 +1,371 @@
+//! A local Elastic Beanstalk and S3, for tests that drive the official AWS SDK.
+//!
+//! One HTTP port answers both services, told apart the way AWS tells them apart: by the
+//! service in the request's SigV4 credential scope (`…/elasticbeanstalk/aws4_request` or
+//! `…/s3/aws4_request`), falling back to the request's shape (a form POST to `/` with an
+//! `Action` is the Query API, anything else is S3 path-style). Point an SDK at it with
+//! `AWS_ENDPOINT_URL=http://127.0.0.1:PORT`.
+//!
+//! An environment runs the image its source bundle (`Dockerrun.aws.json`) names as a real
+//! container on the local Docker engine, pulled with the registry credentials the bundle's
+//! `Authentication` names in S3. Its CNAME, `<prefix>.<region>.elasticbeanstalk.localhost`,
+//! reaches that container through the load balancer port (80 by default), which routes by
+//! the `Host` header; `*.localhost` names resolve to loopback (RFC 6761; glibc does it with
+//! `libnss-myhostname`). Swapping CNAMEs swaps which container a name reaches.
+//!
+//! What is not checked: SigV4 signatures (the credential scope is read, never verified),
+//! IAM policies (inject `AccessDenied` with a fault instead), zip source bundles.
+//!
+//! Test hooks, also over HTTP on the same port: `POST /__fake/faults` with
+//! `{"action": "DescribeEnvironments", "code": "Throttling", "status": 400, "times": 2}`
+//! answers the next two calls of that action with that error (`"action": "*"` matches every
+//! call, no `times` means always); `GET /__fake/calls` counts the calls per action.
+
+mod eb;
+mod engine;
+mod s3;
+mod xml;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use tokio::net::TcpListener;
+
+pub type Reply = Response<Full<Bytes>>;
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The API port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// The load balancer port on 127.0.0.1 and ::1 that environment CNAMEs reach; `None` runs
+    /// no load balancer (the environments still run and are health-checked).
+    pub lb_port: Option<u16>,
+    pub region: String,
+    pub account: String,
+    /// How long a new container has to answer its health check before the environment goes Red.
+    pub health_grace: Duration,
+    /// How long each simulated transition (Launching, Updating, Terminating) takes at least.
+    pub step_delay: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            port: 0,
+            lb_port: Some(80),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            health_grace: Duration::from_secs(20),
+            step_delay: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A running server. Dropping it removes every container it started.
+pub struct FakeAws {
+    pub endpoint: String,
+    pub port: u16,
+    pub lb_port: Option<u16>,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+pub(crate) struct Shared {
+    pub opts: Options,
+    /// Labels every container of this server, for cleanup.
+    pub instance: String,
+    pub state: Mutex<State>,
+    ids: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn request_id(&self) -> String {
+        let n = self.next_id();
+        format!("{:08x}-fa4e-4a3e-9c1d-{:012x}", std::process::id(), n)
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub eb: eb::Beanstalk,
+    pub buckets: BTreeMap<String, BTreeMap<String, Bytes>>,
+    faults: Vec<Fault>,
+    calls: BTreeMap<String, u64>,
+}
+
+struct Fault {
+    action: String,
+    code: String,
+    message: String,
+    status: u16,
+    times: Option<u32>,
+}
+
+/// An error answer, in the protocol of the service that gives it.
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code: code.into(), message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "InvalidParameterValue", message)
+    }
+}
+
+impl State {
+    /// Counts a call and returns the injected fault it meets, if any.
+    pub fn call(&mut self, action: &str) -> Option<ApiError> {
+        *self.calls.entry(action.to_string()).or_default() += 1;
+        let i = self.faults.iter().position(|f| f.action == action || f.action == "*")?;
+        let f = &mut self.faults[i];
+        let err = ApiError::new(f.status, &f.code, f.message.clone());
+        if let Some(t) = &mut f.times {
+            *t -= 1;
+            if *t == 0 {
+                self.faults.remove(i);
+            }
+        }
+        Some(err)
+    }
+}
+
+impl FakeAws {
+    /// Starts the server on its own runtime; it runs until dropped.
+    pub fn start(opts: Options) -> std::io::Result<FakeAws> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-aws").build()?;
+        let (api, lbs) = rt.block_on(bind(&opts))?;
+        let port = api.local_addr()?.port();
+        let lb_port = lbs.first().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
+        let shared = Arc::new(Shared {
+            instance: format!("{}-{port}", std::process::id()),
+            opts,
+            state: Mutex::new(State::default()),
+            ids: AtomicU64::new(1),
+        });
+        rt.spawn(serve_api(api, shared.clone()));
+        for l in lbs {
+            rt.spawn(engine::serve_lb(l, shared.clone()));
+        }
+        rt.spawn(eb::monitor(shared.clone()));
+        Ok(FakeAws { endpoint: format!("http://127.0.0.1:{port}"), port, lb_port, shared, rt: Some(rt) })
+    }
+
+    /// Answers the next `times` calls of `action` (or every call, with `None`) with an error.
+    pub fn fail(&self, action: &str, status: u16, code: &str, message: &str, times: Option<u32>) {
+        self.shared.lock().faults.push(Fault { action: action.into(), code: code.into(), message: message.into(), status, times });
+    }
+
+    /// How many calls of `action` the server has answered (faults included).
+    pub fn calls(&self, action: &str) -> u64 {
+        self.shared.lock().calls.get(action).copied().unwrap_or(0)
+    }
+
+    /// Stores an object, creating the bucket if needed (what a test's setup puts in S3).
+    pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) {
+        self.shared.lock().buckets.entry(bucket.into()).or_default().insert(key.into(), body.into());
+    }
+
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Bytes> {
+        self.shared.lock().buckets.get(bucket)?.get(key).cloned()
+    }
+
+    /// The names of the containers that run the environments now.
+    pub fn containers(&self) -> Vec<String> {
+        self.shared.lock().eb.containers()
+    }
+
+    /// Removes the containers of an application's environments (a test's cleanup, when
+    /// several tests share one server).
+    pub fn remove_app(&self, app: &str) {
+        engine::remove_app(app);
+    }
+
+    /// `(name, status, health, CNAME)` of an application's environments, terminated ones too.
+    pub fn environments(&self, app: &str) -> Vec<(String, String, String, String)> {
+        self.shared.lock().eb.summary(app)
+    }
+
+    /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
+    pub fn wait_for_signal(&self) {
+        if let Some(rt) = &self.rt {
+            rt.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+        }
+    }
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        engine::remove_all(&self.shared.instance);
+    }
+}
+
+async fn bind(opts: &Options) -> std::io::Result<(TcpListener, Vec<TcpListener>)> {
+    let api = TcpListener::bind(("127.0.0.1", opts.port)).await?;
+    let mut lbs = Vec::new();
+    if let Some(p) = opts.lb_port {
+        let v4 = TcpListener::bind(("127.0.0.1", p)).await?;
+        let port = v4.local_addr()?.port();
+        lbs.push(v4);
+        // `*.localhost` resolves to ::1 too; answer there when the machine has IPv6.
+        if let Ok(v6) = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
+            lbs.push(v6);
+        }
+    }
+    Ok((api, lbs))
+}
+
+async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    if let Some(what) = path.strip_prefix("/__fake/") {
+        return Ok(control(&shared, &parts.method, what, &body));
+    }
+    let scope = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split([',', ' ']).next())
+        .map(|c| c.split('/').collect::<Vec<_>>());
+    let service = scope.as_ref().and_then(|s| s.get(3).copied());
+    let is_query = parts.method == Method::POST && path == "/" && body.windows(7).any(|w| w == b"Action=");
+    let reply = match service {
+        Some("elasticbeanstalk") => eb::handle(&shared, &body).await,
+        Some("s3") => s3::handle(&shared, &parts, &body),
+        _ if is_query => eb::handle(&shared, &body).await,
+        _ => s3::handle(&shared, &parts, &body),
+    };
+    Ok(reply)
+}
+
+fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
+    match (method, what) {
+        (&Method::POST, "faults") => {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return reply(400, "text/plain", "the body must be JSON: {\"action\", \"code\", \"status\", \"times\", \"message\"}");
+            };
+            let s = |k: &str, d: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or(d).to_string();
+            let status = v.get("status").and_then(|x| x.as_u64()).unwrap_or(400) as u16;
+            let times = v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32);
+            shared.lock().faults.push(Fault { action: s("action", "*"), code: s("code", "Throttling"), message: s("message", "Rate exceeded"), status, times });
+            reply(200, "application/json", "{}")
+        }
+        (&Method::GET, "calls") => {
+            let calls = shared.lock().calls.clone();
+            reply(200, "application/json", serde_json::to_string(&calls).unwrap_or_default())
+        }
+        _ => reply(404, "text/plain", "the test hooks are POST /__fake/faults and GET /__fake/calls"),
+    }
+}
+
+pub(crate) fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("a valid response")
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// `2026-11-27T19:00:00.123Z`, as AWS writes times.
+pub(crate) fn iso(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let s = rem / 1000;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s / 60 % 60, s % 60, rem % 1000)
+}
+
+/// Reads `YYYY-MM-DDTHH:MM:SS[.fff]Z` back into milliseconds.
+pub(crate) fn parse_iso(t: &str) -> Option<i64> {
+    let t = t.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    Some(days_from_civil(y, m, dd) * 86_400_000 + (hh * 3600 + mm * 60 + ss) * 1000 + ms)
+}
+
+// Howard Hinnant's civil calendar algorithms.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_round_trip() {
+        for ms in [0, 1_795_806_000_123, 951_782_400_000] {
+            assert_eq!(super::parse_iso(&super::iso(ms)), Some(ms), "{}", super::iso(ms));
+        }
+        assert_eq!(super::iso(1_795_806_000_123), "2026-11-27T19:00:00.123Z");
+        assert_eq!(super::parse_iso("2026-11-27T19:00:00Z"), Some(1_795_806_000_000));
+    }
+}
