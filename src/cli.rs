@@ -90,6 +90,12 @@ pub enum ServiceCommand {
     },
     /// Print the version the current commit builds as
     Version,
+    /// Remove old environments beyond `keep_previous` (prints what it would do unless --execute)
+    Cleanup {
+        /// Terminate them, instead of only listing them
+        #[arg(long)]
+        execute: bool,
+    },
     /// The live proxy of the docker target (runs inside its container)
     #[command(name = "__proxy", hide = true)]
     Proxy {
@@ -492,6 +498,24 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
         }
         ServiceCommand::ProxyRoute { upstream, state } => {
             crate::ops::proxy::set_route(&state, &upstream)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Cleanup { execute } => {
+            let break_lock = global.break_lock;
+            let ctx = open(global, printer)?;
+            let config = ctx.config().clone();
+            let _lock = match execute {
+                true => Some(state::lock(&format!("{}-{}", config.name, config.deploy_target), "cleanup", break_lock, |m| ctx.out.warn(m))?),
+                false => None,
+            };
+            let lines = crate::targets::cleanup(&ctx, execute)?;
+            for l in &lines {
+                ctx.out.data(l);
+            }
+            let acted = lines.iter().filter(|l| !l.starts_with("keep ")).count();
+            let verb = if execute { "Cleaned" } else { "Would clean" };
+            let hint = if execute || acted == 0 { "" } else { " (run with --execute to do it)" };
+            ctx.out.status(verb, &format!("{acted} old environments of {}{hint}", config.name));
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Version => {

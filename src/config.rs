@@ -177,8 +177,18 @@ config! {
         aws_hosts_min: Option<u32> = None,
         /// maximum number of Beanstalk instances
         aws_hosts_max: Option<u32> = None,
-        /// S3 bucket holding Beanstalk source bundles and registry credentials
+        /// aws-beanstalk target: the S3 bucket holding the registry credentials Beanstalk pulls the image with
         docker_bucket: Option<String> = None,
+        /// aws-beanstalk target: the key of the credentials (a Docker config.json) in docker_bucket
+        docker_auth_key: String = "docker.cfg".to_string(),
+        /// aws-beanstalk target: the Docker solution stack (default: the newest one AWS lists)
+        aws_solution_stack: Option<String> = None,
+        /// aws-beanstalk target: a platform ARN, instead of aws_solution_stack
+        aws_platform_arn: Option<String> = None,
+        /// aws-beanstalk target: the CNAME prefix of the live environment (default: <name>-live)
+        aws_live_cname: Option<String> = None,
+        /// aws-beanstalk target: seconds to wait for an environment to launch, update or swap
+        aws_timeout: u64 = 1200,
         /// Google Cloud project for the gcp-cloud-run and gke targets
         gcp_project: Option<String> = None,
         /// Google Cloud region

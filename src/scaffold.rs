@@ -78,7 +78,31 @@ fn render(text: &str, opts: &Options) -> Result<String> {
     } else {
         format!("{{ version = {dep}{features} }}")
     };
-    Ok(text.replace("{{name}}", &opts.name).replace("{{target}}", opts.target.as_str()).replace("{{pymdeploy_dep}}", &dep))
+    Ok(text
+        .replace("{{target_config}}", target_config(opts.target))
+        .replace("{{name}}", &opts.name)
+        .replace("{{target}}", opts.target.as_str())
+        .replace("{{pymdeploy_dep}}", &dep))
+}
+
+/// The keys a new service on `target` is most likely to set, commented out.
+fn target_config(target: TargetKind) -> &'static str {
+    match target {
+        TargetKind::AwsBeanstalk => {
+            "# aws-beanstalk: credentials and region come from the AWS default chain unless set here.\n\
+             # aws_user: my-profile\n\
+             # aws_region: us-east-1\n\
+             # The registry credentials Beanstalk pulls the image with (a Docker config.json in S3).\n\
+             # docker_bucket: my-bucket\n\
+             # docker_auth_key: docker.cfg\n\
+             # aws_instance_type: t3.small\n\
+             # aws_hosts_min: 1\n\
+             # aws_hosts_max: 2\n\
+             # The live environment holds this CNAME prefix (default: {{name}}-live).\n\
+             # aws_live_cname: {{name}}-live\n"
+        }
+        _ => "",
+    }
 }
 
 /// Creates a new service repository in `dir`.

@@ -46,9 +46,13 @@ impl Step for Accept {
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         let config = ctx.config_for(self.0)?;
-        let addr = targets::address(ctx, self.0)?;
+        // On a cloud target the environment may not exist before the run: say which it is.
+        let addr = match targets::address(ctx, self.0) {
+            Ok(a) => format!("{}:{}", a.host, a.port),
+            Err(_) => format!("the {} environment's address", self.0),
+        };
         let cmd = crate::steps::accept::acceptance_command(ctx, &config);
-        let mut out = vec![format!("run `{cmd}` against {}:{} (PYM_ENV={})", addr.host, addr.port, self.0)];
+        let mut out = vec![format!("run `{cmd}` against {addr} (PYM_ENV={})", self.0)];
         if self.0 == PymEnv::Live {
             out.push(if config.rollback_on_failure { "if it fails, roll back to the previous version".into() } else { "if it fails, leave live as it is (rollback_on_failure: false)".into() });
         }

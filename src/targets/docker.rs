@@ -70,7 +70,7 @@ fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
 
 /// The image to deploy, by digest: what `push` pushed in this run, or else the registry
 /// digest the engine recorded for this version's tag.
-fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
+pub(crate) fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
     if let Some(r) = ctx.pushed_image() {
         return Ok(r);
     }
@@ -432,4 +432,25 @@ fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
         Ok((status, _)) => format!("http-{status}"),
         Err(_) => "no-answer".into(),
     }
+}
+
+/// Removes the stopped live versions beyond the `keep_previous` newest (promote prunes as
+/// it goes, so this finds work only after `keep_previous` was lowered); with `execute`
+/// false, only says which.
+pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
+    let config = ctx.config_for(PymEnv::Live)?;
+    let docker = ctx.docker()?;
+    let mut lines = Vec::new();
+    for (i, c) in live_containers(ctx, docker, &config)?.iter().filter(|c| !is_running(c)).enumerate() {
+        let v = label(c, LABEL_VERSION);
+        if i < config.keep_previous as usize {
+            lines.push(format!("keep {v}"));
+        } else if execute {
+            ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
+            lines.push(format!("removed {v}"));
+        } else {
+            lines.push(format!("would remove {v}"));
+        }
+    }
+    Ok(lines)
 }

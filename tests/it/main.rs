@@ -7,6 +7,8 @@
 //! - `pipeline`: test → build → accept-local on generated services, on the real engine
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
+//! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
+//!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
 //!
 //! Tests that need the Docker engine call `support::docker_available()`. Outside CI a
 //! missing engine skips them loudly; with `CI=true` it fails them: CI never skips.
@@ -18,4 +20,5 @@ mod pipeline;
 mod push;
 mod scaffold;
 mod support;
+mod target_beanstalk;
 mod target_docker;

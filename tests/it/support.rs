@@ -93,11 +93,16 @@ pub struct TestService {
 impl TestService {
     /// `pymdeploy new` with a name unique to this test run.
     pub fn new(tag: &str) -> TestService {
+        TestService::new_for(tag, "docker")
+    }
+
+    /// `pymdeploy new --target TARGET` with a name unique to this test run.
+    pub fn new_for(tag: &str, target: &str) -> TestService {
         let name = format!("it-{tag}-{}", std::process::id());
         let parent = temp_dir(tag);
         let root = parent.join(&name);
         let mut cmd = Command::new(pymdeploy_bin());
-        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--pymdeploy-path").arg(repo_root());
+        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--pymdeploy-path").arg(repo_root()).arg("--target").arg(target);
         run(cmd).assert_ok();
         TestService { name, root }
     }

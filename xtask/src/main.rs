@@ -95,7 +95,9 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
     let mut tally = Default::default();
     let result = stage(printer, reports, "test", |p| {
         let sh = Shell::new()?;
-        let cmd = cmd!(sh, "cargo test --workspace --locked").env("CI", "true");
+        // With the aws-beanstalk feature, so its unit tests run too (services compile it in
+        // their own xtask either way).
+        let cmd = cmd!(sh, "cargo test --workspace --locked --features pymdeploy/aws-beanstalk").env("CI", "true");
         let run = pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
         tally = p.tests();
         // The live proxies' images are shared by the tests' services; the last test to

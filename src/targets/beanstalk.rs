@@ -1,0 +1,681 @@
+//! The aws-beanstalk target: one Elastic Beanstalk environment per version, blue/green by
+//! CNAME swap, driven by the official AWS SDK (feature `aws-beanstalk`).
+//!
+//! - `stage` creates the environment `<name>-<version>` (CNAME prefix the same) from an
+//!   application version whose source bundle is a `Dockerrun.aws.json` naming the pushed
+//!   image and, with `docker_bucket`, the S3 object Beanstalk pulls it with. The first
+//!   environment of a service takes the live CNAME prefix itself, as nothing can swap with it.
+//! - `promote` sets `PYM_ENV=live` on the new environment (while it still has its own CNAME),
+//!   swaps CNAMEs with the live one and checks that the live address serves the version.
+//!   The old environment keeps running with `PYM_ENV=live`, ready for `rollback`.
+//! - The live environment is the one holding the live CNAME prefix: the first label of
+//!   `live_url` when that is a Beanstalk name, else `aws_live_cname`, else `<name>-live`.
+//!
+//! State is read from Beanstalk only (environments, their CNAMEs and `PYM_ENV`); there is no
+//! state file. Credentials and region come from the AWS default chain; `aws_user` names a
+//! profile, `aws_region` the region, and `AWS_ENDPOINT_URL` points the SDK elsewhere.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use aws_sdk_elasticbeanstalk as eb;
+use aws_sdk_elasticbeanstalk::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_elasticbeanstalk::primitives::DateTime;
+use aws_sdk_elasticbeanstalk::types::{ConfigurationOptionSetting, EnvironmentDescription, EnvironmentHealth, EnvironmentStatus, S3Location, Tag};
+
+use super::Address;
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::output::StepProgress;
+
+const ENV_NS: &str = "aws:elasticbeanstalk:application:environment";
+
+/// The SDK clients, made once per command from the default credential chain.
+struct Aws {
+    eb: eb::Client,
+    s3: aws_sdk_s3::Client,
+    app: String,
+}
+
+async fn connect(c: &Config) -> Result<Aws> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(6).with_initial_backoff(Duration::from_millis(500)));
+    if let Some(profile) = &c.aws_user {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &c.aws_region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err(hinted("no AWS region is set", "set `aws_region` in pym-config.yaml, or AWS_REGION, or a region in your AWS profile"));
+    }
+    // A local endpoint (tests, LocalStack-like servers) has no per-bucket host names.
+    let custom_s3 = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(custom_s3).build());
+    Ok(Aws { eb: eb::Client::new(&sdk), s3, app: c.name.clone() })
+}
+
+/// One error for a failed AWS call: what was asked, what AWS said, and what to do.
+fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(op: &str, e: SdkError<E, R>) -> anyhow::Error {
+    let service = if op.starts_with("s3:") { "" } else { "elasticbeanstalk:" };
+    match &e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let message = err.message().unwrap_or("no message");
+            match code {
+                "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "InsufficientPrivilegesException" => hinted(
+                    format!("AWS denied {service}{op}: {message}"),
+                    format!("grant {service}{op} to the credentials in use (the profile `aws_user` names, or AWS_PROFILE / AWS_ACCESS_KEY_ID)"),
+                ),
+                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "ExpiredTokenException" | "UnrecognizedClientException" => hinted(
+                    format!("AWS rejected the credentials for {service}{op} ({code}): {message}"),
+                    "refresh them (`aws sso login`, or new access keys) and check AWS_PROFILE / `aws_user`",
+                ),
+                _ => anyhow!("{service}{op} failed: {code}: {message}"),
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => hinted(
+            format!("cannot reach AWS for {service}{op}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string())),
+            "check the network, `aws_region`, and AWS_ENDPOINT_URL if one is set",
+        ),
+        _ => {
+            let detail = std::iter::successors(std::error::Error::source(&e), |s| s.source()).map(|s| s.to_string()).collect::<Vec<_>>().join(": ");
+            if detail.contains("credentials") {
+                hinted(format!("no AWS credentials for {service}{op}: {detail}"), "sign in (`aws sso login`, `aws configure`), or set AWS_PROFILE or `aws_user` in pym-config.yaml")
+            } else {
+                anyhow!("{service}{op} failed: {e}: {detail}")
+            }
+        }
+    }
+}
+
+/// The environment of a version: `<name>-<version>`, the name shortened to fit Beanstalk's
+/// 40 characters.
+pub fn env_name(c: &Config, version: &str) -> String {
+    let room = 40usize.saturating_sub(version.len() + 1);
+    let name: String = c.name.chars().take(room).collect();
+    format!("{}-{version}", name.trim_end_matches('-'))
+}
+
+/// The CNAME prefix that makes an environment live.
+fn live_prefix(c: &Config) -> String {
+    if let Some(url) = &c.live_url {
+        let host = url_host(url).0;
+        if host.contains(".elasticbeanstalk.") {
+            return host.split('.').next().unwrap_or_default().to_string();
+        }
+    }
+    c.aws_live_cname.clone().unwrap_or_else(|| format!("{}-live", c.name))
+}
+
+/// Host and port of a URL (`https://h` → 443, `http://h` → 80).
+fn url_host(url: &str) -> (String, u16) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_ascii_lowercase(), p.parse().unwrap_or(default)),
+        _ => (authority.to_ascii_lowercase(), default),
+    }
+}
+
+fn cname_prefix(e: &EnvironmentDescription) -> &str {
+    e.cname().and_then(|c| c.split('.').next()).unwrap_or_default()
+}
+
+fn is_gone(e: &EnvironmentDescription) -> bool {
+    matches!(e.status(), Some(EnvironmentStatus::Terminated | EnvironmentStatus::Terminating))
+}
+
+impl Aws {
+    /// The application's environments that are not terminated, newest first.
+    async fn environments(&self) -> Result<Vec<EnvironmentDescription>> {
+        let out = self.eb.describe_environments().application_name(&self.app).include_deleted(false).send().await.map_err(|e| aws_error("DescribeEnvironments", e))?;
+        let mut envs: Vec<_> = out.environments().iter().filter(|e| !is_gone(e)).cloned().collect();
+        envs.sort_by_key(|e| std::cmp::Reverse(e.date_created().map(|d| d.as_nanos()).unwrap_or(0)));
+        Ok(envs)
+    }
+
+    async fn environment(&self, name: &str) -> Result<Option<EnvironmentDescription>> {
+        let out = self
+            .eb
+            .describe_environments()
+            .application_name(&self.app)
+            .environment_names(name)
+            .include_deleted(false)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeEnvironments", e))?;
+        Ok(out.environments().iter().find(|e| e.environment_name() == Some(name) && !is_gone(e)).cloned())
+    }
+
+    /// The environment's `PYM_ENV`, from its configuration.
+    async fn pym_env(&self, name: &str) -> Result<Option<String>> {
+        let out = self
+            .eb
+            .describe_configuration_settings()
+            .application_name(&self.app)
+            .environment_name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeConfigurationSettings", e))?;
+        Ok(out
+            .configuration_settings()
+            .iter()
+            .flat_map(|s| s.option_settings())
+            .find(|o| o.namespace() == Some(ENV_NS) && o.option_name() == Some("PYM_ENV"))
+            .and_then(|o| o.value().map(String::from)))
+    }
+
+    /// Waits until every named environment is Ready (and, with `green`, Green), streaming
+    /// Beanstalk's events for them into the step's output. Red, a termination or the
+    /// timeout stop the wait with the warnings and errors seen.
+    async fn wait(&self, ctx: &Ctx, names: &[&str], green: bool, since: DateTime, timeout: Duration, progress: &StepProgress<'_>) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = HashSet::new();
+        let mut problems: Vec<String> = Vec::new();
+        let mut shown = String::new();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            for name in names {
+                let out = self
+                    .eb
+                    .describe_events()
+                    .application_name(&self.app)
+                    .environment_name(*name)
+                    .start_time(since)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("DescribeEvents", e))?;
+                for ev in out.events().iter().rev() {
+                    let key = (ev.event_date().map(|d| d.as_nanos()), ev.message().map(String::from));
+                    if seen.insert(key) {
+                        let sev = ev.severity().map(|s| s.as_str()).unwrap_or("INFO");
+                        let line = format!("{name}: {sev:<5} {}", ev.message().unwrap_or_default());
+                        if matches!(sev, "WARN" | "ERROR" | "FATAL") {
+                            problems.push(line.clone());
+                        }
+                        progress.line(&line);
+                    }
+                }
+            }
+            let mut done = true;
+            let mut states = Vec::new();
+            for name in names {
+                let Some(e) = self.environment(name).await? else {
+                    bail!("environment {name} was terminated{}", events_note(&problems));
+                };
+                let status = e.status().map(|s| s.as_str()).unwrap_or("?");
+                let health = e.health().map(|h| h.as_str()).unwrap_or("?");
+                let ready = e.status() == Some(&EnvironmentStatus::Ready);
+                if ready && e.health() == Some(&EnvironmentHealth::Red) && green {
+                    return Err(hinted(
+                        format!("environment {name} is Ready but Red: it does not pass its health check{}", events_note(&problems)),
+                        "the service must answer 200 on `health_path` with the environment's settings; its logs are in the Beanstalk console (Logs) or `eb logs`",
+                    ));
+                }
+                if !ready || (green && e.health() != Some(&EnvironmentHealth::Green)) {
+                    done = false;
+                    states.push(format!("{name}: {status}, {health}"));
+                }
+            }
+            // The state, each time it changes.
+            let now_shown = states.join("; ");
+            if !now_shown.is_empty() && now_shown != shown {
+                progress.message(&now_shown);
+                shown = now_shown;
+            }
+            if done {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(hinted(
+                    format!("{} not Ready{} within {}s{}", names.join(" and "), if green { " and Green" } else { "" }, timeout.as_secs(), events_note(&problems)),
+                    "raise `aws_timeout` in pym-config.yaml if Beanstalk is only slow; the console shows what it is doing",
+                ));
+            }
+            if ctx.interrupted() {
+                bail!(crate::error::Interrupted);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(Duration::from_secs(3));
+        }
+    }
+
+    async fn set_pym_env(&self, name: &str, env: PymEnv) -> Result<()> {
+        let setting = ConfigurationOptionSetting::builder().namespace(ENV_NS).option_name("PYM_ENV").value(env.as_str()).build();
+        self.eb.update_environment().application_name(&self.app).environment_name(name).option_settings(setting).send().await.map_err(|e| aws_error("UpdateEnvironment", e))?;
+        Ok(())
+    }
+
+    async fn swap(&self, a: &str, b: &str) -> Result<()> {
+        self.eb
+            .swap_environment_cnames()
+            .source_environment_name(a)
+            .destination_environment_name(b)
+            .send()
+            .await
+            .map_err(|e| aws_error("SwapEnvironmentCNAMEs", e))?;
+        Ok(())
+    }
+}
+
+fn events_note(problems: &[String]) -> String {
+    if problems.is_empty() { String::new() } else { format!("\n  {}", problems.join("\n  ")) }
+}
+
+fn now() -> DateTime {
+    DateTime::from(std::time::SystemTime::now() - Duration::from_secs(1))
+}
+
+fn option(ns: &str, name: &str, value: impl Into<String>) -> ConfigurationOptionSetting {
+    ConfigurationOptionSetting::builder().namespace(ns).option_name(name).value(value).build()
+}
+
+/// The option settings of a new environment, from the config.
+fn settings(ctx: &Ctx, c: &Config) -> Result<Vec<ConfigurationOptionSetting>> {
+    let mut out = Vec::new();
+    for pair in crate::steps::accept::container_env(ctx, c, PymEnv::Staging)? {
+        let (k, v) = pair.split_once('=').unwrap_or((&pair, ""));
+        out.push(option(ENV_NS, k, v));
+    }
+    out.push(option("aws:elasticbeanstalk:application", "Application Healthcheck URL", c.health_path.clone()));
+    out.push(option("aws:elasticbeanstalk:environment", "EnvironmentType", "LoadBalanced"));
+    out.push(option("aws:elasticbeanstalk:environment", "LoadBalancerType", "application"));
+    out.push(option("aws:elasticbeanstalk:environment:process:default", "HealthCheckPath", c.health_path.clone()));
+    out.push(option("aws:elasticbeanstalk:healthreporting:system", "SystemType", "enhanced"));
+    if let Some(t) = &c.aws_instance_type {
+        out.push(option("aws:autoscaling:launchconfiguration", "InstanceType", t.clone()));
+    }
+    if let Some(k) = &c.aws_keypair {
+        out.push(option("aws:autoscaling:launchconfiguration", "EC2KeyName", k.clone()));
+    }
+    if let Some(n) = c.aws_hosts_min {
+        out.push(option("aws:autoscaling:asg", "MinSize", n.to_string()));
+    }
+    if let Some(n) = c.aws_hosts_max {
+        out.push(option("aws:autoscaling:asg", "MaxSize", n.to_string()));
+    }
+    if let Some(arn) = &c.aws_cert_arn {
+        out.push(option("aws:elbv2:listener:443", "ListenerEnabled", "true"));
+        out.push(option("aws:elbv2:listener:443", "Protocol", "HTTPS"));
+        out.push(option("aws:elbv2:listener:443", "SSLCertificateArns", arn.clone()));
+    }
+    Ok(out)
+}
+
+/// The source bundle: a bare `Dockerrun.aws.json` (version 1, one container).
+fn dockerrun(c: &Config, image: &str) -> serde_json::Value {
+    let mut run = serde_json::json!({
+        "AWSEBDockerrunVersion": "1",
+        "Image": { "Name": image, "Update": "true" },
+        "Ports": [{ "ContainerPort": c.port }],
+    });
+    if let Some(bucket) = &c.docker_bucket {
+        run["Authentication"] = serde_json::json!({ "Bucket": bucket, "Key": c.docker_auth_key });
+    }
+    run
+}
+
+fn timeout(c: &Config) -> Duration {
+    Duration::from_secs(c.aws_timeout)
+}
+
+pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
+    let c = ctx.config_for(env)?;
+    if let (PymEnv::Live, Some(url)) = (env, &c.live_url) {
+        let (host, port) = url_host(url);
+        return Ok(Address { host, port });
+    }
+    let want = match env {
+        PymEnv::Staging => env_name(&c, &ctx.version()?.to_string()),
+        PymEnv::Live => String::new(),
+        PymEnv::Local => bail!("the local environment is not on a deploy target"),
+    };
+    let prefix = live_prefix(&c);
+    let envs = ctx.block_on(async { connect(&c).await?.environments().await })?;
+    let found = envs.iter().find(|e| if env == PymEnv::Live { cname_prefix(e) == prefix } else { e.environment_name() == Some(want.as_str()) });
+    match found.and_then(|e| e.cname()) {
+        Some(cname) => Ok(Address { host: cname.to_string(), port: 80 }),
+        None if env == PymEnv::Live => Err(hinted(format!("no environment of {} holds the live CNAME prefix {prefix}", c.name), "deploy first: `cargo xtask deploy`")),
+        None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
+    }
+}
+
+pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+    let c = ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
+    let version = ctx.version()?.to_string();
+    let name = env_name(&c, &version);
+    let prefix = live_prefix(&c);
+    Ok(match step {
+        "stage" => vec![
+            format!("refuse if environment {name} exists; create application {} if it does not", c.name),
+            format!("upload Dockerrun.aws.json for {} to the Beanstalk storage bucket{}", ctx.image_tag()?, c.docker_bucket.as_ref().map(|b| format!(", pulling with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()),
+            format!("create application version {version} and environment {name} (CNAME {name}, or {prefix} if nothing is live), PYM_ENV=staging"),
+            format!("wait up to {}s for it to be Ready and Green, showing its events", c.aws_timeout),
+        ],
+        "promote" => vec![
+            format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
+            format!("swap CNAMEs between {name} and the environment holding {prefix}; wait for both to be Ready"),
+            format!("check the live address serves {version}; keep the old environment for rollback"),
+        ],
+        "rollback" => vec![format!("swap the live CNAME {prefix} back to the newest other environment with PYM_ENV=live; check it serves")],
+        other => vec![other.to_string()],
+    })
+}
+
+pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let c = ctx.config_for(PymEnv::Staging)?;
+    let version = ctx.version()?.to_string();
+    let name = env_name(&c, &version);
+    let settings = settings(ctx, &c)?;
+    let image = match ctx.pushed_image() {
+        Some(r) => r,
+        None => super::docker::reference(ctx, ctx.docker()?)?,
+    };
+    let stack = (c.aws_solution_stack.clone(), c.aws_platform_arn.clone());
+    ctx.block_on(async {
+        let aws = connect(&c).await?;
+        // Everything that can refuse comes before anything is created.
+        if let Some(e) = aws.environment(&name).await? {
+            return Err(hinted(
+                format!("environment {name} already exists ({}, {})", e.status().map(|s| s.as_str()).unwrap_or("?"), e.health().map(|h| h.as_str()).unwrap_or("?")),
+                "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)",
+            ));
+        }
+        let envs = aws.environments().await?;
+        let prefix = live_prefix(&c);
+        let first = !envs.iter().any(|e| cname_prefix(e) == prefix);
+        let cname = if first { prefix.clone() } else { name.to_lowercase() };
+        let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
+        if dns.available() == Some(false) {
+            return Err(hinted(
+                format!("the CNAME {} is taken", dns.fully_qualified_cname().unwrap_or(&cname)),
+                "CNAME prefixes are unique per region across all accounts: rename the service, or set `aws_live_cname`",
+            ));
+        }
+        if let Some(bucket) = &c.docker_bucket {
+            aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await.map_err(|e| match &e {
+                SdkError::ServiceError(se) if se.err().is_not_found() => hinted(
+                    format!("no registry credentials at s3://{bucket}/{}", c.docker_auth_key),
+                    format!("upload a Docker config.json with the registry's auth there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
+                ),
+                _ => aws_error("s3:HeadObject", e),
+            })?;
+        }
+        let (stack_name, platform) = match stack {
+            (Some(s), _) => (Some(s), None),
+            (None, Some(p)) => (None, Some(p)),
+            (None, None) => {
+                let out = aws.eb.list_available_solution_stacks().send().await.map_err(|e| aws_error("ListAvailableSolutionStacks", e))?;
+                let s = out.solution_stacks().iter().find(|s| s.contains("running Docker") && !s.contains("ECS")).cloned().ok_or_else(|| {
+                    hinted("AWS lists no Docker solution stack", "set `aws_solution_stack` (see `aws elasticbeanstalk list-available-solution-stacks`)")
+                })?;
+                (Some(s), None)
+            }
+        };
+
+        let apps = aws.eb.describe_applications().application_names(&c.name).send().await.map_err(|e| aws_error("DescribeApplications", e))?;
+        if apps.applications().is_empty() {
+            aws.eb.create_application().application_name(&c.name).description("deployed by pymdeploy").send().await.map_err(|e| aws_error("CreateApplication", e))?;
+            progress.line(&format!("created application {}", c.name));
+        }
+        let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(&version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
+        if versions.application_versions().is_empty() {
+            let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
+            let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
+            let key = format!("{}/{version}/Dockerrun.aws.json", c.name);
+            let body = serde_json::to_vec_pretty(&dockerrun(&c, &image))?;
+            aws.s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(body.into())
+                .send()
+                .await
+                .map_err(|e| aws_error("s3:PutObject", e))?;
+            progress.line(&format!("uploaded s3://{bucket}/{key} ({image})"));
+            let bundle = S3Location::builder().s3_bucket(&bucket).s3_key(&key).build();
+            aws.eb
+                .create_application_version()
+                .application_name(&c.name)
+                .version_label(&version)
+                .description(format!("{} {version}", c.name))
+                .source_bundle(bundle)
+                .send()
+                .await
+                .map_err(|e| aws_error("CreateApplicationVersion", e))?;
+            progress.line(&format!("created application version {version}"));
+        }
+        let since = now();
+        let mut create = aws
+            .eb
+            .create_environment()
+            .application_name(&c.name)
+            .environment_name(&name)
+            .cname_prefix(&cname)
+            .version_label(&version)
+            .description(format!("{} {version}, deployed by pymdeploy", c.name))
+            .set_option_settings(Some(settings))
+            .tags(Tag::builder().key("pymdeploy:version").value(&version).build());
+        create = match (stack_name, platform) {
+            (Some(s), _) => create.solution_stack_name(s),
+            (None, p) => create.set_platform_arn(p),
+        };
+        create.send().await.map_err(|e| aws_error("CreateEnvironment", e))?;
+        progress.line(&format!("creating environment {name} (CNAME prefix {cname})"));
+        if let Err(e) = aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await {
+            // A failed environment costs money and blocks the name: terminate it.
+            match aws.eb.terminate_environment().environment_name(&name).send().await {
+                Ok(_) => progress.line(&format!("terminating {name}: it did not become Green")),
+                Err(t) => ctx.out.warn(&format!("{name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
+            }
+            return Err(e);
+        }
+        let addr = if first { "(it holds the live CNAME: nothing was live)".to_string() } else { String::new() };
+        Ok(format!("{version} on {name} {addr}").trim_end().to_string())
+    })
+}
+
+pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let c = ctx.config_for(PymEnv::Live)?;
+    let version = ctx.version()?.to_string();
+    let name = env_name(&c, &version);
+    let live = address(ctx, PymEnv::Live).ok();
+    ctx.block_on(async {
+        let aws = connect(&c).await?;
+        let envs = aws.environments().await?;
+        let Some(new) = envs.iter().find(|e| e.environment_name() == Some(name.as_str())) else {
+            return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
+        };
+        if new.status() != Some(&EnvironmentStatus::Ready) || new.health() != Some(&EnvironmentHealth::Green) {
+            return Err(hinted(
+                format!("environment {name} is {}, {}: only a Ready and Green environment is promoted", new.status().map(|s| s.as_str()).unwrap_or("?"), new.health().map(|h| h.as_str()).unwrap_or("?")),
+                "wait for it, or look at its events in the console",
+            ));
+        }
+        let prefix = live_prefix(&c);
+        let old = envs.iter().find(|e| cname_prefix(e) == prefix);
+        if aws.pym_env(&name).await?.as_deref() != Some("live") {
+            progress.line(&format!("setting PYM_ENV=live on {name}"));
+            let since = now();
+            aws.set_pym_env(&name, PymEnv::Live).await?;
+            aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; live is unchanged")))?;
+        }
+        let old_name = old.and_then(|o| o.environment_name()).map(String::from);
+        let (host, port) = match &live {
+            Some(a) => (a.host.clone(), a.port),
+            None => (new.cname().unwrap_or_default().to_string(), 80),
+        };
+        let previous = match old_name.as_deref() {
+            Some(o) if o == name => {
+                verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await?;
+                return Ok(format!("{version} is already live on {name}"));
+            }
+            Some(o) => {
+                let since = now();
+                aws.swap(&name, o).await?;
+                progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
+                aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
+                let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
+                if let Err(e) = verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await {
+                    progress.line(&format!("live does not serve {version}: swapping back to {o}"));
+                    let since = now();
+                    aws.swap(o, &name).await?;
+                    aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
+                    return Err(e.context(format!("swapped back: {old_version} on {o} is live again")));
+                }
+                Some((old_version, o.to_string()))
+            }
+            None => None,
+        };
+        let url = format!("{host}:{port}");
+        Ok(match previous {
+            Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
+            None => {
+                verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await?;
+                format!("{version} live on {url}")
+            }
+        })
+    })
+}
+
+pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    let c = ctx.config_for(PymEnv::Live)?;
+    let live = address(ctx, PymEnv::Live)?;
+    ctx.block_on(async {
+        let aws = connect(&c).await?;
+        let envs = aws.environments().await?;
+        let prefix = live_prefix(&c);
+        let Some(current) = envs.iter().find(|e| cname_prefix(e) == prefix) else {
+            return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
+        };
+        let current_name = current.environment_name().unwrap_or_default().to_string();
+        let mut target = None;
+        for e in envs.iter().filter(|e| cname_prefix(e) != prefix && e.status() == Some(&EnvironmentStatus::Ready)) {
+            let n = e.environment_name().unwrap_or_default();
+            if aws.pym_env(n).await?.as_deref() == Some("live") {
+                target = Some(e);
+                break;
+            }
+        }
+        let Some(target) = target else {
+            return Err(hinted(format!("no previous live environment of {} is Ready", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
+        };
+        let (to_name, to_version) = (target.environment_name().unwrap_or_default().to_string(), target.version_label().unwrap_or_default().to_string());
+        let from_version = current.version_label().unwrap_or_default().to_string();
+        let since = now();
+        aws.swap(&to_name, &current_name).await?;
+        progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
+        aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
+        verify(&live.host, live.port, &to_version, Duration::from_secs(c.health_timeout)).await?;
+        Ok(format!("{to_version} live again (was {from_version})"))
+    })
+}
+
+/// Terminates the non-live environments beyond the `keep_previous` newest; with
+/// `execute` false, only says which.
+pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
+    let c = ctx.config_for(PymEnv::Live)?;
+    ctx.block_on(async {
+        let aws = connect(&c).await?;
+        let prefix = live_prefix(&c);
+        let envs = aws.environments().await?;
+        let mut lines = Vec::new();
+        for (i, e) in envs.iter().filter(|e| cname_prefix(e) != prefix).enumerate() {
+            let n = e.environment_name().unwrap_or_default();
+            let v = e.version_label().unwrap_or_default();
+            if i < c.keep_previous as usize {
+                lines.push(format!("keep {n} ({v})"));
+            } else if execute {
+                aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
+                lines.push(format!("terminated {n} ({v})"));
+            } else {
+                lines.push(format!("would terminate {n} ({v})"));
+            }
+        }
+        Ok(lines)
+    })
+}
+
+pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+    let c = ctx.config_for(PymEnv::Live)?;
+    let prefix = live_prefix(&c);
+    ctx.block_on(async {
+        let aws = connect(&c).await?;
+        let mut lines = vec![format!("{:<9} {:<40} {:<24} {:<11} {:<7} {:<20} CNAME", "ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED")];
+        for e in aws.environments().await? {
+            let name = e.environment_name().unwrap_or_default();
+            // live holds the live CNAME; previous ones were live (PYM_ENV=live) and can be
+            // rolled back to; the others are staged.
+            let role = if cname_prefix(&e) == prefix {
+                "live"
+            } else if aws.pym_env(name).await?.as_deref() == Some("live") {
+                "previous"
+            } else {
+                "staged"
+            };
+            lines.push(format!(
+                "{role:<9} {name:<40} {:<24} {:<11} {:<7} {:<20} {}",
+                e.version_label().unwrap_or_default(),
+                e.status().map(|s| s.as_str()).unwrap_or("?"),
+                e.health().map(|h| h.as_str()).unwrap_or("?"),
+                e.date_created().map(|d| crate::version::fmt_utc(d.secs())).unwrap_or_default(),
+                e.cname().unwrap_or_default(),
+            ));
+        }
+        Ok(lines)
+    })
+}
+
+/// Asks `/version` on the live address until it names `version` and `PYM_ENV=live`.
+async fn verify(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match crate::ops::http::get(host, port, "/version", Duration::from_secs(5)).await {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if v["version"] == version && v["pym_env"] == "live" {
+                    return Ok(());
+                }
+                format!("it serves {} with PYM_ENV={}", v["version"], v["pym_env"])
+            }
+            Ok((status, _)) => format!("/version answered {status}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{host}:{port} does not serve version {version} with PYM_ENV=live: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_beanstalk() {
+        let dir = std::env::temp_dir().join(format!("pym-eb-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: a-very-long-service-name-indeed\ndeploy_target: aws-beanstalk\n").unwrap();
+        let mut c = Config::load(&dir, PymEnv::Live).unwrap();
+        let n = env_name(&c, "261127-1900-15-0ebaf1");
+        assert!(n.len() <= 40 && n.ends_with("-261127-1900-15-0ebaf1") && !n.contains("--"), "{n}");
+        c.name = "hello".into();
+        assert_eq!(env_name(&c, "261127-1900-15-0ebaf1"), "hello-261127-1900-15-0ebaf1");
+        assert_eq!(live_prefix(&c), "hello-live");
+        c.live_url = Some("http://blue.us-east-1.elasticbeanstalk.com/".into());
+        assert_eq!(live_prefix(&c), "blue");
+        c.live_url = Some("https://api.example.com".into());
+        c.aws_live_cname = Some("api-prod".into());
+        assert_eq!(live_prefix(&c), "api-prod");
+        assert_eq!(url_host("https://api.example.com/x"), ("api.example.com".into(), 443));
+        assert_eq!(url_host("http://h.localhost:8080"), ("h.localhost".into(), 8080));
+    }
+}

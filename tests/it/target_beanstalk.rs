@@ -1,0 +1,258 @@
+//! The aws-beanstalk target, driven through the generated xtask (which enables the
+//! `aws-beanstalk` feature) and the official AWS SDK, against the local Elastic Beanstalk
+//! and S3 of `tests/fake-aws`. Environments run as real containers; their CNAMEs
+//! (`*.elasticbeanstalk.localhost`, port 80) reach them through the server's load balancer.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use pym_fake_aws::{FakeAws, Options};
+
+use crate::support::{Registry, Run, TestService, docker_available};
+
+const SECRET_KEY: &str = "pym-it-aws-secret-Kq3v9";
+
+/// The local Beanstalk whose load balancer holds port 80, shared by the tests of this
+/// process (each cleans up its own application's containers).
+fn shared_fake() -> &'static FakeAws {
+    static FAKE: OnceLock<FakeAws> = OnceLock::new();
+    FAKE.get_or_init(|| {
+        FakeAws::start(Options { health_grace: Duration::from_secs(8), ..Default::default() })
+            .expect("the local Beanstalk starts, its load balancer on port 80 (free, and the tests run as root: run .ci/setup)")
+    })
+}
+
+/// A service on the aws-beanstalk target, its registry, and the environment that points
+/// the SDK at a local Beanstalk.
+struct Setup<'a> {
+    fake: &'a FakeAws,
+    svc: TestService,
+    reg: Registry,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> Setup<'a> {
+    fn new(tag: &str, fake: &'a FakeAws) -> Setup<'a> {
+        let reg = Registry::start();
+        let svc = TestService::new_for(tag, "aws-beanstalk");
+        // The registry credentials Beanstalk pulls with, where docker_bucket names them.
+        let key = format!("{}/docker.cfg", svc.name);
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", reg.user, reg.password));
+        fake.put_object("pym-it-registry-auth", &key, serde_json::json!({ "auths": { reg.host.clone(): { "auth": auth } } }).to_string());
+        svc.edit(
+            "pym-config.yaml",
+            "# docker_repo: registry.example.com/team",
+            &format!(
+                "docker_repo: {}/team\naws_region: us-east-1\ndocker_bucket: pym-it-registry-auth\ndocker_auth_key: {key}\nkeep_previous: 1\naws_timeout: 120",
+                reg.host
+            ),
+        )
+        .commit("deploy to the local Beanstalk");
+        let mut env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", fake.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIDPYMDEPLOYTEST"),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Setup { fake, svc, reg, env }
+    }
+
+    fn xtask(&self, args: &[&str]) -> Run {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = self.svc.xtask_env(args, &env);
+        for secret in [SECRET_KEY, self.reg.password.as_str()] {
+            assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret), "a secret was printed by {args:?}:\n{}", r.stderr);
+        }
+        r
+    }
+
+    fn version(&self) -> String {
+        self.svc.pym(&["version"]).assert_ok().stdout.trim().to_string()
+    }
+
+    fn env_of(&self, version: &str) -> String {
+        format!("{}-{version}", self.svc.name)
+    }
+
+    fn live_host(&self) -> String {
+        format!("{}-live.us-east-1.elasticbeanstalk.localhost", self.svc.name)
+    }
+
+    /// (status, health, CNAME) of an environment in the local Beanstalk.
+    fn state(&self, env: &str) -> (String, String, String) {
+        let all = self.fake.environments(&self.svc.name);
+        let (_, s, h, c) = all.into_iter().rev().find(|(n, ..)| n == env).unwrap_or_else(|| panic!("no environment {env}"));
+        (s, h, c)
+    }
+}
+
+impl Drop for Setup<'_> {
+    fn drop(&mut self) {
+        self.fake.remove_app(&self.svc.name);
+    }
+}
+
+/// `/version` through a CNAME, as a client of the live service sees it.
+fn version_at(host: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((host, 80)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| serde_json::from_str(body).ok()).flatten()
+}
+
+#[track_caller]
+fn assert_serves(host: &str, version: &str) {
+    let v = version_at(host).unwrap_or_else(|| panic!("{host} does not answer /version"));
+    assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(version), Some("live")), "{host}: {v}");
+}
+
+#[test]
+fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("ebl", shared_fake());
+    let live = t.live_host();
+
+    // The first deploy: all eight steps; the environment takes the live CNAME itself.
+    let r = t.xtask(&["deploy"]);
+    r.assert_ok();
+    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
+        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    }
+    assert!(r.stderr.contains("Successfully launched environment"), "Beanstalk's events are not shown:\n{}", r.stderr);
+    let v1 = t.version();
+    let env1 = t.env_of(&v1);
+    assert_eq!(t.state(&env1), ("Ready".into(), "Green".into(), live.clone()));
+    assert_serves(&live, &v1);
+
+    // A second version: its own environment, then a CNAME swap; the first one is kept.
+    t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
+    let v2 = t.version();
+    let env2 = t.env_of(&v2);
+    t.xtask(&["deploy"]).assert_ok().assert_stderr_has("Completed swapping CNAMEs").assert_stderr_has(&format!("(was {v1}, kept on {env1} for rollback)"));
+    assert_serves(&live, &v2);
+    assert_eq!(t.state(&env2).2, live);
+    let (status, health, cname) = t.state(&env1);
+    assert_eq!((status.as_str(), health.as_str()), ("Ready", "Green"), "the previous environment is kept");
+    assert_eq!(cname, format!("{}.us-east-1.elasticbeanstalk.localhost", env2.to_lowercase()), "the CNAMEs were swapped");
+
+    // Rollback swaps back; promote makes the commit's version live again.
+    t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
+    assert_serves(&live, &v1);
+    let status = t.xtask(&["status"]);
+    let table = &status.assert_ok().stdout;
+    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains("Green") && l.contains(&live)), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
+    t.xtask(&["promote"]).assert_ok();
+    assert_serves(&live, &v2);
+
+    // A third version; then cleanup keeps one previous environment (keep_previous: 1).
+    t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
+    let v3 = t.version();
+    t.xtask(&["deploy"]).assert_ok();
+    assert_serves(&live, &v3);
+    let dry = t.xtask(&["cleanup"]);
+    dry.assert_ok().assert_stderr_has("run with --execute");
+    assert!(dry.stdout.contains(&format!("keep {env2}")) && dry.stdout.contains(&format!("would terminate {env1}")), "{}", dry.stdout);
+    assert_eq!(t.state(&env1).0, "Ready", "a dry cleanup terminated something");
+    let done = t.xtask(&["cleanup", "--execute"]);
+    assert!(done.assert_ok().stdout.contains(&format!("terminated {env1}")), "{}", done.stdout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while t.state(&env1).0 != "Terminated" {
+        assert!(std::time::Instant::now() < deadline, "{env1} is not terminated: {:?}", t.state(&env1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(t.state(&env2).0, "Ready");
+    assert_serves(&live, &v3);
+
+    // Staging the same version again collides with its environment: refused before
+    // anything is created.
+    let before = t.fake.environments(&t.svc.name).len();
+    let again = t.xtask(&["stage"]);
+    again.assert_failed().assert_stderr_has(&format!("environment {} already exists (Ready, Green)", t.env_of(&v3)));
+    assert_eq!(again.stderr.matches("error:").count(), 1, "{}", again.stderr);
+    assert_eq!(t.fake.environments(&t.svc.name).len(), before, "an environment was created");
+    assert_serves(&live, &v3);
+}
+
+#[test]
+fn beanstalk_failures_before_the_swap_leave_live_alone() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("ebf", shared_fake());
+    let live = t.live_host();
+    t.xtask(&["deploy"]).assert_ok();
+    let v1 = t.version();
+    let env1 = t.env_of(&v1);
+
+    // Acceptance fails on staging only: no swap.
+    t.svc.edit("testaccept/tests/accept.rs", "    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]").commit("fails on staging");
+    let v2 = t.version();
+    let r = t.xtask(&["deploy"]);
+    r.assert_failed().assert_stderr_has("staging-only failure");
+    assert!(r.stderr.lines().any(|l| l.starts_with("  accept-staging ") && l.contains("FAILED")), "{}", r.stderr);
+    assert_serves(&live, &v1);
+    assert_eq!(t.state(&env1).2, live, "live moved");
+    assert_eq!(t.state(&t.env_of(&v2)).0, "Ready", "the staged environment stays for a look");
+
+    // An image that fails its health check on Beanstalk (but not locally): Red, the
+    // events are shown, the environment is terminated, no swap.
+    t.svc.edit("testaccept/tests/accept.rs", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n", "").commit("accept again");
+    t.svc.edit("src/main.rs", "        (\"GET\", \"/ping\") => (200,", "        (\"GET\", \"/ping\") if info.pym_env == \"staging\" => (500, serde_json::json!({})),\n        (\"GET\", \"/ping\") => (200,").commit("sick on staging");
+    let v3 = t.version();
+    let env3 = t.env_of(&v3);
+    let r = t.xtask(&["deploy"]);
+    r.assert_failed().assert_stderr_has(&format!("environment {env3} is Ready but Red"));
+    r.assert_stderr_has("ELB health is failing").assert_stderr_has("Create environment operation is complete, but with errors");
+    r.assert_stderr_has(&format!("terminating {env3}"));
+    assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("FAILED")), "{}", r.stderr);
+    assert!(matches!(t.state(&env3).0.as_str(), "Terminating" | "Terminated"), "{:?}", t.state(&env3));
+    assert_serves(&live, &v1);
+    assert_eq!(t.state(&env1).2, live, "live moved");
+}
+
+#[test]
+fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
+    // Its own server, without a load balancer: only the API is exercised.
+    let fake = FakeAws::start(Options { lb_port: None, ..Default::default() }).expect("the local Beanstalk starts");
+    let svc = TestService::new_for("ebapi", "aws-beanstalk");
+    svc.edit("pym-config.yaml", "docker_base:", "aws_region: eu-west-3\ndocker_base:").commit("region");
+    let env = [
+        ("AWS_ENDPOINT_URL", fake.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIDPYMDEPLOYTEST"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
+    ];
+    // Throttling, then a 503: retried with backoff, and the command succeeds.
+    fake.fail("DescribeEnvironments", 400, "Throttling", "Rate exceeded", Some(2));
+    fake.fail("DescribeEnvironments", 503, "ServiceUnavailable", "Service is unavailable", Some(1));
+    let r = svc.xtask_env(&["status"], &env);
+    r.assert_ok();
+    assert!(r.stdout.starts_with("ROLE "), "{}", r.stdout);
+    assert_eq!(fake.calls("DescribeEnvironments"), 4, "three failed answers, then one that succeeded");
+
+    // Access denied: one clear error naming the operation, with what to do.
+    fake.fail("*", 403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: elasticbeanstalk:DescribeEnvironments", None);
+    let r = svc.xtask_env(&["status"], &env);
+    r.assert_failed().assert_stderr_has("AWS denied elasticbeanstalk:DescribeEnvironments: User: arn:aws:iam::123456789012:user/ci is not authorized");
+    r.assert_stderr_has("hint: grant elasticbeanstalk:DescribeEnvironments");
+    assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
+    assert_eq!(fake.calls("DescribeEnvironments"), 5, "access denied is not retried");
+    assert!(!r.stderr.contains(SECRET_KEY));
+}
