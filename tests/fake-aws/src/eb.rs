@@ -537,39 +537,34 @@ async fn launch(shared: Arc<Shared>, id: String) {
     note(&shared, &id, "INFO", &format!("Using {bucket} as Amazon S3 storage bucket for environment data."));
     note(&shared, &id, "INFO", &format!("Created load balancer named: awseb-{id}-AWSEBLoa-LOCAL"));
     let result = run_bundle(&shared, &id).await;
-    with_env(&shared, &id, |eb, e| {
-        e.status = "Ready";
-        e.updated = now_ms();
-        match &result {
-            Ok(()) => {
-                (e.health, e.health_status) = ("Green", "Ok");
-                eb.event(e, "INFO", "Instance deployment completed successfully.");
-                eb.event(e, "INFO", format!("Successfully launched environment: {}", e.name));
-            }
-            Err((severity, message)) => {
-                (e.health, e.health_status) = ("Red", "Severe");
-                eb.event(e, severity, message.clone());
-                eb.event(e, "ERROR", "Create environment operation is complete, but with errors. For more information, see troubleshooting documentation.");
-            }
-        }
-    });
+    let name = with_env(&shared, &id, |_, e| e.name.clone()).unwrap_or_default();
+    let done = ["Instance deployment completed successfully.".to_string(), format!("Successfully launched environment: {name}")];
+    finish(&shared, &id, result, &done, "Create environment operation is complete, but with errors. For more information, see troubleshooting documentation.");
 }
 
 async fn update(shared: Arc<Shared>, id: String) {
     tokio::time::sleep(shared.opts.step_delay).await;
     let result = run_bundle(&shared, &id).await;
-    with_env(&shared, &id, |eb, e| {
+    finish(&shared, &id, result, &["Environment update completed successfully.".to_string()], "Failed to deploy configuration.");
+}
+
+/// The end of a launch or an update: Ready, and Green with `done`'s events, or Red with the
+/// problem and `failed`.
+fn finish(shared: &Shared, id: &str, result: Result<(), (&'static str, String)>, done: &[String], failed: &str) {
+    with_env(shared, id, |eb, e| {
         e.status = "Ready";
         e.updated = now_ms();
-        match &result {
+        match result {
             Ok(()) => {
                 (e.health, e.health_status) = ("Green", "Ok");
-                eb.event(e, "INFO", "Environment update completed successfully.");
+                for m in done {
+                    eb.event(e, "INFO", m.clone());
+                }
             }
             Err((severity, message)) => {
                 (e.health, e.health_status) = ("Red", "Severe");
-                eb.event(e, severity, message.clone());
-                eb.event(e, "ERROR", "Failed to deploy configuration.");
+                eb.event(e, severity, message);
+                eb.event(e, "ERROR", failed);
             }
         }
     });
