@@ -321,6 +321,12 @@ fn dockerrun(c: &Config, image: &str) -> serde_json::Value {
     run
 }
 
+/// How long the live address may take to serve a swapped-in version: a swap is a DNS
+/// change, and Beanstalk's CNAMEs have a 60-second TTL, so never less than three minutes.
+fn dns_window(c: &Config) -> Duration {
+    Duration::from_secs(c.health_timeout.max(180))
+}
+
 fn timeout(c: &Config) -> Duration {
     Duration::from_secs(c.aws_timeout)
 }
@@ -514,7 +520,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         };
         let previous = match old_name.as_deref() {
             Some(o) if o == name => {
-                verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await?;
+                verify(&host, port, &version, dns_window(&c)).await?;
                 return Ok(format!("{version} is already live on {name}"));
             }
             Some(o) => {
@@ -523,7 +529,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
                 progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
                 aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
                 let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
-                if let Err(e) = verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await {
+                if let Err(e) = verify(&host, port, &version, dns_window(&c)).await {
                     progress.line(&format!("live does not serve {version}: swapping back to {o}"));
                     let since = now();
                     aws.swap(o, &name).await?;
@@ -538,7 +544,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         Ok(match previous {
             Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
             None => {
-                verify(&host, port, &version, Duration::from_secs(c.health_timeout)).await?;
+                verify(&host, port, &version, dns_window(&c)).await?;
                 format!("{version} live on {url}")
             }
         })
@@ -573,7 +579,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         aws.swap(&to_name, &current_name).await?;
         progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
         aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
-        verify(&live.host, live.port, &to_version, Duration::from_secs(c.health_timeout)).await?;
+        verify(&live.host, live.port, &to_version, dns_window(&c)).await?;
         Ok(format!("{to_version} live again (was {from_version})"))
     })
 }

@@ -223,6 +223,16 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     assert!(matches!(t.state(&env3).0.as_str(), "Terminating" | "Terminated"), "{:?}", t.state(&env3));
     assert_serves(&live, &v1);
     assert_eq!(t.state(&env1).2, live, "live moved");
+
+    // Acceptance that fails on live only: promoted, then swapped back by the deploy.
+    t.svc.edit("src/main.rs", "        (\"GET\", \"/ping\") if info.pym_env == \"staging\" => (500, serde_json::json!({})),\n", "").commit("healthy again");
+    t.svc.edit("testaccept/tests/accept.rs", "    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"live\", \"live-only failure\");\n    assert_eq!(v[\"name\"]").commit("fails on live");
+    let v4 = t.version();
+    let r = t.xtask(&["deploy"]);
+    r.assert_failed().assert_stderr_has("live-only failure").assert_stderr_has(&format!("{v1} live again (was {v4})"));
+    assert!(r.stderr.lines().any(|l| l.starts_with("  promote ") && l.contains(" ok ")), "{}", r.stderr);
+    assert_serves(&live, &v1);
+    assert_eq!(t.state(&env1).2, live, "live is not back on the first environment");
 }
 
 #[test]
@@ -247,12 +257,23 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     assert!(r.stdout.starts_with("ROLE "), "{}", r.stdout);
     assert_eq!(fake.calls("DescribeEnvironments"), 4, "three failed answers, then one that succeeded");
 
+    // A dry run prints the plan and creates nothing.
+    let r = svc.xtask_env(&["deploy", "--dry-run"], &env);
+    r.assert_ok();
+    assert!(r.stdout.contains("create application version") && r.stdout.contains("swap CNAMEs"), "{}", r.stdout);
+    for op in ["CreateApplication", "CreateApplicationVersion", "CreateEnvironment", "SwapEnvironmentCNAMEs", "PutObject"] {
+        assert_eq!(fake.calls(op), 0, "a dry run called {op}");
+    }
+
     // Access denied: one clear error naming the operation, with what to do.
     fake.fail("*", 403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: elasticbeanstalk:DescribeEnvironments", None);
     let r = svc.xtask_env(&["status"], &env);
     r.assert_failed().assert_stderr_has("AWS denied elasticbeanstalk:DescribeEnvironments: User: arn:aws:iam::123456789012:user/ci is not authorized");
     r.assert_stderr_has("hint: grant elasticbeanstalk:DescribeEnvironments");
     assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
-    assert_eq!(fake.calls("DescribeEnvironments"), 5, "access denied is not retried");
+    let before = fake.calls("DescribeEnvironments");
+    let r2 = svc.xtask_env(&["status"], &env);
+    r2.assert_failed();
+    assert_eq!(fake.calls("DescribeEnvironments"), before + 1, "access denied is not retried");
     assert!(!r.stderr.contains(SECRET_KEY));
 }
