@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: pymdeploy against the plain tools, in the same session.
 //!
-//! 1. cold compile of a generated service's xtask (fresh target directory);
+//! 1. cold compile of a generated service's xtask (fresh target directory), on the docker
+//!    target and on aws-beanstalk (which adds the AWS SDK);
 //! 2. `build` + `accept-local` wall time, against the same work done with cargo, the
 //!    docker CLI and a 100 ms curl loop, as a ratio (median of alternating runs);
 //! 3. readiness latency: from a server starting to answer `/ping` to our poll seeing it;
@@ -68,20 +69,23 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
 
     if !args.skip_compile {
         crate::stage(printer, reports, "cold-compile", |p| {
-            let svc = new_service(&pymdeploy, &work, "bench-compile")?;
-            let target = work.join("cold-target");
-            p.message("cargo build of the generated xtask in an empty target directory");
-            let t = Instant::now();
-            let st = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--manifest-path", "xtask/Cargo.toml"])
-                .env("CARGO_TARGET_DIR", &target)
-                .current_dir(&svc)
-                .status()?;
-            ensure!(st.success(), "the xtask did not compile");
-            let secs = t.elapsed().as_secs_f64();
-            let _ = std::fs::remove_dir_all(&target);
-            figures.push(Figure { what: "cold compile of a generated xtask (docker target)".into(), value: format!("{secs:.1} s"), goal: "< 60 s".into(), met: Some(secs < 60.0) });
-            Ok(format!("{secs:.1}s"))
+            // The docker target compiles no cloud SDK; aws-beanstalk adds the AWS SDK
+            // (Beanstalk, S3, the credential chain), which only its services pay for.
+            let mut secs = Vec::new();
+            for (target, goal) in [("docker", 60.0), ("aws-beanstalk", 240.0)] {
+                let svc = new_service_for(&pymdeploy, &work, &format!("bench-compile-{target}"), target)?;
+                let dir = work.join("cold-target");
+                p.message(&format!("cargo build of the generated xtask ({target} target) in an empty target directory"));
+                let t = Instant::now();
+                let st = Command::new(env!("CARGO")).args(["build", "--quiet", "--manifest-path", "xtask/Cargo.toml"]).env("CARGO_TARGET_DIR", &dir).current_dir(&svc).status()?;
+                ensure!(st.success(), "the xtask ({target} target) did not compile");
+                let s = t.elapsed().as_secs_f64();
+                let _ = std::fs::remove_dir_all(&dir);
+                let vs = secs.first().map(|d: &f64| format!(", {:.2}x the docker target's", s / d)).unwrap_or_default();
+                figures.push(Figure { what: format!("cold compile of a generated xtask ({target} target{vs})"), value: format!("{s:.1} s"), goal: format!("< {goal:.0} s"), met: Some(s < goal) });
+                secs.push(s);
+            }
+            Ok(secs.iter().map(|s| format!("{s:.1}s")).collect::<Vec<_>>().join(", "))
         })?;
     }
 
@@ -238,8 +242,12 @@ fn build_pymdeploy(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<P
 }
 
 fn new_service(pymdeploy: &Path, work: &Path, name: &str) -> Result<PathBuf> {
+    new_service_for(pymdeploy, work, name, "docker")
+}
+
+fn new_service_for(pymdeploy: &Path, work: &Path, name: &str, target: &str) -> Result<PathBuf> {
     let dir = work.join(name);
-    let out = Command::new(pymdeploy).args(["new", name, "--path"]).arg(&dir).arg("--pymdeploy-path").arg(crate::root()).output()?;
+    let out = Command::new(pymdeploy).args(["new", name, "--target", target, "--path"]).arg(&dir).arg("--pymdeploy-path").arg(crate::root()).output()?;
     ensure!(out.status.success(), "pymdeploy new failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(dir)
 }
