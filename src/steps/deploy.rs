@@ -126,6 +126,10 @@ impl Step for Status {
         for l in lines {
             ctx.out.data(&l);
         }
-        Ok(format!("{n} containers"))
+        let what = match ctx.config().deploy_target {
+            crate::config::TargetKind::Docker => "containers",
+            _ => "environments",
+        };
+        Ok(format!("{n} {what}"))
     }
 }

@@ -78,16 +78,19 @@ fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
                 _ => anyhow!("{service}{op} failed: {code}: {message}"),
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => hinted(
-            format!("cannot reach AWS for {service}{op}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string())),
-            "check the network, `aws_region`, and AWS_ENDPOINT_URL if one is set",
-        ),
         _ => {
+            // What went wrong is in the source chain: "other" alone says nothing.
             let detail = std::iter::successors(std::error::Error::source(&e), |s| s.source()).map(|s| s.to_string()).collect::<Vec<_>>().join(": ");
-            if detail.contains("credentials") {
-                hinted(format!("no AWS credentials for {service}{op}: {detail}"), "sign in (`aws sso login`, `aws configure`), or set AWS_PROFILE or `aws_user` in pym-config.yaml")
+            let detail = if detail.is_empty() { e.to_string() } else { detail.trim_start_matches("other: ").to_string() };
+            if detail.to_lowercase().contains("credential") {
+                hinted(
+                    format!("no usable AWS credentials for {service}{op}: {detail}"),
+                    "sign in (`aws sso login`, `aws configure`), or set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws_user` in pym-config.yaml",
+                )
+            } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+                hinted(format!("cannot reach AWS for {service}{op}: {detail}"), "check the network, `aws_region`, and AWS_ENDPOINT_URL if one is set")
             } else {
-                anyhow!("{service}{op} failed: {e}: {detail}")
+                anyhow!("{service}{op} failed: {detail}")
             }
         }
     }
@@ -140,6 +143,8 @@ impl Aws {
         Ok(envs)
     }
 
+    /// The environment of that name unless it is Terminated (a Terminating one still
+    /// holds its name).
     async fn environment(&self, name: &str) -> Result<Option<EnvironmentDescription>> {
         let out = self
             .eb
@@ -150,7 +155,7 @@ impl Aws {
             .send()
             .await
             .map_err(|e| aws_error("DescribeEnvironments", e))?;
-        Ok(out.environments().iter().find(|e| e.environment_name() == Some(name) && !is_gone(e)).cloned())
+        Ok(out.environments().iter().find(|e| e.environment_name() == Some(name) && e.status() != Some(&EnvironmentStatus::Terminated)).cloned())
     }
 
     /// The environment's `PYM_ENV`, from its configuration.
@@ -206,7 +211,7 @@ impl Aws {
             let mut done = true;
             let mut states = Vec::new();
             for name in names {
-                let Some(e) = self.environment(name).await? else {
+                let Some(e) = self.environment(name).await?.filter(|e| !is_gone(e)) else {
                     bail!("environment {name} was terminated{}", events_note(&problems));
                 };
                 let status = e.status().map(|s| s.as_str()).unwrap_or("?");
@@ -378,6 +383,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let c = ctx.config_for(PymEnv::Staging)?;
     let version = ctx.version()?.to_string();
     let name = env_name(&c, &version);
+    let dirty = ctx.version()?.dirty;
     let settings = settings(ctx, &c)?;
     let image = match ctx.pushed_image() {
         Some(r) => r,
@@ -390,7 +396,11 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         if let Some(e) = aws.environment(&name).await? {
             return Err(hinted(
                 format!("environment {name} already exists ({}, {})", e.status().map(|s| s.as_str()).unwrap_or("?"), e.health().map(|h| h.as_str()).unwrap_or("?")),
-                "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)",
+                if is_gone(&e) {
+                    "it is being terminated (a failed launch): stage again once it is gone"
+                } else {
+                    "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
+                },
             ));
         }
         let envs = aws.environments().await?;
@@ -431,10 +441,16 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             progress.line(&format!("created application {}", c.name));
         }
         let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(&version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
-        if versions.application_versions().is_empty() {
+        // A version's bundle is reused (same commit, same image), except a `-dirty` one,
+        // whose image changes with the tree: it gets a label of its own.
+        let label = match versions.application_versions().is_empty() {
+            false if dirty => format!("{version}.{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
+            _ => version.clone(),
+        };
+        if versions.application_versions().is_empty() || dirty {
             let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
             let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
-            let key = format!("{}/{version}/Dockerrun.aws.json", c.name);
+            let key = format!("{}/{label}/Dockerrun.aws.json", c.name);
             let body = serde_json::to_vec_pretty(&dockerrun(&c, &image))?;
             aws.s3
                 .put_object()
@@ -450,13 +466,13 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             aws.eb
                 .create_application_version()
                 .application_name(&c.name)
-                .version_label(&version)
+                .version_label(&label)
                 .description(format!("{} {version}", c.name))
                 .source_bundle(bundle)
                 .send()
                 .await
                 .map_err(|e| aws_error("CreateApplicationVersion", e))?;
-            progress.line(&format!("created application version {version}"));
+            progress.line(&format!("created application version {label}"));
         }
         let since = now();
         let mut create = aws
@@ -465,7 +481,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             .application_name(&c.name)
             .environment_name(&name)
             .cname_prefix(&cname)
-            .version_label(&version)
+            .version_label(&label)
             .description(format!("{} {version}, deployed by pymdeploy", c.name))
             .set_option_settings(Some(settings))
             .tags(Tag::builder().key("pymdeploy:version").value(&version).build());

@@ -265,6 +265,16 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
         assert_eq!(fake.calls(op), 0, "a dry run called {op}");
     }
 
+    // No credentials anywhere in the default chain: said so, with where to put them.
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["xtask", "status"]).current_dir(&svc.root);
+    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET")).copied());
+    let r = crate::support::run(cmd);
+    r.assert_failed().assert_stderr_has("no usable AWS credentials for elasticbeanstalk:DescribeEnvironments").assert_stderr_has("hint: sign in");
+
     // Access denied: one clear error naming the operation, with what to do.
     fake.fail("*", 403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: elasticbeanstalk:DescribeEnvironments", None);
     let r = svc.xtask_env(&["status"], &env);
