@@ -12,6 +12,7 @@ use pym_fake_aws::{FakeAws, Options};
 use crate::support::{Registry, Run, TestService, docker_available};
 
 const SECRET_KEY: &str = "pym-it-aws-secret-Kq3v9";
+const SERVICE_TOKEN: &str = "pym-it-service-token-7Hw2";
 
 /// The local Beanstalk whose load balancer holds port 80, shared by the tests of this
 /// process (each cleans up its own application's containers).
@@ -56,6 +57,7 @@ impl<'a> Setup<'a> {
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
+            ("PYM_IT_TOKEN", SERVICE_TOKEN),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -67,7 +69,7 @@ impl<'a> Setup<'a> {
     fn xtask(&self, args: &[&str]) -> Run {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let r = self.svc.xtask_env(args, &env);
-        for secret in [SECRET_KEY, self.reg.password.as_str()] {
+        for secret in [SECRET_KEY, SERVICE_TOKEN, self.reg.password.as_str()] {
             assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret), "a secret was printed by {args:?}:\n{}", r.stderr);
         }
         r
@@ -125,6 +127,13 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     }
     let t = Setup::new("ebl", shared_fake());
     let live = t.live_host();
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "env_secrets: []",
+            "env_secrets: [PYM_IT_TOKEN]\naws_instance_type: t3.small\naws_keypair: pym-it\naws_hosts_min: 1\naws_hosts_max: 3\naws_cert_arn: arn:aws:acm:us-east-1:123456789012:certificate/pym-it",
+        )
+        .commit("settings and a secret");
 
     // The first deploy: all eight steps; the environment takes the live CNAME itself.
     let r = t.xtask(&["deploy"]);
@@ -137,6 +146,24 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     let env1 = t.env_of(&v1);
     assert_eq!(t.state(&env1), ("Ready".into(), "Green".into(), live.clone()));
     assert_serves(&live, &v1);
+    // The environment got the config's settings, and the secret reached the service.
+    let options = t.fake.options(&t.svc.name, &env1);
+    for (ns, name, value) in [
+        ("aws:autoscaling:launchconfiguration", "InstanceType", "t3.small"),
+        ("aws:autoscaling:launchconfiguration", "EC2KeyName", "pym-it"),
+        ("aws:autoscaling:asg", "MinSize", "1"),
+        ("aws:autoscaling:asg", "MaxSize", "3"),
+        ("aws:elbv2:listener:443", "SSLCertificateArns", "arn:aws:acm:us-east-1:123456789012:certificate/pym-it"),
+        ("aws:elasticbeanstalk:application", "Application Healthcheck URL", "/ping"),
+        ("aws:elasticbeanstalk:application:environment", "PYM_ENV", "live"),
+        ("aws:elasticbeanstalk:application:environment", "PYM_IT_TOKEN", SERVICE_TOKEN),
+    ] {
+        assert!(options.iter().any(|o| (o.0.as_str(), o.1.as_str(), o.2.as_str()) == (ns, name, value)), "no {ns} {name}={value} in {options:?}");
+    }
+    let filter = format!("label=org.pymacaron.fake-aws.app={}", t.svc.name);
+    let container = crate::support::docker(&["ps", "-q", "--filter", &filter]);
+    let env_vars = crate::support::docker(&["inspect", "--format", "{{json .Config.Env}}", container.lines().next().expect("a running container")]);
+    assert!(env_vars.contains(&format!("PYM_IT_TOKEN={SERVICE_TOKEN}")), "{env_vars}");
 
     // A second version: its own environment, then a CNAME swap; the first one is kept.
     t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");

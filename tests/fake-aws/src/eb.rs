@@ -82,6 +82,10 @@ impl Beanstalk {
         self.envs.iter().filter(|e| e.app == app).map(|e| (e.name.clone(), e.status.to_string(), e.health.to_string(), e.cname.clone())).collect()
     }
 
+    pub fn options(&self, app: &str, env: &str) -> Vec<(String, String, String)> {
+        self.envs.iter().rev().find(|e| e.app == app && e.name == env).map(|e| e.options.clone()).unwrap_or_default()
+    }
+
     pub fn containers(&self) -> Vec<String> {
         self.envs.iter().filter(|e| e.status != "Terminated").filter_map(|e| e.container.clone()).collect()
     }

@@ -208,6 +208,11 @@ impl FakeAws {
         self.shared.lock().eb.summary(app)
     }
 
+    /// The option settings `(namespace, name, value)` of an application's environment.
+    pub fn options(&self, app: &str, env: &str) -> Vec<(String, String, String)> {
+        self.shared.lock().eb.options(app, env)
+    }
+
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
     pub fn wait_for_signal(&self) {
         if let Some(rt) = &self.rt {
