@@ -523,13 +523,16 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         }
         let prefix = live_prefix(&c);
         let old = envs.iter().find(|e| cname_prefix(e) == prefix);
-        if aws.pym_env(&name).await?.as_deref() != Some("live") {
+        let old_name = old.and_then(|o| o.environment_name()).map(String::from);
+        let holds_live = old_name.as_deref() == Some(name.as_str());
+        let was_live = aws.pym_env(&name).await?.as_deref() == Some("live");
+        if !was_live {
             progress.line(&format!("setting PYM_ENV=live on {name}"));
             let since = now();
             aws.set_pym_env(&name, PymEnv::Live).await?;
-            aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; live is unchanged")))?;
+            let unchanged = if holds_live { "it is the first environment: nothing else was live" } else { "live is unchanged" };
+            aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; {unchanged}")))?;
         }
-        let old_name = old.and_then(|o| o.environment_name()).map(String::from);
         let (host, port) = match &live {
             Some(a) => (a.host.clone(), a.port),
             None => (new.cname().unwrap_or_default().to_string(), 80),
@@ -537,7 +540,10 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let previous = match old_name.as_deref() {
             Some(o) if o == name => {
                 verify(&host, port, &version, dns_window(&c)).await?;
-                return Ok(format!("{version} is already live on {name}"));
+                return Ok(match was_live {
+                    true => format!("{version} is already live on {name}"),
+                    false => format!("{version} live on {host}:{port} (the first environment: it holds the live CNAME)"),
+                });
             }
             Some(o) => {
                 let since = now();
@@ -579,7 +585,9 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         };
         let current_name = current.environment_name().unwrap_or_default().to_string();
         let mut target = None;
-        for e in envs.iter().filter(|e| cname_prefix(e) != prefix && e.status() == Some(&EnvironmentStatus::Ready)) {
+        // A Red environment is no place to go back to.
+        let usable = |e: &&EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
+        for e in envs.iter().filter(|e| cname_prefix(e) != prefix).filter(usable) {
             let n = e.environment_name().unwrap_or_default();
             if aws.pym_env(n).await?.as_deref() == Some("live") {
                 target = Some(e);
@@ -587,7 +595,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             }
         }
         let Some(target) = target else {
-            return Err(hinted(format!("no previous live environment of {} is Ready", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
+            return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
         };
         let (to_name, to_version) = (target.environment_name().unwrap_or_default().to_string(), target.version_label().unwrap_or_default().to_string());
         let from_version = current.version_label().unwrap_or_default().to_string();
@@ -614,6 +622,9 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
             let v = e.version_label().unwrap_or_default();
             if i < c.keep_previous as usize {
                 lines.push(format!("keep {n} ({v})"));
+            } else if e.status() != Some(&EnvironmentStatus::Ready) {
+                // Launching or updating: another run is working on it.
+                lines.push(format!("keep {n} ({v}, {})", e.status().map(|s| s.as_str()).unwrap_or("?")));
             } else if execute {
                 aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
                 lines.push(format!("terminated {n} ({v})"));
