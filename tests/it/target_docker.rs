@@ -67,6 +67,18 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     svc.pym_env(&["promote"], &reg.env()).assert_ok().assert_stderr_has(&format!("stopped the stray {v1}"));
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
+
+    // cleanup keeps `keep_previous` stopped versions; with fewer kept it lists, then removes.
+    let kept = svc.pym(&["cleanup"]);
+    assert_eq!(kept.assert_ok().stdout.trim(), format!("keep {v1}"));
+    svc.write("pym-config.live.yaml", "keep_previous: 0\n");
+    let listed = svc.pym(&["cleanup"]);
+    assert_eq!(listed.assert_ok().stdout.trim(), format!("would remove {v1}"));
+    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false", "a dry cleanup removed it");
+    let removed = svc.pym(&["cleanup", "--execute"]);
+    assert_eq!(removed.assert_ok().stdout.trim(), format!("removed {v1}"));
+    assert!(!svc.containers().iter().any(|c| docker(&["inspect", "--format", "{{.Name}}", c]).ends_with(&stray)), "{stray} is still there");
+    assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }
 
 #[test]
