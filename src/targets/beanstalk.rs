@@ -668,24 +668,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
 
 /// Asks `/version` on the live address until it names `version` and `PYM_ENV=live`.
 async fn verify(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let last = match crate::ops::http::get(host, port, "/version", Duration::from_secs(5)).await {
-            Ok((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                if v["version"] == version && v["pym_env"] == "live" {
-                    return Ok(());
-                }
-                format!("it serves {} with PYM_ENV={}", v["version"], v["pym_env"])
-            }
-            Ok((status, _)) => format!("/version answered {status}"),
-            Err(e) => format!("{e:#}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{host}:{port} does not serve version {version} with PYM_ENV=live: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    super::verify_version(host, port, version, Some(PymEnv::Live), within, super::Poll { every: Duration::from_millis(250), ask: Duration::from_secs(5) }).await
 }
 
 #[cfg(test)]

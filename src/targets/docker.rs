@@ -89,26 +89,9 @@ fn version_of(ctx: &Ctx) -> Result<String> {
     Ok(ctx.version()?.to_string())
 }
 
-/// Asks `/version` and checks it names `version`.
+/// Asks `/version` on a local port every 50 ms until it names `version`.
 async fn verify_version(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let last = match ops::http::get(host, port, "/version", Duration::from_secs(2)).await {
-            Ok((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                if v["version"] == version {
-                    return Ok(());
-                }
-                format!("it serves {}", v["version"])
-            }
-            Ok((status, _)) => format!("/version answered {status}"),
-            Err(e) => format!("{e:#}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{host}:{port} does not serve version {version}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::verify_version(host, port, version, None, within, super::Poll { every: Duration::from_millis(50), ask: Duration::from_secs(2) }).await
 }
 
 pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {

@@ -5,7 +5,9 @@
 pub mod beanstalk;
 pub mod docker;
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
 
 use crate::config::{PymEnv, TargetKind};
 use crate::ctx::Ctx;
@@ -16,6 +18,41 @@ use crate::output::StepProgress;
 pub struct Address {
     pub host: String,
     pub port: u16,
+}
+
+/// How often and how patiently `verify_version` asks.
+pub(crate) struct Poll {
+    /// The pause between two questions.
+    pub every: Duration,
+    /// How long one question may take.
+    pub ask: Duration,
+}
+
+/// Asks `/version` on `host:port` until it names `version` (and, with `env`, that
+/// `PYM_ENV`), for at most `within`; the error says what it served last.
+pub(crate) async fn verify_version(host: &str, port: u16, version: &str, env: Option<PymEnv>, within: Duration, poll: Poll) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    let env_note = env.map(|e| format!(" with PYM_ENV={e}")).unwrap_or_default();
+    loop {
+        let last = match crate::ops::http::get(host, port, "/version", poll.ask).await {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if v["version"] == version && env.is_none_or(|e| v["pym_env"] == e.as_str()) {
+                    return Ok(());
+                }
+                match env {
+                    Some(_) => format!("it serves {} with PYM_ENV={}", v["version"], v["pym_env"]),
+                    None => format!("it serves {}", v["version"]),
+                }
+            }
+            Ok((status, _)) => format!("/version answered {status}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{host}:{port} does not serve version {version}{env_note}: {last}");
+        }
+        tokio::time::sleep(poll.every).await;
+    }
 }
 
 fn unsupported(kind: TargetKind) -> anyhow::Error {
