@@ -130,6 +130,11 @@ fn cname_prefix(e: &EnvironmentDescription) -> &str {
     e.cname().and_then(|c| c.split('.').next()).unwrap_or_default()
 }
 
+/// An environment's status and health, as Beanstalk spells them.
+fn state(e: &EnvironmentDescription) -> (&str, &str) {
+    (e.status().map(|s| s.as_str()).unwrap_or("?"), e.health().map(|h| h.as_str()).unwrap_or("?"))
+}
+
 fn is_gone(e: &EnvironmentDescription) -> bool {
     matches!(e.status(), Some(EnvironmentStatus::Terminated | EnvironmentStatus::Terminating))
 }
@@ -137,14 +142,19 @@ fn is_gone(e: &EnvironmentDescription) -> bool {
 impl Aws {
     /// The application's environments that are not terminated, newest first.
     async fn environments(&self) -> Result<Vec<EnvironmentDescription>> {
+        Ok(self.environments_with_terminating().await?.into_iter().filter(|e| !is_gone(e)).collect())
+    }
+
+    /// The application's environments that are not Terminated, newest first: a Terminating
+    /// one still holds its name.
+    async fn environments_with_terminating(&self) -> Result<Vec<EnvironmentDescription>> {
         let out = self.eb.describe_environments().application_name(&self.app).include_deleted(false).send().await.map_err(|e| aws_error("DescribeEnvironments", e))?;
-        let mut envs: Vec<_> = out.environments().iter().filter(|e| !is_gone(e)).cloned().collect();
+        let mut envs: Vec<_> = out.environments().iter().filter(|e| e.status() != Some(&EnvironmentStatus::Terminated)).cloned().collect();
         envs.sort_by_key(|e| std::cmp::Reverse(e.date_created().map(|d| d.as_nanos()).unwrap_or(0)));
         Ok(envs)
     }
 
-    /// The environment of that name unless it is Terminated (a Terminating one still
-    /// holds its name).
+    /// The environment of that name unless it is Terminated.
     async fn environment(&self, name: &str) -> Result<Option<EnvironmentDescription>> {
         let out = self
             .eb
@@ -214,8 +224,7 @@ impl Aws {
                 let Some(e) = self.environment(name).await?.filter(|e| !is_gone(e)) else {
                     bail!("environment {name} was terminated{}", events_note(&problems));
                 };
-                let status = e.status().map(|s| s.as_str()).unwrap_or("?");
-                let health = e.health().map(|h| h.as_str()).unwrap_or("?");
+                let (status, health) = state(&e);
                 let ready = e.status() == Some(&EnvironmentStatus::Ready);
                 if ready && e.health() == Some(&EnvironmentHealth::Red) && green {
                     return Err(hinted(
@@ -336,23 +345,36 @@ fn timeout(c: &Config) -> Duration {
     Duration::from_secs(c.aws_timeout)
 }
 
+/// Where live answers: `live_url`, else the CNAME of the environment holding the live
+/// prefix, port 80.
+fn live_address(c: &Config, envs: &[EnvironmentDescription]) -> Option<Address> {
+    if let Some(url) = &c.live_url {
+        let (host, port) = url_host(url);
+        return Some(Address { host, port });
+    }
+    let prefix = live_prefix(c);
+    let cname = envs.iter().find(|e| cname_prefix(e) == prefix)?.cname()?;
+    Some(Address { host: cname.to_string(), port: 80 })
+}
+
 pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
     let c = ctx.config_for(env)?;
-    if let (PymEnv::Live, Some(url)) = (env, &c.live_url) {
-        let (host, port) = url_host(url);
-        return Ok(Address { host, port });
+    if env == PymEnv::Local {
+        bail!("the local environment is not on a deploy target");
     }
-    let want = match env {
-        PymEnv::Staging => env_name(&c, &ctx.version()?.to_string()),
-        PymEnv::Live => String::new(),
-        PymEnv::Local => bail!("the local environment is not on a deploy target"),
+    // With a `live_url`, live's address needs no call to AWS.
+    let envs = match (env, &c.live_url) {
+        (PymEnv::Live, Some(_)) => Vec::new(),
+        _ => ctx.block_on(async { connect(&c).await?.environments().await })?,
     };
-    let prefix = live_prefix(&c);
-    let envs = ctx.block_on(async { connect(&c).await?.environments().await })?;
-    let found = envs.iter().find(|e| if env == PymEnv::Live { cname_prefix(e) == prefix } else { e.environment_name() == Some(want.as_str()) });
-    match found.and_then(|e| e.cname()) {
+    if env == PymEnv::Live {
+        return live_address(&c, &envs).ok_or_else(|| {
+            hinted(format!("no environment of {} holds the live CNAME prefix {}", c.name, live_prefix(&c)), "deploy first: `cargo xtask deploy`")
+        });
+    }
+    let want = env_name(&c, &ctx.version()?.to_string());
+    match envs.iter().find(|e| e.environment_name() == Some(want.as_str())).and_then(|e| e.cname()) {
         Some(cname) => Ok(Address { host: cname.to_string(), port: 80 }),
-        None if env == PymEnv::Live => Err(hinted(format!("no environment of {} holds the live CNAME prefix {prefix}", c.name), "deploy first: `cargo xtask deploy`")),
         None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
     }
 }
@@ -393,19 +415,20 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     ctx.block_on(async {
         let aws = connect(&c).await?;
         // Everything that can refuse comes before anything is created.
-        if let Some(e) = aws.environment(&name).await? {
+        let all = aws.environments_with_terminating().await?;
+        if let Some(e) = all.iter().find(|e| e.environment_name() == Some(name.as_str())) {
+            let (status, health) = state(e);
             return Err(hinted(
-                format!("environment {name} already exists ({}, {})", e.status().map(|s| s.as_str()).unwrap_or("?"), e.health().map(|h| h.as_str()).unwrap_or("?")),
-                if is_gone(&e) {
+                format!("environment {name} already exists ({status}, {health})"),
+                if is_gone(e) {
                     "it is being terminated (a failed launch): stage again once it is gone"
                 } else {
                     "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
                 },
             ));
         }
-        let envs = aws.environments().await?;
         let prefix = live_prefix(&c);
-        let first = !envs.iter().any(|e| cname_prefix(e) == prefix);
+        let first = !all.iter().filter(|e| !is_gone(e)).any(|e| cname_prefix(e) == prefix);
         let cname = if first { prefix.clone() } else { name.to_lowercase() };
         let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
         if dns.available() == Some(false) {
@@ -508,16 +531,17 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let c = ctx.config_for(PymEnv::Live)?;
     let version = ctx.version()?.to_string();
     let name = env_name(&c, &version);
-    let live = address(ctx, PymEnv::Live).ok();
     ctx.block_on(async {
         let aws = connect(&c).await?;
         let envs = aws.environments().await?;
+        let live = live_address(&c, &envs);
         let Some(new) = envs.iter().find(|e| e.environment_name() == Some(name.as_str())) else {
             return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
         };
         if new.status() != Some(&EnvironmentStatus::Ready) || new.health() != Some(&EnvironmentHealth::Green) {
+            let (status, health) = state(new);
             return Err(hinted(
-                format!("environment {name} is {}, {}: only a Ready and Green environment is promoted", new.status().map(|s| s.as_str()).unwrap_or("?"), new.health().map(|h| h.as_str()).unwrap_or("?")),
+                format!("environment {name} is {status}, {health}: only a Ready and Green environment is promoted"),
                 "wait for it, or look at its events in the console",
             ));
         }
@@ -575,12 +599,11 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
 
 pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let c = ctx.config_for(PymEnv::Live)?;
-    let live = address(ctx, PymEnv::Live)?;
     ctx.block_on(async {
         let aws = connect(&c).await?;
         let envs = aws.environments().await?;
         let prefix = live_prefix(&c);
-        let Some(current) = envs.iter().find(|e| cname_prefix(e) == prefix) else {
+        let (Some(current), Some(live)) = (envs.iter().find(|e| cname_prefix(e) == prefix), live_address(&c, &envs)) else {
             return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
         };
         let current_name = current.environment_name().unwrap_or_default().to_string();
@@ -624,7 +647,7 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
                 lines.push(format!("keep {n} ({v})"));
             } else if e.status() != Some(&EnvironmentStatus::Ready) {
                 // Launching or updating: another run is working on it.
-                lines.push(format!("keep {n} ({v}, {})", e.status().map(|s| s.as_str()).unwrap_or("?")));
+                lines.push(format!("keep {n} ({v}, {})", state(e).0));
             } else if execute {
                 aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
                 lines.push(format!("terminated {n} ({v})"));
@@ -653,11 +676,12 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
             } else {
                 "staged"
             };
+            let (status, health) = state(&e);
             lines.push(format!(
                 "{role:<9} {name:<40} {:<24} {:<11} {:<7} {:<20} {}",
                 e.version_label().unwrap_or_default(),
-                e.status().map(|s| s.as_str()).unwrap_or("?"),
-                e.health().map(|h| h.as_str()).unwrap_or("?"),
+                status,
+                health,
                 e.date_created().map(|d| crate::version::fmt_utc(d.secs())).unwrap_or_default(),
                 e.cname().unwrap_or_default(),
             ));
