@@ -295,6 +295,12 @@ enum What<'a> {
 /// Steps that change what runs on a target: running one alone takes the deploy lock.
 const TARGET_STEPS: &[&str] = &["push", "stage", "promote", "rollback"];
 
+/// The lock that keeps two runs from changing one service's target at once.
+fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<state::Lock> {
+    let c = ctx.config();
+    state::lock(&format!("{}-{}", c.name, c.deploy_target), command, break_lock, |m| ctx.out.warn(m))
+}
+
 fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer: Printer) -> Result<ExitCode> {
     let started = Instant::now();
     printer.set_json(global.json);
@@ -324,7 +330,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     };
     let needs_lock = args.is_some() || TARGET_STEPS.contains(&command.as_str());
     let _lock = match needs_lock {
-        true => Some(state::lock(&format!("{}-{}", config.name, config.deploy_target), &command, break_lock, |m| ctx.out.warn(m))?),
+        true => Some(deploy_lock(&ctx, &command, break_lock)?),
         false => None,
     };
     // The journal: a deploy records each finished step, so `--resume` can go on from
@@ -505,7 +511,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let ctx = open(global, printer)?;
             let config = ctx.config().clone();
             let _lock = match execute {
-                true => Some(state::lock(&format!("{}-{}", config.name, config.deploy_target), "cleanup", break_lock, |m| ctx.out.warn(m))?),
+                true => Some(deploy_lock(&ctx, "cleanup", break_lock)?),
                 false => None,
             };
             let lines = crate::targets::cleanup(&ctx, execute)?;
