@@ -98,6 +98,16 @@ impl Beanstalk {
         self.envs.iter_mut().find(|e| e.id == id)
     }
 
+    /// Moves an environment to `status` with an INFO event; returns it as it is now.
+    fn transition(&mut self, id: &str, status: &'static str, message: impl Into<String>) -> Env {
+        let e = self.env_mut(id).expect("a known environment");
+        e.status = status;
+        e.updated = now_ms();
+        let e = e.clone();
+        self.event(&e, "INFO", message);
+        e
+    }
+
     fn event(&mut self, env: &Env, severity: &'static str, message: impl Into<String>) {
         let at = now_ms().max(self.events.last().map_or(0, |e| e.at + 1));
         self.events.push(Event { at, app: env.app.clone(), env: Some(env.name.clone()), label: Some(env.label.clone()), severity, message: message.into() });
@@ -297,7 +307,7 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             let label = p.get("VersionLabel").map(String::from);
             let e = eb.env_mut(&id).expect("found above").clone();
             if e.status != "Ready" {
-                return Err(ApiError::invalid(format!("Environment named {} is in an invalid state for this operation. Must be Ready.", e.name)));
+                return Err(not_ready(&e.name));
             }
             if let Some(l) = &label {
                 if !eb.versions.iter().any(|v| v.app == e.app && &v.label == l) {
@@ -312,10 +322,7 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             if let Some(l) = label {
                 e.label = l;
             }
-            e.status = "Updating";
-            e.updated = now_ms();
-            let e = e.clone();
-            eb.event(&e, "INFO", "Environment update is starting.");
+            let e = eb.transition(&id, "Updating", "Environment update is starting.");
             env_xml(&mut x, o, &e);
             let shared = shared.clone();
             tokio::spawn(async move { update(shared, e.id).await });
@@ -326,7 +333,7 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             for id in [&a, &b] {
                 let e = eb.envs.iter().find(|e| &e.id == id).expect("found above");
                 if e.status != "Ready" {
-                    return Err(ApiError::invalid(format!("Environment named {} is in an invalid state for this operation. Must be Ready.", e.name)));
+                    return Err(not_ready(&e.name));
                 }
             }
             if a == b {
@@ -335,26 +342,18 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             let ca = eb.env_mut(&a).expect("found").cname.clone();
             let cb = std::mem::replace(&mut eb.env_mut(&b).expect("found").cname, ca);
             eb.env_mut(&a).expect("found").cname = cb;
-            let (ea, eb_) = (eb.env_mut(&a).expect("found").clone(), eb.env_mut(&b).expect("found").clone());
-            let msg = format!("Swapping CNAMEs for environments '{}' and '{}'.", ea.name, eb_.name);
+            let name = |id: &str| eb.envs.iter().find(|e| e.id == id).map(|e| e.name.clone()).unwrap_or_default();
+            let names = format!("'{}' and '{}'", name(&a), name(&b));
             for id in [&a, &b] {
-                let e = eb.env_mut(id).expect("found");
-                e.status = "Updating";
-                e.updated = now_ms();
-                let e = e.clone();
-                eb.event(&e, "INFO", msg.clone());
+                eb.transition(id, "Updating", format!("Swapping CNAMEs for environments {names}."));
             }
             let shared = shared.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(shared.opts.step_delay).await;
                 let mut st = shared.lock();
-                let msg = format!("Completed swapping CNAMEs for environments '{}' and '{}'.", ea.name, eb_.name);
-                for id in [&ea.id, &eb_.id] {
-                    if let Some(e) = st.eb.env_mut(id).filter(|e| e.status == "Updating") {
-                        e.status = "Ready";
-                        e.updated = now_ms();
-                        let e = e.clone();
-                        st.eb.event(&e, "INFO", msg.clone());
+                for id in [&a, &b] {
+                    if st.eb.env_mut(id).is_some_and(|e| e.status == "Updating") {
+                        st.eb.transition(id, "Ready", format!("Completed swapping CNAMEs for environments {names}."));
                     }
                 }
             });
@@ -364,12 +363,9 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             let id = find_env(eb, p, "Environment")?;
             let e = eb.env_mut(&id).expect("found");
             if e.status == "Terminating" {
-                return Err(ApiError::invalid(format!("Environment named {} is in an invalid state for this operation. Must be Ready.", e.name)));
+                return Err(not_ready(&e.name));
             }
-            e.status = "Terminating";
-            e.updated = now_ms();
-            let e = e.clone();
-            eb.event(&e, "INFO", "terminateEnvironment is starting.");
+            let e = eb.transition(&id, "Terminating", "terminateEnvironment is starting.");
             env_xml(&mut x, o, &e);
             let shared = shared.clone();
             tokio::spawn(async move { terminate(shared, e.id).await });
@@ -477,6 +473,10 @@ fn find_env(eb: &Beanstalk, p: &Params, prefix: &str) -> Result<String, ApiError
             (_, Some(i)) => ApiError::invalid(format!("No Environment found for EnvironmentId = '{i}'.")),
             _ => ApiError::new(400, "MissingParameter", format!("The request must contain {prefix}Name or {prefix}Id")),
         })
+}
+
+fn not_ready(name: &str) -> ApiError {
+    ApiError::invalid(format!("Environment named {name} is in an invalid state for this operation. Must be Ready."))
 }
 
 fn cname_of(o: &crate::Options, prefix: &str) -> String {
