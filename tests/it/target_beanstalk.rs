@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use pym_fake_aws::{FakeAws, Options};
 
-use crate::support::{Registry, Run, TestService, docker_available};
+use crate::support::{Registry, Run, TestService, docker_available, http_get_at};
 
 const SECRET_KEY: &str = "pym-it-aws-secret-Kq3v9";
 const SERVICE_TOKEN: &str = "pym-it-service-token-7Hw2";
@@ -22,6 +22,18 @@ fn shared_fake() -> &'static FakeAws {
         FakeAws::start(Options { health_grace: Duration::from_secs(8), ..Default::default() })
             .expect("the local Beanstalk starts, its load balancer on port 80 (free, and the tests run as root: run .ci/setup)")
     })
+}
+
+/// What points the SDK at a local Beanstalk, with test credentials and no profile files.
+fn aws_env(fake: &FakeAws) -> [(&'static str, &str); 6] {
+    [
+        ("AWS_ENDPOINT_URL", fake.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIDPYMDEPLOYTEST"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
+    ]
 }
 
 /// A service on the aws-beanstalk target, its registry, and the environment that points
@@ -50,19 +62,7 @@ impl<'a> Setup<'a> {
             ),
         )
         .commit("deploy to the local Beanstalk");
-        let mut env: Vec<(String, String)> = [
-            ("AWS_ENDPOINT_URL", fake.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "AKIDPYMDEPLOYTEST"),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
-            ("PYM_IT_TOKEN", SERVICE_TOKEN),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.extend(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env: Vec<(String, String)> = aws_env(fake).iter().chain(&[("PYM_IT_TOKEN", SERVICE_TOKEN)]).chain(&reg.env()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Setup { fake, svc, reg, env }
     }
 
@@ -103,15 +103,8 @@ impl Drop for Setup<'_> {
 
 /// `/version` through a CNAME, as a client of the live service sees it.
 fn version_at(host: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((host, 80)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    (head.split_whitespace().nth(1)? == "200").then(|| serde_json::from_str(body).ok()).flatten()
+    let (status, body) = http_get_at(host, 80, "/version")?;
+    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
 #[track_caller]
@@ -268,14 +261,7 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     let fake = FakeAws::start(Options { lb_port: None, ..Default::default() }).expect("the local Beanstalk starts");
     let svc = TestService::new_for("ebapi", "aws-beanstalk");
     svc.edit("pym-config.yaml", "docker_base:", "aws_region: eu-west-3\ndocker_base:").commit("region");
-    let env = [
-        ("AWS_ENDPOINT_URL", fake.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "AKIDPYMDEPLOYTEST"),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent/pym-it/config"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/pym-it/credentials"),
-    ];
+    let env = aws_env(&fake);
     // Throttling, then a 503: retried with backoff, and the command succeeds.
     fake.fail("DescribeEnvironments", 400, "Throttling", "Rate exceeded", Some(2));
     fake.fail("DescribeEnvironments", 503, "ServiceUnavailable", "Service is unavailable", Some(1));
