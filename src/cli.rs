@@ -85,8 +85,11 @@ pub enum ServiceCommand {
         #[arg(long, value_enum, default_value_t = PymEnv::Local)]
         env: PymEnv,
         /// List every key pym-config.yaml accepts instead
-        #[arg(long)]
+        #[arg(long, conflicts_with = "schema")]
         keys: bool,
+        /// Print the JSON Schema of pym-config.yaml (for editors) instead
+        #[arg(long)]
+        schema: bool,
     },
     /// Print the version the current commit builds as
     Version,
@@ -153,13 +156,36 @@ struct NewArgs {
     /// Where `stage` and `promote` deploy
     #[arg(long, value_enum, default_value_t = TargetKind::Docker)]
     target: TargetKind,
+    /// The service's language
+    #[arg(long, value_enum, default_value_t = scaffold::Lang::Rust)]
+    lang: scaffold::Lang,
     /// The directory to create [default: ./NAME]
     #[arg(long, value_name = "DIR")]
     path: Option<PathBuf>,
-    /// Depend on a pymdeploy source checkout instead of the published crate (for
-    /// developing pymdeploy itself)
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+/// Where the service's xtask gets the pymdeploy library [default: where this binary was
+/// built from: crates.io, the git repository of `cargo install --git`, or the checkout of
+/// `cargo install --path`]
+#[derive(Args, Debug)]
+struct SourceArgs {
+    /// A pymdeploy checkout on this machine
     #[arg(long, value_name = "DIR", env = "PYMDEPLOY_PATH")]
     pymdeploy_path: Option<PathBuf>,
+    /// A pymdeploy git repository, which teammates and CI can reach too
+    #[arg(long, value_name = "URL", env = "PYMDEPLOY_GIT")]
+    pymdeploy_git: Option<String>,
+    /// The revision of --pymdeploy-git (a commit, tag or branch)
+    #[arg(long, value_name = "REV", requires = "pymdeploy_git")]
+    pymdeploy_rev: Option<String>,
+}
+
+impl SourceArgs {
+    fn resolve(self) -> Result<scaffold::Source> {
+        scaffold::Source::resolve(self.pymdeploy_path, self.pymdeploy_git, self.pymdeploy_rev)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -173,9 +199,8 @@ struct InitArgs {
     /// Overwrite files that exist
     #[arg(long)]
     force: bool,
-    /// Depend on a pymdeploy source checkout instead of the published crate
-    #[arg(long, value_name = "DIR", env = "PYMDEPLOY_PATH")]
-    pymdeploy_path: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 /// The entry point of a service's xtask: `fn main() -> ExitCode { pymdeploy::xtask(pipeline) }`.
@@ -311,6 +336,9 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         What::Deploy(args) => (select(pipeline, args)?, Some(args)),
     };
     let config = ctx.config().clone();
+    // Everything knowable before the first step, for a dry run too: a plan of a run that
+    // cannot start would be a lie.
+    pipeline.check(&ctx, &selected)?;
     if args.is_some_and(|a| a.dry_run) {
         let version = ctx.version()?.to_string();
         ctx.out.data(&format!("plan: deploy {} {version} to {} (dry run: nothing is changed)", config.name, config.deploy_target));
@@ -486,12 +514,18 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Config { keys: true, .. } => {
-            for (key, about) in config::KEYS {
-                printer.data(&format!("{key:<18} {}", about.trim()));
+            for k in config::KEYS {
+                let targets: Vec<&str> = k.targets().iter().map(|t| t.as_str()).collect();
+                let scope = if targets.is_empty() { String::new() } else { format!(" [{}]", targets.join(", ")) };
+                printer.data(&format!("{:<20} {}{scope}", k.name, k.about.trim()));
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Config { env, keys: false } => {
+        ServiceCommand::Config { schema: true, .. } => {
+            printer.data(&serde_json::to_string_pretty(&config::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Config { env, .. } => {
             let root = find_root(&global)?;
             let config = Config::load(&root, env)?;
             printer.data(config.to_yaml()?.trim_end());
@@ -565,7 +599,7 @@ fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<Exi
 
 fn new(args: NewArgs, printer: &Printer) -> Result<ExitCode> {
     let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
-    let opts = scaffold::Options { name: args.name, target: args.target, pymdeploy_path: args.pymdeploy_path };
+    let opts = scaffold::Options { name: args.name, target: args.target, lang: args.lang, source: args.source.resolve()? };
     scaffold::new(&dir, &opts, printer)?;
     printer.data(&dir.display().to_string());
     Ok(ExitCode::SUCCESS)
@@ -577,7 +611,7 @@ fn init(args: InitArgs, printer: &Printer) -> Result<ExitCode> {
         Some(n) => n,
         None => dir.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_lowercase().replace('_', "-"),
     };
-    let opts = scaffold::Options { name, target: args.target, pymdeploy_path: args.pymdeploy_path };
-    scaffold::init(&dir, &opts, args.force, printer)?;
+    let opts = scaffold::InitOptions { name, target: args.target, source: args.source.resolve()?, force: args.force };
+    scaffold::init(&dir, &opts, printer)?;
     Ok(ExitCode::SUCCESS)
 }

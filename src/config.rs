@@ -72,12 +72,51 @@ impl fmt::Display for TargetKind {
     }
 }
 
+/// What a key applies to: the deploy targets it is read by, or the kind of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Docker,
+    AwsBeanstalk,
+    GcpCloudRun,
+    Gke,
+    /// A Rust service: a Cargo.toml in the service root.
+    Rust,
+}
+
+impl Scope {
+    fn target(self) -> Option<TargetKind> {
+        match self {
+            Scope::Docker => Some(TargetKind::Docker),
+            Scope::AwsBeanstalk => Some(TargetKind::AwsBeanstalk),
+            Scope::GcpCloudRun => Some(TargetKind::GcpCloudRun),
+            Scope::Gke => Some(TargetKind::Gke),
+            Scope::Rust => None,
+        }
+    }
+}
+
+/// One key of `pym-config.yaml`: its name, description, scope and JSON Schema.
+pub struct Key {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Empty: every target and kind of service.
+    pub scopes: &'static [Scope],
+    pub schema: fn() -> serde_json::Value,
+}
+
+impl Key {
+    /// The targets this key is read by, if it is limited to some.
+    pub fn targets(&self) -> Vec<TargetKind> {
+        self.scopes.iter().filter_map(|s| s.target()).collect()
+    }
+}
+
 /// Declares the config once: the typed `Config`, the all-optional `Raw` each file is
-/// parsed into, and the list of known keys used for suggestions.
+/// parsed into, and the key list used for suggestions, scope checks and the schema.
 macro_rules! config {
     (
         required { $( $(#[doc = $rdoc:literal])* $r:ident : $rt:ty, )* }
-        optional { $( $(#[doc = $odoc:literal])* $o:ident : $ot:ty = $od:expr, )* }
+        optional { $( $(#[doc = $odoc:literal])* $o:ident : $ot:ty = $od:expr $(=> $($scope:ident)|+)?, )* }
     ) => {
         /// The merged configuration of one service for one environment.
         #[derive(Clone, Debug, Serialize)]
@@ -93,16 +132,24 @@ macro_rules! config {
             $( #[serde(default)] $o: Option<$ot>, )*
         }
 
-        /// Every key `pym-config.yaml` accepts, with its one-line description.
-        pub const KEYS: &[(&str, &str)] = &[
-            $( (stringify!($r), concat!($($rdoc),*)), )*
-            $( (stringify!($o), concat!($($odoc),*)), )*
+        /// Every key `pym-config.yaml` accepts.
+        pub const KEYS: &[Key] = &[
+            $( Key { name: stringify!($r), about: concat!($($rdoc),*), scopes: &[], schema: <$rt as Schema>::schema }, )*
+            $( Key { name: stringify!($o), about: concat!($($odoc),*), scopes: &[$($(Scope::$scope),+)?], schema: <$ot as Schema>::schema }, )*
         ];
 
         impl Raw {
             fn overlay(&mut self, other: Raw) {
                 $( if other.$r.is_some() { self.$r = other.$r; } )*
                 $( if other.$o.is_some() { self.$o = other.$o; } )*
+            }
+
+            /// The keys this file sets.
+            fn set_keys(&self) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $( if self.$r.is_some() { out.push(stringify!($r)); } )*
+                $( if self.$o.is_some() { out.push(stringify!($o)); } )*
+                out
             }
 
             fn finish(self, file: &Path) -> Result<Config> {
@@ -137,20 +184,26 @@ config! {
         env_secrets: Vec<String> = Vec::new(),
         /// the port the service listens on inside its container (given to it as PORT)
         port: u16 = 8080,
-        /// the path that answers 200 when the service is ready
+        /// the path that answers when the service is ready (see `health_statuses`)
         health_path: String = "/ping".to_string(),
+        /// the answers to `health_path` that mean healthy: codes like `200`, or classes like `2xx`
+        health_statuses: Vec<String> = vec!["2xx".to_string()],
+        /// the path that answers JSON `{\"version\": ..., \"pym_env\": ...}`, checked before push and after each switch
+        version_path: String = "/version".to_string(),
+        /// check that each environment serves the version just deployed (false: health alone decides)
+        verify_version: bool = true,
         /// seconds to wait for the service to become healthy
         health_timeout: u64 = 60,
         /// docker target: the address the live and staging ports are published on
-        publish_ip: String = "127.0.0.1".to_string(),
+        publish_ip: String = "127.0.0.1".to_string() => Docker,
         /// docker target: the host port of the live address (the proxy the tool manages)
-        live_port: u16 = 8080,
+        live_port: u16 = 8080 => Docker,
         /// docker target: the host port of the staging address
-        staging_port: u16 = 8081,
+        staging_port: u16 = 8081 => Docker,
         /// how many previous live versions are kept for rollback
         keep_previous: u32 = 2,
         /// seconds open connections get to finish on the old version after a switch
-        drain_seconds: u64 = 2,
+        drain_seconds: u64 = 2 => Docker,
         /// roll back automatically when the live acceptance tests fail
         rollback_on_failure: bool = true,
         /// the unit-test command (default: `cargo test` in a Rust service, else `python -m pytest test`)
@@ -160,60 +213,127 @@ config! {
         /// the Dockerfile, relative to the service root
         dockerfile: String = "Dockerfile".to_string(),
         /// the binary `build` compiles with cargo and places in .pym/dist/ for the Dockerfile to copy
-        rust_binary: Option<String> = None,
+        rust_binary: Option<String> = None => Rust,
         /// the cargo target triple for `rust_binary` (a Linux target when building on macOS)
-        rust_target: Option<String> = None,
+        rust_target: Option<String> = None => Rust,
         /// AWS profile used by the aws-beanstalk target
-        aws_user: Option<String> = None,
+        aws_user: Option<String> = None => AwsBeanstalk,
         /// AWS region
-        aws_region: Option<String> = None,
+        aws_region: Option<String> = None => AwsBeanstalk,
         /// EC2 key pair for Beanstalk instances
-        aws_keypair: Option<String> = None,
+        aws_keypair: Option<String> = None => AwsBeanstalk,
         /// EC2 instance type for Beanstalk instances
-        aws_instance_type: Option<String> = None,
+        aws_instance_type: Option<String> = None => AwsBeanstalk,
         /// ACM certificate ARN for HTTPS on Beanstalk
-        aws_cert_arn: Option<String> = None,
+        aws_cert_arn: Option<String> = None => AwsBeanstalk,
         /// minimum number of Beanstalk instances
-        aws_hosts_min: Option<u32> = None,
+        aws_hosts_min: Option<u32> = None => AwsBeanstalk,
         /// maximum number of Beanstalk instances
-        aws_hosts_max: Option<u32> = None,
+        aws_hosts_max: Option<u32> = None => AwsBeanstalk,
         /// aws-beanstalk target: the S3 bucket holding the registry credentials Beanstalk pulls the image with
-        docker_bucket: Option<String> = None,
+        docker_bucket: Option<String> = None => AwsBeanstalk,
         /// aws-beanstalk target: the key of the credentials (a Docker config.json) in docker_bucket
-        docker_auth_key: String = "docker.cfg".to_string(),
+        docker_auth_key: String = "docker.cfg".to_string() => AwsBeanstalk,
         /// aws-beanstalk target: the Docker solution stack (default: the newest one AWS lists)
-        aws_solution_stack: Option<String> = None,
+        aws_solution_stack: Option<String> = None => AwsBeanstalk,
         /// aws-beanstalk target: a platform ARN, instead of aws_solution_stack
-        aws_platform_arn: Option<String> = None,
+        aws_platform_arn: Option<String> = None => AwsBeanstalk,
         /// aws-beanstalk target: the CNAME prefix of the live environment (default: <name>-live)
-        aws_live_cname: Option<String> = None,
+        aws_live_cname: Option<String> = None => AwsBeanstalk,
         /// aws-beanstalk target: seconds to wait for an environment to launch, update or swap
-        aws_timeout: u64 = 1200,
+        aws_timeout: u64 = 1200 => AwsBeanstalk,
         /// Google Cloud project for the gcp-cloud-run and gke targets
-        gcp_project: Option<String> = None,
+        gcp_project: Option<String> = None => GcpCloudRun | Gke,
         /// Google Cloud region
-        gcp_region: Option<String> = None,
+        gcp_region: Option<String> = None => GcpCloudRun | Gke,
+    }
+}
+
+/// The configuration of every environment, loaded and checked together before the
+/// first step, so a mistake in `pym-config.live.yaml` is found before anything is built,
+/// not at promote.
+#[derive(Clone, Debug)]
+pub struct Configs {
+    pub local: Config,
+    pub staging: Config,
+    pub live: Config,
+}
+
+impl Configs {
+    /// Loads `pym-config.yaml` and each environment's overlay, and checks what can be
+    /// checked from the files alone: every file's keys and types, overlays for unknown
+    /// environments, keys of another target, keys a target requires, ports that collide.
+    pub fn load(root: &Path) -> Result<Configs> {
+        let base = root.join(CONFIG_FILE);
+        check_overlay_names(root)?;
+        let files = |env| -> Result<Vec<(PathBuf, Raw)>> {
+            let mut out = vec![(base.clone(), parse_file(&base)?)];
+            let overlay = overlay_path(root, env);
+            if overlay.exists() {
+                out.push((overlay.clone(), parse_file(&overlay)?));
+            }
+            Ok(out)
+        };
+        let one = |env| -> Result<Config> {
+            let files = files(env)?;
+            let mut merged = Raw::default();
+            let mut set = Vec::new();
+            for (path, raw) in files {
+                set.push((path, raw.set_keys()));
+                merged.overlay(raw);
+            }
+            let config = merged.finish(&base)?;
+            config.validate(&base)?;
+            check_scopes(root, &config, &set)?;
+            Ok(config)
+        };
+        let configs = Configs { local: one(PymEnv::Local)?, staging: one(PymEnv::Staging)?, live: one(PymEnv::Live)? };
+        configs.check_together(root)?;
+        Ok(configs)
+    }
+
+    pub fn get(&self, env: PymEnv) -> &Config {
+        match env {
+            PymEnv::Local => &self.local,
+            PymEnv::Staging => &self.staging,
+            PymEnv::Live => &self.live,
+        }
+    }
+
+    /// What only the environments together can tell.
+    fn check_together(&self, root: &Path) -> Result<()> {
+        let (s, l) = (&self.staging, &self.live);
+        if s.deploy_target != l.deploy_target || s.name != l.name {
+            return Err(hinted(
+                format!("{}: staging and live differ in `name` or `deploy_target` ({} {} and {} {})", root.display(), s.name, s.deploy_target, l.name, l.deploy_target),
+                "set `name` and `deploy_target` in pym-config.yaml only, not in an overlay",
+            ));
+        }
+        if l.deploy_target == TargetKind::Docker && s.staging_port == l.live_port && (s.publish_ip == l.publish_ip || s.publish_ip == "0.0.0.0" || l.publish_ip == "0.0.0.0") {
+            return Err(hinted(
+                format!("{}: `staging_port` and `live_port` are both {}: staging and live would claim the same address", root.join(CONFIG_FILE).display(), l.live_port),
+                "give staging and live different ports (the defaults are 8081 and 8080)",
+            ));
+        }
+        // What each target cannot deploy without.
+        if matches!(l.deploy_target, TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun | TargetKind::Gke) {
+            for c in [s, l] {
+                if !c.has_registry() {
+                    return Err(hinted(
+                        format!("{}: the {} target needs `docker_repo`: it runs the image from a registry", root.join(CONFIG_FILE).display(), l.deploy_target),
+                        "set `docker_repo: <registry>/<namespace>` in pym-config.yaml",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 impl Config {
-    /// Loads `pym-config.yaml` from `root` and overlays `pym-config.<env>.yaml` if present.
+    /// Loads the configuration of one environment (all of them are loaded and checked).
     pub fn load(root: &Path, env: PymEnv) -> Result<Config> {
-        let base = root.join(CONFIG_FILE);
-        if !base.exists() {
-            return Err(hinted(
-                format!("no {CONFIG_FILE} in {}", root.display()),
-                "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
-            ));
-        }
-        let mut raw = parse_file(&base)?;
-        let overlay = overlay_path(root, env);
-        if overlay.exists() {
-            raw.overlay(parse_file(&overlay)?);
-        }
-        let config = raw.finish(&base)?;
-        config.validate(&base)?;
-        Ok(config)
+        Ok(Configs::load(root)?.get(env).clone())
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
@@ -230,6 +350,20 @@ impl Config {
                 "write the path as the server sees it, like `/ping`",
             ));
         }
+        if !self.version_path.starts_with('/') {
+            return Err(hinted(
+                format!("{f}: key `version_path`: `{}` does not start with `/`", self.version_path),
+                "write the path as the server sees it, like `/version`",
+            ));
+        }
+        for s in &self.health_statuses {
+            if health_status_matcher(s).is_none() {
+                return Err(hinted(
+                    format!("{f}: key `health_statuses`: `{s}` is not an HTTP status or class"),
+                    "write codes like `200` or `204`, or classes like `2xx`",
+                ));
+            }
+        }
         for (key, cmd) in [("test_command", &self.test_command), ("accept_command", &self.accept_command)] {
             if let Some(cmd) = cmd {
                 match shell_words::split(cmd) {
@@ -245,6 +379,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether `status` answering `health_path` means healthy.
+    pub fn is_healthy_status(&self, status: u16) -> bool {
+        self.health_statuses.iter().filter_map(|s| health_status_matcher(s)).any(|(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Whether images go through a registry (`docker_repo` set).
+    pub fn has_registry(&self) -> bool {
+        self.docker_repo.as_deref().is_some_and(|r| !r.is_empty())
     }
 
     /// The image repository, without tag: `<docker_repo>/<name>`, or `<name>` alone.
@@ -274,6 +418,17 @@ impl Config {
     }
 }
 
+/// `200` → 200..=200, `2xx` → 200..=299.
+fn health_status_matcher(s: &str) -> Option<(u16, u16)> {
+    let s = s.trim();
+    if let Some(class) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+        let c: u16 = class.parse().ok().filter(|c| (1..=5).contains(c))?;
+        return Some((c * 100, c * 100 + 99));
+    }
+    let code: u16 = s.parse().ok().filter(|c| (100..=599).contains(c))?;
+    Some((code, code))
+}
+
 pub fn overlay_path(root: &Path, env: PymEnv) -> PathBuf {
     root.join(format!("pym-config.{env}.yaml"))
 }
@@ -298,12 +453,158 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Refuses `pym-config.<x>.yaml` for an `x` that is not an environment: such a file
+/// would be silently ignored.
+fn check_overlay_names(root: &Path) -> Result<()> {
+    let base = root.join(CONFIG_FILE);
+    if !base.exists() {
+        return Err(hinted(
+            format!("no {CONFIG_FILE} in {}", root.display()),
+            "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
+        ));
+    }
+    let entries = std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    names.sort();
+    for name in names {
+        let Some(env) = name.strip_prefix("pym-config.").and_then(|r| r.strip_suffix(".yaml").or_else(|| r.strip_suffix(".yml"))) else { continue };
+        if name.ends_with(".yml") || !["local", "staging", "live"].contains(&env) {
+            let envs = ["local", "staging", "live"];
+            let hint = match closest(env, &envs) {
+                Some(e) => format!("did you mean pym-config.{e}.yaml?"),
+                None => "overlays are pym-config.local.yaml, pym-config.staging.yaml and pym-config.live.yaml".to_string(),
+            };
+            return Err(hinted(format!("{}: not an overlay pymdeploy reads: `{env}` is not an environment (local, staging, live)", root.join(&name).display()), hint));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses keys set for a target the service does not deploy to (`aws_region` with
+/// `deploy_target: docker`), and Rust-only keys in a service without a Cargo.toml.
+fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>)]) -> Result<()> {
+    for (path, keys) in set {
+        for key in keys {
+            let Some(k) = KEYS.iter().find(|k| k.name == *key) else { continue };
+            let targets = k.targets();
+            let line = key_line(path, key);
+            if !targets.is_empty() && !targets.contains(&config.deploy_target) {
+                let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+                return Err(hinted(
+                    format!("{}:{line}: key `{key}` is for the {} target, and `deploy_target` is {}", path.display(), names.join(" and "), config.deploy_target),
+                    format!("remove `{key}`, or set `deploy_target: {}`", names[0]),
+                ));
+            }
+            if k.scopes.contains(&Scope::Rust) && !root.join("Cargo.toml").is_file() {
+                return Err(hinted(
+                    format!("{}:{line}: key `{key}` is for Rust services, and {} has no Cargo.toml", path.display(), root.display()),
+                    format!("remove `{key}`: a service that is not built with cargo builds entirely in its Dockerfile"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The line a top-level key is on, for messages (1 when not found).
+fn key_line(path: &Path, key: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().position(|l| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':'))).map_or(1, |i| i + 1)
+}
+
 fn parse_file(path: &Path) -> Result<Raw> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if text.trim().is_empty() || text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         return Ok(Raw::default());
     }
+    // Said plainly, where serde_yaml would say "found character that cannot start any token".
+    if let Some(i) = text.lines().position(|l| l.chars().take_while(|c| c.is_whitespace()).any(|c| c == '\t')) {
+        return Err(hinted(format!("{}:{}: YAML forbids tabs for indentation", path.display(), i + 1), "indent with spaces"));
+    }
+    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null) => {}
+        Ok(other) => {
+            let what = match other {
+                serde_yaml::Value::Sequence(_) => "a list",
+                _ => "a single value",
+            };
+            return Err(hinted(
+                format!("{}:1: {} must be a mapping of keys to values, not {what}", path.display(), path.file_name().and_then(|n| n.to_str()).unwrap_or(CONFIG_FILE)),
+                "write one `key: value` per line, like `name: hello`, with no `- ` in front",
+            ));
+        }
+        Err(e) => return Err(describe_yaml_error(path, &e)),
+    }
     serde_yaml::from_str::<Raw>(&text).map_err(|e| describe_yaml_error(path, &e))
+}
+
+/// The JSON Schema of one key's type, for `config --schema`.
+pub trait Schema {
+    fn schema() -> serde_json::Value;
+}
+
+impl Schema for String {
+    fn schema() -> serde_json::Value {
+        serde_json::json!({"type": "string"})
+    }
+}
+impl Schema for bool {
+    fn schema() -> serde_json::Value {
+        serde_json::json!({"type": "boolean"})
+    }
+}
+macro_rules! int_schema {
+    ($($t:ty),*) => { $( impl Schema for $t {
+        fn schema() -> serde_json::Value {
+            serde_json::json!({"type": "integer", "minimum": <$t>::MIN, "maximum": <$t>::MAX})
+        }
+    } )* };
+}
+int_schema!(u16, u32, u64);
+impl<T: Schema> Schema for Option<T> {
+    fn schema() -> serde_json::Value {
+        T::schema()
+    }
+}
+impl<T: Schema> Schema for Vec<T> {
+    fn schema() -> serde_json::Value {
+        serde_json::json!({"type": "array", "items": T::schema()})
+    }
+}
+impl Schema for TargetKind {
+    fn schema() -> serde_json::Value {
+        use clap::ValueEnum;
+        let names: Vec<String> = TargetKind::value_variants().iter().map(|t| t.as_str().to_string()).collect();
+        serde_json::json!({"type": "string", "enum": names})
+    }
+}
+
+/// A JSON Schema (draft 2020-12) of pym-config.yaml and its overlays, made from the
+/// same declarations as the config itself, so it cannot drift from what is accepted.
+pub fn json_schema() -> serde_json::Value {
+    let mut properties = serde_json::Map::new();
+    for k in KEYS {
+        let mut s = (k.schema)();
+        let mut about = k.about.trim().to_string();
+        let targets = k.targets();
+        if !targets.is_empty() {
+            let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+            about.push_str(&format!(" (deploy_target: {})", names.join(", ")));
+        }
+        if k.scopes.contains(&Scope::Rust) {
+            about.push_str(" (Rust services)");
+        }
+        s["description"] = about.into();
+        properties.insert(k.name.to_string(), s);
+    }
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "pym-config.yaml",
+        "description": "pymdeploy's configuration of one service; pym-config.<env>.yaml overlays it key by key",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+    })
 }
 
 /// Turns serde_yaml's message into `file:line:col: what`, with a suggestion for a
@@ -319,7 +620,7 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
         None => path.display().to_string(),
     };
     if let Some(field) = between_backticks(&msg, "unknown field `") {
-        let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         let hint = match closest(&field, &keys) {
             Some(k) => format!("did you mean `{k}`?"),
             None => "see `pymdeploy config --keys` for the keys pym-config.yaml accepts".to_string(),
@@ -328,7 +629,8 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     }
     if let Some(variant) = between_backticks(&msg, "unknown variant `") {
         let key = msg.split(':').next().unwrap_or("").trim();
-        let targets = ["docker", "aws-beanstalk", "gcp-cloud-run", "gke"];
+        use clap::ValueEnum;
+        let targets: Vec<&str> = TargetKind::value_variants().iter().map(|t| t.as_str()).collect();
         let hint = match closest(&variant, &targets) {
             Some(k) => format!("did you mean `{k}`?"),
             None => format!("`{key}` is one of: {}", targets.join(", ")),
@@ -336,11 +638,11 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
         return hinted(format!("{location}: key `{key}`: unknown value `{variant}`"), hint);
     }
     // Type errors read "port: invalid type: ..."; name the key explicitly.
-    if let Some((key, rest)) = msg.split_once(": ") {
-        if KEYS.iter().any(|(k, _)| *k == key) {
-            let hint = KEYS.iter().find(|(k, _)| *k == key).map(|(_, d)| format!("`{key}` is {}", d.trim())).unwrap_or_default();
-            return hinted(format!("{location}: key `{key}`: {rest}"), hint);
-        }
+    if let Some((key, rest)) = msg.split_once(": ")
+        && let Some(k) = KEYS.iter().find(|k| k.name == key)
+    {
+        let hint = format!("`{key}` is {}", k.about.trim());
+        return hinted(format!("{location}: key `{key}`: {rest}"), hint);
     }
     hinted(format!("{location}: {msg}"), "pym-config.yaml is a YAML mapping of keys to values, like `name: hello`")
 }
@@ -434,6 +736,114 @@ mod tests {
         for good in ["hello", "hello-world2", "a"] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_said_plainly() {
+        let d = tmp("tab");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nenv_secrets:\n\t- A\n");
+        let (msg, hint) = err(&d);
+        assert!(msg.contains("pym-config.yaml:4: YAML forbids tabs for indentation"), "{msg}");
+        assert_eq!(hint, "indent with spaces");
+    }
+
+    #[test]
+    fn a_list_at_the_top_is_not_a_config() {
+        let d = tmp("list");
+        write(&d, CONFIG_FILE, "- name: hello\n- deploy_target: docker\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("pym-config.yaml:1: pym-config.yaml must be a mapping of keys to values, not a list"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_key_in_the_live_overlay_is_found_when_loading_local() {
+        let d = tmp("liveoverlay");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
+        write(&d, "pym-config.live.yaml", "live_prot: 80\n");
+        let (msg, hint) = err(&d);
+        assert!(msg.contains("pym-config.live.yaml:1:1: unknown key `live_prot`"), "{msg}");
+        assert_eq!(hint, "did you mean `live_port`?");
+    }
+
+    #[test]
+    fn an_overlay_for_an_unknown_environment_is_refused() {
+        let d = tmp("prodoverlay");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
+        write(&d, "pym-config.prod.yaml", "port: 9000\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("pym-config.prod.yaml: not an overlay pymdeploy reads: `prod` is not an environment"), "{msg}");
+        write(&d, "pym-config.prod.yaml", "");
+        std::fs::rename(d.join("pym-config.prod.yaml"), d.join("pym-config.stagin.yaml")).unwrap();
+        let (_, hint) = err(&d);
+        assert_eq!(hint, "did you mean pym-config.staging.yaml?");
+    }
+
+    #[test]
+    fn a_key_of_another_target_is_refused_with_its_line() {
+        let d = tmp("scope");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nport: 8080\naws_region: eu-west-1\n");
+        let (msg, hint) = err(&d);
+        assert!(msg.contains("pym-config.yaml:4: key `aws_region` is for the aws-beanstalk target, and `deploy_target` is docker"), "{msg}");
+        assert_eq!(hint, "remove `aws_region`, or set `deploy_target: aws-beanstalk`");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: r.example.com/t\nlive_port: 80\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("key `live_port` is for the docker target"), "{msg}");
+    }
+
+    #[test]
+    fn rust_keys_need_a_cargo_manifest() {
+        let d = tmp("rustkey");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nrust_binary: hello\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("pym-config.yaml:3: key `rust_binary` is for Rust services"), "{msg}");
+        write(&d, "Cargo.toml", "[package]\nname = \"hello\"\n");
+        Config::load(&d, PymEnv::Local).unwrap();
+    }
+
+    #[test]
+    fn staging_and_live_on_one_port_is_refused() {
+        let d = tmp("ports");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
+        write(&d, "pym-config.staging.yaml", "staging_port: 8080\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("`staging_port` and `live_port` are both 8080"), "{msg}");
+    }
+
+    #[test]
+    fn a_cloud_target_needs_a_registry() {
+        let d = tmp("registry");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: aws-beanstalk\n");
+        let (msg, hint) = err(&d);
+        assert!(msg.contains("the aws-beanstalk target needs `docker_repo`"), "{msg}");
+        assert!(hint.contains("docker_repo: <registry>/<namespace>"), "{hint}");
+    }
+
+    #[test]
+    fn health_statuses_take_codes_and_classes() {
+        let d = tmp("statuses");
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
+        let c = Config::load(&d, PymEnv::Local).unwrap();
+        assert!(c.is_healthy_status(200) && c.is_healthy_status(204) && !c.is_healthy_status(301) && !c.is_healthy_status(503));
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nhealth_statuses: [\"200\", \"3xx\"]\n");
+        let c = Config::load(&d, PymEnv::Local).unwrap();
+        assert!(c.is_healthy_status(200) && c.is_healthy_status(302) && !c.is_healthy_status(204));
+        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nhealth_statuses: [\"ok\"]\n");
+        let (msg, _) = err(&d);
+        assert!(msg.contains("key `health_statuses`: `ok` is not an HTTP status or class"), "{msg}");
+    }
+
+    #[test]
+    fn the_schema_has_every_key_with_its_type_and_scope() {
+        let schema = json_schema();
+        let props = schema["properties"].as_object().unwrap();
+        assert_eq!(props.len(), KEYS.len());
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(props["port"]["type"], "integer");
+        assert_eq!(props["port"]["maximum"], 65535);
+        assert_eq!(props["env_secrets"]["items"]["type"], "string");
+        assert_eq!(props["verify_version"]["type"], "boolean");
+        assert_eq!(props["deploy_target"]["enum"], serde_json::json!(["docker", "aws-beanstalk", "gcp-cloud-run", "gke"]));
+        assert!(props["aws_region"]["description"].as_str().unwrap().ends_with("(deploy_target: aws-beanstalk)"));
     }
 
     #[test]

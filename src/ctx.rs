@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use bollard::Docker;
 
-use crate::config::{Config, PymEnv};
+use crate::config::{Config, Configs, PymEnv};
 use crate::error::hinted;
 use crate::ops;
 use crate::output::Printer;
@@ -45,7 +45,7 @@ pub struct Ctx {
     pub out: Printer,
     rt: tokio::runtime::Runtime,
     interrupt_rx: tokio::sync::watch::Receiver<bool>,
-    config: Config,
+    configs: Configs,
     docker: OnceCell<Docker>,
     version: OnceCell<Version>,
     image: RefCell<Option<String>>,
@@ -55,7 +55,7 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the service at `root` (its `pym-config.yaml` must load for the local env).
     pub fn new(root: &Path, opts: Options, out: Printer) -> Result<Ctx> {
-        let config = Config::load(root, PymEnv::Local)?;
+        let configs = Configs::load(root)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -80,7 +80,7 @@ impl Ctx {
             out,
             rt,
             interrupt_rx: rx,
-            config,
+            configs,
             docker: OnceCell::new(),
             version: OnceCell::new(),
             image: RefCell::new(None),
@@ -90,12 +90,13 @@ impl Ctx {
 
     /// The configuration for the local environment.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.configs.local
     }
 
-    /// The configuration for another environment (its overlay applied).
+    /// The configuration for an environment (its overlay applied), loaded with the others
+    /// before the first step.
     pub fn config_for(&self, env: PymEnv) -> Result<Config> {
-        Config::load(&self.root, env)
+        Ok(self.configs.get(env).clone())
     }
 
     /// Runs a future to completion on the context's runtime.
@@ -145,7 +146,7 @@ impl Ctx {
 
     /// The image tag for this version: `<docker_repo>/<name>:<version>`.
     pub fn image_tag(&self) -> Result<String> {
-        Ok(format!("{}:{}", self.config.image_repo(), self.version()?))
+        Ok(format!("{}:{}", self.config().image_repo(), self.version()?))
     }
 
     /// The image to run or push: the one `build` made in this run, else this version's

@@ -207,30 +207,72 @@ pub struct StepProgress<'a> {
     started: Instant,
 }
 
-/// Test counts read from libtest's `test result:` lines in a step's output.
+/// Test counts read from a step's output: libtest's `test result:` lines (cargo test)
+/// and pytest's closing line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TestTally {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
+    /// How many summary lines were read: 0 means the runner is not one we read, and its
+    /// counts are unknown (not zero).
+    pub summaries: u64,
 }
 
 impl TestTally {
-    /// Adds the counts of a line like `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
     fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim_start().strip_prefix("test result: ") else { return };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match what {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
-                _ => {}
-            }
+        if let Some(rest) = line.trim_start().strip_prefix("test result: ") {
+            self.add_counts(rest.split(';'));
+        } else if let Some(counts) = pytest_summary(line) {
+            self.add_counts(counts.split(", "));
         }
     }
+
+    /// Adds the parts of a summary line, each ending in a count and a word (`ok. 3
+    /// passed`, `0 failed`, `1 skipped`); parts that do not (`finished in 0.01s`) are passed over.
+    fn add_counts<'a>(&mut self, parts: impl Iterator<Item = &'a str>) {
+        for part in parts {
+            let mut words = part.split_whitespace().rev();
+            if let (Some(what), Some(n)) = (words.next(), words.next()) {
+                self.add_part(&format!("{n} {what}"));
+            }
+        }
+        self.summaries += 1;
+    }
+
+    fn add_part(&mut self, part: &str) {
+        let mut words = part.split_whitespace();
+        let (Some(Ok(n)), Some(what)) = (words.next().map(str::parse::<u64>), words.next()) else { return };
+        match what {
+            "passed" | "xpassed" => self.passed += n,
+            "failed" | "error" | "errors" => self.failed += n,
+            "ignored" | "skipped" | "xfailed" | "deselected" => self.ignored += n,
+            _ => {}
+        }
+    }
+
+    /// "3 {what} passed", or "{what} passed" when the runner's counts were not read.
+    pub fn passed_note(&self, what: &str) -> String {
+        match self.summaries {
+            0 => format!("{what} passed"),
+            _ => format!("{} {what} passed", self.passed),
+        }
+    }
+}
+
+/// The counts of pytest's closing line, `==== 3 passed, 1 skipped in 0.12s ====` (or,
+/// with `-q`, the same without the rules).
+fn pytest_summary(line: &str) -> Option<&str> {
+    let core = line.trim().trim_matches('=').trim();
+    let (counts, time) = core.rsplit_once(" in ")?;
+    let time_ok = time.starts_with(|c: char| c.is_ascii_digit()) && time.split_whitespace().next()?.ends_with('s');
+    let counts_ok = counts.split(", ").all(|p| {
+        let mut w = p.split_whitespace();
+        w.next().is_some_and(|n| n.parse::<u64>().is_ok())
+            && w.next().is_some_and(|what| ["passed", "failed", "skipped", "error", "errors", "xfailed", "xpassed", "deselected", "warning", "warnings", "rerun"].contains(&what))
+            && w.next().is_none()
+    });
+    (time_ok && counts_ok).then_some(counts)
 }
 
 impl StepProgress<'_> {
@@ -328,6 +370,25 @@ mod tests {
         t.add_line("    test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
         t.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
         t.add_line("running 3 tests");
-        assert_eq!(t, TestTally { passed: 4, failed: 2, ignored: 1 });
+        assert_eq!(t, TestTally { passed: 4, failed: 2, ignored: 1, summaries: 2 });
+    }
+
+    #[test]
+    fn tally_reads_pytest_summaries() {
+        let mut t = TestTally::default();
+        t.add_line("..F.s                                                     [100%]");
+        t.add_line("FAILED test/test_x.py::test_y - assert 1 == 2");
+        t.add_line("1 failed, 3 passed, 1 skipped in 0.12s");
+        t.add_line("============ 2 passed, 1 warning in 1.02s (0:00:01) ============");
+        t.add_line("the service passed in 3s"); // not a summary: words that are not counts
+        assert_eq!(t, TestTally { passed: 5, failed: 1, ignored: 1, summaries: 2 });
+        assert_eq!(t.passed_note("tests"), "5 tests passed");
+    }
+
+    #[test]
+    fn unknown_runners_have_no_count() {
+        let mut t = TestTally::default();
+        t.add_line("All tests OK");
+        assert_eq!(t.passed_note("tests"), "tests passed", "not \"0 tests passed\": the count is unknown");
     }
 }

@@ -23,6 +23,13 @@ pub trait Step {
     fn plan(&self, _ctx: &Ctx) -> Result<Vec<String>> {
         Ok(vec![self.about().to_string()])
     }
+    /// What can be known to fail before anything runs: a secret not set, a target this
+    /// build cannot deploy to, a Dockerfile that does not copy what `build` compiles.
+    /// Every selected step is checked before the first one starts. Reads, never changes
+    /// anything, and needs no engine.
+    fn check(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A step made from a closure, for a team's own steps:
@@ -169,6 +176,14 @@ impl Pipeline {
             }
         }
         RunResult { reports, error }
+    }
+
+    /// Checks every selected step before any runs (see `Step::check`).
+    pub fn check(&self, ctx: &Ctx, selected: &[&str]) -> Result<()> {
+        for s in self.steps.iter().chain(&self.commands).filter(|s| selected.contains(&s.name())) {
+            s.check(ctx).map_err(|e| e.context(format!("`{}` cannot run, so nothing was started", s.name())))?;
+        }
+        Ok(())
     }
 
     /// What each selected step would do, in order, without doing any of it.

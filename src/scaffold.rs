@@ -1,9 +1,13 @@
-//! `pymdeploy new` and `pymdeploy init`: the service template, embedded in the binary.
+//! `pymdeploy new` and `pymdeploy init`: the service templates, embedded in the binary.
 //!
-//! `new` writes a complete service repository (a small HTTP service, its unit and
-//! acceptance tests, Dockerfile, config, and the xtask crate that carries its pipeline)
-//! and makes the first commit. `init` adds only the pipeline part to an existing
-//! repository, and never overwrites a file unless told to.
+//! `new` writes a complete service repository in one language (a small HTTP service, its
+//! unit and acceptance tests, Dockerfile, config, and the xtask crate that carries its
+//! pipeline) and makes the first commit. `init` adds only the pipeline to an existing
+//! repository, fitted to what it finds there (Rust, Python, anything with a Dockerfile),
+//! never overwrites a file unless told to, and commits nothing.
+//!
+//! Both point the xtask at a pymdeploy library that exists (see `Source`), write its
+//! lock file, and leave nothing behind when they fail.
 
 use std::path::{Path, PathBuf};
 
@@ -13,83 +17,259 @@ use crate::config::{TargetKind, validate_name};
 use crate::error::hinted;
 use crate::output::Printer;
 
+/// The language of a service `new` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A Rust HTTP service, compiled on the host and copied into a slim image
+    Rust,
+    /// A PyMacaron-style Flask service served by gunicorn, tested with pytest
+    Python,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+        }
+    }
+}
+
+/// Where the xtask gets the pymdeploy library from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// crates.io, at exactly this binary's version.
+    Registry,
+    /// A checkout on this machine.
+    Path(PathBuf),
+    /// A git repository, at a revision when one is known.
+    Git { url: String, rev: Option<String> },
+}
+
+/// The directory this binary was compiled from.
+const BUILT_FROM: &str = env!("CARGO_MANIFEST_DIR");
+
+impl Source {
+    /// The source named on the command line, else the one this binary was built from:
+    /// crates.io when it was installed from there, the git repository `cargo install
+    /// --git` recorded, or the checkout `cargo install --path` used while it still exists.
+    pub fn resolve(path: Option<PathBuf>, git: Option<String>, rev: Option<String>) -> Result<Source> {
+        match (path, git) {
+            (Some(_), Some(_)) => Err(hinted("--pymdeploy-path and --pymdeploy-git both name where pymdeploy comes from", "pass one of them")),
+            (Some(p), None) => {
+                let abs = p.canonicalize().with_context(|| format!("cannot find the pymdeploy checkout at {}", p.display()))?;
+                if !is_pymdeploy_checkout(&abs) {
+                    return Err(hinted(format!("{} is not a pymdeploy checkout (no Cargo.toml of the package `pymdeploy`)", abs.display()), "pass the directory that holds pymdeploy's Cargo.toml"));
+                }
+                Ok(Source::Path(abs))
+            }
+            (None, Some(url)) => Ok(Source::Git { url, rev }),
+            (None, None) => Source::built_from(Path::new(BUILT_FROM), &cargo_home()),
+        }
+    }
+
+    fn built_from(dir: &Path, cargo_home: &Path) -> Result<Source> {
+        let shown = dir.display().to_string();
+        if shown.contains("/registry/src/") {
+            return Ok(Source::Registry);
+        }
+        if shown.contains("/git/checkouts/")
+            && let Some(git) = installed_from_git(cargo_home)
+        {
+            return Ok(git);
+        }
+        if is_pymdeploy_checkout(dir) {
+            return Ok(Source::Path(dir.to_path_buf()));
+        }
+        Err(hinted(
+            format!("cannot tell where the service's xtask should get the pymdeploy library: this binary was built from {shown}, which is gone, and pymdeploy is not published on crates.io"),
+            "pass --pymdeploy-git <URL of the pymdeploy repository> (or --pymdeploy-path <a pymdeploy checkout>)",
+        ))
+    }
+
+    /// The dependency line of the xtask's Cargo.toml.
+    fn dependency(&self, target: TargetKind) -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        let mut fields = vec![format!("version = \"={version}\"")];
+        match self {
+            Source::Registry => {}
+            Source::Path(p) => fields.push(format!("path = {:?}", p.display().to_string())),
+            Source::Git { url, rev } => {
+                fields = vec![format!("git = {url:?}")];
+                if let Some(rev) = rev {
+                    fields.push(format!("rev = {rev:?}"));
+                }
+            }
+        }
+        if target != TargetKind::Docker {
+            fields.push(format!("features = [\"{target}\"]"));
+        }
+        if fields.len() == 1 && *self == Source::Registry {
+            return format!("\"={version}\"");
+        }
+        format!("{{ {} }}", fields.join(", "))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Registry => format!("pymdeploy {} from crates.io", env!("CARGO_PKG_VERSION")),
+            Source::Path(p) => format!("the pymdeploy checkout at {} (on this machine only: teammates and CI need --pymdeploy-git)", p.display()),
+            Source::Git { url, rev: Some(rev) } => format!("pymdeploy from {url} at {rev}"),
+            Source::Git { url, rev: None } => format!("pymdeploy from {url}"),
+        }
+    }
+}
+
+fn cargo_home() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cargo"),
+    }
+}
+
+fn is_pymdeploy_checkout(dir: &Path) -> bool {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+    manifest.parse::<toml_edit::DocumentMut>().is_ok_and(|doc| doc.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) == Some("pymdeploy"))
+}
+
+/// The git source `cargo install --git` recorded for this binary in `.crates2.json`:
+/// `"pymdeploy 0.1.0 (git+https://host/repo#<sha>)"`.
+fn installed_from_git(cargo_home: &Path) -> Option<Source> {
+    let text = std::fs::read_to_string(cargo_home.join(".crates2.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let prefix = format!("pymdeploy {} (git+", env!("CARGO_PKG_VERSION"));
+    json["installs"].as_object()?.keys().find_map(|k| {
+        let rest = k.strip_prefix(&prefix)?.strip_suffix(')')?;
+        let (url, sha) = rest.rsplit_once('#')?;
+        // Cargo writes the branch or tag it was asked for as a query; the sha pins it.
+        let url = url.split_once('?').map_or(url, |(u, _)| u);
+        Some(Source::Git { url: url.to_string(), rev: Some(sha.to_string()) })
+    })
+}
+
 pub struct Options {
     pub name: String,
     pub target: TargetKind,
-    /// A pymdeploy source checkout to depend on instead of the published crate.
-    pub pymdeploy_path: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Part {
-    /// The service itself: only `new` writes these.
-    Service,
-    /// The pipeline: `new` and `init` write these.
-    Pipeline,
+    pub lang: Lang,
+    pub source: Source,
 }
 
 macro_rules! template {
-    ($($part:ident $dest:literal => $src:literal,)*) => {
-        const FILES: &[(Part, &str, &str)] = &[
-            $( (Part::$part, $dest, include_str!(concat!("../template/", $src))), )*
+    ($($dest:literal => $src:literal,)*) => {
+        const FILES: &[(&str, &str)] = &[
+            $( ($dest, include_str!(concat!("../template/", $src))), )*
         ];
     };
 }
 
+// Each file once: `common/` for every service, then one folder per language; a file's
+// destination is its path without the folder (and `.tmpl`, `dot` names fixed below).
 template! {
-    Service ".gitignore" => "gitignore",
-    Service ".dockerignore" => "dockerignore",
-    Service "Dockerfile" => "Dockerfile",
-    Service "Cargo.toml" => "Cargo.toml.tmpl",
-    Service "src/main.rs" => "src/main.rs",
-    Service "testaccept/Cargo.toml" => "testaccept/Cargo.toml.tmpl",
-    Service "testaccept/src/lib.rs" => "testaccept/src/lib.rs",
-    Service "testaccept/tests/accept.rs" => "testaccept/tests/accept.rs",
-    Service "README.md" => "README.md",
-    Pipeline "pym-config.yaml" => "pym-config.yaml",
-    Pipeline ".cargo/config.toml" => "cargo-config.toml",
-    Pipeline "xtask/Cargo.toml" => "xtask/Cargo.toml.tmpl",
-    Pipeline "xtask/src/main.rs" => "xtask/src/main.rs",
+    "common/pym-config.yaml" => "common/pym-config.yaml",
+    "common/.cargo/config.toml" => "common/cargo-config.toml",
+    "common/xtask/Cargo.toml" => "common/xtask/Cargo.toml.tmpl",
+    "common/xtask/src/main.rs" => "common/xtask/src/main.rs",
+    "rust/.gitignore" => "rust/gitignore",
+    "rust/.dockerignore" => "rust/dockerignore",
+    "rust/Dockerfile" => "rust/Dockerfile",
+    "rust/Cargo.toml" => "rust/Cargo.toml.tmpl",
+    "rust/src/main.rs" => "rust/src/main.rs",
+    "rust/testaccept/Cargo.toml" => "rust/testaccept/Cargo.toml.tmpl",
+    "rust/testaccept/src/lib.rs" => "rust/testaccept/src/lib.rs",
+    "rust/testaccept/tests/accept.rs" => "rust/testaccept/tests/accept.rs",
+    "rust/README.md" => "rust/README.md",
+    "python/.gitignore" => "python/gitignore",
+    "python/.dockerignore" => "python/dockerignore",
+    "python/Dockerfile" => "python/Dockerfile",
+    "python/server.py" => "python/server.py",
+    "python/requirements.txt" => "python/requirements.txt",
+    "python/test/test_server.py" => "python/test/test_server.py",
+    "python/testaccept/test_accept.py" => "python/testaccept/test_accept.py",
+    "python/README.md" => "python/README.md",
+}
+
+/// The JSON Schema the generated pym-config.yaml points editors at.
+const SCHEMA_FILE: &str = "pym-config.schema.json";
+
+/// The pipeline files: `new` and `init` write these.
+const PIPELINE: &[&str] = &["pym-config.yaml", ".cargo/config.toml", "xtask/Cargo.toml", "xtask/src/main.rs"];
+
+/// What goes into the placeholders of pym-config.yaml: the parts that depend on the
+/// language (or on what `init` found).
+struct ConfigParts {
+    registry: String,
+    lang: String,
+    port: u16,
+}
+
+impl ConfigParts {
+    fn for_new(lang: Lang, name: &str) -> ConfigParts {
+        let registry = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
+                        # registry: without one, it runs the image from the engine that built it.\n\
+                        # docker_repo: registry.example.com/team\n"
+            .to_string();
+        let lang = match lang {
+            Lang::Rust => format!(
+                "docker_base: debian:bookworm-slim\n\
+                 # `build` compiles this binary on the host and puts it in .pym/dist/ for the Dockerfile.\n\
+                 rust_binary: {name}\n\
+                 test_command: cargo test\n\
+                 accept_command: cargo test --manifest-path testaccept/Cargo.toml\n"
+            ),
+            Lang::Python => "# An image with python3; the Dockerfile pip-installs requirements.txt on it.\n\
+                             docker_base: python:3.11-slim\n\
+                             test_command: python3 -m pytest -q test\n\
+                             accept_command: python3 -m pytest -q testaccept\n"
+                .to_string(),
+        };
+        ConfigParts { registry, lang, port: 8080 }
+    }
+}
+
+fn render(text: &str, opts: &Options, parts: &ConfigParts) -> String {
+    text.replace("{{target_config}}", &target_config(opts.target))
+        .replace("{{target_readme}}", target_readme(opts.target))
+        .replace("{{registry_config}}", &parts.registry)
+        .replace("{{lang_config}}", &parts.lang)
+        .replace("{{port}}", &parts.port.to_string())
+        .replace("{{name}}", &opts.name)
+        .replace("{{target}}", opts.target.as_str())
+        .replace("{{pymdeploy_dep}}", &opts.source.dependency(opts.target))
 }
 
 /// The files `new` writes, rendered, as (relative path, contents).
-pub fn render_all(opts: &Options) -> Result<Vec<(String, String)>> {
-    FILES.iter().map(|(_, dest, text)| Ok((dest.to_string(), render(text, opts)?))).collect()
+pub fn render_all(opts: &Options) -> Vec<(String, String)> {
+    let parts = ConfigParts::for_new(opts.lang, &opts.name);
+    let lang = match opts.lang {
+        Lang::Rust => "rust/",
+        Lang::Python => "python/",
+    };
+    let mut files: Vec<(String, String)> = FILES
+        .iter()
+        .filter_map(|(dest, text)| {
+            let rel = dest.strip_prefix("common/").or_else(|| dest.strip_prefix(lang))?;
+            Some((rel.to_string(), render(text, opts, &parts)))
+        })
+        .collect();
+    files.push((SCHEMA_FILE.to_string(), schema_text()));
+    files
 }
 
-fn render(text: &str, opts: &Options) -> Result<String> {
-    let version = env!("CARGO_PKG_VERSION");
-    let dep = match &opts.pymdeploy_path {
-        Some(p) => {
-            let abs = p.canonicalize().with_context(|| format!("cannot find the pymdeploy checkout at {}", p.display()))?;
-            let abs = abs.to_str().context("the pymdeploy checkout's path is not valid UTF-8")?;
-            format!("{{ version = \"={version}\", path = {abs:?} }}")
-        }
-        None => format!("\"={version}\""),
-    };
-    let features = match opts.target {
-        TargetKind::Docker => String::new(),
-        other => format!(", features = [\"{other}\"]"),
-    };
-    let dep = if features.is_empty() {
-        dep
-    } else if dep.starts_with('{') {
-        dep.replacen(" }", &format!("{features} }}"), 1)
-    } else {
-        format!("{{ version = {dep}{features} }}")
-    };
-    Ok(text
-        .replace("{{target_config}}", target_config(opts.target))
-        .replace("{{name}}", &opts.name)
-        .replace("{{target}}", opts.target.as_str())
-        .replace("{{pymdeploy_dep}}", &dep))
+fn schema_text() -> String {
+    serde_json::to_string_pretty(&crate::config::json_schema()).expect("the schema serializes") + "\n"
 }
 
 /// The keys a new service on `target` is most likely to set, commented out.
-fn target_config(target: TargetKind) -> &'static str {
+fn target_config(target: TargetKind) -> String {
     match target {
-        TargetKind::AwsBeanstalk => {
-            "# aws-beanstalk: credentials and region come from the AWS default chain unless set here.\n\
+        TargetKind::Docker => "# docker target: live answers on publish_ip:live_port (a proxy pymdeploy keeps there),\n\
+             # staging on publish_ip:staging_port.\n\
+             # publish_ip: 127.0.0.1\n\
+             # live_port: 8080\n\
+             # staging_port: 8081\n"
+            .to_string(),
+        TargetKind::AwsBeanstalk => "# aws-beanstalk: credentials and region come from the AWS default chain unless set here.\n\
+             # It needs docker_repo above: Beanstalk pulls the image from that registry.\n\
              # aws_user: my-profile\n\
              # aws_region: us-east-1\n\
              # The registry credentials Beanstalk pulls the image with (a Docker config.json in S3).\n\
@@ -100,16 +280,115 @@ fn target_config(target: TargetKind) -> &'static str {
              # aws_hosts_max: 2\n\
              # The live environment holds this CNAME prefix (default: {{name}}-live).\n\
              # aws_live_cname: {{name}}-live\n"
-        }
-        _ => "",
+            .to_string(),
+        TargetKind::GcpCloudRun | TargetKind::Gke => String::new(),
     }
+}
+
+/// What the generated README says about the target.
+fn target_readme(target: TargetKind) -> &'static str {
+    match target {
+        TargetKind::Docker => include_str!("../template/common/README-docker.md"),
+        TargetKind::AwsBeanstalk => include_str!("../template/common/README-aws-beanstalk.md"),
+        TargetKind::GcpCloudRun | TargetKind::Gke => "",
+    }
+}
+
+/// The targets `new` and `init` write services for: those pymdeploy can deploy to.
+fn check_target(target: TargetKind) -> Result<()> {
+    match target {
+        TargetKind::Docker | TargetKind::AwsBeanstalk => Ok(()),
+        other => Err(hinted(format!("pymdeploy {} cannot deploy to the {other} target yet", env!("CARGO_PKG_VERSION")), "use --target docker or --target aws-beanstalk")),
+    }
+}
+
+fn check_name(name: &str, hint: &str) -> Result<()> {
+    validate_name(name).map_err(|why| hinted(format!("`{name}` cannot be a service name: {why}"), hint.to_string()))
+}
+
+/// Removes what a failed `new` or `init` wrote, so a failure leaves nothing behind.
+struct Undo {
+    /// Files to restore (with their old contents) or remove (`None`).
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// Directories created, removed if empty, deepest last in the list.
+    dirs: Vec<PathBuf>,
+    done: bool,
+}
+
+impl Undo {
+    fn new() -> Undo {
+        Undo { files: Vec::new(), dirs: Vec::new(), done: false }
+    }
+
+    fn write(&mut self, path: &Path, text: &str) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut d = path.parent();
+        while let Some(dir) = d.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(dir.to_path_buf());
+            d = dir.parent();
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        self.dirs.extend(missing.into_iter().rev());
+        if !self.files.iter().any(|(p, _)| p == path) {
+            self.files.push((path.to_path_buf(), std::fs::read(path).ok()));
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// A file something else (cargo) creates: removed on failure.
+    fn created_by_others(&mut self, path: &Path) {
+        if !path.exists() {
+            self.files.push((path.to_path_buf(), None));
+        }
+    }
+
+    fn keep(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for (path, old) in self.files.iter().rev() {
+            let _ = match old {
+                Some(bytes) => std::fs::write(path, bytes),
+                None => std::fs::remove_file(path),
+            };
+        }
+        for dir in self.dirs.iter().rev() {
+            // Whatever cargo or git left inside a directory we made goes with it.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `cargo generate-lockfile` for a manifest: without it the first deploy changes the
+/// tree, and a changed tree is refused.
+fn generate_lockfile(dir: &Path, manifest: &str) -> Result<()> {
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["generate-lockfile", "--quiet", "--manifest-path", manifest])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| hinted(format!("cannot run cargo: {e}"), "install Rust and cargo (https://rustup.rs)"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(hinted(
+            format!("cannot resolve the dependencies of {manifest}:\n```\n{}\n```", stderr.trim_end()),
+            "check that crates.io (or the pymdeploy source named in xtask/Cargo.toml) is reachable, or name another with --pymdeploy-path / --pymdeploy-git",
+        ));
+    }
+    Ok(())
 }
 
 /// Creates a new service repository in `dir`.
 pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
-    validate_name(&opts.name).map_err(|why| {
-        hinted(format!("`{}` cannot be a service name: {why}", opts.name), "use lowercase letters, digits and dashes, starting with a letter, like `hello-world`")
-    })?;
+    check_name(&opts.name, "use lowercase letters, digits and dashes, starting with a letter, like `hello-world`")?;
+    check_target(opts.target)?;
     if dir.exists() {
         let non_empty = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.next().is_some();
         if non_empty {
@@ -119,51 +398,397 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
             ));
         }
     }
-    let files = render_all(opts)?;
+    let mut undo = Undo::new();
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        undo.dirs.push(dir.to_path_buf());
+    } else {
+        // An empty directory that was there: emptied again on failure.
+        undo.files.push((dir.join(".git"), None));
+    }
+    let files = render_all(opts);
     for (rel, text) in &files {
-        write(&dir.join(rel), text)?;
+        undo.write(&dir.join(rel), text)?;
     }
-    out.status("Created", &format!("{} ({} files, target {})", dir.display(), files.len(), opts.target));
-    // Lock files make the first build reproducible and keep the tree clean after it.
-    for manifest in ["Cargo.toml", "xtask/Cargo.toml"] {
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["generate-lockfile", "--quiet", "--manifest-path", manifest])
-            .current_dir(dir)
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            out.warn(&format!("could not generate the lock file for {manifest}; commit it after the first build"));
-        }
+    out.status("Created", &format!("{} ({} files, {} service, target {})", dir.display(), files.len(), opts.lang.as_str(), opts.target));
+    out.status("Using", &opts.source.describe());
+    let mut manifests = vec!["xtask/Cargo.toml"];
+    if opts.lang == Lang::Rust {
+        manifests.insert(0, "Cargo.toml");
     }
-    crate::ops::git::init_and_commit(dir, &format!("Create {} with pymdeploy {}", opts.name, env!("CARGO_PKG_VERSION")))?;
+    for manifest in manifests {
+        let lock = dir.join(manifest.replace("Cargo.toml", "Cargo.lock"));
+        undo.created_by_others(&lock);
+        generate_lockfile(dir, manifest)?;
+    }
+    if let Err(e) = crate::ops::git::init_and_commit(dir, &format!("Create {} with pymdeploy {}", opts.name, env!("CARGO_PKG_VERSION"))) {
+        let _ = std::fs::remove_dir_all(dir.join(".git"));
+        return Err(e);
+    }
+    undo.keep();
     out.status("Committed", "the first commit");
-    out.status("Next", &format!("cd {} && cargo xtask deploy", dir.display()));
+    let cd = format!("cd {}", dir.display());
+    match opts.target {
+        TargetKind::AwsBeanstalk => out.status(
+            "Next",
+            &format!("{cd}, set `docker_repo` in pym-config.yaml and your AWS credentials (README.md says how, and how to try it on a local Beanstalk), then `cargo xtask deploy`"),
+        ),
+        _ => out.status("Next", &format!("{cd} && cargo xtask deploy (the first run compiles the pipeline, once per machine)")),
+    }
     Ok(())
 }
 
-/// Adds the pipeline to the repository in `dir`. Lists what it would overwrite and
-/// writes nothing unless `force`.
-pub fn init(dir: &Path, opts: &Options, force: bool, out: &Printer) -> Result<()> {
-    validate_name(&opts.name).map_err(|why| hinted(format!("`{}` cannot be a service name: {why}", opts.name), "pass --name NAME"))?;
-    let files: Vec<(String, String)> =
-        FILES.iter().filter(|(part, ..)| *part == Part::Pipeline).map(|(_, dest, text)| Ok((dest.to_string(), render(text, opts)?))).collect::<Result<_>>()?;
-    let existing: Vec<&str> = files.iter().filter(|(rel, _)| dir.join(rel).exists()).map(|(rel, _)| rel.as_str()).collect();
-    if !existing.is_empty() && !force {
+/// What `init` found in a repository.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Detected {
+    /// "Rust", "Python" or "Dockerfile only", with the files that told.
+    pub kind: &'static str,
+    pub evidence: Vec<String>,
+    /// The binary the Dockerfile copies from `.pym/dist/`, for `rust_binary`.
+    pub rust_binary: Option<String>,
+    pub test_command: Option<String>,
+    pub accept_command: Option<String>,
+    /// `EXPOSE` in the Dockerfile.
+    pub port: Option<u16>,
+    /// The Dockerfile's `ARG PYM_BASE=` default.
+    pub docker_base: Option<String>,
+    /// Things the user must still decide, each one line.
+    pub todo: Vec<String>,
+}
+
+/// Looks at a repository to fit the pipeline to it.
+pub fn detect(dir: &Path) -> Detected {
+    let exists = |rel: &str| dir.join(rel).exists();
+    let has_py = |rel: &str| std::fs::read_dir(dir.join(rel)).is_ok_and(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "py")));
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).ok();
+    let mut d = Detected::default();
+    let rust = exists("Cargo.toml");
+    let python_files: Vec<&str> = ["pyproject.toml", "requirements.txt", "setup.py", "setup.cfg", "Pipfile"].into_iter().filter(|f| exists(f)).collect();
+    let python = !python_files.is_empty() || has_py("test") || has_py("testaccept");
+    if rust {
+        d.kind = "Rust";
+        d.evidence.push("Cargo.toml".into());
+        d.test_command = Some("cargo test".into());
+    } else if python {
+        d.kind = "Python";
+        d.evidence.extend(python_files.iter().map(|f| f.to_string()));
+        let test_dir = ["test", "tests"].into_iter().find(|t| has_py(t));
+        match test_dir {
+            Some(t) => {
+                d.evidence.push(format!("{t}/"));
+                d.test_command = Some(format!("python3 -m pytest -q {t}"));
+            }
+            None => d.todo.push("test_command: no test/ or tests/ with Python files; set the command that runs your unit tests".into()),
+        }
+    } else {
+        d.kind = "Dockerfile only";
+        d.todo.push("test_command: set the command that runs your unit tests (run on this machine, from the repository root)".into());
+    }
+    if exists("testaccept/Cargo.toml") {
+        d.evidence.push("testaccept/Cargo.toml".into());
+        d.accept_command = Some("cargo test --manifest-path testaccept/Cargo.toml".into());
+    } else if has_py("testaccept") {
+        d.evidence.push("testaccept/".into());
+        d.accept_command = Some("python3 -m pytest -q testaccept".into());
+    } else {
+        d.todo.push("accept_command: no testaccept/; set the command that tests a running server at $PYM_SERVER_HOST:$PYM_SERVER_PORT".into());
+    }
+    match &dockerfile {
+        None => d.todo.push("Dockerfile: there is none; `build` needs one (`pymdeploy new --lang python` or `--lang rust` writes an example)".into()),
+        Some(text) => {
+            d.evidence.push("Dockerfile".into());
+            for line in text.lines().map(str::trim) {
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("EXPOSE ") {
+                    d.port = d.port.or_else(|| line[7..].split_whitespace().next()?.split('/').next()?.parse().ok());
+                }
+                if upper.starts_with("ARG PYM_BASE=") {
+                    d.docker_base = Some(line["ARG PYM_BASE=".len()..].trim().to_string());
+                }
+                if (upper.starts_with("COPY ") || upper.starts_with("ADD ")) && line.contains(".pym/dist/") {
+                    let bin = line.split(".pym/dist/").nth(1).and_then(|r| r.split_whitespace().next()).filter(|b| !b.is_empty());
+                    d.rust_binary = bin.map(str::to_string);
+                }
+            }
+            let stages = text.lines().filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")).count();
+            if rust && d.rust_binary.is_none() {
+                d.evidence.push(format!("the Dockerfile builds the binary itself ({stages} stage{})", if stages == 1 { "" } else { "s" }));
+            }
+        }
+    }
+    if d.port.is_none() {
+        d.todo.push("port: the port your service listens on in its container (no EXPOSE in the Dockerfile; 8080 assumed, given to it as $PORT)".into());
+    }
+    let sources = source_text(dir);
+    if !sources.contains("/ping") {
+        d.todo.push("health_path: /ping assumed, and no source mentions it; set your health endpoint (any 2xx is healthy)".into());
+    }
+    if !sources.contains("/version") {
+        d.todo.push("/version: no source mentions it; serve {\"version\": $PYM_VERSION, \"pym_env\": $PYM_ENV} there (README: What your service must do), or set `verify_version: false`".into());
+    }
+    d
+}
+
+/// The service's own source text (Python and Rust files, not too deep, not too many),
+/// to see whether it mentions its health and version paths.
+fn source_text(dir: &Path) -> String {
+    fn walk(dir: &Path, depth: usize, out: &mut String, budget: &mut usize) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || ["target", "node_modules", "venv", "xtask", "testaccept", "test", "tests"].contains(&name.as_ref()) {
+                continue;
+            }
+            if p.is_dir() && depth < 4 {
+                walk(&p, depth + 1, out, budget);
+            } else if p.extension().is_some_and(|x| x == "py" || x == "rs") && *budget > 0 {
+                *budget -= 1;
+                out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(dir, 0, &mut out, &mut 500);
+    out
+}
+
+impl Detected {
+    fn config_parts(&self) -> ConfigParts {
+        let mut lang = String::new();
+        match &self.docker_base {
+            Some(base) => lang.push_str(&format!("# Passed to the Dockerfile as the build argument PYM_BASE.\ndocker_base: {base}\n")),
+            None => lang.push_str("# docker_base: an image passed to the Dockerfile as the build argument PYM_BASE (yours does not use it)\n"),
+        }
+        if let Some(bin) = &self.rust_binary {
+            lang.push_str(&format!("# `build` compiles this binary on the host and puts it in .pym/dist/ for the Dockerfile.\nrust_binary: {bin}\n"));
+        }
+        match &self.test_command {
+            Some(c) => lang.push_str(&format!("test_command: {c}\n")),
+            None => lang.push_str("# test_command: the command that runs your unit tests\n"),
+        }
+        match &self.accept_command {
+            Some(c) => lang.push_str(&format!("accept_command: {c}\n")),
+            None => lang.push_str("# accept_command: the command that tests a server at $PYM_SERVER_HOST:$PYM_SERVER_PORT\n"),
+        }
+        let registry = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
+                        # registry: without one, it runs the image from the engine that built it.\n\
+                        # docker_repo: registry.example.com/team\n"
+            .to_string();
+        ConfigParts { registry, lang, port: self.port.unwrap_or(8080) }
+    }
+}
+
+pub struct InitOptions {
+    pub name: String,
+    pub target: TargetKind,
+    pub source: Source,
+    pub force: bool,
+}
+
+/// The lines `init` keeps in `.gitignore`: what the pipeline writes and must not commit.
+const GITIGNORE: &[&str] = &["/.pym", "/xtask/target"];
+
+/// Adds the pipeline to the repository in `dir`, fitted to what it finds. Lists what it
+/// would overwrite and writes nothing unless `force`; merges the `xtask` alias into an
+/// existing `.cargo/config.toml` and appends to `.gitignore`. Commits nothing.
+pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
+    check_name(&opts.name, "pass --name NAME")?;
+    check_target(opts.target)?;
+    let detected = detect(dir);
+    let parts = detected.config_parts();
+    let new_opts = Options { name: opts.name.clone(), target: opts.target, lang: Lang::Rust, source: opts.source.clone() };
+    let common: Vec<(String, String)> = FILES
+        .iter()
+        .filter_map(|(dest, text)| Some((dest.strip_prefix("common/")?.to_string(), render(text, &new_opts, &parts))))
+        .filter(|(rel, _)| PIPELINE.contains(&rel.as_str()))
+        .collect();
+    let alias = common.iter().find(|(rel, _)| rel == ".cargo/config.toml").map(|(_, t)| t.clone()).expect("the template has the cargo config");
+    let mut files: Vec<(String, String)> = common.into_iter().filter(|(rel, _)| rel != ".cargo/config.toml").collect();
+    files.push((SCHEMA_FILE.to_string(), schema_text()));
+
+    // What would be overwritten: whole files, and an `xtask` alias that says otherwise.
+    let mut conflicts: Vec<String> = files.iter().filter(|(rel, _)| dir.join(rel).exists()).map(|(rel, _)| rel.clone()).collect();
+    let cargo_config = dir.join(".cargo/config.toml");
+    let merged_alias = merge_alias(&cargo_config, &alias)?;
+    if merged_alias.conflict {
+        conflicts.push(".cargo/config.toml (its `xtask` alias)".into());
+    }
+    if !conflicts.is_empty() && !opts.force {
         return Err(hinted(
-            format!("init would overwrite {} file(s) in {}: {}", existing.len(), dir.display(), existing.join(", ")),
+            format!("init would overwrite {} file(s) in {}: {}", conflicts.len(), dir.display(), conflicts.join(", ")),
             "move them aside, merge by hand, or pass --force to overwrite them",
         ));
     }
+    out.status("Detected", &format!("{} service ({})", detected.kind, detected.evidence.join(", ")));
+    out.status("Using", &opts.source.describe());
+    let mut undo = Undo::new();
     for (rel, text) in &files {
-        write(&dir.join(rel), text)?;
+        undo.write(&dir.join(rel), text)?;
         out.status("Wrote", rel);
     }
-    out.status("Next", "review pym-config.yaml (test_command, accept_command, rust_binary), then commit and run `cargo xtask deploy`");
+    if let Some(text) = &merged_alias.text {
+        undo.write(&cargo_config, text)?;
+        out.status(if merged_alias.existed { "Merged" } else { "Wrote" }, ".cargo/config.toml (the `xtask` alias)");
+    }
+    let gitignore = dir.join(".gitignore");
+    let gitignore_existed = gitignore.exists();
+    let old = std::fs::read_to_string(&gitignore).unwrap_or_default();
+    let missing: Vec<&str> = GITIGNORE.iter().copied().filter(|l| !old.lines().any(|o| o.trim() == *l || o.trim() == l.trim_start_matches('/'))).collect();
+    if !missing.is_empty() {
+        let sep = if old.is_empty() || old.ends_with('\n') { "" } else { "\n" };
+        undo.write(&gitignore, &format!("{old}{sep}# pymdeploy's build output\n{}\n", missing.join("\n")))?;
+        match gitignore_existed {
+            true => out.status("Appended", &format!("{} to .gitignore", missing.join(", "))),
+            false => out.status("Wrote", &format!(".gitignore ({})", missing.join(", "))),
+        }
+    }
+    undo.created_by_others(&dir.join("xtask/Cargo.lock"));
+    generate_lockfile(dir, "xtask/Cargo.toml")?;
+    out.status("Wrote", "xtask/Cargo.lock");
+    undo.keep();
+
+    let mut todo = vec![
+        "docker_repo: the registry to push to (the docker target can do without one)".to_string(),
+        "publish_ip, live_port, staging_port: where live and staging answer (127.0.0.1:8080 and :8081)".to_string(),
+    ];
+    if opts.target != TargetKind::Docker {
+        todo = vec![format!("docker_repo and the {} settings in pym-config.yaml (README: the {} target)", opts.target, opts.target)];
+    }
+    todo.extend(detected.todo.iter().cloned());
+    for t in &todo {
+        out.status("Decide", t);
+    }
+    out.status(
+        "Next",
+        "review pym-config.yaml, then commit what init wrote (`git add -A && git commit`; init commits nothing) and run `cargo xtask deploy`",
+    );
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+/// `.cargo/config.toml` with the template's `xtask` alias merged in, keeping every other
+/// setting (and its comments) as it was.
+struct MergedAlias {
+    /// The new text; `None` when the file already has the very alias.
+    text: Option<String>,
+    existed: bool,
+    /// The file has an `xtask` alias of its own, which the merge replaces.
+    conflict: bool,
+}
+
+fn merge_alias(path: &Path, template: &str) -> Result<MergedAlias> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(MergedAlias { text: Some(template.to_string()), existed: false, conflict: false });
+    };
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| hinted(format!("{}: not valid TOML: {e}", path.display()), "fix it, then run init again"))?;
+    let ours: toml_edit::DocumentMut = template.parse().expect("the template's cargo config is TOML");
+    let our_alias = ours["alias"]["xtask"].clone();
+    let alias = doc.entry("alias").or_insert(toml_edit::table());
+    let Some(table) = alias.as_table_like_mut() else {
+        return Err(hinted(format!("{}: `alias` is not a table", path.display()), "make it `[alias]`, then run init again"));
+    };
+    let existing = table.get("xtask").map(|v| v.to_string());
+    if existing.as_deref().map(str::trim) == our_alias.as_value().map(|v| v.to_string()).as_deref().map(str::trim) {
+        return Ok(MergedAlias { text: None, existed: true, conflict: false });
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    table.insert("xtask", our_alias);
+    Ok(MergedAlias { text: Some(doc.to_string()), existed: true, conflict: existing.is_some() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pym-scaffold-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_binary_from_crates_io_depends_on_crates_io() {
+        let s = Source::built_from(Path::new("/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/pymdeploy-0.1.0"), Path::new("/nonexistent")).unwrap();
+        assert_eq!(s, Source::Registry);
+        assert_eq!(s.dependency(TargetKind::Docker), format!("\"={}\"", env!("CARGO_PKG_VERSION")));
+        assert_eq!(s.dependency(TargetKind::AwsBeanstalk), format!("{{ version = \"={}\", features = [\"aws-beanstalk\"] }}", env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn a_binary_from_cargo_install_git_depends_on_that_repository_at_its_commit() {
+        let home = tmp("crates2");
+        let key = format!("pymdeploy {} (git+https://git.example.com/team/pymdeploy?branch=main#0123456789abcdef0123456789abcdef01234567)", env!("CARGO_PKG_VERSION"));
+        std::fs::write(home.join(".crates2.json"), serde_json::json!({"installs": {key: {"bins": ["pymdeploy"]}}}).to_string()).unwrap();
+        let s = Source::built_from(Path::new("/home/u/.cargo/git/checkouts/pymdeploy-5b1e2f/0123456"), &home).unwrap();
+        assert_eq!(s, Source::Git { url: "https://git.example.com/team/pymdeploy".into(), rev: Some("0123456789abcdef0123456789abcdef01234567".into()) });
+        assert_eq!(
+            s.dependency(TargetKind::Docker),
+            "{ git = \"https://git.example.com/team/pymdeploy\", rev = \"0123456789abcdef0123456789abcdef01234567\" }"
+        );
+    }
+
+    #[test]
+    fn a_binary_whose_checkout_is_gone_says_what_to_pass() {
+        let e = Source::built_from(Path::new("/tmp/pym-removed-checkout-for-this-test"), Path::new("/nonexistent")).unwrap_err();
+        assert!(format!("{e}").contains("which is gone, and pymdeploy is not published on crates.io"), "{e}");
+        assert!(crate::error::hint_of(&e).unwrap().contains("--pymdeploy-git"));
+    }
+
+    #[test]
+    fn the_checkout_this_binary_was_built_from_is_used_while_it_exists() {
+        let s = Source::resolve(None, None, None).unwrap();
+        assert_eq!(s, Source::Path(PathBuf::from(BUILT_FROM)));
+        assert!(s.dependency(TargetKind::Docker).contains(&format!("path = {BUILT_FROM:?}")));
+    }
+
+    #[test]
+    fn detect_reads_a_python_service() {
+        let d = tmp("detect-py");
+        std::fs::create_dir_all(d.join("test")).unwrap();
+        std::fs::create_dir_all(d.join("testaccept")).unwrap();
+        std::fs::write(d.join("requirements.txt"), "flask\n").unwrap();
+        std::fs::write(d.join("test/test_app.py"), "").unwrap();
+        std::fs::write(d.join("testaccept/test_live.py"), "").unwrap();
+        std::fs::write(d.join("app.py"), "@app.get('/ping')\n@app.get('/version')\n").unwrap();
+        std::fs::write(d.join("Dockerfile"), "FROM python:3.11-slim\nEXPOSE 5000\nCMD gunicorn app:app\n").unwrap();
+        let found = detect(&d);
+        assert_eq!(found.kind, "Python");
+        assert_eq!(found.test_command.as_deref(), Some("python3 -m pytest -q test"));
+        assert_eq!(found.accept_command.as_deref(), Some("python3 -m pytest -q testaccept"));
+        assert_eq!(found.port, Some(5000));
+        assert_eq!(found.rust_binary, None);
+        assert!(found.todo.is_empty(), "{:?}", found.todo);
+    }
+
+    #[test]
+    fn detect_sees_a_multi_stage_rust_build_and_compiles_nothing_on_the_host() {
+        let d = tmp("detect-rs");
+        std::fs::write(d.join("Cargo.toml"), "[package]\nname = \"api\"\n").unwrap();
+        std::fs::write(d.join("Dockerfile"), "FROM rust:1 AS build\nRUN cargo build --release\nFROM debian:bookworm-slim\nCOPY --from=build /target/release/api /api\n").unwrap();
+        let found = detect(&d);
+        assert_eq!((found.kind, found.rust_binary.as_deref()), ("Rust", None));
+        assert!(found.evidence.iter().any(|e| e.contains("2 stages")), "{:?}", found.evidence);
+        assert!(found.todo.iter().any(|t| t.starts_with("port:")), "{:?}", found.todo);
+        assert!(found.todo.iter().any(|t| t.starts_with("/version:")), "{:?}", found.todo);
+        std::fs::write(d.join("Dockerfile"), "FROM debian:bookworm-slim\nCOPY .pym/dist/api /usr/local/bin/api\n").unwrap();
+        assert_eq!(detect(&d).rust_binary.as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn the_alias_merges_into_a_cargo_config_and_keeps_the_rest() {
+        let d = tmp("alias");
+        let path = d.join("config.toml");
+        let template = include_str!("../template/common/cargo-config.toml");
+        std::fs::write(&path, "# ours\n[build]\njobs = 2\n\n[alias]\nb = \"build\"\n").unwrap();
+        let m = merge_alias(&path, template).unwrap();
+        let text = m.text.unwrap();
+        assert!(!m.conflict);
+        assert!(text.starts_with("# ours\n[build]\njobs = 2\n"), "{text}");
+        assert!(text.contains("b = \"build\"") && text.contains("xtask = \"run --config build.build-dir="), "{text}");
+        std::fs::write(&path, &text).unwrap();
+        assert!(merge_alias(&path, template).unwrap().text.is_none(), "the same alias again changes nothing");
+        std::fs::write(&path, "[alias]\nxtask = \"run -p xtask --\"\n").unwrap();
+        assert!(merge_alias(&path, template).unwrap().conflict, "an xtask alias of the repository's own is a conflict");
+    }
 }

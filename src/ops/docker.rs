@@ -59,8 +59,8 @@ pub struct Built {
     pub context_bytes: u64,
 }
 
-/// An error with a hint when the Dockerfile is not there.
-pub fn check_dockerfile(root: &Path, dockerfile: &str) -> Result<()> {
+/// The Dockerfile's text; an error with a hint when it is not there.
+pub fn check_dockerfile(root: &Path, dockerfile: &str) -> Result<String> {
     let path = root.join(dockerfile);
     if !path.is_file() {
         return Err(hinted(
@@ -68,7 +68,7 @@ pub fn check_dockerfile(root: &Path, dockerfile: &str) -> Result<()> {
             "add a Dockerfile, or set `dockerfile:` in pym-config.yaml to the one you use",
         ));
     }
-    Ok(())
+    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Builds an image from `req.root`, streaming the context from disk and folding the

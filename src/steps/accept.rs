@@ -39,10 +39,14 @@ impl Step for AcceptLocal {
         let config = ctx.config_for(PymEnv::Local)?;
         Ok(vec![
             format!("run {} as a local container with PYM_ENV=local on a free port of 127.0.0.1", ctx.image_tag()?),
-            format!("wait up to {}s for {} to answer 200", config.health_timeout, config.health_path),
+            format!("wait up to {}s for {} to answer {}, then check {} names the version", config.health_timeout, config.health_path, config.health_statuses.join(" or "), config.version_path),
             format!("run `{}` against it", acceptance_command(ctx, &config)),
             "remove the container".to_string(),
         ])
+    }
+
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        secrets(ctx, ctx.config()).map(drop)
     }
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -78,23 +82,21 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &S
             None => return Err(e),
         },
     };
-    progress.message(&format!("waiting for 127.0.0.1:{port}{} to answer 200", config.health_path));
-    let timeout = Duration::from_secs(config.health_timeout);
+    progress.message(&format!("waiting for 127.0.0.1:{port}{} to answer {}", config.health_path, config.health_statuses.join(" or ")));
     let waited = ctx.block_on(async {
         tokio::select! {
-            r = wait_healthy(docker, id, "127.0.0.1", port, &config.health_path, timeout) => r,
+            r = wait_healthy(docker, id, "127.0.0.1", port, config) => r,
             _ = ctx.on_interrupt() => Err(anyhow::Error::new(Interrupted)),
         }
     })?;
-    progress.message(&format!("healthy after {:.1}s; running acceptance tests", waited.as_secs_f64()));
+    progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
+    check_contract(ctx, config, port)?;
+    progress.message("running acceptance tests");
     run_acceptance(ctx, config, "127.0.0.1", port, PymEnv::Local, progress)?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
-    let passed = match progress.tests().passed {
-        0 => "acceptance tests passed".to_string(),
-        n => format!("{n} acceptance tests passed"),
-    };
+    let passed = progress.tests().passed_note("acceptance tests");
     Ok(format!("healthy in {:.1}s, {passed}", waited.as_secs_f64()))
 }
 
@@ -103,13 +105,22 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &S
 /// error before anything starts; every secret value is registered with the printer so
 /// it is masked wherever it would be shown.
 pub fn container_env(ctx: &Ctx, config: &Config, env: PymEnv) -> Result<Vec<String>> {
-    let mut out = vec![format!("PYM_ENV={env}"), format!("PORT={}", config.port)];
+    let version = ctx.version()?.to_string();
+    let mut out = vec![format!("PYM_ENV={env}"), format!("PORT={}", config.port), format!("PYM_VERSION={version}")];
+    out.extend(secrets(ctx, config)?.into_iter().map(|(name, value)| format!("{name}={value}")));
+    Ok(out)
+}
+
+/// The `env_secrets` values from the caller's environment, each registered with the
+/// printer; an error naming every one that is not set.
+pub fn secrets(ctx: &Ctx, config: &Config) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
     let mut missing = Vec::new();
     for name in &config.env_secrets {
         match std::env::var(name) {
             Ok(value) => {
                 ctx.out.add_secret(&value);
-                out.push(format!("{name}={value}"));
+                out.push((name.clone(), value));
             }
             Err(_) => missing.push(name.as_str()),
         }
@@ -123,15 +134,16 @@ pub fn container_env(ctx: &Ctx, config: &Config, env: PymEnv) -> Result<Vec<Stri
     Ok(out)
 }
 
-/// Polls `path` until it answers 200, while watching the container: if it exits first,
-/// the error says so with its exit code. Returns how long it took.
-pub async fn wait_healthy(docker: &Docker, id: &str, host: &str, port: u16, path: &str, timeout: Duration) -> Result<Duration> {
-    poll_health(host, port, path, timeout, ops::docker::wait_exit(docker, id)).await
+/// Polls `health_path` until it answers healthy, while watching the container: if it
+/// exits first, the error says so with its exit code. Returns how long it took.
+pub async fn wait_healthy(docker: &Docker, id: &str, host: &str, port: u16, config: &Config) -> Result<Duration> {
+    let timeout = Duration::from_secs(config.health_timeout);
+    poll_health(host, port, &config.health_path, |s| config.is_healthy_status(s), timeout, ops::docker::wait_exit(docker, id)).await
 }
 
-/// Polls `path` every 25 ms until it answers 200, giving up after `timeout` or as soon as
-/// `exited` resolves (the process behind the port stopped).
-pub async fn poll_health(host: &str, port: u16, path: &str, timeout: Duration, exited: impl Future<Output = Result<i64>>) -> Result<Duration> {
+/// Polls `path` every 25 ms until it answers a status `healthy` accepts, giving up after
+/// `timeout` or as soon as `exited` resolves (the process behind the port stopped).
+pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16) -> bool, timeout: Duration, exited: impl Future<Output = Result<i64>>) -> Result<Duration> {
     let started = Instant::now();
     tokio::pin!(exited);
     let crashed = |code: Result<i64>| -> anyhow::Error {
@@ -145,7 +157,7 @@ pub async fn poll_health(host: &str, port: u16, path: &str, timeout: Duration, e
         let last = tokio::select! {
             code = &mut exited => return Err(crashed(code)),
             answer = probe => match answer {
-                Ok((200, _)) => return Ok(started.elapsed()),
+                Ok((status, _)) if healthy(status) => return Ok(started.elapsed()),
                 Ok((status, body)) => format!("{path} answered {status}: {}", body.chars().take(200).collect::<String>()),
                 Err(e) => format!("{e:#}"),
             }
@@ -153,7 +165,7 @@ pub async fn poll_health(host: &str, port: u16, path: &str, timeout: Duration, e
         if started.elapsed() >= timeout {
             return Err(hinted(
                 format!("the service did not become healthy within {}s (last: {last})", timeout.as_secs()),
-                format!("check that the service listens on $PORT and answers 200 on {path}; raise `health_timeout` in pym-config.yaml if it is only slow"),
+                format!("check that the service listens on $PORT and answers {path} with a 2xx (or set `health_path` and `health_statuses`); raise `health_timeout` in pym-config.yaml if it is only slow"),
             ));
         }
         tokio::select! {
@@ -161,6 +173,50 @@ pub async fn poll_health(host: &str, port: u16, path: &str, timeout: Duration, e
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// The service contract's last part, checked on the local container so a service that
+/// misses it fails before push, not at promote: `version_path` answers JSON naming the
+/// version the image was built as and the `PYM_ENV` it runs in.
+fn check_contract(ctx: &Ctx, config: &Config, port: u16) -> Result<()> {
+    if !config.verify_version {
+        return Ok(());
+    }
+    let path = &config.version_path;
+    let version = ctx.version()?.to_string();
+    let shape = format!("JSON {{\"version\": $PYM_VERSION, \"pym_env\": $PYM_ENV}} at {path}");
+    let answer = ctx.block_on(ops::http::get("127.0.0.1", port, path, Duration::from_secs(5)));
+    let body = match answer {
+        Ok((status, body)) if (200..300).contains(&status) => body,
+        Ok((status, _)) => {
+            return Err(hinted(
+                format!("the service answers {path} with {status}: pymdeploy checks there that each environment serves the version just deployed"),
+                format!("serve {shape}; or set `version_path` to where the service says its version, or `verify_version: false` to rely on health alone"),
+            ));
+        }
+        Err(e) => return Err(e.context(format!("cannot ask the service for {path}"))),
+    };
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let (Some(served), Some(env)) = (json["version"].as_str(), json["pym_env"].as_str()) else {
+        let shown: String = body.chars().take(120).collect();
+        return Err(hinted(
+            format!("{path} answered `{shown}`, not JSON with the strings `version` and `pym_env`"),
+            format!("serve {shape}; or `verify_version: false` in pym-config.yaml to rely on health alone"),
+        ));
+    };
+    if served != version {
+        return Err(hinted(
+            format!("{path} says version `{served}`, and the image was built as {version}"),
+            "take the version from the PYM_VERSION environment variable (pymdeploy sets it in the container, and passes it to the Dockerfile as a build argument)",
+        ));
+    }
+    if env != PymEnv::Local.as_str() {
+        return Err(hinted(
+            format!("{path} says pym_env `{env}` in the local environment"),
+            "take pym_env from the PYM_ENV environment variable (local, staging or live), which pymdeploy sets in every environment",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the acceptance command against a server.
@@ -181,6 +237,6 @@ pub fn acceptance_command(ctx: &Ctx, config: &Config) -> String {
     match &config.accept_command {
         Some(c) => c.clone(),
         None if ctx.root.join("testaccept/Cargo.toml").is_file() => "cargo test --manifest-path testaccept/Cargo.toml".into(),
-        None => "python -m pytest testaccept".into(),
+        None => "python3 -m pytest -q testaccept".into(),
     }
 }

@@ -44,10 +44,19 @@ impl Step for Build {
         Ok(out)
     }
 
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        let config = ctx.config();
+        let text = ops::docker::check_dockerfile(&ctx.root, &config.dockerfile)?;
+        if let Some(bin) = &config.rust_binary {
+            check_binary_is_copied(&config.dockerfile, &text, bin)?;
+        }
+        Ok(())
+    }
+
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config();
         // Before anything slow: no Dockerfile, no point compiling.
-        ops::docker::check_dockerfile(&ctx.root, &config.dockerfile)?;
+        self.check(ctx)?;
         let version = ctx.version()?.clone();
         let tag = ctx.image_tag()?;
         let docker = ctx.docker()?;
@@ -75,6 +84,25 @@ impl Step for Build {
         ctx.set_built_image(tag.clone());
         Ok(format!("built {tag} from {} files, {}", built.context_files, human_bytes(built.context_bytes)))
     }
+}
+
+/// `rust_binary` makes `build` compile on the host for the Dockerfile to copy from
+/// `.pym/dist/`: a Dockerfile that does not (one that compiles in a build stage of its
+/// own) would ship something else, so that is refused before compiling anything.
+fn check_binary_is_copied(dockerfile: &str, text: &str, bin: &str) -> Result<()> {
+    let copies = text.lines().map(str::trim_start).any(|l| {
+        let upper = l.get(..5).unwrap_or("").to_ascii_uppercase();
+        (upper.starts_with("COPY ") || upper.starts_with("ADD ")) && l.contains(DIST_DIR)
+    });
+    if copies {
+        return Ok(());
+    }
+    let stages = text.lines().filter(|l| l.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("FROM "))).count();
+    let why = if stages > 1 { format!(" (it has {stages} stages: it builds the service itself)") } else { String::new() };
+    Err(crate::error::hinted(
+        format!("{dockerfile} does not copy {DIST_DIR}/{bin}, the binary `rust_binary: {bin}` compiles on the host{why}"),
+        format!("remove `rust_binary` from pym-config.yaml when the Dockerfile compiles the service, or add `COPY {DIST_DIR}/{bin} /usr/local/bin/{bin}` to it"),
+    ))
 }
 
 /// `cargo build --release` of one binary, then a copy into `.pym/dist/`.

@@ -7,7 +7,7 @@ use crate::config::PymEnv;
 use crate::ctx::Ctx;
 use crate::output::StepProgress;
 use crate::pipeline::Step;
-use crate::steps::accept::run_acceptance;
+use crate::steps::accept::{run_acceptance, secrets};
 use crate::targets;
 
 pub struct Stage;
@@ -21,6 +21,10 @@ impl Step for Stage {
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::stage(ctx, progress)
+    }
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        targets::check(ctx)?;
+        secrets(ctx, &ctx.config_for(PymEnv::Staging)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "stage")
@@ -58,12 +62,15 @@ impl Step for Accept {
         }
         Ok(out)
     }
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        targets::check(ctx)
+    }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(self.0)?;
         let addr = targets::address(ctx, self.0)?;
         let result = run_acceptance(ctx, &config, &addr.host, addr.port, self.0, progress);
         match (result, self.0) {
-            (Ok(()), _) => Ok(format!("{} acceptance tests passed on {}:{}", progress.tests().passed, addr.host, addr.port)),
+            (Ok(()), _) => Ok(format!("{} on {}:{}", progress.tests().passed_note("acceptance tests"), addr.host, addr.port)),
             // Only a deploy rolls back: a live acceptance run by hand only reports.
             (Err(e), PymEnv::Live) if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() => {
                 progress.message("live acceptance failed: rolling back");
@@ -89,6 +96,10 @@ impl Step for Promote {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::promote(ctx, progress)
     }
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        targets::check(ctx)?;
+        secrets(ctx, &ctx.config_for(PymEnv::Live)?).map(drop)
+    }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "promote")
     }
@@ -106,6 +117,10 @@ impl Step for Rollback {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         targets::rollback(ctx, progress)
     }
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        targets::check(ctx)?;
+        secrets(ctx, &ctx.config_for(PymEnv::Live)?).map(drop)
+    }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "rollback")
     }
@@ -119,6 +134,9 @@ impl Step for Status {
     }
     fn about(&self) -> &str {
         "Show what runs where: environment, version, state, since when"
+    }
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        targets::check(ctx)
     }
     fn run(&self, ctx: &Ctx, _progress: &StepProgress<'_>) -> Result<String> {
         let lines = targets::status(ctx).context("cannot read the target's state")?;

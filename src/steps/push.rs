@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 
+use crate::config::TargetKind;
 use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::ops;
@@ -21,6 +22,9 @@ impl Step for Push {
     }
 
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        if !ctx.config().has_registry() {
+            return Ok(vec![NO_REGISTRY.to_string()]);
+        }
         let tag = ctx.image_tag()?;
         let host = ops::registry::registry_of(&tag);
         let source = match ops::registry::credentials_for(&host)? {
@@ -31,7 +35,10 @@ impl Step for Push {
     }
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        if ctx.config().docker_repo.as_deref().is_none_or(str::is_empty) {
+        if !ctx.config().has_registry() && ctx.config().deploy_target == TargetKind::Docker {
+            return Ok(NO_REGISTRY.to_string());
+        }
+        if !ctx.config().has_registry() {
             return Err(hinted("there is no registry to push to: `docker_repo` is not set", "set `docker_repo: <registry>/<namespace>` in pym-config.yaml"));
         }
         let image = ctx.local_image()?;
@@ -51,6 +58,10 @@ impl Step for Push {
         })
     }
 }
+
+/// Without `docker_repo`, the docker target runs the image from the engine that built it
+/// (the local one, or the one `DOCKER_HOST` names): there is nothing to push.
+const NO_REGISTRY: &str = "nothing to push: no `docker_repo`, and the docker target runs the image from the engine that built it";
 
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]

@@ -29,7 +29,7 @@ impl Step for Test {
         let cmd = ops::cmd::from_config(&sh, &command)?;
         ops::cmd::stream(cmd, &ctx.root, progress, false).context("the unit tests failed")?;
         let t = progress.tests();
-        Ok(if t.passed > 0 { format!("{} passed ({command})", t.passed) } else { command })
+        Ok(format!("{} ({command})", t.passed_note("tests")))
     }
 }
 
@@ -39,6 +39,6 @@ pub fn unit_test_command(ctx: &Ctx) -> String {
     match &ctx.config().test_command {
         Some(c) => c.clone(),
         None if ctx.root.join("Cargo.toml").is_file() => "cargo test".into(),
-        None => "python -m pytest test".into(),
+        None => "python3 -m pytest -q test".into(),
     }
 }

@@ -563,7 +563,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         };
         let previous = match old_name.as_deref() {
             Some(o) if o == name => {
-                verify(&host, port, &version, dns_window(&c)).await?;
+                verify(&c, &host, port, &version, dns_window(&c)).await?;
                 return Ok(match was_live {
                     true => format!("{version} is already live on {name}"),
                     false => format!("{version} live on {host}:{port} (the first environment: it holds the live CNAME)"),
@@ -575,7 +575,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
                 progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
                 aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
                 let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
-                if let Err(e) = verify(&host, port, &version, dns_window(&c)).await {
+                if let Err(e) = verify(&c, &host, port, &version, dns_window(&c)).await {
                     progress.line(&format!("live does not serve {version}: swapping back to {o}"));
                     let since = now();
                     aws.swap(o, &name).await?;
@@ -590,7 +590,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         Ok(match previous {
             Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
             None => {
-                verify(&host, port, &version, dns_window(&c)).await?;
+                verify(&c, &host, port, &version, dns_window(&c)).await?;
                 format!("{version} live on {url}")
             }
         })
@@ -626,7 +626,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         aws.swap(&to_name, &current_name).await?;
         progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
         aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
-        verify(&live.host, live.port, &to_version, dns_window(&c)).await?;
+        verify(&c, &live.host, live.port, &to_version, dns_window(&c)).await?;
         Ok(format!("{to_version} live again (was {from_version})"))
     })
 }
@@ -691,8 +691,8 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
 }
 
 /// Asks `/version` on the live address until it names `version` and `PYM_ENV=live`.
-async fn verify(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
-    super::verify_version(host, port, version, Some(PymEnv::Live), within, super::Poll { every: Duration::from_millis(250), ask: Duration::from_secs(5) }).await
+async fn verify(config: &Config, host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
+    super::verify_version(config, host, port, version, Some(PymEnv::Live), within, super::Poll { every: Duration::from_millis(250), ask: Duration::from_secs(5) }).await
 }
 
 #[cfg(test)]
@@ -703,7 +703,7 @@ mod tests {
     fn names_fit_beanstalk() {
         let dir = std::env::temp_dir().join(format!("pym-eb-names-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: a-very-long-service-name-indeed\ndeploy_target: aws-beanstalk\n").unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: a-very-long-service-name-indeed\ndeploy_target: aws-beanstalk\ndocker_repo: registry.example.com/team\n").unwrap();
         let mut c = Config::load(&dir, PymEnv::Live).unwrap();
         let n = env_name(&c, "261127-1900-15-0ebaf1");
         assert!(n.len() <= 40 && n.ends_with("-261127-1900-15-0ebaf1") && !n.contains("--"), "{n}");

@@ -69,7 +69,8 @@ fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
 }
 
 /// The image to deploy, by digest: what `push` pushed in this run, or else the registry
-/// digest the engine recorded for this version's tag.
+/// digest the engine recorded for this version's tag; without `docker_repo`, the
+/// engine's own image ID (content-addressed too).
 pub(crate) fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
     if let Some(r) = ctx.pushed_image() {
         return Ok(r);
@@ -77,6 +78,9 @@ pub(crate) fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
     let tag = ctx.image_tag()?;
     let repo = tag.rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or(tag.clone());
     let inspect = ctx.block_on(docker.inspect_image(&tag)).map_err(|_| hinted(format!("no image {tag} in the engine"), "build and push it first: `cargo xtask build && cargo xtask push`"))?;
+    if !ctx.config().has_registry() {
+        return inspect.id.ok_or_else(|| anyhow::anyhow!("the engine reports no ID for image {tag}"));
+    }
     inspect
         .repo_digests
         .unwrap_or_default()
@@ -90,8 +94,8 @@ fn version_of(ctx: &Ctx) -> Result<String> {
 }
 
 /// Asks `/version` on a local port every 50 ms until it names `version`.
-async fn verify_version(host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
-    super::verify_version(host, port, version, None, within, super::Poll { every: Duration::from_millis(50), ask: Duration::from_secs(2) }).await
+async fn verify_version(config: &Config, host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
+    super::verify_version(config, host, port, version, None, within, super::Poll { every: Duration::from_millis(50), ask: Duration::from_secs(2) }).await
 }
 
 pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
@@ -101,9 +105,12 @@ pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
     let host = check_host(c);
     Ok(match step {
         "stage" => vec![
-            format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
+            match c.has_registry() {
+                true => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
+                false => format!("use {tag} from the engine that built it (no `docker_repo`)"),
+            },
             format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
-            format!("wait up to {}s for {} to answer 200, and check /version is {version}", c.health_timeout, c.health_path),
+            format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
         ],
         "promote" => vec![
             format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
@@ -125,12 +132,15 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let docker = ctx.docker()?;
     let version = version_of(ctx)?;
     let reference = reference(ctx, docker)?;
-    let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
-    if let Some(c) = &creds {
-        ctx.out.add_secret(&c.password);
+    // Pulled by digest: proves the push, and brings the image to a remote engine.
+    if config.has_registry() {
+        let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+        if let Some(c) = &creds {
+            ctx.out.add_secret(&c.password);
+        }
+        progress.message(&format!("pulling {reference}"));
+        ctx.block_on(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
     }
-    progress.message(&format!("pulling {reference}"));
-    ctx.block_on(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
     let name = staging_name(&config);
     ctx.block_on(ops::docker::remove(docker, &name))?;
     let spec = RunSpec {
@@ -148,8 +158,8 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let host = check_host(&config);
     let ready = ctx.block_on(async {
-        let waited = wait_healthy(docker, &id, &host, config.staging_port, &config.health_path, Duration::from_secs(config.health_timeout)).await?;
-        verify_version(&host, config.staging_port, &version, Duration::from_secs(5)).await?;
+        let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
+        verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
         Ok::<_, anyhow::Error>(waited)
     });
     match ready {
@@ -260,7 +270,7 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
     progress.message(&format!("routing the live address to {version}"));
     route(ctx, docker, config, &format!("{name}:{}", config.port))?;
     let host = check_host(config);
-    if let Err(e) = ctx.block_on(verify_version(&host, config.live_port, version, Duration::from_secs(10))) {
+    if let Err(e) = ctx.block_on(verify_version(&config, &host, config.live_port, version, Duration::from_secs(10))) {
         if let Some(prev) = old.first() {
             let prev_name = prev.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
             route(ctx, docker, config, &format!("{prev_name}:{}", config.port))?;
@@ -293,7 +303,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let name = live_name(&config, &version);
     if ctx.block_on(existing_state(docker, &name))? == Some(None) {
         let host = check_host(&config);
-        if ctx.block_on(verify_version(&host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
+        if ctx.block_on(verify_version(&config, &host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
             // Live is ours; any other running version is a stray (a promote interrupted
             // between the switch and the stop): no traffic reaches it, so stop it now.
             let mut stopped = Vec::new();
@@ -331,7 +341,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let healthy = (|| -> Result<()> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config.health_path, Duration::from_secs(config.health_timeout)))?;
+        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
         Ok(())
     })();
     let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
@@ -365,7 +375,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     ctx.block_on(ops::docker::start(docker, &id))?;
     let result = (|| -> Result<Vec<String>> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config.health_path, Duration::from_secs(config.health_timeout)))?;
+        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
         switch_to(ctx, docker, &config, &id, &name, &version, progress)
     })();
     match result {

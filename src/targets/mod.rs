@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::config::{PymEnv, TargetKind};
+use crate::config::{Config, PymEnv, TargetKind};
 use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::output::StepProgress;
@@ -28,13 +28,18 @@ pub(crate) struct Poll {
     pub ask: Duration,
 }
 
-/// Asks `/version` on `host:port` until it names `version` (and, with `env`, that
-/// `PYM_ENV`), for at most `within`; the error says what it served last.
-pub(crate) async fn verify_version(host: &str, port: u16, version: &str, env: Option<PymEnv>, within: Duration, poll: Poll) -> Result<()> {
+/// Asks `version_path` on `host:port` until it names `version` (and, with `env`, that
+/// `PYM_ENV`), for at most `within`; the error says what it served last. With
+/// `verify_version: false` the service has no such path and health alone decides.
+pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, version: &str, env: Option<PymEnv>, within: Duration, poll: Poll) -> Result<()> {
+    if !config.verify_version {
+        return Ok(());
+    }
     let deadline = tokio::time::Instant::now() + within;
     let env_note = env.map(|e| format!(" with PYM_ENV={e}")).unwrap_or_default();
+    let path = &config.version_path;
     loop {
-        let last = match crate::ops::http::get(host, port, "/version", poll.ask).await {
+        let last = match crate::ops::http::get(host, port, path, poll.ask).await {
             Ok((200, body)) => {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 if v["version"] == version && env.is_none_or(|e| v["pym_env"] == e.as_str()) {
@@ -45,7 +50,7 @@ pub(crate) async fn verify_version(host: &str, port: u16, version: &str, env: Op
                     None => format!("it serves {}", v["version"]),
                 }
             }
-            Ok((status, _)) => format!("/version answered {status}"),
+            Ok((status, _)) => format!("{path} answered {status}"),
             Err(e) => format!("{e:#}"),
         };
         if tokio::time::Instant::now() >= deadline {
@@ -63,9 +68,20 @@ fn unsupported(kind: TargetKind) -> anyhow::Error {
         );
     }
     hinted(
-        format!("the {kind} target cannot stage or promote yet"),
-        "use `deploy_target: docker`, or stop the pipeline before `stage` (`cargo xtask deploy` with a pipeline that ends at push)",
+        format!("pymdeploy {} cannot deploy to the {kind} target yet (`deploy_target: {kind}` in pym-config.yaml)", env!("CARGO_PKG_VERSION")),
+        "use `deploy_target: docker` or `aws-beanstalk`, or stop before the target: `cargo xtask deploy --to push` tests, builds, accepts and pushes",
     )
+}
+
+/// Whether this build can deploy to the configured target at all: checked before the
+/// first step of any run that reaches the target.
+pub fn check(ctx: &Ctx) -> Result<()> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => Ok(()),
+        #[cfg(feature = "aws-beanstalk")]
+        TargetKind::AwsBeanstalk => Ok(()),
+        other => Err(unsupported(other)),
+    }
 }
 
 pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {

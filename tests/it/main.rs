@@ -6,6 +6,8 @@
 //! - `context`: our build context against the docker CLI's, on the same tree
 //! - `pipeline`: test → build → accept-local on generated services, on the real engine
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
+//! - `services`: README's commands verbatim, `new --lang python`, `init` in repositories
+//!   pymdeploy did not write (tests/fixtures), the service contract, the early checks
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
@@ -19,6 +21,7 @@ mod context;
 mod pipeline;
 mod push;
 mod scaffold;
+mod services;
 mod support;
 mod target_beanstalk;
 mod target_docker;

@@ -12,7 +12,7 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
         return;
     }
     let svc = TestService::new("happy");
-    svc.xtask(&["test"]).assert_ok().assert_stderr_has("3 passed");
+    svc.xtask(&["test"]).assert_ok().assert_stderr_has("3 tests passed");
     svc.xtask(&["build"]).assert_ok();
     let r = svc.xtask(&["accept-local"]);
     r.assert_ok()

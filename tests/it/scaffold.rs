@@ -64,15 +64,52 @@ fn new_writes_a_committed_clean_service() {
 }
 
 #[test]
-fn new_without_a_path_pins_the_published_version() {
-    let opts = pymdeploy::scaffold::Options { name: "svc".into(), target: pymdeploy::config::TargetKind::Docker, pymdeploy_path: None };
-    let files = pymdeploy::scaffold::render_all(&opts).unwrap();
+fn a_binary_from_crates_io_pins_the_published_version_and_enables_the_target_feature() {
+    use pymdeploy::scaffold::{Lang, Options, Source, render_all};
+    let opts = Options { name: "svc".into(), target: pymdeploy::config::TargetKind::Docker, lang: Lang::Rust, source: Source::Registry };
+    let files = render_all(&opts);
     let xtask = &files.iter().find(|(p, _)| p == "xtask/Cargo.toml").unwrap().1;
     assert!(xtask.contains(&format!("pymdeploy = \"={}\"", env!("CARGO_PKG_VERSION"))), "{xtask}");
-    let opts = pymdeploy::scaffold::Options { target: pymdeploy::config::TargetKind::AwsBeanstalk, ..opts };
-    let files = pymdeploy::scaffold::render_all(&opts).unwrap();
+    let opts = Options { target: pymdeploy::config::TargetKind::AwsBeanstalk, ..opts };
+    let files = render_all(&opts);
     let xtask = &files.iter().find(|(p, _)| p == "xtask/Cargo.toml").unwrap().1;
     assert!(xtask.contains("features = [\"aws-beanstalk\"]"), "a cloud target enables its SDK feature: {xtask}");
+    // What new writes follows the target: the README and the config speak of AWS.
+    let readme = &files.iter().find(|(p, _)| p == "README.md").unwrap().1;
+    assert!(readme.contains("## The aws-beanstalk target") && readme.contains("AWS_ENDPOINT_URL") && readme.contains("docker_bucket"), "{readme}");
+    assert!(!readme.contains("## The docker target"), "{readme}");
+    let config = &files.iter().find(|(p, _)| p == "pym-config.yaml").unwrap().1;
+    assert!(config.contains("# aws_region: us-east-1") && !config.contains("# live_port"), "{config}");
+}
+
+#[test]
+fn new_python_writes_a_flask_service_and_no_cargo_manifest() {
+    use pymdeploy::scaffold::{Lang, Options, Source, render_all};
+    let opts = Options { name: "inventory".into(), target: pymdeploy::config::TargetKind::Docker, lang: Lang::Python, source: Source::Registry };
+    let files: BTreeMap<String, String> = render_all(&opts).into_iter().collect();
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [".cargo/config.toml", ".dockerignore", ".gitignore", "Dockerfile", "README.md", "pym-config.schema.json", "pym-config.yaml", "requirements.txt", "server.py", "test/test_server.py", "testaccept/test_accept.py", "xtask/Cargo.toml", "xtask/src/main.rs"]
+    );
+    assert!(files["server.py"].contains("\"name\": \"inventory\""));
+    assert!(files["Dockerfile"].contains("ARG PYM_BASE=python:3.11-slim") && files["Dockerfile"].contains("gunicorn"));
+    assert!(files["pym-config.yaml"].contains("docker_base: python:3.11-slim\ntest_command: python3 -m pytest -q test\naccept_command: python3 -m pytest -q testaccept\n"));
+    assert!(files["pym-config.yaml"].starts_with("# yaml-language-server: $schema=pym-config.schema.json\n"));
+    let schema: serde_json::Value = serde_json::from_str(&files["pym-config.schema.json"]).unwrap();
+    assert_eq!(schema, pymdeploy::config::json_schema(), "the schema written is the one `config --schema` prints");
+}
+
+#[test]
+fn new_leaves_nothing_behind_when_the_lock_file_cannot_be_made() {
+    let dir = temp_dir("nolock").join("svc");
+    let mut cmd = Command::new(pymdeploy_bin());
+    // A git source nobody can reach: cargo cannot resolve the xtask's dependencies.
+    cmd.args(["new", "svc", "--path"]).arg(&dir).args(["--pymdeploy-git", "file:///nonexistent/pymdeploy.git"]);
+    let r = run(cmd);
+    r.assert_failed().assert_stderr_has("cannot resolve the dependencies of xtask/Cargo.toml");
+    assert!(!r.stderr.contains("Next"), "{}", r.stderr);
+    assert!(!dir.exists(), "new left {} behind", dir.display());
 }
 
 #[test]
@@ -100,18 +137,23 @@ fn init_adds_the_pipeline_and_overwrites_nothing() {
     std::fs::create_dir_all(dir.join("app")).unwrap();
     std::fs::write(dir.join("app/server.py"), "print('hi')\n").unwrap();
     std::fs::write(dir.join("README.md"), "# mine\n").unwrap();
+    std::fs::write(dir.join(".gitignore"), "*.pyc").unwrap();
     git(&dir, &["init", "-q"]);
     let before = snapshot(&dir);
 
     let mut cmd = Command::new(pymdeploy_bin());
     cmd.args(["init", "--name", "legacy"]).current_dir(&dir);
-    run(cmd).assert_ok();
+    let r = run(cmd);
+    r.assert_ok().assert_stderr_has("Detected Dockerfile only service").assert_stderr_has("Decide test_command").assert_stderr_has("Decide Dockerfile: there is none");
     let after = snapshot(&dir);
     for (path, content) in &before {
-        assert_eq!(after.get(path), Some(content), "{path} changed");
+        if path != ".gitignore" {
+            assert_eq!(after.get(path), Some(content), "{path} changed");
+        }
     }
+    assert_eq!(std::str::from_utf8(&after[".gitignore"]).unwrap(), "*.pyc\n# pymdeploy's build output\n/.pym\n/xtask/target\n");
     let added: Vec<&str> = after.keys().filter(|k| !before.contains_key(*k)).map(String::as_str).collect();
-    assert_eq!(added, [".cargo/config.toml", "pym-config.yaml", "xtask/Cargo.toml", "xtask/src/main.rs"]);
+    assert_eq!(added, [".cargo/config.toml", "pym-config.schema.json", "pym-config.yaml", "xtask/Cargo.lock", "xtask/Cargo.toml", "xtask/src/main.rs"]);
 
     // A second init finds the files and refuses, listing them, changing nothing.
     std::fs::write(dir.join("pym-config.yaml"), "name: legacy\ndeploy_target: docker\n# edited\n").unwrap();
@@ -121,7 +163,7 @@ fn init_adds_the_pipeline_and_overwrites_nothing() {
     run(cmd)
         .assert_failed()
         .assert_stderr_has("init would overwrite 4 file(s)")
-        .assert_stderr_has("pym-config.yaml, .cargo/config.toml, xtask/Cargo.toml, xtask/src/main.rs")
+        .assert_stderr_has("pym-config.yaml, xtask/Cargo.toml, xtask/src/main.rs, pym-config.schema.json")
         .assert_stderr_has("--force");
     assert_eq!(snapshot(&dir), edited);
 
@@ -129,6 +171,7 @@ fn init_adds_the_pipeline_and_overwrites_nothing() {
     cmd.args(["init", "--name", "legacy", "--force"]).current_dir(&dir);
     run(cmd).assert_ok();
     assert!(!std::fs::read_to_string(dir.join("pym-config.yaml")).unwrap().contains("# edited"));
+    assert_eq!(std::fs::read_to_string(dir.join(".gitignore")).unwrap().matches("/.pym").count(), 1, "appended once");
 }
 
 #[test]

@@ -371,3 +371,47 @@ impl Registry {
         [("PYM_REGISTRY_USER", self.user.as_str()), ("PYM_REGISTRY_PASSWORD", self.password.as_str())]
     }
 }
+
+impl TestService {
+    /// `pymdeploy new --lang LANG` with a name unique to this test run.
+    pub fn new_lang(tag: &str, lang: &str) -> TestService {
+        let name = format!("it-{tag}-{}", std::process::id());
+        let root = temp_dir(tag).join(&name);
+        let mut cmd = Command::new(pymdeploy_bin());
+        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--lang").arg(lang);
+        run(cmd).assert_ok();
+        TestService { name, root }
+    }
+
+    /// A copy of a repository under `tests/fixtures/`, committed, named `it-<tag>-<pid>`
+    /// (its containers and images removed on drop like a generated service's).
+    pub fn from_fixture(fixture: &str, tag: &str) -> TestService {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name();
+                if name == "__pycache__" || name == ".pytest_cache" {
+                    continue;
+                }
+                if e.path().is_dir() { copy(&e.path(), &to.join(&name)) } else { std::fs::copy(e.path(), to.join(&name)).unwrap(); }
+            }
+        }
+        let name = format!("it-{tag}-{}", std::process::id());
+        let root = temp_dir(tag).join(&name);
+        copy(&repo_root().join("tests/fixtures").join(fixture), &root);
+        let svc = TestService { name, root };
+        let st = Command::new("git").args(["init", "-q"]).current_dir(&svc.root).status().unwrap();
+        assert!(st.success());
+        svc.commit("the service, before pymdeploy");
+        svc
+    }
+
+    /// Live and staging on free ports of their own. Returns (live port, staging port).
+    pub fn on_free_ports(&self) -> (u16, u16) {
+        let (live, staging) = (free_port(), free_port());
+        let text = self.read("pym-config.yaml");
+        self.write("pym-config.yaml", &format!("{text}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 1\n")).commit("free ports");
+        (live, staging)
+    }
+}

@@ -260,7 +260,7 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     // Its own server, without a load balancer: only the API is exercised.
     let fake = FakeAws::start(Options { lb_port: None, ..Default::default() }).expect("the local Beanstalk starts");
     let svc = TestService::new_for("ebapi", "aws-beanstalk");
-    svc.edit("pym-config.yaml", "docker_base:", "aws_region: eu-west-3\ndocker_base:").commit("region");
+    svc.edit("pym-config.yaml", "docker_base:", "docker_repo: registry.example.com/team\naws_region: eu-west-3\ndocker_base:").commit("region");
     let env = aws_env(&fake);
     // Throttling, then a 503: retried with backoff, and the command succeeds.
     fake.fail("DescribeEnvironments", 400, "Throttling", "Rate exceeded", Some(2));

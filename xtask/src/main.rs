@@ -111,7 +111,7 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
         Ok(format!("{} passed", tally.passed))
     });
     // One closing line for whoever reads the log's end: the counts of every test binary.
-    let pymdeploy::output::TestTally { passed, failed, ignored } = tally;
+    let pymdeploy::output::TestTally { passed, failed, ignored, .. } = tally;
     *closing = Some(format!("tests: {passed} passed, {failed} failed, {ignored} skipped"));
     result.map(drop)
 }
