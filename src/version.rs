@@ -9,6 +9,23 @@ use std::fmt;
 
 use crate::ops::git::Head;
 
+/// What a service says at `version_path` (the service contract): which version runs,
+/// under which `PYM_ENV`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Served {
+    pub version: String,
+    pub pym_env: String,
+}
+
+impl Served {
+    /// Reads a `version_path` answer; `None` unless it is a JSON object with the strings
+    /// `version` and `pym_env` (other fields are the service's own business).
+    pub fn parse(body: &str) -> Option<Served> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(Served { version: v["version"].as_str()?.to_string(), pym_env: v["pym_env"].as_str()?.to_string() })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
     pub stamp: String,
@@ -69,6 +86,17 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_reads_the_contract_and_ignores_other_fields() {
+        assert_eq!(
+            Served::parse(r#"{"name":"a","version":"v1","pym_env":"live","extra":[1]}"#),
+            Some(Served { version: "v1".into(), pym_env: "live".into() })
+        );
+        assert_eq!(Served::parse(r#"{"version":"v1"}"#), None, "pym_env is part of the contract");
+        assert_eq!(Served::parse(r#"{"version":1,"pym_env":"live"}"#), None);
+        assert_eq!(Served::parse("v1"), None);
+    }
 
     #[test]
     fn format_matches_pymacaron() {

@@ -19,6 +19,7 @@ use crate::error::{Interrupted, hinted};
 use crate::ops::{self, docker::RunSpec};
 use crate::output::StepProgress;
 use crate::pipeline::Step;
+use crate::version::Served;
 
 pub const LABEL_ENV: &str = "org.pymacaron.env";
 const POLL: Duration = Duration::from_millis(25);
@@ -196,8 +197,7 @@ fn check_contract(ctx: &Ctx, config: &Config, port: u16) -> Result<()> {
         }
         Err(e) => return Err(e.context(format!("cannot ask the service for {path}"))),
     };
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let (Some(served), Some(env)) = (json["version"].as_str(), json["pym_env"].as_str()) else {
+    let Some(Served { version: served, pym_env: env }) = Served::parse(&body) else {
         let shown: String = body.chars().take(120).collect();
         return Err(hinted(
             format!("{path} answered `{shown}`, not JSON with the strings `version` and `pym_env`"),

@@ -13,6 +13,7 @@ use crate::config::{Config, PymEnv, TargetKind};
 use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::output::StepProgress;
+use crate::version::Served;
 
 /// Where an environment answers: host and port for the acceptance tests.
 pub struct Address {
@@ -40,16 +41,12 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
     let path = &config.version_path;
     loop {
         let last = match crate::ops::http::get(host, port, path, poll.ask).await {
-            Ok((200, body)) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                if v["version"] == version && env.is_none_or(|e| v["pym_env"] == e.as_str()) {
-                    return Ok(());
-                }
-                match env {
-                    Some(_) => format!("it serves {} with PYM_ENV={}", v["version"], v["pym_env"]),
-                    None => format!("it serves {}", v["version"]),
-                }
-            }
+            Ok((status, body)) if (200..300).contains(&status) => match Served::parse(&body) {
+                Some(s) if s.version == version && env.is_none_or(|e| s.pym_env == e.as_str()) => return Ok(()),
+                Some(s) if env.is_some() => format!("it serves {} with PYM_ENV={}", s.version, s.pym_env),
+                Some(s) => format!("it serves {}", s.version),
+                None => format!("{path} answered no JSON with `version` and `pym_env`"),
+            },
             Ok((status, _)) => format!("{path} answered {status}"),
             Err(e) => format!("{e:#}"),
         };
