@@ -104,10 +104,10 @@ impl Source {
         if target != TargetKind::Docker {
             fields.push(format!("features = [\"{target}\"]"));
         }
-        if fields.len() == 1 && *self == Source::Registry {
-            return format!("\"={version}\"");
+        match fields.as_slice() {
+            [only] if *self == Source::Registry => only.trim_start_matches("version = ").to_string(),
+            _ => format!("{{ {} }}", fields.join(", ")),
         }
-        format!("{{ {} }}", fields.join(", "))
     }
 
     fn describe(&self) -> String {
@@ -194,20 +194,20 @@ const SCHEMA_FILE: &str = "pym-config.schema.json";
 /// The pipeline files: `new` and `init` write these.
 const PIPELINE: &[&str] = &["pym-config.yaml", ".cargo/config.toml", "xtask/Cargo.toml", "xtask/src/main.rs"];
 
+/// The registry lines of pym-config.yaml, commented out: the docker target needs none.
+const REGISTRY: &str = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
+                        # registry: without one, it runs the image from the engine that built it.\n\
+                        # docker_repo: registry.example.com/team\n";
+
 /// What goes into the placeholders of pym-config.yaml: the parts that depend on the
 /// language (or on what `init` found).
 struct ConfigParts {
-    registry: String,
     lang: String,
     port: u16,
 }
 
 impl ConfigParts {
     fn for_new(lang: Lang, name: &str) -> ConfigParts {
-        let registry = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
-                        # registry: without one, it runs the image from the engine that built it.\n\
-                        # docker_repo: registry.example.com/team\n"
-            .to_string();
         let lang = match lang {
             Lang::Rust => format!(
                 "docker_base: debian:bookworm-slim\n\
@@ -222,14 +222,14 @@ impl ConfigParts {
                              accept_command: python3 -m pytest -q testaccept\n"
                 .to_string(),
         };
-        ConfigParts { registry, lang, port: 8080 }
+        ConfigParts { lang, port: 8080 }
     }
 }
 
 fn render(text: &str, opts: &Options, parts: &ConfigParts) -> String {
     text.replace("{{target_config}}", &target_config(opts.target))
         .replace("{{target_readme}}", target_readme(opts.target))
-        .replace("{{registry_config}}", &parts.registry)
+        .replace("{{registry_config}}", REGISTRY)
         .replace("{{lang_config}}", &parts.lang)
         .replace("{{port}}", &parts.port.to_string())
         .replace("{{name}}", &opts.name)
@@ -572,11 +572,7 @@ impl Detected {
             Some(c) => lang.push_str(&format!("accept_command: {c}\n")),
             None => lang.push_str("# accept_command: the command that tests a server at $PYM_SERVER_HOST:$PYM_SERVER_PORT\n"),
         }
-        let registry = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
-                        # registry: without one, it runs the image from the engine that built it.\n\
-                        # docker_repo: registry.example.com/team\n"
-            .to_string();
-        ConfigParts { registry, lang, port: self.port.unwrap_or(8080) }
+        ConfigParts { lang, port: self.port.unwrap_or(8080) }
     }
 }
 
