@@ -66,6 +66,13 @@ pub struct DeployArgs {
     pub resume: bool,
 }
 
+impl DeployArgs {
+    /// Whether any flag chooses steps.
+    fn has_selection(&self) -> bool {
+        self.from.is_some() || self.to.is_some() || !self.skip.is_empty() || self.no_test || self.no_push || self.no_deploy
+    }
+}
+
 /// Commands every service's xtask has.
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
@@ -113,6 +120,14 @@ pub enum ServiceCommand {
         upstream: String,
         #[arg(long)]
         state: PathBuf,
+    },
+    /// Waits until an upstream of the live proxy has no request in flight (run inside its
+    /// container); prints how many were left
+    #[command(name = "__proxy-drain", hide = true)]
+    ProxyDrain {
+        upstream: String,
+        #[arg(long)]
+        timeout_ms: u64,
     },
 }
 
@@ -322,20 +337,75 @@ const TARGET_STEPS: &[&str] = &["push", "stage", "promote", "rollback"];
 
 /// The lock that keeps two runs from changing one service's target at once.
 fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<state::Lock> {
-    let c = ctx.config();
-    state::lock(&format!("{}-{}", c.name, c.deploy_target), command, break_lock, |m| ctx.out.warn(m))
+    state::lock(&history_key(ctx.config()), command, break_lock, |m| ctx.out.warn(m))
+}
+
+/// Appends one run to the history of the service on its target; a failure to write it is
+/// a warning, not the run's failure.
+fn record(ctx: &Ctx, command: &str, started: i64, elapsed: std::time::Duration, ok: bool, steps: Vec<state::StepRecord>) {
+    let config = ctx.config();
+    let rec = state::Record {
+        command: command.to_string(),
+        user: state::user(&ctx.root),
+        host: state::hostname(),
+        sha: ctx.version().map(|v| v.sha.clone()).unwrap_or_default(),
+        // A rollback run records the version it made live; anything else, what HEAD builds.
+        version: ctx.rolled_back_to().filter(|_| command == "rollback").or_else(|| ctx.version().ok().map(|v| v.to_string())).unwrap_or_default(),
+        digest: ctx.pushed_image().and_then(|p| p.split_once('@').map(|(_, d)| d.to_string())),
+        target: config.deploy_target.to_string(),
+        started,
+        duration_ms: elapsed.as_millis() as u64,
+        outcome: if ok { "ok".into() } else { "failed".into() },
+        steps,
+    };
+    if let Err(e) = state::record(&history_key(config), &rec) {
+        ctx.out.warn(&format!("the run was not recorded in the history: {e:#}"));
+    }
+}
+
+/// What the history and the lock are kept under: the service on its target.
+fn history_key(config: &Config) -> String {
+    format!("{}-{}", config.name, config.deploy_target)
 }
 
 fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer: Printer) -> Result<ExitCode> {
     let started = Instant::now();
+    let run_started = state::now();
     printer.set_json(global.json);
     let break_lock = global.break_lock;
     let ctx = open_for(global, printer, matches!(what, What::Deploy(_)))?;
-    let (selected, args) = match &what {
+    let (mut selected, args) = match &what {
         What::One(name) => (vec![*name], None),
         What::Deploy(args) => (select(pipeline, args)?, Some(args)),
     };
+    // `--resume` goes on with the steps the interrupted run chose (its --from, --to,
+    // --skip, --no-push, ...), read from the journal only when asked for.
+    let resumed = match args {
+        Some(a) if a.resume => {
+            let version = ctx.version()?.to_string();
+            let journal = state::read_journal(&ctx.root)?.ok_or_else(|| hinted("there is no deploy to resume", "run `deploy` without --resume"))?;
+            if journal.version != version {
+                return Err(hinted(
+                    format!("the journal is of version {}, not {version}: nothing to resume", journal.version),
+                    "run `deploy` without --resume to deploy this version",
+                ));
+            }
+            if !journal.selected.is_empty() {
+                let recorded: Vec<&str> = pipeline.names().into_iter().filter(|n| journal.selected.iter().any(|s| s == n)).collect();
+                if a.has_selection() && recorded != selected {
+                    return Err(hinted(
+                        format!("the deploy being resumed runs {}; these flags select {}", recorded.join(", "), selected.join(", ")),
+                        "--resume goes on with the interrupted run's own steps: drop --from, --to, --skip and --no-*, or deploy without --resume",
+                    ));
+                }
+                selected = recorded;
+            }
+            Some(journal)
+        }
+        _ => None,
+    };
     let config = ctx.config().clone();
+    ctx.register_secrets();
     // Everything knowable before the first step, for a dry run too: a plan of a run that
     // cannot start would be a lie.
     pipeline.check(&ctx, &selected)?;
@@ -365,14 +435,14 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     // the first one that did not finish.
     let mut journal = None;
     let mut done = Vec::new();
-    if let Some(args) = args {
+    if args.is_some() {
         let version = ctx.version()?.to_string();
-        let j = match (args.resume, state::read_journal(&ctx.root)?) {
-            (true, Some(j)) if j.version == version && j.finished => {
+        let j = match resumed {
+            Some(j) if j.finished => {
                 ctx.out.status("Nothing", &format!("to resume: the last deploy of {version} finished"));
                 return Ok(ExitCode::SUCCESS);
             }
-            (true, Some(j)) if j.version == version => {
+            Some(j) => {
                 if let Some(i) = &j.built_image {
                     ctx.set_built_image(i.clone());
                 }
@@ -383,14 +453,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
                 ctx.out.status("Resuming", &format!("the deploy of {version}; done: {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
                 j
             }
-            (true, Some(j)) => {
-                return Err(hinted(
-                    format!("the journal is of version {}, not {version}: nothing to resume", j.version),
-                    "run `deploy` without --resume to deploy this version",
-                ));
-            }
-            (true, None) => return Err(hinted("there is no deploy to resume", "run `deploy` without --resume")),
-            (false, _) => state::Journal { version: version.clone(), started: state::now(), ..Default::default() },
+            None => state::Journal { version: version.clone(), started: state::now(), selected: selected.iter().map(|s| s.to_string()).collect(), ..Default::default() },
         };
         state::write_journal(&ctx.root, &j)?;
         journal = Some(j);
@@ -412,25 +475,16 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     if let Some(mut j) = journal {
         j.finished = result.error.is_none();
         state::write_journal(&ctx.root, &j)?;
-        let rec = state::Record {
-            user: state::user(),
-            host: state::hostname(),
-            sha: ctx.version().map(|v| v.sha.clone()).unwrap_or_default(),
-            version: j.version.clone(),
-            digest: ctx.pushed_image().and_then(|p| p.split_once('@').map(|(_, d)| d.to_string())),
-            target: config.deploy_target.to_string(),
-            started: j.started,
-            duration_ms: elapsed.as_millis() as u64,
-            outcome: if result.error.is_none() { "ok".into() } else { "failed".into() },
-            steps: result
-                .reports
-                .iter()
-                .map(|r| state::StepRecord { name: r.name.clone(), outcome: format!("{:?}", r.outcome).to_lowercase(), duration_ms: r.duration.as_millis() as u64 })
-                .collect(),
-        };
-        if let Err(e) = state::record(&config.name, &rec) {
-            ctx.out.warn(&format!("the deploy was not recorded in the history: {e:#}"));
-        }
+    }
+    // The history: every run that may change what runs where (a deploy, or push, stage,
+    // promote, rollback alone), with this run's own start.
+    if needs_lock {
+        let steps = result
+            .reports
+            .iter()
+            .map(|r| state::StepRecord { name: r.name.clone(), outcome: format!("{:?}", r.outcome).to_lowercase(), duration_ms: r.duration.as_millis() as u64 })
+            .collect();
+        record(&ctx, &command, run_started, elapsed, result.error.is_none(), steps);
     }
     let outcome = if result.error.is_none() { "ok" } else { "failed" };
     ctx.out.event(serde_json::json!({"event": "run_finished", "outcome": outcome, "duration_ms": elapsed.as_millis() as u64}));
@@ -491,20 +545,21 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
         ServiceCommand::History => {
             let root = find_root(&global)?;
             let config = Config::load(&root, PymEnv::Local)?;
-            let records = state::history(&config.name)?;
+            let records = state::history(&history_key(&config), |m| printer.warn(m))?;
             if global.json {
                 for r in &records {
                     printer.data(&serde_json::to_string(r)?);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            printer.data(&format!("{:<21} {:<22} {:<28} {:<8} {:>8}  {}", "STARTED", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"));
+            printer.data(&format!("{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}", "STARTED", "COMMAND", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"));
             for r in &records {
                 let steps: Vec<String> = r.steps.iter().map(|s| if s.outcome == "ok" { s.name.clone() } else { format!("{}:{}", s.name, s.outcome) }).collect();
                 printer.data(&format!(
-                    "{:<21} {:<22} {:<28} {:<8} {:>8}  {}",
+                    "{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}",
                     crate::version::fmt_utc(r.started),
-                    format!("{}@{}", r.user, r.host),
+                    r.command,
+                    if r.user.contains('@') { format!("{} on {}", r.user, r.host) } else { format!("{}@{}", r.user, r.host) },
                     r.version,
                     r.outcome,
                     crate::output::fmt_duration(std::time::Duration::from_millis(r.duration_ms)),
@@ -540,6 +595,12 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             crate::ops::proxy::set_route(&state, &upstream)?;
             Ok(ExitCode::SUCCESS)
         }
+        ServiceCommand::ProxyDrain { upstream, timeout_ms } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let left = rt.block_on(crate::ops::proxy::drain(&upstream, std::time::Duration::from_millis(timeout_ms)))?;
+            printer.data(&left.to_string());
+            Ok(ExitCode::SUCCESS)
+        }
         ServiceCommand::Cleanup { execute } => {
             let break_lock = global.break_lock;
             let ctx = open(global, printer)?;
@@ -548,7 +609,14 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
                 true => Some(deploy_lock(&ctx, "cleanup", break_lock)?),
                 false => None,
             };
-            let lines = crate::targets::cleanup(&ctx, execute)?;
+            let cleanup_started = (state::now(), Instant::now());
+            let lines = crate::targets::cleanup(&ctx, execute);
+            if execute {
+                let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
+                let step = state::StepRecord { name: "cleanup".into(), outcome: format!("{outcome:?}").to_lowercase(), duration_ms: cleanup_started.1.elapsed().as_millis() as u64 };
+                record(&ctx, "cleanup", cleanup_started.0, cleanup_started.1.elapsed(), lines.is_ok(), vec![step]);
+            }
+            let lines = lines?;
             for l in &lines {
                 ctx.out.data(l);
             }

@@ -210,6 +210,10 @@ config! {
         test_command: Option<String> = None,
         /// the acceptance-test command, run against a server given by PYM_SERVER_HOST and PYM_SERVER_PORT
         accept_command: Option<String> = None,
+        /// seconds the unit tests may run before they are stopped and the step fails
+        test_timeout: u64 = 1800,
+        /// seconds one run of the acceptance tests may take before it is stopped and the step fails
+        accept_timeout: u64 = 600,
         /// the Dockerfile, relative to the service root
         dockerfile: String = "Dockerfile".to_string(),
         /// the binary `build` compiles with cargo and places in .pym/dist/ for the Dockerfile to copy

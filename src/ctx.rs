@@ -50,6 +50,7 @@ pub struct Ctx {
     version: OnceCell<Version>,
     image: RefCell<Option<String>>,
     pushed: RefCell<Option<String>>,
+    rolled_back_to: RefCell<Option<String>>,
 }
 
 impl Ctx {
@@ -85,6 +86,7 @@ impl Ctx {
             version: OnceCell::new(),
             image: RefCell::new(None),
             pushed: RefCell::new(None),
+            rolled_back_to: RefCell::new(None),
         })
     }
 
@@ -97,6 +99,31 @@ impl Ctx {
     /// before the first step.
     pub fn config_for(&self, env: PymEnv) -> Result<Config> {
         Ok(self.configs.get(env).clone())
+    }
+
+    /// Registers every `env_secrets` value of every environment, and the registry
+    /// password, with the printer before the first step, so no step's output (unit tests
+    /// included) can show one. Warns about values too short to be masked.
+    pub fn register_secrets(&self) {
+        let mut names: Vec<&String> = [&self.configs.local, &self.configs.staging, &self.configs.live].into_iter().flat_map(|c| &c.env_secrets).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let Ok(value) = std::env::var(name) else { continue };
+            if crate::output::short_secret(&value) {
+                self.out.warn(&format!(
+                    "the value of {name} (env_secrets) has a line shorter than {} characters: it is not masked in output, since masking it would garble ordinary words",
+                    crate::output::MIN_SECRET
+                ));
+            }
+            self.out.add_secret(&value);
+        }
+        if self.config().has_registry() {
+            let host = ops::registry::registry_of(&self.config().image_repo());
+            if let Ok(Some(c)) = ops::registry::credentials_for(&host) {
+                self.out.add_secret(&c.password);
+            }
+        }
     }
 
     /// Runs a future to completion on the context's runtime.
@@ -178,5 +205,14 @@ impl Ctx {
 
     pub fn set_pushed(&self, reference: String) {
         *self.pushed.borrow_mut() = Some(reference);
+    }
+
+    /// The version a rollback in this run made live (the history records it, not HEAD's).
+    pub fn rolled_back_to(&self) -> Option<String> {
+        self.rolled_back_to.borrow().clone()
+    }
+
+    pub fn set_rolled_back_to(&self, version: String) {
+        *self.rolled_back_to.borrow_mut() = Some(version);
     }
 }

@@ -23,12 +23,22 @@ pub enum Mode {
     Plain,
 }
 
+/// Secret values, shared by every printer of the process.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The shortest value (or line of a value) that is masked.
+pub const MIN_SECRET: usize = 8;
+
+/// Whether a secret's value is too short to be masked (see `Printer::add_secret`).
+pub fn short_secret(value: &str) -> bool {
+    value.lines().any(|l| !l.trim().is_empty() && l.trim_end_matches('\r').len() < MIN_SECRET)
+}
+
 pub struct Printer {
     mode: Mode,
     color: bool,
     github: bool,
     json: std::sync::atomic::AtomicBool,
-    secrets: Mutex<Vec<String>>,
 }
 
 /// What became of a step, for the summary table.
@@ -64,7 +74,6 @@ impl Printer {
             color,
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             json: std::sync::atomic::AtomicBool::new(false),
-            secrets: Mutex::new(Vec::new()),
         }
     }
 
@@ -72,17 +81,25 @@ impl Printer {
         self.mode
     }
 
-    /// Registers a value that must never be printed. Short values are not masked: a
-    /// one-letter secret would mask half the output and protect nothing.
+    /// Registers a value that must never be printed, for every printer of the process (the
+    /// one that prints the final error too). A multi-line value is masked line by line,
+    /// since output is read and printed by lines. Values (or lines) shorter than
+    /// `MIN_SECRET` are not masked: masking `crash` would garble "crashed" and hide nothing
+    /// worth hiding; `short_secret` says so before a run.
     pub fn add_secret(&self, value: &str) {
-        if value.len() >= 4 {
-            self.secrets.lock().unwrap().push(value.to_string());
+        let mut secrets = SECRETS.lock().unwrap();
+        for part in std::iter::once(value).chain(value.lines()).map(|l| l.trim_end_matches('\r')) {
+            if part.len() >= MIN_SECRET && !secrets.iter().any(|s| s == part) {
+                secrets.push(part.to_string());
+            }
         }
+        // Longest first, so a line of a value is not masked before the whole value is.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// Replaces every registered secret value in `text` with `***`.
     pub fn mask(&self, text: &str) -> String {
-        let secrets = self.secrets.lock().unwrap();
+        let secrets = SECRETS.lock().unwrap();
         let mut out = text.to_string();
         for s in secrets.iter() {
             if out.contains(s.as_str()) {
@@ -371,6 +388,18 @@ mod tests {
         t.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
         t.add_line("running 3 tests");
         assert_eq!(t, TestTally { passed: 4, failed: 2, ignored: 1, summaries: 2 });
+    }
+
+    #[test]
+    fn secrets_are_masked_by_every_printer_line_by_line_and_short_ones_not_at_all() {
+        let first = super::Printer::from_env();
+        first.add_secret("first-line-of-it\nsecond-line-of-it");
+        first.add_secret("crash");
+        let other = super::Printer::from_env();
+        assert_eq!(other.mask("got first-line-of-it\nsecond-line-of-it!"), "got ***!");
+        assert_eq!(other.mask("  second-line-of-it"), "  ***", "one line of a value, printed alone");
+        assert_eq!(other.mask("the container crashed"), "the container crashed", "a short value masks nothing");
+        assert!(super::short_secret("crash") && super::short_secret("long-enough\nab") && !super::short_secret("long-enough"));
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub fn from_config<'a>(sh: &'a Shell, line: &str) -> Result<xshell::Cmd<'a>> {
 /// Runs `cmd` to completion with its output folded into `progress`. Returns the
 /// command's stdout when `capture_stdout` is set (then only stderr goes to progress).
 pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool) -> Result<String> {
+    stream_within(cmd, dir, progress, capture_stdout, None)
+}
+
+/// `stream`, and a command still running after `limit` (the config key it comes from,
+/// and its value) is stopped with its whole process group and reported.
+pub fn stream_within(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool, limit: Option<(&str, Duration)>) -> Result<String> {
     let display = cmd.to_string();
     let mut command: Command = cmd.into();
     command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
@@ -59,11 +65,17 @@ pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, cap
                 String::new()
             }
         });
-        let status = wait_or_interrupt(&mut child);
+        let status = wait_or_interrupt(&mut child, limit.map(|(_, d)| d));
         let _ = err_lines.join();
         (out.join().unwrap_or_default(), status)
     });
-    let status = status.with_context(|| format!("cannot wait for `{display}`"))?;
+    let (status, timed_out) = status.with_context(|| format!("cannot wait for `{display}`"))?;
+    if let (true, Some((key, limit))) = (timed_out, limit) {
+        return Err(crate::error::hinted(
+            format!("`{display}` did not finish within {}s (`{key}`): it was stopped, with every process it started", limit.as_secs()),
+            format!("find what hangs (its output is above), or raise `{key}` in pym-config.yaml if it is only slow"),
+        ));
+    }
     if crate::ctx::interrupted() {
         return Err(anyhow::Error::new(crate::error::Interrupted).context(format!("`{display}` was stopped")));
     }
@@ -77,20 +89,25 @@ pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, cap
     Ok(captured)
 }
 
-/// Waits for the child; if the run is interrupted meanwhile, stops its process group:
-/// SIGINT first, SIGKILL if it is still there after five seconds.
-fn wait_or_interrupt(child: &mut std::process::Child) -> std::io::Result<ExitStatus> {
+/// Waits for the child; if the run is interrupted meanwhile, or `limit` passes, stops its
+/// process group: SIGINT (SIGTERM for a time-out) first, SIGKILL if it is still there
+/// after five seconds. Returns the status and whether the limit stopped it.
+fn wait_or_interrupt(child: &mut std::process::Child, limit: Option<Duration>) -> std::io::Result<(ExitStatus, bool)> {
     let group = child.id() as libc::pid_t;
+    let started = Instant::now();
     let mut signalled: Option<Instant> = None;
+    let mut timed_out = false;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status);
+            return Ok((status, timed_out));
         }
-        if crate::ctx::interrupted() {
+        timed_out = timed_out || limit.is_some_and(|l| started.elapsed() >= l);
+        if crate::ctx::interrupted() || timed_out {
             match signalled {
                 None => {
+                    let signal = if timed_out { libc::SIGTERM } else { libc::SIGINT };
                     // SAFETY: kill(2) with a negative pid signals our child's own group.
-                    unsafe { libc::kill(-group, libc::SIGINT) };
+                    unsafe { libc::kill(-group, signal) };
                     signalled = Some(Instant::now());
                 }
                 Some(t) if t.elapsed() > Duration::from_secs(5) => {

@@ -295,11 +295,12 @@ pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops:
     let mut stream = docker.push_image(name, Some(options), creds);
     let (mut pushed, mut existing, mut digest) = (0, 0, None);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| describe_push_error(e, image, &host, credentials))?;
+        let info = item.map_err(|e| describe_registry_error(e, "push", image, &host, credentials))?;
         let Some(status) = info.status else { continue };
         match status.as_str() {
             "Pushed" => pushed += 1,
-            "Layer already exists" => existing += 1,
+            // Mounted: the registry had the layer in another repository and linked it.
+            s if s == "Layer already exists" || s.starts_with("Mounted from") => existing += 1,
             _ => {}
         }
         if let Some(d) = status.split("digest: ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
@@ -312,7 +313,8 @@ pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops:
     Ok(Pushed { digest, layers_pushed: pushed, layers_existing: existing })
 }
 
-fn describe_push_error(e: bollard::errors::Error, image: &str, host: &str, creds: Option<&crate::ops::registry::Credentials>) -> anyhow::Error {
+/// A registry's refusal or absence, said for what was being done (`push` or `pull`).
+fn describe_registry_error(e: bollard::errors::Error, verb: &str, image: &str, host: &str, creds: Option<&crate::ops::registry::Credentials>) -> anyhow::Error {
     let msg = match &e {
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
@@ -322,7 +324,7 @@ fn describe_push_error(e: bollard::errors::Error, image: &str, host: &str, creds
     if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") || lower.contains("no basic auth") {
         let who = match creds {
             Some(c) => format!("the credentials of `{}` from {}", c.username, c.source),
-            None => "an anonymous push (no credentials found)".to_string(),
+            None => format!("an anonymous {verb} (no credentials found)"),
         };
         return hinted(
             format!("registry {host} refused {who} for {image}: {msg}"),
@@ -330,9 +332,9 @@ fn describe_push_error(e: bollard::errors::Error, image: &str, host: &str, creds
         );
     }
     if lower.contains("connection refused") || lower.contains("no such host") || lower.contains("dial tcp") || lower.contains("i/o timeout") {
-        return hinted(format!("cannot reach registry {host} to push {image}: {msg}"), format!("check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"));
+        return hinted(format!("cannot reach registry {host} to {verb} {image}: {msg}"), format!("check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"));
     }
-    anyhow::Error::new(e).context(format!("cannot push {image}"))
+    anyhow::Error::new(e).context(format!("cannot {verb} {image}"))
 }
 
 /// Creates a bridge network unless it exists.
@@ -376,7 +378,7 @@ pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(reference).build();
     let mut stream = docker.create_image(Some(options), None, creds);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| describe_push_error(e, reference, &host, credentials)).with_context(|| format!("cannot pull {reference}"))?;
+        let info = item.map_err(|e| describe_registry_error(e, "pull", reference, &host, credentials))?;
         if let Some(status) = info.status {
             progress.line(&status);
         }

@@ -1,18 +1,39 @@
-//! The live address of the docker target: a TCP proxy that the tool manages.
+//! The live address of the docker target: an HTTP/1.1 reverse proxy that the tool manages.
 //!
 //! It runs in a container of its own (`pym-<name>-proxy`, restarted by the engine, so it
 //! outlives the xtask that started it), published on the live port. Its image holds the
 //! very binary that deploys (the service's xtask, or `pymdeploy`), started with the hidden
-//! `__proxy` command. It reads its upstream (`host:port` of the live container on the
-//! service's network) from a state file on every new connection; `promote` and
-//! `rollback` rewrite that file atomically through `docker exec … __proxy-route`. New
-//! connections go to the new version at once while open ones finish on the old, which is
-//! stopped only after a drain period: no request fails during the switch.
+//! `__proxy` command.
+//!
+//! Each **request** goes to the upstream (`host:port` of the live container on the
+//! service's network) named in a state file at the moment it arrives, so a client's
+//! keep-alive connection to the proxy outlives any switch: its next request simply goes to
+//! the new version. `promote` and `rollback` rewrite the file atomically
+//! (`__proxy-route`; its first line is the live upstream, the others those live before,
+//! most recent first, which is the order `rollback` goes back along), then wait until the old upstream has no request in flight
+//! (`__proxy-drain`, asking the proxy's admin port on the container's loopback) before
+//! stopping it. Bodies stream through in both directions; `Upgrade` (WebSocket)
+//! connections are spliced once the upstream agrees; `X-Forwarded-For`, `-Proto` and
+//! `-Host` are added. A request without a body that meets a dead pooled connection is
+//! sent once more on a fresh one.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
 
 /// Where the proxy keeps its upstream, inside its container.
 pub const STATE_FILE: &str = "/tmp/pym-upstream";
@@ -20,44 +41,282 @@ pub const STATE_FILE: &str = "/tmp/pym-upstream";
 pub const BINARY: &str = "/usr/local/bin/pym-proxy";
 /// The port the proxy listens on inside its container.
 pub const PORT: u16 = 8080;
+/// The admin port, on the container's loopback only: in-flight counts for the drain.
+pub const ADMIN_PORT: u16 = 8079;
+/// The revision of the proxy's behaviour and commands; a running proxy of another
+/// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
+/// the order versions were live in.
+pub const REVISION: u32 = 2;
 
-/// Serves forever: accepts on `listen`, forwards each connection to the upstream named in
-/// `state` at the time it was accepted.
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The route file's identity (inode, mtime seconds and nanoseconds).
+type FileId = (u64, i64, i64);
+
+struct Shared {
+    state: PathBuf,
+    /// The upstream, with the identity of the file it was read from, so the file is read
+    /// again only when it was replaced.
+    route: Mutex<(Option<FileId>, Option<String>)>,
+    /// Requests (and upgraded connections) in flight, per upstream.
+    inflight: Mutex<HashMap<String, usize>>,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Shared {
+    fn upstream(&self) -> Option<String> {
+        let id = std::fs::metadata(&self.state).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec()));
+        let mut route = self.route.lock().unwrap();
+        if id.is_none() || route.0 != id {
+            // The first line is the live upstream; the others are the ones live before it.
+            route.1 = std::fs::read_to_string(&self.state).ok().and_then(|t| t.lines().next().map(|u| u.trim().to_string())).filter(|u| !u.is_empty());
+            route.0 = id;
+        }
+        route.1.clone()
+    }
+
+    fn inflight(&self, upstream: &str) -> usize {
+        self.inflight.lock().unwrap().get(upstream).copied().unwrap_or(0)
+    }
+}
+
+/// Counts one request in flight to an upstream until dropped (when its response body has
+/// been sent, or its upgraded connection closed).
+struct InFlight {
+    shared: Arc<Shared>,
+    upstream: String,
+}
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>, upstream: &str) -> InFlight {
+        *shared.inflight.lock().unwrap().entry(upstream.to_string()).or_default() += 1;
+        InFlight { shared: shared.clone(), upstream: upstream.to_string() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.shared.inflight.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.upstream) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Serves forever: the proxy on `listen`, the admin endpoint on the loopback.
 pub async fn serve(listen: &str, state: &Path) -> Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("pym-proxy listening on {listen}, upstream from {}", state.display());
+    let admin = TcpListener::bind(("127.0.0.1", ADMIN_PORT)).await.with_context(|| format!("cannot listen on 127.0.0.1:{ADMIN_PORT}"))?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    // Idle upstream connections are dropped before a typical server's keep-alive
+    // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
+    let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_millis(1500)).build(connector);
+    let shared = Arc::new(Shared { state: state.to_path_buf(), route: Mutex::new((None, None)), inflight: Mutex::new(HashMap::new()), client });
+    eprintln!("pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}", state.display());
+    let admin_shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = admin.accept().await else { continue };
+            let shared = admin_shared.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(admin_answer(&shared, &req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
     loop {
-        let (mut inbound, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("accept failed: {e}");
                 continue;
             }
         };
-        let upstream = match std::fs::read_to_string(state) {
-            Ok(u) => u.trim().to_string(),
-            Err(e) => {
-                eprintln!("no upstream for {peer}: cannot read {}: {e}", state.display());
-                continue;
-            }
-        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            match TcpStream::connect(&upstream).await {
-                Ok(mut outbound) => {
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-                Err(e) => eprintln!("cannot reach upstream {upstream} for {peer}: {e}"),
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(forward(shared, peer, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).with_upgrades();
+            if let Err(e) = conn.await
+                && !e.is_incomplete_message()
+            {
+                eprintln!("connection from {peer}: {e}");
             }
         });
     }
 }
 
-/// Writes the upstream atomically (write then rename), so a connection never reads half
-/// of it.
+fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let query = req.uri().query().unwrap_or("");
+    let text = match req.uri().path() {
+        "/inflight" => {
+            let upstream = query.split('&').find_map(|kv| kv.strip_prefix("upstream=")).unwrap_or("");
+            shared.inflight(upstream).to_string()
+        }
+        "/route" => shared.upstream().unwrap_or_default(),
+        _ => return Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::new())).unwrap(),
+    };
+    Response::new(Full::new(Bytes::from(text)))
+}
+
+fn plain(status: StatusCode, text: String) -> Response<Body> {
+    let body = Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed();
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res
+}
+
+/// Headers that belong to one connection, not to the request: never forwarded (RFC 9110
+/// 7.6.1), nor any header the `Connection` header names.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (*h == "upgrade" || *h == "connection") {
+            continue;
+        }
+        headers.remove(*h);
+    }
+}
+
+async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    let Some(upstream) = shared.upstream() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "no live version yet\n".into());
+    };
+    let guard = InFlight::new(&shared, &upstream);
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    parts.uri = match format!("http://{upstream}{path}").parse() {
+        Ok(u) => u,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad request target {path}: {e}\n")),
+    };
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let ip = peer.ip().to_string();
+    let forwarded_for = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    if !parts.headers.contains_key("x-forwarded-proto") {
+        parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = parts.headers.get(header::HOST).cloned() {
+        parts.headers.entry("x-forwarded-host").or_insert(host);
+    }
+    // A request with no body can be sent again if the pooled connection it went out on
+    // turns out to be closed; one with a body cannot (it is streamed, not kept).
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let retry = bodiless.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone(), parts.version));
+    let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
+    let result = match (result, retry) {
+        (Err(e), Some((method, uri, headers, version))) if worth_retry(&e) => {
+            let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.headers_mut() = headers;
+            *again.version_mut() = version;
+            shared.client.request(again).await
+        }
+        (r, _) => r,
+    };
+    let mut res = match result {
+        Ok(res) => res,
+        Err(e) => {
+            eprintln!("upstream {upstream} failed for {peer}: {e:#}");
+            return plain(StatusCode::BAD_GATEWAY, format!("the live version at {upstream} did not answer\n"));
+        }
+    };
+    if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (Some(Ok(client)), Ok(server)) = (match client_upgrade {
+                Some(c) => Some(c.await),
+                None => None,
+            }, upstream_upgrade.await) else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server)).await;
+        });
+        let (parts, _) = res.into_parts();
+        return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
+    }
+    strip_hop_by_hop(res.headers_mut(), false);
+    // The request stays in flight until its response body has been sent (or dropped).
+    res.map(move |body| body.map_frame(move |f| {
+        let _ = &guard;
+        f
+    }).boxed())
+}
+
+/// A failure of a pooled connection that closed under the request (or a connection that
+/// could not be made): worth one more try, on a fresh connection.
+fn worth_retry(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_canceled() || h.is_incomplete_message();
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// How many upstreams the route file remembers: the live one and those live before it.
+const HISTORY: usize = 32;
+
+/// Makes `upstream` the live one: the first line of the route file, above the upstreams
+/// that were live before it, most recent first (what `rollback` goes back along). Written
+/// atomically (write then rename), so a request never reads half of it.
 pub fn set_route(state: &Path, upstream: &str) -> Result<()> {
+    let old = std::fs::read_to_string(state).unwrap_or_default();
+    let mut lines = vec![upstream.trim()];
+    lines.extend(old.lines().map(str::trim).filter(|l| !l.is_empty() && *l != upstream.trim()));
+    lines.truncate(HISTORY);
     let tmp = state.with_extension("new");
-    std::fs::write(&tmp, format!("{upstream}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, state).with_context(|| format!("cannot move {} to {}", tmp.display(), state.display()))
+}
+
+/// Waits until `upstream` has no request in flight, for at most `timeout`, asking the
+/// proxy's admin port every 20 ms. Returns how many were still in flight (0: drained).
+pub async fn drain(upstream: &str, timeout: Duration) -> Result<usize> {
+    let started = Instant::now();
+    loop {
+        let (status, body) = crate::ops::http::get("127.0.0.1", ADMIN_PORT, &format!("/inflight?upstream={upstream}"), Duration::from_secs(2)).await?;
+        anyhow::ensure!(status == 200, "the proxy's admin port answered {status}");
+        let n: usize = body.trim().parse().with_context(|| format!("the proxy's admin port answered `{body}`"))?;
+        if n == 0 || started.elapsed() >= timeout {
+            return Ok(n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -40,14 +40,28 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-pub fn user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+fn deploy_command() -> String {
+    "deploy".into()
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 checks for existence without sending anything.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// Who runs this: git's `user.email` for the service (what its commits say), else the
+/// login name, else the name of the process's user.
+pub fn user(root: &Path) -> String {
+    if let Ok(out) = std::process::Command::new("git").args(["config", "user.email"]).current_dir(root).output() {
+        let email = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !email.is_empty() {
+            return email;
+        }
+    }
+    if let Ok(name) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return name;
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy at once.
+    let name = unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() { None } else { Some(std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()) }
+    };
+    name.unwrap_or_else(|| format!("uid-{}", unsafe { libc::getuid() }))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,52 +73,61 @@ pub struct Holder {
     pub command: String,
 }
 
-/// Held while a deploy runs; released on drop.
+impl Holder {
+    fn describe(&self) -> String {
+        format!("{}@{} (pid {}, `{}`) since {}", self.user, self.host, self.pid, self.command, crate::version::fmt_utc(self.since))
+    }
+}
+
+/// Held while a deploy runs; released on drop, or by the kernel when the process dies.
 pub struct Lock {
-    path: PathBuf,
+    file: std::fs::File,
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Emptied, so nobody reads a finished holder; the file stays (removing it would
+        // let a second process lock a fresh file while a third still holds the old one).
+        let _ = self.file.set_len(0);
     }
 }
 
-/// Takes the lock `key` (`<service>-<target>`). Fails at once, naming the holder, when
-/// another deploy holds it. A lock whose holder was a process of this host that no longer
-/// exists is stale and is taken over with a warning; `break_lock` takes over any lock.
+/// Takes the lock `key` (`<service>-<target>`) with `flock(2)` on a file in the state
+/// directory: atomic, and released by the kernel when its holder exits however it exits,
+/// so a lock is never left behind and never guessed stale. Fails at once, naming the
+/// holder, when another process holds it. A holder record left by a process that died
+/// is reported as taken over.
 pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> Result<Lock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
     let dir = state_dir().join("locks");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("{key}.lock"));
-    let me = Holder { user: user(), host: hostname(), pid: std::process::id() as i32, since: now(), command: command.into() };
-    for _ in 0..3 {
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => {
-                serde_json::to_writer(&file, &me).with_context(|| format!("cannot write {}", path.display()))?;
-                return Ok(Lock { path });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder: Option<Holder> = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
-                let stale = holder.as_ref().is_some_and(|h| h.host == me.host && !pid_alive(h.pid));
-                let who = holder
-                    .as_ref()
-                    .map(|h| format!("{}@{} (pid {}, `{}`) since {}", h.user, h.host, h.pid, h.command, crate::version::fmt_utc(h.since)))
-                    .unwrap_or_else(|| "an unreadable lock".into());
-                if break_lock || stale || holder.is_none() {
-                    warn(&format!("taking over the deploy lock of {key} from {who}{}", if stale { ": that process is gone" } else { "" }));
-                    let _ = std::fs::remove_file(&path);
-                    continue;
-                }
-                return Err(hinted(
-                    format!("{key} is being deployed by {who}"),
-                    format!("wait for that deploy to finish; if it is gone, run again with --break-lock (the lock is {})", path.display()),
-                ));
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; LOCK_NB makes it return at once.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let previous: Option<Holder> = serde_json::from_str(&text).ok();
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
         }
+        let who = previous.map(|h| h.describe()).unwrap_or_else(|| "another deploy that is starting".into());
+        let hint = match break_lock {
+            true => "--break-lock cannot take the lock from a deploy that is still running on this machine: stop that process first".to_string(),
+            false => "wait for that deploy to finish (the lock is released when its process exits, however it exits)".to_string(),
+        };
+        return Err(hinted(format!("{key} is being deployed by {who}"), hint));
     }
-    anyhow::bail!("cannot take the deploy lock {}: it keeps coming back", path.display())
+    if let Some(h) = previous {
+        warn(&format!("taking over the deploy lock of {key} from {}: that process is gone (its run was interrupted)", h.describe()));
+    }
+    let me = Holder { user: user(Path::new(".")), host: hostname(), pid: std::process::id() as i32, since: now(), command: command.into() };
+    file.set_len(0).and_then(|()| file.rewind()).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(serde_json::to_string(&me)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Lock { file })
 }
 
 /// The record of a deploy in progress, rewritten after each step.
@@ -112,6 +135,9 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
 pub struct Journal {
     pub version: String,
     pub started: i64,
+    /// The steps the run chose (after --from, --to, --skip, --no-*), for --resume.
+    #[serde(default)]
+    pub selected: Vec<String>,
     pub done: Vec<String>,
     pub built_image: Option<String>,
     pub pushed: Option<String>,
@@ -125,7 +151,12 @@ pub fn journal_path(root: &Path) -> PathBuf {
 pub fn read_journal(root: &Path) -> Result<Option<Journal>> {
     let path = journal_path(root);
     match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("{} is not a journal", path.display()))?)),
+        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+            hinted(
+                format!("{} is not a journal pymdeploy can read: {e}", path.display()),
+                format!("remove it (`rm {}`) and deploy without --resume: the run it recorded cannot be resumed", path.display()),
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -142,6 +173,9 @@ pub fn write_journal(root: &Path, journal: &Journal) -> Result<()> {
 /// One finished deploy, as `history` lists it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
+    /// `deploy`, `rollback`, `promote`, `cleanup`, …
+    #[serde(default = "deploy_command")]
+    pub command: String,
     pub user: String,
     pub host: String,
     pub sha: String,
@@ -173,12 +207,70 @@ pub fn record(name: &str, rec: &Record) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(rec)?).with_context(|| format!("cannot write {}", path.display()))
 }
 
-pub fn history(name: &str) -> Result<Vec<Record>> {
+/// Every deploy recorded for `name`; a line that is not a record (a write cut short, an
+/// edit) is passed over with a warning, not a failure.
+pub fn history(name: &str, warn: impl Fn(&str)) -> Result<Vec<Record>> {
     let path = history_path(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).with_context(|| format!("a bad line in {}", path.display()))).collect()
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(r) => records.push(r),
+            Err(e) => warn(&format!("{}:{}: not a deploy record, passed over: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The race a lock file written after its creation had: ten deploys at once, twenty
+    /// rounds, never two holders. flock locks are per open file, so threads of one
+    /// process contend as separate processes do.
+    #[test]
+    fn ten_concurrent_takers_never_hold_the_lock_together() {
+        let dir = std::env::temp_dir().join(format!("pym-lock-race-{}", std::process::id()));
+        // SAFETY: only this test reads PYM_STATE_DIR in this test binary.
+        unsafe { std::env::set_var("PYM_STATE_DIR", &dir) };
+        let holders = AtomicUsize::new(0);
+        let (most, taken) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        for _round in 0..20 {
+            std::thread::scope(|s| {
+                for _ in 0..10 {
+                    s.spawn(|| {
+                        if let Ok(lock) = lock("race-docker", "deploy", false, |_| {}) {
+                            let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            taken.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            drop(lock);
+                        }
+                    });
+                }
+            });
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two deploys held the lock at once");
+        assert!(taken.load(Ordering::SeqCst) >= 20, "each round, someone gets the lock");
+        // A holder that is gone (its record left behind, no flock on the file) is taken
+        // over with a word; one that holds the flock is named.
+        let path = dir.join("locks/race-docker.lock");
+        let gone = Holder { user: "ann".into(), host: "ci-1".into(), pid: 999_999, since: 0, command: "deploy".into() };
+        std::fs::write(&path, serde_json::to_string(&gone).unwrap()).unwrap();
+        let warned = std::sync::Mutex::new(String::new());
+        let held = lock("race-docker", "deploy", false, |m| *warned.lock().unwrap() = m.to_string()).unwrap();
+        assert!(warned.lock().unwrap().contains("from ann@ci-1 (pid 999999, `deploy`)"), "{}", warned.lock().unwrap());
+        let e = lock("race-docker", "rollback", true, |_| {}).err().expect("a held lock is refused, --break-lock or not");
+        assert!(format!("{e}").contains(&format!("race-docker is being deployed by {}@", user(Path::new(".")))), "{e}");
+        drop(held);
+        lock("race-docker", "deploy", false, |m| panic!("a released lock warns: {m}")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

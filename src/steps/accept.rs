@@ -79,6 +79,7 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &S
         Ok(port) => port,
         // A container that exits at once has no ports left to inspect: say it crashed.
         Err(e) => match ctx.block_on(ops::docker::exit_code(docker, id))? {
+            Some(0) => return Err(hinted(format!("the container exited (status 0) at once, before answering {}", config.health_path), "a service must keep running: check its command (the Dockerfile's CMD or ENTRYPOINT) starts the server in the foreground")),
             Some(code) => return Err(anyhow!("the container crashed during start-up: it exited with status {code} before answering {}", config.health_path)),
             None => return Err(e),
         },
@@ -149,6 +150,10 @@ pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16
     tokio::pin!(exited);
     let crashed = |code: Result<i64>| -> anyhow::Error {
         match code {
+            Ok(0) => hinted(
+                format!("the container exited (status 0) during start-up, before answering {path}"),
+                "a service must keep running: check its command (the Dockerfile's CMD or ENTRYPOINT) starts the server in the foreground",
+            ),
             Ok(code) => anyhow!("the container crashed during start-up: it exited with status {code} before answering {path}"),
             Err(e) => e,
         }
@@ -227,7 +232,8 @@ pub fn run_acceptance(ctx: &Ctx, config: &Config, host: &str, port: u16, env: Py
         .env("PYM_SERVER_HOST", host)
         .env("PYM_SERVER_PORT", port.to_string())
         .env("PYM_ENV", env.as_str());
-    ops::cmd::stream(cmd, &ctx.root, progress, false).context("the acceptance tests failed")?;
+    let limit = ("accept_timeout", Duration::from_secs(config.accept_timeout));
+    ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the acceptance tests failed")?;
     Ok(())
 }
 

@@ -51,10 +51,11 @@ impl Step for Push {
         let pushed = ctx.block_on(ops::docker::push(docker, &image, creds.as_ref(), progress))?;
         let reference = format!("{}@{}", image.rsplit_once(':').map(|(n, _)| n).unwrap_or(&image), pushed.digest);
         ctx.set_pushed(reference.clone());
+        let layers = |n: usize| if n == 1 { "1 layer".to_string() } else { format!("{n} layers") };
         Ok(if pushed.layers_pushed == 0 {
-            format!("unchanged: all {} layers already in {host} ({})", pushed.layers_existing, short(&pushed.digest))
+            format!("unchanged: {} already in {host} ({})", layers(pushed.layers_existing), short(&pushed.digest))
         } else {
-            format!("{} layers pushed, {} already there ({})", pushed.layers_pushed, pushed.layers_existing, short(&pushed.digest))
+            format!("{} pushed, {} already there ({})", layers(pushed.layers_pushed), pushed.layers_existing, short(&pushed.digest))
         })
     }
 }

@@ -27,7 +27,8 @@ impl Step for Test {
         let command = unit_test_command(ctx);
         let sh = xshell::Shell::new()?;
         let cmd = ops::cmd::from_config(&sh, &command)?;
-        ops::cmd::stream(cmd, &ctx.root, progress, false).context("the unit tests failed")?;
+        let limit = ("test_timeout", std::time::Duration::from_secs(ctx.config().test_timeout));
+        ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the unit tests failed")?;
         let t = progress.tests();
         Ok(format!("{} ({command})", t.passed_note("tests")))
     }

@@ -627,6 +627,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
         aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
         verify(&c, &live.host, live.port, &to_version, dns_window(&c)).await?;
+        ctx.set_rolled_back_to(to_version.clone());
         Ok(format!("{to_version} live again (was {from_version})"))
     })
 }

@@ -196,25 +196,54 @@ fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Resul
     Ok(tag)
 }
 
-/// Makes sure the network and a running proxy exist.
+/// On the proxy container: the image and address it was made with, so a proxy of an
+/// older pymdeploy, or on an address the config no longer names, is replaced.
+const LABEL_PROXY: &str = "org.pymacaron.proxy";
+
+/// Makes sure the network and a running proxy of this pymdeploy exist.
 fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProgress<'_>) -> Result<()> {
     ctx.block_on(ops::docker::ensure_network(docker, &network(config)))?;
     let name = proxy_name(config);
+    // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
+    // and a service's xtask make the same proxy) and where it listens.
+    let made_as = format!("{}-r{}/{}:{}", env!("CARGO_PKG_VERSION"), proxy::REVISION, config.publish_ip, config.live_port);
     if let Some(code) = ctx.block_on(existing_state(docker, &name))? {
-        if code.is_some() {
-            ctx.block_on(ops::docker::start(docker, &name))?;
+        let existing = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_PROXY}={made_as}"), format!("{LABEL_NAME}={}", config.name)]))?;
+        if existing.iter().any(|c| c.names.as_ref().is_some_and(|n| n.iter().any(|n| n.trim_start_matches('/') == name))) {
+            if code.is_some() {
+                ctx.block_on(ops::docker::start(docker, &name))?;
+            }
+            return Ok(());
+        }
+        // Its route history lives in the container being replaced only; carry it over.
+        let history = route_history(ctx, docker, config)?;
+        ctx.out.warn(&format!("replacing the live proxy {name} (an older pymdeploy's, or on another address): connections to the live port are refused for about a second"));
+        let image = proxy_image(ctx, docker, progress)?;
+        ctx.block_on(ops::docker::remove(docker, &name))?;
+        create_proxy(ctx, docker, config, &image, &made_as)?;
+        for u in history.iter().rev() {
+            route(ctx, docker, config, u)?;
         }
         return Ok(());
     }
     let image = proxy_image(ctx, docker, progress)?;
+    create_proxy(ctx, docker, config, &image, &made_as)
+}
+
+fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_as: &str) -> Result<()> {
+    let name = proxy_name(config);
     let spec = RunSpec {
         name: &name,
-        image: &image,
+        image,
         env: vec![],
         container_port: proxy::PORT,
         host_ip: &config.publish_ip,
         host_port: Some(config.live_port),
-        labels: HashMap::from([(LABEL_NAME.to_string(), config.name.clone()), (LABEL_ENV.to_string(), "proxy".to_string())]),
+        labels: HashMap::from([
+            (LABEL_NAME.to_string(), config.name.clone()),
+            (LABEL_ENV.to_string(), "proxy".to_string()),
+            (LABEL_PROXY.to_string(), made_as.to_string()),
+        ]),
         network: Some(&network(config)),
         restart: true,
         cmd: Some(vec!["--listen".into(), format!("0.0.0.0:{}", proxy::PORT), "--state".into(), proxy::STATE_FILE.into()]),
@@ -241,10 +270,49 @@ fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<
     Ok(())
 }
 
+/// Waits until the proxy has no request in flight to `upstream`, for at most
+/// `drain_seconds`; returns how many were left.
+fn drain(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<usize> {
+    let ms = (config.drain_seconds * 1000).to_string();
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-drain", upstream, "--timeout-ms", &ms]))?;
+    let left = out.lines().rev().find_map(|l| l.trim().parse::<usize>().ok());
+    match (code, left) {
+        (0, Some(n)) => Ok(n),
+        _ => bail!("the proxy could not say whether {upstream} is drained: {}", out.trim()),
+    }
+}
+
 /// The upstream the proxy routes to, if it has one.
 fn current_route(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Option<String>> {
+    Ok(route_history(ctx, docker, config)?.into_iter().next())
+}
+
+/// The upstreams in the order they were live, the current one first (kept in the proxy
+/// container, so any machine deploying to this engine sees the same).
+fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
+    if ctx.block_on(existing_state(docker, &proxy_name(config)))? != Some(None) {
+        return Ok(Vec::new());
+    }
     let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &["cat", proxy::STATE_FILE]))?;
-    Ok((code == 0).then(|| out.trim().to_string()).filter(|r| !r.is_empty()))
+    Ok(if code == 0 { out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect() } else { Vec::new() })
+}
+
+/// The container name of an upstream (`<name>:<port>`).
+fn upstream_container(upstream: &str) -> &str {
+    upstream.rsplit_once(':').map_or(upstream, |(n, _)| n)
+}
+
+fn container_name(c: &ContainerSummary) -> String {
+    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
+}
+
+/// The stopped live versions, in the order they were last live (most recent first, by
+/// the proxy's route history; versions it does not remember last, newest first).
+fn previous_versions<'a>(all: &'a [ContainerSummary], history: &[String]) -> Vec<&'a ContainerSummary> {
+    let mut stopped: Vec<&ContainerSummary> = all.iter().filter(|c| !is_running(c)).collect();
+    let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
+    stopped.sort_by_key(|c| (rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
+    stopped
 }
 
 /// The live containers of this service, newest first.
@@ -267,27 +335,36 @@ fn label<'a>(c: &'a ContainerSummary, key: &str) -> &'a str {
 fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, version: &str, progress: &StepProgress<'_>) -> Result<Vec<String>> {
     let before = live_containers(ctx, docker, config)?;
     let old: Vec<&ContainerSummary> = before.iter().filter(|c| is_running(c) && c.id.as_deref() != Some(id)).collect();
+    let new_route = format!("{name}:{}", config.port);
+    let old_route = current_route(ctx, docker, config)?.filter(|r| *r != new_route);
     progress.message(&format!("routing the live address to {version}"));
-    route(ctx, docker, config, &format!("{name}:{}", config.port))?;
+    route(ctx, docker, config, &new_route)?;
     let host = check_host(config);
-    if let Err(e) = ctx.block_on(verify_version(&config, &host, config.live_port, version, Duration::from_secs(10))) {
-        if let Some(prev) = old.first() {
-            let prev_name = prev.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
-            route(ctx, docker, config, &format!("{prev_name}:{}", config.port))?;
+    if let Err(e) = ctx.block_on(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
+        if let Some(prev) = &old_route {
+            route(ctx, docker, config, prev)?;
         }
         return Err(e.context("live does not serve the new version after the switch; the previous route is restored"));
     }
-    progress.message(&format!("draining the old version for {}s", config.drain_seconds));
-    std::thread::sleep(Duration::from_secs(config.drain_seconds));
+    if let Some(prev) = &old_route {
+        progress.message(&format!("draining {prev}: waiting for its requests in flight (at most {}s)", config.drain_seconds));
+        let started = std::time::Instant::now();
+        let left = drain(ctx, docker, config, prev)?;
+        match left {
+            0 => progress.message(&format!("drained in {:.2}s", started.elapsed().as_secs_f64())),
+            n => ctx.out.warn(&format!("{n} request(s) still in flight to the old version after drain_seconds ({}s); stopping it cuts them", config.drain_seconds)),
+        }
+    }
     let mut stopped = Vec::new();
     for c in &old {
         let cid = c.id.clone().unwrap_or_default();
         ctx.block_on(ops::docker::stop(docker, &cid, 10))?;
         stopped.push(label(c, LABEL_VERSION).to_string());
     }
-    // Keep `keep_previous` stopped versions, newest first; remove the rest.
+    // Keep the `keep_previous` versions live most recently; remove the rest.
     let after = live_containers(ctx, docker, config)?;
-    for c in after.iter().filter(|c| !is_running(c)).skip(config.keep_previous as usize) {
+    let history = route_history(ctx, docker, config)?;
+    for c in previous_versions(&after, &history).into_iter().skip(config.keep_previous as usize) {
         ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
     }
     Ok(stopped)
@@ -354,6 +431,13 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
             progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
             ctx.block_on(ops::docker::remove(docker, &id))?;
+            // Nothing may claim the live port unless a version serves behind it: after a
+            // failed first promote, the proxy goes too.
+            let route = current_route(ctx, docker, &config)?;
+            if route.is_none_or(|r| r == format!("{name}:{}", config.port)) {
+                ctx.block_on(ops::docker::remove(docker, &proxy_name(&config)))?;
+                return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
+            }
             Err(e.context(format!("promoting {version} failed; live is unchanged")))
         }
     }
@@ -364,7 +448,10 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let docker = ctx.docker()?;
     let all = live_containers(ctx, docker, &config)?;
     let current = all.iter().find(|c| is_running(c)).map(|c| label(c, LABEL_VERSION).to_string());
-    let Some(target) = all.iter().find(|c| !is_running(c)) else {
+    // The version live before the current one, not merely the newest stopped one: after
+    // V0 → C1 → rollback → C2, rollback goes to V0, not to C1 (rolled back from).
+    let history = route_history(ctx, docker, &config)?;
+    let Some(target) = previous_versions(&all, &history).into_iter().next() else {
         return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
     };
     let version = label(target, LABEL_VERSION).to_string();
@@ -379,7 +466,10 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         switch_to(ctx, docker, &config, &id, &name, &version, progress)
     })();
     match result {
-        Ok(_) => Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into()))),
+        Ok(_) => {
+            ctx.set_rolled_back_to(version.clone());
+            Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into())))
+        }
         Err(e) => {
             ctx.block_on(ops::docker::stop(docker, &id, 10))?;
             Err(e.context(format!("rolling back to {version} failed; live is unchanged")))
@@ -392,7 +482,11 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
     let config = ctx.config();
     let docker = ctx.docker()?;
     let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
-    list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), std::cmp::Reverse(c.created.unwrap_or(0))));
+    // Live first, then the previous versions in the order they were live (the order
+    // `rollback` goes back along), newest first where the proxy does not remember.
+    let history = route_history(ctx, docker, config)?;
+    let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
+    list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), !is_running(c), rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
     let mut lines = vec![format!("{:<8} {:<28} {:<8} {:<9} {:<22} {}", "ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE")];
     for c in &list {
         let env = match label(c, LABEL_ENV) {
@@ -421,7 +515,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
 
 fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
     match ctx.block_on(ops::http::get(host, port, path, Duration::from_secs(2))) {
-        Ok((200, _)) => "healthy".into(),
+        Ok((status, _)) if (200..300).contains(&status) => "healthy".into(),
         Ok((status, _)) => format!("http-{status}"),
         Err(_) => "no-answer".into(),
     }
@@ -434,7 +528,9 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
     let config = ctx.config_for(PymEnv::Live)?;
     let docker = ctx.docker()?;
     let mut lines = Vec::new();
-    for (i, c) in live_containers(ctx, docker, &config)?.iter().filter(|c| !is_running(c)).enumerate() {
+    let all = live_containers(ctx, docker, &config)?;
+    let history = route_history(ctx, docker, &config)?;
+    for (i, c) in previous_versions(&all, &history).into_iter().enumerate() {
         let v = label(c, LABEL_VERSION);
         if i < config.keep_previous as usize {
             lines.push(format!("keep {v}"));

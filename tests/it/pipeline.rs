@@ -26,9 +26,12 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
     assert!(svc.containers().is_empty(), "accept-local left containers: {:?}", svc.containers());
 
     // The same commit again: the image is reused, not rebuilt.
-    svc.pym(&["build"]).assert_ok().assert_stderr_has("reused");
-    // Unless asked.
-    svc.pym(&["build", "--force-build"]).assert_ok().assert_stderr_has("built");
+    svc.pym(&["build"]).assert_ok().assert_stderr_has(&format!("reused {}:{version}", svc.name));
+    // Unless asked: "built <tag> from <n> files", which the reuse note ("already built for
+    // this commit") does not say.
+    let forced = svc.pym(&["build", "--force-build"]);
+    forced.assert_ok().assert_stderr_has(&format!("(built {}:{version} from ", svc.name));
+    assert!(!forced.stderr.contains("reused"), "{}", forced.stderr);
 }
 
 #[test]
@@ -146,4 +149,80 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
     // No `sleep` of ours survives either.
     let ps = Command::new("pgrep").args(["-f", "^sleep 600$"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "the acceptance command survived: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
+#[test]
+fn resume_keeps_the_steps_the_interrupted_run_chose() {
+    // The unit tests fail until .pym/ok exists (.pym is ignored: the version stays).
+    let svc = TestService::new("resumeflags");
+    svc.edit("pym-config.yaml", "test_command: cargo test", "test_command: test -f .pym/ok").commit("a gate");
+    let r = svc.pym(&["deploy", "--no-push", "--skip", "build", "--skip", "accept-local"]);
+    r.assert_failed().assert_stderr_has("step `test` failed");
+    std::fs::create_dir_all(svc.path(".pym")).unwrap();
+    std::fs::write(svc.path(".pym/ok"), "").unwrap();
+    // Other steps asked for with --resume: refused, naming both selections.
+    svc.pym(&["deploy", "--resume", "--from", "stage"])
+        .assert_failed()
+        .assert_stderr_has("the deploy being resumed runs test; these flags select stage, accept-staging, promote, accept-live");
+    // Resumed as it was: `--no-push` and the skips still hold, nothing is built or pushed.
+    let r = svc.pym(&["deploy", "--resume"]);
+    r.assert_ok().assert_stderr_has("Resuming").assert_stderr_has("==> test");
+    for step in ["build", "accept-local", "push", "stage", "promote"] {
+        assert!(!r.stderr.contains(&format!("==> {step}")), "{step} ran on resume:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn a_corrupt_journal_or_history_line_is_named_not_fatal() {
+    let svc = TestService::new("corrupt");
+    std::fs::create_dir_all(svc.path(".pym")).unwrap();
+    std::fs::write(svc.path(".pym/journal.json"), "{\"version\": tru").unwrap();
+    // Without --resume the journal is not read: the run goes on (and writes a new one).
+    svc.pym(&["deploy", "--to", "test"]).assert_ok();
+    std::fs::write(svc.path(".pym/journal.json"), "{\"version\": tru").unwrap();
+    svc.pym(&["deploy", "--resume"])
+        .assert_failed()
+        .assert_stderr_has(&format!("{} is not a journal pymdeploy can read", svc.path(".pym/journal.json").display()))
+        .assert_stderr_has("hint: remove it");
+    // A history line cut short is passed over with a warning; the others are listed.
+    let history = crate::support::repo_root().join(format!("target/it-state/history/{}-docker.jsonl", svc.name));
+    let mut text = std::fs::read_to_string(&history).unwrap();
+    text.push_str("{\"user\": \"cut sh\n");
+    std::fs::write(&history, text).unwrap();
+    let r = svc.pym(&["history"]);
+    r.assert_ok().assert_stderr_has(&format!("{}:2: not a deploy record, passed over", history.display()));
+    assert_eq!(r.stdout.lines().filter(|l| l.contains(" ok ")).count(), 1, "{}", r.stdout);
+}
+
+#[test]
+fn secrets_are_masked_in_the_unit_tests_output_line_by_line() {
+    // A unit-test command that prints a two-line secret and fails: its output comes
+    // before any step that starts the service, so the secret must be known by then.
+    let svc = TestService::new("masking");
+    svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_MULTILINE, PYM_IT_SHORT]")
+        .edit("pym-config.yaml", "test_command: cargo test", "test_command: sh -c 'printenv PYM_IT_MULTILINE; echo the probe crashed; exit 3'")
+        .commit("a test that prints a secret");
+    let secret = "db-password-line-one\nline-two-of-the-key";
+    let r = svc.pym_env(&["deploy"], &[("PYM_IT_MULTILINE", secret), ("PYM_IT_SHORT", "crash")]);
+    r.assert_failed().assert_stderr_has("step `test` failed").assert_stderr_has("the value of PYM_IT_SHORT (env_secrets) has a line shorter than 8 characters");
+    for line in secret.lines() {
+        assert!(!r.stderr.contains(line) && !r.stdout.contains(line), "{line:?} was printed:\n{}", r.stderr);
+    }
+    assert!(r.stderr.contains("the probe crashed"), "a short secret must not garble the output:\n{}", r.stderr);
+    assert!(r.stderr.matches("***").count() >= 2, "{}", r.stderr);
+}
+
+#[test]
+fn a_hanging_test_command_is_stopped_at_test_timeout() {
+    let svc = TestService::new("hang");
+    svc.edit("pym-config.yaml", "test_command: cargo test", "test_command: sh -c 'sleep 300 & sleep 301; echo never'\ntest_timeout: 2").commit("tests that hang");
+    let started = Instant::now();
+    let r = svc.pym(&["deploy"]);
+    r.assert_failed()
+        .assert_stderr_has("did not finish within 2s (`test_timeout`): it was stopped, with every process it started")
+        .assert_stderr_has("hint: find what hangs");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    // Its children went with it.
+    let ps = Command::new("pgrep").args(["-f", "^sleep 30[01]$"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "the test command's processes survived: {}", String::from_utf8_lossy(&ps.stdout));
 }

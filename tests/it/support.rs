@@ -415,3 +415,108 @@ impl TestService {
         (live, staging)
     }
 }
+
+/// Requests `/version` on `port` over `connections` keep-alive connections (one thread
+/// each), as real clients and load tools do: a connection is reopened only when the
+/// server said `Connection: close`. A request that gets no complete answer (reset, EOF,
+/// timeout) or a non-2xx one is a failure: that is what a switch must never cause.
+pub struct KeepAliveLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<(usize, Vec<String>, usize)>>,
+}
+
+impl KeepAliveLoop {
+    pub fn start(port: u16, connections: usize) -> KeepAliveLoop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles = (0..connections)
+            .map(|_| {
+                let flag = stop.clone();
+                std::thread::spawn(move || keep_alive_client(port, &flag))
+            })
+            .collect();
+        KeepAliveLoop { stop, handles }
+    }
+
+    /// Stops the loop: (answers, failures, connections opened).
+    pub fn finish(self) -> (usize, Vec<String>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = (0, Vec::new(), 0);
+        for h in self.handles {
+            let (ok, failures, opened) = h.join().unwrap();
+            total.0 += ok;
+            total.1.extend(failures);
+            total.2 += opened;
+        }
+        total
+    }
+}
+
+fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>, usize) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (mut ok, mut failures, mut opened) = (0usize, Vec::new(), 0usize);
+    let started = std::time::Instant::now();
+    let mut conn: Option<BufReader<std::net::TcpStream>> = None;
+    // Bounded: at most ten minutes, at most 200 000 requests per connection.
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
+        let reader = match &mut conn {
+            Some(r) => r,
+            None => match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                    opened += 1;
+                    conn.insert(BufReader::new(s))
+                }
+                Err(e) => {
+                    failures.push(format!("connect: {e} after {:?}", started.elapsed()));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+            },
+        };
+        let answer = (|| -> std::io::Result<(u16, bool)> {
+            write!(reader.get_mut(), "GET /version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+            let mut status_line = String::new();
+            if reader.read_line(&mut status_line)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed with the request unanswered"));
+            }
+            let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let (mut length, mut close) = (0usize, false);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("connection:") && lower.contains("close") {
+                    close = true;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body)?;
+            Ok((status, close))
+        })();
+        match answer {
+            Ok((status, close)) => {
+                if (200..300).contains(&status) {
+                    ok += 1;
+                } else {
+                    failures.push(format!("status {status} after {:?}", started.elapsed()));
+                }
+                if close {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                failures.push(format!("{e} after {:?}", started.elapsed()));
+                conn = None;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    (ok, failures, opened)
+}

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 
-use crate::support::{Registry, RequestLoop, TestService, docker, docker_available, version_on};
+use crate::support::{KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, version_on};
 
 #[test]
 fn deploy_promote_and_rollback_without_a_failed_request() {
@@ -32,17 +32,27 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
     let v2 = svc.pym(&["version"]).stdout.trim().to_string();
     let load = RequestLoop::start(live);
+    let kept = KeepAliveLoop::start(live, 8);
     svc.pym_env(&["deploy"], &reg.env()).assert_ok();
     let (ok, failures, seen) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across promote: {failures:?}", failures.len(), ok + failures.len());
+    // Keep-alive clients too: their connections outlive the switch, and no request on them
+    // is lost (each request goes to the version live when it arrives).
+    let (kept_ok, kept_failures, opened) = kept.finish();
+    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across promote: {kept_failures:?}", kept_failures.len(), kept_ok + kept_failures.len());
+    assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections: the connections were not kept across the switch");
     assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), { let mut v = vec![v1.clone(), v2.clone()]; v.sort(); v }, "both versions served in turn");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 
     // Rollback, under load too.
     let load = RequestLoop::start(live);
+    let kept = KeepAliveLoop::start(live, 8);
     svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
     let (ok, failures, _) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
+    let (kept_ok, kept_failures, opened) = kept.finish();
+    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across rollback: {kept_failures:?}", kept_failures.len(), kept_ok + kept_failures.len());
+    assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections across rollback");
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
     svc.pym(&["accept", "--env", "live"]).assert_ok().assert_stderr_has(&format!("2 acceptance tests passed on 127.0.0.1:{live}"));
@@ -53,6 +63,12 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
     assert!(table.lines().any(|l| l.starts_with("staging ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("proxy ")), "{table}");
+    // The history is an audit log: the rollback is in it, by its own command, after the
+    // two deploys, each with its own start.
+    let history = svc.pym(&["history"]).assert_ok().stdout.clone();
+    let commands: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(commands, ["deploy", "deploy", "rollback"], "{history}");
+    assert!(history.lines().last().unwrap().contains(&v1) && history.lines().last().unwrap().contains(" ok "), "{history}");
 
     // Bare `pymdeploy` runs the service's own pipeline; the live version is the commit's
     // (v2, rolled back from) so it is promoted again.
@@ -191,7 +207,7 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
         seen.push_str(&line);
         if seen.contains("==> build") && !seen.contains("B checked") {
             let b = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
-            b.assert_failed().assert_stderr_has(&format!("{}-docker is being deployed by", svc.name)).assert_stderr_has("`deploy`").assert_stderr_has("--break-lock");
+            b.assert_failed().assert_stderr_has(&format!("{}-docker is being deployed by", svc.name)).assert_stderr_has("`deploy`").assert_stderr_has("the lock is released when its process exits");
             assert!(!b.stderr.contains("==> "), "deploy B ran a step:\n{}", b.stderr);
             seen.push_str("B checked\n");
         }
@@ -214,4 +230,35 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
     names.sort();
     assert_eq!(names, [format!("/pym-{}-live-{version}", svc.name), format!("/pym-{}-proxy", svc.name), format!("/pym-{}-staging", svc.name)], "leftover containers");
     svc.pym(&["deploy", "--resume"]).assert_ok().assert_stderr_has("Nothing");
+}
+
+#[test]
+fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
+    if !docker_available() {
+        return;
+    }
+    // V0 → C1 → rollback (V0 live) → C2 → rollback: V0 again, not C1, the version already
+    // rolled back from. keep_previous: 1 keeps only V0 then, since it was live last.
+    let reg = Registry::start();
+    let svc = TestService::new("order");
+    let (live, _) = svc.for_docker_target(&reg);
+    svc.edit("pym-config.yaml", "drain_seconds: 1", "drain_seconds: 1\nkeep_previous: 1").commit("keep one");
+    let quick = ["deploy", "--no-test", "--skip", "accept-local", "--skip", "accept-staging", "--skip", "accept-live"];
+    let deploy = |message: &str| -> String {
+        svc.write("src/main.rs", &format!("{}// {message}\n", svc.read("src/main.rs"))).commit(message);
+        svc.pym_env(&quick, &reg.env()).assert_ok();
+        let v = svc.pym(&["version"]).stdout.trim().to_string();
+        assert_eq!(version_on(live).unwrap()["version"], v.as_str());
+        v
+    };
+    let v0 = deploy("v0");
+    let c1 = deploy("c1");
+    svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v0} live again (was {c1})"));
+    let c2 = deploy("c2");
+    svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v0} live again (was {c2})"));
+    assert_eq!(version_on(live).unwrap()["version"], v0.as_str());
+    // status lists the previous versions in the order they were live: c2 first.
+    let table = svc.pym(&["status"]).assert_ok().stdout.clone();
+    let previous: Vec<&str> = table.lines().filter(|l| l.starts_with("previous ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(previous, [c2.as_str()], "keep_previous: 1 keeps the version live last:\n{table}");
 }
