@@ -126,6 +126,19 @@ impl Ctx {
         }
     }
 
+    /// Runs a future that waits on something outside (a health check, a version check, a
+    /// cloud operation), giving it up as soon as the run is interrupted: every wait
+    /// answers Ctrl-C at once, and the caller's error path undoes what it started.
+    pub fn wait<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        let interrupt = self.on_interrupt();
+        self.rt.block_on(async {
+            tokio::select! {
+                r = f => r,
+                _ = interrupt => Err(anyhow::Error::new(crate::error::Interrupted)),
+            }
+        })
+    }
+
     /// Runs a future to completion on the context's runtime.
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)

@@ -148,10 +148,11 @@ impl Pipeline {
             ctx.out.event(serde_json::json!({"event": "step_started", "step": s.name()}));
             let started = Instant::now();
             let progress = ctx.out.step(s.name());
-            let mut result = s.run(ctx, &progress);
-            if result.is_ok() && ctx.interrupted() {
-                result = Err(anyhow::Error::new(crate::error::Interrupted));
-            }
+            let result = s.run(ctx, &progress);
+            // A step that finished despite an interrupt (a promote that completed its
+            // switch and verification) is reported as done, which it is; the run stops
+            // after it.
+            let interrupted_after = result.is_ok() && ctx.interrupted();
             let (outcome, note) = match &result {
                 Ok(note) => (Outcome::Ok, note.clone()),
                 Err(e) => (Outcome::Failed, first_line(&format!("{e}"))),
@@ -166,6 +167,9 @@ impl Pipeline {
             ctx.out.event(ev);
             after(&report);
             reports.push(report);
+            if interrupted_after {
+                error = Some(anyhow::Error::new(crate::error::Interrupted).context(format!("interrupted after `{}`, which finished", s.name())));
+            }
             if let Err(e) = result {
                 let e = if ctx.interrupted() && e.downcast_ref::<crate::error::Interrupted>().is_none() {
                     e.context(crate::error::Interrupted)

@@ -386,6 +386,23 @@ pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::
     Ok(())
 }
 
+/// The images of `repo` (every tag): their IDs and tags.
+pub async fn images_of(docker: &Docker, repo: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default().filters(&filters).build();
+    let images = docker.list_images(Some(options)).await.with_context(|| format!("cannot list the images of {repo}"))?;
+    Ok(images.into_iter().map(|i| (i.id, i.repo_tags)).collect())
+}
+
+/// Removes an image with all its tags. Call it only for an image no container uses.
+pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+    match docker.remove_image(id, Some(options), None).await {
+        Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove image {id}")),
+    }
+}
+
 /// Containers (running or not) carrying every one of `labels` (`key=value`).
 pub async fn list(docker: &Docker, labels: &[String]) -> Result<Vec<bollard::models::ContainerSummary>> {
     let filters = HashMap::from([("label".to_string(), labels.to_vec())]);

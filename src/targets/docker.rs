@@ -157,7 +157,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let host = check_host(&config);
-    let ready = ctx.block_on(async {
+    let ready = ctx.wait(async {
         let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
         verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
         Ok::<_, anyhow::Error>(waited)
@@ -340,7 +340,7 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
     progress.message(&format!("routing the live address to {version}"));
     route(ctx, docker, config, &new_route)?;
     let host = check_host(config);
-    if let Err(e) = ctx.block_on(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
+    if let Err(e) = ctx.wait(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
         if let Some(prev) = &old_route {
             route(ctx, docker, config, prev)?;
         }
@@ -361,13 +361,35 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
         ctx.block_on(ops::docker::stop(docker, &cid, 10))?;
         stopped.push(label(c, LABEL_VERSION).to_string());
     }
-    // Keep the `keep_previous` versions live most recently; remove the rest.
+    // Keep the `keep_previous` versions live most recently; remove the rest, and the
+    // images nothing uses any more.
     let after = live_containers(ctx, docker, config)?;
     let history = route_history(ctx, docker, config)?;
     for c in previous_versions(&after, &history).into_iter().skip(config.keep_previous as usize) {
         ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
     }
+    if let Err(e) = prune_images(ctx, docker, config) {
+        ctx.out.warn(&format!("old images were not removed: {e:#}"));
+    }
     Ok(stopped)
+}
+
+/// Removes the images of this service that no container of it uses (a version's image
+/// goes with its last container), but the one HEAD builds: it may be deployed next.
+/// Returns the tags removed.
+fn prune_images(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
+    let used: std::collections::HashSet<String> =
+        ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?.into_iter().filter_map(|c| c.image_id).collect();
+    let head = ctx.image_tag().ok();
+    let mut removed = Vec::new();
+    for (id, tags) in ctx.block_on(ops::docker::images_of(docker, &config.image_repo()))? {
+        if used.contains(&id) || head.as_ref().is_some_and(|h| tags.contains(h)) {
+            continue;
+        }
+        ctx.block_on(ops::docker::remove_image(docker, &id))?;
+        removed.extend(tags);
+    }
+    Ok(removed)
 }
 
 pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -418,7 +440,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let healthy = (|| -> Result<()> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
+        ctx.wait(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
         Ok(())
     })();
     let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
@@ -462,7 +484,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     ctx.block_on(ops::docker::start(docker, &id))?;
     let result = (|| -> Result<Vec<String>> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.block_on(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
+        ctx.wait(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
         switch_to(ctx, docker, &config, &id, &name, &version, progress)
     })();
     match result {
@@ -539,6 +561,12 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
             lines.push(format!("removed {v}"));
         } else {
             lines.push(format!("would remove {v}"));
+        }
+    }
+    if execute {
+        let removed = prune_images(ctx, docker, &config)?;
+        if !removed.is_empty() {
+            ctx.out.status("Removed", &format!("the images no kept version uses: {}", removed.join(", ")));
         }
     }
     Ok(lines)

@@ -261,4 +261,49 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     let table = svc.pym(&["status"]).assert_ok().stdout.clone();
     let previous: Vec<&str> = table.lines().filter(|l| l.starts_with("previous ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(previous, [c2.as_str()], "keep_previous: 1 keeps the version live last:\n{table}");
+    // Images go with the versions: c1's image, which no container uses, was removed.
+    let images = svc.images();
+    assert!(!images.iter().any(|i| i.ends_with(&format!(":{c1}"))), "{images:?}");
+    assert!(images.iter().any(|i| i.ends_with(&format!(":{v0}"))) && images.iter().any(|i| i.ends_with(&format!(":{c2}"))), "{images:?}");
+}
+
+#[test]
+fn ctrl_c_while_promote_waits_leaves_live_as_it_was_and_answers_at_once() {
+    if !docker_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let svc = TestService::new("promoteint");
+    let (live, _) = svc.for_docker_target(&reg);
+    svc.pym_env(&["deploy", "--no-test"], &reg.env()).assert_ok();
+    let v1 = svc.pym(&["version"]).stdout.trim().to_string();
+    // The next version never becomes healthy on live (its overlay asks a path nobody
+    // answers), so promote waits: that is where Ctrl-C comes.
+    svc.write("pym-config.live.yaml", "health_path: /never\n").commit("v2, unhealthy on live");
+    let v2 = svc.pym(&["version"]).stdout.trim().to_string();
+    let mut child = svc.spawn_pym_env(&["deploy", "--no-test"], &reg.env());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("beside the live version") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the deploy ended before promote waited:\n{seen}");
+        seen.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "Ctrl-C took {:?} (health_timeout is 60 s)", started.elapsed());
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("promoting") && rest.contains("live is unchanged"), "{rest}");
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed");
+    let names: Vec<String> = svc.containers().iter().map(|id| docker(&["inspect", "--format", "{{.Name}}", id])).collect();
+    assert!(!names.iter().any(|n| n.contains(&format!("live-{v2}"))), "the new version's container was left: {names:?}");
+    // History says what happened: this deploy failed at promote.
+    let history = svc.pym(&["history"]).assert_ok().stdout.clone();
+    let last = history.lines().last().unwrap();
+    assert!(last.contains(&v2) && last.contains(" failed ") && last.contains("promote:failed"), "{history}");
 }
