@@ -106,7 +106,54 @@ fn check_binary_is_copied(dockerfile: &str, text: &str, bin: &str) -> Result<()>
 }
 
 /// `cargo build --release` of one binary, then a copy into `.pym/dist/`.
+///
+/// Two checkouts of one package sharing a target directory (a shared `CARGO_TARGET_DIR`,
+/// two clones of a service) get the same unit hash from cargo, whose fingerprint reads
+/// source paths relative to the package and their times: cargo can judge the other
+/// checkout's binary fresh and hand it back. So the binary's owner (the checkout that
+/// built it) is written beside it, and a binary cargo calls fresh that this checkout did
+/// not build is built again, after touching the entry file cargo watches.
 fn compile_rust_binary(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &StepProgress<'_>) -> Result<()> {
+    let root = ctx.root.canonicalize().unwrap_or_else(|_| ctx.root.clone()).display().to_string();
+    let mut artifact = cargo_build(ctx, bin, target, progress)?;
+    let owner_file = format!("{}.pym-owner", artifact.executable);
+    let owner = std::fs::read_to_string(&owner_file).ok();
+    if artifact.fresh && owner.as_deref() != Some(root.as_str()) {
+        progress.message(&format!("{} was last built from another checkout; building it again from {root}", artifact.executable));
+        let entry = ctx.root.join(&artifact.src_path);
+        std::fs::File::options()
+            .append(true)
+            .open(&entry)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("cannot touch {}", entry.display()))?;
+        artifact = cargo_build(ctx, bin, target, progress)?;
+    }
+    let executable = &artifact.executable;
+    let dist = ctx.root.join(DIST_DIR);
+    std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
+    let dest = dist.join(bin);
+    // Copy through a temporary name so a half-written binary is never picked up; remove
+    // it if the copy fails (a full disk, a file size limit).
+    let tmp = dist.join(format!(".{bin}.tmp"));
+    if let Err(e) = std::fs::copy(executable, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot copy {executable} to {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
+    std::fs::write(&owner_file, &root).with_context(|| format!("cannot write {owner_file}"))?;
+    Ok(())
+}
+
+/// What cargo said of the binary it built.
+struct Artifact {
+    executable: String,
+    /// Cargo reused it without compiling.
+    fresh: bool,
+    /// The binary's entry file, as cargo watches it.
+    src_path: String,
+}
+
+fn cargo_build(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &StepProgress<'_>) -> Result<Artifact> {
     let sh = xshell::Shell::new()?;
     let target_args: Vec<&str> = match target {
         Some(t) => vec!["--target", t],
@@ -114,19 +161,17 @@ fn compile_rust_binary(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &St
     };
     let cmd = xshell::cmd!(sh, "cargo build --release --bin {bin} {target_args...} --message-format=json-render-diagnostics");
     let stdout = ops::cmd::stream(cmd, &ctx.root, progress, true).with_context(|| format!("cannot compile the binary `{bin}`"))?;
-    let executable = stdout
+    stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == bin)
-        .filter_map(|v| v["executable"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            Some(Artifact {
+                executable: v["executable"].as_str()?.to_string(),
+                fresh: v["fresh"].as_bool().unwrap_or(false),
+                src_path: v["target"]["src_path"].as_str()?.to_string(),
+            })
+        })
         .last()
-        .ok_or_else(|| anyhow!("cargo built no executable named `{bin}`: is `rust_binary` in pym-config.yaml the name of a [[bin]]?"))?;
-    let dist = ctx.root.join(DIST_DIR);
-    std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
-    let dest = dist.join(bin);
-    // Copy through a temporary name so a half-written binary is never picked up.
-    let tmp = dist.join(format!(".{bin}.tmp"));
-    std::fs::copy(&executable, &tmp).with_context(|| format!("cannot copy {executable} to {}", tmp.display()))?;
-    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
-    Ok(())
+        .ok_or_else(|| anyhow!("cargo built no executable named `{bin}`: is `rust_binary` in pym-config.yaml the name of a [[bin]]?"))
 }

@@ -226,3 +226,31 @@ fn a_hanging_test_command_is_stopped_at_test_timeout() {
     let ps = Command::new("pgrep").args(["-f", "^sleep 30[01]$"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "the test command's processes survived: {}", String::from_utf8_lossy(&ps.stdout));
 }
+
+#[test]
+fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir() {
+    if !docker_available() {
+        return;
+    }
+    // Two clones of one service (one package name) and one CARGO_TARGET_DIR, as the tests
+    // (and many CI setups) share: cargo gives both the same unit hash.
+    let a = TestService::new("twocopies");
+    let b_root = crate::support::temp_dir("twocopies-b").join(&a.name);
+    let st = Command::new("git").args(["clone", "-q"]).arg(&a.root).arg(&b_root).status().unwrap();
+    assert!(st.success());
+    let b = TestService { name: a.name.clone(), root: b_root };
+    // A marker long enough to sit in the binary as it is (short strings may be built by
+    // instructions, not stored).
+    const MARKER: &str = "this route is unknown to copy b of the service, marker 7f3a9c";
+    b.edit("src/main.rs", "\"not found\"", &format!("\"{MARKER}\"")).commit("b differs");
+    a.pym(&["build"]).assert_ok();
+    b.pym(&["build"]).assert_ok();
+    // A again: cargo judges its (older) sources fresh and would hand back B's binary.
+    a.pym(&["build", "--force-build"]).assert_ok();
+    let has_marker = |svc: &TestService| {
+        let bytes = std::fs::read(svc.path(&format!(".pym/dist/{}", svc.name))).unwrap();
+        bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes())
+    };
+    assert!(!has_marker(&a), "A's image got B's binary");
+    assert!(has_marker(&b), "B's binary is B's");
+}
