@@ -121,6 +121,12 @@ pub enum ServiceCommand {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Prints the live proxy's route file (run inside its container)
+    #[command(name = "__proxy-routes", hide = true)]
+    ProxyRoutes {
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Waits until an upstream of the live proxy has no request in flight (run inside its
     /// container); prints how many were left
     #[command(name = "__proxy-drain", hide = true)]
@@ -593,6 +599,10 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
         }
         ServiceCommand::ProxyRoute { upstream, state } => {
             crate::ops::proxy::set_route(&state, &upstream)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyRoutes { state } => {
+            printer.data(crate::ops::proxy::show_routes(&state)?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyDrain { upstream, timeout_ms } => {

@@ -148,6 +148,9 @@ pub struct RunSpec<'a> {
     pub restart: bool,
     /// Replaces the image's command.
     pub cmd: Option<Vec<String>>,
+    /// For our own infrastructure (the live proxy): an unprivileged user, a read-only root
+    /// filesystem with a small tmpfs at /tmp, no capabilities, no privilege escalation.
+    pub locked_down: bool,
 }
 
 /// Creates and starts a container; returns its id. If starting fails, the created
@@ -169,6 +172,10 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
             name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
         }),
+        readonly_rootfs: spec.locked_down.then_some(true),
+        cap_drop: spec.locked_down.then(|| vec!["ALL".to_string()]),
+        security_opt: spec.locked_down.then(|| vec!["no-new-privileges".to_string()]),
+        tmpfs: spec.locked_down.then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=1m,mode=1777".to_string())])),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -178,6 +185,7 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         exposed_ports: Some(vec![port_key]),
         host_config: Some(host_config),
         cmd: spec.cmd,
+        user: spec.locked_down.then(|| "65534:65534".to_string()),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(spec.name).build();

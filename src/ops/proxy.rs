@@ -45,8 +45,8 @@ pub const PORT: u16 = 8080;
 pub const ADMIN_PORT: u16 = 8079;
 /// The revision of the proxy's behaviour and commands; a running proxy of another
 /// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
-/// the order versions were live in.
-pub const REVISION: u32 = 2;
+/// the order versions were live in; 3 runs locked down on an image of its own.
+pub const REVISION: u32 = 3;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -109,7 +109,7 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
     let admin = TcpListener::bind(("127.0.0.1", ADMIN_PORT)).await.with_context(|| format!("cannot listen on 127.0.0.1:{ADMIN_PORT}"))?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
     // Idle upstream connections are dropped before a typical server's keep-alive
     // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
     let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_millis(1500)).build(connector);
@@ -231,13 +231,16 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     // A request with no body can be sent again if the pooled connection it went out on
     // turns out to be closed; one with a body cannot (it is streamed, not kept).
     let bodiless = hyper::body::Body::is_end_stream(&body);
-    let retry = bodiless.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone(), parts.version));
+    let retry = bodiless.then(|| (parts.method.clone(), parts.headers.clone(), parts.version));
     let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
     let result = match (result, retry) {
-        (Err(e), Some((method, uri, headers, version))) if worth_retry(&e) => {
+        (Err(e), Some((method, headers, version))) if worth_retry(&e) => {
+            // Sent again to the upstream live now: when the first one went away under
+            // the request (stopped after a switch), the new one answers.
+            let upstream = shared.upstream().unwrap_or_else(|| upstream.clone());
             let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
             *again.method_mut() = method;
-            *again.uri_mut() = uri;
+            *again.uri_mut() = format!("http://{upstream}{path}").parse().expect("the same path parsed before");
             *again.headers_mut() = headers;
             *again.version_mut() = version;
             shared.client.request(again).await
@@ -288,6 +291,35 @@ fn worth_retry(e: &hyper_util::client::legacy::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// The files of the proxy's image: the binary (at `BINARY`) and the shared libraries it
+/// loads, each at its own path, as `ldd` lists them; a static binary needs none.
+pub fn image_files(exe: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = vec![(exe.to_path_buf(), BINARY.to_string())];
+    let out = std::process::Command::new("ldd").arg(exe).output();
+    if let Some(out) = out.ok().filter(|o| o.status.success()) {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)`, or the loader alone.
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                files.push((PathBuf::from(p), p.to_string()));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The route file as it is: the live upstream, then those live before.
+pub fn show_routes(state: &Path) -> Result<String> {
+    match std::fs::read_to_string(state) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", state.display())),
+    }
 }
 
 /// How many upstreams the route file remembers: the live one and those live before it.

@@ -62,7 +62,7 @@ impl Step for AcceptLocal {
             (LABEL_ENV.to_string(), "local".to_string()),
         ]);
         progress.message(&format!("starting {image}"));
-        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: "127.0.0.1", host_port: None, labels, network: None, restart: false, cmd: None };
+        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: "127.0.0.1", host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false };
         let id = ctx.block_on(ops::docker::run(docker, spec))?;
         let result = accept_in(ctx, docker, &id, &config, progress);
         if result.is_err() && !ctx.interrupted() {

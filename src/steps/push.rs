@@ -53,7 +53,7 @@ impl Step for Push {
         ctx.set_pushed(reference.clone());
         let layers = |n: usize| if n == 1 { "1 layer".to_string() } else { format!("{n} layers") };
         Ok(if pushed.layers_pushed == 0 {
-            format!("unchanged: {} already in {host} ({})", layers(pushed.layers_existing), short(&pushed.digest))
+            format!("unchanged: all {} already in {host} ({})", layers(pushed.layers_existing), short(&pushed.digest))
         } else {
             format!("{} pushed, {} already there ({})", layers(pushed.layers_pushed), pushed.layers_existing, short(&pushed.digest))
         })

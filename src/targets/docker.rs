@@ -154,6 +154,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         network: None,
         restart: true,
         cmd: None,
+        locked_down: false,
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let host = check_host(&config);
@@ -173,22 +174,27 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     }
 }
 
-/// The proxy's image, built from the running binary on first use.
+/// The proxy's image, built from the running binary on first use: the binary and the
+/// shared libraries it loads, on an empty image, so the proxy does not depend on the
+/// service's base (musl, distroless, Python: all the same to it).
 fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the running binary for the proxy image")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("cannot stat {}", exe.display()))?;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    let tag = format!("pym-proxy:{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), meta.len());
+    let tag = format!("pym-proxy:{}-r{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), proxy::REVISION, meta.len());
     if ctx.block_on(ops::docker::image_labels(docker, &tag))?.is_some() {
         return Ok(tag);
     }
     let dir = std::env::temp_dir().join(format!("pym-proxy-build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::copy(&exe, dir.join("pym-proxy")).with_context(|| format!("cannot copy {} for the proxy image", exe.display()))?;
-    let base = ctx.config().docker_base.clone().unwrap_or_else(|| "debian:bookworm-slim".into());
-    std::fs::write(dir.join("Dockerfile"), format!("FROM {base}\nCOPY pym-proxy {}\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::BINARY, proxy::BINARY))?;
-    progress.message("building the proxy image");
+    let files = proxy::image_files(&exe)?;
+    for (from, to) in &files {
+        let dest = dir.join("rootfs").join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().expect("a file in the image has a directory"))?;
+        std::fs::copy(from, &dest).with_context(|| format!("cannot copy {} for the proxy image", from.display()))?;
+    }
+    std::fs::write(dir.join("Dockerfile"), format!("FROM scratch\nCOPY rootfs/ /\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::BINARY))?;
+    progress.message(&format!("building the proxy image ({} files)", files.len()));
     let req = ops::docker::BuildRequest { root: &dir, dockerfile: "Dockerfile", tag: &tag, build_args: HashMap::new(), labels: HashMap::new() };
     let built = ctx.block_on(ops::docker::build(docker, req, progress));
     let _ = std::fs::remove_dir_all(&dir);
@@ -247,6 +253,7 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
         network: Some(&network(config)),
         restart: true,
         cmd: Some(vec!["--listen".into(), format!("0.0.0.0:{}", proxy::PORT), "--state".into(), proxy::STATE_FILE.into()]),
+        locked_down: true,
     };
     ctx.block_on(ops::docker::run(docker, spec))?;
     Ok(())
@@ -293,7 +300,7 @@ fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<Stri
     if ctx.block_on(existing_state(docker, &proxy_name(config)))? != Some(None) {
         return Ok(Vec::new());
     }
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &["cat", proxy::STATE_FILE]))?;
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-routes", "--state", proxy::STATE_FILE]))?;
     Ok(if code == 0 { out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect() } else { Vec::new() })
 }
 
@@ -436,6 +443,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         network: Some(&network(&config)),
         restart: true,
         cmd: None,
+        locked_down: false,
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let healthy = (|| -> Result<()> {

@@ -359,7 +359,7 @@ impl TestService {
     /// Returns (live port, staging port).
     pub fn for_docker_target(&self, registry: &Registry) -> (u16, u16) {
         let (live, staging) = (free_port(), free_port());
-        self.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nlive_port: {live}\nstaging_port: {staging}\ndrain_seconds: 1", registry.host))
+        self.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nlive_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10", registry.host))
             .commit("deploy to the test registry and ports");
         (live, staging)
     }
@@ -411,7 +411,7 @@ impl TestService {
     pub fn on_free_ports(&self) -> (u16, u16) {
         let (live, staging) = (free_port(), free_port());
         let text = self.read("pym-config.yaml");
-        self.write("pym-config.yaml", &format!("{text}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 1\n")).commit("free ports");
+        self.write("pym-config.yaml", &format!("{text}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n")).commit("free ports");
         (live, staging)
     }
 }

@@ -60,6 +60,12 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     let table = status.assert_ok().stdout.clone();
     assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains(" up ") && l.contains(" healthy ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("proxy ") && l.contains(" healthy ")), "{table}");
+    // The proxy runs locked down, on an image of its own (no shell, not the service's base).
+    let proxy = format!("pym-{}-proxy", svc.name);
+    let locked = docker(&["inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}", &proxy]);
+    assert_eq!(locked, "65534:65534 true [ALL]");
+    let no_shell = Command::new("docker").args(["exec", &proxy, "sh", "-c", "true"]).output().unwrap();
+    assert!(!no_shell.status.success(), "the proxy image has a shell: it is not its own minimal image");
     assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
     assert!(table.lines().any(|l| l.starts_with("staging ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("proxy ")), "{table}");
@@ -242,7 +248,7 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     let reg = Registry::start();
     let svc = TestService::new("order");
     let (live, _) = svc.for_docker_target(&reg);
-    svc.edit("pym-config.yaml", "drain_seconds: 1", "drain_seconds: 1\nkeep_previous: 1").commit("keep one");
+    svc.edit("pym-config.yaml", "drain_seconds: 10", "drain_seconds: 10\nkeep_previous: 1").commit("keep one");
     let quick = ["deploy", "--no-test", "--skip", "accept-local", "--skip", "accept-staging", "--skip", "accept-live"];
     let deploy = |message: &str| -> String {
         svc.write("src/main.rs", &format!("{}// {message}\n", svc.read("src/main.rs"))).commit(message);
