@@ -80,7 +80,7 @@ impl Step for Build {
         // is the tag and the name is the repository.
         let labels = HashMap::from([(LABEL_COMMIT.to_string(), format!("{}/{}", config.name, version.sha))]);
         let req = ops::docker::BuildRequest { root: &ctx.root, dockerfile: &config.dockerfile, tag: &tag, build_args, labels };
-        let built = ctx.block_on(ops::docker::build(docker, req, progress))?;
+        let built = ctx.wait(ops::docker::build(docker, req, progress))?;
         ctx.set_built_image(tag.clone());
         Ok(format!("built {tag} from {} files, {}", built.context_files, human_bytes(built.context_bytes)))
     }

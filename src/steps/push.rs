@@ -48,7 +48,7 @@ impl Step for Push {
         if let Some(c) = &creds {
             ctx.out.add_secret(&c.password);
         }
-        let pushed = ctx.block_on(ops::docker::push(docker, &image, creds.as_ref(), progress))?;
+        let pushed = ctx.wait(ops::docker::push(docker, &image, creds.as_ref(), progress))?;
         let reference = format!("{}@{}", image.rsplit_once(':').map(|(n, _)| n).unwrap_or(&image), pushed.digest);
         ctx.set_pushed(reference.clone());
         let layers = |n: usize| if n == 1 { "1 layer".to_string() } else { format!("{n} layers") };

@@ -139,7 +139,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             ctx.out.add_secret(&c.password);
         }
         progress.message(&format!("pulling {reference}"));
-        ctx.block_on(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
+        ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
     }
     let name = staging_name(&config);
     ctx.block_on(ops::docker::remove(docker, &name))?;
@@ -196,7 +196,7 @@ fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Resul
     std::fs::write(dir.join("Dockerfile"), format!("FROM scratch\nCOPY rootfs/ /\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::BINARY))?;
     progress.message(&format!("building the proxy image ({} files)", files.len()));
     let req = ops::docker::BuildRequest { root: &dir, dockerfile: "Dockerfile", tag: &tag, build_args: HashMap::new(), labels: HashMap::new() };
-    let built = ctx.block_on(ops::docker::build(docker, req, progress));
+    let built = ctx.wait(ops::docker::build(docker, req, progress));
     let _ = std::fs::remove_dir_all(&dir);
     built?;
     Ok(tag)

@@ -1,6 +1,5 @@
 //! test → build → accept-local on generated services, against the real Docker engine.
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -126,24 +125,13 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
     // An acceptance suite that would run for minutes.
     svc.edit("pym-config.yaml", "accept_command: cargo test --manifest-path testaccept/Cargo.toml", "accept_command: sleep 600").commit("slow acceptance");
     svc.pym(&["build"]).assert_ok();
-    let mut child = svc.spawn_pym(&["accept-local"]);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    while !seen.contains("running acceptance tests") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "accept-local ended early:\n{seen}");
-        seen.push_str(&line);
-    }
+    let mut run = svc.spawn(&["accept-local"], &[]);
+    run.wait_for("running acceptance tests");
     assert_eq!(svc.containers().len(), 1, "the container runs while the tests do");
-    let pid = child.id().to_string();
-    let started = Instant::now();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "exit code after Ctrl-C\n{seen}{rest}");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?} to stop", started.elapsed());
+    let seen = run.seen.clone();
+    let (code, rest, took) = run.interrupt();
+    assert_eq!(code, Some(130), "exit code after Ctrl-C\n{seen}{rest}");
+    assert!(took < Duration::from_secs(15), "took {took:?} to stop");
     assert!(rest.contains("interrupted"), "{rest}");
     assert!(svc.containers().is_empty(), "left behind after Ctrl-C: {:?}", svc.containers());
     // No `sleep` of ours survives either.
@@ -253,4 +241,21 @@ fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir
     };
     assert!(!has_marker(&a), "A's image got B's binary");
     assert!(has_marker(&b), "B's binary is B's");
+}
+
+#[test]
+fn ctrl_c_during_the_image_build_stops_at_once() {
+    if !docker_available() {
+        return;
+    }
+    let svc = TestService::new("buildint");
+    svc.edit("Dockerfile", "USER 10001:10001", "RUN sleep 120\nUSER 10001:10001").commit("a slow build");
+    let mut run = svc.spawn(&["build"], &[]);
+    run.wait_for("RUN sleep 120");
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = run.seen.clone();
+    let (code, rest, took) = run.interrupt();
+    assert_eq!(code, Some(130), "{seen}{rest}");
+    assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} during the build");
+    assert!(svc.images().is_empty(), "an image was tagged: {:?}", svc.images());
 }

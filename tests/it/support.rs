@@ -156,10 +156,6 @@ impl TestService {
 
     /// `pymdeploy ARGS` started in the background, stderr piped, for tests that act on
     /// a run while it goes on.
-    pub fn spawn_pym(&self, args: &[&str]) -> std::process::Child {
-        self.spawn_pym_env(args, &[])
-    }
-
     pub fn spawn_pym_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         let mut cmd = Command::new(pymdeploy_bin());
         cmd.args(args)
@@ -519,4 +515,47 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize,
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     (ok, failures, opened)
+}
+
+/// A run in the background whose stderr is read as it comes, to act on it mid-way.
+pub struct Spawned {
+    child: std::process::Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    /// Everything read so far.
+    pub seen: String,
+}
+
+impl Spawned {
+    /// Reads until `marker` has been printed; panics if the run ends first.
+    pub fn wait_for(&mut self, marker: &str) -> &mut Spawned {
+        use std::io::BufRead;
+        let mut line = String::new();
+        while !self.seen.contains(marker) {
+            line.clear();
+            assert!(self.stderr.read_line(&mut line).unwrap() > 0, "the run ended before {marker:?}:\n{}", self.seen);
+            self.seen.push_str(&line);
+        }
+        self
+    }
+
+    /// Ctrl-C: SIGINT, then the rest of its output. Returns (exit code, the rest, how long
+    /// it took to end).
+    pub fn interrupt(mut self) -> (Option<i32>, String, std::time::Duration) {
+        use std::io::Read;
+        let started = std::time::Instant::now();
+        assert!(Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap().success());
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        (status.code(), rest, started.elapsed())
+    }
+}
+
+impl TestService {
+    /// `pymdeploy ARGS` in the background (see `Spawned`).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let mut child = self.spawn_pym_env(args, env);
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        Spawned { child, stderr, seen: String::new() }
+    }
 }

@@ -287,23 +287,13 @@ fn ctrl_c_while_promote_waits_leaves_live_as_it_was_and_answers_at_once() {
     // answers), so promote waits: that is where Ctrl-C comes.
     svc.write("pym-config.live.yaml", "health_path: /never\n").commit("v2, unhealthy on live");
     let v2 = svc.pym(&["version"]).stdout.trim().to_string();
-    let mut child = svc.spawn_pym_env(&["deploy", "--no-test"], &reg.env());
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    while !seen.contains("beside the live version") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the deploy ended before promote waited:\n{seen}");
-        seen.push_str(&line);
-    }
+    let mut run = svc.spawn(&["deploy", "--no-test"], &reg.env());
+    run.wait_for("beside the live version");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let started = std::time::Instant::now();
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "Ctrl-C took {:?} (health_timeout is 60 s)", started.elapsed());
-    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    let seen = run.seen.clone();
+    let (code, rest, took) = run.interrupt();
+    assert!(took < std::time::Duration::from_secs(10), "Ctrl-C took {took:?} (health_timeout is 60 s)");
+    assert_eq!(code, Some(130), "{seen}{rest}");
     assert!(rest.contains("promoting") && rest.contains("live is unchanged"), "{rest}");
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed");
     let names: Vec<String> = svc.containers().iter().map(|id| docker(&["inspect", "--format", "{{.Name}}", id])).collect();
