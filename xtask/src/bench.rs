@@ -31,6 +31,18 @@ pub struct Args {
     /// Skip the cold compile measurement (the slowest part)
     #[arg(long)]
     skip_compile: bool,
+    /// Run only these stages (repeatable): cold-compile, second-service, build+accept,
+    /// deploy, switch, readiness, memory
+    #[arg(long, value_name = "STAGE")]
+    only: Vec<String>,
+}
+
+/// `crate::stage`, unless `--only` names other stages.
+fn stage_if(only: &[String], printer: &Printer, reports: &mut Vec<StepReport>, name: &str, f: impl FnOnce(&pymdeploy::output::StepProgress<'_>) -> Result<String>) -> Result<String> {
+    if !only.is_empty() && !only.iter().any(|o| o == name) {
+        return Ok(String::new());
+    }
+    crate::stage(printer, reports, name, f)
 }
 
 struct Figure {
@@ -69,7 +81,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     let mut figures = Vec::new();
 
     if !args.skip_compile {
-        crate::stage(printer, reports, "cold-compile", |p| {
+        stage_if(&args.only, printer, reports, "cold-compile", |p| {
             // The docker target compiles no cloud SDK; aws-beanstalk adds the AWS SDK
             // (Beanstalk, S3, the credential chain), which only its services pay for.
             let mut secs = Vec::new();
@@ -88,7 +100,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
             }
             Ok(secs.iter().map(|s| format!("{s:.1}s")).collect::<Vec<_>>().join(", "))
         })?;
-        crate::stage(printer, reports, "second-service", |p| {
+        stage_if(&args.only, printer, reports, "second-service", |p| {
             // As a user runs it: `cargo xtask --help` through the generated alias, in two
             // services one after the other. A cargo home of its own (sharing the
             // downloaded registry and the settings) starts the shared build directory
@@ -121,7 +133,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         })?;
     }
 
-    crate::stage(printer, reports, "build+accept", |p| {
+    stage_if(&args.only, printer, reports, "build+accept", |p| {
         let target = work.join("svc-target");
         let svc = new_service(&pymdeploy, &work, "bench-pipeline")?;
         // Warm both paths once: cargo's cache, the engine's layer cache.
@@ -150,7 +162,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         Ok(format!("ratio {ratio:.2}"))
     })?;
 
-    let deployed = crate::stage(printer, reports, "deploy", |p| {
+    let deployed = stage_if(&args.only, printer, reports, "deploy", |p| {
         let registry = start_registry(&work)?;
         let target = work.join("svc-target");
         let svc = new_service(&pymdeploy, &work, "bench-deploy")?;
@@ -217,7 +229,14 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     let _ = Command::new("docker").args(["network", "rm", "pym-bench-deploy"]).output();
     deployed?;
 
-    crate::stage(printer, reports, "readiness", |_| {
+    let switched = stage_if(&args.only, printer, reports, "switch", |p| switch_under_load(&pymdeploy, &work, &mut figures, p));
+    for id in String::from_utf8_lossy(&Command::new("docker").args(["ps", "-aq", "--filter", "label=org.pymacaron.name=bench-switch"]).output()?.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let _ = Command::new("docker").args(["network", "rm", "pym-bench-switch"]).output();
+    switched?;
+
+    stage_if(&args.only, printer, reports, "readiness", |_| {
         let mut lat = readiness_latencies(20)?;
         let med = median(&mut lat);
         let max = lat.iter().cloned().fold(0.0, f64::max);
@@ -230,7 +249,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         Ok(format!("median {:.1} ms", med * 1e3))
     })?;
 
-    crate::stage(printer, reports, "memory", |p| {
+    stage_if(&args.only, printer, reports, "memory", |p| {
         for include in [false, true] {
             let dir = context_service(&work, include)?;
             p.message(&format!("1 GiB file {}", if include { "included" } else { "ignored" }));
@@ -374,6 +393,118 @@ fn start_registry(work: &Path) -> Result<BenchRegistry> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the benchmark's registry did not start")
+}
+
+/// What wrk saw: requests, socket errors, non-2xx answers, p99 latency in ms.
+struct Load {
+    requests: u64,
+    errors: u64,
+    non_2xx: u64,
+    p99_ms: f64,
+}
+
+/// `wrk -t2 -c20 -d<secs>s --latency` against `url`, keep-alive or `Connection: close`.
+fn wrk(url: &str, secs: u64, close: bool) -> Result<std::process::Child> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c20", &format!("-d{secs}s"), "--latency"]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(url).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    cmd.spawn().context("cannot run wrk (install it: `apt-get install wrk`)")
+}
+
+fn wrk_result(child: std::process::Child) -> Result<Load> {
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let number = |s: &str| s.trim().trim_end_matches(',').parse::<u64>().unwrap_or(0);
+    let mut load = Load { requests: 0, errors: 0, non_2xx: 0, p99_ms: 0.0 };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Socket errors:") {
+            load.errors = rest.split(',').filter_map(|part| part.split_whitespace().last()).map(number).sum();
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            load.non_2xx = number(rest);
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            let v = rest.trim();
+            load.p99_ms = match v.strip_suffix("ms") {
+                Some(ms) => ms.parse().unwrap_or(0.0),
+                None => match v.strip_suffix("us") {
+                    Some(us) => us.parse::<f64>().unwrap_or(0.0) / 1000.0,
+                    None => v.strip_suffix('s').and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) * 1000.0,
+                },
+            };
+        } else if line.contains("requests in") {
+            load.requests = number(line.split_whitespace().next().unwrap_or("0"));
+        }
+    }
+    ensure!(load.requests > 0, "wrk reported no requests:\n{text}");
+    Ok(load)
+}
+
+/// Promote and rollback under wrk, keep-alive and `Connection: close`: errors (bar 0) and
+/// p99 during the switch against steady state; promote and rollback wall times, promote
+/// against starting one container by hand (create, start, health).
+fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p: &pymdeploy::output::StepProgress<'_>) -> Result<String> {
+    let target = work.join("svc-target");
+    let svc = new_service(pymdeploy, work, "bench-switch")?;
+    let (live, staging) = (free_port()?, free_port()?);
+    let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
+    std::fs::write(svc.join("pym-config.yaml"), format!("{config}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n"))?;
+    commit(&svc, "bench ports")?;
+    pym(pymdeploy, &svc, &target, &["deploy", "--no-test"])?;
+    let url = format!("http://127.0.0.1:{live}/version");
+    let mut promote_secs = Vec::new();
+    let mut rollback_secs = Vec::new();
+    for (round, close) in [false, true].into_iter().enumerate() {
+        let mode = if close { "Connection: close" } else { "keep-alive" };
+        p.message(&format!("steady state, {mode}"));
+        let steady = wrk_result(wrk(&url, 4, close)?)?;
+        std::fs::write(svc.join("src/round.txt"), format!("{round}"))?;
+        commit(&svc, &format!("switch {round}"))?;
+        pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
+        p.message(&format!("promote under wrk, {mode}"));
+        let load = wrk(&url, 8, close)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        pym(pymdeploy, &svc, &target, &["promote"])?;
+        promote_secs.push(t.elapsed().as_secs_f64());
+        let promoted = wrk_result(load)?;
+        p.message(&format!("rollback under wrk, {mode}"));
+        let load = wrk(&url, 8, close)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        pym(pymdeploy, &svc, &target, &["rollback"])?;
+        rollback_secs.push(t.elapsed().as_secs_f64());
+        let rolled = wrk_result(load)?;
+        for (what, l) in [("promote", &promoted), ("rollback", &rolled)] {
+            figures.push(Figure {
+                what: format!("wrk -c20 across {what}, {mode}: {} requests, p99 {:.1} ms (steady state {:.1} ms)", l.requests, l.p99_ms, steady.p99_ms),
+                value: format!("{} errors, {} non-2xx", l.errors, l.non_2xx),
+                goal: "0 and 0".into(),
+                met: Some(l.errors == 0 && l.non_2xx == 0),
+            });
+        }
+        // Back to the new version for the next round.
+        pym(pymdeploy, &svc, &target, &["promote"])?;
+    }
+    // One container by hand: create, start, wait for /ping (the part of promote that
+    // cannot be avoided).
+    let version = version_of(pymdeploy, &svc)?;
+    let image = format!("bench-switch:{version}");
+    let mut plain = Vec::new();
+    for _ in 0..promote_secs.len() {
+        let t = Instant::now();
+        let out = Command::new("docker").args(["run", "-d", "--name", "bench-switch-plain", "-p", "127.0.0.1::8080", "-e", "PORT=8080", &image]).output()?;
+        ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = String::from_utf8_lossy(&Command::new("docker").args(["port", "bench-switch-plain", "8080"]).output()?.stdout).trim().rsplit(':').next().unwrap_or("").to_string();
+        curl_until_ok(&format!("http://127.0.0.1:{port}/ping"))?;
+        plain.push(t.elapsed().as_secs_f64());
+        let _ = Command::new("docker").args(["rm", "-f", "bench-switch-plain"]).output();
+    }
+    let (pr, rb, pl) = (median(&mut promote_secs), median(&mut rollback_secs), median(&mut plain));
+    figures.push(Figure { what: format!("promote {pr:.2} s vs docker run + health of one container {pl:.2} s"), value: format!("{:.2}x", pr / pl), goal: "<= 1.2x".into(), met: Some(pr / pl <= 1.2) });
+    figures.push(Figure { what: "rollback wall time (a stopped version started, routed, verified, the other drained and stopped)".into(), value: format!("{rb:.2} s"), goal: "< 2 s".into(), met: Some(rb < 2.0) });
+    Ok(format!("promote {pr:.2}s, rollback {rb:.2}s"))
 }
 
 fn curl_until_ok(url: &str) -> Result<()> {
