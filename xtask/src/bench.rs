@@ -10,7 +10,10 @@
 //!    included, against the docker CLI's on the same context;
 //! 5. a full `deploy` (all eight steps, a new commit each round) against the same steps
 //!    done with cargo, the docker CLI and curl; and a re-push of an unchanged image
-//!    against `docker push`.
+//!    against `docker push`;
+//! 6. promote and rollback under wrk (keep-alive and `Connection: close`): errors and p99
+//!    against steady state, rollback wall time, promote against one container started by
+//!    hand.
 //!
 //! Figures go to stdout as a table; progress to stderr.
 
