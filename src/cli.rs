@@ -118,6 +118,9 @@ pub enum ServiceCommand {
     #[command(name = "__proxy-route", hide = true)]
     ProxyRoute {
         upstream: String,
+        /// Where to connect to it (an IP and port), if not by its name
+        #[arg(long)]
+        addr: Option<String>,
         #[arg(long)]
         state: PathBuf,
     },
@@ -597,8 +600,8 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             rt.block_on(crate::ops::proxy::serve(&listen, &state))?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::ProxyRoute { upstream, state } => {
-            crate::ops::proxy::set_route(&state, &upstream)?;
+        ServiceCommand::ProxyRoute { upstream, addr, state } => {
+            crate::ops::proxy::set_route(&state, &upstream, addr.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyRoutes { state } => {

@@ -226,6 +226,17 @@ pub async fn published_port(docker: &Docker, id: &str, container_port: u16) -> R
         .with_context(|| format!("container {id} has no published port for {key}"))
 }
 
+/// The address of a running container on `network`, if it has one.
+pub async fn ip_on(docker: &Docker, id: &str, network: &str) -> Result<Option<String>> {
+    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    Ok(inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut n| n.remove(network))
+        .and_then(|e| e.ip_address)
+        .filter(|ip| !ip.is_empty()))
+}
+
 /// The exit code of a container that has stopped, or `None` while it runs.
 pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>> {
     let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;

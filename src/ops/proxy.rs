@@ -45,8 +45,9 @@ pub const PORT: u16 = 8080;
 pub const ADMIN_PORT: u16 = 8079;
 /// The revision of the proxy's behaviour and commands; a running proxy of another
 /// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
-/// the order versions were live in; 3 runs locked down on an image of its own.
-pub const REVISION: u32 = 3;
+/// the order versions were live in; 3 runs locked down on an image of its own; 4 connects
+/// to the address the route names, not by DNS.
+pub const REVISION: u32 = 4;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -55,28 +56,61 @@ type FileId = (u64, i64, i64);
 
 struct Shared {
     state: PathBuf,
-    /// The upstream, with the identity of the file it was read from, so the file is read
-    /// again only when it was replaced.
-    route: Mutex<(Option<FileId>, Option<String>)>,
+    /// The upstream (its name, and the address to connect to), with the identity of the
+    /// file it was read from, so the file is read again only when it was replaced.
+    route: Mutex<(Option<FileId>, Option<Upstream>)>,
     /// Requests (and upgraded connections) in flight, per upstream.
     inflight: Mutex<HashMap<String, usize>>,
     client: Client<HttpConnector, Body>,
 }
 
 impl Shared {
-    fn upstream(&self) -> Option<String> {
+    /// The route, read again if the file was replaced. Callers hold the route lock.
+    fn refresh(&self, route: &mut (Option<FileId>, Option<Upstream>)) -> Option<Upstream> {
         let id = std::fs::metadata(&self.state).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec()));
-        let mut route = self.route.lock().unwrap();
         if id.is_none() || route.0 != id {
             // The first line is the live upstream; the others are the ones live before it.
-            route.1 = std::fs::read_to_string(&self.state).ok().and_then(|t| t.lines().next().map(|u| u.trim().to_string())).filter(|u| !u.is_empty());
+            route.1 = std::fs::read_to_string(&self.state).ok().and_then(|t| t.lines().next().and_then(Upstream::parse));
             route.0 = id;
         }
         route.1.clone()
     }
 
+    fn upstream(&self) -> Option<Upstream> {
+        self.refresh(&mut self.route.lock().unwrap())
+    }
+
+    /// The live upstream, with this request counted in flight to it. Both under the route
+    /// lock, so a drain that reads the route after a switch (`inflight`) sees every request
+    /// that chose the old upstream.
+    fn checkout(self: &Arc<Self>) -> Option<(Upstream, InFlight)> {
+        let mut route = self.route.lock().unwrap();
+        let upstream = self.refresh(&mut route)?;
+        let guard = InFlight::new(self, &upstream.name);
+        Some((upstream, guard))
+    }
+
     fn inflight(&self, upstream: &str) -> usize {
+        let mut route = self.route.lock().unwrap();
+        self.refresh(&mut route);
         self.inflight.lock().unwrap().get(upstream).copied().unwrap_or(0)
+    }
+}
+
+/// A route line: `<container>:<port> [<address>:<port>]`. The name identifies the
+/// upstream (drain, history); the address, when given, is where to connect.
+#[derive(Clone, Debug)]
+struct Upstream {
+    name: String,
+    addr: String,
+}
+
+impl Upstream {
+    fn parse(line: &str) -> Option<Upstream> {
+        let mut words = line.split_whitespace();
+        let name = words.next()?.to_string();
+        let addr = words.next().map_or_else(|| name.clone(), str::to_string);
+        Some(Upstream { name, addr })
     }
 }
 
@@ -161,7 +195,7 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
             let upstream = query.split('&').find_map(|kv| kv.strip_prefix("upstream=")).unwrap_or("");
             shared.inflight(upstream).to_string()
         }
-        "/route" => shared.upstream().unwrap_or_default(),
+        "/route" => shared.upstream().map(|u| u.name).unwrap_or_default(),
         _ => return Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::new())).unwrap(),
     };
     Response::new(Full::new(Bytes::from(text)))
@@ -201,15 +235,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
-    let Some(upstream) = shared.upstream() else {
+    let Some((upstream, guard)) = shared.checkout() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no live version yet\n".into());
     };
-    let guard = InFlight::new(&shared, &upstream);
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    parts.uri = match format!("http://{upstream}{path}").parse() {
+    parts.uri = match format!("http://{}{path}", upstream.addr).parse() {
         Ok(u) => u,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad request target {path}: {e}\n")),
     };
@@ -237,10 +270,10 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
         (Err(e), Some((method, headers, version))) if worth_retry(&e) => {
             // Sent again to the upstream live now: when the first one went away under
             // the request (stopped after a switch), the new one answers.
-            let upstream = shared.upstream().unwrap_or_else(|| upstream.clone());
+            let now = shared.upstream().unwrap_or_else(|| upstream.clone());
             let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
             *again.method_mut() = method;
-            *again.uri_mut() = format!("http://{upstream}{path}").parse().expect("the same path parsed before");
+            *again.uri_mut() = format!("http://{}{path}", now.addr).parse().expect("the same path parsed before");
             *again.headers_mut() = headers;
             *again.version_mut() = version;
             shared.client.request(again).await
@@ -250,8 +283,8 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
-            eprintln!("upstream {upstream} failed for {peer}: {e:#}");
-            return plain(StatusCode::BAD_GATEWAY, format!("the live version at {upstream} did not answer\n"));
+            eprintln!("upstream {} ({}) failed for {peer}: {e:#}", upstream.name, upstream.addr);
+            return plain(StatusCode::BAD_GATEWAY, format!("the live version at {} did not answer\n", upstream.name));
         }
     };
     if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -328,10 +361,14 @@ const HISTORY: usize = 32;
 /// Makes `upstream` the live one: the first line of the route file, above the upstreams
 /// that were live before it, most recent first (what `rollback` goes back along). Written
 /// atomically (write then rename), so a request never reads half of it.
-pub fn set_route(state: &Path, upstream: &str) -> Result<()> {
+pub fn set_route(state: &Path, upstream: &str, addr: Option<&str>) -> Result<()> {
     let old = std::fs::read_to_string(state).unwrap_or_default();
-    let mut lines = vec![upstream.trim()];
-    lines.extend(old.lines().map(str::trim).filter(|l| !l.is_empty() && *l != upstream.trim()));
+    let first = match addr {
+        Some(a) => format!("{} {}", upstream.trim(), a.trim()),
+        None => upstream.trim().to_string(),
+    };
+    let mut lines = vec![first.as_str()];
+    lines.extend(old.lines().map(str::trim).filter(|l| !l.is_empty() && l.split_whitespace().next() != Some(upstream.trim())));
     lines.truncate(HISTORY);
     let tmp = state.with_extension("new");
     std::fs::write(&tmp, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;

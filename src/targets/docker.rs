@@ -269,8 +269,15 @@ async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64
     }
 }
 
+/// Makes `upstream` (`<container>:<port>`) the live one. The proxy is given the
+/// container's address on the network too, so it connects without a DNS lookup (the
+/// engine's resolver can stall on names it forwards, as it does with AAAA queries where
+/// no outside resolver answers).
 fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-route", upstream, "--state", proxy::STATE_FILE]))?;
+    let (container, port) = upstream.rsplit_once(':').unwrap_or((upstream, ""));
+    let ip = ctx.block_on(ops::docker::ip_on(docker, container, &network(config))).ok().flatten();
+    let addr = ip.map(|ip| format!("{ip}:{port}")).unwrap_or_else(|| upstream.to_string());
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-route", upstream, "--addr", &addr, "--state", proxy::STATE_FILE]))?;
     if code != 0 {
         bail!("the proxy did not take the new route {upstream}: {}", out.trim());
     }
@@ -301,7 +308,8 @@ fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<Stri
         return Ok(Vec::new());
     }
     let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-routes", "--state", proxy::STATE_FILE]))?;
-    Ok(if code == 0 { out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect() } else { Vec::new() })
+    // Each line: `<container>:<port> <address>`; the first word names the upstream.
+    Ok(if code == 0 { out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect() } else { Vec::new() })
 }
 
 /// The container name of an upstream (`<name>:<port>`).

@@ -458,7 +458,9 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize,
             Some(r) => r,
             None => match std::net::TcpStream::connect(("127.0.0.1", port)) {
                 Ok(s) => {
-                    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                    // Long enough that a slow answer on a loaded 2-core machine (builds
+                    // run beside it) is told apart from a lost one.
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
                     opened += 1;
                     conn.insert(BufReader::new(s))
                 }

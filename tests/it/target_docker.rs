@@ -39,7 +39,11 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // Keep-alive clients too: their connections outlive the switch, and no request on them
     // is lost (each request goes to the version live when it arrives).
     let (kept_ok, kept_failures, opened) = kept.finish();
-    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across promote: {kept_failures:?}", kept_failures.len(), kept_ok + kept_failures.len());
+    let proxy_logs = || {
+        let out = Command::new("docker").args(["logs", "--tail", "40", &format!("pym-{}-proxy", svc.name)]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across promote: {kept_failures:?}\nthe proxy's log:\n{}", kept_failures.len(), kept_ok + kept_failures.len(), proxy_logs());
     assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections: the connections were not kept across the switch");
     assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), { let mut v = vec![v1.clone(), v2.clone()]; v.sort(); v }, "both versions served in turn");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
@@ -51,7 +55,7 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     let (ok, failures, _) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
     let (kept_ok, kept_failures, opened) = kept.finish();
-    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across rollback: {kept_failures:?}", kept_failures.len(), kept_ok + kept_failures.len());
+    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across rollback: {kept_failures:?}\nthe proxy's log:\n{}", kept_failures.len(), kept_ok + kept_failures.len(), proxy_logs());
     assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections across rollback");
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
