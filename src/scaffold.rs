@@ -505,12 +505,9 @@ pub fn detect(dir: &Path) -> Detected {
                 if upper.starts_with("ARG PYM_BASE=") {
                     d.docker_base = Some(line["ARG PYM_BASE=".len()..].trim().to_string());
                 }
-                if (upper.starts_with("COPY ") || upper.starts_with("ADD ")) && line.contains(".pym/dist/") {
-                    let bin = line.split(".pym/dist/").nth(1).and_then(|r| r.split_whitespace().next()).filter(|b| !b.is_empty());
-                    d.rust_binary = bin.map(str::to_string);
-                }
             }
-            let stages = text.lines().filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")).count();
+            d.rust_binary = crate::steps::build::dist_copies(text).last().filter(|b| !b.is_empty()).map(|b| b.to_string());
+            let stages = crate::steps::build::dockerfile_stages(text);
             if rust && d.rust_binary.is_none() {
                 d.evidence.push(format!("the Dockerfile builds the binary itself ({stages} stage{})", if stages == 1 { "" } else { "s" }));
             }

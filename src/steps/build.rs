@@ -90,19 +90,30 @@ impl Step for Build {
 /// `.pym/dist/`: a Dockerfile that does not (one that compiles in a build stage of its
 /// own) would ship something else, so that is refused before compiling anything.
 fn check_binary_is_copied(dockerfile: &str, text: &str, bin: &str) -> Result<()> {
-    let copies = text.lines().map(str::trim_start).any(|l| {
-        let upper = l.get(..5).unwrap_or("").to_ascii_uppercase();
-        (upper.starts_with("COPY ") || upper.starts_with("ADD ")) && l.contains(DIST_DIR)
-    });
-    if copies {
+    if !dist_copies(text).is_empty() {
         return Ok(());
     }
-    let stages = text.lines().filter(|l| l.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("FROM "))).count();
+    let stages = dockerfile_stages(text);
     let why = if stages > 1 { format!(" (it has {stages} stages: it builds the service itself)") } else { String::new() };
     Err(crate::error::hinted(
         format!("{dockerfile} does not copy {DIST_DIR}/{bin}, the binary `rust_binary: {bin}` compiles on the host{why}"),
         format!("remove `rust_binary` from pym-config.yaml when the Dockerfile compiles the service, or add `COPY {DIST_DIR}/{bin} /usr/local/bin/{bin}` to it"),
     ))
+}
+
+/// What a Dockerfile's `COPY` and `ADD` lines take from `.pym/dist/`: the word after it
+/// on each such line (empty when the directory is copied whole).
+pub fn dist_copies(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY ")) || l.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("ADD ")))
+        .filter_map(|l| l.split_once(DIST_DIR).map(|(_, rest)| rest.trim_start_matches('/').split_whitespace().next().unwrap_or("")))
+        .collect()
+}
+
+/// How many stages (`FROM` lines) a Dockerfile has.
+pub fn dockerfile_stages(text: &str) -> usize {
+    text.lines().filter(|l| l.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("FROM "))).count()
 }
 
 /// `cargo build --release` of one binary, then a copy into `.pym/dist/`.

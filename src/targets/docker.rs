@@ -274,8 +274,8 @@ async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64
 /// engine's resolver can stall on names it forwards, as it does with AAAA queries where
 /// no outside resolver answers).
 fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
-    let (container, port) = upstream.rsplit_once(':').unwrap_or((upstream, ""));
-    let ip = ctx.block_on(ops::docker::ip_on(docker, container, &network(config))).ok().flatten();
+    let ip = ctx.block_on(ops::docker::ip_on(docker, upstream_container(upstream), &network(config))).ok().flatten();
+    let port = upstream.rsplit_once(':').map_or("", |(_, p)| p);
     let addr = ip.map(|ip| format!("{ip}:{port}")).unwrap_or_else(|| upstream.to_string());
     let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-route", upstream, "--addr", &addr, "--state", proxy::STATE_FILE]))?;
     if code != 0 {

@@ -467,21 +467,14 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
         std::fs::write(svc.join("src/round.txt"), format!("{round}"))?;
         commit(&svc, &format!("switch {round}"))?;
         pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
-        p.message(&format!("promote under wrk, {mode}"));
-        let load = wrk(&url, 8, close)?;
-        std::thread::sleep(Duration::from_secs(2));
-        let t = Instant::now();
-        pym(pymdeploy, &svc, &target, &["promote"])?;
-        promote_secs.push(t.elapsed().as_secs_f64());
-        let promoted = wrk_result(load)?;
-        p.message(&format!("rollback under wrk, {mode}"));
-        let load = wrk(&url, 8, close)?;
-        std::thread::sleep(Duration::from_secs(2));
-        let t = Instant::now();
-        pym(pymdeploy, &svc, &target, &["rollback"])?;
-        rollback_secs.push(t.elapsed().as_secs_f64());
-        let rolled = wrk_result(load)?;
-        for (what, l) in [("promote", &promoted), ("rollback", &rolled)] {
+        for (what, secs) in [("promote", &mut promote_secs), ("rollback", &mut rollback_secs)] {
+            p.message(&format!("{what} under wrk, {mode}"));
+            let load = wrk(&url, 8, close)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let t = Instant::now();
+            pym(pymdeploy, &svc, &target, &[what])?;
+            secs.push(t.elapsed().as_secs_f64());
+            let l = wrk_result(load)?;
             figures.push(Figure {
                 what: format!("wrk -c20 across {what}, {mode}: {} requests, p99 {:.1} ms (steady state {:.1} ms)", l.requests, l.p99_ms, steady.p99_ms),
                 value: format!("{} errors, {} non-2xx", l.errors, l.non_2xx),
