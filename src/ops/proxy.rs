@@ -267,7 +267,7 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     let retry = bodiless.then(|| (parts.method.clone(), parts.headers.clone(), parts.version));
     let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
     let result = match (result, retry) {
-        (Err(e), Some((method, headers, version))) if worth_retry(&e) => {
+        (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
             // Sent again to the upstream live now: when the first one went away under
             // the request (stopped after a switch), the new one answers.
             let now = shared.upstream().unwrap_or_else(|| upstream.clone());
@@ -310,10 +310,13 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     }).boxed())
 }
 
-/// A failure of a pooled connection that closed under the request (or a connection that
-/// could not be made): worth one more try, on a fresh connection.
-fn worth_retry(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
+/// Whether a bodiless request that failed on its way to the upstream is sent once more,
+/// on a fresh connection: an idempotent one (RFC 9110, 9.2.2) after any connection
+/// failure (a pooled connection reset by a version being stopped, say); any other only
+/// when it was never sent (the connection could not be made, or closed before the
+/// request went out).
+fn worth_retry(e: &hyper_util::client::legacy::Error, method: &hyper::Method) -> bool {
+    if e.is_connect() || method.is_idempotent() {
         return true;
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
