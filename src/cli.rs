@@ -344,9 +344,13 @@ enum What<'a> {
 /// Steps that change what runs on a target: running one alone takes the deploy lock.
 const TARGET_STEPS: &[&str] = &["push", "stage", "promote", "rollback"];
 
-/// The lock that keeps two runs from changing one service's target at once.
-fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<state::Lock> {
-    state::lock(&history_key(ctx.config()), command, break_lock, |m| ctx.out.warn(m))
+/// The locks that keep two runs from changing one service's target at once: this
+/// machine's (a file lock), then the target's own (the docker engine's, which excludes
+/// other machines deploying to it).
+fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<(state::Lock, Option<crate::targets::Guard>)> {
+    let local = state::lock(&history_key(ctx.config()), command, break_lock, |m| ctx.out.warn(m))?;
+    let target = crate::targets::lock(ctx, command, break_lock)?;
+    Ok((local, target))
 }
 
 /// Appends one run to the history of the service on its target; a failure to write it is

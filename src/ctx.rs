@@ -46,6 +46,7 @@ pub struct Ctx {
     rt: tokio::runtime::Runtime,
     interrupt_rx: tokio::sync::watch::Receiver<bool>,
     configs: Configs,
+    engine: OnceCell<ops::engine::Endpoint>,
     docker: OnceCell<Docker>,
     version: OnceCell<Version>,
     image: RefCell<Option<String>>,
@@ -82,6 +83,7 @@ impl Ctx {
             rt,
             interrupt_rx: rx,
             configs,
+            engine: OnceCell::new(),
             docker: OnceCell::new(),
             version: OnceCell::new(),
             image: RefCell::new(None),
@@ -144,6 +146,11 @@ impl Ctx {
         self.rt.block_on(f)
     }
 
+    /// The runtime, for what must still reach the engine when it is dropped (a lock).
+    pub fn runtime(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
     /// True once the user pressed Ctrl-C (or the process got SIGTERM).
     pub fn interrupted(&self) -> bool {
         interrupted()
@@ -157,13 +164,41 @@ impl Ctx {
         }
     }
 
+    /// Which Docker engine this run uses (`DOCKER_HOST`, a Docker context, or the local
+    /// socket), resolved on first use without connecting.
+    pub fn engine(&self) -> Result<&ops::engine::Endpoint> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let e = ops::engine::Endpoint::resolve()?;
+        Ok(self.engine.get_or_init(|| e))
+    }
+
     /// The Docker engine, connected on first use.
     pub fn docker(&self) -> Result<&Docker> {
         if let Some(d) = self.docker.get() {
             return Ok(d);
         }
-        let d = self.block_on(ops::docker::connect())?;
+        let d = self.block_on(ops::engine::connect(self.engine()?))?;
         Ok(self.docker.get_or_init(|| d))
+    }
+
+    /// Where a container published with `publish_ip` binds on the engine, and the host
+    /// this machine reaches it at. On this machine's engine, a wildcard is reached at
+    /// 127.0.0.1; on a remote one, at the engine's host, and a loopback `publish_ip` is
+    /// an error: nothing here could reach it.
+    pub fn published(&self, publish_ip: &str) -> Result<(String, String)> {
+        let wildcard = publish_ip == "0.0.0.0" || publish_ip == "::";
+        let Some(remote) = self.engine()?.remote_host() else {
+            return Ok((publish_ip.to_string(), if wildcard { "127.0.0.1".into() } else { publish_ip.to_string() }));
+        };
+        if publish_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            return Err(hinted(
+                format!("publish_ip is {publish_ip}, the loopback of the engine's host {remote}: nothing on this machine could reach staging, live or the checks"),
+                "set `publish_ip: 0.0.0.0` (or the server's own address) in pym-config.yaml; a firewall on the server decides who else reaches those ports",
+            ));
+        }
+        Ok((publish_ip.to_string(), if wildcard { remote } else { publish_ip.to_string() }))
     }
 
     /// The version of HEAD. A dirty tree is an error unless `--allow-dirty` was given.

@@ -19,22 +19,6 @@ use crate::error::hinted;
 use crate::ops::context;
 use crate::output::StepProgress;
 
-/// Connects to the engine named by `DOCKER_HOST` (or the local socket) and agrees on an
-/// API version with it.
-pub async fn connect() -> Result<Docker> {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
-    let unreachable = |e: &dyn std::fmt::Display| {
-        hinted(
-            format!("no Docker engine reachable at {host}: {e}"),
-            "start the engine (`sudo systemctl start docker`, or run `dockerd` in the background), or point DOCKER_HOST at one",
-        )
-    };
-    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
-    let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
-    docker.ping().await.map_err(|e| unreachable(&e))?;
-    Ok(docker)
-}
-
 /// The labels of a local image, or `None` when there is no such image.
 pub async fn image_labels(docker: &Docker, image: &str) -> Result<Option<HashMap<String, String>>> {
     match docker.inspect_image(image).await {
@@ -168,7 +152,7 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         // An init process forwards SIGTERM, so `docker stop` is quick for any service.
         init: Some(true),
         network_mode: spec.network.map(str::to_string),
-        restart_policy: spec.restart.then(|| bollard::models::RestartPolicy {
+        restart_policy: spec.restart.then_some(bollard::models::RestartPolicy {
             name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
         }),
@@ -443,4 +427,51 @@ pub async fn start(docker: &Docker, id: &str) -> Result<()> {
         Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot start container {id}")),
     }
+}
+
+/// Creates (does not start) a container named `name` from `image`, carrying `labels`: the
+/// engine refuses a second container of one name, which makes this an atomic
+/// test-and-set on the engine. `Ok(false)` when a container of that name exists.
+pub async fn create_named(docker: &Docker, name: &str, image: &str, labels: HashMap<String, String>) -> Result<bool> {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        labels: Some(labels),
+        // Never started: the command only has to be there for the engine to accept it.
+        cmd: Some(vec!["held".to_string()]),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    match docker.create_container(Some(options), body).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot create container {name}")),
+    }
+}
+
+/// The labels of a container, or `None` when there is no such container.
+pub async fn container_labels(docker: &Docker, name: &str) -> Result<Option<HashMap<String, String>>> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => Ok(Some(c.config.and_then(|c| c.labels).unwrap_or_default())),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
+    }
+}
+
+/// An image with no files (`docker import` of an empty archive), made once per engine:
+/// what the engine lock's container is created from (it is never started).
+pub async fn empty_image(docker: &Docker, repo: &str, tag: &str) -> Result<()> {
+    if image_labels(docker, &format!("{repo}:{tag}")).await?.is_some() {
+        return Ok(());
+    }
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag).build();
+    // An empty tar archive: two zero blocks.
+    let empty = bollard::body_full(bytes::Bytes::from(vec![0u8; 1024]));
+    let mut out = docker.create_image(Some(options), Some(empty), None);
+    while let Some(item) = out.next().await {
+        let info = item.with_context(|| format!("cannot make the image {repo}:{tag}"))?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(anyhow!("cannot make the image {repo}:{tag}: {e}"));
+        }
+    }
+    Ok(())
 }

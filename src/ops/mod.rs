@@ -4,6 +4,7 @@
 pub mod cmd;
 pub mod context;
 pub mod docker;
+pub mod engine;
 pub mod git;
 pub mod http;
 pub mod proxy;

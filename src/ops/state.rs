@@ -74,7 +74,19 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn describe(&self) -> String {
+    /// This process, running `command`.
+    pub fn me(command: &str) -> Holder {
+        Holder { user: user(Path::new(".")), host: hostname(), pid: std::process::id() as i32, since: now(), command: command.into() }
+    }
+
+    /// True when the holder provably no longer runs: a process of this very host that
+    /// no longer exists. A holder on another host is never presumed gone.
+    pub fn is_gone(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        self.host == hostname() && self.pid > 0 && unsafe { libc::kill(self.pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+
+    pub fn describe(&self) -> String {
         format!("{}@{} (pid {}, `{}`) since {}", self.user, self.host, self.pid, self.command, crate::version::fmt_utc(self.since))
     }
 }
@@ -124,7 +136,7 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
     if let Some(h) = previous {
         warn(&format!("taking over the deploy lock of {key} from {}: that process is gone (its run was interrupted)", h.describe()));
     }
-    let me = Holder { user: user(Path::new(".")), host: hostname(), pid: std::process::id() as i32, since: now(), command: command.into() };
+    let me = Holder::me(command);
     file.set_len(0).and_then(|()| file.rewind()).with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(serde_json::to_string(&me)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Lock { file })

@@ -47,7 +47,9 @@ impl Step for AcceptLocal {
     }
 
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        secrets(ctx, ctx.config()).map(drop)
+        local_binding(ctx, ctx.config())?;
+        secrets(ctx, ctx.config())?;
+        ctx.docker().map(drop)
     }
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -61,10 +63,11 @@ impl Step for AcceptLocal {
             (crate::steps::build::LABEL_NAME.to_string(), config.name.clone()),
             (LABEL_ENV.to_string(), "local".to_string()),
         ]);
+        let (bind, host) = local_binding(ctx, &config)?;
         progress.message(&format!("starting {image}"));
-        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: "127.0.0.1", host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false };
+        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: &bind, host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false };
         let id = ctx.block_on(ops::docker::run(docker, spec))?;
-        let result = accept_in(ctx, docker, &id, &config, progress);
+        let result = accept_in(ctx, docker, &id, &config, &host, progress);
         if result.is_err() && !ctx.interrupted() {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, LOG_LINES));
             progress.suspend(|| ctx.out.block(&format!("last {LOG_LINES} log lines of container {name}"), &logs));
@@ -74,7 +77,16 @@ impl Step for AcceptLocal {
     }
 }
 
-fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &StepProgress<'_>) -> Result<String> {
+/// Where the local container binds and is reached: this machine's loopback, or, on a
+/// remote engine, `publish_ip` at the engine's host.
+fn local_binding(ctx: &Ctx, config: &Config) -> Result<(String, String)> {
+    match ctx.engine()?.remote_host() {
+        None => Ok(("127.0.0.1".into(), "127.0.0.1".into())),
+        Some(_) => ctx.published(&config.publish_ip),
+    }
+}
+
+fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, progress: &StepProgress<'_>) -> Result<String> {
     let port = match ctx.block_on(ops::docker::published_port(docker, id, config.port)) {
         Ok(port) => port,
         // A container that exits at once has no ports left to inspect: say it crashed.
@@ -84,17 +96,17 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, progress: &S
             None => return Err(e),
         },
     };
-    progress.message(&format!("waiting for 127.0.0.1:{port}{} to answer {}", config.health_path, config.health_statuses.join(" or ")));
+    progress.message(&format!("waiting for {host}:{port}{} to answer {}", config.health_path, config.health_statuses.join(" or ")));
     let waited = ctx.block_on(async {
         tokio::select! {
-            r = wait_healthy(docker, id, "127.0.0.1", port, config) => r,
+            r = wait_healthy(docker, id, host, port, config) => r,
             _ = ctx.on_interrupt() => Err(anyhow::Error::new(Interrupted)),
         }
     })?;
     progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
-    check_contract(ctx, config, port)?;
+    check_contract(ctx, config, host, port)?;
     progress.message("running acceptance tests");
-    run_acceptance(ctx, config, "127.0.0.1", port, PymEnv::Local, progress)?;
+    run_acceptance(ctx, config, host, port, PymEnv::Local, progress)?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
@@ -184,14 +196,14 @@ pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16
 /// The service contract's last part, checked on the local container so a service that
 /// misses it fails before push, not at promote: `version_path` answers JSON naming the
 /// version the image was built as and the `PYM_ENV` it runs in.
-fn check_contract(ctx: &Ctx, config: &Config, port: u16) -> Result<()> {
+fn check_contract(ctx: &Ctx, config: &Config, host: &str, port: u16) -> Result<()> {
     if !config.verify_version {
         return Ok(());
     }
     let path = &config.version_path;
     let version = ctx.version()?.to_string();
     let shape = format!("JSON {{\"version\": $PYM_VERSION, \"pym_env\": $PYM_ENV}} at {path}");
-    let answer = ctx.block_on(ops::http::get("127.0.0.1", port, path, Duration::from_secs(5)));
+    let answer = ctx.block_on(ops::http::get(host, port, path, Duration::from_secs(5)));
     let body = match answer {
         Ok((status, body)) if (200..300).contains(&status) => body,
         Ok((status, _)) => {

@@ -23,7 +23,7 @@ use super::Address;
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
-use crate::ops::{self, docker::RunSpec, proxy};
+use crate::ops::{self, docker::RunSpec, proxy, state};
 use crate::output::StepProgress;
 use crate::steps::accept::{container_env, wait_healthy};
 use crate::steps::build::LABEL_NAME;
@@ -44,9 +44,69 @@ fn live_name(c: &Config, version: &str) -> String {
     format!("pym-{}-live-{version}", c.name)
 }
 
-/// The host the checks reach a published port on.
-fn check_host(c: &Config) -> String {
-    if c.publish_ip == "0.0.0.0" { "127.0.0.1".into() } else { c.publish_ip.clone() }
+/// The host the checks reach a published port on (the engine's host when it is remote).
+fn check_host(ctx: &Ctx, c: &Config) -> Result<String> {
+    Ok(ctx.published(&c.publish_ip)?.1)
+}
+
+/// The engine lock: a container `pym-<name>-lock`, never started, whose labels name its
+/// holder. The engine refuses to create two containers of one name, so two machines
+/// deploying to one engine exclude each other (the file lock only excludes the runs of
+/// one machine). Removed when the run ends; a holder killed outright leaves it, and the
+/// next run takes it over when the holder provably is gone (a dead process of this very
+/// host), else only with `--break-lock`.
+pub struct EngineLock {
+    docker: Docker,
+    name: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl Drop for EngineLock {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(ops::docker::remove(&self.docker, &self.name));
+    }
+}
+
+const LABEL_LOCK: &str = "org.pymacaron.lock";
+const LOCK_IMAGE: (&str, &str) = ("pym-lock", "1");
+
+pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
+    let config = ctx.config();
+    let docker = ctx.docker()?;
+    let name = format!("pym-{}-lock", config.name);
+    ctx.block_on(ops::docker::empty_image(docker, LOCK_IMAGE.0, LOCK_IMAGE.1))?;
+    let image = format!("{}:{}", LOCK_IMAGE.0, LOCK_IMAGE.1);
+    let me = serde_json::to_string(&state::Holder::me(command))?;
+    for _ in 0..3 {
+        let labels = HashMap::from([(LABEL_LOCK.to_string(), me.clone())]);
+        if ctx.block_on(ops::docker::create_named(docker, &name, &image, labels))? {
+            return Ok(EngineLock { docker: docker.clone(), name, rt: ctx.runtime() });
+        }
+        let Some(labels) = ctx.block_on(ops::docker::container_labels(docker, &name))? else { continue };
+        let holder = labels.get(LABEL_LOCK).and_then(|h| serde_json::from_str::<state::Holder>(h).ok());
+        let who = holder.as_ref().map(|h| h.describe()).unwrap_or_else(|| format!("a container {name} that is not a pymdeploy lock"));
+        match (holder.as_ref().is_some_and(|h| h.is_gone()), break_lock) {
+            (true, _) => ctx.out.warn(&format!("taking over the engine lock of {} from {who}: that process is gone", config.name)),
+            (false, true) => ctx.out.warn(&format!("breaking the engine lock of {} held by {who} (--break-lock)", config.name)),
+            (false, false) => {
+                return Err(hinted(
+                    format!("{} is being deployed to the engine at {} by {who}", config.name, ctx.engine()?.describe()),
+                    format!("wait for that deploy to finish; if it is gone for good (its machine died), run again with --break-lock, or remove the lock with `docker rm {name}`"),
+                ));
+            }
+        }
+        ctx.block_on(ops::docker::remove(docker, &name))?;
+    }
+    bail!("cannot take the engine lock {name}: it was taken again each time it was freed")
+}
+
+/// What can be known before the first step: the engine is one pymdeploy can name, and
+/// staging and live publish where this machine can reach them.
+pub fn check(ctx: &Ctx) -> Result<()> {
+    for env in [PymEnv::Staging, PymEnv::Live] {
+        ctx.published(&ctx.config_for(env)?.publish_ip)?;
+    }
+    ctx.docker().map(drop)
 }
 
 /// Where an environment answers, read from that environment's config (its overlay may
@@ -57,7 +117,7 @@ pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
     }
     let c = ctx.config_for(env)?;
     let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
-    Ok(Address { host: check_host(&c), port })
+    Ok(Address { host: check_host(ctx, &c)?, port })
 }
 
 fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
@@ -102,7 +162,7 @@ pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
     let c = &ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
     let version = version_of(ctx)?;
     let tag = ctx.image_tag()?;
-    let host = check_host(c);
+    let host = check_host(ctx, c)?;
     Ok(match step {
         "stage" => vec![
             match c.has_registry() {
@@ -157,7 +217,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         locked_down: false,
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
-    let host = check_host(&config);
+    let host = check_host(ctx, &config)?;
     let ready = ctx.wait(async {
         let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
         verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
@@ -354,7 +414,7 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
     let old_route = current_route(ctx, docker, config)?.filter(|r| *r != new_route);
     progress.message(&format!("routing the live address to {version}"));
     route(ctx, docker, config, &new_route)?;
-    let host = check_host(config);
+    let host = check_host(ctx, config)?;
     if let Err(e) = ctx.wait(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
         if let Some(prev) = &old_route {
             route(ctx, docker, config, prev)?;
@@ -416,7 +476,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     ensure_proxy(ctx, docker, &config, progress)?;
     let name = live_name(&config, &version);
     if ctx.block_on(existing_state(docker, &name))? == Some(None) {
-        let host = check_host(&config);
+        let host = check_host(ctx, &config)?;
         if ctx.block_on(verify_version(&config, &host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
             // Live is ours; any other running version is a stray (a promote interrupted
             // between the switch and the stop): no traffic reaches it, so stop it now.
@@ -434,7 +494,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     // live.
     if current_route(ctx, docker, &config)?.is_some_and(|r| r == format!("{name}:{}", config.port)) {
         return Err(hinted(
-            format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(&config), config.live_port),
+            format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(ctx, &config)?, config.live_port),
             "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
         ));
     }
@@ -463,7 +523,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     match switched {
         Ok(stopped) => {
             let was = if stopped.is_empty() { "first live version".to_string() } else { format!("replaced {}", stopped.join(", ")) };
-            Ok(format!("{version} live on {}:{} ({was})", check_host(&config), config.live_port))
+            Ok(format!("{version} live on {}:{} ({was})", check_host(ctx, &config)?, config.live_port))
         }
         Err(e) => {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
@@ -537,11 +597,11 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
         // Health as a client sees it: the health path on the container's published port.
         let health = match (is_running(c), env) {
             (false, _) => "-".to_string(),
-            (true, "proxy") => probe(ctx, &check_host(config), config.live_port, &config.health_path),
+            (true, "proxy") => probe(ctx, &check_host(ctx, config)?, config.live_port, &config.health_path),
             (true, _) => {
                 let port = c.ports.as_ref().and_then(|ps| ps.iter().find(|p| p.private_port == config.port && p.public_port.is_some())).and_then(|p| p.public_port);
                 match port {
-                    Some(p) => probe(ctx, &check_host(config), p, &config.health_path),
+                    Some(p) => probe(ctx, &check_host(ctx, config)?, p, &config.health_path),
                     None => "unknown".into(),
                 }
             }

@@ -74,10 +74,23 @@ fn unsupported(kind: TargetKind) -> anyhow::Error {
 /// first step of any run that reaches the target.
 pub fn check(ctx: &Ctx) -> Result<()> {
     match ctx.config().deploy_target {
-        TargetKind::Docker => Ok(()),
+        TargetKind::Docker => docker::check(ctx),
         #[cfg(feature = "aws-beanstalk")]
         TargetKind::AwsBeanstalk => Ok(()),
         other => Err(unsupported(other)),
+    }
+}
+
+/// A target's own lock, held until dropped.
+pub type Guard = Box<dyn std::any::Any>;
+
+/// Takes the target's own lock, for a target that more than one machine deploys to and
+/// that has no exclusion of its own: the docker engine's. Beanstalk refuses a second
+/// update of an environment itself.
+pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<Option<Guard>> {
+    match ctx.config().deploy_target {
+        TargetKind::Docker => Ok(Some(Box::new(docker::lock(ctx, command, break_lock)?))),
+        _ => Ok(None),
     }
 }
 

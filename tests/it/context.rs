@@ -81,7 +81,7 @@ fn dockerignore_matches_docker_cli() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let built = rt
         .block_on(async {
-            let engine = pymdeploy::ops::docker::connect().await?;
+            let engine = pymdeploy::ops::engine::connect(&pymdeploy::ops::engine::Endpoint::resolve()?).await?;
             let req = pymdeploy::ops::docker::BuildRequest { root: &root, dockerfile: "Dockerfile", tag: &ours_tag, build_args: Default::default(), labels: Default::default() };
             pymdeploy::ops::docker::build(&engine, req, &progress).await
         })

@@ -8,6 +8,8 @@
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
 //! - `services`: README's commands verbatim, `new --lang python`, `init` in repositories
 //!   pymdeploy did not write (tests/fixtures), the service contract, the early checks
+//! - `remote`: the docker target on an engine reached over ssh (a real sshd on loopback)
+//!   and through Docker contexts
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
@@ -20,6 +22,7 @@ mod config;
 mod context;
 mod pipeline;
 mod push;
+mod remote;
 mod scaffold;
 mod services;
 mod support;

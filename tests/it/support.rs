@@ -215,6 +215,7 @@ impl Drop for TestService {
                 let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
             }
             let _ = Command::new("docker").args(["network", "rm", &format!("pym-{}", self.name)]).output();
+            let _ = Command::new("docker").args(["rm", "-f", &format!("pym-{}-lock", self.name)]).output();
         }
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir_all(parent);
@@ -559,5 +560,85 @@ impl TestService {
         let mut child = self.spawn_pym_env(args, env);
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         Spawned { child, stderr, seen: String::new() }
+    }
+}
+
+/// An OpenSSH server on a free loopback port in front of this machine's engine: the
+/// "remote" server of the remote-engine tests. Its host key and an authorized client key
+/// are made fresh; `ssh_command` is the `PYM_SSH_COMMAND` that uses that key and trusts
+/// exactly that host key.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let dir = temp_dir("sshd");
+        let keygen = |file: &str| {
+            let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(file)).status().expect("ssh-keygen runs (run .ci/setup)");
+            assert!(st.success());
+        };
+        keygen("host_key");
+        keygen("client_key");
+        keygen("stranger_key");
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+             PermitUserEnvironment no\nLogLevel VERBOSE\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd runs (run .ci/setup: openssh-server)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sshd did not start: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd { port, dir, child }
+    }
+
+    /// `DOCKER_HOST` for the engine behind this server.
+    pub fn docker_host(&self) -> String {
+        format!("ssh://root@127.0.0.1:{}", self.port)
+    }
+
+    /// `PYM_SSH_COMMAND` logging in with `key` ("client_key", or "stranger_key" that the
+    /// server does not know), checking the server's key against our known_hosts.
+    pub fn ssh_command(&self, key: &str) -> String {
+        format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+            self.dir.join(key).display(),
+            self.dir.join("known_hosts").display()
+        )
+    }
+
+    /// How many logins the server accepted so far.
+    pub fn logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

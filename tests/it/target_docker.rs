@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 
-use crate::support::{KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, version_on};
+use crate::support::{KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, repo_root, version_on};
 
 #[test]
 fn deploy_promote_and_rollback_without_a_failed_request() {
@@ -310,4 +310,43 @@ fn ctrl_c_while_promote_waits_leaves_live_as_it_was_and_answers_at_once() {
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let last = history.lines().last().unwrap();
     assert!(last.contains(&v2) && last.contains(" failed ") && last.contains("promote:failed"), "{history}");
+}
+
+#[test]
+fn the_engine_lock_excludes_other_machines_and_is_broken_only_when_its_holder_is_gone() {
+    if !docker_available() {
+        return;
+    }
+    // Two "machines": two state directories, so their file locks are separate and only
+    // the lock on the engine stands between them.
+    let svc = TestService::new("enginelock");
+    svc.on_free_ports();
+    svc.edit("pym-config.yaml", "accept_command: cargo test --manifest-path testaccept/Cargo.toml", "accept_command: sleep 600").commit("slow acceptance");
+    let machine = |m: &str| repo_root().join(format!("target/it-state/{}-{m}", svc.name)).display().to_string();
+    let (a_dir, b_dir) = (machine("a"), machine("b"));
+    let lock = format!("pym-{}-lock", svc.name);
+
+    let mut a = svc.spawn(&["deploy", "--from", "accept-staging", "--to", "accept-staging"], &[("PYM_STATE_DIR", a_dir.as_str())]);
+    a.wait_for("==> accept-staging");
+    let b = svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]);
+    b.assert_failed().assert_stderr_has("is being deployed to the engine at").assert_stderr_has("`deploy`").assert_stderr_has("--break-lock");
+    let (code, _, _) = a.interrupt();
+    assert!(code.is_some(), "deploy A did not end on Ctrl-C");
+    assert!(docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "an interrupted run left its engine lock");
+
+    // A lock whose holder is a process of this host that no longer exists: taken over.
+    let dead = { let mut c = Command::new("true").spawn().unwrap(); let pid = c.id(); c.wait().unwrap(); pid };
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let hold = |host: &str, pid: u32| {
+        let label = format!("org.pymacaron.lock={{\"user\":\"ann@example.com\",\"host\":\"{host}\",\"pid\":{pid},\"since\":0,\"command\":\"deploy\"}}");
+        docker(&["create", "--name", &lock, "--label", &label, "pym-lock:1", "held"]);
+    };
+    hold(&host, dead);
+    svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_ok().assert_stderr_has("taking over the engine lock");
+    // A holder on another machine is never presumed gone: refused, then broken on request.
+    hold("ci-runner-7", 4242);
+    svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_failed().assert_stderr_has("ann@example.com@ci-runner-7");
+    assert!(!docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "a refused run removed the lock");
+    svc.pym_env(&["cleanup", "--execute", "--break-lock"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_ok().assert_stderr_has("breaking the engine lock");
+    assert!(docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "the lock outlived its run");
 }

@@ -309,11 +309,10 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             if e.status != "Ready" {
                 return Err(not_ready(&e.name));
             }
-            if let Some(l) = &label {
-                if !eb.versions.iter().any(|v| v.app == e.app && &v.label == l) {
+            if let Some(l) = &label
+                && !eb.versions.iter().any(|v| v.app == e.app && &v.label == l) {
                     return Err(ApiError::invalid(format!("No Application Version named '{l}' found.")));
                 }
-            }
             let e = eb.env_mut(&id).expect("found above");
             for (ns, name, value) in options {
                 e.options.retain(|(n, k, _)| !(n == &ns && k == &name));
