@@ -229,6 +229,7 @@ struct InitArgs {
 
 /// The entry point of a service's xtask: `fn main() -> ExitCode { pymdeploy::xtask(pipeline) }`.
 pub fn xtask(pipeline: Pipeline) -> ExitCode {
+    process_setup();
     let cmd = with_steps(XtaskCli::command(), &pipeline);
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
@@ -247,6 +248,7 @@ pub fn xtask(pipeline: Pipeline) -> ExitCode {
 
 /// The entry point of the `pymdeploy` binary.
 pub fn pymdeploy() -> ExitCode {
+    process_setup();
     let pipeline = Pipeline::standard();
     let cmd = with_steps(PymCli::command(), &pipeline);
     let matches = cmd.get_matches();
@@ -267,6 +269,17 @@ pub fn pymdeploy() -> ExitCode {
 }
 
 /// The clap command for `pymdeploy` (for help snapshots and `debug_assert`).
+/// What the process needs before anything runs: a file size limit (`ulimit -f`) must
+/// fail a write with an error we report (EFBIG), not kill the process silently with
+/// SIGXFSZ halfway through a build. Children inherit the setting, so cargo reports "File
+/// too large" instead of dying too.
+fn process_setup() {
+    // SAFETY: setting a signal's disposition to ignore, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 pub fn pymdeploy_command() -> clap::Command {
     with_steps(PymCli::command(), &Pipeline::standard())
 }

@@ -183,6 +183,17 @@ impl Ctx {
         Ok(self.docker.get_or_init(|| d))
     }
 
+    /// Where a container that only pymdeploy's own checks reach (accept-local's, a new
+    /// live version before the switch) binds, and the host they reach it at: this
+    /// machine's loopback on a local engine; `publish_ip` at the engine's host on a
+    /// remote one.
+    pub fn check_binding(&self, publish_ip: &str) -> Result<(String, String)> {
+        match self.engine()?.remote_host() {
+            None => Ok(("127.0.0.1".into(), "127.0.0.1".into())),
+            Some(_) => self.published(publish_ip),
+        }
+    }
+
     /// Where a container published with `publish_ip` binds on the engine, and the host
     /// this machine reaches it at. On this machine's engine, a wildcard is reached at
     /// 127.0.0.1; on a remote one, at the engine's host, and a loopback `publish_ip` is

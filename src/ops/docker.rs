@@ -135,6 +135,10 @@ pub struct RunSpec<'a> {
     /// For our own infrastructure (the live proxy): an unprivileged user, a read-only root
     /// filesystem with a small tmpfs at /tmp, no capabilities, no privilege escalation.
     pub locked_down: bool,
+    /// A directory kept in a volume of the container's own: it survives restarts of the
+    /// container and of the engine, and goes with the container. Its owner and content
+    /// come from the image.
+    pub state_dir: Option<&'a str>,
 }
 
 /// Creates and starts a container; returns its id. If starting fails, the created
@@ -170,6 +174,7 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         host_config: Some(host_config),
         cmd: spec.cmd,
         user: spec.locked_down.then(|| "65534:65534".to_string()),
+        volumes: spec.state_dir.map(|d| vec![d.to_string()]),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(spec.name).build();

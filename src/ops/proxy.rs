@@ -35,8 +35,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// Where the proxy keeps its upstream, inside its container.
-pub const STATE_FILE: &str = "/tmp/pym-upstream";
+/// Where the proxy keeps its routes, inside its container: a volume of the container's
+/// own, so the routes survive a restart of the proxy or of the engine.
+pub const STATE_DIR: &str = "/state";
+pub const STATE_FILE: &str = "/state/upstream";
+/// Where proxies before revision 5 kept them (a tmpfs, emptied by any restart): read
+/// once, when such a proxy is replaced.
+pub const LEGACY_STATE_FILE: &str = "/tmp/pym-upstream";
 /// Where the proxy binary sits inside its image.
 pub const BINARY: &str = "/usr/local/bin/pym-proxy";
 /// The port the proxy listens on inside its container.
@@ -47,7 +52,7 @@ pub const ADMIN_PORT: u16 = 8079;
 /// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
 /// the order versions were live in; 3 runs locked down on an image of its own; 4 connects
 /// to the address the route names, not by DNS.
-pub const REVISION: u32 = 4;
+pub const REVISION: u32 = 5;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 

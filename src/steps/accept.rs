@@ -47,7 +47,7 @@ impl Step for AcceptLocal {
     }
 
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        local_binding(ctx, ctx.config())?;
+        ctx.check_binding(&ctx.config().publish_ip)?;
         secrets(ctx, ctx.config())?;
         ctx.docker().map(drop)
     }
@@ -63,9 +63,9 @@ impl Step for AcceptLocal {
             (crate::steps::build::LABEL_NAME.to_string(), config.name.clone()),
             (LABEL_ENV.to_string(), "local".to_string()),
         ]);
-        let (bind, host) = local_binding(ctx, &config)?;
+        let (bind, host) = ctx.check_binding(&config.publish_ip)?;
         progress.message(&format!("starting {image}"));
-        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: &bind, host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false };
+        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: &bind, host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false, state_dir: None };
         let id = ctx.block_on(ops::docker::run(docker, spec))?;
         let result = accept_in(ctx, docker, &id, &config, &host, progress);
         if result.is_err() && !ctx.interrupted() {
@@ -74,15 +74,6 @@ impl Step for AcceptLocal {
         }
         ctx.block_on(ops::docker::remove(docker, &id)).with_context(|| format!("cannot remove container {name}"))?;
         result
-    }
-}
-
-/// Where the local container binds and is reached: this machine's loopback, or, on a
-/// remote engine, `publish_ip` at the engine's host.
-fn local_binding(ctx: &Ctx, config: &Config) -> Result<(String, String)> {
-    match ctx.engine()?.remote_host() {
-        None => Ok(("127.0.0.1".into(), "127.0.0.1".into())),
-        Some(_) => ctx.published(&config.publish_ip),
     }
 }
 

@@ -215,6 +215,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         restart: true,
         cmd: None,
         locked_down: false,
+        state_dir: None,
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let host = check_host(ctx, &config)?;
@@ -253,7 +254,13 @@ fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Resul
         std::fs::create_dir_all(dest.parent().expect("a file in the image has a directory"))?;
         std::fs::copy(from, &dest).with_context(|| format!("cannot copy {} for the proxy image", from.display()))?;
     }
-    std::fs::write(dir.join("Dockerfile"), format!("FROM scratch\nCOPY rootfs/ /\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::BINARY))?;
+    // The state directory, owned by the proxy's user: its volume starts as a copy of it.
+    std::fs::create_dir_all(dir.join("state"))?;
+    std::fs::write(dir.join("state/.keep"), "")?;
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM scratch\nCOPY rootfs/ /\nCOPY --chown=65534:65534 state/ {}/\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::STATE_DIR, proxy::BINARY),
+    )?;
     progress.message(&format!("building the proxy image ({} files)", files.len()));
     let req = ops::docker::BuildRequest { root: &dir, dockerfile: "Dockerfile", tag: &tag, build_args: HashMap::new(), labels: HashMap::new() };
     let built = ctx.wait(ops::docker::build(docker, req, progress));
@@ -282,7 +289,10 @@ fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProg
             return Ok(());
         }
         // Its route history lives in the container being replaced only; carry it over.
-        let history = route_history(ctx, docker, config)?;
+        let mut history = route_history(ctx, docker, config)?;
+        if history.is_empty() {
+            history = routes_in(ctx, docker, config, proxy::LEGACY_STATE_FILE)?;
+        }
         ctx.out.warn(&format!("replacing the live proxy {name} (an older pymdeploy's, or on another address): connections to the live port are refused for about a second"));
         let image = proxy_image(ctx, docker, progress)?;
         ctx.block_on(ops::docker::remove(docker, &name))?;
@@ -314,6 +324,7 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
         restart: true,
         cmd: Some(vec!["--listen".into(), format!("0.0.0.0:{}", proxy::PORT), "--state".into(), proxy::STATE_FILE.into()]),
         locked_down: true,
+        state_dir: Some(proxy::STATE_DIR),
     };
     ctx.block_on(ops::docker::run(docker, spec))?;
     Ok(())
@@ -364,10 +375,14 @@ fn current_route(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Option<S
 /// The upstreams in the order they were live, the current one first (kept in the proxy
 /// container, so any machine deploying to this engine sees the same).
 fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
+    routes_in(ctx, docker, config, proxy::STATE_FILE)
+}
+
+fn routes_in(ctx: &Ctx, docker: &Docker, config: &Config, state_file: &str) -> Result<Vec<String>> {
     if ctx.block_on(existing_state(docker, &proxy_name(config)))? != Some(None) {
         return Ok(Vec::new());
     }
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-routes", "--state", proxy::STATE_FILE]))?;
+    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-routes", "--state", state_file]))?;
     // Each line: `<container>:<port> <address>`; the first word names the upstream.
     Ok(if code == 0 { out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect() } else { Vec::new() })
 }
@@ -499,24 +514,26 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         ));
     }
     ctx.block_on(ops::docker::remove(docker, &name))?;
+    let (bind, reach) = ctx.check_binding(&config.publish_ip)?;
     progress.message(&format!("starting {version} beside the live version"));
     let spec = RunSpec {
         name: &name,
         image: &reference,
         env,
         container_port: config.port,
-        host_ip: "127.0.0.1",
+        host_ip: &bind,
         host_port: None,
         labels: labels(&config, PymEnv::Live, &version),
         network: Some(&network(&config)),
         restart: true,
         cmd: None,
         locked_down: false,
+        state_dir: None,
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let healthy = (|| -> Result<()> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.wait(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
+        ctx.wait(wait_healthy(docker, &id, &reach, port, &config))?;
         Ok(())
     })();
     let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
@@ -560,7 +577,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     ctx.block_on(ops::docker::start(docker, &id))?;
     let result = (|| -> Result<Vec<String>> {
         let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.wait(wait_healthy(docker, &id, "127.0.0.1", port, &config))?;
+        ctx.wait(wait_healthy(docker, &id, &ctx.check_binding(&config.publish_ip)?.1, port, &config))?;
         switch_to(ctx, docker, &config, &id, &name, &version, progress)
     })();
     match result {

@@ -83,7 +83,7 @@ fn no_engine_is_one_error_with_a_hint() {
     cmd.arg("build").current_dir(&dir).env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     let r = run(cmd);
     r.assert_failed()
-        .assert_stderr_has("error: step `build` failed: no Docker engine reachable at unix:///nonexistent/docker.sock")
+        .assert_stderr_has("error: `build` cannot run, so nothing was started: no Docker engine reachable at unix:///nonexistent/docker.sock")
         .assert_stderr_has("hint: start the engine");
     assert_eq!(r.stderr.matches("error:").count(), 1, "one error, not a cascade:\n{}", r.stderr);
 }

@@ -57,6 +57,21 @@ fn push_finds_credentials_where_docker_keeps_them_and_fails_clearly_without() {
     std::process::Command::new("chmod").arg("+x").arg(&helper).status().unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     svc.pym_env(&["push"], &[("DOCKER_CONFIG", cfg.to_str().unwrap()), ("PATH", &path)]).assert_ok().assert_stderr_has("unchanged");
+
+    // Precedence, each source shadowing the next, shown by a wrong password in the one
+    // that must lose: `credHelpers` over `auths`...
+    let bad_auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{wrong}", reg.user));
+    let all = temp_dir("dockercfg-all");
+    std::fs::write(all.join("config.json"), format!(r#"{{"credHelpers": {{"{h}": "pymit"}}, "auths": {{"{h}": {{"auth": "{bad_auth}"}}}}, "credsStore": "absent"}}"#, h = reg.host)).unwrap();
+    svc.pym_env(&["push"], &[("DOCKER_CONFIG", all.to_str().unwrap()), ("PATH", &path)]).assert_ok();
+    // ...`auths` over `credsStore` (a right helper loses to a wrong `auths` entry)...
+    std::fs::write(all.join("config.json"), format!(r#"{{"auths": {{"{h}": {{"auth": "{bad_auth}"}}}}, "credsStore": "pymit"}}"#, h = reg.host)).unwrap();
+    let r = svc.pym_env(&["push"], &[("DOCKER_CONFIG", all.to_str().unwrap()), ("PATH", &path)]);
+    r.assert_failed().assert_stderr_has("`auths` in");
+    assert!(!r.stderr.contains(wrong), "the password was printed:\n{}", r.stderr);
+    // ...and the environment over the whole Docker config.
+    let r = svc.pym_env(&["push"], &[("DOCKER_CONFIG", cfg.to_str().unwrap()), ("PATH", &path), ("PYM_REGISTRY_USER", &reg.user), ("PYM_REGISTRY_PASSWORD", wrong)]);
+    r.assert_failed().assert_stderr_has("from PYM_REGISTRY_USER and PYM_REGISTRY_PASSWORD");
 }
 
 #[test]

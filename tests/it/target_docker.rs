@@ -279,6 +279,19 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     let images = svc.images();
     assert!(!images.iter().any(|i| i.ends_with(&format!(":{c1}"))), "{images:?}");
     assert!(images.iter().any(|i| i.ends_with(&format!(":{v0}"))) && images.iter().any(|i| i.ends_with(&format!(":{c2}"))), "{images:?}");
+
+    // The proxy keeps its routes across a restart (what the engine's restart policy does
+    // to it after an engine restart or a crash): live answers the same version at once,
+    // and the order of previous versions is still known.
+    docker(&["restart", "-t", "1", &format!("pym-{}-proxy", svc.name)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while version_on(live).is_none() {
+        assert!(std::time::Instant::now() < deadline, "live does not answer after the proxy restarted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(version_on(live).unwrap()["version"], v0.as_str(), "the restarted proxy lost its route");
+    let table = svc.pym(&["status"]).assert_ok().stdout.clone();
+    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(c2.as_str())), "the restarted proxy lost its history:\n{table}");
 }
 
 #[test]
