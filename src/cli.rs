@@ -497,6 +497,9 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
             }
         }
     });
+    // What promote or rollback left to finish beside the later steps (the old version's
+    // drain and stop, pruning): the run ends when it is done.
+    ctx.settle();
     let elapsed = started.elapsed();
     if let Some(mut j) = journal {
         j.finished = result.error.is_none();

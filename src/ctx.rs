@@ -52,6 +52,7 @@ pub struct Ctx {
     image: RefCell<Option<String>>,
     pushed: RefCell<Option<String>>,
     rolled_back_to: RefCell<Option<String>>,
+    deferred: RefCell<Vec<(String, tokio::task::JoinHandle<Result<Vec<String>>>)>>,
 }
 
 impl Ctx {
@@ -89,6 +90,7 @@ impl Ctx {
             image: RefCell::new(None),
             pushed: RefCell::new(None),
             rolled_back_to: RefCell::new(None),
+            deferred: RefCell::new(Vec::new()),
         })
     }
 
@@ -139,6 +141,33 @@ impl Ctx {
                 _ = interrupt => Err(anyhow::Error::new(crate::error::Interrupted)),
             }
         })
+    }
+
+    /// Starts work that is on no request's path (retiring the version a switch replaced)
+    /// beside the steps that follow. It yields lines to report; `settle` waits for it.
+    pub fn defer(&self, what: &str, work: impl Future<Output = Result<Vec<String>>> + Send + 'static) {
+        let handle = self.rt.spawn(work);
+        self.deferred.borrow_mut().push((what.to_string(), handle));
+    }
+
+    /// Waits for the deferred work, reporting what it did. A failure there is a warning:
+    /// live serves the version it should; what is left over is for `cleanup`.
+    pub fn settle(&self) {
+        let pending: Vec<_> = self.deferred.borrow_mut().drain(..).collect();
+        for (what, handle) in pending {
+            match self.rt.block_on(handle) {
+                Ok(Ok(lines)) => {
+                    for l in lines {
+                        match l.strip_prefix("warning: ") {
+                            Some(w) => self.out.warn(w),
+                            None => self.out.status("Retired", &l),
+                        }
+                    }
+                }
+                Ok(Err(e)) => self.out.warn(&format!("{what} did not finish: {e:#} (`cargo xtask cleanup` removes what is left)")),
+                Err(e) => self.out.warn(&format!("{what} did not finish: {e}")),
+            }
+        }
     }
 
     /// Runs a future to completion on the context's runtime.

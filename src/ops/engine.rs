@@ -119,9 +119,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Connects to the engine and agrees on an API version with it.
 pub async fn connect(ep: &Endpoint) -> Result<Docker> {
     let ssh_errors = SshErrors::default();
-    let unreachable = |e: &dyn std::fmt::Display| {
+    let unreachable = |e: &bollard::errors::Error| {
         let said = ssh_errors.take();
-        let e = if said.is_empty() { e.to_string() } else { said };
+        let e = if said.is_empty() { chain(e) } else { said };
         let hint = match ssh_command(&ep.host) {
             Ok(argv) if ep.host.starts_with("ssh://") => {
                 let login: Vec<&str> = argv.iter().map(String::as_str).filter(|a| !matches!(*a, "-o" | "BatchMode=yes" | "ConnectTimeout=15" | "-T")).take_while(|a| *a != "--").collect();
@@ -147,6 +147,22 @@ pub async fn connect(ep: &Endpoint) -> Result<Docker> {
     Ok(docker)
 }
 
+/// An error and its sources, as one line: hyper's own message ("client error
+/// (Connect)") says little; the cause below it ("Connection refused", a certificate
+/// problem) says what is wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(feature = "docker-tls")]
 fn tls(ep: &Endpoint) -> Result<Docker> {
     let dir = ep.tls.clone().unwrap_or_default();
@@ -158,6 +174,9 @@ fn tls(ep: &Endpoint) -> Result<Docker> {
             ));
         }
     }
+    // With the aws-beanstalk feature rustls has two providers compiled in and will not
+    // guess; ring is what bollard's `ssl` feature brings.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Docker::connect_with_ssl(&ep.host, &dir.join("key.pem"), &dir.join("cert.pem"), &dir.join("ca.pem"), 120, bollard::API_DEFAULT_VERSION)
         .with_context(|| format!("cannot set up TLS to {}", ep.describe()))
 }

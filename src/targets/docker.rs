@@ -357,9 +357,9 @@ fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<
 
 /// Waits until the proxy has no request in flight to `upstream`, for at most
 /// `drain_seconds`; returns how many were left.
-fn drain(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<usize> {
-    let ms = (config.drain_seconds * 1000).to_string();
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-drain", upstream, "--timeout-ms", &ms]))?;
+async fn drain(docker: &Docker, proxy: &str, upstream: &str, drain_seconds: u64) -> Result<usize> {
+    let ms = (drain_seconds * 1000).to_string();
+    let (code, out) = ops::docker::exec(docker, proxy, &[proxy::BINARY, "__proxy-drain", upstream, "--timeout-ms", &ms]).await?;
     let left = out.lines().rev().find_map(|l| l.trim().parse::<usize>().ok());
     match (code, left) {
         (0, Some(n)) => Ok(n),
@@ -367,7 +367,6 @@ fn drain(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<
     }
 }
 
-/// The upstream the proxy routes to, if it has one.
 fn current_route(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Option<String>> {
     Ok(route_history(ctx, docker, config)?.into_iter().next())
 }
@@ -379,10 +378,14 @@ fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<Stri
 }
 
 fn routes_in(ctx: &Ctx, docker: &Docker, config: &Config, state_file: &str) -> Result<Vec<String>> {
-    if ctx.block_on(existing_state(docker, &proxy_name(config)))? != Some(None) {
+    ctx.block_on(routes(docker, &proxy_name(config), state_file))
+}
+
+async fn routes(docker: &Docker, proxy: &str, state_file: &str) -> Result<Vec<String>> {
+    if existing_state(docker, proxy).await? != Some(None) {
         return Ok(Vec::new());
     }
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-routes", "--state", state_file]))?;
+    let (code, out) = ops::docker::exec(docker, proxy, &[proxy::BINARY, "__proxy-routes", "--state", state_file]).await?;
     // Each line: `<container>:<port> <address>`; the first word names the upstream.
     Ok(if code == 0 { out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect() } else { Vec::new() })
 }
@@ -407,7 +410,11 @@ fn previous_versions<'a>(all: &'a [ContainerSummary], history: &[String]) -> Vec
 
 /// The live containers of this service, newest first.
 fn live_containers(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<ContainerSummary>> {
-    let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=live")]))?;
+    ctx.block_on(live_of(docker, &config.name))
+}
+
+async fn live_of(docker: &Docker, service: &str) -> Result<Vec<ContainerSummary>> {
+    let mut list = ops::docker::list(docker, &[format!("{LABEL_NAME}={service}"), format!("{LABEL_ENV}=live")]).await?;
     list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
     Ok(list)
 }
@@ -436,47 +443,86 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
         }
         return Err(e.context("live does not serve the new version after the switch; the previous route is restored"));
     }
-    if let Some(prev) = &old_route {
-        progress.message(&format!("draining {prev}: waiting for its requests in flight (at most {}s)", config.drain_seconds));
-        let started = std::time::Instant::now();
-        let left = drain(ctx, docker, config, prev)?;
-        match left {
-            0 => progress.message(&format!("drained in {:.2}s", started.elapsed().as_secs_f64())),
-            n => ctx.out.warn(&format!("{n} request(s) still in flight to the old version after drain_seconds ({}s); stopping it cuts them", config.drain_seconds)),
-        }
-    }
-    let mut stopped = Vec::new();
-    for c in &old {
-        let cid = c.id.clone().unwrap_or_default();
-        ctx.block_on(ops::docker::stop(docker, &cid, 10))?;
-        stopped.push(label(c, LABEL_VERSION).to_string());
-    }
-    // Keep the `keep_previous` versions live most recently; remove the rest, and the
-    // images nothing uses any more.
-    let after = live_containers(ctx, docker, config)?;
-    let history = route_history(ctx, docker, config)?;
-    for c in previous_versions(&after, &history).into_iter().skip(config.keep_previous as usize) {
-        ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
-    }
-    if let Err(e) = prune_images(ctx, docker, config) {
-        ctx.out.warn(&format!("old images were not removed: {e:#}"));
-    }
+    // Live serves the new version: what is left (drain the old one, stop it, remove
+    // versions beyond keep_previous and images nothing uses) is on no request's path, so
+    // it runs beside the next steps, and the run ends once it is done.
+    let stopped: Vec<String> = old.iter().map(|c| label(c, LABEL_VERSION).to_string()).collect();
+    let retire = Retire {
+        docker: docker.clone(),
+        proxy: proxy_name(config),
+        service: config.name.clone(),
+        repo: config.image_repo(),
+        head: ctx.image_tag().ok(),
+        old_route,
+        old: old.iter().map(|c| (c.id.clone().unwrap_or_default(), label(c, LABEL_VERSION).to_string())).collect(),
+        drain_seconds: config.drain_seconds,
+        keep_previous: config.keep_previous as usize,
+    };
+    let what = if stopped.is_empty() { "pruning old versions".to_string() } else { format!("retiring {}", stopped.join(", ")) };
+    ctx.defer(&what, retire.run());
     Ok(stopped)
+}
+
+/// The work after a switch, done off the critical path (see `switch_to`).
+struct Retire {
+    docker: Docker,
+    proxy: String,
+    service: String,
+    repo: String,
+    head: Option<String>,
+    old_route: Option<String>,
+    old: Vec<(String, String)>,
+    drain_seconds: u64,
+    keep_previous: usize,
+}
+
+impl Retire {
+    /// Returns what it did, as lines for the run's output; warnings start with "warning: ".
+    async fn run(self) -> Result<Vec<String>> {
+        let mut said = Vec::new();
+        if let Some(prev) = &self.old_route {
+            let started = std::time::Instant::now();
+            match drain(&self.docker, &self.proxy, prev, self.drain_seconds).await? {
+                0 => said.push(format!("drained {} in {:.2}s", upstream_container(prev), started.elapsed().as_secs_f64())),
+                n => said.push(format!("warning: {n} request(s) still in flight to {} after drain_seconds ({}s); stopping it cut them", upstream_container(prev), self.drain_seconds)),
+            }
+        }
+        for (id, version) in &self.old {
+            ops::docker::stop(&self.docker, id, 10).await?;
+            said.push(format!("stopped {version}"));
+        }
+        // Keep the `keep_previous` versions live most recently; remove the rest, and the
+        // images nothing uses any more.
+        let after = live_of(&self.docker, &self.service).await?;
+        let history = routes(&self.docker, &self.proxy, proxy::STATE_FILE).await?;
+        for c in previous_versions(&after, &history).into_iter().skip(self.keep_previous) {
+            ops::docker::remove(&self.docker, c.id.as_deref().unwrap_or_default()).await?;
+            said.push(format!("removed {} (beyond keep_previous)", label(c, LABEL_VERSION)));
+        }
+        match unused_images(&self.docker, &self.service, &self.repo, self.head.as_deref()).await {
+            Ok(tags) if !tags.is_empty() => said.push(format!("removed the image{} {}", if tags.len() == 1 { "" } else { "s" }, tags.join(", "))),
+            Ok(_) => {}
+            Err(e) => said.push(format!("warning: old images were not removed: {e:#}")),
+        }
+        Ok(said)
+    }
 }
 
 /// Removes the images of this service that no container of it uses (a version's image
 /// goes with its last container), but the one HEAD builds: it may be deployed next.
 /// Returns the tags removed.
 fn prune_images(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
-    let used: std::collections::HashSet<String> =
-        ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?.into_iter().filter_map(|c| c.image_id).collect();
-    let head = ctx.image_tag().ok();
+    ctx.block_on(unused_images(docker, &config.name, &config.image_repo(), ctx.image_tag().ok().as_deref()))
+}
+
+async fn unused_images(docker: &Docker, service: &str, repo: &str, head: Option<&str>) -> Result<Vec<String>> {
+    let used: std::collections::HashSet<String> = ops::docker::list(docker, &[format!("{LABEL_NAME}={service}")]).await?.into_iter().filter_map(|c| c.image_id).collect();
     let mut removed = Vec::new();
-    for (id, tags) in ctx.block_on(ops::docker::images_of(docker, &config.image_repo()))? {
-        if used.contains(&id) || head.as_ref().is_some_and(|h| tags.contains(h)) {
+    for (id, tags) in ops::docker::images_of(docker, repo).await? {
+        if used.contains(&id) || head.is_some_and(|h| tags.iter().any(|t| t == h)) {
             continue;
         }
-        ctx.block_on(ops::docker::remove_image(docker, &id))?;
+        ops::docker::remove_image(docker, &id).await?;
         removed.extend(tags);
     }
     Ok(removed)
@@ -559,6 +605,8 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
 }
 
 pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    // A switch earlier in this run may still be retiring the version rolled back to.
+    ctx.settle();
     let config = ctx.config_for(PymEnv::Live)?;
     let docker = ctx.docker()?;
     let all = live_containers(ctx, docker, &config)?;

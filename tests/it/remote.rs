@@ -78,3 +78,93 @@ fn a_docker_context_names_the_engine() {
     svc.pym_env(&["status"], &[("DOCKER_CONFIG", config_s.as_str()), ("DOCKER_HOST", "unix:///var/run/docker.sock")]).assert_ok();
     let _ = std::fs::remove_dir_all(&config);
 }
+
+/// A TLS endpoint in front of the local engine that, like `dockerd --tlsverify`, requires
+/// a client certificate signed by its CA: stunnel, with certificates made by openssl.
+#[cfg(feature = "docker-tls")]
+struct TlsEngine {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+#[cfg(feature = "docker-tls")]
+impl TlsEngine {
+    fn start() -> TlsEngine {
+        let dir = temp_dir("tls-engine");
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-ec").arg(script).current_dir(&dir).output().unwrap();
+            assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=pym-test-ca -keyout ca-key.pem -out ca.pem 2>/dev/null");
+        sh("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr 2>/dev/null\n\
+            printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext\n\
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile server.ext -out server.pem 2>/dev/null");
+        sh("mkdir -p client && openssl req -newkey rsa:2048 -nodes -subj /CN=deployer -keyout client/key.pem -out client.csr 2>/dev/null\n\
+            printf 'extendedKeyUsage=clientAuth\\n' > client.ext\n\
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile client.ext -out client/cert.pem 2>/dev/null\n\
+            cp ca.pem client/ca.pem");
+        let port = free_port();
+        let conf = format!(
+            "foreground = yes\npid =\n[docker]\naccept = 127.0.0.1:{port}\nconnect = /var/run/docker.sock\ncert = {d}/server.pem\nkey = {d}/server-key.pem\nCAfile = {d}/ca.pem\nverifyChain = yes\nrequireCert = yes\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("stunnel.conf"), conf).unwrap();
+        let child = std::process::Command::new("stunnel4")
+            .arg(dir.join("stunnel.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stunnel.log")).unwrap())
+            .spawn()
+            .expect("stunnel4 runs (run .ci/setup)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "stunnel did not start: {}", std::fs::read_to_string(dir.join("stunnel.log")).unwrap_or_default());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TlsEngine { port, dir, child }
+    }
+}
+
+#[cfg(feature = "docker-tls")]
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[cfg(feature = "docker-tls")]
+fn an_engine_over_tls_with_a_client_certificate() {
+    if !docker_available() {
+        return;
+    }
+    let tls = TlsEngine::start();
+    let svc = TestService::new("tls");
+    svc.on_free_ports();
+    let host = format!("tcp://127.0.0.1:{}", tls.port);
+    let certs = tls.dir.join("client").display().to_string();
+    let with = |cert_path: &str| svc.pym_env(&["status"], &[("DOCKER_HOST", host.as_str()), ("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", cert_path)]);
+    // The engine answers through TLS with our client certificate.
+    with(&certs).assert_ok();
+    // No client certificate: named before anything is tried.
+    let no_cert = temp_dir("tls-nocert");
+    std::fs::copy(tls.dir.join("ca.pem"), no_cert.join("ca.pem")).unwrap();
+    with(no_cert.to_str().unwrap()).assert_failed().assert_stderr_has("cert.pem, which is not there").assert_stderr_has("DOCKER_CERT_PATH");
+    // A CA that did not sign the server's certificate: the connection is refused.
+    let other = temp_dir("tls-otherca");
+    let out = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other -keyout k.pem -out ca.pem 2>/dev/null")
+        .current_dir(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(tls.dir.join("client").join(f), other.join(f)).unwrap();
+    }
+    with(other.to_str().unwrap()).assert_failed().assert_stderr_has(&format!("no Docker engine reachable at {host}"));
+    // Without DOCKER_TLS_VERIFY, plain HTTP to a TLS port does not pass for an engine.
+    svc.pym_env(&["status"], &[("DOCKER_HOST", host.as_str())]).assert_failed();
+}
