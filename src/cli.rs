@@ -100,6 +100,12 @@ pub enum ServiceCommand {
     },
     /// Print the version the current commit builds as
     Version,
+    /// Make the docker target's live proxy image here; with --push, push it for `proxy_image`
+    ProxyImage {
+        /// A registry repository (REGISTRY/TEAM) to push it to; prints the image to name
+        #[arg(long, value_name = "REPO")]
+        push: Option<String>,
+    },
     /// Remove old environments beyond `keep_previous` (prints what it would do unless --execute)
     Cleanup {
         /// Terminate them, instead of only listing them
@@ -632,6 +638,12 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let left = rt.block_on(crate::ops::proxy::drain(&upstream, std::time::Duration::from_millis(timeout_ms)))?;
             printer.data(&left.to_string());
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyImage { push } => {
+            let ctx = open(global, printer)?;
+            let image = crate::targets::proxy_image(&ctx, push.as_deref())?;
+            ctx.out.data(&image);
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Cleanup { execute } => {

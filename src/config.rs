@@ -200,6 +200,8 @@ config! {
         live_port: u16 = 8080 => Docker,
         /// docker target: the host port of the staging address
         staging_port: u16 = 8081 => Docker,
+        /// docker target: the live proxy's image; unset, it is made on the engine from the running pymdeploy (a Linux host of the engine's CPU architecture); elsewhere, make one with `pymdeploy proxy-image --push REPO` on such a machine
+        proxy_image: Option<String> = None => Docker,
         /// how many previous live versions are kept for rollback
         keep_previous: u32 = 2,
         /// seconds open connections get to finish on the old version after a switch

@@ -263,7 +263,8 @@ fn schema_text() -> String {
 fn target_config(target: TargetKind) -> String {
     match target {
         TargetKind::Docker => "# docker target: live answers on publish_ip:live_port (a proxy pymdeploy keeps there),\n\
-             # staging on publish_ip:staging_port.\n\
+             # staging on publish_ip:staging_port. On a server's engine (DOCKER_HOST=ssh://...),\n\
+             # publish on an address this machine reaches: 0.0.0.0 or the server's.\n\
              # publish_ip: 127.0.0.1\n\
              # live_port: 8080\n\
              # staging_port: 8081\n"

@@ -480,3 +480,23 @@ pub async fn empty_image(docker: &Docker, repo: &str, tag: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Tags `image` as `repo:tag`.
+pub async fn tag(docker: &Docker, image: &str, repo: &str, tag: &str) -> Result<()> {
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+    docker.tag_image(image, Some(options)).await.with_context(|| format!("cannot tag {image} as {repo}:{tag}"))
+}
+
+/// The engine's operating system and CPU architecture, in Rust's words (`linux`,
+/// `x86_64`), so they compare with `std::env::consts`.
+pub async fn platform(docker: &Docker) -> Result<(String, String)> {
+    let v = docker.version().await.context("cannot ask the engine its version")?;
+    let arch = match v.arch.as_deref().unwrap_or_default() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "x86",
+        "ppc64le" => "powerpc64",
+        other => other,
+    };
+    Ok((v.os.unwrap_or_default(), arch.to_string()))
+}

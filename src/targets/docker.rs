@@ -106,7 +106,24 @@ pub fn check(ctx: &Ctx) -> Result<()> {
     for env in [PymEnv::Staging, PymEnv::Live] {
         ctx.published(&ctx.config_for(env)?.publish_ip)?;
     }
-    ctx.docker().map(drop)
+    let docker = ctx.docker()?;
+    if ctx.config().proxy_image.is_none() {
+        let engine = ctx.block_on(ops::docker::platform(docker))?;
+        if !can_make_proxy(&engine) {
+            return Err(hinted(
+                format!(
+                    "the live proxy's image is made from the running pymdeploy, a {} {} binary, and the engine at {} runs {} {} containers",
+                    std::env::consts::OS,
+                    std::env::consts::ARCH,
+                    ctx.engine()?.describe(),
+                    engine.0,
+                    engine.1
+                ),
+                format!("on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints", engine.0, engine.1),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where an environment answers, read from that environment's config (its overlay may
@@ -235,10 +252,50 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     }
 }
 
+/// The proxy's image: `proxy_image` when set (pulled if the engine lacks it), else made
+/// from the running binary.
+fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
+    let Some(image) = ctx.config().proxy_image.clone() else {
+        return built_proxy_image(ctx, docker, progress);
+    };
+    if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
+        progress.message(&format!("pulling the proxy image {image}"));
+        let credentials = ops::registry::credentials_for(&ops::registry::registry_of(&image))?;
+        ctx.wait(ops::docker::pull(docker, &image, credentials.as_ref(), progress))?;
+    }
+    Ok(image)
+}
+
+/// Whether this machine can make the proxy image for the engine from the running
+/// binary: a Linux binary of the engine's CPU architecture.
+fn can_make_proxy(engine: &(String, String)) -> bool {
+    std::env::consts::OS == "linux" && engine.0 == "linux" && engine.1 == std::env::consts::ARCH
+}
+
+/// `pymdeploy proxy-image`: makes the proxy image from the running binary and, with a
+/// repository, pushes it there for `proxy_image` to name. Returns the image's reference.
+pub fn make_proxy_image(ctx: &Ctx, push_to: Option<&str>) -> Result<String> {
+    let docker = ctx.docker()?;
+    let engine = ctx.block_on(ops::docker::platform(docker))?;
+    if !can_make_proxy(&engine) {
+        bail!("the running pymdeploy is a {} {} binary; the engine runs {} {} containers", std::env::consts::OS, std::env::consts::ARCH, engine.0, engine.1);
+    }
+    let progress = ctx.out.step("proxy-image");
+    let image = built_proxy_image(ctx, docker, &progress)?;
+    let Some(repo) = push_to else { return Ok(image) };
+    let repo = format!("{}/pym-proxy", repo.trim_end_matches('/'));
+    let tag = format!("{}-r{}-{}", env!("CARGO_PKG_VERSION"), proxy::REVISION, engine.1);
+    ctx.block_on(ops::docker::tag(docker, &image, &repo, &tag))?;
+    let reference = format!("{repo}:{tag}");
+    let credentials = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+    ctx.wait(ops::docker::push(docker, &reference, credentials.as_ref(), &progress))?;
+    Ok(reference)
+}
+
 /// The proxy's image, built from the running binary on first use: the binary and the
 /// shared libraries it loads, on an empty image, so the proxy does not depend on the
 /// service's base (musl, distroless, Python: all the same to it).
-fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
+fn built_proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the running binary for the proxy image")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("cannot stat {}", exe.display()))?;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);

@@ -81,6 +81,12 @@ pub fn check(ctx: &Ctx) -> Result<()> {
     }
 }
 
+/// `pymdeploy proxy-image`: the docker target's live proxy image, made here and pushed
+/// to `push_to` for engines that cannot have it made from the deploying binary.
+pub fn proxy_image(ctx: &Ctx, push_to: Option<&str>) -> Result<String> {
+    docker::make_proxy_image(ctx, push_to)
+}
+
 /// A target's own lock, held until dropped.
 pub type Guard = Box<dyn std::any::Any>;
 

@@ -33,9 +33,19 @@ fn deploy_and_rollback_over_ssh_and_clear_errors_for_a_wrong_key_or_host() {
         .assert_stderr_has("hint:");
     assert!(svc.containers().is_empty(), "{:?}", svc.containers());
 
+    // A proxy image made once and pushed, as a team deploying from a Mac or to an arm64
+    // server does (`proxy_image`): the engine pulls it and the live proxy runs it.
+    let made = pym(&["proxy-image", "--push", &format!("{}/tools", reg.host)], &host, &ssh);
+    made.assert_ok();
+    let proxy_image = made.stdout.trim().to_string();
+    assert!(proxy_image.starts_with(&format!("{}/tools/pym-proxy:", reg.host)), "{proxy_image}");
+    docker(&["rmi", &proxy_image]);
+    svc.edit("pym-config.yaml", "drain_seconds: 10", &format!("drain_seconds: 10\nproxy_image: {proxy_image}")).commit("a pushed proxy image");
+
     // The whole pipeline through ssh: every engine call goes through the server.
     let before = sshd.logins();
     pym(&["deploy"], &host, &ssh).assert_ok();
+    assert_eq!(docker(&["inspect", "--format", "{{.Config.Image}}", &format!("pym-{}-proxy", svc.name)]), proxy_image);
     assert!(sshd.logins() > before, "the deploy never logged in over ssh:\n{}", sshd.log());
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
     assert_eq!(version_on(live).expect("live answers")["version"], v1.as_str());
