@@ -52,8 +52,11 @@ pub struct Ctx {
     image: RefCell<Option<String>>,
     pushed: RefCell<Option<String>>,
     rolled_back_to: RefCell<Option<String>>,
-    deferred: RefCell<Vec<(String, tokio::task::JoinHandle<Result<Vec<String>>>)>>,
+    deferred: RefCell<Vec<Deferred>>,
 }
+
+/// Work started by `Ctx::defer`: what it is, and its task, which yields lines to report.
+type Deferred = (String, tokio::task::JoinHandle<Result<Vec<String>>>);
 
 impl Ctx {
     /// Opens the service at `root` (its `pym-config.yaml` must load for the local env).
