@@ -236,6 +236,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     };
     let id = ctx.block_on(ops::docker::run(docker, spec))?;
     let host = check_host(ctx, &config)?;
+    progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
     let ready = ctx.wait(async {
         let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
         verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;

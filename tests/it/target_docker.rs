@@ -295,7 +295,7 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
 }
 
 #[test]
-fn ctrl_c_while_promote_waits_leaves_live_as_it_was_and_answers_at_once() {
+fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
     if !docker_available() {
         return;
     }
@@ -323,6 +323,18 @@ fn ctrl_c_while_promote_waits_leaves_live_as_it_was_and_answers_at_once() {
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let last = history.lines().last().unwrap();
     assert!(last.contains(&v2) && last.contains(" failed ") && last.contains("promote:failed"), "{history}");
+
+    // Ctrl-C while stage waits for a version that never gets healthy on staging: it
+    // answers at once and leaves no staging container of that version; live is untouched.
+    svc.write("pym-config.staging.yaml", "health_path: /never\n").commit("v3, unhealthy on staging");
+    let mut run = svc.spawn(&["deploy", "--no-test", "--skip", "accept-local", "--to", "stage"], &reg.env());
+    run.wait_for("to answer");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, rest, took) = run.interrupt();
+    assert!(took < std::time::Duration::from_secs(10), "Ctrl-C took {took:?} (health_timeout is 60 s)");
+    assert_eq!(code, Some(130), "{rest}");
+    assert!(svc.containers().iter().all(|id| docker(&["inspect", "--format", "{{.Name}}", id]) != format!("/pym-{}-staging", svc.name)), "the interrupted stage left its container");
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed");
 }
 
 #[test]
