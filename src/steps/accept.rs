@@ -48,7 +48,7 @@ impl Step for AcceptLocal {
 
     fn check(&self, ctx: &Ctx) -> Result<()> {
         ctx.check_binding(&ctx.config().publish_ip)?;
-        secrets(ctx, ctx.config())?;
+        secrets(ctx.config())?;
         ctx.docker().map(drop)
     }
 
@@ -112,21 +112,19 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, 
 pub fn container_env(ctx: &Ctx, config: &Config, env: PymEnv) -> Result<Vec<String>> {
     let version = ctx.version()?.to_string();
     let mut out = vec![format!("PYM_ENV={env}"), format!("PORT={}", config.port), format!("PYM_VERSION={version}")];
-    out.extend(secrets(ctx, config)?.into_iter().map(|(name, value)| format!("{name}={value}")));
+    out.extend(secrets(config)?.into_iter().map(|(name, value)| format!("{name}={value}")));
     Ok(out)
 }
 
-/// The `env_secrets` values from the caller's environment, each registered with the
-/// printer; an error naming every one that is not set.
-pub fn secrets(ctx: &Ctx, config: &Config) -> Result<Vec<(String, String)>> {
+/// The `env_secrets` values from the caller's environment (masked in output since
+/// `Ctx::register_secrets`, before the first step); an error naming every one not set.
+pub fn secrets(config: &Config) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for name in &config.env_secrets {
         match std::env::var(name) {
-            Ok(value) => {
-                ctx.out.add_secret(&value);
-                out.push((name.clone(), value));
-            }
+            // Masked already: `Ctx::register_secrets` ran before the first step.
+            Ok(value) => out.push((name.clone(), value)),
             Err(_) => missing.push(name.as_str()),
         }
     }

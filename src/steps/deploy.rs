@@ -24,7 +24,7 @@ impl Step for Stage {
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
         targets::check(ctx)?;
-        secrets(ctx, &ctx.config_for(PymEnv::Staging)?).map(drop)
+        secrets(&ctx.config_for(PymEnv::Staging)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "stage")
@@ -98,7 +98,7 @@ impl Step for Promote {
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
         targets::check(ctx)?;
-        secrets(ctx, &ctx.config_for(PymEnv::Live)?).map(drop)
+        secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "promote")
@@ -119,7 +119,7 @@ impl Step for Rollback {
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
         targets::check(ctx)?;
-        secrets(ctx, &ctx.config_for(PymEnv::Live)?).map(drop)
+        secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::plan(ctx, "rollback")

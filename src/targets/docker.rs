@@ -337,10 +337,11 @@ fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProg
     let name = proxy_name(config);
     // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
     // and a service's xtask make the same proxy) and where it listens.
-    let made_as = format!("{}-r{}/{}:{}", env!("CARGO_PKG_VERSION"), proxy::REVISION, config.publish_ip, config.live_port);
-    if let Some(code) = ctx.block_on(existing_state(docker, &name))? {
-        let existing = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_PROXY}={made_as}"), format!("{LABEL_NAME}={}", config.name)]))?;
-        if existing.iter().any(|c| c.names.as_ref().is_some_and(|n| n.iter().any(|n| n.trim_start_matches('/') == name))) {
+    // A `proxy_image` of the team's own counts as part of which proxy this is.
+    let image = config.proxy_image.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
+    let made_as = format!("{}-r{}/{}:{}{image}", env!("CARGO_PKG_VERSION"), proxy::REVISION, config.publish_ip, config.live_port);
+    if let Some((labels, code)) = ctx.block_on(inspect_existing(docker, &name))? {
+        if labels.get(LABEL_PROXY) == Some(&made_as) && labels.get(LABEL_NAME) == Some(&config.name) {
             if code.is_some() {
                 ctx.block_on(ops::docker::start(docker, &name))?;
             }
@@ -391,8 +392,17 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
 /// `None` if there is no such container; `Some(None)` if it runs; `Some(Some(code))` if
 /// it has stopped.
 async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64>>> {
+    Ok(inspect_existing(docker, name).await?.map(|(_, code)| code))
+}
+
+/// A container's labels and state (as `existing_state`) in one inspect, or `None`.
+async fn inspect_existing(docker: &Docker, name: &str) -> Result<Option<(HashMap<String, String>, Option<i64>)>> {
     match docker.inspect_container(name, None).await {
-        Ok(_) => Ok(Some(ops::docker::exit_code(docker, name).await?)),
+        Ok(c) => {
+            let state = c.state.unwrap_or_default();
+            let code = if state.running == Some(true) { None } else { state.exit_code };
+            Ok(Some((c.config.and_then(|c| c.labels).unwrap_or_default(), code)))
+        }
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
     }
