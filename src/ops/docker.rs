@@ -402,11 +402,31 @@ pub async fn images_of(docker: &Docker, repo: &str) -> Result<Vec<(String, Vec<S
     Ok(images.into_iter().map(|i| (i.id, i.repo_tags)).collect())
 }
 
+/// The images of `repo` created before `before` (seconds since the epoch) that no
+/// container uses, running or not: their IDs.
+pub async fn unused_images_before(docker: &Docker, repo: &str, before: i64) -> Result<Vec<String>> {
+    let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default().filters(&filters).build();
+    let images = docker.list_images(Some(options)).await.with_context(|| format!("cannot list the images of {repo}"))?;
+    let all = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).build();
+    let used: std::collections::HashSet<String> = docker.list_containers(Some(all)).await.context("cannot list containers")?.into_iter().filter_map(|c| c.image_id).collect();
+    Ok(images.into_iter().filter(|i| i.created < before && !used.contains(&i.id)).map(|i| i.id).collect())
+}
+
 /// Removes an image with all its tags. Call it only for an image no container uses.
 pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
     let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
     match docker.remove_image(id, Some(options), None).await {
         Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove image {id}")),
+    }
+}
+
+/// Removes an image unless a container (running or not) uses it: the engine refuses
+/// then, and so do we, quietly.
+pub async fn remove_image_if_unused(docker: &Docker, id: &str) -> Result<()> {
+    match docker.remove_image(id, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+        Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove image {id}")),
     }
 }

@@ -300,7 +300,7 @@ fn built_proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) ->
     let exe = std::env::current_exe().context("cannot find the running binary for the proxy image")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("cannot stat {}", exe.display()))?;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    let tag = format!("pym-proxy:{}-r{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), proxy::REVISION, meta.len());
+    let tag = format!("{PROXY_REPO}:{}-r{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), proxy::REVISION, meta.len());
     if ctx.block_on(ops::docker::image_labels(docker, &tag))?.is_some() {
         return Ok(tag);
     }
@@ -326,6 +326,9 @@ fn built_proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) ->
     built?;
     Ok(tag)
 }
+
+/// Where the proxy images made from the deploying binary are kept on the engine.
+const PROXY_REPO: &str = "pym-proxy";
 
 /// On the proxy container: the image and address it was made with, so a proxy of an
 /// older pymdeploy, or on an address the config no longer names, is replaced.
@@ -362,7 +365,21 @@ fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProg
         return Ok(());
     }
     let image = proxy_image(ctx, docker, progress)?;
-    create_proxy(ctx, docker, config, &image, &made_as)
+    create_proxy(ctx, docker, config, &image, &made_as)?;
+    prune_proxy_images(ctx, docker);
+    Ok(())
+}
+
+/// Proxy images made by earlier builds of pymdeploy pile up on the engine (one per build
+/// of the deploying binary): when a proxy is made, those no container uses go. Images
+/// younger than an hour stay, in case another service's deploy just made one and is
+/// about to run it.
+fn prune_proxy_images(ctx: &Ctx, docker: &Docker) {
+    let before = state::now() - 3600;
+    let Ok(ids) = ctx.block_on(ops::docker::unused_images_before(docker, PROXY_REPO, before)) else { return };
+    for id in ids {
+        let _ = ctx.block_on(ops::docker::remove_image_if_unused(docker, &id));
+    }
 }
 
 fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_as: &str) -> Result<()> {
