@@ -520,3 +520,17 @@ pub async fn platform(docker: &Docker) -> Result<(String, String)> {
     };
     Ok((v.os.unwrap_or_default(), arch.to_string()))
 }
+
+/// Takes a container out of the way of a new one of the same name and port at once:
+/// kills it (freeing its port) and renames it to `to`. Its removal, slow on some storage
+/// drivers, can then wait. `Ok(false)` when there is no such container.
+pub async fn kill_and_rename(docker: &Docker, name: &str, to: &str) -> Result<bool> {
+    match docker.kill_container(name, None::<bollard::query_parameters::KillContainerOptions>).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot stop container {name}")),
+    }
+    let options = bollard::query_parameters::RenameContainerOptionsBuilder::default().name(to).build();
+    docker.rename_container(name, options).await.with_context(|| format!("cannot rename container {name} to {to}"))?;
+    Ok(true)
+}

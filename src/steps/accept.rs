@@ -72,6 +72,14 @@ impl Step for AcceptLocal {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, LOG_LINES));
             progress.suspend(|| ctx.out.block(&format!("last {LOG_LINES} log lines of container {name}"), &logs));
         }
+        if result.is_ok() {
+            // Removing a container is slow on some storage drivers (vfs copies and deletes
+            // whole file trees): after a pass it happens beside the next steps, and the
+            // run ends once it is done.
+            let (docker, what) = (docker.clone(), format!("removing {name}"));
+            ctx.defer(&what.clone(), async move { ops::docker::remove(&docker, &id).await.with_context(|| what).map(|()| Vec::new()) });
+            return result;
+        }
         ctx.block_on(ops::docker::remove(docker, &id)).with_context(|| format!("cannot remove container {name}"))?;
         result
     }

@@ -219,7 +219,26 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
     }
     let name = staging_name(&config);
-    ctx.block_on(ops::docker::remove(docker, &name))?;
+    // The previous staging container is killed and renamed at once, and removed beside
+    // the next steps (slow on some storage drivers).
+    // Earlier runs killed before they removed theirs leave stopped ones: they go too.
+    let old = format!("{name}-replaced-{}", std::process::id());
+    ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
+    let replaced: Vec<String> = ctx
+        .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
+        .iter()
+        .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
+        .filter_map(|c| c.id.clone())
+        .collect();
+    if !replaced.is_empty() {
+        let d = docker.clone();
+        ctx.defer(&format!("removing the previous {name}"), async move {
+            for id in replaced {
+                ops::docker::remove(&d, &id).await?;
+            }
+            Ok(Vec::new())
+        });
+    }
     let spec = RunSpec {
         name: &name,
         image: &reference,

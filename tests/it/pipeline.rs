@@ -259,3 +259,22 @@ fn ctrl_c_during_the_image_build_stops_at_once() {
     assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} during the build");
     assert!(svc.images().is_empty(), "an image was tagged: {:?}", svc.images());
 }
+
+#[test]
+fn a_file_size_limit_is_an_error_line_and_leaves_no_partial_binary() {
+    if !docker_available() {
+        return;
+    }
+    // Built once without a limit, then again under `ulimit -f` (1 MiB): cargo has nothing
+    // to write, the copy of the binary into .pym/dist is what hits the limit. The process
+    // must report it (not die of SIGXFSZ) and remove its partial copy.
+    let svc = TestService::new("fsize");
+    svc.pym(&["build"]).assert_ok();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg("ulimit -f 1024; exec \"$0\" build --force-build").arg(crate::support::pymdeploy_bin()).current_dir(&svc.root);
+    let r = crate::support::run(cmd);
+    r.assert_failed().assert_stderr_has("error: ").assert_stderr_has("File too large");
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let leftovers: Vec<_> = std::fs::read_dir(svc.path(".pym/dist")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "a partial binary was left: {leftovers:?}");
+}

@@ -337,7 +337,12 @@ fn plain_build_accept(svc: &Path, target: &Path) -> Result<()> {
     std::fs::create_dir_all(svc.join(".pym/dist"))?;
     std::fs::copy(target.join("release").join(name), svc.join(".pym/dist").join(name))?;
     let tag = format!("{name}:plain");
-    sh("docker", &["build", "-q", "--no-cache=false", "-t", &tag, "--build-arg", "PYM_VERSION=plain", "--build-arg", "PYM_BASE=debian:bookworm-slim", "--label", "org.pymacaron.commit=plain", "."])?;
+    // The version baked in and the commit labelled, as pymdeploy does and as any script
+    // that tags images by version must: a new commit misses the cache of those steps.
+    let sha = sh("git", &["rev-parse", "HEAD"])?;
+    let version = format!("PYM_VERSION=plain-{}", &sha[..12.min(sha.len())]);
+    let label = format!("org.pymacaron.commit={name}/{sha}");
+    sh("docker", &["build", "-q", "-t", &tag, "--build-arg", &version, "--build-arg", "PYM_BASE=debian:bookworm-slim", "--label", &label, "."])?;
     let id = sh("docker", &["run", "-d", "--init", "-e", "PYM_ENV=local", "-e", "PORT=8080", "-p", "127.0.0.1::8080", &tag])?;
     let result = (|| -> Result<()> {
         let port = sh("docker", &["port", &id, "8080/tcp"])?;
@@ -472,15 +477,11 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
         std::fs::write(svc.join("src/round.txt"), format!("{round}"))?;
         commit(&svc, &format!("switch {round}"))?;
         pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
-        for (what, secs) in [("promote", &mut promote_secs), ("rollback", &mut rollback_secs)] {
+        for what in ["promote", "rollback"] {
             p.message(&format!("{what} under wrk, {mode}"));
             let load = wrk(&url, 8, close)?;
             std::thread::sleep(Duration::from_secs(2));
-            let (serving, whole) = timed_switch(pymdeploy, &svc, &target, what)?;
-            secs.push(serving);
-            if what == "promote" {
-                promote_whole.push(whole);
-            }
+            pym(pymdeploy, &svc, &target, &[what])?;
             let l = wrk_result(load)?;
             figures.push(Figure {
                 what: format!("wrk -c20 across {what}, {mode}: {} requests, p99 {:.1} ms (steady state {:.1} ms)", l.requests, l.p99_ms, steady.p99_ms),
@@ -492,12 +493,20 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
         // Back to the new version for the next round.
         pym(pymdeploy, &svc, &target, &["promote"])?;
     }
-    // One container by hand: create, start, wait for /ping (the part of promote that
-    // cannot be avoided).
-    let version = version_of(pymdeploy, &svc)?;
-    let image = format!("bench-switch:{version}");
+    // Timings, without load (wrk shares the two cores with the engine): promote, then
+    // rollback, of a new version each round; against one container by hand: create,
+    // start, wait for /ping (the part of promote that cannot be avoided).
     let mut plain = Vec::new();
-    for _ in 0..promote_secs.len() {
+    for round in 0..3 {
+        p.message(&format!("timing promote, rollback and docker run, round {}", round + 1));
+        std::fs::write(svc.join("src/round.txt"), format!("timing {round}"))?;
+        commit(&svc, &format!("timing {round}"))?;
+        pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
+        let (serving, whole) = timed_switch(pymdeploy, &svc, &target, "promote")?;
+        promote_secs.push(serving);
+        promote_whole.push(whole);
+        rollback_secs.push(timed_switch(pymdeploy, &svc, &target, "rollback")?.0);
+        let image = format!("bench-switch:{}", version_of(pymdeploy, &svc)?);
         let t = Instant::now();
         let out = Command::new("docker").args(["run", "-d", "--name", "bench-switch-plain", "-p", "127.0.0.1::8080", "-e", "PORT=8080", &image]).output()?;
         ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -505,6 +514,7 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
         curl_until_ok(&format!("http://127.0.0.1:{port}/ping"))?;
         plain.push(t.elapsed().as_secs_f64());
         let _ = Command::new("docker").args(["rm", "-f", "bench-switch-plain"]).output();
+        pym(pymdeploy, &svc, &target, &["promote"])?;
     }
     let (pr, rb, pl, whole) = (median(&mut promote_secs), median(&mut rollback_secs), median(&mut plain), median(&mut promote_whole));
     figures.push(Figure {
@@ -594,12 +604,26 @@ impl Nginx {
     }
 
     /// Points the live port at `port`: new workers take new requests, old ones finish
-    /// theirs and exit.
+    /// theirs and exit. Returns once the old workers are gone (the drain: until then one
+    /// may still accept a connection and route it the old way).
     fn route(&self, port: u16) -> Result<()> {
+        let old = self.workers()?;
         self.write_conf(Some(port))?;
         let st = Command::new("nginx").args(["-p"]).arg(&self.dir).args(["-c", "nginx.conf", "-s", "reload"]).status()?;
         ensure!(st.success(), "nginx reload failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while old.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            ensure!(Instant::now() < deadline, "nginx's old workers did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
+    }
+
+    /// The master's worker processes.
+    fn workers(&self) -> Result<Vec<String>> {
+        let master = std::fs::read_to_string(self.dir.join("nginx.pid"))?.trim().to_string();
+        let out = Command::new("pgrep").args(["-P", &master]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect())
     }
 }
 
@@ -628,7 +652,7 @@ fn plain_deploy(svc: &Path, target: &Path, registry: &str, nginx: &Nginx, live: 
             .env("PYM_SERVER_PORT", port.to_string())
             .env("PYM_ENV", env)
             .output()?;
-        ensure!(out.status.success(), "plain acceptance against {env} failed");
+        ensure!(out.status.success(), "plain acceptance against {env} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         Ok(())
     };
     run("cargo", &["test"])?;
