@@ -668,7 +668,8 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let acted = lines.iter().filter(|l| !l.starts_with("keep ")).count();
             let verb = if execute { "Cleaned" } else { "Would clean" };
             let hint = if execute || acted == 0 { "" } else { " (run with --execute to do it)" };
-            ctx.out.status(verb, &format!("{acted} old environments of {}{hint}", config.name));
+            let environments = if acted == 1 { "1 old environment".to_string() } else { format!("{acted} old environments") };
+            ctx.out.status(verb, &format!("{environments} of {}{hint}", config.name));
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Version => {

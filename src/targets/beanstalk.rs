@@ -3,9 +3,12 @@
 //!
 //! - `stage` creates the environment `<name>-<version>` (CNAME prefix the same) from an
 //!   application version whose source bundle is a `Dockerrun.aws.json` naming the pushed
-//!   image and, with `docker_bucket`, the S3 object Beanstalk pulls it with. The first
-//!   environment of a service takes the live CNAME prefix itself, as nothing can swap with it.
-//! - `promote` sets `PYM_ENV=live` on the new environment (while it still has its own CNAME),
+//!   image and, with `docker_bucket`, the S3 object Beanstalk pulls it with. A staged
+//!   environment never takes the live CNAME, the first one included.
+//! - The first `promote` of a service (nothing holds the live CNAME) creates
+//!   `<name>-<version>-live` on the live CNAME from the same application version with
+//!   `PYM_ENV=live`, verifies it, and terminates the staged one.
+//! - Every later `promote` sets `PYM_ENV=live` on the new environment (while it still has its own CNAME),
 //!   swaps CNAMEs with the live one and checks that the live address serves the version.
 //!   The old environment keeps running with `PYM_ENV=live`, ready for `rollback`.
 //! - The live environment is the one holding the live CNAME prefix: the first label of
@@ -102,6 +105,12 @@ pub fn env_name(c: &Config, version: &str) -> String {
     let room = 40usize.saturating_sub(version.len() + 1);
     let name: String = c.name.chars().take(room).collect();
     format!("{}-{version}", name.trim_end_matches('-'))
+}
+
+/// The environment the first promote of a service creates on the live CNAME, for the
+/// version that passed staging: a staged environment never takes the live CNAME.
+pub fn live_env_name(c: &Config, version: &str) -> String {
+    env_name(c, &format!("{version}-live"))
 }
 
 /// The CNAME prefix that makes an environment live.
@@ -291,9 +300,9 @@ fn option(ns: &str, name: &str, value: impl Into<String>) -> ConfigurationOption
 }
 
 /// The option settings of a new environment, from the config.
-fn settings(ctx: &Ctx, c: &Config) -> Result<Vec<ConfigurationOptionSetting>> {
+fn settings(ctx: &Ctx, c: &Config, env: PymEnv) -> Result<Vec<ConfigurationOptionSetting>> {
     let mut out = Vec::new();
-    for pair in crate::steps::accept::container_env(ctx, c, PymEnv::Staging)? {
+    for pair in crate::steps::accept::container_env(ctx, c, env)? {
         let (k, v) = pair.split_once('=').unwrap_or((&pair, ""));
         out.push(option(ENV_NS, k, v));
     }
@@ -406,7 +415,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     let version = ctx.version()?.to_string();
     let name = env_name(&c, &version);
     let dirty = ctx.version()?.dirty;
-    let settings = settings(ctx, &c)?;
+    let settings = settings(ctx, &c, PymEnv::Staging)?;
     let image = match ctx.pushed_image() {
         Some(r) => r,
         None => super::docker::reference(ctx, ctx.docker()?)?,
@@ -427,9 +436,9 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
                 },
             ));
         }
-        let prefix = live_prefix(&c);
-        let first = !all.iter().filter(|e| !is_gone(e)).any(|e| cname_prefix(e) == prefix);
-        let cname = if first { prefix.clone() } else { name.to_lowercase() };
+        // A staged environment has a CNAME of its own, always: live is only ever brought
+        // up by promote, after staging acceptance (the first time too).
+        let cname = name.to_lowercase();
         let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
         if dns.available() == Some(false) {
             return Err(hinted(
@@ -522,8 +531,7 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             }
             return Err(e);
         }
-        let addr = if first { "(it holds the live CNAME: nothing was live)".to_string() } else { String::new() };
-        Ok(format!("{version} on {name} {addr}").trim_end().to_string())
+        Ok(format!("{version} on {name}"))
     })
 }
 
@@ -547,6 +555,9 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         }
         let prefix = live_prefix(&c);
         let old = envs.iter().find(|e| cname_prefix(e) == prefix);
+        if old.is_none() {
+            return first_live(ctx, &aws, &c, new, &version, &prefix, progress).await;
+        }
         let old_name = old.and_then(|o| o.environment_name()).map(String::from);
         let holds_live = old_name.as_deref() == Some(name.as_str());
         let was_live = aws.pym_env(&name).await?.as_deref() == Some("live");
@@ -595,6 +606,64 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             }
         })
     })
+}
+
+/// The first promote: nothing holds the live CNAME. A live environment is created for the
+/// staged version (same application version, same platform, `PYM_ENV=live`) on the live
+/// CNAME, waited for, verified; then the staged one, redundant, is terminated. A failure
+/// terminates the new environment: nothing was live, and nothing is.
+async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescription, version: &str, prefix: &str, progress: &StepProgress<'_>) -> Result<String> {
+    let live_name = live_env_name(c, version);
+    let staged_name = staged.environment_name().unwrap_or_default().to_string();
+    let dns = aws.eb.check_dns_availability().cname_prefix(prefix).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
+    if dns.available() == Some(false) {
+        return Err(hinted(
+            format!("the live CNAME {} is taken by another account or application", dns.fully_qualified_cname().unwrap_or(prefix)),
+            "CNAME prefixes are unique per region across all accounts: set `aws_live_cname` to one that is free",
+        ));
+    }
+    let label = staged.version_label().ok_or_else(|| anyhow!("{staged_name} names no application version"))?;
+    let since = now();
+    let mut create = aws
+        .eb
+        .create_environment()
+        .application_name(&c.name)
+        .environment_name(&live_name)
+        .cname_prefix(prefix)
+        .version_label(label)
+        .description(format!("{} {version}, live, deployed by pymdeploy", c.name))
+        .set_option_settings(Some(settings(ctx, c, PymEnv::Live)?))
+        .tags(Tag::builder().key("pymdeploy:version").value(version).build());
+    create = match (staged.solution_stack_name(), staged.platform_arn()) {
+        (Some(s), _) => create.solution_stack_name(s),
+        (None, p) => create.set_platform_arn(p.map(str::to_string)),
+    };
+    create.send().await.map_err(|e| aws_error("CreateEnvironment", e))?;
+    progress.line(&format!("creating environment {live_name} on the live CNAME {prefix}: nothing was live yet"));
+    let up = async {
+        aws.wait(ctx, &[&live_name], true, since, timeout(c), progress).await?;
+        let envs = aws.environments().await?;
+        let live = live_address(c, &envs).ok_or_else(|| anyhow!("{live_name} does not hold the live CNAME {prefix}"))?;
+        verify(c, &live.host, live.port, version, dns_window(c)).await?;
+        Ok::<_, anyhow::Error>(live)
+    }
+    .await;
+    let live = match up {
+        Ok(live) => live,
+        Err(e) => {
+            match aws.eb.terminate_environment().environment_name(&live_name).send().await {
+                Ok(_) => progress.line(&format!("terminating {live_name}")),
+                Err(t) => ctx.out.warn(&format!("{live_name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
+            }
+            return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
+        }
+    };
+    // The staged environment runs the same version: it served its purpose.
+    match aws.eb.terminate_environment().environment_name(&staged_name).send().await {
+        Ok(_) => progress.line(&format!("terminating {staged_name}: {live_name} runs the same version")),
+        Err(t) => ctx.out.warn(&format!("{staged_name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
+    }
+    Ok(format!("{version} live on {}:{} (the first live environment, {live_name})", live.host, live.port))
 }
 
 pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -710,6 +779,11 @@ mod tests {
         assert!(n.len() <= 40 && n.ends_with("-261127-1900-15-0ebaf1") && !n.contains("--"), "{n}");
         c.name = "hello".into();
         assert_eq!(env_name(&c, "261127-1900-15-0ebaf1"), "hello-261127-1900-15-0ebaf1");
+        assert_eq!(live_env_name(&c, "261127-1900-15-0ebaf1"), "hello-261127-1900-15-0ebaf1-live");
+        c.name = "a-very-long-service-name-indeed".into();
+        let l = live_env_name(&c, "261127-1900-15-0ebaf1");
+        assert!(l.len() <= 40 && l.ends_with("-261127-1900-15-0ebaf1-live") && !l.contains("--"), "{l}");
+        c.name = "hello".into();
         assert_eq!(live_prefix(&c), "hello-live");
         c.live_url = Some("http://blue.us-east-1.elasticbeanstalk.com/".into());
         assert_eq!(live_prefix(&c), "blue");

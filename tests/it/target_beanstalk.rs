@@ -83,6 +83,14 @@ impl<'a> Setup<'a> {
         format!("{}-{version}", self.svc.name)
     }
 
+    /// The environment the first promote creates on the live CNAME (Beanstalk names are
+    /// at most 40 characters: the service name gives way, as `env_name` does).
+    fn live_env_of(&self, version: &str) -> String {
+        let suffix = format!("{version}-live");
+        let name: String = self.svc.name.chars().take(40 - suffix.len() - 1).collect();
+        format!("{}-{suffix}", name.trim_end_matches('-'))
+    }
+
     fn live_host(&self) -> String {
         format!("{}-live.us-east-1.elasticbeanstalk.localhost", self.svc.name)
     }
@@ -128,7 +136,8 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
         )
         .commit("settings and a secret");
 
-    // The first deploy: all eight steps; the environment takes the live CNAME itself.
+    // The first deploy: all eight steps. The staged environment keeps its own CNAME; promote
+    // creates the live one for the tested version, then ends the staged one.
     let r = t.xtask(&["deploy"]);
     r.assert_ok();
     for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
@@ -136,9 +145,11 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     }
     assert!(r.stderr.contains("Successfully launched environment"), "Beanstalk's events are not shown:\n{}", r.stderr);
     let v1 = t.version();
-    let env1 = t.env_of(&v1);
+    let env1 = t.live_env_of(&v1);
     assert_eq!(t.state(&env1), ("Ready".into(), "Green".into(), live.clone()));
     assert_serves(&live, &v1);
+    let staged1 = t.state(&t.env_of(&v1));
+    assert!(matches!(staged1.0.as_str(), "Terminating" | "Terminated") && staged1.2 != live, "the staged environment: {staged1:?}");
     // The environment got the config's settings, and the secret reached the service.
     let options = t.fake.options(&t.svc.name, &env1);
     for (ns, name, value) in [
@@ -215,12 +226,24 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     }
     let t = Setup::new("ebf", shared_fake());
     let live = t.live_host();
+    let fail_on_staging = ("    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]");
+
+    // A first deploy whose staging acceptance fails: nothing ever answers on the live
+    // CNAME, and no environment holds it.
+    t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.0, fail_on_staging.1).commit("fails on staging, first deploy");
+    let r = t.xtask(&["deploy"]);
+    r.assert_failed().assert_stderr_has("staging-only failure");
+    assert!(version_at(&live).is_none(), "something answers on the live CNAME after a failed first deploy");
+    let holders: Vec<_> = t.fake.environments(&t.svc.name).into_iter().filter(|(.., cname)| *cname == live).collect();
+    assert!(holders.is_empty(), "an environment holds the live CNAME: {holders:?}");
+    t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.1, fail_on_staging.0).commit("accept again");
+
     t.xtask(&["deploy"]).assert_ok();
     let v1 = t.version();
-    let env1 = t.env_of(&v1);
+    let env1 = t.live_env_of(&v1);
 
     // Acceptance fails on staging only: no swap.
-    t.svc.edit("testaccept/tests/accept.rs", "    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]").commit("fails on staging");
+    t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.0, fail_on_staging.1).commit("fails on staging");
     let v2 = t.version();
     let r = t.xtask(&["deploy"]);
     r.assert_failed().assert_stderr_has("staging-only failure");
