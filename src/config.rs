@@ -248,6 +248,8 @@ config! {
         aws_live_cname: Option<String> = None => AwsBeanstalk,
         /// aws-beanstalk target: seconds to wait for an environment to launch, update or swap
         aws_timeout: u64 = 1200 => AwsBeanstalk,
+        /// aws-beanstalk target: the port environment CNAMEs answer HTTP on, for the checks and acceptance tests (80 on AWS; the local Beanstalk's `--lb-port`)
+        aws_cname_port: u16 = 80 => AwsBeanstalk,
         /// Google Cloud project for the gcp-cloud-run and gke targets
         gcp_project: Option<String> = None => GcpCloudRun | Gke,
         /// Google Cloud region

@@ -363,7 +363,7 @@ fn live_address(c: &Config, envs: &[EnvironmentDescription]) -> Option<Address> 
     }
     let prefix = live_prefix(c);
     let cname = envs.iter().find(|e| cname_prefix(e) == prefix)?.cname()?;
-    Some(Address { host: cname.to_string(), port: 80 })
+    Some(Address { host: cname.to_string(), port: c.aws_cname_port })
 }
 
 pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
@@ -383,7 +383,7 @@ pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
     }
     let want = env_name(&c, &ctx.version()?.to_string());
     match envs.iter().find(|e| e.environment_name() == Some(want.as_str())).and_then(|e| e.cname()) {
-        Some(cname) => Ok(Address { host: cname.to_string(), port: 80 }),
+        Some(cname) => Ok(Address { host: cname.to_string(), port: c.aws_cname_port }),
         None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
     }
 }
@@ -570,7 +570,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         }
         let (host, port) = match &live {
             Some(a) => (a.host.clone(), a.port),
-            None => (new.cname().unwrap_or_default().to_string(), 80),
+            None => (new.cname().unwrap_or_default().to_string(), c.aws_cname_port),
         };
         let previous = match old_name.as_deref() {
             Some(o) if o == name => {

@@ -279,6 +279,26 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
 }
 
 #[test]
+fn beanstalk_with_the_load_balancer_on_a_port_of_its_own_as_readme_says() {
+    if !docker_available() {
+        return;
+    }
+    // README's way to try it without root: `--lb-port 8000` and `aws_cname_port: 8000`
+    // (a free port here). Staging and live are reached on that port, not on 80.
+    let lb = crate::support::free_port();
+    let fake = FakeAws::start(Options { lb_port: Some(lb), health_grace: Duration::from_secs(8), ..Default::default() }).expect("the local Beanstalk starts");
+    let t = Setup::new("eblb", &fake);
+    t.svc.edit("pym-config.yaml", "aws_timeout: 120", &format!("aws_timeout: 120\naws_cname_port: {lb}")).commit("the load balancer's port");
+    let r = t.xtask(&["deploy", "--no-test"]);
+    r.assert_ok().assert_stderr_has(&format!(":{lb})"));
+    let v1 = t.version();
+    let (status, body) = http_get_at(&t.live_host(), lb, "/version").expect("live answers on the load balancer's port");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(v1.as_str()), Some("live")));
+}
+
+#[test]
 fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     // Its own server, without a load balancer: only the API is exercised.
     let fake = FakeAws::start(Options { lb_port: None, ..Default::default() }).expect("the local Beanstalk starts");
