@@ -61,6 +61,35 @@ async fn connect(c: &Config) -> Result<Aws> {
     Ok(Aws { eb: eb::Client::new(&sdk), s3, app: c.name.clone() })
 }
 
+/// Whether `region` is spelled as AWS region names are (`us-east-1`, `eu-west-3`,
+/// `us-gov-west-1`, `ap-southeast-2`): lowercase words joined by dashes, ending in a number.
+fn region_is_well_formed(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// What can be known before the first step: the region, where one is given, is a region.
+pub fn check(ctx: &Ctx) -> Result<()> {
+    for env in [PymEnv::Staging, PymEnv::Live] {
+        let c = ctx.config_for(env)?;
+        let (region, from) = match (&c.aws_region, std::env::var("AWS_REGION")) {
+            (Some(r), _) => (r.clone(), "`aws_region` in pym-config.yaml"),
+            (None, Ok(r)) => (r, "AWS_REGION"),
+            (None, Err(_)) => continue,
+        };
+        if !region_is_well_formed(&region) {
+            return Err(hinted(
+                format!("{region:?} ({from}) is not an AWS region"),
+                "AWS regions look like us-east-1, eu-west-3, ap-southeast-2 (`aws ec2 describe-regions` lists them)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One error for a failed AWS call: what was asked, what AWS said, and what to do.
 fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(op: &str, e: SdkError<E, R>) -> anyhow::Error {
     let service = if op.starts_with("s3:") { "" } else { "elasticbeanstalk:" };
@@ -86,9 +115,16 @@ fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
             let detail = std::iter::successors(std::error::Error::source(&e), |s| s.source()).map(|s| s.to_string()).collect::<Vec<_>>().join(": ");
             let detail = if detail.is_empty() { e.to_string() } else { detail.trim_start_matches("other: ").to_string() };
             if detail.to_lowercase().contains("credential") {
+                // The SDK names only the last provider it tried ("IMDS is disabled"),
+                // which points a workstation the wrong way: say where it looked.
+                let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
                 hinted(
-                    format!("no usable AWS credentials for {service}{op}: {detail}"),
-                    "sign in (`aws sso login`, `aws configure`), or set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws_user` in pym-config.yaml",
+                    format!(
+                        "no AWS credentials for {service}{op}: the SDK looked in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), \
+                         the profile `{profile}` (or the one `aws_user` names) in ~/.aws/credentials and ~/.aws/config (keys, SSO, credential_process), \
+                         web identity (AWS_WEB_IDENTITY_TOKEN_FILE), and container and instance metadata, and found none (its last word: {detail})"
+                    ),
+                    "on a workstation: `aws configure` or `aws sso login`, then AWS_PROFILE or `aws_user` in pym-config.yaml; in CI: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 )
             } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
                 hinted(format!("cannot reach AWS for {service}{op}: {detail}"), "check the network, `aws_region`, and AWS_ENDPOINT_URL if one is set")
@@ -447,13 +483,30 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             ));
         }
         if let Some(bucket) = &c.docker_bucket {
-            aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await.map_err(|e| match &e {
-                SdkError::ServiceError(se) if se.err().is_not_found() => hinted(
-                    format!("no registry credentials at s3://{bucket}/{}", c.docker_auth_key),
-                    format!("upload a Docker config.json with the registry's auth there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
-                ),
-                _ => aws_error("s3:HeadObject", e),
-            })?;
+            let found = aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await;
+            if let Err(e) = found {
+                let SdkError::ServiceError(se) = &e else { return Err(aws_error("s3:HeadObject", e)) };
+                if !se.err().is_not_found() {
+                    return Err(aws_error("s3:HeadObject", e));
+                }
+                // A missing bucket and a missing object are two different fixes.
+                let bucket_exists = match aws.s3.head_bucket().bucket(bucket).send().await {
+                    Ok(_) => true,
+                    Err(SdkError::ServiceError(se)) if se.err().is_not_found() => false,
+                    Err(e) => return Err(aws_error("s3:HeadBucket", e)),
+                };
+                let contents = "a Docker config.json whose `auths` names the registry: {\"auths\": {\"REGISTRY\": {\"auth\": \"<base64 of user:password>\"}}}";
+                return Err(match bucket_exists {
+                    true => hinted(
+                        format!("no registry credentials at s3://{bucket}/{} (the bucket exists; the object does not)", c.docker_auth_key),
+                        format!("upload {contents} there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
+                    ),
+                    false => hinted(
+                        format!("there is no S3 bucket {bucket} (`docker_bucket`), where Beanstalk would read the registry credentials"),
+                        format!("create it in {} (`aws s3 mb s3://{bucket}`) and upload {contents} as {}, or fix `docker_bucket`", c.aws_region.as_deref().unwrap_or("your region"), c.docker_auth_key),
+                    ),
+                });
+            }
         }
         let (stack_name, platform) = match stack {
             (Some(s), _) => (Some(s), None),
@@ -792,5 +845,11 @@ mod tests {
         assert_eq!(live_prefix(&c), "api-prod");
         assert_eq!(url_host("https://api.example.com/x"), ("api.example.com".into(), 443));
         assert_eq!(url_host("http://h.localhost:8080"), ("h.localhost".into(), 8080));
+        for good in ["us-east-1", "eu-west-3", "ap-southeast-2", "us-gov-west-1", "cn-north-1", "us-iso-east-1", "il-central-1"] {
+            assert!(region_is_well_formed(good), "{good}");
+        }
+        for bad in ["us-east1", "US-EAST-1", "useast1", "eu west 3", "us-east-", "-east-1", "us-east-1a", ""] {
+            assert!(!region_is_well_formed(bad), "{bad}");
+        }
     }
 }

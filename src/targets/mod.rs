@@ -76,7 +76,7 @@ pub fn check(ctx: &Ctx) -> Result<()> {
     match ctx.config().deploy_target {
         TargetKind::Docker => docker::check(ctx),
         #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => Ok(()),
+        TargetKind::AwsBeanstalk => beanstalk::check(ctx),
         other => Err(unsupported(other)),
     }
 }

@@ -238,6 +238,18 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     assert!(holders.is_empty(), "an environment holds the live CNAME: {holders:?}");
     t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.1, fail_on_staging.0).commit("accept again");
 
+    // The registry credentials' bucket missing, then only their object: two different
+    // errors, each with its fix, before any environment is created.
+    let quick = ["deploy", "--no-test", "--skip", "accept-local"];
+    let key = format!("{}/docker.cfg", t.svc.name);
+    let environments = t.fake.environments(&t.svc.name).len();
+    t.svc.edit("pym-config.yaml", "docker_bucket: pym-it-registry-auth", "docker_bucket: pym-it-no-such-bucket").commit("a bucket that does not exist");
+    t.xtask(&quick).assert_failed().assert_stderr_has("there is no S3 bucket pym-it-no-such-bucket (`docker_bucket`)").assert_stderr_has("aws s3 mb");
+    t.svc.edit("pym-config.yaml", "docker_bucket: pym-it-no-such-bucket", "docker_bucket: pym-it-registry-auth").edit("pym-config.yaml", &format!("docker_auth_key: {key}"), "docker_auth_key: nothing/here.cfg").commit("an object that does not exist");
+    t.xtask(&quick).assert_failed().assert_stderr_has("no registry credentials at s3://pym-it-registry-auth/nothing/here.cfg (the bucket exists; the object does not)").assert_stderr_has("\"auths\"");
+    assert_eq!(t.fake.environments(&t.svc.name).len(), environments, "an environment was created");
+    t.svc.edit("pym-config.yaml", "docker_auth_key: nothing/here.cfg", &format!("docker_auth_key: {key}")).commit("the credentials back");
+
     t.xtask(&["deploy"]).assert_ok();
     let v1 = t.version();
     let env1 = t.live_env_of(&v1);
@@ -329,7 +341,16 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     }
     cmd.envs(env.iter().filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET")).copied());
     let r = crate::support::run(cmd);
-    r.assert_failed().assert_stderr_has("no usable AWS credentials for elasticbeanstalk:DescribeEnvironments").assert_stderr_has("hint: sign in");
+    // Where the SDK looked, not only its last provider ("IMDS is disabled").
+    r.assert_failed().assert_stderr_has("no AWS credentials for elasticbeanstalk:DescribeEnvironments").assert_stderr_has("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+    r.assert_stderr_has("~/.aws/credentials").assert_stderr_has("hint: on a workstation: `aws configure` or `aws sso login`");
+
+    // A malformed region: one error with what regions look like, before any call.
+    let before = fake.calls("DescribeEnvironments");
+    svc.edit("pym-config.yaml", "aws_region: eu-west-3", "aws_region: eu-west3").commit("a typo in the region");
+    svc.xtask_env(&["status"], &env).assert_failed().assert_stderr_has("\"eu-west3\" (`aws_region` in pym-config.yaml) is not an AWS region").assert_stderr_has("hint: AWS regions look like us-east-1");
+    assert_eq!(fake.calls("DescribeEnvironments"), before, "a call was made with a malformed region");
+    svc.edit("pym-config.yaml", "aws_region: eu-west3", "aws_region: eu-west-3").commit("the region fixed");
 
     // Access denied: one clear error naming the operation, with what to do.
     fake.fail("*", 403, "AccessDenied", "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: elasticbeanstalk:DescribeEnvironments", None);

@@ -1,5 +1,5 @@
 //! The S3 operations pymdeploy and the environments use, path-style: CreateBucket,
-//! PutObject, GetObject, HeadObject. Errors are S3's `<Error>` documents.
+//! HeadBucket, PutObject, GetObject, HeadObject. Errors are S3's `<Error>` documents.
 
 use bytes::Bytes;
 use hyper::Method;
@@ -16,6 +16,7 @@ pub fn handle(shared: &Shared, parts: &Parts, body: &Bytes) -> Reply {
     };
     let action = match (&parts.method, key.is_empty()) {
         (&Method::PUT, true) => "CreateBucket",
+        (&Method::HEAD, true) => "HeadBucket",
         (&Method::PUT, false) => "PutObject",
         (&Method::GET, false) => "GetObject",
         (&Method::HEAD, false) => "HeadObject",
@@ -34,6 +35,11 @@ pub fn handle(shared: &Shared, parts: &Parts, body: &Bytes) -> Reply {
         "CreateBucket" => {
             st.buckets.entry(bucket.clone()).or_default();
             hyper::Response::builder().status(200).header("Location", format!("/{bucket}")).body(Default::default()).expect("a valid response")
+        }
+        "HeadBucket" => {
+            // A HEAD answer has no body: S3 says 404 with no error document.
+            let status = if st.buckets.contains_key(&bucket) { 200 } else { 404 };
+            hyper::Response::builder().status(status).header("x-amz-bucket-region", shared.opts.region.as_str()).body(Default::default()).expect("a valid response")
         }
         "PutObject" => {
             let Some(objects) = st.buckets.get_mut(&bucket) else {
