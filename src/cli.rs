@@ -654,22 +654,32 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
                 true => Some(deploy_lock(&ctx, "cleanup", break_lock)?),
                 false => None,
             };
+            // Shown as a step, with the summary the other commands end with.
             let cleanup_started = (state::now(), Instant::now());
+            let progress = ctx.out.step("cleanup");
             let lines = crate::targets::cleanup(&ctx, execute);
+            let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
             if execute {
-                let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
                 let step = state::StepRecord { name: "cleanup".into(), outcome: format!("{outcome:?}").to_lowercase(), duration_ms: cleanup_started.1.elapsed().as_millis() as u64 };
                 record(&ctx, "cleanup", cleanup_started.0, cleanup_started.1.elapsed(), lines.is_ok(), vec![step]);
             }
-            let lines = lines?;
-            for l in &lines {
+            let note = match &lines {
+                Ok(lines) => {
+                    let acted = lines.iter().filter(|l| !l.starts_with("keep ")).count();
+                    let environments = if acted == 1 { "1 old environment".to_string() } else { format!("{acted} old environments") };
+                    match (execute, acted) {
+                        (true, _) => format!("{environments} of {} cleaned", config.name),
+                        (false, 0) => format!("nothing to clean in {}", config.name),
+                        (false, _) => format!("{environments} of {} would go (run with --execute to do it)", config.name),
+                    }
+                }
+                Err(e) => format!("{e}"),
+            };
+            let duration = progress.finish(&outcome, &note);
+            ctx.out.summary(&[crate::output::StepReport { name: "cleanup".into(), outcome, duration, note }], cleanup_started.1.elapsed());
+            for l in &lines? {
                 ctx.out.data(l);
             }
-            let acted = lines.iter().filter(|l| !l.starts_with("keep ")).count();
-            let verb = if execute { "Cleaned" } else { "Would clean" };
-            let hint = if execute || acted == 0 { "" } else { " (run with --execute to do it)" };
-            let environments = if acted == 1 { "1 old environment".to_string() } else { format!("{acted} old environments") };
-            ctx.out.status(verb, &format!("{environments} of {}{hint}", config.name));
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Version => {

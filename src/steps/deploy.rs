@@ -139,10 +139,15 @@ impl Step for Status {
         targets::check(ctx)
     }
     fn run(&self, ctx: &Ctx, _progress: &StepProgress<'_>) -> Result<String> {
-        let lines = targets::status(ctx).context("cannot read the target's state")?;
-        let n = lines.len().saturating_sub(1);
-        for l in lines {
-            ctx.out.data(&l);
+        let table = targets::status(ctx).context("cannot read the target's state")?;
+        let n = table.rows.len();
+        // With --json, stdout carries JSON lines only: a row is an event too.
+        match ctx.out.json() {
+            true => table.json().into_iter().for_each(|mut row| {
+                row["event"] = serde_json::Value::String("status_row".into());
+                ctx.out.data(&row.to_string());
+            }),
+            false => table.lines().iter().for_each(|l| ctx.out.data(l)),
         }
         let what = match ctx.config().deploy_target {
             crate::config::TargetKind::Docker => "containers",

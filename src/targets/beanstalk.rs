@@ -773,7 +773,8 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
                 lines.push(format!("keep {n} ({v}, {})", state(e).0));
             } else if execute {
                 aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
-                lines.push(format!("terminated {n} ({v})"));
+                // Beanstalk takes minutes to terminate: it has started, not finished.
+                lines.push(format!("terminating {n} ({v})"));
             } else {
                 lines.push(format!("would terminate {n} ({v})"));
             }
@@ -782,12 +783,12 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
     })
 }
 
-pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+pub fn status(ctx: &Ctx) -> Result<super::Table> {
     let c = ctx.config_for(PymEnv::Live)?;
     let prefix = live_prefix(&c);
     ctx.block_on(async {
         let aws = connect(&c).await?;
-        let mut lines = vec![format!("{:<9} {:<40} {:<24} {:<11} {:<7} {:<20} CNAME", "ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED")];
+        let mut table = super::Table::new(&["ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED", "CNAME"]);
         for e in aws.environments().await? {
             let name = e.environment_name().unwrap_or_default();
             // live holds the live CNAME; previous ones were live (PYM_ENV=live) and can be
@@ -800,16 +801,17 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
                 "staged"
             };
             let (status, health) = state(&e);
-            lines.push(format!(
-                "{role:<9} {name:<40} {:<24} {:<11} {:<7} {:<20} {}",
-                e.version_label().unwrap_or_default(),
-                status,
-                health,
+            table.rows.push(vec![
+                role.to_string(),
+                name.to_string(),
+                e.version_label().unwrap_or_default().to_string(),
+                status.to_string(),
+                health.to_string(),
                 e.date_created().map(|d| crate::version::fmt_utc(d.secs())).unwrap_or_default(),
-                e.cname().unwrap_or_default(),
-            ));
+                e.cname().unwrap_or_default().to_string(),
+            ]);
         }
-        Ok(lines)
+        Ok(table)
     })
 }
 

@@ -745,7 +745,7 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
 }
 
 /// One line per container of the service: env, version, state, image, since.
-pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+pub fn status(ctx: &Ctx) -> Result<super::Table> {
     let config = ctx.config();
     let docker = ctx.docker()?;
     let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
@@ -754,7 +754,7 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
     let history = route_history(ctx, docker, config)?;
     let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
     list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), !is_running(c), rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
-    let mut lines = vec![format!("{:<8} {:<28} {:<8} {:<9} {:<22} {}", "ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE")];
+    let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
     for c in &list {
         let env = match label(c, LABEL_ENV) {
             "live" if !is_running(c) => "previous",
@@ -775,9 +775,9 @@ pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
                 }
             }
         };
-        lines.push(format!("{env:<8} {:<28} {state:<8} {health:<9} {since:<22} {}", label(c, LABEL_VERSION), c.image.clone().unwrap_or_default()));
+        table.rows.push(vec![env.to_string(), label(c, LABEL_VERSION).to_string(), state, health, since, c.image.clone().unwrap_or_default()]);
     }
-    Ok(lines)
+    Ok(table)
 }
 
 fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {

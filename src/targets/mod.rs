@@ -127,7 +127,39 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     }
 }
 
-pub fn status(ctx: &Ctx) -> Result<Vec<String>> {
+/// What `status` shows: named columns and their rows, printed as an aligned table or,
+/// with `--json`, as one JSON object per row.
+pub struct Table {
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[&'static str]) -> Table {
+        Table { columns: columns.to_vec(), rows: Vec::new() }
+    }
+
+    /// The header and the rows, each column as wide as its widest cell (the last one
+    /// unpadded).
+    pub fn lines(&self) -> Vec<String> {
+        let widths: Vec<usize> = (0..self.columns.len()).map(|i| self.rows.iter().map(|r| r.get(i).map_or(0, String::len)).chain([self.columns[i].len()]).max().unwrap_or(0)).collect();
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            cells.iter().enumerate().map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<w$}", w = widths[i]) }).collect::<Vec<_>>().join(" ")
+        };
+        std::iter::once(line(self.columns.clone())).chain(self.rows.iter().map(|r| line(r.iter().map(String::as_str).collect()))).collect()
+    }
+
+    /// One object per row, keyed by the lowercased column names.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.rows
+            .iter()
+            .map(|r| serde_json::Value::Object(self.columns.iter().zip(r).map(|(c, v)| (c.to_lowercase(), serde_json::Value::String(v.clone()))).collect()))
+            .collect()
+    }
+}
+
+pub fn status(ctx: &Ctx) -> Result<Table> {
     match ctx.config().deploy_target {
         TargetKind::Docker => docker::status(ctx),
         #[cfg(feature = "aws-beanstalk")]
@@ -162,5 +194,22 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
         #[cfg(feature = "aws-beanstalk")]
         TargetKind::AwsBeanstalk => beanstalk::cleanup(ctx, execute),
         other => Err(unsupported(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn a_table_aligns_its_columns_and_says_each_row_as_json() {
+        let mut t = Table::new(&["ENV", "VERSION", "IMAGE"]);
+        t.rows.push(vec!["previous".into(), "v1".into(), "repo@sha256:1".into()]);
+        t.rows.push(vec!["live".into(), "261128-1300-12-abcdef".into(), "repo@sha256:2".into()]);
+        assert_eq!(
+            t.lines(),
+            ["ENV      VERSION               IMAGE", "previous v1                    repo@sha256:1", "live     261128-1300-12-abcdef repo@sha256:2"]
+        );
+        assert_eq!(t.json()[1], serde_json::json!({"env": "live", "version": "261128-1300-12-abcdef", "image": "repo@sha256:2"}));
     }
 }

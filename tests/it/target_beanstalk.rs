@@ -200,7 +200,7 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     assert!(dry.stdout.contains(&format!("keep {env2}")) && dry.stdout.contains(&format!("would terminate {env1}")), "{}", dry.stdout);
     assert_eq!(t.state(&env1).0, "Ready", "a dry cleanup terminated something");
     let done = t.xtask(&["cleanup", "--execute"]);
-    assert!(done.assert_ok().stdout.contains(&format!("terminated {env1}")), "{}", done.stdout);
+    assert!(done.assert_ok().stdout.contains(&format!("terminating {env1}")), "{}", done.stdout);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while t.state(&env1).0 != "Terminated" {
         assert!(std::time::Instant::now() < deadline, "{env1} is not terminated: {:?}", t.state(&env1));

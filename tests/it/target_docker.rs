@@ -107,6 +107,8 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false", "a dry cleanup removed it");
     let removed = svc.pym(&["cleanup", "--execute"]);
     assert_eq!(removed.assert_ok().stdout.trim(), format!("removed {v1}"));
+    // A step like the others: its line and the summary, on stderr.
+    assert!(removed.stderr.lines().any(|l| l.starts_with("  cleanup ") && l.contains(" ok ") && l.contains("1 old environment of")), "{}", removed.stderr);
     assert!(!svc.containers().iter().any(|c| docker(&["inspect", "--format", "{{.Name}}", c]).ends_with(&stray)), "{stray} is still there");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }
@@ -275,6 +277,10 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     let table = svc.pym(&["status"]).assert_ok().stdout.clone();
     let previous: Vec<&str> = table.lines().filter(|l| l.starts_with("previous ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(previous, [c2.as_str()], "keep_previous: 1 keeps the version live last:\n{table}");
+    // With --json, stdout is JSON lines only: the run's events and one object per row.
+    let json = svc.pym(&["status", "--json"]).assert_ok().stdout.clone();
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{json}"))).collect();
+    assert!(rows.iter().any(|r| r["event"] == "status_row" && r["env"] == "previous" && r["version"] == c2.as_str()), "{json}");
     // Images go with the versions: c1's image, which no container uses, was removed.
     let images = svc.images();
     assert!(!images.iter().any(|i| i.ends_with(&format!(":{c1}"))), "{images:?}");
