@@ -4,6 +4,8 @@
 //! - `config`: config errors as the user sees them (file:line, hint, exit code)
 //! - `scaffold`: `new` and `init` on real directories and git repositories
 //! - `context`: our build context against the docker CLI's, on the same tree
+//! - `fake_s3`: the local S3 driven by the official Rust SDK (ranges, ETags, listing,
+//!   multipart), as any client drives S3
 //! - `pipeline`: test → build → accept-local on generated services, on the real engine
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
 //! - `services`: README's commands verbatim, `new --lang python`, `init` in repositories
@@ -20,6 +22,8 @@
 mod cli;
 mod config;
 mod context;
+#[cfg(feature = "aws-beanstalk")]
+mod fake_s3;
 mod pipeline;
 mod push;
 mod remote;

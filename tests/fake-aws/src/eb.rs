@@ -595,7 +595,7 @@ async fn run_bundle(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str,
         let st = shared.lock();
         st.eb.envs.iter().find(|e| e.id == id).cloned().map(|env| {
             let v = st.eb.versions.iter().find(|v| v.app == env.app && v.label == env.label);
-            let bundle = v.map(|v| (format!("s3://{}/{}", v.bucket, v.key), st.buckets.get(&v.bucket).and_then(|b| b.get(&v.key)).cloned()));
+            let bundle = v.map(|v| (format!("s3://{}/{}", v.bucket, v.key), st.buckets.get(&v.bucket).and_then(|b| b.get(&v.key)).map(|o| o.data.clone())));
             (env, bundle)
         })
     }) else {
@@ -616,7 +616,7 @@ async fn run_bundle(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str,
     let auth = match run.get("Authentication") {
         Some(a) => {
             let (bucket, key) = (a["Bucket"].as_str().unwrap_or_default(), a["Key"].as_str().unwrap_or_default());
-            let data = shared.lock().buckets.get(bucket).and_then(|b| b.get(key)).cloned();
+            let data = shared.lock().buckets.get(bucket).and_then(|b| b.get(key)).map(|o| o.data.clone());
             Some(data.ok_or(("ERROR", format!("Failed to download authentication credentials {key} from {bucket}.")))?)
         }
         None => None,

@@ -105,7 +105,8 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct State {
     pub eb: eb::Beanstalk,
-    pub buckets: BTreeMap<String, BTreeMap<String, Bytes>>,
+    pub buckets: BTreeMap<String, BTreeMap<String, s3::Object>>,
+    pub uploads: BTreeMap<String, s3::Upload>,
     faults: Vec<Fault>,
     calls: BTreeMap<String, u64>,
 }
@@ -185,11 +186,11 @@ impl FakeAws {
 
     /// Stores an object, creating the bucket if needed (what a test's setup puts in S3).
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) {
-        self.shared.lock().buckets.entry(bucket.into()).or_default().insert(key.into(), body.into());
+        self.shared.lock().buckets.entry(bucket.into()).or_default().insert(key.into(), s3::Object::new(body.into(), "binary/octet-stream"));
     }
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Option<Bytes> {
-        self.shared.lock().buckets.get(bucket)?.get(key).cloned()
+        self.shared.lock().buckets.get(bucket)?.get(key).map(|o| o.data.clone())
     }
 
     /// The names of the containers that run the environments now.
@@ -342,7 +343,7 @@ pub(crate) fn parse_iso(t: &str) -> Option<i64> {
 }
 
 // Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
