@@ -242,16 +242,13 @@ impl Aws {
         let mut pause = Duration::from_millis(250);
         loop {
             for name in names {
-                let out = self
-                    .eb
-                    .describe_events()
-                    .application_name(&self.app)
-                    .environment_name(*name)
-                    .start_time(since)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeEvents", e))?;
-                for ev in out.events().iter().rev() {
+                // Every page: AWS answers at most 1000 events a call, newest first.
+                let pages = self.eb.describe_events().application_name(&self.app).environment_name(*name).start_time(since).into_paginator().send().collect::<Vec<_>>().await;
+                let mut events = Vec::new();
+                for page in pages {
+                    events.extend(page.map_err(|e| aws_error("DescribeEvents", e))?.events().iter().cloned());
+                }
+                for ev in events.iter().rev() {
                     let key = (ev.event_date().map(|d| d.as_nanos()), ev.message().map(String::from));
                     if seen.insert(key) {
                         let sev = ev.severity().map(|s| s.as_str()).unwrap_or("INFO");

@@ -109,6 +109,49 @@ impl Drop for Setup<'_> {
     }
 }
 
+/// The official SDK's Beanstalk client, pointed at a local Beanstalk.
+#[cfg(feature = "aws-beanstalk")]
+fn eb_client(fake: &FakeAws, rt: &tokio::runtime::Runtime) -> aws_sdk_elasticbeanstalk::Client {
+    let creds = aws_sdk_elasticbeanstalk::config::Credentials::new("AKIDPYMDEPLOYTEST", SECRET_KEY, None, None, "test");
+    let conf = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new("us-east-1")).credentials_provider(creds).endpoint_url(&fake.endpoint).load(),
+    );
+    aws_sdk_elasticbeanstalk::Client::new(&conf)
+}
+
+/// What a user looking at the application with the SDK does: events a page at a time,
+/// a bad MaxRecords, an update removing an option and setting a description.
+#[cfg(feature = "aws-beanstalk")]
+fn sdk_looks_at(fake: &FakeAws, app: &str, env: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let eb = eb_client(fake, &rt);
+    rt.block_on(async {
+        let all = eb.describe_events().application_name(app).send().await.unwrap().events().len();
+        let pages: Vec<_> = eb.describe_events().application_name(app).max_records(2).into_paginator().send().collect::<Vec<_>>().await;
+        let paged: usize = pages.iter().map(|p| p.as_ref().unwrap().events().len()).sum();
+        assert!(all > 4 && paged == all && pages.len() == all.div_ceil(2), "{all} events, {paged} through {} pages of 2", pages.len());
+        let zero = eb.describe_events().max_records(0).send().await.unwrap_err();
+        assert_eq!(zero.as_service_error().and_then(aws_sdk_elasticbeanstalk::error::ProvideErrorMetadata::code), Some("ValidationError"));
+        let removed = aws_sdk_elasticbeanstalk::types::OptionSpecification::builder().namespace("aws:elasticbeanstalk:environment").option_name("EnvironmentType").build();
+        eb.update_environment().environment_name(env).options_to_remove(removed).description("kept for a look").send().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = eb.describe_environments().environment_names(env).send().await.unwrap();
+            let e = &out.environments()[0];
+            if e.status().map(|s| s.as_str()) == Some("Ready") {
+                assert_eq!(e.description(), Some("kept for a look"));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{env} never got Ready after the update");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let settings = eb.describe_configuration_settings().application_name(app).environment_name(env).send().await.unwrap();
+        let options = settings.configuration_settings()[0].option_settings();
+        assert!(!options.iter().any(|o| o.option_name() == Some("EnvironmentType")), "OptionsToRemove was ignored");
+        assert!(options.iter().any(|o| o.option_name() == Some("PYM_ENV")), "the other options went too");
+    });
+}
+
 /// `/version` through a CNAME, as a client of the live service sees it.
 fn version_at(host: &str) -> Option<serde_json::Value> {
     let (status, body) = http_get_at(host, 80, "/version")?;
@@ -263,6 +306,12 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     assert_serves(&live, &v1);
     assert_eq!(t.state(&env1).2, live, "live moved");
     assert_eq!(t.state(&t.env_of(&v2)).0, "Ready", "the staged environment stays for a look");
+
+    // The local Beanstalk, driven by the official SDK as a user looking at it would:
+    // events a page at a time through the SDK's paginator, MaxRecords' limits, and an
+    // update that removes an option and sets a description.
+    #[cfg(feature = "aws-beanstalk")]
+    sdk_looks_at(t.fake, &t.svc.name, &t.env_of(&v2));
 
     // An image that fails its health check on Beanstalk (but not locally): Red, the
     // events are shown, the environment is terminated, no swap.

@@ -52,6 +52,7 @@ struct Env {
     stack: Option<String>,
     platform: Option<String>,
     cname: String,
+    description: Option<String>,
     status: &'static str,
     health: &'static str,
     health_status: &'static str,
@@ -318,6 +319,15 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
                 e.options.retain(|(n, k, _)| !(n == &ns && k == &name));
                 e.options.push((ns, name, value));
             }
+            // OptionsToRemove: back to the default, which here is the option not being set.
+            for n in 1.. {
+                let at = |f: &str| p.get(&format!("OptionsToRemove.member.{n}.{f}")).map(String::from);
+                let (Some(ns), Some(name)) = (at("Namespace"), at("OptionName")) else { break };
+                e.options.retain(|(n, k, _)| !(n == &ns && k == &name));
+            }
+            if let Some(d) = p.get("Description") {
+                e.description = Some(d.to_string());
+            }
             if let Some(l) = label {
                 e.label = l;
             }
@@ -376,9 +386,24 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
             let start = p.get("StartTime").and_then(parse_iso).unwrap_or(0);
             let end = p.get("EndTime").and_then(parse_iso).unwrap_or(i64::MAX);
             let min = severity_rank(p.get("Severity").unwrap_or("TRACE"));
-            let max: usize = p.get("MaxRecords").and_then(|m| m.parse().ok()).unwrap_or(1000);
-            x.open("Events");
-            for ev in eb
+            // MaxRecords is 1 to 1000 (AWS's limits); NextToken, opaque to clients, is where
+            // the page before stopped, so paginators go through every event.
+            let max: usize = match p.get("MaxRecords").map(|m| m.parse::<usize>()) {
+                None => 1000,
+                Some(Ok(m)) if (1..=1000).contains(&m) => m,
+                Some(_) => {
+                    return Err(ApiError::new(
+                        400,
+                        "ValidationError",
+                        format!("1 validation error detected: Value '{}' at 'maxRecords' failed to satisfy constraint: Member must have value between 1 and 1000", p.get("MaxRecords").unwrap_or_default()),
+                    ));
+                }
+            };
+            let skip: usize = match p.get("NextToken") {
+                None => 0,
+                Some(t) => t.strip_prefix("pym-events-").and_then(|n| n.parse().ok()).ok_or_else(|| ApiError::invalid(format!("Invalid NextToken: {t}")))?,
+            };
+            let matching: Vec<&Event> = eb
                 .events
                 .iter()
                 .rev()
@@ -390,13 +415,18 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params) -> Result<Option<Str
                         && ev.at < end
                         && severity_rank(ev.severity) >= min
                 })
-                .take(max)
-            {
+                .collect();
+            x.open("Events");
+            for ev in matching.iter().skip(skip).take(max) {
                 x.open("member").el("EventDate", &iso(ev.at)).el("Message", &ev.message).el("ApplicationName", &ev.app);
                 x.opt("EnvironmentName", ev.env.as_deref()).opt("VersionLabel", ev.label.as_deref()).el("Severity", ev.severity).close("member");
             }
             x.close("Events");
+            if matching.len() > skip + max {
+                x.el("NextToken", &format!("pym-events-{}", skip + max));
+            }
         }
+        "" => return Err(ApiError::new(400, "MissingAction", "The request must contain the parameter Action.")),
         other => return Err(ApiError::new(400, "InvalidAction", format!("The action {other} is not valid for this web service (or this local Beanstalk does not implement it)."))),
     }
     Ok(Some(x.0))
@@ -446,6 +476,7 @@ fn create_environment(shared: &Shared, eb: &mut Beanstalk, p: &Params) -> Result
         stack,
         platform,
         cname,
+        description: p.get("Description").map(String::from),
         status: "Launching",
         health: "Grey",
         health_status: "Pending",
@@ -511,7 +542,7 @@ fn version_xml(x: &mut Xml, o: &crate::Options, v: &AppVersion) {
 }
 
 fn env_xml(x: &mut Xml, o: &crate::Options, e: &Env) {
-    x.el("EnvironmentName", &e.name).el("EnvironmentId", &e.id).el("ApplicationName", &e.app).el("VersionLabel", &e.label);
+    x.el("EnvironmentName", &e.name).el("EnvironmentId", &e.id).el("ApplicationName", &e.app).el("VersionLabel", &e.label).opt("Description", e.description.as_deref());
     x.opt("SolutionStackName", e.stack.as_deref()).opt("PlatformArn", e.platform.as_deref());
     x.el("EndpointURL", &format!("awseb-{}-AWSEBLoa-LOCAL.{}.elb.localhost", e.id, o.region)).el("CNAME", &e.cname);
     x.el("DateCreated", &iso(e.created)).el("DateUpdated", &iso(e.updated)).el("Status", e.status);
