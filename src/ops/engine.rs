@@ -211,9 +211,11 @@ fn ssh_command(url: &str) -> Result<Vec<String>> {
         None => (None, rest),
     };
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        Some((h, p)) if p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')) => (h, Some(p)),
         _ => (hostport, None),
     };
+    // `[fd00::1]` in a URL; ssh takes the address bare.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(hinted(format!("{url} names no host"), "write DOCKER_HOST=ssh://USER@HOST[:PORT]"));
     }
@@ -339,6 +341,7 @@ mod tests {
         let line = argv.join(" ");
         assert!(line.starts_with("ssh -o BatchMode=yes"), "{line}");
         assert!(line.ends_with("-l deploy -p 2222 host.example -- docker system dial-stdio"), "{line}");
+        assert!(ssh_command("ssh://[fd00::1]:2222").unwrap().join(" ").ends_with("-p 2222 fd00::1 -- docker system dial-stdio"));
         assert!(ssh_command("ssh://").is_err());
         assert!(ssh_command("ssh://host/some/path").is_err());
     }
