@@ -308,6 +308,35 @@ impl Aws {
         Ok(())
     }
 
+    /// Creates an environment of the application (tagged with the pymdeploy version).
+    async fn create_environment(&self, env: NewEnvironment<'_>) -> Result<()> {
+        let mut create = self
+            .eb
+            .create_environment()
+            .application_name(&self.app)
+            .environment_name(env.name)
+            .cname_prefix(env.cname)
+            .version_label(env.label)
+            .description(env.description)
+            .set_option_settings(Some(env.settings))
+            .tags(Tag::builder().key("pymdeploy:version").value(env.version).build());
+        create = match env.platform {
+            (Some(s), _) => create.solution_stack_name(s),
+            (None, p) => create.set_platform_arn(p),
+        };
+        create.send().await.map_err(|e| aws_error("CreateEnvironment", e))?;
+        Ok(())
+    }
+
+    /// Terminates an environment pymdeploy gives up on (it costs money and blocks its
+    /// name), saying why; a failure to terminate is a warning beside the error at hand.
+    async fn give_up(&self, ctx: &Ctx, name: &str, why: &str, progress: &StepProgress<'_>) {
+        match self.eb.terminate_environment().environment_name(name).send().await {
+            Ok(_) => progress.line(&format!("terminating {name}: {why}")),
+            Err(t) => ctx.out.warn(&format!("{name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
+        }
+    }
+
     async fn swap(&self, a: &str, b: &str) -> Result<()> {
         self.eb
             .swap_environment_cnames()
@@ -557,28 +586,19 @@ pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             progress.line(&format!("created application version {label}"));
         }
         let since = now();
-        let mut create = aws
-            .eb
-            .create_environment()
-            .application_name(&c.name)
-            .environment_name(&name)
-            .cname_prefix(&cname)
-            .version_label(&label)
-            .description(format!("{} {version}, deployed by pymdeploy", c.name))
-            .set_option_settings(Some(settings))
-            .tags(Tag::builder().key("pymdeploy:version").value(&version).build());
-        create = match (stack_name, platform) {
-            (Some(s), _) => create.solution_stack_name(s),
-            (None, p) => create.set_platform_arn(p),
-        };
-        create.send().await.map_err(|e| aws_error("CreateEnvironment", e))?;
+        aws.create_environment(NewEnvironment {
+            name: &name,
+            cname: &cname,
+            label: &label,
+            description: format!("{} {version}, deployed by pymdeploy", c.name),
+            settings,
+            version: &version,
+            platform: (stack_name, platform),
+        })
+        .await?;
         progress.line(&format!("creating environment {name} (CNAME prefix {cname})"));
         if let Err(e) = aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await {
-            // A failed environment costs money and blocks the name: terminate it.
-            match aws.eb.terminate_environment().environment_name(&name).send().await {
-                Ok(_) => progress.line(&format!("terminating {name}: it did not become Green")),
-                Err(t) => ctx.out.warn(&format!("{name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
-            }
+            aws.give_up(ctx, &name, "it did not become Green", progress).await;
             return Err(e);
         }
         Ok(format!("{version} on {name}"))
@@ -658,6 +678,18 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
     })
 }
 
+/// What `Aws::create_environment` makes.
+struct NewEnvironment<'a> {
+    name: &'a str,
+    cname: &'a str,
+    label: &'a str,
+    description: String,
+    settings: Vec<ConfigurationOptionSetting>,
+    version: &'a str,
+    /// A solution stack name, else a platform ARN.
+    platform: (Option<String>, Option<String>),
+}
+
 /// The first promote: nothing holds the live CNAME. A live environment is created for the
 /// staged version (same application version, same platform, `PYM_ENV=live`) on the live
 /// CNAME, waited for, verified; then the staged one, redundant, is terminated. A failure
@@ -674,21 +706,16 @@ async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescri
     }
     let label = staged.version_label().ok_or_else(|| anyhow!("{staged_name} names no application version"))?;
     let since = now();
-    let mut create = aws
-        .eb
-        .create_environment()
-        .application_name(&c.name)
-        .environment_name(&live_name)
-        .cname_prefix(prefix)
-        .version_label(label)
-        .description(format!("{} {version}, live, deployed by pymdeploy", c.name))
-        .set_option_settings(Some(settings(ctx, c, PymEnv::Live)?))
-        .tags(Tag::builder().key("pymdeploy:version").value(version).build());
-    create = match (staged.solution_stack_name(), staged.platform_arn()) {
-        (Some(s), _) => create.solution_stack_name(s),
-        (None, p) => create.set_platform_arn(p.map(str::to_string)),
-    };
-    create.send().await.map_err(|e| aws_error("CreateEnvironment", e))?;
+    aws.create_environment(NewEnvironment {
+        name: &live_name,
+        cname: prefix,
+        label,
+        description: format!("{} {version}, live, deployed by pymdeploy", c.name),
+        settings: settings(ctx, c, PymEnv::Live)?,
+        version,
+        platform: (staged.solution_stack_name().map(str::to_string), staged.platform_arn().map(str::to_string)),
+    })
+    .await?;
     progress.line(&format!("creating environment {live_name} on the live CNAME {prefix}: nothing was live yet"));
     let up = async {
         aws.wait(ctx, &[&live_name], true, since, timeout(c), progress).await?;
@@ -701,18 +728,12 @@ async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescri
     let live = match up {
         Ok(live) => live,
         Err(e) => {
-            match aws.eb.terminate_environment().environment_name(&live_name).send().await {
-                Ok(_) => progress.line(&format!("terminating {live_name}")),
-                Err(t) => ctx.out.warn(&format!("{live_name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
-            }
+            aws.give_up(ctx, &live_name, "the first promote failed", progress).await;
             return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
         }
     };
     // The staged environment runs the same version: it served its purpose.
-    match aws.eb.terminate_environment().environment_name(&staged_name).send().await {
-        Ok(_) => progress.line(&format!("terminating {staged_name}: {live_name} runs the same version")),
-        Err(t) => ctx.out.warn(&format!("{staged_name} could not be terminated: {:#}", aws_error("TerminateEnvironment", t))),
-    }
+    aws.give_up(ctx, &staged_name, &format!("{live_name} runs the same version"), progress).await;
     Ok(format!("{version} live on {}:{} (the first live environment, {live_name})", live.host, live.port))
 }
 
