@@ -473,10 +473,15 @@ pub async fn create_named(docker: &Docker, name: &str, image: &str, labels: Hash
     }
 }
 
-/// The labels of a container, or `None` when there is no such container.
-pub async fn container_labels(docker: &Docker, name: &str) -> Result<Option<HashMap<String, String>>> {
+/// A container's labels and, when it has stopped, its exit code (`None` while it runs);
+/// `None` when there is no such container. One inspect.
+pub async fn container_state(docker: &Docker, name: &str) -> Result<Option<(HashMap<String, String>, Option<i64>)>> {
     match docker.inspect_container(name, None).await {
-        Ok(c) => Ok(Some(c.config.and_then(|c| c.labels).unwrap_or_default())),
+        Ok(c) => {
+            let state = c.state.unwrap_or_default();
+            let code = if state.running == Some(true) { None } else { state.exit_code };
+            Ok(Some((c.config.and_then(|c| c.labels).unwrap_or_default(), code)))
+        }
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
     }

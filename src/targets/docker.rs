@@ -82,7 +82,7 @@ pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
         if ctx.block_on(ops::docker::create_named(docker, &name, &image, labels))? {
             return Ok(EngineLock { docker: docker.clone(), name, rt: ctx.runtime() });
         }
-        let Some(labels) = ctx.block_on(ops::docker::container_labels(docker, &name))? else { continue };
+        let Some((labels, _)) = ctx.block_on(ops::docker::container_state(docker, &name))? else { continue };
         let holder = labels.get(LABEL_LOCK).and_then(|h| serde_json::from_str::<state::Holder>(h).ok());
         let who = holder.as_ref().map(|h| h.describe()).unwrap_or_else(|| format!("a container {name} that is not a pymdeploy lock"));
         match (holder.as_ref().is_some_and(|h| h.is_gone()), break_lock) {
@@ -362,7 +362,7 @@ fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProg
     // A `proxy_image` of the team's own counts as part of which proxy this is.
     let image = config.proxy_image.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
     let made_as = format!("{}-r{}/{}:{}{image}", env!("CARGO_PKG_VERSION"), proxy::REVISION, config.publish_ip, config.live_port);
-    if let Some((labels, code)) = ctx.block_on(inspect_existing(docker, &name))? {
+    if let Some((labels, code)) = ctx.block_on(ops::docker::container_state(docker, &name))? {
         if labels.get(LABEL_PROXY) == Some(&made_as) && labels.get(LABEL_NAME) == Some(&config.name) {
             if code.is_some() {
                 ctx.block_on(ops::docker::start(docker, &name))?;
@@ -428,21 +428,9 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
 /// `None` if there is no such container; `Some(None)` if it runs; `Some(Some(code))` if
 /// it has stopped.
 async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64>>> {
-    Ok(inspect_existing(docker, name).await?.map(|(_, code)| code))
+    Ok(ops::docker::container_state(docker, name).await?.map(|(_, code)| code))
 }
 
-/// A container's labels and state (as `existing_state`) in one inspect, or `None`.
-async fn inspect_existing(docker: &Docker, name: &str) -> Result<Option<(HashMap<String, String>, Option<i64>)>> {
-    match docker.inspect_container(name, None).await {
-        Ok(c) => {
-            let state = c.state.unwrap_or_default();
-            let code = if state.running == Some(true) { None } else { state.exit_code };
-            Ok(Some((c.config.and_then(|c| c.labels).unwrap_or_default(), code)))
-        }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
-    }
-}
 
 /// Makes `upstream` (`<container>:<port>`) the live one. The proxy is given the
 /// container's address on the network too, so it connects without a DNS lookup (the

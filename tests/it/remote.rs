@@ -126,11 +126,7 @@ impl TlsEngine {
             .stderr(std::fs::File::create(dir.join("stunnel.log")).unwrap())
             .spawn()
             .expect("stunnel4 runs (run .ci/setup)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "stunnel did not start: {}", std::fs::read_to_string(dir.join("stunnel.log")).unwrap_or_default());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "stunnel", &dir.join("stunnel.log"));
         TlsEngine { port, dir, child }
     }
 }

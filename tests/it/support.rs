@@ -255,11 +255,7 @@ impl Registry {
             .spawn()
             .expect("docker-registry runs (run .ci/setup)");
         let host = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the registry did not start: {}", std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "the registry", &dir.join("registry.log"));
         Registry { host, user, password, dir, child }
     }
 
@@ -281,6 +277,16 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits (10 s at most) until a server the test started listens on loopback `port`;
+/// panics with its log otherwise.
+pub fn wait_listening(port: u16, what: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -602,11 +608,7 @@ impl Sshd {
             .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
             .spawn()
             .expect("sshd runs (run .ci/setup: openssh-server)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "sshd did not start: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "sshd", &dir.join("sshd.log"));
         Sshd { port, dir, child }
     }
 
