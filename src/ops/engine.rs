@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
@@ -142,9 +143,22 @@ pub async fn connect(ep: &Endpoint) -> Result<Docker> {
             ));
         }
     };
-    let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
-    docker.ping().await.map_err(|e| unreachable(&e))?;
-    Ok(docker)
+    let reached = async {
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<_, bollard::errors::Error>(docker)
+    };
+    match reached.await {
+        Ok(docker) => Ok(docker),
+        Err(e) => {
+            // ssh's last words arrive on its stderr, which may still be read when the
+            // connection has already failed: give them a moment, they are the message.
+            if ep.host.starts_with("ssh://") {
+                ssh_errors.arrived(Duration::from_secs(2)).await;
+            }
+            Err(unreachable(&e))
+        }
+    }
 }
 
 /// An error and its sources, as one line: hyper's own message ("client error
@@ -194,6 +208,14 @@ fn tls(ep: &Endpoint) -> Result<Docker> {
 struct SshErrors(Arc<Mutex<String>>);
 
 impl SshErrors {
+    /// Waits until ssh has said something, for at most `within`.
+    async fn arrived(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.0.lock().unwrap().trim().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn take(&self) -> String {
         std::mem::take(&mut *self.0.lock().unwrap()).trim().replace('\n', "; ")
     }
