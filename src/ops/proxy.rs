@@ -48,11 +48,15 @@ pub const BINARY: &str = "/usr/local/bin/pym-proxy";
 pub const PORT: u16 = 8080;
 /// The admin port, on the container's loopback only: in-flight counts for the drain.
 pub const ADMIN_PORT: u16 = 8079;
+/// How long the proxy waits for an upstream's response headers before answering 504 and
+/// saying so in its log (nginx's `proxy_read_timeout` default). A body may take longer.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// The revision of the proxy's behaviour and commands; a running proxy of another
 /// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
 /// the order versions were live in; 3 runs locked down on an image of its own; 4 connects
-/// to the address the route names, not by DNS.
-pub const REVISION: u32 = 5;
+/// to the address the route names, not by DNS; 5 keeps its routes in a volume; 6 answers
+/// 504 (and logs it) when an upstream sends no response headers within `UPSTREAM_TIMEOUT`.
+pub const REVISION: u32 = 6;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -270,20 +274,26 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     // turns out to be closed; one with a body cannot (it is streamed, not kept).
     let bodiless = hyper::body::Body::is_end_stream(&body);
     let retry = bodiless.then(|| (parts.method.clone(), parts.headers.clone(), parts.version));
-    let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
-    let result = match (result, retry) {
-        (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
-            // Sent again to the upstream live now: when the first one went away under
-            // the request (stopped after a switch), the new one answers.
-            let now = shared.upstream().unwrap_or_else(|| upstream.clone());
-            let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
-            *again.method_mut() = method;
-            *again.uri_mut() = format!("http://{}{path}", now.addr).parse().expect("the same path parsed before");
-            *again.headers_mut() = headers;
-            *again.version_mut() = version;
-            shared.client.request(again).await
+    let sent = async {
+        let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
+        match (result, retry) {
+            (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
+                // Sent again to the upstream live now: when the first one went away under
+                // the request (stopped after a switch), the new one answers.
+                let now = shared.upstream().unwrap_or_else(|| upstream.clone());
+                let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+                *again.method_mut() = method;
+                *again.uri_mut() = format!("http://{}{path}", now.addr).parse().expect("the same path parsed before");
+                *again.headers_mut() = headers;
+                *again.version_mut() = version;
+                shared.client.request(again).await
+            }
+            (r, _) => r,
         }
-        (r, _) => r,
+    };
+    let Ok(result) = tokio::time::timeout(UPSTREAM_TIMEOUT, sent).await else {
+        eprintln!("upstream {} ({}) sent no response to {peer} within {} s", upstream.name, upstream.addr, UPSTREAM_TIMEOUT.as_secs());
+        return plain(StatusCode::GATEWAY_TIMEOUT, format!("the live version at {} did not answer within {} s\n", upstream.name, UPSTREAM_TIMEOUT.as_secs()));
     };
     let mut res = match result {
         Ok(res) => res,

@@ -18,7 +18,7 @@
 //! state file. Credentials and region come from the AWS default chain; `aws_user` names a
 //! profile, `aws_region` the region, and `AWS_ENDPOINT_URL` points the SDK elsewhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -231,6 +231,50 @@ impl Aws {
             .and_then(|o| o.value().map(String::from)))
     }
 
+    /// Why an environment is Red, as far as Beanstalk can say: the causes enhanced health
+    /// gives (none with basic health), and the last lines of its instance's log
+    /// (RequestEnvironmentInfo, then RetrieveEnvironmentInfo, read from S3). Best effort:
+    /// what cannot be had is left out, and it gives up after `LOG_WAIT`.
+    async fn why_red(&self, ctx: &Ctx, name: &str) -> String {
+        const LOG_WAIT: Duration = Duration::from_secs(30);
+        const LOG_LINES: usize = 15;
+        let mut out = String::new();
+        let health = self.eb.describe_environment_health().environment_name(name).attribute_names(eb::types::EnvironmentHealthAttribute::Causes).send().await;
+        if let Ok(h) = health {
+            for cause in h.causes() {
+                out.push_str(&format!("\n  cause: {cause}"));
+            }
+        }
+        let asked = self.eb.request_environment_info().environment_name(name).info_type(eb::types::EnvironmentInfoType::Tail).send().await;
+        if asked.is_err() {
+            return out;
+        }
+        let deadline = tokio::time::Instant::now() + LOG_WAIT;
+        let url = loop {
+            let got = self.eb.retrieve_environment_info().environment_name(name).info_type(eb::types::EnvironmentInfoType::Tail).send().await;
+            let newest = got.ok().and_then(|g| g.environment_info().iter().max_by_key(|i| i.sample_timestamp().map(|t| t.as_nanos())).and_then(|i| i.message().map(String::from)));
+            if let Some(url) = newest {
+                break url;
+            }
+            if tokio::time::Instant::now() >= deadline || ctx.interrupted() {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let Some((bucket, key)) = s3_location(&url) else { return out };
+        let Ok(object) = self.s3.get_object().bucket(&bucket).key(&key).send().await else { return out };
+        let Ok(body) = object.body.collect().await else { return out };
+        let text = String::from_utf8_lossy(&body.into_bytes()).to_string();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if !lines.is_empty() {
+            out.push_str(&format!("\n  the last lines of its log (s3://{bucket}/{key}):"));
+            for l in &lines[lines.len().saturating_sub(LOG_LINES)..] {
+                out.push_str(&format!("\n    {l}"));
+            }
+        }
+        out
+    }
+
     /// Waits until every named environment is Ready (and, with `green`, Green), streaming
     /// Beanstalk's events for them into the step's output. Red, a termination or the
     /// timeout stop the wait with the warnings and errors seen.
@@ -269,9 +313,11 @@ impl Aws {
                 let (status, health) = state(&e);
                 let ready = e.status() == Some(&EnvironmentStatus::Ready);
                 if ready && e.health() == Some(&EnvironmentHealth::Red) && green {
+                    progress.message(&format!("{name} is Red: asking Beanstalk why, and for its log"));
+                    let why = self.why_red(ctx, name).await;
                     return Err(hinted(
-                        format!("environment {name} is Ready but Red: it does not pass its health check{}", events_note(&problems)),
-                        "the service must answer 200 on `health_path` with the environment's settings; its logs are in the Beanstalk console (Logs) or `eb logs`",
+                        format!("environment {name} is Ready but Red: it does not pass its health check{}{why}", events_note(&problems)),
+                        "the service must answer 200 on `health_path` with the environment's settings; the whole log: the Beanstalk console (Logs) or `eb logs`",
                     ));
                 }
                 if !ready || (green && e.health() != Some(&EnvironmentHealth::Green)) {
@@ -300,6 +346,61 @@ impl Aws {
             tokio::time::sleep(pause).await;
             pause = (pause * 3 / 2).min(Duration::from_secs(3));
         }
+    }
+
+    /// Records on an application version that it went live (`TAG_LIVE_AT`) or was rolled
+    /// back from (`TAG_ROLLED_BACK_AT`), now. Tags of a version are metadata only: no
+    /// environment is updated. A failure is a warning: the switch it records is done.
+    async fn mark(&self, label: &str, key: &str, progress: &StepProgress<'_>) {
+        let tagged = async {
+            let versions = self.eb.describe_application_versions().application_name(&self.app).version_labels(label).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
+            let arn = versions.application_versions().first().and_then(|v| v.application_version_arn()).ok_or_else(|| anyhow!("no application version {label}"))?.to_string();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+            self.eb.update_tags_for_resource().resource_arn(arn).tags_to_add(Tag::builder().key(key).value(now.to_string()).build()).send().await.map_err(|e| aws_error("UpdateTagsForResource", e))?;
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = tagged.await {
+            progress.line(&format!("warning: could not record {key} on version {label} ({e:#}); rollback and cleanup order the versions it lacks by creation"));
+        }
+    }
+
+    /// When each of these application versions last went live and was last rolled back
+    /// from, from their tags (0: never, or not recorded).
+    async fn history(&self, labels: &[&str]) -> Result<HashMap<String, History>> {
+        let mut out = HashMap::new();
+        if labels.is_empty() {
+            return Ok(out);
+        }
+        let wanted: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let versions = self.eb.describe_application_versions().application_name(&self.app).set_version_labels(Some(wanted)).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
+        for v in versions.application_versions() {
+            let (Some(label), Some(arn)) = (v.version_label(), v.application_version_arn()) else { continue };
+            let tags = self.eb.list_tags_for_resource().resource_arn(arn).send().await.map_err(|e| aws_error("ListTagsForResource", e))?;
+            let at = |key: &str| tags.resource_tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.insert(label.to_string(), History { live_at: at(TAG_LIVE_AT), rolled_back_at: at(TAG_ROLLED_BACK_AT) });
+        }
+        Ok(out)
+    }
+
+    /// The environments not on the live CNAME, each with its role, in the order rollback
+    /// and cleanup go by: previous ones (most recently live first), then staged ones and
+    /// those rolled back from (newest first).
+    async fn others(&self, envs: &[EnvironmentDescription], prefix: &str) -> Result<Vec<(EnvironmentDescription, Role)>> {
+        let labels: Vec<&str> = envs.iter().filter_map(|e| e.version_label()).collect();
+        let history = self.history(&labels).await?;
+        let mut out = Vec::new();
+        for e in envs.iter().filter(|e| cname_prefix(e) != prefix) {
+            let h = e.version_label().and_then(|l| history.get(l)).copied().unwrap_or_default();
+            let was_live = self.pym_env(e.environment_name().unwrap_or_default()).await?.as_deref() == Some("live");
+            let role = match (was_live, h.rolled_back_at > h.live_at) {
+                (_, true) => Role::RolledBack,
+                (true, false) => Role::Previous,
+                (false, false) => Role::Staged,
+            };
+            out.push((e.clone(), role, h));
+        }
+        out.sort_by_key(|(e, role, h)| (*role, std::cmp::Reverse(if *role == Role::Previous { h.live_at } else { 0 }), std::cmp::Reverse(e.date_created().map(|d| d.as_nanos()).unwrap_or(0))));
+        Ok(out.into_iter().map(|(e, role, _)| (e, role)).collect())
     }
 
     async fn set_pym_env(&self, name: &str, env: PymEnv) -> Result<()> {
@@ -349,8 +450,77 @@ impl Aws {
     }
 }
 
+/// The bucket and key of an S3 object URL, in either style AWS hands out (and signs):
+/// virtual-hosted (`https://<bucket>.s3[.<region>].amazonaws.com/<key>?...`) or path
+/// (`https://s3.<region>.amazonaws.com/<bucket>/<key>`, or any endpoint's
+/// `http://host:port/<bucket>/<key>`).
+fn s3_location(url: &str) -> Option<(String, String)> {
+    let rest = url.split_once("://")?.1;
+    let (host, path) = rest.split_once('/')?;
+    let path = path.split(['?', '#']).next()?;
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let host = host.split(':').next()?;
+    match host.split_once(".s3") {
+        Some((bucket, _)) if host.ends_with(".amazonaws.com") && !bucket.is_empty() => Some((bucket.to_string(), decode(path))),
+        _ => {
+            let (bucket, key) = path.split_once('/')?;
+            Some((bucket.to_string(), decode(key)))
+        }
+    }
+}
+
 fn events_note(problems: &[String]) -> String {
     if problems.is_empty() { String::new() } else { format!("\n  {}", problems.join("\n  ")) }
+}
+
+/// The tags pymdeploy keeps on application versions: when a version last went live, and
+/// when it was last rolled back from (milliseconds since the epoch). They order rollback
+/// and cleanup by what was live when, not by when environments were created.
+const TAG_LIVE_AT: &str = "pym:live-at";
+const TAG_ROLLED_BACK_AT: &str = "pym:rolled-back-at";
+
+#[derive(Clone, Copy, Default, Debug)]
+struct History {
+    live_at: u128,
+    rolled_back_at: u128,
+}
+
+/// What an environment off the live CNAME is; the order is cleanup's (kept first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Was live (PYM_ENV=live) and not rolled back from since: where rollback goes.
+    Previous,
+    /// Never live: staged, or kept after a failed acceptance for a look.
+    Staged,
+    /// Live once, then rolled back from: not gone back to.
+    RolledBack,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Previous => "previous",
+            Role::Staged => "staged",
+            Role::RolledBack => "rolled-back",
+        }
+    }
 }
 
 fn now() -> DateTime {
@@ -663,6 +833,7 @@ pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
                     aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
                     return Err(e.context(format!("swapped back: {old_version} on {o} is live again")));
                 }
+                aws.mark(&version, TAG_LIVE_AT, progress).await;
                 Some((old_version, o.to_string()))
             }
             None => None,
@@ -732,6 +903,7 @@ async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescri
             return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
         }
     };
+    aws.mark(version, TAG_LIVE_AT, progress).await;
     // The staged environment runs the same version: it served its purpose.
     aws.give_up(ctx, &staged_name, &format!("{live_name} runs the same version"), progress).await;
     Ok(format!("{version} live on {}:{} (the first live environment, {live_name})", live.host, live.port))
@@ -747,16 +919,11 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
             return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
         };
         let current_name = current.environment_name().unwrap_or_default().to_string();
-        let mut target = None;
-        // A Red environment is no place to go back to.
-        let usable = |e: &&EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
-        for e in envs.iter().filter(|e| cname_prefix(e) != prefix).filter(usable) {
-            let n = e.environment_name().unwrap_or_default();
-            if aws.pym_env(n).await?.as_deref() == Some("live") {
-                target = Some(e);
-                break;
-            }
-        }
+        // The one live most recently before the current one; a Red environment is no
+        // place to go back to, nor one rolled back from.
+        let usable = |e: &EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
+        let others = aws.others(&envs, &prefix).await?;
+        let target = others.iter().find(|(e, role)| *role == Role::Previous && usable(e)).map(|(e, _)| e);
         let Some(target) = target else {
             return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
         };
@@ -767,6 +934,8 @@ pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
         aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
         verify(&c, &live.host, live.port, &to_version, dns_window(&c)).await?;
+        aws.mark(&from_version, TAG_ROLLED_BACK_AT, progress).await;
+        aws.mark(&to_version, TAG_LIVE_AT, progress).await;
         ctx.set_rolled_back_to(to_version.clone());
         Ok(format!("{to_version} live again (was {from_version})"))
     })
@@ -781,7 +950,10 @@ pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
         let prefix = live_prefix(&c);
         let envs = aws.environments().await?;
         let mut lines = Vec::new();
-        for (i, e) in envs.iter().filter(|e| cname_prefix(e) != prefix).enumerate() {
+        // Previous versions first (the most recently live kept), then staged ones, then
+        // those rolled back from: what goes first is what nobody would go back to.
+        let others = aws.others(&envs, &prefix).await?;
+        for (i, (e, _)) in others.iter().enumerate() {
             let n = e.environment_name().unwrap_or_default();
             let v = e.version_label().unwrap_or_default();
             if i < c.keep_previous as usize {
@@ -807,17 +979,13 @@ pub fn status(ctx: &Ctx) -> Result<super::Table> {
     ctx.block_on(async {
         let aws = connect(&c).await?;
         let mut table = super::Table::new(&["ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED", "CNAME"]);
-        for e in aws.environments().await? {
+        // live holds the live CNAME (where the CNAMEs are now, whatever the names say);
+        // then the others in rollback's order.
+        let envs = aws.environments().await?;
+        let live = envs.iter().filter(|e| cname_prefix(e) == prefix).map(|e| (e.clone(), "live"));
+        let others = aws.others(&envs, &prefix).await?;
+        for (e, role) in live.chain(others.into_iter().map(|(e, r)| (e, r.as_str()))) {
             let name = e.environment_name().unwrap_or_default();
-            // live holds the live CNAME; previous ones were live (PYM_ENV=live) and can be
-            // rolled back to; the others are staged.
-            let role = if cname_prefix(&e) == prefix {
-                "live"
-            } else if aws.pym_env(name).await?.as_deref() == Some("live") {
-                "previous"
-            } else {
-                "staged"
-            };
             let (status, health) = state(&e);
             table.rows.push(vec![
                 role.to_string(),
@@ -871,5 +1039,16 @@ mod tests {
         for bad in ["us-east1", "US-EAST-1", "useast1", "eu west 3", "us-east-", "-east-1", "us-east-1a", ""] {
             assert!(!region_is_well_formed(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn log_urls_name_their_s3_object() {
+        let at = |u: &str| s3_location(u).map(|(b, k)| format!("{b} {k}"));
+        let key = "resources/environments/logs/tail/e-abc/i-0123/TailDump.txt";
+        assert_eq!(at(&format!("https://elasticbeanstalk-us-east-1-123456789012.s3.amazonaws.com/{key}?X-Amz-Signature=ab%2Fc")).as_deref(), Some(format!("elasticbeanstalk-us-east-1-123456789012 {key}").as_str()));
+        assert_eq!(at(&format!("https://logs-bucket.s3.eu-west-3.amazonaws.com/{key}")).as_deref(), Some(format!("logs-bucket {key}").as_str()));
+        assert_eq!(at(&format!("https://s3.eu-west-3.amazonaws.com/logs-bucket/{key}?x=1")).as_deref(), Some(format!("logs-bucket {key}").as_str()));
+        assert_eq!(at("http://127.0.0.1:4566/b/dir/a%20b.txt").as_deref(), Some("b dir/a b.txt"));
+        assert_eq!(at("not a url"), None);
     }
 }

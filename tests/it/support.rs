@@ -526,6 +526,34 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize,
     (ok, failures, opened)
 }
 
+/// Opens `n` keep-alive connections to `port` at once, sends `GET /version` on each
+/// without closing any, and counts those answered within `within`: a server that serves
+/// only some connections while others stay open (a thread pool handing connections out
+/// racily) answers fewer than `n`.
+pub fn concurrent_keep_alive(port: u16, n: usize, within: std::time::Duration) -> usize {
+    use std::io::{BufRead, BufReader, Write};
+    let conns: Vec<std::net::TcpStream> = (0..n).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    for mut c in &conns {
+        let _ = write!(c, "GET /version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    }
+    let deadline = std::time::Instant::now() + within;
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for c in &conns {
+            let answered = &answered;
+            scope.spawn(move || {
+                let left = deadline.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
+                c.set_read_timeout(Some(left)).unwrap();
+                let mut line = String::new();
+                if BufReader::new(c).read_line(&mut line).is_ok_and(|k| k > 0) && line.starts_with("HTTP/1.1 200") {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    answered.into_inner()
+}
+
 /// A run in the background whose stderr is read as it comes, to act on it mid-way.
 pub struct Spawned {
     child: std::process::Child,

@@ -130,9 +130,25 @@ fn sdk_looks_at(fake: &FakeAws, app: &str, env: &str) {
         let pages: Vec<_> = eb.describe_events().application_name(app).max_records(2).into_paginator().send().collect::<Vec<_>>().await;
         let paged: usize = pages.iter().map(|p| p.as_ref().unwrap().events().len()).sum();
         assert!(all > 4 && paged == all && pages.len() == all.div_ceil(2), "{all} events, {paged} through {} pages of 2", pages.len());
+        // DescribeEnvironments and DescribeApplicationVersions page too, when asked to.
+        let (mut seen, mut token, mut calls) = (Vec::new(), None::<String>, 0);
+        loop {
+            let out = eb.describe_environments().application_name(app).max_records(1).set_next_token(token.clone()).send().await.unwrap();
+            seen.extend(out.environments().iter().filter_map(|e| e.environment_name().map(String::from)));
+            calls += 1;
+            token = out.next_token().map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        let whole = eb.describe_environments().application_name(app).send().await.unwrap();
+        assert_eq!(seen.len(), whole.environments().len(), "pages of 1 missed environments");
+        assert!(calls == seen.len() && calls > 1, "{calls} calls for {} environments", seen.len());
+        let versions = eb.describe_application_versions().application_name(app).max_records(1).send().await.unwrap();
+        assert!(versions.application_versions().len() == 1 && versions.next_token().is_some(), "{versions:?}");
         let zero = eb.describe_events().max_records(0).send().await.unwrap_err();
         assert_eq!(zero.as_service_error().and_then(aws_sdk_elasticbeanstalk::error::ProvideErrorMetadata::code), Some("ValidationError"));
-        let removed = aws_sdk_elasticbeanstalk::types::OptionSpecification::builder().namespace("aws:elasticbeanstalk:environment").option_name("EnvironmentType").build();
+        let removed = aws_sdk_elasticbeanstalk::types::OptionSpecification::builder().namespace("aws:elasticbeanstalk:environment").option_name("LoadBalancerType").build();
         eb.update_environment().environment_name(env).options_to_remove(removed).description("kept for a look").send().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -147,9 +163,147 @@ fn sdk_looks_at(fake: &FakeAws, app: &str, env: &str) {
         }
         let settings = eb.describe_configuration_settings().application_name(app).environment_name(env).send().await.unwrap();
         let options = settings.configuration_settings()[0].option_settings();
-        assert!(!options.iter().any(|o| o.option_name() == Some("EnvironmentType")), "OptionsToRemove was ignored");
+        // Removed, the option is back to its default (pymdeploy sets `application`).
+        let lb_type = options.iter().find(|o| o.option_name() == Some("LoadBalancerType")).and_then(|o| o.value());
+        assert_eq!(lb_type, Some("classic"), "OptionsToRemove was ignored");
         assert!(options.iter().any(|o| o.option_name() == Some("PYM_ENV")), "the other options went too");
     });
+}
+
+/// Waits until an environment is Ready; returns its description.
+#[cfg(feature = "aws-beanstalk")]
+async fn ready(eb: &aws_sdk_elasticbeanstalk::Client, env: &str) -> aws_sdk_elasticbeanstalk::types::EnvironmentDescription {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = eb.describe_environments().environment_names(env).include_deleted(false).send().await.unwrap();
+        if let Some(e) = out.environments().iter().find(|e| e.status().map(|s| s.as_str()) == Some("Ready")) {
+            return e.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{env} never got Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a user diagnosing an environment reaches for, through the SDK, and how the local
+/// Beanstalk checks health by default for each load balancer type (the service answers
+/// 200 on /ping and 404 on /).
+#[cfg(feature = "aws-beanstalk")]
+fn sdk_diagnoses(fake: &FakeAws, app: &str, env: &str) {
+    use aws_sdk_elasticbeanstalk::error::ProvideErrorMetadata;
+    use aws_sdk_elasticbeanstalk::operation::RequestId;
+    use aws_sdk_elasticbeanstalk::types::{ConfigurationOptionSetting, EnvironmentHealthAttribute, EnvironmentInfoType, Tag};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let eb = eb_client(fake, &rt);
+    let code = |e: &dyn ProvideErrorMetadata| e.code().map(String::from);
+    rt.block_on(async {
+        // The description: platform ARN beside the stack, the load balancer, HealthStatus
+        // (pymdeploy turns enhanced health on); the version is UNPROCESSED (no Process).
+        let e = ready(&eb, env).await;
+        assert!(e.platform_arn().is_some_and(|a| a.contains(":platform/Docker running on")), "{:?}", e.platform_arn());
+        assert!(e.resources().and_then(|r| r.load_balancer()).and_then(|l| l.load_balancer_name()).is_some(), "{:?}", e.resources());
+        assert_eq!(e.health_status().map(|h| h.as_str()), Some("Ok"));
+        let label = e.version_label().unwrap().to_string();
+        let versions = eb.describe_application_versions().application_name(app).version_labels(&label).send().await.unwrap();
+        let version = &versions.application_versions()[0];
+        assert_eq!(version.status().map(|s| s.as_str()), Some("UNPROCESSED"));
+
+        // The effective configuration, defaults included; a template that does not exist.
+        let settings = eb.describe_configuration_settings().application_name(app).environment_name(env).send().await.unwrap();
+        let options = settings.configuration_settings()[0].option_settings();
+        let value = |ns: &str, k: &str| options.iter().find(|o| o.namespace() == Some(ns) && o.option_name() == Some(k)).and_then(|o| o.value()).map(String::from);
+        assert_eq!(value("aws:elasticbeanstalk:command", "Timeout").as_deref(), Some("600"), "a default is missing");
+        assert_eq!(value("aws:elasticbeanstalk:application", "Application Healthcheck URL").as_deref(), Some("/ping"), "a set option is not in its place");
+        let template = eb.describe_configuration_settings().application_name(app).template_name("no-such-template").send().await.unwrap_err();
+        assert_eq!(template.as_service_error().and_then(|e| code(e)).as_deref(), Some("InvalidParameterValue"));
+
+        // Resources, tags.
+        let resources = eb.describe_environment_resources().environment_name(env).send().await.unwrap();
+        let r = resources.environment_resources().unwrap();
+        assert_eq!((r.instances().len(), r.load_balancers().len()), (1, 1), "{r:?}");
+        let arn = e.environment_arn().unwrap();
+        eb.update_tags_for_resource().resource_arn(arn).tags_to_add(Tag::builder().key("team").value("pym").build()).send().await.unwrap();
+        let tags = eb.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
+        assert!(tags.resource_tags().iter().any(|t| t.key() == Some("team") && t.value() == Some("pym")), "{tags:?}");
+        eb.update_tags_for_resource().resource_arn(arn).tags_to_remove("team").send().await.unwrap();
+        assert!(eb.list_tags_for_resource().resource_arn(arn).send().await.unwrap().resource_tags().iter().all(|t| t.key() != Some("team")));
+        let missing = eb.list_tags_for_resource().resource_arn(format!("{arn}-gone")).send().await.unwrap_err();
+        assert_eq!(missing.as_service_error().and_then(|e| code(e)).as_deref(), Some("ResourceNotFoundException"));
+
+        // The instance's log, through RequestEnvironmentInfo, RetrieveEnvironmentInfo and
+        // the URL it gives.
+        eb.request_environment_info().environment_name(env).info_type(EnvironmentInfoType::Tail).send().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            let got = eb.retrieve_environment_info().environment_name(env).info_type(EnvironmentInfoType::Tail).send().await.unwrap();
+            if let Some(m) = got.environment_info().first().and_then(|i| i.message()) {
+                break m.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no tail log");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (host_port, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+        let (host, port) = host_port.split_once(':').unwrap();
+        let (status, log) = crate::support::http_get_at(host, port.parse().unwrap(), &format!("/{path}")).expect("the log URL answers");
+        assert!(status == 200 && log.contains("listening on port"), "{status}: {log}");
+
+        // Enhanced health: the environment's and its instance's.
+        let enhanced = ConfigurationOptionSetting::builder().namespace("aws:elasticbeanstalk:healthreporting:system").option_name("SystemType").value("enhanced").build();
+        let health = eb.describe_environment_health().environment_name(env).attribute_names(EnvironmentHealthAttribute::All).send().await.unwrap();
+        assert_eq!((health.color(), health.instances_health().and_then(|i| i.ok())), (Some("Green"), Some(1)), "{health:?}");
+        let instances = eb.describe_instances_health().environment_name(env).send().await.unwrap();
+        assert_eq!(instances.instance_health_list().len(), 1);
+
+        // RestartAppServer: Updating, then Ready and Green again, its events carrying the
+        // request's id.
+        let restart = eb.restart_app_server().environment_name(env).send().await.unwrap();
+        let request = restart.request_id().expect("a request id").to_string();
+        let e = ready(&eb, env).await;
+        assert_eq!(e.health().map(|h| h.as_str()), Some("Green"));
+        let events = eb.describe_events().environment_name(env).send().await.unwrap();
+        assert!(events.events().iter().any(|ev| ev.message() == Some("restartAppServer completed successfully.") && ev.request_id() == Some(request.as_str())), "no restart event with RequestId {request}");
+
+        // AbortEnvironmentUpdate: an update aborted before it runs leaves the environment
+        // as it was; with no update under way, an error.
+        eb.update_environment().environment_name(env).description("aborted").send().await.unwrap();
+        eb.abort_environment_update().environment_name(env).send().await.unwrap();
+        let e = ready(&eb, env).await;
+        assert_ne!(e.description(), Some("aborted"), "the aborted update took effect");
+        let idle = eb.abort_environment_update().environment_name(env).send().await.unwrap_err();
+        assert_eq!(idle.as_service_error().and_then(|e| code(e)).as_deref(), Some("InvalidParameterValue"));
+
+        // What a deployed version and a running application refuse.
+        let deployed = eb.delete_application_version().application_name(app).version_label(&label).send().await.unwrap_err();
+        assert!(deployed.as_service_error().and_then(|e| e.message()).is_some_and(|m| m.contains("running environment")), "{deployed:?}");
+        let running = eb.delete_application().application_name(app).send().await.unwrap_err();
+        assert!(running.as_service_error().and_then(|e| e.message()).is_some_and(|m| m.contains("running environments")), "{running:?}");
+
+        // Default health checks, per load balancer type, on the same version: a classic
+        // load balancer without a health check URL connects by TCP (Green though / is 404);
+        // an application load balancer GETs / and wants 200 (Red, and enhanced health says
+        // why). The classic one has basic health: no HealthStatus, no health operations.
+        let stack = e.solution_stack_name().unwrap().to_string();
+        let lb = |t: &str| ConfigurationOptionSetting::builder().namespace("aws:elasticbeanstalk:environment").option_name("LoadBalancerType").value(t).build();
+        let suffix = std::process::id() % 10_000;
+        let (classic, alb) = (format!("pym-classic-{suffix}"), format!("pym-alb-{suffix}"));
+        eb.create_environment().application_name(app).environment_name(&classic).version_label(&label).solution_stack_name(&stack).option_settings(lb("classic")).send().await.unwrap();
+        eb.create_environment().application_name(app).environment_name(&alb).version_label(&label).solution_stack_name(&stack).option_settings(lb("application")).option_settings(enhanced).send().await.unwrap();
+        let c = ready(&eb, &classic).await;
+        assert_eq!(c.health().map(|h| h.as_str()), Some("Green"), "classic, no health check URL: a TCP check");
+        assert_eq!(c.health_status(), None, "HealthStatus without enhanced health");
+        let basic = eb.describe_environment_health().environment_name(&classic).attribute_names(EnvironmentHealthAttribute::All).send().await.unwrap_err();
+        assert_eq!(basic.as_service_error().and_then(|e| code(e)).as_deref(), Some("InvalidRequestException"));
+        let a = ready(&eb, &alb).await;
+        assert_eq!(a.health().map(|h| h.as_str()), Some("Red"), "application, no health check path: GET / (404 here)");
+        let why = eb.describe_environment_health().environment_name(&alb).attribute_names(EnvironmentHealthAttribute::Causes).send().await.unwrap();
+        assert!(why.causes().iter().any(|c| c.contains("GET / answered 404")), "{:?}", why.causes());
+        for name in [&classic, &alb] {
+            eb.terminate_environment().environment_name(name).send().await.unwrap();
+        }
+    });
+    // A request without Action, unsigned as a form: MissingAction, as AWS documents.
+    let out = std::process::Command::new("curl").args(["-s", "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data", "Version=2010-12-01", &fake.endpoint]).output().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("<Code>MissingAction</Code>"), "{body}");
 }
 
 /// `/version` through a CNAME, as a client of the live service sees it.
@@ -223,33 +377,50 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     assert_eq!((status.as_str(), health.as_str()), ("Ready", "Green"), "the previous environment is kept");
     assert_eq!(cname, format!("{}.us-east-1.elasticbeanstalk.localhost", env2.to_lowercase()), "the CNAMEs were swapped");
 
-    // Rollback swaps back; promote makes the commit's version live again.
+    // Rollback swaps back, and v2 is marked rolled back from.
     t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
     assert_serves(&live, &v1);
     let status = t.xtask(&["status"]);
     let table = &status.assert_ok().stdout;
     assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains("Green") && l.contains(&live)), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
-    t.xtask(&["promote"]).assert_ok();
-    assert_serves(&live, &v2);
+    assert!(table.lines().any(|l| l.starts_with("rolled-back ") && l.contains(&v2)), "{table}");
 
-    // A third version; then cleanup keeps one previous environment (keep_previous: 1).
+    // A third version, then a rollback: back to v1, live before v3, not to v2, the version
+    // already rolled back from (issue 9's sequence, on Beanstalk).
     t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
     let v3 = t.version();
+    let env3 = t.env_of(&v3);
     t.xtask(&["deploy"]).assert_ok();
     assert_serves(&live, &v3);
+    t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again (was {v3})"));
+    assert_serves(&live, &v1);
+    // Promote makes the commit's version live again; the roles follow what was live when,
+    // each beside its own CNAME, in rollback's order.
+    t.xtask(&["promote"]).assert_ok();
+    assert_serves(&live, &v3);
+    let table = t.xtask(&["status"]).assert_ok().stdout.clone();
+    let rows: Vec<(&str, &str)> = table.lines().skip(1).map(|l| { let w: Vec<&str> = l.split_whitespace().collect(); (w[0], w[2]) }).collect();
+    assert_eq!(rows, [("live", v3.as_str()), ("previous", v1.as_str()), ("rolled-back", v2.as_str())], "{table}");
+    for l in table.lines().skip(1) {
+        let env = l.split_whitespace().nth(1).unwrap();
+        assert_eq!(l.split_whitespace().last().unwrap(), t.state(env).2, "{env} is shown beside another CNAME:\n{table}");
+    }
+
+    // cleanup keeps one previous environment (keep_previous: 1): v1, the one rollback
+    // would go to; v2, rolled back from, goes first.
     let dry = t.xtask(&["cleanup"]);
     dry.assert_ok().assert_stderr_has("run with --execute");
-    assert!(dry.stdout.contains(&format!("keep {env2}")) && dry.stdout.contains(&format!("would terminate {env1}")), "{}", dry.stdout);
-    assert_eq!(t.state(&env1).0, "Ready", "a dry cleanup terminated something");
+    assert!(dry.stdout.contains(&format!("keep {env1}")) && dry.stdout.contains(&format!("would terminate {env2}")), "{}", dry.stdout);
+    assert_eq!(t.state(&env2).0, "Ready", "a dry cleanup terminated something");
     let done = t.xtask(&["cleanup", "--execute"]);
-    assert!(done.assert_ok().stdout.contains(&format!("terminating {env1}")), "{}", done.stdout);
+    assert!(done.assert_ok().stdout.contains(&format!("terminating {env2}")), "{}", done.stdout);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while t.state(&env1).0 != "Terminated" {
-        assert!(std::time::Instant::now() < deadline, "{env1} is not terminated: {:?}", t.state(&env1));
+    while t.state(&env2).0 != "Terminated" {
+        assert!(std::time::Instant::now() < deadline, "{env2} is not terminated: {:?}", t.state(&env2));
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(t.state(&env2).0, "Ready");
+    assert_eq!(t.state(&env1).0, "Ready");
+    assert_eq!(t.state(&env3).2, live);
     assert_serves(&live, &v3);
 
     // Staging the same version again collides with its environment: refused before
@@ -312,6 +483,8 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     // update that removes an option and sets a description.
     #[cfg(feature = "aws-beanstalk")]
     sdk_looks_at(t.fake, &t.svc.name, &t.env_of(&v2));
+    #[cfg(feature = "aws-beanstalk")]
+    sdk_diagnoses(t.fake, &t.svc.name, &t.env_of(&v2));
 
     // An image that fails its health check on Beanstalk (but not locally): Red, the
     // events are shown, the environment is terminated, no swap.
@@ -322,6 +495,9 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     let r = t.xtask(&["deploy"]);
     r.assert_failed().assert_stderr_has(&format!("environment {env3} is Ready but Red"));
     r.assert_stderr_has("ELB health is failing").assert_stderr_has("Create environment operation is complete, but with errors");
+    // Why, from Beanstalk's own diagnosis: the last lines of the instance's log.
+    r.assert_stderr_has("cause: ELB health is failing or not available for all instances: GET /ping answered 500");
+    r.assert_stderr_has("the last lines of its log").assert_stderr_has("listening on port 8080 (PYM_ENV=staging)");
     r.assert_stderr_has(&format!("terminating {env3}"));
     assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("FAILED")), "{}", r.stderr);
     assert!(matches!(t.state(&env3).0.as_str(), "Terminating" | "Terminated"), "{:?}", t.state(&env3));

@@ -41,32 +41,40 @@ fn main() {
         Ok(p) => p.parse().unwrap_or_else(|_| fail(&format!("PORT is not a port number: {p:?}"))),
         Err(_) => 8080,
     };
-    let server = tiny_http::Server::http(("0.0.0.0", port))
-        .unwrap_or_else(|e| fail(&format!("cannot listen on port {port}: {e}")));
-    let server = Arc::new(server);
     let info = Arc::new(Info::from_env());
-    eprintln!("{} {} listening on port {port} (PYM_ENV={})", info.name, info.version, info.pym_env);
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(&format!("cannot start the runtime: {e}")));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .unwrap_or_else(|e| fail(&format!("cannot listen on port {port}: {e}")));
+        eprintln!("{} {} listening on port {port} (PYM_ENV={})", info.name, info.version, info.pym_env);
+        let app = axum::Router::new().fallback(answer).with_state(info);
+        // On SIGTERM (`docker stop`, a platform scaling in) the server stops accepting,
+        // answers the requests it has, then exits.
+        let served = axum::serve(listener, app).with_graceful_shutdown(terminated()).await;
+        if let Err(e) = served {
+            fail(&format!("the server stopped: {e}"));
+        }
+    });
+}
 
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (server, info) = (server.clone(), info.clone());
-            std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    let (status, body) = route(request.method().as_str(), request.url(), &info);
-                    let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
-                        .expect("a valid header");
-                    let response = tiny_http::Response::from_string(body.to_string())
-                        .with_status_code(status)
-                        .with_header(header);
-                    if let Err(e) = request.respond(response) {
-                        eprintln!("cannot answer a request: {e}");
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.join();
+/// Every request: `route` decides, this answers.
+async fn answer(
+    axum::extract::State(info): axum::extract::State<Arc<Info>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let (status, body) = route(method.as_str(), uri.path(), &info);
+    (axum::http::StatusCode::from_u16(status).expect("a valid status"), axum::Json(body))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .unwrap_or_else(|e| fail(&format!("cannot watch SIGTERM: {e}")));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

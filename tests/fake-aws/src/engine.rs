@@ -73,6 +73,24 @@ pub async fn logs_tail(name: &str) -> String {
     out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().replace('\n', " | ")).unwrap_or_default()
 }
 
+/// A container's log (stdout and stderr, in order of writing as far as the engine keeps
+/// it): its last `lines`, or all of it.
+pub async fn logs(name: &str, lines: Option<u32>) -> String {
+    let tail = lines.map_or("all".to_string(), |n| n.to_string());
+    let out = Command::new("docker").args(["logs", "--tail", &tail, name]).output().await;
+    out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default()
+}
+
+/// Restarts a container (its process); returns the loopback port it publishes now (the
+/// engine may pick another one).
+pub async fn restart(name: &str) -> Result<u16, String> {
+    docker(&["restart", "--time", "5", name]).await?;
+    let port = docker(&["port", name]).await?;
+    port.lines()
+        .find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.trim().parse().ok()))
+        .ok_or_else(|| format!("the restarted container publishes no port: {port:?}"))
+}
+
 pub async fn remove(name: &str) {
     let _ = docker(&["rm", "-f", name]).await;
 }
@@ -95,6 +113,12 @@ fn remove_labelled(label: &str) {
             let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
         }
     }
+}
+
+/// Whether a loopback port accepts a TCP connection within two seconds (a load
+/// balancer's TCP health check).
+pub async fn accepts(port: u16) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port))).await.is_ok_and(|c| c.is_ok())
 }
 
 /// The status of `GET path` on a loopback port, if anything answers within two seconds.

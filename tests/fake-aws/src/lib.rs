@@ -81,6 +81,8 @@ pub struct FakeAws {
 
 pub(crate) struct Shared {
     pub opts: Options,
+    /// `http://127.0.0.1:<port>`: where clients reach this server (S3 URLs it hands out).
+    pub endpoint: String,
     /// Labels every container of this server, for cleanup.
     pub instance: String,
     pub state: Mutex<State>,
@@ -161,6 +163,7 @@ impl FakeAws {
         let port = api.local_addr()?.port();
         let lb_port = lbs.first().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
         let shared = Arc::new(Shared {
+            endpoint: format!("http://127.0.0.1:{port}"),
             instance: format!("{}-{port}", std::process::id()),
             opts,
             state: Mutex::new(State::default()),
@@ -278,7 +281,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
         .and_then(|c| c.split([',', ' ']).next())
         .map(|c| c.split('/').collect::<Vec<_>>());
     let service = scope.as_ref().and_then(|s| s.get(3).copied());
-    let is_query = parts.method == Method::POST && path == "/" && body.windows(7).any(|w| w == b"Action=");
+    // An unsigned Query request (form-encoded POST to `/`) is Beanstalk's, with or without
+    // an `Action` (none gets `MissingAction`); S3 never posts a form to `/`.
+    let form = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let is_query = parts.method == Method::POST && path == "/" && (form || body.windows(7).any(|w| w == b"Action="));
     let reply = match service {
         Some("elasticbeanstalk") => eb::handle(&shared, &body).await,
         Some("s3") => s3::handle(&shared, &parts, &body),
