@@ -15,7 +15,7 @@ use crate::config::{self, Config, PymEnv, TargetKind};
 use crate::ctx::{Ctx, Options};
 use crate::error::{Interrupted, hinted};
 use crate::output::Printer;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Reach};
 use crate::ops::state;
 use crate::scaffold;
 
@@ -360,15 +360,16 @@ enum What<'a> {
     Deploy(DeployArgs),
 }
 
-/// Steps that change what runs on a target: running one alone takes the deploy lock.
-const TARGET_STEPS: &[&str] = &["push", "stage", "promote", "rollback"];
-
 /// The locks that keep two runs from changing one service's target at once: this
 /// machine's (a file lock), then the target's own (the docker engine's, which excludes
 /// other machines deploying to it).
 fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<(state::Lock, Option<crate::targets::Guard>)> {
     let local = state::lock(&history_key(ctx.config()), command, break_lock, |m| ctx.out.warn(m))?;
-    let target = crate::targets::lock(ctx, command, break_lock)?;
+    // A target this build lacks has no lock (a run that reaches it is refused anyway).
+    let target = match crate::targets::of(ctx) {
+        Ok(t) => t.lock(ctx, command, break_lock)?,
+        Err(_) => None,
+    };
     Ok((local, target))
 }
 
@@ -458,7 +459,9 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         What::One(name) => name.to_string(),
         What::Deploy(_) => "deploy".to_string(),
     };
-    let needs_lock = args.is_some() || TARGET_STEPS.contains(&command.as_str());
+    // A deploy, or one step that changes a registry or the target (push, stage, promote,
+    // rollback, a team's own such step), takes the deploy lock.
+    let needs_lock = args.is_some() || pipeline.runnable().any(|s| s.name() == command && s.changes());
     let _lock = match needs_lock {
         true => Some(deploy_lock(&ctx, &command, break_lock)?),
         false => None,
@@ -547,14 +550,16 @@ pub fn select<'a>(pipeline: &'a Pipeline, a: &DeployArgs) -> Result<Vec<&'a str>
     if from > to {
         return Err(hinted(format!("--from {} comes after --to {}", names[from], names[to]), format!("the steps run in this order: {}", names.join(", "))));
     }
-    let push = names.iter().position(|s| *s == "push");
+    // --no-push and --no-deploy follow what each step acts on, not its name or place: a
+    // team's own local step after push still runs.
+    let reach = |n: &str| pipeline.runnable().find(|s| s.name() == n).map_or(Reach::Local, |s| s.reach());
     let selected: Vec<&str> = names
         .iter()
         .enumerate()
         .filter(|(i, n)| *i >= from && *i <= to && !a.skip.iter().any(|s| s == *n))
         .filter(|(_, n)| !(a.no_test && **n == "test"))
-        .filter(|(i, _)| !(a.no_push && push.is_some_and(|p| *i >= p)))
-        .filter(|(i, _)| !(a.no_deploy && push.is_some_and(|p| *i > p)))
+        .filter(|(_, n)| !(a.no_push && reach(n) != Reach::Local))
+        .filter(|(_, n)| !(a.no_deploy && reach(n) == Reach::Target))
         .map(|(_, n)| *n)
         .collect();
     if selected.is_empty() {
@@ -657,7 +662,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             // Shown as a step, with the summary the other commands end with.
             let cleanup_started = (state::now(), Instant::now());
             let progress = ctx.out.step("cleanup");
-            let lines = crate::targets::cleanup(&ctx, execute);
+            let lines = crate::targets::of(&ctx).and_then(|t| t.cleanup(&ctx, execute));
             let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
             if execute {
                 let step = state::StepRecord { name: "cleanup".into(), outcome: format!("{outcome:?}").to_lowercase(), duration_ms: cleanup_started.1.elapsed().as_millis() as u64 };
@@ -665,7 +670,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             }
             let note = match &lines {
                 Ok(lines) => {
-                    let acted = lines.iter().filter(|l| !l.starts_with("keep ")).count();
+                    let acted = lines.iter().filter(|l| l.goes()).count();
                     let environments = if acted == 1 { "1 old environment".to_string() } else { format!("{acted} old environments") };
                     match (execute, acted) {
                         (true, _) => format!("{environments} of {} cleaned", config.name),
@@ -678,7 +683,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let duration = progress.finish(&outcome, &note);
             ctx.out.summary(&[crate::output::StepReport { name: "cleanup".into(), outcome, duration, note }], cleanup_started.1.elapsed());
             for l in &lines? {
-                ctx.out.data(l);
+                ctx.out.data(&l.to_string());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,7 +7,6 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use bollard::Docker;
@@ -18,13 +17,9 @@ use crate::ops;
 use crate::output::Printer;
 use crate::version::Version;
 
-/// Set once by the signal handler a `Ctx` installs; read by `ops::cmd`, which stops its
-/// child processes when it is set.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// True once the process got SIGINT (Ctrl-C) or SIGTERM.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    ops::interrupted()
 }
 
 /// What the user asked for on the command line.
@@ -77,7 +72,7 @@ impl Ctx {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            INTERRUPTED.store(true, Ordering::SeqCst);
+            ops::set_interrupted();
             let _ = tx.send(true);
         });
         Ok(Ctx {
@@ -259,7 +254,7 @@ impl Ctx {
                 "commit them, or pass --allow-dirty to build a version marked `-dirty`",
             ));
         }
-        Ok(self.version.get_or_init(|| Version::from_head(&head)))
+        Ok(self.version.get_or_init(|| Version::of_commit(head.time, head.commit_count, &head.sha, head.dirty)))
     }
 
     /// The image tag for this version: `<docker_repo>/<name>:<version>`.

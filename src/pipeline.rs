@@ -10,7 +10,19 @@ use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::output::{Outcome, StepProgress, StepReport};
-use crate::steps;
+
+/// What a step acts on. `--no-push` leaves out the steps that reach a registry or a
+/// target, `--no-deploy` those that reach a target; a step that changes what it reaches
+/// (`Step::changes`) takes the deploy lock when run alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// This machine and its engine only (test, build, accept-local, a team's lint).
+    Local,
+    /// The registry (push).
+    Registry,
+    /// The deploy target (stage, promote, rollback, the acceptance tests there, status).
+    Target,
+}
 
 /// One step of the pipeline. `run` returns a short note for the summary.
 pub trait Step {
@@ -30,6 +42,15 @@ pub trait Step {
     fn check(&self, _ctx: &Ctx) -> Result<()> {
         Ok(())
     }
+    /// What the step acts on (by default this machine only).
+    fn reach(&self) -> Reach {
+        Reach::Local
+    }
+    /// Whether it changes what it reaches (pushes, stages, switches), rather than only
+    /// reading it: run alone, such a step takes the deploy lock.
+    fn changes(&self) -> bool {
+        false
+    }
 }
 
 /// A step made from a closure, for a team's own steps:
@@ -37,7 +58,19 @@ pub trait Step {
 pub struct FnStep<F> {
     name: String,
     about: String,
+    reach: Reach,
+    changes: bool,
     f: F,
+}
+
+impl<F> FnStep<F> {
+    /// Says what the step acts on and whether it changes it (`Reach::Local` and no
+    /// change by default), so `--no-push`, `--no-deploy` and the deploy lock treat it
+    /// like the standard steps that do the same.
+    pub fn reaching(mut self, reach: Reach, changes: bool) -> FnStep<F> {
+        (self.reach, self.changes) = (reach, changes);
+        self
+    }
 }
 
 impl<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>> Step for FnStep<F> {
@@ -50,10 +83,16 @@ impl<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>> Step for FnStep<F> {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         (self.f)(ctx, progress)
     }
+    fn reach(&self) -> Reach {
+        self.reach
+    }
+    fn changes(&self) -> bool {
+        self.changes
+    }
 }
 
 pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(name: &str, about: &str, f: F) -> FnStep<F> {
-    FnStep { name: name.to_string(), about: about.to_string(), f }
+    FnStep { name: name.to_string(), about: about.to_string(), reach: Reach::Local, changes: false, f }
 }
 
 #[derive(Default)]
@@ -73,24 +112,6 @@ pub struct RunResult {
 impl Pipeline {
     pub fn new() -> Pipeline {
         Pipeline::default()
-    }
-
-    /// test → build → accept-local → push → stage → accept-staging → promote →
-    /// accept-live, with the commands `rollback` and `status`.
-    pub fn standard() -> Pipeline {
-        use crate::config::PymEnv;
-        use steps::deploy::{Accept, Promote, Rollback, Stage, Status};
-        Pipeline::new()
-            .step(steps::test::Test)
-            .step(steps::build::Build)
-            .step(steps::accept::AcceptLocal)
-            .step(steps::push::Push)
-            .step(Stage)
-            .step(Accept(PymEnv::Staging))
-            .step(Promote)
-            .step(Accept(PymEnv::Live))
-            .command(Rollback)
-            .command(Status)
     }
 
     /// Adds a command: a step that runs only when asked for by name, never in `deploy`.

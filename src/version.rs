@@ -7,8 +7,6 @@
 
 use std::fmt;
 
-use crate::ops::git::Head;
-
 /// What a service says at `version_path` (the service contract): which version runs,
 /// under which `PYM_ENV`.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,8 +33,10 @@ pub struct Version {
 }
 
 impl Version {
-    pub fn from_head(head: &Head) -> Version {
-        Version { stamp: stamp(head.time), commit_count: head.commit_count, sha: head.sha.clone(), dirty: head.dirty }
+    /// The version of a commit: its time (UTC seconds), how many commits lead to it, its
+    /// sha, and whether the tree has uncommitted changes.
+    pub fn of_commit(time: i64, commit_count: u64, sha: &str, dirty: bool) -> Version {
+        Version { stamp: stamp(time), commit_count, sha: sha.to_string(), dirty }
     }
 
     pub fn sha6(&self) -> &str {
@@ -101,10 +101,8 @@ mod tests {
     #[test]
     fn format_matches_pymacaron() {
         // 2026-11-27 16:13:31 UTC
-        let head = Head { sha: "0123456789abcdef".into(), commit_count: 42, time: 1_795_796_011, dirty: false };
-        assert_eq!(Version::from_head(&head).to_string(), "261127-1613-42-012345");
-        let dirty = Head { dirty: true, ..head };
-        assert_eq!(Version::from_head(&dirty).to_string(), "261127-1613-42-012345-dirty");
+        assert_eq!(Version::of_commit(1_795_796_011, 42, "0123456789abcdef", false).to_string(), "261127-1613-42-012345");
+        assert_eq!(Version::of_commit(1_795_796_011, 42, "0123456789abcdef", true).to_string(), "261127-1613-42-012345-dirty");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn stream_within(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'
             format!("find what hangs (its output is above), or raise `{key}` in pym-config.yaml if it is only slow"),
         ));
     }
-    if crate::ctx::interrupted() {
+    if crate::ops::interrupted() {
         return Err(anyhow::Error::new(crate::error::Interrupted).context(format!("`{display}` was stopped")));
     }
     if !status.success() {
@@ -102,7 +102,7 @@ fn wait_or_interrupt(child: &mut std::process::Child, limit: Option<Duration>) -
             return Ok((status, timed_out));
         }
         timed_out = timed_out || limit.is_some_and(|l| started.elapsed() >= l);
-        if crate::ctx::interrupted() || timed_out {
+        if crate::ops::interrupted() || timed_out {
             match signalled {
                 None => {
                     let signal = if timed_out { libc::SIGTERM } else { libc::SIGINT };

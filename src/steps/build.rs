@@ -14,11 +14,6 @@ use crate::ops::{self, docker::human_bytes};
 use crate::output::StepProgress;
 use crate::pipeline::Step;
 
-/// `<name>/<full sha>`: which service and commit an image was built from.
-pub const LABEL_COMMIT: &str = "org.pymacaron.commit";
-/// On containers: which service they run.
-pub const LABEL_NAME: &str = "org.pymacaron.name";
-
 /// Where a compiled binary is placed for the Dockerfile, relative to the service root.
 pub const DIST_DIR: &str = ".pym/dist";
 
@@ -63,7 +58,7 @@ impl Step for Build {
         let docker = ctx.docker()?;
         if !ctx.opts.force_build && !version.dirty
             && let Some(labels) = ctx.block_on(ops::docker::image_labels(docker, &tag))?
-                && labels.get(LABEL_COMMIT) == Some(&format!("{}/{}", ctx.config().name, version.sha)) {
+                && labels.get(ops::service::LABEL_COMMIT) == Some(&format!("{}/{}", ctx.config().name, version.sha)) {
                     ctx.set_built_image(tag.clone());
                     return Ok(format!("reused {tag}, already built for this commit"));
                 }
@@ -77,7 +72,7 @@ impl Step for Build {
         }
         // One label: each is a build step of its own in the classic builder. The version
         // is the tag and the name is the repository.
-        let labels = HashMap::from([(LABEL_COMMIT.to_string(), format!("{}/{}", config.name, version.sha))]);
+        let labels = HashMap::from([(ops::service::LABEL_COMMIT.to_string(), format!("{}/{}", config.name, version.sha))]);
         let req = ops::docker::BuildRequest { root: &ctx.root, dockerfile: &config.dockerfile, tag: &tag, build_args, labels };
         let built = ctx.wait(ops::docker::build(docker, req, progress))?;
         ctx.set_built_image(tag.clone());

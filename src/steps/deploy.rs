@@ -6,13 +6,20 @@ use anyhow::{Context, Result};
 use crate::config::PymEnv;
 use crate::ctx::Ctx;
 use crate::output::StepProgress;
-use crate::pipeline::Step;
-use crate::steps::accept::{run_acceptance, secrets};
+use crate::pipeline::{Reach, Step};
+use crate::ops::service::secrets;
+use crate::steps::accept::run_acceptance;
 use crate::targets;
 
 pub struct Stage;
 
 impl Step for Stage {
+    fn reach(&self) -> Reach {
+        Reach::Target
+    }
+    fn changes(&self) -> bool {
+        true
+    }
     fn name(&self) -> &str {
         "stage"
     }
@@ -20,14 +27,14 @@ impl Step for Stage {
         "Deploy the pushed image to the target's staging environment"
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        targets::stage(ctx, progress)
+        targets::of(ctx)?.stage(ctx, progress)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::check(ctx)?;
+        targets::of(ctx)?.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Staging)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::plan(ctx, "stage")
+        targets::of(ctx)?.plan(ctx, "stage")
     }
 }
 
@@ -35,6 +42,11 @@ impl Step for Stage {
 pub struct Accept(pub PymEnv);
 
 impl Step for Accept {
+    fn reach(&self) -> Reach {
+        // accept-local is its own step (`steps::accept`); these test a target's
+        // environment.
+        Reach::Target
+    }
     fn name(&self) -> &str {
         match self.0 {
             PymEnv::Staging => "accept-staging",
@@ -51,7 +63,7 @@ impl Step for Accept {
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         let config = ctx.config_for(self.0)?;
         // On a cloud target the environment may not exist before the run: say which it is.
-        let addr = match targets::address(ctx, self.0) {
+        let addr = match targets::of(ctx).and_then(|t| t.address(ctx, self.0)) {
             Ok(a) => format!("{}:{}", a.host, a.port),
             Err(_) => format!("the {} environment's address", self.0),
         };
@@ -63,18 +75,18 @@ impl Step for Accept {
         Ok(out)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::check(ctx)
+        targets::of(ctx)?.check(ctx)
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(self.0)?;
-        let addr = targets::address(ctx, self.0)?;
+        let addr = targets::of(ctx).and_then(|t| t.address(ctx, self.0))?;
         let result = run_acceptance(ctx, &config, &addr.host, addr.port, self.0, progress);
         match (result, self.0) {
             (Ok(()), _) => Ok(format!("{} on {}:{}", progress.tests().passed_note("acceptance tests"), addr.host, addr.port)),
             // Only a deploy rolls back: a live acceptance run by hand only reports.
             (Err(e), PymEnv::Live) if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() => {
                 progress.message("live acceptance failed: rolling back");
-                match targets::rollback(ctx, progress) {
+                match targets::of(ctx)?.rollback(ctx, progress) {
                     Ok(note) => Err(e.context(format!("rolled back: {note}"))),
                     Err(rb) => Err(e.context(format!("and the rollback failed too: {rb:#}"))),
                 }
@@ -87,6 +99,12 @@ impl Step for Accept {
 pub struct Promote;
 
 impl Step for Promote {
+    fn reach(&self) -> Reach {
+        Reach::Target
+    }
+    fn changes(&self) -> bool {
+        true
+    }
     fn name(&self) -> &str {
         "promote"
     }
@@ -94,20 +112,26 @@ impl Step for Promote {
         "Make the staged version live (blue/green) and verify it serves"
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        targets::promote(ctx, progress)
+        targets::of(ctx)?.promote(ctx, progress)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::check(ctx)?;
+        targets::of(ctx)?.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::plan(ctx, "promote")
+        targets::of(ctx)?.plan(ctx, "promote")
     }
 }
 
 pub struct Rollback;
 
 impl Step for Rollback {
+    fn reach(&self) -> Reach {
+        Reach::Target
+    }
+    fn changes(&self) -> bool {
+        true
+    }
     fn name(&self) -> &str {
         "rollback"
     }
@@ -115,20 +139,23 @@ impl Step for Rollback {
         "Make the previous live version live again"
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        targets::rollback(ctx, progress)
+        targets::of(ctx)?.rollback(ctx, progress)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::check(ctx)?;
+        targets::of(ctx)?.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::plan(ctx, "rollback")
+        targets::of(ctx)?.plan(ctx, "rollback")
     }
 }
 
 pub struct Status;
 
 impl Step for Status {
+    fn reach(&self) -> Reach {
+        Reach::Target
+    }
     fn name(&self) -> &str {
         "status"
     }
@@ -136,10 +163,10 @@ impl Step for Status {
         "Show what runs where: environment, version, state, since when"
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::check(ctx)
+        targets::of(ctx)?.check(ctx)
     }
     fn run(&self, ctx: &Ctx, _progress: &StepProgress<'_>) -> Result<String> {
-        let table = targets::status(ctx).context("cannot read the target's state")?;
+        let table = targets::of(ctx)?.status(ctx).context("cannot read the target's state")?;
         let n = table.rows.len();
         // With --json, stdout carries JSON lines only: a row is an event too.
         match ctx.out.json() {
@@ -149,10 +176,6 @@ impl Step for Status {
             }),
             false => table.lines().iter().for_each(|l| ctx.out.data(l)),
         }
-        let what = match ctx.config().deploy_target {
-            crate::config::TargetKind::Docker => "containers",
-            _ => "environments",
-        };
-        Ok(format!("{n} {what}"))
+        Ok(format!("{n} {}", targets::of(ctx)?.units()))
     }
 }

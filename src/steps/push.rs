@@ -8,11 +8,17 @@ use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::ops;
 use crate::output::StepProgress;
-use crate::pipeline::Step;
+use crate::pipeline::{Reach, Step};
 
 pub struct Push;
 
 impl Step for Push {
+    fn reach(&self) -> Reach {
+        Reach::Registry
+    }
+    fn changes(&self) -> bool {
+        true
+    }
     fn name(&self) -> &str {
         "push"
     }

@@ -71,23 +71,376 @@ fn region_is_well_formed(region: &str) -> bool {
         && parts[parts.len() - 1].parse::<u8>().is_ok()
 }
 
-/// What can be known before the first step: the region, where one is given, is a region.
-pub fn check(ctx: &Ctx) -> Result<()> {
-    for env in [PymEnv::Staging, PymEnv::Live] {
+/// The aws-beanstalk target, behind `super::Target`.
+pub struct BeanstalkTarget;
+
+impl super::Target for BeanstalkTarget {
+    fn units(&self) -> &'static str {
+        "environments"
+    }
+
+    /// What can be known before the first step: the region, where one is given, is a region.
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        for env in [PymEnv::Staging, PymEnv::Live] {
+            let c = ctx.config_for(env)?;
+            let (region, from) = match (&c.aws_region, std::env::var("AWS_REGION")) {
+                (Some(r), _) => (r.clone(), "`aws_region` in pym-config.yaml"),
+                (None, Ok(r)) => (r, "AWS_REGION"),
+                (None, Err(_)) => continue,
+            };
+            if !region_is_well_formed(&region) {
+                return Err(hinted(
+                    format!("{region:?} ({from}) is not an AWS region"),
+                    "AWS regions look like us-east-1, eu-west-3, ap-southeast-2 (`aws ec2 describe-regions` lists them)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
         let c = ctx.config_for(env)?;
-        let (region, from) = match (&c.aws_region, std::env::var("AWS_REGION")) {
-            (Some(r), _) => (r.clone(), "`aws_region` in pym-config.yaml"),
-            (None, Ok(r)) => (r, "AWS_REGION"),
-            (None, Err(_)) => continue,
+        if env == PymEnv::Local {
+            bail!("the local environment is not on a deploy target");
+        }
+        // With a `live_url`, live's address needs no call to AWS.
+        let envs = match (env, &c.live_url) {
+            (PymEnv::Live, Some(_)) => Vec::new(),
+            _ => ctx.block_on(async { connect(&c).await?.environments().await })?,
         };
-        if !region_is_well_formed(&region) {
-            return Err(hinted(
-                format!("{region:?} ({from}) is not an AWS region"),
-                "AWS regions look like us-east-1, eu-west-3, ap-southeast-2 (`aws ec2 describe-regions` lists them)",
-            ));
+        if env == PymEnv::Live {
+            return live_address(&c, &envs).ok_or_else(|| {
+                hinted(format!("no environment of {} holds the live CNAME prefix {}", c.name, live_prefix(&c)), "deploy first: `cargo xtask deploy`")
+            });
+        }
+        let want = env_name(&c, &ctx.version()?.to_string());
+        match envs.iter().find(|e| e.environment_name() == Some(want.as_str())).and_then(|e| e.cname()) {
+            Some(cname) => Ok(Address { host: cname.to_string(), port: c.aws_cname_port }),
+            None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
         }
     }
-    Ok(())
+
+    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+        let c = ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
+        let version = ctx.version()?.to_string();
+        let name = env_name(&c, &version);
+        let prefix = live_prefix(&c);
+        Ok(match step {
+            "stage" => vec![
+                format!("refuse if environment {name} exists; create application {} if it does not", c.name),
+                format!("upload Dockerrun.aws.json for {} to the Beanstalk storage bucket{}", ctx.image_tag()?, c.docker_bucket.as_ref().map(|b| format!(", pulling with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()),
+                format!("create application version {version} and environment {name} (CNAME {name}, or {prefix} if nothing is live), PYM_ENV=staging"),
+                format!("wait up to {}s for it to be Ready and Green, showing its events", c.aws_timeout),
+            ],
+            "promote" => vec![
+                format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
+                format!("swap CNAMEs between {name} and the environment holding {prefix}; wait for both to be Ready"),
+                format!("check the live address serves {version}; keep the old environment for rollback"),
+            ],
+            "rollback" => vec![format!("swap the live CNAME {prefix} back to the newest other environment with PYM_ENV=live; check it serves")],
+            other => vec![other.to_string()],
+        })
+    }
+
+    fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Staging)?;
+        let version = ctx.version()?.to_string();
+        let name = env_name(&c, &version);
+        let dirty = ctx.version()?.dirty;
+        let settings = settings(ctx, &c, PymEnv::Staging)?;
+        let image = match ctx.pushed_image() {
+            Some(r) => r,
+            None => super::docker::reference(ctx, ctx.docker()?)?,
+        };
+        let stack = (c.aws_solution_stack.clone(), c.aws_platform_arn.clone());
+        ctx.block_on(async {
+            let aws = connect(&c).await?;
+            // Everything that can refuse comes before anything is created.
+            let all = aws.environments_with_terminating().await?;
+            if let Some(e) = all.iter().find(|e| e.environment_name() == Some(name.as_str())) {
+                let (status, health) = state(e);
+                return Err(hinted(
+                    format!("environment {name} already exists ({status}, {health})"),
+                    if is_gone(e) {
+                        "it is being terminated (a failed launch): stage again once it is gone"
+                    } else {
+                        "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
+                    },
+                ));
+            }
+            // A staged environment has a CNAME of its own, always: live is only ever brought
+            // up by promote, after staging acceptance (the first time too).
+            let cname = name.to_lowercase();
+            let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
+            if dns.available() == Some(false) {
+                return Err(hinted(
+                    format!("the CNAME {} is taken", dns.fully_qualified_cname().unwrap_or(&cname)),
+                    "CNAME prefixes are unique per region across all accounts: rename the service, or set `aws_live_cname`",
+                ));
+            }
+            if let Some(bucket) = &c.docker_bucket {
+                let found = aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await;
+                if let Err(e) = found {
+                    let SdkError::ServiceError(se) = &e else { return Err(aws_error("s3:HeadObject", e)) };
+                    if !se.err().is_not_found() {
+                        return Err(aws_error("s3:HeadObject", e));
+                    }
+                    // A missing bucket and a missing object are two different fixes.
+                    let bucket_exists = match aws.s3.head_bucket().bucket(bucket).send().await {
+                        Ok(_) => true,
+                        Err(SdkError::ServiceError(se)) if se.err().is_not_found() => false,
+                        Err(e) => return Err(aws_error("s3:HeadBucket", e)),
+                    };
+                    let contents = "a Docker config.json whose `auths` names the registry: {\"auths\": {\"REGISTRY\": {\"auth\": \"<base64 of user:password>\"}}}";
+                    return Err(match bucket_exists {
+                        true => hinted(
+                            format!("no registry credentials at s3://{bucket}/{} (the bucket exists; the object does not)", c.docker_auth_key),
+                            format!("upload {contents} there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
+                        ),
+                        false => hinted(
+                            format!("there is no S3 bucket {bucket} (`docker_bucket`), where Beanstalk would read the registry credentials"),
+                            format!("create it in {} (`aws s3 mb s3://{bucket}`) and upload {contents} as {}, or fix `docker_bucket`", c.aws_region.as_deref().unwrap_or("your region"), c.docker_auth_key),
+                        ),
+                    });
+                }
+            }
+            let (stack_name, platform) = match stack {
+                (Some(s), _) => (Some(s), None),
+                (None, Some(p)) => (None, Some(p)),
+                (None, None) => {
+                    let out = aws.eb.list_available_solution_stacks().send().await.map_err(|e| aws_error("ListAvailableSolutionStacks", e))?;
+                    let s = out.solution_stacks().iter().find(|s| s.contains("running Docker") && !s.contains("ECS")).cloned().ok_or_else(|| {
+                        hinted("AWS lists no Docker solution stack", "set `aws_solution_stack` (see `aws elasticbeanstalk list-available-solution-stacks`)")
+                    })?;
+                    (Some(s), None)
+                }
+            };
+
+            let apps = aws.eb.describe_applications().application_names(&c.name).send().await.map_err(|e| aws_error("DescribeApplications", e))?;
+            if apps.applications().is_empty() {
+                aws.eb.create_application().application_name(&c.name).description("deployed by pymdeploy").send().await.map_err(|e| aws_error("CreateApplication", e))?;
+                progress.line(&format!("created application {}", c.name));
+            }
+            let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(&version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
+            // A version's bundle is reused (same commit, same image), except a `-dirty` one,
+            // whose image changes with the tree: it gets a label of its own.
+            let label = match versions.application_versions().is_empty() {
+                false if dirty => format!("{version}.{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
+                _ => version.clone(),
+            };
+            if versions.application_versions().is_empty() || dirty {
+                let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
+                let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
+                let key = format!("{}/{label}/Dockerrun.aws.json", c.name);
+                let body = serde_json::to_vec_pretty(&dockerrun(&c, &image))?;
+                aws.s3
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .content_type("application/json")
+                    .body(body.into())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("s3:PutObject", e))?;
+                progress.line(&format!("uploaded s3://{bucket}/{key} ({image})"));
+                let bundle = S3Location::builder().s3_bucket(&bucket).s3_key(&key).build();
+                aws.eb
+                    .create_application_version()
+                    .application_name(&c.name)
+                    .version_label(&label)
+                    .description(format!("{} {version}", c.name))
+                    .source_bundle(bundle)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("CreateApplicationVersion", e))?;
+                progress.line(&format!("created application version {label}"));
+            }
+            let since = now();
+            aws.create_environment(NewEnvironment {
+                name: &name,
+                cname: &cname,
+                label: &label,
+                description: format!("{} {version}, deployed by pymdeploy", c.name),
+                settings,
+                version: &version,
+                platform: (stack_name, platform),
+            })
+            .await?;
+            progress.line(&format!("creating environment {name} (CNAME prefix {cname})"));
+            if let Err(e) = aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await {
+                aws.give_up(ctx, &name, "it did not become Green", progress).await;
+                return Err(e);
+            }
+            Ok(format!("{version} on {name}"))
+        })
+    }
+
+    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let version = ctx.version()?.to_string();
+        let name = env_name(&c, &version);
+        ctx.block_on(async {
+            let aws = connect(&c).await?;
+            let envs = aws.environments().await?;
+            let live = live_address(&c, &envs);
+            let Some(new) = envs.iter().find(|e| e.environment_name() == Some(name.as_str())) else {
+                return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
+            };
+            if new.status() != Some(&EnvironmentStatus::Ready) || new.health() != Some(&EnvironmentHealth::Green) {
+                let (status, health) = state(new);
+                return Err(hinted(
+                    format!("environment {name} is {status}, {health}: only a Ready and Green environment is promoted"),
+                    "wait for it, or look at its events in the console",
+                ));
+            }
+            let prefix = live_prefix(&c);
+            let old = envs.iter().find(|e| cname_prefix(e) == prefix);
+            if old.is_none() {
+                return first_live(ctx, &aws, &c, new, &version, &prefix, progress).await;
+            }
+            let old_name = old.and_then(|o| o.environment_name()).map(String::from);
+            let holds_live = old_name.as_deref() == Some(name.as_str());
+            let was_live = aws.pym_env(&name).await?.as_deref() == Some("live");
+            if !was_live {
+                progress.line(&format!("setting PYM_ENV=live on {name}"));
+                let since = now();
+                aws.set_pym_env(&name, PymEnv::Live).await?;
+                let unchanged = if holds_live { "it is the first environment: nothing else was live" } else { "live is unchanged" };
+                aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; {unchanged}")))?;
+            }
+            let (host, port) = match &live {
+                Some(a) => (a.host.clone(), a.port),
+                None => (new.cname().unwrap_or_default().to_string(), c.aws_cname_port),
+            };
+            let previous = match old_name.as_deref() {
+                Some(o) if o == name => {
+                    verify(&c, &host, port, &version, dns_window(&c)).await?;
+                    return Ok(match was_live {
+                        true => format!("{version} is already live on {name}"),
+                        false => format!("{version} live on {host}:{port} (the first environment: it holds the live CNAME)"),
+                    });
+                }
+                Some(o) => {
+                    let since = now();
+                    aws.swap(&name, o).await?;
+                    progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
+                    aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
+                    let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
+                    if let Err(e) = verify(&c, &host, port, &version, dns_window(&c)).await {
+                        progress.line(&format!("live does not serve {version}: swapping back to {o}"));
+                        let since = now();
+                        aws.swap(o, &name).await?;
+                        aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
+                        return Err(e.context(format!("swapped back: {old_version} on {o} is live again")));
+                    }
+                    aws.mark(&version, TAG_LIVE_AT, progress).await;
+                    Some((old_version, o.to_string()))
+                }
+                None => None,
+            };
+            let url = format!("{host}:{port}");
+            Ok(match previous {
+                Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
+                None => {
+                    verify(&c, &host, port, &version, dns_window(&c)).await?;
+                    format!("{version} live on {url}")
+                }
+            })
+        })
+    }
+
+    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.block_on(async {
+            let aws = connect(&c).await?;
+            let envs = aws.environments().await?;
+            let prefix = live_prefix(&c);
+            let (Some(current), Some(live)) = (envs.iter().find(|e| cname_prefix(e) == prefix), live_address(&c, &envs)) else {
+                return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
+            };
+            let current_name = current.environment_name().unwrap_or_default().to_string();
+            // The one live most recently before the current one; a Red environment is no
+            // place to go back to, nor one rolled back from.
+            let usable = |e: &EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
+            let others = aws.others(&envs, &prefix).await?;
+            let target = others.iter().find(|(e, role)| *role == Role::Previous && usable(e)).map(|(e, _)| e);
+            let Some(target) = target else {
+                return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
+            };
+            let (to_name, to_version) = (target.environment_name().unwrap_or_default().to_string(), target.version_label().unwrap_or_default().to_string());
+            let from_version = current.version_label().unwrap_or_default().to_string();
+            let since = now();
+            aws.swap(&to_name, &current_name).await?;
+            progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
+            aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
+            verify(&c, &live.host, live.port, &to_version, dns_window(&c)).await?;
+            aws.mark(&from_version, TAG_ROLLED_BACK_AT, progress).await;
+            aws.mark(&to_version, TAG_LIVE_AT, progress).await;
+            ctx.set_rolled_back_to(to_version.clone());
+            Ok(format!("{to_version} live again (was {from_version})"))
+        })
+    }
+
+    fn status(&self, ctx: &Ctx) -> Result<super::Table> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let prefix = live_prefix(&c);
+        ctx.block_on(async {
+            let aws = connect(&c).await?;
+            let mut table = super::Table::new(&["ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED", "CNAME"]);
+            // live holds the live CNAME (where the CNAMEs are now, whatever the names say);
+            // then the others in rollback's order.
+            let envs = aws.environments().await?;
+            let live = envs.iter().filter(|e| cname_prefix(e) == prefix).map(|e| (e.clone(), "live"));
+            let others = aws.others(&envs, &prefix).await?;
+            for (e, role) in live.chain(others.into_iter().map(|(e, r)| (e, r.as_str()))) {
+                let name = e.environment_name().unwrap_or_default();
+                let (status, health) = state(&e);
+                table.rows.push(vec![
+                    role.to_string(),
+                    name.to_string(),
+                    e.version_label().unwrap_or_default().to_string(),
+                    status.to_string(),
+                    health.to_string(),
+                    e.date_created().map(|d| crate::version::fmt_utc(d.secs())).unwrap_or_default(),
+                    e.cname().unwrap_or_default().to_string(),
+                ]);
+            }
+            Ok(table)
+        })
+    }
+
+    /// Terminates the non-live environments beyond the `keep_previous` newest; with
+    /// `execute` false, only says which.
+    fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<super::Cleanup>> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.block_on(async {
+            let aws = connect(&c).await?;
+            let prefix = live_prefix(&c);
+            let envs = aws.environments().await?;
+            let mut lines = Vec::new();
+            // Previous versions first (the most recently live kept), then staged ones, then
+            // those rolled back from: what goes first is what nobody would go back to.
+            let others = aws.others(&envs, &prefix).await?;
+            for (i, (e, _)) in others.iter().enumerate() {
+                let n = e.environment_name().unwrap_or_default();
+                let v = e.version_label().unwrap_or_default();
+                let fate = if i < c.keep_previous as usize {
+                    super::Fate::Keep(None)
+                } else if e.status() != Some(&EnvironmentStatus::Ready) {
+                    // Launching or updating: another run is working on it.
+                    super::Fate::Keep(Some(state(e).0.to_string()))
+                } else {
+                    if execute {
+                        aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
+                    }
+                    // Beanstalk takes minutes to terminate: it has started, not finished.
+                    super::Fate::Go { done: execute, did: "terminating", would: "terminate" }
+                };
+                lines.push(super::Cleanup { name: n.to_string(), version: Some(v.to_string()), fate });
+            }
+            Ok(lines)
+        })
+    }
 }
 
 /// One error for a failed AWS call: what was asked, what AWS said, and what to do.
@@ -388,19 +741,14 @@ impl Aws {
     async fn others(&self, envs: &[EnvironmentDescription], prefix: &str) -> Result<Vec<(EnvironmentDescription, Role)>> {
         let labels: Vec<&str> = envs.iter().filter_map(|e| e.version_label()).collect();
         let history = self.history(&labels).await?;
-        let mut out = Vec::new();
+        let mut facts = Vec::new();
         for e in envs.iter().filter(|e| cname_prefix(e) != prefix) {
-            let h = e.version_label().and_then(|l| history.get(l)).copied().unwrap_or_default();
+            let history = e.version_label().and_then(|l| history.get(l)).copied().unwrap_or_default();
             let was_live = self.pym_env(e.environment_name().unwrap_or_default()).await?.as_deref() == Some("live");
-            let role = match (was_live, h.rolled_back_at > h.live_at) {
-                (_, true) => Role::RolledBack,
-                (true, false) => Role::Previous,
-                (false, false) => Role::Staged,
-            };
-            out.push((e.clone(), role, h));
+            facts.push(Facts { created: e.date_created().map(|d| d.as_nanos()).unwrap_or(0), was_live, history });
         }
-        out.sort_by_key(|(e, role, h)| (*role, std::cmp::Reverse(if *role == Role::Previous { h.live_at } else { 0 }), std::cmp::Reverse(e.date_created().map(|d| d.as_nanos()).unwrap_or(0))));
-        Ok(out.into_iter().map(|(e, role, _)| (e, role)).collect())
+        let others: Vec<&EnvironmentDescription> = envs.iter().filter(|e| cname_prefix(e) != prefix).collect();
+        Ok(order(&facts).into_iter().map(|(i, role)| (others[i].clone(), role)).collect())
     }
 
     async fn set_pym_env(&self, name: &str, env: PymEnv) -> Result<()> {
@@ -502,6 +850,37 @@ struct History {
     rolled_back_at: u128,
 }
 
+/// What is known of an environment off the live CNAME, for `order`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Facts {
+    /// When it was created (any monotonic unit).
+    created: i128,
+    /// Whether it has `PYM_ENV=live` (it was promoted once).
+    was_live: bool,
+    history: History,
+}
+
+/// The decision behind rollback, cleanup and status: each environment off the live CNAME
+/// (by its index in `envs`) with its role, in the order they go by. Previous ones first,
+/// the most recently live first (rollback goes to the first; cleanup keeps the first
+/// `keep_previous`); then staged ones and those rolled back from, newest first.
+fn order(envs: &[Facts]) -> Vec<(usize, Role)> {
+    let mut out: Vec<(usize, Role, &Facts)> = envs
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let role = match (f.was_live, f.history.rolled_back_at > f.history.live_at) {
+                (_, true) => Role::RolledBack,
+                (true, false) => Role::Previous,
+                (false, false) => Role::Staged,
+            };
+            (i, role, f)
+        })
+        .collect();
+    out.sort_by_key(|(_, role, f)| (*role, std::cmp::Reverse(if *role == Role::Previous { f.history.live_at } else { 0 }), std::cmp::Reverse(f.created)));
+    out.into_iter().map(|(i, role, _)| (i, role)).collect()
+}
+
 /// What an environment off the live CNAME is; the order is cleanup's (kept first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
@@ -534,7 +913,7 @@ fn option(ns: &str, name: &str, value: impl Into<String>) -> ConfigurationOption
 /// The option settings of a new environment, from the config.
 fn settings(ctx: &Ctx, c: &Config, env: PymEnv) -> Result<Vec<ConfigurationOptionSetting>> {
     let mut out = Vec::new();
-    for pair in crate::steps::accept::container_env(ctx, c, env)? {
+    for pair in crate::ops::service::container_env(&ctx.version()?.to_string(), c, env)? {
         let (k, v) = pair.split_once('=').unwrap_or((&pair, ""));
         out.push(option(ENV_NS, k, v));
     }
@@ -598,257 +977,6 @@ fn live_address(c: &Config, envs: &[EnvironmentDescription]) -> Option<Address> 
     Some(Address { host: cname.to_string(), port: c.aws_cname_port })
 }
 
-pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
-    let c = ctx.config_for(env)?;
-    if env == PymEnv::Local {
-        bail!("the local environment is not on a deploy target");
-    }
-    // With a `live_url`, live's address needs no call to AWS.
-    let envs = match (env, &c.live_url) {
-        (PymEnv::Live, Some(_)) => Vec::new(),
-        _ => ctx.block_on(async { connect(&c).await?.environments().await })?,
-    };
-    if env == PymEnv::Live {
-        return live_address(&c, &envs).ok_or_else(|| {
-            hinted(format!("no environment of {} holds the live CNAME prefix {}", c.name, live_prefix(&c)), "deploy first: `cargo xtask deploy`")
-        });
-    }
-    let want = env_name(&c, &ctx.version()?.to_string());
-    match envs.iter().find(|e| e.environment_name() == Some(want.as_str())).and_then(|e| e.cname()) {
-        Some(cname) => Ok(Address { host: cname.to_string(), port: c.aws_cname_port }),
-        None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
-    }
-}
-
-pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-    let c = ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
-    let version = ctx.version()?.to_string();
-    let name = env_name(&c, &version);
-    let prefix = live_prefix(&c);
-    Ok(match step {
-        "stage" => vec![
-            format!("refuse if environment {name} exists; create application {} if it does not", c.name),
-            format!("upload Dockerrun.aws.json for {} to the Beanstalk storage bucket{}", ctx.image_tag()?, c.docker_bucket.as_ref().map(|b| format!(", pulling with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()),
-            format!("create application version {version} and environment {name} (CNAME {name}, or {prefix} if nothing is live), PYM_ENV=staging"),
-            format!("wait up to {}s for it to be Ready and Green, showing its events", c.aws_timeout),
-        ],
-        "promote" => vec![
-            format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
-            format!("swap CNAMEs between {name} and the environment holding {prefix}; wait for both to be Ready"),
-            format!("check the live address serves {version}; keep the old environment for rollback"),
-        ],
-        "rollback" => vec![format!("swap the live CNAME {prefix} back to the newest other environment with PYM_ENV=live; check it serves")],
-        other => vec![other.to_string()],
-    })
-}
-
-pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    let c = ctx.config_for(PymEnv::Staging)?;
-    let version = ctx.version()?.to_string();
-    let name = env_name(&c, &version);
-    let dirty = ctx.version()?.dirty;
-    let settings = settings(ctx, &c, PymEnv::Staging)?;
-    let image = match ctx.pushed_image() {
-        Some(r) => r,
-        None => super::docker::reference(ctx, ctx.docker()?)?,
-    };
-    let stack = (c.aws_solution_stack.clone(), c.aws_platform_arn.clone());
-    ctx.block_on(async {
-        let aws = connect(&c).await?;
-        // Everything that can refuse comes before anything is created.
-        let all = aws.environments_with_terminating().await?;
-        if let Some(e) = all.iter().find(|e| e.environment_name() == Some(name.as_str())) {
-            let (status, health) = state(e);
-            return Err(hinted(
-                format!("environment {name} already exists ({status}, {health})"),
-                if is_gone(e) {
-                    "it is being terminated (a failed launch): stage again once it is gone"
-                } else {
-                    "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
-                },
-            ));
-        }
-        // A staged environment has a CNAME of its own, always: live is only ever brought
-        // up by promote, after staging acceptance (the first time too).
-        let cname = name.to_lowercase();
-        let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
-        if dns.available() == Some(false) {
-            return Err(hinted(
-                format!("the CNAME {} is taken", dns.fully_qualified_cname().unwrap_or(&cname)),
-                "CNAME prefixes are unique per region across all accounts: rename the service, or set `aws_live_cname`",
-            ));
-        }
-        if let Some(bucket) = &c.docker_bucket {
-            let found = aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await;
-            if let Err(e) = found {
-                let SdkError::ServiceError(se) = &e else { return Err(aws_error("s3:HeadObject", e)) };
-                if !se.err().is_not_found() {
-                    return Err(aws_error("s3:HeadObject", e));
-                }
-                // A missing bucket and a missing object are two different fixes.
-                let bucket_exists = match aws.s3.head_bucket().bucket(bucket).send().await {
-                    Ok(_) => true,
-                    Err(SdkError::ServiceError(se)) if se.err().is_not_found() => false,
-                    Err(e) => return Err(aws_error("s3:HeadBucket", e)),
-                };
-                let contents = "a Docker config.json whose `auths` names the registry: {\"auths\": {\"REGISTRY\": {\"auth\": \"<base64 of user:password>\"}}}";
-                return Err(match bucket_exists {
-                    true => hinted(
-                        format!("no registry credentials at s3://{bucket}/{} (the bucket exists; the object does not)", c.docker_auth_key),
-                        format!("upload {contents} there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
-                    ),
-                    false => hinted(
-                        format!("there is no S3 bucket {bucket} (`docker_bucket`), where Beanstalk would read the registry credentials"),
-                        format!("create it in {} (`aws s3 mb s3://{bucket}`) and upload {contents} as {}, or fix `docker_bucket`", c.aws_region.as_deref().unwrap_or("your region"), c.docker_auth_key),
-                    ),
-                });
-            }
-        }
-        let (stack_name, platform) = match stack {
-            (Some(s), _) => (Some(s), None),
-            (None, Some(p)) => (None, Some(p)),
-            (None, None) => {
-                let out = aws.eb.list_available_solution_stacks().send().await.map_err(|e| aws_error("ListAvailableSolutionStacks", e))?;
-                let s = out.solution_stacks().iter().find(|s| s.contains("running Docker") && !s.contains("ECS")).cloned().ok_or_else(|| {
-                    hinted("AWS lists no Docker solution stack", "set `aws_solution_stack` (see `aws elasticbeanstalk list-available-solution-stacks`)")
-                })?;
-                (Some(s), None)
-            }
-        };
-
-        let apps = aws.eb.describe_applications().application_names(&c.name).send().await.map_err(|e| aws_error("DescribeApplications", e))?;
-        if apps.applications().is_empty() {
-            aws.eb.create_application().application_name(&c.name).description("deployed by pymdeploy").send().await.map_err(|e| aws_error("CreateApplication", e))?;
-            progress.line(&format!("created application {}", c.name));
-        }
-        let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(&version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
-        // A version's bundle is reused (same commit, same image), except a `-dirty` one,
-        // whose image changes with the tree: it gets a label of its own.
-        let label = match versions.application_versions().is_empty() {
-            false if dirty => format!("{version}.{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
-            _ => version.clone(),
-        };
-        if versions.application_versions().is_empty() || dirty {
-            let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
-            let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
-            let key = format!("{}/{label}/Dockerrun.aws.json", c.name);
-            let body = serde_json::to_vec_pretty(&dockerrun(&c, &image))?;
-            aws.s3
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .content_type("application/json")
-                .body(body.into())
-                .send()
-                .await
-                .map_err(|e| aws_error("s3:PutObject", e))?;
-            progress.line(&format!("uploaded s3://{bucket}/{key} ({image})"));
-            let bundle = S3Location::builder().s3_bucket(&bucket).s3_key(&key).build();
-            aws.eb
-                .create_application_version()
-                .application_name(&c.name)
-                .version_label(&label)
-                .description(format!("{} {version}", c.name))
-                .source_bundle(bundle)
-                .send()
-                .await
-                .map_err(|e| aws_error("CreateApplicationVersion", e))?;
-            progress.line(&format!("created application version {label}"));
-        }
-        let since = now();
-        aws.create_environment(NewEnvironment {
-            name: &name,
-            cname: &cname,
-            label: &label,
-            description: format!("{} {version}, deployed by pymdeploy", c.name),
-            settings,
-            version: &version,
-            platform: (stack_name, platform),
-        })
-        .await?;
-        progress.line(&format!("creating environment {name} (CNAME prefix {cname})"));
-        if let Err(e) = aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await {
-            aws.give_up(ctx, &name, "it did not become Green", progress).await;
-            return Err(e);
-        }
-        Ok(format!("{version} on {name}"))
-    })
-}
-
-pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    let c = ctx.config_for(PymEnv::Live)?;
-    let version = ctx.version()?.to_string();
-    let name = env_name(&c, &version);
-    ctx.block_on(async {
-        let aws = connect(&c).await?;
-        let envs = aws.environments().await?;
-        let live = live_address(&c, &envs);
-        let Some(new) = envs.iter().find(|e| e.environment_name() == Some(name.as_str())) else {
-            return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
-        };
-        if new.status() != Some(&EnvironmentStatus::Ready) || new.health() != Some(&EnvironmentHealth::Green) {
-            let (status, health) = state(new);
-            return Err(hinted(
-                format!("environment {name} is {status}, {health}: only a Ready and Green environment is promoted"),
-                "wait for it, or look at its events in the console",
-            ));
-        }
-        let prefix = live_prefix(&c);
-        let old = envs.iter().find(|e| cname_prefix(e) == prefix);
-        if old.is_none() {
-            return first_live(ctx, &aws, &c, new, &version, &prefix, progress).await;
-        }
-        let old_name = old.and_then(|o| o.environment_name()).map(String::from);
-        let holds_live = old_name.as_deref() == Some(name.as_str());
-        let was_live = aws.pym_env(&name).await?.as_deref() == Some("live");
-        if !was_live {
-            progress.line(&format!("setting PYM_ENV=live on {name}"));
-            let since = now();
-            aws.set_pym_env(&name, PymEnv::Live).await?;
-            let unchanged = if holds_live { "it is the first environment: nothing else was live" } else { "live is unchanged" };
-            aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; {unchanged}")))?;
-        }
-        let (host, port) = match &live {
-            Some(a) => (a.host.clone(), a.port),
-            None => (new.cname().unwrap_or_default().to_string(), c.aws_cname_port),
-        };
-        let previous = match old_name.as_deref() {
-            Some(o) if o == name => {
-                verify(&c, &host, port, &version, dns_window(&c)).await?;
-                return Ok(match was_live {
-                    true => format!("{version} is already live on {name}"),
-                    false => format!("{version} live on {host}:{port} (the first environment: it holds the live CNAME)"),
-                });
-            }
-            Some(o) => {
-                let since = now();
-                aws.swap(&name, o).await?;
-                progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
-                aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
-                let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
-                if let Err(e) = verify(&c, &host, port, &version, dns_window(&c)).await {
-                    progress.line(&format!("live does not serve {version}: swapping back to {o}"));
-                    let since = now();
-                    aws.swap(o, &name).await?;
-                    aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
-                    return Err(e.context(format!("swapped back: {old_version} on {o} is live again")));
-                }
-                aws.mark(&version, TAG_LIVE_AT, progress).await;
-                Some((old_version, o.to_string()))
-            }
-            None => None,
-        };
-        let url = format!("{host}:{port}");
-        Ok(match previous {
-            Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
-            None => {
-                verify(&c, &host, port, &version, dns_window(&c)).await?;
-                format!("{version} live on {url}")
-            }
-        })
-    })
-}
-
 /// What `Aws::create_environment` makes.
 struct NewEnvironment<'a> {
     name: &'a str,
@@ -909,98 +1037,6 @@ async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescri
     Ok(format!("{version} live on {}:{} (the first live environment, {live_name})", live.host, live.port))
 }
 
-pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    let c = ctx.config_for(PymEnv::Live)?;
-    ctx.block_on(async {
-        let aws = connect(&c).await?;
-        let envs = aws.environments().await?;
-        let prefix = live_prefix(&c);
-        let (Some(current), Some(live)) = (envs.iter().find(|e| cname_prefix(e) == prefix), live_address(&c, &envs)) else {
-            return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
-        };
-        let current_name = current.environment_name().unwrap_or_default().to_string();
-        // The one live most recently before the current one; a Red environment is no
-        // place to go back to, nor one rolled back from.
-        let usable = |e: &EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
-        let others = aws.others(&envs, &prefix).await?;
-        let target = others.iter().find(|(e, role)| *role == Role::Previous && usable(e)).map(|(e, _)| e);
-        let Some(target) = target else {
-            return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
-        };
-        let (to_name, to_version) = (target.environment_name().unwrap_or_default().to_string(), target.version_label().unwrap_or_default().to_string());
-        let from_version = current.version_label().unwrap_or_default().to_string();
-        let since = now();
-        aws.swap(&to_name, &current_name).await?;
-        progress.line(&format!("swapped CNAMEs: {to_name} is live, {current_name} is not"));
-        aws.wait(ctx, &[&to_name, &current_name], false, since, timeout(&c), progress).await?;
-        verify(&c, &live.host, live.port, &to_version, dns_window(&c)).await?;
-        aws.mark(&from_version, TAG_ROLLED_BACK_AT, progress).await;
-        aws.mark(&to_version, TAG_LIVE_AT, progress).await;
-        ctx.set_rolled_back_to(to_version.clone());
-        Ok(format!("{to_version} live again (was {from_version})"))
-    })
-}
-
-/// Terminates the non-live environments beyond the `keep_previous` newest; with
-/// `execute` false, only says which.
-pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
-    let c = ctx.config_for(PymEnv::Live)?;
-    ctx.block_on(async {
-        let aws = connect(&c).await?;
-        let prefix = live_prefix(&c);
-        let envs = aws.environments().await?;
-        let mut lines = Vec::new();
-        // Previous versions first (the most recently live kept), then staged ones, then
-        // those rolled back from: what goes first is what nobody would go back to.
-        let others = aws.others(&envs, &prefix).await?;
-        for (i, (e, _)) in others.iter().enumerate() {
-            let n = e.environment_name().unwrap_or_default();
-            let v = e.version_label().unwrap_or_default();
-            if i < c.keep_previous as usize {
-                lines.push(format!("keep {n} ({v})"));
-            } else if e.status() != Some(&EnvironmentStatus::Ready) {
-                // Launching or updating: another run is working on it.
-                lines.push(format!("keep {n} ({v}, {})", state(e).0));
-            } else if execute {
-                aws.eb.terminate_environment().environment_name(n).send().await.map_err(|e| aws_error("TerminateEnvironment", e))?;
-                // Beanstalk takes minutes to terminate: it has started, not finished.
-                lines.push(format!("terminating {n} ({v})"));
-            } else {
-                lines.push(format!("would terminate {n} ({v})"));
-            }
-        }
-        Ok(lines)
-    })
-}
-
-pub fn status(ctx: &Ctx) -> Result<super::Table> {
-    let c = ctx.config_for(PymEnv::Live)?;
-    let prefix = live_prefix(&c);
-    ctx.block_on(async {
-        let aws = connect(&c).await?;
-        let mut table = super::Table::new(&["ROLE", "ENVIRONMENT", "VERSION", "STATUS", "HEALTH", "CREATED", "CNAME"]);
-        // live holds the live CNAME (where the CNAMEs are now, whatever the names say);
-        // then the others in rollback's order.
-        let envs = aws.environments().await?;
-        let live = envs.iter().filter(|e| cname_prefix(e) == prefix).map(|e| (e.clone(), "live"));
-        let others = aws.others(&envs, &prefix).await?;
-        for (e, role) in live.chain(others.into_iter().map(|(e, r)| (e, r.as_str()))) {
-            let name = e.environment_name().unwrap_or_default();
-            let (status, health) = state(&e);
-            table.rows.push(vec![
-                role.to_string(),
-                name.to_string(),
-                e.version_label().unwrap_or_default().to_string(),
-                status.to_string(),
-                health.to_string(),
-                e.date_created().map(|d| crate::version::fmt_utc(d.secs())).unwrap_or_default(),
-                e.cname().unwrap_or_default().to_string(),
-            ]);
-        }
-        Ok(table)
-    })
-}
-
 /// Asks `/version` on the live address until it names `version` and `PYM_ENV=live`.
 async fn verify(config: &Config, host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
     super::verify_version(config, host, port, version, Some(PymEnv::Live), within, super::Poll { every: Duration::from_millis(250), ask: Duration::from_secs(5) }).await
@@ -1039,6 +1075,35 @@ mod tests {
         for bad in ["us-east1", "US-EAST-1", "useast1", "eu west 3", "us-east-", "-east-1", "us-east-1a", ""] {
             assert!(!region_is_well_formed(bad), "{bad}");
         }
+    }
+
+    /// Environments off the live CNAME, as `order` sees them: (created, was live,
+    /// live at, rolled back at).
+    fn facts(list: &[(i128, bool, u128, u128)]) -> Vec<Facts> {
+        list.iter().map(|&(created, was_live, live_at, rolled_back_at)| Facts { created, was_live, history: History { live_at, rolled_back_at } }).collect()
+    }
+
+    #[test]
+    fn rollback_and_cleanup_go_by_what_was_live_when() {
+        use Role::*;
+        // The first deploy: nothing else.
+        assert_eq!(order(&[]), []);
+        // A second deploy: the first version, live before, is where rollback goes.
+        assert_eq!(order(&facts(&[(1, true, 10, 0)])), [(0, Previous)]);
+        // A staged version never promoted (its acceptance failed) is no rollback target.
+        assert_eq!(order(&facts(&[(1, true, 10, 0), (3, false, 0, 0)])), [(0, Previous), (1, Staged)]);
+        // V0 live, C1 promoted, rolled back (V0 live again at 30), C2 promoted: off live
+        // are V0 and C1; rollback goes to V0, C1 (rolled back from) comes last.
+        let v0_c1 = facts(&[(1, true, 30, 0), (2, true, 20, 30)]);
+        assert_eq!(order(&v0_c1), [(0, Previous), (1, RolledBack)]);
+        // C1 promoted again after its rollback: previous once more, by when it was live.
+        assert_eq!(order(&facts(&[(1, true, 30, 0), (2, true, 40, 30)])), [(1, Previous), (0, Previous)]);
+        // Versions from before the tags (no history): newest first, as before.
+        assert_eq!(order(&facts(&[(1, true, 0, 0), (2, true, 0, 0)])), [(1, Previous), (0, Previous)]);
+        // Cleanup beyond keep_previous = 1 keeps the first of this order: the most recently
+        // live previous version, then removes staged ones and the rolled-back one.
+        let many = facts(&[(1, true, 10, 0), (2, true, 50, 0), (3, false, 0, 0), (4, true, 40, 60)]);
+        assert_eq!(order(&many), [(1, Previous), (0, Previous), (2, Staged), (3, RolledBack)]);
     }
 
     #[test]

@@ -25,10 +25,8 @@ use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::ops::{self, docker::RunSpec, proxy, state};
 use crate::output::StepProgress;
-use crate::steps::accept::{container_env, wait_healthy};
-use crate::steps::build::LABEL_NAME;
+use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, wait_healthy};
 
-pub const LABEL_ENV: &str = crate::steps::accept::LABEL_ENV;
 pub const LABEL_VERSION: &str = "org.pymacaron.version";
 
 fn network(c: &Config) -> String {
@@ -70,7 +68,335 @@ impl Drop for EngineLock {
 const LABEL_LOCK: &str = "org.pymacaron.lock";
 const LOCK_IMAGE: (&str, &str) = ("pym-lock", "1");
 
-pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
+/// The docker target, behind `super::Target`.
+pub struct DockerTarget;
+
+impl super::Target for DockerTarget {
+    fn units(&self) -> &'static str {
+        "containers"
+    }
+
+    fn lock(&self, ctx: &Ctx, command: &str, break_lock: bool) -> Result<Option<super::Guard>> {
+        Ok(Some(Box::new(engine_lock(ctx, command, break_lock)?)))
+    }
+
+    /// What can be known before the first step: the engine is one pymdeploy can name, and
+    /// staging and live publish where this machine can reach them.
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        for env in [PymEnv::Staging, PymEnv::Live] {
+            ctx.published(&ctx.config_for(env)?.publish_ip)?;
+        }
+        let docker = ctx.docker()?;
+        if ctx.config().proxy_image.is_none() {
+            let engine = ctx.block_on(ops::docker::platform(docker))?;
+            if !can_make_proxy(&engine) {
+                return Err(hinted(
+                    format!(
+                        "the live proxy's image is made from the running pymdeploy, a {} {} binary, and the engine at {} runs {} {} containers",
+                        std::env::consts::OS,
+                        std::env::consts::ARCH,
+                        ctx.engine()?.describe(),
+                        engine.0,
+                        engine.1
+                    ),
+                    format!("on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints", engine.0, engine.1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where an environment answers, read from that environment's config (its overlay may
+    /// set the ports), as `stage` and `promote` publish it.
+    fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
+        if env == PymEnv::Local {
+            bail!("the local environment is not on a deploy target");
+        }
+        let c = ctx.config_for(env)?;
+        let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
+        Ok(Address { host: check_host(ctx, &c)?, port })
+    }
+
+    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+        let c = &ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
+        let version = version_of(ctx)?;
+        let tag = ctx.image_tag()?;
+        let host = check_host(ctx, c)?;
+        Ok(match step {
+            "stage" => vec![
+                match c.has_registry() {
+                    true => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
+                    false => format!("use {tag} from the engine that built it (no `docker_repo`)"),
+                },
+                format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
+                format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
+            ],
+            "promote" => vec![
+                format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
+                format!("start {} beside the live version, PYM_ENV=live", live_name(c, &version)),
+                format!("wait for it to answer {}; route the proxy to it; check {host}:{}/version is {version}", c.health_path, c.live_port),
+                format!("drain the old version for {}s, stop it, keep {} previous versions", c.drain_seconds, c.keep_previous),
+            ],
+            "rollback" => vec![
+                "start the newest previous live version again and wait for it to be healthy".to_string(),
+                format!("route the proxy {} to it, check /version, stop the current version", proxy_name(c)),
+            ],
+            other => vec![format!("{other}")],
+        })
+    }
+
+    fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let config = ctx.config_for(PymEnv::Staging)?;
+        let env = container_env(&ctx.version()?.to_string(), &config, PymEnv::Staging)?;
+        let docker = ctx.docker()?;
+        let version = version_of(ctx)?;
+        let reference = reference(ctx, docker)?;
+        // Pulled by digest: proves the push, and brings the image to a remote engine.
+        if config.has_registry() {
+            let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+            if let Some(c) = &creds {
+                ctx.out.add_secret(&c.password);
+            }
+            progress.message(&format!("pulling {reference}"));
+            ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
+        }
+        let name = staging_name(&config);
+        // The previous staging container is killed and renamed at once, and removed beside
+        // the next steps (slow on some storage drivers).
+        // Earlier runs killed before they removed theirs leave stopped ones: they go too.
+        let old = format!("{name}-replaced-{}", std::process::id());
+        ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
+        let replaced: Vec<String> = ctx
+            .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
+            .iter()
+            .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
+            .filter_map(|c| c.id.clone())
+            .collect();
+        if !replaced.is_empty() {
+            let d = docker.clone();
+            ctx.defer(&format!("removing the previous {name}"), async move {
+                for id in replaced {
+                    ops::docker::remove(&d, &id).await?;
+                }
+                Ok(Vec::new())
+            });
+        }
+        let spec = RunSpec {
+            name: &name,
+            image: &reference,
+            env,
+            container_port: config.port,
+            host_ip: &config.publish_ip,
+            host_port: Some(config.staging_port),
+            labels: labels(&config, PymEnv::Staging, &version),
+            network: None,
+            restart: true,
+            cmd: None,
+            locked_down: false,
+            state_dir: None,
+        };
+        let id = ctx.block_on(ops::docker::run(docker, spec))?;
+        let host = check_host(ctx, &config)?;
+        progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
+        let ready = ctx.wait(async {
+            let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
+            verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
+            Ok::<_, anyhow::Error>(waited)
+        });
+        match ready {
+            Ok(waited) => Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64())),
+            Err(e) => {
+                let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
+                progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+                ctx.block_on(ops::docker::remove(docker, &id))?;
+                Err(e.context(format!("staging {version} failed")))
+            }
+        }
+    }
+
+    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let config = ctx.config_for(PymEnv::Live)?;
+        let env = container_env(&ctx.version()?.to_string(), &config, PymEnv::Live)?;
+        let docker = ctx.docker()?;
+        let version = version_of(ctx)?;
+        let reference = reference(ctx, docker)?;
+        ensure_proxy(ctx, docker, &config, progress)?;
+        let name = live_name(&config, &version);
+        if ctx.block_on(existing_state(docker, &name))? == Some(None) {
+            let host = check_host(ctx, &config)?;
+            if ctx.block_on(verify_version(&config, &host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
+                // Live is ours; any other running version is a stray (a promote interrupted
+                // between the switch and the stop): no traffic reaches it, so stop it now.
+                let mut stopped = Vec::new();
+                for c in live_containers(ctx, docker, &config)?.iter().filter(|c| is_running(c) && label(c, LABEL_VERSION) != version) {
+                    ctx.block_on(ops::docker::stop(docker, c.id.as_deref().unwrap_or_default(), 10))?;
+                    stopped.push(label(c, LABEL_VERSION).to_string());
+                }
+                let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
+                return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
+            }
+        }
+        // A leftover of this version (a failed, interrupted or rolled-back promote) is
+        // replaced, unless the proxy routes to it: then it serves, and removing it would cut
+        // live.
+        if current_route(ctx, docker, &config)?.is_some_and(|r| r == format!("{name}:{}", config.port)) {
+            return Err(hinted(
+                format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(ctx, &config)?, config.live_port),
+                "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
+            ));
+        }
+        ctx.block_on(ops::docker::remove(docker, &name))?;
+        let (bind, reach) = ctx.check_binding(&config.publish_ip)?;
+        progress.message(&format!("starting {version} beside the live version"));
+        let spec = RunSpec {
+            name: &name,
+            image: &reference,
+            env,
+            container_port: config.port,
+            host_ip: &bind,
+            host_port: None,
+            labels: labels(&config, PymEnv::Live, &version),
+            network: Some(&network(&config)),
+            restart: true,
+            cmd: None,
+            locked_down: false,
+            state_dir: None,
+        };
+        let id = ctx.block_on(ops::docker::run(docker, spec))?;
+        let healthy = (|| -> Result<()> {
+            let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
+            ctx.wait(wait_healthy(docker, &id, &reach, port, &config))?;
+            Ok(())
+        })();
+        let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
+        match switched {
+            Ok(stopped) => {
+                let was = if stopped.is_empty() { "first live version".to_string() } else { format!("replaced {}", stopped.join(", ")) };
+                Ok(format!("{version} live on {}:{} ({was})", check_host(ctx, &config)?, config.live_port))
+            }
+            Err(e) => {
+                let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
+                progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+                ctx.block_on(ops::docker::remove(docker, &id))?;
+                // Nothing may claim the live port unless a version serves behind it: after a
+                // failed first promote, the proxy goes too.
+                let route = current_route(ctx, docker, &config)?;
+                if route.is_none_or(|r| r == format!("{name}:{}", config.port)) {
+                    ctx.block_on(ops::docker::remove(docker, &proxy_name(&config)))?;
+                    return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
+                }
+                Err(e.context(format!("promoting {version} failed; live is unchanged")))
+            }
+        }
+    }
+
+    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        // A switch earlier in this run may still be retiring the version rolled back to.
+        ctx.settle();
+        let config = ctx.config_for(PymEnv::Live)?;
+        let docker = ctx.docker()?;
+        let all = live_containers(ctx, docker, &config)?;
+        let current = all.iter().find(|c| is_running(c)).map(|c| label(c, LABEL_VERSION).to_string());
+        // The version live before the current one, not merely the newest stopped one: after
+        // V0 → C1 → rollback → C2, rollback goes to V0, not to C1 (rolled back from).
+        let history = route_history(ctx, docker, &config)?;
+        let Some(target) = previous_versions(&all, &history).into_iter().next() else {
+            return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
+        };
+        let version = label(target, LABEL_VERSION).to_string();
+        let id = target.id.clone().unwrap_or_default();
+        let name = live_name(&config, &version);
+        ensure_proxy(ctx, docker, &config, progress)?;
+        progress.message(&format!("starting {version} again"));
+        ctx.block_on(ops::docker::start(docker, &id))?;
+        let result = (|| -> Result<Vec<String>> {
+            let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
+            ctx.wait(wait_healthy(docker, &id, &ctx.check_binding(&config.publish_ip)?.1, port, &config))?;
+            switch_to(ctx, docker, &config, &id, &name, &version, progress)
+        })();
+        match result {
+            Ok(_) => {
+                ctx.set_rolled_back_to(version.clone());
+                Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into())))
+            }
+            Err(e) => {
+                ctx.block_on(ops::docker::stop(docker, &id, 10))?;
+                Err(e.context(format!("rolling back to {version} failed; live is unchanged")))
+            }
+        }
+    }
+
+    /// One line per container of the service: env, version, state, image, since.
+    fn status(&self, ctx: &Ctx) -> Result<super::Table> {
+        let config = ctx.config();
+        let docker = ctx.docker()?;
+        let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
+        // Live first, then the previous versions in the order they were live (the order
+        // `rollback` goes back along), newest first where the proxy does not remember.
+        let history = route_history(ctx, docker, config)?;
+        let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
+        list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), !is_running(c), rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
+        let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
+        for c in &list {
+            let env = match label(c, LABEL_ENV) {
+                "live" if !is_running(c) => "previous",
+                other => other,
+            };
+            let since = c.created.map(crate::version::fmt_utc).unwrap_or_default();
+            let state = c.status.clone().unwrap_or_default();
+            let state = state.split(' ').next().unwrap_or("").to_lowercase();
+            // Health as a client sees it: the health path on the container's published port.
+            let health = match (is_running(c), env) {
+                (false, _) => "-".to_string(),
+                (true, "proxy") => probe(ctx, &check_host(ctx, config)?, config.live_port, &config.health_path),
+                (true, _) => {
+                    let port = c.ports.as_ref().and_then(|ps| ps.iter().find(|p| p.private_port == config.port && p.public_port.is_some())).and_then(|p| p.public_port);
+                    match port {
+                        Some(p) => probe(ctx, &check_host(ctx, config)?, p, &config.health_path),
+                        None => "unknown".into(),
+                    }
+                }
+            };
+            table.rows.push(vec![env.to_string(), label(c, LABEL_VERSION).to_string(), state, health, since, c.image.clone().unwrap_or_default()]);
+        }
+        Ok(table)
+    }
+
+    /// Removes the stopped live versions beyond the `keep_previous` newest (promote prunes as
+    /// it goes, so this finds work only after `keep_previous` was lowered); with `execute`
+    /// false, only says which.
+    fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<super::Cleanup>> {
+        let config = ctx.config_for(PymEnv::Live)?;
+        let docker = ctx.docker()?;
+        let mut lines = Vec::new();
+        let all = live_containers(ctx, docker, &config)?;
+        let history = route_history(ctx, docker, &config)?;
+        for (i, c) in previous_versions(&all, &history).into_iter().enumerate() {
+            let what = label(c, LABEL_VERSION).to_string();
+            let fate = if i < config.keep_previous as usize {
+                super::Fate::Keep(None)
+            } else {
+                if execute {
+                    ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
+                }
+                super::Fate::Go { done: execute, did: "removed", would: "remove" }
+            };
+            lines.push(super::Cleanup { name: what, version: None, fate });
+        }
+        if execute {
+            let removed = prune_images(ctx, docker, &config)?;
+            if !removed.is_empty() {
+                ctx.out.status("Removed", &format!("the images no kept version uses: {}", removed.join(", ")));
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// Takes the engine's lock: a container of a fixed name the engine creates only once,
+/// labelled with its holder; taken over when its holder is a dead process of this host,
+/// else only with `break_lock`.
+fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
     let config = ctx.config();
     let docker = ctx.docker()?;
     let name = format!("pym-{}-lock", config.name);
@@ -98,43 +424,6 @@ pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
         ctx.block_on(ops::docker::remove(docker, &name))?;
     }
     bail!("cannot take the engine lock {name}: it was taken again each time it was freed")
-}
-
-/// What can be known before the first step: the engine is one pymdeploy can name, and
-/// staging and live publish where this machine can reach them.
-pub fn check(ctx: &Ctx) -> Result<()> {
-    for env in [PymEnv::Staging, PymEnv::Live] {
-        ctx.published(&ctx.config_for(env)?.publish_ip)?;
-    }
-    let docker = ctx.docker()?;
-    if ctx.config().proxy_image.is_none() {
-        let engine = ctx.block_on(ops::docker::platform(docker))?;
-        if !can_make_proxy(&engine) {
-            return Err(hinted(
-                format!(
-                    "the live proxy's image is made from the running pymdeploy, a {} {} binary, and the engine at {} runs {} {} containers",
-                    std::env::consts::OS,
-                    std::env::consts::ARCH,
-                    ctx.engine()?.describe(),
-                    engine.0,
-                    engine.1
-                ),
-                format!("on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints", engine.0, engine.1),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Where an environment answers, read from that environment's config (its overlay may
-/// set the ports), as `stage` and `promote` publish it.
-pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
-    if env == PymEnv::Local {
-        bail!("the local environment is not on a deploy target");
-    }
-    let c = ctx.config_for(env)?;
-    let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
-    Ok(Address { host: check_host(ctx, &c)?, port })
 }
 
 fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
@@ -173,103 +462,6 @@ fn version_of(ctx: &Ctx) -> Result<String> {
 /// Asks `/version` on a local port every 50 ms until it names `version`.
 async fn verify_version(config: &Config, host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
     super::verify_version(config, host, port, version, None, within, super::Poll { every: Duration::from_millis(50), ask: Duration::from_secs(2) }).await
-}
-
-pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-    let c = &ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
-    let version = version_of(ctx)?;
-    let tag = ctx.image_tag()?;
-    let host = check_host(ctx, c)?;
-    Ok(match step {
-        "stage" => vec![
-            match c.has_registry() {
-                true => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
-                false => format!("use {tag} from the engine that built it (no `docker_repo`)"),
-            },
-            format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
-            format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
-        ],
-        "promote" => vec![
-            format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
-            format!("start {} beside the live version, PYM_ENV=live", live_name(c, &version)),
-            format!("wait for it to answer {}; route the proxy to it; check {host}:{}/version is {version}", c.health_path, c.live_port),
-            format!("drain the old version for {}s, stop it, keep {} previous versions", c.drain_seconds, c.keep_previous),
-        ],
-        "rollback" => vec![
-            "start the newest previous live version again and wait for it to be healthy".to_string(),
-            format!("route the proxy {} to it, check /version, stop the current version", proxy_name(c)),
-        ],
-        other => vec![format!("{other}")],
-    })
-}
-
-pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    let config = ctx.config_for(PymEnv::Staging)?;
-    let env = container_env(ctx, &config, PymEnv::Staging)?;
-    let docker = ctx.docker()?;
-    let version = version_of(ctx)?;
-    let reference = reference(ctx, docker)?;
-    // Pulled by digest: proves the push, and brings the image to a remote engine.
-    if config.has_registry() {
-        let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
-        if let Some(c) = &creds {
-            ctx.out.add_secret(&c.password);
-        }
-        progress.message(&format!("pulling {reference}"));
-        ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
-    }
-    let name = staging_name(&config);
-    // The previous staging container is killed and renamed at once, and removed beside
-    // the next steps (slow on some storage drivers).
-    // Earlier runs killed before they removed theirs leave stopped ones: they go too.
-    let old = format!("{name}-replaced-{}", std::process::id());
-    ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
-    let replaced: Vec<String> = ctx
-        .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
-        .iter()
-        .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
-        .filter_map(|c| c.id.clone())
-        .collect();
-    if !replaced.is_empty() {
-        let d = docker.clone();
-        ctx.defer(&format!("removing the previous {name}"), async move {
-            for id in replaced {
-                ops::docker::remove(&d, &id).await?;
-            }
-            Ok(Vec::new())
-        });
-    }
-    let spec = RunSpec {
-        name: &name,
-        image: &reference,
-        env,
-        container_port: config.port,
-        host_ip: &config.publish_ip,
-        host_port: Some(config.staging_port),
-        labels: labels(&config, PymEnv::Staging, &version),
-        network: None,
-        restart: true,
-        cmd: None,
-        locked_down: false,
-        state_dir: None,
-    };
-    let id = ctx.block_on(ops::docker::run(docker, spec))?;
-    let host = check_host(ctx, &config)?;
-    progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
-    let ready = ctx.wait(async {
-        let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
-        verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
-        Ok::<_, anyhow::Error>(waited)
-    });
-    match ready {
-        Ok(waited) => Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64())),
-        Err(e) => {
-            let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
-            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
-            ctx.block_on(ops::docker::remove(docker, &id))?;
-            Err(e.context(format!("staging {version} failed")))
-        }
-    }
 }
 
 /// The proxy's image: `proxy_image` when set (pulled if the engine lacks it), else made
@@ -430,7 +622,6 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
 async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64>>> {
     Ok(ops::docker::container_state(docker, name).await?.map(|(_, code)| code))
 }
-
 
 /// Makes `upstream` (`<container>:<port>`) the live one. The proxy is given the
 /// container's address on the network too, so it connects without a DNS lookup (the
@@ -620,154 +811,6 @@ async fn unused_images(docker: &Docker, service: &str, repo: &str, head: Option<
     Ok(removed)
 }
 
-pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    let config = ctx.config_for(PymEnv::Live)?;
-    let env = container_env(ctx, &config, PymEnv::Live)?;
-    let docker = ctx.docker()?;
-    let version = version_of(ctx)?;
-    let reference = reference(ctx, docker)?;
-    ensure_proxy(ctx, docker, &config, progress)?;
-    let name = live_name(&config, &version);
-    if ctx.block_on(existing_state(docker, &name))? == Some(None) {
-        let host = check_host(ctx, &config)?;
-        if ctx.block_on(verify_version(&config, &host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
-            // Live is ours; any other running version is a stray (a promote interrupted
-            // between the switch and the stop): no traffic reaches it, so stop it now.
-            let mut stopped = Vec::new();
-            for c in live_containers(ctx, docker, &config)?.iter().filter(|c| is_running(c) && label(c, LABEL_VERSION) != version) {
-                ctx.block_on(ops::docker::stop(docker, c.id.as_deref().unwrap_or_default(), 10))?;
-                stopped.push(label(c, LABEL_VERSION).to_string());
-            }
-            let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
-            return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
-        }
-    }
-    // A leftover of this version (a failed, interrupted or rolled-back promote) is
-    // replaced, unless the proxy routes to it: then it serves, and removing it would cut
-    // live.
-    if current_route(ctx, docker, &config)?.is_some_and(|r| r == format!("{name}:{}", config.port)) {
-        return Err(hinted(
-            format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(ctx, &config)?, config.live_port),
-            "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
-        ));
-    }
-    ctx.block_on(ops::docker::remove(docker, &name))?;
-    let (bind, reach) = ctx.check_binding(&config.publish_ip)?;
-    progress.message(&format!("starting {version} beside the live version"));
-    let spec = RunSpec {
-        name: &name,
-        image: &reference,
-        env,
-        container_port: config.port,
-        host_ip: &bind,
-        host_port: None,
-        labels: labels(&config, PymEnv::Live, &version),
-        network: Some(&network(&config)),
-        restart: true,
-        cmd: None,
-        locked_down: false,
-        state_dir: None,
-    };
-    let id = ctx.block_on(ops::docker::run(docker, spec))?;
-    let healthy = (|| -> Result<()> {
-        let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.wait(wait_healthy(docker, &id, &reach, port, &config))?;
-        Ok(())
-    })();
-    let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
-    match switched {
-        Ok(stopped) => {
-            let was = if stopped.is_empty() { "first live version".to_string() } else { format!("replaced {}", stopped.join(", ")) };
-            Ok(format!("{version} live on {}:{} ({was})", check_host(ctx, &config)?, config.live_port))
-        }
-        Err(e) => {
-            let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
-            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
-            ctx.block_on(ops::docker::remove(docker, &id))?;
-            // Nothing may claim the live port unless a version serves behind it: after a
-            // failed first promote, the proxy goes too.
-            let route = current_route(ctx, docker, &config)?;
-            if route.is_none_or(|r| r == format!("{name}:{}", config.port)) {
-                ctx.block_on(ops::docker::remove(docker, &proxy_name(&config)))?;
-                return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
-            }
-            Err(e.context(format!("promoting {version} failed; live is unchanged")))
-        }
-    }
-}
-
-pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    // A switch earlier in this run may still be retiring the version rolled back to.
-    ctx.settle();
-    let config = ctx.config_for(PymEnv::Live)?;
-    let docker = ctx.docker()?;
-    let all = live_containers(ctx, docker, &config)?;
-    let current = all.iter().find(|c| is_running(c)).map(|c| label(c, LABEL_VERSION).to_string());
-    // The version live before the current one, not merely the newest stopped one: after
-    // V0 → C1 → rollback → C2, rollback goes to V0, not to C1 (rolled back from).
-    let history = route_history(ctx, docker, &config)?;
-    let Some(target) = previous_versions(&all, &history).into_iter().next() else {
-        return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
-    };
-    let version = label(target, LABEL_VERSION).to_string();
-    let id = target.id.clone().unwrap_or_default();
-    let name = live_name(&config, &version);
-    ensure_proxy(ctx, docker, &config, progress)?;
-    progress.message(&format!("starting {version} again"));
-    ctx.block_on(ops::docker::start(docker, &id))?;
-    let result = (|| -> Result<Vec<String>> {
-        let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-        ctx.wait(wait_healthy(docker, &id, &ctx.check_binding(&config.publish_ip)?.1, port, &config))?;
-        switch_to(ctx, docker, &config, &id, &name, &version, progress)
-    })();
-    match result {
-        Ok(_) => {
-            ctx.set_rolled_back_to(version.clone());
-            Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into())))
-        }
-        Err(e) => {
-            ctx.block_on(ops::docker::stop(docker, &id, 10))?;
-            Err(e.context(format!("rolling back to {version} failed; live is unchanged")))
-        }
-    }
-}
-
-/// One line per container of the service: env, version, state, image, since.
-pub fn status(ctx: &Ctx) -> Result<super::Table> {
-    let config = ctx.config();
-    let docker = ctx.docker()?;
-    let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
-    // Live first, then the previous versions in the order they were live (the order
-    // `rollback` goes back along), newest first where the proxy does not remember.
-    let history = route_history(ctx, docker, config)?;
-    let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
-    list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), !is_running(c), rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
-    let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
-    for c in &list {
-        let env = match label(c, LABEL_ENV) {
-            "live" if !is_running(c) => "previous",
-            other => other,
-        };
-        let since = c.created.map(crate::version::fmt_utc).unwrap_or_default();
-        let state = c.status.clone().unwrap_or_default();
-        let state = state.split(' ').next().unwrap_or("").to_lowercase();
-        // Health as a client sees it: the health path on the container's published port.
-        let health = match (is_running(c), env) {
-            (false, _) => "-".to_string(),
-            (true, "proxy") => probe(ctx, &check_host(ctx, config)?, config.live_port, &config.health_path),
-            (true, _) => {
-                let port = c.ports.as_ref().and_then(|ps| ps.iter().find(|p| p.private_port == config.port && p.public_port.is_some())).and_then(|p| p.public_port);
-                match port {
-                    Some(p) => probe(ctx, &check_host(ctx, config)?, p, &config.health_path),
-                    None => "unknown".into(),
-                }
-            }
-        };
-        table.rows.push(vec![env.to_string(), label(c, LABEL_VERSION).to_string(), state, health, since, c.image.clone().unwrap_or_default()]);
-    }
-    Ok(table)
-}
-
 fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
     match ctx.block_on(ops::http::get(host, port, path, Duration::from_secs(2))) {
         Ok((status, _)) if (200..300).contains(&status) => "healthy".into(),
@@ -776,31 +819,43 @@ fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
     }
 }
 
-/// Removes the stopped live versions beyond the `keep_previous` newest (promote prunes as
-/// it goes, so this finds work only after `keep_previous` was lowered); with `execute`
-/// false, only says which.
-pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
-    let config = ctx.config_for(PymEnv::Live)?;
-    let docker = ctx.docker()?;
-    let mut lines = Vec::new();
-    let all = live_containers(ctx, docker, &config)?;
-    let history = route_history(ctx, docker, &config)?;
-    for (i, c) in previous_versions(&all, &history).into_iter().enumerate() {
-        let v = label(c, LABEL_VERSION);
-        if i < config.keep_previous as usize {
-            lines.push(format!("keep {v}"));
-        } else if execute {
-            ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
-            lines.push(format!("removed {v}"));
-        } else {
-            lines.push(format!("would remove {v}"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerSummaryStateEnum;
+
+    /// A live container of service `s` as the engine lists it.
+    fn live(version: &str, running: bool, created: i64) -> ContainerSummary {
+        ContainerSummary {
+            names: Some(vec![format!("/pym-s-live-{version}")]),
+            labels: Some(HashMap::from([(LABEL_VERSION.to_string(), version.to_string())])),
+            state: Some(if running { ContainerSummaryStateEnum::RUNNING } else { ContainerSummaryStateEnum::EXITED }),
+            created: Some(created),
+            ..Default::default()
         }
     }
-    if execute {
-        let removed = prune_images(ctx, docker, &config)?;
-        if !removed.is_empty() {
-            ctx.out.status("Removed", &format!("the images no kept version uses: {}", removed.join(", ")));
-        }
+
+    fn route(versions: &[&str]) -> Vec<String> {
+        versions.iter().map(|v| format!("pym-s-live-{v}:8080")).collect()
     }
-    Ok(lines)
+
+    fn order(all: &[ContainerSummary], history: &[String]) -> Vec<String> {
+        previous_versions(all, history).into_iter().map(|c| label(c, LABEL_VERSION).to_string()).collect()
+    }
+
+    #[test]
+    fn rollback_and_cleanup_go_by_the_routes_history() {
+        // The first deploy: one running version, nothing to go back to.
+        assert!(order(&[live("v0", true, 1)], &route(&["v0"])).is_empty());
+        // A second deploy: the first version, stopped, is where rollback goes.
+        assert_eq!(order(&[live("c1", true, 2), live("v0", false, 1)], &route(&["c1", "v0"])), ["v0"]);
+        // V0 → C1 → rollback (V0) → C2: the routes read C2, V0, C1. Rollback goes to V0,
+        // live before C2, though C1 is newer.
+        let all = [live("c2", true, 3), live("c1", false, 2), live("v0", false, 1)];
+        assert_eq!(order(&all, &route(&["c2", "v0", "c1"])), ["v0", "c1"]);
+        // Versions the routes do not remember (a proxy replaced by hand): last, newest
+        // first; cleanup keeps the first `keep_previous` of this order.
+        let all = [live("c3", true, 4), live("c2", false, 3), live("c1", false, 2), live("v0", false, 1)];
+        assert_eq!(order(&all, &route(&["c3", "v0"])), ["v0", "c2", "c1"]);
+    }
 }

@@ -1,5 +1,5 @@
 //! Deploy targets: where `stage`, `promote` and `rollback` put the service. One file per
-//! target; adding one touches that file and the match arms here.
+//! target, each a `Target`; adding one is that file and one arm of `of`.
 
 #[cfg(feature = "aws-beanstalk")]
 pub mod beanstalk;
@@ -70,13 +70,38 @@ fn unsupported(kind: TargetKind) -> anyhow::Error {
     )
 }
 
-/// Whether this build can deploy to the configured target at all: checked before the
-/// first step of any run that reaches the target.
-pub fn check(ctx: &Ctx) -> Result<()> {
+/// A deploy target: where `stage`, `promote` and `rollback` put the service, and what
+/// `status`, `cleanup` and the acceptance tests read from it. One implementation per
+/// file; `of` is the only place that knows which exist in this build.
+pub trait Target {
+    /// What this target runs versions as ("containers", "environments").
+    fn units(&self) -> &'static str;
+    /// Whether the target can be reached and the config works for it: asked before the
+    /// first step of any run that reaches the target.
+    fn check(&self, ctx: &Ctx) -> Result<()>;
+    /// Takes the target's own lock, for a target that more than one machine deploys to
+    /// and that has no exclusion of its own; held until dropped.
+    fn lock(&self, _ctx: &Ctx, _command: &str, _break_lock: bool) -> Result<Option<Guard>> {
+        Ok(None)
+    }
+    fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+    /// Where an environment answers, for its acceptance tests.
+    fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address>;
+    /// The actions of `stage`, `promote` or `rollback` on this target, for `--dry-run`.
+    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>>;
+    fn status(&self, ctx: &Ctx) -> Result<Table>;
+    /// Removes old versions beyond `keep_previous`; with `execute` false, says which.
+    fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>>;
+}
+
+/// The configured target, if this build has it.
+pub fn of(ctx: &Ctx) -> Result<&'static dyn Target> {
     match ctx.config().deploy_target {
-        TargetKind::Docker => docker::check(ctx),
+        TargetKind::Docker => Ok(&docker::DockerTarget),
         #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::check(ctx),
+        TargetKind::AwsBeanstalk => Ok(&beanstalk::BeanstalkTarget),
         other => Err(unsupported(other)),
     }
 }
@@ -89,43 +114,6 @@ pub fn proxy_image(ctx: &Ctx, push_to: Option<&str>) -> Result<String> {
 
 /// A target's own lock, held until dropped.
 pub type Guard = Box<dyn std::any::Any>;
-
-/// Takes the target's own lock, for a target that more than one machine deploys to and
-/// that has no exclusion of its own: the docker engine's. Beanstalk refuses a second
-/// update of an environment itself.
-pub fn lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<Option<Guard>> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => Ok(Some(Box::new(docker::lock(ctx, command, break_lock)?))),
-        _ => Ok(None),
-    }
-}
-
-pub fn stage(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::stage(ctx, progress),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::stage(ctx, progress),
-        other => Err(unsupported(other)),
-    }
-}
-
-pub fn promote(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::promote(ctx, progress),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::promote(ctx, progress),
-        other => Err(unsupported(other)),
-    }
-}
-
-pub fn rollback(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::rollback(ctx, progress),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::rollback(ctx, progress),
-        other => Err(unsupported(other)),
-    }
-}
 
 /// What `status` shows: named columns and their rows, printed as an aligned table or,
 /// with `--json`, as one JSON object per row.
@@ -159,41 +147,48 @@ impl Table {
     }
 }
 
-pub fn status(ctx: &Ctx) -> Result<Table> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::status(ctx),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::status(ctx),
-        other => Err(unsupported(other)),
+/// What `cleanup` does with one old version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Kept: within `keep_previous`, or (the reason) busy.
+    Keep(Option<String>),
+    /// Beyond `keep_previous`: removed with `--execute` (the target's verb, as done and as
+    /// to do: "removed"/"remove", "terminating"/"terminate"), else only named.
+    Go { done: bool, did: &'static str, would: &'static str },
+}
+
+/// One line of `cleanup`: an old version (what the target runs it as, and its version
+/// when that is not the name) and its fate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cleanup {
+    pub name: String,
+    pub version: Option<String>,
+    pub fate: Fate,
+}
+
+impl Cleanup {
+    /// Whether cleanup acts (or would act) on it.
+    pub fn goes(&self) -> bool {
+        matches!(self.fate, Fate::Go { .. })
     }
 }
 
-pub fn address(ctx: &Ctx, env: PymEnv) -> Result<Address> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::address(ctx, env),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::address(ctx, env),
-        other => Err(unsupported(other)),
-    }
-}
-
-/// The actions of `stage`, `promote` or `rollback` on this target, for `--dry-run`.
-pub fn plan(ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::plan(ctx, step),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::plan(ctx, step),
-        other => Err(unsupported(other)),
-    }
-}
-
-/// Removes old environments beyond `keep_previous`; with `execute` false, says which.
-pub fn cleanup(ctx: &Ctx, execute: bool) -> Result<Vec<String>> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => docker::cleanup(ctx, execute),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => beanstalk::cleanup(ctx, execute),
-        other => Err(unsupported(other)),
+impl std::fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match &self.fate {
+            Fate::Keep(why) => why.as_deref(),
+            Fate::Go { .. } => None,
+        };
+        let detail: Vec<&str> = self.version.as_deref().into_iter().chain(why).collect();
+        let what = match detail.is_empty() {
+            true => self.name.clone(),
+            false => format!("{} ({})", self.name, detail.join(", ")),
+        };
+        match &self.fate {
+            Fate::Keep(_) => write!(f, "keep {what}"),
+            Fate::Go { done: true, did, .. } => write!(f, "{did} {what}"),
+            Fate::Go { done: false, would, .. } => write!(f, "would {would} {what}"),
+        }
     }
 }
 

@@ -54,6 +54,21 @@ fn deploy_flags_select_steps() {
 }
 
 #[test]
+fn no_push_and_no_deploy_follow_what_a_step_acts_on_not_where_it_sits() {
+    use pymdeploy::Reach;
+    let noop = |_: &pymdeploy::Ctx, _: &pymdeploy::StepProgress<'_>| Ok(String::new());
+    // A local report after the deploy, and a team step that changes the target.
+    let pipeline = Pipeline::standard()
+        .step(pymdeploy::step("report", "Write a local report", noop))
+        .step(pymdeploy::step("warm-cache", "Warm live's cache", noop).reaching(Reach::Target, true));
+    let pick = |args: DeployArgs| pymdeploy::cli::select(&pipeline, &args).unwrap();
+    assert_eq!(pick(DeployArgs { no_push: true, ..Default::default() }), ["test", "build", "accept-local", "report"]);
+    assert_eq!(pick(DeployArgs { no_deploy: true, ..Default::default() }), ["test", "build", "accept-local", "push", "report"]);
+    let changes: Vec<&str> = pipeline.runnable().filter(|s| s.changes()).map(|s| s.name()).collect();
+    assert_eq!(changes, ["push", "stage", "promote", "warm-cache", "rollback"], "the steps that take the deploy lock when run alone");
+}
+
+#[test]
 fn an_unknown_command_is_a_usage_error() {
     let mut cmd = std::process::Command::new(pymdeploy_bin());
     cmd.arg("nope");

@@ -206,6 +206,13 @@ fn sdk_diagnoses(fake: &FakeAws, app: &str, env: &str) {
         let versions = eb.describe_application_versions().application_name(app).version_labels(&label).send().await.unwrap();
         let version = &versions.application_versions()[0];
         assert_eq!(version.status().map(|s| s.as_str()), Some("UNPROCESSED"));
+        // With Process, the bundle is validated (PROCESSED); a version no environment
+        // runs can be deleted.
+        let spare = format!("{label}-spare");
+        let created = eb.create_application_version().application_name(app).version_label(&spare).set_source_bundle(version.source_bundle().cloned()).process(true).send().await.unwrap();
+        assert_eq!(created.application_version().and_then(|v| v.status()).map(|s| s.as_str()), Some("PROCESSED"));
+        eb.delete_application_version().application_name(app).version_label(&spare).send().await.unwrap();
+        assert!(eb.describe_application_versions().application_name(app).version_labels(&spare).send().await.unwrap().application_versions().is_empty(), "{spare} is still there");
 
         // The effective configuration, defaults included; a template that does not exist.
         let settings = eb.describe_configuration_settings().application_name(app).environment_name(env).send().await.unwrap();

@@ -715,7 +715,7 @@ fn readiness_latencies(n: usize) -> Result<Vec<f64>> {
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")?;
             Ok(())
         });
-        let seen = rt.block_on(pymdeploy::steps::accept::poll_health("127.0.0.1", port, "/ping", |s| s == 200, Duration::from_secs(10), std::future::pending()));
+        let seen = rt.block_on(pymdeploy::ops::service::poll_health("127.0.0.1", port, "/ping", |s| s == 200, Duration::from_secs(10), std::future::pending()));
         let seen_at = Instant::now();
         seen.context("the poll did not see the server")?;
         let ready_at = rx.recv().context("the server did not start")?;
