@@ -131,16 +131,9 @@ impl super::Target for DockerTarget {
                 format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
                 format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
             ],
-            "promote" => vec![
-                format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
-                format!("start {} beside the live version, PYM_ENV=live", live_name(c, &version)),
-                format!("wait for it to answer {}; route the proxy to it; check {host}:{}/version is {version}", c.health_path, c.live_port),
-                format!("drain the old version for {}s, stop it, keep {} previous versions", c.drain_seconds, c.keep_previous),
-            ],
-            "rollback" => vec![
-                "start the newest previous live version again and wait for it to be healthy".to_string(),
-                format!("route the proxy {} to it, check /version, stop the current version", proxy_name(c)),
-            ],
+            // The very actions a run takes: decided from what the engine holds now.
+            "promote" => decide_promote(&observe(ctx, c, Some(&version))?, c, &version)?.iter().map(|a| a.describe(c, &host)).collect(),
+            "rollback" => decide_rollback(&observe(ctx, c, None)?)?.iter().map(|a| a.describe(c, &host)).collect(),
             other => vec![format!("{other}")],
         })
     }
@@ -214,116 +207,36 @@ impl super::Target for DockerTarget {
         }
     }
 
+    /// Observe the engine, decide the actions (`decide_promote`), act on them.
     fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(PymEnv::Live)?;
-        let env = container_env(&ctx.version()?.to_string(), &config, PymEnv::Live)?;
-        let docker = ctx.docker()?;
         let version = version_of(ctx)?;
-        let reference = reference(ctx, docker)?;
-        ensure_proxy(ctx, docker, &config, progress)?;
-        let name = live_name(&config, &version);
-        if ctx.block_on(existing_state(docker, &name))? == Some(None) {
-            let host = check_host(ctx, &config)?;
-            if ctx.block_on(verify_version(&config, &host, config.live_port, &version, Duration::from_secs(2))).is_ok() {
-                // Live is ours; any other running version is a stray (a promote interrupted
-                // between the switch and the stop): no traffic reaches it, so stop it now.
-                let mut stopped = Vec::new();
-                for c in live_containers(ctx, docker, &config)?.iter().filter(|c| is_running(c) && label(c, LABEL_VERSION) != version) {
-                    ctx.block_on(ops::docker::stop(docker, c.id.as_deref().unwrap_or_default(), 10))?;
-                    stopped.push(label(c, LABEL_VERSION).to_string());
-                }
-                let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
-                return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
-            }
+        let seen = observe(ctx, &config, Some(&version))?;
+        let host = check_host(ctx, &config)?;
+        let plan = decide_promote(&seen, &config, &version)?;
+        act(ctx, &config, &plan, progress)?;
+        let stopped: Vec<&str> = plan.iter().filter_map(|a| if let Action::StopStray { version } = a { Some(version.as_str()) } else { None }).collect();
+        if !plan.iter().any(|a| matches!(a, Action::Switch { .. })) {
+            let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
+            return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
         }
-        // A leftover of this version (a failed, interrupted or rolled-back promote) is
-        // replaced, unless the proxy routes to it: then it serves, and removing it would cut
-        // live.
-        if current_route(ctx, docker, &config)?.is_some_and(|r| r == format!("{name}:{}", config.port)) {
-            return Err(hinted(
-                format!("{name} is what live routes to, but {}:{} does not answer its /version", check_host(ctx, &config)?, config.live_port),
-                "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
-            ));
-        }
-        ctx.block_on(ops::docker::remove(docker, &name))?;
-        let (bind, reach) = ctx.check_binding(&config.publish_ip)?;
-        progress.message(&format!("starting {version} beside the live version"));
-        let spec = RunSpec {
-            name: &name,
-            image: &reference,
-            env,
-            container_port: config.port,
-            host_ip: &bind,
-            host_port: None,
-            labels: labels(&config, PymEnv::Live, &version),
-            network: Some(&network(&config)),
-            restart: true,
-            cmd: None,
-            locked_down: false,
-            state_dir: None,
-        };
-        let id = ctx.block_on(ops::docker::run(docker, spec))?;
-        let healthy = (|| -> Result<()> {
-            let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-            ctx.wait(wait_healthy(docker, &id, &reach, port, &config))?;
-            Ok(())
-        })();
-        let switched = healthy.and_then(|()| switch_to(ctx, docker, &config, &id, &name, &version, progress));
-        match switched {
-            Ok(stopped) => {
-                let was = if stopped.is_empty() { "first live version".to_string() } else { format!("replaced {}", stopped.join(", ")) };
-                Ok(format!("{version} live on {}:{} ({was})", check_host(ctx, &config)?, config.live_port))
-            }
-            Err(e) => {
-                let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
-                progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
-                ctx.block_on(ops::docker::remove(docker, &id))?;
-                // Nothing may claim the live port unless a version serves behind it: after a
-                // failed first promote, the proxy goes too.
-                let route = current_route(ctx, docker, &config)?;
-                if route.is_none_or(|r| r == format!("{name}:{}", config.port)) {
-                    ctx.block_on(ops::docker::remove(docker, &proxy_name(&config)))?;
-                    return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
-                }
-                Err(e.context(format!("promoting {version} failed; live is unchanged")))
-            }
-        }
+        let replaced: Vec<&str> = plan.iter().filter_map(|a| if let Action::Retire { versions } = a { Some(versions.iter().map(String::as_str)) } else { None }).flatten().collect();
+        let was = if replaced.is_empty() { "first live version".to_string() } else { format!("replaced {}", replaced.join(", ")) };
+        Ok(format!("{version} live on {host}:{} ({was})", config.live_port))
     }
 
+    /// Observe the engine, decide the actions (`decide_rollback`), act on them.
     fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         // A switch earlier in this run may still be retiring the version rolled back to.
         ctx.settle();
         let config = ctx.config_for(PymEnv::Live)?;
-        let docker = ctx.docker()?;
-        let all = live_containers(ctx, docker, &config)?;
-        let current = all.iter().find(|c| is_running(c)).map(|c| label(c, LABEL_VERSION).to_string());
-        // The version live before the current one, not merely the newest stopped one: after
-        // V0 → C1 → rollback → C2, rollback goes to V0, not to C1 (rolled back from).
-        let history = route_history(ctx, docker, &config)?;
-        let Some(target) = previous_versions(&all, &history).into_iter().next() else {
-            return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
-        };
-        let version = label(target, LABEL_VERSION).to_string();
-        let id = target.id.clone().unwrap_or_default();
-        let name = live_name(&config, &version);
-        ensure_proxy(ctx, docker, &config, progress)?;
-        progress.message(&format!("starting {version} again"));
-        ctx.block_on(ops::docker::start(docker, &id))?;
-        let result = (|| -> Result<Vec<String>> {
-            let port = ctx.block_on(ops::docker::published_port(docker, &id, config.port))?;
-            ctx.wait(wait_healthy(docker, &id, &ctx.check_binding(&config.publish_ip)?.1, port, &config))?;
-            switch_to(ctx, docker, &config, &id, &name, &version, progress)
-        })();
-        match result {
-            Ok(_) => {
-                ctx.set_rolled_back_to(version.clone());
-                Ok(format!("{version} live again (was {})", current.unwrap_or_else(|| "nothing".into())))
-            }
-            Err(e) => {
-                ctx.block_on(ops::docker::stop(docker, &id, 10))?;
-                Err(e.context(format!("rolling back to {version} failed; live is unchanged")))
-            }
-        }
+        let seen = observe(ctx, &config, None)?;
+        let plan = decide_rollback(&seen)?;
+        act(ctx, &config, &plan, progress)?;
+        let to = plan.iter().find_map(|a| if let Action::Start { version } = a { Some(version.clone()) } else { None }).unwrap_or_default();
+        let from = seen.live.iter().find(|v| v.running).map_or_else(|| "nothing".to_string(), |v| v.version.clone());
+        ctx.set_rolled_back_to(to.clone());
+        Ok(format!("{to} live again (was {from})"))
     }
 
     /// One line per container of the service: env, version, state, image, since.
@@ -369,15 +282,15 @@ impl super::Target for DockerTarget {
         let config = ctx.config_for(PymEnv::Live)?;
         let docker = ctx.docker()?;
         let mut lines = Vec::new();
-        let all = live_containers(ctx, docker, &config)?;
+        let all = live_versions(&live_containers(ctx, docker, &config)?);
         let history = route_history(ctx, docker, &config)?;
-        for (i, c) in previous_versions(&all, &history).into_iter().enumerate() {
-            let what = label(c, LABEL_VERSION).to_string();
+        for (i, v) in previous_versions(&all, &history).into_iter().enumerate() {
+            let what = v.version.clone();
             let fate = if i < config.keep_previous as usize {
                 super::Fate::Keep(None)
             } else {
                 if execute {
-                    ctx.block_on(ops::docker::remove(docker, c.id.as_deref().unwrap_or_default()))?;
+                    ctx.block_on(ops::docker::remove(docker, &v.id))?;
                 }
                 super::Fate::Go { done: execute, did: "removed", would: "remove" }
             };
@@ -684,11 +597,17 @@ fn container_name(c: &ContainerSummary) -> String {
 
 /// The stopped live versions, in the order they were last live (most recent first, by
 /// the proxy's route history; versions it does not remember last, newest first).
-fn previous_versions<'a>(all: &'a [ContainerSummary], history: &[String]) -> Vec<&'a ContainerSummary> {
-    let mut stopped: Vec<&ContainerSummary> = all.iter().filter(|c| !is_running(c)).collect();
-    let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
-    stopped.sort_by_key(|c| (rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
+fn previous_versions<'a>(all: &'a [LiveVersion], history: &[String]) -> Vec<&'a LiveVersion> {
+    let mut stopped: Vec<&LiveVersion> = all.iter().filter(|v| !v.running).collect();
+    let rank = |v: &LiveVersion| history.iter().position(|u| upstream_container(u) == v.name).unwrap_or(usize::MAX);
+    stopped.sort_by_key(|v| (rank(v), std::cmp::Reverse(v.created)));
     stopped
+}
+
+fn live_versions(list: &[ContainerSummary]) -> Vec<LiveVersion> {
+    list.iter()
+        .map(|c| LiveVersion { id: c.id.clone().unwrap_or_default(), version: label(c, LABEL_VERSION).to_string(), name: container_name(c), running: is_running(c), created: c.created.unwrap_or(0) })
+        .collect()
 }
 
 /// The live containers of this service, newest first.
@@ -712,24 +631,220 @@ fn label<'a>(c: &'a ContainerSummary, key: &str) -> &'a str {
 
 /// Switches live to the container `id` (healthy already), verifies, drains and stops the
 /// others, and prunes old versions. On a failed verification, the old route is restored.
-fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, version: &str, progress: &StepProgress<'_>) -> Result<Vec<String>> {
-    let before = live_containers(ctx, docker, config)?;
-    let old: Vec<&ContainerSummary> = before.iter().filter(|c| is_running(c) && c.id.as_deref() != Some(id)).collect();
-    let new_route = format!("{name}:{}", config.port);
-    let old_route = current_route(ctx, docker, config)?.filter(|r| *r != new_route);
-    progress.message(&format!("routing the live address to {version}"));
-    route(ctx, docker, config, &new_route)?;
-    let host = check_host(ctx, config)?;
-    if let Err(e) = ctx.wait(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
-        if let Some(prev) = &old_route {
-            route(ctx, docker, config, prev)?;
+/// A live container of the service, as `observe` reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LiveVersion {
+    id: String,
+    version: String,
+    /// Its container's name (`pym-<name>-live-<version>`).
+    name: String,
+    running: bool,
+    created: i64,
+}
+
+/// What promote and rollback read before they decide: the live containers (newest
+/// first), the proxy's routes (the current one first), and whether the live address
+/// already serves the version to promote.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    live: Vec<LiveVersion>,
+    routes: Vec<String>,
+    serves: bool,
+}
+
+fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Result<Seen> {
+    let docker = ctx.docker()?;
+    let live = live_versions(&live_containers(ctx, docker, config)?);
+    let routes = route_history(ctx, docker, config)?;
+    let serves = match promoting {
+        Some(version) => {
+            let host = check_host(ctx, config)?;
+            ctx.block_on(verify_version(config, &host, config.live_port, version, Duration::from_secs(2))).is_ok()
         }
-        return Err(e.context("live does not serve the new version after the switch; the previous route is restored"));
+        None => false,
+    };
+    Ok(Seen { live, routes, serves })
+}
+
+/// One thing promote or rollback does to the engine, decided before any is done, so that
+/// `--dry-run` prints the list a run executes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Action {
+    /// Stop a running version no route leads to (a promote interrupted between its
+    /// switch and its stop leaves one).
+    StopStray { version: String },
+    /// Make sure the network and the live proxy exist, current and running.
+    EnsureProxy,
+    /// Remove a stopped container of the version to promote (a failed, interrupted or
+    /// rolled-back promote's).
+    RemoveLeftover { version: String },
+    /// Start the version in a new container beside live.
+    Run { version: String },
+    /// Start a stopped version's container again.
+    Start { version: String },
+    WaitHealthy { version: String },
+    /// Route the proxy to it and check the live address serves it; the previous route
+    /// comes back if not.
+    Switch { version: String },
+    /// After the switch, beside the next steps: drain these, stop them, keep
+    /// `keep_previous` stopped versions and remove unused images.
+    Retire { versions: Vec<String> },
+}
+
+impl Action {
+    fn describe(&self, c: &Config, host: &str) -> String {
+        match self {
+            Action::StopStray { version } => format!("stop the stray {version}: it runs, and live routes elsewhere"),
+            Action::EnsureProxy => format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
+            Action::RemoveLeftover { version } => format!("remove the stopped {} left by an earlier promote", live_name(c, version)),
+            Action::Run { version } => format!("start {} beside the live version, PYM_ENV=live", live_name(c, version)),
+            Action::Start { version } => format!("start {} again", live_name(c, version)),
+            Action::WaitHealthy { version } => format!("wait up to {}s for {version} to answer {}", c.health_timeout, c.health_path),
+            Action::Switch { version } => format!("route the proxy to {version}; check {host}:{}{} is {version} (else route back)", c.live_port, c.version_path),
+            Action::Retire { versions } if versions.is_empty() => format!("keep {} previous versions, remove unused images", c.keep_previous),
+            Action::Retire { versions } => format!("drain {} (up to {}s), stop, keep {} previous versions, remove unused images", versions.join(", "), c.drain_seconds, c.keep_previous),
+        }
     }
-    // Live serves the new version: what is left (drain the old one, stop it, remove
-    // versions beyond keep_previous and images nothing uses) is on no request's path, so
-    // it runs beside the next steps, and the run ends once it is done.
-    let stopped: Vec<String> = old.iter().map(|c| label(c, LABEL_VERSION).to_string()).collect();
+}
+
+/// Promote: nothing to do but stop strays when live serves the version already; refused
+/// when live routes to a container of this version that does not serve (removing it would
+/// cut live); else a new container beside live, health, the switch, and the old versions
+/// retired.
+fn decide_promote(seen: &Seen, c: &Config, version: &str) -> Result<Vec<Action>> {
+    let name = live_name(c, version);
+    let this = seen.live.iter().find(|v| v.name == name);
+    let strays = |except: &str| seen.live.iter().filter(|v| v.running && v.version != except).map(|v| Action::StopStray { version: v.version.clone() }).collect::<Vec<_>>();
+    if seen.serves && this.is_some_and(|v| v.running) {
+        return Ok(strays(version));
+    }
+    if seen.routes.first().is_some_and(|r| upstream_container(r) == name) {
+        return Err(hinted(
+            format!("{name} is what live routes to, but the live address does not answer its /version"),
+            "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
+        ));
+    }
+    let mut plan = vec![Action::EnsureProxy];
+    if this.is_some() {
+        plan.push(Action::RemoveLeftover { version: version.to_string() });
+    }
+    plan.extend([Action::Run { version: version.to_string() }, Action::WaitHealthy { version: version.to_string() }, Action::Switch { version: version.to_string() }]);
+    let old: Vec<String> = seen.live.iter().filter(|v| v.running && v.name != name).map(|v| v.version.clone()).collect();
+    plan.push(Action::Retire { versions: old });
+    Ok(plan)
+}
+
+/// Rollback: to the version live before the current one (the proxy's routes say which;
+/// not merely the newest stopped one), started again, healthy, switched to; the current
+/// one retired.
+fn decide_rollback(seen: &Seen) -> Result<Vec<Action>> {
+    let Some(target) = previous_versions(&seen.live, &seen.routes).into_iter().next() else {
+        return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
+    };
+    let version = target.version.clone();
+    let current: Vec<String> = seen.live.iter().filter(|v| v.running).map(|v| v.version.clone()).collect();
+    Ok(vec![
+        Action::EnsureProxy,
+        Action::Start { version: version.clone() },
+        Action::WaitHealthy { version: version.clone() },
+        Action::Switch { version },
+        Action::Retire { versions: current },
+    ])
+}
+
+/// Carries out a decided plan, each action shown as it starts. A failure undoes what
+/// the plan started: a new container is removed (its logs shown), a restarted one
+/// stopped, and a proxy made for a first promote that failed goes too, so nothing claims
+/// the live port unless a version serves behind it.
+fn act(ctx: &Ctx, config: &Config, plan: &[Action], progress: &StepProgress<'_>) -> Result<()> {
+    let docker = ctx.docker()?;
+    let host = check_host(ctx, config)?;
+    // The container the plan started, and whether it is new (removed on failure) or
+    // restarted (stopped on failure); and the route before the switch.
+    let mut started: Option<(String, String, bool)> = None;
+    let mut old_route: Option<String> = None;
+    let had_route = current_route(ctx, docker, config)?.is_some();
+    for action in plan {
+        progress.line(&format!("- {}", action.describe(config, &host)));
+        let done = (|| -> Result<()> {
+            match action {
+                Action::StopStray { version } => ctx.block_on(ops::docker::stop(docker, &live_name(config, version), 10)),
+                Action::EnsureProxy => ensure_proxy(ctx, docker, config, progress),
+                Action::RemoveLeftover { version } => ctx.block_on(ops::docker::remove(docker, &live_name(config, version))),
+                Action::Run { version } => {
+                    let name = live_name(config, version);
+                    let (bind, _) = ctx.check_binding(&config.publish_ip)?;
+                    let spec = RunSpec {
+                        name: &name,
+                        image: &reference(ctx, docker)?,
+                        env: container_env(version, config, PymEnv::Live)?,
+                        container_port: config.port,
+                        host_ip: &bind,
+                        host_port: None,
+                        labels: labels(config, PymEnv::Live, version),
+                        network: Some(&network(config)),
+                        restart: true,
+                        cmd: None,
+                        locked_down: false,
+                        state_dir: None,
+                    };
+                    let id = ctx.block_on(ops::docker::run(docker, spec))?;
+                    started = Some((id, version.clone(), true));
+                    Ok(())
+                }
+                Action::Start { version } => {
+                    let name = live_name(config, version);
+                    ctx.block_on(ops::docker::start(docker, &name))?;
+                    started = Some((name, version.clone(), false));
+                    Ok(())
+                }
+                Action::WaitHealthy { .. } => {
+                    let (id, _, _) = started.as_ref().expect("a plan starts a container before it waits for one");
+                    let port = ctx.block_on(ops::docker::published_port(docker, id, config.port))?;
+                    ctx.wait(wait_healthy(docker, id, &ctx.check_binding(&config.publish_ip)?.1, port, config)).map(drop)
+                }
+                Action::Switch { version } => {
+                    let new_route = format!("{}:{}", live_name(config, version), config.port);
+                    old_route = current_route(ctx, docker, config)?.filter(|r| *r != new_route);
+                    route(ctx, docker, config, &new_route)?;
+                    if let Err(e) = ctx.wait(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
+                        if let Some(prev) = &old_route {
+                            route(ctx, docker, config, prev)?;
+                        }
+                        return Err(e.context("live does not serve the new version after the switch; the previous route is restored"));
+                    }
+                    Ok(())
+                }
+                Action::Retire { versions } => {
+                    retire(ctx, docker, config, old_route.clone(), versions)?;
+                    Ok(())
+                }
+            }
+        })();
+        let Err(e) = done else { continue };
+        let Some((id, version, new)) = &started else { return Err(e) };
+        let name = live_name(config, version);
+        if *new {
+            let logs = ctx.block_on(ops::docker::logs_tail(docker, id, 40));
+            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+            ctx.block_on(ops::docker::remove(docker, id))?;
+        } else {
+            ctx.block_on(ops::docker::stop(docker, id, 10))?;
+        }
+        if !had_route && current_route(ctx, docker, config)?.is_none_or(|r| upstream_container(&r) == name) {
+            ctx.block_on(ops::docker::remove(docker, &proxy_name(config)))?;
+            return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
+        }
+        let what = if *new { "promoting" } else { "rolling back to" };
+        return Err(e.context(format!("{what} {version} failed; live is unchanged")));
+    }
+    Ok(())
+}
+
+/// Live serves the new version: what is left (drain the old ones, stop them, remove
+/// versions beyond keep_previous and images nothing uses) is on no request's path, so it
+/// runs beside the next steps, and the run ends once it is done.
+fn retire(ctx: &Ctx, docker: &Docker, config: &Config, old_route: Option<String>, versions: &[String]) -> Result<()> {
     let retire = Retire {
         docker: docker.clone(),
         proxy: proxy_name(config),
@@ -737,16 +852,16 @@ fn switch_to(ctx: &Ctx, docker: &Docker, config: &Config, id: &str, name: &str, 
         repo: config.image_repo(),
         head: ctx.image_tag().ok(),
         old_route,
-        old: old.iter().map(|c| (c.id.clone().unwrap_or_default(), label(c, LABEL_VERSION).to_string())).collect(),
+        old: versions.iter().map(|v| (live_name(config, v), v.clone())).collect(),
         drain_seconds: config.drain_seconds,
         keep_previous: config.keep_previous as usize,
     };
-    let what = if stopped.is_empty() { "pruning old versions".to_string() } else { format!("retiring {}", stopped.join(", ")) };
+    let what = if versions.is_empty() { "pruning old versions".to_string() } else { format!("retiring {}", versions.join(", ")) };
     ctx.defer(&what, retire.run());
-    Ok(stopped)
+    Ok(())
 }
 
-/// The work after a switch, done off the critical path (see `switch_to`).
+/// The work after a switch, done off the critical path (see `retire`).
 struct Retire {
     docker: Docker,
     proxy: String,
@@ -776,11 +891,11 @@ impl Retire {
         }
         // Keep the `keep_previous` versions live most recently; remove the rest, and the
         // images nothing uses any more.
-        let after = live_of(&self.docker, &self.service).await?;
+        let after = live_versions(&live_of(&self.docker, &self.service).await?);
         let history = routes(&self.docker, &self.proxy, proxy::STATE_FILE).await?;
-        for c in previous_versions(&after, &history).into_iter().skip(self.keep_previous) {
-            ops::docker::remove(&self.docker, c.id.as_deref().unwrap_or_default()).await?;
-            said.push(format!("removed {} (beyond keep_previous)", label(c, LABEL_VERSION)));
+        for v in previous_versions(&after, &history).into_iter().skip(self.keep_previous) {
+            ops::docker::remove(&self.docker, &v.id).await?;
+            said.push(format!("removed {} (beyond keep_previous)", v.version));
         }
         match unused_images(&self.docker, &self.service, &self.repo, self.head.as_deref()).await {
             Ok(tags) if !tags.is_empty() => said.push(format!("removed the image{} {}", if tags.len() == 1 { "" } else { "s" }, tags.join(", "))),
@@ -822,40 +937,78 @@ fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::ContainerSummaryStateEnum;
 
-    /// A live container of service `s` as the engine lists it.
-    fn live(version: &str, running: bool, created: i64) -> ContainerSummary {
-        ContainerSummary {
-            names: Some(vec![format!("/pym-s-live-{version}")]),
-            labels: Some(HashMap::from([(LABEL_VERSION.to_string(), version.to_string())])),
-            state: Some(if running { ContainerSummaryStateEnum::RUNNING } else { ContainerSummaryStateEnum::EXITED }),
-            created: Some(created),
-            ..Default::default()
-        }
+    /// A live version of service `s` as `observe` reads it.
+    fn live(version: &str, running: bool, created: i64) -> LiveVersion {
+        LiveVersion { id: format!("id-{version}"), version: version.into(), name: format!("pym-s-live-{version}"), running, created }
     }
 
-    fn route(versions: &[&str]) -> Vec<String> {
+    fn routes(versions: &[&str]) -> Vec<String> {
         versions.iter().map(|v| format!("pym-s-live-{v}:8080")).collect()
     }
 
-    fn order(all: &[ContainerSummary], history: &[String]) -> Vec<String> {
-        previous_versions(all, history).into_iter().map(|c| label(c, LABEL_VERSION).to_string()).collect()
+    fn seen(live: Vec<LiveVersion>, routes_: &[&str], serves: bool) -> Seen {
+        Seen { live, routes: routes(routes_), serves }
+    }
+
+    fn config() -> Config {
+        let dir = std::env::temp_dir().join(format!("pym-docker-decide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: s\ndeploy_target: docker\n").unwrap();
+        Config::load(&dir, PymEnv::Live).unwrap()
+    }
+
+    fn order(all: &[LiveVersion], history: &[String]) -> Vec<String> {
+        previous_versions(all, history).into_iter().map(|v| v.version.clone()).collect()
     }
 
     #[test]
     fn rollback_and_cleanup_go_by_the_routes_history() {
         // The first deploy: one running version, nothing to go back to.
-        assert!(order(&[live("v0", true, 1)], &route(&["v0"])).is_empty());
+        assert!(order(&[live("v0", true, 1)], &routes(&["v0"])).is_empty());
         // A second deploy: the first version, stopped, is where rollback goes.
-        assert_eq!(order(&[live("c1", true, 2), live("v0", false, 1)], &route(&["c1", "v0"])), ["v0"]);
+        assert_eq!(order(&[live("c1", true, 2), live("v0", false, 1)], &routes(&["c1", "v0"])), ["v0"]);
         // V0 → C1 → rollback (V0) → C2: the routes read C2, V0, C1. Rollback goes to V0,
         // live before C2, though C1 is newer.
         let all = [live("c2", true, 3), live("c1", false, 2), live("v0", false, 1)];
-        assert_eq!(order(&all, &route(&["c2", "v0", "c1"])), ["v0", "c1"]);
+        assert_eq!(order(&all, &routes(&["c2", "v0", "c1"])), ["v0", "c1"]);
         // Versions the routes do not remember (a proxy replaced by hand): last, newest
         // first; cleanup keeps the first `keep_previous` of this order.
         let all = [live("c3", true, 4), live("c2", false, 3), live("c1", false, 2), live("v0", false, 1)];
-        assert_eq!(order(&all, &route(&["c3", "v0"])), ["v0", "c2", "c1"]);
+        assert_eq!(order(&all, &routes(&["c3", "v0"])), ["v0", "c2", "c1"]);
+    }
+
+    #[test]
+    fn promote_decides_from_what_the_engine_holds() {
+        use Action::*;
+        let c = config();
+        let v = |s: &str| s.to_string();
+        // The first deploy: nothing live; a proxy, the version, its health, the switch.
+        let first = decide_promote(&Seen::default(), &c, "v1").unwrap();
+        assert_eq!(first, [EnsureProxy, Run { version: v("v1") }, WaitHealthy { version: v("v1") }, Switch { version: v("v1") }, Retire { versions: vec![] }]);
+        // A second deploy: the one live is retired after the switch.
+        let second = decide_promote(&seen(vec![live("v1", true, 1)], &["v1"], false), &c, "v2").unwrap();
+        assert_eq!(second.last(), Some(&Retire { versions: vec![v("v1")] }));
+        // A leftover of this version (a failed promote's) is removed before it starts.
+        let again = decide_promote(&seen(vec![live("v2", false, 2), live("v1", true, 1)], &["v1"], false), &c, "v2").unwrap();
+        assert_eq!(again[..3], [EnsureProxy, RemoveLeftover { version: v("v2") }, Run { version: v("v2") }]);
+        // Already live: only strays are stopped, nothing is switched.
+        let live_now = decide_promote(&seen(vec![live("v2", true, 2), live("v1", true, 1)], &["v2", "v1"], true), &c, "v2").unwrap();
+        assert_eq!(live_now, [StopStray { version: v("v1") }]);
+        // Live routes to this version's container, and it does not serve: refused, since
+        // replacing it would cut live.
+        let broken = decide_promote(&seen(vec![live("v2", true, 2)], &["v2"], false), &c, "v2").unwrap_err();
+        assert!(format!("{broken}").contains("is what live routes to"), "{broken}");
+    }
+
+    #[test]
+    fn rollback_decides_from_the_routes() {
+        use Action::*;
+        let v = |s: &str| s.to_string();
+        // Without a previous version: refused.
+        assert!(decide_rollback(&seen(vec![live("v1", true, 1)], &["v1"], false)).is_err());
+        // V0 → C1 → rollback → C2, then rollback: back to V0, C2 retired.
+        let plan = decide_rollback(&seen(vec![live("c2", true, 3), live("c1", false, 2), live("v0", false, 1)], &["c2", "v0", "c1"], false)).unwrap();
+        assert_eq!(plan, [EnsureProxy, Start { version: v("v0") }, WaitHealthy { version: v("v0") }, Switch { version: v("v0") }, Retire { versions: vec![v("c2")] }]);
     }
 }

@@ -39,7 +39,15 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // Keep-alive clients across the whole deploy: the build beside them, then the switch.
     let kept = KeepAliveLoop::start(live, 8);
     svc.pym_env(&["deploy", "--to", "accept-staging"], &reg.env()).assert_ok();
-    svc.pym_env(&["deploy", "--from", "promote"], &reg.env()).assert_ok();
+    // The dry run of the promote lists the very actions the promote then takes (both come
+    // from one decision over what the engine holds).
+    let dry = svc.pym_env(&["deploy", "--from", "promote", "--to", "promote", "--dry-run"], &reg.env());
+    let planned: Vec<String> = dry.assert_ok().stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect();
+    let promoted = svc.pym_env(&["deploy", "--from", "promote"], &reg.env());
+    promoted.assert_ok();
+    let acted: Vec<String> = promoted.stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect();
+    assert!(planned.len() >= 5 && planned.iter().any(|a| a.starts_with(&format!("drain {v1}"))), "{}", dry.stdout);
+    assert_eq!(acted, planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
     let (ok, failures, seen) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across promote: {failures:?}", failures.len(), ok + failures.len());
     // Keep-alive clients too: their connections outlive the switch, and no request on them
