@@ -190,12 +190,15 @@ fn a_service_without_a_version_path_fails_before_push_and_a_204_health_counts() 
     assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
 }
 
+/// A mistake made to a service: (what it is, how it is made, what the error says).
+type Mistake<'a> = (&'a str, Box<dyn Fn(&TestService)>, &'a str);
+
 #[test]
 fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     let svc = TestService::new("early");
     let config = svc.read("pym-config.yaml");
     let dockerfile = svc.read("Dockerfile");
-    let cases: Vec<(&str, Box<dyn Fn(&TestService)>, &str)> = vec![
+    let cases: Vec<Mistake> = vec![
         ("a target not built", Box::new(|s| { s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: gke\ndocker_repo: registry.example.com/team"); }), "cannot deploy to the gke target yet"),
         ("an unset secret", Box::new(|s| { s.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_EARLY_UNSET]"); }), "env_secrets not set in the environment: PYM_IT_EARLY_UNSET"),
         ("a bad key in the live overlay", Box::new(|s| { s.write("pym-config.live.yaml", "live_prot: 80\n"); }), "pym-config.live.yaml:1:1: unknown key `live_prot`"),
