@@ -129,15 +129,35 @@ impl super::Target for BeanstalkTarget {
             "stage" => vec![
                 format!("refuse if environment {name} exists; create application {} if it does not", c.name),
                 format!("upload Dockerrun.aws.json for {} to the Beanstalk storage bucket{}", ctx.image_tag()?, c.docker_bucket.as_ref().map(|b| format!(", pulling with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()),
-                format!("create application version {version} and environment {name} (CNAME {name}, or {prefix} if nothing is live), PYM_ENV=staging"),
+                format!("create application version {version} and environment {name} on its own CNAME ({name}), PYM_ENV=staging"),
                 format!("wait up to {}s for it to be Ready and Green, showing its events", c.aws_timeout),
             ],
-            "promote" => vec![
-                format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
-                format!("swap CNAMEs between {name} and the environment holding {prefix}; wait for both to be Ready"),
-                format!("check the live address serves {version}; keep the old environment for rollback"),
-            ],
-            "rollback" => vec![format!("swap the live CNAME {prefix} back to the newest other environment with PYM_ENV=live; check it serves")],
+            // Read from Beanstalk now, as the run reads it: whether anything is live decides
+            // between the first promote and a swap; rollback's target is named.
+            "promote" => {
+                let live = ctx.block_on(async { connect(&c).await?.environments().await })?.into_iter().find(|e| cname_prefix(e) == prefix);
+                match live {
+                    None => vec![
+                        format!("create environment {} on the live CNAME {prefix} from {name}'s application version, PYM_ENV=live", live_env_name(&c, &version)),
+                        format!("wait up to {}s for it to be Ready and Green; check the live address serves {version}", c.aws_timeout),
+                        format!("terminate {name} (it runs the same version); tag {version} live ({TAG_LIVE_AT})"),
+                    ],
+                    Some(e) => vec![
+                        format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
+                        format!("swap CNAMEs between {name} and {}, which holds {prefix}; wait for both to be Ready", e.environment_name().unwrap_or_default()),
+                        format!("check the live address serves {version} (else swap back); tag {version} live ({TAG_LIVE_AT}); keep {} for rollback", e.environment_name().unwrap_or_default()),
+                    ],
+                }
+            }
+            "rollback" => {
+                let d = ctx.block_on(async { decide_rollback(&connect(&c).await?, &c).await })?;
+                let (from, to) = (d.current.environment_name().unwrap_or_default(), d.target.environment_name().unwrap_or_default());
+                let (from_v, to_v) = (d.current.version_label().unwrap_or_default(), d.target.version_label().unwrap_or_default());
+                vec![
+                    format!("swap the live CNAME {prefix} from {from} ({from_v}) to {to} ({to_v}), the environment live before; wait for both to be Ready"),
+                    format!("check {}:{} serves {to_v}; tag {from_v} rolled back from and {to_v} live", d.live.host, d.live.port),
+                ]
+            }
             other => vec![other.to_string()],
         })
     }
@@ -353,20 +373,8 @@ impl super::Target for BeanstalkTarget {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let aws = connect(&c).await?;
-            let envs = aws.environments().await?;
-            let prefix = live_prefix(&c);
-            let (Some(current), Some(live)) = (envs.iter().find(|e| cname_prefix(e) == prefix), live_address(&c, &envs)) else {
-                return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
-            };
+            let RollbackTo { current, target, live } = decide_rollback(&aws, &c).await?;
             let current_name = current.environment_name().unwrap_or_default().to_string();
-            // The one live most recently before the current one; a Red environment is no
-            // place to go back to, nor one rolled back from.
-            let usable = |e: &EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
-            let others = aws.others(&envs, &prefix).await?;
-            let target = others.iter().find(|(e, role)| *role == Role::Previous && usable(e)).map(|(e, _)| e);
-            let Some(target) = target else {
-                return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
-            };
             let (to_name, to_version) = (target.environment_name().unwrap_or_default().to_string(), target.version_label().unwrap_or_default().to_string());
             let from_version = current.version_label().unwrap_or_default().to_string();
             let since = now();
@@ -796,6 +804,30 @@ impl Aws {
             .map_err(|e| aws_error("SwapEnvironmentCNAMEs", e))?;
         Ok(())
     }
+}
+
+/// Rollback's decision: the environment on the live CNAME, the one to swap it to, and
+/// the live address.
+struct RollbackTo {
+    current: EnvironmentDescription,
+    target: EnvironmentDescription,
+    live: Address,
+}
+
+/// The environment live most recently before the current one (`order`), Ready and not
+/// Red: a Red environment is no place to go back to, nor one rolled back from.
+async fn decide_rollback(aws: &Aws, c: &Config) -> Result<RollbackTo> {
+    let envs = aws.environments().await?;
+    let prefix = live_prefix(c);
+    let (Some(current), Some(live)) = (envs.iter().find(|e| cname_prefix(e) == prefix), live_address(c, &envs)) else {
+        return Err(hinted(format!("no environment holds the live CNAME prefix {prefix}"), "nothing is live: deploy first"));
+    };
+    let usable = |e: &EnvironmentDescription| e.status() == Some(&EnvironmentStatus::Ready) && e.health() != Some(&EnvironmentHealth::Red);
+    let others = aws.others(&envs, &prefix).await?;
+    let Some(target) = others.into_iter().find(|(e, role)| *role == Role::Previous && usable(e)).map(|(e, _)| e) else {
+        return Err(hinted(format!("no previous live environment of {} is Ready and healthy", c.name), "`cargo xtask status` lists the environments; previous ones are kept by `keep_previous`"));
+    };
+    Ok(RollbackTo { current: current.clone(), target, live })
 }
 
 /// The bucket and key of an S3 object URL, in either style AWS hands out (and signs):
