@@ -240,7 +240,7 @@ pub fn xtask(pipeline: Pipeline) -> ExitCode {
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
-        Some((name, global)) => run_pipeline(&pipeline, global, What::One(name), printer),
+        Some((what, global)) => run_pipeline(&pipeline, global, what, printer),
         None => match XtaskCli::from_arg_matches(&matches) {
             Ok(cli) => match cli.command {
                 Some(c) => service_command(&pipeline, cli.global, c, printer),
@@ -260,7 +260,7 @@ pub fn pymdeploy() -> ExitCode {
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
-        Some((name, global)) => run_pipeline(&pipeline, global, What::One(name), printer),
+        Some((what, global)) => run_pipeline(&pipeline, global, what, printer),
         None => match PymCli::from_arg_matches(&matches) {
             Ok(cli) => match cli.command {
                 Some(PymCommand::New(a)) => new(a, &printer),
@@ -297,18 +297,19 @@ pub fn xtask_command(pipeline: &Pipeline) -> clap::Command {
 
 fn with_steps(mut cmd: clap::Command, pipeline: &Pipeline) -> clap::Command {
     for s in pipeline.runnable() {
-        cmd = cmd.subcommand(clap::Command::new(s.name().to_string()).about(s.about().to_string()));
+        let dry_run = clap::Arg::new("dry-run").long("dry-run").action(clap::ArgAction::SetTrue).help("Print the actions this step would take, read from the target now, and change nothing");
+        cmd = cmd.subcommand(clap::Command::new(s.name().to_string()).about(s.about().to_string()).arg(dry_run));
     }
     cmd
 }
 
-fn step_subcommand<'a>(matches: &'a ArgMatches, pipeline: &Pipeline) -> Option<(&'a str, GlobalArgs)> {
+fn step_subcommand<'a>(matches: &'a ArgMatches, pipeline: &Pipeline) -> Option<(What<'a>, GlobalArgs)> {
     let (name, sub) = matches.subcommand()?;
     if !pipeline.runnable().any(|s| s.name() == name) {
         return None;
     }
     let global = GlobalArgs::from_arg_matches(sub).unwrap_or_else(|e| e.exit());
-    Some((name, global))
+    Some((What::One(name, sub.get_flag("dry-run")), global))
 }
 
 fn finish(result: Result<ExitCode>) -> ExitCode {
@@ -354,9 +355,10 @@ fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx
     Ctx::new(&root, opts, printer)
 }
 
-/// What to run: one step or command by name, or `deploy`.
+/// What to run: one step or command by name (and whether only to print its plan), or
+/// `deploy`.
 enum What<'a> {
-    One(&'a str),
+    One(&'a str, bool),
     Deploy(DeployArgs),
 }
 
@@ -408,7 +410,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     let break_lock = global.break_lock;
     let ctx = open_for(global, printer, matches!(what, What::Deploy(_)))?;
     let (mut selected, args) = match &what {
-        What::One(name) => (vec![*name], None),
+        What::One(name, _) => (vec![*name], None),
         What::Deploy(args) => (select(pipeline, args)?, Some(args)),
     };
     // `--resume` goes on with the steps the interrupted run chose (its --from, --to,
@@ -442,9 +444,17 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     // Everything knowable before the first step, for a dry run too: a plan of a run that
     // cannot start would be a lie.
     pipeline.check(&ctx, &selected)?;
-    if args.is_some_and(|a| a.dry_run) {
+    let dry_run = match &what {
+        What::One(_, dry_run) => *dry_run,
+        What::Deploy(a) => a.dry_run,
+    };
+    if dry_run {
         let version = ctx.version()?.to_string();
-        ctx.out.data(&format!("plan: deploy {} {version} to {} (dry run: nothing is changed)", config.name, config.deploy_target));
+        let command = match &what {
+            What::One(name, _) => name,
+            What::Deploy(_) => "deploy",
+        };
+        ctx.out.data(&format!("plan: {command} {} {version} to {} (dry run: nothing is changed)", config.name, config.deploy_target));
         let mut n = 0;
         for (step, actions) in pipeline.plan(&ctx, &selected)? {
             ctx.out.data(&format!("{step}:"));
@@ -456,7 +466,7 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         return Ok(ExitCode::SUCCESS);
     }
     let command = match &what {
-        What::One(name) => name.to_string(),
+        What::One(name, _) => name.to_string(),
         What::Deploy(_) => "deploy".to_string(),
     };
     // A deploy, or one step that changes a registry or the target (push, stage, promote,
@@ -580,7 +590,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             if !pipeline.runnable().any(|s| s.name() == step) {
                 return Err(hinted(format!("this pipeline has no `{step}` step"), "add it to xtask/src/main.rs"));
             }
-            run_pipeline(pipeline, global, What::One(step), printer)
+            run_pipeline(pipeline, global, What::One(step, false), printer)
         }
         ServiceCommand::History => {
             let root = find_root(&global)?;

@@ -65,7 +65,16 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // Rollback, under load too.
     let load = RequestLoop::start(live);
     let kept = KeepAliveLoop::start(live, 8);
-    svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
+    // Its dry run names the version it would go back to, changes nothing, and is what the
+    // rollback then does.
+    let dry = svc.pym(&["rollback", "--dry-run"]);
+    let planned: Vec<String> = dry.assert_ok().stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect();
+    assert!(planned.iter().any(|a| a.contains(&format!("live-{v1} again"))), "{}", dry.stdout);
+    assert_eq!(version_on(live).unwrap()["version"], v2.as_str(), "a dry rollback switched");
+    let rolled = svc.pym(&["rollback"]);
+    rolled.assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
+    let acted: Vec<String> = rolled.stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect();
+    assert_eq!(acted, planned, "the rollback did not do what its dry run said:\n{}", rolled.stderr);
     let (ok, failures, _) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
     let (kept_ok, kept_failures, opened) = kept.finish();
