@@ -176,6 +176,7 @@ impl Step for Status {
             }),
             false => table.lines().iter().for_each(|l| ctx.out.data(l)),
         }
-        Ok(format!("{n} {}", targets::of(ctx)?.units()))
+        let (one, many) = targets::of(ctx)?.units();
+        Ok(if n == 1 { format!("1 {one}") } else { format!("{n} {many}") })
     }
 }

@@ -75,8 +75,8 @@ fn region_is_well_formed(region: &str) -> bool {
 pub struct BeanstalkTarget;
 
 impl super::Target for BeanstalkTarget {
-    fn units(&self) -> &'static str {
-        "environments"
+    fn units(&self) -> (&'static str, &'static str) {
+        ("environment", "environments")
     }
 
     /// What can be known before the first step: the region, where one is given, is a region.

@@ -72,8 +72,8 @@ const LOCK_IMAGE: (&str, &str) = ("pym-lock", "1");
 pub struct DockerTarget;
 
 impl super::Target for DockerTarget {
-    fn units(&self) -> &'static str {
-        "containers"
+    fn units(&self) -> (&'static str, &'static str) {
+        ("container", "containers")
     }
 
     fn lock(&self, ctx: &Ctx, command: &str, break_lock: bool) -> Result<Option<super::Guard>> {

@@ -74,8 +74,8 @@ fn unsupported(kind: TargetKind) -> anyhow::Error {
 /// `status`, `cleanup` and the acceptance tests read from it. One implementation per
 /// file; `of` is the only place that knows which exist in this build.
 pub trait Target {
-    /// What this target runs versions as ("containers", "environments").
-    fn units(&self) -> &'static str;
+    /// What this target runs versions as, one and many ("container", "containers").
+    fn units(&self) -> (&'static str, &'static str);
     /// Whether the target can be reached and the config works for it: asked before the
     /// first step of any run that reaches the target.
     fn check(&self, ctx: &Ctx) -> Result<()>;

@@ -540,6 +540,9 @@ fn beanstalk_with_the_load_balancer_on_a_port_of_its_own_as_readme_says() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(v1.as_str()), Some("live")));
+    // One environment (the staged one was terminated): said in the singular.
+    let s = t.xtask(&["status"]);
+    assert!(s.assert_ok().stderr.lines().any(|l| l.starts_with("  status ") && l.ends_with(" 1 environment")), "{}", s.stderr);
 }
 
 #[test]
