@@ -135,19 +135,13 @@ impl super::Target for BeanstalkTarget {
             // Read from Beanstalk now, as the run reads it: whether anything is live decides
             // between the first promote and a swap; rollback's target is named.
             "promote" => {
-                let live = ctx.block_on(async { connect(&c).await?.environments().await })?.into_iter().find(|e| cname_prefix(e) == prefix);
-                match live {
-                    None => vec![
-                        format!("create environment {} on the live CNAME {prefix} from {name}'s application version, PYM_ENV=live", live_env_name(&c, &version)),
-                        format!("wait up to {}s for it to be Ready and Green; check the live address serves {version}", c.aws_timeout),
-                        format!("terminate {name} (it runs the same version); tag {version} live ({TAG_LIVE_AT})"),
-                    ],
-                    Some(e) => vec![
-                        format!("set PYM_ENV=live on {name} and wait for it to be Ready and Green"),
-                        format!("swap CNAMEs between {name} and {}, which holds {prefix}; wait for both to be Ready", e.environment_name().unwrap_or_default()),
-                        format!("check the live address serves {version} (else swap back); tag {version} live ({TAG_LIVE_AT}); keep {} for rollback", e.environment_name().unwrap_or_default()),
-                    ],
+                let mut seen = ctx.block_on(async { observe_promote(&connect(&c).await?, &c, &version).await })?;
+                // In a deploy's dry run stage has not run yet: the plan assumes it will
+                // have staged the version, Ready and Green.
+                if seen.staged.is_none() {
+                    seen.staged = Some(("Ready".into(), "Green".into(), false));
                 }
+                decide_promote(&seen, &c, &version)?.iter().map(|a| a.describe(&c)).collect()
             }
             "rollback" => {
                 let d = ctx.block_on(async { decide_rollback(&connect(&c).await?, &c).await })?;
@@ -295,77 +289,15 @@ impl super::Target for BeanstalkTarget {
         })
     }
 
+    /// Read Beanstalk, decide the actions (`decide_promote`), carry them out (`act`).
     fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         let version = ctx.version()?.to_string();
-        let name = env_name(&c, &version);
         ctx.block_on(async {
             let aws = connect(&c).await?;
-            let envs = aws.environments().await?;
-            let live = live_address(&c, &envs);
-            let Some(new) = envs.iter().find(|e| e.environment_name() == Some(name.as_str())) else {
-                return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
-            };
-            if new.status() != Some(&EnvironmentStatus::Ready) || new.health() != Some(&EnvironmentHealth::Green) {
-                let (status, health) = state(new);
-                return Err(hinted(
-                    format!("environment {name} is {status}, {health}: only a Ready and Green environment is promoted"),
-                    "wait for it, or look at its events in the console",
-                ));
-            }
-            let prefix = live_prefix(&c);
-            let old = envs.iter().find(|e| cname_prefix(e) == prefix);
-            if old.is_none() {
-                return first_live(ctx, &aws, &c, new, &version, &prefix, progress).await;
-            }
-            let old_name = old.and_then(|o| o.environment_name()).map(String::from);
-            let holds_live = old_name.as_deref() == Some(name.as_str());
-            let was_live = aws.pym_env(&name).await?.as_deref() == Some("live");
-            if !was_live {
-                progress.line(&format!("setting PYM_ENV=live on {name}"));
-                let since = now();
-                aws.set_pym_env(&name, PymEnv::Live).await?;
-                let unchanged = if holds_live { "it is the first environment: nothing else was live" } else { "live is unchanged" };
-                aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await.map_err(|e| e.context(format!("{name} did not take PYM_ENV=live; {unchanged}")))?;
-            }
-            let (host, port) = match &live {
-                Some(a) => (a.host.clone(), a.port),
-                None => (new.cname().unwrap_or_default().to_string(), c.aws_cname_port),
-            };
-            let previous = match old_name.as_deref() {
-                Some(o) if o == name => {
-                    verify(&c, &host, port, &version, dns_window(&c)).await?;
-                    return Ok(match was_live {
-                        true => format!("{version} is already live on {name}"),
-                        false => format!("{version} live on {host}:{port} (the first environment: it holds the live CNAME)"),
-                    });
-                }
-                Some(o) => {
-                    let since = now();
-                    aws.swap(&name, o).await?;
-                    progress.line(&format!("swapped CNAMEs: {name} is live, {o} is not"));
-                    aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
-                    let old_version = old.and_then(|e| e.version_label()).unwrap_or("?").to_string();
-                    if let Err(e) = verify(&c, &host, port, &version, dns_window(&c)).await {
-                        progress.line(&format!("live does not serve {version}: swapping back to {o}"));
-                        let since = now();
-                        aws.swap(o, &name).await?;
-                        aws.wait(ctx, &[&name, o], false, since, timeout(&c), progress).await?;
-                        return Err(e.context(format!("swapped back: {old_version} on {o} is live again")));
-                    }
-                    aws.mark(&version, TAG_LIVE_AT, progress).await;
-                    Some((old_version, o.to_string()))
-                }
-                None => None,
-            };
-            let url = format!("{host}:{port}");
-            Ok(match previous {
-                Some((v, o)) => format!("{version} live on {url} (was {v}, kept on {o} for rollback)"),
-                None => {
-                    verify(&c, &host, port, &version, dns_window(&c)).await?;
-                    format!("{version} live on {url}")
-                }
-            })
+            let seen = observe_promote(&aws, &c, &version).await?;
+            let plan = decide_promote(&seen, &c, &version)?;
+            act(ctx, &aws, &c, &plan, progress).await
         })
     }
 
@@ -1021,52 +953,197 @@ struct NewEnvironment<'a> {
     platform: (Option<String>, Option<String>),
 }
 
-/// The first promote: nothing holds the live CNAME. A live environment is created for the
-/// staged version (same application version, same platform, `PYM_ENV=live`) on the live
-/// CNAME, waited for, verified; then the staged one, redundant, is terminated. A failure
-/// terminates the new environment: nothing was live, and nothing is.
-async fn first_live(ctx: &Ctx, aws: &Aws, c: &Config, staged: &EnvironmentDescription, version: &str, prefix: &str, progress: &StepProgress<'_>) -> Result<String> {
-    let live_name = live_env_name(c, version);
-    let staged_name = staged.environment_name().unwrap_or_default().to_string();
-    let dns = aws.eb.check_dns_availability().cname_prefix(prefix).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
-    if dns.available() == Some(false) {
-        return Err(hinted(
-            format!("the live CNAME {} is taken by another account or application", dns.fully_qualified_cname().unwrap_or(prefix)),
-            "CNAME prefixes are unique per region across all accounts: set `aws_live_cname` to one that is free",
-        ));
+/// What promote reads from Beanstalk before it decides: the staged environment of the
+/// version (its status and health, and whether it has `PYM_ENV=live` already), and the
+/// environment holding the live CNAME (its name and version).
+#[derive(Clone, Debug, Default)]
+struct PromoteSeen {
+    staged: Option<(String, String, bool)>,
+    holder: Option<(String, String)>,
+}
+
+async fn observe_promote(aws: &Aws, c: &Config, version: &str) -> Result<PromoteSeen> {
+    let name = env_name(c, version);
+    let envs = aws.environments().await?;
+    let staged = match envs.iter().find(|e| e.environment_name() == Some(name.as_str())) {
+        Some(e) => {
+            let (status, health) = state(e);
+            Some((status.to_string(), health.to_string(), aws.pym_env(&name).await?.as_deref() == Some("live")))
+        }
+        None => None,
+    };
+    let prefix = live_prefix(c);
+    let holder = envs.iter().find(|e| cname_prefix(e) == prefix).map(|e| (e.environment_name().unwrap_or_default().to_string(), e.version_label().unwrap_or_default().to_string()));
+    Ok(PromoteSeen { staged, holder })
+}
+
+/// One thing promote does on Beanstalk, decided before any is done, so that `--dry-run`
+/// prints the list a run carries out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Act {
+    /// The first promote (nothing live): a new environment on the live CNAME from the
+    /// staged one's application version and platform, `PYM_ENV=live`.
+    CreateLive { env: String, from: String },
+    /// `PYM_ENV=live` on the staged environment, which had staging's.
+    SetLive { env: String },
+    /// Until these are Ready (and, with `green`, Green), showing their events.
+    Wait { envs: Vec<String>, green: bool },
+    /// `env` takes the live CNAME from `from` (which keeps `env`'s, for rollback).
+    Swap { env: String, from: String },
+    /// The live address serves the version with `PYM_ENV=live`.
+    Verify { version: String },
+    /// The version is tagged live now (`TAG_LIVE_AT`).
+    MarkLive { version: String },
+    /// An environment made redundant is terminated.
+    Terminate { env: String, why: String },
+}
+
+impl Act {
+    fn describe(&self, c: &Config) -> String {
+        match self {
+            Act::CreateLive { env, from } => format!("create environment {env} on the live CNAME {} from {from}'s application version, PYM_ENV=live", live_prefix(c)),
+            Act::SetLive { env } => format!("set PYM_ENV=live on {env}"),
+            Act::Wait { envs, green } => format!("wait up to {}s for {} to be Ready{}", c.aws_timeout, envs.join(" and "), if *green { " and Green" } else { "" }),
+            Act::Swap { env, from } => format!("swap CNAMEs: {env} takes the live CNAME {} from {from}", live_prefix(c)),
+            Act::Verify { version } => format!("check the live address serves {version} with PYM_ENV=live"),
+            Act::MarkLive { version } => format!("tag {version} live ({TAG_LIVE_AT})"),
+            Act::Terminate { env, why } => format!("terminate {env}: {why}"),
+        }
     }
-    let label = staged.version_label().ok_or_else(|| anyhow!("{staged_name} names no application version"))?;
-    let since = now();
-    aws.create_environment(NewEnvironment {
-        name: &live_name,
-        cname: prefix,
-        label,
-        description: format!("{} {version}, live, deployed by pymdeploy", c.name),
-        settings: settings(ctx, c, PymEnv::Live)?,
-        version,
-        platform: (staged.solution_stack_name().map(str::to_string), staged.platform_arn().map(str::to_string)),
-    })
-    .await?;
-    progress.line(&format!("creating environment {live_name} on the live CNAME {prefix}: nothing was live yet"));
-    let up = async {
-        aws.wait(ctx, &[&live_name], true, since, timeout(c), progress).await?;
-        let envs = aws.environments().await?;
-        let live = live_address(c, &envs).ok_or_else(|| anyhow!("{live_name} does not hold the live CNAME {prefix}"))?;
-        verify(c, &live.host, live.port, version, dns_window(c)).await?;
-        Ok::<_, anyhow::Error>(live)
+}
+
+/// Promote's decision. The staged environment must be Ready and Green. Nothing live: a
+/// live environment is created for the version, and the staged one, redundant, ends. The
+/// staged one holds the live CNAME already: only `PYM_ENV=live` if it lacks it, then the
+/// check. Else: `PYM_ENV=live`, the swap, the check, the tag.
+fn decide_promote(seen: &PromoteSeen, c: &Config, version: &str) -> Result<Vec<Act>> {
+    let name = env_name(c, version);
+    let Some((status, health, was_live)) = &seen.staged else {
+        return Err(hinted(format!("environment {name} does not exist: {version} is not staged"), "stage it first: `cargo xtask stage`"));
+    };
+    if status != "Ready" || health != "Green" {
+        return Err(hinted(format!("environment {name} is {status}, {health}: only a Ready and Green environment is promoted"), "wait for it, or look at its events in the console"));
     }
-    .await;
-    let live = match up {
-        Ok(live) => live,
-        Err(e) => {
-            aws.give_up(ctx, &live_name, "the first promote failed", progress).await;
+    let v = version.to_string();
+    let Some((holder, _)) = &seen.holder else {
+        let live = live_env_name(c, version);
+        return Ok(vec![
+            Act::CreateLive { env: live.clone(), from: name.clone() },
+            Act::Wait { envs: vec![live.clone()], green: true },
+            Act::Verify { version: v.clone() },
+            Act::MarkLive { version: v },
+            Act::Terminate { env: name, why: format!("{live} runs the same version") },
+        ]);
+    };
+    let mut plan = Vec::new();
+    if !was_live {
+        plan.extend([Act::SetLive { env: name.clone() }, Act::Wait { envs: vec![name.clone()], green: true }]);
+    }
+    if *holder == name {
+        plan.push(Act::Verify { version: v });
+        return Ok(plan);
+    }
+    plan.extend([
+        Act::Swap { env: name.clone(), from: holder.clone() },
+        Act::Wait { envs: vec![name, holder.clone()], green: false },
+        Act::Verify { version: v.clone() },
+        Act::MarkLive { version: v },
+    ]);
+    Ok(plan)
+}
+
+/// Carries out promote's plan, each action shown as it starts. A failure before the live
+/// CNAME moves leaves live as it was (a live environment being created for a first
+/// promote is terminated); a check that fails after the swap swaps back.
+async fn act(ctx: &Ctx, aws: &Aws, c: &Config, plan: &[Act], progress: &StepProgress<'_>) -> Result<String> {
+    let version = ctx.version()?.to_string();
+    let mut created: Option<String> = None;
+    let mut swapped: Option<(String, String)> = None;
+    let mut since = now();
+    for a in plan {
+        progress.line(&format!("- {}", a.describe(c)));
+        let done: Result<()> = async {
+            match a {
+                Act::CreateLive { env, from } => {
+                    let prefix = live_prefix(c);
+                    let dns = aws.eb.check_dns_availability().cname_prefix(&prefix).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
+                    if dns.available() == Some(false) {
+                        return Err(hinted(
+                            format!("the live CNAME {} is taken by another account or application", dns.fully_qualified_cname().unwrap_or(&prefix)),
+                            "CNAME prefixes are unique per region across all accounts: set `aws_live_cname` to one that is free",
+                        ));
+                    }
+                    let staged = aws.environment(from).await?.ok_or_else(|| anyhow!("{from} disappeared"))?;
+                    let label = staged.version_label().ok_or_else(|| anyhow!("{from} names no application version"))?;
+                    since = now();
+                    aws.create_environment(NewEnvironment {
+                        name: env,
+                        cname: &prefix,
+                        label,
+                        description: format!("{} {version}, live, deployed by pymdeploy", c.name),
+                        settings: settings(ctx, c, PymEnv::Live)?,
+                        version: &version,
+                        platform: (staged.solution_stack_name().map(str::to_string), staged.platform_arn().map(str::to_string)),
+                    })
+                    .await?;
+                    created = Some(env.clone());
+                    Ok(())
+                }
+                Act::SetLive { env } => {
+                    since = now();
+                    aws.set_pym_env(env, PymEnv::Live).await
+                }
+                Act::Wait { envs, green } => {
+                    let names: Vec<&str> = envs.iter().map(String::as_str).collect();
+                    aws.wait(ctx, &names, *green, since, timeout(c), progress).await
+                }
+                Act::Swap { env, from } => {
+                    since = now();
+                    aws.swap(env, from).await?;
+                    swapped = Some((env.clone(), from.clone()));
+                    Ok(())
+                }
+                Act::Verify { version } => {
+                    let live = live_address(c, &aws.environments().await?).ok_or_else(|| anyhow!("no environment holds the live CNAME {}", live_prefix(c)))?;
+                    verify(c, &live.host, live.port, version, dns_window(c)).await
+                }
+                Act::MarkLive { version } => {
+                    aws.mark(version, TAG_LIVE_AT, progress).await;
+                    Ok(())
+                }
+                Act::Terminate { env, why } => {
+                    aws.give_up(ctx, env, why, progress).await;
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        let Err(e) = done else { continue };
+        if let Some(env) = &created {
+            aws.give_up(ctx, env, "the first promote failed", progress).await;
             return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
         }
-    };
-    aws.mark(version, TAG_LIVE_AT, progress).await;
-    // The staged environment runs the same version: it served its purpose.
-    aws.give_up(ctx, &staged_name, &format!("{live_name} runs the same version"), progress).await;
-    Ok(format!("{version} live on {}:{} (the first live environment, {live_name})", live.host, live.port))
+        if let Some((env, from)) = &swapped {
+            progress.line(&format!("live does not serve {version}: swapping back to {from}"));
+            let since = now();
+            aws.swap(from, env).await?;
+            aws.wait(ctx, &[env.as_str(), from.as_str()], false, since, timeout(c), progress).await?;
+            return Err(e.context(format!("swapped back: {from} is live again")));
+        }
+        return Err(e.context(format!("promoting {version} failed; live is unchanged")));
+    }
+    let live = live_address(c, &aws.environments().await?).map(|a| format!("{}:{}", a.host, a.port)).unwrap_or_default();
+    Ok(match plan.first() {
+        Some(Act::CreateLive { env, .. }) => format!("{version} live on {live} (the first live environment, {env})"),
+        _ => match plan.iter().find_map(|a| if let Act::Swap { from, .. } = a { Some(from) } else { None }) {
+            Some(from) => {
+                let was = aws.environment(from).await?.and_then(|e| e.version_label().map(String::from)).unwrap_or_else(|| "?".into());
+                format!("{version} live on {live} (was {was}, kept on {from} for rollback)")
+            }
+            None if plan.iter().any(|a| matches!(a, Act::SetLive { .. })) => format!("{version} live on {live} (the first environment: it holds the live CNAME)"),
+            None => format!("{version} is already live on {}", env_name(c, &version)),
+        },
+    })
 }
 
 /// Asks `/version` on the live address until it names `version` and `PYM_ENV=live`.
@@ -1136,6 +1213,44 @@ mod tests {
         // live previous version, then removes staged ones and the rolled-back one.
         let many = facts(&[(1, true, 10, 0), (2, true, 50, 0), (3, false, 0, 0), (4, true, 40, 60)]);
         assert_eq!(order(&many), [(1, Previous), (0, Previous), (2, Staged), (3, RolledBack)]);
+    }
+
+    fn seen(staged: Option<(&str, &str, bool)>, holder: Option<&str>) -> PromoteSeen {
+        PromoteSeen { staged: staged.map(|(s, h, l)| (s.into(), h.into(), l)), holder: holder.map(|h| (h.into(), "v0".into())) }
+    }
+
+    #[test]
+    fn promote_decides_from_what_beanstalk_holds() {
+        use Act::*;
+        let dir = std::env::temp_dir().join(format!("pym-eb-decide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: registry.example.com/team\n").unwrap();
+        let c = Config::load(&dir, PymEnv::Live).unwrap();
+        let v = "261127-1900-15-0ebaf1";
+        let (staged, live) = (env_name(&c, v), live_env_name(&c, v));
+        // Not staged, or staged but not Ready and Green: refused.
+        assert!(decide_promote(&seen(None, None), &c, v).is_err());
+        assert!(format!("{}", decide_promote(&seen(Some(("Ready", "Red", false)), None), &c, v).unwrap_err()).contains("only a Ready and Green environment is promoted"));
+        // The first deploy: a live environment for the version; the staged one ends.
+        let first = decide_promote(&seen(Some(("Ready", "Green", false)), None), &c, v).unwrap();
+        assert_eq!(first[0], CreateLive { env: live.clone(), from: staged.clone() });
+        assert_eq!(first.last(), Some(&Terminate { env: staged.clone(), why: format!("{live} runs the same version") }));
+        assert!(!first.iter().any(|a| matches!(a, Swap { .. })), "nothing to swap with on a first deploy");
+        // A second deploy: PYM_ENV=live, the swap with the live one, the check, the tag.
+        let second = decide_promote(&seen(Some(("Ready", "Green", false)), Some("hello-old")), &c, v).unwrap();
+        assert_eq!(second, [
+            SetLive { env: staged.clone() },
+            Wait { envs: vec![staged.clone()], green: true },
+            Swap { env: staged.clone(), from: "hello-old".into() },
+            Wait { envs: vec![staged.clone(), "hello-old".into()], green: false },
+            Verify { version: v.into() },
+            MarkLive { version: v.into() },
+        ]);
+        // Promoted before (rolled back from, promoted again): no PYM_ENV update.
+        let again = decide_promote(&seen(Some(("Ready", "Green", true)), Some("hello-old")), &c, v).unwrap();
+        assert_eq!(again[0], Swap { env: staged.clone(), from: "hello-old".into() });
+        // Already on the live CNAME: only the check.
+        assert_eq!(decide_promote(&seen(Some(("Ready", "Green", true)), Some(&staged)), &c, v).unwrap(), [Verify { version: v.into() }]);
     }
 
     #[test]

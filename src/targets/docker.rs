@@ -656,12 +656,14 @@ fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Result<Seen> 
     let docker = ctx.docker()?;
     let live = live_versions(&live_containers(ctx, docker, config)?);
     let routes = route_history(ctx, docker, config)?;
+    // Asked only when this version's container runs: otherwise it cannot be what live
+    // serves, and asking would wait out the check's window on every promote.
     let serves = match promoting {
-        Some(version) => {
+        Some(version) if live.iter().any(|v: &LiveVersion| v.running && v.name == live_name(config, version)) => {
             let host = check_host(ctx, config)?;
             ctx.block_on(verify_version(config, &host, config.live_port, version, Duration::from_secs(2))).is_ok()
         }
-        None => false,
+        _ => false,
     };
     Ok(Seen { live, routes, serves })
 }

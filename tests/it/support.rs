@@ -554,6 +554,16 @@ pub fn concurrent_keep_alive(port: u16, n: usize, within: std::time::Duration) -
     answered.into_inner()
 }
 
+/// The actions a `--dry-run` printed (its numbered lines), in order.
+pub fn planned_actions(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect()
+}
+
+/// The actions a run reported as it took them (its `- ` lines), in order.
+pub fn taken_actions(stderr: &str) -> Vec<String> {
+    stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect()
+}
+
 /// A run in the background whose stderr is read as it comes, to act on it mid-way.
 pub struct Spawned {
     child: std::process::Child,

@@ -377,7 +377,14 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
     let v2 = t.version();
     let env2 = t.env_of(&v2);
-    t.xtask(&["deploy"]).assert_ok().assert_stderr_has("Completed swapping CNAMEs").assert_stderr_has(&format!("(was {v1}, kept on {env1} for rollback)"));
+    // Staged, then promoted: the dry run of the promote is the list it carries out.
+    t.xtask(&["deploy", "--to", "accept-staging"]).assert_ok();
+    let dry = t.xtask(&["deploy", "--from", "promote", "--to", "promote", "--dry-run"]);
+    let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
+    assert!(planned.iter().any(|a| a.starts_with(&format!("swap CNAMEs: {env2} takes the live CNAME"))), "{}", dry.stdout);
+    let promoted = t.xtask(&["deploy", "--from", "promote"]);
+    promoted.assert_ok().assert_stderr_has("Completed swapping CNAMEs").assert_stderr_has(&format!("(was {v1}, kept on {env1} for rollback)"));
+    assert_eq!(crate::support::taken_actions(&promoted.stderr), planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
     assert_serves(&live, &v2);
     assert_eq!(t.state(&env2).2, live);
     let (status, health, cname) = t.state(&env1);

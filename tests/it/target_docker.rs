@@ -42,10 +42,10 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // The dry run of the promote lists the very actions the promote then takes (both come
     // from one decision over what the engine holds).
     let dry = svc.pym_env(&["deploy", "--from", "promote", "--to", "promote", "--dry-run"], &reg.env());
-    let planned: Vec<String> = dry.assert_ok().stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect();
+    let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
     let promoted = svc.pym_env(&["deploy", "--from", "promote"], &reg.env());
     promoted.assert_ok();
-    let acted: Vec<String> = promoted.stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect();
+    let acted = crate::support::taken_actions(&promoted.stderr);
     assert!(planned.len() >= 5 && planned.iter().any(|a| a.starts_with(&format!("drain {v1}"))), "{}", dry.stdout);
     assert_eq!(acted, planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
     let (ok, failures, seen) = load.finish();
@@ -68,12 +68,12 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // Its dry run names the version it would go back to, changes nothing, and is what the
     // rollback then does.
     let dry = svc.pym(&["rollback", "--dry-run"]);
-    let planned: Vec<String> = dry.assert_ok().stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect();
+    let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
     assert!(planned.iter().any(|a| a.contains(&format!("live-{v1} again"))), "{}", dry.stdout);
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str(), "a dry rollback switched");
     let rolled = svc.pym(&["rollback"]);
     rolled.assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
-    let acted: Vec<String> = rolled.stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect();
+    let acted = crate::support::taken_actions(&rolled.stderr);
     assert_eq!(acted, planned, "the rollback did not do what its dry run said:\n{}", rolled.stderr);
     let (ok, failures, _) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
