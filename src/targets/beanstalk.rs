@@ -123,15 +123,12 @@ impl super::Target for BeanstalkTarget {
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
         let c = ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
         let version = ctx.version()?.to_string();
-        let name = env_name(&c, &version);
         let prefix = live_prefix(&c);
         Ok(match step {
-            "stage" => vec![
-                format!("refuse if environment {name} exists; create application {} if it does not", c.name),
-                format!("upload Dockerrun.aws.json for {} to the Beanstalk storage bucket{}", ctx.image_tag()?, c.docker_bucket.as_ref().map(|b| format!(", pulling with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()),
-                format!("create application version {version} and environment {name} on its own CNAME ({name}), PYM_ENV=staging"),
-                format!("wait up to {}s for it to be Ready and Green, showing its events", c.aws_timeout),
-            ],
+            "stage" => {
+                let seen = ctx.block_on(async { observe_stage(&connect(&c).await?, &c, &version).await })?;
+                decide_stage(&seen, &c, &version, ctx.version()?.dirty, unix_now())?.iter().map(|a| a.describe(&c)).collect()
+            }
             // Read from Beanstalk now, as the run reads it: whether anything is live decides
             // between the first promote and a swap; rollback's target is named.
             "promote" => {
@@ -156,136 +153,22 @@ impl super::Target for BeanstalkTarget {
         })
     }
 
+    /// Read Beanstalk (`observe_stage`), decide (`decide_stage`: every refusal comes
+    /// before anything is created), carry out (`act_stage`).
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Staging)?;
         let version = ctx.version()?.to_string();
-        let name = env_name(&c, &version);
         let dirty = ctx.version()?.dirty;
-        let settings = settings(ctx, &c, PymEnv::Staging)?;
         let image = match ctx.pushed_image() {
             Some(r) => r,
             None => super::docker::reference(ctx, ctx.docker()?)?,
         };
-        let stack = (c.aws_solution_stack.clone(), c.aws_platform_arn.clone());
         ctx.block_on(async {
             let aws = connect(&c).await?;
-            // Everything that can refuse comes before anything is created.
-            let all = aws.environments_with_terminating().await?;
-            if let Some(e) = all.iter().find(|e| e.environment_name() == Some(name.as_str())) {
-                let (status, health) = state(e);
-                return Err(hinted(
-                    format!("environment {name} already exists ({status}, {health})"),
-                    if is_gone(e) {
-                        "it is being terminated (a failed launch): stage again once it is gone"
-                    } else {
-                        "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
-                    },
-                ));
-            }
-            // A staged environment has a CNAME of its own, always: live is only ever brought
-            // up by promote, after staging acceptance (the first time too).
-            let cname = name.to_lowercase();
-            let dns = aws.eb.check_dns_availability().cname_prefix(&cname).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
-            if dns.available() == Some(false) {
-                return Err(hinted(
-                    format!("the CNAME {} is taken", dns.fully_qualified_cname().unwrap_or(&cname)),
-                    "CNAME prefixes are unique per region across all accounts: rename the service, or set `aws_live_cname`",
-                ));
-            }
-            if let Some(bucket) = &c.docker_bucket {
-                let found = aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await;
-                if let Err(e) = found {
-                    let SdkError::ServiceError(se) = &e else { return Err(aws_error("s3:HeadObject", e)) };
-                    if !se.err().is_not_found() {
-                        return Err(aws_error("s3:HeadObject", e));
-                    }
-                    // A missing bucket and a missing object are two different fixes.
-                    let bucket_exists = match aws.s3.head_bucket().bucket(bucket).send().await {
-                        Ok(_) => true,
-                        Err(SdkError::ServiceError(se)) if se.err().is_not_found() => false,
-                        Err(e) => return Err(aws_error("s3:HeadBucket", e)),
-                    };
-                    let contents = "a Docker config.json whose `auths` names the registry: {\"auths\": {\"REGISTRY\": {\"auth\": \"<base64 of user:password>\"}}}";
-                    return Err(match bucket_exists {
-                        true => hinted(
-                            format!("no registry credentials at s3://{bucket}/{} (the bucket exists; the object does not)", c.docker_auth_key),
-                            format!("upload {contents} there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
-                        ),
-                        false => hinted(
-                            format!("there is no S3 bucket {bucket} (`docker_bucket`), where Beanstalk would read the registry credentials"),
-                            format!("create it in {} (`aws s3 mb s3://{bucket}`) and upload {contents} as {}, or fix `docker_bucket`", c.aws_region.as_deref().unwrap_or("your region"), c.docker_auth_key),
-                        ),
-                    });
-                }
-            }
-            let (stack_name, platform) = match stack {
-                (Some(s), _) => (Some(s), None),
-                (None, Some(p)) => (None, Some(p)),
-                (None, None) => {
-                    let out = aws.eb.list_available_solution_stacks().send().await.map_err(|e| aws_error("ListAvailableSolutionStacks", e))?;
-                    let s = out.solution_stacks().iter().find(|s| s.contains("running Docker") && !s.contains("ECS")).cloned().ok_or_else(|| {
-                        hinted("AWS lists no Docker solution stack", "set `aws_solution_stack` (see `aws elasticbeanstalk list-available-solution-stacks`)")
-                    })?;
-                    (Some(s), None)
-                }
-            };
-
-            let apps = aws.eb.describe_applications().application_names(&c.name).send().await.map_err(|e| aws_error("DescribeApplications", e))?;
-            if apps.applications().is_empty() {
-                aws.eb.create_application().application_name(&c.name).description("deployed by pymdeploy").send().await.map_err(|e| aws_error("CreateApplication", e))?;
-                progress.line(&format!("created application {}", c.name));
-            }
-            let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(&version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
-            // A version's bundle is reused (same commit, same image), except a `-dirty` one,
-            // whose image changes with the tree: it gets a label of its own.
-            let label = match versions.application_versions().is_empty() {
-                false if dirty => format!("{version}.{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)),
-                _ => version.clone(),
-            };
-            if versions.application_versions().is_empty() || dirty {
-                let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
-                let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
-                let key = format!("{}/{label}/Dockerrun.aws.json", c.name);
-                let body = serde_json::to_vec_pretty(&dockerrun(&c, &image))?;
-                aws.s3
-                    .put_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .content_type("application/json")
-                    .body(body.into())
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("s3:PutObject", e))?;
-                progress.line(&format!("uploaded s3://{bucket}/{key} ({image})"));
-                let bundle = S3Location::builder().s3_bucket(&bucket).s3_key(&key).build();
-                aws.eb
-                    .create_application_version()
-                    .application_name(&c.name)
-                    .version_label(&label)
-                    .description(format!("{} {version}", c.name))
-                    .source_bundle(bundle)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("CreateApplicationVersion", e))?;
-                progress.line(&format!("created application version {label}"));
-            }
-            let since = now();
-            aws.create_environment(NewEnvironment {
-                name: &name,
-                cname: &cname,
-                label: &label,
-                description: format!("{} {version}, deployed by pymdeploy", c.name),
-                settings,
-                version: &version,
-                platform: (stack_name, platform),
-            })
-            .await?;
-            progress.line(&format!("creating environment {name} (CNAME prefix {cname})"));
-            if let Err(e) = aws.wait(ctx, &[&name], true, since, timeout(&c), progress).await {
-                aws.give_up(ctx, &name, "it did not become Green", progress).await;
-                return Err(e);
-            }
-            Ok(format!("{version} on {name}"))
+            let seen = observe_stage(&aws, &c, &version).await?;
+            let plan = decide_stage(&seen, &c, &version, dirty, unix_now())?;
+            act_stage(ctx, &aws, &c, &image, &plan, progress).await?;
+            Ok(format!("{version} on {}", env_name(&c, &version)))
         })
     }
 
@@ -953,6 +836,194 @@ struct NewEnvironment<'a> {
     platform: (Option<String>, Option<String>),
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What stage reads from Beanstalk and S3 before it decides.
+#[derive(Clone, Debug)]
+struct StageSeen {
+    /// An environment of the version's name, even one being terminated: (status,
+    /// health, being terminated).
+    existing: Option<(String, String, bool)>,
+    /// Whether the staged environment's CNAME prefix is free, and its full name.
+    cname: (bool, String),
+    /// With `docker_bucket`: whether the credentials object exists, and the bucket.
+    auth: Option<(bool, bool)>,
+    /// The solution stack or platform ARN to create on (None: AWS lists no Docker one).
+    platform: Option<(Option<String>, Option<String>)>,
+    app_exists: bool,
+    version_exists: bool,
+}
+
+async fn observe_stage(aws: &Aws, c: &Config, version: &str) -> Result<StageSeen> {
+    let name = env_name(c, version);
+    let existing = aws.environments_with_terminating().await?.iter().find(|e| e.environment_name() == Some(name.as_str())).map(|e| {
+        let (status, health) = state(e);
+        (status.to_string(), health.to_string(), is_gone(e))
+    });
+    // A staged environment has a CNAME of its own, always: live is only ever brought up
+    // by promote, after staging acceptance (the first time too).
+    let prefix = name.to_lowercase();
+    let dns = aws.eb.check_dns_availability().cname_prefix(&prefix).send().await.map_err(|e| aws_error("CheckDNSAvailability", e))?;
+    let cname = (dns.available() != Some(false), dns.fully_qualified_cname().unwrap_or(&prefix).to_string());
+    let auth = match &c.docker_bucket {
+        None => None,
+        Some(bucket) => Some(match aws.s3.head_object().bucket(bucket).key(&c.docker_auth_key).send().await {
+            Ok(_) => (true, true),
+            Err(SdkError::ServiceError(se)) if se.err().is_not_found() => match aws.s3.head_bucket().bucket(bucket).send().await {
+                Ok(_) => (false, true),
+                Err(SdkError::ServiceError(se)) if se.err().is_not_found() => (false, false),
+                Err(e) => return Err(aws_error("s3:HeadBucket", e)),
+            },
+            Err(e) => return Err(aws_error("s3:HeadObject", e)),
+        }),
+    };
+    let platform = match (c.aws_solution_stack.clone(), c.aws_platform_arn.clone()) {
+        (Some(s), _) => Some((Some(s), None)),
+        (None, Some(p)) => Some((None, Some(p))),
+        (None, None) => {
+            let out = aws.eb.list_available_solution_stacks().send().await.map_err(|e| aws_error("ListAvailableSolutionStacks", e))?;
+            out.solution_stacks().iter().find(|s| s.contains("running Docker") && !s.contains("ECS")).cloned().map(|s| (Some(s), None))
+        }
+    };
+    let apps = aws.eb.describe_applications().application_names(&c.name).send().await.map_err(|e| aws_error("DescribeApplications", e))?;
+    let versions = aws.eb.describe_application_versions().application_name(&c.name).version_labels(version).send().await.map_err(|e| aws_error("DescribeApplicationVersions", e))?;
+    Ok(StageSeen { existing, cname, auth, platform, app_exists: !apps.applications().is_empty(), version_exists: !versions.application_versions().is_empty() })
+}
+
+/// One thing stage does on Beanstalk, decided before any is done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StageAct {
+    CreateApplication,
+    /// The Dockerrun.aws.json naming the pushed image, to Beanstalk's storage bucket, as
+    /// application version `label`.
+    UploadVersion { label: String },
+    /// The staged environment on its own CNAME, PYM_ENV=staging.
+    CreateEnvironment { env: String, label: String, stack: Option<String>, platform: Option<String> },
+    /// Until it is Ready and Green; it is terminated if it is not.
+    Wait { env: String },
+}
+
+impl StageAct {
+    fn describe(&self, c: &Config) -> String {
+        match self {
+            StageAct::CreateApplication => format!("create application {}", c.name),
+            StageAct::UploadVersion { label } => format!(
+                "upload Dockerrun.aws.json (the pushed image, by digest{}) to Beanstalk's storage bucket as application version {label}",
+                c.docker_bucket.as_ref().map(|b| format!("; pulled with s3://{b}/{}", c.docker_auth_key)).unwrap_or_default()
+            ),
+            StageAct::CreateEnvironment { env, label, stack, platform } => {
+                let on = stack.as_deref().or(platform.as_deref()).unwrap_or("?");
+                format!("create environment {env} from {label} on its own CNAME ({}), PYM_ENV=staging, on {on}", env.to_lowercase())
+            }
+            StageAct::Wait { env } => format!("wait up to {}s for {env} to be Ready and Green (else terminate it)", c.aws_timeout),
+        }
+    }
+}
+
+/// Stage's decision: every refusal (the environment exists, its CNAME is taken, the
+/// registry credentials are missing, no Docker platform) before any action; then the
+/// application if new, the version's bundle unless it exists (a `-dirty` version gets a
+/// label of its own each time: its image changes with the tree), the environment, the
+/// wait.
+fn decide_stage(seen: &StageSeen, c: &Config, version: &str, dirty: bool, now_secs: u64) -> Result<Vec<StageAct>> {
+    let name = env_name(c, version);
+    if let Some((status, health, gone)) = &seen.existing {
+        return Err(hinted(
+            format!("environment {name} already exists ({status}, {health})"),
+            if *gone {
+                "it is being terminated (a failed launch): stage again once it is gone"
+            } else {
+                "this version is staged already: `cargo xtask promote` makes it live; commit a change to stage a new version, or terminate it (`cargo xtask cleanup --execute` once it is not live)"
+            },
+        ));
+    }
+    if !seen.cname.0 {
+        return Err(hinted(format!("the CNAME {} is taken", seen.cname.1), "CNAME prefixes are unique per region across all accounts: rename the service, or set `aws_live_cname`"));
+    }
+    if let (Some((false, bucket_exists)), Some(bucket)) = (seen.auth, &c.docker_bucket) {
+        let contents = "a Docker config.json whose `auths` names the registry: {\"auths\": {\"REGISTRY\": {\"auth\": \"<base64 of user:password>\"}}}";
+        return Err(match bucket_exists {
+            true => hinted(
+                format!("no registry credentials at s3://{bucket}/{} (the bucket exists; the object does not)", c.docker_auth_key),
+                format!("upload {contents} there (`aws s3 cp ~/.docker/config.json s3://{bucket}/{}`), or remove `docker_bucket` for a public image", c.docker_auth_key),
+            ),
+            false => hinted(
+                format!("there is no S3 bucket {bucket} (`docker_bucket`), where Beanstalk would read the registry credentials"),
+                format!("create it in {} (`aws s3 mb s3://{bucket}`) and upload {contents} as {}, or fix `docker_bucket`", c.aws_region.as_deref().unwrap_or("your region"), c.docker_auth_key),
+            ),
+        });
+    }
+    let Some((stack, platform)) = seen.platform.clone() else {
+        return Err(hinted("AWS lists no Docker solution stack", "set `aws_solution_stack` (see `aws elasticbeanstalk list-available-solution-stacks`)"));
+    };
+    let mut plan = Vec::new();
+    if !seen.app_exists {
+        plan.push(StageAct::CreateApplication);
+    }
+    let label = if seen.version_exists && dirty { format!("{version}.{now_secs}") } else { version.to_string() };
+    if !seen.version_exists || dirty {
+        plan.push(StageAct::UploadVersion { label: label.clone() });
+    }
+    plan.push(StageAct::CreateEnvironment { env: name.clone(), label, stack, platform });
+    plan.push(StageAct::Wait { env: name });
+    Ok(plan)
+}
+
+/// Carries out stage's plan, each action shown as it starts; an environment that does
+/// not become Green is terminated.
+async fn act_stage(ctx: &Ctx, aws: &Aws, c: &Config, image: &str, plan: &[StageAct], progress: &StepProgress<'_>) -> Result<()> {
+    let version = ctx.version()?.to_string();
+    let mut since = now();
+    for a in plan {
+        progress.line(&format!("- {}", a.describe(c)));
+        match a {
+            StageAct::CreateApplication => {
+                aws.eb.create_application().application_name(&c.name).description("deployed by pymdeploy").send().await.map_err(|e| aws_error("CreateApplication", e))?;
+            }
+            StageAct::UploadVersion { label } => {
+                let storage = aws.eb.create_storage_location().send().await.map_err(|e| aws_error("CreateStorageLocation", e))?;
+                let bucket = storage.s3_bucket().ok_or_else(|| anyhow!("CreateStorageLocation named no bucket"))?.to_string();
+                let key = format!("{}/{label}/Dockerrun.aws.json", c.name);
+                let body = serde_json::to_vec_pretty(&dockerrun(c, image))?;
+                aws.s3.put_object().bucket(&bucket).key(&key).content_type("application/json").body(body.into()).send().await.map_err(|e| aws_error("s3:PutObject", e))?;
+                progress.line(&format!("uploaded s3://{bucket}/{key} ({image})"));
+                let bundle = S3Location::builder().s3_bucket(&bucket).s3_key(&key).build();
+                aws.eb
+                    .create_application_version()
+                    .application_name(&c.name)
+                    .version_label(label)
+                    .description(format!("{} {version}", c.name))
+                    .source_bundle(bundle)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("CreateApplicationVersion", e))?;
+            }
+            StageAct::CreateEnvironment { env, label, stack, platform } => {
+                since = now();
+                aws.create_environment(NewEnvironment {
+                    name: env,
+                    cname: &env.to_lowercase(),
+                    label,
+                    description: format!("{} {version}, deployed by pymdeploy", c.name),
+                    settings: settings(ctx, c, PymEnv::Staging)?,
+                    version: &version,
+                    platform: (stack.clone(), platform.clone()),
+                })
+                .await?;
+            }
+            StageAct::Wait { env } => {
+                if let Err(e) = aws.wait(ctx, &[env.as_str()], true, since, timeout(c), progress).await {
+                    aws.give_up(ctx, env, "it did not become Green", progress).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What promote reads from Beanstalk before it decides: the staged environment of the
 /// version (its status and health, and whether it has `PYM_ENV=live` already), and the
 /// environment holding the live CNAME (its name and version).
@@ -1215,6 +1286,14 @@ mod tests {
         assert_eq!(order(&many), [(1, Previous), (0, Previous), (2, Staged), (3, RolledBack)]);
     }
 
+    /// The config of a Beanstalk service `hello`, with `extra` keys, for `env`.
+    fn hello(tag: &str, extra: &str, env: PymEnv) -> Config {
+        let dir = std::env::temp_dir().join(format!("pym-eb-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), format!("name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: registry.example.com/team\n{extra}")).unwrap();
+        Config::load(&dir, env).unwrap()
+    }
+
     fn seen(staged: Option<(&str, &str, bool)>, holder: Option<&str>) -> PromoteSeen {
         PromoteSeen { staged: staged.map(|(s, h, l)| (s.into(), h.into(), l)), holder: holder.map(|h| (h.into(), "v0".into())) }
     }
@@ -1222,10 +1301,7 @@ mod tests {
     #[test]
     fn promote_decides_from_what_beanstalk_holds() {
         use Act::*;
-        let dir = std::env::temp_dir().join(format!("pym-eb-decide-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: registry.example.com/team\n").unwrap();
-        let c = Config::load(&dir, PymEnv::Live).unwrap();
+        let c = hello("decide", "", PymEnv::Live);
         let v = "261127-1900-15-0ebaf1";
         let (staged, live) = (env_name(&c, v), live_env_name(&c, v));
         // Not staged, or staged but not Ready and Green: refused.
@@ -1251,6 +1327,35 @@ mod tests {
         assert_eq!(again[0], Swap { env: staged.clone(), from: "hello-old".into() });
         // Already on the live CNAME: only the check.
         assert_eq!(decide_promote(&seen(Some(("Ready", "Green", true)), Some(&staged)), &c, v).unwrap(), [Verify { version: v.into() }]);
+    }
+
+    #[test]
+    fn stage_refuses_before_it_creates_and_creates_only_what_is_missing() {
+        use StageAct::*;
+        let c = hello("stage", "docker_bucket: creds\n", PymEnv::Staging);
+        let v = "261127-1900-15-0ebaf1";
+        let env = env_name(&c, v);
+        let stack = Some("64bit Amazon Linux 2023 v4.7.1 running Docker".to_string());
+        let fresh = StageSeen { existing: None, cname: (true, format!("{env}.x")), auth: Some((true, true)), platform: Some((stack.clone(), None)), app_exists: false, version_exists: false };
+        // The first deploy: the application, the version, the environment, the wait.
+        assert_eq!(decide_stage(&fresh, &c, v, false, 7).unwrap(), [
+            CreateApplication,
+            UploadVersion { label: v.into() },
+            CreateEnvironment { env: env.clone(), label: v.into(), stack: stack.clone(), platform: None },
+            Wait { env: env.clone() },
+        ]);
+        // A second version: the application exists; a version staged before (its
+        // environment terminated since) is reused, unless dirty (a label of its own).
+        let again = StageSeen { app_exists: true, version_exists: true, ..fresh.clone() };
+        assert_eq!(decide_stage(&again, &c, v, false, 7).unwrap()[0], CreateEnvironment { env: env.clone(), label: v.into(), stack: stack.clone(), platform: None });
+        assert_eq!(decide_stage(&again, &c, v, true, 7).unwrap()[0], UploadVersion { label: format!("{v}.7") });
+        // Refusals, before anything is created.
+        let refused = |seen: StageSeen| format!("{}", decide_stage(&seen, &c, v, false, 7).unwrap_err());
+        assert!(refused(StageSeen { existing: Some(("Ready".into(), "Green".into(), false)), ..fresh.clone() }).contains("already exists (Ready, Green)"));
+        assert!(refused(StageSeen { cname: (false, "taken.x".into()), ..fresh.clone() }).contains("the CNAME taken.x is taken"));
+        assert!(refused(StageSeen { auth: Some((false, true)), ..fresh.clone() }).contains("the bucket exists; the object does not"));
+        assert!(refused(StageSeen { auth: Some((false, false)), ..fresh.clone() }).contains("there is no S3 bucket creds"));
+        assert!(refused(StageSeen { platform: None, ..fresh.clone() }).contains("no Docker solution stack"));
     }
 
     #[test]

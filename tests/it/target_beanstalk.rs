@@ -377,8 +377,14 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
     t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
     let v2 = t.version();
     let env2 = t.env_of(&v2);
-    // Staged, then promoted: the dry run of the promote is the list it carries out.
-    t.xtask(&["deploy", "--to", "accept-staging"]).assert_ok();
+    // Staged, then promoted: the dry run of each is the list it carries out.
+    t.xtask(&["deploy", "--to", "push"]).assert_ok();
+    let dry = t.xtask(&["deploy", "--from", "stage", "--to", "stage", "--dry-run"]);
+    let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
+    assert!(planned.iter().any(|a| a.starts_with(&format!("create environment {env2} from {v2} on its own CNAME"))), "{}", dry.stdout);
+    let staged = t.xtask(&["deploy", "--from", "stage", "--to", "accept-staging"]);
+    staged.assert_ok();
+    assert_eq!(crate::support::taken_actions(&staged.stderr), planned, "the stage did not do what its dry run said:\n{}", staged.stderr);
     let dry = t.xtask(&["deploy", "--from", "promote", "--to", "promote", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
     assert!(planned.iter().any(|a| a.starts_with(&format!("swap CNAMEs: {env2} takes the live CNAME"))), "{}", dry.stdout);
@@ -572,7 +578,7 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
     // Beanstalk, not written apart).
     let r = svc.xtask_env(&["deploy", "--dry-run"], &env);
     r.assert_ok();
-    assert!(r.stdout.contains("create application version") && r.stdout.contains("on the live CNAME") && !r.stdout.contains("swap CNAMEs"), "{}", r.stdout);
+    assert!(r.stdout.contains("as application version") && r.stdout.contains("on the live CNAME") && !r.stdout.contains("swap CNAMEs"), "{}", r.stdout);
     for op in ["CreateApplication", "CreateApplicationVersion", "CreateEnvironment", "SwapEnvironmentCNAMEs", "PutObject"] {
         assert_eq!(fake.calls(op), 0, "a dry run called {op}");
     }
