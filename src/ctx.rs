@@ -132,13 +132,18 @@ impl Ctx {
     /// cloud operation), giving it up as soon as the run is interrupted: every wait
     /// answers Ctrl-C at once, and the caller's error path undoes what it started.
     pub fn wait<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        self.rt.block_on(self.interruptible(f))
+    }
+
+    /// `wait` inside async code: the future, given up with `Interrupted` as soon as the
+    /// run is interrupted, so the caller's undo runs (a target's executor awaits its waits
+    /// through this).
+    pub async fn interruptible<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
         let interrupt = self.on_interrupt();
-        self.rt.block_on(async {
-            tokio::select! {
-                r = f => r,
-                _ = interrupt => Err(anyhow::Error::new(crate::error::Interrupted)),
-            }
-        })
+        tokio::select! {
+            r = f => r,
+            _ = interrupt => Err(anyhow::Error::new(crate::error::Interrupted)),
+        }
     }
 
     /// Starts work that is on no request's path (retiring the version a switch replaced)

@@ -1176,7 +1176,9 @@ async fn act(ctx: &Ctx, aws: &Aws, c: &Config, plan: &[Act], progress: &StepProg
                 }
                 Act::Verify { version } => {
                     let live = live_address(c, &aws.environments().await?).ok_or_else(|| anyhow!("no environment holds the live CNAME {}", live_prefix(c)))?;
-                    verify(c, &live.host, live.port, version, dns_window(c)).await
+                    // Ctrl-C here undoes the switch (swap back, or the new live
+                    // environment terminated): nothing unverified stays live.
+                    ctx.interruptible(verify(c, &live.host, live.port, version, dns_window(c))).await
                 }
                 Act::MarkLive { version } => {
                     aws.mark(version, TAG_LIVE_AT, progress).await;
@@ -1198,7 +1200,9 @@ async fn act(ctx: &Ctx, aws: &Aws, c: &Config, plan: &[Act], progress: &StepProg
             progress.line(&format!("live does not serve {version}: swapping back to {from}"));
             let since = now();
             aws.swap(from, env).await?;
-            aws.wait(ctx, &[env.as_str(), from.as_str()], false, since, timeout(c), progress).await?;
+            if let Err(w) = aws.wait(ctx, &[env.as_str(), from.as_str()], false, since, timeout(c), progress).await {
+                return Err(e.context(format!("the swap back to {from} was started and has not finished ({w:#})")));
+            }
             return Err(e.context(format!("swapped back: {from} is live again")));
         }
         return Err(e.context(format!("promoting {version} failed; live is unchanged")));

@@ -123,14 +123,7 @@ impl super::Target for DockerTarget {
         let tag = ctx.image_tag()?;
         let host = check_host(ctx, c)?;
         Ok(match step {
-            "stage" => vec![
-                match c.has_registry() {
-                    true => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(&tag)),
-                    false => format!("use {tag} from the engine that built it (no `docker_repo`)"),
-                },
-                format!("replace container {} with it, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
-                format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
-            ],
+            "stage" => decide_stage(c).iter().map(|a| a.describe(c, &tag, &version)).collect(),
             // The very actions a run takes: decided from what the engine holds now.
             "promote" => decide_promote(&observe(ctx, c, Some(&version))?, c, &version)?.iter().map(|a| a.describe(c, &host)).collect(),
             "rollback" => decide_rollback(&observe(ctx, c, None)?)?.iter().map(|a| a.describe(c, &host)).collect(),
@@ -138,73 +131,14 @@ impl super::Target for DockerTarget {
         })
     }
 
+    /// Decide (`decide_stage`), act (`act_stage`): a new staging container replaces the
+    /// previous one, then must be healthy and serve the version.
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(PymEnv::Staging)?;
-        let env = container_env(&ctx.version()?.to_string(), &config, PymEnv::Staging)?;
-        let docker = ctx.docker()?;
         let version = version_of(ctx)?;
-        let reference = reference(ctx, docker)?;
-        // Pulled by digest: proves the push, and brings the image to a remote engine.
-        if config.has_registry() {
-            let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
-            if let Some(c) = &creds {
-                ctx.out.add_secret(&c.password);
-            }
-            progress.message(&format!("pulling {reference}"));
-            ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
-        }
-        let name = staging_name(&config);
-        // The previous staging container is killed and renamed at once, and removed beside
-        // the next steps (slow on some storage drivers).
-        // Earlier runs killed before they removed theirs leave stopped ones: they go too.
-        let old = format!("{name}-replaced-{}", std::process::id());
-        ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
-        let replaced: Vec<String> = ctx
-            .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
-            .iter()
-            .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
-            .filter_map(|c| c.id.clone())
-            .collect();
-        if !replaced.is_empty() {
-            let d = docker.clone();
-            ctx.defer(&format!("removing the previous {name}"), async move {
-                for id in replaced {
-                    ops::docker::remove(&d, &id).await?;
-                }
-                Ok(Vec::new())
-            });
-        }
-        let spec = RunSpec {
-            name: &name,
-            image: &reference,
-            env,
-            container_port: config.port,
-            host_ip: &config.publish_ip,
-            host_port: Some(config.staging_port),
-            labels: labels(&config, PymEnv::Staging, &version),
-            network: None,
-            restart: true,
-            cmd: None,
-            locked_down: false,
-            state_dir: None,
-        };
-        let id = ctx.block_on(ops::docker::run(docker, spec))?;
+        let waited = act_stage(ctx, &config, &version, &decide_stage(&config), progress)?;
         let host = check_host(ctx, &config)?;
-        progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
-        let ready = ctx.wait(async {
-            let waited = wait_healthy(docker, &id, &host, config.staging_port, &config).await?;
-            verify_version(&config, &host, config.staging_port, &version, Duration::from_secs(5)).await?;
-            Ok::<_, anyhow::Error>(waited)
-        });
-        match ready {
-            Ok(waited) => Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64())),
-            Err(e) => {
-                let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, 40));
-                progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
-                ctx.block_on(ops::docker::remove(docker, &id))?;
-                Err(e.context(format!("staging {version} failed")))
-            }
-        }
+        Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64()))
     }
 
     /// Observe the engine, decide the actions (`decide_promote`), act on them.
@@ -631,6 +565,121 @@ fn label<'a>(c: &'a ContainerSummary, key: &str) -> &'a str {
 
 /// Switches live to the container `id` (healthy already), verifies, drains and stops the
 /// others, and prunes old versions. On a failed verification, the old route is restored.
+/// One thing stage does on the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StageAct {
+    /// The pushed image, by the digest push reported (proves the push, and brings the
+    /// image to a remote engine).
+    Pull,
+    /// The previous staging container: killed and renamed at once, removed beside the
+    /// next steps.
+    ReplacePrevious,
+    Run,
+    /// Until it answers `health_path`, then `version_path` must name the version.
+    WaitHealthy,
+}
+
+impl StageAct {
+    fn describe(self, c: &Config, tag: &str, version: &str) -> String {
+        match self {
+            StageAct::Pull => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(tag)),
+            StageAct::ReplacePrevious => format!("stop the previous {}, if any (removed beside the next steps)", staging_name(c)),
+            StageAct::Run => format!("start {} from {tag}, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
+            StageAct::WaitHealthy => format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
+        }
+    }
+}
+
+/// Stage's decision: the image pulled when it comes from a registry (without
+/// `docker_repo`, the engine that built it runs it), then the replacement.
+fn decide_stage(c: &Config) -> Vec<StageAct> {
+    let pull = c.has_registry().then_some(StageAct::Pull);
+    pull.into_iter().chain([StageAct::ReplacePrevious, StageAct::Run, StageAct::WaitHealthy]).collect()
+}
+
+/// Carries out stage's plan, each action shown as it starts; returns how long the new
+/// container took to be healthy. A container that does not come up is removed, its
+/// logs shown.
+fn act_stage(ctx: &Ctx, config: &Config, version: &str, plan: &[StageAct], progress: &StepProgress<'_>) -> Result<Duration> {
+    let docker = ctx.docker()?;
+    let reference = reference(ctx, docker)?;
+    let tag = ctx.image_tag()?;
+    let name = staging_name(config);
+    let host = check_host(ctx, config)?;
+    let mut id = None;
+    let mut waited = Duration::ZERO;
+    for a in plan {
+        progress.line(&format!("- {}", a.describe(config, &tag, version)));
+        match a {
+            StageAct::Pull => {
+                let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+                if let Some(c) = &creds {
+                    ctx.out.add_secret(&c.password);
+                }
+                progress.message(&format!("pulling {reference}"));
+                ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
+            }
+            StageAct::ReplacePrevious => {
+                // Earlier runs killed before they removed theirs leave stopped ones: they
+                // go too.
+                let old = format!("{name}-replaced-{}", std::process::id());
+                ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
+                let replaced: Vec<String> = ctx
+                    .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
+                    .iter()
+                    .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
+                    .filter_map(|c| c.id.clone())
+                    .collect();
+                if !replaced.is_empty() {
+                    let d = docker.clone();
+                    ctx.defer(&format!("removing the previous {name}"), async move {
+                        for id in replaced {
+                            ops::docker::remove(&d, &id).await?;
+                        }
+                        Ok(Vec::new())
+                    });
+                }
+            }
+            StageAct::Run => {
+                let spec = RunSpec {
+                    name: &name,
+                    image: &reference,
+                    env: container_env(version, config, PymEnv::Staging)?,
+                    container_port: config.port,
+                    host_ip: &config.publish_ip,
+                    host_port: Some(config.staging_port),
+                    labels: labels(config, PymEnv::Staging, version),
+                    network: None,
+                    restart: true,
+                    cmd: None,
+                    locked_down: false,
+                    state_dir: None,
+                };
+                id = Some(ctx.block_on(ops::docker::run(docker, spec))?);
+            }
+            StageAct::WaitHealthy => {
+                let id = id.as_deref().expect("a plan runs the container before it waits for it");
+                progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
+                let ready = ctx.wait(async {
+                    let waited = wait_healthy(docker, id, &host, config.staging_port, config).await?;
+                    verify_version(config, &host, config.staging_port, version, Duration::from_secs(5)).await?;
+                    Ok::<_, anyhow::Error>(waited)
+                });
+                match ready {
+                    Ok(w) => waited = w,
+                    Err(e) => {
+                        let logs = ctx.block_on(ops::docker::logs_tail(docker, id, 40));
+                        progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+                        ctx.block_on(ops::docker::remove(docker, id))?;
+                        return Err(e.context(format!("staging {version} failed")));
+                    }
+                }
+            }
+        }
+    }
+    Ok(waited)
+}
+
 /// A live container of the service, as `observe` reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct LiveVersion {
@@ -1001,6 +1050,15 @@ mod tests {
         // replacing it would cut live.
         let broken = decide_promote(&seen(vec![live("v2", true, 2)], &["v2"], false), &c, "v2").unwrap_err();
         assert!(format!("{broken}").contains("is what live routes to"), "{broken}");
+    }
+
+    #[test]
+    fn stage_pulls_only_from_a_registry() {
+        use StageAct::*;
+        let mut c = config();
+        assert_eq!(decide_stage(&c), [ReplacePrevious, Run, WaitHealthy], "without docker_repo the engine that built the image runs it");
+        c.docker_repo = Some("registry.example.com/team".into());
+        assert_eq!(decide_stage(&c), [Pull, ReplacePrevious, Run, WaitHealthy]);
     }
 
     #[test]

@@ -38,15 +38,15 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     let load = RequestLoop::start(live);
     // Keep-alive clients across the whole deploy: the build beside them, then the switch.
     let kept = KeepAliveLoop::start(live, 8);
-    svc.pym_env(&["deploy", "--to", "accept-staging"], &reg.env()).assert_ok();
-    // The dry run of the promote lists the very actions the promote then takes (both come
-    // from one decision over what the engine holds).
-    let dry = svc.pym_env(&["deploy", "--from", "promote", "--to", "promote", "--dry-run"], &reg.env());
+    svc.pym_env(&["deploy", "--to", "push"], &reg.env()).assert_ok();
+    // The dry run of stage and promote lists the very actions they then take (each from
+    // one decision over what the engine holds).
+    let dry = svc.pym_env(&["deploy", "--from", "stage", "--to", "promote", "--skip", "accept-staging", "--dry-run"], &reg.env());
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
-    let promoted = svc.pym_env(&["deploy", "--from", "promote"], &reg.env());
+    let promoted = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
     promoted.assert_ok();
     let acted = crate::support::taken_actions(&promoted.stderr);
-    assert!(planned.len() >= 5 && planned.iter().any(|a| a.starts_with(&format!("drain {v1}"))), "{}", dry.stdout);
+    assert!(planned.iter().any(|a| a.starts_with("stop the previous pym-")) && planned.iter().any(|a| a.starts_with(&format!("drain {v1}"))), "{}", dry.stdout);
     assert_eq!(acted, planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
     let (ok, failures, seen) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed across promote: {failures:?}", failures.len(), ok + failures.len());
@@ -100,7 +100,7 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // deploys, each run with its own start.
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let commands: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
-    assert_eq!(commands, ["deploy", "deploy", "deploy", "rollback"], "the first deploy, the second in its two runs (to accept-staging, from promote), the rollback:\n{history}");
+    assert_eq!(commands, ["deploy", "deploy", "deploy", "rollback"], "the first deploy, the second in its two runs (to push, from stage), the rollback:\n{history}");
     assert!(history.lines().last().unwrap().contains(&v1) && history.lines().last().unwrap().contains(" ok "), "{history}");
 
     // Bare `pymdeploy` runs the service's own pipeline; the live version is the commit's
@@ -212,7 +212,7 @@ fn a_dry_run_changes_nothing() {
     let before = engine();
     let r = svc.pym_env(&["deploy", "--dry-run"], &reg.env());
     r.assert_ok();
-    for action in ["build image", "push ", "replace container", "route the proxy", "roll back"] {
+    for action in ["build image", "push ", "stop the previous", "route the proxy", "roll back"] {
         assert!(r.stdout.contains(action), "the plan lacks {action:?}:\n{}", r.stdout);
     }
     // Other tests run beside this one: compare only what concerns this service.
