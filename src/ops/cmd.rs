@@ -99,6 +99,18 @@ fn wait_or_interrupt(child: &mut std::process::Child, limit: Option<Duration>) -
     let mut timed_out = false;
     loop {
         if let Some(status) = child.try_wait()? {
+            if signalled.is_some() {
+                // The child is gone; what it started in its group may not be (a process
+                // that ignores SIGTERM, or one not yet scheduled to die): kill the group
+                // outright, and give it half a second to empty.
+                // SAFETY: as below.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+                let until = Instant::now() + Duration::from_millis(500);
+                // SAFETY: signal 0 only asks whether the group still has a process.
+                while Instant::now() < until && unsafe { libc::kill(-group, 0) } == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             return Ok((status, timed_out));
         }
         timed_out = timed_out || limit.is_some_and(|l| started.elapsed() >= l);
