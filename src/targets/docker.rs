@@ -148,7 +148,7 @@ impl super::Target for DockerTarget {
         let seen = observe(ctx, &config, Some(&version))?;
         let host = check_host(ctx, &config)?;
         let plan = decide_promote(&seen, &config, &version)?;
-        act(ctx, &config, &plan, progress)?;
+        act(ctx, &config, &plan, !seen.routes.is_empty(), progress)?;
         let stopped: Vec<&str> = plan.iter().filter_map(|a| if let Action::StopStray { version } = a { Some(version.as_str()) } else { None }).collect();
         if !plan.iter().any(|a| matches!(a, Action::Switch { .. })) {
             let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
@@ -166,7 +166,7 @@ impl super::Target for DockerTarget {
         let config = ctx.config_for(PymEnv::Live)?;
         let seen = observe(ctx, &config, None)?;
         let plan = decide_rollback(&seen)?;
-        act(ctx, &config, &plan, progress)?;
+        act(ctx, &config, &plan, !seen.routes.is_empty(), progress)?;
         let to = plan.iter().find_map(|a| if let Action::Start { version } = a { Some(version.clone()) } else { None }).unwrap_or_default();
         let from = seen.live.iter().find(|v| v.running).map_or_else(|| "nothing".to_string(), |v| v.version.clone());
         ctx.set_rolled_back_to(to.clone());
@@ -807,14 +807,14 @@ fn decide_rollback(seen: &Seen) -> Result<Vec<Action>> {
 /// the plan started: a new container is removed (its logs shown), a restarted one
 /// stopped, and a proxy made for a first promote that failed goes too, so nothing claims
 /// the live port unless a version serves behind it.
-fn act(ctx: &Ctx, config: &Config, plan: &[Action], progress: &StepProgress<'_>) -> Result<()> {
+/// `had_route`: whether the proxy routed anywhere when the plan was decided (`Seen`).
+fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &StepProgress<'_>) -> Result<()> {
     let docker = ctx.docker()?;
     let host = check_host(ctx, config)?;
     // The container the plan started, and whether it is new (removed on failure) or
     // restarted (stopped on failure); and the route before the switch.
     let mut started: Option<(String, String, bool)> = None;
     let mut old_route: Option<String> = None;
-    let had_route = current_route(ctx, docker, config)?.is_some();
     for action in plan {
         progress.line(&format!("- {}", action.describe(config, &host)));
         let done = (|| -> Result<()> {
