@@ -282,7 +282,17 @@ fn target_config(target: TargetKind) -> String {
              # The live environment holds this CNAME prefix (default: {{name}}-live).\n\
              # aws_live_cname: {{name}}-live\n"
             .to_string(),
-        TargetKind::GcpCloudRun | TargetKind::Gke => String::new(),
+        TargetKind::GcpCloudRun => "# gcp-cloud-run: one Cloud Run service, a revision per version; credentials from\n\
+             # Application Default Credentials. It needs docker_repo above (Artifact Registry:\n\
+             # REGION-docker.pkg.dev/PROJECT/REPO).\n\
+             # gcp_project: my-project\n\
+             # gcp_region: us-central1\n\
+             # gcp_memory: 512Mi\n\
+             # gcp_cpu: 1\n\
+             # gcp_request_concurrency: 80\n\
+             # gcp_max_instances: 10\n"
+            .to_string(),
+        TargetKind::Gke => String::new(),
     }
 }
 
@@ -291,15 +301,16 @@ fn target_readme(target: TargetKind) -> &'static str {
     match target {
         TargetKind::Docker => include_str!("../template/common/README-docker.md"),
         TargetKind::AwsBeanstalk => include_str!("../template/common/README-aws-beanstalk.md"),
-        TargetKind::GcpCloudRun | TargetKind::Gke => "",
+        TargetKind::GcpCloudRun => include_str!("../template/common/README-gcp-cloud-run.md"),
+        TargetKind::Gke => "",
     }
 }
 
 /// The targets `new` and `init` write services for: those pymdeploy can deploy to.
 fn check_target(target: TargetKind) -> Result<()> {
     match target {
-        TargetKind::Docker | TargetKind::AwsBeanstalk => Ok(()),
-        other => Err(hinted(format!("pymdeploy {} cannot deploy to the {other} target yet", env!("CARGO_PKG_VERSION")), "use --target docker or --target aws-beanstalk")),
+        TargetKind::Docker | TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun => Ok(()),
+        other => Err(hinted(format!("pymdeploy {} cannot deploy to the {other} target yet", env!("CARGO_PKG_VERSION")), "use --target docker, aws-beanstalk or gcp-cloud-run")),
     }
 }
 
@@ -433,6 +444,10 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
         TargetKind::AwsBeanstalk => out.status(
             "Next",
             &format!("{cd}, set `docker_repo` in pym-config.yaml and your AWS credentials (README.md says how, and how to try it on a local Beanstalk), then `cargo xtask deploy`"),
+        ),
+        TargetKind::GcpCloudRun => out.status(
+            "Next",
+            &format!("{cd}, set `docker_repo`, `gcp_project` and `gcp_region` in pym-config.yaml and your Google Cloud credentials (README.md says how, and how to try it on a local Cloud Run), then `cargo xtask deploy`"),
         ),
         _ => out.status("Next", &format!("{cd} && cargo xtask deploy (the first run compiles the pipeline, once per machine)")),
     }

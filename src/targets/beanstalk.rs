@@ -27,7 +27,7 @@ use aws_sdk_elasticbeanstalk::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticbeanstalk::primitives::DateTime;
 use aws_sdk_elasticbeanstalk::types::{ConfigurationOptionSetting, EnvironmentDescription, EnvironmentHealth, EnvironmentStatus, S3Location, Tag};
 
-use super::Address;
+use super::{Address, url_host};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
@@ -336,16 +336,6 @@ fn live_prefix(c: &Config) -> String {
     c.aws_live_cname.clone().unwrap_or_else(|| format!("{}-live", c.name))
 }
 
-/// Host and port of a URL (`https://h` → 443, `http://h` → 80).
-fn url_host(url: &str) -> (String, u16) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_ascii_lowercase(), p.parse().unwrap_or(default)),
-        _ => (authority.to_ascii_lowercase(), default),
-    }
-}
 
 fn cname_prefix(e: &EnvironmentDescription) -> &str {
     e.cname().and_then(|c| c.split('.').next()).unwrap_or_default()

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "aws-beanstalk")]
 pub mod beanstalk;
+#[cfg(feature = "gcp-cloud-run")]
+pub mod cloudrun;
 pub mod docker;
 
 use std::time::Duration;
@@ -57,16 +59,27 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
     }
 }
 
+/// Host and port of a URL (`https://h` → 443, `http://h` → 80).
+pub(crate) fn url_host(url: &str) -> (String, u16) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_ascii_lowercase(), p.parse().unwrap_or(default)),
+        _ => (authority.to_ascii_lowercase(), default),
+    }
+}
+
 fn unsupported(kind: TargetKind) -> anyhow::Error {
-    if kind == TargetKind::AwsBeanstalk {
+    if matches!(kind, TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun) {
         return hinted(
-            "this pymdeploy was built without the aws-beanstalk feature",
-            "run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features aws-beanstalk`",
+            format!("this pymdeploy was built without the {kind} feature"),
+            format!("run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"),
         );
     }
     hinted(
         format!("pymdeploy {} cannot deploy to the {kind} target yet (`deploy_target: {kind}` in pym-config.yaml)", env!("CARGO_PKG_VERSION")),
-        "use `deploy_target: docker` or `aws-beanstalk`, or stop before the target: `cargo xtask deploy --to push` tests, builds, accepts and pushes",
+        "use `deploy_target: docker`, `aws-beanstalk` or `gcp-cloud-run`, or stop before the target: `cargo xtask deploy --to push` tests, builds, accepts and pushes",
     )
 }
 
@@ -102,6 +115,8 @@ pub fn of(ctx: &Ctx) -> Result<&'static dyn Target> {
         TargetKind::Docker => Ok(&docker::DockerTarget),
         #[cfg(feature = "aws-beanstalk")]
         TargetKind::AwsBeanstalk => Ok(&beanstalk::BeanstalkTarget),
+        #[cfg(feature = "gcp-cloud-run")]
+        TargetKind::GcpCloudRun => Ok(&cloudrun::CloudRunTarget),
         other => Err(unsupported(other)),
     }
 }

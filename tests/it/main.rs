@@ -31,4 +31,5 @@ mod scaffold;
 mod services;
 mod support;
 mod target_beanstalk;
+mod target_cloudrun;
 mod target_docker;

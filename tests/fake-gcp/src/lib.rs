@@ -1,0 +1,385 @@
+//! A local Cloud Run (Admin API v2, REST/JSON), for tests that drive Google's official
+//! clients (`google-cloud-run-v2` through `with_endpoint("http://127.0.0.1:PORT")`) or any
+//! REST caller.
+//!
+//! Faithful: the paths, methods and query parameters of `run.googleapis.com/v2` services,
+//! revisions, operations and IAM policies (any project and location; state is kept per
+//! resource name); long-running operations as the LRO pollers read them (`metadata` and
+//! `response` are `Any`s typed `google.cloud.run.v2.Service` or `.Revision`, `error` a
+//! google.rpc `Status`); errors as google.rpc bodies with the real HTTP statuses and
+//! `ErrorInfo` details; enums as numbers when the request says `$alt=json;enum-encoding=int`
+//! (the client always does) and as names otherwise, either form accepted in bodies; int64
+//! fields as strings; Cloud Run's validation of service ids, revision names and traffic
+//! tags; a new revision per template change, named `<service>-<generation>-<abc>`.
+//!
+//! Real: each revision runs its image as a container on the local Docker engine (driven
+//! through the `docker` CLI, pulled with the credentials of `Options::docker_config`),
+//! with `PORT`, `K_SERVICE`, `K_REVISION` and `K_CONFIGURATION` set, and must pass its
+//! startup probe (TCP on the port, or the template's `httpGet`/`tcpSocket`) within
+//! `Options::startup_timeout` or the revision fails with Cloud Run's messages. The front
+//! door (`front_port` on 127.0.0.1 and ::1) routes by `Host`:
+//! `http://<service>-<hash>-<region code>.a.run.localhost:<front_port>` splits connections
+//! among the traffic targets by percent, `http://<tag>---<service>-<hash>-<region
+//! code>.a.run.localhost:<front_port>` reaches the tagged revision; without a
+//! `roles/run.invoker` binding for `allUsers`, requests without `Authorization` get 403.
+//!
+//! Not checked or not modelled: tokens (any `Authorization: Bearer …` passes, none gets
+//! 401), IAM permissions of the caller (inject `PERMISSION_DENIED` with a fault), jobs,
+//! executions, worker pools, instances, volumes, secrets (`valueSource` env vars are
+//! dropped), VPC access, resource limits, scaling (one container per revision), ingress,
+//! request timeouts, `$fields` filtering.
+//!
+//! Test hooks on the API port: `POST /__fake/faults` with `{"method": "UpdateService",
+//! "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "…", "times": 2}` answers the
+//! next two calls of that RPC with that error (`"method": "*"` matches every call, no
+//! `times` means always), `DELETE /__fake/faults` clears them; `GET /__fake/calls` lists
+//! the calls in order (`method`, `path`, `query`, whether an `Authorization` was sent)
+//! and counts them per method.
+
+mod engine;
+mod json;
+mod run;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The API port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// The front door port on 127.0.0.1 and ::1 that service URLs reach (0: any free port).
+    pub front_port: u16,
+    /// The project number (the default service account's and URLs' owner).
+    pub project_number: String,
+    /// How long a revision's container has to pass its startup probe.
+    pub startup_timeout: Duration,
+    /// The least time an operation stays not done.
+    pub step_delay: Duration,
+    /// A directory with a Docker `config.json` whose credentials the service agent pulls
+    /// images with; `None`: the engine's defaults.
+    pub docker_config: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            port: 0,
+            front_port: 0,
+            project_number: "123456789012".into(),
+            startup_timeout: Duration::from_secs(20),
+            step_delay: Duration::from_millis(200),
+            docker_config: None,
+        }
+    }
+}
+
+/// A running server. Dropping it removes every container it started.
+pub struct FakeGcp {
+    pub endpoint: String,
+    pub port: u16,
+    pub front_port: u16,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+pub(crate) struct Shared {
+    pub opts: Options,
+    pub front_port: u16,
+    /// Labels every container of this server, for cleanup.
+    pub instance: String,
+    pub state: Mutex<State>,
+    /// Wakes the `:wait` calls when an operation finishes.
+    pub changed: tokio::sync::Notify,
+    /// The `docker run` processes under way.
+    pub launching: Mutex<Vec<u32>>,
+    ids: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// A random-looking 64-bit number (UUIDs, suffixes, traffic splits).
+    pub fn random(&self) -> u64 {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let mut x = nanos ^ self.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()) << 32;
+        // splitmix64 finaliser
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    pub fn uuid(&self) -> String {
+        let (a, b) = (self.random(), self.random());
+        format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub run: run::CloudRun,
+    faults: Vec<Fault>,
+    calls: Vec<Value>,
+    counts: BTreeMap<String, u64>,
+}
+
+struct Fault {
+    method: String,
+    status: String,
+    code: u16,
+    message: Option<String>,
+    times: Option<u32>,
+}
+
+/// An error answer: a google.rpc status.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiError {
+    pub status: String,
+    pub message: String,
+    pub details: Vec<Value>,
+    /// The HTTP status, when it is not the usual one of `status` (faults).
+    pub http: Option<u16>,
+}
+
+impl ApiError {
+    pub fn new(status: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status: status.into(), message: message.into(), details: Vec::new(), http: None }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new("INVALID_ARGUMENT", message)
+    }
+
+    pub fn with_info(mut self, reason: &str, metadata: &[(&str, &str)]) -> ApiError {
+        let m = metadata.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        self.details.push(json::error_info(reason, m));
+        self
+    }
+
+    /// Google's denial of `permission` on `resource`.
+    pub fn denied(permission: &str, resource: &str) -> ApiError {
+        ApiError::new("PERMISSION_DENIED", format!("Permission '{permission}' denied on resource '{resource}' (or it may not exist)."))
+            .with_info("IAM_PERMISSION_DENIED", &[("permission", permission)])
+    }
+
+    /// The google.rpc `Status` message (as an operation's `error` holds it).
+    pub fn status_json(&self) -> Value {
+        let mut v = json!({"code": json::status_codes(&self.status).1, "message": self.message});
+        if !self.details.is_empty() {
+            v["details"] = Value::from(self.details.clone());
+        }
+        v
+    }
+
+    pub fn reply(&self) -> Reply {
+        let http = self.http.unwrap_or(json::status_codes(&self.status).0);
+        let mut body = json!({"error": {"code": http, "message": self.message, "status": self.status}});
+        if !self.details.is_empty() {
+            body["error"]["details"] = Value::from(self.details.clone());
+        }
+        reply(http, "application/json; charset=UTF-8", body.to_string())
+    }
+}
+
+impl State {
+    /// Records a call and returns the injected fault it meets, if any.
+    fn call(&mut self, method: &str, path: &str, query: &str, authorized: bool) -> Option<Fault> {
+        self.calls.push(json!({"method": method, "path": path, "query": query, "authorization": authorized}));
+        *self.counts.entry(method.to_string()).or_default() += 1;
+        let i = self.faults.iter().position(|f| f.method == method || f.method == "*")?;
+        let f = &mut self.faults[i];
+        let hit = Fault { method: f.method.clone(), status: f.status.clone(), code: f.code, message: f.message.clone(), times: None };
+        if let Some(t) = &mut f.times {
+            *t = t.saturating_sub(1);
+            if *t == 0 {
+                self.faults.remove(i);
+            }
+        }
+        Some(hit)
+    }
+}
+
+impl FakeGcp {
+    /// Starts the server on its own runtime; it runs until dropped.
+    pub fn start(opts: Options) -> std::io::Result<FakeGcp> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-gcp").build()?;
+        let (api, fronts) = rt.block_on(bind(&opts))?;
+        let port = api.local_addr()?.port();
+        let front_port = fronts[0].local_addr()?.port();
+        let shared = Arc::new(Shared {
+            front_port,
+            instance: format!("{}-{port}", std::process::id()),
+            opts,
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+            launching: Mutex::new(Vec::new()),
+            ids: AtomicU64::new(1),
+        });
+        rt.spawn(serve_api(api, shared.clone()));
+        for l in fronts {
+            rt.spawn(engine::serve_front(l, shared.clone()));
+        }
+        Ok(FakeGcp { endpoint: format!("http://127.0.0.1:{port}"), port, front_port, shared, rt: Some(rt) })
+    }
+
+    /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
+    pub fn wait_for_signal(&self) {
+        if let Some(rt) = &self.rt {
+            rt.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+        }
+    }
+}
+
+impl Drop for FakeGcp {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        let launching = self.shared.launching.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        engine::wait_for_exit(&launching);
+        engine::remove_all(&self.shared.instance);
+    }
+}
+
+async fn bind(opts: &Options) -> std::io::Result<(TcpListener, Vec<TcpListener>)> {
+    let api = TcpListener::bind(("127.0.0.1", opts.port)).await?;
+    let v4 = TcpListener::bind(("127.0.0.1", opts.front_port)).await?;
+    let port = v4.local_addr()?.port();
+    let mut fronts = vec![v4];
+    // `*.localhost` resolves to ::1 too; answer there when the machine has IPv6.
+    if let Ok(v6) = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
+        fronts.push(v6);
+    }
+    Ok((api, fronts))
+}
+
+async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    if let Some(what) = path.strip_prefix("/__fake/") {
+        return Ok(control(&shared, &parts.method, what, &body));
+    }
+    let Some(call) = run::route(&parts.method, &path, &query) else {
+        let e = ApiError::new("NOT_FOUND", format!("The requested URL {path} was not found on this server (method {}).", parts.method));
+        return Ok(e.reply());
+    };
+    let bearer = parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7);
+    let authorized = parts.headers.contains_key(hyper::header::AUTHORIZATION);
+    let fault = shared.lock().call(call.method, &path, &query, authorized);
+    if !bearer {
+        let e = ApiError::new(
+            "UNAUTHENTICATED",
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+        )
+        .with_info("CREDENTIALS_MISSING", &[("method", &format!("google.cloud.run.v2.{}", call.rpc_service())), ("service", "run.googleapis.com")]);
+        return Ok(e.reply());
+    }
+    if let Some(f) = fault {
+        return Ok(fault_error(&f, &call).reply());
+    }
+    Ok(run::handle(&shared, call, &body).await)
+}
+
+/// The error an injected fault answers with; a `PERMISSION_DENIED` without a message gets
+/// Google's, naming the permission the method needs.
+fn fault_error(f: &Fault, call: &run::Call) -> ApiError {
+    let status = f.status.as_str();
+    let mut e = if status == "PERMISSION_DENIED" && f.message.is_none() {
+        ApiError::denied(call.permission(), &call.resource())
+    } else {
+        let message = f.message.clone().unwrap_or_else(|| match status {
+            "RESOURCE_EXHAUSTED" => format!("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service 'run.googleapis.com' (method {}).", call.method),
+            "UNAVAILABLE" => "The service is currently unavailable.".into(),
+            _ => format!("Injected {status} for {}.", call.method),
+        });
+        ApiError::new(status, message)
+    };
+    e.http = Some(f.code);
+    e
+}
+
+fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
+    match (method, what) {
+        (&Method::POST, "faults") => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return reply(400, "text/plain", "the body must be JSON: {\"method\", \"code\", \"status\", \"message\", \"times\"}");
+            };
+            let status = v.get("status").and_then(|x| x.as_str());
+            let code = v.get("code").and_then(|x| x.as_u64()).map(|c| c as u16);
+            let (status, code) = match (status, code) {
+                (Some(s), Some(c)) => (s.to_string(), c),
+                (Some(s), None) => (s.to_string(), json::status_codes(s).0),
+                (None, Some(c)) => (json::status_of_http(c).to_string(), c),
+                (None, None) => ("UNAVAILABLE".to_string(), 503),
+            };
+            let fault = Fault {
+                method: v.get("method").and_then(|x| x.as_str()).unwrap_or("*").to_string(),
+                status,
+                code,
+                message: v.get("message").and_then(|x| x.as_str()).map(String::from),
+                times: v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32),
+            };
+            if fault.times == Some(0) {
+                return reply(200, "application/json", "{}");
+            }
+            shared.lock().faults.push(fault);
+            reply(200, "application/json", "{}")
+        }
+        (&Method::DELETE, "faults") => {
+            shared.lock().faults.clear();
+            reply(200, "application/json", "{}")
+        }
+        (&Method::GET, "calls") => {
+            let st = shared.lock();
+            reply(200, "application/json", json!({"calls": st.calls, "counts": st.counts}).to_string())
+        }
+        _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults and GET /__fake/calls"),
+    }
+}
+
+pub(crate) fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("a valid response")
+}

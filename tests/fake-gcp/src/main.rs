@@ -1,0 +1,51 @@
+//! `pym-fake-gcp [--port N] [--front-port N] [--region R] [--startup-timeout SECS]`: the
+//! local Cloud Run Admin API v2 on its own, for any REST caller or Google client:
+//! `curl -H 'Authorization: Bearer x' http://127.0.0.1:N/v2/projects/p/locations/us-central1/services`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let mut opts = pym_fake_gcp::Options { port: 8085, front_port: 8086, ..Default::default() };
+    let mut region = "us-central1".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
+        match a.as_str() {
+            "--port" => opts.port = value("--port").parse().unwrap_or_else(|_| usage("--port takes a port number")),
+            "--front-port" => opts.front_port = value("--front-port").parse().unwrap_or_else(|_| usage("--front-port takes a port number")),
+            "--region" => region = value("--region"),
+            "--startup-timeout" => {
+                opts.startup_timeout = Duration::from_secs(value("--startup-timeout").parse().unwrap_or_else(|_| usage("--startup-timeout takes seconds")))
+            }
+            "--docker-config" => opts.docker_config = Some(value("--docker-config").into()),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let server = match pym_fake_gcp::FakeGcp::start(opts.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{} (API) or {} (front door): {e}", opts.port, opts.front_port);
+            eprintln!("hint: pick free ports with --port and --front-port (0: any free port; ports below 1024 need root)");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("local Cloud Run Admin API v2 on {} (any project and location; try {region})", server.endpoint);
+    eprintln!("service URLs (http://<service>-<hash>-<region code>.a.run.localhost:{0}) answer on port {0}", server.front_port);
+    eprintln!(
+        "use it with: curl -H 'Authorization: Bearer x' {}/v2/projects/my-project/locations/{region}/services, or a Google client's with_endpoint(\"{}\") and a bearer token",
+        server.endpoint, server.endpoint
+    );
+    println!("{}", server.endpoint);
+    server.wait_for_signal();
+    ExitCode::SUCCESS
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("error: {problem}");
+    }
+    eprintln!("usage: pym-fake-gcp [--port N (8085)] [--front-port N (8086)] [--region R (us-central1)] [--startup-timeout SECS (20)] [--docker-config DIR]");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}
