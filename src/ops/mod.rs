@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod context;
 pub mod docker;
 pub mod engine;
+pub mod gcp;
 pub mod git;
 pub mod http;
 pub mod proxy;

@@ -4,7 +4,11 @@
 //! `PYM_REGISTRY_PASSWORD`), then the Docker config (`$DOCKER_CONFIG/config.json` or
 //! `~/.docker/config.json`): a `credHelpers` entry for the registry, an `auths` entry, and
 //! the `credsStore` helper. Helpers are run as `docker-credential-<name> get` with the
-//! registry on stdin, as the docker CLI does.
+//! registry on stdin, as the docker CLI does. For Google's registries (Artifact Registry,
+//! Container Registry) that Docker has nothing for, Application Default Credentials: a
+//! service-account key (GOOGLE_APPLICATION_CREDENTIALS) logs in as `_json_key`, as Google
+//! documents; with the `gcp-cloud-run` feature, gcloud's ADC file or the metadata server
+//! give an access token, which logs in as `oauth2accesstoken`. CI needs no gcloud.
 
 use std::path::PathBuf;
 
@@ -67,6 +71,44 @@ pub fn credentials_for(host: &str) -> Result<Option<Credentials>> {
         }
         _ => {}
     }
+    if let Some(found) = from_docker_config(host)? {
+        return Ok(Some(found));
+    }
+    if is_google(host) {
+        return from_google_adc(std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from));
+    }
+    Ok(None)
+}
+
+/// Google's registries: Artifact Registry (`REGION-docker.pkg.dev`) and Container
+/// Registry (`gcr.io`, `REGION.gcr.io`).
+pub fn is_google(host: &str) -> bool {
+    host == "gcr.io" || host.ends_with(".gcr.io") || host.ends_with("-docker.pkg.dev")
+}
+
+/// Application Default Credentials for a Google registry: the service-account key at
+/// `key_file` as `_json_key` (its JSON the password); else, with the gcp-cloud-run
+/// feature, an access token from the other ADC sources as `oauth2accesstoken`.
+fn from_google_adc(key_file: Option<PathBuf>) -> Result<Option<Credentials>> {
+    if let Some(path) = key_file {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read GOOGLE_APPLICATION_CREDENTIALS ({})", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("GOOGLE_APPLICATION_CREDENTIALS ({}) is not JSON", path.display()))?;
+        if v["type"] == "service_account" {
+            let source = format!("the service-account key in GOOGLE_APPLICATION_CREDENTIALS ({})", path.display());
+            return Ok(Some(Credentials { username: "_json_key".into(), password: text, source }));
+        }
+    }
+    if super::gcp::adc_source().is_err() {
+        // Nothing to ask: an anonymous push, which the registry refuses with its own words.
+        return Ok(None);
+    }
+    let source = "an access token from Application Default Credentials".to_string();
+    Ok(super::gcp::access_token()?.map(|password| Credentials { username: "oauth2accesstoken".into(), password, source }))
+}
+
+
+/// What the Docker config says for `host`.
+fn from_docker_config(host: &str) -> Result<Option<Credentials>> {
     let Some(path) = docker_config_path() else { return Ok(None) };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -129,6 +171,25 @@ mod tests {
         assert_eq!(registry_of("localhost/svc"), "localhost");
         assert_eq!(registry_of("team/svc:v1"), "docker.io");
         assert_eq!(registry_of("svc"), "docker.io");
+    }
+
+    #[test]
+    fn a_google_registry_logs_in_with_the_service_account_key_as_google_documents() {
+        for host in ["us-central1-docker.pkg.dev", "gcr.io", "eu.gcr.io"] {
+            assert!(is_google(host), "{host}");
+        }
+        assert!(!is_google("registry.example.com") && !is_google("pkg.dev.example.com"));
+        let dir = std::env::temp_dir().join(format!("pym-adc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.json");
+        let text = r#"{"type": "service_account", "project_id": "p", "private_key": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n", "client_email": "ci@p.iam.gserviceaccount.com"}"#;
+        std::fs::write(&key, text).unwrap();
+        let c = from_google_adc(Some(key.clone())).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("_json_key", text));
+        assert!(c.source.contains("GOOGLE_APPLICATION_CREDENTIALS") && !c.source.contains("PRIVATE"));
+        std::fs::write(&key, "not json").unwrap();
+        assert!(from_google_adc(Some(key)).unwrap_err().to_string().contains("is not JSON"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::ops::{self, docker::RunSpec};
 use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, secrets, wait_healthy};
 use crate::output::StepProgress;
 use crate::pipeline::Step;
+use crate::targets::Address;
 use crate::version::Served;
 
 const LOG_LINES: usize = 40;
@@ -104,7 +105,7 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, 
     progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
     check_contract(ctx, config, host, port)?;
     progress.message("running acceptance tests");
-    run_acceptance(ctx, config, host, port, PymEnv::Local, progress)?;
+    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false }, PymEnv::Local, progress)?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
@@ -156,12 +157,14 @@ fn check_contract(ctx: &Ctx, config: &Config, host: &str, port: u16) -> Result<(
 }
 
 /// Runs the acceptance command against a server.
-pub fn run_acceptance(ctx: &Ctx, config: &Config, host: &str, port: u16, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
+pub fn run_acceptance(ctx: &Ctx, config: &Config, at: &Address, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
     let command = acceptance_command(ctx, config);
     let sh = xshell::Shell::new()?;
+    let scheme = if at.tls { "https" } else { "http" };
     let cmd = ops::cmd::from_config(&sh, &command)?
-        .env("PYM_SERVER_HOST", host)
-        .env("PYM_SERVER_PORT", port.to_string())
+        .env("PYM_SERVER_HOST", &at.host)
+        .env("PYM_SERVER_PORT", at.port.to_string())
+        .env("PYM_SERVER_URL", format!("{scheme}://{}:{}", at.host, at.port))
         .env("PYM_ENV", env.as_str());
     let limit = ("accept_timeout", Duration::from_secs(config.accept_timeout));
     ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the acceptance tests failed")?;

@@ -80,7 +80,7 @@ impl Step for Accept {
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(self.0)?;
         let addr = targets::of(ctx).and_then(|t| t.address(ctx, self.0))?;
-        let result = run_acceptance(ctx, &config, &addr.host, addr.port, self.0, progress);
+        let result = run_acceptance(ctx, &config, &addr, self.0, progress);
         match (result, self.0) {
             (Ok(()), _) => Ok(format!("{} on {}:{}", progress.tests().passed_note("acceptance tests"), addr.host, addr.port)),
             // Only a deploy rolls back: a live acceptance run by hand only reports.

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::{RetryPolicy, RetryPolicyExt};
 use google_cloud_gax::retry_result::RetryResult;
@@ -126,38 +126,6 @@ fn adc_project() -> Option<String> {
     v["project_id"].as_str().map(String::from)
 }
 
-/// Where Application Default Credentials are looked for, in order; the first that exists.
-fn adc_source() -> Result<String> {
-    if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
-        let p = std::path::PathBuf::from(&path);
-        if !p.is_file() {
-            return Err(hinted(
-                format!("GOOGLE_APPLICATION_CREDENTIALS names {}, which is not a file", p.display()),
-                "point it at a service-account key (JSON), or unset it and run `gcloud auth application-default login`",
-            ));
-        }
-        return Ok(format!("the key in {}", p.display()));
-    }
-    let well_known = std::env::var_os("CLOUDSDK_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))
-        .map(|d| d.join("application_default_credentials.json"));
-    if let Some(p) = well_known.as_ref().filter(|p| p.is_file()) {
-        return Ok(format!("gcloud's application default credentials ({})", p.display()));
-    }
-    let metadata = std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
-    use std::net::ToSocketAddrs;
-    if (metadata.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()) {
-        return Ok(format!("the metadata server ({metadata})"));
-    }
-    Err(hinted(
-        format!(
-            "no Google Cloud credentials: looked in GOOGLE_APPLICATION_CREDENTIALS (not set), {} (no such file), and the metadata server {metadata} (not reachable)",
-            well_known.map_or("gcloud's application default credentials".into(), |p| p.display().to_string())
-        ),
-        "on a workstation: `gcloud auth application-default login`; in CI: GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>",
-    ))
-}
 
 /// What the config asks of Cloud Run, checked as Cloud Run would check it.
 fn check_config(c: &Config, file: &str) -> Result<()> {
@@ -231,6 +199,8 @@ pub struct Svc {
     pub traffic: Vec<Route>,
     pub annotations: HashMap<String, String>,
     pub reconciling: bool,
+    /// The revision Cloud Run made last (its template's): never deleted.
+    pub latest_created: String,
 }
 
 impl Svc {
@@ -380,7 +350,7 @@ pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bo
     // Entries on revisions that cannot serve (a first stage that failed) go: Cloud Run
     // refuses traffic to them. With none left, the new revision takes it all, as on a
     // first stage.
-    let serving: Vec<Route> = svc.traffic.iter().filter(|r| seen.revision(&r.revision).is_some_and(|x| x.ready == Ready::Yes)).cloned().collect();
+    let serving: Vec<Route> = svc.traffic.iter().filter(|r| !seen.revision(&r.revision).is_some_and(|x| matches!(x.ready, Ready::Failed(_)))).cloned().collect();
     let mut traffic = with_tag(&serving, TAG_STAGING, &revision);
     if traffic.iter().all(|r| r.percent == 0) {
         traffic = vec![Route { revision: revision.clone(), percent: 100, tag: Some(TAG_STAGING.into()) }];
@@ -434,15 +404,20 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
         }
     };
     acts.push(Act::Check { tag: Some(TAG_NEXT.into()), version: version.into(), env: PymEnv::Live });
-    // The revision live until now goes into the history first, if it was ours and live.
-    if let Some(live) = svc.live().and_then(|l| seen.revision(&l.revision)).filter(|r| r.env.as_deref() == Some("live"))
+    // The revision live until now goes into the history first: ours with PYM_ENV=live, or
+    // one made by other means (a service moved to pymdeploy), not a staged one (the first
+    // stage's revision holds the traffic of a new service).
+    if let Some(live) = svc.live().and_then(|l| seen.revision(&l.revision)).filter(|r| r.env.as_deref() != Some("staging"))
         && history.last() != Some(&live.name)
     {
         history.push(live.name.clone());
     }
     history.push(revision.clone());
+    // Live again: no longer one rolled back from.
+    let mut rolled_back = svc.rolled_back();
+    rolled_back.retain(|n| *n != revision);
     let after_next = with_tag(&svc.traffic, TAG_NEXT, &revision);
-    acts.push(Act::Route { traffic: all_to(&after_next, &revision), history, rolled_back: svc.rolled_back() });
+    acts.push(Act::Route { traffic: all_to(&after_next, &revision), history, rolled_back });
     acts.push(check_live);
     Ok(acts)
 }
@@ -467,7 +442,7 @@ pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
     back.push(current.name.clone());
     let version = target.version.clone().unwrap_or_default();
     // A tag left on a revision that cannot serve would fail the update: it goes.
-    let serving: Vec<Route> = svc.traffic.iter().filter(|r| seen.revision(&r.revision).is_some_and(|x| x.ready == Ready::Yes)).cloned().collect();
+    let serving: Vec<Route> = svc.traffic.iter().filter(|r| !seen.revision(&r.revision).is_some_and(|x| matches!(x.ready, Ready::Failed(_)))).cloned().collect();
     let acts = vec![
         Act::Route { traffic: all_to(&serving, &target.name), history, rolled_back: back },
         Act::Check { tag: None, version, env: PymEnv::Live },
@@ -520,6 +495,8 @@ pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
                     Some(tag) => format!("tagged {tag}"),
                     None => format!("serves {}%", t.percent),
                 }))
+            } else if r.name == svc.latest_created {
+                Fate::Keep(Some("the service's latest revision".into()))
             } else if role == "previous" && kept < keep {
                 kept += 1;
                 Fate::Keep(None)
@@ -567,7 +544,7 @@ impl Gcp {
 
 async fn connect(c: &Config) -> Result<Gcp> {
     let p = place(c)?;
-    adc_source()?;
+    crate::ops::gcp::adc_source()?;
     // reqwest is built without a TLS provider (the Google crates choose none): ring, as
     // the rest of pymdeploy.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -594,10 +571,16 @@ fn gcp_error(method: &str, resource: &str, e: google_cloud_gax::error::Error) ->
         return match s.code {
             Code::PermissionDenied => hinted(
                 format!("Google Cloud denied run.{method} on {resource}: {msg}"),
-                format!("grant the credentials in use a role with that permission on the project: roles/run.admin (or roles/run.developer, with roles/iam.serviceAccountUser on the runtime service account){}", if method == "SetIamPolicy" { "; setting the IAM policy needs roles/run.admin" } else { "" }),
+                match method {
+                    "services.setIamPolicy" | "services.getIamPolicy" => "grant the credentials in use roles/run.admin on the project or the service (setting a service's IAM policy needs it), or set `gcp_allow_unauthenticated: false`".to_string(),
+                    _ => "grant the credentials in use roles/run.developer (or roles/run.admin) on the project, and roles/iam.serviceAccountUser on the runtime service account".to_string(),
+                },
             ),
             Code::Unauthenticated => hinted(format!("Google Cloud rejected the credentials for run.{method}: {msg}"), "refresh them: `gcloud auth application-default login`, or a valid service-account key in GOOGLE_APPLICATION_CREDENTIALS"),
-            Code::Aborted => hinted(format!("run.{method} on {resource} was refused because the service changed meanwhile: {msg}"), "someone else is deploying it: wait, then run again"),
+            Code::Aborted => hinted(
+                format!("run.{method} on {resource} was refused because the service changed since it was read: {msg}"),
+                "another deploy changed it (or a retried request of ours had gone through): look with `cargo xtask status`, then run again",
+            ),
             Code::ResourceExhausted | Code::Unavailable => hinted(format!("run.{method} kept failing ({}): {msg}", s.code.name()), "Google Cloud is busy or over quota: wait a minute and run again"),
             code => anyhow!("run.{method} on {resource} failed: {}: {msg}", code.name()),
         };
@@ -664,7 +647,8 @@ fn svc_of(s: &Service) -> Svc {
         })
         .filter(|r| !r.revision.is_empty())
         .collect();
-    Svc { etag: s.etag.clone(), traffic, annotations: s.annotations.clone(), reconciling: s.reconciling }
+    let latest_created = s.latest_created_revision.rsplit('/').next().unwrap_or_default().to_string();
+    Svc { etag: s.etag.clone(), traffic, annotations: s.annotations.clone(), reconciling: s.reconciling, latest_created }
 }
 
 fn targets_of(traffic: &[Route]) -> Vec<TrafficTarget> {
@@ -758,40 +742,43 @@ impl Gcp {
         Ok((service, seen))
     }
 
-    /// Waits for an operation, a line for each change of the service's conditions.
-    async fn wait<P: Poller<Service, Service>>(&self, ctx: &Ctx, method: &str, mut poller: P, timeout: Duration, progress: &StepProgress<'_>) -> Result<Service> {
+    /// Waits for an operation (Ctrl-C stops the wait), a line for each change of the
+    /// service's conditions.
+    async fn wait<P: Poller<Service, Service>>(&self, ctx: &Ctx, method: &str, poller: P, timeout: Duration, progress: &StepProgress<'_>) -> Result<Service> {
+        ctx.interruptible(self.wait_through(method, poller, timeout, progress)).await
+    }
+
+    /// Waits for an operation whatever happens: what undoes a change must finish. Polls
+    /// with backoff (one second, up to five); an error while polling is retried until
+    /// the deadline, as the operation goes on regardless.
+    async fn wait_through<P: Poller<Service, Service>>(&self, method: &str, mut poller: P, timeout: Duration, progress: &StepProgress<'_>) -> Result<Service> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut said: Vec<String> = Vec::new();
-        let work = async {
-            loop {
-                match poller.poll().await {
-                    None => bail!("run.{method}: the operation ended without a result"),
-                    Some(PollingResult::Completed(r)) => return r.map_err(|e| gcp_error(method, &self.name(), e)),
-                    Some(PollingResult::PollingError(e)) => return Err(gcp_error(method, &self.name(), e)),
-                    Some(PollingResult::InProgress(meta)) => {
-                        for c in meta.iter().flat_map(|s| s.terminal_condition.iter().chain(&s.conditions)) {
-                            let line = format!("{}: {}{}", c.r#type, c.state.name().unwrap_or("?").trim_start_matches("CONDITION_").to_lowercase(), if c.message.is_empty() { String::new() } else { format!(" ({})", c.message) });
-                            if !said.contains(&line) {
-                                progress.line(&line);
-                                said.push(line);
-                            }
+        let mut pause = Duration::from_millis(250);
+        let mut last_error = None;
+        loop {
+            match poller.poll().await {
+                None => bail!("run.{method}: the operation ended without a result"),
+                Some(PollingResult::Completed(r)) => return r.map_err(|e| gcp_error(method, &self.name(), e)),
+                Some(PollingResult::PollingError(e)) => last_error = Some(e),
+                Some(PollingResult::InProgress(meta)) => {
+                    for c in meta.iter().flat_map(|s| s.terminal_condition.iter().chain(&s.conditions)) {
+                        let state = c.state.name().unwrap_or("?").trim_start_matches("CONDITION_").to_lowercase();
+                        let line = format!("{}: {state}{}", c.r#type, if c.message.is_empty() { String::new() } else { format!(" ({})", c.message) });
+                        if !said.contains(&line) {
+                            progress.line(&line);
+                            said.push(line);
                         }
                     }
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(hinted(format!("run.{method} on {} did not finish within {}s", self.name(), timeout.as_secs()), "raise `gcp_timeout`, or look at the service: `gcloud run services describe`"));
-                }
             }
-        };
-        ctx.interruptible(work).await
-    }
-
-    /// Why a revision is not ready, in Cloud Run's words.
-    async fn why_not_ready(&self, revision: &str) -> Option<String> {
-        let r = self.revisions.get_revision().set_name(format!("{}/revisions/{revision}", self.name())).send().await.ok()?;
-        let mut lines: Vec<String> = r.conditions.iter().filter(|c| c.state == State::ConditionFailed).map(|c| format!("{}: {}", c.r#type, condition_text(c))).collect();
-        lines.dedup();
-        (!lines.is_empty()).then(|| lines.join("; "))
+            if tokio::time::Instant::now() >= deadline {
+                let why = last_error.map(|e| format!(" (polling it failed: {e})")).unwrap_or_default();
+                return Err(hinted(format!("run.{method} on {} did not finish within {}s{why}", self.name(), timeout.as_secs()), "raise `gcp_timeout`, or look at the service: `gcloud run services describe`"));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        }
     }
 
     async fn url_of(&self, tag: Option<&str>) -> Result<String> {
@@ -839,8 +826,8 @@ impl Gcp {
                         .set_traffic(targets_of(traffic))
                         .set_labels([("managed-by".to_string(), "pymdeploy".to_string())]);
                     let poller = self.services.create_service().set_parent(self.parent.clone()).set_service_id(self.id.clone()).set_service(svc).poller();
-                    current = Some(self.wait(ctx, "services.create", poller, timeout, progress).await.map_err(|e| self.not_ready(e, revision))?);
-                    self.not_ready_now(revision).await?;
+                    let done = self.wait(ctx, "services.create", poller, timeout, progress).await;
+                    current = Some(self.revision_outcome(done, revision).await?);
                 }
                 Act::Deploy { revision, image, env, traffic } => {
                     let base = current.clone().ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
@@ -849,24 +836,14 @@ impl Gcp {
                     let mask = google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
                     let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
                     let done = self.wait(ctx, "services.update", poller, timeout, progress).await;
-                    let done = match done {
-                        Ok(s) => self.not_ready_now(revision).await.map(|()| s),
-                        Err(e) => Err(self.not_ready(e, revision)),
-                    };
-                    match done {
+                    match self.revision_outcome(done, revision).await {
                         Ok(s) => current = Some(s),
                         Err(e) => {
-                            let why = self.why_not_ready(revision).await;
                             // Cloud Run keeps the traffic asked for (a tag on the failed
                             // revision) beside what it serves: put it back as it was.
-                            let restored = self.restore_traffic(ctx, before, timeout, progress).await;
-                            let e = match why {
-                                Some(w) => e.context(format!("revision {revision} failed: {w}; no traffic moved")),
-                                None => e,
-                            };
-                            return Err(match restored {
+                            return Err(match self.put_back(before, None, timeout, progress).await {
                                 Ok(()) => e,
-                                Err(r) => e.context(format!("and putting the traffic back as it was failed: {r:#}")),
+                                Err(r) => e.context(format!("putting the traffic back as it was failed too: {r:#}")),
                             });
                         }
                     }
@@ -897,52 +874,75 @@ impl Gcp {
         Ok(())
     }
 
-    /// Sets the service's traffic back to `traffic` (as read before a failed update).
-    async fn restore_traffic(&self, ctx: &Ctx, traffic: Vec<TrafficTarget>, timeout: Duration, progress: &StepProgress<'_>) -> Result<()> {
+    /// Sets the service's traffic (and, given, its annotations) back to what was read
+    /// before a change; not stopped by Ctrl-C, as it undoes.
+    async fn put_back(&self, traffic: Vec<TrafficTarget>, annotations: Option<HashMap<String, String>>, timeout: Duration, progress: &StepProgress<'_>) -> Result<()> {
         let now = self.service().await?.ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
-        if now.traffic == traffic {
+        if now.traffic == traffic && annotations.as_ref().is_none_or(|a| *a == now.annotations) {
             return Ok(());
         }
-        let mask = google_cloud_wkt::FieldMask::default().set_paths(["traffic"]);
-        let poller = self.services.update_service().set_service(now.set_traffic(traffic)).set_update_mask(mask).poller();
-        self.wait(ctx, "services.update", poller, timeout, progress).await?;
+        let mut paths = vec!["traffic"];
+        let mut svc = now.set_traffic(traffic);
+        if let Some(a) = annotations {
+            svc = svc.set_annotations(a);
+            paths.push("annotations");
+        }
+        let mask = google_cloud_wkt::FieldMask::default().set_paths(paths);
+        let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
+        self.wait_through("services.update", poller, timeout, progress).await?;
         progress.line("the service's traffic is back as it was");
         Ok(())
     }
 
-    fn not_ready(&self, e: anyhow::Error, revision: &str) -> anyhow::Error {
-        e.context(format!("revision {revision} of {} did not become ready", self.id))
-    }
-
-    /// After an update said done: the revision's own Ready condition, Cloud Run's message
-    /// when it failed.
-    async fn not_ready_now(&self, revision: &str) -> Result<()> {
-        let r = self.revisions.get_revision().set_name(format!("{}/revisions/{revision}", self.name())).send().await.map_err(|e| gcp_error("revisions.get", revision, e))?;
+    /// The service after an operation that made `revision`, or why the revision failed
+    /// in Cloud Run's words (its failed conditions and their reasons).
+    async fn revision_outcome(&self, done: Result<Service>, revision: &str) -> Result<Service> {
+        let name = format!("{}/revisions/{revision}", self.name());
+        let r = match self.revisions.get_revision().set_name(name.clone()).send().await {
+            Ok(r) => r,
+            // Refused before any revision was made: Cloud Run's own error says why.
+            Err(e) if is_not_found(&e) => return done.and_then(|_| bail!("Cloud Run made no revision {revision}")),
+            Err(e) => return Err(done.err().unwrap_or_else(|| gcp_error("revisions.get", &name, e))),
+        };
         match ready_of(&r.conditions) {
-            Ready::Yes => Ok(()),
-            Ready::Pending => bail!("revision {revision} is not ready yet"),
-            Ready::Failed(why) => bail!("revision {revision} failed: {why}; no traffic moved"),
+            Ready::Yes => done,
+            not => {
+                let mut why: Vec<String> = r.conditions.iter().filter(|c| c.state == State::ConditionFailed).map(|c| format!("{}: {}", c.r#type, condition_text(c))).collect();
+                why.dedup();
+                if why.is_empty() {
+                    why.push(if not == Ready::Pending { "it is not ready yet".into() } else { "no reason given".into() });
+                }
+                let msg = format!("revision {revision} failed: {}; no traffic moved", why.join("; "));
+                Err(match done {
+                    Err(e) => e.context(msg),
+                    Ok(_) => anyhow!(msg),
+                })
+            }
         }
     }
+
 }
 
-/// Asks `version_path` at `url` until it names `version` in `env`, over HTTP or HTTPS, a
-/// new connection each time (traffic splits by connection).
+/// Asks `url` for the service contract until it holds: `health_path` answers healthy,
+/// and (unless `verify_version: false`) `version_path` names `version` in `env`. Over
+/// HTTP or HTTPS, a new connection each time (traffic splits by connection).
 async fn check_serves(c: &Config, url: &str, version: &str, env: PymEnv, within: Duration) -> Result<()> {
-    if !c.verify_version {
-        return Ok(());
-    }
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build()?;
-    let target = format!("{}{}", url.trim_end_matches('/'), c.version_path);
+    let base = url.trim_end_matches('/');
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let last = match client.get(&target).send().await {
-            Ok(r) if r.status().is_success() => match Served::parse(&r.text().await.unwrap_or_default()) {
-                Some(s) if s.version == version && s.pym_env == env.as_str() => return Ok(()),
-                Some(s) => format!("it serves {} with PYM_ENV={}", s.version, s.pym_env),
-                None => format!("{} answered no JSON with `version` and `pym_env`", c.version_path),
+        let last = match client.get(format!("{base}{}", c.health_path)).send().await {
+            Ok(r) if !c.is_healthy_status(r.status().as_u16()) => format!("{} answered {}", c.health_path, r.status().as_u16()),
+            Ok(_) if !c.verify_version => return Ok(()),
+            Ok(_) => match client.get(format!("{base}{}", c.version_path)).send().await {
+                Ok(r) if r.status().is_success() => match Served::parse(&r.text().await.unwrap_or_default()) {
+                    Some(s) if s.version == version && s.pym_env == env.as_str() => return Ok(()),
+                    Some(s) => format!("it serves {} with PYM_ENV={}", s.version, s.pym_env),
+                    None => format!("{} answered no JSON with `version` and `pym_env`", c.version_path),
+                },
+                Ok(r) => format!("{} answered {}", c.version_path, r.status().as_u16()),
+                Err(e) => format!("{e}"),
             },
-            Ok(r) => format!("{} answered {}", c.version_path, r.status().as_u16()),
             Err(e) => format!("{e}"),
         };
         if tokio::time::Instant::now() >= deadline {
@@ -951,7 +951,6 @@ async fn check_serves(c: &Config, url: &str, version: &str, env: PymEnv, within:
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-
 
 fn pushed(ctx: &Ctx) -> Result<String> {
     let image = match ctx.pushed_image() {
@@ -975,9 +974,15 @@ impl super::Target for CloudRunTarget {
         for env in [PymEnv::Staging, PymEnv::Live] {
             let c = ctx.config_for(env)?;
             check_config(&c, &format!("pym-config (for {env})"))?;
+            if !c.gcp_allow_unauthenticated {
+                return Err(hinted(
+                    "`gcp_allow_unauthenticated: false` is not supported yet: pymdeploy's checks and the acceptance tests reach the service without an identity token, and a private service answers them 403",
+                    "leave it true (the default); to keep the service private, deploy up to the registry (`cargo xtask deploy --to push`) and roll it out with gcloud",
+                ));
+            }
             place(&c)?;
         }
-        adc_source()?;
+        crate::ops::gcp::adc_source()?;
         Ok(())
     }
 
@@ -990,7 +995,7 @@ impl super::Target for CloudRunTarget {
             (PymEnv::Staging, _) => ctx.block_on(async { connect(&c).await?.url_of(Some(TAG_STAGING)).await })?,
         };
         let (host, port) = url_host(&url);
-        Ok(Address { host, port })
+        Ok(Address { host, port, tls: url.starts_with("https://") })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
@@ -1044,22 +1049,30 @@ impl super::Target for CloudRunTarget {
             let gcp = connect(&c).await?;
             let (service, seen) = gcp.observe().await?;
             let acts = decide_promote(&seen, &gcp.id, &version)?;
-            let before = seen.service.as_ref().map(|s| s.traffic.clone()).unwrap_or_default();
-            match gcp.act(ctx, &c, service, &version, &acts, progress).await {
-                Ok(()) => Ok(format!("{version} live on {} (100% of the traffic)", gcp.id)),
-                Err(e) => {
-                    // The switch happened but live does not serve the version: back.
-                    let (now, _) = gcp.observe().await?;
-                    let moved = now.as_ref().map(svc_of).is_some_and(|s| s.live().map(|l| &l.revision) != before.iter().filter(|r| r.percent > 0).max_by_key(|r| r.percent).map(|r| &r.revision));
-                    if moved && !before.is_empty() {
-                        let (_, seen) = gcp.observe().await?;
-                        let svc = seen.service.clone().unwrap_or_default();
-                        let back = Act::Route { traffic: before, history: svc.history(), rolled_back: svc.rolled_back() };
-                        gcp.act(ctx, &c, now, &version, &[back], progress).await.context("and moving the traffic back failed too")?;
-                        progress.line("traffic moved back to the revision live before");
-                    }
-                    Err(e)
-                }
+            let original = service.clone();
+            let Err(e) = gcp.act(ctx, &c, service, &version, &acts, progress).await else {
+                return Ok(format!("{version} live on {} (100% of the traffic)", gcp.id));
+            };
+            // If the traffic moved (the check after the switch failed, or Ctrl-C came
+            // during it), it goes back to what it was, with the records as they were and
+            // the new revision marked rolled back from. This undo is not interrupted.
+            let Some(original) = original else { return Err(e) };
+            let live_of = |s: &Service| svc_of(s).live().map(|l| l.revision.clone());
+            let now = gcp.service().await.ok().flatten();
+            if now.as_ref().is_none_or(|n| live_of(n) == live_of(&original)) {
+                return Err(e);
+            }
+            let new = acts.iter().find_map(|a| match a {
+                Act::Route { traffic, .. } => traffic.iter().find(|r| r.percent == 100).map(|r| r.revision.clone()),
+                _ => None,
+            });
+            let mut annotations = original.annotations.clone();
+            let mut back = svc_of(&original).rolled_back();
+            back.extend(new);
+            annotations.insert(ROLLED_BACK.into(), join_list(back));
+            match gcp.put_back(original.traffic.clone(), Some(annotations), Duration::from_secs(c.gcp_timeout), progress).await {
+                Ok(()) => Err(e.context("the traffic went back to the revision live before")),
+                Err(r) => Err(e.context(format!("moving the traffic back to the revision live before failed too: {r:#}"))),
             }
         })
     }
@@ -1155,7 +1168,7 @@ mod tests {
         if !history.is_empty() {
             annotations.insert(LIVE_HISTORY.to_string(), history.to_string());
         }
-        Svc { etag: "e".into(), traffic, annotations, reconciling: false }
+        Svc { etag: "e".into(), traffic, annotations, reconciling: false, latest_created: String::new() }
     }
 
     #[test]
@@ -1279,6 +1292,42 @@ mod tests {
         let seen = Seen { service: Some(s), revisions };
         let fates: Vec<(String, bool)> = decide_cleanup(&seen, 1).into_iter().map(|(r, f)| (r.name.clone(), matches!(f, Fate::Go { .. }))).collect();
         assert_eq!(fates, vec![("hello-c-l1".into(), false), ("hello-b-l1".into(), true), ("hello-a-l1".into(), true), ("hello-c-s1".into(), true), ("hello-x-s1".into(), true)]);
+    }
+
+    #[test]
+    fn a_latest_entry_reads_as_the_revision_it_serves() {
+        let s = Service::new()
+            .set_traffic([TrafficTarget::new().set_type(TrafficTargetAllocationType::Latest).set_percent(100)])
+            .set_traffic_statuses([model::TrafficTargetStatus::new().set_type(TrafficTargetAllocationType::Latest).set_revision("hello-00002-xyz").set_percent(100)])
+            .set_latest_ready_revision("projects/p/locations/l/services/hello/revisions/hello-00002-xyz")
+            .set_latest_created_revision("projects/p/locations/l/services/hello/revisions/hello-00003-bad");
+        let svc = svc_of(&s);
+        assert_eq!(svc.traffic, vec![route("hello-00002-xyz", 100, None)]);
+        assert_eq!(svc.latest_created, "hello-00003-bad");
+        // Pinned by the next update: a named revision, never LATEST.
+        let t = targets_of(&svc.traffic);
+        assert_eq!((t[0].r#type.clone(), t[0].revision.as_str()), (TrafficTargetAllocationType::Revision, "hello-00002-xyz"));
+    }
+
+    #[test]
+    fn a_re_promoted_revision_is_no_longer_rolled_back_from_and_a_foreign_live_one_is_history() {
+        let (a, b) = (format!("hello-{V1}-l1"), format!("hello-{V2}-s1"));
+        let mut s = svc(vec![route(&a, 100, None), route(&b, 0, Some("staging"))], &a);
+        s.annotations.insert(ROLLED_BACK.into(), format!("hello-{V2}-l1"));
+        let l2 = format!("hello-{V2}-l1");
+        let seen = Seen { service: Some(s), revisions: vec![rev(&b, V2, "staging", Ready::Yes), rev(&l2, V2, "live", Ready::Yes), rev(&a, V1, "live", Ready::Yes)] };
+        let acts = decide_promote(&seen, "hello", V2).unwrap();
+        assert!(matches!(&acts[..], [Act::Route { .. }, Act::Check { .. }, Act::Route { rolled_back, .. }, Act::Check { .. }] if rolled_back.is_empty()), "{acts:?}");
+        // A service made by gcloud: its live revision (no labels) becomes history.
+        let seen = Seen {
+            service: Some(svc(vec![route("hello-00001-abc", 100, None), route(&b, 0, Some("staging"))], "")),
+            revisions: vec![rev(&b, V2, "staging", Ready::Yes), Rev { name: "hello-00001-abc".into(), version: None, env: None, image: "x".into(), ready: Ready::Yes, created: 0 }],
+        };
+        let acts = decide_promote(&seen, "hello", V2).unwrap();
+        assert!(matches!(&acts[2], Act::Route { history, .. } if history == &vec!["hello-00001-abc".to_string(), l2.clone()]), "{acts:?}");
+        // A live revision that reports Unknown for a moment keeps its traffic at a stage.
+        let seen = Seen { service: Some(svc(vec![route(&a, 100, None)], &a)), revisions: vec![rev(&a, V1, "live", Ready::Pending)] };
+        assert!(matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None)));
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::version::Served;
 pub struct Address {
     pub host: String,
     pub port: u16,
+    /// Reached over HTTPS (Cloud Run's URLs): the tests get `PYM_SERVER_URL=https://...`.
+    pub tls: bool,
 }
 
 /// How often and how patiently `verify_version` asks.
@@ -60,6 +62,7 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
 }
 
 /// Host and port of a URL (`https://h` → 443, `http://h` → 80).
+#[cfg(any(feature = "aws-beanstalk", feature = "gcp-cloud-run"))]
 pub(crate) fn url_host(url: &str) -> (String, u16) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();

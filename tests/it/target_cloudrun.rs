@@ -248,18 +248,26 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
     assert!(planned.iter().any(|a| a.starts_with(&format!("add revision {s2} to"))), "{}", dry.stdout);
     let before = calls(t.fake).len();
+    // A 503 on the update: retried (the fake refused it before applying anything).
+    fault(t.fake, "UpdateService", 503, "UNAVAILABLE", "The service is currently unavailable.", Some(1));
     let staged = t.xtask(&["deploy", "--from", "stage", "--to", "accept-staging"]);
     staged.assert_ok();
     assert_eq!(crate::support::taken_actions(&staged.stderr), planned, "the stage did not do what its dry run said:\n{}", staged.stderr);
-    assert!(calls(t.fake)[before..].iter().any(|(m, _)| m == "UpdateService"), "stage made no UpdateService call");
+    let made: Vec<(String, String)> = calls(t.fake)[before..].to_vec();
+    assert_eq!(made.iter().filter(|(m, _)| m == "UpdateService").count(), 2, "the 503 was not retried once: {made:?}");
+    // The operation is polled with backoff, not in a tight loop (the rollout takes seconds).
+    let polls = made.iter().filter(|(m, _)| m == "GetOperation").count();
+    assert!(polls <= 20, "{polls} GetOperation calls for one stage");
     assert_eq!(t.traffic(), vec![(l1.clone(), 100, String::new()), (s2.clone(), 0, "staging".into())], "a stage moved traffic");
     assert_serves(&t.url(None), &v1, "live");
     assert_serves(&t.url(Some("staging")), &v2, "staging");
 
     // Promote: its dry run is what it does; the traffic moves all at once to a revision of
     // the same digest with PYM_ENV=live; the previous live revision keeps running at 0%.
+    let before = calls(t.fake).len();
     let dry = t.xtask(&["promote", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
+    assert_no_mutation(&calls(t.fake)[before..]);
     let promoted = t.xtask(&["deploy", "--from", "promote"]);
     promoted.assert_ok();
     assert_eq!(crate::support::taken_actions(&promoted.stderr), planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
@@ -289,6 +297,22 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     let left = t.revisions();
     assert!(!left.contains(&s1) && left.contains(&l1) && left.contains(&l2) && left.contains(&s2), "{left:?}");
     assert_serves(&t.url(None), &v2, "live");
+
+    // A third version, then a rollback: to v2, live again since its rollback, not v1.
+    t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
+    let v3 = t.version();
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    assert_serves(&t.url(None), &v3, "live");
+    t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v2} live again"));
+    assert_serves(&t.url(None), &v2, "live");
+}
+
+/// No call that changes anything.
+#[track_caller]
+fn assert_no_mutation(made: &[(String, String)]) {
+    for (m, _) in made {
+        assert!(!["CreateService", "UpdateService", "DeleteService", "DeleteRevision", "SetIamPolicy"].contains(&m.as_str()), "a dry run called {m}");
+    }
 }
 
 #[test]
@@ -319,11 +343,24 @@ fn cloud_run_failures_before_the_switch_leave_live_alone() {
     let before = t.traffic();
     let r = t.xtask(&["deploy", "--no-test"]);
     r.assert_failed().assert_stderr_has("failed to start and listen on the port defined provided by the PORT=8080").assert_stderr_has("no traffic moved");
+    r.assert_stderr_has("(reason ");
     assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("FAILED")), "{}", r.stderr);
     assert_eq!(t.traffic(), before, "the traffic changed");
     assert_serves(&t.url(None), &v1, "live");
     let failed = t.revision(&format!("{}-{v3}-s1", t.svc.name));
     assert!(failed["conditions"].to_string().contains("CONDITION_FAILED"), "{failed}");
+
+    // Healthy on staging, sick with PYM_ENV=live: promote's check on the `next` tag URL
+    // fails, and no traffic moves.
+    t.svc.edit("src/main.rs", "if info.pym_env == \"staging\" { port + 1 } else { port }", "port").commit("listening again");
+    t.svc.edit("src/main.rs", "        (\"GET\", \"/ping\") => (200,", "        (\"GET\", \"/ping\") if info.pym_env == \"live\" => (500, serde_json::json!({})),\n        (\"GET\", \"/ping\") => (200,").commit("sick on live");
+    let v4 = t.version();
+    let before = t.traffic()[0].clone();
+    let r = t.xtask(&["deploy", "--no-test"]);
+    r.assert_failed().assert_stderr_has(&format!("does not serve version {v4} with PYM_ENV=live: /ping answered 500"));
+    assert!(r.stderr.lines().any(|l| l.starts_with("  promote ") && l.contains("FAILED")), "{}", r.stderr);
+    assert_eq!(t.traffic()[0], before, "live moved");
+    assert_serves(&t.url(None), &v1, "live");
 }
 
 #[test]
@@ -334,27 +371,31 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
     svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", "docker_repo: registry.example.com/team\ngcp_project: pym-it\ngcp_region: europe-west1").commit("project");
     let endpoint = format!("{}/", fake.endpoint);
     let env = [("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", endpoint.as_str()), ("GOOGLE_APPLICATION_CREDENTIALS", key_file()), ("GCE_METADATA_HOST", "metadata.invalid")];
+    let secret = key_secret();
+    let xtask = |args: &[&str]| {
+        let r = svc.xtask_env(args, &env);
+        assert!(!r.stderr.contains(&secret) && !r.stdout.contains(&secret), "the key was printed by {args:?}:\n{}", r.stderr);
+        r
+    };
 
     // 429 twice, then 503: retried with backoff, and status succeeds.
     fault(&fake, "GetService", 429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Requests'", Some(2));
     fault(&fake, "GetService", 503, "UNAVAILABLE", "The service is currently unavailable.", Some(1));
-    let r = svc.xtask_env(&["status"], &env);
+    let r = xtask(&["status"]);
     r.assert_ok();
     assert!(r.stdout.starts_with("ROLE "), "{}", r.stdout);
     assert_eq!(calls(&fake).iter().filter(|(m, _)| m == "GetService").count(), 4, "three failed answers, then one that succeeded");
 
     // A dry run of a whole deploy makes no mutating call.
-    let r = svc.xtask_env(&["deploy", "--dry-run"], &env);
+    let r = xtask(&["deploy", "--dry-run"]);
     r.assert_ok();
     assert!(r.stdout.contains("create the Cloud Run service"), "{}", r.stdout);
-    for (m, _) in calls(&fake) {
-        assert!(!["CreateService", "UpdateService", "DeleteService", "DeleteRevision", "SetIamPolicy"].contains(&m.as_str()), "a dry run called {m}");
-    }
+    assert_no_mutation(&calls(&fake));
 
     // PERMISSION_DENIED: one error naming the method and the role.
     fault(&fake, "*", 403, "PERMISSION_DENIED", "Permission 'run.services.get' denied on resource 'projects/pym-it/locations/europe-west1/services/x' (or it may not exist).", None);
-    let r = svc.xtask_env(&["status"], &env);
-    r.assert_failed().assert_stderr_has("Google Cloud denied run.services.get").assert_stderr_has("roles/run.admin");
+    let r = xtask(&["status"]);
+    r.assert_failed().assert_stderr_has("Google Cloud denied run.services.get").assert_stderr_has("roles/run.developer");
     assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
     api(&fake, "DELETE", "/__fake/faults", None);
 
@@ -367,7 +408,7 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
     // A service name Cloud Run would refuse (tag + name over 46): refused before any call.
     let n = calls(&fake).len();
     svc.edit("pym-config.yaml", "gcp_project: pym-it", &format!("gcp_project: pym-it\ngcp_service: {}", "a".repeat(40))).commit("a long name");
-    let r = svc.xtask_env(&["deploy"], &env);
+    let r = xtask(&["deploy"]);
     r.assert_failed().assert_stderr_has("Cloud Run takes at most 46");
     assert!(!r.stderr.contains("  test "), "a step ran before the refusal:\n{}", r.stderr);
     assert_eq!(calls(&fake).len(), n, "a call was made with a name Cloud Run would refuse");

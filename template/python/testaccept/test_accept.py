@@ -28,7 +28,8 @@ def server():
             pytrace=False,
         )
     host, port = os.environ["PYM_SERVER_HOST"], os.environ["PYM_SERVER_PORT"]
-    return f"http://{host}:{port}", os.environ["PYM_ENV"]
+    # PYM_SERVER_URL has the scheme: https on Cloud Run.
+    return os.environ.get("PYM_SERVER_URL") or f"http://{host}:{port}", os.environ["PYM_ENV"]
 
 
 def get(base, path):

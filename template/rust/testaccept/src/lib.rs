@@ -1,5 +1,6 @@
 //! What the acceptance tests need: the server under test, named by the environment
-//! (`PYM_SERVER_HOST`, `PYM_SERVER_PORT`, `PYM_ENV`), and a plain HTTP GET.
+//! (`PYM_SERVER_HOST`, `PYM_SERVER_PORT`, `PYM_ENV`, and `PYM_SERVER_URL` with its
+//! scheme), and a GET: plain HTTP here, HTTPS (Cloud Run's URLs) through `curl`.
 //!
 //! The pipeline sets these variables when it runs the tests against a local container,
 //! staging or live. Run by hand against any server:
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub struct Server {
     pub host: String,
     pub port: u16,
+    /// Whether it is reached over HTTPS (`PYM_SERVER_URL` starts with `https://`).
+    pub tls: bool,
     /// Where the server runs: local, staging or live.
     pub env: String,
 }
@@ -37,12 +40,16 @@ impl Server {
         Server {
             host: var("PYM_SERVER_HOST"),
             port: port.parse().unwrap_or_else(|_| panic!("PYM_SERVER_PORT is not a port: {port}")),
+            tls: std::env::var("PYM_SERVER_URL").is_ok_and(|u| u.starts_with("https://")),
             env: var("PYM_ENV"),
         }
     }
 
     /// GET `path`; panics if the server cannot be reached.
     pub fn get(&self, path: &str) -> Response {
+        if self.tls {
+            return self.get_tls(path);
+        }
         let addr = format!("{}:{}", self.host, self.port);
         let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("cannot reach the server at {addr}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a valid timeout");
@@ -53,5 +60,18 @@ impl Server {
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP answer: {raw}"));
         let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in: {head}"));
         Response { status, body: body.to_string() }
+    }
+
+    /// GET over HTTPS with `curl` (no TLS library compiled into the tests).
+    fn get_tls(&self, path: &str) -> Response {
+        let url = format!("https://{}:{}{path}", self.host, self.port);
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", &url])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl for {url} (HTTPS needs it): {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "cannot reach the server at {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        let (body, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("no status from curl for {url}"));
+        Response { status: status.trim().parse().unwrap_or_else(|_| panic!("no status from curl for {url}: {status}")), body: body.to_string() }
     }
 }
