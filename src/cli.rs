@@ -106,7 +106,7 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "REPO")]
         push: Option<String>,
     },
-    /// Remove old environments beyond `keep_previous` (prints what it would do unless --execute)
+    /// Remove old versions beyond `keep_previous` (prints what it would do unless --execute)
     Cleanup {
         /// Terminate them, instead of only listing them
         #[arg(long)]
@@ -672,7 +672,9 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             // Shown as a step, with the summary the other commands end with.
             let cleanup_started = (state::now(), Instant::now());
             let progress = ctx.out.step("cleanup");
-            let lines = crate::targets::of(&ctx).and_then(|t| t.cleanup(&ctx, execute));
+            let target = crate::targets::of(&ctx);
+            let (one, many) = target.as_ref().map(|t| t.units()).unwrap_or(("version", "versions"));
+            let lines = target.and_then(|t| t.cleanup(&ctx, execute));
             let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
             if execute {
                 let step = state::StepRecord { name: "cleanup".into(), outcome: format!("{outcome:?}").to_lowercase(), duration_ms: cleanup_started.1.elapsed().as_millis() as u64 };
@@ -681,7 +683,7 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let note = match &lines {
                 Ok(lines) => {
                     let acted = lines.iter().filter(|l| l.goes()).count();
-                    let environments = if acted == 1 { "1 old environment".to_string() } else { format!("{acted} old environments") };
+                    let environments = if acted == 1 { format!("1 old {one}") } else { format!("{acted} old {many}") };
                     match (execute, acted) {
                         (true, _) => format!("{environments} of {} cleaned", config.name),
                         (false, 0) => format!("nothing to clean in {}", config.name),

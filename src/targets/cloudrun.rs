@@ -1086,7 +1086,7 @@ impl super::Target for CloudRunTarget {
             let to_version = target.version.clone().unwrap_or_default();
             gcp.act(ctx, &c, service, &to_version, &acts, progress).await?;
             ctx.set_rolled_back_to(to_version.clone());
-            Ok(format!("{to_version} live again ({} was {})", target.name, current.name))
+            Ok(format!("{to_version} live again on {} (was {})", target.name, current.version.as_deref().unwrap_or(current.name.as_str())))
         })
     }
 

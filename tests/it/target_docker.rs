@@ -127,7 +127,7 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     let removed = svc.pym(&["cleanup", "--execute"]);
     assert_eq!(removed.assert_ok().stdout.trim(), format!("removed {v1}"));
     // A step like the others: its line and the summary, on stderr.
-    assert!(removed.stderr.lines().any(|l| l.starts_with("  cleanup ") && l.contains(" ok ") && l.contains("1 old environment of")), "{}", removed.stderr);
+    assert!(removed.stderr.lines().any(|l| l.starts_with("  cleanup ") && l.contains(" ok ") && l.contains("1 old container of")), "{}", removed.stderr);
     assert!(!svc.containers().iter().any(|c| docker(&["inspect", "--format", "{{.Name}}", c]).ends_with(&stray)), "{stray} is still there");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }

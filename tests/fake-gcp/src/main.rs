@@ -1,6 +1,9 @@
-//! `pym-fake-gcp [--port N] [--front-port N] [--region R] [--startup-timeout SECS]`: the
-//! local Cloud Run Admin API v2 on its own, for any REST caller or Google client:
+//! `pym-fake-gcp [--port N] [--front-port N] [--region R] [--startup-timeout SECS]
+//! [--write-key FILE]`: the local Cloud Run Admin API v2 on its own, for any REST caller or
+//! Google client:
 //! `curl -H 'Authorization: Bearer x' http://127.0.0.1:N/v2/projects/p/locations/us-central1/services`.
+//! `--write-key` writes a service-account key (a fresh RSA key, made with openssl) for
+//! GOOGLE_APPLICATION_CREDENTIALS: Google's clients sign their own tokens with it.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let mut opts = pym_fake_gcp::Options { port: 8085, front_port: 8086, ..Default::default() };
     let mut region = "us-central1".to_string();
+    let mut key_file: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
@@ -19,9 +23,16 @@ fn main() -> ExitCode {
                 opts.startup_timeout = Duration::from_secs(value("--startup-timeout").parse().unwrap_or_else(|_| usage("--startup-timeout takes seconds")))
             }
             "--docker-config" => opts.docker_config = Some(value("--docker-config").into()),
+            "--write-key" => key_file = Some(value("--write-key").into()),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(path) = &key_file
+        && let Err(e) = write_key(path)
+    {
+        eprintln!("error: cannot write a service-account key to {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     let server = match pym_fake_gcp::FakeGcp::start(opts.clone()) {
         Ok(s) => s,
@@ -37,15 +48,39 @@ fn main() -> ExitCode {
         "use it with: curl -H 'Authorization: Bearer x' {}/v2/projects/my-project/locations/{region}/services, or a Google client's with_endpoint(\"{}\") and a bearer token",
         server.endpoint, server.endpoint
     );
+    if let Some(path) = &key_file {
+        eprintln!("a service-account key for it: GOOGLE_APPLICATION_CREDENTIALS={}", path.display());
+    }
     println!("{}", server.endpoint);
     server.wait_for_signal();
     ExitCode::SUCCESS
+}
+
+/// A service-account key file as Google issues them, with a fresh RSA key.
+fn write_key(path: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "0000000000000000000000000000000000000000",
+        "private_key": String::from_utf8_lossy(&out.stdout),
+        "client_email": "deployer@my-project.iam.gserviceaccount.com",
+        "client_id": "100000000000000000000",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    std::fs::write(path, key.to_string()).map_err(|e| e.to_string())
 }
 
 fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
-    eprintln!("usage: pym-fake-gcp [--port N (8085)] [--front-port N (8086)] [--region R (us-central1)] [--startup-timeout SECS (20)] [--docker-config DIR]");
+    eprintln!("usage: pym-fake-gcp [--port N (8085)] [--front-port N (8086)] [--region R (us-central1)] [--startup-timeout SECS (20)] [--docker-config DIR] [--write-key FILE]");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
