@@ -65,3 +65,74 @@ pub fn access_token() -> Result<Option<String>> {
 pub fn access_token() -> Result<Option<String>> {
     Ok(None)
 }
+
+/// An identity token for `audience` (a private Cloud Run service's URL) from Application
+/// Default Credentials, as Google issues them: a service-account key signs a JWT
+/// (RS256) that its `token_uri` exchanges for an ID token; gcloud's user credentials
+/// refresh at their `token_uri`; on Google Cloud, the metadata server's `identity`.
+#[cfg(feature = "gcp-cloud-run")]
+pub async fn identity_token(audience: &str) -> Result<String> {
+    use anyhow::{Context, anyhow, bail};
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?;
+    let hint = "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>";
+    let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(std::path::PathBuf::from).or_else(|| {
+        let dir = std::env::var_os("CLOUDSDK_CONFIG").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))?;
+        Some(dir.join("application_default_credentials.json")).filter(|p| p.is_file())
+    });
+    let exchange = |form: Vec<(&'static str, String)>, token_uri: String| {
+        let client = client.clone();
+        async move {
+            let r = client.post(&token_uri).form(&form).send().await.with_context(|| format!("cannot reach {token_uri} for an identity token"))?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            match body["id_token"].as_str() {
+                Some(t) if status.is_success() => Ok(t.to_string()),
+                _ => Err(hinted(format!("{token_uri} gave no identity token ({status}): {}", body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no reason")), hint)),
+            }
+        }
+    };
+    if let Some(path) = file {
+        let key: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?).with_context(|| format!("{} is not JSON", path.display()))?;
+        let token_uri = key["token_uri"].as_str().unwrap_or("https://oauth2.googleapis.com/token").to_string();
+        return match key["type"].as_str() {
+            Some("service_account") => {
+                let assertion = signed_jwt(&key, &token_uri, audience)?;
+                exchange(vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", assertion)], token_uri).await
+            }
+            Some("authorized_user") => {
+                let field = |k: &str| key[k].as_str().map(String::from).ok_or_else(|| anyhow!("{} has no `{k}`", path.display()));
+                let form = vec![("grant_type", "refresh_token".into()), ("client_id", field("client_id")?), ("client_secret", field("client_secret")?), ("refresh_token", field("refresh_token")?)];
+                exchange(form, token_uri).await
+            }
+            other => bail!("{} holds credentials of type {other:?}, which cannot give an identity token here; use a service-account key", path.display()),
+        };
+    }
+    let host = std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
+    let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/identity");
+    let r = client.get(&url).query(&[("audience", audience), ("format", "full")]).header("Metadata-Flavor", "Google").send().await;
+    match r {
+        Ok(r) if r.status().is_success() => Ok(r.text().await?.trim().to_string()),
+        Ok(r) => Err(hinted(format!("the metadata server gave no identity token ({})", r.status()), hint)),
+        Err(e) => Err(hinted(format!("no credentials for an identity token: no key file, and the metadata server {host} does not answer ({e})"), hint)),
+    }
+}
+
+/// The JWT a service-account key signs to ask its token server for an identity token.
+#[cfg(feature = "gcp-cloud-run")]
+fn signed_jwt(key: &serde_json::Value, token_uri: &str, audience: &str) -> Result<String> {
+    use anyhow::anyhow;
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let email = key["client_email"].as_str().ok_or_else(|| anyhow!("the service-account key has no `client_email`"))?;
+    let pem = key["private_key"].as_str().ok_or_else(|| anyhow!("the service-account key has no `private_key`"))?;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| anyhow!("the service-account key's `private_key` is not PEM"))?;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| anyhow!("the service-account key's `private_key` is not an RSA PKCS#8 key: {e}"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key["private_key_id"]});
+    let claims = serde_json::json!({"iss": email, "sub": email, "aud": token_uri, "target_audience": audience, "iat": now, "exp": now + 3600});
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut signature = vec![0u8; pair.public().modulus_len()];
+    pair.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature).map_err(|_| anyhow!("cannot sign with the service-account key"))?;
+    Ok(format!("{signing_input}.{}", b64(&signature)))
+}

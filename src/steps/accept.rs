@@ -105,7 +105,7 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, 
     progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
     check_contract(ctx, config, host, port)?;
     progress.message("running acceptance tests");
-    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false }, PymEnv::Local, progress)?;
+    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false, token: None }, PymEnv::Local, progress)?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
@@ -165,6 +165,7 @@ pub fn run_acceptance(ctx: &Ctx, config: &Config, at: &Address, env: PymEnv, pro
         .env("PYM_SERVER_HOST", &at.host)
         .env("PYM_SERVER_PORT", at.port.to_string())
         .env("PYM_SERVER_URL", format!("{scheme}://{}:{}", at.host, at.port))
+        .env("PYM_SERVER_TOKEN", at.token.as_deref().unwrap_or_default())
         .env("PYM_ENV", env.as_str());
     let limit = ("accept_timeout", Duration::from_secs(config.accept_timeout));
     ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the acceptance tests failed")?;

@@ -257,8 +257,9 @@ pub enum Act {
     Deploy { revision: String, image: String, env: PymEnv, traffic: Vec<Route> },
     /// UpdateService(traffic, annotations): traffic moves; the records with it.
     Route { traffic: Vec<Route>, history: Vec<String>, rolled_back: Vec<String> },
-    /// SetIamPolicy: `allUsers` may invoke the service.
-    Public,
+    /// SetIamPolicy when needed: `allUsers` may invoke the service (public), or no longer
+    /// may (private: callers need an identity token).
+    Access { public: bool },
     /// GET the tag's URL (None: the service URL) until it serves the version in `env`.
     Check { tag: Option<String>, version: String, env: PymEnv },
 }
@@ -277,7 +278,8 @@ impl Act {
             }
             Act::Deploy { revision, image, env, traffic } => format!("add revision {revision} to {service} ({image}, PYM_ENV={env}); traffic: {}", routes(traffic)),
             Act::Route { traffic, .. } => format!("move {service}'s traffic: {}; record what is live", routes(traffic)),
-            Act::Public => format!("let allUsers invoke {service} (roles/run.invoker)"),
+            Act::Access { public: true } => format!("let allUsers invoke {service} (roles/run.invoker)"),
+            Act::Access { public: false } => format!("keep {service} private: no roles/run.invoker for allUsers (checks and tests send an identity token)"),
             Act::Check { tag: Some(t), version, env } => format!("check the `{t}` tag URL serves {version} with PYM_ENV={env}"),
             Act::Check { tag: None, version, env } => format!("check the service URL serves {version} with PYM_ENV={env}"),
         }
@@ -327,12 +329,12 @@ fn all_to(traffic: &[Route], revision: &str) -> Vec<Route> {
 /// Stage: a new revision of this version with `PYM_ENV=staging`, tagged `staging`, no
 /// traffic moved; or, when this version's staged revision is ready with the same image,
 /// only the tag. Every refusal comes before any call that changes anything.
-pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bool) -> Result<Vec<Act>> {
+pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bool, public: bool) -> Result<Vec<Act>> {
     let check = Act::Check { tag: Some(TAG_STAGING.into()), version: version.into(), env: PymEnv::Staging };
     let Some(svc) = &seen.service else {
         let revision = next_revision_name(id, version, PymEnv::Staging, &[]);
         let traffic = vec![Route { revision: revision.clone(), percent: 100, tag: Some(TAG_STAGING.into()) }];
-        return Ok(vec![Act::Create { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Public, check]);
+        return Ok(vec![Act::Create { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Access { public }, check]);
     };
     if svc.reconciling {
         return Err(hinted(format!("the Cloud Run service {id} is being changed by another operation"), "wait for it to finish (`gcloud run services describe`), then run again"));
@@ -342,9 +344,9 @@ pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bo
         .flatten();
     if let Some(r) = reusable {
         if svc.tagged(TAG_STAGING).is_some_and(|t| t.revision == r.name) {
-            return Ok(vec![check]);
+            return Ok(vec![Act::Access { public }, check]);
         }
-        return Ok(vec![Act::Route { traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name), history: svc.history(), rolled_back: svc.rolled_back() }, check]);
+        return Ok(vec![Act::Route { traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name), history: svc.history(), rolled_back: svc.rolled_back() }, Act::Access { public }, check]);
     }
     let revision = next_revision_name(id, version, PymEnv::Staging, &seen.revisions);
     // Entries on revisions that cannot serve (a first stage that failed) go: Cloud Run
@@ -355,7 +357,7 @@ pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bo
     if traffic.iter().all(|r| r.percent == 0) {
         traffic = vec![Route { revision: revision.clone(), percent: 100, tag: Some(TAG_STAGING.into()) }];
     }
-    Ok(vec![Act::Deploy { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Public, check])
+    Ok(vec![Act::Deploy { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Access { public }, check])
 }
 
 /// Promote: a revision of the staged image with `PYM_ENV=live`, checked on its `next` tag,
@@ -795,21 +797,42 @@ impl Gcp {
         }
     }
 
-    async fn make_public(&self, progress: &StepProgress<'_>) -> Result<()> {
+    /// Makes the service public (`allUsers` as run.invoker) or private (no such binding),
+    /// changing the IAM policy only when it differs.
+    async fn set_access(&self, public: bool, progress: &StepProgress<'_>) -> Result<()> {
         let name = self.name();
-        let policy = self.services.get_iam_policy().set_resource(name.clone()).send().await.map_err(|e| gcp_error("services.getIamPolicy", &name, e))?;
-        let has = policy.bindings.iter().any(|b| b.role == "roles/run.invoker" && b.members.iter().any(|m| m == "allUsers"));
-        if has {
+        let mut policy = self.services.get_iam_policy().set_resource(name.clone()).send().await.map_err(|e| gcp_error("services.getIamPolicy", &name, e))?;
+        let everyone = |m: &String| m == "allUsers" || m == "allAuthenticatedUsers";
+        let is_public = policy.bindings.iter().any(|b| b.role == "roles/run.invoker" && b.members.iter().any(everyone));
+        if is_public == public {
             return Ok(());
         }
-        let mut policy = policy;
-        match policy.bindings.iter_mut().find(|b| b.role == "roles/run.invoker" && b.condition.is_none()) {
-            Some(b) => b.members.push("allUsers".into()),
-            None => policy.bindings.push(google_cloud_iam_v1::model::Binding::new().set_role("roles/run.invoker").set_members(["allUsers"])),
+        if public {
+            match policy.bindings.iter_mut().find(|b| b.role == "roles/run.invoker" && b.condition.is_none()) {
+                Some(b) => b.members.push("allUsers".into()),
+                None => policy.bindings.push(google_cloud_iam_v1::model::Binding::new().set_role("roles/run.invoker").set_members(["allUsers"])),
+            }
+        } else {
+            for b in policy.bindings.iter_mut().filter(|b| b.role == "roles/run.invoker") {
+                b.members.retain(|m| !everyone(m));
+            }
+            policy.bindings.retain(|b| !b.members.is_empty());
         }
         self.services.set_iam_policy().set_resource(name.clone()).set_policy(policy).send().await.map_err(|e| gcp_error("services.setIamPolicy", &name, e))?;
-        progress.line(&format!("{} allows unauthenticated invocations (allUsers: roles/run.invoker)", self.id));
+        progress.line(&match public {
+            true => format!("{} allows unauthenticated invocations (allUsers: roles/run.invoker)", self.id),
+            false => format!("{} no longer allows unauthenticated invocations", self.id),
+        });
         Ok(())
+    }
+
+    /// The identity token checks send to a private service (its URL the audience).
+    async fn token_for(&self, c: &Config) -> Result<Option<String>> {
+        if c.gcp_allow_unauthenticated {
+            return Ok(None);
+        }
+        let audience = self.url_of(None).await?;
+        crate::ops::gcp::identity_token(&audience).await.map(Some)
     }
 
     /// Carries out `acts` in order: the service is read again after each update, and each
@@ -859,14 +882,11 @@ impl Gcp {
                     let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
                     current = Some(self.wait(ctx, "services.update", poller, timeout, progress).await?);
                 }
-                Act::Public => {
-                    if c.gcp_allow_unauthenticated {
-                        self.make_public(progress).await?;
-                    }
-                }
+                Act::Access { public } => self.set_access(*public, progress).await?,
                 Act::Check { tag, version, env } => {
                     let url = self.url_of(tag.as_deref()).await?;
-                    check_serves(c, &url, version, *env, Duration::from_secs(c.health_timeout)).await?;
+                    let token = self.token_for(c).await?;
+                    check_serves(c, &url, token.as_deref(), version, *env, Duration::from_secs(c.health_timeout)).await?;
                     progress.line(&format!("{url} serves {version} with PYM_ENV={env}"));
                 }
             }
@@ -926,8 +946,12 @@ impl Gcp {
 /// Asks `url` for the service contract until it holds: `health_path` answers healthy,
 /// and (unless `verify_version: false`) `version_path` names `version` in `env`. Over
 /// HTTP or HTTPS, a new connection each time (traffic splits by connection).
-async fn check_serves(c: &Config, url: &str, version: &str, env: PymEnv, within: Duration) -> Result<()> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build()?;
+async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str, env: PymEnv, within: Duration) -> Result<()> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).default_headers(headers).build()?;
     let base = url.trim_end_matches('/');
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -974,12 +998,6 @@ impl super::Target for CloudRunTarget {
         for env in [PymEnv::Staging, PymEnv::Live] {
             let c = ctx.config_for(env)?;
             check_config(&c, &format!("pym-config (for {env})"))?;
-            if !c.gcp_allow_unauthenticated {
-                return Err(hinted(
-                    "`gcp_allow_unauthenticated: false` is not supported yet: pymdeploy's checks and the acceptance tests reach the service without an identity token, and a private service answers them 403",
-                    "leave it true (the default); to keep the service private, deploy up to the registry (`cargo xtask deploy --to push`) and roll it out with gcloud",
-                ));
-            }
             place(&c)?;
         }
         crate::ops::gcp::adc_source()?;
@@ -995,7 +1013,18 @@ impl super::Target for CloudRunTarget {
             (PymEnv::Staging, _) => ctx.block_on(async { connect(&c).await?.url_of(Some(TAG_STAGING)).await })?,
         };
         let (host, port) = url_host(&url);
-        Ok(Address { host, port, tls: url.starts_with("https://") })
+        // A private service: the tests get an identity token, its audience the service URL.
+        let token = match c.gcp_allow_unauthenticated {
+            true => None,
+            false => {
+                let token = ctx.block_on(async { connect(&c).await?.token_for(&c).await })?;
+                if let Some(t) = &token {
+                    ctx.out.add_secret(t);
+                }
+                token
+            }
+        };
+        Ok(Address { host, port, tls: url.starts_with("https://"), token })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
@@ -1007,7 +1036,7 @@ impl super::Target for CloudRunTarget {
         let acts = match step {
             "stage" => {
                 let image = pushed(ctx).unwrap_or_else(|_| format!("{}@sha256:<pushed>", ctx.image_tag().unwrap_or_default().rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or_default()));
-                decide_stage(&seen, &id, &version, &image, ctx.version()?.dirty)?
+                decide_stage(&seen, &id, &version, &image, ctx.version()?.dirty, c.gcp_allow_unauthenticated)?
             }
             "promote" => {
                 // In a deploy's dry run stage has not run yet: assume it staged this version.
@@ -1036,7 +1065,7 @@ impl super::Target for CloudRunTarget {
         ctx.block_on(async {
             let gcp = connect(&c).await?;
             let (service, seen) = gcp.observe().await?;
-            let acts = decide_stage(&seen, &gcp.id, &version, &image, dirty)?;
+            let acts = decide_stage(&seen, &gcp.id, &version, &image, dirty, c.gcp_allow_unauthenticated)?;
             gcp.act(ctx, &c, service, &version, &acts, progress).await?;
             Ok(format!("{version} on {}'s `{TAG_STAGING}` tag", gcp.id))
         })
@@ -1188,10 +1217,10 @@ mod tests {
 
     #[test]
     fn the_first_stage_creates_the_service_pinned_to_its_staged_revision() {
-        let acts = decide_stage(&Seen::default(), "hello", V1, "r/app@sha256:1", false).unwrap();
+        let acts = decide_stage(&Seen::default(), "hello", V1, "r/app@sha256:1", false, true).unwrap();
         let name = format!("hello-{V1}-s1");
         assert_eq!(acts[0], Act::Create { revision: name.clone(), image: "r/app@sha256:1".into(), env: PymEnv::Staging, traffic: vec![route(&name, 100, Some("staging"))] });
-        assert_eq!(acts[1], Act::Public);
+        assert_eq!(acts[1], Act::Access { public: true });
         assert!(matches!(&acts[2], Act::Check { tag: Some(t), env: PymEnv::Staging, .. } if t == "staging"));
     }
 
@@ -1202,7 +1231,7 @@ mod tests {
             service: Some(svc(vec![route(&live, 100, None), route(&format!("hello-{V1}-s1"), 0, Some("staging"))], &live)),
             revisions: vec![rev(&live, V1, "live", Ready::Yes), rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes)],
         };
-        let acts = decide_stage(&seen, "hello", V2, "r/app@sha256:2", false).unwrap();
+        let acts = decide_stage(&seen, "hello", V2, "r/app@sha256:2", false, true).unwrap();
         let Act::Deploy { revision, traffic, env, .. } = &acts[0] else { panic!("{acts:?}") };
         assert_eq!(revision, &format!("hello-{V2}-s1"));
         assert_eq!(*env, PymEnv::Staging);
@@ -1213,23 +1242,23 @@ mod tests {
     fn stage_pins_a_latest_entry_and_reuses_a_ready_staged_revision() {
         // A service made elsewhere, 100% LATEST (read as the revision it serves).
         let seen = Seen { service: Some(svc(vec![route("hello-00001-abc", 100, None)], "")), revisions: vec![rev("hello-00001-abc", "", "", Ready::Yes)] };
-        let acts = decide_stage(&seen, "hello", V1, "i@sha256:1", false).unwrap();
+        let acts = decide_stage(&seen, "hello", V1, "i@sha256:1", false, true).unwrap();
         let Act::Deploy { traffic, .. } = &acts[0] else { panic!() };
         assert_eq!(traffic[0], route("hello-00001-abc", 100, None));
         // The same version staged and ready: only the check (or the tag).
         let mut r = rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes);
         r.image = "i@sha256:1".into();
         let seen = Seen { service: Some(svc(vec![route("hello-00001-abc", 100, None), route(&r.name, 0, Some("staging"))], "")), revisions: vec![r.clone()] };
-        assert!(matches!(decide_stage(&seen, "hello", V1, "i@sha256:1", false).unwrap()[..], [Act::Check { .. }]));
+        assert!(matches!(decide_stage(&seen, "hello", V1, "i@sha256:1", false, true).unwrap()[..], [Act::Access { public: true }, Act::Check { .. }]));
         // Dirty: a new revision every time.
-        assert!(matches!(&decide_stage(&seen, "hello", V1, "i@sha256:1", true).unwrap()[0], Act::Deploy { revision, .. } if revision.ends_with("-s2")));
+        assert!(matches!(&decide_stage(&seen, "hello", V1, "i@sha256:1", true, true).unwrap()[0], Act::Deploy { revision, .. } if revision.ends_with("-s2")));
     }
 
     #[test]
     fn a_stage_after_a_failed_first_stage_gives_the_new_revision_all_traffic() {
         let failed = format!("hello-{V1}-s1");
         let seen = Seen { service: Some(svc(vec![route(&failed, 100, Some("staging"))], "")), revisions: vec![rev(&failed, V1, "staging", Ready::Failed("deaf".into()))] };
-        let acts = decide_stage(&seen, "hello", V2, "i@sha256:2", false).unwrap();
+        let acts = decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap();
         let new = format!("hello-{V2}-s1");
         assert!(matches!(&acts[0], Act::Deploy { traffic, .. } if traffic == &vec![route(&new, 100, Some("staging"))]), "{acts:?}");
     }
@@ -1327,7 +1356,7 @@ mod tests {
         assert!(matches!(&acts[2], Act::Route { history, .. } if history == &vec!["hello-00001-abc".to_string(), l2.clone()]), "{acts:?}");
         // A live revision that reports Unknown for a moment keeps its traffic at a stage.
         let seen = Seen { service: Some(svc(vec![route(&a, 100, None)], &a)), revisions: vec![rev(&a, V1, "live", Ready::Pending)] };
-        assert!(matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None)));
+        assert!(matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None)));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Address {
     pub port: u16,
     /// Reached over HTTPS (Cloud Run's URLs): the tests get `PYM_SERVER_URL=https://...`.
     pub tls: bool,
+    /// A bearer token callers must send (a private Cloud Run service's identity token):
+    /// the tests get it as `PYM_SERVER_TOKEN`.
+    pub token: Option<String>,
 }
 
 /// How often and how patiently `verify_version` asks.

@@ -36,6 +36,15 @@ fn key_file() -> &'static str {
     })
 }
 
+/// The key, its `token_uri` the local Cloud Run's (which issues identity tokens).
+fn key_for(fake: &FakeGcp) -> String {
+    let mut key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
+    key["token_uri"] = format!("{}/token", fake.endpoint).into();
+    let path = std::path::Path::new(key_file()).with_file_name(format!("key-{}.json", fake.port));
+    std::fs::write(&path, key.to_string()).unwrap();
+    path.to_string_lossy().to_string()
+}
+
 /// The private key's body: it must never be printed.
 fn key_secret() -> String {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
@@ -83,7 +92,7 @@ impl<'a> Setup<'a> {
             .commit("deploy to the local Cloud Run");
         let env = [
             ("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", format!("{}/", fake.endpoint)),
-            ("GOOGLE_APPLICATION_CREDENTIALS", key_file().to_string()),
+            ("GOOGLE_APPLICATION_CREDENTIALS", key_for(fake)),
             ("GCE_METADATA_HOST", "metadata.invalid".to_string()),
             ("PYM_IT_TOKEN", SERVICE_TOKEN.to_string()),
         ];
@@ -361,6 +370,35 @@ fn cloud_run_failures_before_the_switch_leave_live_alone() {
     assert!(r.stderr.lines().any(|l| l.starts_with("  promote ") && l.contains("FAILED")), "{}", r.stderr);
     assert_eq!(t.traffic()[0], before, "live moved");
     assert_serves(&t.url(None), &v1, "live");
+}
+
+#[test]
+fn cloud_run_private_service_is_checked_and_tested_with_an_identity_token() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("runp", shared_fake());
+    t.svc.edit("pym-config.yaml", "keep_previous: 1", "keep_previous: 1\ngcp_allow_unauthenticated: false").commit("private");
+    // Checks and acceptance tests present an identity token for the service's URL.
+    let r = t.xtask(&["deploy", "--no-test"]);
+    r.assert_ok().assert_stderr_has("private: no roles/run.invoker for allUsers");
+    let v1 = t.version();
+    let policy = || api(t.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}:getIamPolicy", t.svc.name), None).to_string();
+    assert!(!policy().contains("allUsers"), "{}", policy());
+    // Without a token, Cloud Run says no.
+    let url = t.url(None);
+    let rest = url.split_once("://").unwrap().1;
+    let (host, port) = rest.rsplit_once(':').unwrap();
+    let (status, _) = http_get_at(host, port.parse().unwrap(), "/version").expect("the front door answers");
+    assert_eq!(status, 403);
+    // Made public, then private again, by the IAM policy alone.
+    t.svc.edit("pym-config.yaml", "gcp_allow_unauthenticated: false", "gcp_allow_unauthenticated: true").commit("public");
+    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"]).assert_ok();
+    assert!(policy().contains("allUsers"), "{}", policy());
+    assert_serves(&t.url(None), &v1, "live");
+    t.svc.edit("pym-config.yaml", "gcp_allow_unauthenticated: true", "gcp_allow_unauthenticated: false").commit("private again");
+    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"]).assert_ok().assert_stderr_has("no longer allows unauthenticated invocations");
+    assert!(!policy().contains("allUsers"), "{}", policy());
 }
 
 #[test]

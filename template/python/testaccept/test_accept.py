@@ -35,7 +35,11 @@ def server():
 def get(base, path):
     """(status, body as JSON) of GET base+path; an HTTP error status is returned, not raised."""
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as r:
+        request = urllib.request.Request(base + path)
+        token = os.environ.get("PYM_SERVER_TOKEN")
+        if token:  # a private service (Cloud Run without allUsers): an identity token
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=10) as r:
             status, body = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, body = e.code, e.read()

@@ -340,9 +340,10 @@ async fn relay(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let path = text.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").to_string();
     let header = |name: &str| text.lines().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()));
     let host = header("host").unwrap_or_default();
-    let authorized = header("authorization").is_some();
+    // Cloud Run wants an identity token whose audience is the service's URL.
+    let audience = header("authorization").and_then(|a| a.strip_prefix("Bearer ").and_then(crate::json::jwt_claims)).and_then(|c| c["aud"].as_str().map(String::from));
     let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host.as_str(), |(h, _)| h).to_ascii_lowercase();
-    let route = shared.lock().run.front_route(shared, &name, authorized);
+    let route = shared.lock().run.front_route(shared, &name, audience.as_deref());
     let answer = match route {
         FrontRoute::Backend(port) => match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(mut upstream) => {

@@ -185,6 +185,43 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Base64 (standard or URL-safe, padded or not) decoded; `None` if it is not.
+pub fn unbase64(s: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn jwt_claims(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&unbase64(payload)?).ok()
+}
+
+/// A JWT with these claims, signed with nothing a client could check (the local Cloud
+/// Run is its only reader).
+pub fn jwt(claims: &Value) -> String {
+    let url = |b: &[u8]| base64(b).trim_end_matches('=').replace('+', "-").replace('/', "_");
+    format!("{}.{}.{}", url(br#"{"alg":"RS256","typ":"JWT","kid":"pym-fake-gcp"}"#), url(claims.to_string().as_bytes()), url(b"not-a-signature"))
+}
+
 /// Two base64 strings name the same bytes (padding and the URL-safe alphabet aside).
 pub fn same_base64(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim_end_matches('=').replace('-', "+").replace('_', "/");

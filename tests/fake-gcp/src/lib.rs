@@ -23,8 +23,14 @@
 //! code>.a.run.localhost:<front_port>` reaches the tagged revision; without a
 //! `roles/run.invoker` binding for `allUsers`, requests without `Authorization` get 403.
 //!
-//! Not checked or not modelled: tokens (any `Authorization: Bearer …` passes, none gets
-//! 401), IAM permissions of the caller (inject `PERMISSION_DENIED` with a fault), jobs,
+//! A service without `allUsers` as invoker wants an identity token whose audience is its
+//! URL; `POST /token` is a token endpoint that issues them for a service account's signed
+//! JWT (jwt-bearer grant), as Google's does (`pym-fake-gcp --write-key` writes a key whose
+//! `token_uri` is this server's).
+//!
+//! Not checked or not modelled: token signatures (the API takes any `Authorization:
+//! Bearer …`, none gets 401; identity tokens are read, not verified), IAM permissions of
+//! the caller (inject `PERMISSION_DENIED` with a fault), jobs,
 //! executions, worker pools, instances, volumes, secrets (`valueSource` env vars are
 //! dropped), VPC access, resource limits, scaling (one container per revision), ingress,
 //! request timeouts, `$fields` filtering.
@@ -298,6 +304,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
     if let Some(what) = path.strip_prefix("/__fake/") {
         return Ok(control(&shared, &parts.method, what, &body));
     }
+    if path == "/token" && parts.method == Method::POST {
+        return Ok(token(&body));
+    }
     let Some(call) = run::route(&parts.method, &path, &query) else {
         let e = ApiError::new("NOT_FOUND", format!("The requested URL {path} was not found on this server (method {}).", parts.method));
         return Ok(e.reply());
@@ -317,6 +326,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
         return Ok(fault_error(&f, &call).reply());
     }
     Ok(run::handle(&shared, call, &body).await)
+}
+
+/// Google's token endpoint, for identity tokens only: a service account's signed JWT
+/// (`grant_type` jwt-bearer, its `target_audience` the audience wanted; the signature is
+/// not checked) is answered with an `id_token` for that audience. Point a key's
+/// `token_uri` here (`--write-key` does).
+fn token(body: &[u8]) -> Reply {
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    let reply = |status: u16, v: Value| Response::builder().status(status).header("Content-Type", "application/json").body(Full::new(Bytes::from(v.to_string()))).unwrap_or_default();
+    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+        return reply(400, json!({"error": "unsupported_grant_type", "error_description": "Only the jwt-bearer grant (service accounts) is implemented here"}));
+    }
+    let Some(claims) = form.get("assertion").and_then(|a| json::jwt_claims(a)) else {
+        return reply(400, json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}));
+    };
+    let Some(audience) = claims["target_audience"].as_str() else {
+        return reply(400, json!({"error": "invalid_request", "error_description": "Only identity tokens (target_audience) are issued here"}));
+    };
+    let now = json::now_ms() / 1000;
+    let email = claims["iss"].clone();
+    let id = json::jwt(&json!({"iss": "https://accounts.google.com", "aud": audience, "azp": email, "email": email, "email_verified": true, "sub": "100000000000000000000", "iat": now, "exp": now + 3600}));
+    reply(200, json!({"id_token": id}))
 }
 
 /// The error an injected fault answers with; a `PERMISSION_DENIED` without a message gets

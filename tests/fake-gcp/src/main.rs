@@ -28,12 +28,6 @@ fn main() -> ExitCode {
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    if let Some(path) = &key_file
-        && let Err(e) = write_key(path)
-    {
-        eprintln!("error: cannot write a service-account key to {}: {e}", path.display());
-        return ExitCode::FAILURE;
-    }
     let server = match pym_fake_gcp::FakeGcp::start(opts.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -49,6 +43,10 @@ fn main() -> ExitCode {
         server.endpoint, server.endpoint
     );
     if let Some(path) = &key_file {
+        if let Err(e) = write_key(path, &format!("{}/token", server.endpoint)) {
+            eprintln!("error: cannot write a service-account key to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
         eprintln!("a service-account key for it: GOOGLE_APPLICATION_CREDENTIALS={}", path.display());
     }
     println!("{}", server.endpoint);
@@ -57,7 +55,8 @@ fn main() -> ExitCode {
 }
 
 /// A service-account key file as Google issues them, with a fresh RSA key.
-fn write_key(path: &std::path::Path) -> Result<(), String> {
+/// Its `token_uri` is this server's, which issues identity tokens for private services.
+fn write_key(path: &std::path::Path, token_uri: &str) -> Result<(), String> {
     let out = std::process::Command::new("openssl")
         .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
         .output()
@@ -72,7 +71,7 @@ fn write_key(path: &std::path::Path) -> Result<(), String> {
         "private_key": String::from_utf8_lossy(&out.stdout),
         "client_email": "deployer@my-project.iam.gserviceaccount.com",
         "client_id": "100000000000000000000",
-        "token_uri": "https://oauth2.googleapis.com/token",
+        "token_uri": token_uri,
     });
     std::fs::write(path, key.to_string()).map_err(|e| e.to_string())
 }

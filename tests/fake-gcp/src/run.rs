@@ -193,7 +193,7 @@ pub enum FrontRoute {
 
 impl CloudRun {
     /// Routes a request for `host` (lowercase, no port) to a revision's container.
-    pub fn front_route(&self, shared: &Shared, host: &str, authorized: bool) -> FrontRoute {
+    pub fn front_route(&self, shared: &Shared, host: &str, audience: Option<&str>) -> FrontRoute {
         let Some(name) = host.strip_suffix(".a.run.localhost").or_else(|| host.strip_suffix(".run.localhost")) else {
             return FrontRoute::NotFound;
         };
@@ -207,6 +207,8 @@ impl CloudRun {
         let open = svc.policy["bindings"]
             .as_array()
             .is_some_and(|b| b.iter().any(|b| b["role"] == "roles/run.invoker" && b["members"].as_array().is_some_and(|m| m.iter().any(|m| m == "allUsers"))));
+        let uris: Vec<&str> = std::iter::once(&svc.json["uri"]).chain(svc.json["urls"].as_array().into_iter().flatten()).filter_map(|u| u.as_str()).map(|u| u.trim_end_matches('/')).collect();
+        let authorized = audience.is_some_and(|a| uris.contains(&a.trim_end_matches('/')));
         if !open && !authorized && svc.json["invokerIamDisabled"] != true {
             return FrontRoute::Forbidden;
         }

@@ -1,6 +1,7 @@
 //! What the acceptance tests need: the server under test, named by the environment
-//! (`PYM_SERVER_HOST`, `PYM_SERVER_PORT`, `PYM_ENV`, and `PYM_SERVER_URL` with its
-//! scheme), and a GET: plain HTTP here, HTTPS (Cloud Run's URLs) through `curl`.
+//! (`PYM_SERVER_HOST`, `PYM_SERVER_PORT`, `PYM_ENV`, `PYM_SERVER_URL` with its scheme, and
+//! `PYM_SERVER_TOKEN`, a bearer token for a private service), and a GET: plain HTTP here,
+//! HTTPS (Cloud Run's URLs) through `curl`.
 //!
 //! The pipeline sets these variables when it runs the tests against a local container,
 //! staging or live. Run by hand against any server:
@@ -15,6 +16,8 @@ pub struct Server {
     pub port: u16,
     /// Whether it is reached over HTTPS (`PYM_SERVER_URL` starts with `https://`).
     pub tls: bool,
+    /// The bearer token a private service wants (`PYM_SERVER_TOKEN`), if any.
+    pub token: Option<String>,
     /// Where the server runs: local, staging or live.
     pub env: String,
 }
@@ -41,6 +44,7 @@ impl Server {
             host: var("PYM_SERVER_HOST"),
             port: port.parse().unwrap_or_else(|_| panic!("PYM_SERVER_PORT is not a port: {port}")),
             tls: std::env::var("PYM_SERVER_URL").is_ok_and(|u| u.starts_with("https://")),
+            token: std::env::var("PYM_SERVER_TOKEN").ok().filter(|t| !t.is_empty()),
             env: var("PYM_ENV"),
         }
     }
@@ -53,7 +57,8 @@ impl Server {
         let addr = format!("{}:{}", self.host, self.port);
         let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("cannot reach the server at {addr}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a valid timeout");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("the request is sent");
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").expect("the request is sent");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("cannot read the answer from {addr}: {e}"));
         let raw = String::from_utf8_lossy(&raw);
@@ -65,10 +70,16 @@ impl Server {
     /// GET over HTTPS with `curl` (no TLS library compiled into the tests).
     fn get_tls(&self, path: &str) -> Response {
         let url = format!("https://{}:{}{path}", self.host, self.port);
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", &url])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run curl for {url} (HTTPS needs it): {e}"));
+        let mut curl = std::process::Command::new("curl");
+        // The token from a file, so that it is not in curl's command line.
+        let header = std::env::temp_dir().join(format!("pym-accept-{}-{:?}.header", std::process::id(), std::thread::current().id()));
+        if let Some(t) = &self.token {
+            std::fs::write(&header, format!("Authorization: Bearer {t}")).expect("a header file");
+            curl.arg("-H").arg(format!("@{}", header.display()));
+        }
+        let out = curl.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", &url]).output();
+        let _ = std::fs::remove_file(&header);
+        let out = out.unwrap_or_else(|e| panic!("cannot run curl for {url} (HTTPS needs it): {e}"));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "cannot reach the server at {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
         let (body, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("no status from curl for {url}"));
