@@ -22,6 +22,7 @@
 mod cli;
 mod config;
 mod context;
+mod fake_kube;
 #[cfg(feature = "aws-beanstalk")]
 mod fake_s3;
 mod pipeline;

@@ -75,6 +75,12 @@ impl Run {
         assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stderr\n{}", self.stderr);
         self
     }
+
+    #[track_caller]
+    pub fn assert_stdout_has(&self, needle: &str) -> &Run {
+        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}", self.stdout);
+        self
+    }
 }
 
 /// Runs a command with the environment the tests want: plain output, no colour, the

@@ -1,0 +1,315 @@
+//! The parts of the cluster that are real: containers on the local Docker engine (driven
+//! through the `docker` CLI) and the loopback forwarders behind Service ports.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+
+use crate::Shared;
+use crate::api::FieldErr;
+use crate::json::Selector;
+use crate::store::{Proxy, State};
+
+pub const LABEL: &str = "org.pymacaron.fake-kube";
+
+/// The engine's name of a pod's (first) container, as dockershim named them.
+pub fn container_name(pod: &Value) -> String {
+    let m = &pod["metadata"];
+    let c = pod["spec"]["containers"][0]["name"].as_str().unwrap_or("c");
+    let uid = m["uid"].as_str().unwrap_or("").split('-').next().unwrap_or("");
+    format!("k8s_{c}_{}_{}_{uid}_0", m["name"].as_str().unwrap_or(""), m["namespace"].as_str().unwrap_or(""))
+}
+
+/// `docker ARGS`: stdout, or the first lines of stderr as the error.
+pub async fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").args(args).kill_on_drop(true).output().await.map_err(|e| format!("cannot run docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
+    }
+}
+
+pub async fn image_present(image: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image]).await.is_ok()
+}
+
+/// Pulls an image with the credentials of `Options::docker_config`.
+pub async fn pull(shared: &Shared, image: &str) -> Result<(), String> {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(dir) = &shared.opts.docker_config {
+        args.extend(["--config".into(), dir.to_string_lossy().into_owned()]);
+    }
+    args.extend(["pull".into(), "--quiet".into(), image.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args).await.map(|_| ())
+}
+
+/// `docker run -d ARGS` with `env` passed through the CLI's own environment (`-e KEY`), so
+/// that values (secrets) never appear on a command line. Recorded while it runs: a server
+/// that stops waits for it before it removes its containers.
+pub async fn run(shared: &Shared, args: &[String], env: &[(String, String)]) -> Result<String, String> {
+    let mut cmd = Command::new("docker");
+    cmd.arg("run").arg("-d");
+    for (k, _) in env {
+        cmd.args(["-e", k]);
+    }
+    cmd.args(args);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().map_err(|e| format!("cannot run docker: {e}"))?;
+    let pid = child.id();
+    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).extend(pid);
+    let out = child.wait_with_output().await;
+    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| Some(*p) != pid);
+    let out = out.map_err(|e| format!("cannot run docker: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// The loopback ports a container publishes: `(container port, host port)`.
+pub async fn ports(name: &str) -> Vec<(u16, u16)> {
+    let out = docker(&["port", name]).await.unwrap_or_default();
+    // `8080/tcp -> 127.0.0.1:32768`
+    out.lines()
+        .filter_map(|l| {
+            let (c, h) = l.split_once(" -> ")?;
+            let c = c.split('/').next()?.trim().parse().ok()?;
+            let h = h.rsplit_once(':')?.1.trim().parse().ok()?;
+            Some((c, h))
+        })
+        .collect()
+}
+
+pub async fn ip(name: &str) -> Option<String> {
+    let out = docker(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name]).await.ok()?;
+    out.split_whitespace().next().map(String::from)
+}
+
+/// `(running, exit code, OOM killed, startedAt, finishedAt)`, or `None` when the container
+/// is gone.
+pub async fn state(name: &str) -> Option<(bool, i64, bool, String, String)> {
+    let s = docker(&["inspect", "--format", "{{.State.Running}}|{{.State.ExitCode}}|{{.State.OOMKilled}}|{{.State.StartedAt}}|{{.State.FinishedAt}}", name]).await.ok()?;
+    let p: Vec<&str> = s.split('|').collect();
+    if p.len() < 5 {
+        return None;
+    }
+    Some((p[0] == "true", p[1].parse().unwrap_or(-1), p[2] == "true", p[3].to_string(), p[4].to_string()))
+}
+
+/// Blocks until the container exits (or is gone: `None`).
+pub async fn wait(name: &str) -> Option<i64> {
+    docker(&["wait", name]).await.ok()?.trim().parse().ok()
+}
+
+pub async fn start(name: &str) -> Result<(), String> {
+    docker(&["start", name]).await.map(|_| ())
+}
+
+pub async fn stop(name: &str, grace: i64) {
+    let _ = docker(&["stop", "-t", &grace.max(0).to_string(), name]).await;
+}
+
+pub async fn remove(name: &str) {
+    let _ = docker(&["rm", "-f", name]).await;
+}
+
+/// `docker logs ARGS` (stdout and stderr interleaved as the engine keeps them).
+pub async fn logs(args: &[String]) -> Vec<u8> {
+    let out = Command::new("sh").arg("-c").arg("exec docker \"$@\" 2>&1").arg("sh").args(args).output().await;
+    out.map(|o| o.stdout).unwrap_or_default()
+}
+
+/// `docker logs --follow ARGS` into a channel until either side ends.
+pub async fn follow_logs(args: Vec<String>, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let child = Command::new("sh").arg("-c").arg("exec docker \"$@\" 2>&1").arg("sh").args(&args).stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn();
+    let Ok(mut child) = child else { return };
+    let Some(mut out) = child.stdout.take() else { return };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        tokio::select! {
+            n = out.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() { break },
+            },
+            _ = tx.closed() => break,
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Waits (30 s at most) until the processes `pids` have exited.
+pub fn wait_for_exit(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    while pids.iter().any(alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes every container a server started (when it stops).
+pub fn remove_all(instance: &str) {
+    let label = format!("label={LABEL}={instance}");
+    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output();
+    if let Ok(o) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Service forwarders
+
+/// Gives every port of a Service a loopback forwarder, reported as its `nodePort`: the one
+/// the client asked for, else the one the same port had before, else a free one.
+pub fn allocate_service_ports(shared: &Shared, st: &mut State, svc: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldErr>> {
+    if svc["spec"]["type"] == "ExternalName" {
+        return Ok(());
+    }
+    let me = (svc["metadata"]["namespace"].clone(), svc["metadata"]["name"].clone());
+    let taken_by_others: HashSet<i64> = st
+        .list("services", None)
+        .into_iter()
+        .filter(|s| (s["metadata"]["namespace"].clone(), s["metadata"]["name"].clone()) != me)
+        .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["nodePort"].as_i64())
+        .collect();
+    let old_ports = old.and_then(|o| o["spec"]["ports"].as_array().cloned()).unwrap_or_default();
+    let mut errs = Vec::new();
+    let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
+    for i in 0..count {
+        let p = svc["spec"]["ports"][i].clone();
+        let wanted = p["nodePort"].as_i64().filter(|n| *n > 0).or_else(|| {
+            old_ports.iter().find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"]).or_else(|| old_ports.iter().find(|o| o["name"] == p["name"] && p["name"].is_string())).and_then(|o| o["nodePort"].as_i64())
+        });
+        let field = format!("spec.ports[{i}].nodePort");
+        let port = match wanted {
+            Some(n) if taken_by_others.contains(&n) => {
+                errs.push(FieldErr::invalid(field, n.to_string(), "provided port is already allocated"));
+                continue;
+            }
+            Some(n) if st.proxies.contains_key(&(n as u16)) => n as u16,
+            Some(n) => match u16::try_from(n).ok().and_then(|n| listen(shared, st, n)) {
+                Some(p) => p,
+                None => {
+                    errs.push(FieldErr::invalid(field, n.to_string(), "provided port is already allocated"));
+                    continue;
+                }
+            },
+            None => match listen(shared, st, 0) {
+                Some(p) => p,
+                None => {
+                    errs.push(FieldErr::invalid(field, "0", "failed to allocate a loopback port"));
+                    continue;
+                }
+            },
+        };
+        svc["spec"]["ports"][i]["nodePort"] = Value::from(port);
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        if old.is_none() {
+            release_unused_ports(st);
+        }
+        Err(errs)
+    }
+}
+
+fn listen(shared: &Shared, st: &mut State, port: u16) -> Option<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+    l.set_nonblocking(true).ok()?;
+    let port = l.local_addr().ok()?.port();
+    let l = TcpListener::from_std(l).ok()?;
+    let shared = self_arc(shared)?;
+    let task = tokio::spawn(serve_service(l, shared, port)).abort_handle();
+    st.proxies.insert(port, Proxy { node_port: port, task });
+    Some(port)
+}
+
+/// The `Arc` of the server's shared state (kept by the state itself).
+fn self_arc(shared: &Shared) -> Option<Arc<Shared>> {
+    shared.me.upgrade()
+}
+
+/// Stops the forwarders whose port no Service holds any more.
+pub fn release_unused_ports(st: &mut State) {
+    let used: HashSet<u16> = st
+        .list("services", None)
+        .into_iter()
+        .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["nodePort"].as_u64().map(|n| n as u16))
+        .collect();
+    let gone: Vec<u16> = st.proxies.keys().filter(|p| !used.contains(p)).copied().collect();
+    for p in gone {
+        if let Some(proxy) = st.proxies.remove(&p) {
+            proxy.task.abort();
+            st.round_robin.remove(&proxy.node_port);
+        }
+    }
+}
+
+async fn serve_service(listener: TcpListener, shared: Arc<Shared>, node_port: u16) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        let backend = pick_backend(&shared, node_port);
+        tokio::spawn(async move {
+            let Some((host, port)) = backend else { return };
+            let Ok(Ok(mut upstream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((host.as_str(), port))).await else { return };
+            let mut client = client;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
+}
+
+/// The address of the next ready pod behind a Service port (round robin), as of now.
+fn pick_backend(shared: &Shared, node_port: u16) -> Option<(String, u16)> {
+    let mut st = shared.lock();
+    let (ns, selector, target) = st.list("services", None).into_iter().find_map(|s| {
+        let p = s["spec"]["ports"].as_array()?.iter().find(|p| p["nodePort"].as_u64() == Some(u64::from(node_port)))?;
+        Some((s["metadata"]["namespace"].as_str()?.to_string(), s["spec"]["selector"].clone(), p["targetPort"].clone()))
+    })?;
+    let sel = Selector::from_map(&selector);
+    if sel.is_empty() {
+        return None;
+    }
+    let pods: Vec<Value> = st
+        .list("pods", Some(&ns))
+        .into_iter()
+        .filter(|p| sel.matches(&p["metadata"]["labels"]) && p["metadata"]["deletionTimestamp"].is_null() && crate::kubelet::is_ready(p))
+        .cloned()
+        .collect();
+    if pods.is_empty() {
+        return None;
+    }
+    let n = st.round_robin.entry(node_port).or_default();
+    let pod = &pods[*n % pods.len()];
+    *n = n.wrapping_add(1);
+    let container_port = match &target {
+        Value::Number(n) => n.as_u64()? as u16,
+        Value::String(name) => pod["spec"]["containers"]
+            .as_array()?
+            .iter()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["name"] == name.as_str())?["containerPort"]
+            .as_u64()? as u16,
+        _ => return None,
+    };
+    let rt = st.runtime.get(pod["metadata"]["uid"].as_str()?)?;
+    match rt.host_ports.get(&container_port) {
+        Some(hp) => Some(("127.0.0.1".into(), *hp)),
+        None => Some((rt.ip.clone()?, container_port)),
+    }
+}

@@ -1,0 +1,344 @@
+//! A local Kubernetes apiserver and controller, for tests that drive the real `kubectl`
+//! or a client library (the `kube` crate, client-go) against "a cluster".
+//!
+//! Faithful: the REST paths of core/v1 (namespaces, pods with `log`, services, secrets,
+//! events) and apps/v1 (deployments with `scale` and `status`, replicasets); discovery
+//! (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, and the aggregated v2
+//! discovery kubectl asks for first); get, list, watch (from a `resourceVersion`, with
+//! bookmarks, `410 Gone` when too old), create (`generateName`), update (`409 Conflict` on
+//! a stale `resourceVersion`), patch (merge, strategic merge, JSON patch), delete with
+//! cascading; label and field selectors; server-side printing (`as=Table`) for the
+//! `kubectl get` columns; `Status` errors with the apiserver's own messages; the
+//! validation kubectl users hit (names, selector against template labels, container name
+//! and image); defaulting of the fields `kubectl set image` and `kubectl describe` read.
+//!
+//! Real: the deployment controller (ReplicaSets named `<deploy>-<pod-template-hash>`,
+//! rolling updates with `maxSurge`/`maxUnavailable`, Recreate, `minReadySeconds`,
+//! `progressDeadlineSeconds` scaled by `Options::progress_deadline_scale`, the status and
+//! conditions kube-controller-manager writes, ScalingReplicaSet events); the ReplicaSet
+//! controller; a kubelet per pod that runs the pod's first container as a container on the
+//! local Docker engine (driven through the `docker` CLI, pulled with the credentials of
+//! `Options::docker_config`, env from values and Secrets, every `containerPort` published
+//! on a loopback port), its readiness and liveness probes (`httpGet`, `tcpSocket`),
+//! restarts with CrashLoopBackOff, graceful termination (`docker stop -t <grace>`).
+//!
+//! Services: each `spec.ports[]` entry gets a loopback port, reported as its `nodePort`
+//! (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1` and a
+//! LoadBalancer's `status.loadBalancer.ingress` is `[{"ip": "127.0.0.1"}]`, so
+//! `http://127.0.0.1:<nodePort>` reaches the service: each new connection goes to one pod
+//! that the selector picks and that is ready right then (round robin), and stays there.
+//!
+//! Authentication: any `Authorization: Bearer …` passes and another scheme gets 401. A
+//! request without `Authorization` is anonymous and passes too, because kubectl (client-go)
+//! never sends credentials over plain HTTP; `POST /__fake/auth {"required": true}` makes
+//! those 401 for clients that do send a token (the `kube` crate does).
+//!
+//! Protobuf: kubectl's typed clients (`kubectl create namespace`, `kubectl create secret`)
+//! send protobuf; Namespaces and Secrets are decoded, other kinds answer 415 (send JSON).
+//! Answers are always JSON.
+//!
+//! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI (`/openapi/v2` and `/openapi/v3` answer 404,
+//! so kubectl needs `--validate=false`), server-side apply, `managedFields`, other
+//! resources (configmaps, nodes, endpoints…), sidecar containers (only the first
+//! container of a pod runs), init containers, volumes, resource limits, `paused`,
+//! preStop hooks, `limit`/`continue` paging (every list is one page).
+//!
+//! Test hooks on the API port: `POST /__fake/faults` with `{"verb": "patch", "resource":
+//! "services", "code": 409, "reason": "Conflict", "message": "…", "times": 1}` answers the
+//! next matching call with that error (verb and resource may be `*`; no `times` means
+//! always), `DELETE /__fake/faults` clears them; `GET /__fake/calls` lists the API calls in
+//! order (with whether they carried an `Authorization`) and counts them per `verb resource`;
+//! `POST /__fake/auth` switches strict authentication.
+
+mod api;
+mod controller;
+mod engine;
+mod json;
+mod kubelet;
+mod proto;
+mod store;
+mod table;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Reply = Response<Body>;
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The API port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// Multiplies every Deployment's `progressDeadlineSeconds` (tests shrink it).
+    pub progress_deadline_scale: f64,
+    /// How often the controllers reconcile (and the least time between two steps of a
+    /// rollout).
+    pub step_delay: Duration,
+    /// A directory with a Docker `config.json` whose credentials image pulls use; `None`:
+    /// the engine's defaults.
+    pub docker_config: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { port: 0, progress_deadline_scale: 1.0, step_delay: Duration::from_millis(200), docker_config: None }
+    }
+}
+
+/// A running server. Dropping it removes every container it started.
+pub struct FakeKube {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+pub(crate) struct Shared {
+    /// This state's own `Arc` (for the tasks a request starts).
+    pub me: std::sync::Weak<Shared>,
+    pub opts: Options,
+    pub port: u16,
+    /// Labels every container of this server, for cleanup.
+    pub instance: String,
+    pub state: Mutex<store::State>,
+    /// The `docker run` processes under way.
+    pub launching: Mutex<Vec<u32>>,
+    ids: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// A random-looking 64-bit number (UIDs, name suffixes).
+    pub fn random(&self) -> u64 {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let mut x = nanos ^ self.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()) << 32;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    pub fn uid(&self) -> String {
+        let (a, b) = (self.random(), self.random());
+        format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
+    }
+
+    /// `n` characters of the generated-name alphabet.
+    pub fn suffix(&self, n: usize) -> String {
+        let mut x = self.random();
+        (0..n)
+            .map(|_| {
+                let c = json::ALPHANUMS[(x % json::ALPHANUMS.len() as u64) as usize] as char;
+                x /= json::ALPHANUMS.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, store::State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl FakeKube {
+    /// Starts the server on its own runtime; it runs until dropped.
+    pub fn start(opts: Options) -> std::io::Result<FakeKube> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-kube").build()?;
+        let api = rt.block_on(TcpListener::bind(("127.0.0.1", opts.port)))?;
+        let port = api.local_addr()?.port();
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            port,
+            instance: format!("{}-{port}", std::process::id()),
+            opts,
+            state: Mutex::new(store::State::new()),
+            launching: Mutex::new(Vec::new()),
+            ids: AtomicU64::new(1),
+        });
+        store::bootstrap(&shared);
+        rt.spawn(serve_api(api, shared.clone()));
+        rt.spawn(controller::run(shared.clone()));
+        Ok(FakeKube { url: format!("http://127.0.0.1:{port}"), port, shared, rt: Some(rt) })
+    }
+
+    /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
+    pub fn wait_for_signal(&self) {
+        if let Some(rt) = &self.rt {
+            rt.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+        }
+    }
+
+    /// Writes a kubeconfig with one cluster, user and context named `name` that point at
+    /// this server (token auth; any token passes) and returns its path, `dir/<name>.kubeconfig`.
+    pub fn kubeconfig(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.kubeconfig"));
+        let text = kubeconfig_text(&self.url, name);
+        let _ = std::fs::create_dir_all(dir);
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("pym-fake-kube: cannot write {}: {e}", path.display());
+        }
+        path
+    }
+}
+
+/// A kubeconfig (YAML, which is also what kubectl writes) for one cluster at `url`.
+pub(crate) fn kubeconfig_text(url: &str, name: &str) -> String {
+    let q = |s: &str| Value::from(s).to_string();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {u}\ncontexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: default\ncurrent-context: {n}\nusers:\n- name: {n}\n  user:\n    token: fake-kube-token\npreferences: {{}}\n",
+        n = q(name),
+        u = q(url)
+    )
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        let launching = self.shared.launching.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        engine::wait_for_exit(&launching);
+        engine::remove_all(&self.shared.instance);
+    }
+}
+
+async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    if let Some(what) = path.strip_prefix("/__fake/") {
+        return Ok(control(&shared, &parts.method, what, &body));
+    }
+    if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+        return Ok(reply(200, "text/plain; charset=utf-8", "ok"));
+    }
+    // kubectl (client-go) never sends credentials over plain HTTP, so a request without
+    // `Authorization` is anonymous and allowed unless a test asked for strict mode; a
+    // credential that is not `Bearer <token>` is refused.
+    let auth = parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bearer = auth.as_deref().is_some_and(|a| a.starts_with("Bearer ") && a.trim().len() > 7);
+    let strict = shared.lock().auth_required;
+    if (auth.is_some() && !bearer) || (auth.is_none() && strict) {
+        let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
+        return Ok(reply(401, "application/json", s.to_string()));
+    }
+    Ok(api::handle(&shared, &parts, body).await)
+}
+
+/// An injected error.
+pub(crate) struct Fault {
+    verb: String,
+    resource: String,
+    code: u16,
+    reason: Option<String>,
+    message: Option<String>,
+    times: Option<u32>,
+}
+
+/// Records a call and returns the fault it meets, if any: `(code, reason, message)`.
+pub(crate) fn record_call(shared: &Shared, call: &api::Call, path: &str, query: &str, authorized: bool) -> Option<(u16, Option<String>, Option<String>)> {
+    let mut st = shared.lock();
+    let resource = match &call.sub {
+        Some(s) => format!("{}/{s}", call.res.plural),
+        None => call.res.plural.to_string(),
+    };
+    st.calls.push(json!({
+        "verb": call.verb, "resource": resource, "namespace": call.ns.clone().unwrap_or_default(),
+        "name": call.name.clone().unwrap_or_default(), "path": path, "query": query, "authorization": authorized,
+    }));
+    *st.counts.entry(format!("{} {resource}", call.verb)).or_default() += 1;
+    let i = st.faults.iter().position(|f| (f.verb == call.verb || f.verb == "*") && (f.resource == "*" || f.resource == resource || f.resource == call.res.plural))?;
+    let f = &mut st.faults[i];
+    let hit = (f.code, f.reason.clone(), f.message.clone());
+    if let Some(t) = &mut f.times {
+        *t = t.saturating_sub(1);
+        if *t == 0 {
+            st.faults.remove(i);
+        }
+    }
+    Some(hit)
+}
+
+fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
+    match (method, what) {
+        (&Method::POST, "faults") => {
+            let Ok(v) = serde_json::from_slice::<Value>(body) else {
+                return reply(400, "text/plain", "the body must be JSON: {\"verb\", \"resource\", \"code\", \"reason\", \"message\", \"times\"}");
+            };
+            let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+            let fault = Fault {
+                verb: s("verb").unwrap_or_else(|| "*".into()),
+                resource: s("resource").unwrap_or_else(|| "*".into()),
+                code: v.get("code").and_then(Value::as_u64).map_or(500, |c| c as u16),
+                reason: s("reason"),
+                message: s("message"),
+                times: v.get("times").and_then(Value::as_u64).map(|t| t as u32),
+            };
+            if fault.times != Some(0) {
+                shared.lock().faults.push(fault);
+            }
+            reply(200, "application/json", "{}")
+        }
+        (&Method::POST, "auth") => {
+            let required = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("required").and_then(Value::as_bool)).unwrap_or(true);
+            shared.lock().auth_required = required;
+            reply(200, "application/json", json!({"required": required}).to_string())
+        }
+        (&Method::DELETE, "faults") => {
+            shared.lock().faults.clear();
+            reply(200, "application/json", "{}")
+        }
+        (&Method::GET, "calls") => {
+            let st = shared.lock();
+            reply(200, "application/json", json!({"calls": st.calls, "counts": st.counts}).to_string())
+        }
+        (&Method::DELETE, "calls") => {
+            let mut st = shared.lock();
+            st.calls.clear();
+            st.counts = BTreeMap::new();
+            reply(200, "application/json", "{}")
+        }
+        _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults, GET|DELETE /__fake/calls and POST /__fake/auth"),
+    }
+}
+
+pub(crate) fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("a valid response")
+}

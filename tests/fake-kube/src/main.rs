@@ -1,0 +1,59 @@
+//! `pym-fake-kube [--port N] [--progress-deadline-scale F] [--step-delay-ms N] [--docker-config DIR]
+//! [--kubeconfig PATH]`: the local Kubernetes apiserver and controller on their own, for the
+//! real `kubectl`: `kubectl --server http://127.0.0.1:N --token x get pods`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let mut opts = pym_fake_kube::Options { port: 6443, ..Default::default() };
+    let mut kubeconfig: Option<std::path::PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
+        match a.as_str() {
+            "--port" => opts.port = value("--port").parse().unwrap_or_else(|_| usage("--port takes a port number")),
+            "--progress-deadline-scale" => {
+                opts.progress_deadline_scale = value("--progress-deadline-scale").parse().unwrap_or_else(|_| usage("--progress-deadline-scale takes a number"))
+            }
+            "--step-delay-ms" => opts.step_delay = Duration::from_millis(value("--step-delay-ms").parse().unwrap_or_else(|_| usage("--step-delay-ms takes milliseconds"))),
+            "--docker-config" => opts.docker_config = Some(value("--docker-config").into()),
+            "--kubeconfig" => kubeconfig = Some(value("--kubeconfig").into()),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let server = match pym_fake_kube::FakeKube::start(opts.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", opts.port);
+            eprintln!("hint: pick a free port with --port (0: any free port)");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("local Kubernetes API (v1.32, core/v1 and apps/v1) on {}", server.url);
+    eprintln!("pods run as containers on the local Docker engine; a Service's ports answer on 127.0.0.1:<spec.ports[].nodePort>");
+    match kubeconfig {
+        Some(path) => {
+            let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let name = "fake-kube";
+            let written = server.kubeconfig(&dir, name);
+            if written != path {
+                let _ = std::fs::rename(&written, &path);
+            }
+            eprintln!("wrote {}; use it with: KUBECONFIG={} kubectl --validate=false ...", path.display(), path.display());
+        }
+        None => eprintln!("use it with: kubectl --server {} --token x --validate=false ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)", server.url),
+    }
+    println!("{}", server.url);
+    server.wait_for_signal();
+    ExitCode::SUCCESS
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("error: {problem}");
+    }
+    eprintln!("usage: pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}

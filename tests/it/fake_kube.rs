@@ -1,0 +1,180 @@
+//! The local Kubernetes apiserver of `tests/fake-kube`, read and driven by the real
+//! `kubectl` (1.32 on these machines) as users will look at what pymdeploy does there:
+//! create, `rollout status` (success and the progress deadline), `get`, `describe
+//! deployment`, `logs`, a Service reaching ready pods, a Forbidden answer, and a deleted
+//! namespace leaving no container behind.
+
+use std::process::Command;
+
+use pym_fake_kube::{FakeKube, Options};
+
+use crate::support::{Run, docker, docker_available, http_get, run, temp_dir};
+
+const SECRET: &str = "pym-it-kube-secret-Hq71";
+
+const SERVER: &str = r#"import os, signal, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+port = int(os.environ.get("PORT", "8080"))
+fail = os.environ.get("FAIL") == "1"
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        code = 500 if fail and self.path == "/ping" else 200
+        body = f"pong from {socket.gethostname()} version={os.environ.get('VERSION', '?')} secret-set={bool(os.environ.get('SECRET'))}\n".encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        print("request: " + fmt % args, flush=True)
+
+print(f"listening on {port}", flush=True)
+HTTPServer(("0.0.0.0", port), H).serve_forever()
+"#;
+
+/// Whether `kubectl` runs here; in CI its absence is a failure.
+fn kubectl_available() -> bool {
+    let ok = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "CI is set and `kubectl` does not run: the Kubernetes tests need it");
+        eprintln!("SKIPPED: no kubectl on this machine");
+    }
+    ok
+}
+
+/// Images of the test server: healthy, and one whose `/ping` answers 500. Removed on drop.
+struct Images(String);
+
+impl Images {
+    fn build() -> Images {
+        let dir = temp_dir("kube-img");
+        std::fs::write(dir.join("server.py"), SERVER).unwrap();
+        let tag = format!("pym-it-kube-{}", std::process::id());
+        for (name, env) in [("v1", "VERSION=v1"), ("broken", "VERSION=v2 FAIL=1")] {
+            std::fs::write(dir.join("Dockerfile"), format!("FROM python:3.11-slim\nCOPY server.py /server.py\nENV {env}\nCMD [\"python3\", \"-u\", \"/server.py\"]\n")).unwrap();
+            let out = Command::new("docker").args(["build", "-q", "-t", &format!("{tag}:{name}")]).arg(&dir).output().expect("docker runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Images(tag)
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &format!("{}:v1", self.0), &format!("{}:broken", self.0)]).output();
+    }
+}
+
+#[test]
+fn kubectl_reads_and_drives_the_local_apiserver() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let images = Images::build();
+    let fake = FakeKube::start(Options::default()).expect("the local apiserver starts");
+    let dir = temp_dir("kube");
+    let kubeconfig = fake.kubeconfig(&dir, "pym-it");
+    let kubectl = |args: &[&str], stdin: Option<&str>| -> Run {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &kubeconfig).args(args);
+        if let Some(text) = stdin {
+            let file = dir.join("stdin.yaml");
+            std::fs::write(&file, text).unwrap();
+            cmd.arg("-f").arg(&file);
+        }
+        let r = run(cmd);
+        assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET), "kubectl {args:?} showed the secret:\n{}{}", r.stdout, r.stderr);
+        r
+    };
+    let ns = "pym-it-kube";
+    let manifests = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: app-secret, namespace: {ns}}}
+stringData: {{token: {SECRET}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 60
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: {tag}:v1
+        ports: [{{name: http, containerPort: 8080}}]
+        env:
+        - {{name: PORT, value: "8080"}}
+        - name: SECRET
+          valueFrom: {{secretKeyRef: {{name: app-secret, key: token}}}}
+        readinessProbe: {{httpGet: {{path: /ping, port: http}}, periodSeconds: 1, failureThreshold: 2}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#,
+        tag = images.0
+    );
+    kubectl(&["--validate=false", "create"], Some(&manifests)).assert_ok();
+    kubectl(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"], None).assert_ok().assert_stdout_has("successfully rolled out");
+
+    // What a user looks at.
+    let got = kubectl(&["-n", ns, "get", "deploy,rs,pods,svc"], None);
+    let table = &got.assert_ok().stdout;
+    assert!(table.lines().any(|l| l.starts_with("deployment.apps/web ") && l.contains(" 2/2 ")), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("pod/web-") && l.contains(" 1/1 ") && l.contains("Running")).count(), 2, "{table}");
+    assert!(table.lines().any(|l| l.starts_with("service/web ") && l.contains("LoadBalancer")), "{table}");
+    let described = kubectl(&["-n", ns, "describe", "deployment", "web"], None);
+    described.assert_ok().assert_stdout_has("MinimumReplicasAvailable").assert_stdout_has("NewReplicaSetAvailable").assert_stdout_has("ScalingReplicaSet");
+    kubectl(&["-n", ns, "logs", "deploy/web", "--tail=20"], None).assert_ok().assert_stdout_has("listening on 8080");
+
+    // The Service reaches both ready pods, the secret set from the Secret.
+    let port: u16 = kubectl(&["-n", ns, "get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"], None).assert_ok().stdout.trim().parse().expect("a nodePort");
+    let answers: Vec<String> = (0..4).map(|_| http_get(port, "/ping").expect("the service answers").1).collect();
+    assert!(answers.iter().all(|a| a.contains("version=v1 secret-set=True")), "{answers:?}");
+    assert_eq!(answers.iter().collect::<std::collections::BTreeSet<_>>().len(), 2, "not spread over both pods: {answers:?}");
+    let spec = kubectl(&["-n", ns, "get", "deployment", "web", "-o", "json"], None);
+    assert!(spec.assert_ok().stdout.contains("secretKeyRef"), "{}", spec.stdout);
+
+    // A rollout whose pods never become ready ends at the progress deadline, as kubectl
+    // reports it; the old pods keep serving.
+    kubectl(&["-n", ns, "patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":8}}"#], None).assert_ok();
+    kubectl(&["-n", ns, "set", "image", "deployment/web", &format!("app={}:broken", images.0)], None).assert_ok();
+    let r = kubectl(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"], None);
+    r.assert_failed().assert_stderr_has("error: deployment \"web\" exceeded its progress deadline");
+    kubectl(&["-n", ns, "describe", "deployment", "web"], None).assert_ok().assert_stdout_has("ProgressDeadlineExceeded");
+    let events = kubectl(&["-n", ns, "get", "events"], None);
+    assert!(events.assert_ok().stdout.contains("Readiness probe failed"), "{}", events.stdout);
+    for _ in 0..4 {
+        assert!(http_get(port, "/ping").expect("the old pods answer").1.contains("version=v1"));
+    }
+
+    // Forbidden, as the apiserver says it.
+    let fault = Command::new("curl").args(["-fsS", "-X", "POST", &format!("{}/__fake/faults", fake.url), "-d", r#"{"verb":"patch","resource":"services","code":403,"times":1}"#]).output().unwrap();
+    assert!(fault.status.success());
+    kubectl(&["-n", ns, "patch", "svc", "web", "-p", r#"{"spec":{"selector":{"app":"other"}}}"#], None).assert_failed().assert_stderr_has("cannot patch resource \"services\"");
+
+    // A deleted namespace takes its pods' containers with it.
+    kubectl(&["delete", "namespace", ns, "--timeout=90s"], None).assert_ok();
+    let label = format!("label=org.pymacaron.fake-kube={}-{}", std::process::id(), fake.port);
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "containers remain after the namespace was deleted");
+}
