@@ -733,14 +733,14 @@ fn create_environment(shared: &Shared, eb: &mut Beanstalk, p: &Params, request_i
         (None, Some(a)) => (stack_of(&a), Some(a)),
         both => both,
     };
-    let prefix = p.get("CNAMEPrefix").map(String::from).unwrap_or_else(|| format!("{name}-{}", shared.next_id()));
+    let prefix = p.get("CNAMEPrefix").map(String::from).unwrap_or_else(|| format!("{name}-{}", shared.ids.next()));
     let cname = cname_of(o, &prefix);
     if eb.live().any(|e| e.cname == cname) {
         return Err(ApiError::invalid(format!("DNS name ({cname}) is not available.")));
     }
     let now = now_ms();
     let env = Env {
-        id: format!("e-{:010x}", shared.next_id() * 7919 + 1_000_003),
+        id: format!("e-{:010x}", shared.ids.next() * 7919 + 1_000_003),
         name: name.into(),
         app: app.into(),
         label: label.into(),
@@ -1101,7 +1101,7 @@ async fn run_bundle(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str,
         }
         None => None,
     };
-    engine::pull(&image, auth.as_deref(), shared.next_id()).await.map_err(|e| ("ERROR", format!("Failed to pull Docker image {image}: {e}")))?;
+    engine::pull(&image, auth.as_deref(), shared.ids.next()).await.map_err(|e| ("ERROR", format!("Failed to pull Docker image {image}: {e}")))?;
     let env_vars: Vec<(String, String)> = env.options.iter().filter(|(ns, _, _)| ns == ENV_NAMESPACE).map(|(_, k, v)| (k.clone(), v.clone())).collect();
     let generation = with_env(shared, id, |_, e| {
         e.generation += 1;

@@ -5,23 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pym_fake_common::docker::{docker, remove_labelled};
+use pym_fake_common::net::{Head, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 
 use crate::Shared;
 
-pub const LABEL: &str = "org.pymacaron.fake-aws";
+pub use pym_fake_common::docker::remove;
 
-/// `docker ARGS`: stdout, or the first lines of stderr as the error.
-async fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").args(args).output().await.map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
-    }
-}
+pub const LABEL: &str = "org.pymacaron.fake-aws";
 
 /// Pulls `image` with the registry credentials of a Docker `config.json` (or the old
 /// `.dockercfg` format, a map of registries), as an instance does before it runs the image.
@@ -36,9 +30,9 @@ pub async fn pull(image: &str, auth: Option<&[u8]>, tag: u64) -> Result<(), Stri
         None => serde_json::json!({}),
     };
     std::fs::write(dir.join("config.json"), config.to_string()).map_err(|e| e.to_string())?;
-    let result = docker(&["--config", &dir.to_string_lossy(), "pull", "--quiet", image]).await;
+    let result = pym_fake_common::docker::pull(Some(&dir), image).await;
     let _ = std::fs::remove_dir_all(&dir);
-    result.map(|_| ())
+    result
 }
 
 /// Runs `image` detached, its `container_port` published on a free loopback port; returns
@@ -91,10 +85,6 @@ pub async fn restart(name: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("the restarted container publishes no port: {port:?}"))
 }
 
-pub async fn remove(name: &str) {
-    let _ = docker(&["rm", "-f", name]).await;
-}
-
 /// Removes every container a server started (when it stops).
 pub fn remove_all(instance: &str) {
     remove_labelled(&format!("{LABEL}={instance}"));
@@ -103,16 +93,6 @@ pub fn remove_all(instance: &str) {
 /// Removes the containers of one application's environments.
 pub fn remove_app(app: &str) {
     remove_labelled(&format!("{LABEL}.app={app}"));
-}
-
-fn remove_labelled(label: &str) {
-    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output();
-    if let Ok(o) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-        }
-    }
 }
 
 /// Whether a loopback port accepts a TCP connection within two seconds (a load
@@ -136,41 +116,16 @@ pub async fn health(port: u16, path: &str) -> Option<u16> {
 /// The load balancer: reads a request's head, routes by its `Host` to the container of the
 /// environment that holds that CNAME now, then relays bytes both ways.
 pub async fn serve_lb(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = relay(client, &shared).await;
-        });
-    }
-}
-
-async fn relay(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf).await?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
+    pym_fake_common::net::serve_front(listener, move |head: &Head| {
+        let name = head.host();
+        let backend = shared.lock().eb.backend_for(&name);
+        match backend {
+            Some(port) => Route::Backend { port, unreachable: "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into() },
+            None => {
+                let body = format!("no environment answers for {name:?}\n");
+                Route::Answer(format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()))
+            }
         }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let host = text
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_default();
-    let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host.as_str(), |(h, _)| h).to_ascii_lowercase();
-    let backend = shared.lock().eb.backend_for(&name);
-    let Some(port) = backend else {
-        let body = format!("no environment answers for {name:?}\n");
-        let answer = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        return client.write_all(answer.as_bytes()).await;
-    };
-    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
-        let answer = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        return client.write_all(answer.as_bytes()).await;
-    };
-    upstream.write_all(&head).await?;
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ())
+    })
+    .await
 }

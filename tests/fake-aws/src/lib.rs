@@ -27,16 +27,16 @@ mod s3;
 mod xml;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::http::request::Parts;
+use hyper::{Method, Response};
+use pym_fake_common::time::from_date_time;
+pub(crate) use pym_fake_common::time::{now_ms, rfc3339_millis as iso};
+use pym_fake_common::{Faults, Ids};
 use tokio::net::TcpListener;
 
 pub type Reply = Response<Full<Bytes>>;
@@ -86,16 +86,12 @@ pub(crate) struct Shared {
     /// Labels every container of this server, for cleanup.
     pub instance: String,
     pub state: Mutex<State>,
-    ids: AtomicU64,
+    pub ids: Ids,
 }
 
 impl Shared {
-    pub fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::SeqCst)
-    }
-
     pub fn request_id(&self) -> String {
-        let n = self.next_id();
+        let n = self.ids.next();
         format!("{:08x}-fa4e-4a3e-9c1d-{:012x}", std::process::id(), n)
     }
 
@@ -109,16 +105,16 @@ pub(crate) struct State {
     pub eb: eb::Beanstalk,
     pub buckets: BTreeMap<String, BTreeMap<String, s3::Object>>,
     pub uploads: BTreeMap<String, s3::Upload>,
-    faults: Vec<Fault>,
+    faults: Faults<Fault>,
     calls: BTreeMap<String, u64>,
 }
 
+#[derive(Clone)]
 struct Fault {
     action: String,
     code: String,
     message: String,
     status: u16,
-    times: Option<u32>,
 }
 
 /// An error answer, in the protocol of the service that gives it.
@@ -142,23 +138,15 @@ impl State {
     /// Counts a call and returns the injected fault it meets, if any.
     pub fn call(&mut self, action: &str) -> Option<ApiError> {
         *self.calls.entry(action.to_string()).or_default() += 1;
-        let i = self.faults.iter().position(|f| f.action == action || f.action == "*")?;
-        let f = &mut self.faults[i];
-        let err = ApiError::new(f.status, &f.code, f.message.clone());
-        if let Some(t) = &mut f.times {
-            *t -= 1;
-            if *t == 0 {
-                self.faults.remove(i);
-            }
-        }
-        Some(err)
+        let f = self.faults.hit(|f| f.action == action || f.action == "*")?;
+        Some(ApiError::new(f.status, &f.code, f.message))
     }
 }
 
 impl FakeAws {
     /// Starts the server on its own runtime; it runs until dropped.
     pub fn start(opts: Options) -> std::io::Result<FakeAws> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-aws").build()?;
+        let rt = pym_fake_common::runtime("fake-aws")?;
         let (api, lbs) = rt.block_on(bind(&opts))?;
         let port = api.local_addr()?.port();
         let lb_port = lbs.first().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
@@ -167,9 +155,10 @@ impl FakeAws {
             instance: format!("{}-{port}", std::process::id()),
             opts,
             state: Mutex::new(State::default()),
-            ids: AtomicU64::new(1),
+            ids: Ids::default(),
         });
-        rt.spawn(serve_api(api, shared.clone()));
+        let api_shared = shared.clone();
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
         for l in lbs {
             rt.spawn(engine::serve_lb(l, shared.clone()));
         }
@@ -179,7 +168,7 @@ impl FakeAws {
 
     /// Answers the next `times` calls of `action` (or every call, with `None`) with an error.
     pub fn fail(&self, action: &str, status: u16, code: &str, message: &str, times: Option<u32>) {
-        self.shared.lock().faults.push(Fault { action: action.into(), code: code.into(), message: message.into(), status, times });
+        self.shared.lock().faults.add(Fault { action: action.into(), code: code.into(), message: message.into(), status }, times);
     }
 
     /// How many calls of `action` the server has answered (faults included).
@@ -220,13 +209,7 @@ impl FakeAws {
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
     pub fn wait_for_signal(&self) {
         if let Some(rt) = &self.rt {
-            rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
+            pym_fake_common::wait_for_signal(rt);
         }
     }
 }
@@ -242,36 +225,17 @@ impl Drop for FakeAws {
 
 async fn bind(opts: &Options) -> std::io::Result<(TcpListener, Vec<TcpListener>)> {
     let api = TcpListener::bind(("127.0.0.1", opts.port)).await?;
-    let mut lbs = Vec::new();
-    if let Some(p) = opts.lb_port {
-        let v4 = TcpListener::bind(("127.0.0.1", p)).await?;
-        let port = v4.local_addr()?.port();
-        lbs.push(v4);
-        // `*.localhost` resolves to ::1 too; answer there when the machine has IPv6.
-        if let Ok(v6) = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
-            lbs.push(v6);
-        }
-    }
+    let lbs = match opts.lb_port {
+        Some(p) => pym_fake_common::net::bind_loopback(p).await?,
+        None => Vec::new(),
+    };
     Ok((api, lbs))
 }
 
-async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-        });
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     let path = parts.uri.path().to_string();
     if let Some(what) = path.strip_prefix("/__fake/") {
-        return Ok(control(&shared, &parts.method, what, &body));
+        return control(&shared, &parts.method, what, &body);
     }
     let scope = parts
         .headers
@@ -285,13 +249,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
     // an `Action` (none gets `MissingAction`); S3 never posts a form to `/`.
     let form = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     let is_query = parts.method == Method::POST && path == "/" && (form || body.windows(7).any(|w| w == b"Action="));
-    let reply = match service {
+    match service {
         Some("elasticbeanstalk") => eb::handle(&shared, &body).await,
         Some("s3") => s3::handle(&shared, &parts, &body),
         _ if is_query => eb::handle(&shared, &body).await,
         _ => s3::handle(&shared, &parts, &body),
-    };
-    Ok(reply)
+    }
 }
 
 fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
@@ -303,7 +266,7 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
             let s = |k: &str, d: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or(d).to_string();
             let status = v.get("status").and_then(|x| x.as_u64()).unwrap_or(400) as u16;
             let times = v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32);
-            shared.lock().faults.push(Fault { action: s("action", "*"), code: s("code", "Throttling"), message: s("message", "Rate exceeded"), status, times });
+            shared.lock().faults.add(Fault { action: s("action", "*"), code: s("code", "Throttling"), message: s("message", "Rate exceeded"), status }, times);
             reply(200, "application/json", "{}")
         }
         (&Method::GET, "calls") => {
@@ -322,52 +285,10 @@ pub(crate) fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> 
         .expect("a valid response")
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// `2026-11-27T19:00:00.123Z`, as AWS writes times.
-pub(crate) fn iso(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let s = rem / 1000;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s / 60 % 60, s % 60, rem % 1000)
-}
-
 /// Reads `YYYY-MM-DDTHH:MM:SS[.fff]Z` back into milliseconds.
 pub(crate) fn parse_iso(t: &str) -> Option<i64> {
-    let t = t.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut h = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    Some(days_from_civil(y, m, dd) * 86_400_000 + (hh * 3600 + mm * 60 + ss) * 1000 + ms)
-}
-
-// Howard Hinnant's civil calendar algorithms.
-pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    from_date_time(date, time)
 }
 
 #[cfg(test)]

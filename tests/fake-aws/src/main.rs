@@ -5,21 +5,20 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pym_fake_common::cli::Args;
+
 fn main() -> ExitCode {
     let mut opts = pym_fake_aws::Options { port: 4566, ..Default::default() };
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new("pym-fake-aws [--port N (4566)] [--lb-port N (80) | --no-lb] [--region R (us-east-1)] [--health-grace SECS (20)]");
     while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
         match a.as_str() {
-            "--port" => opts.port = value("--port").parse().unwrap_or_else(|_| usage("--port takes a port number")),
-            "--lb-port" => opts.lb_port = Some(value("--lb-port").parse().unwrap_or_else(|_| usage("--lb-port takes a port number"))),
+            "--port" => opts.port = args.parse(&a, "a port number"),
+            "--lb-port" => opts.lb_port = Some(args.parse(&a, "a port number")),
             "--no-lb" => opts.lb_port = None,
-            "--region" => opts.region = value("--region"),
-            "--health-grace" => {
-                opts.health_grace = Duration::from_secs(value("--health-grace").parse().unwrap_or_else(|_| usage("--health-grace takes seconds")))
-            }
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other:?}")),
+            "--region" => opts.region = args.value(&a),
+            "--health-grace" => opts.health_grace = Duration::from_secs(args.parse(&a, "seconds")),
+            "-h" | "--help" => args.usage(""),
+            other => args.usage(&format!("unknown argument {other:?}")),
         }
     }
     let server = match pym_fake_aws::FakeAws::start(opts.clone()) {
@@ -39,12 +38,4 @@ fn main() -> ExitCode {
     println!("{}", server.endpoint);
     server.wait_for_signal();
     ExitCode::SUCCESS
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!("usage: pym-fake-aws [--port N (4566)] [--lb-port N (80) | --no-lb] [--region R (us-east-1)] [--health-grace SECS (20)]");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

@@ -161,7 +161,7 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
         }
         "CreateMultipartUpload" => {
             let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("binary/octet-stream").to_string();
-            let id = format!("pym-{:016x}", shared.next_id() ^ (crate::now_ms() as u64));
+            let id = format!("pym-{:016x}", shared.ids.next() ^ (crate::now_ms() as u64));
             st.uploads.insert(id.clone(), Upload { bucket: bucket.clone(), key: key.clone(), content_type, started_ms: crate::now_ms(), parts: Default::default() });
             let mut x = document();
             x.open("InitiateMultipartUploadResult").el("Bucket", &bucket).el("Key", &key).el("UploadId", &id).close("InitiateMultipartUploadResult");
@@ -290,7 +290,7 @@ fn byte_range(header: &str, len: usize) -> Option<(usize, usize)> {
 /// `Sat, 28 Nov 2026 12:00:00 GMT`, HTTP's date format.
 fn http_date(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
-    let (y, m, d) = crate::civil_from_days(days);
+    let (y, m, d) = pym_fake_common::time::civil_from_days(days);
     let s = ms.rem_euclid(86_400_000) / 1000;
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
     let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(m - 1) as usize];

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pym_fake_common::docker::docker;
+use pym_fake_common::net::{Head, Route};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +14,8 @@ use tokio::process::Command;
 
 use crate::Shared;
 use crate::run::FrontRoute;
+
+pub use pym_fake_common::docker::remove;
 
 pub const LABEL: &str = "org.pymacaron.fake-gcp";
 
@@ -86,77 +90,28 @@ impl RunSpec {
     }
 }
 
-/// `docker ARGS`: stdout, or the first lines of stderr as the error.
-async fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").args(args).output().await.map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
-    }
-}
-
-/// `docker run ARGS`, its process recorded while it runs: a server that stops waits for
-/// it before it removes its containers (the engine creates the container even when the
-/// CLI is killed).
-async fn docker_run(shared: &Shared, args: &[&str]) -> Result<String, String> {
-    let child = Command::new("docker")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
-    let pid = child.id();
-    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).extend(pid);
-    let out = child.wait_with_output().await;
-    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| Some(*p) != pid);
-    let out = out.map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
-    }
-}
-
-/// Waits (30 s at most) until the processes `pids` have exited.
-pub fn wait_for_exit(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let alive = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-    };
-    while pids.iter().any(alive) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Pulls (when not local), runs and probes a revision's container; returns the container
 /// and the loopback port it publishes. A failed container is removed.
 pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Failure> {
     let agent = format!("service-{}@serverless-robot-prod.iam.gserviceaccount.com", shared.opts.project_number);
-    if docker(&["image", "inspect", "--format", "{{.Id}}", &spec.image]).await.is_err() {
-        let mut args: Vec<String> = Vec::new();
-        if let Some(dir) = &shared.opts.docker_config {
-            args.extend(["--config".into(), dir.to_string_lossy().into_owned()]);
-        }
-        args.extend(["pull".into(), "--quiet".into(), spec.image.clone()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        if let Err(e) = docker(&args).await {
-            let lower = e.to_ascii_lowercase();
-            let denied = ["unauthorized", "denied", "authentication required", "forbidden", "no basic auth"].iter().any(|w| lower.contains(w));
-            return Err(if denied {
-                Failure {
-                    field: "reason",
-                    reason: "CONTAINER_IMAGE_UNAUTHORIZED",
-                    message: format!(
-                        "Google Cloud Run Service Agent {agent} must have permission to read the image, {}. Ensure that the provided container image URL is correct and that the above account has permission to access the image. If you just enabled the Cloud Run API, the permissions might take a few minutes to propagate. Note that the image is from project [{}]. If it is not the same as the project in which Cloud Run is deployed, the Cloud Run Service Agent in the project where Cloud Run is deployed must have permission to access the image.",
-                        spec.image,
-                        shared.opts.project_number
-                    ),
-                }
-            } else {
-                Failure { field: "reason", reason: "CONTAINER_MISSING", message: format!("Image '{}' not found.", spec.image) }
-            });
-        }
+    if docker(&["image", "inspect", "--format", "{{.Id}}", &spec.image]).await.is_err()
+        && let Err(e) = pym_fake_common::docker::pull(shared.opts.docker_config.as_deref(), &spec.image).await
+    {
+        let lower = e.to_ascii_lowercase();
+        let denied = ["unauthorized", "denied", "authentication required", "forbidden", "no basic auth"].iter().any(|w| lower.contains(w));
+        return Err(if denied {
+            Failure {
+                field: "reason",
+                reason: "CONTAINER_IMAGE_UNAUTHORIZED",
+                message: format!(
+                    "Google Cloud Run Service Agent {agent} must have permission to read the image, {}. Ensure that the provided container image URL is correct and that the above account has permission to access the image. If you just enabled the Cloud Run API, the permissions might take a few minutes to propagate. Note that the image is from project [{}]. If it is not the same as the project in which Cloud Run is deployed, the Cloud Run Service Agent in the project where Cloud Run is deployed must have permission to access the image.",
+                    spec.image,
+                    shared.opts.project_number
+                ),
+            }
+        } else {
+            Failure { field: "reason", reason: "CONTAINER_MISSING", message: format!("Image '{}' not found.", spec.image) }
+        });
     }
     let _ = docker(&["rm", "-f", &spec.container]).await;
     let label = format!("{LABEL}={}", shared.instance);
@@ -175,7 +130,7 @@ pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Fa
     args.extend(spec.command.iter().skip(1).map(String::as_str));
     args.extend(spec.args.iter().map(String::as_str));
     let fail = |message: String| Failure { field: "revisionReason", reason: "HEALTH_CHECK_CONTAINER_ERROR", message };
-    if let Err(e) = docker_run(shared, &args).await {
+    if let Err(e) = shared.launching.run(Command::new("docker").args(&args)).await {
         remove(&spec.container).await;
         return Err(fail(format!("The user-provided container failed to start: {e}. Logs for this revision might contain more information.")));
     }
@@ -291,32 +246,35 @@ async fn exited(name: &str) -> Option<i64> {
     }
 }
 
-pub async fn remove(name: &str) {
-    let _ = docker(&["rm", "-f", name]).await;
-}
-
 /// Removes every container a server started (when it stops).
 pub fn remove_all(instance: &str) {
-    let label = format!("label={LABEL}={instance}");
-    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output();
-    if let Ok(o) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-        }
-    }
+    pym_fake_common::docker::remove_labelled(&format!("{LABEL}={instance}"));
 }
 
 /// The front door: reads a request's head, routes by its `Host` to the container of a
 /// revision the service's traffic picks, then relays bytes both ways.
 pub async fn serve_front(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _ = relay(client, &shared).await;
-        });
-    }
+    pym_fake_common::net::serve_front(listener, move |head: &Head| {
+        // Cloud Run wants an identity token whose audience is the service's URL.
+        let audience = head.header("authorization").and_then(|a| a.strip_prefix("Bearer ").and_then(crate::json::jwt_claims)).and_then(|c| c["aud"].as_str().map(String::from));
+        let route = shared.lock().run.front_route(&shared, &head.host(), audience.as_deref());
+        match route {
+            FrontRoute::Backend(port) => Route::Backend { port, unreachable: unavailable() },
+            FrontRoute::NotFound => Route::Answer(page("404 Not Found", "404 Page not found", "Error: Page not found", "The requested URL was not found on this server.")),
+            FrontRoute::Forbidden => Route::Answer(page(
+                "403 Forbidden",
+                "403 Forbidden",
+                "Error: Forbidden",
+                &format!("Your client does not have permission to get URL <code>{}</code> from this server.", head.path()),
+            )),
+            FrontRoute::Unavailable => Route::Answer(unavailable()),
+        }
+    })
+    .await
+}
+
+fn unavailable() -> String {
+    page("503 Service Unavailable", "503 Service Unavailable", "Error: Service Unavailable", "The service you requested is not available yet. Please try again in 30 seconds.")
 }
 
 fn page(status: &str, title: &str, h1: &str, h2: &str) -> String {
@@ -324,42 +282,4 @@ fn page(status: &str, title: &str, h1: &str, h2: &str) -> String {
         "\n<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>{h1}</h1>\n<h2>{h2}</h2>\n<h2></h2>\n</body></html>\n"
     );
     format!("HTTP/1.1 {status}\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-}
-
-async fn relay(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf).await?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let path = text.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").to_string();
-    let header = |name: &str| text.lines().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()));
-    let host = header("host").unwrap_or_default();
-    // Cloud Run wants an identity token whose audience is the service's URL.
-    let audience = header("authorization").and_then(|a| a.strip_prefix("Bearer ").and_then(crate::json::jwt_claims)).and_then(|c| c["aud"].as_str().map(String::from));
-    let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host.as_str(), |(h, _)| h).to_ascii_lowercase();
-    let route = shared.lock().run.front_route(shared, &name, audience.as_deref());
-    let answer = match route {
-        FrontRoute::Backend(port) => match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(mut upstream) => {
-                upstream.write_all(&head).await?;
-                return tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ());
-            }
-            Err(_) => page("503 Service Unavailable", "503 Service Unavailable", "Error: Service Unavailable", "The service you requested is not available yet. Please try again in 30 seconds."),
-        },
-        FrontRoute::NotFound => page("404 Not Found", "404 Page not found", "Error: Page not found", "The requested URL was not found on this server."),
-        FrontRoute::Forbidden => page(
-            "403 Forbidden",
-            "403 Forbidden",
-            "Error: Forbidden",
-            &format!("Your client does not have permission to get URL <code>{path}</code> from this server."),
-        ),
-        FrontRoute::Unavailable => page("503 Service Unavailable", "503 Service Unavailable", "Error: Service Unavailable", "The service you requested is not available yet. Please try again in 30 seconds."),
-    };
-    client.write_all(answer.as_bytes()).await
 }

@@ -4,6 +4,12 @@
 
 use serde_json::{Map, Value};
 
+/// Standard base64 with padding (IAM etags are `bytes`).
+pub use pym_fake_common::base64::encode as base64;
+/// Milliseconds since the Unix epoch, and `2026-11-27T19:00:00.123Z` (a protobuf JSON
+/// `Timestamp`) from them.
+pub use pym_fake_common::time::{now_ms, rfc3339_millis as timestamp};
+
 /// The enums of Service, Revision and Condition, by field name: `(name, number)`.
 fn table(field: &str) -> Option<&'static [(&'static str, i64)]> {
     Some(match field {
@@ -167,52 +173,10 @@ pub fn parse_duration(v: Option<&Value>) -> Option<u64> {
     (secs >= 0.0).then_some((secs * 1000.0) as u64)
 }
 
-/// Standard base64 with padding (IAM etags are `bytes`).
-pub fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Base64 (standard or URL-safe, padded or not) decoded; `None` if it is not.
-pub fn unbase64(s: &str) -> Option<Vec<u8>> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// The claims of a JWT, read without checking its signature.
 pub fn jwt_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
-    serde_json::from_slice(&unbase64(payload)?).ok()
+    serde_json::from_slice(&pym_fake_common::base64::decode_any(payload)?).ok()
 }
 
 /// A JWT with these claims, signed with nothing a client could check (the local Cloud
@@ -228,34 +192,8 @@ pub fn same_base64(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// `2026-11-27T19:00:00.123Z`, a protobuf JSON `Timestamp`.
-pub fn timestamp(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let s = rem / 1000;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s / 60 % 60, s % 60, rem % 1000)
-}
-
 pub fn now() -> String {
     timestamp(now_ms())
-}
-
-// Howard Hinnant's civil calendar algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A 64-bit FNV-1a hash (stable names: URL hashes, container names).

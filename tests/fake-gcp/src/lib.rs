@@ -47,17 +47,16 @@ mod json;
 mod run;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::http::request::Parts;
+use hyper::{Method, Response};
+use pym_fake_common::docker::Launching;
+use pym_fake_common::{CallLog, Faults, Ids};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -111,31 +110,11 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Wakes the `:wait` calls when an operation finishes.
     pub changed: tokio::sync::Notify,
-    /// The `docker run` processes under way.
-    pub launching: Mutex<Vec<u32>>,
-    ids: AtomicU64,
+    pub launching: Launching,
+    pub ids: Ids,
 }
 
 impl Shared {
-    pub fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::SeqCst)
-    }
-
-    /// A random-looking 64-bit number (UUIDs, suffixes, traffic splits).
-    pub fn random(&self) -> u64 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let mut x = nanos ^ self.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()) << 32;
-        // splitmix64 finaliser
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
-
-    pub fn uuid(&self) -> String {
-        let (a, b) = (self.random(), self.random());
-        format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
-    }
-
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -144,17 +123,16 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct State {
     pub run: run::CloudRun,
-    faults: Vec<Fault>,
-    calls: Vec<Value>,
-    counts: BTreeMap<String, u64>,
+    faults: Faults<Fault>,
+    log: CallLog,
 }
 
+#[derive(Clone)]
 struct Fault {
     method: String,
     status: String,
     code: u16,
     message: Option<String>,
-    times: Option<u32>,
 }
 
 /// An error answer: a google.rpc status.
@@ -210,25 +188,15 @@ impl ApiError {
 impl State {
     /// Records a call and returns the injected fault it meets, if any.
     fn call(&mut self, method: &str, path: &str, query: &str, authorized: bool) -> Option<Fault> {
-        self.calls.push(json!({"method": method, "path": path, "query": query, "authorization": authorized}));
-        *self.counts.entry(method.to_string()).or_default() += 1;
-        let i = self.faults.iter().position(|f| f.method == method || f.method == "*")?;
-        let f = &mut self.faults[i];
-        let hit = Fault { method: f.method.clone(), status: f.status.clone(), code: f.code, message: f.message.clone(), times: None };
-        if let Some(t) = &mut f.times {
-            *t = t.saturating_sub(1);
-            if *t == 0 {
-                self.faults.remove(i);
-            }
-        }
-        Some(hit)
+        self.log.record(method.to_string(), json!({"method": method, "path": path, "query": query, "authorization": authorized}));
+        self.faults.hit(|f| f.method == method || f.method == "*")
     }
 }
 
 impl FakeGcp {
     /// Starts the server on its own runtime; it runs until dropped.
     pub fn start(opts: Options) -> std::io::Result<FakeGcp> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-gcp").build()?;
+        let rt = pym_fake_common::runtime("fake-gcp")?;
         let (api, fronts) = rt.block_on(bind(&opts))?;
         let port = api.local_addr()?.port();
         let front_port = fronts[0].local_addr()?.port();
@@ -238,10 +206,11 @@ impl FakeGcp {
             opts,
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
-            launching: Mutex::new(Vec::new()),
-            ids: AtomicU64::new(1),
+            launching: Launching::default(),
+            ids: Ids::default(),
         });
-        rt.spawn(serve_api(api, shared.clone()));
+        let api_shared = shared.clone();
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
         for l in fronts {
             rt.spawn(engine::serve_front(l, shared.clone()));
         }
@@ -251,13 +220,7 @@ impl FakeGcp {
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
     pub fn wait_for_signal(&self) {
         if let Some(rt) = &self.rt {
-            rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
+            pym_fake_common::wait_for_signal(rt);
         }
     }
 }
@@ -267,49 +230,29 @@ impl Drop for FakeGcp {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
-        let launching = self.shared.launching.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        engine::wait_for_exit(&launching);
+        self.shared.launching.wait();
         engine::remove_all(&self.shared.instance);
     }
 }
 
 async fn bind(opts: &Options) -> std::io::Result<(TcpListener, Vec<TcpListener>)> {
     let api = TcpListener::bind(("127.0.0.1", opts.port)).await?;
-    let v4 = TcpListener::bind(("127.0.0.1", opts.front_port)).await?;
-    let port = v4.local_addr()?.port();
-    let mut fronts = vec![v4];
-    // `*.localhost` resolves to ::1 too; answer there when the machine has IPv6.
-    if let Ok(v6) = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).await {
-        fronts.push(v6);
-    }
+    let fronts = pym_fake_common::net::bind_loopback(opts.front_port).await?;
     Ok((api, fronts))
 }
 
-async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-        });
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     if let Some(what) = path.strip_prefix("/__fake/") {
-        return Ok(control(&shared, &parts.method, what, &body));
+        return control(&shared, &parts.method, what, &body);
     }
     if path == "/token" && parts.method == Method::POST {
-        return Ok(token(&body));
+        return token(&body);
     }
     let Some(call) = run::route(&parts.method, &path, &query) else {
         let e = ApiError::new("NOT_FOUND", format!("The requested URL {path} was not found on this server (method {}).", parts.method));
-        return Ok(e.reply());
+        return e.reply();
     };
     let bearer = parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7);
     let authorized = parts.headers.contains_key(hyper::header::AUTHORIZATION);
@@ -320,12 +263,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
             "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
         )
         .with_info("CREDENTIALS_MISSING", &[("method", &format!("google.cloud.run.v2.{}", call.rpc_service())), ("service", "run.googleapis.com")]);
-        return Ok(e.reply());
+        return e.reply();
     }
     if let Some(f) = fault {
-        return Ok(fault_error(&f, &call).reply());
+        return fault_error(&f, &call).reply();
     }
-    Ok(run::handle(&shared, call, &body).await)
+    run::handle(&shared, call, &body).await
 }
 
 /// Google's token endpoint, for identity tokens only: a service account's signed JWT
@@ -387,22 +330,16 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
                 status,
                 code,
                 message: v.get("message").and_then(|x| x.as_str()).map(String::from),
-                times: v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32),
             };
-            if fault.times == Some(0) {
-                return reply(200, "application/json", "{}");
-            }
-            shared.lock().faults.push(fault);
+            let times = v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32);
+            shared.lock().faults.add(fault, times);
             reply(200, "application/json", "{}")
         }
         (&Method::DELETE, "faults") => {
             shared.lock().faults.clear();
             reply(200, "application/json", "{}")
         }
-        (&Method::GET, "calls") => {
-            let st = shared.lock();
-            reply(200, "application/json", json!({"calls": st.calls, "counts": st.counts}).to_string())
-        }
+        (&Method::GET, "calls") => reply(200, "application/json", shared.lock().log.json().to_string()),
         _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults and GET /__fake/calls"),
     }
 }

@@ -8,24 +8,25 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pym_fake_common::cli::Args;
+
 fn main() -> ExitCode {
     let mut opts = pym_fake_gcp::Options { port: 8085, front_port: 8086, ..Default::default() };
     let mut region = "us-central1".to_string();
     let mut key_file: Option<std::path::PathBuf> = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new(
+        "pym-fake-gcp [--port N (8085)] [--front-port N (8086)] [--region R (us-central1)] [--startup-timeout SECS (20)] [--docker-config DIR] [--write-key FILE]",
+    );
     while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
         match a.as_str() {
-            "--port" => opts.port = value("--port").parse().unwrap_or_else(|_| usage("--port takes a port number")),
-            "--front-port" => opts.front_port = value("--front-port").parse().unwrap_or_else(|_| usage("--front-port takes a port number")),
-            "--region" => region = value("--region"),
-            "--startup-timeout" => {
-                opts.startup_timeout = Duration::from_secs(value("--startup-timeout").parse().unwrap_or_else(|_| usage("--startup-timeout takes seconds")))
-            }
-            "--docker-config" => opts.docker_config = Some(value("--docker-config").into()),
-            "--write-key" => key_file = Some(value("--write-key").into()),
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other:?}")),
+            "--port" => opts.port = args.parse(&a, "a port number"),
+            "--front-port" => opts.front_port = args.parse(&a, "a port number"),
+            "--region" => region = args.value(&a),
+            "--startup-timeout" => opts.startup_timeout = Duration::from_secs(args.parse(&a, "seconds")),
+            "--docker-config" => opts.docker_config = Some(args.value(&a).into()),
+            "--write-key" => key_file = Some(args.value(&a).into()),
+            "-h" | "--help" => args.usage(""),
+            other => args.usage(&format!("unknown argument {other:?}")),
         }
     }
     let server = match pym_fake_gcp::FakeGcp::start(opts.clone()) {
@@ -74,12 +75,4 @@ fn write_key(path: &std::path::Path, token_uri: &str) -> Result<(), String> {
         "token_uri": token_uri,
     });
     std::fs::write(path, key.to_string()).map_err(|e| e.to_string())
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!("usage: pym-fake-gcp [--port N (8085)] [--front-port N (8086)] [--region R (us-central1)] [--startup-timeout SECS (20)] [--docker-config DIR] [--write-key FILE]");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

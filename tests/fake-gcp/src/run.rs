@@ -230,7 +230,7 @@ impl CloudRun {
                 if total == 0 {
                     return FrontRoute::Unavailable;
                 }
-                let mut pick = shared.random() % total;
+                let mut pick = shared.ids.random() % total;
                 let Some(t) = statuses.iter().find(|t| {
                     let p = t["percent"].as_u64().unwrap_or(0);
                     if pick < p {
@@ -425,7 +425,7 @@ fn page(all: Vec<Value>, call: &Call, key: &str) -> Result<Value, ApiError> {
 }
 
 fn etag(shared: &Shared) -> String {
-    format!("\"{}\"", json::base64(&shared.random().to_be_bytes()[..6]).replace(['+', '/'], "x"))
+    format!("\"{}\"", json::base64(&shared.ids.random().to_be_bytes()[..6]).replace(['+', '/'], "x"))
 }
 
 fn valid_service_id(id: &str) -> bool {
@@ -643,7 +643,7 @@ fn write_service(shared: &Arc<Shared>, call: &Call, name: &str, mut body: Value,
         let rev_id = match template["revision"].as_str().filter(|r| !r.is_empty()) {
             Some(r) => r.to_string(),
             None => {
-                let r = shared.random();
+                let r = shared.ids.random();
                 let suffix: String = (0..3).map(|i| (b'a' + ((r >> (i * 8)) % 26) as u8) as char).collect();
                 format!("{id}-{generation:05}-{suffix}")
             }
@@ -668,7 +668,7 @@ fn write_service(shared: &Arc<Shared>, call: &Call, name: &str, mut body: Value,
     let mut svc = old.clone().unwrap_or_else(|| {
         json!({
             "name": name,
-            "uid": shared.uuid(),
+            "uid": shared.ids.uuid(),
             "createTime": ts,
             "creator": "fake-user@example.com",
         })
@@ -702,7 +702,7 @@ fn write_service(shared: &Arc<Shared>, call: &Call, name: &str, mut body: Value,
         st.run.revisions.insert(rn.clone(), Rev { json: rev, service: name.to_string(), container: None, ready: false });
     }
     if create {
-        let policy = json!({"version": 1, "etag": json::base64(&shared.random().to_be_bytes())});
+        let policy = json!({"version": 1, "etag": json::base64(&shared.ids.random().to_be_bytes())});
         st.run.services.insert(name.to_string(), Svc { json: svc.clone(), policy });
     } else if let Some(s) = st.run.services.get_mut(name) {
         s.json = svc.clone();
@@ -735,7 +735,7 @@ fn revision_json(shared: &Shared, service: &str, name: &str, t: &Value, generati
     let ts = now();
     let mut r = json!({
         "name": name,
-        "uid": shared.uuid(),
+        "uid": shared.ids.uuid(),
         "generation": "1",
         "createTime": ts,
         "updateTime": ts,
@@ -764,7 +764,7 @@ fn revision_json(shared: &Shared, service: &str, name: &str, t: &Value, generati
 fn operation(shared: &Shared, parent: &str, ty: &str, metadata: &Value, result: Option<Result<Value, ApiError>>) -> Value {
     let mut meta = metadata.clone();
     meta["@type"] = Value::from(ty);
-    let mut op = json!({"name": format!("{parent}/operations/{}", shared.uuid()), "metadata": meta, "done": false});
+    let mut op = json!({"name": format!("{parent}/operations/{}", shared.ids.uuid()), "metadata": meta, "done": false});
     if let Some(r) = result {
         finish(&mut op, ty, r);
     }
@@ -1071,7 +1071,7 @@ fn set_iam_policy(shared: &Shared, call: &Call, body: &Value) -> Result<Value, A
             .with_info("ETAG_MISMATCH", &[]));
     }
     let version = policy["version"].as_i64().filter(|v| *v > 0).unwrap_or(1);
-    let mut p = json!({"version": version, "etag": json::base64(&shared.random().to_be_bytes())});
+    let mut p = json!({"version": version, "etag": json::base64(&shared.ids.random().to_be_bytes())});
     if !bindings.is_empty() {
         p["bindings"] = Value::Array(bindings);
     }

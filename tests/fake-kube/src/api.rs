@@ -796,7 +796,7 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
         return Err(KErr::already_exists(res, &name));
     }
     let meta = obj["metadata"].as_object_mut().expect("metadata");
-    meta.insert("uid".into(), Value::from(shared.uid()));
+    meta.insert("uid".into(), Value::from(shared.ids.uuid()));
     meta.insert("creationTimestamp".into(), Value::from(json::now()));
     for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
         meta.remove(k);

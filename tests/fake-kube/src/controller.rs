@@ -281,7 +281,7 @@ fn sync_deployment(shared: &Shared, st: &mut State, ns: &str, name: &str) {
             let rs = json!({
                 "kind": "ReplicaSet", "apiVersion": "apps/v1",
                 "metadata": {
-                    "name": rs_name, "namespace": ns, "uid": shared.uid(), "generation": 1, "creationTimestamp": json::now(),
+                    "name": rs_name, "namespace": ns, "uid": shared.ids.uuid(), "generation": 1, "creationTimestamp": json::now(),
                     "labels": labels, "annotations": annotations,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
                 },
@@ -454,7 +454,7 @@ fn sync_replicaset(shared: &Shared, st: &mut State, ns: &str, name: &str) {
             meta_map.insert("name".into(), Value::from(pod_name.clone()));
             meta_map.insert("generateName".into(), Value::from(format!("{name}-")));
             meta_map.insert("namespace".into(), Value::from(ns));
-            meta_map.insert("uid".into(), Value::from(shared.uid()));
+            meta_map.insert("uid".into(), Value::from(shared.ids.uuid()));
             meta_map.insert("creationTimestamp".into(), Value::from(json::now()));
             meta_map.insert(
                 "ownerReferences".into(),

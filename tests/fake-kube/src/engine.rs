@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -26,14 +26,10 @@ pub fn container_name(pod: &Value) -> String {
     format!("k8s_{c}_{}_{}_{uid}_0", m["name"].as_str().unwrap_or(""), m["namespace"].as_str().unwrap_or(""))
 }
 
-/// `docker ARGS`: stdout, or the first lines of stderr as the error.
+/// `docker ARGS`: stdout, or the first lines of stderr as the error. The CLI is killed
+/// when the caller stops waiting (an exec probe's timeout).
 pub async fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").args(args).kill_on_drop(true).output().await.map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
-    }
+    pym_fake_common::docker::output(Command::new("docker").args(args).kill_on_drop(true)).await
 }
 
 pub async fn image_present(image: &str) -> bool {
@@ -42,13 +38,7 @@ pub async fn image_present(image: &str) -> bool {
 
 /// Pulls an image with the credentials of `Options::docker_config`.
 pub async fn pull(shared: &Shared, image: &str) -> Result<(), String> {
-    let mut args: Vec<String> = Vec::new();
-    if let Some(dir) = &shared.opts.docker_config {
-        args.extend(["--config".into(), dir.to_string_lossy().into_owned()]);
-    }
-    args.extend(["pull".into(), "--quiet".into(), image.into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&args).await.map(|_| ())
+    pym_fake_common::docker::pull(shared.opts.docker_config.as_deref(), image).await
 }
 
 /// `docker run -d ARGS` with `env` passed through the CLI's own environment (`-e KEY`), so
@@ -62,17 +52,7 @@ pub async fn run(shared: &Shared, args: &[String], env: &[(String, String)]) -> 
     }
     cmd.args(args);
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().map_err(|e| format!("cannot run docker: {e}"))?;
-    let pid = child.id();
-    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).extend(pid);
-    let out = child.wait_with_output().await;
-    shared.launching.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| Some(*p) != pid);
-    let out = out.map_err(|e| format!("cannot run docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
-    }
+    shared.launching.run(&mut cmd).await
 }
 
 /// The loopback ports a container publishes: `(container port, host port)`.
@@ -146,27 +126,9 @@ pub async fn follow_logs(args: Vec<String>, tx: tokio::sync::mpsc::Sender<Bytes>
     let _ = child.kill().await;
 }
 
-/// Waits (30 s at most) until the processes `pids` have exited.
-pub fn wait_for_exit(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let alive = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-    };
-    while pids.iter().any(alive) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Removes every container a server started (when it stops).
 pub fn remove_all(instance: &str) {
-    let label = format!("label={LABEL}={instance}");
-    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output();
-    if let Ok(o) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
-        }
-    }
+    pym_fake_common::docker::remove_labelled(&format!("{LABEL}={instance}"));
 }
 
 // ---------------------------------------------------------------------------------------

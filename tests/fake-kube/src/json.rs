@@ -2,20 +2,12 @@
 //! JSON patch), label and field selectors, base64, times as Kubernetes writes them,
 //! and the hashes and random suffixes of generated names.
 
+use pym_fake_common::time::from_date_time;
 use serde_json::{Map, Value};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// `2026-11-28T18:25:00Z` (metav1.Time: seconds).
-pub fn rfc3339(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let s = rem / 1000;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
-}
+/// Milliseconds since the Unix epoch, and `2026-11-28T18:25:00Z` (metav1.Time: seconds)
+/// from them.
+pub use pym_fake_common::time::{now_ms, rfc3339};
 
 pub fn now() -> String {
     rfc3339(now_ms())
@@ -25,8 +17,6 @@ pub fn now() -> String {
 pub fn parse_time(t: &str) -> Option<i64> {
     let t = t.trim();
     let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
     let (time, offset) = if let Some(t) = time.strip_suffix('Z') {
         (t, 0)
     } else if let Some(i) = time.rfind(['+', '-']) {
@@ -37,33 +27,7 @@ pub fn parse_time(t: &str) -> Option<i64> {
     } else {
         (time, 0)
     };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut h = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    Some(days_from_civil(y, m, dd) * 86_400_000 + (hh * 3600 + mm * 60 + ss) * 1000 + ms - offset)
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(from_date_time(date, time)? - offset)
 }
 
 /// `duration.HumanDuration` of apimachinery (the AGE column).
@@ -116,39 +80,8 @@ pub fn age(v: &Value) -> String {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn b64encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn b64decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
+/// Standard base64 (Secret `data`).
+pub use pym_fake_common::base64::{decode as b64decode, encode as b64encode};
 
 /// FNV-1a 32 (the pod-template-hash's hash).
 pub fn fnv32(data: &[u8]) -> u32 {
@@ -573,14 +506,6 @@ pub fn go_map(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-
-    #[test]
-    fn base64_round_trips() {
-        for s in ["", "a", "ab", "abc", "hello world!"] {
-            assert_eq!(super::b64decode(&super::b64encode(s.as_bytes())).unwrap(), s.as_bytes());
-        }
-        assert_eq!(super::b64encode(b"secret"), "c2VjcmV0");
-    }
 
     #[test]
     fn selectors() {

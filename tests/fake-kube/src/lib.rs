@@ -59,18 +59,18 @@ mod proto;
 mod store;
 mod table;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
+use hyper::http::request::Parts;
+use hyper::{Method, Response};
+use pym_fake_common::Ids;
+use pym_fake_common::docker::Launching;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -115,33 +115,14 @@ pub(crate) struct Shared {
     /// Labels every container of this server, for cleanup.
     pub instance: String,
     pub state: Mutex<store::State>,
-    /// The `docker run` processes under way.
-    pub launching: Mutex<Vec<u32>>,
-    ids: AtomicU64,
+    pub launching: Launching,
+    pub ids: Ids,
 }
 
 impl Shared {
-    pub fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::SeqCst)
-    }
-
-    /// A random-looking 64-bit number (UIDs, name suffixes).
-    pub fn random(&self) -> u64 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let mut x = nanos ^ self.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()) << 32;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
-
-    pub fn uid(&self) -> String {
-        let (a, b) = (self.random(), self.random());
-        format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
-    }
-
     /// `n` characters of the generated-name alphabet.
     pub fn suffix(&self, n: usize) -> String {
-        let mut x = self.random();
+        let mut x = self.ids.random();
         (0..n)
             .map(|_| {
                 let c = json::ALPHANUMS[(x % json::ALPHANUMS.len() as u64) as usize] as char;
@@ -159,7 +140,7 @@ impl Shared {
 impl FakeKube {
     /// Starts the server on its own runtime; it runs until dropped.
     pub fn start(opts: Options) -> std::io::Result<FakeKube> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("fake-kube").build()?;
+        let rt = pym_fake_common::runtime("fake-kube")?;
         let api = rt.block_on(TcpListener::bind(("127.0.0.1", opts.port)))?;
         let port = api.local_addr()?.port();
         let shared = Arc::new_cyclic(|me| Shared {
@@ -168,11 +149,12 @@ impl FakeKube {
             instance: format!("{}-{port}", std::process::id()),
             opts,
             state: Mutex::new(store::State::new()),
-            launching: Mutex::new(Vec::new()),
-            ids: AtomicU64::new(1),
+            launching: Launching::default(),
+            ids: Ids::default(),
         });
         store::bootstrap(&shared);
-        rt.spawn(serve_api(api, shared.clone()));
+        let api_shared = shared.clone();
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
         rt.spawn(controller::run(shared.clone()));
         Ok(FakeKube { url: format!("http://127.0.0.1:{port}"), port, shared, rt: Some(rt) })
     }
@@ -180,13 +162,7 @@ impl FakeKube {
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
     pub fn wait_for_signal(&self) {
         if let Some(rt) = &self.rt {
-            rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
+            pym_fake_common::wait_for_signal(rt);
         }
     }
 
@@ -218,32 +194,18 @@ impl Drop for FakeKube {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
-        let launching = self.shared.launching.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        engine::wait_for_exit(&launching);
+        self.shared.launching.wait();
         engine::remove_all(&self.shared.instance);
     }
 }
 
-async fn serve_api(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-        });
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     let path = parts.uri.path().to_string();
     if let Some(what) = path.strip_prefix("/__fake/") {
-        return Ok(control(&shared, &parts.method, what, &body));
+        return control(&shared, &parts.method, what, &body);
     }
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
-        return Ok(reply(200, "text/plain; charset=utf-8", "ok"));
+        return reply(200, "text/plain; charset=utf-8", "ok");
     }
     // kubectl (client-go) never sends credentials over plain HTTP, so a request without
     // `Authorization` is anonymous and allowed unless a test asked for strict mode; a
@@ -253,19 +215,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, In
     let strict = shared.lock().auth_required;
     if (auth.is_some() && !bearer) || (auth.is_none() && strict) {
         let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
-        return Ok(reply(401, "application/json", s.to_string()));
+        return reply(401, "application/json", s.to_string());
     }
-    Ok(api::handle(&shared, &parts, body).await)
+    api::handle(&shared, &parts, body).await
 }
 
 /// An injected error.
+#[derive(Clone)]
 pub(crate) struct Fault {
     verb: String,
     resource: String,
     code: u16,
     reason: Option<String>,
     message: Option<String>,
-    times: Option<u32>,
 }
 
 /// Records a call and returns the fault it meets, if any: `(code, reason, message)`.
@@ -275,21 +237,13 @@ pub(crate) fn record_call(shared: &Shared, call: &api::Call, path: &str, query: 
         Some(s) => format!("{}/{s}", call.res.plural),
         None => call.res.plural.to_string(),
     };
-    st.calls.push(json!({
+    let key = format!("{} {resource}", call.verb);
+    st.log.record(key, json!({
         "verb": call.verb, "resource": resource, "namespace": call.ns.clone().unwrap_or_default(),
         "name": call.name.clone().unwrap_or_default(), "path": path, "query": query, "authorization": authorized,
     }));
-    *st.counts.entry(format!("{} {resource}", call.verb)).or_default() += 1;
-    let i = st.faults.iter().position(|f| (f.verb == call.verb || f.verb == "*") && (f.resource == "*" || f.resource == resource || f.resource == call.res.plural))?;
-    let f = &mut st.faults[i];
-    let hit = (f.code, f.reason.clone(), f.message.clone());
-    if let Some(t) = &mut f.times {
-        *t = t.saturating_sub(1);
-        if *t == 0 {
-            st.faults.remove(i);
-        }
-    }
-    Some(hit)
+    let f = st.faults.hit(|f| (f.verb == call.verb || f.verb == "*") && (f.resource == "*" || f.resource == resource || f.resource == call.res.plural))?;
+    Some((f.code, f.reason, f.message))
 }
 
 fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
@@ -305,11 +259,9 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
                 code: v.get("code").and_then(Value::as_u64).map_or(500, |c| c as u16),
                 reason: s("reason"),
                 message: s("message"),
-                times: v.get("times").and_then(Value::as_u64).map(|t| t as u32),
             };
-            if fault.times != Some(0) {
-                shared.lock().faults.push(fault);
-            }
+            let times = v.get("times").and_then(Value::as_u64).map(|t| t as u32);
+            shared.lock().faults.add(fault, times);
             reply(200, "application/json", "{}")
         }
         (&Method::POST, "auth") => {
@@ -321,14 +273,9 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
             shared.lock().faults.clear();
             reply(200, "application/json", "{}")
         }
-        (&Method::GET, "calls") => {
-            let st = shared.lock();
-            reply(200, "application/json", json!({"calls": st.calls, "counts": st.counts}).to_string())
-        }
+        (&Method::GET, "calls") => reply(200, "application/json", shared.lock().log.json().to_string()),
         (&Method::DELETE, "calls") => {
-            let mut st = shared.lock();
-            st.calls.clear();
-            st.counts = BTreeMap::new();
+            shared.lock().log.clear();
             reply(200, "application/json", "{}")
         }
         _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults, GET|DELETE /__fake/calls and POST /__fake/auth"),

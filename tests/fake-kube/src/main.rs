@@ -5,22 +5,21 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pym_fake_common::cli::Args;
+
 fn main() -> ExitCode {
     let mut opts = pym_fake_kube::Options { port: 6443, ..Default::default() };
     let mut kubeconfig: Option<std::path::PathBuf> = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new("pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]");
     while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
         match a.as_str() {
-            "--port" => opts.port = value("--port").parse().unwrap_or_else(|_| usage("--port takes a port number")),
-            "--progress-deadline-scale" => {
-                opts.progress_deadline_scale = value("--progress-deadline-scale").parse().unwrap_or_else(|_| usage("--progress-deadline-scale takes a number"))
-            }
-            "--step-delay-ms" => opts.step_delay = Duration::from_millis(value("--step-delay-ms").parse().unwrap_or_else(|_| usage("--step-delay-ms takes milliseconds"))),
-            "--docker-config" => opts.docker_config = Some(value("--docker-config").into()),
-            "--kubeconfig" => kubeconfig = Some(value("--kubeconfig").into()),
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other:?}")),
+            "--port" => opts.port = args.parse(&a, "a port number"),
+            "--progress-deadline-scale" => opts.progress_deadline_scale = args.parse(&a, "a number"),
+            "--step-delay-ms" => opts.step_delay = Duration::from_millis(args.parse(&a, "milliseconds")),
+            "--docker-config" => opts.docker_config = Some(args.value(&a).into()),
+            "--kubeconfig" => kubeconfig = Some(args.value(&a).into()),
+            "-h" | "--help" => args.usage(""),
+            other => args.usage(&format!("unknown argument {other:?}")),
         }
     }
     let server = match pym_fake_kube::FakeKube::start(opts.clone()) {
@@ -48,12 +47,4 @@ fn main() -> ExitCode {
     println!("{}", server.url);
     server.wait_for_signal();
     ExitCode::SUCCESS
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!("usage: pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }

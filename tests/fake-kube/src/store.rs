@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use pym_fake_common::{CallLog, Faults};
 use serde_json::{Value, json};
 
 use crate::json::{self};
 use crate::{Fault, Shared};
-
 
 /// `(resource plural, namespace or "", name)`.
 pub type Key = (String, String, String);
@@ -55,11 +55,10 @@ pub struct State {
     /// nodePort → its forwarder.
     pub proxies: HashMap<u16, Proxy>,
     pub round_robin: HashMap<u16, usize>,
-    pub faults: Vec<Fault>,
+    pub faults: Faults<Fault>,
     /// Whether requests without `Authorization` get 401.
     pub auth_required: bool,
-    pub calls: Vec<Value>,
-    pub counts: BTreeMap<String, u64>,
+    pub log: CallLog,
 }
 
 impl State {
@@ -75,10 +74,9 @@ impl State {
             runtime: HashMap::new(),
             proxies: HashMap::new(),
             round_robin: HashMap::new(),
-            faults: Vec::new(),
+            faults: Faults::default(),
             auth_required: false,
-            calls: Vec::new(),
-            counts: BTreeMap::new(),
+            log: CallLog::default(),
         }
     }
 
@@ -184,7 +182,7 @@ pub fn bootstrap(shared: &Shared) {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({
             "kind": "Namespace", "apiVersion": "v1",
-            "metadata": {"name": ns, "uid": shared.uid(), "creationTimestamp": json::now(), "labels": {"kubernetes.io/metadata.name": ns}},
+            "metadata": {"name": ns, "uid": shared.ids.uuid(), "creationTimestamp": json::now(), "labels": {"kubernetes.io/metadata.name": ns}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
         });
         st.put("namespaces", obj);
