@@ -5,6 +5,20 @@ use anyhow::Result;
 
 use crate::error::hinted;
 
+/// gcloud's application default credentials file (`gcloud auth application-default
+/// login` writes it), whether or not it exists.
+fn gcloud_adc_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("CLOUDSDK_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))
+        .map(|d| d.join("application_default_credentials.json"))
+}
+
+/// The metadata server's host (GCE_METADATA_HOST overrides it, as Google's libraries do).
+fn metadata_host() -> String {
+    std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into())
+}
+
 /// Where Application Default Credentials are looked for, in order; the first that exists.
 pub fn adc_source() -> Result<String> {
     if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
@@ -17,14 +31,11 @@ pub fn adc_source() -> Result<String> {
         }
         return Ok(format!("the key in {}", p.display()));
     }
-    let well_known = std::env::var_os("CLOUDSDK_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))
-        .map(|d| d.join("application_default_credentials.json"));
+    let well_known = gcloud_adc_file();
     if let Some(p) = well_known.as_ref().filter(|p| p.is_file()) {
         return Ok(format!("gcloud's application default credentials ({})", p.display()));
     }
-    let metadata = std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
+    let metadata = metadata_host();
     use std::net::ToSocketAddrs;
     if (metadata.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()) {
         return Ok(format!("the metadata server ({metadata})"));
@@ -75,10 +86,7 @@ pub async fn identity_token(audience: &str) -> Result<String> {
     use anyhow::{Context, anyhow, bail};
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?;
     let hint = "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>";
-    let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(std::path::PathBuf::from).or_else(|| {
-        let dir = std::env::var_os("CLOUDSDK_CONFIG").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))?;
-        Some(dir.join("application_default_credentials.json")).filter(|p| p.is_file())
-    });
+    let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(std::path::PathBuf::from).or_else(|| gcloud_adc_file().filter(|p| p.is_file()));
     let exchange = |form: Vec<(&'static str, String)>, token_uri: String| {
         let client = client.clone();
         async move {
@@ -107,7 +115,7 @@ pub async fn identity_token(audience: &str) -> Result<String> {
             other => bail!("{} holds credentials of type {other:?}, which cannot give an identity token here; use a service-account key", path.display()),
         };
     }
-    let host = std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into());
+    let host = metadata_host();
     let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/identity");
     let r = client.get(&url).query(&[("audience", audience), ("format", "full")]).header("Metadata-Flavor", "Google").send().await;
     match r {

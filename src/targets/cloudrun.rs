@@ -38,7 +38,6 @@ use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::output::StepProgress;
-use crate::version::Served;
 
 /// The tag of the staged revision, and of the live candidate while promote checks it.
 pub const TAG_STAGING: &str = "staging";
@@ -783,18 +782,22 @@ impl Gcp {
         }
     }
 
-    async fn url_of(&self, tag: Option<&str>) -> Result<String> {
+    /// The URL of `tag` (None: the service URL), and the service URL: a private
+    /// service's identity tokens are for the latter, whichever URL is asked.
+    async fn urls(&self, tag: Option<&str>) -> Result<(String, String)> {
         let s = self.service().await?.ok_or_else(|| hinted(format!("the Cloud Run service {} does not exist", self.id), "deploy first: `cargo xtask deploy`"))?;
-        match tag {
-            None => Some(s.uri.clone()).filter(|u| !u.is_empty()).ok_or_else(|| anyhow!("the Cloud Run service {} has no URL yet", self.id)),
+        let service_url = Some(s.uri.clone()).filter(|u| !u.is_empty()).ok_or_else(|| anyhow!("the Cloud Run service {} has no URL yet", self.id))?;
+        let url = match tag {
+            None => service_url.clone(),
             Some(t) => s
                 .traffic_statuses
                 .iter()
                 .find(|st| st.tag == t)
                 .map(|st| st.uri.clone())
                 .filter(|u| !u.is_empty())
-                .ok_or_else(|| hinted(format!("no revision of {} carries the tag `{t}`", self.id), "stage first: `cargo xtask stage`")),
-        }
+                .ok_or_else(|| hinted(format!("no revision of {} carries the tag `{t}`", self.id), "stage first: `cargo xtask stage`"))?,
+        };
+        Ok((url, service_url))
     }
 
     /// Makes the service public (`allUsers` as run.invoker) or private (no such binding),
@@ -824,15 +827,6 @@ impl Gcp {
             false => format!("{} no longer allows unauthenticated invocations", self.id),
         });
         Ok(())
-    }
-
-    /// The identity token checks send to a private service (its URL the audience).
-    async fn token_for(&self, c: &Config) -> Result<Option<String>> {
-        if c.gcp_allow_unauthenticated {
-            return Ok(None);
-        }
-        let audience = self.url_of(None).await?;
-        crate::ops::gcp::identity_token(&audience).await.map(Some)
     }
 
     /// Carries out `acts` in order: the service is read again after each update, and each
@@ -884,8 +878,8 @@ impl Gcp {
                 }
                 Act::Access { public } => self.set_access(*public, progress).await?,
                 Act::Check { tag, version, env } => {
-                    let url = self.url_of(tag.as_deref()).await?;
-                    let token = self.token_for(c).await?;
+                    let (url, service_url) = self.urls(tag.as_deref()).await?;
+                    let token = token_for(c, &service_url).await?;
                     check_serves(c, &url, token.as_deref(), version, *env, Duration::from_secs(c.health_timeout)).await?;
                     progress.line(&format!("{url} serves {version} with PYM_ENV={env}"));
                 }
@@ -943,6 +937,15 @@ impl Gcp {
 
 }
 
+/// The identity token a private service wants, for its URL `service_url`; none for a
+/// public one.
+async fn token_for(c: &Config, service_url: &str) -> Result<Option<String>> {
+    match c.gcp_allow_unauthenticated {
+        true => Ok(None),
+        false => crate::ops::gcp::identity_token(service_url).await.map(Some),
+    }
+}
+
 /// Asks `url` for the service contract until it holds: `health_path` answers healthy,
 /// and (unless `verify_version: false`) `version_path` names `version` in `env`. Over
 /// HTTP or HTTPS, a new connection each time (traffic splits by connection).
@@ -959,12 +962,13 @@ async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str,
             Ok(r) if !c.is_healthy_status(r.status().as_u16()) => format!("{} answered {}", c.health_path, r.status().as_u16()),
             Ok(_) if !c.verify_version => return Ok(()),
             Ok(_) => match client.get(format!("{base}{}", c.version_path)).send().await {
-                Ok(r) if r.status().is_success() => match Served::parse(&r.text().await.unwrap_or_default()) {
-                    Some(s) if s.version == version && s.pym_env == env.as_str() => return Ok(()),
-                    Some(s) => format!("it serves {} with PYM_ENV={}", s.version, s.pym_env),
-                    None => format!("{} answered no JSON with `version` and `pym_env`", c.version_path),
-                },
-                Ok(r) => format!("{} answered {}", c.version_path, r.status().as_u16()),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    match super::version_mismatch(&c.version_path, status, &r.text().await.unwrap_or_default(), version, Some(env)) {
+                        None => return Ok(()),
+                        Some(why) => why,
+                    }
+                }
                 Err(e) => format!("{e}"),
             },
             Err(e) => format!("{e}"),
@@ -1006,24 +1010,24 @@ impl super::Target for CloudRunTarget {
 
     fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
         let c = ctx.config_for(env)?;
-        let url = match (env, &c.live_url) {
-            (PymEnv::Local, _) => bail!("the local environment is not on a deploy target"),
-            (PymEnv::Live, Some(u)) => u.clone(),
-            (PymEnv::Live, None) => ctx.block_on(async { connect(&c).await?.url_of(None).await })?,
-            (PymEnv::Staging, _) => ctx.block_on(async { connect(&c).await?.url_of(Some(TAG_STAGING)).await })?,
+        if env == PymEnv::Local {
+            bail!("the local environment is not on a deploy target");
+        }
+        let tag = (env == PymEnv::Staging).then_some(TAG_STAGING);
+        // Live at `live_url` needs no call, unless it is private (the token's audience is
+        // the service URL Cloud Run gives).
+        let (url, token) = match (&c.live_url, tag) {
+            (Some(u), None) if c.gcp_allow_unauthenticated => (u.clone(), None),
+            _ => ctx.block_on(async {
+                let (url, service_url) = connect(&c).await?.urls(tag).await?;
+                let url = c.live_url.clone().filter(|_| tag.is_none()).unwrap_or(url);
+                Ok::<_, anyhow::Error>((url, token_for(&c, &service_url).await?))
+            })?,
         };
+        if let Some(t) = &token {
+            ctx.out.add_secret(t);
+        }
         let (host, port) = url_host(&url);
-        // A private service: the tests get an identity token, its audience the service URL.
-        let token = match c.gcp_allow_unauthenticated {
-            true => None,
-            false => {
-                let token = ctx.block_on(async { connect(&c).await?.token_for(&c).await })?;
-                if let Some(t) = &token {
-                    ctx.out.add_secret(t);
-                }
-                token
-            }
-        };
         Ok(Address { host, port, tls: url.starts_with("https://"), token })
     }
 

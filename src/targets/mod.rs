@@ -36,6 +36,20 @@ pub(crate) struct Poll {
     pub ask: Duration,
 }
 
+/// What is wrong with an answer of `path` (`version_path`), if it does not name
+/// `version` (and, with `env`, that `PYM_ENV`); `None` when it does.
+pub(crate) fn version_mismatch(path: &str, status: u16, body: &str, version: &str, env: Option<PymEnv>) -> Option<String> {
+    if !(200..300).contains(&status) {
+        return Some(format!("{path} answered {status}"));
+    }
+    match Served::parse(body) {
+        Some(s) if s.version == version && env.is_none_or(|e| s.pym_env == e.as_str()) => None,
+        Some(s) if env.is_some() => Some(format!("it serves {} with PYM_ENV={}", s.version, s.pym_env)),
+        Some(s) => Some(format!("it serves {}", s.version)),
+        None => Some(format!("{path} answered no JSON with `version` and `pym_env`")),
+    }
+}
+
 /// Asks `version_path` on `host:port` until it names `version` (and, with `env`, that
 /// `PYM_ENV`), for at most `within`; the error says what it served last. With
 /// `verify_version: false` the service has no such path and health alone decides.
@@ -48,13 +62,10 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
     let path = &config.version_path;
     loop {
         let last = match crate::ops::http::get(host, port, path, poll.ask).await {
-            Ok((status, body)) if (200..300).contains(&status) => match Served::parse(&body) {
-                Some(s) if s.version == version && env.is_none_or(|e| s.pym_env == e.as_str()) => return Ok(()),
-                Some(s) if env.is_some() => format!("it serves {} with PYM_ENV={}", s.version, s.pym_env),
-                Some(s) => format!("it serves {}", s.version),
-                None => format!("{path} answered no JSON with `version` and `pym_env`"),
+            Ok((status, body)) => match version_mismatch(path, status, &body, version, env) {
+                None => return Ok(()),
+                Some(why) => why,
             },
-            Ok((status, _)) => format!("{path} answered {status}"),
             Err(e) => format!("{e:#}"),
         };
         if tokio::time::Instant::now() >= deadline {

@@ -88,7 +88,7 @@ fn kubectl_reads_and_drives_the_local_apiserver() {
             cmd.arg("-f").arg(&file);
         }
         let r = run(cmd);
-        assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET), "kubectl {args:?} showed the secret:\n{}{}", r.stdout, r.stderr);
+        r.assert_hides(&[SECRET]);
         r
     };
     let ns = "pym-it-kube";

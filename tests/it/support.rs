@@ -76,6 +76,15 @@ impl Run {
         self
     }
 
+    /// Asserts that none of `secrets` is in the output, stdout or stderr.
+    #[track_caller]
+    pub fn assert_hides(&self, secrets: &[&str]) -> &Run {
+        for secret in secrets {
+            assert!(!self.stderr.contains(secret) && !self.stdout.contains(secret), "a secret was printed\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        }
+        self
+    }
+
     #[track_caller]
     pub fn assert_stdout_has(&self, needle: &str) -> &Run {
         assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}", self.stdout);

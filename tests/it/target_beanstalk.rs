@@ -69,9 +69,7 @@ impl<'a> Setup<'a> {
     fn xtask(&self, args: &[&str]) -> Run {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let r = self.svc.xtask_env(args, &env);
-        for secret in [SECRET_KEY, SERVICE_TOKEN, self.reg.password.as_str()] {
-            assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret), "a secret was printed by {args:?}:\n{}", r.stderr);
-        }
+        r.assert_hides(&[SECRET_KEY, SERVICE_TOKEN, &self.reg.password]);
         r
     }
 

@@ -18,20 +18,8 @@ const SERVICE_TOKEN: &str = "pym-it-run-token-Vb82";
 fn key_file() -> &'static str {
     static KEY: OnceLock<String> = OnceLock::new();
     KEY.get_or_init(|| {
-        let dir = temp_dir("gcp-key");
-        let pem = Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]).output().expect("openssl runs (run .ci/setup)");
-        assert!(pem.status.success(), "{}", String::from_utf8_lossy(&pem.stderr));
-        let key = serde_json::json!({
-            "type": "service_account",
-            "project_id": "pym-it",
-            "private_key_id": "0123456789abcdef",
-            "private_key": String::from_utf8_lossy(&pem.stdout),
-            "client_email": "deployer@pym-it.iam.gserviceaccount.com",
-            "client_id": "100000000000000000001",
-            "token_uri": "https://oauth2.googleapis.com/token",
-        });
-        let path = dir.join("key.json");
-        std::fs::write(&path, key.to_string()).unwrap();
+        let path = temp_dir("gcp-key").join("key.json");
+        pym_fake_gcp::write_service_account_key(&path, "pym-it", "https://oauth2.googleapis.com/token").expect("a key (openssl runs: run .ci/setup)");
         path.to_string_lossy().to_string()
     })
 }
@@ -103,9 +91,7 @@ impl<'a> Setup<'a> {
     fn xtask(&self, args: &[&str]) -> Run {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let r = self.svc.xtask_env(args, &env);
-        for secret in [SERVICE_TOKEN, self.reg.password.as_str(), key_secret().as_str()] {
-            assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret), "a secret was printed by {args:?}:\n{}", r.stderr);
-        }
+        r.assert_hides(&[SERVICE_TOKEN, &self.reg.password, &key_secret()]);
         r
     }
 
@@ -412,7 +398,7 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
     let secret = key_secret();
     let xtask = |args: &[&str]| {
         let r = svc.xtask_env(args, &env);
-        assert!(!r.stderr.contains(&secret) && !r.stdout.contains(&secret), "the key was printed by {args:?}:\n{}", r.stderr);
+        r.assert_hides(&[&secret]);
         r
     };
 

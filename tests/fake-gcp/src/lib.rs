@@ -293,6 +293,29 @@ fn token(body: &[u8]) -> Reply {
     reply(200, json!({"id_token": id}))
 }
 
+/// Writes a service-account key file as Google issues them, with a fresh RSA key (made
+/// with openssl): Google's clients sign their own tokens with it. Its `token_uri` may be a
+/// local Cloud Run's `/token`, which issues identity tokens for private services.
+pub fn write_service_account_key(path: &std::path::Path, project: &str, token_uri: &str) -> Result<(), String> {
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let key = json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "0000000000000000000000000000000000000000",
+        "private_key": String::from_utf8_lossy(&out.stdout),
+        "client_email": format!("deployer@{project}.iam.gserviceaccount.com"),
+        "client_id": "100000000000000000000",
+        "token_uri": token_uri,
+    });
+    std::fs::write(path, key.to_string()).map_err(|e| e.to_string())
+}
+
 /// The error an injected fault answers with; a `PERMISSION_DENIED` without a message gets
 /// Google's, naming the permission the method needs.
 fn fault_error(f: &Fault, call: &run::Call) -> ApiError {

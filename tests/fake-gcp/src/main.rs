@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         server.endpoint, server.endpoint
     );
     if let Some(path) = &key_file {
-        if let Err(e) = write_key(path, &format!("{}/token", server.endpoint)) {
+        if let Err(e) = pym_fake_gcp::write_service_account_key(path, "my-project", &format!("{}/token", server.endpoint)) {
             eprintln!("error: cannot write a service-account key to {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -53,26 +53,4 @@ fn main() -> ExitCode {
     println!("{}", server.endpoint);
     server.wait_for_signal();
     ExitCode::SUCCESS
-}
-
-/// A service-account key file as Google issues them, with a fresh RSA key.
-/// Its `token_uri` is this server's, which issues identity tokens for private services.
-fn write_key(path: &std::path::Path, token_uri: &str) -> Result<(), String> {
-    let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
-        .output()
-        .map_err(|e| format!("cannot run openssl: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let key = serde_json::json!({
-        "type": "service_account",
-        "project_id": "my-project",
-        "private_key_id": "0000000000000000000000000000000000000000",
-        "private_key": String::from_utf8_lossy(&out.stdout),
-        "client_email": "deployer@my-project.iam.gserviceaccount.com",
-        "client_id": "100000000000000000000",
-        "token_uri": token_uri,
-    });
-    std::fs::write(path, key.to_string()).map_err(|e| e.to_string())
 }

@@ -965,7 +965,13 @@ fn delete_service(shared: &Arc<Shared>, call: &Call) -> Result<Value, ApiError> 
     let containers = st.run.containers_of(&name);
     st.run.services.remove(&name);
     st.run.revisions.retain(|_, r| r.service != name);
-    let op = operation(shared, &call.parent, SERVICE_TYPE, &snapshot, None);
+    Ok(delete_in_background(shared, st, &call.parent, SERVICE_TYPE, snapshot, containers))
+}
+
+/// A delete's operation: its containers are removed in the background, then the
+/// operation is done (no sooner than `step_delay`), its response the deleted resource.
+fn delete_in_background(shared: &Arc<Shared>, mut st: std::sync::MutexGuard<'_, crate::State>, parent: &str, kind: &'static str, snapshot: Value, containers: Vec<String>) -> Value {
+    let op = operation(shared, parent, kind, &snapshot, None);
     let op_name = op["name"].as_str().unwrap_or("").to_string();
     st.run.operations.insert(op_name.clone(), Op { json: op.clone() });
     drop(st);
@@ -977,11 +983,11 @@ fn delete_service(shared: &Arc<Shared>, call: &Call) -> Result<Value, ApiError> 
         }
         tokio::time::sleep(shared.opts.step_delay.saturating_sub(started.elapsed())).await;
         if let Some(op) = shared.lock().run.operations.get_mut(&op_name) {
-            finish(&mut op.json, SERVICE_TYPE, Ok(snapshot));
+            finish(&mut op.json, kind, Ok(snapshot));
         }
         shared.changed.notify_waiters();
     });
-    Ok(op)
+    op
 }
 
 fn delete_revision(shared: &Arc<Shared>, call: &Call) -> Result<Value, ApiError> {
@@ -1017,23 +1023,7 @@ fn delete_revision(shared: &Arc<Shared>, call: &Call) -> Result<Value, ApiError>
     }
     snapshot["deleteTime"] = Value::from(now());
     let container = st.run.revisions.remove(&name).and_then(|r| r.container.map(|c| c.0));
-    let op = operation(shared, &call.parent, REVISION_TYPE, &snapshot, None);
-    let op_name = op["name"].as_str().unwrap_or("").to_string();
-    st.run.operations.insert(op_name.clone(), Op { json: op.clone() });
-    drop(st);
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        if let Some(c) = container {
-            engine::remove(&c).await;
-        }
-        tokio::time::sleep(shared.opts.step_delay.saturating_sub(started.elapsed())).await;
-        if let Some(op) = shared.lock().run.operations.get_mut(&op_name) {
-            finish(&mut op.json, REVISION_TYPE, Ok(snapshot));
-        }
-        shared.changed.notify_waiters();
-    });
-    Ok(op)
+    Ok(delete_in_background(shared, st, &call.parent, REVISION_TYPE, snapshot, container.into_iter().collect()))
 }
 
 fn set_iam_policy(shared: &Shared, call: &Call, body: &Value) -> Result<Value, ApiError> {
