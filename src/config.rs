@@ -52,6 +52,9 @@ pub enum TargetKind {
     Docker,
     AwsBeanstalk,
     GcpCloudRun,
+    /// Any Kubernetes cluster a kubeconfig reaches (GKE's included).
+    #[serde(alias = "kubernetes")]
+    #[value(alias = "kubernetes")]
     Gke,
 }
 
@@ -274,6 +277,28 @@ config! {
         gcp_request_timeout: Option<u64> = None => GcpCloudRun,
         /// gcp-cloud-run target: seconds to wait for a revision to become ready or traffic to move
         gcp_timeout: u64 = 600 => GcpCloudRun,
+        /// gke target: the GKE cluster; with gcp_project and gcp_region it names the kubeconfig context gcloud writes (`gke_<project>_<region>_<cluster>`)
+        gke_cluster: Option<String> = None => Gke,
+        /// gke target: the kubeconfig context (default: gke_cluster's, else the kubeconfig's current one); an overlay may name another cluster's
+        k8s_context: Option<String> = None => Gke,
+        /// gke target: the namespace (default: `name`), created when missing
+        k8s_namespace: Option<String> = None => Gke,
+        /// gke target: pods per Deployment
+        k8s_replicas: u32 = 2 => Gke,
+        /// gke target: CPU each pod requests, e.g. `250m` or `1`
+        k8s_cpu: Option<String> = None => Gke,
+        /// gke target: memory each pod requests and is limited to, e.g. `512Mi` (default: gcp_memory)
+        k8s_memory: Option<String> = None => Gke,
+        /// gke target: the type of the staging and live Services: LoadBalancer (an external address the checks and acceptance tests reach), NodePort or ClusterIP (reached through a port-forward)
+        k8s_service_type: String = "LoadBalancer".to_string() => Gke,
+        /// gke target: the port the Services answer on
+        k8s_service_port: u16 = 80 => Gke,
+        /// gke target: seconds a pod keeps serving after it is told to stop (its preStop hook), while load balancers stop sending it requests
+        k8s_prestop_seconds: u32 = 5 => Gke,
+        /// gke target: seconds a rollout may make no progress before it fails (the Deployments' progressDeadlineSeconds)
+        k8s_timeout: u32 = 600 => Gke,
+        /// gke target: the URL the staging acceptance tests use instead of the staging Service's address
+        staging_url: Option<String> = None => Gke,
     }
 }
 

@@ -292,7 +292,19 @@ fn target_config(target: TargetKind) -> String {
              # gcp_request_concurrency: 80\n\
              # gcp_max_instances: 10\n"
             .to_string(),
-        TargetKind::Gke => String::new(),
+        TargetKind::Gke => "# gke (any Kubernetes cluster): the kubeconfig's context, a namespace, Deployments and\n\
+             # Services. It needs docker_repo above: the cluster pulls the image from that registry.\n\
+             # For GKE, these three name the context `gcloud container clusters get-credentials` writes:\n\
+             # gke_cluster: my-cluster\n\
+             # gcp_project: my-project\n\
+             # gcp_region: us-central1\n\
+             # Or any cluster: k8s_context: my-context\n\
+             # k8s_namespace: {{name}}\n\
+             # k8s_replicas: 2\n\
+             # k8s_cpu: 250m\n\
+             # k8s_memory: 512Mi\n\
+             # k8s_service_type: LoadBalancer\n"
+            .to_string(),
     }
 }
 
@@ -302,15 +314,7 @@ fn target_readme(target: TargetKind) -> &'static str {
         TargetKind::Docker => include_str!("../template/common/README-docker.md"),
         TargetKind::AwsBeanstalk => include_str!("../template/common/README-aws-beanstalk.md"),
         TargetKind::GcpCloudRun => include_str!("../template/common/README-gcp-cloud-run.md"),
-        TargetKind::Gke => "",
-    }
-}
-
-/// The targets `new` and `init` write services for: those pymdeploy can deploy to.
-fn check_target(target: TargetKind) -> Result<()> {
-    match target {
-        TargetKind::Docker | TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun => Ok(()),
-        other => Err(hinted(format!("pymdeploy {} cannot deploy to the {other} target yet", env!("CARGO_PKG_VERSION")), "use --target docker, aws-beanstalk or gcp-cloud-run")),
+        TargetKind::Gke => include_str!("../template/common/README-gke.md"),
     }
 }
 
@@ -400,7 +404,6 @@ fn generate_lockfile(dir: &Path, manifest: &str) -> Result<()> {
 /// Creates a new service repository in `dir`.
 pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
     check_name(&opts.name, "use lowercase letters, digits and dashes, starting with a letter, like `hello-world`")?;
-    check_target(opts.target)?;
     if dir.exists() {
         let non_empty = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.next().is_some();
         if non_empty {
@@ -448,6 +451,10 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
         TargetKind::GcpCloudRun => out.status(
             "Next",
             &format!("{cd}, set `docker_repo`, `gcp_project` and `gcp_region` in pym-config.yaml and your Google Cloud credentials (README.md says how, and how to try it on a local Cloud Run), then `cargo xtask deploy`"),
+        ),
+        TargetKind::Gke => out.status(
+            "Next",
+            &format!("{cd}, set `docker_repo` and the cluster (`gke_cluster` or `k8s_context`) in pym-config.yaml (README.md says how, and how to try it on a local apiserver), then `cargo xtask deploy`"),
         ),
         _ => out.status("Next", &format!("{cd} && cargo xtask deploy (the first run compiles the pipeline, once per machine)")),
     }
@@ -604,7 +611,6 @@ const GITIGNORE: &[&str] = &["/.pym", "/xtask/target"];
 /// existing `.cargo/config.toml` and appends to `.gitignore`. Commits nothing.
 pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
     check_name(&opts.name, "pass --name NAME")?;
-    check_target(opts.target)?;
     let detected = detect(dir);
     let parts = detected.config_parts();
     let new_opts = Options { name: opts.name.clone(), target: opts.target, lang: Lang::Rust, source: opts.source.clone() };

@@ -6,6 +6,8 @@ pub mod beanstalk;
 #[cfg(feature = "gcp-cloud-run")]
 pub mod cloudrun;
 pub mod docker;
+#[cfg(feature = "gke")]
+pub mod gke;
 
 use std::time::Duration;
 
@@ -76,7 +78,7 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
 }
 
 /// Host and port of a URL (`https://h` → 443, `http://h` → 80).
-#[cfg(any(feature = "aws-beanstalk", feature = "gcp-cloud-run"))]
+#[cfg(any(feature = "aws-beanstalk", feature = "gcp-cloud-run", feature = "gke"))]
 pub(crate) fn url_host(url: &str) -> (String, u16) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -87,16 +89,11 @@ pub(crate) fn url_host(url: &str) -> (String, u16) {
     }
 }
 
+/// A cloud target whose feature this build lacks (the docker target is always here).
 fn unsupported(kind: TargetKind) -> anyhow::Error {
-    if matches!(kind, TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun) {
-        return hinted(
-            format!("this pymdeploy was built without the {kind} feature"),
-            format!("run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"),
-        );
-    }
     hinted(
-        format!("pymdeploy {} cannot deploy to the {kind} target yet (`deploy_target: {kind}` in pym-config.yaml)", env!("CARGO_PKG_VERSION")),
-        "use `deploy_target: docker`, `aws-beanstalk` or `gcp-cloud-run`, or stop before the target: `cargo xtask deploy --to push` tests, builds, accepts and pushes",
+        format!("this pymdeploy was built without the {kind} feature"),
+        format!("run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"),
     )
 }
 
@@ -134,6 +131,9 @@ pub fn of(ctx: &Ctx) -> Result<&'static dyn Target> {
         TargetKind::AwsBeanstalk => Ok(&beanstalk::BeanstalkTarget),
         #[cfg(feature = "gcp-cloud-run")]
         TargetKind::GcpCloudRun => Ok(&cloudrun::CloudRunTarget),
+        #[cfg(feature = "gke")]
+        TargetKind::Gke => Ok(&gke::GkeTarget),
+        #[allow(unreachable_patterns)]
         other => Err(unsupported(other)),
     }
 }

@@ -1,10 +1,14 @@
 //! The local Kubernetes apiserver of `tests/fake-kube`, read and driven by the real
 //! `kubectl` (1.32 on these machines) as users will look at what pymdeploy does there:
 //! create, `rollout status` (success and the progress deadline), `get`, `describe
-//! deployment`, `logs`, a Service reaching ready pods, a Forbidden answer, and a deleted
-//! namespace leaving no container behind.
+//! deployment`, `logs`, a Service reaching ready pods, the `proxy` subresources of pods and
+//! services, a terminating pod's `preStop` hook, a Forbidden answer, and a deleted namespace
+//! leaving no container behind.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use pym_fake_kube::{FakeKube, Options};
 
@@ -13,7 +17,7 @@ use crate::support::{Run, docker, docker_available, http_get, run, temp_dir};
 const SECRET: &str = "pym-it-kube-secret-Hq71";
 
 const SERVER: &str = r#"import os, signal, socket, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 port = int(os.environ.get("PORT", "8080"))
@@ -34,11 +38,11 @@ class H(BaseHTTPRequestHandler):
         print("request: " + fmt % args, flush=True)
 
 print(f"listening on {port}", flush=True)
-HTTPServer(("0.0.0.0", port), H).serve_forever()
+ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
 "#;
 
 /// Whether `kubectl` runs here; in CI its absence is a failure.
-fn kubectl_available() -> bool {
+pub fn kubectl_available() -> bool {
     let ok = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "CI is set and `kubectl` does not run: the Kubernetes tests need it");
@@ -131,6 +135,29 @@ spec:
   type: LoadBalancer
   selector: {{app: web}}
   ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: hook, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: hook}}}}
+  template:
+    metadata: {{labels: {{app: hook}}}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: app
+        image: {tag}:v1
+        ports: [{{containerPort: 8080}}]
+        lifecycle: {{preStop: {{sleep: {{seconds: 3}}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: hook, namespace: {ns}}}
+spec:
+  type: NodePort
+  selector: {{app: hook}}
+  ports: [{{port: 80, targetPort: 8080}}]
 "#,
         tag = images.0
     );
@@ -155,6 +182,55 @@ spec:
     let spec = kubectl(&["-n", ns, "get", "deployment", "web", "-o", "json"], None);
     assert!(spec.assert_ok().stdout.contains("secretKeyRef"), "{}", spec.stdout);
 
+    // The proxy subresources: to a pod (its first declared port unless a number is given,
+    // the query passed on), and to a ready pod of a Service by the Service port's name or
+    // number; as in a real cluster, no port reaches only an unnamed Service port (an
+    // endpoint port carries its Service port's name).
+    let raw = |path: &str| kubectl(&["get", "--raw", &format!("/api/v1/namespaces/{ns}/{path}")], None);
+    let pod = kubectl(&["-n", ns, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"], None).assert_ok().stdout.trim().to_string();
+    raw(&format!("pods/{pod}/proxy/ping")).assert_ok().assert_stdout_has(&format!("pong from {pod} version=v1"));
+    raw(&format!("pods/{pod}:8080/proxy/ping?x=1")).assert_ok().assert_stdout_has(&format!("pong from {pod} version=v1"));
+    raw("services/web:http/proxy/ping").assert_ok().assert_stdout_has("pong from web-");
+    raw("services/web:80/proxy/ping").assert_ok().assert_stdout_has("pong from web-");
+    raw("services/web/proxy/ping").assert_failed().assert_stderr_has("no endpoints available for service \"web\"");
+    raw(&format!("pods/{pod}:9/proxy/ping")).assert_failed().assert_stderr_has("error trying to reach service: dial tcp 127.0.0.1:9: connect: connection refused");
+    raw("pods/web-missing/proxy/ping").assert_failed().assert_stderr_has("pods \"web-missing\" not found");
+    let calls = Command::new("curl").args(["-fsS", &format!("{}/__fake/calls", fake.url)]).output().unwrap();
+    let calls = String::from_utf8_lossy(&calls.stdout);
+    assert!(calls.contains("get pods/proxy") && calls.contains("get services/proxy"), "{calls}");
+    let fault = Command::new("curl").args(["-fsS", "-X", "POST", &format!("{}/__fake/faults", fake.url), "-d", r#"{"verb":"get","resource":"services/proxy","code":403,"times":1}"#]).output().unwrap();
+    assert!(fault.status.success());
+    raw("services/web:http/proxy/ping").assert_failed().assert_stderr_has("cannot get resource \"services/proxy\"");
+
+    // preStop: a terminating pod keeps serving the connection it has during its 3 s hook,
+    // gets no new one, and stops after the hook (not at once, not at the end of its 10 s
+    // grace period).
+    kubectl(&["-n", ns, "rollout", "status", "deployment/hook", "--timeout=60s"], None).assert_ok();
+    let hook_port: u16 = kubectl(&["-n", ns, "get", "svc", "hook", "-o", "jsonpath={.spec.ports[0].nodePort}"], None).assert_ok().stdout.trim().parse().expect("a nodePort");
+    let hook_pod = kubectl(&["-n", ns, "get", "pods", "-l", "app=hook", "-o", "jsonpath={.items[0].metadata.name}"], None).assert_ok().stdout.trim().to_string();
+    raw("services/hook/proxy/ping").assert_ok().assert_stdout_has(&format!("pong from {hook_pod}"));
+    let mut conn = TcpStream::connect(("127.0.0.1", hook_port)).expect("the hook service accepts");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")));
+    let t0 = Instant::now();
+    kubectl(&["-n", ns, "scale", "deployment/hook", "--replicas=0"], None).assert_ok();
+    while kubectl(&["-n", ns, "get", "pod", &hook_pod, "-o", "jsonpath={.metadata.deletionTimestamp}"], None).stdout.trim().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(2), "the pod is not terminating");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(hook_port, "/ping"), None, "a terminating pod got a new connection");
+    raw("services/hook/proxy/ping").assert_failed().assert_stderr_has("no endpoints available for service \"hook\"");
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
+    assert!(keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")), "the open connection is not served during the hook");
+    assert!(t0.elapsed() < Duration::from_secs(3), "too slow to tell: {:?}", t0.elapsed());
+    let label = format!("label=org.pymacaron.fake-kube.pod={hook_pod}");
+    while !docker(&["ps", "-q", "--filter", &label]).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(9), "the container still runs {:?} after the scale-down", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = t0.elapsed();
+    assert!(stopped >= Duration::from_secs(3) && stopped < Duration::from_secs(7), "the container stopped {stopped:?} after the scale-down (hook: 3 s, grace: 10 s)");
+
     // A rollout whose pods never become ready ends at the progress deadline, as kubectl
     // reports it; the old pods keep serving.
     kubectl(&["-n", ns, "patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":8}}"#], None).assert_ok();
@@ -177,4 +253,27 @@ spec:
     kubectl(&["delete", "namespace", ns, "--timeout=90s"], None).assert_ok();
     let label = format!("label=org.pymacaron.fake-kube={}-{}", std::process::id(), fake.port);
     assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "containers remain after the namespace was deleted");
+}
+
+/// One GET on an open HTTP/1.1 connection, which stays open: the answer's body.
+fn keep_alive_get(conn: &mut TcpStream) -> String {
+    write!(conn, "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("the connection takes a request");
+    let mut reader = BufReader::new(conn);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an answer on the open connection");
+        assert!(!line.is_empty(), "the open connection was closed");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    String::from_utf8_lossy(&body).into_owned()
 }

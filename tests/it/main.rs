@@ -13,6 +13,8 @@
 //! - `remote`: the docker target on an engine reached over ssh (a real sshd on loopback)
 //!   and through Docker contexts
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
+//! - `target_gke`: the gke target through the `kube` client against the local apiserver of
+//!   `tests/fake-kube` (pods are containers), read by the real kubectl
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
 //!
@@ -34,3 +36,4 @@ mod support;
 mod target_beanstalk;
 mod target_cloudrun;
 mod target_docker;
+mod target_gke;

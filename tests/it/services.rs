@@ -199,7 +199,7 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     let config = svc.read("pym-config.yaml");
     let dockerfile = svc.read("Dockerfile");
     let cases: Vec<Mistake> = vec![
-        ("a target not built", Box::new(|s| { s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: gke\ndocker_repo: registry.example.com/team"); }), "cannot deploy to the gke target yet"),
+        ("a cluster the kubeconfig lacks", Box::new(|s| { s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: kubernetes\ndocker_repo: registry.example.com/team\nk8s_context: pym-it-nowhere"); }), "kubeconfig"),
         ("an unset secret", Box::new(|s| { s.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_EARLY_UNSET]"); }), "env_secrets not set in the environment: PYM_IT_EARLY_UNSET"),
         ("a bad key in the live overlay", Box::new(|s| { s.write("pym-config.live.yaml", "live_prot: 80\n"); }), "pym-config.live.yaml:1:1: unknown key `live_prot`"),
         ("an overlay nobody reads", Box::new(|s| { s.write("pym-config.prod.yaml", "port: 80\n"); }), "`prod` is not an environment"),

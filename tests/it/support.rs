@@ -343,6 +343,12 @@ pub struct RequestLoop {
 
 impl RequestLoop {
     pub fn start(port: u16) -> RequestLoop {
+        RequestLoop::start_at("127.0.0.1", port)
+    }
+
+    /// `start` against `host:port`.
+    pub fn start_at(host: &str, port: u16) -> RequestLoop {
+        let host = host.to_string();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -350,7 +356,7 @@ impl RequestLoop {
             let started = std::time::Instant::now();
             // Bounded: at most ten minutes, at most 200 000 requests.
             while !flag.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
-                match http_get(port, "/version") {
+                match http_get_at(&host, port, "/version") {
                     Some((200, body)) => {
                         ok += 1;
                         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -445,11 +451,17 @@ pub struct KeepAliveLoop {
 
 impl KeepAliveLoop {
     pub fn start(port: u16, connections: usize) -> KeepAliveLoop {
+        KeepAliveLoop::start_at("127.0.0.1", port, connections)
+    }
+
+    /// `start` against `host:port`.
+    pub fn start_at(host: &str, port: u16, connections: usize) -> KeepAliveLoop {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handles = (0..connections)
             .map(|_| {
                 let flag = stop.clone();
-                std::thread::spawn(move || keep_alive_client(port, &flag))
+                let host = host.to_string();
+                std::thread::spawn(move || keep_alive_client(&host, port, &flag))
             })
             .collect();
         KeepAliveLoop { stop, handles }
@@ -469,7 +481,7 @@ impl KeepAliveLoop {
     }
 }
 
-fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>, usize) {
+fn keep_alive_client(host: &str, port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>, usize) {
     use std::io::{BufRead, BufReader, Read, Write};
     let (mut ok, mut failures, mut opened) = (0usize, Vec::new(), 0usize);
     let started = std::time::Instant::now();
@@ -478,7 +490,7 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize,
     while !stop.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
         let reader = match &mut conn {
             Some(r) => r,
-            None => match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            None => match std::net::TcpStream::connect((host, port)) {
                 Ok(s) => {
                     // Long enough that a slow answer on a loaded 2-core machine (builds
                     // run beside it) is told apart from a lost one.
@@ -494,7 +506,7 @@ fn keep_alive_client(port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize,
             },
         };
         let answer = (|| -> std::io::Result<(u16, bool)> {
-            write!(reader.get_mut(), "GET /version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+            write!(reader.get_mut(), "GET /version HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")?;
             let mut status_line = String::new();
             if reader.read_line(&mut status_line)? == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed with the request unanswered"));

@@ -1,8 +1,8 @@
 //! `cargo xtask bench`: pymdeploy against the plain tools, in the same session.
 //!
 //! 1. cold compile of a generated service's xtask (fresh target directory) on the docker
-//!    target, on aws-beanstalk (which adds the AWS SDK) and on gcp-cloud-run (Google's
-//!    client); and the first `cargo xtask
+//!    target, on aws-beanstalk (which adds the AWS SDK), on gcp-cloud-run (Google's
+//!    client) and on gke (the Kubernetes client); and the first `cargo xtask
 //!    --help` of a second service, which shares the first one's build directory;
 //! 2. `build` + `accept-local` wall time, against the same work done with cargo, the
 //!    docker CLI and a 100 ms curl loop, as a ratio (median of alternating runs);
@@ -89,9 +89,10 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         stage_if(&args.only, printer, reports, "cold-compile", |p| {
             // The docker target compiles no cloud SDK; aws-beanstalk adds the AWS SDK
             // (Beanstalk, S3, the credential chain), gcp-cloud-run Google's client (Cloud
-            // Run, auth, operations), which only their services pay for.
+            // Run, auth, operations), gke the Kubernetes client (kube, k8s-openapi), which
+            // only their services pay for.
             let mut secs = Vec::new();
-            for (target, goal) in [("docker", 60.0), ("aws-beanstalk", 240.0), ("gcp-cloud-run", 240.0)] {
+            for (target, goal) in [("docker", 60.0), ("aws-beanstalk", 240.0), ("gcp-cloud-run", 240.0), ("gke", 240.0)] {
                 let svc = new_service_for(&pymdeploy, &work, &format!("bench-compile-{target}"), target)?;
                 let dir = work.join("cold-target");
                 p.message(&format!("cargo build of the generated xtask ({target} target) in an empty target directory"));

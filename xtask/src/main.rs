@@ -97,7 +97,7 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
         let sh = Shell::new()?;
         // With the aws-beanstalk and docker-tls features, so their tests run too (services
         // compile the features their target needs in their own xtask).
-        let cmd = cmd!(sh, "cargo test --workspace --locked --features pymdeploy/aws-beanstalk,pymdeploy/gcp-cloud-run,pymdeploy/docker-tls").env("CI", "true");
+        let cmd = cmd!(sh, "cargo test --workspace --locked --features pymdeploy/aws-beanstalk,pymdeploy/gcp-cloud-run,pymdeploy/gke,pymdeploy/docker-tls").env("CI", "true");
         let run = pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
         tally = p.tests();
         // The live proxies' images are shared by the tests' services; the last test to

@@ -4,6 +4,14 @@
 //! runs, under which `PYM_ENV`. It listens on `$PORT` (8080 by default).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long the service keeps answering after SIGTERM, each answer with `Connection:
+/// close`, before it stops: clients on keep-alive connections (through a load balancer
+/// that pinned them here) learn from an answer to reconnect elsewhere, instead of finding
+/// their connection closed under a request.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// What `/version` reports, read once at start.
 struct Info {
@@ -48,10 +56,14 @@ fn main() {
             .await
             .unwrap_or_else(|e| fail(&format!("cannot listen on port {port}: {e}")));
         eprintln!("{} {} listening on port {port} (PYM_ENV={})", info.name, info.version, info.pym_env);
-        let app = axum::Router::new().fallback(answer).with_state(info);
-        // On SIGTERM (`docker stop`, a platform scaling in) the server stops accepting,
-        // answers the requests it has, then exits.
-        let served = axum::serve(listener, app).with_graceful_shutdown(terminated()).await;
+        let draining = Arc::new(AtomicBool::new(false));
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(info)
+            .layer(axum::middleware::map_response_with_state(draining.clone(), close_when_draining));
+        // On SIGTERM (`docker stop`, a platform scaling in) the server drains (`DRAIN`),
+        // then stops accepting, answers the requests it has, and exits.
+        let served = axum::serve(listener, app).with_graceful_shutdown(terminated(draining)).await;
         if let Err(e) = served {
             fail(&format!("the server stopped: {e}"));
         }
@@ -68,12 +80,27 @@ async fn answer(
     (axum::http::StatusCode::from_u16(status).expect("a valid status"), axum::Json(body))
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn terminated() {
+/// While draining, every answer says `Connection: close`.
+async fn close_when_draining(
+    axum::extract::State(draining): axum::extract::State<Arc<AtomicBool>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if draining.load(Ordering::Relaxed) {
+        let close = axum::http::HeaderValue::from_static("close");
+        response.headers_mut().insert(axum::http::header::CONNECTION, close);
+    }
+    response
+}
+
+/// Resolves `DRAIN` after SIGTERM, at once on Ctrl-C.
+async fn terminated(draining: Arc<AtomicBool>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .unwrap_or_else(|e| fail(&format!("cannot watch SIGTERM: {e}")));
     tokio::select! {
-        _ = term.recv() => {}
+        _ = term.recv() => {
+            draining.store(true, Ordering::Relaxed);
+            tokio::time::sleep(DRAIN).await;
+        }
         _ = tokio::signal::ctrl_c() => {}
     }
 }

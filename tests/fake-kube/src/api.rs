@@ -1,6 +1,6 @@
 //! The apiserver: discovery, routing, the verbs on every resource, subresources
-//! (`pods/log`, `*/status`, `*/scale`), watches, `Status` errors, defaulting and
-//! validation.
+//! (`pods/log`, `*/status`, `*/scale`, `*/proxy` in `proxy.rs`), watches, `Status` errors,
+//! defaulting and validation.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,6 +34,8 @@ pub struct Res {
 }
 
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+/// What discovery lists for `pods/proxy` and `services/proxy` (only GET is served).
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
 
 pub static RESOURCES: &[Res] = &[
     Res { plural: "namespaces", singular: "namespace", kind: "Namespace", group: "", namespaced: false, short: &["ns"], categories: &[], subs: &[("status", "Namespace", "", STATUS_VERBS)] },
@@ -45,9 +47,18 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["po"],
         categories: &["all"],
-        subs: &[("log", "Pod", "", &["get"]), ("status", "Pod", "", STATUS_VERBS)],
+        subs: &[("log", "Pod", "", &["get"]), ("proxy", "PodProxyOptions", "", PROXY_VERBS), ("status", "Pod", "", STATUS_VERBS)],
     },
-    Res { plural: "services", singular: "service", kind: "Service", group: "", namespaced: true, short: &["svc"], categories: &["all"], subs: &[("status", "Service", "", STATUS_VERBS)] },
+    Res {
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        group: "",
+        namespaced: true,
+        short: &["svc"],
+        categories: &["all"],
+        subs: &[("proxy", "ServiceProxyOptions", "", PROXY_VERBS), ("status", "Service", "", STATUS_VERBS)],
+    },
     Res { plural: "secrets", singular: "secret", kind: "Secret", group: "", namespaced: true, short: &[], categories: &[], subs: &[] },
     Res { plural: "events", singular: "event", kind: "Event", group: "", namespaced: true, short: &["ev"], categories: &[], subs: &[] },
     Res {
@@ -296,6 +307,7 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Reply {
     let table = accept.contains("as=Table");
     let result = match (call.verb, call.sub.as_deref()) {
         ("get", Some("log")) => return logs(shared, &call, &q).await,
+        ("get", Some("proxy")) => return crate::proxy::get(shared, &call, parts).await,
         ("watch", _) => return watch(shared, &call, &q, table).await,
         ("get", None) => get(shared, &call, &q, table),
         ("list", _) => list(shared, &call, &q, table),
@@ -351,7 +363,9 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         [plural, tail @ ..] => (None, find(plural)?, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string())),
         [] => return None,
     };
-    if segs.len() > if ns.is_some() { 5 } else { 3 } {
+    // `…/{name}/proxy/{path…}`: the path after `proxy` goes to the pod.
+    let proxy = sub.as_deref() == Some("proxy") && ns.is_some();
+    if segs.len() > if ns.is_some() { 5 } else { 3 } && !proxy {
         return None;
     }
     if let Some(s) = &sub
@@ -371,6 +385,7 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         (&Method::DELETE, None) => "deletecollection",
         _ => "unsupported",
     };
+    let verb = if sub.as_deref() == Some("proxy") && verb != "get" { "unsupported" } else { verb };
     Some(Call { verb, res, ns, name, sub })
 }
 
@@ -817,20 +832,12 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
         "services" => {
             obj["status"] = json!({"loadBalancer": {}});
             engine::allocate_service_ports(shared, &mut st, &mut obj, None).map_err(|errs| KErr::invalid(res, &name, &errs))?;
-            set_lb_status(&mut obj);
+            engine::load_balancer(shared, &mut st, &mut obj);
         }
         _ => {}
     }
     let stored = st.put(res.plural, obj);
     Ok((201, public(res, &stored)))
-}
-
-fn set_lb_status(svc: &mut Value) {
-    if svc["spec"]["type"] == "LoadBalancer" {
-        svc["status"]["loadBalancer"] = json!({"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]});
-    } else {
-        svc["status"]["loadBalancer"] = json!({});
-    }
 }
 
 /// Replaces an object (PUT, and the end of every PATCH). `status` writes only the status.
@@ -890,7 +897,7 @@ fn update(shared: &Shared, call: &mut Call, mut obj: Value, from_patch: bool) ->
     }
     if res.plural == "services" {
         engine::allocate_service_ports(shared, &mut st, &mut obj, Some(&cur)).map_err(|errs| KErr::invalid(res, &name, &errs))?;
-        set_lb_status(&mut obj);
+        engine::load_balancer(shared, &mut st, &mut obj);
     }
     obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
     if obj == cur {

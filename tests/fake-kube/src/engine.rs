@@ -14,7 +14,7 @@ use tokio::process::Command;
 use crate::Shared;
 use crate::api::FieldErr;
 use crate::json::Selector;
-use crate::store::{Proxy, State};
+use crate::store::{Balancer, Proxy, State};
 
 pub const LABEL: &str = "org.pymacaron.fake-kube";
 
@@ -201,6 +201,52 @@ fn listen(shared: &Shared, st: &mut State, port: u16) -> Option<u16> {
     Some(port)
 }
 
+fn service_key(svc: &Value) -> String {
+    format!("{}/{}", svc["metadata"]["namespace"].as_str().unwrap_or(""), svc["metadata"]["name"].as_str().unwrap_or(""))
+}
+
+/// Gives a LoadBalancer Service an address of its own, as a cloud load balancer does: a
+/// loopback IP (127.0.0.2 and up, one no other Service of any local apiserver holds) where
+/// each `spec.ports[].port` answers like its `nodePort`; reported in
+/// `status.loadBalancer.ingress`. Other types get an empty `status.loadBalancer`.
+pub fn load_balancer(shared: &Shared, st: &mut State, svc: &mut Value) {
+    svc["status"]["loadBalancer"] = serde_json::json!({});
+    if svc["spec"]["type"] != "LoadBalancer" {
+        return;
+    }
+    let key = service_key(svc);
+    let ports: Vec<(u16, u16)> = svc["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16))).collect();
+    let kept = st.balancers.get(&key).filter(|b| b.ports == ports).map(|b| b.ip);
+    let ip = match kept {
+        Some(ip) => Some(ip),
+        None => {
+            // Ports changed (or a new balancer): a fresh address, the old one let go.
+            if let Some(old) = st.balancers.remove(&key) {
+                old.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+            }
+            let taken: HashSet<std::net::Ipv4Addr> = st.balancers.values().map(|b| b.ip).collect();
+            let Some(shared) = self_arc(shared) else { return };
+            (2..=254u8).map(|n| std::net::Ipv4Addr::new(127, 0, 0, n)).filter(|ip| !taken.contains(ip)).find_map(|ip| {
+                let listeners: Vec<std::net::TcpListener> = ports.iter().map_while(|(port, _)| std::net::TcpListener::bind((ip, *port)).ok()).collect();
+                if listeners.len() != ports.len() {
+                    return None;
+                }
+                let mut tasks = Vec::new();
+                for (l, (_, node_port)) in listeners.into_iter().zip(&ports) {
+                    l.set_nonblocking(true).ok()?;
+                    let l = TcpListener::from_std(l).ok()?;
+                    tasks.push(tokio::spawn(serve_service(l, shared.clone(), *node_port)).abort_handle());
+                }
+                st.balancers.insert(key.clone(), Balancer { ip, ports: ports.clone(), tasks });
+                Some(ip)
+            })
+        }
+    };
+    if let Some(ip) = ip {
+        svc["status"]["loadBalancer"] = serde_json::json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]});
+    }
+}
+
 /// The `Arc` of the server's shared state (kept by the state itself).
 fn self_arc(shared: &Shared) -> Option<Arc<Shared>> {
     shared.me.upgrade()
@@ -221,6 +267,14 @@ pub fn release_unused_ports(st: &mut State) {
             st.round_robin.remove(&proxy.node_port);
         }
     }
+    let balanced: HashSet<String> = st.list("services", None).into_iter().filter(|s| s["spec"]["type"] == "LoadBalancer").map(service_key).collect();
+    st.balancers.retain(|k, b| {
+        let keep = balanced.contains(k);
+        if !keep {
+            b.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+        keep
+    });
 }
 
 async fn serve_service(listener: TcpListener, shared: Arc<Shared>, node_port: u16) {
@@ -239,36 +293,64 @@ async fn serve_service(listener: TcpListener, shared: Arc<Shared>, node_port: u1
 /// The address of the next ready pod behind a Service port (round robin), as of now.
 fn pick_backend(shared: &Shared, node_port: u16) -> Option<(String, u16)> {
     let mut st = shared.lock();
-    let (ns, selector, target) = st.list("services", None).into_iter().find_map(|s| {
+    let (svc, port) = st.list("services", None).into_iter().find_map(|s| {
         let p = s["spec"]["ports"].as_array()?.iter().find(|p| p["nodePort"].as_u64() == Some(u64::from(node_port)))?;
-        Some((s["metadata"]["namespace"].as_str()?.to_string(), s["spec"]["selector"].clone(), p["targetPort"].clone()))
+        Some((s.clone(), p.clone()))
     })?;
-    let sel = Selector::from_map(&selector);
+    let (pod, container_port) = next_endpoint(&mut st, &svc, &port)?;
+    reach(&st, &pod, container_port)
+}
+
+/// The pods a Service's Endpoints list, ready or not, as the endpoints controller picks
+/// them: selected, with an address, neither terminating (`deletionTimestamp` set: from
+/// then on they get no new connections) nor finished. A Service without a selector has
+/// none (its Endpoints would be written by hand).
+pub fn selected_pods<'a>(st: &'a State, svc: &Value) -> Vec<&'a Value> {
+    let sel = Selector::from_map(&svc["spec"]["selector"]);
     if sel.is_empty() {
-        return None;
+        return Vec::new();
     }
-    let pods: Vec<Value> = st
-        .list("pods", Some(&ns))
+    st.list("pods", Some(svc["metadata"]["namespace"].as_str().unwrap_or("")))
         .into_iter()
-        .filter(|p| sel.matches(&p["metadata"]["labels"]) && p["metadata"]["deletionTimestamp"].is_null() && crate::kubelet::is_ready(p))
-        .cloned()
-        .collect();
-    if pods.is_empty() {
-        return None;
-    }
-    let n = st.round_robin.entry(node_port).or_default();
-    let pod = &pods[*n % pods.len()];
-    *n = n.wrapping_add(1);
-    let container_port = match &target {
-        Value::Number(n) => n.as_u64()? as u16,
+        .filter(|p| sel.matches(&p["metadata"]["labels"]) && p["metadata"]["deletionTimestamp"].is_null() && p["status"]["podIP"].is_string())
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .collect()
+}
+
+/// The container port a Service port's `targetPort` (a number or a container port's name)
+/// is on one pod.
+pub fn target_port(pod: &Value, target: &Value) -> Option<u16> {
+    match target {
+        Value::Number(n) => n.as_u64().map(|n| n as u16),
         Value::String(name) => pod["spec"]["containers"]
             .as_array()?
             .iter()
             .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
             .find(|p| p["name"] == name.as_str())?["containerPort"]
-            .as_u64()? as u16,
-        _ => return None,
-    };
+            .as_u64()
+            .map(|p| p as u16),
+        _ => None,
+    }
+}
+
+/// The next ready endpoint of a Service port, round robin over the ready pods that have
+/// its target port: the pod and that container port.
+pub fn next_endpoint(st: &mut State, svc: &Value, port: &Value) -> Option<(Value, u16)> {
+    let ready: Vec<(Value, u16)> =
+        selected_pods(st, svc).into_iter().filter(|p| crate::kubelet::is_ready(p)).filter_map(|p| Some((p.clone(), target_port(p, &port["targetPort"])?))).collect();
+    if ready.is_empty() {
+        return None;
+    }
+    let n = st.round_robin.entry(port["nodePort"].as_u64().unwrap_or(0) as u16).or_default();
+    let picked = ready[*n % ready.len()].clone();
+    *n = n.wrapping_add(1);
+    Some(picked)
+}
+
+/// Where a pod's container port is reached from here: the loopback port the engine
+/// published for it, else the container's address on the engine's network; `None` while
+/// no container runs.
+pub fn reach(st: &State, pod: &Value, container_port: u16) -> Option<(String, u16)> {
     let rt = st.runtime.get(pod["metadata"]["uid"].as_str()?)?;
     match rt.host_ports.get(&container_port) {
         Some(hp) => Some(("127.0.0.1".into(), *hp)),

@@ -1,6 +1,6 @@
 //! A kubelet per pod: schedules it on the one node, resolves its environment, pulls and
 //! runs its first container on the local engine, probes it, restarts it (CrashLoopBackOff),
-//! and stops it gracefully when the pod is deleted.
+//! and stops it gracefully when the pod is deleted (its `preStop` hook first).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -327,7 +327,7 @@ async fn lifecycle(pod: &Pod) {
                     let mut s = reported.clone();
                     s["ready"] = Value::from(false);
                     pod.containers(s);
-                    engine::stop(&pod.cname, grace).await;
+                    kill(pod, grace).await;
                     return;
                 }
                 Seen::Here => {}
@@ -345,7 +345,7 @@ async fn lifecycle(pod: &Pod) {
         if let Outcome::Liveness = outcome {
             let grace = pod.obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
             pod.event("Normal", "Killing", &format!("Container {} failed liveness probe, will be restarted", pod.c_name()), true);
-            engine::stop(&pod.cname, grace).await;
+            kill(pod, grace).await;
         }
         let Some((_, code, oom, started, finished)) = engine::state(&pod.cname).await else { return };
         let reason = if oom {
@@ -408,8 +408,89 @@ async fn graceful_end(pod: &Pod) {
         && engine::state(&pod.cname).await.is_some_and(|s| s.0)
     {
         pod.event("Normal", "Killing", &format!("Stopping container {}", pod.c_name()), true);
-        engine::stop(&pod.cname, grace).await;
+        kill(pod, grace).await;
     }
+}
+
+/// Stops the running container as the kubelet's `killContainer` does: the first
+/// container's `preStop` hook runs for at most the grace period (meanwhile the container
+/// runs on and serves the connections it has; a terminating pod gets no new ones), then
+/// `docker stop` gets what is left of it, 2 s at least. A pod force-deleted during the hook
+/// returns at once (its container is then removed).
+async fn kill(pod: &Pod, grace: i64) {
+    let hook = &pod.container["lifecycle"]["preStop"];
+    let mut grace = grace;
+    if hook.is_object() && grace > 0 {
+        let t0 = Instant::now();
+        if !pre_stop(pod, hook, grace).await {
+            return;
+        }
+        grace -= t0.elapsed().as_secs() as i64;
+    }
+    engine::stop(&pod.cname, grace.max(2)).await;
+}
+
+/// Runs a `preStop` hook until it ends or `grace` seconds pass (or fewer, when the pod is
+/// deleted again with a shorter grace period); a hook still running then is left behind,
+/// as the kubelet leaves it. `false`: the pod is gone.
+async fn pre_stop(pod: &Pod, hook: &Value, grace: i64) -> bool {
+    let t0 = Instant::now();
+    let work = async {
+        if hook["sleep"].is_object() {
+            tokio::time::sleep(Duration::from_secs(hook["sleep"]["seconds"].as_u64().unwrap_or(0))).await;
+            return Ok(());
+        }
+        if hook["httpGet"].is_object() {
+            return check(pod, hook, Duration::from_secs(grace as u64)).await;
+        }
+        let cmd: Vec<String> = hook["exec"]["command"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+        if cmd.is_empty() {
+            // `tcpSocket` is accepted but not supported as a hook.
+            return Err("no supported action".to_string());
+        }
+        if let Some(d) = sleep_command(&cmd) {
+            tokio::time::sleep(d).await;
+            return Ok(());
+        }
+        let mut args = vec!["exec".to_string(), pod.cname.clone()];
+        args.extend(cmd);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        engine::docker(&argv).await.map(|_| ())
+    };
+    tokio::pin!(work);
+    let mut deadline = t0 + Duration::from_secs(grace as u64);
+    loop {
+        tokio::select! {
+            r = &mut work => {
+                if r.is_err() {
+                    // The kubelet keeps the reason out of the event (it may hold secrets).
+                    pod.event("Warning", "FailedPreStopHook", "PreStopHook failed", true);
+                }
+                return true;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now()))) => {}
+        }
+        match pod.seen() {
+            Seen::Gone => return false,
+            Seen::Deleting(g) => deadline = deadline.min(t0 + Duration::from_secs(g.max(0) as u64)),
+            Seen::Here => {}
+        }
+        if Instant::now() >= deadline {
+            return true;
+        }
+    }
+}
+
+/// An exec hook that only sleeps (`["sleep", "N"]`, `["sh", "-c", "sleep N"]`): waited for
+/// here, to the millisecond, rather than through `docker exec`.
+fn sleep_command(cmd: &[String]) -> Option<Duration> {
+    let line = match cmd {
+        [s, n] if s == "sleep" || s == "/bin/sleep" => format!("sleep {n}"),
+        [sh, c, line] if matches!(sh.as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash") && c == "-c" => line.clone(),
+        _ => return None,
+    };
+    let n: f64 = line.trim().strip_prefix("sleep ")?.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0).then(|| Duration::from_secs_f64(n))
 }
 
 /// The container's environment: values, `$(VAR)` references, Secret keys, pod fields.

@@ -2,7 +2,8 @@
 //! or a client library (the `kube` crate, client-go) against "a cluster".
 //!
 //! Faithful: the REST paths of core/v1 (namespaces, pods with `log`, services, secrets,
-//! events) and apps/v1 (deployments with `scale` and `status`, replicasets); discovery
+//! events; `GET` on the `proxy` subresources of pods and services) and apps/v1
+//! (deployments with `scale` and `status`, replicasets); discovery
 //! (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, and the aggregated v2
 //! discovery kubectl asks for first); get, list, watch (from a `resourceVersion`, with
 //! bookmarks, `410 Gone` when too old), create (`generateName`), update (`409 Conflict` on
@@ -20,13 +21,20 @@
 //! local Docker engine (driven through the `docker` CLI, pulled with the credentials of
 //! `Options::docker_config`, env from values and Secrets, every `containerPort` published
 //! on a loopback port), its readiness and liveness probes (`httpGet`, `tcpSocket`),
-//! restarts with CrashLoopBackOff, graceful termination (`docker stop -t <grace>`).
+//! restarts with CrashLoopBackOff, graceful termination (the first container's `preStop`
+//! hook, `sleep`, `exec` or `httpGet`, for at most the grace period, then `docker stop -t
+//! <what is left, 2 s at least>`).
 //!
 //! Services: each `spec.ports[]` entry gets a loopback port, reported as its `nodePort`
-//! (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1` and a
-//! LoadBalancer's `status.loadBalancer.ingress` is `[{"ip": "127.0.0.1"}]`, so
-//! `http://127.0.0.1:<nodePort>` reaches the service: each new connection goes to one pod
-//! that the selector picks and that is ready right then (round robin), and stays there.
+//! (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1`, so
+//! `http://127.0.0.1:<nodePort>` reaches the service; a LoadBalancer also gets an address
+//! of its own, as a cloud load balancer does: a loopback IP (127.0.0.2 and up) in
+//! `status.loadBalancer.ingress` where each `port` answers (as root for ports below 1024): each new connection goes to one pod
+//! that the selector picks and that is ready right then (round robin), and stays there; a
+//! terminating pod gets no new connection but keeps those it has until its container stops.
+//! `…/pods/<name>[:<port>]/proxy/<path>` and `…/services/<name>[:<port>]/proxy/<path>` reach
+//! a pod's container (a Service's through one of its ready pods) as the apiserver's proxy
+//! does, with its `ServiceUnavailable` answers when nothing is there.
 //!
 //! Authentication: any `Authorization: Bearer …` passes and another scheme gets 401. A
 //! request without `Authorization` is anonymous and passes too, because kubectl (client-go)
@@ -41,7 +49,7 @@
 //! so kubectl needs `--validate=false`), server-side apply, `managedFields`, other
 //! resources (configmaps, nodes, endpoints…), sidecar containers (only the first
 //! container of a pod runs), init containers, volumes, resource limits, `paused`,
-//! preStop hooks, `limit`/`continue` paging (every list is one page).
+//! postStart hooks, `limit`/`continue` paging (every list is one page).
 //!
 //! Test hooks on the API port: `POST /__fake/faults` with `{"verb": "patch", "resource":
 //! "services", "code": 409, "reason": "Conflict", "message": "…", "times": 1}` answers the
@@ -56,6 +64,7 @@ mod engine;
 mod json;
 mod kubelet;
 mod proto;
+mod proxy;
 mod store;
 mod table;
 

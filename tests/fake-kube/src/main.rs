@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("local Kubernetes API (v1.32, core/v1 and apps/v1) on {}", server.url);
-    eprintln!("pods run as containers on the local Docker engine; a Service's ports answer on 127.0.0.1:<spec.ports[].nodePort>");
+    eprintln!("pods run as containers on the local Docker engine; a Service's ports answer on 127.0.0.1:<spec.ports[].nodePort>, a LoadBalancer's also on <status.loadBalancer.ingress[0].ip>:<port>");
     match kubeconfig {
         Some(path) => {
             let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();

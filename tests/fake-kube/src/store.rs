@@ -40,6 +40,15 @@ pub struct Proxy {
     pub task: tokio::task::AbortHandle,
 }
 
+/// A LoadBalancer Service's address: a loopback IP of its own where each of its ports
+/// answers.
+pub struct Balancer {
+    pub ip: std::net::Ipv4Addr,
+    /// (`port`, `nodePort`) per Service port.
+    pub ports: Vec<(u16, u16)>,
+    pub tasks: Vec<tokio::task::AbortHandle>,
+}
+
 pub struct State {
     pub objects: BTreeMap<Key, Value>,
     pub rv: u64,
@@ -55,6 +64,8 @@ pub struct State {
     /// nodePort → its forwarder.
     pub proxies: HashMap<u16, Proxy>,
     pub round_robin: HashMap<u16, usize>,
+    /// `namespace/name` of each LoadBalancer Service → its address.
+    pub balancers: HashMap<String, Balancer>,
     pub faults: Faults<Fault>,
     /// Whether requests without `Authorization` get 401.
     pub auth_required: bool,
@@ -74,6 +85,7 @@ impl State {
             runtime: HashMap::new(),
             proxies: HashMap::new(),
             round_robin: HashMap::new(),
+            balancers: HashMap::new(),
             faults: Faults::default(),
             auth_required: false,
             log: CallLog::default(),

@@ -1,0 +1,1309 @@
+//! The gke target: any Kubernetes cluster a kubeconfig reaches (GKE's included), driven by
+//! the `kube` client with k8s-openapi's types (feature `gke`).
+//!
+//! In the namespace `k8s_namespace` (default `name`), one Deployment per role: `<app>-staging`
+//! for staging and `<app>-<version>` per live version, each with its own Secret of the
+//! `env_secrets` (referenced by `secretKeyRef`, never as values), readiness, liveness and
+//! startup probes on `health_path`, a `preStop` sleep and a grace period so a stopping pod
+//! finishes what it serves. Two Services: `<app>-staging` selects the staging pods, `<app>`
+//! selects the pods of one live version.
+//!
+//! - `stage` moves the staging Deployment to the pushed image **by digest** with
+//!   `PYM_ENV=staging` and waits as `kubectl rollout status` does; a rollout that fails
+//!   shows the pods' events and last log lines, and puts the Deployment back as it was.
+//! - `promote` is blue/green: the version's own Deployment (`PYM_ENV=live`, the staged
+//!   digest) rolled out, each of its pods checked through the apiserver's pod proxy (health,
+//!   then `version_path` names the version with `PYM_ENV=live`), then the live Service's
+//!   selector moved to it in one update that carries the resourceVersion it was read at (a
+//!   Conflict is read again and retried, unless someone else moved live meanwhile), live
+//!   checked to serve it, and only then the version live before scaled to zero, kept for
+//!   `rollback` (`keep_previous` of them; older ones deleted). A failure before the switch
+//!   takes back what it made; a failure after it moves the selector back.
+//! - What was live when is recorded on the live Service (annotations
+//!   `pymdeploy.dev/live-history`, `pymdeploy.dev/rolled-back`), so any machine can roll back.
+//!
+//! Every apiserver error is read from its `Status` (reason, message, code), never from text.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+use super::{Address, Cleanup, Fate, Table, url_host};
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::output::StepProgress;
+
+const NAME: &str = "app.kubernetes.io/name";
+const VERSION: &str = "app.kubernetes.io/version";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Which environment a Deployment and its pods are for: `staging` or `live`.
+const ENV: &str = "pymdeploy.dev/env";
+/// On pods: the Deployment they belong to (its selector).
+const DEPLOYMENT: &str = "pymdeploy.dev/deployment";
+const LIVE_HISTORY: &str = "pymdeploy.dev/live-history";
+const ROLLED_BACK: &str = "pymdeploy.dev/rolled-back";
+/// On a live Deployment: when its version went live last.
+const LIVE_SINCE: &str = "pymdeploy.dev/live-since";
+const CONTAINER: &str = "app";
+/// The longest `name` as a Deployment name's stem: `<app>-<version>` must fit a label value
+/// (63), with room for a dirty version.
+const APP_MAX: usize = 30;
+const HISTORY_MAX: usize = 30;
+const SERVICE_TYPES: [&str; 3] = ["LoadBalancer", "NodePort", "ClusterIP"];
+
+pub struct GkeTarget;
+
+/// The names pymdeploy gives its objects in the cluster.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub app: String,
+    pub ns: String,
+}
+
+impl Names {
+    pub fn of(c: &Config) -> Names {
+        Names { app: c.name.clone(), ns: c.k8s_namespace.clone().unwrap_or_else(|| c.name.clone()) }
+    }
+    pub fn staging(&self) -> String {
+        format!("{}-staging", self.app)
+    }
+    pub fn live(&self, version: &str) -> String {
+        format!("{}-{version}", self.app)
+    }
+    pub fn service(&self, env: PymEnv) -> String {
+        match env {
+            PymEnv::Live => self.app.clone(),
+            _ => self.staging(),
+        }
+    }
+}
+
+/// Why `name` is not a DNS-1123 label Kubernetes takes, if it is not.
+fn bad_label(name: &str, max: usize) -> Option<String> {
+    if name.is_empty() || name.len() > max {
+        return Some(format!("it must be 1 to {max} characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Some("it may hold only lowercase letters, digits and '-'".into());
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("it must start and end with a letter or digit".into());
+    }
+    None
+}
+
+/// A Kubernetes quantity (`250m`, `1`, `512Mi`, `1.5Gi`, `1e3`).
+fn is_quantity(q: &str) -> bool {
+    let digits = q.trim_end_matches(|ch: char| ch.is_ascii_alphabetic());
+    let suffix = &q[digits.len()..];
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|b| *b == b'.').count() <= 1
+        && ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
+}
+
+fn memory(c: &Config) -> Option<&String> {
+    c.k8s_memory.as_ref().or(c.gcp_memory.as_ref())
+}
+
+/// Every refusal that needs no cluster: names, sizes, the Service type.
+fn check_config(c: &Config, file: &str) -> Result<()> {
+    if let Some(why) = bad_label(&c.name, APP_MAX) {
+        return Err(hinted(
+            format!("{file}: `name: {}` cannot name Kubernetes objects: {why}", c.name),
+            format!("the gke target names its Deployments `<name>-<version>`: use a lowercase `name` of at most {APP_MAX} characters"),
+        ));
+    }
+    let ns = Names::of(c).ns;
+    if let Some(why) = bad_label(&ns, 63) {
+        return Err(hinted(format!("{file}: the namespace `{ns}` is not one Kubernetes takes: {why}"), "set `k8s_namespace` to a lowercase DNS label, e.g. `my-team`"));
+    }
+    for (key, value) in [("k8s_cpu", c.k8s_cpu.as_ref()), ("k8s_memory", memory(c))] {
+        if let Some(v) = value.filter(|v| !is_quantity(v)) {
+            return Err(hinted(format!("{file}: `{key}: {v}` is not a Kubernetes quantity"), "write it as Kubernetes does: CPU as `250m` or `1`, memory as `512Mi` or `2Gi`"));
+        }
+    }
+    if !SERVICE_TYPES.contains(&c.k8s_service_type.as_str()) {
+        return Err(hinted(format!("{file}: `k8s_service_type: {}` is not a Service type pymdeploy makes", c.k8s_service_type), "use LoadBalancer, NodePort or ClusterIP"));
+    }
+    if c.k8s_replicas == 0 {
+        return Err(hinted(format!("{file}: `k8s_replicas: 0` would run nothing"), "set `k8s_replicas` to 1 or more"));
+    }
+    if c.k8s_timeout < 10 {
+        return Err(hinted(format!("{file}: `k8s_timeout: {}` is too short for any rollout", c.k8s_timeout), "give rollouts at least 10 seconds (Kubernetes' default is 600)"));
+    }
+    Ok(())
+}
+
+/// The kubeconfig as kubectl reads it (`KUBECONFIG`, its files merged, else
+/// `~/.kube/config`).
+fn kubeconfig() -> Result<Kubeconfig> {
+    Kubeconfig::read().map_err(|e| {
+        hinted(
+            format!("cannot read the kubeconfig: {e}"),
+            "point KUBECONFIG at one (for GKE: `gcloud container clusters get-credentials CLUSTER --region REGION --project PROJECT` writes it)",
+        )
+    })
+}
+
+/// The context an environment deploys through: `k8s_context`, else the one gcloud names
+/// for `gke_cluster`, else the kubeconfig's current one; an error with the exact command
+/// that would add it when the kubeconfig has no such context.
+fn context_of(c: &Config, kc: &Kubeconfig, file: &str) -> Result<String> {
+    let gke = match (&c.gke_cluster, &c.gcp_project, &c.gcp_region) {
+        (Some(cluster), Some(project), Some(region)) => Some((format!("gke_{project}_{region}_{cluster}"), format!("gcloud container clusters get-credentials {cluster} --region {region} --project {project}"))),
+        (Some(cluster), _, _) => Some((String::new(), format!("set gcp_project and gcp_region, then `gcloud container clusters get-credentials {cluster} --region REGION --project PROJECT`"))),
+        _ => None,
+    };
+    let wanted = c.k8s_context.clone().or_else(|| gke.as_ref().map(|g| g.0.clone()).filter(|n| !n.is_empty())).or_else(|| kc.current_context.clone().filter(|n| !n.is_empty()));
+    let known: Vec<&str> = kc.contexts.iter().map(|n| n.name.as_str()).collect();
+    let hint = |what: &str| match &gke {
+        Some((_, cmd)) if cmd.starts_with("gcloud") => format!("add it with `{cmd}`"),
+        Some((_, how)) => how.clone(),
+        None if known.is_empty() => "add the cluster's context to the kubeconfig (for GKE: `gcloud container clusters get-credentials CLUSTER --region REGION --project PROJECT`)".to_string(),
+        None => format!("{what}: the kubeconfig has {} (`kubectl config get-contexts`)", known.join(", ")),
+    };
+    match wanted {
+        Some(w) if known.contains(&w.as_str()) => Ok(w),
+        Some(w) => Err(hinted(format!("{file}: the kubeconfig has no context `{w}`"), hint("or set `k8s_context` to one it has"))),
+        None => Err(hinted(format!("{file}: no Kubernetes context: the kubeconfig has no current context and neither `k8s_context` nor `gke_cluster` is set"), hint("set `k8s_context`"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What is seen, and the decisions (pure)
+
+/// A Deployment pymdeploy made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dep {
+    pub name: String,
+    /// `staging` or `live`.
+    pub env: String,
+    pub version: String,
+    pub image: String,
+    pub replicas: i32,
+    pub ready: i32,
+    pub created: String,
+    pub live_since: Option<String>,
+}
+
+/// A Service pymdeploy made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Svc {
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Its external address (`status.loadBalancer.ingress`), if it has one.
+    pub external: Option<String>,
+    pub port: u16,
+}
+
+impl Svc {
+    /// The version the live Service selects.
+    pub fn selects(&self) -> Option<&str> {
+        self.selector.get(VERSION).map(String::as_str)
+    }
+    pub fn history(&self) -> Vec<String> {
+        split_list(self.annotations.get(LIVE_HISTORY))
+    }
+    pub fn rolled_back(&self) -> Vec<String> {
+        split_list(self.annotations.get(ROLLED_BACK))
+    }
+}
+
+fn split_list(v: Option<&String>) -> Vec<String> {
+    v.map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+}
+
+/// The newest `HISTORY_MAX` entries, comma-separated.
+fn join_list(items: &[String]) -> String {
+    items[items.len().saturating_sub(HISTORY_MAX)..].join(",")
+}
+
+/// The namespace's pymdeploy objects of this service.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    pub namespace: bool,
+    pub deployments: Vec<Dep>,
+    pub live: Option<Svc>,
+    pub staging: Option<Svc>,
+}
+
+impl Seen {
+    fn dep(&self, name: &str) -> Option<&Dep> {
+        self.deployments.iter().find(|d| d.name == name)
+    }
+    /// The live Deployment the live Service selects.
+    pub fn current(&self, names: &Names) -> Option<&Dep> {
+        self.live.as_ref().and_then(Svc::selects).and_then(|v| self.dep(&names.live(v)))
+    }
+}
+
+/// One thing `stage`, `promote` or `rollback` does, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Act {
+    Namespace,
+    /// Puts the `env_secrets` of `env` in the Secret `name` (the Deployment's own).
+    Secret { name: String, env: PymEnv },
+    /// Creates the Deployment, or moves it to this spec.
+    Deploy { name: String, version: String, image: String, env: PymEnv, replicas: i32 },
+    Scale { name: String, replicas: i32 },
+    /// Waits as `kubectl rollout status` does.
+    Rollout { name: String },
+    /// Each pod of `name` answers the service contract (through the apiserver's pod proxy).
+    CheckPods { name: String, version: String, env: PymEnv },
+    /// Makes the Service of `env` if it is missing (the staging one, or a first live one).
+    Service { env: PymEnv },
+    /// Moves the live Service's selector from `from` to `to`, with the records.
+    Select { from: Option<String>, to: String, history: Vec<String>, rolled_back: Vec<String> },
+    /// The live Service serves `version` with `PYM_ENV=live`.
+    Verify { version: String },
+    /// Deletes a Deployment and its Secret.
+    Delete { name: String },
+}
+
+impl Act {
+    pub fn describe(&self, names: &Names) -> String {
+        let ns = &names.ns;
+        match self {
+            Act::Namespace => format!("create namespace {ns}"),
+            Act::Secret { name, env } => format!("put the {env} env_secrets in secret {ns}/{name}"),
+            Act::Deploy { name, version, image, env, replicas } => format!("deploy {ns}/{name}: {version} ({image}), PYM_ENV={env}, {replicas} replicas"),
+            Act::Scale { name, replicas } => format!("scale {ns}/{name} to {replicas}"),
+            Act::Rollout { name } => format!("wait for {ns}/{name} to roll out"),
+            Act::CheckPods { name, version, env } => format!("check each pod of {ns}/{name} serves {version} with PYM_ENV={env}"),
+            Act::Service { env } => format!("create service {ns}/{} if missing", names.service(*env)),
+            Act::Select { from: Some(f), to, .. } => format!("switch service {ns}/{} from {f} to {to}", names.app),
+            Act::Select { from: None, to, .. } => format!("point service {ns}/{} at {to}", names.app),
+            Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
+            Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
+        }
+    }
+}
+
+/// Stage: the staging Deployment to `image` (a digest), rolled out.
+pub fn decide_stage(seen: &Seen, names: &Names, version: &str, image: &str, replicas: i32, secrets: bool) -> Result<Vec<Act>> {
+    if !image.contains("@sha256:") {
+        bail!("Kubernetes runs images by digest here, and {image} has none: push it first (`cargo xtask push`)");
+    }
+    let name = names.staging();
+    let mut acts = Vec::new();
+    if !seen.namespace {
+        acts.push(Act::Namespace);
+    }
+    if secrets {
+        acts.push(Act::Secret { name: name.clone(), env: PymEnv::Staging });
+    }
+    acts.push(Act::Deploy { name: name.clone(), version: version.into(), image: image.into(), env: PymEnv::Staging, replicas });
+    acts.push(Act::Rollout { name: name.clone() });
+    acts.push(Act::CheckPods { name, version: version.into(), env: PymEnv::Staging });
+    if seen.staging.is_none() {
+        acts.push(Act::Service { env: PymEnv::Staging });
+    }
+    Ok(acts)
+}
+
+/// The versions to keep and to delete among the live Deployments that are not live:
+/// the `keep` most recently live are kept.
+fn retire(seen: &Seen, names: &Names, live: &str, keep: usize) -> (Vec<String>, Vec<String>) {
+    let history = seen.live.as_ref().map(Svc::history).unwrap_or_default();
+    let rank = |d: &Dep| history.iter().rposition(|v| *v == d.version);
+    let mut old: Vec<&Dep> = seen.deployments.iter().filter(|d| d.env == "live" && d.name != names.live(live)).collect();
+    // Most recently live first; never-live ones (a promote that failed) by age after them.
+    old.sort_by(|a, b| rank(b).cmp(&rank(a)).then(b.created.cmp(&a.created)));
+    let (kept, gone) = old.split_at(keep.min(old.len()));
+    (kept.iter().map(|d| d.name.clone()).collect(), gone.iter().map(|d| d.name.clone()).collect())
+}
+
+/// Promote `version` (staged): its live Deployment rolled out and checked, the switch,
+/// the check, then the version live before scaled to zero and those beyond `keep` deleted.
+pub fn decide_promote(seen: &Seen, names: &Names, version: &str, replicas: i32, secrets: bool, keep: usize) -> Result<Vec<Act>> {
+    let staged = seen.dep(&names.staging()).filter(|d| d.version == version).ok_or_else(|| {
+        let what = seen.dep(&names.staging()).map(|d| format!("staging runs {}", d.version)).unwrap_or_else(|| "nothing is staged".into());
+        hinted(format!("cannot promote {version}: {what} in {}", names.ns), "stage this version first: `cargo xtask stage` (or run `cargo xtask deploy`)")
+    })?;
+    let name = names.live(version);
+    let svc = seen.live.as_ref();
+    let from = svc.and_then(Svc::selects).map(String::from);
+    if from.as_deref() == Some(version) && seen.dep(&name).is_some_and(|d| d.ready >= d.replicas && d.replicas > 0) {
+        return Ok(vec![Act::Verify { version: version.into() }]);
+    }
+    let mut history = svc.map(Svc::history).unwrap_or_default();
+    if let Some(f) = &from
+        && history.last() != Some(f)
+    {
+        history.retain(|v| v != f);
+        history.push(f.clone());
+    }
+    history.retain(|v| v != version);
+    history.push(version.into());
+    let rolled_back: Vec<String> = svc.map(Svc::rolled_back).unwrap_or_default().into_iter().filter(|v| v != version).collect();
+    let mut acts = Vec::new();
+    if !seen.namespace {
+        acts.push(Act::Namespace);
+    }
+    if secrets {
+        acts.push(Act::Secret { name: name.clone(), env: PymEnv::Live });
+    }
+    acts.push(Act::Deploy { name: name.clone(), version: version.into(), image: staged.image.clone(), env: PymEnv::Live, replicas });
+    acts.push(Act::Rollout { name: name.clone() });
+    acts.push(Act::CheckPods { name: name.clone(), version: version.into(), env: PymEnv::Live });
+    acts.push(Act::Select { from: from.clone(), to: version.into(), history, rolled_back });
+    acts.push(Act::Verify { version: version.into() });
+    acts.extend(after_switch(seen, names, version, from.as_deref(), keep));
+    Ok(acts)
+}
+
+/// After a switch to `live`: the one live before scaled to zero, those beyond `keep`
+/// deleted.
+fn after_switch(seen: &Seen, names: &Names, live: &str, from: Option<&str>, keep: usize) -> Vec<Act> {
+    let mut acts = Vec::new();
+    let (kept, gone) = retire(seen, names, live, keep);
+    if let Some(f) = from.filter(|f| *f != live) {
+        let old = names.live(f);
+        if seen.dep(&old).is_some_and(|d| d.replicas > 0) && !gone.contains(&old) {
+            acts.push(Act::Scale { name: old, replicas: 0 });
+        }
+    }
+    for k in kept {
+        if seen.dep(&k).is_some_and(|d| d.replicas > 0) && Some(k.as_str()) != from.map(|f| names.live(f)).as_deref() {
+            acts.push(Act::Scale { name: k, replicas: 0 });
+        }
+    }
+    acts.extend(gone.into_iter().map(|name| Act::Delete { name }));
+    acts
+}
+
+/// Rollback: the version live most recently before the current one (never one rolled
+/// back from) scaled up, checked, selected; the current one scaled to zero.
+pub fn decide_rollback(seen: &Seen, names: &Names, replicas: i32) -> Result<(String, String, Vec<Act>)> {
+    let svc = seen.live.as_ref().ok_or_else(|| hinted(format!("nothing is live in {}: there is nothing to roll back", names.ns), "deploy first: `cargo xtask deploy`"))?;
+    let current = svc.selects().ok_or_else(|| anyhow!("the live service {}/{} selects no version", names.ns, names.app))?.to_string();
+    let history = svc.history();
+    let rolled_back = svc.rolled_back();
+    let before = history.iter().rposition(|v| *v == current).unwrap_or(history.len());
+    let target = history[..before].iter().rev().find(|v| !rolled_back.contains(v) && seen.dep(&names.live(v)).is_some()).cloned().ok_or_else(|| {
+        hinted(
+            format!("no previous live version of {} is left to roll back to (live: {current})", names.app),
+            "`cargo xtask status` lists what is kept; `keep_previous` in pym-config.yaml says how many",
+        )
+    })?;
+    let name = names.live(&target);
+    let mut new_history: Vec<String> = history.into_iter().filter(|v| *v != target).collect();
+    new_history.push(target.clone());
+    let mut back = rolled_back;
+    back.retain(|v| *v != current && *v != target);
+    back.push(current.clone());
+    let mut acts = vec![Act::Scale { name: name.clone(), replicas }, Act::Rollout { name: name.clone() }, Act::CheckPods { name, version: target.clone(), env: PymEnv::Live }];
+    acts.push(Act::Select { from: Some(current.clone()), to: target.clone(), history: new_history, rolled_back: back });
+    acts.push(Act::Verify { version: target.clone() });
+    acts.push(Act::Scale { name: names.live(&current), replicas: 0 });
+    Ok((current, target, acts))
+}
+
+/// Cleanup: the live Deployments beyond `keep`, by when they were live last.
+pub fn decide_cleanup(seen: &Seen, names: &Names, keep: usize) -> Vec<(Dep, Fate)> {
+    let live = seen.live.as_ref().and_then(Svc::selects).unwrap_or_default().to_string();
+    let (kept, gone) = retire(seen, names, &live, keep);
+    let fate = |n: &String| match gone.contains(n) {
+        true => Fate::Go { done: false, did: "deleted", would: "delete" },
+        false => Fate::Keep(None),
+    };
+    kept.iter().chain(&gone).filter_map(|n| seen.dep(n).map(|d| (d.clone(), fate(n)))).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The objects
+
+fn labels(names: &Names, version: &str, env: PymEnv, deployment: &str) -> Value {
+    json!({NAME: names.app, VERSION: version, ENV: env.as_str(), MANAGED_BY: "pymdeploy", DEPLOYMENT: deployment})
+}
+
+/// The Deployment of `name`: `image` with `PYM_ENV=env`, probes on `health_path`, a preStop
+/// sleep inside a grace period, resources, the secrets by reference.
+pub fn deployment(c: &Config, names: &Names, name: &str, version: &str, image: &str, env: PymEnv, replicas: i32) -> Value {
+    let mut vars = vec![json!({"name": "PYM_ENV", "value": env.as_str()}), json!({"name": "PORT", "value": c.port.to_string()}), json!({"name": "PYM_VERSION", "value": version})];
+    vars.extend(c.env_secrets.iter().map(|s| json!({"name": s, "valueFrom": {"secretKeyRef": {"name": name, "key": s}}})));
+    let probe = |period: u32, failures: u32| json!({"httpGet": {"path": c.health_path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures});
+    let mut requests = serde_json::Map::new();
+    let mut limits = serde_json::Map::new();
+    if let Some(cpu) = &c.k8s_cpu {
+        requests.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(m) = memory(c) {
+        requests.insert("memory".into(), json!(m));
+        limits.insert("memory".into(), json!(m));
+    }
+    let grace = c.k8s_prestop_seconds + 30;
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": names.ns, "labels": labels(names, version, env, name), "annotations": {"pymdeploy.dev/image": image}},
+        "spec": {
+            "replicas": replicas,
+            "progressDeadlineSeconds": c.k8s_timeout,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": {NAME: names.app, ENV: env.as_str(), DEPLOYMENT: name}},
+            // New pods are ready before an old one stops: nothing serving is lost mid-rollout.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels(names, version, env, name)},
+                "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "containers": [{
+                        "name": CONTAINER,
+                        "image": image,
+                        "ports": [{"name": "http", "containerPort": c.port}],
+                        "env": vars,
+                        "startupProbe": probe(1, c.health_timeout.clamp(1, 3600) as u32),
+                        "readinessProbe": probe(2, 2),
+                        "livenessProbe": probe(10, 3),
+                        // Load balancers and kube-proxy learn late that a pod stops: it keeps
+                        // serving meanwhile, then gets SIGTERM.
+                        "lifecycle": {"preStop": {"sleep": {"seconds": c.k8s_prestop_seconds}}},
+                        "resources": {"requests": requests, "limits": limits},
+                    }],
+                },
+            },
+        },
+    })
+}
+
+fn service(c: &Config, names: &Names, env: PymEnv, version: Option<&str>) -> Value {
+    let mut selector = json!({NAME: names.app, ENV: env.as_str()});
+    if let Some(v) = version {
+        selector[VERSION] = json!(v);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": names.service(env), "namespace": names.ns, "labels": {NAME: names.app, ENV: env.as_str(), MANAGED_BY: "pymdeploy"}},
+        "spec": {"type": c.k8s_service_type, "selector": selector, "ports": [{"name": "http", "port": c.k8s_service_port, "targetPort": "http", "protocol": "TCP"}]},
+    })
+}
+
+fn dep_of(d: &Deployment) -> Dep {
+    let v = serde_json::to_value(d).unwrap_or_default();
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0) as i32;
+    let label = |k: &str| v["metadata"]["labels"][k].as_str().unwrap_or_default().to_string();
+    Dep {
+        name: s("/metadata/name"),
+        env: label(ENV),
+        version: label(VERSION),
+        image: s("/spec/template/spec/containers/0/image"),
+        replicas: v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as i32,
+        ready: i("/status/readyReplicas"),
+        created: s("/metadata/creationTimestamp"),
+        live_since: v["metadata"]["annotations"][LIVE_SINCE].as_str().map(String::from),
+    }
+}
+
+fn svc_of(s: &Service) -> Svc {
+    let v = serde_json::to_value(s).unwrap_or_default();
+    let map = |p: &str| -> BTreeMap<String, String> { v.pointer(p).and_then(Value::as_object).map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default() };
+    let ingress = v.pointer("/status/loadBalancer/ingress/0");
+    Svc {
+        name: v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        selector: map("/spec/selector"),
+        annotations: map("/metadata/annotations"),
+        external: ingress.and_then(|i| i["ip"].as_str().or(i["hostname"].as_str())).map(String::from),
+        port: v.pointer("/spec/ports/0/port").and_then(Value::as_u64).unwrap_or(80) as u16,
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| anyhow!("pymdeploy made an object its client cannot read: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster (side effects)
+
+/// The apiserver's verdict on one call, as one error: what was asked, its `Status`,
+/// what to do.
+fn kube_error(verb: &str, resource: &str, what: &str, ns: &str, e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => {
+            let msg = &s.message;
+            match (s.code, s.reason.as_str()) {
+                (403, _) | (_, "Forbidden") => hinted(
+                    format!("the cluster refused to {verb} {resource} `{what}` in namespace {ns} (Forbidden): {msg}"),
+                    format!("the credentials in use need `{verb}` on `{resource}` in {ns}: check with `kubectl auth can-i {verb} {resource} -n {ns}`, and ask for a Role that grants it"),
+                ),
+                (401, _) | (_, "Unauthorized") => hinted(
+                    format!("the cluster did not accept the credentials for {verb} {resource} (Unauthorized): {msg}"),
+                    "refresh them (for GKE: `gcloud auth login`; the kubeconfig's exec plugin is `gke-gcloud-auth-plugin`) and check with `kubectl get ns`",
+                ),
+                (409, "Conflict") => hinted(format!("{verb} {resource} `{what}` in {ns}: someone changed it since it was read (Conflict): {msg}"), "another deploy is running against this namespace: look with `cargo xtask status`, then run again"),
+                (code, reason) => anyhow!("{verb} {resource} `{what}` in {ns} failed: {reason} ({code}): {msg}"),
+            }
+        }
+        kube::Error::Auth(a) => hinted(format!("cannot get credentials for the cluster: {a}"), "check the kubeconfig's user (its exec plugin, e.g. gke-gcloud-auth-plugin, must be on PATH): `kubectl get ns` shows the same error"),
+        other => {
+            let detail = std::iter::successors(std::error::Error::source(&other), |s| s.source()).map(|s| s.to_string()).last().unwrap_or_default();
+            hinted(format!("cannot reach the cluster for {verb} {resource}: {other} {detail}"), "check the kubeconfig's server and the network: `kubectl cluster-info`")
+        }
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+struct Kube {
+    client: kube::Client,
+    names: Names,
+    context: String,
+}
+
+async fn connect(c: &Config) -> Result<Kube> {
+    // rustls may have more than one provider compiled in (the AWS SDK brings aws-lc-rs):
+    // ring, as the rest of pymdeploy.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kubeconfig()?;
+    let context = context_of(c, &kc, "pym-config")?;
+    let opts = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .map_err(|e| hinted(format!("cannot use the kubeconfig's context `{context}`: {e}"), "check it with `kubectl --context {context} get ns`"))?;
+    let client = kube::Client::try_from(config).map_err(|e| anyhow!("cannot make a client for the context `{context}`: {e}"))?;
+    Ok(Kube { client, names: Names::of(c), context })
+}
+
+impl Kube {
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+    fn err(&self, verb: &str, resource: &str, what: &str) -> impl FnOnce(kube::Error) -> anyhow::Error {
+        let ns = self.names.ns.clone();
+        let (verb, resource, what) = (verb.to_string(), resource.to_string(), what.to_string());
+        move |e| kube_error(&verb, &resource, &what, &ns, e)
+    }
+
+    async fn observe(&self) -> Result<Seen> {
+        let names = &self.names;
+        let ns = Api::<Namespace>::all(self.client.clone()).get_opt(&names.ns).await.map_err(self.err("get", "namespaces", &names.ns))?;
+        if ns.is_none() {
+            return Ok(Seen::default());
+        }
+        let selector = format!("{NAME}={},{MANAGED_BY}=pymdeploy", names.app);
+        let deps = self.deployments().list(&ListParams::default().labels(&selector)).await.map_err(self.err("list", "deployments", &selector))?;
+        let svc = |env: PymEnv| async move {
+            let n = names.service(env);
+            self.services().get_opt(&n).await.map_err(self.err("get", "services", &n)).map(|s| s.as_ref().map(svc_of))
+        };
+        let mut deployments: Vec<Dep> = deps.items.iter().map(dep_of).filter(|d| d.env == "staging" || d.env == "live").collect();
+        deployments.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(Seen { namespace: true, deployments, live: svc(PymEnv::Live).await?, staging: svc(PymEnv::Staging).await? })
+    }
+
+    /// Carries out `acts`. A failure before the live Service moved takes back what this
+    /// run made or changed; a failure after it (or Ctrl-C) moves the selector back. The
+    /// acts after the live check (retiring old versions) only warn when they fail.
+    async fn act(&self, ctx: &Ctx, c: &Config, acts: &[Act], progress: &StepProgress<'_>) -> Result<()> {
+        let mut undo: Vec<Undo> = Vec::new();
+        let mut verified = false;
+        for a in acts {
+            progress.line(&format!("- {}", a.describe(&self.names)));
+            let done = ctx.interruptible(self.act_one(c, a, &mut undo, progress)).await;
+            match done {
+                Ok(()) => verified |= matches!(a, Act::Verify { .. }),
+                Err(e) if verified => progress.line(&format!("warning: {e:#} (`cargo xtask cleanup` tries again)")),
+                Err(e) => {
+                    let mut e = e;
+                    for u in undo.into_iter().rev() {
+                        match self.undo(c, &u, progress).await {
+                            Ok(line) => progress.line(&line),
+                            Err(r) => e = e.context(format!("taking back what this run did failed too ({}): {r:#}", u.describe())),
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn act_one(&self, c: &Config, a: &Act, undo: &mut Vec<Undo>, progress: &StepProgress<'_>) -> Result<()> {
+        let names = &self.names;
+        match a {
+            Act::Namespace => {
+                let ns: Namespace = typed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}))?;
+                match Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await {
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    r => {
+                        r.map_err(self.err("create", "namespaces", &names.ns))?;
+                    }
+                }
+            }
+            Act::Secret { name, .. } => {
+                let values: BTreeMap<String, String> = crate::ops::service::secrets(c)?.into_iter().collect();
+                let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": names.ns, "labels": {NAME: names.app, MANAGED_BY: "pymdeploy"}}, "stringData": values});
+                // `data` replaced whole: a key no longer listed goes.
+                let old = self.put(&self.secrets(), "secrets", name, secret, |_, want| want["data"] = json!({})).await?;
+                undo.push(old.map_or_else(|| Undo::DeleteSecret(name.clone()), |o| Undo::RestoreSecret(Box::new(o))));
+            }
+            Act::Deploy { name, version, image, env, replicas } => {
+                let want = deployment(c, names, name, version, image, *env, *replicas);
+                let keep_since = |old: &Deployment, want: &mut Value| {
+                    if let Some(since) = old.metadata.annotations.as_ref().and_then(|a| a.get(LIVE_SINCE)) {
+                        want["metadata"]["annotations"][LIVE_SINCE] = json!(since);
+                    }
+                };
+                let old = self.put(&self.deployments(), "deployments", name, want, keep_since).await?;
+                undo.push(old.map_or_else(|| Undo::DeleteDeployment(name.clone()), |o| Undo::RestoreDeployment(Box::new(o))));
+            }
+            Act::Scale { name, replicas } => {
+                let old = self.deployments().get(name).await.map_err(self.err("get", "deployments", name))?;
+                self.scale(name, *replicas).await?;
+                undo.push(Undo::Scale(name.clone(), old.spec.and_then(|s| s.replicas).unwrap_or(1)));
+            }
+            Act::Rollout { name } => self.rollout(c, name, progress).await?,
+            Act::CheckPods { name, version, env } => self.check_pods(c, name, version, *env, progress).await?,
+            Act::Service { env } => {
+                let n = names.service(*env);
+                if self.services().get_opt(&n).await.map_err(self.err("get", "services", &n))?.is_none() {
+                    self.services().create(&PostParams::default(), &typed(service(c, names, *env, None))?).await.map_err(self.err("create", "services", &n))?;
+                }
+            }
+            Act::Select { from, to, history, rolled_back } => {
+                self.select(c, from.as_deref(), to, history, rolled_back, progress).await?;
+                undo.push(Undo::Select { back_to: from.clone(), from: to.clone() });
+            }
+            Act::Verify { version } => {
+                let reach = self.reach(c, PymEnv::Live).await?;
+                check_serves(self, c, &reach, version, PymEnv::Live).await?;
+                progress.line(&format!("{} serves {version} with PYM_ENV=live", reach.describe()));
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let patch = json!({"metadata": {"annotations": {LIVE_SINCE: now}}});
+                let name = names.live(version);
+                self.deployments().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", &name))?;
+            }
+            Act::Delete { name } => self.delete(name).await?,
+        }
+        Ok(())
+    }
+
+    /// Deletes a Deployment (its pods with it) and its Secret; gone already is fine.
+    async fn delete(&self, name: &str) -> Result<()> {
+        match self.deployments().delete(name, &DeleteParams::background()).await {
+            Err(e) if !not_found(&e) => return Err(self.err("delete", "deployments", name)(e)),
+            _ => {}
+        }
+        match self.secrets().delete(name, &DeleteParams::default()).await {
+            Err(e) if !not_found(&e) => Err(self.err("delete", "secrets", name)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates `want`, or replaces the object there (with the resourceVersion it was read
+    /// at, and what `carry` keeps of it); returns the object that was there.
+    async fn put<K>(&self, api: &Api<K>, resource: &str, name: &str, mut want: Value, carry: impl FnOnce(&K, &mut Value)) -> Result<Option<K>>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        match api.get_opt(name).await.map_err(self.err("get", resource, name))? {
+            None => {
+                api.create(&PostParams::default(), &typed(want)?).await.map_err(self.err("create", resource, name))?;
+                Ok(None)
+            }
+            Some(old) => {
+                want["metadata"]["resourceVersion"] = json!(old.meta().resource_version);
+                carry(&old, &mut want);
+                api.replace(name, &PostParams::default(), &typed(want)?).await.map_err(self.err("update", resource, name))?;
+                Ok(Some(old))
+            }
+        }
+    }
+
+    async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
+        let patch = json!({"spec": {"replicas": replicas}});
+        self.deployments().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", name))?;
+        Ok(())
+    }
+
+    /// Moves the live Service's selector to `to` with the records, in one update carrying
+    /// the resourceVersion it was read at; a Conflict is read again and retried, unless
+    /// the Service no longer selects `from` (someone else moved live meanwhile).
+    async fn select(&self, c: &Config, from: Option<&str>, to: &str, history: &[String], rolled_back: &[String], progress: &StepProgress<'_>) -> Result<()> {
+        let n = self.names.service(PymEnv::Live);
+        let api = self.services();
+        for attempt in 1.. {
+            let mut want = match api.get_opt(&n).await.map_err(self.err("get", "services", &n))? {
+                None => service(c, &self.names, PymEnv::Live, Some(to)),
+                Some(now) => {
+                    let seen = svc_of(&now);
+                    if seen.selects() != from && seen.selects() != Some(to) {
+                        bail!("the live service {}/{n} selects {} now, not {}: someone else changed live meanwhile; live is left as they set it", self.names.ns, seen.selects().unwrap_or("nothing"), from.unwrap_or("nothing"));
+                    }
+                    let mut v = serde_json::to_value(&now)?;
+                    v["spec"]["selector"][VERSION] = json!(to);
+                    v
+                }
+            };
+            let annotations = &mut want["metadata"]["annotations"];
+            if !annotations.is_object() {
+                *annotations = json!({});
+            }
+            annotations[LIVE_HISTORY] = json!(join_list(history));
+            annotations[ROLLED_BACK] = json!(join_list(rolled_back));
+            let created = want["metadata"]["resourceVersion"].is_null();
+            let r = match created {
+                true => api.create(&PostParams::default(), &typed(want)?).await,
+                false => api.replace(&n, &PostParams::default(), &typed(want)?).await,
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if conflict(&e) && attempt < 5 => {
+                    progress.line(&format!("the service {n} changed since it was read (Conflict): reading it again"));
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(self.err(if created { "create" } else { "update" }, "services", &n)(e)),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Waits as `kubectl rollout status` does: the spec observed, every replica updated,
+    /// no old one left, every updated one available; `ProgressDeadlineExceeded` fails,
+    /// with the pods' events and last log lines.
+    async fn rollout(&self, c: &Config, name: &str, progress: &StepProgress<'_>) -> Result<()> {
+        let api = self.deployments();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout) + 60);
+        let mut last = String::new();
+        loop {
+            let d = api.get(name).await.map_err(self.err("get", "deployments", name))?;
+            let v = serde_json::to_value(&d)?;
+            let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            let (generation, observed) = (i("/metadata/generation"), i("/status/observedGeneration"));
+            let want = v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let (updated, total, available) = (i("/status/updatedReplicas"), i("/status/replicas"), i("/status/availableReplicas"));
+            let stuck = v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+            let now = if generation > observed {
+                "waiting for the deployment spec update to be observed".to_string()
+            } else if let Some(s) = stuck {
+                let msg = s["message"].as_str().unwrap_or_default().to_string();
+                return Err(self.stuck(name, &format!("deployment {name} exceeded its progress deadline: {msg}"), progress).await);
+            } else if updated < want {
+                format!("{updated} of {want} new replicas updated")
+            } else if total > updated {
+                format!("{} old replicas pending termination", total - updated)
+            } else if available < updated {
+                format!("{available} of {updated} updated replicas available")
+            } else {
+                progress.line(&format!("{name} rolled out: {available} of {want} replicas available"));
+                return Ok(());
+            };
+            if now != last {
+                progress.line(&format!("{name}: {now}"));
+                last = now;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.stuck(name, &format!("deployment {name} did not roll out within {}s: {last}", c.k8s_timeout + 60), progress).await);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The error of a rollout that failed, after showing its pods' events and last log
+    /// lines (as `kubectl describe pod` and `kubectl logs --tail` would).
+    async fn stuck(&self, name: &str, why: &str, progress: &StepProgress<'_>) -> anyhow::Error {
+        let pods = self.pods().list(&ListParams::default().labels(&format!("{DEPLOYMENT}={name}"))).await.map(|l| l.items).unwrap_or_default();
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.names.ns);
+        let mut shown = 0;
+        // The pods of the newest ReplicaSet (the youngest) are the ones that fail.
+        let mut pods: Vec<&Pod> = pods.iter().collect();
+        pods.sort_by(|a, b| b.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string())));
+        for pod in pods.into_iter().take(2) {
+            let p = pod.metadata.name.clone().unwrap_or_default();
+            if let Ok(list) = events.list(&ListParams::default().fields(&format!("involvedObject.name={p}"))).await {
+                progress.line(&format!("events of pod {p}:"));
+                for e in list.items.iter().rev().take(10).rev() {
+                    progress.line(&format!("  {} {}: {}", e.type_.as_deref().unwrap_or(""), e.reason.as_deref().unwrap_or(""), e.message.as_deref().unwrap_or("").trim()));
+                }
+            }
+            let lp = LogParams { container: Some(CONTAINER.into()), tail_lines: Some(20), ..Default::default() };
+            match self.pods().logs(&p, &lp).await {
+                Ok(text) if !text.trim().is_empty() => {
+                    progress.line(&format!("last log lines of pod {p}:"));
+                    for l in text.lines() {
+                        progress.line(&format!("  {l}"));
+                    }
+                }
+                _ => progress.line(&format!("pod {p} wrote no log")),
+            }
+            shown += 1;
+        }
+        let how = format!("`kubectl --context {} -n {} describe deployment {name}` and `kubectl logs` tell more", self.context, self.names.ns);
+        match shown {
+            0 => hinted(why.to_string(), format!("no pod of it exists: {how}")),
+            _ => hinted(why.to_string(), format!("its pods' events and logs are above; {how}")),
+        }
+    }
+
+    /// Each running pod of `name` answers healthy and names `version` in `env`, asked
+    /// through the apiserver's pod proxy, before any Service sends it requests.
+    async fn check_pods(&self, c: &Config, name: &str, version: &str, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
+        let selector = format!("{DEPLOYMENT}={name},{VERSION}={version}");
+        let pods = self.pods().list(&ListParams::default().labels(&selector)).await.map_err(self.err("list", "pods", &selector))?;
+        let running: Vec<String> = pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name.clone()).collect();
+        if running.is_empty() {
+            bail!("no pod of {name} runs {version}");
+        }
+        for pod in &running {
+            let reach = Reach::Proxy { path: format!("/api/v1/namespaces/{}/pods/{pod}:{}/proxy", self.names.ns, c.port), what: format!("pod {pod}") };
+            match check_serves(self, c, &reach, version, env).await {
+                Err(e) if format!("{e:#}").contains("(Forbidden)") => {
+                    progress.line(&format!("warning: the pods cannot be asked through the apiserver (pods/proxy is forbidden): their readiness probes vouch for them: {e:#}"));
+                    return Ok(());
+                }
+                r => r?,
+            }
+        }
+        progress.line(&format!("{} pod(s) of {name} serve {version} with PYM_ENV={env}", running.len()));
+        Ok(())
+    }
+
+    /// How to reach the Service of `env` from here: its external address, else through
+    /// the apiserver's service proxy.
+    async fn reach(&self, c: &Config, env: PymEnv) -> Result<Reach> {
+        let n = self.names.service(env);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout));
+        loop {
+            let s = self.services().get(&n).await.map_err(self.err("get", "services", &n))?;
+            let svc = svc_of(&s);
+            if let Some(host) = svc.external {
+                return Ok(Reach::Direct { host, port: svc.port });
+            }
+            // A new LoadBalancer gets its address in a minute or two.
+            if c.k8s_service_type != "LoadBalancer" || tokio::time::Instant::now() >= deadline {
+                return Ok(Reach::Proxy { path: format!("/api/v1/namespaces/{}/services/{n}:http/proxy", self.names.ns), what: format!("service {n}") });
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// GET `path` through the apiserver's proxy: the status and body the pod answered.
+    async fn proxy_get(&self, base: &str, path: &str) -> Result<(u16, String)> {
+        let req = hyper::Request::get(format!("{base}{path}")).body(Vec::new())?;
+        match self.client.request_text(req).await {
+            Ok(body) => Ok((200, body)),
+            // The pod's own answer (the proxy passes its status through) or the apiserver's.
+            Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => Err(kube_error("get", "pods/proxy", base, &self.names.ns, kube::Error::Api(s))),
+            Err(kube::Error::Api(s)) if s.code != 0 => Ok((s.code, s.message)),
+            Err(e) => Err(kube_error("get", "proxy", base, &self.names.ns, e)),
+        }
+    }
+
+    async fn undo(&self, c: &Config, u: &Undo, progress: &StepProgress<'_>) -> Result<String> {
+        let _ = (c, progress);
+        match u {
+            Undo::DeleteDeployment(n) => {
+                self.deployments().delete(n, &DeleteParams::background()).await.map_err(self.err("delete", "deployments", n))?;
+            }
+            Undo::RestoreDeployment(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now = self.deployments().get(&n).await.map_err(self.err("get", "deployments", &n))?;
+                let mut back = serde_json::to_value(old.as_ref())?;
+                back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
+                back.as_object_mut().map(|o| o.remove("status"));
+                self.deployments().replace(&n, &PostParams::default(), &typed(back)?).await.map_err(self.err("update", "deployments", &n))?;
+            }
+            Undo::DeleteSecret(n) => {
+                self.secrets().delete(n, &DeleteParams::default()).await.map_err(self.err("delete", "secrets", n))?;
+            }
+            Undo::RestoreSecret(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now = self.secrets().get(&n).await.map_err(self.err("get", "secrets", &n))?;
+                let mut back = old.as_ref().clone();
+                back.metadata.resource_version = now.metadata.resource_version;
+                self.secrets().replace(&n, &PostParams::default(), &back).await.map_err(self.err("update", "secrets", &n))?;
+            }
+            Undo::Scale(n, r) => self.scale(n, *r).await?,
+            Undo::Select { back_to: None, from } => {
+                // The first live version: nothing was live before, so the Service goes.
+                let n = self.names.service(PymEnv::Live);
+                let _ = from;
+                self.services().delete(&n, &DeleteParams::default()).await.map_err(self.err("delete", "services", &n))?;
+            }
+            Undo::Select { back_to: Some(to), from } => {
+                let svc = self.services().get(&self.names.app).await.map_err(self.err("get", "services", &self.names.app))?;
+                let seen = svc_of(&svc);
+                let history: Vec<String> = seen.history().into_iter().filter(|v| v != from).collect();
+                let mut back = seen.rolled_back();
+                back.retain(|v| v != from);
+                back.push(from.clone());
+                self.select(c, Some(from), to, &history, &back, progress).await?;
+            }
+        }
+        Ok(format!("took back: {}", u.describe()))
+    }
+}
+
+/// What an act changed, to take back when a later one fails.
+enum Undo {
+    DeleteDeployment(String),
+    RestoreDeployment(Box<Deployment>),
+    DeleteSecret(String),
+    RestoreSecret(Box<Secret>),
+    Scale(String, i32),
+    Select { back_to: Option<String>, from: String },
+}
+
+impl Undo {
+    fn describe(&self) -> String {
+        match self {
+            Undo::DeleteDeployment(n) => format!("delete the new deployment {n}"),
+            Undo::RestoreDeployment(d) => format!("put deployment {} back as it was", d.metadata.name.as_deref().unwrap_or_default()),
+            Undo::DeleteSecret(n) => format!("delete the new secret {n}"),
+            Undo::RestoreSecret(s) => format!("put secret {} back as it was", s.metadata.name.as_deref().unwrap_or_default()),
+            Undo::Scale(n, r) => format!("scale {n} back to {r}"),
+            Undo::Select { back_to: Some(v), .. } => format!("switch the live service back to {v}"),
+            Undo::Select { back_to: None, .. } => "delete the new live service".to_string(),
+        }
+    }
+}
+
+/// Where a check asks: an address, or a path through the apiserver's proxy.
+enum Reach {
+    Direct { host: String, port: u16 },
+    Proxy { path: String, what: String },
+}
+
+impl Reach {
+    fn describe(&self) -> String {
+        match self {
+            Reach::Direct { host, port } => format!("{host}:{port}"),
+            Reach::Proxy { what, .. } => what.clone(),
+        }
+    }
+}
+
+/// Asks `reach` for the service contract until it holds (health, then `version_path`
+/// names `version` in `env`), for at most `health_timeout`.
+async fn check_serves(k: &Kube, c: &Config, reach: &Reach, version: &str, env: PymEnv) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout);
+    let get = |path: String| async move {
+        match reach {
+            Reach::Direct { host, port } => crate::ops::http::get(host, *port, &path, Duration::from_secs(5)).await,
+            Reach::Proxy { path: base, .. } => k.proxy_get(base, &path).await,
+        }
+    };
+    loop {
+        let last = match get(c.health_path.clone()).await {
+            Ok((s, _)) if !c.is_healthy_status(s) => format!("{} answered {s}", c.health_path),
+            Ok(_) if !c.verify_version => return Ok(()),
+            Ok(_) => match get(c.version_path.clone()).await {
+                Ok((status, body)) => match super::version_mismatch(&c.version_path, status, &body, version, Some(env)) {
+                    None => return Ok(()),
+                    Some(why) => why,
+                },
+                Err(e) => format!("{e:#}"),
+            },
+            Err(e) if format!("{e:#}").contains("(Forbidden)") => return Err(e),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{} does not serve version {version} with PYM_ENV={env}: {last}", reach.describe());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn pushed(ctx: &Ctx) -> Result<String> {
+    match ctx.pushed_image() {
+        Some(r) => Ok(r),
+        None => super::docker::reference(ctx, ctx.docker()?),
+    }
+}
+
+impl super::Target for GkeTarget {
+    fn units(&self) -> (&'static str, &'static str) {
+        ("deployment", "deployments")
+    }
+
+    /// Before the first step: names and sizes Kubernetes takes, and a kubeconfig context
+    /// for each environment (no call to the cluster).
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        let kc = kubeconfig()?;
+        for env in [PymEnv::Staging, PymEnv::Live] {
+            let c = ctx.config_for(env)?;
+            let file = format!("pym-config (for {env})");
+            check_config(&c, &file)?;
+            context_of(&c, &kc, &file)?;
+        }
+        Ok(())
+    }
+
+    fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
+        let c = ctx.config_for(env)?;
+        let given = match env {
+            PymEnv::Local => bail!("the local environment is not on a deploy target"),
+            PymEnv::Staging => c.staging_url.clone(),
+            PymEnv::Live => c.live_url.clone(),
+        };
+        if let Some(url) = given {
+            let (host, port) = url_host(&url);
+            return Ok(Address { host, port, tls: url.starts_with("https://"), token: None });
+        }
+        let reach = ctx.block_on(async { connect(&c).await?.reach(&c, env).await })?;
+        match reach {
+            Reach::Direct { host, port } => Ok(Address { host, port, tls: false, token: None }),
+            Reach::Proxy { what, .. } => Err(hinted(
+                format!("the {what} has no external address for the acceptance tests"),
+                format!("set `k8s_service_type: LoadBalancer` (the default) or `{}_url` in pym-config.yaml", if env == PymEnv::Live { "live" } else { "staging" }),
+            )),
+        }
+    }
+
+    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
+        let env = if step == "stage" { PymEnv::Staging } else { PymEnv::Live };
+        let c = ctx.config_for(env)?;
+        let version = ctx.version()?.to_string();
+        let k = ctx.block_on(connect(&c))?;
+        let mut seen = ctx.block_on(k.observe())?;
+        let names = &k.names;
+        let secrets = !c.env_secrets.is_empty();
+        let acts = match step {
+            "stage" => {
+                let image = pushed(ctx).ok().filter(|i| i.contains("@sha256:")).unwrap_or_else(|| format!("{}@sha256:<pushed>", c.image_repo()));
+                decide_stage(&seen, names, &version, &image, c.k8s_replicas as i32, secrets)?
+            }
+            "promote" => {
+                // In a deploy's dry run stage has not run yet: assume it staged this version.
+                if seen.dep(&names.staging()).is_none_or(|d| d.version != version) {
+                    let staged = Dep { name: names.staging(), env: "staging".into(), version: version.clone(), image: "<the staged image>".into(), replicas: 1, ready: 1, ..Dep::default() };
+                    seen.deployments.retain(|d| d.name != staged.name);
+                    seen.deployments.push(staged);
+                }
+                decide_promote(&seen, names, &version, c.k8s_replicas as i32, secrets, c.keep_previous as usize)?
+            }
+            "rollback" => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
+            other => return Ok(vec![other.to_string()]),
+        };
+        Ok(acts.iter().map(|a| a.describe(names)).collect())
+    }
+
+    fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Staging)?;
+        let version = ctx.version()?.to_string();
+        let image = pushed(ctx)?;
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            let seen = k.observe().await?;
+            let acts = decide_stage(&seen, &k.names, &version, &image, c.k8s_replicas as i32, !c.env_secrets.is_empty())?;
+            k.act(ctx, &c, &acts, progress).await?;
+            Ok(format!("{version} on {}/{}", k.names.ns, k.names.staging()))
+        })
+    }
+
+    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let version = ctx.version()?.to_string();
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            let seen = k.observe().await?;
+            let acts = decide_promote(&seen, &k.names, &version, c.k8s_replicas as i32, !c.env_secrets.is_empty(), c.keep_previous as usize)?;
+            k.act(ctx, &c, &acts, progress).await?;
+            Ok(format!("{version} live on {}/{}", k.names.ns, k.names.app))
+        })
+    }
+
+    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            let seen = k.observe().await?;
+            let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32)?;
+            k.act(ctx, &c, &acts, progress).await?;
+            ctx.set_rolled_back_to(target.clone());
+            Ok(format!("{target} live again on {}/{} (was {current})", k.names.ns, k.names.app))
+        })
+    }
+
+    fn status(&self, ctx: &Ctx) -> Result<Table> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            let seen = k.observe().await?;
+            let names = &k.names;
+            let mut table = Table::new(&["ROLE", "DEPLOYMENT", "VERSION", "READY", "SELECTED", "IMAGE", "SINCE"]);
+            let live = seen.live.as_ref().and_then(Svc::selects).map(|v| names.live(v));
+            let mut deps: Vec<&Dep> = seen.deployments.iter().collect();
+            let role = |d: &Dep| match (d.env.as_str(), Some(&d.name) == live.as_ref()) {
+                ("staging", _) => ("staging", 0),
+                (_, true) => ("live", 1),
+                _ if d.replicas > 0 => ("previous", 2),
+                _ => ("previous", 3),
+            };
+            deps.sort_by_key(|d| role(d).1);
+            for d in deps {
+                let selected = match role(d).0 {
+                    "live" => format!("service/{}", names.app),
+                    "staging" if seen.staging.is_some() => format!("service/{}", names.staging()),
+                    _ => String::new(),
+                };
+                let since = d.live_since.clone().filter(|_| d.env == "live").unwrap_or_else(|| d.created.clone());
+                table.rows.push(vec![role(d).0.into(), d.name.clone(), d.version.clone(), format!("{}/{}", d.ready, d.replicas), selected, d.image.clone(), since]);
+            }
+            Ok(table)
+        })
+    }
+
+    fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            let seen = k.observe().await?;
+            let mut lines = Vec::new();
+            for (d, fate) in decide_cleanup(&seen, &k.names, c.keep_previous as usize) {
+                let fate = match fate {
+                    Fate::Go { did, would, .. } if execute => {
+                        k.delete(&d.name).await?;
+                        Fate::Go { done: true, did, would }
+                    }
+                    f => f,
+                };
+                lines.push(Cleanup { name: d.name.clone(), version: Some(d.version.clone()), fate });
+            }
+            Ok(lines)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names { app: "hello".into(), ns: "team".into() }
+    }
+
+    fn dep(name: &str, env: &str, version: &str, replicas: i32) -> Dep {
+        Dep { name: name.into(), env: env.into(), version: version.into(), image: format!("r/hello@sha256:{version}"), replicas, ready: replicas, created: format!("2026-11-28T00:00:0{}Z", version.len() % 10), live_since: None }
+    }
+
+    fn live_svc(selects: &str, history: &str, rolled_back: &str) -> Svc {
+        let mut s = Svc { name: "hello".into(), port: 80, ..Svc::default() };
+        s.selector.insert(VERSION.into(), selects.into());
+        s.annotations.insert(LIVE_HISTORY.into(), history.into());
+        s.annotations.insert(ROLLED_BACK.into(), rolled_back.into());
+        s
+    }
+
+    #[test]
+    fn names_and_sizes_are_refused_as_kubernetes_would_refuse_them() {
+        assert!(bad_label("hello-world", 30).is_none());
+        assert!(bad_label("Hello", 30).is_some());
+        assert!(bad_label("hello_world", 30).is_some());
+        assert!(bad_label("-hello", 30).is_some());
+        assert!(bad_label(&"a".repeat(31), 30).is_some());
+        for q in ["250m", "1", "0.5", "512Mi", "2Gi", "1G"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "1.2.3", "512MB", "Mi", "lots"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn stage_moves_the_staging_deployment_by_digest_and_makes_what_is_missing() {
+        let acts = decide_stage(&Seen::default(), &names(), "v2", "r/hello@sha256:2", 1, true).unwrap();
+        assert_eq!(acts[0], Act::Namespace);
+        assert_eq!(acts[1], Act::Secret { name: "hello-staging".into(), env: PymEnv::Staging });
+        assert!(matches!(&acts[2], Act::Deploy { name, env: PymEnv::Staging, .. } if name == "hello-staging"));
+        assert_eq!(acts.last(), Some(&Act::Service { env: PymEnv::Staging }));
+        assert!(decide_stage(&Seen::default(), &names(), "v2", "r/hello:v2", 1, false).is_err());
+    }
+
+    #[test]
+    fn promote_rolls_out_checks_switches_verifies_then_retires() {
+        let seen = Seen {
+            namespace: true,
+            deployments: vec![dep("hello-staging", "staging", "v3", 1), dep("hello-v2", "live", "v2", 2), dep("hello-v1", "live", "v1", 0), dep("hello-v0", "live", "v0", 0)],
+            live: Some(live_svc("v2", "v0,v1,v2", "")),
+            staging: None,
+        };
+        let acts = decide_promote(&seen, &names(), "v3", 2, false, 1).unwrap();
+        let kinds: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
+        let select = acts.iter().position(|a| matches!(a, Act::Select { .. })).unwrap();
+        let verify = acts.iter().position(|a| matches!(a, Act::Verify { .. })).unwrap();
+        let scale = acts.iter().position(|a| *a == Act::Scale { name: "hello-v2".into(), replicas: 0 }).unwrap();
+        assert!(matches!(&acts[select], Act::Select { from: Some(f), to, history, .. } if f == "v2" && to == "v3" && history.join(",") == "v0,v1,v2,v3"), "{kinds:?}");
+        assert!(matches!(&acts[0], Act::Deploy { image, env: PymEnv::Live, .. } if image == "r/hello@sha256:v3"), "{kinds:?}");
+        assert!(select < verify && verify < scale, "{kinds:?}");
+        // keep 1: v2 (just live) is kept; v1 and v0 go.
+        assert!(acts.contains(&Act::Delete { name: "hello-v1".into() }) && acts.contains(&Act::Delete { name: "hello-v0".into() }), "{kinds:?}");
+        assert!(!acts.contains(&Act::Delete { name: "hello-v2".into() }), "{kinds:?}");
+    }
+
+    #[test]
+    fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
+        let seen = Seen { namespace: true, deployments: vec![dep("hello-staging", "staging", "v3", 1), dep("hello-v3", "live", "v3", 2)], live: Some(live_svc("v3", "v3", "")), staging: None };
+        assert!(decide_promote(&seen, &names(), "v4", 2, false, 2).is_err());
+        assert_eq!(decide_promote(&seen, &names(), "v3", 2, false, 2).unwrap(), vec![Act::Verify { version: "v3".into() }]);
+    }
+
+    #[test]
+    fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
+        let seen = Seen {
+            namespace: true,
+            deployments: vec![dep("hello-v3", "live", "v3", 2), dep("hello-v2", "live", "v2", 0), dep("hello-v1", "live", "v1", 0)],
+            live: Some(live_svc("v3", "v1,v2,v3", "v2")),
+            staging: None,
+        };
+        let (current, target, acts) = decide_rollback(&seen, &names(), 2).unwrap();
+        assert_eq!((current.as_str(), target.as_str()), ("v3", "v1"));
+        assert_eq!(acts[0], Act::Scale { name: "hello-v1".into(), replicas: 2 });
+        assert!(matches!(&acts[3], Act::Select { from: Some(f), to, rolled_back, history } if f == "v3" && to == "v1" && rolled_back.join(",") == "v2,v3" && history.join(",") == "v2,v3,v1"));
+        assert_eq!(acts.last(), Some(&Act::Scale { name: "hello-v3".into(), replicas: 0 }));
+        let none = Seen { live: Some(live_svc("v1", "v1", "")), ..seen };
+        assert!(decide_rollback(&none, &names(), 2).is_err());
+    }
+
+    #[test]
+    fn cleanup_keeps_the_most_recently_live() {
+        let seen = Seen {
+            namespace: true,
+            deployments: vec![dep("hello-v3", "live", "v3", 2), dep("hello-v2", "live", "v2", 0), dep("hello-v1", "live", "v1", 0), dep("hello-staging", "staging", "v3", 1)],
+            live: Some(live_svc("v3", "v1,v2,v3", "")),
+            staging: None,
+        };
+        let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1).into_iter().map(|(d, f)| (d.name, matches!(f, Fate::Go { .. }))).collect();
+        assert_eq!(fates, [("hello-v2".to_string(), false), ("hello-v1".to_string(), true)]);
+    }
+
+    #[test]
+    fn secrets_are_referenced_never_written_in_the_deployment() {
+        let dir = std::env::temp_dir().join(format!("pym-gke-decide-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: hello\ndeploy_target: gke\ndocker_repo: r\n").unwrap();
+        let mut c = Config::load(&dir, PymEnv::Live).unwrap();
+        c.env_secrets = vec!["API_KEY".into()];
+        let d = deployment(&c, &names(), "hello-v1", "v1", "r@sha256:1", PymEnv::Live, 2);
+        let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[3], json!({"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "hello-v1", "key": "API_KEY"}}}));
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+        let _: Deployment = typed(d).unwrap();
+    }
+}

@@ -1,0 +1,299 @@
+//! The gke target, driven through the generated xtask (which enables the `gke` feature)
+//! and the `kube` client, against the local apiserver of `tests/fake-kube`: its pods run
+//! as real containers pulled from a real registry, its LoadBalancer Services answer on an
+//! address of their own, and the real `kubectl` reads what pymdeploy made.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use pym_fake_kube::{FakeKube, Options};
+use serde_json::{Value, json};
+
+use crate::fake_kube::kubectl_available;
+use crate::support::{KeepAliveLoop, Registry, RequestLoop, Run, TestService, docker_available, http_get_at, planned_actions, taken_actions, temp_dir};
+
+const SECRET: &str = "pym-it-gke-secret-Wd40";
+const PLUGIN_TOKEN: &str = "pym-it-exec-token-Rt55";
+
+/// A service on the gke target with its own registry and local apiserver, and two
+/// kubeconfigs: the one pymdeploy uses, whose user is an exec credential plugin (as
+/// GKE's `gke-gcloud-auth-plugin`), and a plain one for `kubectl`.
+struct Setup {
+    fake: FakeKube,
+    svc: TestService,
+    reg: Registry,
+    plain: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let reg = Registry::start();
+        let dir = temp_dir(&format!("{tag}-kube"));
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", reg.user, reg.password));
+        std::fs::write(dir.join("config.json"), json!({"auths": {&reg.host: {"auth": auth}}}).to_string()).unwrap();
+        let fake = FakeKube::start(Options { docker_config: Some(dir.clone()), step_delay: Duration::from_millis(100), ..Default::default() }).expect("the local apiserver starts");
+        let plain = fake.kubeconfig(&dir, "plain");
+        let plugin = dir.join("auth-plugin");
+        std::fs::write(&plugin, format!("#!/bin/sh\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1beta1\", \"kind\": \"ExecCredential\", \"status\": {{\"token\": \"{PLUGIN_TOKEN}\"}}}}'\n")).unwrap();
+        Command::new("chmod").arg("+x").arg(&plugin).status().unwrap();
+        let kubeconfig = dir.join("exec.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\ncontexts:\n- name: pym-it\n  context: {{cluster: local, user: plugin}}\ncurrent-context: pym-it\nusers:\n- name: plugin\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      interactiveMode: Never\n",
+                fake.url,
+                plugin.display()
+            ),
+        )
+        .unwrap();
+        let svc = TestService::new_for(tag, "gke");
+        svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2", reg.host));
+        svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n").commit("deploy to the local apiserver");
+        let env = [("KUBECONFIG", kubeconfig.display().to_string()), ("PYM_IT_GKE_SECRET", SECRET.to_string())];
+        let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).chain(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+        Setup { fake, svc, reg, plain, env }
+    }
+
+    fn xtask(&self, args: &[&str]) -> Run {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = self.svc.xtask_env(args, &env);
+        r.assert_hides(&[SECRET, PLUGIN_TOKEN, &self.reg.password]);
+        r
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.plain).args(["-n", &self.svc.name]).args(args);
+        crate::support::run(cmd)
+    }
+
+    #[track_caller]
+    fn get(&self, kind: &str, name: &str) -> Value {
+        let r = self.kubectl(&["get", kind, name, "-o", "json"]);
+        serde_json::from_str(&r.assert_ok().stdout).unwrap()
+    }
+
+    fn exists(&self, kind: &str, name: &str) -> bool {
+        self.kubectl(&["get", kind, name, "-o", "name"]).code == Some(0)
+    }
+
+    fn version(&self) -> String {
+        self.svc.pym(&["version"]).assert_ok().stdout.trim().to_string()
+    }
+
+    fn deployment(&self, version: &str) -> String {
+        format!("{}-{version}", self.svc.name)
+    }
+
+    /// The external address of a Service (its LoadBalancer ingress and port).
+    fn address(&self, service: &str) -> (String, u16) {
+        let s = self.get("service", service);
+        (s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().expect("an ingress address").to_string(), s["spec"]["ports"][0]["port"].as_u64().unwrap() as u16)
+    }
+
+    fn hook(&self, method: &str, what: &str, body: &Value) -> String {
+        let out = Command::new("curl").args(["-fsS", "-X", method, &format!("{}/__fake/{what}", self.fake.url), "-d", &body.to_string()]).output().expect("curl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The API calls so far: (verb, resource).
+    fn calls(&self) -> Vec<(String, String)> {
+        let out = Command::new("curl").args(["-fsS", &format!("{}/__fake/calls", self.fake.url)]).output().expect("curl runs");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["calls"].as_array().unwrap().iter().map(|c| (c["verb"].as_str().unwrap_or("").to_string(), c["resource"].as_str().unwrap_or("").to_string())).collect()
+    }
+}
+
+/// What `/version` at an address says, asked a few times (a Service spreads connections).
+#[track_caller]
+fn assert_serves((host, port): &(String, u16), version: &str, env: &str) {
+    for _ in 0..4 {
+        let (status, body) = http_get_at(host, *port, "/version").unwrap_or_else(|| panic!("{host}:{port} does not answer"));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(version), Some(env)), "{host}:{port}");
+    }
+}
+
+fn env_of(d: &Value, name: &str) -> Value {
+    d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+/// Runs `f` with requests looping on fresh and on keep-alive connections to `addr`; none
+/// may fail. Returns the versions the fresh connections saw.
+fn under_load(addr: &(String, u16), f: impl FnOnce()) -> std::collections::BTreeSet<String> {
+    let fresh = RequestLoop::start_at(&addr.0, addr.1);
+    let kept = KeepAliveLoop::start_at(&addr.0, addr.1, 4);
+    f();
+    // The pods of the version switched away stop after their preStop sleep (2 s) and the
+    // service's own drain (2 s), keep-alive clients told to reconnect meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let (ok, failures, versions) = fresh.finish();
+    let (kept_ok, kept_failures, _) = kept.finish();
+    assert!(failures.is_empty() && kept_failures.is_empty(), "requests failed: {failures:?} {kept_failures:?}");
+    assert!(ok > 20 && kept_ok > 20, "too few requests to tell: {ok} and {kept_ok}");
+    versions
+}
+
+#[test]
+fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let t = Setup::new("gke");
+    let (ns, app) = (t.svc.name.clone(), t.svc.name.clone());
+    t.svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_GKE_SECRET]\nk8s_memory: 256Mi\nk8s_cpu: 250m").commit("a secret and sizes");
+
+    // The first deploy, every call authenticated by the exec plugin's token (anonymous
+    // ones are refused meanwhile).
+    t.hook("POST", "auth", &json!({"required": true}));
+    let r = t.xtask(&["deploy"]);
+    t.hook("POST", "auth", &json!({"required": false}));
+    r.assert_ok();
+    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
+        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    }
+    let v1 = t.version();
+    let (live_addr, staging_addr) = (t.address(&app), t.address(&format!("{app}-staging")));
+    assert_ne!(live_addr, staging_addr);
+    assert_serves(&live_addr, &v1, "live");
+    assert_serves(&staging_addr, &v1, "staging");
+
+    // kubectl reads what pymdeploy made.
+    t.kubectl(&["rollout", "status", &format!("deployment/{}", t.deployment(&v1)), "--timeout=30s"]).assert_ok().assert_stdout_has("successfully rolled out");
+    let table = t.kubectl(&["get", "deploy,svc"]).assert_ok().stdout.clone();
+    assert!(table.lines().any(|l| l.starts_with(&format!("deployment.apps/{app}-staging ")) && l.contains(" 1/1 ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(&format!("deployment.apps/{} ", t.deployment(&v1))) && l.contains(" 2/2 ")), "{table}");
+    t.kubectl(&["describe", "deployment", &t.deployment(&v1)]).assert_ok().assert_stdout_has("NewReplicaSetAvailable");
+    // The live Deployment runs the digest staging ran, with PYM_ENV=live, the secret by
+    // reference only, the probes, the preStop sleep, the sizes and the labels.
+    let (live, staged) = (t.get("deployment", &t.deployment(&v1)), t.get("deployment", &format!("{app}-staging")));
+    let image = live["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+    assert!(image.contains("@sha256:"), "{image}");
+    assert_eq!(staged["spec"]["template"]["spec"]["containers"][0]["image"].as_str(), Some(image.as_str()));
+    assert_eq!(env_of(&live, "PYM_ENV")["value"], "live");
+    assert_eq!(env_of(&staged, "PYM_ENV")["value"], "staging");
+    assert_eq!(env_of(&live, "PYM_IT_GKE_SECRET")["valueFrom"]["secretKeyRef"]["name"], t.deployment(&v1));
+    for d in [&live, &staged] {
+        assert!(!d.to_string().contains(SECRET), "the secret's value is in a Deployment: {d}");
+    }
+    let c = &live["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ping");
+    assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 2);
+    assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(live["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pymdeploy");
+    assert_eq!(live["metadata"]["labels"]["app.kubernetes.io/version"], v1.as_str());
+    assert_eq!(t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"], v1.as_str());
+    let secret = t.get("secret", &t.deployment(&v1));
+    use base64::Engine;
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(secret["data"]["PYM_IT_GKE_SECRET"].as_str().unwrap()).unwrap(), SECRET.as_bytes());
+
+    // A second version: stage does what its dry run said, live stays on v1.
+    t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
+    let v2 = t.version();
+    t.xtask(&["deploy", "--no-test", "--to", "push"]).assert_ok();
+    let dry = t.xtask(&["deploy", "--from", "stage", "--to", "stage", "--dry-run"]);
+    let planned = planned_actions(&dry.assert_ok().stdout);
+    let staged = t.xtask(&["deploy", "--from", "stage", "--to", "accept-staging"]);
+    assert_eq!(taken_actions(&staged.assert_ok().stderr), planned, "the stage did not do what its dry run said:\n{}", staged.stderr);
+    assert_serves(&live_addr, &v1, "live");
+    assert_serves(&staging_addr, &v2, "staging");
+
+    // Promote's dry run makes no mutating call.
+    let before = t.calls().len();
+    let dry = t.xtask(&["promote", "--dry-run"]);
+    let planned = planned_actions(&dry.assert_ok().stdout);
+    let made = t.calls()[before..].to_vec();
+    assert!(made.iter().all(|(verb, _)| ["get", "list", "watch"].contains(&verb.as_str())), "a dry run changed something: {made:?}");
+    // Promote under load, with a Conflict on the live Service: read again and retried;
+    // not one request fails.
+    t.hook("POST", "faults", &json!({"verb": "update", "resource": "services", "code": 409, "reason": "Conflict", "message": format!("Operation cannot be fulfilled on services \"{app}\": the object has been modified; please apply your changes to the latest version and try again"), "times": 1}));
+    let mut promoted = None;
+    let seen = under_load(&live_addr, || promoted = Some(t.xtask(&["deploy", "--from", "promote"])));
+    let promoted = promoted.unwrap();
+    promoted.assert_ok().assert_stderr_has("(Conflict): reading it again");
+    assert_eq!(taken_actions(&promoted.stderr), planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
+    assert!(seen.contains(&v1) && seen.contains(&v2), "{seen:?}");
+    assert_serves(&live_addr, &v2, "live");
+    assert_eq!(t.get("deployment", &t.deployment(&v1))["spec"]["replicas"], 0, "the version live before is kept, scaled to zero");
+
+    // Rollback under load: v1 scaled back up, selected again.
+    let mut rolled = None;
+    under_load(&live_addr, || rolled = Some(t.xtask(&["rollback"])));
+    rolled.unwrap().assert_ok().assert_stderr_has(&format!("{v1} live again"));
+    assert_serves(&live_addr, &v1, "live");
+    assert_eq!(t.get("deployment", &t.deployment(&v2))["spec"]["replicas"], 0);
+    let status = t.xtask(&["status"]);
+    let table = &status.assert_ok().stdout;
+    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&t.deployment(&v1)) && l.contains(" 2/2 ") && l.contains(&format!("service/{app}"))), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&t.deployment(&v2)) && l.contains(" 0/0 ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("staging ") && l.contains(&v2)), "{table}");
+
+    // v2 again, then a third version: with keep_previous 1, v2 is kept and v1 deleted with
+    // its Secret; cleanup finds nothing more to delete.
+    t.xtask(&["promote"]).assert_ok();
+    assert_serves(&live_addr, &v2, "live");
+    t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
+    let v3 = t.version();
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    assert_serves(&live_addr, &v3, "live");
+    assert!(!t.exists("deployment", &t.deployment(&v1)) && !t.exists("secret", &t.deployment(&v1)), "v1 is beyond keep_previous and was not deleted");
+    assert!(t.exists("deployment", &t.deployment(&v2)));
+    let cleanup = t.xtask(&["cleanup", "--execute"]);
+    assert!(cleanup.assert_ok().stdout.contains(&format!("keep {}", t.deployment(&v2))), "{}", cleanup.stdout);
+    assert_eq!(ns, t.get("deployment", &t.deployment(&v3))["metadata"]["namespace"]);
+}
+
+#[test]
+fn gke_failures_leave_live_alone_and_say_why() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let t = Setup::new("gkef");
+    let app = t.svc.name.clone();
+
+    // A context the kubeconfig lacks: refused before the first step, with the line that
+    // adds it.
+    t.svc.write("pym-config.live.yaml", "gke_cluster: prod\ngcp_project: acme\ngcp_region: europe-west1\n").commit("a live cluster");
+    let r = t.xtask(&["deploy"]);
+    r.assert_failed().assert_stderr_has("the kubeconfig has no context `gke_acme_europe-west1_prod`").assert_stderr_has("gcloud container clusters get-credentials prod --region europe-west1 --project acme");
+    assert!(!r.stderr.contains("==> test"), "a step ran: {}", r.stderr);
+    assert!(t.calls().is_empty(), "the cluster was called: {:?}", t.calls());
+    std::fs::remove_file(t.svc.path("pym-config.live.yaml")).unwrap();
+    t.svc.commit("one cluster");
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    let v1 = t.version();
+    let live_addr = t.address(&app);
+    assert_serves(&live_addr, &v1, "live");
+
+    // Staging's acceptance tests fail: live is not touched.
+    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\naccept_command: \"false\"\n").commit("staging acceptance fails");
+    t.xtask(&["deploy", "--no-test"]).assert_failed().assert_stderr_has("accept-staging");
+    assert_eq!(t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"], v1.as_str());
+    assert_serves(&live_addr, &v1, "live");
+    let v2 = t.version();
+    assert!(!t.exists("deployment", &t.deployment(&v2)));
+
+    // Pods that never become ready: the rollout ends at its progress deadline, with the
+    // pods' events and logs; staging is put back as it was; live untouched.
+    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\nhealth_path: /never\nk8s_timeout: 10\n").commit("staging pods never ready");
+    t.xtask(&["deploy", "--no-test", "--to", "push"]).assert_ok();
+    let r = t.xtask(&["deploy", "--from", "stage"]);
+    r.assert_failed().assert_stderr_has("exceeded its progress deadline").assert_stderr_has("events of pod").assert_stderr_has("probe failed").assert_stderr_has("last log lines of pod");
+    r.assert_stderr_has(&format!("took back: put deployment {app}-staging back as it was"));
+    let staged = t.get("deployment", &format!("{app}-staging"));
+    assert_eq!(staged["metadata"]["labels"]["app.kubernetes.io/version"], v2.as_str(), "staging was not put back");
+    t.kubectl(&["rollout", "status", &format!("deployment/{app}-staging"), "--timeout=60s"]).assert_ok();
+    assert_serves(&live_addr, &v1, "live");
+
+    // Forbidden: the error names the verb and the resource, and what to ask for.
+    let message = format!("deployments.apps \"{app}-staging\" is forbidden: User \"dev@example.com\" cannot update resource \"deployments\" in API group \"apps\" in the namespace \"{app}\"");
+    t.hook("POST", "faults", &json!({"verb": "update", "resource": "deployments", "code": 403, "reason": "Forbidden", "message": message, "times": 1}));
+    let r = t.xtask(&["deploy", "--from", "stage", "--to", "stage"]);
+    r.assert_failed().assert_stderr_has("refused to update deployments").assert_stderr_has(&message).assert_stderr_has(&format!("kubectl auth can-i update deployments -n {app}"));
+    assert_serves(&live_addr, &v1, "live");
+}
