@@ -105,7 +105,7 @@ fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, 
     progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
     check_contract(ctx, config, host, port)?;
     progress.message("running acceptance tests");
-    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false, token: None }, PymEnv::Local, progress)?;
+    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false, token: None, hold: None }, PymEnv::Local, progress)?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }

@@ -115,7 +115,7 @@ impl super::Target for BeanstalkTarget {
         }
         let want = env_name(&c, &ctx.version()?.to_string());
         match envs.iter().find(|e| e.environment_name() == Some(want.as_str())).and_then(|e| e.cname()) {
-            Some(cname) => Ok(Address { host: cname.to_string(), port: c.aws_cname_port, tls: false, token: None }),
+            Some(cname) => Ok(Address { host: cname.to_string(), port: c.aws_cname_port, tls: false, token: None, hold: None }),
             None => Err(hinted(format!("environment {want} does not exist"), "stage this version first: `cargo xtask stage`")),
         }
     }
@@ -807,11 +807,11 @@ fn timeout(c: &Config) -> Duration {
 fn live_address(c: &Config, envs: &[EnvironmentDescription]) -> Option<Address> {
     if let Some(url) = &c.live_url {
         let (host, port) = url_host(url);
-        return Some(Address { host, port, tls: false, token: None });
+        return Some(Address { host, port, tls: false, token: None, hold: None });
     }
     let prefix = live_prefix(c);
     let cname = envs.iter().find(|e| cname_prefix(e) == prefix)?.cname()?;
-    Some(Address { host: cname.to_string(), port: c.aws_cname_port, tls: false, token: None })
+    Some(Address { host: cname.to_string(), port: c.aws_cname_port, tls: false, token: None, hold: None })
 }
 
 /// What `Aws::create_environment` makes.

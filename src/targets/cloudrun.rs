@@ -1028,7 +1028,7 @@ impl super::Target for CloudRunTarget {
             ctx.out.add_secret(t);
         }
         let (host, port) = url_host(&url);
-        Ok(Address { host, port, tls: url.starts_with("https://"), token })
+        Ok(Address { host, port, tls: url.starts_with("https://"), token, hold: None })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {

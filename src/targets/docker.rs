@@ -114,7 +114,7 @@ impl super::Target for DockerTarget {
         }
         let c = ctx.config_for(env)?;
         let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
-        Ok(Address { host: check_host(ctx, &c)?, port, tls: false, token: None })
+        Ok(Address { host: check_host(ctx, &c)?, port, tls: false, token: None, hold: None })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {

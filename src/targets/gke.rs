@@ -259,7 +259,7 @@ pub enum Act {
     Rollout { name: String },
     /// Each pod of `name` answers the service contract (through the apiserver's pod proxy).
     CheckPods { name: String, version: String, env: PymEnv },
-    /// Makes the Service of `env` if it is missing (the staging one, or a first live one).
+    /// Makes the staging Service, or gives it the configured type and port.
     Service { env: PymEnv },
     /// Moves the live Service's selector from `from` to `to`, with the records.
     Select { from: Option<String>, to: String, history: Vec<String>, rolled_back: Vec<String> },
@@ -279,7 +279,7 @@ impl Act {
             Act::Scale { name, replicas } => format!("scale {ns}/{name} to {replicas}"),
             Act::Rollout { name } => format!("wait for {ns}/{name} to roll out"),
             Act::CheckPods { name, version, env } => format!("check each pod of {ns}/{name} serves {version} with PYM_ENV={env}"),
-            Act::Service { env } => format!("create service {ns}/{} if missing", names.service(*env)),
+            Act::Service { env } => format!("create service {ns}/{}, or give it the configured type and port", names.service(*env)),
             Act::Select { from: Some(f), to, .. } => format!("switch service {ns}/{} from {f} to {to}", names.app),
             Act::Select { from: None, to, .. } => format!("point service {ns}/{} at {to}", names.app),
             Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
@@ -304,9 +304,7 @@ pub fn decide_stage(seen: &Seen, names: &Names, version: &str, image: &str, repl
     acts.push(Act::Deploy { name: name.clone(), version: version.into(), image: image.into(), env: PymEnv::Staging, replicas });
     acts.push(Act::Rollout { name: name.clone() });
     acts.push(Act::CheckPods { name, version: version.into(), env: PymEnv::Staging });
-    if seen.staging.is_none() {
-        acts.push(Act::Service { env: PymEnv::Staging });
-    }
+    acts.push(Act::Service { env: PymEnv::Staging });
     Ok(acts)
 }
 
@@ -487,6 +485,20 @@ fn service(c: &Config, names: &Names, env: PymEnv, version: Option<&str>) -> Val
         "metadata": {"name": names.service(env), "namespace": names.ns, "labels": {NAME: names.app, ENV: env.as_str(), MANAGED_BY: "pymdeploy"}},
         "spec": {"type": c.k8s_service_type, "selector": selector, "ports": [{"name": "http", "port": c.k8s_service_port, "targetPort": "http", "protocol": "TCP"}]},
     })
+}
+
+/// Gives a Service read from the cluster the configured type and port (the nodePort and
+/// clusterIP it has stay: the apiserver keeps them); whether anything changed.
+fn conform(svc: &mut Value, c: &Config) -> bool {
+    let before = svc.clone();
+    svc["spec"]["type"] = json!(c.k8s_service_type);
+    let node_port = svc.pointer("/spec/ports/0/nodePort").cloned().filter(|_| c.k8s_service_type != "ClusterIP");
+    let mut port = json!({"name": "http", "port": c.k8s_service_port, "targetPort": "http", "protocol": "TCP"});
+    if let Some(n) = node_port {
+        port["nodePort"] = n;
+    }
+    svc["spec"]["ports"] = json!([port]);
+    *svc != before
 }
 
 fn dep_of(d: &Deployment) -> Dep {
@@ -682,8 +694,16 @@ impl Kube {
             Act::CheckPods { name, version, env } => self.check_pods(c, name, version, *env, progress).await?,
             Act::Service { env } => {
                 let n = names.service(*env);
-                if self.services().get_opt(&n).await.map_err(self.err("get", "services", &n))?.is_none() {
-                    self.services().create(&PostParams::default(), &typed(service(c, names, *env, None))?).await.map_err(self.err("create", "services", &n))?;
+                match self.services().get_opt(&n).await.map_err(self.err("get", "services", &n))? {
+                    None => {
+                        self.services().create(&PostParams::default(), &typed(service(c, names, *env, None))?).await.map_err(self.err("create", "services", &n))?;
+                    }
+                    Some(now) => {
+                        let mut v = serde_json::to_value(&now)?;
+                        if conform(&mut v, c) {
+                            self.services().replace(&n, &PostParams::default(), &typed(v)?).await.map_err(self.err("update", "services", &n))?;
+                        }
+                    }
                 }
             }
             Act::Select { from, to, history, rolled_back } => {
@@ -758,6 +778,7 @@ impl Kube {
                     }
                     let mut v = serde_json::to_value(&now)?;
                     v["spec"]["selector"][VERSION] = json!(to);
+                    conform(&mut v, c);
                     v
                 }
             };
@@ -903,6 +924,33 @@ impl Kube {
         }
     }
 
+    /// A loopback port forwarded to the Service of `env`, as `kubectl port-forward
+    /// svc/NAME` does: each connection to it goes to a ready pod the Service selects,
+    /// through the apiserver (`pods/portforward`), until the `Forward` is dropped.
+    async fn port_forward(&self, c: &Config, env: PymEnv) -> Result<(u16, Forward)> {
+        let n = self.names.service(env);
+        let svc = svc_of(&self.services().get(&n).await.map_err(self.err("get", "services", &n))?);
+        let selector = svc.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let (pods, target) = (self.pods(), c.port);
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (pods, selector) = (pods.clone(), selector.clone());
+                tokio::spawn(async move {
+                    let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
+                    let pod = list.items.iter().find(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))?.metadata.name.clone()?;
+                    let mut pf = pods.portforward(&pod, &[target]).await.ok()?;
+                    let mut upstream = pf.take_stream(target)?;
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+                    drop(upstream);
+                    pf.join().await.ok()
+                });
+            }
+        });
+        Ok((port, Forward(task.abort_handle())))
+    }
+
     /// GET `path` through the apiserver's proxy: the status and body the pod answered.
     async fn proxy_get(&self, base: &str, path: &str) -> Result<(u16, String)> {
         let req = hyper::Request::get(format!("{base}{path}")).body(Vec::new())?;
@@ -982,6 +1030,19 @@ impl Undo {
             Undo::Select { back_to: None, .. } => "delete the new live service".to_string(),
         }
     }
+}
+
+/// A port-forward's listener: stops (with its connections) when dropped.
+struct Forward(tokio::task::AbortHandle);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Where a check asks: an address, or a path through the apiserver's proxy.
@@ -1064,16 +1125,19 @@ impl super::Target for GkeTarget {
         };
         if let Some(url) = given {
             let (host, port) = url_host(&url);
-            return Ok(Address { host, port, tls: url.starts_with("https://"), token: None });
+            return Ok(Address { host, port, tls: url.starts_with("https://"), token: None, hold: None });
         }
-        let reach = ctx.block_on(async { connect(&c).await?.reach(&c, env).await })?;
-        match reach {
-            Reach::Direct { host, port } => Ok(Address { host, port, tls: false, token: None }),
-            Reach::Proxy { what, .. } => Err(hinted(
-                format!("the {what} has no external address for the acceptance tests"),
-                format!("set `k8s_service_type: LoadBalancer` (the default) or `{}_url` in pym-config.yaml", if env == PymEnv::Live { "live" } else { "staging" }),
-            )),
-        }
+        ctx.block_on(async {
+            let k = connect(&c).await?;
+            match k.reach(&c, env).await? {
+                Reach::Direct { host, port } => Ok(Address { host, port, tls: false, token: None, hold: None }),
+                // No external address: a port-forward, closed when the tests are done.
+                Reach::Proxy { .. } => {
+                    let (port, forward) = k.port_forward(&c, env).await?;
+                    Ok(Address { host: "127.0.0.1".into(), port, tls: false, token: None, hold: Some(Box::new(forward)) })
+                }
+            }
+        })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
@@ -1233,6 +1297,7 @@ mod tests {
         assert_eq!(acts[1], Act::Secret { name: "hello-staging".into(), env: PymEnv::Staging });
         assert!(matches!(&acts[2], Act::Deploy { name, env: PymEnv::Staging, .. } if name == "hello-staging"));
         assert_eq!(acts.last(), Some(&Act::Service { env: PymEnv::Staging }));
+        assert!(!decide_stage(&Seen { staging: Some(Svc::default()), ..Seen::default() }, &names(), "v2", "r/hello@sha256:2", 1, true).unwrap().contains(&Act::Namespace));
         assert!(decide_stage(&Seen::default(), &names(), "v2", "r/hello:v2", 1, false).is_err());
     }
 

@@ -28,6 +28,8 @@ pub struct Address {
     /// A bearer token callers must send (a private Cloud Run service's identity token):
     /// the tests get it as `PYM_SERVER_TOKEN`.
     pub token: Option<String>,
+    /// What must stay alive while the tests run (a port-forward), dropped after them.
+    pub hold: Option<Guard>,
 }
 
 /// How often and how patiently `verify_version` asks.

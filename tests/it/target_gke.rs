@@ -255,6 +255,9 @@ fn gke_failures_leave_live_alone_and_say_why() {
     }
     let t = Setup::new("gkef");
     let app = t.svc.name.clone();
+    // Staging without an external address: its acceptance tests go through a port-forward.
+    let staging = |extra: &str| format!("k8s_replicas: 1\nk8s_service_type: ClusterIP\n{extra}");
+    t.svc.write("pym-config.staging.yaml", &staging("")).commit("a private staging");
 
     // A context the kubeconfig lacks: refused before the first step, with the line that
     // adds it.
@@ -265,13 +268,16 @@ fn gke_failures_leave_live_alone_and_say_why() {
     assert!(t.calls().is_empty(), "the cluster was called: {:?}", t.calls());
     std::fs::remove_file(t.svc.path("pym-config.live.yaml")).unwrap();
     t.svc.commit("one cluster");
-    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    let r = t.xtask(&["deploy", "--no-test"]);
+    r.assert_ok().assert_stderr_has("acceptance tests passed on 127.0.0.1:");
     let v1 = t.version();
     let live_addr = t.address(&app);
     assert_serves(&live_addr, &v1, "live");
+    assert_eq!(t.get("service", &format!("{app}-staging"))["spec"]["type"], "ClusterIP");
+    assert!(t.calls().iter().any(|(verb, resource)| verb == "get" && resource == "pods/portforward"), "no port-forward: {:?}", t.calls());
 
     // Staging's acceptance tests fail: live is not touched.
-    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\naccept_command: \"false\"\n").commit("staging acceptance fails");
+    t.svc.write("pym-config.staging.yaml", &staging("accept_command: \"false\"\n")).commit("staging acceptance fails");
     t.xtask(&["deploy", "--no-test"]).assert_failed().assert_stderr_has("accept-staging");
     assert_eq!(t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"], v1.as_str());
     assert_serves(&live_addr, &v1, "live");
@@ -280,7 +286,7 @@ fn gke_failures_leave_live_alone_and_say_why() {
 
     // Pods that never become ready: the rollout ends at its progress deadline, with the
     // pods' events and logs; staging is put back as it was; live untouched.
-    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\nhealth_path: /never\nk8s_timeout: 10\n").commit("staging pods never ready");
+    t.svc.write("pym-config.staging.yaml", &staging("health_path: /never\nk8s_timeout: 10\n")).commit("staging pods never ready");
     t.xtask(&["deploy", "--no-test", "--to", "push"]).assert_ok();
     let r = t.xtask(&["deploy", "--from", "stage"]);
     r.assert_failed().assert_stderr_has("exceeded its progress deadline").assert_stderr_has("events of pod").assert_stderr_has("probe failed").assert_stderr_has("last log lines of pod");

@@ -47,7 +47,8 @@ where
                     Ok::<_, Infallible>(handle(parts, body).await)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            // With upgrades: a handler may take the connection over (a websocket).
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades().await;
         });
     }
 }

@@ -47,7 +47,7 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["po"],
         categories: &["all"],
-        subs: &[("log", "Pod", "", &["get"]), ("proxy", "PodProxyOptions", "", PROXY_VERBS), ("status", "Pod", "", STATUS_VERBS)],
+        subs: &[("log", "Pod", "", &["get"]), ("portforward", "PodPortForwardOptions", "", &["create", "get"]), ("proxy", "PodProxyOptions", "", PROXY_VERBS), ("status", "Pod", "", STATUS_VERBS)],
     },
     Res {
         plural: "services",
@@ -256,7 +256,7 @@ fn json_reply(code: u16, v: &Value) -> Reply {
 /// The query parameters of a request.
 pub type Query = HashMap<String, String>;
 
-pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Reply {
+pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: Option<hyper::upgrade::OnUpgrade>) -> Reply {
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
     let q: Query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
@@ -308,6 +308,7 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Reply {
     let result = match (call.verb, call.sub.as_deref()) {
         ("get", Some("log")) => return logs(shared, &call, &q).await,
         ("get", Some("proxy")) => return crate::proxy::get(shared, &call, parts).await,
+        ("get" | "create", Some("portforward")) => return crate::portforward::serve(shared, &call, parts, upgrade, &q),
         ("watch", _) => return watch(shared, &call, &q, table).await,
         ("get", None) => get(shared, &call, &q, table),
         ("list", _) => list(shared, &call, &q, table),

@@ -35,6 +35,9 @@
 //! `…/pods/<name>[:<port>]/proxy/<path>` and `…/services/<name>[:<port>]/proxy/<path>` reach
 //! a pod's container (a Service's through one of its ready pods) as the apiserver's proxy
 //! does, with its `ServiceUnavailable` answers when nothing is there.
+//! `…/pods/<name>/portforward?ports=N` streams a connection to the pod's port over a
+//! websocket (`v4.channel.k8s.io`, as the `kube` crate and client-go's websocket
+//! port-forward speak it; SPDY is not served).
 //!
 //! Authentication: any `Authorization: Bearer …` passes and another scheme gets 401. A
 //! request without `Authorization` is anonymous and passes too, because kubectl (client-go)
@@ -63,6 +66,7 @@ mod controller;
 mod engine;
 mod json;
 mod kubelet;
+mod portforward;
 mod proto;
 mod proxy;
 mod store;
@@ -208,7 +212,9 @@ impl Drop for FakeKube {
     }
 }
 
-async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
+async fn handle(shared: Arc<Shared>, mut parts: Parts, body: Bytes) -> Reply {
+    // A websocket upgrade (`pods/portforward`) takes the connection over.
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let path = parts.uri.path().to_string();
     if let Some(what) = path.strip_prefix("/__fake/") {
         return control(&shared, &parts.method, what, &body);
@@ -226,7 +232,7 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
         let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
         return reply(401, "application/json", s.to_string());
     }
-    api::handle(&shared, &parts, body).await
+    api::handle(&shared, &parts, body, upgrade).await
 }
 
 /// An injected error.
