@@ -629,6 +629,22 @@ impl Kube {
         Ok(Seen { namespace: true, deployments, live: svc(PymEnv::Live).await?, staging: svc(PymEnv::Staging).await? })
     }
 
+    /// `observe`, with the staging Deployment read where staging runs: another cluster
+    /// or namespace when the staging overlay names one (PyMacaron's separate clusters).
+    async fn observe_with_staging(&self, ctx: &Ctx) -> Result<Seen> {
+        let mut seen = self.observe().await?;
+        let sc = ctx.config_for(PymEnv::Staging)?;
+        let staging = Names::of(&sc);
+        let kc = kubeconfig()?;
+        if context_of(&sc, &kc, "pym-config (for staging)")? == self.context && staging.ns == self.names.ns {
+            return Ok(seen);
+        }
+        let there = connect(&sc).await?.observe().await?;
+        seen.deployments.retain(|d| d.env != "staging");
+        seen.deployments.extend(there.deployments.into_iter().filter(|d| d.env == "staging"));
+        Ok(seen)
+    }
+
     /// Carries out `acts`. A failure before the live Service moved takes back what this
     /// run made or changed; a failure after it (or Ctrl-C) moves the selector back. The
     /// acts after the live check (retiring old versions) only warn when they fail.
@@ -1145,7 +1161,7 @@ impl super::Target for GkeTarget {
         let c = ctx.config_for(env)?;
         let version = ctx.version()?.to_string();
         let k = ctx.block_on(connect(&c))?;
-        let mut seen = ctx.block_on(k.observe())?;
+        let mut seen = ctx.block_on(k.observe_with_staging(ctx))?;
         let names = &k.names;
         let secrets = !c.env_secrets.is_empty();
         let acts = match step {
@@ -1186,7 +1202,7 @@ impl super::Target for GkeTarget {
         let version = ctx.version()?.to_string();
         ctx.block_on(async {
             let k = connect(&c).await?;
-            let seen = k.observe().await?;
+            let seen = k.observe_with_staging(ctx).await?;
             let acts = decide_promote(&seen, &k.names, &version, c.k8s_replicas as i32, !c.env_secrets.is_empty(), c.keep_previous as usize)?;
             k.act(ctx, &c, &acts, progress).await?;
             Ok(format!("{version} live on {}/{}", k.names.ns, k.names.app))
@@ -1209,7 +1225,7 @@ impl super::Target for GkeTarget {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let k = connect(&c).await?;
-            let seen = k.observe().await?;
+            let seen = k.observe_with_staging(ctx).await?;
             let names = &k.names;
             let mut table = Table::new(&["ROLE", "DEPLOYMENT", "VERSION", "READY", "SELECTED", "IMAGE", "SINCE"]);
             let live = seen.live.as_ref().and_then(Svc::selects).map(|v| names.live(v));

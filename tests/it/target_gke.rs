@@ -24,6 +24,9 @@ struct Setup {
     svc: TestService,
     reg: Registry,
     plain: PathBuf,
+    /// The kubeconfig pymdeploy uses, and the exec plugin its user runs.
+    kubeconfig: PathBuf,
+    plugin: PathBuf,
     env: Vec<(String, String)>,
 }
 
@@ -40,21 +43,13 @@ impl Setup {
         std::fs::write(&plugin, format!("#!/bin/sh\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1beta1\", \"kind\": \"ExecCredential\", \"status\": {{\"token\": \"{PLUGIN_TOKEN}\"}}}}'\n")).unwrap();
         Command::new("chmod").arg("+x").arg(&plugin).status().unwrap();
         let kubeconfig = dir.join("exec.kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\ncontexts:\n- name: pym-it\n  context: {{cluster: local, user: plugin}}\ncurrent-context: pym-it\nusers:\n- name: plugin\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      interactiveMode: Never\n",
-                fake.url,
-                plugin.display()
-            ),
-        )
-        .unwrap();
+        write_kubeconfig(&kubeconfig, &plugin, &[("pym-it", &fake.url)]);
         let svc = TestService::new_for(tag, "gke");
         svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2", reg.host));
         svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n").commit("deploy to the local apiserver");
         let env = [("KUBECONFIG", kubeconfig.display().to_string()), ("PYM_IT_GKE_SECRET", SECRET.to_string())];
         let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).chain(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
-        Setup { fake, svc, reg, plain, env }
+        Setup { fake, svc, reg, plain, kubeconfig, plugin, env }
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
@@ -106,6 +101,19 @@ impl Setup {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["calls"].as_array().unwrap().iter().map(|c| (c["verb"].as_str().unwrap_or("").to_string(), c["resource"].as_str().unwrap_or("").to_string())).collect()
     }
+}
+
+/// A kubeconfig with one context per `(name, server)`, the first current, whose user is
+/// the exec credential plugin `plugin`.
+fn write_kubeconfig(path: &std::path::Path, plugin: &std::path::Path, contexts: &[(&str, &str)]) {
+    let clusters: String = contexts.iter().map(|(n, url)| format!("- name: {n}\n  cluster:\n    server: {url}\n")).collect();
+    let named: String = contexts.iter().map(|(n, _)| format!("- name: {n}\n  context: {{cluster: {n}, user: plugin}}\n")).collect();
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{named}current-context: {}\nusers:\n- name: plugin\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      interactiveMode: Never\n",
+        contexts[0].0,
+        plugin.display()
+    );
+    std::fs::write(path, text).unwrap();
 }
 
 /// What `/version` at an address says, asked a few times (a Service spreads connections).
@@ -302,4 +310,31 @@ fn gke_failures_leave_live_alone_and_say_why() {
     let r = t.xtask(&["deploy", "--from", "stage", "--to", "stage"]);
     r.assert_failed().assert_stderr_has("refused to update deployments").assert_stderr_has(&message).assert_stderr_has(&format!("kubectl auth can-i update deployments -n {app}"));
     assert_serves(&live_addr, &v1, "live");
+}
+
+#[test]
+fn gke_stages_on_one_cluster_and_promotes_on_another() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    // PyMacaron's separate staging and live clusters: the staging overlay names the
+    // staging cluster's context; promote reads the staged digest there and runs it here.
+    let t = Setup::new("gkes");
+    let app = t.svc.name.clone();
+    let dir = t.plain.parent().unwrap().to_path_buf();
+    let staging_cluster = FakeKube::start(Options { docker_config: Some(dir.clone()), step_delay: Duration::from_millis(100), ..Default::default() }).expect("a second local apiserver");
+    write_kubeconfig(&t.kubeconfig, &t.plugin, &[("live-cluster", &t.fake.url), ("staging-cluster", &staging_cluster.url)]);
+    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\nk8s_context: staging-cluster\n").commit("staging on its own cluster");
+    let r = t.xtask(&["deploy", "--no-test"]);
+    r.assert_ok();
+    let v1 = t.version();
+    let on = |fake: &FakeKube, kind: &str, name: &str| {
+        let config = fake.kubeconfig(&dir, &format!("check-{}", fake.port));
+        Command::new("kubectl").env("KUBECONFIG", &config).args(["-n", &app, "get", kind, name, "-o", "name"]).output().unwrap().status.success()
+    };
+    assert!(on(&staging_cluster, "deployment", &format!("{app}-staging")) && !on(&t.fake, "deployment", &format!("{app}-staging")), "staging is not on its own cluster");
+    assert!(on(&t.fake, "deployment", &t.deployment(&v1)) && !on(&staging_cluster, "deployment", &t.deployment(&v1)), "live is not on the live cluster");
+    assert_serves(&t.address(&app), &v1, "live");
+    let status = t.xtask(&["status"]);
+    assert!(status.assert_ok().stdout.lines().any(|l| l.starts_with("staging ") && l.contains(&v1)), "{}", status.stdout);
 }
