@@ -725,15 +725,15 @@ impl Kube {
             Act::Select { from, to, history, rolled_back } => {
                 self.select(c, from.as_deref(), to, history, rolled_back, progress).await?;
                 undo.push(Undo::Select { back_to: from.clone(), from: to.clone() });
+                // When it went live, for `status`.
+                let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().to_string()}}});
+                let name = names.live(to);
+                self.deployments().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", &name))?;
             }
             Act::Verify { version } => {
                 let reach = self.reach(c, PymEnv::Live).await?;
                 check_serves(self, c, &reach, version, PymEnv::Live).await?;
                 progress.line(&format!("{} serves {version} with PYM_ENV=live", reach.describe()));
-                let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                let patch = json!({"metadata": {"annotations": {LIVE_SINCE: now}}});
-                let name = names.live(version);
-                self.deployments().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", &name))?;
             }
             Act::Delete { name } => self.delete(name).await?,
         }

@@ -29,9 +29,10 @@
 //! (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1`, so
 //! `http://127.0.0.1:<nodePort>` reaches the service; a LoadBalancer also gets an address
 //! of its own, as a cloud load balancer does: a loopback IP (127.0.0.2 and up) in
-//! `status.loadBalancer.ingress` where each `port` answers (as root for ports below 1024): each new connection goes to one pod
-//! that the selector picks and that is ready right then (round robin), and stays there; a
-//! terminating pod gets no new connection but keeps those it has until its container stops.
+//! `status.loadBalancer.ingress` where each `port` answers (as root for ports below 1024).
+//! Each new connection goes to one pod that the selector picks and that is ready right then
+//! (round robin), and stays there; a terminating pod gets no new connection but keeps those
+//! it has until its container stops.
 //! `…/pods/<name>[:<port>]/proxy/<path>` and `…/services/<name>[:<port>]/proxy/<path>` reach
 //! a pod's container (a Service's through one of its ready pods) as the apiserver's proxy
 //! does, with its `ServiceUnavailable` answers when nothing is there.
