@@ -1313,7 +1313,10 @@ mod tests {
         assert_eq!(acts[1], Act::Secret { name: "hello-staging".into(), env: PymEnv::Staging });
         assert!(matches!(&acts[2], Act::Deploy { name, env: PymEnv::Staging, .. } if name == "hello-staging"));
         assert_eq!(acts.last(), Some(&Act::Service { env: PymEnv::Staging }));
-        assert!(!decide_stage(&Seen { staging: Some(Svc::default()), ..Seen::default() }, &names(), "v2", "r/hello@sha256:2", 1, true).unwrap().contains(&Act::Namespace));
+        // With the namespace and the Service there: no namespace to make, the Service
+        // still given the configured type and port.
+        let again = decide_stage(&Seen { namespace: true, staging: Some(Svc::default()), ..Seen::default() }, &names(), "v2", "r/hello@sha256:2", 1, true).unwrap();
+        assert!(!again.contains(&Act::Namespace) && again.contains(&Act::Service { env: PymEnv::Staging }), "{again:?}");
         assert!(decide_stage(&Seen::default(), &names(), "v2", "r/hello:v2", 1, false).is_err());
     }
 
