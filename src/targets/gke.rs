@@ -681,6 +681,7 @@ impl Kube {
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     r => {
                         r.map_err(self.err("create", "namespaces", &names.ns))?;
+                        undo.push(Undo::DeleteNamespace);
                     }
                 }
             }
@@ -982,6 +983,10 @@ impl Kube {
     async fn undo(&self, c: &Config, u: &Undo, progress: &StepProgress<'_>) -> Result<String> {
         let _ = (c, progress);
         match u {
+            Undo::DeleteNamespace => {
+                let ns = &self.names.ns;
+                Api::<Namespace>::all(self.client.clone()).delete(ns, &DeleteParams::background()).await.map_err(self.err("delete", "namespaces", ns))?;
+            }
             Undo::DeleteDeployment(n) => {
                 self.deployments().delete(n, &DeleteParams::background()).await.map_err(self.err("delete", "deployments", n))?;
             }
@@ -1026,6 +1031,8 @@ impl Kube {
 
 /// What an act changed, to take back when a later one fails.
 enum Undo {
+    /// The namespace this run made (with what it made in it).
+    DeleteNamespace,
     DeleteDeployment(String),
     RestoreDeployment(Box<Deployment>),
     DeleteSecret(String),
@@ -1037,6 +1044,7 @@ enum Undo {
 impl Undo {
     fn describe(&self) -> String {
         match self {
+            Undo::DeleteNamespace => "delete the new namespace".to_string(),
             Undo::DeleteDeployment(n) => format!("delete the new deployment {n}"),
             Undo::RestoreDeployment(d) => format!("put deployment {} back as it was", d.metadata.name.as_deref().unwrap_or_default()),
             Undo::DeleteSecret(n) => format!("delete the new secret {n}"),
