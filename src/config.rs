@@ -283,8 +283,8 @@ config! {
         k8s_context: Option<String> = None => Gke,
         /// gke target: the namespace (default: `name`), created when missing
         k8s_namespace: Option<String> = None => Gke,
-        /// gke target: pods per Deployment
-        k8s_replicas: u32 = 2 => Gke,
+        /// gke target: pods per Deployment (more than one only for a service that keeps no state in memory: a Service spreads connections over them)
+        k8s_replicas: u32 = 1 => Gke,
         /// gke target: CPU each pod requests, e.g. `250m` or `1`
         k8s_cpu: Option<String> = None => Gke,
         /// gke target: memory each pod requests and is limited to, e.g. `512Mi` (default: gcp_memory)

@@ -300,6 +300,7 @@ fn target_config(target: TargetKind) -> String {
              # gcp_region: us-central1\n\
              # Or any cluster: k8s_context: my-context\n\
              # k8s_namespace: {{name}}\n\
+             # Pods per Deployment (1 by default); more only if the service keeps no state in memory.\n\
              # k8s_replicas: 2\n\
              # k8s_cpu: 250m\n\
              # k8s_memory: 512Mi\n\

@@ -727,7 +727,7 @@ impl Kube {
                 self.select(c, from.as_deref(), to, history, rolled_back, progress).await?;
                 undo.push(Undo::Select { back_to: from.clone(), from: to.clone() });
                 // When it went live, for `status`.
-                let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().to_string()}}});
+                let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
                 let name = names.live(to);
                 self.deployments().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", &name))?;
             }

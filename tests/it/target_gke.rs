@@ -154,7 +154,7 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     }
     let t = Setup::new("gke");
     let (ns, app) = (t.svc.name.clone(), t.svc.name.clone());
-    t.svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_GKE_SECRET]\nk8s_memory: 256Mi\nk8s_cpu: 250m").commit("a secret and sizes");
+    t.svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_GKE_SECRET]\nk8s_memory: 256Mi\nk8s_cpu: 250m\nk8s_replicas: 2").commit("a secret and sizes");
 
     // The first deploy, every call authenticated by the exec plugin's token (anonymous
     // ones are refused meanwhile).
