@@ -880,7 +880,7 @@ impl Gcp {
                 Act::Check { tag, version, env } => {
                     let (url, service_url) = self.urls(tag.as_deref()).await?;
                     let token = token_for(c, &service_url).await?;
-                    check_serves(c, &url, token.as_deref(), version, *env, Duration::from_secs(c.health_timeout)).await?;
+                    check_serves(c, &url, token.as_deref(), version, *env).await?;
                     progress.line(&format!("{url} serves {version} with PYM_ENV={env}"));
                 }
             }
@@ -946,45 +946,29 @@ async fn token_for(c: &Config, service_url: &str) -> Result<Option<String>> {
     }
 }
 
-/// Asks `url` for the service contract until it holds: `health_path` answers healthy,
-/// and (unless `verify_version: false`) `version_path` names `version` in `env`. Over
+/// Asks `url` for the service contract until it holds (`targets::serves_contract`), over
 /// HTTP or HTTPS, a new connection each time (traffic splits by connection).
-async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str, env: PymEnv, within: Duration) -> Result<()> {
+async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str, env: PymEnv) -> Result<()> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
     }
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).default_headers(headers).build()?;
     let base = url.trim_end_matches('/');
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let last = match client.get(format!("{base}{}", c.health_path)).send().await {
-            Ok(r) if !c.is_healthy_status(r.status().as_u16()) => format!("{} answered {}", c.health_path, r.status().as_u16()),
-            Ok(_) if !c.verify_version => return Ok(()),
-            Ok(_) => match client.get(format!("{base}{}", c.version_path)).send().await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    match super::version_mismatch(&c.version_path, status, &r.text().await.unwrap_or_default(), version, Some(env)) {
-                        None => return Ok(()),
-                        Some(why) => why,
-                    }
-                }
-                Err(e) => format!("{e}"),
-            },
-            Err(e) => format!("{e}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{url} does not serve version {version} with PYM_ENV={env}: {last}");
+    super::serves_contract(c, url, version, env, |path| {
+        let request = client.get(format!("{base}{path}"));
+        async move {
+            Ok(match request.send().await {
+                Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(e) => Err(format!("{e}")),
+            })
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 fn pushed(ctx: &Ctx) -> Result<String> {
-    let image = match ctx.pushed_image() {
-        Some(r) => r,
-        None => super::docker::reference(ctx, ctx.docker()?)?,
-    };
+    let image = super::docker::reference(ctx, ctx.docker()?)?;
     if !image.contains("@sha256:") {
         bail!("Cloud Run runs images by digest, and {image} has none: push it first (`cargo xtask push`)");
     }

@@ -909,9 +909,20 @@ impl Kube {
             bail!("no pod of {name} runs {version}");
         }
         for pod in &running {
-            let reach = Reach::Proxy { path: format!("/api/v1/namespaces/{}/pods/{pod}:{}/proxy", self.names.ns, c.port), what: format!("pod {pod}") };
-            match check_serves(self, c, &reach, version, env).await {
-                Err(e) if format!("{e:#}").contains("(Forbidden)") => {
+            let base = format!("/api/v1/namespaces/{}/pods/{pod}:{}/proxy", self.names.ns, c.port);
+            // Whether the proxy refused outright (the one error `proxy_get` gives up on).
+            let refused = std::cell::Cell::new(false);
+            let what = format!("pod {pod}");
+            let asked = super::serves_contract(c, &what, version, env, |path| {
+                let (base, refused) = (&base, &refused);
+                async move {
+                    let answer = self.proxy_get(base, &path).await;
+                    refused.set(answer.is_err());
+                    answer
+                }
+            });
+            match asked.await {
+                Err(e) if refused.get() => {
                     progress.line(&format!("warning: the pods cannot be asked through the apiserver (pods/proxy is forbidden): their readiness probes vouch for them: {e:#}"));
                     return Ok(());
                 }
@@ -968,20 +979,20 @@ impl Kube {
         Ok((port, Forward(task.abort_handle())))
     }
 
-    /// GET `path` through the apiserver's proxy: the status and body the pod answered.
-    async fn proxy_get(&self, base: &str, path: &str) -> Result<(u16, String)> {
+    /// GET `path` through the apiserver's proxy: the status and body the pod answered. A
+    /// Forbidden proxy ends the checks (asking again cannot help).
+    async fn proxy_get(&self, base: &str, path: &str) -> super::Answer {
         let req = hyper::Request::get(format!("{base}{path}")).body(Vec::new())?;
-        match self.client.request_text(req).await {
+        Ok(match self.client.request_text(req).await {
             Ok(body) => Ok((200, body)),
             // The pod's own answer (the proxy passes its status through) or the apiserver's.
-            Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => Err(kube_error("get", "pods/proxy", base, &self.names.ns, kube::Error::Api(s))),
+            Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => return Err(kube_error("get", "pods/proxy", base, &self.names.ns, kube::Error::Api(s))),
             Err(kube::Error::Api(s)) if s.code != 0 => Ok((s.code, s.message)),
-            Err(e) => Err(kube_error("get", "proxy", base, &self.names.ns, e)),
-        }
+            Err(e) => Err(format!("{:#}", kube_error("get", "proxy", base, &self.names.ns, e))),
+        })
     }
 
     async fn undo(&self, c: &Config, u: &Undo, progress: &StepProgress<'_>) -> Result<String> {
-        let _ = (c, progress);
         match u {
             Undo::DeleteNamespace => {
                 let ns = &self.names.ns;
@@ -1009,10 +1020,9 @@ impl Kube {
                 self.secrets().replace(&n, &PostParams::default(), &back).await.map_err(self.err("update", "secrets", &n))?;
             }
             Undo::Scale(n, r) => self.scale(n, *r).await?,
-            Undo::Select { back_to: None, from } => {
+            Undo::Select { back_to: None, .. } => {
                 // The first live version: nothing was live before, so the Service goes.
                 let n = self.names.service(PymEnv::Live);
-                let _ = from;
                 self.services().delete(&n, &DeleteParams::default()).await.map_err(self.err("delete", "services", &n))?;
             }
             Undo::Select { back_to: Some(to), from } => {
@@ -1084,42 +1094,20 @@ impl Reach {
     }
 }
 
-/// Asks `reach` for the service contract until it holds (health, then `version_path`
-/// names `version` in `env`), for at most `health_timeout`.
+/// Asks `reach` for the service contract until it holds (`targets::serves_contract`).
 async fn check_serves(k: &Kube, c: &Config, reach: &Reach, version: &str, env: PymEnv) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout);
-    let get = |path: String| async move {
+    super::serves_contract(c, &reach.describe(), version, env, |path| async move {
         match reach {
-            Reach::Direct { host, port } => crate::ops::http::get(host, *port, &path, Duration::from_secs(5)).await,
+            Reach::Direct { host, port } => Ok(crate::ops::http::get(host, *port, &path, Duration::from_secs(5)).await.map_err(|e| format!("{e:#}"))),
             Reach::Proxy { path: base, .. } => k.proxy_get(base, &path).await,
         }
-    };
-    loop {
-        let last = match get(c.health_path.clone()).await {
-            Ok((s, _)) if !c.is_healthy_status(s) => format!("{} answered {s}", c.health_path),
-            Ok(_) if !c.verify_version => return Ok(()),
-            Ok(_) => match get(c.version_path.clone()).await {
-                Ok((status, body)) => match super::version_mismatch(&c.version_path, status, &body, version, Some(env)) {
-                    None => return Ok(()),
-                    Some(why) => why,
-                },
-                Err(e) => format!("{e:#}"),
-            },
-            Err(e) if format!("{e:#}").contains("(Forbidden)") => return Err(e),
-            Err(e) => format!("{e:#}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{} does not serve version {version} with PYM_ENV={env}: {last}", reach.describe());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
+/// The image to run: what `push` pushed (by digest), as the other targets take it.
 fn pushed(ctx: &Ctx) -> Result<String> {
-    match ctx.pushed_image() {
-        Some(r) => Ok(r),
-        None => super::docker::reference(ctx, ctx.docker()?),
-    }
+    super::docker::reference(ctx, ctx.docker()?)
 }
 
 impl super::Target for GkeTarget {

@@ -79,6 +79,43 @@ pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, versi
     }
 }
 
+/// What one question of `serves_contract` got: the status and body, or why none came
+/// (asked again); an `Err` of the outer `Result` ends the wait at once.
+#[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
+pub(crate) type Answer = Result<std::result::Result<(u16, String), String>>;
+
+/// Asks `what` for the service contract until it holds: `health_path` answers healthy,
+/// and (unless `verify_version: false`) `version_path` names `version` in `env`; for at
+/// most `health_timeout`, every 500 ms. `get` asks one path, however the target reaches
+/// the service (HTTPS with a token, the apiserver's proxy, plain HTTP).
+#[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
+pub(crate) async fn serves_contract<F, Fut>(config: &Config, what: &str, version: &str, env: PymEnv, mut get: F) -> Result<()>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Answer>,
+{
+    let c = config;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout);
+    loop {
+        let last = match get(c.health_path.clone()).await? {
+            Ok((status, _)) if !c.is_healthy_status(status) => format!("{} answered {status}", c.health_path),
+            Ok(_) if !c.verify_version => return Ok(()),
+            Ok(_) => match get(c.version_path.clone()).await? {
+                Ok((status, body)) => match version_mismatch(&c.version_path, status, &body, version, Some(env)) {
+                    None => return Ok(()),
+                    Some(why) => why,
+                },
+                Err(why) => why,
+            },
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what} does not serve version {version} with PYM_ENV={env}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Host and port of a URL (`https://h` → 443, `http://h` → 80).
 #[cfg(any(feature = "aws-beanstalk", feature = "gcp-cloud-run", feature = "gke"))]
 pub(crate) fn url_host(url: &str) -> (String, u16) {
