@@ -14,9 +14,9 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use crate::config::{self, Config, PymEnv, TargetKind};
 use crate::ctx::{Ctx, Options};
 use crate::error::{Interrupted, hinted};
+use crate::ops::state;
 use crate::output::Printer;
 use crate::pipeline::{Pipeline, Reach};
-use crate::ops::state;
 use crate::scaffold;
 
 #[derive(Args, Clone, Debug, Default)]
@@ -69,7 +69,12 @@ pub struct DeployArgs {
 impl DeployArgs {
     /// Whether any flag chooses steps.
     fn has_selection(&self) -> bool {
-        self.from.is_some() || self.to.is_some() || !self.skip.is_empty() || self.no_test || self.no_push || self.no_deploy
+        self.from.is_some()
+            || self.to.is_some()
+            || !self.skip.is_empty()
+            || self.no_test
+            || self.no_push
+            || self.no_deploy
     }
 }
 
@@ -147,7 +152,11 @@ pub enum ServiceCommand {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", about = "This service's deploy pipeline", arg_required_else_help = true)]
+#[command(
+    name = "cargo xtask",
+    about = "This service's deploy pipeline",
+    arg_required_else_help = true
+)]
 struct XtaskCli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -298,12 +307,19 @@ pub fn xtask_command(pipeline: &Pipeline) -> clap::Command {
 fn with_steps(mut cmd: clap::Command, pipeline: &Pipeline) -> clap::Command {
     for s in pipeline.runnable() {
         let dry_run = clap::Arg::new("dry-run").long("dry-run").action(clap::ArgAction::SetTrue).help("Print the actions this step would take, read from the target now, and change nothing");
-        cmd = cmd.subcommand(clap::Command::new(s.name().to_string()).about(s.about().to_string()).arg(dry_run));
+        cmd = cmd.subcommand(
+            clap::Command::new(s.name().to_string())
+                .about(s.about().to_string())
+                .arg(dry_run),
+        );
     }
     cmd
 }
 
-fn step_subcommand<'a>(matches: &'a ArgMatches, pipeline: &Pipeline) -> Option<(What<'a>, GlobalArgs)> {
+fn step_subcommand<'a>(
+    matches: &'a ArgMatches,
+    pipeline: &Pipeline,
+) -> Option<(What<'a>, GlobalArgs)> {
     let (name, sub) = matches.subcommand()?;
     if !pipeline.runnable().any(|s| s.name() == name) {
         return None;
@@ -318,7 +334,11 @@ fn finish(result: Result<ExitCode>) -> ExitCode {
         Err(e) => {
             let interrupted = e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some());
             Printer::from_env().error(&e);
-            if interrupted { ExitCode::from(130) } else { ExitCode::FAILURE }
+            if interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -337,7 +357,11 @@ fn find_root(global: &GlobalArgs) -> Result<PathBuf> {
             Some(p) => dir = p,
             None => {
                 return Err(hinted(
-                    format!("no {} in {} or any directory above it", config::CONFIG_FILE, cwd.display()),
+                    format!(
+                        "no {} in {} or any directory above it",
+                        config::CONFIG_FILE,
+                        cwd.display()
+                    ),
                     "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
                 ));
             }
@@ -351,7 +375,11 @@ fn open(global: GlobalArgs, printer: Printer) -> Result<Ctx> {
 
 fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx> {
     let root = find_root(&global)?;
-    let opts = Options { allow_dirty: global.allow_dirty, force_build: global.force_build, deploying };
+    let opts = Options {
+        allow_dirty: global.allow_dirty,
+        force_build: global.force_build,
+        deploying,
+    };
     Ctx::new(&root, opts, printer)
 }
 
@@ -365,8 +393,14 @@ enum What<'a> {
 /// The locks that keep two runs from changing one service's target at once: this
 /// machine's (a file lock), then the target's own (the docker engine's, which excludes
 /// other machines deploying to it).
-fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<(state::Lock, Option<crate::targets::Guard>)> {
-    let local = state::lock(&history_key(ctx.config()), command, break_lock, |m| ctx.out.warn(m))?;
+fn deploy_lock(
+    ctx: &Ctx,
+    command: &str,
+    break_lock: bool,
+) -> Result<(state::Lock, Option<crate::targets::Guard>)> {
+    let local = state::lock(&history_key(ctx.config()), command, break_lock, |m| {
+        ctx.out.warn(m)
+    })?;
     // A target this build lacks has no lock (a run that reaches it is refused anyway).
     let target = match crate::targets::of(ctx) {
         Ok(t) => t.lock(ctx, command, break_lock)?,
@@ -377,7 +411,14 @@ fn deploy_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<(state::Loc
 
 /// Appends one run to the history of the service on its target; a failure to write it is
 /// a warning, not the run's failure.
-fn record(ctx: &Ctx, command: &str, started: i64, elapsed: std::time::Duration, ok: bool, steps: Vec<state::StepRecord>) {
+fn record(
+    ctx: &Ctx,
+    command: &str,
+    started: i64,
+    elapsed: std::time::Duration,
+    ok: bool,
+    steps: Vec<state::StepRecord>,
+) {
     let config = ctx.config();
     let rec = state::Record {
         command: command.to_string(),
@@ -385,8 +426,14 @@ fn record(ctx: &Ctx, command: &str, started: i64, elapsed: std::time::Duration, 
         host: state::hostname(),
         sha: ctx.version().map(|v| v.sha.clone()).unwrap_or_default(),
         // A rollback run records the version it made live; anything else, what HEAD builds.
-        version: ctx.rolled_back_to().filter(|_| command == "rollback").or_else(|| ctx.version().ok().map(|v| v.to_string())).unwrap_or_default(),
-        digest: ctx.pushed_image().and_then(|p| p.split_once('@').map(|(_, d)| d.to_string())),
+        version: ctx
+            .rolled_back_to()
+            .filter(|_| command == "rollback")
+            .or_else(|| ctx.version().ok().map(|v| v.to_string()))
+            .unwrap_or_default(),
+        digest: ctx
+            .pushed_image()
+            .and_then(|p| p.split_once('@').map(|(_, d)| d.to_string())),
         target: config.deploy_target.to_string(),
         started,
         duration_ms: elapsed.as_millis() as u64,
@@ -394,7 +441,8 @@ fn record(ctx: &Ctx, command: &str, started: i64, elapsed: std::time::Duration, 
         steps,
     };
     if let Err(e) = state::record(&history_key(config), &rec) {
-        ctx.out.warn(&format!("the run was not recorded in the history: {e:#}"));
+        ctx.out
+            .warn(&format!("the run was not recorded in the history: {e:#}"));
     }
 }
 
@@ -403,7 +451,12 @@ fn history_key(config: &Config) -> String {
     format!("{}-{}", config.name, config.deploy_target)
 }
 
-fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer: Printer) -> Result<ExitCode> {
+fn run_pipeline(
+    pipeline: &Pipeline,
+    global: GlobalArgs,
+    what: What<'_>,
+    printer: Printer,
+) -> Result<ExitCode> {
     let started = Instant::now();
     let run_started = state::now();
     printer.set_json(global.json);
@@ -418,18 +471,34 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     let resumed = match args {
         Some(a) if a.resume => {
             let version = ctx.version()?.to_string();
-            let journal = state::read_journal(&ctx.root)?.ok_or_else(|| hinted("there is no deploy to resume", "run `deploy` without --resume"))?;
+            let journal = state::read_journal(&ctx.root)?.ok_or_else(|| {
+                hinted(
+                    "there is no deploy to resume",
+                    "run `deploy` without --resume",
+                )
+            })?;
             if journal.version != version {
                 return Err(hinted(
-                    format!("the journal is of version {}, not {version}: nothing to resume", journal.version),
+                    format!(
+                        "the journal is of version {}, not {version}: nothing to resume",
+                        journal.version
+                    ),
                     "run `deploy` without --resume to deploy this version",
                 ));
             }
             if !journal.selected.is_empty() {
-                let recorded: Vec<&str> = pipeline.names().into_iter().filter(|n| journal.selected.iter().any(|s| s == n)).collect();
+                let recorded: Vec<&str> = pipeline
+                    .names()
+                    .into_iter()
+                    .filter(|n| journal.selected.iter().any(|s| s == n))
+                    .collect();
                 if a.has_selection() && recorded != selected {
                     return Err(hinted(
-                        format!("the deploy being resumed runs {}; these flags select {}", recorded.join(", "), selected.join(", ")),
+                        format!(
+                            "the deploy being resumed runs {}; these flags select {}",
+                            recorded.join(", "),
+                            selected.join(", ")
+                        ),
                         "--resume goes on with the interrupted run's own steps: drop --from, --to, --skip and --no-*, or deploy without --resume",
                     ));
                 }
@@ -454,7 +523,10 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
             What::One(name, _) => name,
             What::Deploy(_) => "deploy",
         };
-        ctx.out.data(&format!("plan: {command} {} {version} to {} (dry run: nothing is changed)", config.name, config.deploy_target));
+        ctx.out.data(&format!(
+            "plan: {command} {} {version} to {} (dry run: nothing is changed)",
+            config.name, config.deploy_target
+        ));
         let mut n = 0;
         for (step, actions) in pipeline.plan(&ctx, &selected)? {
             ctx.out.data(&format!("{step}:"));
@@ -471,7 +543,10 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
     };
     // A deploy, or one step that changes a registry or the target (push, stage, promote,
     // rollback, a team's own such step), takes the deploy lock.
-    let needs_lock = args.is_some() || pipeline.runnable().any(|s| s.name() == command && s.changes());
+    let needs_lock = args.is_some()
+        || pipeline
+            .runnable()
+            .any(|s| s.name() == command && s.changes());
     let _lock = match needs_lock {
         true => Some(deploy_lock(&ctx, &command, break_lock)?),
         false => None,
@@ -484,7 +559,10 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         let version = ctx.version()?.to_string();
         let j = match resumed {
             Some(j) if j.finished => {
-                ctx.out.status("Nothing", &format!("to resume: the last deploy of {version} finished"));
+                ctx.out.status(
+                    "Nothing",
+                    &format!("to resume: the last deploy of {version} finished"),
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             Some(j) => {
@@ -495,15 +573,31 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
                     ctx.set_pushed(p.clone());
                 }
                 done = j.done.clone();
-                ctx.out.status("Resuming", &format!("the deploy of {version}; done: {}", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
+                ctx.out.status(
+                    "Resuming",
+                    &format!(
+                        "the deploy of {version}; done: {}",
+                        if done.is_empty() {
+                            "nothing".into()
+                        } else {
+                            done.join(", ")
+                        }
+                    ),
+                );
                 j
             }
-            None => state::Journal { version: version.clone(), started: state::now(), selected: selected.iter().map(|s| s.to_string()).collect(), ..Default::default() },
+            None => state::Journal {
+                version: version.clone(),
+                started: state::now(),
+                selected: selected.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
         };
         state::write_journal(&ctx.root, &j)?;
         journal = Some(j);
     }
-    ctx.out.event(serde_json::json!({"event": "run_started", "command": command, "steps": selected}));
+    ctx.out
+        .event(serde_json::json!({"event": "run_started", "command": command, "steps": selected}));
     let result = pipeline.run(&ctx, &selected, &done, |report| {
         if let Some(j) = journal.as_mut() {
             if report.outcome == crate::output::Outcome::Ok {
@@ -530,11 +624,26 @@ fn run_pipeline(pipeline: &Pipeline, global: GlobalArgs, what: What<'_>, printer
         let steps = result
             .reports
             .iter()
-            .map(|r| state::StepRecord { name: r.name.clone(), outcome: format!("{:?}", r.outcome).to_lowercase(), duration_ms: r.duration.as_millis() as u64 })
+            .map(|r| state::StepRecord {
+                name: r.name.clone(),
+                outcome: format!("{:?}", r.outcome).to_lowercase(),
+                duration_ms: r.duration.as_millis() as u64,
+            })
             .collect();
-        record(&ctx, &command, run_started, elapsed, result.error.is_none(), steps);
+        record(
+            &ctx,
+            &command,
+            run_started,
+            elapsed,
+            result.error.is_none(),
+            steps,
+        );
     }
-    let outcome = if result.error.is_none() { "ok" } else { "failed" };
+    let outcome = if result.error.is_none() {
+        "ok"
+    } else {
+        "failed"
+    };
     ctx.out.event(serde_json::json!({"event": "run_finished", "outcome": outcome, "duration_ms": elapsed.as_millis() as u64}));
     ctx.out.summary(&result.reports, elapsed);
     match result.error {
@@ -549,20 +658,35 @@ pub fn select<'a>(pipeline: &'a Pipeline, a: &DeployArgs) -> Result<Vec<&'a str>
     let names = pipeline.names();
     let position = |n: &str| {
         names.iter().position(|s| *s == n).ok_or_else(|| {
-            hinted(format!("unknown step `{n}`"), format!("the steps of this pipeline are: {}", names.join(", ")))
+            hinted(
+                format!("unknown step `{n}`"),
+                format!("the steps of this pipeline are: {}", names.join(", ")),
+            )
         })
     };
     let from = a.from.as_deref().map(position).transpose()?.unwrap_or(0);
-    let to = a.to.as_deref().map(position).transpose()?.unwrap_or(names.len().saturating_sub(1));
+    let to =
+        a.to.as_deref()
+            .map(position)
+            .transpose()?
+            .unwrap_or(names.len().saturating_sub(1));
     for s in &a.skip {
         position(s)?;
     }
     if from > to {
-        return Err(hinted(format!("--from {} comes after --to {}", names[from], names[to]), format!("the steps run in this order: {}", names.join(", "))));
+        return Err(hinted(
+            format!("--from {} comes after --to {}", names[from], names[to]),
+            format!("the steps run in this order: {}", names.join(", ")),
+        ));
     }
     // --no-push and --no-deploy follow what each step acts on, not its name or place: a
     // team's own local step after push still runs.
-    let reach = |n: &str| pipeline.runnable().find(|s| s.name() == n).map_or(Reach::Local, |s| s.reach());
+    let reach = |n: &str| {
+        pipeline
+            .runnable()
+            .find(|s| s.name() == n)
+            .map_or(Reach::Local, |s| s.reach())
+    };
     let selected: Vec<&str> = names
         .iter()
         .enumerate()
@@ -573,12 +697,20 @@ pub fn select<'a>(pipeline: &'a Pipeline, a: &DeployArgs) -> Result<Vec<&'a str>
         .map(|(_, n)| *n)
         .collect();
     if selected.is_empty() {
-        return Err(hinted("these flags leave no step to run", format!("the steps are: {}", names.join(", "))));
+        return Err(hinted(
+            "these flags leave no step to run",
+            format!("the steps are: {}", names.join(", ")),
+        ));
     }
     Ok(selected)
 }
 
-fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceCommand, printer: Printer) -> Result<ExitCode> {
+fn service_command(
+    pipeline: &Pipeline,
+    global: GlobalArgs,
+    command: ServiceCommand,
+    printer: Printer,
+) -> Result<ExitCode> {
     match command {
         ServiceCommand::Deploy(args) => run_pipeline(pipeline, global, What::Deploy(args), printer),
         ServiceCommand::Accept { env } => {
@@ -588,7 +720,10 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
                 PymEnv::Live => "accept-live",
             };
             if !pipeline.runnable().any(|s| s.name() == step) {
-                return Err(hinted(format!("this pipeline has no `{step}` step"), "add it to xtask/src/main.rs"));
+                return Err(hinted(
+                    format!("this pipeline has no `{step}` step"),
+                    "add it to xtask/src/main.rs",
+                ));
             }
             run_pipeline(pipeline, global, What::One(step, false), printer)
         }
@@ -602,14 +737,31 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            printer.data(&format!("{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}", "STARTED", "COMMAND", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"));
+            printer.data(&format!(
+                "{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}",
+                "STARTED", "COMMAND", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"
+            ));
             for r in &records {
-                let steps: Vec<String> = r.steps.iter().map(|s| if s.outcome == "ok" { s.name.clone() } else { format!("{}:{}", s.name, s.outcome) }).collect();
+                let steps: Vec<String> = r
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        if s.outcome == "ok" {
+                            s.name.clone()
+                        } else {
+                            format!("{}:{}", s.name, s.outcome)
+                        }
+                    })
+                    .collect();
                 printer.data(&format!(
                     "{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}",
                     crate::version::fmt_utc(r.started),
                     r.command,
-                    if r.user.contains('@') { format!("{} on {}", r.user, r.host) } else { format!("{}@{}", r.user, r.host) },
+                    if r.user.contains('@') {
+                        format!("{} on {}", r.user, r.host)
+                    } else {
+                        format!("{}@{}", r.user, r.host)
+                    },
                     r.version,
                     r.outcome,
                     crate::output::fmt_duration(std::time::Duration::from_millis(r.duration_ms)),
@@ -621,7 +773,11 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
         ServiceCommand::Config { keys: true, .. } => {
             for k in config::KEYS {
                 let targets: Vec<&str> = k.targets().iter().map(|t| t.as_str()).collect();
-                let scope = if targets.is_empty() { String::new() } else { format!(" [{}]", targets.join(", ")) };
+                let scope = if targets.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", targets.join(", "))
+                };
                 printer.data(&format!("{:<20} {}{scope}", k.name, k.about.trim()));
             }
             Ok(ExitCode::SUCCESS)
@@ -637,11 +793,17 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Proxy { listen, state } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(crate::ops::proxy::serve(&listen, &state))?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::ProxyRoute { upstream, addr, state } => {
+        ServiceCommand::ProxyRoute {
+            upstream,
+            addr,
+            state,
+        } => {
             crate::ops::proxy::set_route(&state, &upstream, addr.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -649,9 +811,17 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             printer.data(crate::ops::proxy::show_routes(&state)?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::ProxyDrain { upstream, timeout_ms } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let left = rt.block_on(crate::ops::proxy::drain(&upstream, std::time::Duration::from_millis(timeout_ms)))?;
+        ServiceCommand::ProxyDrain {
+            upstream,
+            timeout_ms,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let left = rt.block_on(crate::ops::proxy::drain(
+                &upstream,
+                std::time::Duration::from_millis(timeout_ms),
+            ))?;
             printer.data(&left.to_string());
             Ok(ExitCode::SUCCESS)
         }
@@ -673,27 +843,60 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
             let cleanup_started = (state::now(), Instant::now());
             let progress = ctx.out.step("cleanup");
             let target = crate::targets::of(&ctx);
-            let (one, many) = target.as_ref().map(|t| t.units()).unwrap_or(("version", "versions"));
+            let (one, many) = target
+                .as_ref()
+                .map(|t| t.units())
+                .unwrap_or(("version", "versions"));
             let lines = target.and_then(|t| t.cleanup(&ctx, execute));
-            let outcome = if lines.is_ok() { crate::output::Outcome::Ok } else { crate::output::Outcome::Failed };
+            let outcome = if lines.is_ok() {
+                crate::output::Outcome::Ok
+            } else {
+                crate::output::Outcome::Failed
+            };
             if execute {
-                let step = state::StepRecord { name: "cleanup".into(), outcome: format!("{outcome:?}").to_lowercase(), duration_ms: cleanup_started.1.elapsed().as_millis() as u64 };
-                record(&ctx, "cleanup", cleanup_started.0, cleanup_started.1.elapsed(), lines.is_ok(), vec![step]);
+                let step = state::StepRecord {
+                    name: "cleanup".into(),
+                    outcome: format!("{outcome:?}").to_lowercase(),
+                    duration_ms: cleanup_started.1.elapsed().as_millis() as u64,
+                };
+                record(
+                    &ctx,
+                    "cleanup",
+                    cleanup_started.0,
+                    cleanup_started.1.elapsed(),
+                    lines.is_ok(),
+                    vec![step],
+                );
             }
             let note = match &lines {
                 Ok(lines) => {
                     let acted = lines.iter().filter(|l| l.goes()).count();
-                    let environments = if acted == 1 { format!("1 old {one}") } else { format!("{acted} old {many}") };
+                    let environments = if acted == 1 {
+                        format!("1 old {one}")
+                    } else {
+                        format!("{acted} old {many}")
+                    };
                     match (execute, acted) {
                         (true, _) => format!("{environments} of {} cleaned", config.name),
                         (false, 0) => format!("nothing to clean in {}", config.name),
-                        (false, _) => format!("{environments} of {} would go (run with --execute to do it)", config.name),
+                        (false, _) => format!(
+                            "{environments} of {} would go (run with --execute to do it)",
+                            config.name
+                        ),
                     }
                 }
                 Err(e) => format!("{e}"),
             };
             let duration = progress.finish(&outcome, &note);
-            ctx.out.summary(&[crate::output::StepReport { name: "cleanup".into(), outcome, duration, note }], cleanup_started.1.elapsed());
+            ctx.out.summary(
+                &[crate::output::StepReport {
+                    name: "cleanup".into(),
+                    outcome,
+                    duration,
+                    note,
+                }],
+                cleanup_started.1.elapsed(),
+            );
             for l in &lines? {
                 ctx.out.data(&l.to_string());
             }
@@ -713,8 +916,12 @@ fn service_command(pipeline: &Pipeline, global: GlobalArgs, command: ServiceComm
 fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<ExitCode> {
     let root = find_root(&global)?;
     if root.join("xtask/Cargo.toml").is_file() && root.join(".cargo/config.toml").is_file() {
-        printer.status("Running", "cargo xtask deploy (this service's own pipeline)");
-        let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        printer.status(
+            "Running",
+            "cargo xtask deploy (this service's own pipeline)",
+        );
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(&root).args(["xtask", "deploy"]);
         if global.allow_dirty {
             cmd.arg("--allow-dirty");
@@ -728,19 +935,37 @@ fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<Exi
         if global.break_lock {
             cmd.arg("--break-lock");
         }
-        let status = cmd.status().map_err(|e| hinted(format!("cannot run `cargo xtask deploy`: {e}"), "install Rust and cargo (https://rustup.rs)"))?;
+        let status = cmd.status().map_err(|e| {
+            hinted(
+                format!("cannot run `cargo xtask deploy`: {e}"),
+                "install Rust and cargo (https://rustup.rs)",
+            )
+        })?;
         return Ok(match status.code() {
             Some(0) => ExitCode::SUCCESS,
             Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
             None => ExitCode::FAILURE,
         });
     }
-    run_pipeline(pipeline, GlobalArgs { root: Some(root), ..global }, What::Deploy(DeployArgs::default()), printer)
+    run_pipeline(
+        pipeline,
+        GlobalArgs {
+            root: Some(root),
+            ..global
+        },
+        What::Deploy(DeployArgs::default()),
+        printer,
+    )
 }
 
 fn new(args: NewArgs, printer: &Printer) -> Result<ExitCode> {
     let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
-    let opts = scaffold::Options { name: args.name, target: args.target, lang: args.lang, source: args.source.resolve()? };
+    let opts = scaffold::Options {
+        name: args.name,
+        target: args.target,
+        lang: args.lang,
+        source: args.source.resolve()?,
+    };
     scaffold::new(&dir, &opts, printer)?;
     printer.data(&dir.display().to_string());
     Ok(ExitCode::SUCCESS)
@@ -750,9 +975,19 @@ fn init(args: InitArgs, printer: &Printer) -> Result<ExitCode> {
     let dir = std::env::current_dir()?;
     let name = match args.name {
         Some(n) => n,
-        None => dir.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_lowercase().replace('_', "-"),
+        None => dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("service")
+            .to_lowercase()
+            .replace('_', "-"),
     };
-    let opts = scaffold::InitOptions { name, target: args.target, source: args.source.resolve()?, force: args.force };
+    let opts = scaffold::InitOptions {
+        name,
+        target: args.target,
+        source: args.source.resolve()?,
+        force: args.force,
+    };
     scaffold::init(&dir, &opts, printer)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -340,7 +340,11 @@ impl Configs {
             check_scopes(root, &config, &set)?;
             Ok(config)
         };
-        let configs = Configs { local: one(PymEnv::Local)?, staging: one(PymEnv::Staging)?, live: one(PymEnv::Live)? };
+        let configs = Configs {
+            local: one(PymEnv::Local)?,
+            staging: one(PymEnv::Staging)?,
+            live: one(PymEnv::Live)?,
+        };
         configs.check_together(root)?;
         Ok(configs)
     }
@@ -358,22 +362,45 @@ impl Configs {
         let (s, l) = (&self.staging, &self.live);
         if s.deploy_target != l.deploy_target || s.name != l.name {
             return Err(hinted(
-                format!("{}: staging and live differ in `name` or `deploy_target` ({} {} and {} {})", root.display(), s.name, s.deploy_target, l.name, l.deploy_target),
+                format!(
+                    "{}: staging and live differ in `name` or `deploy_target` ({} {} and {} {})",
+                    root.display(),
+                    s.name,
+                    s.deploy_target,
+                    l.name,
+                    l.deploy_target
+                ),
                 "set `name` and `deploy_target` in pym-config.yaml only, not in an overlay",
             ));
         }
-        if l.deploy_target == TargetKind::Docker && s.staging_port == l.live_port && (s.publish_ip == l.publish_ip || s.publish_ip == "0.0.0.0" || l.publish_ip == "0.0.0.0") {
+        if l.deploy_target == TargetKind::Docker
+            && s.staging_port == l.live_port
+            && (s.publish_ip == l.publish_ip
+                || s.publish_ip == "0.0.0.0"
+                || l.publish_ip == "0.0.0.0")
+        {
             return Err(hinted(
-                format!("{}: `staging_port` and `live_port` are both {}: staging and live would claim the same address", root.join(CONFIG_FILE).display(), l.live_port),
+                format!(
+                    "{}: `staging_port` and `live_port` are both {}: staging and live would claim the same address",
+                    root.join(CONFIG_FILE).display(),
+                    l.live_port
+                ),
                 "give staging and live different ports (the defaults are 8081 and 8080)",
             ));
         }
         // What each target cannot deploy without.
-        if matches!(l.deploy_target, TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun | TargetKind::Gke) {
+        if matches!(
+            l.deploy_target,
+            TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun | TargetKind::Gke
+        ) {
             for c in [s, l] {
                 if !c.has_registry() {
                     return Err(hinted(
-                        format!("{}: the {} target needs `docker_repo`: it runs the image from a registry", root.join(CONFIG_FILE).display(), l.deploy_target),
+                        format!(
+                            "{}: the {} target needs `docker_repo`: it runs the image from a registry",
+                            root.join(CONFIG_FILE).display(),
+                            l.deploy_target
+                        ),
                         "set `docker_repo: <registry>/<namespace>` in pym-config.yaml",
                     ));
                 }
@@ -399,13 +426,19 @@ impl Config {
         }
         if !self.health_path.starts_with('/') {
             return Err(hinted(
-                format!("{f}: key `health_path`: `{}` does not start with `/`", self.health_path),
+                format!(
+                    "{f}: key `health_path`: `{}` does not start with `/`",
+                    self.health_path
+                ),
                 "write the path as the server sees it, like `/ping`",
             ));
         }
         if !self.version_path.starts_with('/') {
             return Err(hinted(
-                format!("{f}: key `version_path`: `{}` does not start with `/`", self.version_path),
+                format!(
+                    "{f}: key `version_path`: `{}` does not start with `/`",
+                    self.version_path
+                ),
                 "write the path as the server sees it, like `/version`",
             ));
         }
@@ -417,11 +450,19 @@ impl Config {
                 ));
             }
         }
-        for (key, cmd) in [("test_command", &self.test_command), ("accept_command", &self.accept_command)] {
+        for (key, cmd) in [
+            ("test_command", &self.test_command),
+            ("accept_command", &self.accept_command),
+        ] {
             if let Some(cmd) = cmd {
                 match shell_words::split(cmd) {
                     Ok(words) if !words.is_empty() => {}
-                    Ok(_) => return Err(hinted(format!("{f}: key `{key}` is empty"), format!("remove `{key}` to use the default"))),
+                    Ok(_) => {
+                        return Err(hinted(
+                            format!("{f}: key `{key}` is empty"),
+                            format!("remove `{key}` to use the default"),
+                        ));
+                    }
                     Err(e) => {
                         return Err(hinted(
                             format!("{f}: key `{key}`: cannot split `{cmd}` into words: {e}"),
@@ -436,7 +477,10 @@ impl Config {
 
     /// Whether `status` answering `health_path` means healthy.
     pub fn is_healthy_status(&self, status: u16) -> bool {
-        self.health_statuses.iter().filter_map(|s| health_status_matcher(s)).any(|(lo, hi)| (lo..=hi).contains(&status))
+        self.health_statuses
+            .iter()
+            .filter_map(|s| health_status_matcher(s))
+            .any(|(lo, hi)| (lo..=hi).contains(&status))
     }
 
     /// Whether images go through a registry (`docker_repo` set).
@@ -447,7 +491,9 @@ impl Config {
     /// The image repository, without tag: `<docker_repo>/<name>`, or `<name>` alone.
     pub fn image_repo(&self) -> String {
         match &self.docker_repo {
-            Some(repo) if !repo.is_empty() => format!("{}/{}", repo.trim_end_matches('/'), self.name),
+            Some(repo) if !repo.is_empty() => {
+                format!("{}/{}", repo.trim_end_matches('/'), self.name)
+            }
             _ => self.name.clone(),
         }
     }
@@ -461,7 +507,11 @@ impl Config {
                 .env_secrets
                 .iter()
                 .map(|name| {
-                    let state = if std::env::var_os(name).is_some() { "*** (set)" } else { "(not set)" };
+                    let state = if std::env::var_os(name).is_some() {
+                        "*** (set)"
+                    } else {
+                        "(not set)"
+                    };
                     (name.clone().into(), state.into())
                 })
                 .collect();
@@ -497,7 +547,10 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(format!("`{name}` does not start with a lowercase letter"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!("`{name}` contains `{c}`"));
     }
     if name.ends_with('-') || name.contains("--") {
@@ -516,18 +569,32 @@ fn check_overlay_names(root: &Path) -> Result<()> {
             "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
         ));
     }
-    let entries = std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
-    let mut names: Vec<String> = entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    let entries =
+        std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
     names.sort();
     for name in names {
-        let Some(env) = name.strip_prefix("pym-config.").and_then(|r| r.strip_suffix(".yaml").or_else(|| r.strip_suffix(".yml"))) else { continue };
+        let Some(env) = name
+            .strip_prefix("pym-config.")
+            .and_then(|r| r.strip_suffix(".yaml").or_else(|| r.strip_suffix(".yml")))
+        else {
+            continue;
+        };
         if name.ends_with(".yml") || !["local", "staging", "live"].contains(&env) {
             let envs = ["local", "staging", "live"];
             let hint = match closest(env, &envs) {
                 Some(e) => format!("did you mean pym-config.{e}.yaml?"),
                 None => "overlays are pym-config.local.yaml, pym-config.staging.yaml and pym-config.live.yaml".to_string(),
             };
-            return Err(hinted(format!("{}: not an overlay pymdeploy reads: `{env}` is not an environment (local, staging, live)", root.join(&name).display()), hint));
+            return Err(hinted(
+                format!(
+                    "{}: not an overlay pymdeploy reads: `{env}` is not an environment (local, staging, live)",
+                    root.join(&name).display()
+                ),
+                hint,
+            ));
         }
     }
     Ok(())
@@ -538,20 +605,33 @@ fn check_overlay_names(root: &Path) -> Result<()> {
 fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>)]) -> Result<()> {
     for (path, keys) in set {
         for key in keys {
-            let Some(k) = KEYS.iter().find(|k| k.name == *key) else { continue };
+            let Some(k) = KEYS.iter().find(|k| k.name == *key) else {
+                continue;
+            };
             let targets = k.targets();
             let line = key_line(path, key);
             if !targets.is_empty() && !targets.contains(&config.deploy_target) {
                 let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
                 return Err(hinted(
-                    format!("{}:{line}: key `{key}` is for the {} target, and `deploy_target` is {}", path.display(), names.join(" and "), config.deploy_target),
+                    format!(
+                        "{}:{line}: key `{key}` is for the {} target, and `deploy_target` is {}",
+                        path.display(),
+                        names.join(" and "),
+                        config.deploy_target
+                    ),
                     format!("remove `{key}`, or set `deploy_target: {}`", names[0]),
                 ));
             }
             if k.scopes.contains(&Scope::Rust) && !root.join("Cargo.toml").is_file() {
                 return Err(hinted(
-                    format!("{}:{line}: key `{key}` is for Rust services, and {} has no Cargo.toml", path.display(), root.display()),
-                    format!("remove `{key}`: a service that is not built with cargo builds entirely in its Dockerfile"),
+                    format!(
+                        "{}:{line}: key `{key}` is for Rust services, and {} has no Cargo.toml",
+                        path.display(),
+                        root.display()
+                    ),
+                    format!(
+                        "remove `{key}`: a service that is not built with cargo builds entirely in its Dockerfile"
+                    ),
                 ));
             }
         }
@@ -562,17 +642,38 @@ fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>
 /// The line a top-level key is on, for messages (1 when not found).
 fn key_line(path: &Path, key: &str) -> usize {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().position(|l| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':'))).map_or(1, |i| i + 1)
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
+        .map_or(1, |i| i + 1)
 }
 
 fn parse_file(path: &Path) -> Result<Raw> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if text.trim().is_empty() || text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Ok(Raw::default());
     }
     // Said plainly, where serde_yaml would say "found character that cannot start any token".
-    if let Some(i) = text.lines().position(|l| l.chars().take_while(|c| c.is_whitespace()).any(|c| c == '\t')) {
-        return Err(hinted(format!("{}:{}: YAML forbids tabs for indentation", path.display(), i + 1), "indent with spaces"));
+    if let Some(i) = text.lines().position(|l| {
+        l.chars()
+            .take_while(|c| c.is_whitespace())
+            .any(|c| c == '\t')
+    }) {
+        return Err(hinted(
+            format!(
+                "{}:{}: YAML forbids tabs for indentation",
+                path.display(),
+                i + 1
+            ),
+            "indent with spaces",
+        ));
     }
     match serde_yaml::from_str::<serde_yaml::Value>(&text) {
         Ok(serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null) => {}
@@ -582,7 +683,13 @@ fn parse_file(path: &Path) -> Result<Raw> {
                 _ => "a single value",
             };
             return Err(hinted(
-                format!("{}:1: {} must be a mapping of keys to values, not {what}", path.display(), path.file_name().and_then(|n| n.to_str()).unwrap_or(CONFIG_FILE)),
+                format!(
+                    "{}:1: {} must be a mapping of keys to values, not {what}",
+                    path.display(),
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or(CONFIG_FILE)
+                ),
                 "write one `key: value` per line, like `name: hello`, with no `- ` in front",
             ));
         }
@@ -627,7 +734,10 @@ impl<T: Schema> Schema for Vec<T> {
 impl Schema for TargetKind {
     fn schema() -> serde_json::Value {
         use clap::ValueEnum;
-        let names: Vec<String> = TargetKind::value_variants().iter().map(|t| t.as_str().to_string()).collect();
+        let names: Vec<String> = TargetKind::value_variants()
+            .iter()
+            .map(|t| t.as_str().to_string())
+            .collect();
         serde_json::json!({"type": "string", "enum": names})
     }
 }
@@ -676,19 +786,27 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
         let keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         let hint = match closest(&field, &keys) {
             Some(k) => format!("did you mean `{k}`?"),
-            None => "see `pymdeploy config --keys` for the keys pym-config.yaml accepts".to_string(),
+            None => {
+                "see `pymdeploy config --keys` for the keys pym-config.yaml accepts".to_string()
+            }
         };
         return hinted(format!("{location}: unknown key `{field}`"), hint);
     }
     if let Some(variant) = between_backticks(&msg, "unknown variant `") {
         let key = msg.split(':').next().unwrap_or("").trim();
         use clap::ValueEnum;
-        let targets: Vec<&str> = TargetKind::value_variants().iter().map(|t| t.as_str()).collect();
+        let targets: Vec<&str> = TargetKind::value_variants()
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
         let hint = match closest(&variant, &targets) {
             Some(k) => format!("did you mean `{k}`?"),
             None => format!("`{key}` is one of: {}", targets.join(", ")),
         };
-        return hinted(format!("{location}: key `{key}`: unknown value `{variant}`"), hint);
+        return hinted(
+            format!("{location}: key `{key}`: unknown value `{variant}`"),
+            hint,
+        );
     }
     // Type errors read "port: invalid type: ..."; name the key explicitly.
     if let Some((key, rest)) = msg.split_once(": ")
@@ -697,7 +815,10 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
         let hint = format!("`{key}` is {}", k.about.trim());
         return hinted(format!("{location}: key `{key}`: {rest}"), hint);
     }
-    hinted(format!("{location}: {msg}"), "pym-config.yaml is a YAML mapping of keys to values, like `name: hello`")
+    hinted(
+        format!("{location}: {msg}"),
+        "pym-config.yaml is a YAML mapping of keys to values, like `name: hello`",
+    )
 }
 
 fn between_backticks(msg: &str, prefix: &str) -> Option<String> {
@@ -733,13 +854,20 @@ mod tests {
 
     fn err(dir: &Path) -> (String, String) {
         let e = Config::load(dir, PymEnv::Local).unwrap_err();
-        (format!("{e:#}"), crate::error::hint_of(&e).unwrap_or("").to_string())
+        (
+            format!("{e:#}"),
+            crate::error::hint_of(&e).unwrap_or("").to_string(),
+        )
     }
 
     #[test]
     fn overlay_replaces_keys_for_its_env_only() {
         let d = tmp("overlay");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nport: 8080\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nport: 8080\n",
+        );
         write(&d, "pym-config.staging.yaml", "port: 9000\n");
         assert_eq!(Config::load(&d, PymEnv::Local).unwrap().port, 8080);
         assert_eq!(Config::load(&d, PymEnv::Staging).unwrap().port, 9000);
@@ -748,9 +876,16 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_suggestion() {
         let d = tmp("unknown");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nhelth_path: /ping\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nhelth_path: /ping\n",
+        );
         let (msg, hint) = err(&d);
-        assert!(msg.contains("pym-config.yaml:3:1: unknown key `helth_path`"), "{msg}");
+        assert!(
+            msg.contains("pym-config.yaml:3:1: unknown key `helth_path`"),
+            "{msg}"
+        );
         assert_eq!(hint, "did you mean `health_path`?");
     }
 
@@ -760,7 +895,10 @@ mod tests {
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
         write(&d, "pym-config.local.yaml", "\n\nport: lots\n");
         let (msg, _) = err(&d);
-        assert!(msg.contains("pym-config.local.yaml:3:7: key `port`: invalid type"), "{msg}");
+        assert!(
+            msg.contains("pym-config.local.yaml:3:7: key `port`: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -768,7 +906,10 @@ mod tests {
         let d = tmp("missing");
         write(&d, CONFIG_FILE, "deploy_target: docker\n");
         let (msg, hint) = err(&d);
-        assert!(msg.contains("pym-config.yaml:1: missing required key `name`"), "{msg}");
+        assert!(
+            msg.contains("pym-config.yaml:1: missing required key `name`"),
+            "{msg}"
+        );
         assert!(hint.contains("add `name: ...`"), "{hint}");
     }
 
@@ -777,7 +918,10 @@ mod tests {
         let d = tmp("target");
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: dokcer\n");
         let (msg, hint) = err(&d);
-        assert!(msg.contains(":2:16: key `deploy_target`: unknown value `dokcer`"), "{msg}");
+        assert!(
+            msg.contains(":2:16: key `deploy_target`: unknown value `dokcer`"),
+            "{msg}"
+        );
         assert_eq!(hint, "did you mean `docker`?");
     }
 
@@ -794,9 +938,16 @@ mod tests {
     #[test]
     fn a_tab_in_the_indentation_is_said_plainly() {
         let d = tmp("tab");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nenv_secrets:\n\t- A\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nenv_secrets:\n\t- A\n",
+        );
         let (msg, hint) = err(&d);
-        assert!(msg.contains("pym-config.yaml:4: YAML forbids tabs for indentation"), "{msg}");
+        assert!(
+            msg.contains("pym-config.yaml:4: YAML forbids tabs for indentation"),
+            "{msg}"
+        );
         assert_eq!(hint, "indent with spaces");
     }
 
@@ -805,7 +956,12 @@ mod tests {
         let d = tmp("list");
         write(&d, CONFIG_FILE, "- name: hello\n- deploy_target: docker\n");
         let (msg, _) = err(&d);
-        assert!(msg.contains("pym-config.yaml:1: pym-config.yaml must be a mapping of keys to values, not a list"), "{msg}");
+        assert!(
+            msg.contains(
+                "pym-config.yaml:1: pym-config.yaml must be a mapping of keys to values, not a list"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -814,7 +970,10 @@ mod tests {
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
         write(&d, "pym-config.live.yaml", "live_prot: 80\n");
         let (msg, hint) = err(&d);
-        assert!(msg.contains("pym-config.live.yaml:1:1: unknown key `live_prot`"), "{msg}");
+        assert!(
+            msg.contains("pym-config.live.yaml:1:1: unknown key `live_prot`"),
+            "{msg}"
+        );
         assert_eq!(hint, "did you mean `live_port`?");
     }
 
@@ -824,9 +983,18 @@ mod tests {
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
         write(&d, "pym-config.prod.yaml", "port: 9000\n");
         let (msg, _) = err(&d);
-        assert!(msg.contains("pym-config.prod.yaml: not an overlay pymdeploy reads: `prod` is not an environment"), "{msg}");
+        assert!(
+            msg.contains(
+                "pym-config.prod.yaml: not an overlay pymdeploy reads: `prod` is not an environment"
+            ),
+            "{msg}"
+        );
         write(&d, "pym-config.prod.yaml", "");
-        std::fs::rename(d.join("pym-config.prod.yaml"), d.join("pym-config.stagin.yaml")).unwrap();
+        std::fs::rename(
+            d.join("pym-config.prod.yaml"),
+            d.join("pym-config.stagin.yaml"),
+        )
+        .unwrap();
         let (_, hint) = err(&d);
         assert_eq!(hint, "did you mean pym-config.staging.yaml?");
     }
@@ -834,21 +1002,42 @@ mod tests {
     #[test]
     fn a_key_of_another_target_is_refused_with_its_line() {
         let d = tmp("scope");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nport: 8080\naws_region: eu-west-1\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nport: 8080\naws_region: eu-west-1\n",
+        );
         let (msg, hint) = err(&d);
         assert!(msg.contains("pym-config.yaml:4: key `aws_region` is for the aws-beanstalk target, and `deploy_target` is docker"), "{msg}");
-        assert_eq!(hint, "remove `aws_region`, or set `deploy_target: aws-beanstalk`");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: r.example.com/t\nlive_port: 80\n");
+        assert_eq!(
+            hint,
+            "remove `aws_region`, or set `deploy_target: aws-beanstalk`"
+        );
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: aws-beanstalk\ndocker_repo: r.example.com/t\nlive_port: 80\n",
+        );
         let (msg, _) = err(&d);
-        assert!(msg.contains("key `live_port` is for the docker target"), "{msg}");
+        assert!(
+            msg.contains("key `live_port` is for the docker target"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn rust_keys_need_a_cargo_manifest() {
         let d = tmp("rustkey");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nrust_binary: hello\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nrust_binary: hello\n",
+        );
         let (msg, _) = err(&d);
-        assert!(msg.contains("pym-config.yaml:3: key `rust_binary` is for Rust services"), "{msg}");
+        assert!(
+            msg.contains("pym-config.yaml:3: key `rust_binary` is for Rust services"),
+            "{msg}"
+        );
         write(&d, "Cargo.toml", "[package]\nname = \"hello\"\n");
         Config::load(&d, PymEnv::Local).unwrap();
     }
@@ -859,16 +1048,29 @@ mod tests {
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
         write(&d, "pym-config.staging.yaml", "staging_port: 8080\n");
         let (msg, _) = err(&d);
-        assert!(msg.contains("`staging_port` and `live_port` are both 8080"), "{msg}");
+        assert!(
+            msg.contains("`staging_port` and `live_port` are both 8080"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_cloud_target_needs_a_registry() {
         let d = tmp("registry");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: aws-beanstalk\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: aws-beanstalk\n",
+        );
         let (msg, hint) = err(&d);
-        assert!(msg.contains("the aws-beanstalk target needs `docker_repo`"), "{msg}");
-        assert!(hint.contains("docker_repo: <registry>/<namespace>"), "{hint}");
+        assert!(
+            msg.contains("the aws-beanstalk target needs `docker_repo`"),
+            "{msg}"
+        );
+        assert!(
+            hint.contains("docker_repo: <registry>/<namespace>"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -876,13 +1078,29 @@ mod tests {
         let d = tmp("statuses");
         write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\n");
         let c = Config::load(&d, PymEnv::Local).unwrap();
-        assert!(c.is_healthy_status(200) && c.is_healthy_status(204) && !c.is_healthy_status(301) && !c.is_healthy_status(503));
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nhealth_statuses: [\"200\", \"3xx\"]\n");
+        assert!(
+            c.is_healthy_status(200)
+                && c.is_healthy_status(204)
+                && !c.is_healthy_status(301)
+                && !c.is_healthy_status(503)
+        );
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nhealth_statuses: [\"200\", \"3xx\"]\n",
+        );
         let c = Config::load(&d, PymEnv::Local).unwrap();
         assert!(c.is_healthy_status(200) && c.is_healthy_status(302) && !c.is_healthy_status(204));
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nhealth_statuses: [\"ok\"]\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nhealth_statuses: [\"ok\"]\n",
+        );
         let (msg, _) = err(&d);
-        assert!(msg.contains("key `health_statuses`: `ok` is not an HTTP status or class"), "{msg}");
+        assert!(
+            msg.contains("key `health_statuses`: `ok` is not an HTTP status or class"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -895,14 +1113,26 @@ mod tests {
         assert_eq!(props["port"]["maximum"], 65535);
         assert_eq!(props["env_secrets"]["items"]["type"], "string");
         assert_eq!(props["verify_version"]["type"], "boolean");
-        assert_eq!(props["deploy_target"]["enum"], serde_json::json!(["docker", "aws-beanstalk", "gcp-cloud-run", "gke"]));
-        assert!(props["aws_region"]["description"].as_str().unwrap().ends_with("(deploy_target: aws-beanstalk)"));
+        assert_eq!(
+            props["deploy_target"]["enum"],
+            serde_json::json!(["docker", "aws-beanstalk", "gcp-cloud-run", "gke"])
+        );
+        assert!(
+            props["aws_region"]["description"]
+                .as_str()
+                .unwrap()
+                .ends_with("(deploy_target: aws-beanstalk)")
+        );
     }
 
     #[test]
     fn secrets_are_shown_as_names_only() {
         let d = tmp("secrets");
-        write(&d, CONFIG_FILE, "name: hello\ndeploy_target: docker\nenv_secrets: [PYM_TEST_SECRET_XYZ]\n");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nenv_secrets: [PYM_TEST_SECRET_XYZ]\n",
+        );
         // SAFETY: this test owns the variable; no other test reads it.
         unsafe { std::env::set_var("PYM_TEST_SECRET_XYZ", "hunter2-value") };
         let yaml = Config::load(&d, PymEnv::Local).unwrap().to_yaml().unwrap();

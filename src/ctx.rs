@@ -64,10 +64,11 @@ impl Ctx {
             .context("cannot start the async runtime")?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         rt.spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -107,11 +108,20 @@ impl Ctx {
     /// password, with the printer before the first step, so no step's output (unit tests
     /// included) can show one. Warns about values too short to be masked.
     pub fn register_secrets(&self) {
-        let mut names: Vec<&String> = [&self.configs.local, &self.configs.staging, &self.configs.live].into_iter().flat_map(|c| &c.env_secrets).collect();
+        let mut names: Vec<&String> = [
+            &self.configs.local,
+            &self.configs.staging,
+            &self.configs.live,
+        ]
+        .into_iter()
+        .flat_map(|c| &c.env_secrets)
+        .collect();
         names.sort();
         names.dedup();
         for name in names {
-            let Ok(value) = std::env::var(name) else { continue };
+            let Ok(value) = std::env::var(name) else {
+                continue;
+            };
             if crate::output::short_secret(&value) {
                 self.out.warn(&format!(
                     "the value of {name} (env_secrets) has a line shorter than {} characters: it is not masked in output, since masking it would garble ordinary words",
@@ -148,7 +158,11 @@ impl Ctx {
 
     /// Starts work that is on no request's path (retiring the version a switch replaced)
     /// beside the steps that follow. It yields lines to report; `settle` waits for it.
-    pub fn defer(&self, what: &str, work: impl Future<Output = Result<Vec<String>>> + Send + 'static) {
+    pub fn defer(
+        &self,
+        what: &str,
+        work: impl Future<Output = Result<Vec<String>>> + Send + 'static,
+    ) {
         let handle = self.rt.spawn(work);
         self.deferred.borrow_mut().push((what.to_string(), handle));
     }
@@ -167,7 +181,9 @@ impl Ctx {
                         }
                     }
                 }
-                Ok(Err(e)) => self.out.warn(&format!("{what} did not finish: {e:#} (`cargo xtask cleanup` removes what is left)")),
+                Ok(Err(e)) => self.out.warn(&format!(
+                    "{what} did not finish: {e:#} (`cargo xtask cleanup` removes what is left)"
+                )),
                 Err(e) => self.out.warn(&format!("{what} did not finish: {e}")),
             }
         }
@@ -233,15 +249,34 @@ impl Ctx {
     pub fn published(&self, publish_ip: &str) -> Result<(String, String)> {
         let wildcard = publish_ip == "0.0.0.0" || publish_ip == "::";
         let Some(remote) = self.engine()?.remote_host() else {
-            return Ok((publish_ip.to_string(), if wildcard { "127.0.0.1".into() } else { publish_ip.to_string() }));
+            return Ok((
+                publish_ip.to_string(),
+                if wildcard {
+                    "127.0.0.1".into()
+                } else {
+                    publish_ip.to_string()
+                },
+            ));
         };
-        if publish_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        if publish_ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        {
             return Err(hinted(
-                format!("publish_ip is {publish_ip}, the loopback of the engine's host {remote}: nothing on this machine could reach staging, live or the checks"),
+                format!(
+                    "publish_ip is {publish_ip}, the loopback of the engine's host {remote}: nothing on this machine could reach staging, live or the checks"
+                ),
                 "set `publish_ip: 0.0.0.0` (or the server's own address) in pym-config.yaml; a firewall on the server decides who else reaches those ports",
             ));
         }
-        Ok((publish_ip.to_string(), if wildcard { remote } else { publish_ip.to_string() }))
+        Ok((
+            publish_ip.to_string(),
+            if wildcard {
+                remote
+            } else {
+                publish_ip.to_string()
+            },
+        ))
     }
 
     /// The version of HEAD. A dirty tree is an error unless `--allow-dirty` was given.
@@ -253,18 +288,32 @@ impl Ctx {
         if head.dirty && !self.opts.allow_dirty {
             let files = ops::git::changed_files(&self.root).unwrap_or_default();
             let shown: Vec<_> = files.iter().take(5).map(String::as_str).collect();
-            let more = if files.len() > 5 { format!(" and {} more", files.len() - 5) } else { String::new() };
+            let more = if files.len() > 5 {
+                format!(" and {} more", files.len() - 5)
+            } else {
+                String::new()
+            };
             return Err(hinted(
-                format!("the working tree of {} has uncommitted changes: {}{more}", self.root.display(), shown.join(", ")),
+                format!(
+                    "the working tree of {} has uncommitted changes: {}{more}",
+                    self.root.display(),
+                    shown.join(", ")
+                ),
                 "commit them, or pass --allow-dirty to build a version marked `-dirty`",
             ));
         }
-        Ok(self.version.get_or_init(|| Version::of_commit(head.time, head.commit_count, &head.sha, head.dirty)))
+        Ok(self.version.get_or_init(|| {
+            Version::of_commit(head.time, head.commit_count, &head.sha, head.dirty)
+        }))
     }
 
     /// The image tag for this version: `<docker_repo>/<name>:<version>`.
     pub fn image_tag(&self) -> Result<String> {
-        Ok(format!("{}:{}", self.config().image_repo(), self.version()?))
+        Ok(format!(
+            "{}:{}",
+            self.config().image_repo(),
+            self.version()?
+        ))
     }
 
     /// The image to run or push: the one `build` made in this run, else this version's
@@ -274,8 +323,14 @@ impl Ctx {
             Some(image) => image,
             None => self.image_tag()?,
         };
-        if self.block_on(ops::docker::image_labels(self.docker()?, &image))?.is_none() {
-            return Err(hinted(format!("no image {image} in the local engine"), "build it first: `cargo xtask build`"));
+        if self
+            .block_on(ops::docker::image_labels(self.docker()?, &image))?
+            .is_none()
+        {
+            return Err(hinted(
+                format!("no image {image} in the local engine"),
+                "build it first: `cargo xtask build`",
+            ));
         }
         Ok(image)
     }

@@ -24,12 +24,17 @@ impl std::error::Error for Hinted {}
 
 /// Builds an `anyhow::Error` with a hint.
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted { message: message.into(), hint: hint.into() })
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
 }
 
 /// The first hint found anywhere in an error's chain.
 pub fn hint_of(err: &anyhow::Error) -> Option<&str> {
-    err.chain().find_map(|e| e.downcast_ref::<Hinted>()).map(|h| h.hint.as_str())
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Hinted>())
+        .map(|h| h.hint.as_str())
 }
 
 /// Raised when the user pressed Ctrl-C; the binary exits 130 without a hint.

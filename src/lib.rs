@@ -28,7 +28,10 @@ pub use xshell;
 /// cycle and nothing runs up (a target never reaches into a step, ops never into the
 /// context). ARCHITECTURE.md draws the same order.
 #[cfg(test)]
-const LAYERS: &[&str] = &["error", "version", "output", "config", "ops", "ctx", "targets", "pipeline", "steps", "scaffold", "cli"];
+const LAYERS: &[&str] = &[
+    "error", "version", "output", "config", "ops", "ctx", "targets", "pipeline", "steps",
+    "scaffold", "cli",
+];
 
 #[cfg(test)]
 mod layering {
@@ -50,7 +53,10 @@ mod layering {
             let text = std::fs::read_to_string(&path).unwrap();
             for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 for (i, _) in line.match_indices("crate::") {
-                    let used: String = line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let used: String = line[i + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
                     out.push((module.clone(), path.display().to_string(), used));
                 }
             }
@@ -60,11 +66,31 @@ mod layering {
     #[test]
     fn modules_use_only_the_layers_below_them() {
         let mut all = Vec::new();
-        uses(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), None, &mut all);
-        let rank = |m: &str| super::LAYERS.iter().position(|l| *l == m).unwrap_or_else(|| panic!("module {m} is in no layer of lib.rs's LAYERS"));
-        let upward: Vec<String> =
-            all.iter().filter(|(m, _, used)| rank(used) > rank(m)).map(|(m, file, used)| format!("{file}: {m} uses {used}")).collect();
-        assert!(upward.is_empty(), "imports running up the layers:\n{}", upward.join("\n"));
-        assert!(all.iter().any(|(m, _, used)| m == "steps" && used == "targets"), "the scan found nothing: it reads no source");
+        uses(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            None,
+            &mut all,
+        );
+        let rank = |m: &str| {
+            super::LAYERS
+                .iter()
+                .position(|l| *l == m)
+                .unwrap_or_else(|| panic!("module {m} is in no layer of lib.rs's LAYERS"))
+        };
+        let upward: Vec<String> = all
+            .iter()
+            .filter(|(m, _, used)| rank(used) > rank(m))
+            .map(|(m, file, used)| format!("{file}: {m} uses {used}"))
+            .collect();
+        assert!(
+            upward.is_empty(),
+            "imports running up the layers:\n{}",
+            upward.join("\n")
+        );
+        assert!(
+            all.iter()
+                .any(|(m, _, used)| m == "steps" && used == "targets"),
+            "the scan found nothing: it reads no source"
+        );
     }
 }

@@ -31,7 +31,9 @@ pub const MIN_SECRET: usize = 8;
 
 /// Whether a secret's value is too short to be masked (see `Printer::add_secret`).
 pub fn short_secret(value: &str) -> bool {
-    value.lines().any(|l| !l.trim().is_empty() && l.trim_end_matches('\r').len() < MIN_SECRET)
+    value
+        .lines()
+        .any(|l| !l.trim().is_empty() && l.trim_end_matches('\r').len() < MIN_SECRET)
 }
 
 pub struct Printer {
@@ -88,7 +90,10 @@ impl Printer {
     /// worth hiding; `short_secret` says so before a run.
     pub fn add_secret(&self, value: &str) {
         let mut secrets = SECRETS.lock().unwrap();
-        for part in std::iter::once(value).chain(value.lines()).map(|l| l.trim_end_matches('\r')) {
+        for part in std::iter::once(value)
+            .chain(value.lines())
+            .map(|l| l.trim_end_matches('\r'))
+        {
             if part.len() >= MIN_SECRET && !secrets.iter().any(|s| s == part) {
                 secrets.push(part.to_string());
             }
@@ -110,7 +115,11 @@ impl Printer {
     }
 
     fn paint(&self, s: &str, st: Style) -> String {
-        if self.color { st.apply_to(s).to_string() } else { s.to_string() }
+        if self.color {
+            st.apply_to(s).to_string()
+        } else {
+            s.to_string()
+        }
     }
 
     /// A status line on stderr.
@@ -160,11 +169,17 @@ impl Printer {
     /// Prints a block of text (container logs, a failed command's output) fenced and
     /// indented, so it reads as quoted material, not as our own words.
     pub fn block(&self, title: &str, lines: &[String]) {
-        eprintln!("{}", self.paint(&format!("--- {title} ---"), Style::new().dim()));
+        eprintln!(
+            "{}",
+            self.paint(&format!("--- {title} ---"), Style::new().dim())
+        );
         for l in lines {
             eprintln!("  {}", self.mask(l));
         }
-        eprintln!("{}", self.paint(&format!("--- end of {title} ---"), Style::new().dim()));
+        eprintln!(
+            "{}",
+            self.paint(&format!("--- end of {title} ---"), Style::new().dim())
+        );
     }
 
     /// Starts showing a step.
@@ -173,8 +188,10 @@ impl Printer {
             Mode::Progress => {
                 let pb = ProgressBar::new_spinner();
                 pb.set_style(
-                    ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}")
-                        .expect("static template"),
+                    ProgressStyle::with_template(
+                        "{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}",
+                    )
+                    .expect("static template"),
                 );
                 pb.set_prefix(name.to_string());
                 pb.enable_steady_tick(Duration::from_millis(100));
@@ -189,7 +206,14 @@ impl Printer {
                 None
             }
         };
-        StepProgress { printer: self, name: name.to_string(), bar, lines: Mutex::new(Vec::new()), tests: Mutex::new(TestTally::default()), started: Instant::now() }
+        StepProgress {
+            printer: self,
+            name: name.to_string(),
+            bar,
+            lines: Mutex::new(Vec::new()),
+            tests: Mutex::new(TestTally::default()),
+            started: Instant::now(),
+        }
     }
 
     /// The closing table: each step, its result and its duration, and the total.
@@ -197,7 +221,12 @@ impl Printer {
         if reports.is_empty() {
             return;
         }
-        let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+        let width = reports
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         eprintln!();
         eprintln!("{}", self.paint("summary", Style::new().bold()));
         for r in reports {
@@ -207,10 +236,23 @@ impl Printer {
                 Outcome::Skipped => ("skipped", Style::new().dim()),
             };
             let mark = self.paint(&format!("{mark:<7}"), st);
-            let dur = if r.outcome == Outcome::Skipped { "-".to_string() } else { fmt_duration(r.duration) };
-            eprintln!("  {:<width$}  {mark}  {dur:>8}  {}", r.name, self.mask(&r.note));
+            let dur = if r.outcome == Outcome::Skipped {
+                "-".to_string()
+            } else {
+                fmt_duration(r.duration)
+            };
+            eprintln!(
+                "  {:<width$}  {mark}  {dur:>8}  {}",
+                r.name,
+                self.mask(&r.note)
+            );
         }
-        eprintln!("  {:<width$}  {:<7}  {:>8}", "total", "", fmt_duration(total));
+        eprintln!(
+            "  {:<width$}  {:<7}  {:>8}",
+            "total",
+            "",
+            fmt_duration(total)
+        );
     }
 }
 
@@ -259,7 +301,9 @@ impl TestTally {
 
     fn add_part(&mut self, part: &str) {
         let mut words = part.split_whitespace();
-        let (Some(Ok(n)), Some(what)) = (words.next().map(str::parse::<u64>), words.next()) else { return };
+        let (Some(Ok(n)), Some(what)) = (words.next().map(str::parse::<u64>), words.next()) else {
+            return;
+        };
         match what {
             "passed" | "xpassed" => self.passed += n,
             "failed" | "error" | "errors" => self.failed += n,
@@ -282,11 +326,27 @@ impl TestTally {
 fn pytest_summary(line: &str) -> Option<&str> {
     let core = line.trim().trim_matches('=').trim();
     let (counts, time) = core.rsplit_once(" in ")?;
-    let time_ok = time.starts_with(|c: char| c.is_ascii_digit()) && time.split_whitespace().next()?.ends_with('s');
+    let time_ok = time.starts_with(|c: char| c.is_ascii_digit())
+        && time.split_whitespace().next()?.ends_with('s');
     let counts_ok = counts.split(", ").all(|p| {
         let mut w = p.split_whitespace();
         w.next().is_some_and(|n| n.parse::<u64>().is_ok())
-            && w.next().is_some_and(|what| ["passed", "failed", "skipped", "error", "errors", "xfailed", "xpassed", "deselected", "warning", "warnings", "rerun"].contains(&what))
+            && w.next().is_some_and(|what| {
+                [
+                    "passed",
+                    "failed",
+                    "skipped",
+                    "error",
+                    "errors",
+                    "xfailed",
+                    "xpassed",
+                    "deselected",
+                    "warning",
+                    "warnings",
+                    "rerun",
+                ]
+                .contains(&what)
+            })
             && w.next().is_none()
     });
     (time_ok && counts_ok).then_some(counts)
@@ -349,10 +409,15 @@ impl StepProgress<'_> {
             Outcome::Failed => ("failed", Style::new().red().bold()),
             Outcome::Skipped => ("skipped", Style::new().dim()),
         };
-        let note = if note.is_empty() { String::new() } else { format!(" ({})", self.printer.mask(note)) };
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.printer.mask(note))
+        };
         eprintln!(
             "{} {} in {}{note}",
-            self.printer.paint(&format!("{:>12}", self.name), Style::new().bold()),
+            self.printer
+                .paint(&format!("{:>12}", self.name), Style::new().bold()),
             self.printer.paint(mark, st),
             fmt_duration(elapsed)
         );
@@ -373,9 +438,12 @@ impl StepProgress<'_> {
 
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 60.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -385,9 +453,19 @@ mod tests {
     fn tally_reads_libtest_summaries() {
         let mut t = TestTally::default();
         t.add_line("    test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
-        t.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
         t.add_line("running 3 tests");
-        assert_eq!(t, TestTally { passed: 4, failed: 2, ignored: 1, summaries: 2 });
+        assert_eq!(
+            t,
+            TestTally {
+                passed: 4,
+                failed: 2,
+                ignored: 1,
+                summaries: 2
+            }
+        );
     }
 
     #[test]
@@ -396,10 +474,25 @@ mod tests {
         first.add_secret("first-line-of-it\nsecond-line-of-it");
         first.add_secret("crash");
         let other = super::Printer::from_env();
-        assert_eq!(other.mask("got first-line-of-it\nsecond-line-of-it!"), "got ***!");
-        assert_eq!(other.mask("  second-line-of-it"), "  ***", "one line of a value, printed alone");
-        assert_eq!(other.mask("the container crashed"), "the container crashed", "a short value masks nothing");
-        assert!(super::short_secret("crash") && super::short_secret("long-enough\nab") && !super::short_secret("long-enough"));
+        assert_eq!(
+            other.mask("got first-line-of-it\nsecond-line-of-it!"),
+            "got ***!"
+        );
+        assert_eq!(
+            other.mask("  second-line-of-it"),
+            "  ***",
+            "one line of a value, printed alone"
+        );
+        assert_eq!(
+            other.mask("the container crashed"),
+            "the container crashed",
+            "a short value masks nothing"
+        );
+        assert!(
+            super::short_secret("crash")
+                && super::short_secret("long-enough\nab")
+                && !super::short_secret("long-enough")
+        );
     }
 
     #[test]
@@ -410,7 +503,15 @@ mod tests {
         t.add_line("1 failed, 3 passed, 1 skipped in 0.12s");
         t.add_line("============ 2 passed, 1 warning in 1.02s (0:00:01) ============");
         t.add_line("the service passed in 3s"); // not a summary: words that are not counts
-        assert_eq!(t, TestTally { passed: 5, failed: 1, ignored: 1, summaries: 2 });
+        assert_eq!(
+            t,
+            TestTally {
+                passed: 5,
+                failed: 1,
+                ignored: 1,
+                summaries: 2
+            }
+        );
         assert_eq!(t.passed_note("tests"), "5 tests passed");
     }
 
@@ -418,6 +519,10 @@ mod tests {
     fn unknown_runners_have_no_count() {
         let mut t = TestTally::default();
         t.add_line("All tests OK");
-        assert_eq!(t.passed_note("tests"), "tests passed", "not \"0 tests passed\": the count is unknown");
+        assert_eq!(
+            t.passed_note("tests"),
+            "tests passed",
+            "not \"0 tests passed\": the count is unknown"
+        );
     }
 }

@@ -91,8 +91,18 @@ impl<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>> Step for FnStep<F> {
     }
 }
 
-pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(name: &str, about: &str, f: F) -> FnStep<F> {
-    FnStep { name: name.to_string(), about: about.to_string(), reach: Reach::Local, changes: false, f }
+pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(
+    name: &str,
+    about: &str,
+    f: F,
+) -> FnStep<F> {
+    FnStep {
+        name: name.to_string(),
+        about: about.to_string(),
+        reach: Reach::Local,
+        changes: false,
+        f,
+    }
 }
 
 #[derive(Default)]
@@ -129,7 +139,11 @@ impl Pipeline {
     /// Inserts a step before the one named `before`; panics if there is none, since a
     /// pipeline is written by hand and a typo there should fail loudly.
     pub fn step_before(mut self, before: &str, step: impl Step + 'static) -> Pipeline {
-        let i = self.steps.iter().position(|s| s.name() == before).unwrap_or_else(|| panic!("no step named `{before}` in the pipeline"));
+        let i = self
+            .steps
+            .iter()
+            .position(|s| s.name() == before)
+            .unwrap_or_else(|| panic!("no step named `{before}` in the pipeline"));
         self.steps.insert(i, Box::new(step));
         self
     }
@@ -152,11 +166,27 @@ impl Pipeline {
     /// failure; later ones are reported as skipped. Steps in `done` (finished by the run
     /// being resumed) are skipped as done. `after` sees each step's report as it ends,
     /// for the journal.
-    pub fn run(&self, ctx: &Ctx, selected: &[&str], done: &[String], mut after: impl FnMut(&StepReport)) -> RunResult {
+    pub fn run(
+        &self,
+        ctx: &Ctx,
+        selected: &[&str],
+        done: &[String],
+        mut after: impl FnMut(&StepReport),
+    ) -> RunResult {
         let mut reports = Vec::new();
         let mut error = None;
-        for s in self.steps.iter().chain(&self.commands).filter(|s| selected.contains(&s.name())) {
-            let skipped = |note: &str| StepReport { name: s.name().to_string(), outcome: Outcome::Skipped, duration: Default::default(), note: note.to_string() };
+        for s in self
+            .steps
+            .iter()
+            .chain(&self.commands)
+            .filter(|s| selected.contains(&s.name()))
+        {
+            let skipped = |note: &str| StepReport {
+                name: s.name().to_string(),
+                outcome: Outcome::Skipped,
+                duration: Default::default(),
+                note: note.to_string(),
+            };
             if error.is_some() {
                 reports.push(skipped(""));
                 continue;
@@ -166,7 +196,8 @@ impl Pipeline {
                 reports.push(skipped("done in the resumed run"));
                 continue;
             }
-            ctx.out.event(serde_json::json!({"event": "step_started", "step": s.name()}));
+            ctx.out
+                .event(serde_json::json!({"event": "step_started", "step": s.name()}));
             let started = Instant::now();
             let progress = ctx.out.step(s.name());
             let result = s.run(ctx, &progress);
@@ -179,8 +210,17 @@ impl Pipeline {
                 Err(e) => (Outcome::Failed, first_line(&format!("{e}"))),
             };
             progress.finish(&outcome, &note);
-            let report = StepReport { name: s.name().to_string(), outcome, duration: started.elapsed(), note };
-            let event = if report.outcome == Outcome::Ok { "step_finished" } else { "step_failed" };
+            let report = StepReport {
+                name: s.name().to_string(),
+                outcome,
+                duration: started.elapsed(),
+                note,
+            };
+            let event = if report.outcome == Outcome::Ok {
+                "step_finished"
+            } else {
+                "step_failed"
+            };
             let mut ev = serde_json::json!({"event": event, "step": report.name, "duration_ms": report.duration.as_millis() as u64, "note": ctx.out.mask(&report.note)});
             if let Err(e) = &result {
                 ev["error"] = serde_json::Value::String(ctx.out.mask(&format!("{e:#}")));
@@ -189,10 +229,15 @@ impl Pipeline {
             after(&report);
             reports.push(report);
             if interrupted_after {
-                error = Some(anyhow::Error::new(crate::error::Interrupted).context(format!("interrupted after `{}`, which finished", s.name())));
+                error = Some(
+                    anyhow::Error::new(crate::error::Interrupted)
+                        .context(format!("interrupted after `{}`, which finished", s.name())),
+                );
             }
             if let Err(e) = result {
-                let e = if ctx.interrupted() && e.downcast_ref::<crate::error::Interrupted>().is_none() {
+                let e = if ctx.interrupted()
+                    && e.downcast_ref::<crate::error::Interrupted>().is_none()
+                {
                     e.context(crate::error::Interrupted)
                 } else {
                     e
@@ -205,8 +250,15 @@ impl Pipeline {
 
     /// Checks every selected step before any runs (see `Step::check`).
     pub fn check(&self, ctx: &Ctx, selected: &[&str]) -> Result<()> {
-        for s in self.steps.iter().chain(&self.commands).filter(|s| selected.contains(&s.name())) {
-            s.check(ctx).map_err(|e| e.context(format!("`{}` cannot run, so nothing was started", s.name())))?;
+        for s in self
+            .steps
+            .iter()
+            .chain(&self.commands)
+            .filter(|s| selected.contains(&s.name()))
+        {
+            s.check(ctx).map_err(|e| {
+                e.context(format!("`{}` cannot run, so nothing was started", s.name()))
+            })?;
         }
         Ok(())
     }
@@ -224,5 +276,9 @@ impl Pipeline {
 
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or("");
-    if line.chars().count() > 100 { format!("{}…", line.chars().take(99).collect::<String>()) } else { line.to_string() }
+    if line.chars().count() > 100 {
+        format!("{}…", line.chars().take(99).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }

@@ -53,13 +53,28 @@ impl Source {
     /// The source named on the command line, else the one this binary was built from:
     /// crates.io when it was installed from there, the git repository `cargo install
     /// --git` recorded, or the checkout `cargo install --path` used while it still exists.
-    pub fn resolve(path: Option<PathBuf>, git: Option<String>, rev: Option<String>) -> Result<Source> {
+    pub fn resolve(
+        path: Option<PathBuf>,
+        git: Option<String>,
+        rev: Option<String>,
+    ) -> Result<Source> {
         match (path, git) {
-            (Some(_), Some(_)) => Err(hinted("--pymdeploy-path and --pymdeploy-git both name where pymdeploy comes from", "pass one of them")),
+            (Some(_), Some(_)) => Err(hinted(
+                "--pymdeploy-path and --pymdeploy-git both name where pymdeploy comes from",
+                "pass one of them",
+            )),
             (Some(p), None) => {
-                let abs = p.canonicalize().with_context(|| format!("cannot find the pymdeploy checkout at {}", p.display()))?;
+                let abs = p.canonicalize().with_context(|| {
+                    format!("cannot find the pymdeploy checkout at {}", p.display())
+                })?;
                 if !is_pymdeploy_checkout(&abs) {
-                    return Err(hinted(format!("{} is not a pymdeploy checkout (no Cargo.toml of the package `pymdeploy`)", abs.display()), "pass the directory that holds pymdeploy's Cargo.toml"));
+                    return Err(hinted(
+                        format!(
+                            "{} is not a pymdeploy checkout (no Cargo.toml of the package `pymdeploy`)",
+                            abs.display()
+                        ),
+                        "pass the directory that holds pymdeploy's Cargo.toml",
+                    ));
                 }
                 Ok(Source::Path(abs))
             }
@@ -82,7 +97,9 @@ impl Source {
             return Ok(Source::Path(dir.to_path_buf()));
         }
         Err(hinted(
-            format!("cannot tell where the service's xtask should get the pymdeploy library: this binary was built from {shown}, which is gone, and pymdeploy is not published on crates.io"),
+            format!(
+                "cannot tell where the service's xtask should get the pymdeploy library: this binary was built from {shown}, which is gone, and pymdeploy is not published on crates.io"
+            ),
             "pass --pymdeploy-git <URL of the pymdeploy repository> (or --pymdeploy-path <a pymdeploy checkout>)",
         ))
     }
@@ -105,7 +122,9 @@ impl Source {
             fields.push(format!("features = [\"{target}\"]"));
         }
         match fields.as_slice() {
-            [only] if *self == Source::Registry => only.trim_start_matches("version = ").to_string(),
+            [only] if *self == Source::Registry => {
+                only.trim_start_matches("version = ").to_string()
+            }
             _ => format!("{{ {} }}", fields.join(", ")),
         }
     }
@@ -113,8 +132,14 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::Registry => format!("pymdeploy {} from crates.io", env!("CARGO_PKG_VERSION")),
-            Source::Path(p) => format!("the pymdeploy checkout at {} (on this machine only: teammates and CI need --pymdeploy-git)", p.display()),
-            Source::Git { url, rev: Some(rev) } => format!("pymdeploy from {url} at {rev}"),
+            Source::Path(p) => format!(
+                "the pymdeploy checkout at {} (on this machine only: teammates and CI need --pymdeploy-git)",
+                p.display()
+            ),
+            Source::Git {
+                url,
+                rev: Some(rev),
+            } => format!("pymdeploy from {url} at {rev}"),
             Source::Git { url, rev: None } => format!("pymdeploy from {url}"),
         }
     }
@@ -123,13 +148,21 @@ impl Source {
 fn cargo_home() -> PathBuf {
     match std::env::var_os("CARGO_HOME") {
         Some(h) => PathBuf::from(h),
-        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cargo"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cargo"),
     }
 }
 
 fn is_pymdeploy_checkout(dir: &Path) -> bool {
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
-    manifest.parse::<toml_edit::DocumentMut>().is_ok_and(|doc| doc.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) == Some("pymdeploy"))
+    manifest.parse::<toml_edit::DocumentMut>().is_ok_and(|doc| {
+        doc.get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            == Some("pymdeploy")
+    })
 }
 
 /// The git source `cargo install --git` recorded for this binary in `.crates2.json`:
@@ -143,7 +176,10 @@ fn installed_from_git(cargo_home: &Path) -> Option<Source> {
         let (url, sha) = rest.rsplit_once('#')?;
         // Cargo writes the branch or tag it was asked for as a query; the sha pins it.
         let url = url.split_once('?').map_or(url, |(u, _)| u);
-        Some(Source::Git { url: url.to_string(), rev: Some(sha.to_string()) })
+        Some(Source::Git {
+            url: url.to_string(),
+            rev: Some(sha.to_string()),
+        })
     })
 }
 
@@ -192,7 +228,12 @@ template! {
 const SCHEMA_FILE: &str = "pym-config.schema.json";
 
 /// The pipeline files: `new` and `init` write these.
-const PIPELINE: &[&str] = &["pym-config.yaml", ".cargo/config.toml", "xtask/Cargo.toml", "xtask/src/main.rs"];
+const PIPELINE: &[&str] = &[
+    "pym-config.yaml",
+    ".cargo/config.toml",
+    "xtask/Cargo.toml",
+    "xtask/src/main.rs",
+];
 
 /// The registry lines of pym-config.yaml, commented out: the docker target needs none.
 const REGISTRY: &str = "# Images are pushed to <docker_repo>/<name>:<version>. The docker target needs no\n\
@@ -216,11 +257,13 @@ impl ConfigParts {
                  test_command: cargo test\n\
                  accept_command: cargo test --manifest-path testaccept/Cargo.toml\n"
             ),
-            Lang::Python => "# An image with python3; the Dockerfile pip-installs requirements.txt on it.\n\
+            Lang::Python => {
+                "# An image with python3; the Dockerfile pip-installs requirements.txt on it.\n\
                              docker_base: python:3.11-slim\n\
                              test_command: python3 -m pytest -q test\n\
                              accept_command: python3 -m pytest -q testaccept\n"
-                .to_string(),
+                    .to_string()
+            }
         };
         ConfigParts { lang, port: 8080 }
     }
@@ -247,7 +290,9 @@ pub fn render_all(opts: &Options) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = FILES
         .iter()
         .filter_map(|(dest, text)| {
-            let rel = dest.strip_prefix("common/").or_else(|| dest.strip_prefix(lang))?;
+            let rel = dest
+                .strip_prefix("common/")
+                .or_else(|| dest.strip_prefix(lang))?;
             Some((rel.to_string(), render(text, opts, &parts)))
         })
         .collect();
@@ -256,7 +301,8 @@ pub fn render_all(opts: &Options) -> Vec<(String, String)> {
 }
 
 fn schema_text() -> String {
-    serde_json::to_string_pretty(&crate::config::json_schema()).expect("the schema serializes") + "\n"
+    serde_json::to_string_pretty(&crate::config::json_schema()).expect("the schema serializes")
+        + "\n"
 }
 
 /// The keys a new service on `target` is most likely to set, commented out.
@@ -320,7 +366,12 @@ fn target_readme(target: TargetKind) -> &'static str {
 }
 
 fn check_name(name: &str, hint: &str) -> Result<()> {
-    validate_name(name).map_err(|why| hinted(format!("`{name}` cannot be a service name: {why}"), hint.to_string()))
+    validate_name(name).map_err(|why| {
+        hinted(
+            format!("`{name}` cannot be a service name: {why}"),
+            hint.to_string(),
+        )
+    })
 }
 
 /// Removes what a failed `new` or `init` wrote, so a failure leaves nothing behind.
@@ -334,7 +385,11 @@ struct Undo {
 
 impl Undo {
     fn new() -> Undo {
-        Undo { files: Vec::new(), dirs: Vec::new(), done: false }
+        Undo {
+            files: Vec::new(),
+            dirs: Vec::new(),
+            done: false,
+        }
     }
 
     fn write(&mut self, path: &Path, text: &str) -> Result<()> {
@@ -345,11 +400,13 @@ impl Undo {
             d = dir.parent();
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         self.dirs.extend(missing.into_iter().rev());
         if !self.files.iter().any(|(p, _)| p == path) {
-            self.files.push((path.to_path_buf(), std::fs::read(path).ok()));
+            self.files
+                .push((path.to_path_buf(), std::fs::read(path).ok()));
         }
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
@@ -391,11 +448,19 @@ fn generate_lockfile(dir: &Path, manifest: &str) -> Result<()> {
         .args(["generate-lockfile", "--quiet", "--manifest-path", manifest])
         .current_dir(dir)
         .output()
-        .map_err(|e| hinted(format!("cannot run cargo: {e}"), "install Rust and cargo (https://rustup.rs)"))?;
+        .map_err(|e| {
+            hinted(
+                format!("cannot run cargo: {e}"),
+                "install Rust and cargo (https://rustup.rs)",
+            )
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(hinted(
-            format!("cannot resolve the dependencies of {manifest}:\n```\n{}\n```", stderr.trim_end()),
+            format!(
+                "cannot resolve the dependencies of {manifest}:\n```\n{}\n```",
+                stderr.trim_end()
+            ),
             "check that crates.io (or the pymdeploy source named in xtask/Cargo.toml) is reachable, or name another with --pymdeploy-path / --pymdeploy-git",
         ));
     }
@@ -404,9 +469,15 @@ fn generate_lockfile(dir: &Path, manifest: &str) -> Result<()> {
 
 /// Creates a new service repository in `dir`.
 pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
-    check_name(&opts.name, "use lowercase letters, digits and dashes, starting with a letter, like `hello-world`")?;
+    check_name(
+        &opts.name,
+        "use lowercase letters, digits and dashes, starting with a letter, like `hello-world`",
+    )?;
     if dir.exists() {
-        let non_empty = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.next().is_some();
+        let non_empty = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some();
         if non_empty {
             return Err(hinted(
                 format!("{} exists and is not empty", dir.display()),
@@ -426,7 +497,16 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
     for (rel, text) in &files {
         undo.write(&dir.join(rel), text)?;
     }
-    out.status("Created", &format!("{} ({} files, {} service, target {})", dir.display(), files.len(), opts.lang.as_str(), opts.target));
+    out.status(
+        "Created",
+        &format!(
+            "{} ({} files, {} service, target {})",
+            dir.display(),
+            files.len(),
+            opts.lang.as_str(),
+            opts.target
+        ),
+    );
     out.status("Using", &opts.source.describe());
     let mut manifests = vec!["xtask/Cargo.toml"];
     if opts.lang == Lang::Rust {
@@ -437,7 +517,14 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
         undo.created_by_others(&lock);
         generate_lockfile(dir, manifest)?;
     }
-    if let Err(e) = crate::ops::git::init_and_commit(dir, &format!("Create {} with pymdeploy {}", opts.name, env!("CARGO_PKG_VERSION"))) {
+    if let Err(e) = crate::ops::git::init_and_commit(
+        dir,
+        &format!(
+            "Create {} with pymdeploy {}",
+            opts.name,
+            env!("CARGO_PKG_VERSION")
+        ),
+    ) {
         let _ = std::fs::remove_dir_all(dir.join(".git"));
         return Err(e);
     }
@@ -483,11 +570,25 @@ pub struct Detected {
 /// Looks at a repository to fit the pipeline to it.
 pub fn detect(dir: &Path) -> Detected {
     let exists = |rel: &str| dir.join(rel).exists();
-    let has_py = |rel: &str| std::fs::read_dir(dir.join(rel)).is_ok_and(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "py")));
+    let has_py = |rel: &str| {
+        std::fs::read_dir(dir.join(rel)).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "py"))
+        })
+    };
     let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).ok();
     let mut d = Detected::default();
     let rust = exists("Cargo.toml");
-    let python_files: Vec<&str> = ["pyproject.toml", "requirements.txt", "setup.py", "setup.cfg", "Pipfile"].into_iter().filter(|f| exists(f)).collect();
+    let python_files: Vec<&str> = [
+        "pyproject.toml",
+        "requirements.txt",
+        "setup.py",
+        "setup.cfg",
+        "Pipfile",
+    ]
+    .into_iter()
+    .filter(|f| exists(f))
+    .collect();
     let python = !python_files.is_empty() || has_py("test") || has_py("testaccept");
     if rust {
         d.kind = "Rust";
@@ -495,7 +596,8 @@ pub fn detect(dir: &Path) -> Detected {
         d.test_command = Some("cargo test".into());
     } else if python {
         d.kind = "Python";
-        d.evidence.extend(python_files.iter().map(|f| f.to_string()));
+        d.evidence
+            .extend(python_files.iter().map(|f| f.to_string()));
         let test_dir = ["test", "tests"].into_iter().find(|t| has_py(t));
         match test_dir {
             Some(t) => {
@@ -554,12 +656,25 @@ pub fn detect(dir: &Path) -> Detected {
 /// to see whether it mentions its health and version paths.
 fn source_text(dir: &Path) -> String {
     fn walk(dir: &Path, depth: usize, out: &mut String, budget: &mut usize) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.filter_map(|e| e.ok()) {
             let p = e.path();
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || ["target", "node_modules", "venv", "xtask", "testaccept", "test", "tests"].contains(&name.as_ref()) {
+            if name.starts_with('.')
+                || [
+                    "target",
+                    "node_modules",
+                    "venv",
+                    "xtask",
+                    "testaccept",
+                    "test",
+                    "tests",
+                ]
+                .contains(&name.as_ref())
+            {
                 continue;
             }
             if p.is_dir() && depth < 4 {
@@ -593,7 +708,10 @@ impl Detected {
             Some(c) => lang.push_str(&format!("accept_command: {c}\n")),
             None => lang.push_str("# accept_command: the command that tests a server at $PYM_SERVER_HOST:$PYM_SERVER_PORT\n"),
         }
-        ConfigParts { lang, port: self.port.unwrap_or(8080) }
+        ConfigParts {
+            lang,
+            port: self.port.unwrap_or(8080),
+        }
     }
 }
 
@@ -614,18 +732,39 @@ pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
     check_name(&opts.name, "pass --name NAME")?;
     let detected = detect(dir);
     let parts = detected.config_parts();
-    let new_opts = Options { name: opts.name.clone(), target: opts.target, lang: Lang::Rust, source: opts.source.clone() };
+    let new_opts = Options {
+        name: opts.name.clone(),
+        target: opts.target,
+        lang: Lang::Rust,
+        source: opts.source.clone(),
+    };
     let common: Vec<(String, String)> = FILES
         .iter()
-        .filter_map(|(dest, text)| Some((dest.strip_prefix("common/")?.to_string(), render(text, &new_opts, &parts))))
+        .filter_map(|(dest, text)| {
+            Some((
+                dest.strip_prefix("common/")?.to_string(),
+                render(text, &new_opts, &parts),
+            ))
+        })
         .filter(|(rel, _)| PIPELINE.contains(&rel.as_str()))
         .collect();
-    let alias = common.iter().find(|(rel, _)| rel == ".cargo/config.toml").map(|(_, t)| t.clone()).expect("the template has the cargo config");
-    let mut files: Vec<(String, String)> = common.into_iter().filter(|(rel, _)| rel != ".cargo/config.toml").collect();
+    let alias = common
+        .iter()
+        .find(|(rel, _)| rel == ".cargo/config.toml")
+        .map(|(_, t)| t.clone())
+        .expect("the template has the cargo config");
+    let mut files: Vec<(String, String)> = common
+        .into_iter()
+        .filter(|(rel, _)| rel != ".cargo/config.toml")
+        .collect();
     files.push((SCHEMA_FILE.to_string(), schema_text()));
 
     // What would be overwritten: whole files, and an `xtask` alias that says otherwise.
-    let mut conflicts: Vec<String> = files.iter().filter(|(rel, _)| dir.join(rel).exists()).map(|(rel, _)| rel.clone()).collect();
+    let mut conflicts: Vec<String> = files
+        .iter()
+        .filter(|(rel, _)| dir.join(rel).exists())
+        .map(|(rel, _)| rel.clone())
+        .collect();
     let cargo_config = dir.join(".cargo/config.toml");
     let merged_alias = merge_alias(&cargo_config, &alias)?;
     if merged_alias.conflict {
@@ -633,11 +772,23 @@ pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
     }
     if !conflicts.is_empty() && !opts.force {
         return Err(hinted(
-            format!("init would overwrite {} file(s) in {}: {}", conflicts.len(), dir.display(), conflicts.join(", ")),
+            format!(
+                "init would overwrite {} file(s) in {}: {}",
+                conflicts.len(),
+                dir.display(),
+                conflicts.join(", ")
+            ),
             "move them aside, merge by hand, or pass --force to overwrite them",
         ));
     }
-    out.status("Detected", &format!("{} service ({})", detected.kind, detected.evidence.join(", ")));
+    out.status(
+        "Detected",
+        &format!(
+            "{} service ({})",
+            detected.kind,
+            detected.evidence.join(", ")
+        ),
+    );
     out.status("Using", &opts.source.describe());
     let mut undo = Undo::new();
     for (rel, text) in &files {
@@ -646,15 +797,39 @@ pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
     }
     if let Some(text) = &merged_alias.text {
         undo.write(&cargo_config, text)?;
-        out.status(if merged_alias.existed { "Merged" } else { "Wrote" }, ".cargo/config.toml (the `xtask` alias)");
+        out.status(
+            if merged_alias.existed {
+                "Merged"
+            } else {
+                "Wrote"
+            },
+            ".cargo/config.toml (the `xtask` alias)",
+        );
     }
     let gitignore = dir.join(".gitignore");
     let gitignore_existed = gitignore.exists();
     let old = std::fs::read_to_string(&gitignore).unwrap_or_default();
-    let missing: Vec<&str> = GITIGNORE.iter().copied().filter(|l| !old.lines().any(|o| o.trim() == *l || o.trim() == l.trim_start_matches('/'))).collect();
+    let missing: Vec<&str> = GITIGNORE
+        .iter()
+        .copied()
+        .filter(|l| {
+            !old.lines()
+                .any(|o| o.trim() == *l || o.trim() == l.trim_start_matches('/'))
+        })
+        .collect();
     if !missing.is_empty() {
-        let sep = if old.is_empty() || old.ends_with('\n') { "" } else { "\n" };
-        undo.write(&gitignore, &format!("{old}{sep}# pymdeploy's build output\n{}\n", missing.join("\n")))?;
+        let sep = if old.is_empty() || old.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        undo.write(
+            &gitignore,
+            &format!(
+                "{old}{sep}# pymdeploy's build output\n{}\n",
+                missing.join("\n")
+            ),
+        )?;
         match gitignore_existed {
             true => out.status("Appended", &format!("{} to .gitignore", missing.join(", "))),
             false => out.status("Wrote", &format!(".gitignore ({})", missing.join(", "))),
@@ -670,7 +845,10 @@ pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
         "publish_ip, live_port, staging_port: where live and staging answer (127.0.0.1:8080 and :8081)".to_string(),
     ];
     if opts.target != TargetKind::Docker {
-        todo = vec![format!("docker_repo and the {} settings in pym-config.yaml (README: the {} target)", opts.target, opts.target)];
+        todo = vec![format!(
+            "docker_repo and the {} settings in pym-config.yaml (README: the {} target)",
+            opts.target, opts.target
+        )];
     }
     todo.extend(detected.todo.iter().cloned());
     for t in &todo {
@@ -695,21 +873,49 @@ struct MergedAlias {
 
 fn merge_alias(path: &Path, template: &str) -> Result<MergedAlias> {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(MergedAlias { text: Some(template.to_string()), existed: false, conflict: false });
+        return Ok(MergedAlias {
+            text: Some(template.to_string()),
+            existed: false,
+            conflict: false,
+        });
     };
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| hinted(format!("{}: not valid TOML: {e}", path.display()), "fix it, then run init again"))?;
-    let ours: toml_edit::DocumentMut = template.parse().expect("the template's cargo config is TOML");
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        hinted(
+            format!("{}: not valid TOML: {e}", path.display()),
+            "fix it, then run init again",
+        )
+    })?;
+    let ours: toml_edit::DocumentMut = template
+        .parse()
+        .expect("the template's cargo config is TOML");
     let our_alias = ours["alias"]["xtask"].clone();
     let alias = doc.entry("alias").or_insert(toml_edit::table());
     let Some(table) = alias.as_table_like_mut() else {
-        return Err(hinted(format!("{}: `alias` is not a table", path.display()), "make it `[alias]`, then run init again"));
+        return Err(hinted(
+            format!("{}: `alias` is not a table", path.display()),
+            "make it `[alias]`, then run init again",
+        ));
     };
     let existing = table.get("xtask").map(|v| v.to_string());
-    if existing.as_deref().map(str::trim) == our_alias.as_value().map(|v| v.to_string()).as_deref().map(str::trim) {
-        return Ok(MergedAlias { text: None, existed: true, conflict: false });
+    if existing.as_deref().map(str::trim)
+        == our_alias
+            .as_value()
+            .map(|v| v.to_string())
+            .as_deref()
+            .map(str::trim)
+    {
+        return Ok(MergedAlias {
+            text: None,
+            existed: true,
+            conflict: false,
+        });
     }
     table.insert("xtask", our_alias);
-    Ok(MergedAlias { text: Some(doc.to_string()), existed: true, conflict: existing.is_some() })
+    Ok(MergedAlias {
+        text: Some(doc.to_string()),
+        existed: true,
+        conflict: existing.is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -725,19 +931,51 @@ mod tests {
 
     #[test]
     fn a_binary_from_crates_io_depends_on_crates_io() {
-        let s = Source::built_from(Path::new("/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/pymdeploy-0.1.0"), Path::new("/nonexistent")).unwrap();
+        let s = Source::built_from(
+            Path::new(
+                "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/pymdeploy-0.1.0",
+            ),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert_eq!(s, Source::Registry);
-        assert_eq!(s.dependency(TargetKind::Docker), format!("\"={}\"", env!("CARGO_PKG_VERSION")));
-        assert_eq!(s.dependency(TargetKind::AwsBeanstalk), format!("{{ version = \"={}\", features = [\"aws-beanstalk\"] }}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            s.dependency(TargetKind::Docker),
+            format!("\"={}\"", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            s.dependency(TargetKind::AwsBeanstalk),
+            format!(
+                "{{ version = \"={}\", features = [\"aws-beanstalk\"] }}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
     }
 
     #[test]
     fn a_binary_from_cargo_install_git_depends_on_that_repository_at_its_commit() {
         let home = tmp("crates2");
-        let key = format!("pymdeploy {} (git+https://git.example.com/team/pymdeploy?branch=main#0123456789abcdef0123456789abcdef01234567)", env!("CARGO_PKG_VERSION"));
-        std::fs::write(home.join(".crates2.json"), serde_json::json!({"installs": {key: {"bins": ["pymdeploy"]}}}).to_string()).unwrap();
-        let s = Source::built_from(Path::new("/home/u/.cargo/git/checkouts/pymdeploy-5b1e2f/0123456"), &home).unwrap();
-        assert_eq!(s, Source::Git { url: "https://git.example.com/team/pymdeploy".into(), rev: Some("0123456789abcdef0123456789abcdef01234567".into()) });
+        let key = format!(
+            "pymdeploy {} (git+https://git.example.com/team/pymdeploy?branch=main#0123456789abcdef0123456789abcdef01234567)",
+            env!("CARGO_PKG_VERSION")
+        );
+        std::fs::write(
+            home.join(".crates2.json"),
+            serde_json::json!({"installs": {key: {"bins": ["pymdeploy"]}}}).to_string(),
+        )
+        .unwrap();
+        let s = Source::built_from(
+            Path::new("/home/u/.cargo/git/checkouts/pymdeploy-5b1e2f/0123456"),
+            &home,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Source::Git {
+                url: "https://git.example.com/team/pymdeploy".into(),
+                rev: Some("0123456789abcdef0123456789abcdef01234567".into())
+            }
+        );
         assert_eq!(
             s.dependency(TargetKind::Docker),
             "{ git = \"https://git.example.com/team/pymdeploy\", rev = \"0123456789abcdef0123456789abcdef01234567\" }"
@@ -746,16 +984,30 @@ mod tests {
 
     #[test]
     fn a_binary_whose_checkout_is_gone_says_what_to_pass() {
-        let e = Source::built_from(Path::new("/tmp/pym-removed-checkout-for-this-test"), Path::new("/nonexistent")).unwrap_err();
-        assert!(format!("{e}").contains("which is gone, and pymdeploy is not published on crates.io"), "{e}");
-        assert!(crate::error::hint_of(&e).unwrap().contains("--pymdeploy-git"));
+        let e = Source::built_from(
+            Path::new("/tmp/pym-removed-checkout-for-this-test"),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e}").contains("which is gone, and pymdeploy is not published on crates.io"),
+            "{e}"
+        );
+        assert!(
+            crate::error::hint_of(&e)
+                .unwrap()
+                .contains("--pymdeploy-git")
+        );
     }
 
     #[test]
     fn the_checkout_this_binary_was_built_from_is_used_while_it_exists() {
         let s = Source::resolve(None, None, None).unwrap();
         assert_eq!(s, Source::Path(PathBuf::from(BUILT_FROM)));
-        assert!(s.dependency(TargetKind::Docker).contains(&format!("path = {BUILT_FROM:?}")));
+        assert!(
+            s.dependency(TargetKind::Docker)
+                .contains(&format!("path = {BUILT_FROM:?}"))
+        );
     }
 
     #[test]
@@ -766,12 +1018,26 @@ mod tests {
         std::fs::write(d.join("requirements.txt"), "flask\n").unwrap();
         std::fs::write(d.join("test/test_app.py"), "").unwrap();
         std::fs::write(d.join("testaccept/test_live.py"), "").unwrap();
-        std::fs::write(d.join("app.py"), "@app.get('/ping')\n@app.get('/version')\n").unwrap();
-        std::fs::write(d.join("Dockerfile"), "FROM python:3.11-slim\nEXPOSE 5000\nCMD gunicorn app:app\n").unwrap();
+        std::fs::write(
+            d.join("app.py"),
+            "@app.get('/ping')\n@app.get('/version')\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("Dockerfile"),
+            "FROM python:3.11-slim\nEXPOSE 5000\nCMD gunicorn app:app\n",
+        )
+        .unwrap();
         let found = detect(&d);
         assert_eq!(found.kind, "Python");
-        assert_eq!(found.test_command.as_deref(), Some("python3 -m pytest -q test"));
-        assert_eq!(found.accept_command.as_deref(), Some("python3 -m pytest -q testaccept"));
+        assert_eq!(
+            found.test_command.as_deref(),
+            Some("python3 -m pytest -q test")
+        );
+        assert_eq!(
+            found.accept_command.as_deref(),
+            Some("python3 -m pytest -q testaccept")
+        );
         assert_eq!(found.port, Some(5000));
         assert_eq!(found.rust_binary, None);
         assert!(found.todo.is_empty(), "{:?}", found.todo);
@@ -784,10 +1050,26 @@ mod tests {
         std::fs::write(d.join("Dockerfile"), "FROM rust:1 AS build\nRUN cargo build --release\nFROM debian:bookworm-slim\nCOPY --from=build /target/release/api /api\n").unwrap();
         let found = detect(&d);
         assert_eq!((found.kind, found.rust_binary.as_deref()), ("Rust", None));
-        assert!(found.evidence.iter().any(|e| e.contains("2 stages")), "{:?}", found.evidence);
-        assert!(found.todo.iter().any(|t| t.starts_with("port:")), "{:?}", found.todo);
-        assert!(found.todo.iter().any(|t| t.starts_with("/version:")), "{:?}", found.todo);
-        std::fs::write(d.join("Dockerfile"), "FROM debian:bookworm-slim\nCOPY .pym/dist/api /usr/local/bin/api\n").unwrap();
+        assert!(
+            found.evidence.iter().any(|e| e.contains("2 stages")),
+            "{:?}",
+            found.evidence
+        );
+        assert!(
+            found.todo.iter().any(|t| t.starts_with("port:")),
+            "{:?}",
+            found.todo
+        );
+        assert!(
+            found.todo.iter().any(|t| t.starts_with("/version:")),
+            "{:?}",
+            found.todo
+        );
+        std::fs::write(
+            d.join("Dockerfile"),
+            "FROM debian:bookworm-slim\nCOPY .pym/dist/api /usr/local/bin/api\n",
+        )
+        .unwrap();
         assert_eq!(detect(&d).rust_binary.as_deref(), Some("api"));
     }
 
@@ -796,15 +1078,29 @@ mod tests {
         let d = tmp("alias");
         let path = d.join("config.toml");
         let template = include_str!("../template/common/cargo-config.toml");
-        std::fs::write(&path, "# ours\n[build]\njobs = 2\n\n[alias]\nb = \"build\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "# ours\n[build]\njobs = 2\n\n[alias]\nb = \"build\"\n",
+        )
+        .unwrap();
         let m = merge_alias(&path, template).unwrap();
         let text = m.text.unwrap();
         assert!(!m.conflict);
         assert!(text.starts_with("# ours\n[build]\njobs = 2\n"), "{text}");
-        assert!(text.contains("b = \"build\"") && text.contains("xtask = \"run --config build.build-dir="), "{text}");
+        assert!(
+            text.contains("b = \"build\"")
+                && text.contains("xtask = \"run --config build.build-dir="),
+            "{text}"
+        );
         std::fs::write(&path, &text).unwrap();
-        assert!(merge_alias(&path, template).unwrap().text.is_none(), "the same alias again changes nothing");
+        assert!(
+            merge_alias(&path, template).unwrap().text.is_none(),
+            "the same alias again changes nothing"
+        );
         std::fs::write(&path, "[alias]\nxtask = \"run -p xtask --\"\n").unwrap();
-        assert!(merge_alias(&path, template).unwrap().conflict, "an xtask alias of the repository's own is a conflict");
+        assert!(
+            merge_alias(&path, template).unwrap().conflict,
+            "an xtask alias of the repository's own is a conflict"
+        );
     }
 }

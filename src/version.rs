@@ -20,7 +20,10 @@ impl Served {
     /// `version` and `pym_env` (other fields are the service's own business).
     pub fn parse(body: &str) -> Option<Served> {
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        Some(Served { version: v["version"].as_str()?.to_string(), pym_env: v["pym_env"].as_str()?.to_string() })
+        Some(Served {
+            version: v["version"].as_str()?.to_string(),
+            pym_env: v["pym_env"].as_str()?.to_string(),
+        })
     }
 }
 
@@ -36,7 +39,12 @@ impl Version {
     /// The version of a commit: its time (UTC seconds), how many commits lead to it, its
     /// sha, and whether the tree has uncommitted changes.
     pub fn of_commit(time: i64, commit_count: u64, sha: &str, dirty: bool) -> Version {
-        Version { stamp: stamp(time), commit_count, sha: sha.to_string(), dirty }
+        Version {
+            stamp: stamp(time),
+            commit_count,
+            sha: sha.to_string(),
+            dirty,
+        }
     }
 
     pub fn sha6(&self) -> &str {
@@ -59,14 +67,26 @@ fn stamp(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{:02}{:02}{:02}-{:02}{:02}", y.rem_euclid(100), m, d, secs / 3600, (secs % 3600) / 60)
+    format!(
+        "{:02}{:02}{:02}-{:02}{:02}",
+        y.rem_euclid(100),
+        m,
+        d,
+        secs / 3600,
+        (secs % 3600) / 60
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SSZ` for a Unix time, for status and history tables.
 pub fn fmt_utc(unix: i64) -> String {
     let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
     let secs = unix.rem_euclid(86_400);
-    format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -91,9 +111,16 @@ mod tests {
     fn served_reads_the_contract_and_ignores_other_fields() {
         assert_eq!(
             Served::parse(r#"{"name":"a","version":"v1","pym_env":"live","extra":[1]}"#),
-            Some(Served { version: "v1".into(), pym_env: "live".into() })
+            Some(Served {
+                version: "v1".into(),
+                pym_env: "live".into()
+            })
         );
-        assert_eq!(Served::parse(r#"{"version":"v1"}"#), None, "pym_env is part of the contract");
+        assert_eq!(
+            Served::parse(r#"{"version":"v1"}"#),
+            None,
+            "pym_env is part of the contract"
+        );
         assert_eq!(Served::parse(r#"{"version":1,"pym_env":"live"}"#), None);
         assert_eq!(Served::parse("v1"), None);
     }
@@ -101,8 +128,14 @@ mod tests {
     #[test]
     fn format_matches_pymacaron() {
         // 2026-11-27 16:13:31 UTC
-        assert_eq!(Version::of_commit(1_795_796_011, 42, "0123456789abcdef", false).to_string(), "261127-1613-42-012345");
-        assert_eq!(Version::of_commit(1_795_796_011, 42, "0123456789abcdef", true).to_string(), "261127-1613-42-012345-dirty");
+        assert_eq!(
+            Version::of_commit(1_795_796_011, 42, "0123456789abcdef", false).to_string(),
+            "261127-1613-42-012345"
+        );
+        assert_eq!(
+            Version::of_commit(1_795_796_011, 42, "0123456789abcdef", true).to_string(),
+            "261127-1613-42-012345-dirty"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! SIGKILL after a grace period, so the step returns promptly and can clean up.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,23 +23,42 @@ use crate::output::StepProgress;
 
 /// A command from config, split into words like a shell would but never run by one.
 pub fn from_config<'a>(sh: &'a Shell, line: &str) -> Result<xshell::Cmd<'a>> {
-    let words = shell_words::split(line).with_context(|| format!("cannot split `{line}` into words"))?;
-    let (program, args) = words.split_first().with_context(|| "the command is empty".to_string())?;
+    let words =
+        shell_words::split(line).with_context(|| format!("cannot split `{line}` into words"))?;
+    let (program, args) = words
+        .split_first()
+        .with_context(|| "the command is empty".to_string())?;
     Ok(sh.cmd(program).args(args))
 }
 
 /// Runs `cmd` to completion with its output folded into `progress`. Returns the
 /// command's stdout when `capture_stdout` is set (then only stderr goes to progress).
-pub fn stream(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool) -> Result<String> {
+pub fn stream(
+    cmd: xshell::Cmd<'_>,
+    dir: &Path,
+    progress: &StepProgress<'_>,
+    capture_stdout: bool,
+) -> Result<String> {
     stream_within(cmd, dir, progress, capture_stdout, None)
 }
 
 /// `stream`, and a command still running after `limit` (the config key it comes from,
 /// and its value) is stopped with its whole process group and reported.
-pub fn stream_within(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'_>, capture_stdout: bool, limit: Option<(&str, Duration)>) -> Result<String> {
+pub fn stream_within(
+    cmd: xshell::Cmd<'_>,
+    dir: &Path,
+    progress: &StepProgress<'_>,
+    capture_stdout: bool,
+    limit: Option<(&str, Duration)>,
+) -> Result<String> {
     let display = cmd.to_string();
     let mut command: Command = cmd.into();
-    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = command.spawn().map_err(|e| {
         let program = display.split_whitespace().next().unwrap_or("").to_string();
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -72,12 +91,18 @@ pub fn stream_within(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'
     let (status, timed_out) = status.with_context(|| format!("cannot wait for `{display}`"))?;
     if let (true, Some((key, limit))) = (timed_out, limit) {
         return Err(crate::error::hinted(
-            format!("`{display}` did not finish within {}s (`{key}`): it was stopped, with every process it started", limit.as_secs()),
-            format!("find what hangs (its output is above), or raise `{key}` in pym-config.yaml if it is only slow"),
+            format!(
+                "`{display}` did not finish within {}s (`{key}`): it was stopped, with every process it started",
+                limit.as_secs()
+            ),
+            format!(
+                "find what hangs (its output is above), or raise `{key}` in pym-config.yaml if it is only slow"
+            ),
         ));
     }
     if crate::ops::interrupted() {
-        return Err(anyhow::Error::new(crate::error::Interrupted).context(format!("`{display}` was stopped")));
+        return Err(anyhow::Error::new(crate::error::Interrupted)
+            .context(format!("`{display}` was stopped")));
     }
     if !status.success() {
         let how = match status.code() {
@@ -92,7 +117,10 @@ pub fn stream_within(cmd: xshell::Cmd<'_>, dir: &Path, progress: &StepProgress<'
 /// Waits for the child; if the run is interrupted meanwhile, or `limit` passes, stops its
 /// process group: SIGINT (SIGTERM for a time-out) first, SIGKILL if it is still there
 /// after five seconds. Returns the status and whether the limit stopped it.
-fn wait_or_interrupt(child: &mut std::process::Child, limit: Option<Duration>) -> std::io::Result<(ExitStatus, bool)> {
+fn wait_or_interrupt(
+    child: &mut std::process::Child,
+    limit: Option<Duration>,
+) -> std::io::Result<(ExitStatus, bool)> {
     let group = child.id() as libc::pid_t;
     let started = Instant::now();
     let mut signalled: Option<Instant> = None;
@@ -117,7 +145,11 @@ fn wait_or_interrupt(child: &mut std::process::Child, limit: Option<Duration>) -
         if crate::ops::interrupted() || timed_out {
             match signalled {
                 None => {
-                    let signal = if timed_out { libc::SIGTERM } else { libc::SIGINT };
+                    let signal = if timed_out {
+                        libc::SIGTERM
+                    } else {
+                        libc::SIGINT
+                    };
                     // SAFETY: kill(2) with a negative pid signals our child's own group.
                     unsafe { libc::kill(-group, signal) };
                     signalled = Some(Instant::now());

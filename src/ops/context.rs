@@ -40,7 +40,10 @@ enum Tok {
     /// `?`: `[^/]`
     One,
     /// `[...]`: a character class
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
     /// `**` followed by more pattern: `(.*/)?`
     AnyDirs,
     /// a trailing `**` after other wildcards: `.*`
@@ -81,7 +84,11 @@ impl Ignore {
                 out.exclusions = true;
             }
             let kind = compile(&p).with_context(|| format!("bad pattern `{p}`"))?;
-            out.patterns.push(Pattern { cleaned: p, exclusion, kind });
+            out.patterns.push(Pattern {
+                cleaned: p,
+                exclusion,
+                kind,
+            });
         }
         Ok(out)
     }
@@ -246,7 +253,9 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Tok, usize)> {
     let mut items = Vec::new();
     let mut first = true;
     loop {
-        let Some(&c) = chars.get(i) else { bail!("unterminated character class") };
+        let Some(&c) = chars.get(i) else {
+            bail!("unterminated character class")
+        };
         i += 1;
         if c == ']' && !first {
             break;
@@ -257,7 +266,9 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Tok, usize)> {
         }
         first = false;
         let lo = if c == '\\' {
-            let Some(&e) = chars.get(i) else { bail!("unterminated character class") };
+            let Some(&e) = chars.get(i) else {
+                bail!("unterminated character class")
+            };
             i += 1;
             e
         } else {
@@ -269,7 +280,9 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Tok, usize)> {
             let mut h = chars[i];
             i += 1;
             if h == '\\' {
-                let Some(&e) = chars.get(i) else { bail!("unterminated character class") };
+                let Some(&e) = chars.get(i) else {
+                    bail!("unterminated character class")
+                };
                 i += 1;
                 h = e;
             }
@@ -285,12 +298,16 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Tok, usize)> {
 
 /// Matches the whole of `s` against `toks` (anchored like `^...$`), backtracking.
 fn match_toks(toks: &[Tok], s: &[char]) -> bool {
-    let Some((first, rest)) = toks.split_first() else { return s.is_empty() };
+    let Some((first, rest)) = toks.split_first() else {
+        return s.is_empty();
+    };
     match first {
         Tok::Lit(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
         Tok::One => s.first().is_some_and(|c| *c != '/') && match_toks(rest, &s[1..]),
         Tok::Class { negated, items } => {
-            s.first().is_some_and(|c| items.iter().any(|(lo, hi)| lo <= c && c <= hi) != *negated) && match_toks(rest, &s[1..])
+            s.first()
+                .is_some_and(|c| items.iter().any(|(lo, hi)| lo <= c && c <= hi) != *negated)
+                && match_toks(rest, &s[1..])
         }
         Tok::Star => {
             let mut k = 0;
@@ -354,7 +371,11 @@ fn dir(path: &str) -> String {
 pub fn parse_dockerignore(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = if n == 0 { line.trim_start_matches('\u{feff}') } else { line };
+        let line = if n == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         if line.starts_with('#') {
             continue;
         }
@@ -421,7 +442,13 @@ pub fn list(root: &Path, dockerfile: &str) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn walk(root: &Path, dir_path: &Path, ignore: &Ignore, parent: Option<&[bool]>, out: &mut Vec<Entry>) -> Result<()> {
+fn walk(
+    root: &Path,
+    dir_path: &Path,
+    ignore: &Ignore,
+    parent: Option<&[bool]>,
+    out: &mut Vec<Entry>,
+) -> Result<()> {
     let mut children: Vec<_> = fs::read_dir(dir_path)
         .with_context(|| format!("cannot read directory {}", dir_path.display()))?
         .collect::<io::Result<_>>()
@@ -430,27 +457,44 @@ fn walk(root: &Path, dir_path: &Path, ignore: &Ignore, parent: Option<&[bool]>, 
     for child in children {
         let path = child.path();
         let rel = rel_slash(root, &path)?;
-        let ft = child.file_type().with_context(|| format!("cannot stat {}", path.display()))?;
+        let ft = child
+            .file_type()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
         let (skip, info) = ignore.matches_with_parent(&rel, parent);
         if skip {
             if !ft.is_dir() || !ignore.exclusions {
                 continue;
             }
             let dir_slash = format!("{rel}/");
-            let may_reinclude = ignore.patterns.iter().any(|p| p.exclusion && format!("{}/", p.cleaned).starts_with(&dir_slash));
+            let may_reinclude = ignore
+                .patterns
+                .iter()
+                .any(|p| p.exclusion && format!("{}/", p.cleaned).starts_with(&dir_slash));
             if may_reinclude {
                 walk(root, &path, ignore, Some(&info), out)?;
             }
             continue;
         }
         if ft.is_dir() {
-            out.push(Entry { rel: rel.clone(), kind: EntryKind::Dir, size: 0 });
+            out.push(Entry {
+                rel: rel.clone(),
+                kind: EntryKind::Dir,
+                size: 0,
+            });
             walk(root, &path, ignore, Some(&info), out)?;
         } else if ft.is_symlink() {
-            out.push(Entry { rel, kind: EntryKind::Symlink, size: 0 });
+            out.push(Entry {
+                rel,
+                kind: EntryKind::Symlink,
+                size: 0,
+            });
         } else if ft.is_file() {
             let size = child.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(Entry { rel, kind: EntryKind::File, size });
+            out.push(Entry {
+                rel,
+                kind: EntryKind::File,
+                size,
+            });
         }
         // sockets, fifos and devices are not sent
     }
@@ -458,8 +502,12 @@ fn walk(root: &Path, dir_path: &Path, ignore: &Ignore, parent: Option<&[bool]>, 
 }
 
 fn rel_slash(root: &Path, path: &Path) -> Result<String> {
-    let rel = path.strip_prefix(root).with_context(|| format!("{} is outside {}", path.display(), root.display()))?;
-    let s = rel.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    let rel = path
+        .strip_prefix(root)
+        .with_context(|| format!("{} is outside {}", path.display(), root.display()))?;
+    let s = rel
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
     Ok(s.replace('\\', "/"))
 }
 
@@ -484,17 +532,26 @@ const CHANNEL_DEPTH: usize = 8;
 pub fn tar_stream(
     root: PathBuf,
     entries: Vec<Entry>,
-) -> (impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static, Counter) {
+) -> (
+    impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    Counter,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let counter = Counter::default();
     let written = counter.0.clone();
     std::thread::spawn(move || {
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK), written };
+        let writer = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            written,
+        };
         if let Err(e) = write_tar(&root, &entries, writer) {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     (stream, counter)
 }
 
@@ -546,8 +603,14 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the Docker engine stopped reading the build context"))
+        self.written
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the Docker engine stopped reading the build context",
+            )
+        })
     }
 
     fn flush_final(&mut self) -> io::Result<()> {
@@ -649,13 +712,24 @@ mod tests {
 
     #[test]
     fn reader_follows_ignorefile() {
-        let text = "\u{feff}# comment\n  target/  \n/abs\n! keep \n\n  # not a comment\nfoo/../bar\n";
-        assert_eq!(parse_dockerignore(text), vec!["target", "abs", "!keep", "# not a comment", "bar"]);
+        let text =
+            "\u{feff}# comment\n  target/  \n/abs\n! keep \n\n  # not a comment\nfoo/../bar\n";
+        assert_eq!(
+            parse_dockerignore(text),
+            vec!["target", "abs", "!keep", "# not a comment", "bar"]
+        );
     }
 
     #[test]
     fn clean_is_go_clean() {
-        for (a, b) in [("a//b/./c/..", "a/b"), ("./", "."), ("../x", "../x"), ("/../a", "/a"), ("a/", "a"), ("", ".")] {
+        for (a, b) in [
+            ("a//b/./c/..", "a/b"),
+            ("./", "."),
+            ("../x", "../x"),
+            ("/../a", "/a"),
+            ("a/", "a"),
+            ("", "."),
+        ] {
             assert_eq!(clean(a), b, "{a}");
         }
     }

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, anyhow};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -22,8 +23,12 @@ use crate::output::StepProgress;
 /// The labels of a local image, or `None` when there is no such image.
 pub async fn image_labels(docker: &Docker, image: &str) -> Result<Option<HashMap<String, String>>> {
     match docker.inspect_image(image).await {
-        Ok(inspect) => Ok(Some(inspect.config.and_then(|c| c.labels).unwrap_or_default())),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Ok(inspect) => Ok(Some(
+            inspect.config.and_then(|c| c.labels).unwrap_or_default(),
+        )),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot inspect image {image}")),
     }
 }
@@ -57,7 +62,11 @@ pub fn check_dockerfile(root: &Path, dockerfile: &str) -> Result<String> {
 
 /// Builds an image from `req.root`, streaming the context from disk and folding the
 /// engine's output into `progress`.
-pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgress<'_>) -> Result<Built> {
+pub async fn build(
+    docker: &Docker,
+    req: BuildRequest<'_>,
+    progress: &StepProgress<'_>,
+) -> Result<Built> {
     check_dockerfile(req.root, req.dockerfile)?;
     let root = req.root.to_path_buf();
     let dockerfile = req.dockerfile.to_string();
@@ -65,9 +74,15 @@ pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgre
         .await
         .context("the context walk panicked")?
         .with_context(|| format!("cannot prepare the build context of {}", req.root.display()))?;
-    let files = entries.iter().filter(|e| e.kind == context::EntryKind::File).count();
+    let files = entries
+        .iter()
+        .filter(|e| e.kind == context::EntryKind::File)
+        .count();
     let bytes: u64 = entries.iter().map(|e| e.size).sum();
-    progress.message(&format!("sending context: {files} files, {}", human_bytes(bytes)));
+    progress.message(&format!(
+        "sending context: {files} files, {}",
+        human_bytes(bytes)
+    ));
 
     let (stream, _counter) = context::tar_stream(req.root.to_path_buf(), entries);
     let options = BuildImageOptionsBuilder::default()
@@ -100,17 +115,30 @@ pub async fn build(docker: &Docker, req: BuildRequest<'_>, progress: &StepProgre
     }
     let image_id = match image_id {
         Some(id) => id,
-        None => docker.inspect_image(req.tag).await.with_context(|| format!("the build of {} made no image", req.tag))?.id.unwrap_or_default(),
+        None => docker
+            .inspect_image(req.tag)
+            .await
+            .with_context(|| format!("the build of {} made no image", req.tag))?
+            .id
+            .unwrap_or_default(),
     };
-    Ok(Built { image_id, context_files: files, context_bytes: bytes })
+    Ok(Built {
+        image_id,
+        context_files: files,
+        context_bytes: bytes,
+    })
 }
 
 fn describe_build_error(e: bollard::errors::Error, tag: &str) -> anyhow::Error {
     match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } if message.contains("pull access denied") || message.contains("not found") => hinted(
-            format!("docker build of {tag} failed: {message}"),
-            "the base image is not in the local engine: build or load it first (see README, \"Base image\")",
-        ),
+        bollard::errors::Error::DockerResponseServerError { message, .. }
+            if message.contains("pull access denied") || message.contains("not found") =>
+        {
+            hinted(
+                format!("docker build of {tag} failed: {message}"),
+                "the base image is not in the local engine: build or load it first (see README, \"Base image\")",
+            )
+        }
         e => anyhow::Error::new(e).context(format!("docker build of {tag} failed")),
     }
 }
@@ -162,8 +190,15 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         }),
         readonly_rootfs: spec.locked_down.then_some(true),
         cap_drop: spec.locked_down.then(|| vec!["ALL".to_string()]),
-        security_opt: spec.locked_down.then(|| vec!["no-new-privileges".to_string()]),
-        tmpfs: spec.locked_down.then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=1m,mode=1777".to_string())])),
+        security_opt: spec
+            .locked_down
+            .then(|| vec!["no-new-privileges".to_string()]),
+        tmpfs: spec.locked_down.then(|| {
+            HashMap::from([(
+                "/tmp".to_string(),
+                "rw,nosuid,nodev,size=1m,mode=1777".to_string(),
+            )])
+        }),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -177,16 +212,27 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         volumes: spec.state_dir.map(|d| vec![d.to_string()]),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::default().name(spec.name).build();
+    let options = CreateContainerOptionsBuilder::default()
+        .name(spec.name)
+        .build();
     let created = docker
         .create_container(Some(options), body)
         .await
         .map_err(|e| match e {
-            bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => hinted(
-                format!("cannot create container {} from {}: {message}", spec.name, spec.image),
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => hinted(
+                format!(
+                    "cannot create container {} from {}: {message}",
+                    spec.name, spec.image
+                ),
                 "build the image first (`cargo xtask build`)",
             ),
-            e => anyhow::Error::new(e).context(format!("cannot create container {} from {}", spec.name, spec.image)),
+            e => anyhow::Error::new(e).context(format!(
+                "cannot create container {} from {}",
+                spec.name, spec.image
+            )),
         })?;
     if let Err(e) = docker.start_container(&created.id, None).await {
         let _ = remove(docker, &created.id).await;
@@ -204,7 +250,10 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
 
 /// The host port a container's port was published on.
 pub async fn published_port(docker: &Docker, id: &str, container_port: u16) -> Result<u16> {
-    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    let inspect = docker
+        .inspect_container(id, None)
+        .await
+        .with_context(|| format!("cannot inspect container {id}"))?;
     let key = format!("{container_port}/tcp");
     inspect
         .network_settings
@@ -217,7 +266,10 @@ pub async fn published_port(docker: &Docker, id: &str, container_port: u16) -> R
 
 /// The address of a running container on `network`, if it has one.
 pub async fn ip_on(docker: &Docker, id: &str, network: &str) -> Result<Option<String>> {
-    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    let inspect = docker
+        .inspect_container(id, None)
+        .await
+        .with_context(|| format!("cannot inspect container {id}"))?;
     Ok(inspect
         .network_settings
         .and_then(|n| n.networks)
@@ -228,9 +280,16 @@ pub async fn ip_on(docker: &Docker, id: &str, network: &str) -> Result<Option<St
 
 /// The exit code of a container that has stopped, or `None` while it runs.
 pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>> {
-    let inspect = docker.inspect_container(id, None).await.with_context(|| format!("cannot inspect container {id}"))?;
+    let inspect = docker
+        .inspect_container(id, None)
+        .await
+        .with_context(|| format!("cannot inspect container {id}"))?;
     let state = inspect.state.unwrap_or_default();
-    Ok(if state.running == Some(true) { None } else { state.exit_code })
+    Ok(if state.running == Some(true) {
+        None
+    } else {
+        state.exit_code
+    })
 }
 
 /// Waits until the container stops; returns its exit code.
@@ -246,7 +305,11 @@ pub async fn wait_exit(docker: &Docker, id: &str) -> Result<i64> {
 
 /// The last `n` lines of a container's stdout and stderr.
 pub async fn logs_tail(docker: &Docker, id: &str, n: usize) -> Vec<String> {
-    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&n.to_string()).build();
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&n.to_string())
+        .build();
     let mut s = docker.logs(id, Some(options));
     let mut out = String::new();
     while let Some(Ok(chunk)) = s.next().await {
@@ -257,9 +320,15 @@ pub async fn logs_tail(docker: &Docker, id: &str, n: usize) -> Vec<String> {
 
 /// Removes a container whatever its state. A container already gone is not an error.
 pub async fn remove(docker: &Docker, id: &str) -> Result<()> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove container {id}")),
     }
 }
@@ -272,7 +341,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// What a push did.
@@ -284,7 +357,10 @@ pub struct Pushed {
 }
 
 /// Registry credentials as the engine takes them.
-fn engine_credentials(c: &crate::ops::registry::Credentials, host: &str) -> bollard::auth::DockerCredentials {
+fn engine_credentials(
+    c: &crate::ops::registry::Credentials,
+    host: &str,
+) -> bollard::auth::DockerCredentials {
     bollard::auth::DockerCredentials {
         username: Some(c.username.clone()),
         password: Some(c.password.clone()),
@@ -295,15 +371,26 @@ fn engine_credentials(c: &crate::ops::registry::Credentials, host: &str) -> boll
 
 /// Pushes `image` (`<registry>/<repo>:<tag>`) with `credentials`, showing each layer's
 /// progress.
-pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<Pushed> {
-    let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).with_context(|| format!("{image} has no tag"))?;
+pub async fn push(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<&crate::ops::registry::Credentials>,
+    progress: &StepProgress<'_>,
+) -> Result<Pushed> {
+    let (name, tag) = image
+        .rsplit_once(':')
+        .filter(|(_, t)| !t.contains('/'))
+        .with_context(|| format!("{image} has no tag"))?;
     let host = crate::ops::registry::registry_of(image);
     let creds = credentials.map(|c| engine_credentials(c, &host));
-    let options = bollard::query_parameters::PushImageOptionsBuilder::default().tag(tag).build();
+    let options = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(tag)
+        .build();
     let mut stream = docker.push_image(name, Some(options), creds);
     let (mut pushed, mut existing, mut digest) = (0, 0, None);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| describe_registry_error(e, "push", image, &host, credentials))?;
+        let info =
+            item.map_err(|e| describe_registry_error(e, "push", image, &host, credentials))?;
         let Some(status) = info.status else { continue };
         match status.as_str() {
             "Pushed" => pushed += 1,
@@ -311,36 +398,73 @@ pub async fn push(docker: &Docker, image: &str, credentials: Option<&crate::ops:
             s if s == "Layer already exists" || s.starts_with("Mounted from") => existing += 1,
             _ => {}
         }
-        if let Some(d) = status.split("digest: ").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+        if let Some(d) = status
+            .split("digest: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
             digest = Some(d.to_string());
         }
-        let detail = info.progress_detail.and_then(|p| Some((p.current?, p.total?))).map(|(c, t)| format!(" {}/{}", human_bytes(c as u64), human_bytes(t as u64))).unwrap_or_default();
-        progress.line(&format!("{status}{detail} (layers: {pushed} pushed, {existing} already there)"));
+        let detail = info
+            .progress_detail
+            .and_then(|p| Some((p.current?, p.total?)))
+            .map(|(c, t)| format!(" {}/{}", human_bytes(c as u64), human_bytes(t as u64)))
+            .unwrap_or_default();
+        progress.line(&format!(
+            "{status}{detail} (layers: {pushed} pushed, {existing} already there)"
+        ));
     }
     let digest = digest.with_context(|| format!("the registry reported no digest for {image}"))?;
-    Ok(Pushed { digest, layers_pushed: pushed, layers_existing: existing })
+    Ok(Pushed {
+        digest,
+        layers_pushed: pushed,
+        layers_existing: existing,
+    })
 }
 
 /// A registry's refusal or absence, said for what was being done (`push` or `pull`).
-fn describe_registry_error(e: bollard::errors::Error, verb: &str, image: &str, host: &str, creds: Option<&crate::ops::registry::Credentials>) -> anyhow::Error {
+fn describe_registry_error(
+    e: bollard::errors::Error,
+    verb: &str,
+    image: &str,
+    host: &str,
+    creds: Option<&crate::ops::registry::Credentials>,
+) -> anyhow::Error {
     let msg = match &e {
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     };
     let lower = msg.to_lowercase();
-    if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") || lower.contains("no basic auth") {
+    if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("denied")
+        || lower.contains("no basic auth")
+    {
         let who = match creds {
             Some(c) => format!("the credentials of `{}` from {}", c.username, c.source),
             None => format!("an anonymous {verb} (no credentials found)"),
         };
         return hinted(
             format!("registry {host} refused {who} for {image}: {msg}"),
-            format!("check the password, or log in again with `docker login {host}` (in CI: set {} and {})", crate::ops::registry::ENV_USER, crate::ops::registry::ENV_PASSWORD),
+            format!(
+                "check the password, or log in again with `docker login {host}` (in CI: set {} and {})",
+                crate::ops::registry::ENV_USER,
+                crate::ops::registry::ENV_PASSWORD
+            ),
         );
     }
-    if lower.contains("connection refused") || lower.contains("no such host") || lower.contains("dial tcp") || lower.contains("i/o timeout") {
-        return hinted(format!("cannot reach registry {host} to {verb} {image}: {msg}"), format!("check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"));
+    if lower.contains("connection refused")
+        || lower.contains("no such host")
+        || lower.contains("dial tcp")
+        || lower.contains("i/o timeout")
+    {
+        return hinted(
+            format!("cannot reach registry {host} to {verb} {image}: {msg}"),
+            format!(
+                "check that the registry runs and that `docker_repo` in pym-config.yaml names it ({host})"
+            ),
+        );
     }
     anyhow::Error::new(e).context(format!("cannot {verb} {image}"))
 }
@@ -349,9 +473,18 @@ fn describe_registry_error(e: bollard::errors::Error, verb: &str, image: &str, h
 pub async fn ensure_network(docker: &Docker, name: &str) -> Result<()> {
     match docker.inspect_network(name, None).await {
         Ok(_) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-            let req = bollard::models::NetworkCreateRequest { name: name.to_string(), driver: Some("bridge".into()), ..Default::default() };
-            docker.create_network(req).await.with_context(|| format!("cannot create network {name}"))?;
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            let req = bollard::models::NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            docker
+                .create_network(req)
+                .await
+                .with_context(|| format!("cannot create network {name}"))?;
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("cannot inspect network {name}")),
@@ -366,27 +499,45 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
         attach_stderr: Some(true),
         ..Default::default()
     };
-    let created = docker.create_exec(container, config).await.with_context(|| format!("cannot exec in {container}"))?;
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .with_context(|| format!("cannot exec in {container}"))?;
     let mut output = String::new();
-    if let bollard::exec::StartExecResults::Attached { output: mut out, .. } =
-        docker.start_exec(&created.id, None).await.with_context(|| format!("cannot exec in {container}"))?
+    if let bollard::exec::StartExecResults::Attached {
+        output: mut out, ..
+    } = docker
+        .start_exec(&created.id, None)
+        .await
+        .with_context(|| format!("cannot exec in {container}"))?
     {
         while let Some(Ok(chunk)) = out.next().await {
             output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
     }
-    let inspect = docker.inspect_exec(&created.id).await.with_context(|| format!("cannot inspect an exec in {container}"))?;
+    let inspect = docker
+        .inspect_exec(&created.id)
+        .await
+        .with_context(|| format!("cannot inspect an exec in {container}"))?;
     Ok((inspect.exit_code.unwrap_or(-1), output))
 }
 
 /// Pulls `reference` (`repo:tag` or `repo@sha256:…`) from its registry.
-pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::ops::registry::Credentials>, progress: &StepProgress<'_>) -> Result<()> {
+pub async fn pull(
+    docker: &Docker,
+    reference: &str,
+    credentials: Option<&crate::ops::registry::Credentials>,
+    progress: &StepProgress<'_>,
+) -> Result<()> {
     let host = crate::ops::registry::registry_of(reference);
     let creds = credentials.map(|c| engine_credentials(c, &host));
-    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(reference).build();
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(reference)
+        .build();
     let mut stream = docker.create_image(Some(options), None, creds);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| describe_registry_error(e, "pull", reference, &host, credentials))?;
+        let info =
+            item.map_err(|e| describe_registry_error(e, "pull", reference, &host, credentials))?;
         if let Some(status) = info.status {
             progress.line(&status);
         }
@@ -397,8 +548,13 @@ pub async fn pull(docker: &Docker, reference: &str, credentials: Option<&crate::
 /// The images of `repo` (every tag): their IDs and tags.
 pub async fn images_of(docker: &Docker, repo: &str) -> Result<Vec<(String, Vec<String>)>> {
     let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
-    let options = bollard::query_parameters::ListImagesOptionsBuilder::default().filters(&filters).build();
-    let images = docker.list_images(Some(options)).await.with_context(|| format!("cannot list the images of {repo}"))?;
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .with_context(|| format!("cannot list the images of {repo}"))?;
     Ok(images.into_iter().map(|i| (i.id, i.repo_tags)).collect())
 }
 
@@ -406,18 +562,40 @@ pub async fn images_of(docker: &Docker, repo: &str) -> Result<Vec<(String, Vec<S
 /// container uses, running or not: their IDs.
 pub async fn unused_images_before(docker: &Docker, repo: &str, before: i64) -> Result<Vec<String>> {
     let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
-    let options = bollard::query_parameters::ListImagesOptionsBuilder::default().filters(&filters).build();
-    let images = docker.list_images(Some(options)).await.with_context(|| format!("cannot list the images of {repo}"))?;
-    let all = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).build();
-    let used: std::collections::HashSet<String> = docker.list_containers(Some(all)).await.context("cannot list containers")?.into_iter().filter_map(|c| c.image_id).collect();
-    Ok(images.into_iter().filter(|i| i.created < before && !used.contains(&i.id)).map(|i| i.id).collect())
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .with_context(|| format!("cannot list the images of {repo}"))?;
+    let all = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .build();
+    let used: std::collections::HashSet<String> = docker
+        .list_containers(Some(all))
+        .await
+        .context("cannot list containers")?
+        .into_iter()
+        .filter_map(|c| c.image_id)
+        .collect();
+    Ok(images
+        .into_iter()
+        .filter(|i| i.created < before && !used.contains(&i.id))
+        .map(|i| i.id)
+        .collect())
 }
 
 /// Removes an image with all its tags. Call it only for an image no container uses.
 pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
     match docker.remove_image(id, Some(options), None).await {
-        Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Ok(_)
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove image {id}")),
     }
 }
@@ -425,31 +603,59 @@ pub async fn remove_image(docker: &Docker, id: &str) -> Result<()> {
 /// Removes an image unless a container (running or not) uses it: the engine refuses
 /// then, and so do we, quietly.
 pub async fn remove_image_if_unused(docker: &Docker, id: &str) -> Result<()> {
-    match docker.remove_image(id, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
-        Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+    match docker
+        .remove_image(
+            id,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+    {
+        Ok(_)
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove image {id}")),
     }
 }
 
 /// Containers (running or not) carrying every one of `labels` (`key=value`).
-pub async fn list(docker: &Docker, labels: &[String]) -> Result<Vec<bollard::models::ContainerSummary>> {
+pub async fn list(
+    docker: &Docker,
+    labels: &[String],
+) -> Result<Vec<bollard::models::ContainerSummary>> {
     let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-    docker.list_containers(Some(options)).await.context("cannot list containers")
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .context("cannot list containers")
 }
 
 /// Stops a container, giving it `grace` seconds after SIGTERM.
 pub async fn stop(docker: &Docker, id: &str, grace: i32) -> Result<()> {
-    let options = bollard::query_parameters::StopContainerOptionsBuilder::default().t(grace).build();
+    let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
+        .t(grace)
+        .build();
     match docker.stop_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot stop container {id}")),
     }
 }
 
 pub async fn start(docker: &Docker, id: &str) -> Result<()> {
     match docker.start_container(id, None).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot start container {id}")),
     }
 }
@@ -457,7 +663,12 @@ pub async fn start(docker: &Docker, id: &str) -> Result<()> {
 /// Creates (does not start) a container named `name` from `image`, carrying `labels`: the
 /// engine refuses a second container of one name, which makes this an atomic
 /// test-and-set on the engine. `Ok(false)` when a container of that name exists.
-pub async fn create_named(docker: &Docker, name: &str, image: &str, labels: HashMap<String, String>) -> Result<bool> {
+pub async fn create_named(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    labels: HashMap<String, String>,
+) -> Result<bool> {
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         labels: Some(labels),
@@ -468,21 +679,35 @@ pub async fn create_named(docker: &Docker, name: &str, image: &str, labels: Hash
     let options = CreateContainerOptionsBuilder::default().name(name).build();
     match docker.create_container(Some(options), body).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot create container {name}")),
     }
 }
 
 /// A container's labels and, when it has stopped, its exit code (`None` while it runs);
 /// `None` when there is no such container. One inspect.
-pub async fn container_state(docker: &Docker, name: &str) -> Result<Option<(HashMap<String, String>, Option<i64>)>> {
+pub async fn container_state(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<(HashMap<String, String>, Option<i64>)>> {
     match docker.inspect_container(name, None).await {
         Ok(c) => {
             let state = c.state.unwrap_or_default();
-            let code = if state.running == Some(true) { None } else { state.exit_code };
-            Ok(Some((c.config.and_then(|c| c.labels).unwrap_or_default(), code)))
+            let code = if state.running == Some(true) {
+                None
+            } else {
+                state.exit_code
+            };
+            Ok(Some((
+                c.config.and_then(|c| c.labels).unwrap_or_default(),
+                code,
+            )))
         }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
     }
 }
@@ -490,10 +715,17 @@ pub async fn container_state(docker: &Docker, name: &str) -> Result<Option<(Hash
 /// An image with no files (`docker import` of an empty archive), made once per engine:
 /// what the engine lock's container is created from (it is never started).
 pub async fn empty_image(docker: &Docker, repo: &str, tag: &str) -> Result<()> {
-    if image_labels(docker, &format!("{repo}:{tag}")).await?.is_some() {
+    if image_labels(docker, &format!("{repo}:{tag}"))
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    let options = bollard::query_parameters::CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag).build();
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(tag)
+        .build();
     // An empty tar archive: two zero blocks.
     let empty = bollard::body_full(bytes::Bytes::from(vec![0u8; 1024]));
     let mut out = docker.create_image(Some(options), Some(empty), None);
@@ -508,14 +740,23 @@ pub async fn empty_image(docker: &Docker, repo: &str, tag: &str) -> Result<()> {
 
 /// Tags `image` as `repo:tag`.
 pub async fn tag(docker: &Docker, image: &str, repo: &str, tag: &str) -> Result<()> {
-    let options = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-    docker.tag_image(image, Some(options)).await.with_context(|| format!("cannot tag {image} as {repo}:{tag}"))
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    docker
+        .tag_image(image, Some(options))
+        .await
+        .with_context(|| format!("cannot tag {image} as {repo}:{tag}"))
 }
 
 /// The engine's operating system and CPU architecture, in Rust's words (`linux`,
 /// `x86_64`), so they compare with `std::env::consts`.
 pub async fn platform(docker: &Docker) -> Result<(String, String)> {
-    let v = docker.version().await.context("cannot ask the engine its version")?;
+    let v = docker
+        .version()
+        .await
+        .context("cannot ask the engine its version")?;
     let arch = match v.arch.as_deref().unwrap_or_default() {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
@@ -530,12 +771,28 @@ pub async fn platform(docker: &Docker) -> Result<(String, String)> {
 /// kills it (freeing its port) and renames it to `to`. Its removal, slow on some storage
 /// drivers, can then wait. `Ok(false)` when there is no such container.
 pub async fn kill_and_rename(docker: &Docker, name: &str, to: &str) -> Result<bool> {
-    match docker.kill_container(name, None::<bollard::query_parameters::KillContainerOptions>).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(false),
+    match docker
+        .kill_container(
+            name,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+    {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot stop container {name}")),
     }
-    let options = bollard::query_parameters::RenameContainerOptionsBuilder::default().name(to).build();
-    docker.rename_container(name, options).await.with_context(|| format!("cannot rename container {name} to {to}"))?;
+    let options = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+        .name(to)
+        .build();
+    docker
+        .rename_container(name, options)
+        .await
+        .with_context(|| format!("cannot rename container {name} to {to}"))?;
     Ok(true)
 }

@@ -45,36 +45,66 @@ impl Endpoint {
     /// The engine the Docker CLI would use in this environment.
     pub fn resolve() -> Result<Endpoint> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let config_dir = env("DOCKER_CONFIG").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".docker")));
+        let config_dir = env("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".docker")));
         if let Some(host) = env("DOCKER_HOST") {
             let tls = if env("DOCKER_TLS_VERIFY").is_some() {
-                Some(env("DOCKER_CERT_PATH").map(PathBuf::from).or(config_dir).ok_or_else(|| anyhow!("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is"))?)
+                Some(
+                    env("DOCKER_CERT_PATH")
+                        .map(PathBuf::from)
+                        .or(config_dir)
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is"
+                            )
+                        })?,
+                )
             } else {
                 None
             };
-            return Ok(Endpoint { host, source: "DOCKER_HOST".into(), tls });
+            return Ok(Endpoint {
+                host,
+                source: "DOCKER_HOST".into(),
+                tls,
+            });
         }
         let (name, from) = match env("DOCKER_CONTEXT") {
             Some(name) => (Some(name), "DOCKER_CONTEXT"),
-            None => (config_dir.as_deref().and_then(current_context), "the current Docker context"),
+            None => (
+                config_dir.as_deref().and_then(current_context),
+                "the current Docker context",
+            ),
         };
         match (name, config_dir) {
-            (Some(name), Some(dir)) if name != "default" => context_endpoint(&dir, &name).with_context(|| format!("cannot use the Docker context {name:?} named by {from}")),
-            _ => Ok(Endpoint { host: LOCAL_SOCKET.into(), source: "default".into(), tls: None }),
+            (Some(name), Some(dir)) if name != "default" => context_endpoint(&dir, &name)
+                .with_context(|| format!("cannot use the Docker context {name:?} named by {from}")),
+            _ => Ok(Endpoint {
+                host: LOCAL_SOCKET.into(),
+                source: "default".into(),
+                tls: None,
+            }),
         }
     }
 
     /// The host of a remote engine (ssh or tcp) that is not this machine, as written in
     /// its address: where the engine's published ports are reached from here.
     pub fn remote_host(&self) -> Option<String> {
-        let rest = self.host.strip_prefix("ssh://").or_else(|| self.host.strip_prefix("tcp://")).or_else(|| self.host.strip_prefix("https://"))?;
+        let rest = self
+            .host
+            .strip_prefix("ssh://")
+            .or_else(|| self.host.strip_prefix("tcp://"))
+            .or_else(|| self.host.strip_prefix("https://"))?;
         let authority = rest.split('/').next().unwrap_or(rest);
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let host = match hostport.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
             None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
         };
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         (!loopback).then(|| host.to_string())
     }
 
@@ -90,18 +120,30 @@ impl Endpoint {
 fn current_context(config_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(config_dir.join("config.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json.get("currentContext")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    json.get("currentContext")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn context_endpoint(config_dir: &Path, name: &str) -> Result<Endpoint> {
     let id = hex(&sha2::Sha256::digest(name.as_bytes()));
     let meta = config_dir.join("contexts/meta").join(&id).join("meta.json");
     let text = std::fs::read_to_string(&meta).map_err(|e| {
-        hinted(format!("no context {name:?} ({}: {e})", meta.display()), "list contexts with `docker context ls`, or create it with `docker context create`")
+        hinted(
+            format!("no context {name:?} ({}: {e})", meta.display()),
+            "list contexts with `docker context ls`, or create it with `docker context create`",
+        )
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", meta.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", meta.display()))?;
     let docker = &json["Endpoints"]["docker"];
-    let host = docker["Host"].as_str().ok_or_else(|| anyhow!("{} names no docker endpoint (Endpoints.docker.Host)", meta.display()))?;
+    let host = docker["Host"].as_str().ok_or_else(|| {
+        anyhow!(
+            "{} names no docker endpoint (Endpoints.docker.Host)",
+            meta.display()
+        )
+    })?;
     let tls_dir = config_dir.join("contexts/tls").join(&id).join("docker");
     let tls = (host.starts_with("tcp://") && tls_dir.join("ca.pem").is_file()).then_some(tls_dir);
     if docker["SkipTLSVerify"].as_bool() == Some(true) {
@@ -110,7 +152,11 @@ fn context_endpoint(config_dir: &Path, name: &str) -> Result<Endpoint> {
             "give the context the engine's CA (`docker context update --docker host=...,ca=...,cert=...,key=...`), or reach the engine over ssh://",
         ));
     }
-    Ok(Endpoint { host: host.to_string(), source: format!("context {name}"), tls })
+    Ok(Endpoint {
+        host: host.to_string(),
+        source: format!("context {name}"),
+        tls,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -130,15 +176,25 @@ pub async fn connect(ep: &Endpoint) -> Result<Docker> {
             }
             _ => "start the engine (`sudo systemctl start docker`, or run `dockerd` in the background), or point DOCKER_HOST or DOCKER_CONTEXT at one".into(),
         };
-        hinted(format!("no Docker engine reachable at {}: {e}", ep.describe()), hint)
+        hinted(
+            format!("no Docker engine reachable at {}: {e}", ep.describe()),
+            hint,
+        )
     };
     let docker = match ep.host.split_once("://").map(|(s, _)| s) {
         Some("ssh") => ssh_transport(&ep.host, ssh_errors.clone())?,
-        Some("tcp" | "http" | "https") if ep.tls.is_some() || ep.host.starts_with("https://") => tls(ep)?,
-        Some("unix" | "tcp" | "http") => Docker::connect_with_host(&ep.host).map_err(|e| unreachable(&e))?,
+        Some("tcp" | "http" | "https") if ep.tls.is_some() || ep.host.starts_with("https://") => {
+            tls(ep)?
+        }
+        Some("unix" | "tcp" | "http") => {
+            Docker::connect_with_host(&ep.host).map_err(|e| unreachable(&e))?
+        }
         _ => {
             return Err(hinted(
-                format!("cannot reach a Docker engine at {:?} ({}): pymdeploy speaks unix://, tcp:// and ssh://", ep.host, ep.source),
+                format!(
+                    "cannot reach a Docker engine at {:?} ({}): pymdeploy speaks unix://, tcp:// and ssh://",
+                    ep.host, ep.source
+                ),
                 "write the address as unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST",
             ));
         }
@@ -183,7 +239,11 @@ fn tls(ep: &Endpoint) -> Result<Docker> {
     for f in ["ca.pem", "cert.pem", "key.pem"] {
         if !dir.join(f).is_file() {
             return Err(hinted(
-                format!("the TLS engine {} needs {}, which is not there", ep.describe(), dir.join(f).display()),
+                format!(
+                    "the TLS engine {} needs {}, which is not there",
+                    ep.describe(),
+                    dir.join(f).display()
+                ),
                 "point DOCKER_CERT_PATH at the folder with ca.pem, cert.pem and key.pem (what `dockerd --tlsverify` was given)",
             ));
         }
@@ -191,14 +251,24 @@ fn tls(ep: &Endpoint) -> Result<Docker> {
     // With the aws-beanstalk feature rustls has two providers compiled in and will not
     // guess; ring is what bollard's `ssl` feature brings.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Docker::connect_with_ssl(&ep.host, &dir.join("key.pem"), &dir.join("cert.pem"), &dir.join("ca.pem"), 120, bollard::API_DEFAULT_VERSION)
-        .with_context(|| format!("cannot set up TLS to {}", ep.describe()))
+    Docker::connect_with_ssl(
+        &ep.host,
+        &dir.join("key.pem"),
+        &dir.join("cert.pem"),
+        &dir.join("ca.pem"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .with_context(|| format!("cannot set up TLS to {}", ep.describe()))
 }
 
 #[cfg(not(feature = "docker-tls"))]
 fn tls(ep: &Endpoint) -> Result<Docker> {
     Err(hinted(
-        format!("the engine {} wants TLS, and this build of pymdeploy has no TLS support", ep.describe()),
+        format!(
+            "the engine {} wants TLS, and this build of pymdeploy has no TLS support",
+            ep.describe()
+        ),
         "add `features = [\"docker-tls\"]` to the pymdeploy dependency in xtask/Cargo.toml, or reach the engine over ssh:// (DOCKER_HOST=ssh://user@host)",
     ))
 }
@@ -217,7 +287,9 @@ impl SshErrors {
     }
 
     fn take(&self) -> String {
-        std::mem::take(&mut *self.0.lock().unwrap()).trim().replace('\n', "; ")
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .trim()
+            .replace('\n', "; ")
     }
 }
 
@@ -225,7 +297,10 @@ impl SshErrors {
 fn ssh_command(url: &str) -> Result<Vec<String>> {
     let rest = url.strip_prefix("ssh://").unwrap_or(url);
     if rest.contains('/') && !rest.ends_with('/') {
-        return Err(hinted(format!("{url}: a path after the host is not supported over ssh"), "write DOCKER_HOST=ssh://USER@HOST[:PORT]"));
+        return Err(hinted(
+            format!("{url}: a path after the host is not supported over ssh"),
+            "write DOCKER_HOST=ssh://USER@HOST[:PORT]",
+        ));
     }
     let rest = rest.trim_end_matches('/');
     let (user, hostport) = match rest.rsplit_once('@') {
@@ -233,16 +308,25 @@ fn ssh_command(url: &str) -> Result<Vec<String>> {
         None => (None, rest),
     };
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')) => (h, Some(p)),
+        Some((h, p)) if p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')) => {
+            (h, Some(p))
+        }
         _ => (hostport, None),
     };
     // `[fd00::1]` in a URL; ssh takes the address bare.
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(hinted(format!("{url} names no host"), "write DOCKER_HOST=ssh://USER@HOST[:PORT]"));
+        return Err(hinted(
+            format!("{url} names no host"),
+            "write DOCKER_HOST=ssh://USER@HOST[:PORT]",
+        ));
     }
-    let base = std::env::var("PYM_SSH_COMMAND").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "ssh".into());
-    let mut argv = shell_words::split(&base).context("PYM_SSH_COMMAND is not a valid command line")?;
+    let base = std::env::var("PYM_SSH_COMMAND")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "ssh".into());
+    let mut argv =
+        shell_words::split(&base).context("PYM_SSH_COMMAND is not a valid command line")?;
     argv.extend(["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-T"].map(String::from));
     if let Some(u) = user {
         argv.extend(["-l".into(), u.into()]);
@@ -250,20 +334,41 @@ fn ssh_command(url: &str) -> Result<Vec<String>> {
     if let Some(p) = port {
         argv.extend(["-p".into(), p.into()]);
     }
-    argv.extend([host.to_string(), "--".into(), "docker".into(), "system".into(), "dial-stdio".into()]);
+    argv.extend([
+        host.to_string(),
+        "--".into(),
+        "docker".into(),
+        "system".into(),
+        "dial-stdio".into(),
+    ]);
     Ok(argv)
 }
 
 fn ssh_transport(url: &str, errors: SshErrors) -> Result<Docker> {
     let argv = ssh_command(url)?;
-    let connector = SshConnector { argv: Arc::new(argv), errors };
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let connector = SshConnector {
+        argv: Arc::new(argv),
+        errors,
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
     let client = Arc::new(client);
     let transport = move |req: bollard::BollardRequest| {
         let client = Arc::clone(&client);
-        async move { client.request(req).await.map_err(|e| bollard::errors::Error::HyperLegacyError { err: e }) }
+        async move {
+            client
+                .request(req)
+                .await
+                .map_err(|e| bollard::errors::Error::HyperLegacyError { err: e })
+        }
     };
-    Docker::connect_with_custom_transport(transport, Some("http://docker.engine"), 120, bollard::API_DEFAULT_VERSION).map_err(Into::into)
+    Docker::connect_with_custom_transport(
+        transport,
+        Some("http://docker.engine"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(Into::into)
 }
 
 /// Opens a connection by starting `ssh host -- docker system dial-stdio`.
@@ -293,7 +398,9 @@ impl tower_service::Service<hyper::Uri> for SshConnector {
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run {}: {e}", argv[0])))?;
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot run {}: {e}", argv[0]))
+                })?;
             let stdin = child.stdin.take().expect("piped");
             let stdout = child.stdout.take().expect("piped");
             let mut stderr = child.stderr.take().expect("piped");
@@ -305,7 +412,10 @@ impl tower_service::Service<hyper::Uri> for SshConnector {
                     *errors.0.lock().unwrap() = buf;
                 }
             });
-            Ok(SshStream { io: TokioIo::new(tokio::io::join(stdout, stdin)), _child: child })
+            Ok(SshStream {
+                io: TokioIo::new(tokio::io::join(stdout, stdin)),
+                _child: child,
+            })
         })
     }
 }
@@ -322,19 +432,30 @@ impl hyper_util::client::legacy::connect::Connection for SshStream {
 }
 
 impl hyper::rt::Read for SshStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl hyper::rt::Write for SshStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -344,14 +465,29 @@ mod tests {
     use super::*;
 
     fn ep(host: &str) -> Endpoint {
-        Endpoint { host: host.into(), source: "DOCKER_HOST".into(), tls: None }
+        Endpoint {
+            host: host.into(),
+            source: "DOCKER_HOST".into(),
+            tls: None,
+        }
     }
 
     #[test]
     fn remote_host_is_the_address_host_unless_loopback() {
-        assert_eq!(ep("ssh://deploy@build.example.com:2222").remote_host().as_deref(), Some("build.example.com"));
-        assert_eq!(ep("tcp://10.0.0.5:2376").remote_host().as_deref(), Some("10.0.0.5"));
-        assert_eq!(ep("ssh://[fd00::1]:22").remote_host().as_deref(), Some("fd00::1"));
+        assert_eq!(
+            ep("ssh://deploy@build.example.com:2222")
+                .remote_host()
+                .as_deref(),
+            Some("build.example.com")
+        );
+        assert_eq!(
+            ep("tcp://10.0.0.5:2376").remote_host().as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            ep("ssh://[fd00::1]:22").remote_host().as_deref(),
+            Some("fd00::1")
+        );
         assert_eq!(ep("ssh://root@127.0.0.1:2222").remote_host(), None);
         assert_eq!(ep("tcp://localhost:2375").remote_host(), None);
         assert_eq!(ep("unix:///var/run/docker.sock").remote_host(), None);
@@ -362,8 +498,16 @@ mod tests {
         let argv = ssh_command("ssh://deploy@host.example:2222").unwrap();
         let line = argv.join(" ");
         assert!(line.starts_with("ssh -o BatchMode=yes"), "{line}");
-        assert!(line.ends_with("-l deploy -p 2222 host.example -- docker system dial-stdio"), "{line}");
-        assert!(ssh_command("ssh://[fd00::1]:2222").unwrap().join(" ").ends_with("-p 2222 fd00::1 -- docker system dial-stdio"));
+        assert!(
+            line.ends_with("-l deploy -p 2222 host.example -- docker system dial-stdio"),
+            "{line}"
+        );
+        assert!(
+            ssh_command("ssh://[fd00::1]:2222")
+                .unwrap()
+                .join(" ")
+                .ends_with("-p 2222 fd00::1 -- docker system dial-stdio")
+        );
         assert!(ssh_command("ssh://").is_err());
         assert!(ssh_command("ssh://host/some/path").is_err());
     }
@@ -379,8 +523,16 @@ mod tests {
         assert_eq!(e.host, "ssh://ops@prod.example");
         assert_eq!(e.describe(), "ssh://ops@prod.example (context prod)");
         let missing = context_endpoint(&dir, "staging").unwrap_err();
-        assert!(crate::error::hint_of(&missing).unwrap().contains("docker context ls"));
-        std::fs::write(dir.join("config.json"), r#"{"auths":{},"currentContext":"prod"}"#).unwrap();
+        assert!(
+            crate::error::hint_of(&missing)
+                .unwrap()
+                .contains("docker context ls")
+        );
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"auths":{},"currentContext":"prod"}"#,
+        )
+        .unwrap();
         assert_eq!(current_context(&dir).as_deref(), Some("prod"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,9 @@ use crate::error::hinted;
 fn gcloud_adc_file() -> Option<std::path::PathBuf> {
     std::env::var_os("CLOUDSDK_CONFIG")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config/gcloud"))
+        })
         .map(|d| d.join("application_default_credentials.json"))
 }
 
@@ -25,7 +27,10 @@ pub fn adc_source() -> Result<String> {
         let p = std::path::PathBuf::from(&path);
         if !p.is_file() {
             return Err(hinted(
-                format!("GOOGLE_APPLICATION_CREDENTIALS names {}, which is not a file", p.display()),
+                format!(
+                    "GOOGLE_APPLICATION_CREDENTIALS names {}, which is not a file",
+                    p.display()
+                ),
                 "point it at a service-account key (JSON), or unset it and run `gcloud auth application-default login`",
             ));
         }
@@ -33,17 +38,25 @@ pub fn adc_source() -> Result<String> {
     }
     let well_known = gcloud_adc_file();
     if let Some(p) = well_known.as_ref().filter(|p| p.is_file()) {
-        return Ok(format!("gcloud's application default credentials ({})", p.display()));
+        return Ok(format!(
+            "gcloud's application default credentials ({})",
+            p.display()
+        ));
     }
     let metadata = metadata_host();
     use std::net::ToSocketAddrs;
-    if (metadata.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()) {
+    if (metadata.as_str(), 80)
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.next().is_some())
+    {
         return Ok(format!("the metadata server ({metadata})"));
     }
     Err(hinted(
         format!(
             "no Google Cloud credentials: looked in GOOGLE_APPLICATION_CREDENTIALS (not set), {} (no such file), and the metadata server {metadata} (not reachable)",
-            well_known.map_or("gcloud's application default credentials".into(), |p| p.display().to_string())
+            well_known.map_or("gcloud's application default credentials".into(), |p| p
+                .display()
+                .to_string())
         ),
         "on a workstation: `gcloud auth application-default login`; in CI: GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>",
     ))
@@ -56,10 +69,18 @@ pub fn access_token() -> Result<Option<String>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Its own thread and runtime: the caller is sync code that may run inside one.
     let token = std::thread::spawn(|| -> Result<String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
-            let creds = google_cloud_auth::credentials::Builder::default().build_access_token_credentials().map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(creds.access_token().await.map_err(|e| anyhow::anyhow!("{e}"))?.token)
+            let creds = google_cloud_auth::credentials::Builder::default()
+                .build_access_token_credentials()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(creds
+                .access_token()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .token)
         })
     })
     .join()
@@ -84,44 +105,108 @@ pub fn access_token() -> Result<Option<String>> {
 #[cfg(feature = "gcp-cloud-run")]
 pub async fn identity_token(audience: &str) -> Result<String> {
     use anyhow::{Context, anyhow, bail};
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()?;
     let hint = "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>";
-    let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(std::path::PathBuf::from).or_else(|| gcloud_adc_file().filter(|p| p.is_file()));
+    let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| gcloud_adc_file().filter(|p| p.is_file()));
     let exchange = |form: Vec<(&'static str, String)>, token_uri: String| {
         let client = client.clone();
         async move {
-            let r = client.post(&token_uri).form(&form).send().await.with_context(|| format!("cannot reach {token_uri} for an identity token"))?;
+            let r = client
+                .post(&token_uri)
+                .form(&form)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {token_uri} for an identity token"))?;
             let status = r.status();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
             match body["id_token"].as_str() {
                 Some(t) if status.is_success() => Ok(t.to_string()),
-                _ => Err(hinted(format!("{token_uri} gave no identity token ({status}): {}", body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no reason")), hint)),
+                _ => Err(hinted(
+                    format!(
+                        "{token_uri} gave no identity token ({status}): {}",
+                        body["error_description"]
+                            .as_str()
+                            .or(body["error"].as_str())
+                            .unwrap_or("no reason")
+                    ),
+                    hint,
+                )),
             }
         }
     };
     if let Some(path) = file {
-        let key: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?).with_context(|| format!("{} is not JSON", path.display()))?;
-        let token_uri = key["token_uri"].as_str().unwrap_or("https://oauth2.googleapis.com/token").to_string();
+        let key: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+        let token_uri = key["token_uri"]
+            .as_str()
+            .unwrap_or("https://oauth2.googleapis.com/token")
+            .to_string();
         return match key["type"].as_str() {
             Some("service_account") => {
                 let assertion = signed_jwt(&key, &token_uri, audience)?;
-                exchange(vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", assertion)], token_uri).await
+                exchange(
+                    vec![
+                        (
+                            "grant_type",
+                            "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                        ),
+                        ("assertion", assertion),
+                    ],
+                    token_uri,
+                )
+                .await
             }
             Some("authorized_user") => {
-                let field = |k: &str| key[k].as_str().map(String::from).ok_or_else(|| anyhow!("{} has no `{k}`", path.display()));
-                let form = vec![("grant_type", "refresh_token".into()), ("client_id", field("client_id")?), ("client_secret", field("client_secret")?), ("refresh_token", field("refresh_token")?)];
+                let field = |k: &str| {
+                    key[k]
+                        .as_str()
+                        .map(String::from)
+                        .ok_or_else(|| anyhow!("{} has no `{k}`", path.display()))
+                };
+                let form = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("client_id", field("client_id")?),
+                    ("client_secret", field("client_secret")?),
+                    ("refresh_token", field("refresh_token")?),
+                ];
                 exchange(form, token_uri).await
             }
-            other => bail!("{} holds credentials of type {other:?}, which cannot give an identity token here; use a service-account key", path.display()),
+            other => bail!(
+                "{} holds credentials of type {other:?}, which cannot give an identity token here; use a service-account key",
+                path.display()
+            ),
         };
     }
     let host = metadata_host();
-    let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/identity");
-    let r = client.get(&url).query(&[("audience", audience), ("format", "full")]).header("Metadata-Flavor", "Google").send().await;
+    let url =
+        format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/identity");
+    let r = client
+        .get(&url)
+        .query(&[("audience", audience), ("format", "full")])
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await;
     match r {
         Ok(r) if r.status().is_success() => Ok(r.text().await?.trim().to_string()),
-        Ok(r) => Err(hinted(format!("the metadata server gave no identity token ({})", r.status()), hint)),
-        Err(e) => Err(hinted(format!("no credentials for an identity token: no key file, and the metadata server {host} does not answer ({e})"), hint)),
+        Ok(r) => Err(hinted(
+            format!(
+                "the metadata server gave no identity token ({})",
+                r.status()
+            ),
+            hint,
+        )),
+        Err(e) => Err(hinted(
+            format!(
+                "no credentials for an identity token: no key file, and the metadata server {host} does not answer ({e})"
+            ),
+            hint,
+        )),
     }
 }
 
@@ -131,16 +216,36 @@ fn signed_jwt(key: &serde_json::Value, token_uri: &str, audience: &str) -> Resul
     use anyhow::anyhow;
     use base64::Engine;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let email = key["client_email"].as_str().ok_or_else(|| anyhow!("the service-account key has no `client_email`"))?;
-    let pem = key["private_key"].as_str().ok_or_else(|| anyhow!("the service-account key has no `private_key`"))?;
+    let email = key["client_email"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the service-account key has no `client_email`"))?;
+    let pem = key["private_key"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the service-account key has no `private_key`"))?;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| anyhow!("the service-account key's `private_key` is not PEM"))?;
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| anyhow!("the service-account key's `private_key` is not an RSA PKCS#8 key: {e}"))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| anyhow!("the service-account key's `private_key` is not PEM"))?;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| {
+        anyhow!("the service-account key's `private_key` is not an RSA PKCS#8 key: {e}")
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key["private_key_id"]});
     let claims = serde_json::json!({"iss": email, "sub": email, "aud": token_uri, "target_audience": audience, "iat": now, "exp": now + 3600});
-    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let mut signature = vec![0u8; pair.public().modulus_len()];
-    pair.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature).map_err(|_| anyhow!("cannot sign with the service-account key"))?;
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| anyhow!("cannot sign with the service-account key"))?;
     Ok(format!("{signing_input}.{}", b64(&signature)))
 }

@@ -41,16 +41,29 @@ pub fn head(root: &Path) -> Result<Head> {
         .trim()
         .parse()
         .context("`git show --format=%ct` printed something that is not a number")?;
-    let status = cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read().context("cannot run `git status`")?;
-    Ok(Head { sha: sha.trim().to_string(), commit_count: count, time, dirty: !status.trim().is_empty() })
+    let status = cmd!(sh, "git status --porcelain --untracked-files=normal")
+        .quiet()
+        .read()
+        .context("cannot run `git status`")?;
+    Ok(Head {
+        sha: sha.trim().to_string(),
+        commit_count: count,
+        time,
+        dirty: !status.trim().is_empty(),
+    })
 }
 
 /// Files `git status` reports as changed, for the dirty-tree error.
 pub fn changed_files(root: &Path) -> Result<Vec<String>> {
     let sh = Shell::new()?;
     sh.change_dir(root);
-    let status = cmd!(sh, "git status --porcelain --untracked-files=normal").quiet().read()?;
-    Ok(status.lines().map(|l| l.get(3..).unwrap_or(l).to_string()).collect())
+    let status = cmd!(sh, "git status --porcelain --untracked-files=normal")
+        .quiet()
+        .read()?;
+    Ok(status
+        .lines()
+        .map(|l| l.get(3..).unwrap_or(l).to_string())
+        .collect())
 }
 
 /// `git init` and a first commit of everything in `root`. Uses a neutral identity only
@@ -58,13 +71,27 @@ pub fn changed_files(root: &Path) -> Result<Vec<String>> {
 pub fn init_and_commit(root: &Path, message: &str) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(root);
-    cmd!(sh, "git init --quiet --initial-branch=main").quiet().run().context("cannot run `git init`")?;
-    cmd!(sh, "git add -A").quiet().run().context("cannot run `git add`")?;
-    let has_identity = cmd!(sh, "git config user.email").quiet().ignore_status().read().is_ok_and(|s| !s.trim().is_empty());
+    cmd!(sh, "git init --quiet --initial-branch=main")
+        .quiet()
+        .run()
+        .context("cannot run `git init`")?;
+    cmd!(sh, "git add -A")
+        .quiet()
+        .run()
+        .context("cannot run `git add`")?;
+    let has_identity = cmd!(sh, "git config user.email")
+        .quiet()
+        .ignore_status()
+        .read()
+        .is_ok_and(|s| !s.trim().is_empty());
     let mut c = cmd!(sh, "git commit --quiet --no-verify -m {message}").quiet();
     if !has_identity {
-        c = c.env("GIT_AUTHOR_NAME", "pymdeploy").env("GIT_AUTHOR_EMAIL", "pymdeploy@localhost");
-        c = c.env("GIT_COMMITTER_NAME", "pymdeploy").env("GIT_COMMITTER_EMAIL", "pymdeploy@localhost");
+        c = c
+            .env("GIT_AUTHOR_NAME", "pymdeploy")
+            .env("GIT_AUTHOR_EMAIL", "pymdeploy@localhost");
+        c = c
+            .env("GIT_COMMITTER_NAME", "pymdeploy")
+            .env("GIT_COMMITTER_EMAIL", "pymdeploy@localhost");
     }
     c.run().context("cannot make the first commit")?;
     Ok(())

@@ -18,18 +18,33 @@ pub async fn get(host: &str, port: u16, path: &str, timeout: Duration) -> Result
 }
 
 async fn get_inner(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect((host, port)).await.with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await.context("HTTP handshake failed")?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .context("HTTP handshake failed")?;
     let driver = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::USER_AGENT, concat!("pymdeploy/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("pymdeploy/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::new())
         .context("cannot build the request")?;
-    let res = sender.send_request(req).await.with_context(|| format!("GET {path} failed"))?;
+    let res = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("GET {path} failed"))?;
     let status = res.status().as_u16();
-    let body = res.into_body().collect().await.context("cannot read the response body")?.to_bytes();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the response body")?
+        .to_bytes();
     driver.abort();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -76,10 +76,14 @@ struct Shared {
 impl Shared {
     /// The route, read again if the file was replaced. Callers hold the route lock.
     fn refresh(&self, route: &mut (Option<FileId>, Option<Upstream>)) -> Option<Upstream> {
-        let id = std::fs::metadata(&self.state).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec()));
+        let id = std::fs::metadata(&self.state)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()));
         if id.is_none() || route.0 != id {
             // The first line is the live upstream; the others are the ones live before it.
-            route.1 = std::fs::read_to_string(&self.state).ok().and_then(|t| t.lines().next().and_then(Upstream::parse));
+            route.1 = std::fs::read_to_string(&self.state)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(Upstream::parse));
             route.0 = id;
         }
         route.1.clone()
@@ -102,7 +106,12 @@ impl Shared {
     fn inflight(&self, upstream: &str) -> usize {
         let mut route = self.route.lock().unwrap();
         self.refresh(&mut route);
-        self.inflight.lock().unwrap().get(upstream).copied().unwrap_or(0)
+        self.inflight
+            .lock()
+            .unwrap()
+            .get(upstream)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -132,8 +141,16 @@ struct InFlight {
 
 impl InFlight {
     fn new(shared: &Arc<Shared>, upstream: &str) -> InFlight {
-        *shared.inflight.lock().unwrap().entry(upstream.to_string()).or_default() += 1;
-        InFlight { shared: shared.clone(), upstream: upstream.to_string() }
+        *shared
+            .inflight
+            .lock()
+            .unwrap()
+            .entry(upstream.to_string())
+            .or_default() += 1;
+        InFlight {
+            shared: shared.clone(),
+            upstream: upstream.to_string(),
+        }
     }
 }
 
@@ -148,27 +165,45 @@ impl Drop for InFlight {
 
 /// Serves forever: the proxy on `listen`, the admin endpoint on the loopback.
 pub async fn serve(listen: &str, state: &Path) -> Result<()> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let admin = TcpListener::bind(("127.0.0.1", ADMIN_PORT)).await.with_context(|| format!("cannot listen on 127.0.0.1:{ADMIN_PORT}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin = TcpListener::bind(("127.0.0.1", ADMIN_PORT))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{ADMIN_PORT}"))?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     // Idle upstream connections are dropped before a typical server's keep-alive
     // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
-    let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_millis(1500)).build(connector);
-    let shared = Arc::new(Shared { state: state.to_path_buf(), route: Mutex::new((None, None)), inflight: Mutex::new(HashMap::new()), client });
-    eprintln!("pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}", state.display());
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(1500))
+        .build(connector);
+    let shared = Arc::new(Shared {
+        state: state.to_path_buf(),
+        route: Mutex::new((None, None)),
+        inflight: Mutex::new(HashMap::new()),
+        client,
+    });
+    eprintln!(
+        "pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}",
+        state.display()
+    );
     let admin_shared = shared.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = admin.accept().await else { continue };
+            let Ok((stream, _)) = admin.accept().await else {
+                continue;
+            };
             let shared = admin_shared.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(admin_answer(&shared, &req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -187,7 +222,10 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(forward(shared, peer, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             if let Err(e) = conn.await
                 && !e.is_incomplete_message()
             {
@@ -201,33 +239,60 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
     let query = req.uri().query().unwrap_or("");
     let text = match req.uri().path() {
         "/inflight" => {
-            let upstream = query.split('&').find_map(|kv| kv.strip_prefix("upstream=")).unwrap_or("");
+            let upstream = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("upstream="))
+                .unwrap_or("");
             shared.inflight(upstream).to_string()
         }
         "/route" => shared.upstream().map(|u| u.name).unwrap_or_default(),
-        _ => return Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::new())).unwrap(),
+        _ => {
+            return Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
     };
     Response::new(Full::new(Bytes::from(text)))
 }
 
 fn plain(status: StatusCode, text: String) -> Response<Body> {
-    let body = Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed();
+    let body = Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed();
     let mut res = Response::new(body);
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
 
 /// Headers that belong to one connection, not to the request: never forwarded (RFC 9110
 /// 7.6.1), nor any header the `Connection` header names.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
@@ -243,21 +308,42 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+async fn forward(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let Some((upstream, guard)) = shared.checkout() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "no live version yet\n".into());
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no live version yet\n".into(),
+        );
     };
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
     parts.uri = match format!("http://{}{path}", upstream.addr).parse() {
         Ok(u) => u,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad request target {path}: {e}\n")),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("bad request target {path}: {e}\n"),
+            );
+        }
     };
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let ip = peer.ip().to_string();
-    let forwarded_for = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prior) => format!("{prior}, {ip}"),
         None => ip,
     };
@@ -265,7 +351,9 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
         parts.headers.insert("x-forwarded-for", v);
     }
     if !parts.headers.contains_key("x-forwarded-proto") {
-        parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
     if let Some(host) = parts.headers.get(header::HOST).cloned() {
         parts.headers.entry("x-forwarded-host").or_insert(host);
@@ -275,15 +363,24 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
     let bodiless = hyper::body::Body::is_end_stream(&body);
     let retry = bodiless.then(|| (parts.method.clone(), parts.headers.clone(), parts.version));
     let sent = async {
-        let result = shared.client.request(Request::from_parts(parts, body.boxed())).await;
+        let result = shared
+            .client
+            .request(Request::from_parts(parts, body.boxed()))
+            .await;
         match (result, retry) {
             (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
                 // Sent again to the upstream live now: when the first one went away under
                 // the request (stopped after a switch), the new one answers.
                 let now = shared.upstream().unwrap_or_else(|| upstream.clone());
-                let mut again = Request::new(Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+                let mut again = Request::new(
+                    Empty::<Bytes>::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
                 *again.method_mut() = method;
-                *again.uri_mut() = format!("http://{}{path}", now.addr).parse().expect("the same path parsed before");
+                *again.uri_mut() = format!("http://{}{path}", now.addr)
+                    .parse()
+                    .expect("the same path parsed before");
                 *again.headers_mut() = headers;
                 *again.version_mut() = version;
                 shared.client.request(again).await
@@ -292,37 +389,63 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incomin
         }
     };
     let Ok(result) = tokio::time::timeout(UPSTREAM_TIMEOUT, sent).await else {
-        eprintln!("upstream {} ({}) sent no response to {peer} within {} s", upstream.name, upstream.addr, UPSTREAM_TIMEOUT.as_secs());
-        return plain(StatusCode::GATEWAY_TIMEOUT, format!("the live version at {} did not answer within {} s\n", upstream.name, UPSTREAM_TIMEOUT.as_secs()));
+        eprintln!(
+            "upstream {} ({}) sent no response to {peer} within {} s",
+            upstream.name,
+            upstream.addr,
+            UPSTREAM_TIMEOUT.as_secs()
+        );
+        return plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the live version at {} did not answer within {} s\n",
+                upstream.name,
+                UPSTREAM_TIMEOUT.as_secs()
+            ),
+        );
     };
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
-            eprintln!("upstream {} ({}) failed for {peer}: {e:#}", upstream.name, upstream.addr);
-            return plain(StatusCode::BAD_GATEWAY, format!("the live version at {} did not answer\n", upstream.name));
+            eprintln!(
+                "upstream {} ({}) failed for {peer}: {e:#}",
+                upstream.name, upstream.addr
+            );
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                format!("the live version at {} did not answer\n", upstream.name),
+            );
         }
     };
     if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut res);
         tokio::spawn(async move {
             let _guard = guard;
-            let (Some(Ok(client)), Ok(server)) = (match client_upgrade {
-                Some(c) => Some(c.await),
-                None => None,
-            }, upstream_upgrade.await) else {
+            let (Some(Ok(client)), Ok(server)) = (
+                match client_upgrade {
+                    Some(c) => Some(c.await),
+                    None => None,
+                },
+                upstream_upgrade.await,
+            ) else {
                 return;
             };
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server)).await;
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
+                    .await;
         });
         let (parts, _) = res.into_parts();
         return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
     }
     strip_hop_by_hop(res.headers_mut(), false);
     // The request stays in flight until its response body has been sent (or dropped).
-    res.map(move |body| body.map_frame(move |f| {
-        let _ = &guard;
-        f
-    }).boxed())
+    res.map(move |body| {
+        body.map_frame(move |f| {
+            let _ = &guard;
+            f
+        })
+        .boxed()
+    })
 }
 
 /// Whether a bodiless request that failed on its way to the upstream is sent once more,
@@ -386,11 +509,17 @@ pub fn set_route(state: &Path, upstream: &str, addr: Option<&str>) -> Result<()>
         None => upstream.trim().to_string(),
     };
     let mut lines = vec![first.as_str()];
-    lines.extend(old.lines().map(str::trim).filter(|l| !l.is_empty() && l.split_whitespace().next() != Some(upstream.trim())));
+    lines.extend(
+        old.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && l.split_whitespace().next() != Some(upstream.trim())),
+    );
     lines.truncate(HISTORY);
     let tmp = state.with_extension("new");
-    std::fs::write(&tmp, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, state).with_context(|| format!("cannot move {} to {}", tmp.display(), state.display()))
+    std::fs::write(&tmp, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, state)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), state.display()))
 }
 
 /// Waits until `upstream` has no request in flight, for at most `timeout`, asking the
@@ -398,9 +527,18 @@ pub fn set_route(state: &Path, upstream: &str, addr: Option<&str>) -> Result<()>
 pub async fn drain(upstream: &str, timeout: Duration) -> Result<usize> {
     let started = Instant::now();
     loop {
-        let (status, body) = crate::ops::http::get("127.0.0.1", ADMIN_PORT, &format!("/inflight?upstream={upstream}"), Duration::from_secs(2)).await?;
+        let (status, body) = crate::ops::http::get(
+            "127.0.0.1",
+            ADMIN_PORT,
+            &format!("/inflight?upstream={upstream}"),
+            Duration::from_secs(2),
+        )
+        .await?;
         anyhow::ensure!(status == 200, "the proxy's admin port answered {status}");
-        let n: usize = body.trim().parse().with_context(|| format!("the proxy's admin port answered `{body}`"))?;
+        let n: usize = body
+            .trim()
+            .parse()
+            .with_context(|| format!("the proxy's admin port answered `{body}`"))?;
         if n == 0 || started.elapsed() >= timeout {
             return Ok(n);
         }

@@ -24,8 +24,16 @@ const POLL: Duration = Duration::from_millis(25);
 /// error before anything starts; every secret value is registered with the printer so
 /// it is masked wherever it would be shown.
 pub fn container_env(version: &str, config: &Config, env: PymEnv) -> Result<Vec<String>> {
-    let mut out = vec![format!("PYM_ENV={env}"), format!("PORT={}", config.port), format!("PYM_VERSION={version}")];
-    out.extend(secrets(config)?.into_iter().map(|(name, value)| format!("{name}={value}")));
+    let mut out = vec![
+        format!("PYM_ENV={env}"),
+        format!("PORT={}", config.port),
+        format!("PYM_VERSION={version}"),
+    ];
+    out.extend(
+        secrets(config)?
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
     Ok(out)
 }
 
@@ -43,8 +51,14 @@ pub fn secrets(config: &Config) -> Result<Vec<(String, String)>> {
     }
     if !missing.is_empty() {
         return Err(hinted(
-            format!("env_secrets not set in the environment: {}", missing.join(", ")),
-            format!("export {} before deploying, or remove them from `env_secrets` in pym-config.yaml", missing.join(", ")),
+            format!(
+                "env_secrets not set in the environment: {}",
+                missing.join(", ")
+            ),
+            format!(
+                "export {} before deploying, or remove them from `env_secrets` in pym-config.yaml",
+                missing.join(", ")
+            ),
         ));
     }
     Ok(out)
@@ -52,14 +66,35 @@ pub fn secrets(config: &Config) -> Result<Vec<(String, String)>> {
 
 /// Polls `health_path` until it answers healthy, while watching the container: if it
 /// exits first, the error says so with its exit code. Returns how long it took.
-pub async fn wait_healthy(docker: &Docker, id: &str, host: &str, port: u16, config: &Config) -> Result<Duration> {
+pub async fn wait_healthy(
+    docker: &Docker,
+    id: &str,
+    host: &str,
+    port: u16,
+    config: &Config,
+) -> Result<Duration> {
     let timeout = Duration::from_secs(config.health_timeout);
-    poll_health(host, port, &config.health_path, |s| config.is_healthy_status(s), timeout, ops::docker::wait_exit(docker, id)).await
+    poll_health(
+        host,
+        port,
+        &config.health_path,
+        |s| config.is_healthy_status(s),
+        timeout,
+        ops::docker::wait_exit(docker, id),
+    )
+    .await
 }
 
 /// Polls `path` every 25 ms until it answers a status `healthy` accepts, giving up after
 /// `timeout` or as soon as `exited` resolves (the process behind the port stopped).
-pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16) -> bool, timeout: Duration, exited: impl Future<Output = Result<i64>>) -> Result<Duration> {
+pub async fn poll_health(
+    host: &str,
+    port: u16,
+    path: &str,
+    healthy: impl Fn(u16) -> bool,
+    timeout: Duration,
+    exited: impl Future<Output = Result<i64>>,
+) -> Result<Duration> {
     let started = Instant::now();
     tokio::pin!(exited);
     let crashed = |code: Result<i64>| -> anyhow::Error {
@@ -68,7 +103,9 @@ pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16
                 format!("the container exited (status 0) during start-up, before answering {path}"),
                 "a service must keep running: check its command (the Dockerfile's CMD or ENTRYPOINT) starts the server in the foreground",
             ),
-            Ok(code) => anyhow!("the container crashed during start-up: it exited with status {code} before answering {path}"),
+            Ok(code) => anyhow!(
+                "the container crashed during start-up: it exited with status {code} before answering {path}"
+            ),
             Err(e) => e,
         }
     };
@@ -84,8 +121,13 @@ pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16
         };
         if started.elapsed() >= timeout {
             return Err(hinted(
-                format!("the service did not become healthy within {}s (last: {last})", timeout.as_secs()),
-                format!("check that the service listens on $PORT and answers {path} with a 2xx (or set `health_path` and `health_statuses`); raise `health_timeout` in pym-config.yaml if it is only slow"),
+                format!(
+                    "the service did not become healthy within {}s (last: {last})",
+                    timeout.as_secs()
+                ),
+                format!(
+                    "check that the service listens on $PORT and answers {path} with a 2xx (or set `health_path` and `health_statuses`); raise `health_timeout` in pym-config.yaml if it is only slow"
+                ),
             ));
         }
         tokio::select! {
@@ -94,4 +136,3 @@ pub async fn poll_health(host: &str, port: u16, path: &str, healthy: impl Fn(u16
         }
     }
 }
-

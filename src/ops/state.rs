@@ -21,12 +21,17 @@ pub fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(d).join("pymdeploy");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/state/pymdeploy")
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 pub fn hostname() -> String {
@@ -47,7 +52,11 @@ fn deploy_command() -> String {
 /// Who runs this: git's `user.email` for the service (what its commits say), else the
 /// login name, else the name of the process's user.
 pub fn user(root: &Path) -> String {
-    if let Ok(out) = std::process::Command::new("git").args(["config", "user.email"]).current_dir(root).output() {
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["config", "user.email"])
+        .current_dir(root)
+        .output()
+    {
         let email = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !email.is_empty() {
             return email;
@@ -59,7 +68,15 @@ pub fn user(root: &Path) -> String {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy at once.
     let name = unsafe {
         let pw = libc::getpwuid(libc::getuid());
-        if pw.is_null() { None } else { Some(std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()) }
+        if pw.is_null() {
+            None
+        } else {
+            Some(
+                std::ffi::CStr::from_ptr((*pw).pw_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
     };
     name.unwrap_or_else(|| format!("uid-{}", unsafe { libc::getuid() }))
 }
@@ -76,18 +93,34 @@ pub struct Holder {
 impl Holder {
     /// This process, running `command`.
     pub fn me(command: &str) -> Holder {
-        Holder { user: user(Path::new(".")), host: hostname(), pid: std::process::id() as i32, since: now(), command: command.into() }
+        Holder {
+            user: user(Path::new(".")),
+            host: hostname(),
+            pid: std::process::id() as i32,
+            since: now(),
+            command: command.into(),
+        }
     }
 
     /// True when the holder provably no longer runs: a process of this very host that
     /// no longer exists. A holder on another host is never presumed gone.
     pub fn is_gone(&self) -> bool {
         // SAFETY: kill with signal 0 only checks that the process exists.
-        self.host == hostname() && self.pid > 0 && unsafe { libc::kill(self.pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        self.host == hostname()
+            && self.pid > 0
+            && unsafe { libc::kill(self.pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
 
     pub fn describe(&self) -> String {
-        format!("{}@{} (pid {}, `{}`) since {}", self.user, self.host, self.pid, self.command, crate::version::fmt_utc(self.since))
+        format!(
+            "{}@{} (pid {}, `{}`) since {}",
+            self.user,
+            self.host,
+            self.pid,
+            self.command,
+            crate::version::fmt_utc(self.since)
+        )
     }
 }
 
@@ -115,7 +148,13 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
     let dir = state_dir().join("locks");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("{key}.lock"));
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; LOCK_NB makes it return at once.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     let mut text = String::new();
@@ -126,7 +165,9 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(err).with_context(|| format!("cannot lock {}", path.display()));
         }
-        let who = previous.map(|h| h.describe()).unwrap_or_else(|| "another deploy that is starting".into());
+        let who = previous
+            .map(|h| h.describe())
+            .unwrap_or_else(|| "another deploy that is starting".into());
         let hint = match break_lock {
             true => "--break-lock cannot take the lock from a deploy that is still running on this machine: stop that process first".to_string(),
             false => "wait for that deploy to finish (the lock is released when its process exits, however it exits)".to_string(),
@@ -134,11 +175,17 @@ pub fn lock(key: &str, command: &str, break_lock: bool, warn: impl Fn(&str)) -> 
         return Err(hinted(format!("{key} is being deployed by {who}"), hint));
     }
     if let Some(h) = previous {
-        warn(&format!("taking over the deploy lock of {key} from {}: that process is gone (its run was interrupted)", h.describe()));
+        warn(&format!(
+            "taking over the deploy lock of {key} from {}: that process is gone (its run was interrupted)",
+            h.describe()
+        ));
     }
     let me = Holder::me(command);
-    file.set_len(0).and_then(|()| file.rewind()).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(serde_json::to_string(&me)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(serde_json::to_string(&me)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Lock { file })
 }
 
@@ -176,9 +223,11 @@ pub fn read_journal(root: &Path) -> Result<Option<Journal>> {
 
 pub fn write_journal(root: &Path, journal: &Journal) -> Result<()> {
     let path = journal_path(root);
-    std::fs::create_dir_all(path.parent().unwrap()).with_context(|| format!("cannot create {}", path.display()))?;
+    std::fs::create_dir_all(path.parent().unwrap())
+        .with_context(|| format!("cannot create {}", path.display()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(journal)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(journal)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -214,9 +263,15 @@ fn history_path(name: &str) -> PathBuf {
 pub fn record(name: &str, rec: &Record) -> Result<()> {
     use std::io::Write;
     let path = history_path(name);
-    std::fs::create_dir_all(path.parent().unwrap()).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    writeln!(f, "{}", serde_json::to_string(rec)?).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::create_dir_all(path.parent().unwrap())
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(rec)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Every deploy recorded for `name`; a line that is not a record (a write cut short, an
@@ -229,10 +284,18 @@ pub fn history(name: &str, warn: impl Fn(&str)) -> Result<Vec<Record>> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         match serde_json::from_str(line) {
             Ok(r) => records.push(r),
-            Err(e) => warn(&format!("{}:{}: not a deploy record, passed over: {e}", path.display(), i + 1)),
+            Err(e) => warn(&format!(
+                "{}:{}: not a deploy record, passed over: {e}",
+                path.display(),
+                i + 1
+            )),
         }
     }
     Ok(records)
@@ -269,20 +332,54 @@ mod tests {
                 }
             });
         }
-        assert_eq!(most.load(Ordering::SeqCst), 1, "two deploys held the lock at once");
-        assert!(taken.load(Ordering::SeqCst) >= 20, "each round, someone gets the lock");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "two deploys held the lock at once"
+        );
+        assert!(
+            taken.load(Ordering::SeqCst) >= 20,
+            "each round, someone gets the lock"
+        );
         // A holder that is gone (its record left behind, no flock on the file) is taken
         // over with a word; one that holds the flock is named.
         let path = dir.join("locks/race-docker.lock");
-        let gone = Holder { user: "ann".into(), host: "ci-1".into(), pid: 999_999, since: 0, command: "deploy".into() };
+        let gone = Holder {
+            user: "ann".into(),
+            host: "ci-1".into(),
+            pid: 999_999,
+            since: 0,
+            command: "deploy".into(),
+        };
         std::fs::write(&path, serde_json::to_string(&gone).unwrap()).unwrap();
         let warned = std::sync::Mutex::new(String::new());
-        let held = lock("race-docker", "deploy", false, |m| *warned.lock().unwrap() = m.to_string()).unwrap();
-        assert!(warned.lock().unwrap().contains("from ann@ci-1 (pid 999999, `deploy`)"), "{}", warned.lock().unwrap());
-        let e = lock("race-docker", "rollback", true, |_| {}).err().expect("a held lock is refused, --break-lock or not");
-        assert!(format!("{e}").contains(&format!("race-docker is being deployed by {}@", user(Path::new(".")))), "{e}");
+        let held = lock("race-docker", "deploy", false, |m| {
+            *warned.lock().unwrap() = m.to_string()
+        })
+        .unwrap();
+        assert!(
+            warned
+                .lock()
+                .unwrap()
+                .contains("from ann@ci-1 (pid 999999, `deploy`)"),
+            "{}",
+            warned.lock().unwrap()
+        );
+        let e = lock("race-docker", "rollback", true, |_| {})
+            .err()
+            .expect("a held lock is refused, --break-lock or not");
+        assert!(
+            format!("{e}").contains(&format!(
+                "race-docker is being deployed by {}@",
+                user(Path::new("."))
+            )),
+            "{e}"
+        );
         drop(held);
-        lock("race-docker", "deploy", false, |m| panic!("a released lock warns: {m}")).unwrap();
+        lock("race-docker", "deploy", false, |m| {
+            panic!("a released lock warns: {m}")
+        })
+        .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

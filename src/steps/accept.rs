@@ -16,8 +16,8 @@ use bollard::Docker;
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::{Interrupted, hinted};
-use crate::ops::{self, docker::RunSpec};
 use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, secrets, wait_healthy};
+use crate::ops::{self, docker::RunSpec};
 use crate::output::StepProgress;
 use crate::pipeline::Step;
 use crate::targets::Address;
@@ -39,8 +39,17 @@ impl Step for AcceptLocal {
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         let config = ctx.config_for(PymEnv::Local)?;
         Ok(vec![
-            format!("run {} as a local container with PYM_ENV=local on a free port of 127.0.0.1", ctx.image_tag()?),
-            format!("wait up to {}s for {} to answer {}, then check {} names the version", config.health_timeout, config.health_path, config.health_statuses.join(" or "), config.version_path),
+            format!(
+                "run {} as a local container with PYM_ENV=local on a free port of 127.0.0.1",
+                ctx.image_tag()?
+            ),
+            format!(
+                "wait up to {}s for {} to answer {}, then check {} names the version",
+                config.health_timeout,
+                config.health_path,
+                config.health_statuses.join(" or "),
+                config.version_path
+            ),
             format!("run `{}` against it", acceptance_command(ctx, &config)),
             "remove the container".to_string(),
         ])
@@ -65,47 +74,111 @@ impl Step for AcceptLocal {
         ]);
         let (bind, host) = ctx.check_binding(&config.publish_ip)?;
         progress.message(&format!("starting {image}"));
-        let spec = RunSpec { name: &name, image: &image, env, container_port: config.port, host_ip: &bind, host_port: None, labels, network: None, restart: false, cmd: None, locked_down: false, state_dir: None };
+        let spec = RunSpec {
+            name: &name,
+            image: &image,
+            env,
+            container_port: config.port,
+            host_ip: &bind,
+            host_port: None,
+            labels,
+            network: None,
+            restart: false,
+            cmd: None,
+            locked_down: false,
+            state_dir: None,
+        };
         let id = ctx.block_on(ops::docker::run(docker, spec))?;
         let result = accept_in(ctx, docker, &id, &config, &host, progress);
         if result.is_err() && !ctx.interrupted() {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, &id, LOG_LINES));
-            progress.suspend(|| ctx.out.block(&format!("last {LOG_LINES} log lines of container {name}"), &logs));
+            progress.suspend(|| {
+                ctx.out.block(
+                    &format!("last {LOG_LINES} log lines of container {name}"),
+                    &logs,
+                )
+            });
         }
         if result.is_ok() {
             // Removing a container is slow on some storage drivers (vfs copies and deletes
             // whole file trees): after a pass it happens beside the next steps, and the
             // run ends once it is done.
             let (docker, what) = (docker.clone(), format!("removing {name}"));
-            ctx.defer(&what.clone(), async move { ops::docker::remove(&docker, &id).await.with_context(|| what).map(|()| Vec::new()) });
+            ctx.defer(&what.clone(), async move {
+                ops::docker::remove(&docker, &id)
+                    .await
+                    .with_context(|| what)
+                    .map(|()| Vec::new())
+            });
             return result;
         }
-        ctx.block_on(ops::docker::remove(docker, &id)).with_context(|| format!("cannot remove container {name}"))?;
+        ctx.block_on(ops::docker::remove(docker, &id))
+            .with_context(|| format!("cannot remove container {name}"))?;
         result
     }
 }
 
-fn accept_in(ctx: &Ctx, docker: &Docker, id: &str, config: &Config, host: &str, progress: &StepProgress<'_>) -> Result<String> {
+fn accept_in(
+    ctx: &Ctx,
+    docker: &Docker,
+    id: &str,
+    config: &Config,
+    host: &str,
+    progress: &StepProgress<'_>,
+) -> Result<String> {
     let port = match ctx.block_on(ops::docker::published_port(docker, id, config.port)) {
         Ok(port) => port,
         // A container that exits at once has no ports left to inspect: say it crashed.
         Err(e) => match ctx.block_on(ops::docker::exit_code(docker, id))? {
-            Some(0) => return Err(hinted(format!("the container exited (status 0) at once, before answering {}", config.health_path), "a service must keep running: check its command (the Dockerfile's CMD or ENTRYPOINT) starts the server in the foreground")),
-            Some(code) => return Err(anyhow!("the container crashed during start-up: it exited with status {code} before answering {}", config.health_path)),
+            Some(0) => {
+                return Err(hinted(
+                    format!(
+                        "the container exited (status 0) at once, before answering {}",
+                        config.health_path
+                    ),
+                    "a service must keep running: check its command (the Dockerfile's CMD or ENTRYPOINT) starts the server in the foreground",
+                ));
+            }
+            Some(code) => {
+                return Err(anyhow!(
+                    "the container crashed during start-up: it exited with status {code} before answering {}",
+                    config.health_path
+                ));
+            }
             None => return Err(e),
         },
     };
-    progress.message(&format!("waiting for {host}:{port}{} to answer {}", config.health_path, config.health_statuses.join(" or ")));
+    progress.message(&format!(
+        "waiting for {host}:{port}{} to answer {}",
+        config.health_path,
+        config.health_statuses.join(" or ")
+    ));
     let waited = ctx.block_on(async {
         tokio::select! {
             r = wait_healthy(docker, id, host, port, config) => r,
             _ = ctx.on_interrupt() => Err(anyhow::Error::new(Interrupted)),
         }
     })?;
-    progress.message(&format!("healthy after {:.1}s; checking {}", waited.as_secs_f64(), config.version_path));
+    progress.message(&format!(
+        "healthy after {:.1}s; checking {}",
+        waited.as_secs_f64(),
+        config.version_path
+    ));
     check_contract(ctx, config, host, port)?;
     progress.message("running acceptance tests");
-    run_acceptance(ctx, config, &Address { host: host.to_string(), port, tls: false, token: None, hold: None }, PymEnv::Local, progress)?;
+    run_acceptance(
+        ctx,
+        config,
+        &Address {
+            host: host.to_string(),
+            port,
+            tls: false,
+            token: None,
+            hold: None,
+        },
+        PymEnv::Local,
+        progress,
+    )?;
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
@@ -128,17 +201,27 @@ fn check_contract(ctx: &Ctx, config: &Config, host: &str, port: u16) -> Result<(
         Ok((status, body)) if (200..300).contains(&status) => body,
         Ok((status, _)) => {
             return Err(hinted(
-                format!("the service answers {path} with {status}: pymdeploy checks there that each environment serves the version just deployed"),
-                format!("serve {shape}; or set `version_path` to where the service says its version, or `verify_version: false` to rely on health alone"),
+                format!(
+                    "the service answers {path} with {status}: pymdeploy checks there that each environment serves the version just deployed"
+                ),
+                format!(
+                    "serve {shape}; or set `version_path` to where the service says its version, or `verify_version: false` to rely on health alone"
+                ),
             ));
         }
         Err(e) => return Err(e.context(format!("cannot ask the service for {path}"))),
     };
-    let Some(Served { version: served, pym_env: env }) = Served::parse(&body) else {
+    let Some(Served {
+        version: served,
+        pym_env: env,
+    }) = Served::parse(&body)
+    else {
         let shown: String = body.chars().take(120).collect();
         return Err(hinted(
             format!("{path} answered `{shown}`, not JSON with the strings `version` and `pym_env`"),
-            format!("serve {shape}; or `verify_version: false` in pym-config.yaml to rely on health alone"),
+            format!(
+                "serve {shape}; or `verify_version: false` in pym-config.yaml to rely on health alone"
+            ),
         ));
     };
     if served != version {
@@ -157,18 +240,28 @@ fn check_contract(ctx: &Ctx, config: &Config, host: &str, port: u16) -> Result<(
 }
 
 /// Runs the acceptance command against a server.
-pub fn run_acceptance(ctx: &Ctx, config: &Config, at: &Address, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
+pub fn run_acceptance(
+    ctx: &Ctx,
+    config: &Config,
+    at: &Address,
+    env: PymEnv,
+    progress: &StepProgress<'_>,
+) -> Result<()> {
     let command = acceptance_command(ctx, config);
     let sh = xshell::Shell::new()?;
     let scheme = if at.tls { "https" } else { "http" };
     let cmd = ops::cmd::from_config(&sh, &command)?
         .env("PYM_SERVER_HOST", &at.host)
         .env("PYM_SERVER_PORT", at.port.to_string())
-        .env("PYM_SERVER_URL", format!("{scheme}://{}:{}", at.host, at.port))
+        .env(
+            "PYM_SERVER_URL",
+            format!("{scheme}://{}:{}", at.host, at.port),
+        )
         .env("PYM_SERVER_TOKEN", at.token.as_deref().unwrap_or_default())
         .env("PYM_ENV", env.as_str());
     let limit = ("accept_timeout", Duration::from_secs(config.accept_timeout));
-    ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the acceptance tests failed")?;
+    ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit))
+        .context("the acceptance tests failed")?;
     Ok(())
 }
 
@@ -177,7 +270,9 @@ pub fn run_acceptance(ctx: &Ctx, config: &Config, at: &Address, env: PymEnv, pro
 pub fn acceptance_command(ctx: &Ctx, config: &Config) -> String {
     match &config.accept_command {
         Some(c) => c.clone(),
-        None if ctx.root.join("testaccept/Cargo.toml").is_file() => "cargo test --manifest-path testaccept/Cargo.toml".into(),
+        None if ctx.root.join("testaccept/Cargo.toml").is_file() => {
+            "cargo test --manifest-path testaccept/Cargo.toml".into()
+        }
         None => "python3 -m pytest -q testaccept".into(),
     }
 }

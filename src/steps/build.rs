@@ -35,7 +35,11 @@ impl Step for Build {
         if let Some(bin) = &config.rust_binary {
             out.push(format!("compile `cargo build --release --bin {bin}` and copy the binary to {DIST_DIR}/{bin}"));
         }
-        out.push(format!("build image {tag} from {} (reused if already built for commit {})", config.dockerfile, ctx.version()?.sha6()));
+        out.push(format!(
+            "build image {tag} from {} (reused if already built for commit {})",
+            config.dockerfile,
+            ctx.version()?.sha6()
+        ));
         Ok(out)
     }
 
@@ -56,12 +60,15 @@ impl Step for Build {
         let version = ctx.version()?.clone();
         let tag = ctx.image_tag()?;
         let docker = ctx.docker()?;
-        if !ctx.opts.force_build && !version.dirty
+        if !ctx.opts.force_build
+            && !version.dirty
             && let Some(labels) = ctx.block_on(ops::docker::image_labels(docker, &tag))?
-                && labels.get(ops::service::LABEL_COMMIT) == Some(&format!("{}/{}", ctx.config().name, version.sha)) {
-                    ctx.set_built_image(tag.clone());
-                    return Ok(format!("reused {tag}, already built for this commit"));
-                }
+            && labels.get(ops::service::LABEL_COMMIT)
+                == Some(&format!("{}/{}", ctx.config().name, version.sha))
+        {
+            ctx.set_built_image(tag.clone());
+            return Ok(format!("reused {tag}, already built for this commit"));
+        }
         if let Some(bin) = &config.rust_binary {
             progress.message(&format!("cargo build --release --bin {bin}"));
             compile_rust_binary(ctx, bin, config.rust_target.as_deref(), progress)?;
@@ -72,11 +79,24 @@ impl Step for Build {
         }
         // One label: each is a build step of its own in the classic builder. The version
         // is the tag and the name is the repository.
-        let labels = HashMap::from([(ops::service::LABEL_COMMIT.to_string(), format!("{}/{}", config.name, version.sha))]);
-        let req = ops::docker::BuildRequest { root: &ctx.root, dockerfile: &config.dockerfile, tag: &tag, build_args, labels };
+        let labels = HashMap::from([(
+            ops::service::LABEL_COMMIT.to_string(),
+            format!("{}/{}", config.name, version.sha),
+        )]);
+        let req = ops::docker::BuildRequest {
+            root: &ctx.root,
+            dockerfile: &config.dockerfile,
+            tag: &tag,
+            build_args,
+            labels,
+        };
         let built = ctx.wait(ops::docker::build(docker, req, progress))?;
         ctx.set_built_image(tag.clone());
-        Ok(format!("built {tag} from {} files, {}", built.context_files, human_bytes(built.context_bytes)))
+        Ok(format!(
+            "built {tag} from {} files, {}",
+            built.context_files,
+            human_bytes(built.context_bytes)
+        ))
     }
 }
 
@@ -88,10 +108,18 @@ fn check_binary_is_copied(dockerfile: &str, text: &str, bin: &str) -> Result<()>
         return Ok(());
     }
     let stages = dockerfile_stages(text);
-    let why = if stages > 1 { format!(" (it has {stages} stages: it builds the service itself)") } else { String::new() };
+    let why = if stages > 1 {
+        format!(" (it has {stages} stages: it builds the service itself)")
+    } else {
+        String::new()
+    };
     Err(crate::error::hinted(
-        format!("{dockerfile} does not copy {DIST_DIR}/{bin}, the binary `rust_binary: {bin}` compiles on the host{why}"),
-        format!("remove `rust_binary` from pym-config.yaml when the Dockerfile compiles the service, or add `COPY {DIST_DIR}/{bin} /usr/local/bin/{bin}` to it"),
+        format!(
+            "{dockerfile} does not copy {DIST_DIR}/{bin}, the binary `rust_binary: {bin}` compiles on the host{why}"
+        ),
+        format!(
+            "remove `rust_binary` from pym-config.yaml when the Dockerfile compiles the service, or add `COPY {DIST_DIR}/{bin} /usr/local/bin/{bin}` to it"
+        ),
     ))
 }
 
@@ -100,14 +128,30 @@ fn check_binary_is_copied(dockerfile: &str, text: &str, bin: &str) -> Result<()>
 pub fn dist_copies(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
-        .filter(|l| l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY ")) || l.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("ADD ")))
-        .filter_map(|l| l.split_once(DIST_DIR).map(|(_, rest)| rest.trim_start_matches('/').split_whitespace().next().unwrap_or("")))
+        .filter(|l| {
+            l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY "))
+                || l.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("ADD "))
+        })
+        .filter_map(|l| {
+            l.split_once(DIST_DIR).map(|(_, rest)| {
+                rest.trim_start_matches('/')
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+            })
+        })
         .collect()
 }
 
 /// How many stages (`FROM` lines) a Dockerfile has.
 pub fn dockerfile_stages(text: &str) -> usize {
-    text.lines().filter(|l| l.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("FROM "))).count()
+    text.lines()
+        .filter(|l| {
+            l.trim_start()
+                .get(..5)
+                .is_some_and(|w| w.eq_ignore_ascii_case("FROM "))
+        })
+        .count()
 }
 
 /// `cargo build --release` of one binary, then a copy into `.pym/dist/`.
@@ -118,13 +162,26 @@ pub fn dockerfile_stages(text: &str) -> usize {
 /// checkout's binary fresh and hand it back. So the binary's owner (the checkout that
 /// built it) is written beside it, and a binary cargo calls fresh that this checkout did
 /// not build is built again, after touching the entry file cargo watches.
-fn compile_rust_binary(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &StepProgress<'_>) -> Result<()> {
-    let root = ctx.root.canonicalize().unwrap_or_else(|_| ctx.root.clone()).display().to_string();
+fn compile_rust_binary(
+    ctx: &Ctx,
+    bin: &str,
+    target: Option<&str>,
+    progress: &StepProgress<'_>,
+) -> Result<()> {
+    let root = ctx
+        .root
+        .canonicalize()
+        .unwrap_or_else(|_| ctx.root.clone())
+        .display()
+        .to_string();
     let mut artifact = cargo_build(ctx, bin, target, progress)?;
     let owner_file = format!("{}.pym-owner", artifact.executable);
     let owner = std::fs::read_to_string(&owner_file).ok();
     if artifact.fresh && owner.as_deref() != Some(root.as_str()) {
-        progress.message(&format!("{} was last built from another checkout; building it again from {root}", artifact.executable));
+        progress.message(&format!(
+            "{} was last built from another checkout; building it again from {root}",
+            artifact.executable
+        ));
         let entry = ctx.root.join(&artifact.src_path);
         std::fs::File::options()
             .append(true)
@@ -144,7 +201,8 @@ fn compile_rust_binary(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &St
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot copy {executable} to {}", tmp.display()));
     }
-    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
     std::fs::write(&owner_file, &root).with_context(|| format!("cannot write {owner_file}"))?;
     Ok(())
 }
@@ -158,14 +216,23 @@ struct Artifact {
     src_path: String,
 }
 
-fn cargo_build(ctx: &Ctx, bin: &str, target: Option<&str>, progress: &StepProgress<'_>) -> Result<Artifact> {
+fn cargo_build(
+    ctx: &Ctx,
+    bin: &str,
+    target: Option<&str>,
+    progress: &StepProgress<'_>,
+) -> Result<Artifact> {
     let sh = xshell::Shell::new()?;
     let target_args: Vec<&str> = match target {
         Some(t) => vec!["--target", t],
         None => vec![],
     };
-    let cmd = xshell::cmd!(sh, "cargo build --release --bin {bin} {target_args...} --message-format=json-render-diagnostics");
-    let stdout = ops::cmd::stream(cmd, &ctx.root, progress, true).with_context(|| format!("cannot compile the binary `{bin}`"))?;
+    let cmd = xshell::cmd!(
+        sh,
+        "cargo build --release --bin {bin} {target_args...} --message-format=json-render-diagnostics"
+    );
+    let stdout = ops::cmd::stream(cmd, &ctx.root, progress, true)
+        .with_context(|| format!("cannot compile the binary `{bin}`"))?;
     stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

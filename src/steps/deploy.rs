@@ -5,9 +5,9 @@ use anyhow::{Context, Result};
 
 use crate::config::PymEnv;
 use crate::ctx::Ctx;
+use crate::ops::service::secrets;
 use crate::output::StepProgress;
 use crate::pipeline::{Reach, Step};
-use crate::ops::service::secrets;
 use crate::steps::accept::run_acceptance;
 use crate::targets;
 
@@ -70,7 +70,11 @@ impl Step for Accept {
         let cmd = crate::steps::accept::acceptance_command(ctx, &config);
         let mut out = vec![format!("run `{cmd}` against {addr} (PYM_ENV={})", self.0)];
         if self.0 == PymEnv::Live {
-            out.push(if config.rollback_on_failure { "if it fails, roll back to the previous version".into() } else { "if it fails, leave live as it is (rollback_on_failure: false)".into() });
+            out.push(if config.rollback_on_failure {
+                "if it fails, roll back to the previous version".into()
+            } else {
+                "if it fails, leave live as it is (rollback_on_failure: false)".into()
+            });
         }
         Ok(out)
     }
@@ -82,9 +86,16 @@ impl Step for Accept {
         let addr = targets::of(ctx).and_then(|t| t.address(ctx, self.0))?;
         let result = run_acceptance(ctx, &config, &addr, self.0, progress);
         match (result, self.0) {
-            (Ok(()), _) => Ok(format!("{} on {}:{}", progress.tests().passed_note("acceptance tests"), addr.host, addr.port)),
+            (Ok(()), _) => Ok(format!(
+                "{} on {}:{}",
+                progress.tests().passed_note("acceptance tests"),
+                addr.host,
+                addr.port
+            )),
             // Only a deploy rolls back: a live acceptance run by hand only reports.
-            (Err(e), PymEnv::Live) if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() => {
+            (Err(e), PymEnv::Live)
+                if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() =>
+            {
                 progress.message("live acceptance failed: rolling back");
                 match targets::of(ctx)?.rollback(ctx, progress) {
                     Ok(note) => Err(e.context(format!("rolled back: {note}"))),
@@ -166,7 +177,9 @@ impl Step for Status {
         targets::of(ctx)?.check(ctx)
     }
     fn run(&self, ctx: &Ctx, _progress: &StepProgress<'_>) -> Result<String> {
-        let table = targets::of(ctx)?.status(ctx).context("cannot read the target's state")?;
+        let table = targets::of(ctx)?
+            .status(ctx)
+            .context("cannot read the target's state")?;
         let n = table.rows.len();
         // With --json, stdout carries JSON lines only: a row is an event too.
         match ctx.out.json() {
@@ -177,6 +190,10 @@ impl Step for Status {
             false => table.lines().iter().for_each(|l| ctx.out.data(l)),
         }
         let (one, many) = targets::of(ctx)?.units();
-        Ok(if n == 1 { format!("1 {one}") } else { format!("{n} {many}") })
+        Ok(if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {many}")
+        })
     }
 }

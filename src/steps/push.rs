@@ -45,7 +45,10 @@ impl Step for Push {
             return Ok(NO_REGISTRY.to_string());
         }
         if !ctx.config().has_registry() {
-            return Err(hinted("there is no registry to push to: `docker_repo` is not set", "set `docker_repo: <registry>/<namespace>` in pym-config.yaml"));
+            return Err(hinted(
+                "there is no registry to push to: `docker_repo` is not set",
+                "set `docker_repo: <registry>/<namespace>` in pym-config.yaml",
+            ));
         }
         let image = ctx.local_image()?;
         let docker = ctx.docker()?;
@@ -55,13 +58,32 @@ impl Step for Push {
             ctx.out.add_secret(&c.password);
         }
         let pushed = ctx.wait(ops::docker::push(docker, &image, creds.as_ref(), progress))?;
-        let reference = format!("{}@{}", image.rsplit_once(':').map(|(n, _)| n).unwrap_or(&image), pushed.digest);
+        let reference = format!(
+            "{}@{}",
+            image.rsplit_once(':').map(|(n, _)| n).unwrap_or(&image),
+            pushed.digest
+        );
         ctx.set_pushed(reference.clone());
-        let layers = |n: usize| if n == 1 { "1 layer".to_string() } else { format!("{n} layers") };
+        let layers = |n: usize| {
+            if n == 1 {
+                "1 layer".to_string()
+            } else {
+                format!("{n} layers")
+            }
+        };
         Ok(if pushed.layers_pushed == 0 {
-            format!("unchanged: all {} already in {host} ({})", layers(pushed.layers_existing), short(&pushed.digest))
+            format!(
+                "unchanged: all {} already in {host} ({})",
+                layers(pushed.layers_existing),
+                short(&pushed.digest)
+            )
         } else {
-            format!("{} pushed, {} already there ({})", layers(pushed.layers_pushed), pushed.layers_existing, short(&pushed.digest))
+            format!(
+                "{} pushed, {} already there ({})",
+                layers(pushed.layers_pushed),
+                pushed.layers_existing,
+                short(&pushed.digest)
+            )
         })
     }
 }

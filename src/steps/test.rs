@@ -20,15 +20,23 @@ impl Step for Test {
     }
 
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        Ok(vec![format!("run `{}` in {}", unit_test_command(ctx), ctx.root.display())])
+        Ok(vec![format!(
+            "run `{}` in {}",
+            unit_test_command(ctx),
+            ctx.root.display()
+        )])
     }
 
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let command = unit_test_command(ctx);
         let sh = xshell::Shell::new()?;
         let cmd = ops::cmd::from_config(&sh, &command)?;
-        let limit = ("test_timeout", std::time::Duration::from_secs(ctx.config().test_timeout));
-        ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit)).context("the unit tests failed")?;
+        let limit = (
+            "test_timeout",
+            std::time::Duration::from_secs(ctx.config().test_timeout),
+        );
+        ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit))
+            .context("the unit tests failed")?;
         let t = progress.tests();
         Ok(format!("{} ({command})", t.passed_note("tests")))
     }

@@ -30,8 +30,10 @@ use google_cloud_gax::retry_result::RetryResult;
 use google_cloud_gax::retry_state::RetryState;
 use google_cloud_lro::{Poller, PollingResult};
 use google_cloud_run_v2::client::{Revisions, Services};
-use google_cloud_run_v2::model::{self, Revision, RevisionTemplate, Service, TrafficTarget, TrafficTargetAllocationType};
 use google_cloud_run_v2::model::condition::State;
+use google_cloud_run_v2::model::{
+    self, Revision, RevisionTemplate, Service, TrafficTarget, TrafficTargetAllocationType,
+};
 
 use super::{Address, Cleanup, Fate, Table, url_host};
 use crate::config::{Config, PymEnv};
@@ -66,9 +68,14 @@ pub fn service_id(c: &Config) -> String {
 
 /// Why Cloud Run would refuse this service name, if it would.
 fn bad_service_id(id: &str) -> Option<String> {
-    let ok_chars = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if id.is_empty() || id.len() > 49 {
-        return Some(format!("it has {} characters (Cloud Run takes 1 to 49)", id.len()));
+        return Some(format!(
+            "it has {} characters (Cloud Run takes 1 to 49)",
+            id.len()
+        ));
     }
     if !ok_chars || !id.starts_with(|c: char| c.is_ascii_lowercase()) || id.ends_with('-') {
         return Some("Cloud Run takes lowercase letters, digits and dashes, starting with a letter and not ending with a dash".into());
@@ -97,8 +104,15 @@ fn revision_stem(id: &str, version: &str) -> String {
 /// The first free revision name of a version in an environment: `<stem>-s1`, `-s2` for
 /// staging, `-l1`... for live.
 fn next_revision_name(id: &str, version: &str, env: PymEnv, taken: &[Rev]) -> String {
-    let prefix = format!("{}-{}", revision_stem(id, version), if env == PymEnv::Live { "l" } else { "s" });
-    (1..).map(|n| format!("{prefix}{n}")).find(|n| !taken.iter().any(|r| &r.name == n)).unwrap_or_default()
+    let prefix = format!(
+        "{}-{}",
+        revision_stem(id, version),
+        if env == PymEnv::Live { "l" } else { "s" }
+    );
+    (1..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|n| !taken.iter().any(|r| &r.name == n))
+        .unwrap_or_default()
 }
 
 /// Project, region and endpoint, from the config or gcloud's environment variables.
@@ -110,12 +124,27 @@ struct Place {
 
 fn place(c: &Config) -> Result<Place> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let project = c.gcp_project.clone().or_else(|| env("GOOGLE_CLOUD_PROJECT")).or_else(|| env("CLOUDSDK_CORE_PROJECT")).or_else(adc_project);
-    let project = project.ok_or_else(|| hinted("no Google Cloud project is set", "set `gcp_project` in pym-config.yaml (or GOOGLE_CLOUD_PROJECT)"))?;
+    let project = c
+        .gcp_project
+        .clone()
+        .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
+        .or_else(|| env("CLOUDSDK_CORE_PROJECT"))
+        .or_else(adc_project);
+    let project = project.ok_or_else(|| {
+        hinted(
+            "no Google Cloud project is set",
+            "set `gcp_project` in pym-config.yaml (or GOOGLE_CLOUD_PROJECT)",
+        )
+    })?;
     let region = c.gcp_region.clone().or_else(|| env("CLOUDSDK_RUN_REGION"));
     let region = region.ok_or_else(|| hinted("no Cloud Run region is set", "set `gcp_region` in pym-config.yaml, e.g. `gcp_region: us-central1` (or CLOUDSDK_RUN_REGION)"))?;
-    let endpoint = env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN").map(|e| e.trim_end_matches('/').to_string());
-    Ok(Place { project, region, endpoint })
+    let endpoint =
+        env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN").map(|e| e.trim_end_matches('/').to_string());
+    Ok(Place {
+        project,
+        region,
+        endpoint,
+    })
 }
 
 /// The `project_id` of a service-account key in GOOGLE_APPLICATION_CREDENTIALS.
@@ -125,13 +154,19 @@ fn adc_project() -> Option<String> {
     v["project_id"].as_str().map(String::from)
 }
 
-
 /// What the config asks of Cloud Run, checked as Cloud Run would check it.
 fn check_config(c: &Config, file: &str) -> Result<()> {
     let id = service_id(c);
     if let Some(why) = bad_service_id(&id) {
-        let key = if c.gcp_service.is_some() { "gcp_service" } else { "name" };
-        return Err(hinted(format!("{file}: the Cloud Run service name {id:?} (`{key}`) would be refused: {why}"), "set `gcp_service` to a shorter name of lowercase letters, digits and dashes"));
+        let key = if c.gcp_service.is_some() {
+            "gcp_service"
+        } else {
+            "name"
+        };
+        return Err(hinted(
+            format!("{file}: the Cloud Run service name {id:?} (`{key}`) would be refused: {why}"),
+            "set `gcp_service` to a shorter name of lowercase letters, digits and dashes",
+        ));
     }
     let memory_ok = |m: &str| {
         let digits = m.trim_end_matches(|ch: char| ch.is_ascii_alphabetic());
@@ -139,22 +174,44 @@ fn check_config(c: &Config, file: &str) -> Result<()> {
         digits.parse::<u64>().is_ok_and(|n| n > 0) && ["Mi", "Gi", "M", "G"].contains(&unit)
     };
     if let Some(m) = c.gcp_memory.as_deref().filter(|m| !memory_ok(m)) {
-        return Err(hinted(format!("{file}: `gcp_memory: {m}` is not a memory size Cloud Run takes"), "write it as Cloud Run does: `512Mi`, `1Gi`, `2Gi`"));
+        return Err(hinted(
+            format!("{file}: `gcp_memory: {m}` is not a memory size Cloud Run takes"),
+            "write it as Cloud Run does: `512Mi`, `1Gi`, `2Gi`",
+        ));
     }
-    let cpu_ok = |x: &str| x.parse::<f64>().is_ok_and(|n| n > 0.0) || x.strip_suffix('m').is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
+    let cpu_ok = |x: &str| {
+        x.parse::<f64>().is_ok_and(|n| n > 0.0)
+            || x.strip_suffix('m')
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+    };
     if let Some(x) = c.gcp_cpu.as_deref().filter(|x| !cpu_ok(x)) {
-        return Err(hinted(format!("{file}: `gcp_cpu: {x}` is not a CPU count Cloud Run takes"), "write it as Cloud Run does: `1`, `2`, `4`, or `500m`"));
+        return Err(hinted(
+            format!("{file}: `gcp_cpu: {x}` is not a CPU count Cloud Run takes"),
+            "write it as Cloud Run does: `1`, `2`, `4`, or `500m`",
+        ));
     }
-    if let Some(n) = c.gcp_request_concurrency.filter(|n| !(1..=1000).contains(n)) {
-        return Err(hinted(format!("{file}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000"), "set it between 1 and 1000 (80 is Cloud Run's default)"));
+    if let Some(n) = c
+        .gcp_request_concurrency
+        .filter(|n| !(1..=1000).contains(n))
+    {
+        return Err(hinted(
+            format!("{file}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000"),
+            "set it between 1 and 1000 (80 is Cloud Run's default)",
+        ));
     }
     if let (Some(min), Some(max)) = (c.gcp_min_instances, c.gcp_max_instances)
         && min > max
     {
-        return Err(hinted(format!("{file}: `gcp_min_instances` ({min}) is above `gcp_max_instances` ({max})"), "make gcp_min_instances at most gcp_max_instances"));
+        return Err(hinted(
+            format!("{file}: `gcp_min_instances` ({min}) is above `gcp_max_instances` ({max})"),
+            "make gcp_min_instances at most gcp_max_instances",
+        ));
     }
     if let Some(t) = c.gcp_request_timeout.filter(|t| !(1..=3600).contains(t)) {
-        return Err(hinted(format!("{file}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds"), "set it between 1 and 3600"));
+        return Err(hinted(
+            format!("{file}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds"),
+            "set it between 1 and 3600",
+        ));
     }
     Ok(())
 }
@@ -214,7 +271,10 @@ impl Svc {
 
     /// The revision with the most traffic.
     pub fn live(&self) -> Option<&Route> {
-        self.traffic.iter().filter(|r| r.percent > 0).max_by_key(|r| r.percent)
+        self.traffic
+            .iter()
+            .filter(|r| r.percent > 0)
+            .max_by_key(|r| r.percent)
     }
 
     fn tagged(&self, tag: &str) -> Option<&Route> {
@@ -223,7 +283,8 @@ impl Svc {
 }
 
 fn split_list(v: Option<&String>) -> Vec<String> {
-    v.map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default()
+    v.map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 fn join_list(mut items: Vec<String>) -> String {
@@ -251,51 +312,121 @@ impl Seen {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Act {
     /// CreateService with its first revision, all traffic pinned to it (tagged).
-    Create { revision: String, image: String, env: PymEnv, traffic: Vec<Route> },
+    Create {
+        revision: String,
+        image: String,
+        env: PymEnv,
+        traffic: Vec<Route>,
+    },
     /// UpdateService(template, traffic): a new revision; the traffic as given.
-    Deploy { revision: String, image: String, env: PymEnv, traffic: Vec<Route> },
+    Deploy {
+        revision: String,
+        image: String,
+        env: PymEnv,
+        traffic: Vec<Route>,
+    },
     /// UpdateService(traffic, annotations): traffic moves; the records with it.
-    Route { traffic: Vec<Route>, history: Vec<String>, rolled_back: Vec<String> },
+    Route {
+        traffic: Vec<Route>,
+        history: Vec<String>,
+        rolled_back: Vec<String>,
+    },
     /// SetIamPolicy when needed: `allUsers` may invoke the service (public), or no longer
     /// may (private: callers need an identity token).
     Access { public: bool },
     /// GET the tag's URL (None: the service URL) until it serves the version in `env`.
-    Check { tag: Option<String>, version: String, env: PymEnv },
+    Check {
+        tag: Option<String>,
+        version: String,
+        env: PymEnv,
+    },
 }
 
 impl Act {
     pub fn describe(&self, service: &str) -> String {
         let routes = |t: &[Route]| {
             t.iter()
-                .map(|r| format!("{} {}%{}", r.revision, r.percent, r.tag.as_ref().map(|t| format!(" tag {t}")).unwrap_or_default()))
+                .map(|r| {
+                    format!(
+                        "{} {}%{}",
+                        r.revision,
+                        r.percent,
+                        r.tag
+                            .as_ref()
+                            .map(|t| format!(" tag {t}"))
+                            .unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         match self {
-            Act::Create { revision, image, env, traffic } => {
-                format!("create the Cloud Run service {service} with revision {revision} ({image}, PYM_ENV={env}); traffic: {}", routes(traffic))
+            Act::Create {
+                revision,
+                image,
+                env,
+                traffic,
+            } => {
+                format!(
+                    "create the Cloud Run service {service} with revision {revision} ({image}, PYM_ENV={env}); traffic: {}",
+                    routes(traffic)
+                )
             }
-            Act::Deploy { revision, image, env, traffic } => format!("add revision {revision} to {service} ({image}, PYM_ENV={env}); traffic: {}", routes(traffic)),
-            Act::Route { traffic, .. } => format!("move {service}'s traffic: {}; record what is live", routes(traffic)),
-            Act::Access { public: true } => format!("let allUsers invoke {service} (roles/run.invoker)"),
-            Act::Access { public: false } => format!("keep {service} private: no roles/run.invoker for allUsers (checks and tests send an identity token)"),
-            Act::Check { tag: Some(t), version, env } => format!("check the `{t}` tag URL serves {version} with PYM_ENV={env}"),
-            Act::Check { tag: None, version, env } => format!("check the service URL serves {version} with PYM_ENV={env}"),
+            Act::Deploy {
+                revision,
+                image,
+                env,
+                traffic,
+            } => format!(
+                "add revision {revision} to {service} ({image}, PYM_ENV={env}); traffic: {}",
+                routes(traffic)
+            ),
+            Act::Route { traffic, .. } => format!(
+                "move {service}'s traffic: {}; record what is live",
+                routes(traffic)
+            ),
+            Act::Access { public: true } => {
+                format!("let allUsers invoke {service} (roles/run.invoker)")
+            }
+            Act::Access { public: false } => format!(
+                "keep {service} private: no roles/run.invoker for allUsers (checks and tests send an identity token)"
+            ),
+            Act::Check {
+                tag: Some(t),
+                version,
+                env,
+            } => format!("check the `{t}` tag URL serves {version} with PYM_ENV={env}"),
+            Act::Check {
+                tag: None,
+                version,
+                env,
+            } => format!("check the service URL serves {version} with PYM_ENV={env}"),
         }
     }
 }
 
 /// A traffic list with `tag` moved to `revision` (added at 0% where it has no entry).
 fn with_tag(traffic: &[Route], tag: &str, revision: &str) -> Vec<Route> {
-    let mut out: Vec<Route> = traffic.iter().cloned().map(|mut r| {
-        if r.tag.as_deref() == Some(tag) {
-            r.tag = None;
-        }
-        r
-    }).collect();
-    match out.iter_mut().find(|r| r.revision == revision && r.tag.is_none()) {
+    let mut out: Vec<Route> = traffic
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            if r.tag.as_deref() == Some(tag) {
+                r.tag = None;
+            }
+            r
+        })
+        .collect();
+    match out
+        .iter_mut()
+        .find(|r| r.revision == revision && r.tag.is_none())
+    {
         Some(r) => r.tag = Some(tag.to_string()),
-        None => out.push(Route { revision: revision.to_string(), percent: 0, tag: Some(tag.to_string()) }),
+        None => out.push(Route {
+            revision: revision.to_string(),
+            percent: 0,
+            tag: Some(tag.to_string()),
+        }),
     }
     tidy(out)
 }
@@ -307,7 +438,11 @@ fn tidy(traffic: Vec<Route>) -> Vec<Route> {
         if r.percent == 0 && r.tag.is_none() {
             continue;
         }
-        match out.iter_mut().find(|o| o.revision == r.revision && (o.tag.is_none() || r.tag.is_none()) && !(o.tag.is_some() && r.tag.is_some())) {
+        match out.iter_mut().find(|o| {
+            o.revision == r.revision
+                && (o.tag.is_none() || r.tag.is_none())
+                && !(o.tag.is_some() && r.tag.is_some())
+        }) {
             Some(o) if o.percent == 0 || r.percent == 0 => {
                 o.percent += r.percent;
                 o.tag = o.tag.take().or(r.tag);
@@ -320,65 +455,168 @@ fn tidy(traffic: Vec<Route>) -> Vec<Route> {
 
 /// All traffic to `revision`, the tags kept where they were (except `next`).
 fn all_to(traffic: &[Route], revision: &str) -> Vec<Route> {
-    let mut out: Vec<Route> = traffic.iter().filter(|r| r.tag.as_deref() != Some(TAG_NEXT)).map(|r| Route { percent: 0, ..r.clone() }).collect();
-    out.insert(0, Route { revision: revision.to_string(), percent: 100, tag: None });
+    let mut out: Vec<Route> = traffic
+        .iter()
+        .filter(|r| r.tag.as_deref() != Some(TAG_NEXT))
+        .map(|r| Route {
+            percent: 0,
+            ..r.clone()
+        })
+        .collect();
+    out.insert(
+        0,
+        Route {
+            revision: revision.to_string(),
+            percent: 100,
+            tag: None,
+        },
+    );
     tidy(out)
 }
 
 /// Stage: a new revision of this version with `PYM_ENV=staging`, tagged `staging`, no
 /// traffic moved; or, when this version's staged revision is ready with the same image,
 /// only the tag. Every refusal comes before any call that changes anything.
-pub fn decide_stage(seen: &Seen, id: &str, version: &str, image: &str, dirty: bool, public: bool) -> Result<Vec<Act>> {
-    let check = Act::Check { tag: Some(TAG_STAGING.into()), version: version.into(), env: PymEnv::Staging };
+pub fn decide_stage(
+    seen: &Seen,
+    id: &str,
+    version: &str,
+    image: &str,
+    dirty: bool,
+    public: bool,
+) -> Result<Vec<Act>> {
+    let check = Act::Check {
+        tag: Some(TAG_STAGING.into()),
+        version: version.into(),
+        env: PymEnv::Staging,
+    };
     let Some(svc) = &seen.service else {
         let revision = next_revision_name(id, version, PymEnv::Staging, &[]);
-        let traffic = vec![Route { revision: revision.clone(), percent: 100, tag: Some(TAG_STAGING.into()) }];
-        return Ok(vec![Act::Create { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Access { public }, check]);
+        let traffic = vec![Route {
+            revision: revision.clone(),
+            percent: 100,
+            tag: Some(TAG_STAGING.into()),
+        }];
+        return Ok(vec![
+            Act::Create {
+                revision,
+                image: image.into(),
+                env: PymEnv::Staging,
+                traffic,
+            },
+            Act::Access { public },
+            check,
+        ]);
     };
     if svc.reconciling {
-        return Err(hinted(format!("the Cloud Run service {id} is being changed by another operation"), "wait for it to finish (`gcloud run services describe`), then run again"));
+        return Err(hinted(
+            format!("the Cloud Run service {id} is being changed by another operation"),
+            "wait for it to finish (`gcloud run services describe`), then run again",
+        ));
     }
     let reusable = (!dirty)
-        .then(|| seen.revisions.iter().find(|r| r.version.as_deref() == Some(version) && r.env.as_deref() == Some("staging") && r.image == image && r.ready == Ready::Yes))
+        .then(|| {
+            seen.revisions.iter().find(|r| {
+                r.version.as_deref() == Some(version)
+                    && r.env.as_deref() == Some("staging")
+                    && r.image == image
+                    && r.ready == Ready::Yes
+            })
+        })
         .flatten();
     if let Some(r) = reusable {
-        if svc.tagged(TAG_STAGING).is_some_and(|t| t.revision == r.name) {
+        if svc
+            .tagged(TAG_STAGING)
+            .is_some_and(|t| t.revision == r.name)
+        {
             return Ok(vec![Act::Access { public }, check]);
         }
-        return Ok(vec![Act::Route { traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name), history: svc.history(), rolled_back: svc.rolled_back() }, Act::Access { public }, check]);
+        return Ok(vec![
+            Act::Route {
+                traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name),
+                history: svc.history(),
+                rolled_back: svc.rolled_back(),
+            },
+            Act::Access { public },
+            check,
+        ]);
     }
     let revision = next_revision_name(id, version, PymEnv::Staging, &seen.revisions);
     // Entries on revisions that cannot serve (a first stage that failed) go: Cloud Run
     // refuses traffic to them. With none left, the new revision takes it all, as on a
     // first stage.
-    let serving: Vec<Route> = svc.traffic.iter().filter(|r| !seen.revision(&r.revision).is_some_and(|x| matches!(x.ready, Ready::Failed(_)))).cloned().collect();
+    let serving: Vec<Route> = svc
+        .traffic
+        .iter()
+        .filter(|r| {
+            !seen
+                .revision(&r.revision)
+                .is_some_and(|x| matches!(x.ready, Ready::Failed(_)))
+        })
+        .cloned()
+        .collect();
     let mut traffic = with_tag(&serving, TAG_STAGING, &revision);
     if traffic.iter().all(|r| r.percent == 0) {
-        traffic = vec![Route { revision: revision.clone(), percent: 100, tag: Some(TAG_STAGING.into()) }];
+        traffic = vec![Route {
+            revision: revision.clone(),
+            percent: 100,
+            tag: Some(TAG_STAGING.into()),
+        }];
     }
-    Ok(vec![Act::Deploy { revision, image: image.into(), env: PymEnv::Staging, traffic }, Act::Access { public }, check])
+    Ok(vec![
+        Act::Deploy {
+            revision,
+            image: image.into(),
+            env: PymEnv::Staging,
+            traffic,
+        },
+        Act::Access { public },
+        check,
+    ])
 }
 
 /// Promote: a revision of the staged image with `PYM_ENV=live`, checked on its `next` tag,
 /// then all traffic to it and the service URL checked. Refused unless this version is
 /// the one tagged `staging` and ready.
 pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> {
-    let stage_first = || hinted(format!("version {version} is not staged on the Cloud Run service {id}"), "stage it first: `cargo xtask stage` (and `cargo xtask accept-staging`)");
+    let stage_first = || {
+        hinted(
+            format!("version {version} is not staged on the Cloud Run service {id}"),
+            "stage it first: `cargo xtask stage` (and `cargo xtask accept-staging`)",
+        )
+    };
     let svc = seen.service.as_ref().ok_or_else(stage_first)?;
-    let staged = svc.tagged(TAG_STAGING).and_then(|t| seen.revision(&t.revision)).ok_or_else(stage_first)?;
+    let staged = svc
+        .tagged(TAG_STAGING)
+        .and_then(|t| seen.revision(&t.revision))
+        .ok_or_else(stage_first)?;
     if staged.version.as_deref() != Some(version) {
         return Err(hinted(
-            format!("the `staging` tag of {id} holds {} ({}), not {version}", staged.name, staged.version.as_deref().unwrap_or("no version label")),
+            format!(
+                "the `staging` tag of {id} holds {} ({}), not {version}",
+                staged.name,
+                staged.version.as_deref().unwrap_or("no version label")
+            ),
             "stage this version first: `cargo xtask stage`",
         ));
     }
     if staged.ready != Ready::Yes {
-        return Err(hinted(format!("the staged revision {} is not ready", staged.name), "stage again: `cargo xtask stage`"));
+        return Err(hinted(
+            format!("the staged revision {} is not ready", staged.name),
+            "stage again: `cargo xtask stage`",
+        ));
     }
     if svc.reconciling {
-        return Err(hinted(format!("the Cloud Run service {id} is being changed by another operation"), "wait for it to finish, then run again"));
+        return Err(hinted(
+            format!("the Cloud Run service {id} is being changed by another operation"),
+            "wait for it to finish, then run again",
+        ));
     }
-    let check_live = Act::Check { tag: None, version: version.into(), env: PymEnv::Live };
+    let check_live = Act::Check {
+        tag: None,
+        version: version.into(),
+        env: PymEnv::Live,
+    };
     let mut history = svc.history();
     // Already live (a promote run again): only the check.
     if let Some(live) = svc.live().and_then(|l| seen.revision(&l.revision))
@@ -389,26 +627,47 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
     }
     // A live revision of this image made by an earlier promote that stopped before the
     // switch is used again; otherwise a new one.
-    let candidate = seen.revisions.iter().find(|r| r.version.as_deref() == Some(version) && r.env.as_deref() == Some("live") && r.image == staged.image && r.ready == Ready::Yes);
+    let candidate = seen.revisions.iter().find(|r| {
+        r.version.as_deref() == Some(version)
+            && r.env.as_deref() == Some("live")
+            && r.image == staged.image
+            && r.ready == Ready::Yes
+    });
     let mut acts = Vec::new();
     let revision = match candidate {
         Some(r) => {
             if svc.tagged(TAG_NEXT).is_none_or(|t| t.revision != r.name) {
-                acts.push(Act::Route { traffic: with_tag(&svc.traffic, TAG_NEXT, &r.name), history: history.clone(), rolled_back: svc.rolled_back() });
+                acts.push(Act::Route {
+                    traffic: with_tag(&svc.traffic, TAG_NEXT, &r.name),
+                    history: history.clone(),
+                    rolled_back: svc.rolled_back(),
+                });
             }
             r.name.clone()
         }
         None => {
             let revision = next_revision_name(id, version, PymEnv::Live, &seen.revisions);
-            acts.push(Act::Deploy { revision: revision.clone(), image: staged.image.clone(), env: PymEnv::Live, traffic: with_tag(&svc.traffic, TAG_NEXT, &revision) });
+            acts.push(Act::Deploy {
+                revision: revision.clone(),
+                image: staged.image.clone(),
+                env: PymEnv::Live,
+                traffic: with_tag(&svc.traffic, TAG_NEXT, &revision),
+            });
             revision
         }
     };
-    acts.push(Act::Check { tag: Some(TAG_NEXT.into()), version: version.into(), env: PymEnv::Live });
+    acts.push(Act::Check {
+        tag: Some(TAG_NEXT.into()),
+        version: version.into(),
+        env: PymEnv::Live,
+    });
     // The revision live until now goes into the history first: ours with PYM_ENV=live, or
     // one made by other means (a service moved to pymdeploy), not a staged one (the first
     // stage's revision holds the traffic of a new service).
-    if let Some(live) = svc.live().and_then(|l| seen.revision(&l.revision)).filter(|r| r.env.as_deref() != Some("staging"))
+    if let Some(live) = svc
+        .live()
+        .and_then(|l| seen.revision(&l.revision))
+        .filter(|r| r.env.as_deref() != Some("staging"))
         && history.last() != Some(&live.name)
     {
         history.push(live.name.clone());
@@ -418,7 +677,11 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
     let mut rolled_back = svc.rolled_back();
     rolled_back.retain(|n| *n != revision);
     let after_next = with_tag(&svc.traffic, TAG_NEXT, &revision);
-    acts.push(Act::Route { traffic: all_to(&after_next, &revision), history, rolled_back });
+    acts.push(Act::Route {
+        traffic: all_to(&after_next, &revision),
+        history,
+        rolled_back,
+    });
     acts.push(check_live);
     Ok(acts)
 }
@@ -426,8 +689,17 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
 /// Rollback: all traffic back to the revision live most recently before the current one
 /// (never one rolled back from), if it is still there and ready.
 pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
-    let svc = seen.service.as_ref().ok_or_else(|| hinted(format!("the Cloud Run service {id} does not exist"), "deploy first: `cargo xtask deploy`"))?;
-    let current = svc.live().and_then(|l| seen.revision(&l.revision)).ok_or_else(|| anyhow!("no revision of {id} serves traffic"))?.clone();
+    let svc = seen.service.as_ref().ok_or_else(|| {
+        hinted(
+            format!("the Cloud Run service {id} does not exist"),
+            "deploy first: `cargo xtask deploy`",
+        )
+    })?;
+    let current = svc
+        .live()
+        .and_then(|l| seen.revision(&l.revision))
+        .ok_or_else(|| anyhow!("no revision of {id} serves traffic"))?
+        .clone();
     let rolled_back = svc.rolled_back();
     let target = svc
         .history()
@@ -443,10 +715,27 @@ pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
     back.push(current.name.clone());
     let version = target.version.clone().unwrap_or_default();
     // A tag left on a revision that cannot serve would fail the update: it goes.
-    let serving: Vec<Route> = svc.traffic.iter().filter(|r| !seen.revision(&r.revision).is_some_and(|x| matches!(x.ready, Ready::Failed(_)))).cloned().collect();
+    let serving: Vec<Route> = svc
+        .traffic
+        .iter()
+        .filter(|r| {
+            !seen
+                .revision(&r.revision)
+                .is_some_and(|x| matches!(x.ready, Ready::Failed(_)))
+        })
+        .cloned()
+        .collect();
     let acts = vec![
-        Act::Route { traffic: all_to(&serving, &target.name), history, rolled_back: back },
-        Act::Check { tag: None, version, env: PymEnv::Live },
+        Act::Route {
+            traffic: all_to(&serving, &target.name),
+            history,
+            rolled_back: back,
+        },
+        Act::Check {
+            tag: None,
+            version,
+            env: PymEnv::Live,
+        },
     ];
     Ok((current, target, acts))
 }
@@ -454,7 +743,9 @@ pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
 /// Each revision's role: live (most traffic), staging (the tag), previous (live before,
 /// newest first), rolled-back, or none.
 pub fn roles(seen: &Seen) -> Vec<(&Rev, &'static str)> {
-    let Some(svc) = &seen.service else { return Vec::new() };
+    let Some(svc) = &seen.service else {
+        return Vec::new();
+    };
     let live = svc.live().map(|l| l.revision.clone());
     let staging = svc.tagged(TAG_STAGING).map(|t| t.revision.clone());
     let history = svc.history();
@@ -475,7 +766,11 @@ pub fn roles(seen: &Seen) -> Vec<(&Rev, &'static str)> {
             } else {
                 ("", 3)
             };
-            (r, role, order * 1000 + (999 - recency.unwrap_or(0).min(999)))
+            (
+                r,
+                role,
+                order * 1000 + (999 - recency.unwrap_or(0).min(999)),
+            )
         })
         .collect();
     out.sort_by_key(|(_, _, k)| *k);
@@ -484,7 +779,9 @@ pub fn roles(seen: &Seen) -> Vec<(&Rev, &'static str)> {
 
 /// Cleanup: revisions with no traffic and no tag go, but the `keep` previous live ones.
 pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
-    let Some(svc) = &seen.service else { return Vec::new() };
+    let Some(svc) = &seen.service else {
+        return Vec::new();
+    };
     let mut kept = 0;
     roles(seen)
         .into_iter()
@@ -504,7 +801,11 @@ pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
             } else if r.ready == Ready::Pending {
                 Fate::Keep(Some("not ready yet".into()))
             } else {
-                Fate::Go { done: false, did: "deleted", would: "delete" }
+                Fate::Go {
+                    done: false,
+                    did: "deleted",
+                    would: "delete",
+                }
             };
             (r, fate)
         })
@@ -552,17 +853,32 @@ async fn connect(c: &Config) -> Result<Gcp> {
     let credentials = google_cloud_auth::credentials::Builder::default()
         .build()
         .map_err(|e| hinted(format!("cannot load Google Cloud credentials: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>"))?;
-    let backoff = || google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new().with_initial_delay(Duration::from_millis(300)).with_maximum_delay(Duration::from_secs(10)).clamp();
+    let backoff = || {
+        google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
+            .with_initial_delay(Duration::from_millis(300))
+            .with_maximum_delay(Duration::from_secs(10))
+            .clamp()
+    };
     macro_rules! client {
         ($t:ty) => {{
-            let mut b = <$t>::builder().with_credentials(credentials.clone()).with_retry_policy(Transient.with_attempt_limit(6)).with_backoff_policy(backoff());
+            let mut b = <$t>::builder()
+                .with_credentials(credentials.clone())
+                .with_retry_policy(Transient.with_attempt_limit(6))
+                .with_backoff_policy(backoff());
             if let Some(e) = &p.endpoint {
                 b = b.with_endpoint(e.clone());
             }
-            b.build().await.map_err(|e| anyhow!("cannot make the Cloud Run client: {e}"))?
+            b.build()
+                .await
+                .map_err(|e| anyhow!("cannot make the Cloud Run client: {e}"))?
         }};
     }
-    Ok(Gcp { services: client!(Services), revisions: client!(Revisions), parent: format!("projects/{}/locations/{}", p.project, p.region), id: service_id(c) })
+    Ok(Gcp {
+        services: client!(Services),
+        revisions: client!(Revisions),
+        parent: format!("projects/{}/locations/{}", p.project, p.region),
+        id: service_id(c),
+    })
 }
 
 /// One error for a failed call: what was asked, what Google said, what to do.
@@ -587,10 +903,19 @@ fn gcp_error(method: &str, resource: &str, e: google_cloud_gax::error::Error) ->
         };
     }
     if e.is_authentication() {
-        return hinted(format!("cannot get Google Cloud credentials for run.{method}: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>");
+        return hinted(
+            format!("cannot get Google Cloud credentials for run.{method}: {e}"),
+            "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>",
+        );
     }
-    let detail = std::iter::successors(std::error::Error::source(&e), |s| s.source()).map(|s| s.to_string()).last().unwrap_or_default();
-    hinted(format!("cannot reach Cloud Run for run.{method}: {e} {detail}"), "check the network (and CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN if it is set)")
+    let detail = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+        .map(|s| s.to_string())
+        .last()
+        .unwrap_or_default();
+    hinted(
+        format!("cannot reach Cloud Run for run.{method}: {e} {detail}"),
+        "check the network (and CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN if it is set)",
+    )
 }
 
 fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
@@ -618,7 +943,13 @@ fn condition_text(c: &model::Condition) -> String {
         _ => None,
     };
     match reason {
-        Some(r) if !r.is_empty() && r != "REVISION_REASON_UNDEFINED" && r != "COMMON_REASON_UNDEFINED" => format!("{} (reason {r})", c.message),
+        Some(r)
+            if !r.is_empty()
+                && r != "REVISION_REASON_UNDEFINED"
+                && r != "COMMON_REASON_UNDEFINED" =>
+        {
+            format!("{} (reason {r})", c.message)
+        }
         _ => c.message.clone(),
     }
 }
@@ -628,7 +959,11 @@ fn rev_of(r: &Revision) -> Rev {
         name: r.name.rsplit('/').next().unwrap_or_default().to_string(),
         version: r.labels.get(LABEL_VERSION).cloned(),
         env: r.labels.get(LABEL_ENV).cloned(),
-        image: r.containers.first().map(|c| c.image.clone()).unwrap_or_default(),
+        image: r
+            .containers
+            .first()
+            .map(|c| c.image.clone())
+            .unwrap_or_default(),
         ready: ready_of(&r.conditions),
         created: unix(r.create_time.as_ref()),
     }
@@ -641,29 +976,84 @@ fn svc_of(s: &Service) -> Svc {
         .map(|t| {
             // LATEST reads as what it serves now: the next update pins it.
             let revision = match t.r#type {
-                TrafficTargetAllocationType::Latest => s.traffic_statuses.iter().find(|st| st.tag == t.tag && st.percent == t.percent).map(|st| st.revision.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| s.latest_ready_revision.rsplit('/').next().unwrap_or_default().to_string()),
-                _ => t.revision.rsplit('/').next().unwrap_or_default().to_string(),
+                TrafficTargetAllocationType::Latest => s
+                    .traffic_statuses
+                    .iter()
+                    .find(|st| st.tag == t.tag && st.percent == t.percent)
+                    .map(|st| st.revision.clone())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| {
+                        s.latest_ready_revision
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    }),
+                _ => t
+                    .revision
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
             };
-            Route { revision, percent: t.percent, tag: Some(t.tag.clone()).filter(|t| !t.is_empty()) }
+            Route {
+                revision,
+                percent: t.percent,
+                tag: Some(t.tag.clone()).filter(|t| !t.is_empty()),
+            }
         })
         .filter(|r| !r.revision.is_empty())
         .collect();
-    let latest_created = s.latest_created_revision.rsplit('/').next().unwrap_or_default().to_string();
-    Svc { etag: s.etag.clone(), traffic, annotations: s.annotations.clone(), reconciling: s.reconciling, latest_created }
+    let latest_created = s
+        .latest_created_revision
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Svc {
+        etag: s.etag.clone(),
+        traffic,
+        annotations: s.annotations.clone(),
+        reconciling: s.reconciling,
+        latest_created,
+    }
 }
 
 fn targets_of(traffic: &[Route]) -> Vec<TrafficTarget> {
     traffic
         .iter()
-        .map(|r| TrafficTarget::new().set_type(TrafficTargetAllocationType::Revision).set_revision(r.revision.clone()).set_percent(r.percent).set_tag(r.tag.clone().unwrap_or_default()))
+        .map(|r| {
+            TrafficTarget::new()
+                .set_type(TrafficTargetAllocationType::Revision)
+                .set_revision(r.revision.clone())
+                .set_percent(r.percent)
+                .set_tag(r.tag.clone().unwrap_or_default())
+        })
         .collect()
 }
 
 /// The revision template for a version in an environment.
-fn template(c: &Config, revision: &str, image: &str, version: &str, env: PymEnv) -> Result<RevisionTemplate> {
-    let mut vars = vec![model::EnvVar::new().set_name("PYM_ENV").set_value(env.as_str()), model::EnvVar::new().set_name("PYM_VERSION").set_value(version)];
+fn template(
+    c: &Config,
+    revision: &str,
+    image: &str,
+    version: &str,
+    env: PymEnv,
+) -> Result<RevisionTemplate> {
+    let mut vars = vec![
+        model::EnvVar::new()
+            .set_name("PYM_ENV")
+            .set_value(env.as_str()),
+        model::EnvVar::new()
+            .set_name("PYM_VERSION")
+            .set_value(version),
+    ];
     // PORT is Cloud Run's to set (from the container port): it refuses it as a variable.
-    vars.extend(crate::ops::service::secrets(c)?.into_iter().map(|(k, v)| model::EnvVar::new().set_name(k).set_value(v)));
+    vars.extend(
+        crate::ops::service::secrets(c)?
+            .into_iter()
+            .map(|(k, v)| model::EnvVar::new().set_name(k).set_value(v)),
+    );
     let mut limits = HashMap::new();
     if let Some(m) = &c.gcp_memory {
         limits.insert("memory".to_string(), m.clone());
@@ -675,13 +1065,18 @@ fn template(c: &Config, revision: &str, image: &str, version: &str, env: PymEnv)
         .set_name(c.name.clone())
         .set_image(image)
         .set_env(vars)
-        .set_ports([model::ContainerPort::new().set_name("http1").set_container_port(i32::from(c.port))]);
+        .set_ports([model::ContainerPort::new()
+            .set_name("http1")
+            .set_container_port(i32::from(c.port))]);
     if !limits.is_empty() {
         container = container.set_resources(model::ResourceRequirements::new().set_limits(limits));
     }
     let mut t = RevisionTemplate::new()
         .set_revision(revision)
-        .set_labels([(LABEL_VERSION.to_string(), version.to_lowercase()), (LABEL_ENV.to_string(), env.as_str().to_string())])
+        .set_labels([
+            (LABEL_VERSION.to_string(), version.to_lowercase()),
+            (LABEL_ENV.to_string(), env.as_str().to_string()),
+        ])
         .set_containers([container]);
     if c.gcp_min_instances.is_some() || c.gcp_max_instances.is_some() {
         let mut s = model::RevisionScaling::new();
@@ -707,7 +1102,13 @@ fn template(c: &Config, revision: &str, image: &str, version: &str, env: PymEnv)
 
 impl Gcp {
     async fn service(&self) -> Result<Option<Service>> {
-        match self.services.get_service().set_name(self.name()).send().await {
+        match self
+            .services
+            .get_service()
+            .set_name(self.name())
+            .send()
+            .await
+        {
             Ok(s) => Ok(Some(s)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(gcp_error("services.get", &self.name(), e)),
@@ -718,7 +1119,14 @@ impl Gcp {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
-            let page = match self.revisions.list_revisions().set_parent(self.name()).set_page_token(token.clone()).send().await {
+            let page = match self
+                .revisions
+                .list_revisions()
+                .set_parent(self.name())
+                .set_page_token(token.clone())
+                .send()
+                .await
+            {
                 Ok(p) => p,
                 Err(e) if is_not_found(&e) => return Ok(out),
                 Err(e) => return Err(gcp_error("revisions.list", &self.name(), e)),
@@ -739,20 +1147,37 @@ impl Gcp {
             Some(_) => self.list_revisions().await?.iter().map(rev_of).collect(),
             None => Vec::new(),
         };
-        let seen = Seen { service: service.as_ref().map(svc_of), revisions };
+        let seen = Seen {
+            service: service.as_ref().map(svc_of),
+            revisions,
+        };
         Ok((service, seen))
     }
 
     /// Waits for an operation (Ctrl-C stops the wait), a line for each change of the
     /// service's conditions.
-    async fn wait<P: Poller<Service, Service>>(&self, ctx: &Ctx, method: &str, poller: P, timeout: Duration, progress: &StepProgress<'_>) -> Result<Service> {
-        ctx.interruptible(self.wait_through(method, poller, timeout, progress)).await
+    async fn wait<P: Poller<Service, Service>>(
+        &self,
+        ctx: &Ctx,
+        method: &str,
+        poller: P,
+        timeout: Duration,
+        progress: &StepProgress<'_>,
+    ) -> Result<Service> {
+        ctx.interruptible(self.wait_through(method, poller, timeout, progress))
+            .await
     }
 
     /// Waits for an operation whatever happens: what undoes a change must finish. Polls
     /// with backoff (one second, up to five); an error while polling is retried until
     /// the deadline, as the operation goes on regardless.
-    async fn wait_through<P: Poller<Service, Service>>(&self, method: &str, mut poller: P, timeout: Duration, progress: &StepProgress<'_>) -> Result<Service> {
+    async fn wait_through<P: Poller<Service, Service>>(
+        &self,
+        method: &str,
+        mut poller: P,
+        timeout: Duration,
+        progress: &StepProgress<'_>,
+    ) -> Result<Service> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut said: Vec<String> = Vec::new();
         let mut pause = Duration::from_millis(250);
@@ -760,12 +1185,30 @@ impl Gcp {
         loop {
             match poller.poll().await {
                 None => bail!("run.{method}: the operation ended without a result"),
-                Some(PollingResult::Completed(r)) => return r.map_err(|e| gcp_error(method, &self.name(), e)),
+                Some(PollingResult::Completed(r)) => {
+                    return r.map_err(|e| gcp_error(method, &self.name(), e));
+                }
                 Some(PollingResult::PollingError(e)) => last_error = Some(e),
                 Some(PollingResult::InProgress(meta)) => {
-                    for c in meta.iter().flat_map(|s| s.terminal_condition.iter().chain(&s.conditions)) {
-                        let state = c.state.name().unwrap_or("?").trim_start_matches("CONDITION_").to_lowercase();
-                        let line = format!("{}: {state}{}", c.r#type, if c.message.is_empty() { String::new() } else { format!(" ({})", c.message) });
+                    for c in meta
+                        .iter()
+                        .flat_map(|s| s.terminal_condition.iter().chain(&s.conditions))
+                    {
+                        let state = c
+                            .state
+                            .name()
+                            .unwrap_or("?")
+                            .trim_start_matches("CONDITION_")
+                            .to_lowercase();
+                        let line = format!(
+                            "{}: {state}{}",
+                            c.r#type,
+                            if c.message.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", c.message)
+                            }
+                        );
                         if !said.contains(&line) {
                             progress.line(&line);
                             said.push(line);
@@ -774,8 +1217,17 @@ impl Gcp {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                let why = last_error.map(|e| format!(" (polling it failed: {e})")).unwrap_or_default();
-                return Err(hinted(format!("run.{method} on {} did not finish within {}s{why}", self.name(), timeout.as_secs()), "raise `gcp_timeout`, or look at the service: `gcloud run services describe`"));
+                let why = last_error
+                    .map(|e| format!(" (polling it failed: {e})"))
+                    .unwrap_or_default();
+                return Err(hinted(
+                    format!(
+                        "run.{method} on {} did not finish within {}s{why}",
+                        self.name(),
+                        timeout.as_secs()
+                    ),
+                    "raise `gcp_timeout`, or look at the service: `gcloud run services describe`",
+                ));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).clamp(Duration::from_secs(1), Duration::from_secs(5));
@@ -785,8 +1237,15 @@ impl Gcp {
     /// The URL of `tag` (None: the service URL), and the service URL: a private
     /// service's identity tokens are for the latter, whichever URL is asked.
     async fn urls(&self, tag: Option<&str>) -> Result<(String, String)> {
-        let s = self.service().await?.ok_or_else(|| hinted(format!("the Cloud Run service {} does not exist", self.id), "deploy first: `cargo xtask deploy`"))?;
-        let service_url = Some(s.uri.clone()).filter(|u| !u.is_empty()).ok_or_else(|| anyhow!("the Cloud Run service {} has no URL yet", self.id))?;
+        let s = self.service().await?.ok_or_else(|| {
+            hinted(
+                format!("the Cloud Run service {} does not exist", self.id),
+                "deploy first: `cargo xtask deploy`",
+            )
+        })?;
+        let service_url = Some(s.uri.clone())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| anyhow!("the Cloud Run service {} has no URL yet", self.id))?;
         let url = match tag {
             None => service_url.clone(),
             Some(t) => s
@@ -795,7 +1254,12 @@ impl Gcp {
                 .find(|st| st.tag == t)
                 .map(|st| st.uri.clone())
                 .filter(|u| !u.is_empty())
-                .ok_or_else(|| hinted(format!("no revision of {} carries the tag `{t}`", self.id), "stage first: `cargo xtask stage`"))?,
+                .ok_or_else(|| {
+                    hinted(
+                        format!("no revision of {} carries the tag `{t}`", self.id),
+                        "stage first: `cargo xtask stage`",
+                    )
+                })?,
         };
         Ok((url, service_url))
     }
@@ -804,26 +1268,56 @@ impl Gcp {
     /// changing the IAM policy only when it differs.
     async fn set_access(&self, public: bool, progress: &StepProgress<'_>) -> Result<()> {
         let name = self.name();
-        let mut policy = self.services.get_iam_policy().set_resource(name.clone()).send().await.map_err(|e| gcp_error("services.getIamPolicy", &name, e))?;
+        let mut policy = self
+            .services
+            .get_iam_policy()
+            .set_resource(name.clone())
+            .send()
+            .await
+            .map_err(|e| gcp_error("services.getIamPolicy", &name, e))?;
         let everyone = |m: &String| m == "allUsers" || m == "allAuthenticatedUsers";
-        let is_public = policy.bindings.iter().any(|b| b.role == "roles/run.invoker" && b.members.iter().any(everyone));
+        let is_public = policy
+            .bindings
+            .iter()
+            .any(|b| b.role == "roles/run.invoker" && b.members.iter().any(everyone));
         if is_public == public {
             return Ok(());
         }
         if public {
-            match policy.bindings.iter_mut().find(|b| b.role == "roles/run.invoker" && b.condition.is_none()) {
+            match policy
+                .bindings
+                .iter_mut()
+                .find(|b| b.role == "roles/run.invoker" && b.condition.is_none())
+            {
                 Some(b) => b.members.push("allUsers".into()),
-                None => policy.bindings.push(google_cloud_iam_v1::model::Binding::new().set_role("roles/run.invoker").set_members(["allUsers"])),
+                None => policy.bindings.push(
+                    google_cloud_iam_v1::model::Binding::new()
+                        .set_role("roles/run.invoker")
+                        .set_members(["allUsers"]),
+                ),
             }
         } else {
-            for b in policy.bindings.iter_mut().filter(|b| b.role == "roles/run.invoker") {
+            for b in policy
+                .bindings
+                .iter_mut()
+                .filter(|b| b.role == "roles/run.invoker")
+            {
                 b.members.retain(|m| !everyone(m));
             }
             policy.bindings.retain(|b| !b.members.is_empty());
         }
-        self.services.set_iam_policy().set_resource(name.clone()).set_policy(policy).send().await.map_err(|e| gcp_error("services.setIamPolicy", &name, e))?;
+        self.services
+            .set_iam_policy()
+            .set_resource(name.clone())
+            .set_policy(policy)
+            .send()
+            .await
+            .map_err(|e| gcp_error("services.setIamPolicy", &name, e))?;
         progress.line(&match public {
-            true => format!("{} allows unauthenticated invocations (allUsers: roles/run.invoker)", self.id),
+            true => format!(
+                "{} allows unauthenticated invocations (allUsers: roles/run.invoker)",
+                self.id
+            ),
             false => format!("{} no longer allows unauthenticated invocations", self.id),
         });
         Ok(())
@@ -831,50 +1325,109 @@ impl Gcp {
 
     /// Carries out `acts` in order: the service is read again after each update, and each
     /// update carries the etag of the last read.
-    async fn act(&self, ctx: &Ctx, c: &Config, service: Option<Service>, version: &str, acts: &[Act], progress: &StepProgress<'_>) -> Result<()> {
+    async fn act(
+        &self,
+        ctx: &Ctx,
+        c: &Config,
+        service: Option<Service>,
+        version: &str,
+        acts: &[Act],
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
         let timeout = Duration::from_secs(c.gcp_timeout);
         let mut current = service;
         for a in acts {
             progress.line(&format!("- {}", a.describe(&self.id)));
             match a {
-                Act::Create { revision, image, env, traffic } => {
+                Act::Create {
+                    revision,
+                    image,
+                    env,
+                    traffic,
+                } => {
                     let svc = Service::new()
                         .set_template(template(c, revision, image, version, *env)?)
                         .set_traffic(targets_of(traffic))
                         .set_labels([("managed-by".to_string(), "pymdeploy".to_string())]);
-                    let poller = self.services.create_service().set_parent(self.parent.clone()).set_service_id(self.id.clone()).set_service(svc).poller();
-                    let done = self.wait(ctx, "services.create", poller, timeout, progress).await;
+                    let poller = self
+                        .services
+                        .create_service()
+                        .set_parent(self.parent.clone())
+                        .set_service_id(self.id.clone())
+                        .set_service(svc)
+                        .poller();
+                    let done = self
+                        .wait(ctx, "services.create", poller, timeout, progress)
+                        .await;
                     current = Some(self.revision_outcome(done, revision).await?);
                 }
-                Act::Deploy { revision, image, env, traffic } => {
-                    let base = current.clone().ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
+                Act::Deploy {
+                    revision,
+                    image,
+                    env,
+                    traffic,
+                } => {
+                    let base = current
+                        .clone()
+                        .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
                     let before = base.traffic.clone();
-                    let svc = base.set_template(template(c, revision, image, version, *env)?).set_traffic(targets_of(traffic));
-                    let mask = google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
-                    let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
-                    let done = self.wait(ctx, "services.update", poller, timeout, progress).await;
+                    let svc = base
+                        .set_template(template(c, revision, image, version, *env)?)
+                        .set_traffic(targets_of(traffic));
+                    let mask =
+                        google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
+                    let poller = self
+                        .services
+                        .update_service()
+                        .set_service(svc)
+                        .set_update_mask(mask)
+                        .poller();
+                    let done = self
+                        .wait(ctx, "services.update", poller, timeout, progress)
+                        .await;
                     match self.revision_outcome(done, revision).await {
                         Ok(s) => current = Some(s),
                         Err(e) => {
                             // Cloud Run keeps the traffic asked for (a tag on the failed
                             // revision) beside what it serves: put it back as it was.
-                            return Err(match self.put_back(before, None, timeout, progress).await {
-                                Ok(()) => e,
-                                Err(r) => e.context(format!("putting the traffic back as it was failed too: {r:#}")),
-                            });
+                            return Err(
+                                match self.put_back(before, None, timeout, progress).await {
+                                    Ok(()) => e,
+                                    Err(r) => e.context(format!(
+                                        "putting the traffic back as it was failed too: {r:#}"
+                                    )),
+                                },
+                            );
                         }
                     }
                 }
-                Act::Route { traffic, history, rolled_back } => {
-                    let base = current.clone().ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
+                Act::Route {
+                    traffic,
+                    history,
+                    rolled_back,
+                } => {
+                    let base = current
+                        .clone()
+                        .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
                     let mut annotations = base.annotations.clone();
                     annotations.insert(LIVE_HISTORY.into(), join_list(history.clone()));
                     annotations.insert(ROLLED_BACK.into(), join_list(rolled_back.clone()));
                     annotations.retain(|_, v| !v.is_empty());
-                    let svc = base.set_traffic(targets_of(traffic)).set_annotations(annotations);
-                    let mask = google_cloud_wkt::FieldMask::default().set_paths(["traffic", "annotations"]);
-                    let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
-                    current = Some(self.wait(ctx, "services.update", poller, timeout, progress).await?);
+                    let svc = base
+                        .set_traffic(targets_of(traffic))
+                        .set_annotations(annotations);
+                    let mask = google_cloud_wkt::FieldMask::default()
+                        .set_paths(["traffic", "annotations"]);
+                    let poller = self
+                        .services
+                        .update_service()
+                        .set_service(svc)
+                        .set_update_mask(mask)
+                        .poller();
+                    current = Some(
+                        self.wait(ctx, "services.update", poller, timeout, progress)
+                            .await?,
+                    );
                 }
                 Act::Access { public } => self.set_access(*public, progress).await?,
                 Act::Check { tag, version, env } => {
@@ -890,8 +1443,17 @@ impl Gcp {
 
     /// Sets the service's traffic (and, given, its annotations) back to what was read
     /// before a change; not stopped by Ctrl-C, as it undoes.
-    async fn put_back(&self, traffic: Vec<TrafficTarget>, annotations: Option<HashMap<String, String>>, timeout: Duration, progress: &StepProgress<'_>) -> Result<()> {
-        let now = self.service().await?.ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
+    async fn put_back(
+        &self,
+        traffic: Vec<TrafficTarget>,
+        annotations: Option<HashMap<String, String>>,
+        timeout: Duration,
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
+        let now = self
+            .service()
+            .await?
+            .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
         if now.traffic == traffic && annotations.as_ref().is_none_or(|a| *a == now.annotations) {
             return Ok(());
         }
@@ -902,8 +1464,14 @@ impl Gcp {
             paths.push("annotations");
         }
         let mask = google_cloud_wkt::FieldMask::default().set_paths(paths);
-        let poller = self.services.update_service().set_service(svc).set_update_mask(mask).poller();
-        self.wait_through("services.update", poller, timeout, progress).await?;
+        let poller = self
+            .services
+            .update_service()
+            .set_service(svc)
+            .set_update_mask(mask)
+            .poller();
+        self.wait_through("services.update", poller, timeout, progress)
+            .await?;
         progress.line("the service's traffic is back as it was");
         Ok(())
     }
@@ -912,21 +1480,45 @@ impl Gcp {
     /// in Cloud Run's words (its failed conditions and their reasons).
     async fn revision_outcome(&self, done: Result<Service>, revision: &str) -> Result<Service> {
         let name = format!("{}/revisions/{revision}", self.name());
-        let r = match self.revisions.get_revision().set_name(name.clone()).send().await {
+        let r = match self
+            .revisions
+            .get_revision()
+            .set_name(name.clone())
+            .send()
+            .await
+        {
             Ok(r) => r,
             // Refused before any revision was made: Cloud Run's own error says why.
-            Err(e) if is_not_found(&e) => return done.and_then(|_| bail!("Cloud Run made no revision {revision}")),
-            Err(e) => return Err(done.err().unwrap_or_else(|| gcp_error("revisions.get", &name, e))),
+            Err(e) if is_not_found(&e) => {
+                return done.and_then(|_| bail!("Cloud Run made no revision {revision}"));
+            }
+            Err(e) => {
+                return Err(done
+                    .err()
+                    .unwrap_or_else(|| gcp_error("revisions.get", &name, e)));
+            }
         };
         match ready_of(&r.conditions) {
             Ready::Yes => done,
             not => {
-                let mut why: Vec<String> = r.conditions.iter().filter(|c| c.state == State::ConditionFailed).map(|c| format!("{}: {}", c.r#type, condition_text(c))).collect();
+                let mut why: Vec<String> = r
+                    .conditions
+                    .iter()
+                    .filter(|c| c.state == State::ConditionFailed)
+                    .map(|c| format!("{}: {}", c.r#type, condition_text(c)))
+                    .collect();
                 why.dedup();
                 if why.is_empty() {
-                    why.push(if not == Ready::Pending { "it is not ready yet".into() } else { "no reason given".into() });
+                    why.push(if not == Ready::Pending {
+                        "it is not ready yet".into()
+                    } else {
+                        "no reason given".into()
+                    });
                 }
-                let msg = format!("revision {revision} failed: {}; no traffic moved", why.join("; "));
+                let msg = format!(
+                    "revision {revision} failed: {}; no traffic moved",
+                    why.join("; ")
+                );
                 Err(match done {
                     Err(e) => e.context(msg),
                     Ok(_) => anyhow!(msg),
@@ -934,7 +1526,6 @@ impl Gcp {
             }
         }
     }
-
 }
 
 /// The identity token a private service wants, for its URL `service_url`; none for a
@@ -948,12 +1539,25 @@ async fn token_for(c: &Config, service_url: &str) -> Result<Option<String>> {
 
 /// Asks `url` for the service contract until it holds (`targets::serves_contract`), over
 /// HTTP or HTTPS, a new connection each time (traffic splits by connection).
-async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str, env: PymEnv) -> Result<()> {
+async fn check_serves(
+    c: &Config,
+    url: &str,
+    token: Option<&str>,
+    version: &str,
+    env: PymEnv,
+) -> Result<()> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
-        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse()?);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse()?,
+        );
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).default_headers(headers).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .default_headers(headers)
+        .build()?;
     let base = url.trim_end_matches('/');
     super::serves_contract(c, url, version, env, |path| {
         let request = client.get(format!("{base}{path}"));
@@ -970,7 +1574,9 @@ async fn check_serves(c: &Config, url: &str, token: Option<&str>, version: &str,
 fn pushed(ctx: &Ctx) -> Result<String> {
     let image = super::docker::reference(ctx, ctx.docker()?)?;
     if !image.contains("@sha256:") {
-        bail!("Cloud Run runs images by digest, and {image} has none: push it first (`cargo xtask push`)");
+        bail!(
+            "Cloud Run runs images by digest, and {image} has none: push it first (`cargo xtask push`)"
+        );
     }
     Ok(image)
 }
@@ -1012,30 +1618,72 @@ impl super::Target for CloudRunTarget {
             ctx.out.add_secret(t);
         }
         let (host, port) = url_host(&url);
-        Ok(Address { host, port, tls: url.starts_with("https://"), token, hold: None })
+        Ok(Address {
+            host,
+            port,
+            tls: url.starts_with("https://"),
+            token,
+            hold: None,
+        })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let env = if step == "stage" { PymEnv::Staging } else { PymEnv::Live };
+        let env = if step == "stage" {
+            PymEnv::Staging
+        } else {
+            PymEnv::Live
+        };
         let c = ctx.config_for(env)?;
         let version = ctx.version()?.to_string();
         let id = service_id(&c);
         let (_, mut seen) = ctx.block_on(async { connect(&c).await?.observe().await })?;
         let acts = match step {
             "stage" => {
-                let image = pushed(ctx).unwrap_or_else(|_| format!("{}@sha256:<pushed>", ctx.image_tag().unwrap_or_default().rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or_default()));
-                decide_stage(&seen, &id, &version, &image, ctx.version()?.dirty, c.gcp_allow_unauthenticated)?
+                let image = pushed(ctx).unwrap_or_else(|_| {
+                    format!(
+                        "{}@sha256:<pushed>",
+                        ctx.image_tag()
+                            .unwrap_or_default()
+                            .rsplit_once(':')
+                            .map(|(r, _)| r.to_string())
+                            .unwrap_or_default()
+                    )
+                });
+                decide_stage(
+                    &seen,
+                    &id,
+                    &version,
+                    &image,
+                    ctx.version()?.dirty,
+                    c.gcp_allow_unauthenticated,
+                )?
             }
             "promote" => {
                 // In a deploy's dry run stage has not run yet: assume it staged this version.
-                if seen.service.as_ref().and_then(|s| s.tagged(TAG_STAGING)).and_then(|t| seen.revision(&t.revision)).is_none_or(|r| r.version.as_deref() != Some(version.as_str())) {
+                if seen
+                    .service
+                    .as_ref()
+                    .and_then(|s| s.tagged(TAG_STAGING))
+                    .and_then(|t| seen.revision(&t.revision))
+                    .is_none_or(|r| r.version.as_deref() != Some(version.as_str()))
+                {
                     let name = next_revision_name(&id, &version, PymEnv::Staging, &seen.revisions);
                     let svc = seen.service.get_or_insert_with(Svc::default);
                     svc.traffic = with_tag(&svc.traffic, TAG_STAGING, &name);
                     if svc.traffic.iter().all(|r| r.percent == 0) {
                         svc.traffic[0].percent = 100;
                     }
-                    seen.revisions.insert(0, Rev { name, version: Some(version.clone()), env: Some("staging".into()), image: "<the staged image>".into(), ready: Ready::Yes, created: 0 });
+                    seen.revisions.insert(
+                        0,
+                        Rev {
+                            name,
+                            version: Some(version.clone()),
+                            env: Some("staging".into()),
+                            image: "<the staged image>".into(),
+                            ready: Ready::Yes,
+                            created: 0,
+                        },
+                    );
                 }
                 decide_promote(&seen, &id, &version)?
             }
@@ -1053,7 +1701,14 @@ impl super::Target for CloudRunTarget {
         ctx.block_on(async {
             let gcp = connect(&c).await?;
             let (service, seen) = gcp.observe().await?;
-            let acts = decide_stage(&seen, &gcp.id, &version, &image, dirty, c.gcp_allow_unauthenticated)?;
+            let acts = decide_stage(
+                &seen,
+                &gcp.id,
+                &version,
+                &image,
+                dirty,
+                c.gcp_allow_unauthenticated,
+            )?;
             gcp.act(ctx, &c, service, &version, &acts, progress).await?;
             Ok(format!("{version} on {}'s `{TAG_STAGING}` tag", gcp.id))
         })
@@ -1068,28 +1723,49 @@ impl super::Target for CloudRunTarget {
             let acts = decide_promote(&seen, &gcp.id, &version)?;
             let original = service.clone();
             let Err(e) = gcp.act(ctx, &c, service, &version, &acts, progress).await else {
-                return Ok(format!("{version} live on {} (100% of the traffic)", gcp.id));
+                return Ok(format!(
+                    "{version} live on {} (100% of the traffic)",
+                    gcp.id
+                ));
             };
             // If the traffic moved (the check after the switch failed, or Ctrl-C came
             // during it), it goes back to what it was, with the records as they were and
             // the new revision marked rolled back from. This undo is not interrupted.
-            let Some(original) = original else { return Err(e) };
+            let Some(original) = original else {
+                return Err(e);
+            };
             let live_of = |s: &Service| svc_of(s).live().map(|l| l.revision.clone());
             let now = gcp.service().await.ok().flatten();
-            if now.as_ref().is_none_or(|n| live_of(n) == live_of(&original)) {
+            if now
+                .as_ref()
+                .is_none_or(|n| live_of(n) == live_of(&original))
+            {
                 return Err(e);
             }
             let new = acts.iter().find_map(|a| match a {
-                Act::Route { traffic, .. } => traffic.iter().find(|r| r.percent == 100).map(|r| r.revision.clone()),
+                Act::Route { traffic, .. } => traffic
+                    .iter()
+                    .find(|r| r.percent == 100)
+                    .map(|r| r.revision.clone()),
                 _ => None,
             });
             let mut annotations = original.annotations.clone();
             let mut back = svc_of(&original).rolled_back();
             back.extend(new);
             annotations.insert(ROLLED_BACK.into(), join_list(back));
-            match gcp.put_back(original.traffic.clone(), Some(annotations), Duration::from_secs(c.gcp_timeout), progress).await {
+            match gcp
+                .put_back(
+                    original.traffic.clone(),
+                    Some(annotations),
+                    Duration::from_secs(c.gcp_timeout),
+                    progress,
+                )
+                .await
+            {
                 Ok(()) => Err(e.context("the traffic went back to the revision live before")),
-                Err(r) => Err(e.context(format!("moving the traffic back to the revision live before failed too: {r:#}"))),
+                Err(r) => Err(e.context(format!(
+                    "moving the traffic back to the revision live before failed too: {r:#}"
+                ))),
             }
         })
     }
@@ -1101,9 +1777,14 @@ impl super::Target for CloudRunTarget {
             let (service, seen) = gcp.observe().await?;
             let (current, target, acts) = decide_rollback(&seen, &gcp.id)?;
             let to_version = target.version.clone().unwrap_or_default();
-            gcp.act(ctx, &c, service, &to_version, &acts, progress).await?;
+            gcp.act(ctx, &c, service, &to_version, &acts, progress)
+                .await?;
             ctx.set_rolled_back_to(to_version.clone());
-            Ok(format!("{to_version} live again on {} (was {})", target.name, current.version.as_deref().unwrap_or(current.name.as_str())))
+            Ok(format!(
+                "{to_version} live again on {} (was {})",
+                target.name,
+                current.version.as_deref().unwrap_or(current.name.as_str())
+            ))
         })
     }
 
@@ -1112,15 +1793,32 @@ impl super::Target for CloudRunTarget {
         ctx.block_on(async {
             let gcp = connect(&c).await?;
             let (service, seen) = gcp.observe().await?;
-            let mut table = Table::new(&["ROLE", "REVISION", "VERSION", "READY", "TRAFFIC", "TAGS", "IMAGE", "URL"]);
-            let Some(service) = service else { return Ok(table) };
+            let mut table = Table::new(&[
+                "ROLE", "REVISION", "VERSION", "READY", "TRAFFIC", "TAGS", "IMAGE", "URL",
+            ]);
+            let Some(service) = service else {
+                return Ok(table);
+            };
             for (r, role) in roles(&seen) {
-                let routes: Vec<&TrafficTarget> = service.traffic.iter().filter(|t| t.revision.rsplit('/').next() == Some(r.name.as_str())).collect();
+                let routes: Vec<&TrafficTarget> = service
+                    .traffic
+                    .iter()
+                    .filter(|t| t.revision.rsplit('/').next() == Some(r.name.as_str()))
+                    .collect();
                 let percent: i32 = routes.iter().map(|t| t.percent).sum();
-                let tags: Vec<&str> = routes.iter().map(|t| t.tag.as_str()).filter(|t| !t.is_empty()).collect();
+                let tags: Vec<&str> = routes
+                    .iter()
+                    .map(|t| t.tag.as_str())
+                    .filter(|t| !t.is_empty())
+                    .collect();
                 let url = match role {
                     "live" => service.uri.clone(),
-                    _ => service.traffic_statuses.iter().find(|s| !s.tag.is_empty() && tags.contains(&s.tag.as_str())).map(|s| s.uri.clone()).unwrap_or_default(),
+                    _ => service
+                        .traffic_statuses
+                        .iter()
+                        .find(|s| !s.tag.is_empty() && tags.contains(&s.tag.as_str()))
+                        .map(|s| s.uri.clone())
+                        .unwrap_or_default(),
                 };
                 let ready = match &r.ready {
                     Ready::Yes => "ready".to_string(),
@@ -1152,13 +1850,28 @@ impl super::Target for CloudRunTarget {
                 let fate = match fate {
                     Fate::Go { did, would, .. } if execute => {
                         let name = format!("{}/revisions/{}", gcp.name(), r.name);
-                        let poller = gcp.revisions.delete_revision().set_name(name.clone()).poller();
-                        poller.until_done().await.map_err(|e| gcp_error("revisions.delete", &name, e))?;
-                        Fate::Go { done: true, did, would }
+                        let poller = gcp
+                            .revisions
+                            .delete_revision()
+                            .set_name(name.clone())
+                            .poller();
+                        poller
+                            .until_done()
+                            .await
+                            .map_err(|e| gcp_error("revisions.delete", &name, e))?;
+                        Fate::Go {
+                            done: true,
+                            did,
+                            would,
+                        }
                     }
                     f => f,
                 };
-                lines.push(Cleanup { name: r.name.clone(), version: r.version.clone(), fate });
+                lines.push(Cleanup {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    fate,
+                });
             }
             Ok(lines)
         })
@@ -1173,11 +1886,22 @@ mod tests {
     const V2: &str = "261128-1300-11-bbbbbb";
 
     fn rev(name: &str, version: &str, env: &str, ready: Ready) -> Rev {
-        Rev { name: name.into(), version: Some(version.into()), env: Some(env.into()), image: format!("r/app@sha256:{version}"), ready, created: 0 }
+        Rev {
+            name: name.into(),
+            version: Some(version.into()),
+            env: Some(env.into()),
+            image: format!("r/app@sha256:{version}"),
+            ready,
+            created: 0,
+        }
     }
 
     fn route(revision: &str, percent: i32, tag: Option<&str>) -> Route {
-        Route { revision: revision.into(), percent, tag: tag.map(String::from) }
+        Route {
+            revision: revision.into(),
+            percent,
+            tag: tag.map(String::from),
+        }
     }
 
     fn svc(traffic: Vec<Route>, history: &str) -> Svc {
@@ -1185,7 +1909,13 @@ mod tests {
         if !history.is_empty() {
             annotations.insert(LIVE_HISTORY.to_string(), history.to_string());
         }
-        Svc { etag: "e".into(), traffic, annotations, reconciling: false, latest_created: String::new() }
+        Svc {
+            etag: "e".into(),
+            traffic,
+            annotations,
+            reconciling: false,
+            latest_created: String::new(),
+        }
     }
 
     #[test]
@@ -1195,7 +1925,11 @@ mod tests {
         assert!(bad_service_id("hello-").is_some());
         assert!(bad_service_id("1hello").is_some());
         let long = "a".repeat(40);
-        assert!(bad_service_id(&long).unwrap().contains("at most 46"), "{:?}", bad_service_id(&long));
+        assert!(
+            bad_service_id(&long).unwrap().contains("at most 46"),
+            "{:?}",
+            bad_service_id(&long)
+        );
         assert_eq!(bad_service_id(&"a".repeat(39)), None);
         // Revision names stay within 63 characters.
         let stem = revision_stem(&"a".repeat(39), V1);
@@ -1205,74 +1939,174 @@ mod tests {
 
     #[test]
     fn the_first_stage_creates_the_service_pinned_to_its_staged_revision() {
-        let acts = decide_stage(&Seen::default(), "hello", V1, "r/app@sha256:1", false, true).unwrap();
+        let acts =
+            decide_stage(&Seen::default(), "hello", V1, "r/app@sha256:1", false, true).unwrap();
         let name = format!("hello-{V1}-s1");
-        assert_eq!(acts[0], Act::Create { revision: name.clone(), image: "r/app@sha256:1".into(), env: PymEnv::Staging, traffic: vec![route(&name, 100, Some("staging"))] });
+        assert_eq!(
+            acts[0],
+            Act::Create {
+                revision: name.clone(),
+                image: "r/app@sha256:1".into(),
+                env: PymEnv::Staging,
+                traffic: vec![route(&name, 100, Some("staging"))]
+            }
+        );
         assert_eq!(acts[1], Act::Access { public: true });
-        assert!(matches!(&acts[2], Act::Check { tag: Some(t), env: PymEnv::Staging, .. } if t == "staging"));
+        assert!(
+            matches!(&acts[2], Act::Check { tag: Some(t), env: PymEnv::Staging, .. } if t == "staging")
+        );
     }
 
     #[test]
     fn a_later_stage_moves_only_the_tag_never_the_traffic() {
         let live = format!("hello-{V1}-l1");
         let seen = Seen {
-            service: Some(svc(vec![route(&live, 100, None), route(&format!("hello-{V1}-s1"), 0, Some("staging"))], &live)),
-            revisions: vec![rev(&live, V1, "live", Ready::Yes), rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes)],
+            service: Some(svc(
+                vec![
+                    route(&live, 100, None),
+                    route(&format!("hello-{V1}-s1"), 0, Some("staging")),
+                ],
+                &live,
+            )),
+            revisions: vec![
+                rev(&live, V1, "live", Ready::Yes),
+                rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes),
+            ],
         };
         let acts = decide_stage(&seen, "hello", V2, "r/app@sha256:2", false, true).unwrap();
-        let Act::Deploy { revision, traffic, env, .. } = &acts[0] else { panic!("{acts:?}") };
+        let Act::Deploy {
+            revision,
+            traffic,
+            env,
+            ..
+        } = &acts[0]
+        else {
+            panic!("{acts:?}")
+        };
         assert_eq!(revision, &format!("hello-{V2}-s1"));
         assert_eq!(*env, PymEnv::Staging);
-        assert_eq!(traffic, &vec![route(&live, 100, None), route(revision, 0, Some("staging"))]);
+        assert_eq!(
+            traffic,
+            &vec![route(&live, 100, None), route(revision, 0, Some("staging"))]
+        );
     }
 
     #[test]
     fn stage_pins_a_latest_entry_and_reuses_a_ready_staged_revision() {
         // A service made elsewhere, 100% LATEST (read as the revision it serves).
-        let seen = Seen { service: Some(svc(vec![route("hello-00001-abc", 100, None)], "")), revisions: vec![rev("hello-00001-abc", "", "", Ready::Yes)] };
+        let seen = Seen {
+            service: Some(svc(vec![route("hello-00001-abc", 100, None)], "")),
+            revisions: vec![rev("hello-00001-abc", "", "", Ready::Yes)],
+        };
         let acts = decide_stage(&seen, "hello", V1, "i@sha256:1", false, true).unwrap();
-        let Act::Deploy { traffic, .. } = &acts[0] else { panic!() };
+        let Act::Deploy { traffic, .. } = &acts[0] else {
+            panic!()
+        };
         assert_eq!(traffic[0], route("hello-00001-abc", 100, None));
         // The same version staged and ready: only the check (or the tag).
         let mut r = rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes);
         r.image = "i@sha256:1".into();
-        let seen = Seen { service: Some(svc(vec![route("hello-00001-abc", 100, None), route(&r.name, 0, Some("staging"))], "")), revisions: vec![r.clone()] };
-        assert!(matches!(decide_stage(&seen, "hello", V1, "i@sha256:1", false, true).unwrap()[..], [Act::Access { public: true }, Act::Check { .. }]));
+        let seen = Seen {
+            service: Some(svc(
+                vec![
+                    route("hello-00001-abc", 100, None),
+                    route(&r.name, 0, Some("staging")),
+                ],
+                "",
+            )),
+            revisions: vec![r.clone()],
+        };
+        assert!(matches!(
+            decide_stage(&seen, "hello", V1, "i@sha256:1", false, true).unwrap()[..],
+            [Act::Access { public: true }, Act::Check { .. }]
+        ));
         // Dirty: a new revision every time.
-        assert!(matches!(&decide_stage(&seen, "hello", V1, "i@sha256:1", true, true).unwrap()[0], Act::Deploy { revision, .. } if revision.ends_with("-s2")));
+        assert!(
+            matches!(&decide_stage(&seen, "hello", V1, "i@sha256:1", true, true).unwrap()[0], Act::Deploy { revision, .. } if revision.ends_with("-s2"))
+        );
     }
 
     #[test]
     fn a_stage_after_a_failed_first_stage_gives_the_new_revision_all_traffic() {
         let failed = format!("hello-{V1}-s1");
-        let seen = Seen { service: Some(svc(vec![route(&failed, 100, Some("staging"))], "")), revisions: vec![rev(&failed, V1, "staging", Ready::Failed("deaf".into()))] };
+        let seen = Seen {
+            service: Some(svc(vec![route(&failed, 100, Some("staging"))], "")),
+            revisions: vec![rev(&failed, V1, "staging", Ready::Failed("deaf".into()))],
+        };
         let acts = decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap();
         let new = format!("hello-{V2}-s1");
-        assert!(matches!(&acts[0], Act::Deploy { traffic, .. } if traffic == &vec![route(&new, 100, Some("staging"))]), "{acts:?}");
+        assert!(
+            matches!(&acts[0], Act::Deploy { traffic, .. } if traffic == &vec![route(&new, 100, Some("staging"))]),
+            "{acts:?}"
+        );
     }
 
     #[test]
     fn promote_checks_the_next_tag_before_moving_all_traffic_and_records_history() {
-        let (l1, s1, s2) = (format!("hello-{V1}-l1"), format!("hello-{V1}-s1"), format!("hello-{V2}-s1"));
+        let (l1, s1, s2) = (
+            format!("hello-{V1}-l1"),
+            format!("hello-{V1}-s1"),
+            format!("hello-{V2}-s1"),
+        );
         let seen = Seen {
-            service: Some(svc(vec![route(&l1, 100, None), route(&s2, 0, Some("staging"))], &l1)),
-            revisions: vec![rev(&s2, V2, "staging", Ready::Yes), rev(&l1, V1, "live", Ready::Yes), rev(&s1, V1, "staging", Ready::Yes)],
+            service: Some(svc(
+                vec![route(&l1, 100, None), route(&s2, 0, Some("staging"))],
+                &l1,
+            )),
+            revisions: vec![
+                rev(&s2, V2, "staging", Ready::Yes),
+                rev(&l1, V1, "live", Ready::Yes),
+                rev(&s1, V1, "staging", Ready::Yes),
+            ],
         };
         let acts = decide_promote(&seen, "hello", V2).unwrap();
         let l2 = format!("hello-{V2}-l1");
         assert_eq!(
             acts[0],
-            Act::Deploy { revision: l2.clone(), image: format!("r/app@sha256:{V2}"), env: PymEnv::Live, traffic: vec![route(&l1, 100, None), route(&s2, 0, Some("staging")), route(&l2, 0, Some("next"))] }
+            Act::Deploy {
+                revision: l2.clone(),
+                image: format!("r/app@sha256:{V2}"),
+                env: PymEnv::Live,
+                traffic: vec![
+                    route(&l1, 100, None),
+                    route(&s2, 0, Some("staging")),
+                    route(&l2, 0, Some("next"))
+                ]
+            }
         );
-        assert_eq!(acts[1], Act::Check { tag: Some("next".into()), version: V2.into(), env: PymEnv::Live });
-        assert_eq!(acts[2], Act::Route { traffic: vec![route(&l2, 100, None), route(&s2, 0, Some("staging"))], history: vec![l1.clone(), l2.clone()], rolled_back: vec![] });
-        assert_eq!(acts[3], Act::Check { tag: None, version: V2.into(), env: PymEnv::Live });
+        assert_eq!(
+            acts[1],
+            Act::Check {
+                tag: Some("next".into()),
+                version: V2.into(),
+                env: PymEnv::Live
+            }
+        );
+        assert_eq!(
+            acts[2],
+            Act::Route {
+                traffic: vec![route(&l2, 100, None), route(&s2, 0, Some("staging"))],
+                history: vec![l1.clone(), l2.clone()],
+                rolled_back: vec![]
+            }
+        );
+        assert_eq!(
+            acts[3],
+            Act::Check {
+                tag: None,
+                version: V2.into(),
+                env: PymEnv::Live
+            }
+        );
     }
 
     #[test]
     fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
         let s1 = format!("hello-{V1}-s1");
-        let seen = Seen { service: Some(svc(vec![route(&s1, 100, Some("staging"))], "")), revisions: vec![rev(&s1, V1, "staging", Ready::Yes)] };
+        let seen = Seen {
+            service: Some(svc(vec![route(&s1, 100, Some("staging"))], "")),
+            revisions: vec![rev(&s1, V1, "staging", Ready::Yes)],
+        };
         let msg = decide_promote(&seen, "hello", V2).unwrap_err().to_string();
         assert!(msg.contains("holds"), "{msg}");
         assert!(decide_promote(&Seen::default(), "hello", V1).is_err());
@@ -1280,8 +2114,20 @@ mod tests {
         let acts = decide_promote(&seen, "hello", V1).unwrap();
         let l1 = format!("hello-{V1}-l1");
         assert!(matches!(&acts[2], Act::Route { history, .. } if history == &vec![l1.clone()]));
-        let seen = Seen { service: Some(svc(vec![route(&l1, 100, None), route(&s1, 0, Some("staging"))], &l1)), revisions: vec![rev(&l1, V1, "live", Ready::Yes), rev(&s1, V1, "staging", Ready::Yes)] };
-        assert!(matches!(decide_promote(&seen, "hello", V1).unwrap()[..], [Act::Check { tag: None, .. }]));
+        let seen = Seen {
+            service: Some(svc(
+                vec![route(&l1, 100, None), route(&s1, 0, Some("staging"))],
+                &l1,
+            )),
+            revisions: vec![
+                rev(&l1, V1, "live", Ready::Yes),
+                rev(&s1, V1, "staging", Ready::Yes),
+            ],
+        };
+        assert!(matches!(
+            decide_promote(&seen, "hello", V1).unwrap()[..],
+            [Act::Check { tag: None, .. }]
+        ));
     }
 
     #[test]
@@ -1289,67 +2135,169 @@ mod tests {
         let (a, b, c) = ("hello-a-l1", "hello-b-l1", "hello-c-l1");
         let mut s = svc(vec![route(c, 100, None)], &format!("{a} {b} {c}"));
         s.annotations.insert(ROLLED_BACK.into(), b.into());
-        let seen = Seen { service: Some(s), revisions: vec![rev(c, "c", "live", Ready::Yes), rev(b, "b", "live", Ready::Yes), rev(a, "a", "live", Ready::Yes)] };
+        let seen = Seen {
+            service: Some(s),
+            revisions: vec![
+                rev(c, "c", "live", Ready::Yes),
+                rev(b, "b", "live", Ready::Yes),
+                rev(a, "a", "live", Ready::Yes),
+            ],
+        };
         let (current, target, acts) = decide_rollback(&seen, "hello").unwrap();
         assert_eq!((current.name.as_str(), target.name.as_str()), (c, a));
-        assert_eq!(acts[0], Act::Route { traffic: vec![route(a, 100, None)], history: vec![a.into(), b.into(), c.into(), a.into()], rolled_back: vec![b.into(), c.into()] });
+        assert_eq!(
+            acts[0],
+            Act::Route {
+                traffic: vec![route(a, 100, None)],
+                history: vec![a.into(), b.into(), c.into(), a.into()],
+                rolled_back: vec![b.into(), c.into()]
+            }
+        );
         // Nothing earlier: refused.
-        let seen = Seen { service: Some(svc(vec![route(c, 100, None)], c)), revisions: vec![rev(c, "c", "live", Ready::Yes)] };
+        let seen = Seen {
+            service: Some(svc(vec![route(c, 100, None)], c)),
+            revisions: vec![rev(c, "c", "live", Ready::Yes)],
+        };
         assert!(decide_rollback(&seen, "hello").is_err());
     }
 
     #[test]
     fn cleanup_keeps_the_newest_previous_and_what_is_routed() {
         let names = ["hello-a-l1", "hello-b-l1", "hello-c-l1", "hello-d-l1"];
-        let s = svc(vec![route("hello-d-l1", 100, None), route("hello-d-s1", 0, Some("staging"))], &names.join(" "));
-        let mut revisions: Vec<Rev> = names.iter().map(|n| rev(n, n, "live", Ready::Yes)).collect();
+        let s = svc(
+            vec![
+                route("hello-d-l1", 100, None),
+                route("hello-d-s1", 0, Some("staging")),
+            ],
+            &names.join(" "),
+        );
+        let mut revisions: Vec<Rev> = names
+            .iter()
+            .map(|n| rev(n, n, "live", Ready::Yes))
+            .collect();
         revisions.push(rev("hello-d-s1", "d", "staging", Ready::Yes));
         revisions.push(rev("hello-c-s1", "c", "staging", Ready::Yes));
-        revisions.push(rev("hello-x-s1", "x", "staging", Ready::Failed("no".into())));
-        let seen = Seen { service: Some(s), revisions };
-        let fates: Vec<(String, bool)> = decide_cleanup(&seen, 1).into_iter().map(|(r, f)| (r.name.clone(), matches!(f, Fate::Go { .. }))).collect();
-        assert_eq!(fates, vec![("hello-c-l1".into(), false), ("hello-b-l1".into(), true), ("hello-a-l1".into(), true), ("hello-c-s1".into(), true), ("hello-x-s1".into(), true)]);
+        revisions.push(rev(
+            "hello-x-s1",
+            "x",
+            "staging",
+            Ready::Failed("no".into()),
+        ));
+        let seen = Seen {
+            service: Some(s),
+            revisions,
+        };
+        let fates: Vec<(String, bool)> = decide_cleanup(&seen, 1)
+            .into_iter()
+            .map(|(r, f)| (r.name.clone(), matches!(f, Fate::Go { .. })))
+            .collect();
+        assert_eq!(
+            fates,
+            vec![
+                ("hello-c-l1".into(), false),
+                ("hello-b-l1".into(), true),
+                ("hello-a-l1".into(), true),
+                ("hello-c-s1".into(), true),
+                ("hello-x-s1".into(), true)
+            ]
+        );
     }
 
     #[test]
     fn a_latest_entry_reads_as_the_revision_it_serves() {
         let s = Service::new()
-            .set_traffic([TrafficTarget::new().set_type(TrafficTargetAllocationType::Latest).set_percent(100)])
-            .set_traffic_statuses([model::TrafficTargetStatus::new().set_type(TrafficTargetAllocationType::Latest).set_revision("hello-00002-xyz").set_percent(100)])
-            .set_latest_ready_revision("projects/p/locations/l/services/hello/revisions/hello-00002-xyz")
-            .set_latest_created_revision("projects/p/locations/l/services/hello/revisions/hello-00003-bad");
+            .set_traffic([TrafficTarget::new()
+                .set_type(TrafficTargetAllocationType::Latest)
+                .set_percent(100)])
+            .set_traffic_statuses([model::TrafficTargetStatus::new()
+                .set_type(TrafficTargetAllocationType::Latest)
+                .set_revision("hello-00002-xyz")
+                .set_percent(100)])
+            .set_latest_ready_revision(
+                "projects/p/locations/l/services/hello/revisions/hello-00002-xyz",
+            )
+            .set_latest_created_revision(
+                "projects/p/locations/l/services/hello/revisions/hello-00003-bad",
+            );
         let svc = svc_of(&s);
         assert_eq!(svc.traffic, vec![route("hello-00002-xyz", 100, None)]);
         assert_eq!(svc.latest_created, "hello-00003-bad");
         // Pinned by the next update: a named revision, never LATEST.
         let t = targets_of(&svc.traffic);
-        assert_eq!((t[0].r#type.clone(), t[0].revision.as_str()), (TrafficTargetAllocationType::Revision, "hello-00002-xyz"));
+        assert_eq!(
+            (t[0].r#type.clone(), t[0].revision.as_str()),
+            (TrafficTargetAllocationType::Revision, "hello-00002-xyz")
+        );
     }
 
     #[test]
     fn a_re_promoted_revision_is_no_longer_rolled_back_from_and_a_foreign_live_one_is_history() {
         let (a, b) = (format!("hello-{V1}-l1"), format!("hello-{V2}-s1"));
-        let mut s = svc(vec![route(&a, 100, None), route(&b, 0, Some("staging"))], &a);
-        s.annotations.insert(ROLLED_BACK.into(), format!("hello-{V2}-l1"));
+        let mut s = svc(
+            vec![route(&a, 100, None), route(&b, 0, Some("staging"))],
+            &a,
+        );
+        s.annotations
+            .insert(ROLLED_BACK.into(), format!("hello-{V2}-l1"));
         let l2 = format!("hello-{V2}-l1");
-        let seen = Seen { service: Some(s), revisions: vec![rev(&b, V2, "staging", Ready::Yes), rev(&l2, V2, "live", Ready::Yes), rev(&a, V1, "live", Ready::Yes)] };
-        let acts = decide_promote(&seen, "hello", V2).unwrap();
-        assert!(matches!(&acts[..], [Act::Route { .. }, Act::Check { .. }, Act::Route { rolled_back, .. }, Act::Check { .. }] if rolled_back.is_empty()), "{acts:?}");
-        // A service made by gcloud: its live revision (no labels) becomes history.
         let seen = Seen {
-            service: Some(svc(vec![route("hello-00001-abc", 100, None), route(&b, 0, Some("staging"))], "")),
-            revisions: vec![rev(&b, V2, "staging", Ready::Yes), Rev { name: "hello-00001-abc".into(), version: None, env: None, image: "x".into(), ready: Ready::Yes, created: 0 }],
+            service: Some(s),
+            revisions: vec![
+                rev(&b, V2, "staging", Ready::Yes),
+                rev(&l2, V2, "live", Ready::Yes),
+                rev(&a, V1, "live", Ready::Yes),
+            ],
         };
         let acts = decide_promote(&seen, "hello", V2).unwrap();
-        assert!(matches!(&acts[2], Act::Route { history, .. } if history == &vec!["hello-00001-abc".to_string(), l2.clone()]), "{acts:?}");
+        assert!(
+            matches!(&acts[..], [Act::Route { .. }, Act::Check { .. }, Act::Route { rolled_back, .. }, Act::Check { .. }] if rolled_back.is_empty()),
+            "{acts:?}"
+        );
+        // A service made by gcloud: its live revision (no labels) becomes history.
+        let seen = Seen {
+            service: Some(svc(
+                vec![
+                    route("hello-00001-abc", 100, None),
+                    route(&b, 0, Some("staging")),
+                ],
+                "",
+            )),
+            revisions: vec![
+                rev(&b, V2, "staging", Ready::Yes),
+                Rev {
+                    name: "hello-00001-abc".into(),
+                    version: None,
+                    env: None,
+                    image: "x".into(),
+                    ready: Ready::Yes,
+                    created: 0,
+                },
+            ],
+        };
+        let acts = decide_promote(&seen, "hello", V2).unwrap();
+        assert!(
+            matches!(&acts[2], Act::Route { history, .. } if history == &vec!["hello-00001-abc".to_string(), l2.clone()]),
+            "{acts:?}"
+        );
         // A live revision that reports Unknown for a moment keeps its traffic at a stage.
-        let seen = Seen { service: Some(svc(vec![route(&a, 100, None)], &a)), revisions: vec![rev(&a, V1, "live", Ready::Pending)] };
-        assert!(matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None)));
+        let seen = Seen {
+            service: Some(svc(vec![route(&a, 100, None)], &a)),
+            revisions: vec![rev(&a, V1, "live", Ready::Pending)],
+        };
+        assert!(
+            matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None))
+        );
     }
 
     #[test]
     fn urls_give_host_and_port() {
-        assert_eq!(url_host("https://hello-abc-uc.a.run.app"), ("hello-abc-uc.a.run.app".into(), 443));
-        assert_eq!(url_host("http://staging---hello-abc-uc.a.run.localhost:8123/"), ("staging---hello-abc-uc.a.run.localhost".into(), 8123));
+        assert_eq!(
+            url_host("https://hello-abc-uc.a.run.app"),
+            ("hello-abc-uc.a.run.app".into(), 443)
+        );
+        assert_eq!(
+            url_host("http://staging---hello-abc-uc.a.run.localhost:8123/"),
+            ("staging---hello-abc-uc.a.run.localhost".into(), 8123)
+        );
     }
 }

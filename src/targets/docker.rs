@@ -23,9 +23,9 @@ use super::Address;
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
+use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, wait_healthy};
 use crate::ops::{self, docker::RunSpec, proxy, state};
 use crate::output::StepProgress;
-use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, wait_healthy};
 
 pub const LABEL_VERSION: &str = "org.pymacaron.version";
 
@@ -61,7 +61,9 @@ pub struct EngineLock {
 
 impl Drop for EngineLock {
     fn drop(&mut self) {
-        let _ = self.rt.block_on(ops::docker::remove(&self.docker, &self.name));
+        let _ = self
+            .rt
+            .block_on(ops::docker::remove(&self.docker, &self.name));
     }
 }
 
@@ -99,7 +101,10 @@ impl super::Target for DockerTarget {
                         engine.0,
                         engine.1
                     ),
-                    format!("on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints", engine.0, engine.1),
+                    format!(
+                        "on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints",
+                        engine.0, engine.1
+                    ),
                 ));
             }
         }
@@ -113,20 +118,43 @@ impl super::Target for DockerTarget {
             bail!("the local environment is not on a deploy target");
         }
         let c = ctx.config_for(env)?;
-        let port = if env == PymEnv::Staging { c.staging_port } else { c.live_port };
-        Ok(Address { host: check_host(ctx, &c)?, port, tls: false, token: None, hold: None })
+        let port = if env == PymEnv::Staging {
+            c.staging_port
+        } else {
+            c.live_port
+        };
+        Ok(Address {
+            host: check_host(ctx, &c)?,
+            port,
+            tls: false,
+            token: None,
+            hold: None,
+        })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let c = &ctx.config_for(if step == "stage" { PymEnv::Staging } else { PymEnv::Live })?;
+        let c = &ctx.config_for(if step == "stage" {
+            PymEnv::Staging
+        } else {
+            PymEnv::Live
+        })?;
         let version = version_of(ctx)?;
         let tag = ctx.image_tag()?;
         let host = check_host(ctx, c)?;
         Ok(match step {
-            "stage" => decide_stage(c).iter().map(|a| a.describe(c, &tag, &version)).collect(),
+            "stage" => decide_stage(c)
+                .iter()
+                .map(|a| a.describe(c, &tag, &version))
+                .collect(),
             // The very actions a run takes: decided from what the engine holds now.
-            "promote" => decide_promote(&observe(ctx, c, Some(&version))?, c, &version)?.iter().map(|a| a.describe(c, &host)).collect(),
-            "rollback" => decide_rollback(&observe(ctx, c, None)?)?.iter().map(|a| a.describe(c, &host)).collect(),
+            "promote" => decide_promote(&observe(ctx, c, Some(&version))?, c, &version)?
+                .iter()
+                .map(|a| a.describe(c, &host))
+                .collect(),
+            "rollback" => decide_rollback(&observe(ctx, c, None)?)?
+                .iter()
+                .map(|a| a.describe(c, &host))
+                .collect(),
             other => vec![format!("{other}")],
         })
     }
@@ -138,7 +166,11 @@ impl super::Target for DockerTarget {
         let version = version_of(ctx)?;
         let waited = act_stage(ctx, &config, &version, &decide_stage(&config), progress)?;
         let host = check_host(ctx, &config)?;
-        Ok(format!("{version} on {host}:{} (healthy in {:.1}s)", config.staging_port, waited.as_secs_f64()))
+        Ok(format!(
+            "{version} on {host}:{} (healthy in {:.1}s)",
+            config.staging_port,
+            waited.as_secs_f64()
+        ))
     }
 
     /// Observe the engine, decide the actions (`decide_promote`), act on them.
@@ -149,14 +181,47 @@ impl super::Target for DockerTarget {
         let host = check_host(ctx, &config)?;
         let plan = decide_promote(&seen, &config, &version)?;
         act(ctx, &config, &plan, !seen.routes.is_empty(), progress)?;
-        let stopped: Vec<&str> = plan.iter().filter_map(|a| if let Action::StopStray { version } = a { Some(version.as_str()) } else { None }).collect();
+        let stopped: Vec<&str> = plan
+            .iter()
+            .filter_map(|a| {
+                if let Action::StopStray { version } = a {
+                    Some(version.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
         if !plan.iter().any(|a| matches!(a, Action::Switch { .. })) {
-            let strays = if stopped.is_empty() { String::new() } else { format!("; stopped the stray {}", stopped.join(", ")) };
-            return Ok(format!("{version} is already live on {host}:{}{strays}", config.live_port));
+            let strays = if stopped.is_empty() {
+                String::new()
+            } else {
+                format!("; stopped the stray {}", stopped.join(", "))
+            };
+            return Ok(format!(
+                "{version} is already live on {host}:{}{strays}",
+                config.live_port
+            ));
         }
-        let replaced: Vec<&str> = plan.iter().filter_map(|a| if let Action::Retire { versions } = a { Some(versions.iter().map(String::as_str)) } else { None }).flatten().collect();
-        let was = if replaced.is_empty() { "first live version".to_string() } else { format!("replaced {}", replaced.join(", ")) };
-        Ok(format!("{version} live on {host}:{} ({was})", config.live_port))
+        let replaced: Vec<&str> = plan
+            .iter()
+            .filter_map(|a| {
+                if let Action::Retire { versions } = a {
+                    Some(versions.iter().map(String::as_str))
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .collect();
+        let was = if replaced.is_empty() {
+            "first live version".to_string()
+        } else {
+            format!("replaced {}", replaced.join(", "))
+        };
+        Ok(format!(
+            "{version} live on {host}:{} ({was})",
+            config.live_port
+        ))
     }
 
     /// Observe the engine, decide the actions (`decide_rollback`), act on them.
@@ -167,8 +232,21 @@ impl super::Target for DockerTarget {
         let seen = observe(ctx, &config, None)?;
         let plan = decide_rollback(&seen)?;
         act(ctx, &config, &plan, !seen.routes.is_empty(), progress)?;
-        let to = plan.iter().find_map(|a| if let Action::Start { version } = a { Some(version.clone()) } else { None }).unwrap_or_default();
-        let from = seen.live.iter().find(|v| v.running).map_or_else(|| "nothing".to_string(), |v| v.version.clone());
+        let to = plan
+            .iter()
+            .find_map(|a| {
+                if let Action::Start { version } = a {
+                    Some(version.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_default();
+        let from = seen
+            .live
+            .iter()
+            .find(|v| v.running)
+            .map_or_else(|| "nothing".to_string(), |v| v.version.clone());
         ctx.set_rolled_back_to(to.clone());
         Ok(format!("{to} live again (was {from})"))
     }
@@ -177,12 +255,27 @@ impl super::Target for DockerTarget {
     fn status(&self, ctx: &Ctx) -> Result<super::Table> {
         let config = ctx.config();
         let docker = ctx.docker()?;
-        let mut list = ctx.block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]))?;
+        let mut list = ctx.block_on(ops::docker::list(
+            docker,
+            &[format!("{LABEL_NAME}={}", config.name)],
+        ))?;
         // Live first, then the previous versions in the order they were live (the order
         // `rollback` goes back along), newest first where the proxy does not remember.
         let history = route_history(ctx, docker, config)?;
-        let rank = |c: &ContainerSummary| history.iter().position(|u| upstream_container(u) == container_name(c)).unwrap_or(usize::MAX);
-        list.sort_by_key(|c| (label(c, LABEL_ENV).to_string(), !is_running(c), rank(c), std::cmp::Reverse(c.created.unwrap_or(0))));
+        let rank = |c: &ContainerSummary| {
+            history
+                .iter()
+                .position(|u| upstream_container(u) == container_name(c))
+                .unwrap_or(usize::MAX)
+        };
+        list.sort_by_key(|c| {
+            (
+                label(c, LABEL_ENV).to_string(),
+                !is_running(c),
+                rank(c),
+                std::cmp::Reverse(c.created.unwrap_or(0)),
+            )
+        });
         let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
         for c in &list {
             let env = match label(c, LABEL_ENV) {
@@ -195,16 +288,35 @@ impl super::Target for DockerTarget {
             // Health as a client sees it: the health path on the container's published port.
             let health = match (is_running(c), env) {
                 (false, _) => "-".to_string(),
-                (true, "proxy") => probe(ctx, &check_host(ctx, config)?, config.live_port, &config.health_path),
+                (true, "proxy") => probe(
+                    ctx,
+                    &check_host(ctx, config)?,
+                    config.live_port,
+                    &config.health_path,
+                ),
                 (true, _) => {
-                    let port = c.ports.as_ref().and_then(|ps| ps.iter().find(|p| p.private_port == config.port && p.public_port.is_some())).and_then(|p| p.public_port);
+                    let port = c
+                        .ports
+                        .as_ref()
+                        .and_then(|ps| {
+                            ps.iter()
+                                .find(|p| p.private_port == config.port && p.public_port.is_some())
+                        })
+                        .and_then(|p| p.public_port);
                     match port {
                         Some(p) => probe(ctx, &check_host(ctx, config)?, p, &config.health_path),
                         None => "unknown".into(),
                     }
                 }
             };
-            table.rows.push(vec![env.to_string(), label(c, LABEL_VERSION).to_string(), state, health, since, c.image.clone().unwrap_or_default()]);
+            table.rows.push(vec![
+                env.to_string(),
+                label(c, LABEL_VERSION).to_string(),
+                state,
+                health,
+                since,
+                c.image.clone().unwrap_or_default(),
+            ]);
         }
         Ok(table)
     }
@@ -226,14 +338,25 @@ impl super::Target for DockerTarget {
                 if execute {
                     ctx.block_on(ops::docker::remove(docker, &v.id))?;
                 }
-                super::Fate::Go { done: execute, did: "removed", would: "remove" }
+                super::Fate::Go {
+                    done: execute,
+                    did: "removed",
+                    would: "remove",
+                }
             };
-            lines.push(super::Cleanup { name: what, version: None, fate });
+            lines.push(super::Cleanup {
+                name: what,
+                version: None,
+                fate,
+            });
         }
         if execute {
             let removed = prune_images(ctx, docker, &config)?;
             if !removed.is_empty() {
-                ctx.out.status("Removed", &format!("the images no kept version uses: {}", removed.join(", ")));
+                ctx.out.status(
+                    "Removed",
+                    &format!("the images no kept version uses: {}", removed.join(", ")),
+                );
             }
         }
         Ok(lines)
@@ -253,18 +376,41 @@ fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock>
     for _ in 0..3 {
         let labels = HashMap::from([(LABEL_LOCK.to_string(), me.clone())]);
         if ctx.block_on(ops::docker::create_named(docker, &name, &image, labels))? {
-            return Ok(EngineLock { docker: docker.clone(), name, rt: ctx.runtime() });
+            return Ok(EngineLock {
+                docker: docker.clone(),
+                name,
+                rt: ctx.runtime(),
+            });
         }
-        let Some((labels, _)) = ctx.block_on(ops::docker::container_state(docker, &name))? else { continue };
-        let holder = labels.get(LABEL_LOCK).and_then(|h| serde_json::from_str::<state::Holder>(h).ok());
-        let who = holder.as_ref().map(|h| h.describe()).unwrap_or_else(|| format!("a container {name} that is not a pymdeploy lock"));
+        let Some((labels, _)) = ctx.block_on(ops::docker::container_state(docker, &name))? else {
+            continue;
+        };
+        let holder = labels
+            .get(LABEL_LOCK)
+            .and_then(|h| serde_json::from_str::<state::Holder>(h).ok());
+        let who = holder
+            .as_ref()
+            .map(|h| h.describe())
+            .unwrap_or_else(|| format!("a container {name} that is not a pymdeploy lock"));
         match (holder.as_ref().is_some_and(|h| h.is_gone()), break_lock) {
-            (true, _) => ctx.out.warn(&format!("taking over the engine lock of {} from {who}: that process is gone", config.name)),
-            (false, true) => ctx.out.warn(&format!("breaking the engine lock of {} held by {who} (--break-lock)", config.name)),
+            (true, _) => ctx.out.warn(&format!(
+                "taking over the engine lock of {} from {who}: that process is gone",
+                config.name
+            )),
+            (false, true) => ctx.out.warn(&format!(
+                "breaking the engine lock of {} held by {who} (--break-lock)",
+                config.name
+            )),
             (false, false) => {
                 return Err(hinted(
-                    format!("{} is being deployed to the engine at {} by {who}", config.name, ctx.engine()?.describe()),
-                    format!("wait for that deploy to finish; if it is gone for good (its machine died), run again with --break-lock, or remove the lock with `docker rm {name}`"),
+                    format!(
+                        "{} is being deployed to the engine at {} by {who}",
+                        config.name,
+                        ctx.engine()?.describe()
+                    ),
+                    format!(
+                        "wait for that deploy to finish; if it is gone for good (its machine died), run again with --break-lock, or remove the lock with `docker rm {name}`"
+                    ),
                 ));
             }
         }
@@ -289,17 +435,35 @@ pub(crate) fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
         return Ok(r);
     }
     let tag = ctx.image_tag()?;
-    let repo = tag.rsplit_once(':').map(|(r, _)| r.to_string()).unwrap_or(tag.clone());
-    let inspect = ctx.block_on(docker.inspect_image(&tag)).map_err(|_| hinted(format!("no image {tag} in the engine"), "build and push it first: `cargo xtask build && cargo xtask push`"))?;
+    let repo = tag
+        .rsplit_once(':')
+        .map(|(r, _)| r.to_string())
+        .unwrap_or(tag.clone());
+    let inspect = ctx.block_on(docker.inspect_image(&tag)).map_err(|_| {
+        hinted(
+            format!("no image {tag} in the engine"),
+            "build and push it first: `cargo xtask build && cargo xtask push`",
+        )
+    })?;
     if !ctx.config().has_registry() {
-        return inspect.id.ok_or_else(|| anyhow::anyhow!("the engine reports no ID for image {tag}"));
+        return inspect
+            .id
+            .ok_or_else(|| anyhow::anyhow!("the engine reports no ID for image {tag}"));
     }
     inspect
         .repo_digests
         .unwrap_or_default()
         .into_iter()
         .find(|d| d.starts_with(&format!("{repo}@")))
-        .ok_or_else(|| hinted(format!("{tag} has not been pushed to {}", ops::registry::registry_of(&tag)), "push it first: `cargo xtask push`"))
+        .ok_or_else(|| {
+            hinted(
+                format!(
+                    "{tag} has not been pushed to {}",
+                    ops::registry::registry_of(&tag)
+                ),
+                "push it first: `cargo xtask push`",
+            )
+        })
 }
 
 fn version_of(ctx: &Ctx) -> Result<String> {
@@ -307,8 +471,26 @@ fn version_of(ctx: &Ctx) -> Result<String> {
 }
 
 /// Asks `/version` on a local port every 50 ms until it names `version`.
-async fn verify_version(config: &Config, host: &str, port: u16, version: &str, within: Duration) -> Result<()> {
-    super::verify_version(config, host, port, version, None, within, super::Poll { every: Duration::from_millis(50), ask: Duration::from_secs(2) }).await
+async fn verify_version(
+    config: &Config,
+    host: &str,
+    port: u16,
+    version: &str,
+    within: Duration,
+) -> Result<()> {
+    super::verify_version(
+        config,
+        host,
+        port,
+        version,
+        None,
+        within,
+        super::Poll {
+            every: Duration::from_millis(50),
+            ask: Duration::from_secs(2),
+        },
+    )
+    .await
 }
 
 /// The proxy's image: `proxy_image` when set (pulled if the engine lacks it), else made
@@ -317,10 +499,18 @@ fn proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Resul
     let Some(image) = ctx.config().proxy_image.clone() else {
         return built_proxy_image(ctx, docker, progress);
     };
-    if ctx.block_on(ops::docker::image_labels(docker, &image))?.is_none() {
+    if ctx
+        .block_on(ops::docker::image_labels(docker, &image))?
+        .is_none()
+    {
         progress.message(&format!("pulling the proxy image {image}"));
         let credentials = ops::registry::credentials_for(&ops::registry::registry_of(&image))?;
-        ctx.wait(ops::docker::pull(docker, &image, credentials.as_ref(), progress))?;
+        ctx.wait(ops::docker::pull(
+            docker,
+            &image,
+            credentials.as_ref(),
+            progress,
+        ))?;
     }
     Ok(image)
 }
@@ -337,17 +527,35 @@ pub fn make_proxy_image(ctx: &Ctx, push_to: Option<&str>) -> Result<String> {
     let docker = ctx.docker()?;
     let engine = ctx.block_on(ops::docker::platform(docker))?;
     if !can_make_proxy(&engine) {
-        bail!("the running pymdeploy is a {} {} binary; the engine runs {} {} containers", std::env::consts::OS, std::env::consts::ARCH, engine.0, engine.1);
+        bail!(
+            "the running pymdeploy is a {} {} binary; the engine runs {} {} containers",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            engine.0,
+            engine.1
+        );
     }
     let progress = ctx.out.step("proxy-image");
     let image = built_proxy_image(ctx, docker, &progress)?;
-    let Some(repo) = push_to else { return Ok(image) };
+    let Some(repo) = push_to else {
+        return Ok(image);
+    };
     let repo = format!("{}/pym-proxy", repo.trim_end_matches('/'));
-    let tag = format!("{}-r{}-{}", env!("CARGO_PKG_VERSION"), proxy::REVISION, engine.1);
+    let tag = format!(
+        "{}-r{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        proxy::REVISION,
+        engine.1
+    );
     ctx.block_on(ops::docker::tag(docker, &image, &repo, &tag))?;
     let reference = format!("{repo}:{tag}");
     let credentials = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
-    ctx.wait(ops::docker::push(docker, &reference, credentials.as_ref(), &progress))?;
+    ctx.wait(ops::docker::push(
+        docker,
+        &reference,
+        credentials.as_ref(),
+        &progress,
+    ))?;
     Ok(reference)
 }
 
@@ -355,11 +563,25 @@ pub fn make_proxy_image(ctx: &Ctx, push_to: Option<&str>) -> Result<String> {
 /// shared libraries it loads, on an empty image, so the proxy does not depend on the
 /// service's base (musl, distroless, Python: all the same to it).
 fn built_proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) -> Result<String> {
-    let exe = std::env::current_exe().context("cannot find the running binary for the proxy image")?;
+    let exe =
+        std::env::current_exe().context("cannot find the running binary for the proxy image")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("cannot stat {}", exe.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    let tag = format!("{PROXY_REPO}:{}-r{}-{:x}-{mtime:x}", env!("CARGO_PKG_VERSION"), proxy::REVISION, meta.len());
-    if ctx.block_on(ops::docker::image_labels(docker, &tag))?.is_some() {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let tag = format!(
+        "{PROXY_REPO}:{}-r{}-{:x}-{mtime:x}",
+        env!("CARGO_PKG_VERSION"),
+        proxy::REVISION,
+        meta.len()
+    );
+    if ctx
+        .block_on(ops::docker::image_labels(docker, &tag))?
+        .is_some()
+    {
         return Ok(tag);
     }
     let dir = std::env::temp_dir().join(format!("pym-proxy-build-{}", std::process::id()));
@@ -368,17 +590,28 @@ fn built_proxy_image(ctx: &Ctx, docker: &Docker, progress: &StepProgress<'_>) ->
     for (from, to) in &files {
         let dest = dir.join("rootfs").join(to.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().expect("a file in the image has a directory"))?;
-        std::fs::copy(from, &dest).with_context(|| format!("cannot copy {} for the proxy image", from.display()))?;
+        std::fs::copy(from, &dest)
+            .with_context(|| format!("cannot copy {} for the proxy image", from.display()))?;
     }
     // The state directory, owned by the proxy's user: its volume starts as a copy of it.
     std::fs::create_dir_all(dir.join("state"))?;
     std::fs::write(dir.join("state/.keep"), "")?;
     std::fs::write(
         dir.join("Dockerfile"),
-        format!("FROM scratch\nCOPY rootfs/ /\nCOPY --chown=65534:65534 state/ {}/\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n", proxy::STATE_DIR, proxy::BINARY),
+        format!(
+            "FROM scratch\nCOPY rootfs/ /\nCOPY --chown=65534:65534 state/ {}/\nUSER 65534:65534\nENTRYPOINT [\"{}\", \"__proxy\"]\n",
+            proxy::STATE_DIR,
+            proxy::BINARY
+        ),
     )?;
     progress.message(&format!("building the proxy image ({} files)", files.len()));
-    let req = ops::docker::BuildRequest { root: &dir, dockerfile: "Dockerfile", tag: &tag, build_args: HashMap::new(), labels: HashMap::new() };
+    let req = ops::docker::BuildRequest {
+        root: &dir,
+        dockerfile: "Dockerfile",
+        tag: &tag,
+        build_args: HashMap::new(),
+        labels: HashMap::new(),
+    };
     let built = ctx.wait(ops::docker::build(docker, req, progress));
     let _ = std::fs::remove_dir_all(&dir);
     built?;
@@ -393,16 +626,32 @@ const PROXY_REPO: &str = "pym-proxy";
 const LABEL_PROXY: &str = "org.pymacaron.proxy";
 
 /// Makes sure the network and a running proxy of this pymdeploy exist.
-fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProgress<'_>) -> Result<()> {
+fn ensure_proxy(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    progress: &StepProgress<'_>,
+) -> Result<()> {
     ctx.block_on(ops::docker::ensure_network(docker, &network(config)))?;
     let name = proxy_name(config);
     // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
     // and a service's xtask make the same proxy) and where it listens.
     // A `proxy_image` of the team's own counts as part of which proxy this is.
-    let image = config.proxy_image.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
-    let made_as = format!("{}-r{}/{}:{}{image}", env!("CARGO_PKG_VERSION"), proxy::REVISION, config.publish_ip, config.live_port);
+    let image = config
+        .proxy_image
+        .as_deref()
+        .map(|i| format!(" {i}"))
+        .unwrap_or_default();
+    let made_as = format!(
+        "{}-r{}/{}:{}{image}",
+        env!("CARGO_PKG_VERSION"),
+        proxy::REVISION,
+        config.publish_ip,
+        config.live_port
+    );
     if let Some((labels, code)) = ctx.block_on(ops::docker::container_state(docker, &name))? {
-        if labels.get(LABEL_PROXY) == Some(&made_as) && labels.get(LABEL_NAME) == Some(&config.name) {
+        if labels.get(LABEL_PROXY) == Some(&made_as) && labels.get(LABEL_NAME) == Some(&config.name)
+        {
             if code.is_some() {
                 ctx.block_on(ops::docker::start(docker, &name))?;
             }
@@ -434,13 +683,23 @@ fn ensure_proxy(ctx: &Ctx, docker: &Docker, config: &Config, progress: &StepProg
 /// about to run it.
 fn prune_proxy_images(ctx: &Ctx, docker: &Docker) {
     let before = state::now() - 3600;
-    let Ok(ids) = ctx.block_on(ops::docker::unused_images_before(docker, PROXY_REPO, before)) else { return };
+    let Ok(ids) = ctx.block_on(ops::docker::unused_images_before(
+        docker, PROXY_REPO, before,
+    )) else {
+        return;
+    };
     for id in ids {
         let _ = ctx.block_on(ops::docker::remove_image_if_unused(docker, &id));
     }
 }
 
-fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_as: &str) -> Result<()> {
+fn create_proxy(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    image: &str,
+    made_as: &str,
+) -> Result<()> {
     let name = proxy_name(config);
     let spec = RunSpec {
         name: &name,
@@ -456,7 +715,12 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
         ]),
         network: Some(&network(config)),
         restart: true,
-        cmd: Some(vec!["--listen".into(), format!("0.0.0.0:{}", proxy::PORT), "--state".into(), proxy::STATE_FILE.into()]),
+        cmd: Some(vec![
+            "--listen".into(),
+            format!("0.0.0.0:{}", proxy::PORT),
+            "--state".into(),
+            proxy::STATE_FILE.into(),
+        ]),
         locked_down: true,
         state_dir: Some(proxy::STATE_DIR),
     };
@@ -467,7 +731,9 @@ fn create_proxy(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_a
 /// `None` if there is no such container; `Some(None)` if it runs; `Some(Some(code))` if
 /// it has stopped.
 async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64>>> {
-    Ok(ops::docker::container_state(docker, name).await?.map(|(_, code)| code))
+    Ok(ops::docker::container_state(docker, name)
+        .await?
+        .map(|(_, code)| code))
 }
 
 /// Makes `upstream` (`<container>:<port>`) the live one. The proxy is given the
@@ -475,12 +741,36 @@ async fn existing_state(docker: &Docker, name: &str) -> Result<Option<Option<i64
 /// engine's resolver can stall on names it forwards, as it does with AAAA queries where
 /// no outside resolver answers).
 fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
-    let ip = ctx.block_on(ops::docker::ip_on(docker, upstream_container(upstream), &network(config))).ok().flatten();
+    let ip = ctx
+        .block_on(ops::docker::ip_on(
+            docker,
+            upstream_container(upstream),
+            &network(config),
+        ))
+        .ok()
+        .flatten();
     let port = upstream.rsplit_once(':').map_or("", |(_, p)| p);
-    let addr = ip.map(|ip| format!("{ip}:{port}")).unwrap_or_else(|| upstream.to_string());
-    let (code, out) = ctx.block_on(ops::docker::exec(docker, &proxy_name(config), &[proxy::BINARY, "__proxy-route", upstream, "--addr", &addr, "--state", proxy::STATE_FILE]))?;
+    let addr = ip
+        .map(|ip| format!("{ip}:{port}"))
+        .unwrap_or_else(|| upstream.to_string());
+    let (code, out) = ctx.block_on(ops::docker::exec(
+        docker,
+        &proxy_name(config),
+        &[
+            proxy::BINARY,
+            "__proxy-route",
+            upstream,
+            "--addr",
+            &addr,
+            "--state",
+            proxy::STATE_FILE,
+        ],
+    ))?;
     if code != 0 {
-        bail!("the proxy did not take the new route {upstream}: {}", out.trim());
+        bail!(
+            "the proxy did not take the new route {upstream}: {}",
+            out.trim()
+        );
     }
     Ok(())
 }
@@ -489,11 +779,28 @@ fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<
 /// `drain_seconds`; returns how many were left.
 async fn drain(docker: &Docker, proxy: &str, upstream: &str, drain_seconds: u64) -> Result<usize> {
     let ms = (drain_seconds * 1000).to_string();
-    let (code, out) = ops::docker::exec(docker, proxy, &[proxy::BINARY, "__proxy-drain", upstream, "--timeout-ms", &ms]).await?;
-    let left = out.lines().rev().find_map(|l| l.trim().parse::<usize>().ok());
+    let (code, out) = ops::docker::exec(
+        docker,
+        proxy,
+        &[
+            proxy::BINARY,
+            "__proxy-drain",
+            upstream,
+            "--timeout-ms",
+            &ms,
+        ],
+    )
+    .await?;
+    let left = out
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse::<usize>().ok());
     match (code, left) {
         (0, Some(n)) => Ok(n),
-        _ => bail!("the proxy could not say whether {upstream} is drained: {}", out.trim()),
+        _ => bail!(
+            "the proxy could not say whether {upstream} is drained: {}",
+            out.trim()
+        ),
     }
 }
 
@@ -515,9 +822,21 @@ async fn routes(docker: &Docker, proxy: &str, state_file: &str) -> Result<Vec<St
     if existing_state(docker, proxy).await? != Some(None) {
         return Ok(Vec::new());
     }
-    let (code, out) = ops::docker::exec(docker, proxy, &[proxy::BINARY, "__proxy-routes", "--state", state_file]).await?;
+    let (code, out) = ops::docker::exec(
+        docker,
+        proxy,
+        &[proxy::BINARY, "__proxy-routes", "--state", state_file],
+    )
+    .await?;
     // Each line: `<container>:<port> <address>`; the first word names the upstream.
-    Ok(if code == 0 { out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect() } else { Vec::new() })
+    Ok(if code == 0 {
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    })
 }
 
 /// The container name of an upstream (`<name>:<port>`).
@@ -526,21 +845,36 @@ fn upstream_container(upstream: &str) -> &str {
 }
 
 fn container_name(c: &ContainerSummary) -> String {
-    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
+    c.names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default()
 }
 
 /// The stopped live versions, in the order they were last live (most recent first, by
 /// the proxy's route history; versions it does not remember last, newest first).
 fn previous_versions<'a>(all: &'a [LiveVersion], history: &[String]) -> Vec<&'a LiveVersion> {
     let mut stopped: Vec<&LiveVersion> = all.iter().filter(|v| !v.running).collect();
-    let rank = |v: &LiveVersion| history.iter().position(|u| upstream_container(u) == v.name).unwrap_or(usize::MAX);
+    let rank = |v: &LiveVersion| {
+        history
+            .iter()
+            .position(|u| upstream_container(u) == v.name)
+            .unwrap_or(usize::MAX)
+    };
     stopped.sort_by_key(|v| (rank(v), std::cmp::Reverse(v.created)));
     stopped
 }
 
 fn live_versions(list: &[ContainerSummary]) -> Vec<LiveVersion> {
     list.iter()
-        .map(|c| LiveVersion { id: c.id.clone().unwrap_or_default(), version: label(c, LABEL_VERSION).to_string(), name: container_name(c), running: is_running(c), created: c.created.unwrap_or(0) })
+        .map(|c| LiveVersion {
+            id: c.id.clone().unwrap_or_default(),
+            version: label(c, LABEL_VERSION).to_string(),
+            name: container_name(c),
+            running: is_running(c),
+            created: c.created.unwrap_or(0),
+        })
         .collect()
 }
 
@@ -550,7 +884,14 @@ fn live_containers(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<Co
 }
 
 async fn live_of(docker: &Docker, service: &str) -> Result<Vec<ContainerSummary>> {
-    let mut list = ops::docker::list(docker, &[format!("{LABEL_NAME}={service}"), format!("{LABEL_ENV}=live")]).await?;
+    let mut list = ops::docker::list(
+        docker,
+        &[
+            format!("{LABEL_NAME}={service}"),
+            format!("{LABEL_ENV}=live"),
+        ],
+    )
+    .await?;
     list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
     Ok(list)
 }
@@ -560,7 +901,11 @@ fn is_running(c: &ContainerSummary) -> bool {
 }
 
 fn label<'a>(c: &'a ContainerSummary, key: &str) -> &'a str {
-    c.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str).unwrap_or("")
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// Switches live to the container `id` (healthy already), verifies, drains and stops the
@@ -582,10 +927,27 @@ enum StageAct {
 impl StageAct {
     fn describe(self, c: &Config, tag: &str, version: &str) -> String {
         match self {
-            StageAct::Pull => format!("pull {tag}, by the digest push reports, from {}", ops::registry::registry_of(tag)),
-            StageAct::ReplacePrevious => format!("stop the previous {}, if any (removed beside the next steps)", staging_name(c)),
-            StageAct::Run => format!("start {} from {tag}, published on {}:{}, PYM_ENV=staging", staging_name(c), c.publish_ip, c.staging_port),
-            StageAct::WaitHealthy => format!("wait up to {}s for {} to answer {}, and check {} is {version}", c.health_timeout, c.health_path, c.health_statuses.join(" or "), c.version_path),
+            StageAct::Pull => format!(
+                "pull {tag}, by the digest push reports, from {}",
+                ops::registry::registry_of(tag)
+            ),
+            StageAct::ReplacePrevious => format!(
+                "stop the previous {}, if any (removed beside the next steps)",
+                staging_name(c)
+            ),
+            StageAct::Run => format!(
+                "start {} from {tag}, published on {}:{}, PYM_ENV=staging",
+                staging_name(c),
+                c.publish_ip,
+                c.staging_port
+            ),
+            StageAct::WaitHealthy => format!(
+                "wait up to {}s for {} to answer {}, and check {} is {version}",
+                c.health_timeout,
+                c.health_path,
+                c.health_statuses.join(" or "),
+                c.version_path
+            ),
         }
     }
 }
@@ -594,13 +956,25 @@ impl StageAct {
 /// `docker_repo`, the engine that built it runs it), then the replacement.
 fn decide_stage(c: &Config) -> Vec<StageAct> {
     let pull = c.has_registry().then_some(StageAct::Pull);
-    pull.into_iter().chain([StageAct::ReplacePrevious, StageAct::Run, StageAct::WaitHealthy]).collect()
+    pull.into_iter()
+        .chain([
+            StageAct::ReplacePrevious,
+            StageAct::Run,
+            StageAct::WaitHealthy,
+        ])
+        .collect()
 }
 
 /// Carries out stage's plan, each action shown as it starts; returns how long the new
 /// container took to be healthy. A container that does not come up is removed, its
 /// logs shown.
-fn act_stage(ctx: &Ctx, config: &Config, version: &str, plan: &[StageAct], progress: &StepProgress<'_>) -> Result<Duration> {
+fn act_stage(
+    ctx: &Ctx,
+    config: &Config,
+    version: &str,
+    plan: &[StageAct],
+    progress: &StepProgress<'_>,
+) -> Result<Duration> {
     let docker = ctx.docker()?;
     let reference = reference(ctx, docker)?;
     let tag = ctx.image_tag()?;
@@ -612,12 +986,18 @@ fn act_stage(ctx: &Ctx, config: &Config, version: &str, plan: &[StageAct], progr
         progress.line(&format!("- {}", a.describe(config, &tag, version)));
         match a {
             StageAct::Pull => {
-                let creds = ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+                let creds =
+                    ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
                 if let Some(c) = &creds {
                     ctx.out.add_secret(&c.password);
                 }
                 progress.message(&format!("pulling {reference}"));
-                ctx.wait(ops::docker::pull(docker, &reference, creds.as_ref(), progress))?;
+                ctx.wait(ops::docker::pull(
+                    docker,
+                    &reference,
+                    creds.as_ref(),
+                    progress,
+                ))?;
             }
             StageAct::ReplacePrevious => {
                 // Earlier runs killed before they removed theirs leave stopped ones: they
@@ -625,7 +1005,13 @@ fn act_stage(ctx: &Ctx, config: &Config, version: &str, plan: &[StageAct], progr
                 let old = format!("{name}-replaced-{}", std::process::id());
                 ctx.block_on(ops::docker::kill_and_rename(docker, &name, &old))?;
                 let replaced: Vec<String> = ctx
-                    .block_on(ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name), format!("{LABEL_ENV}=staging")]))?
+                    .block_on(ops::docker::list(
+                        docker,
+                        &[
+                            format!("{LABEL_NAME}={}", config.name),
+                            format!("{LABEL_ENV}=staging"),
+                        ],
+                    ))?
                     .iter()
                     .filter(|c| container_name(c).starts_with(&format!("{name}-replaced-")))
                     .filter_map(|c| c.id.clone())
@@ -658,18 +1044,34 @@ fn act_stage(ctx: &Ctx, config: &Config, version: &str, plan: &[StageAct], progr
                 id = Some(ctx.block_on(ops::docker::run(docker, spec))?);
             }
             StageAct::WaitHealthy => {
-                let id = id.as_deref().expect("a plan runs the container before it waits for it");
-                progress.message(&format!("waiting for {host}:{}{} to answer", config.staging_port, config.health_path));
+                let id = id
+                    .as_deref()
+                    .expect("a plan runs the container before it waits for it");
+                progress.message(&format!(
+                    "waiting for {host}:{}{} to answer",
+                    config.staging_port, config.health_path
+                ));
                 let ready = ctx.wait(async {
-                    let waited = wait_healthy(docker, id, &host, config.staging_port, config).await?;
-                    verify_version(config, &host, config.staging_port, version, Duration::from_secs(5)).await?;
+                    let waited =
+                        wait_healthy(docker, id, &host, config.staging_port, config).await?;
+                    verify_version(
+                        config,
+                        &host,
+                        config.staging_port,
+                        version,
+                        Duration::from_secs(5),
+                    )
+                    .await?;
                     Ok::<_, anyhow::Error>(waited)
                 });
                 match ready {
                     Ok(w) => waited = w,
                     Err(e) => {
                         let logs = ctx.block_on(ops::docker::logs_tail(docker, id, 40));
-                        progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+                        progress.suspend(|| {
+                            ctx.out
+                                .block(&format!("last 40 log lines of container {name}"), &logs)
+                        });
                         ctx.block_on(ops::docker::remove(docker, id))?;
                         return Err(e.context(format!("staging {version} failed")));
                     }
@@ -708,13 +1110,28 @@ fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Result<Seen> 
     // Asked only when this version's container runs: otherwise it cannot be what live
     // serves, and asking would wait out the check's window on every promote.
     let serves = match promoting {
-        Some(version) if live.iter().any(|v: &LiveVersion| v.running && v.name == live_name(config, version)) => {
+        Some(version)
+            if live
+                .iter()
+                .any(|v: &LiveVersion| v.running && v.name == live_name(config, version)) =>
+        {
             let host = check_host(ctx, config)?;
-            ctx.block_on(verify_version(config, &host, config.live_port, version, Duration::from_secs(2))).is_ok()
+            ctx.block_on(verify_version(
+                config,
+                &host,
+                config.live_port,
+                version,
+                Duration::from_secs(2),
+            ))
+            .is_ok()
         }
         _ => false,
     };
-    Ok(Seen { live, routes, serves })
+    Ok(Seen {
+        live,
+        routes,
+        serves,
+    })
 }
 
 /// One thing promote or rollback does to the engine, decided before any is done, so that
@@ -723,37 +1140,79 @@ fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Result<Seen> 
 enum Action {
     /// Stop a running version no route leads to (a promote interrupted between its
     /// switch and its stop leaves one).
-    StopStray { version: String },
+    StopStray {
+        version: String,
+    },
     /// Make sure the network and the live proxy exist, current and running.
     EnsureProxy,
     /// Remove a stopped container of the version to promote (a failed, interrupted or
     /// rolled-back promote's).
-    RemoveLeftover { version: String },
+    RemoveLeftover {
+        version: String,
+    },
     /// Start the version in a new container beside live.
-    Run { version: String },
+    Run {
+        version: String,
+    },
     /// Start a stopped version's container again.
-    Start { version: String },
-    WaitHealthy { version: String },
+    Start {
+        version: String,
+    },
+    WaitHealthy {
+        version: String,
+    },
     /// Route the proxy to it and check the live address serves it; the previous route
     /// comes back if not.
-    Switch { version: String },
+    Switch {
+        version: String,
+    },
     /// After the switch, beside the next steps: drain these, stop them, keep
     /// `keep_previous` stopped versions and remove unused images.
-    Retire { versions: Vec<String> },
+    Retire {
+        versions: Vec<String>,
+    },
 }
 
 impl Action {
     fn describe(&self, c: &Config, host: &str) -> String {
         match self {
-            Action::StopStray { version } => format!("stop the stray {version}: it runs, and live routes elsewhere"),
-            Action::EnsureProxy => format!("ensure network {} and the proxy {} on {}:{}", network(c), proxy_name(c), c.publish_ip, c.live_port),
-            Action::RemoveLeftover { version } => format!("remove the stopped {} left by an earlier promote", live_name(c, version)),
-            Action::Run { version } => format!("start {} beside the live version, PYM_ENV=live", live_name(c, version)),
+            Action::StopStray { version } => {
+                format!("stop the stray {version}: it runs, and live routes elsewhere")
+            }
+            Action::EnsureProxy => format!(
+                "ensure network {} and the proxy {} on {}:{}",
+                network(c),
+                proxy_name(c),
+                c.publish_ip,
+                c.live_port
+            ),
+            Action::RemoveLeftover { version } => format!(
+                "remove the stopped {} left by an earlier promote",
+                live_name(c, version)
+            ),
+            Action::Run { version } => format!(
+                "start {} beside the live version, PYM_ENV=live",
+                live_name(c, version)
+            ),
             Action::Start { version } => format!("start {} again", live_name(c, version)),
-            Action::WaitHealthy { version } => format!("wait up to {}s for {version} to answer {}", c.health_timeout, c.health_path),
-            Action::Switch { version } => format!("route the proxy to {version}; check {host}:{}{} is {version} (else route back)", c.live_port, c.version_path),
-            Action::Retire { versions } if versions.is_empty() => format!("keep {} previous versions, remove unused images", c.keep_previous),
-            Action::Retire { versions } => format!("drain {} (up to {}s), stop, keep {} previous versions, remove unused images", versions.join(", "), c.drain_seconds, c.keep_previous),
+            Action::WaitHealthy { version } => format!(
+                "wait up to {}s for {version} to answer {}",
+                c.health_timeout, c.health_path
+            ),
+            Action::Switch { version } => format!(
+                "route the proxy to {version}; check {host}:{}{} is {version} (else route back)",
+                c.live_port, c.version_path
+            ),
+            Action::Retire { versions } if versions.is_empty() => format!(
+                "keep {} previous versions, remove unused images",
+                c.keep_previous
+            ),
+            Action::Retire { versions } => format!(
+                "drain {} (up to {}s), stop, keep {} previous versions, remove unused images",
+                versions.join(", "),
+                c.drain_seconds,
+                c.keep_previous
+            ),
         }
     }
 }
@@ -765,22 +1224,53 @@ impl Action {
 fn decide_promote(seen: &Seen, c: &Config, version: &str) -> Result<Vec<Action>> {
     let name = live_name(c, version);
     let this = seen.live.iter().find(|v| v.name == name);
-    let strays = |except: &str| seen.live.iter().filter(|v| v.running && v.version != except).map(|v| Action::StopStray { version: v.version.clone() }).collect::<Vec<_>>();
+    let strays = |except: &str| {
+        seen.live
+            .iter()
+            .filter(|v| v.running && v.version != except)
+            .map(|v| Action::StopStray {
+                version: v.version.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
     if seen.serves && this.is_some_and(|v| v.running) {
         return Ok(strays(version));
     }
-    if seen.routes.first().is_some_and(|r| upstream_container(r) == name) {
+    if seen
+        .routes
+        .first()
+        .is_some_and(|r| upstream_container(r) == name)
+    {
         return Err(hinted(
-            format!("{name} is what live routes to, but the live address does not answer its /version"),
+            format!(
+                "{name} is what live routes to, but the live address does not answer its /version"
+            ),
             "look at `cargo xtask status` and the container's logs; `cargo xtask rollback` goes back to the previous version",
         ));
     }
     let mut plan = vec![Action::EnsureProxy];
     if this.is_some() {
-        plan.push(Action::RemoveLeftover { version: version.to_string() });
+        plan.push(Action::RemoveLeftover {
+            version: version.to_string(),
+        });
     }
-    plan.extend([Action::Run { version: version.to_string() }, Action::WaitHealthy { version: version.to_string() }, Action::Switch { version: version.to_string() }]);
-    let old: Vec<String> = seen.live.iter().filter(|v| v.running && v.name != name).map(|v| v.version.clone()).collect();
+    plan.extend([
+        Action::Run {
+            version: version.to_string(),
+        },
+        Action::WaitHealthy {
+            version: version.to_string(),
+        },
+        Action::Switch {
+            version: version.to_string(),
+        },
+    ]);
+    let old: Vec<String> = seen
+        .live
+        .iter()
+        .filter(|v| v.running && v.name != name)
+        .map(|v| v.version.clone())
+        .collect();
     plan.push(Action::Retire { versions: old });
     Ok(plan)
 }
@@ -789,15 +1279,30 @@ fn decide_promote(seen: &Seen, c: &Config, version: &str) -> Result<Vec<Action>>
 /// not merely the newest stopped one), started again, healthy, switched to; the current
 /// one retired.
 fn decide_rollback(seen: &Seen) -> Result<Vec<Action>> {
-    let Some(target) = previous_versions(&seen.live, &seen.routes).into_iter().next() else {
-        return Err(hinted("there is no previous live version to roll back to", "rollback needs a version that was live before; `keep_previous` sets how many are kept"));
+    let Some(target) = previous_versions(&seen.live, &seen.routes)
+        .into_iter()
+        .next()
+    else {
+        return Err(hinted(
+            "there is no previous live version to roll back to",
+            "rollback needs a version that was live before; `keep_previous` sets how many are kept",
+        ));
     };
     let version = target.version.clone();
-    let current: Vec<String> = seen.live.iter().filter(|v| v.running).map(|v| v.version.clone()).collect();
+    let current: Vec<String> = seen
+        .live
+        .iter()
+        .filter(|v| v.running)
+        .map(|v| v.version.clone())
+        .collect();
     Ok(vec![
         Action::EnsureProxy,
-        Action::Start { version: version.clone() },
-        Action::WaitHealthy { version: version.clone() },
+        Action::Start {
+            version: version.clone(),
+        },
+        Action::WaitHealthy {
+            version: version.clone(),
+        },
         Action::Switch { version },
         Action::Retire { versions: current },
     ])
@@ -808,7 +1313,13 @@ fn decide_rollback(seen: &Seen) -> Result<Vec<Action>> {
 /// stopped, and a proxy made for a first promote that failed goes too, so nothing claims
 /// the live port unless a version serves behind it.
 /// `had_route`: whether the proxy routed anywhere when the plan was decided (`Seen`).
-fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &StepProgress<'_>) -> Result<()> {
+fn act(
+    ctx: &Ctx,
+    config: &Config,
+    plan: &[Action],
+    had_route: bool,
+    progress: &StepProgress<'_>,
+) -> Result<()> {
     let docker = ctx.docker()?;
     let host = check_host(ctx, config)?;
     // The container the plan started, and whether it is new (removed on failure) or
@@ -819,9 +1330,13 @@ fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &
         progress.line(&format!("- {}", action.describe(config, &host)));
         let done = (|| -> Result<()> {
             match action {
-                Action::StopStray { version } => ctx.block_on(ops::docker::stop(docker, &live_name(config, version), 10)),
+                Action::StopStray { version } => {
+                    ctx.block_on(ops::docker::stop(docker, &live_name(config, version), 10))
+                }
                 Action::EnsureProxy => ensure_proxy(ctx, docker, config, progress),
-                Action::RemoveLeftover { version } => ctx.block_on(ops::docker::remove(docker, &live_name(config, version))),
+                Action::RemoveLeftover { version } => {
+                    ctx.block_on(ops::docker::remove(docker, &live_name(config, version)))
+                }
                 Action::Run { version } => {
                     let name = live_name(config, version);
                     let (bind, _) = ctx.check_binding(&config.publish_ip)?;
@@ -850,15 +1365,31 @@ fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &
                     Ok(())
                 }
                 Action::WaitHealthy { .. } => {
-                    let (id, _, _) = started.as_ref().expect("a plan starts a container before it waits for one");
-                    let port = ctx.block_on(ops::docker::published_port(docker, id, config.port))?;
-                    ctx.wait(wait_healthy(docker, id, &ctx.check_binding(&config.publish_ip)?.1, port, config)).map(drop)
+                    let (id, _, _) = started
+                        .as_ref()
+                        .expect("a plan starts a container before it waits for one");
+                    let port =
+                        ctx.block_on(ops::docker::published_port(docker, id, config.port))?;
+                    ctx.wait(wait_healthy(
+                        docker,
+                        id,
+                        &ctx.check_binding(&config.publish_ip)?.1,
+                        port,
+                        config,
+                    ))
+                    .map(drop)
                 }
                 Action::Switch { version } => {
                     let new_route = format!("{}:{}", live_name(config, version), config.port);
                     old_route = current_route(ctx, docker, config)?.filter(|r| *r != new_route);
                     route(ctx, docker, config, &new_route)?;
-                    if let Err(e) = ctx.wait(verify_version(config, &host, config.live_port, version, Duration::from_secs(10))) {
+                    if let Err(e) = ctx.wait(verify_version(
+                        config,
+                        &host,
+                        config.live_port,
+                        version,
+                        Duration::from_secs(10),
+                    )) {
                         if let Some(prev) = &old_route {
                             route(ctx, docker, config, prev)?;
                         }
@@ -873,18 +1404,27 @@ fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &
             }
         })();
         let Err(e) = done else { continue };
-        let Some((id, version, new)) = &started else { return Err(e) };
+        let Some((id, version, new)) = &started else {
+            return Err(e);
+        };
         let name = live_name(config, version);
         if *new {
             let logs = ctx.block_on(ops::docker::logs_tail(docker, id, 40));
-            progress.suspend(|| ctx.out.block(&format!("last 40 log lines of container {name}"), &logs));
+            progress.suspend(|| {
+                ctx.out
+                    .block(&format!("last 40 log lines of container {name}"), &logs)
+            });
             ctx.block_on(ops::docker::remove(docker, id))?;
         } else {
             ctx.block_on(ops::docker::stop(docker, id, 10))?;
         }
-        if !had_route && current_route(ctx, docker, config)?.is_none_or(|r| upstream_container(&r) == name) {
+        if !had_route
+            && current_route(ctx, docker, config)?.is_none_or(|r| upstream_container(&r) == name)
+        {
             ctx.block_on(ops::docker::remove(docker, &proxy_name(config)))?;
-            return Err(e.context(format!("promoting {version} failed; nothing was live, and nothing is")));
+            return Err(e.context(format!(
+                "promoting {version} failed; nothing was live, and nothing is"
+            )));
         }
         let what = if *new { "promoting" } else { "rolling back to" };
         return Err(e.context(format!("{what} {version} failed; live is unchanged")));
@@ -895,7 +1435,13 @@ fn act(ctx: &Ctx, config: &Config, plan: &[Action], had_route: bool, progress: &
 /// Live serves the new version: what is left (drain the old ones, stop them, remove
 /// versions beyond keep_previous and images nothing uses) is on no request's path, so it
 /// runs beside the next steps, and the run ends once it is done.
-fn retire(ctx: &Ctx, docker: &Docker, config: &Config, old_route: Option<String>, versions: &[String]) -> Result<()> {
+fn retire(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    old_route: Option<String>,
+    versions: &[String],
+) -> Result<()> {
     let retire = Retire {
         docker: docker.clone(),
         proxy: proxy_name(config),
@@ -903,11 +1449,18 @@ fn retire(ctx: &Ctx, docker: &Docker, config: &Config, old_route: Option<String>
         repo: config.image_repo(),
         head: ctx.image_tag().ok(),
         old_route,
-        old: versions.iter().map(|v| (live_name(config, v), v.clone())).collect(),
+        old: versions
+            .iter()
+            .map(|v| (live_name(config, v), v.clone()))
+            .collect(),
         drain_seconds: config.drain_seconds,
         keep_previous: config.keep_previous as usize,
     };
-    let what = if versions.is_empty() { "pruning old versions".to_string() } else { format!("retiring {}", versions.join(", ")) };
+    let what = if versions.is_empty() {
+        "pruning old versions".to_string()
+    } else {
+        format!("retiring {}", versions.join(", "))
+    };
     ctx.defer(&what, retire.run());
     Ok(())
 }
@@ -944,12 +1497,26 @@ impl Retire {
         // images nothing uses any more.
         let after = live_versions(&live_of(&self.docker, &self.service).await?);
         let history = routes(&self.docker, &self.proxy, proxy::STATE_FILE).await?;
-        for v in previous_versions(&after, &history).into_iter().skip(self.keep_previous) {
+        for v in previous_versions(&after, &history)
+            .into_iter()
+            .skip(self.keep_previous)
+        {
             ops::docker::remove(&self.docker, &v.id).await?;
             said.push(format!("removed {} (beyond keep_previous)", v.version));
         }
-        match unused_images(&self.docker, &self.service, &self.repo, self.head.as_deref()).await {
-            Ok(tags) if !tags.is_empty() => said.push(format!("removed the image{} {}", if tags.len() == 1 { "" } else { "s" }, tags.join(", "))),
+        match unused_images(
+            &self.docker,
+            &self.service,
+            &self.repo,
+            self.head.as_deref(),
+        )
+        .await
+        {
+            Ok(tags) if !tags.is_empty() => said.push(format!(
+                "removed the image{} {}",
+                if tags.len() == 1 { "" } else { "s" },
+                tags.join(", ")
+            )),
             Ok(_) => {}
             Err(e) => said.push(format!("warning: old images were not removed: {e:#}")),
         }
@@ -961,11 +1528,26 @@ impl Retire {
 /// goes with its last container), but the one HEAD builds: it may be deployed next.
 /// Returns the tags removed.
 fn prune_images(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
-    ctx.block_on(unused_images(docker, &config.name, &config.image_repo(), ctx.image_tag().ok().as_deref()))
+    ctx.block_on(unused_images(
+        docker,
+        &config.name,
+        &config.image_repo(),
+        ctx.image_tag().ok().as_deref(),
+    ))
 }
 
-async fn unused_images(docker: &Docker, service: &str, repo: &str, head: Option<&str>) -> Result<Vec<String>> {
-    let used: std::collections::HashSet<String> = ops::docker::list(docker, &[format!("{LABEL_NAME}={service}")]).await?.into_iter().filter_map(|c| c.image_id).collect();
+async fn unused_images(
+    docker: &Docker,
+    service: &str,
+    repo: &str,
+    head: Option<&str>,
+) -> Result<Vec<String>> {
+    let used: std::collections::HashSet<String> =
+        ops::docker::list(docker, &[format!("{LABEL_NAME}={service}")])
+            .await?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect();
     let mut removed = Vec::new();
     for (id, tags) in ops::docker::images_of(docker, repo).await? {
         if used.contains(&id) || head.is_some_and(|h| tags.iter().any(|t| t == h)) {
@@ -991,26 +1573,46 @@ mod tests {
 
     /// A live version of service `s` as `observe` reads it.
     fn live(version: &str, running: bool, created: i64) -> LiveVersion {
-        LiveVersion { id: format!("id-{version}"), version: version.into(), name: format!("pym-s-live-{version}"), running, created }
+        LiveVersion {
+            id: format!("id-{version}"),
+            version: version.into(),
+            name: format!("pym-s-live-{version}"),
+            running,
+            created,
+        }
     }
 
     fn routes(versions: &[&str]) -> Vec<String> {
-        versions.iter().map(|v| format!("pym-s-live-{v}:8080")).collect()
+        versions
+            .iter()
+            .map(|v| format!("pym-s-live-{v}:8080"))
+            .collect()
     }
 
     fn seen(live: Vec<LiveVersion>, routes_: &[&str], serves: bool) -> Seen {
-        Seen { live, routes: routes(routes_), serves }
+        Seen {
+            live,
+            routes: routes(routes_),
+            serves,
+        }
     }
 
     fn config() -> Config {
         let dir = std::env::temp_dir().join(format!("pym-docker-decide-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: s\ndeploy_target: docker\n").unwrap();
+        std::fs::write(
+            dir.join(crate::config::CONFIG_FILE),
+            "name: s\ndeploy_target: docker\n",
+        )
+        .unwrap();
         Config::load(&dir, PymEnv::Live).unwrap()
     }
 
     fn order(all: &[LiveVersion], history: &[String]) -> Vec<String> {
-        previous_versions(all, history).into_iter().map(|v| v.version.clone()).collect()
+        previous_versions(all, history)
+            .into_iter()
+            .map(|v| v.version.clone())
+            .collect()
     }
 
     #[test]
@@ -1018,14 +1620,29 @@ mod tests {
         // The first deploy: one running version, nothing to go back to.
         assert!(order(&[live("v0", true, 1)], &routes(&["v0"])).is_empty());
         // A second deploy: the first version, stopped, is where rollback goes.
-        assert_eq!(order(&[live("c1", true, 2), live("v0", false, 1)], &routes(&["c1", "v0"])), ["v0"]);
+        assert_eq!(
+            order(
+                &[live("c1", true, 2), live("v0", false, 1)],
+                &routes(&["c1", "v0"])
+            ),
+            ["v0"]
+        );
         // V0 → C1 → rollback (V0) → C2: the routes read C2, V0, C1. Rollback goes to V0,
         // live before C2, though C1 is newer.
-        let all = [live("c2", true, 3), live("c1", false, 2), live("v0", false, 1)];
+        let all = [
+            live("c2", true, 3),
+            live("c1", false, 2),
+            live("v0", false, 1),
+        ];
         assert_eq!(order(&all, &routes(&["c2", "v0", "c1"])), ["v0", "c1"]);
         // Versions the routes do not remember (a proxy replaced by hand): last, newest
         // first; cleanup keeps the first `keep_previous` of this order.
-        let all = [live("c3", true, 4), live("c2", false, 3), live("c1", false, 2), live("v0", false, 1)];
+        let all = [
+            live("c3", true, 4),
+            live("c2", false, 3),
+            live("c1", false, 2),
+            live("v0", false, 1),
+        ];
         assert_eq!(order(&all, &routes(&["c3", "v0"])), ["v0", "c2", "c1"]);
     }
 
@@ -1036,27 +1653,75 @@ mod tests {
         let v = |s: &str| s.to_string();
         // The first deploy: nothing live; a proxy, the version, its health, the switch.
         let first = decide_promote(&Seen::default(), &c, "v1").unwrap();
-        assert_eq!(first, [EnsureProxy, Run { version: v("v1") }, WaitHealthy { version: v("v1") }, Switch { version: v("v1") }, Retire { versions: vec![] }]);
+        assert_eq!(
+            first,
+            [
+                EnsureProxy,
+                Run { version: v("v1") },
+                WaitHealthy { version: v("v1") },
+                Switch { version: v("v1") },
+                Retire { versions: vec![] }
+            ]
+        );
         // A second deploy: the one live is retired after the switch.
-        let second = decide_promote(&seen(vec![live("v1", true, 1)], &["v1"], false), &c, "v2").unwrap();
-        assert_eq!(second.last(), Some(&Retire { versions: vec![v("v1")] }));
+        let second =
+            decide_promote(&seen(vec![live("v1", true, 1)], &["v1"], false), &c, "v2").unwrap();
+        assert_eq!(
+            second.last(),
+            Some(&Retire {
+                versions: vec![v("v1")]
+            })
+        );
         // A leftover of this version (a failed promote's) is removed before it starts.
-        let again = decide_promote(&seen(vec![live("v2", false, 2), live("v1", true, 1)], &["v1"], false), &c, "v2").unwrap();
-        assert_eq!(again[..3], [EnsureProxy, RemoveLeftover { version: v("v2") }, Run { version: v("v2") }]);
+        let again = decide_promote(
+            &seen(
+                vec![live("v2", false, 2), live("v1", true, 1)],
+                &["v1"],
+                false,
+            ),
+            &c,
+            "v2",
+        )
+        .unwrap();
+        assert_eq!(
+            again[..3],
+            [
+                EnsureProxy,
+                RemoveLeftover { version: v("v2") },
+                Run { version: v("v2") }
+            ]
+        );
         // Already live: only strays are stopped, nothing is switched.
-        let live_now = decide_promote(&seen(vec![live("v2", true, 2), live("v1", true, 1)], &["v2", "v1"], true), &c, "v2").unwrap();
+        let live_now = decide_promote(
+            &seen(
+                vec![live("v2", true, 2), live("v1", true, 1)],
+                &["v2", "v1"],
+                true,
+            ),
+            &c,
+            "v2",
+        )
+        .unwrap();
         assert_eq!(live_now, [StopStray { version: v("v1") }]);
         // Live routes to this version's container, and it does not serve: refused, since
         // replacing it would cut live.
-        let broken = decide_promote(&seen(vec![live("v2", true, 2)], &["v2"], false), &c, "v2").unwrap_err();
-        assert!(format!("{broken}").contains("is what live routes to"), "{broken}");
+        let broken =
+            decide_promote(&seen(vec![live("v2", true, 2)], &["v2"], false), &c, "v2").unwrap_err();
+        assert!(
+            format!("{broken}").contains("is what live routes to"),
+            "{broken}"
+        );
     }
 
     #[test]
     fn stage_pulls_only_from_a_registry() {
         use StageAct::*;
         let mut c = config();
-        assert_eq!(decide_stage(&c), [ReplacePrevious, Run, WaitHealthy], "without docker_repo the engine that built the image runs it");
+        assert_eq!(
+            decide_stage(&c),
+            [ReplacePrevious, Run, WaitHealthy],
+            "without docker_repo the engine that built the image runs it"
+        );
         c.docker_repo = Some("registry.example.com/team".into());
         assert_eq!(decide_stage(&c), [Pull, ReplacePrevious, Run, WaitHealthy]);
     }
@@ -1068,7 +1733,27 @@ mod tests {
         // Without a previous version: refused.
         assert!(decide_rollback(&seen(vec![live("v1", true, 1)], &["v1"], false)).is_err());
         // V0 → C1 → rollback → C2, then rollback: back to V0, C2 retired.
-        let plan = decide_rollback(&seen(vec![live("c2", true, 3), live("c1", false, 2), live("v0", false, 1)], &["c2", "v0", "c1"], false)).unwrap();
-        assert_eq!(plan, [EnsureProxy, Start { version: v("v0") }, WaitHealthy { version: v("v0") }, Switch { version: v("v0") }, Retire { versions: vec![v("c2")] }]);
+        let plan = decide_rollback(&seen(
+            vec![
+                live("c2", true, 3),
+                live("c1", false, 2),
+                live("v0", false, 1),
+            ],
+            &["c2", "v0", "c1"],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(
+            plan,
+            [
+                EnsureProxy,
+                Start { version: v("v0") },
+                WaitHealthy { version: v("v0") },
+                Switch { version: v("v0") },
+                Retire {
+                    versions: vec![v("c2")]
+                }
+            ]
+        );
     }
 }

@@ -69,7 +69,10 @@ pub struct Names {
 
 impl Names {
     pub fn of(c: &Config) -> Names {
-        Names { app: c.name.clone(), ns: c.k8s_namespace.clone().unwrap_or_else(|| c.name.clone()) }
+        Names {
+            app: c.name.clone(),
+            ns: c.k8s_namespace.clone().unwrap_or_else(|| c.name.clone()),
+        }
     }
     pub fn staging(&self) -> String {
         format!("{}-staging", self.app)
@@ -90,7 +93,10 @@ fn bad_label(name: &str, max: usize) -> Option<String> {
     if name.is_empty() || name.len() > max {
         return Some(format!("it must be 1 to {max} characters"));
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Some("it may hold only lowercase letters, digits and '-'".into());
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -106,7 +112,10 @@ fn is_quantity(q: &str) -> bool {
     !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && digits.bytes().filter(|b| *b == b'.').count() <= 1
-        && ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
+        && [
+            "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+        ]
+        .contains(&suffix)
 }
 
 fn memory(c: &Config) -> Option<&String> {
@@ -117,27 +126,53 @@ fn memory(c: &Config) -> Option<&String> {
 fn check_config(c: &Config, file: &str) -> Result<()> {
     if let Some(why) = bad_label(&c.name, APP_MAX) {
         return Err(hinted(
-            format!("{file}: `name: {}` cannot name Kubernetes objects: {why}", c.name),
-            format!("the gke target names its Deployments `<name>-<version>`: use a lowercase `name` of at most {APP_MAX} characters"),
+            format!(
+                "{file}: `name: {}` cannot name Kubernetes objects: {why}",
+                c.name
+            ),
+            format!(
+                "the gke target names its Deployments `<name>-<version>`: use a lowercase `name` of at most {APP_MAX} characters"
+            ),
         ));
     }
     let ns = Names::of(c).ns;
     if let Some(why) = bad_label(&ns, 63) {
-        return Err(hinted(format!("{file}: the namespace `{ns}` is not one Kubernetes takes: {why}"), "set `k8s_namespace` to a lowercase DNS label, e.g. `my-team`"));
+        return Err(hinted(
+            format!("{file}: the namespace `{ns}` is not one Kubernetes takes: {why}"),
+            "set `k8s_namespace` to a lowercase DNS label, e.g. `my-team`",
+        ));
     }
     for (key, value) in [("k8s_cpu", c.k8s_cpu.as_ref()), ("k8s_memory", memory(c))] {
         if let Some(v) = value.filter(|v| !is_quantity(v)) {
-            return Err(hinted(format!("{file}: `{key}: {v}` is not a Kubernetes quantity"), "write it as Kubernetes does: CPU as `250m` or `1`, memory as `512Mi` or `2Gi`"));
+            return Err(hinted(
+                format!("{file}: `{key}: {v}` is not a Kubernetes quantity"),
+                "write it as Kubernetes does: CPU as `250m` or `1`, memory as `512Mi` or `2Gi`",
+            ));
         }
     }
     if !SERVICE_TYPES.contains(&c.k8s_service_type.as_str()) {
-        return Err(hinted(format!("{file}: `k8s_service_type: {}` is not a Service type pymdeploy makes", c.k8s_service_type), "use LoadBalancer, NodePort or ClusterIP"));
+        return Err(hinted(
+            format!(
+                "{file}: `k8s_service_type: {}` is not a Service type pymdeploy makes",
+                c.k8s_service_type
+            ),
+            "use LoadBalancer, NodePort or ClusterIP",
+        ));
     }
     if c.k8s_replicas == 0 {
-        return Err(hinted(format!("{file}: `k8s_replicas: 0` would run nothing"), "set `k8s_replicas` to 1 or more"));
+        return Err(hinted(
+            format!("{file}: `k8s_replicas: 0` would run nothing"),
+            "set `k8s_replicas` to 1 or more",
+        ));
     }
     if c.k8s_timeout < 10 {
-        return Err(hinted(format!("{file}: `k8s_timeout: {}` is too short for any rollout", c.k8s_timeout), "give rollouts at least 10 seconds (Kubernetes' default is 600)"));
+        return Err(hinted(
+            format!(
+                "{file}: `k8s_timeout: {}` is too short for any rollout",
+                c.k8s_timeout
+            ),
+            "give rollouts at least 10 seconds (Kubernetes' default is 600)",
+        ));
     }
     Ok(())
 }
@@ -158,22 +193,46 @@ fn kubeconfig() -> Result<Kubeconfig> {
 /// that would add it when the kubeconfig has no such context.
 fn context_of(c: &Config, kc: &Kubeconfig, file: &str) -> Result<String> {
     let gke = match (&c.gke_cluster, &c.gcp_project, &c.gcp_region) {
-        (Some(cluster), Some(project), Some(region)) => Some((format!("gke_{project}_{region}_{cluster}"), format!("gcloud container clusters get-credentials {cluster} --region {region} --project {project}"))),
-        (Some(cluster), _, _) => Some((String::new(), format!("set gcp_project and gcp_region, then `gcloud container clusters get-credentials {cluster} --region REGION --project PROJECT`"))),
+        (Some(cluster), Some(project), Some(region)) => Some((
+            format!("gke_{project}_{region}_{cluster}"),
+            format!(
+                "gcloud container clusters get-credentials {cluster} --region {region} --project {project}"
+            ),
+        )),
+        (Some(cluster), _, _) => Some((
+            String::new(),
+            format!(
+                "set gcp_project and gcp_region, then `gcloud container clusters get-credentials {cluster} --region REGION --project PROJECT`"
+            ),
+        )),
         _ => None,
     };
-    let wanted = c.k8s_context.clone().or_else(|| gke.as_ref().map(|g| g.0.clone()).filter(|n| !n.is_empty())).or_else(|| kc.current_context.clone().filter(|n| !n.is_empty()));
+    let wanted = c
+        .k8s_context
+        .clone()
+        .or_else(|| gke.as_ref().map(|g| g.0.clone()).filter(|n| !n.is_empty()))
+        .or_else(|| kc.current_context.clone().filter(|n| !n.is_empty()));
     let known: Vec<&str> = kc.contexts.iter().map(|n| n.name.as_str()).collect();
-    let hint = |what: &str| match &gke {
+    let hint = |what: &str| {
+        match &gke {
         Some((_, cmd)) if cmd.starts_with("gcloud") => format!("add it with `{cmd}`"),
         Some((_, how)) => how.clone(),
         None if known.is_empty() => "add the cluster's context to the kubeconfig (for GKE: `gcloud container clusters get-credentials CLUSTER --region REGION --project PROJECT`)".to_string(),
         None => format!("{what}: the kubeconfig has {} (`kubectl config get-contexts`)", known.join(", ")),
+    }
     };
     match wanted {
         Some(w) if known.contains(&w.as_str()) => Ok(w),
-        Some(w) => Err(hinted(format!("{file}: the kubeconfig has no context `{w}`"), hint("or set `k8s_context` to one it has"))),
-        None => Err(hinted(format!("{file}: no Kubernetes context: the kubeconfig has no current context and neither `k8s_context` nor `gke_cluster` is set"), hint("set `k8s_context`"))),
+        Some(w) => Err(hinted(
+            format!("{file}: the kubeconfig has no context `{w}`"),
+            hint("or set `k8s_context` to one it has"),
+        )),
+        None => Err(hinted(
+            format!(
+                "{file}: no Kubernetes context: the kubeconfig has no current context and neither `k8s_context` nor `gke_cluster` is set"
+            ),
+            hint("set `k8s_context`"),
+        )),
     }
 }
 
@@ -219,7 +278,14 @@ impl Svc {
 }
 
 fn split_list(v: Option<&String>) -> Vec<String> {
-    v.map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+    v.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The newest `HISTORY_MAX` entries, comma-separated.
@@ -242,7 +308,10 @@ impl Seen {
     }
     /// The live Deployment the live Service selects.
     pub fn current(&self, names: &Names) -> Option<&Dep> {
-        self.live.as_ref().and_then(Svc::selects).and_then(|v| self.dep(&names.live(v)))
+        self.live
+            .as_ref()
+            .and_then(Svc::selects)
+            .and_then(|v| self.dep(&names.live(v)))
     }
 }
 
@@ -251,22 +320,51 @@ impl Seen {
 pub enum Act {
     Namespace,
     /// Puts the `env_secrets` of `env` in the Secret `name` (the Deployment's own).
-    Secret { name: String, env: PymEnv },
+    Secret {
+        name: String,
+        env: PymEnv,
+    },
     /// Creates the Deployment, or moves it to this spec.
-    Deploy { name: String, version: String, image: String, env: PymEnv, replicas: i32 },
-    Scale { name: String, replicas: i32 },
+    Deploy {
+        name: String,
+        version: String,
+        image: String,
+        env: PymEnv,
+        replicas: i32,
+    },
+    Scale {
+        name: String,
+        replicas: i32,
+    },
     /// Waits as `kubectl rollout status` does.
-    Rollout { name: String },
+    Rollout {
+        name: String,
+    },
     /// Each pod of `name` answers the service contract (through the apiserver's pod proxy).
-    CheckPods { name: String, version: String, env: PymEnv },
+    CheckPods {
+        name: String,
+        version: String,
+        env: PymEnv,
+    },
     /// Makes the staging Service, or gives it the configured type and port.
-    Service { env: PymEnv },
+    Service {
+        env: PymEnv,
+    },
     /// Moves the live Service's selector from `from` to `to`, with the records.
-    Select { from: Option<String>, to: String, history: Vec<String>, rolled_back: Vec<String> },
+    Select {
+        from: Option<String>,
+        to: String,
+        history: Vec<String>,
+        rolled_back: Vec<String>,
+    },
     /// The live Service serves `version` with `PYM_ENV=live`.
-    Verify { version: String },
+    Verify {
+        version: String,
+    },
     /// Deletes a Deployment and its Secret.
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 impl Act {
@@ -275,13 +373,30 @@ impl Act {
         match self {
             Act::Namespace => format!("create namespace {ns}"),
             Act::Secret { name, env } => format!("put the {env} env_secrets in secret {ns}/{name}"),
-            Act::Deploy { name, version, image, env, replicas } => format!("deploy {ns}/{name}: {version} ({image}), PYM_ENV={env}, {replicas} replicas"),
+            Act::Deploy {
+                name,
+                version,
+                image,
+                env,
+                replicas,
+            } => format!(
+                "deploy {ns}/{name}: {version} ({image}), PYM_ENV={env}, {replicas} replicas"
+            ),
             Act::Scale { name, replicas } => format!("scale {ns}/{name} to {replicas}"),
             Act::Rollout { name } => format!("wait for {ns}/{name} to roll out"),
-            Act::CheckPods { name, version, env } => format!("check each pod of {ns}/{name} serves {version} with PYM_ENV={env}"),
-            Act::Service { env } => format!("create service {ns}/{}, or give it the configured type and port", names.service(*env)),
-            Act::Select { from: Some(f), to, .. } => format!("switch service {ns}/{} from {f} to {to}", names.app),
-            Act::Select { from: None, to, .. } => format!("point service {ns}/{} at {to}", names.app),
+            Act::CheckPods { name, version, env } => {
+                format!("check each pod of {ns}/{name} serves {version} with PYM_ENV={env}")
+            }
+            Act::Service { env } => format!(
+                "create service {ns}/{}, or give it the configured type and port",
+                names.service(*env)
+            ),
+            Act::Select {
+                from: Some(f), to, ..
+            } => format!("switch service {ns}/{} from {f} to {to}", names.app),
+            Act::Select { from: None, to, .. } => {
+                format!("point service {ns}/{} at {to}", names.app)
+            }
             Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
             Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
         }
@@ -289,9 +404,18 @@ impl Act {
 }
 
 /// Stage: the staging Deployment to `image` (a digest), rolled out.
-pub fn decide_stage(seen: &Seen, names: &Names, version: &str, image: &str, replicas: i32, secrets: bool) -> Result<Vec<Act>> {
+pub fn decide_stage(
+    seen: &Seen,
+    names: &Names,
+    version: &str,
+    image: &str,
+    replicas: i32,
+    secrets: bool,
+) -> Result<Vec<Act>> {
     if !image.contains("@sha256:") {
-        bail!("Kubernetes runs images by digest here, and {image} has none: push it first (`cargo xtask push`)");
+        bail!(
+            "Kubernetes runs images by digest here, and {image} has none: push it first (`cargo xtask push`)"
+        );
     }
     let name = names.staging();
     let mut acts = Vec::new();
@@ -299,12 +423,27 @@ pub fn decide_stage(seen: &Seen, names: &Names, version: &str, image: &str, repl
         acts.push(Act::Namespace);
     }
     if secrets {
-        acts.push(Act::Secret { name: name.clone(), env: PymEnv::Staging });
+        acts.push(Act::Secret {
+            name: name.clone(),
+            env: PymEnv::Staging,
+        });
     }
-    acts.push(Act::Deploy { name: name.clone(), version: version.into(), image: image.into(), env: PymEnv::Staging, replicas });
+    acts.push(Act::Deploy {
+        name: name.clone(),
+        version: version.into(),
+        image: image.into(),
+        env: PymEnv::Staging,
+        replicas,
+    });
     acts.push(Act::Rollout { name: name.clone() });
-    acts.push(Act::CheckPods { name, version: version.into(), env: PymEnv::Staging });
-    acts.push(Act::Service { env: PymEnv::Staging });
+    acts.push(Act::CheckPods {
+        name,
+        version: version.into(),
+        env: PymEnv::Staging,
+    });
+    acts.push(Act::Service {
+        env: PymEnv::Staging,
+    });
     Ok(acts)
 }
 
@@ -313,25 +452,54 @@ pub fn decide_stage(seen: &Seen, names: &Names, version: &str, image: &str, repl
 fn retire(seen: &Seen, names: &Names, live: &str, keep: usize) -> (Vec<String>, Vec<String>) {
     let history = seen.live.as_ref().map(Svc::history).unwrap_or_default();
     let rank = |d: &Dep| history.iter().rposition(|v| *v == d.version);
-    let mut old: Vec<&Dep> = seen.deployments.iter().filter(|d| d.env == "live" && d.name != names.live(live)).collect();
+    let mut old: Vec<&Dep> = seen
+        .deployments
+        .iter()
+        .filter(|d| d.env == "live" && d.name != names.live(live))
+        .collect();
     // Most recently live first; never-live ones (a promote that failed) by age after them.
     old.sort_by(|a, b| rank(b).cmp(&rank(a)).then(b.created.cmp(&a.created)));
     let (kept, gone) = old.split_at(keep.min(old.len()));
-    (kept.iter().map(|d| d.name.clone()).collect(), gone.iter().map(|d| d.name.clone()).collect())
+    (
+        kept.iter().map(|d| d.name.clone()).collect(),
+        gone.iter().map(|d| d.name.clone()).collect(),
+    )
 }
 
 /// Promote `version` (staged): its live Deployment rolled out and checked, the switch,
 /// the check, then the version live before scaled to zero and those beyond `keep` deleted.
-pub fn decide_promote(seen: &Seen, names: &Names, version: &str, replicas: i32, secrets: bool, keep: usize) -> Result<Vec<Act>> {
-    let staged = seen.dep(&names.staging()).filter(|d| d.version == version).ok_or_else(|| {
-        let what = seen.dep(&names.staging()).map(|d| format!("staging runs {}", d.version)).unwrap_or_else(|| "nothing is staged".into());
-        hinted(format!("cannot promote {version}: {what} in {}", names.ns), "stage this version first: `cargo xtask stage` (or run `cargo xtask deploy`)")
-    })?;
+pub fn decide_promote(
+    seen: &Seen,
+    names: &Names,
+    version: &str,
+    replicas: i32,
+    secrets: bool,
+    keep: usize,
+) -> Result<Vec<Act>> {
+    let staged = seen
+        .dep(&names.staging())
+        .filter(|d| d.version == version)
+        .ok_or_else(|| {
+            let what = seen
+                .dep(&names.staging())
+                .map(|d| format!("staging runs {}", d.version))
+                .unwrap_or_else(|| "nothing is staged".into());
+            hinted(
+                format!("cannot promote {version}: {what} in {}", names.ns),
+                "stage this version first: `cargo xtask stage` (or run `cargo xtask deploy`)",
+            )
+        })?;
     let name = names.live(version);
     let svc = seen.live.as_ref();
     let from = svc.and_then(Svc::selects).map(String::from);
-    if from.as_deref() == Some(version) && seen.dep(&name).is_some_and(|d| d.ready >= d.replicas && d.replicas > 0) {
-        return Ok(vec![Act::Verify { version: version.into() }]);
+    if from.as_deref() == Some(version)
+        && seen
+            .dep(&name)
+            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0)
+    {
+        return Ok(vec![Act::Verify {
+            version: version.into(),
+        }]);
     }
     let mut history = svc.map(Svc::history).unwrap_or_default();
     if let Some(f) = &from
@@ -342,37 +510,76 @@ pub fn decide_promote(seen: &Seen, names: &Names, version: &str, replicas: i32, 
     }
     history.retain(|v| v != version);
     history.push(version.into());
-    let rolled_back: Vec<String> = svc.map(Svc::rolled_back).unwrap_or_default().into_iter().filter(|v| v != version).collect();
+    let rolled_back: Vec<String> = svc
+        .map(Svc::rolled_back)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v != version)
+        .collect();
     let mut acts = Vec::new();
     if !seen.namespace {
         acts.push(Act::Namespace);
     }
     if secrets {
-        acts.push(Act::Secret { name: name.clone(), env: PymEnv::Live });
+        acts.push(Act::Secret {
+            name: name.clone(),
+            env: PymEnv::Live,
+        });
     }
-    acts.push(Act::Deploy { name: name.clone(), version: version.into(), image: staged.image.clone(), env: PymEnv::Live, replicas });
+    acts.push(Act::Deploy {
+        name: name.clone(),
+        version: version.into(),
+        image: staged.image.clone(),
+        env: PymEnv::Live,
+        replicas,
+    });
     acts.push(Act::Rollout { name: name.clone() });
-    acts.push(Act::CheckPods { name: name.clone(), version: version.into(), env: PymEnv::Live });
-    acts.push(Act::Select { from: from.clone(), to: version.into(), history, rolled_back });
-    acts.push(Act::Verify { version: version.into() });
+    acts.push(Act::CheckPods {
+        name: name.clone(),
+        version: version.into(),
+        env: PymEnv::Live,
+    });
+    acts.push(Act::Select {
+        from: from.clone(),
+        to: version.into(),
+        history,
+        rolled_back,
+    });
+    acts.push(Act::Verify {
+        version: version.into(),
+    });
     acts.extend(after_switch(seen, names, version, from.as_deref(), keep));
     Ok(acts)
 }
 
 /// After a switch to `live`: the one live before scaled to zero, those beyond `keep`
 /// deleted.
-fn after_switch(seen: &Seen, names: &Names, live: &str, from: Option<&str>, keep: usize) -> Vec<Act> {
+fn after_switch(
+    seen: &Seen,
+    names: &Names,
+    live: &str,
+    from: Option<&str>,
+    keep: usize,
+) -> Vec<Act> {
     let mut acts = Vec::new();
     let (kept, gone) = retire(seen, names, live, keep);
     if let Some(f) = from.filter(|f| *f != live) {
         let old = names.live(f);
         if seen.dep(&old).is_some_and(|d| d.replicas > 0) && !gone.contains(&old) {
-            acts.push(Act::Scale { name: old, replicas: 0 });
+            acts.push(Act::Scale {
+                name: old,
+                replicas: 0,
+            });
         }
     }
     for k in kept {
-        if seen.dep(&k).is_some_and(|d| d.replicas > 0) && Some(k.as_str()) != from.map(|f| names.live(f)).as_deref() {
-            acts.push(Act::Scale { name: k, replicas: 0 });
+        if seen.dep(&k).is_some_and(|d| d.replicas > 0)
+            && Some(k.as_str()) != from.map(|f| names.live(f)).as_deref()
+        {
+            acts.push(Act::Scale {
+                name: k,
+                replicas: 0,
+            });
         }
     }
     acts.extend(gone.into_iter().map(|name| Act::Delete { name }));
@@ -381,12 +588,36 @@ fn after_switch(seen: &Seen, names: &Names, live: &str, from: Option<&str>, keep
 
 /// Rollback: the version live most recently before the current one (never one rolled
 /// back from) scaled up, checked, selected; the current one scaled to zero.
-pub fn decide_rollback(seen: &Seen, names: &Names, replicas: i32) -> Result<(String, String, Vec<Act>)> {
-    let svc = seen.live.as_ref().ok_or_else(|| hinted(format!("nothing is live in {}: there is nothing to roll back", names.ns), "deploy first: `cargo xtask deploy`"))?;
-    let current = svc.selects().ok_or_else(|| anyhow!("the live service {}/{} selects no version", names.ns, names.app))?.to_string();
+pub fn decide_rollback(
+    seen: &Seen,
+    names: &Names,
+    replicas: i32,
+) -> Result<(String, String, Vec<Act>)> {
+    let svc = seen.live.as_ref().ok_or_else(|| {
+        hinted(
+            format!(
+                "nothing is live in {}: there is nothing to roll back",
+                names.ns
+            ),
+            "deploy first: `cargo xtask deploy`",
+        )
+    })?;
+    let current = svc
+        .selects()
+        .ok_or_else(|| {
+            anyhow!(
+                "the live service {}/{} selects no version",
+                names.ns,
+                names.app
+            )
+        })?
+        .to_string();
     let history = svc.history();
     let rolled_back = svc.rolled_back();
-    let before = history.iter().rposition(|v| *v == current).unwrap_or(history.len());
+    let before = history
+        .iter()
+        .rposition(|v| *v == current)
+        .unwrap_or(history.len());
     let target = history[..before].iter().rev().find(|v| !rolled_back.contains(v) && seen.dep(&names.live(v)).is_some()).cloned().ok_or_else(|| {
         hinted(
             format!("no previous live version of {} is left to roll back to (live: {current})", names.app),
@@ -399,22 +630,55 @@ pub fn decide_rollback(seen: &Seen, names: &Names, replicas: i32) -> Result<(Str
     let mut back = rolled_back;
     back.retain(|v| *v != current && *v != target);
     back.push(current.clone());
-    let mut acts = vec![Act::Scale { name: name.clone(), replicas }, Act::Rollout { name: name.clone() }, Act::CheckPods { name, version: target.clone(), env: PymEnv::Live }];
-    acts.push(Act::Select { from: Some(current.clone()), to: target.clone(), history: new_history, rolled_back: back });
-    acts.push(Act::Verify { version: target.clone() });
-    acts.push(Act::Scale { name: names.live(&current), replicas: 0 });
+    let mut acts = vec![
+        Act::Scale {
+            name: name.clone(),
+            replicas,
+        },
+        Act::Rollout { name: name.clone() },
+        Act::CheckPods {
+            name,
+            version: target.clone(),
+            env: PymEnv::Live,
+        },
+    ];
+    acts.push(Act::Select {
+        from: Some(current.clone()),
+        to: target.clone(),
+        history: new_history,
+        rolled_back: back,
+    });
+    acts.push(Act::Verify {
+        version: target.clone(),
+    });
+    acts.push(Act::Scale {
+        name: names.live(&current),
+        replicas: 0,
+    });
     Ok((current, target, acts))
 }
 
 /// Cleanup: the live Deployments beyond `keep`, by when they were live last.
 pub fn decide_cleanup(seen: &Seen, names: &Names, keep: usize) -> Vec<(Dep, Fate)> {
-    let live = seen.live.as_ref().and_then(Svc::selects).unwrap_or_default().to_string();
+    let live = seen
+        .live
+        .as_ref()
+        .and_then(Svc::selects)
+        .unwrap_or_default()
+        .to_string();
     let (kept, gone) = retire(seen, names, &live, keep);
     let fate = |n: &String| match gone.contains(n) {
-        true => Fate::Go { done: false, did: "deleted", would: "delete" },
+        true => Fate::Go {
+            done: false,
+            did: "deleted",
+            would: "delete",
+        },
         false => Fate::Keep(None),
     };
-    kept.iter().chain(&gone).filter_map(|n| seen.dep(n).map(|d| (d.clone(), fate(n)))).collect()
+    kept.iter()
+        .chain(&gone)
+        .filter_map(|n| seen.dep(n).map(|d| (d.clone(), fate(n))))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,9 +690,25 @@ fn labels(names: &Names, version: &str, env: PymEnv, deployment: &str) -> Value 
 
 /// The Deployment of `name`: `image` with `PYM_ENV=env`, probes on `health_path`, a preStop
 /// sleep inside a grace period, resources, the secrets by reference.
-pub fn deployment(c: &Config, names: &Names, name: &str, version: &str, image: &str, env: PymEnv, replicas: i32) -> Value {
-    let mut vars = vec![json!({"name": "PYM_ENV", "value": env.as_str()}), json!({"name": "PORT", "value": c.port.to_string()}), json!({"name": "PYM_VERSION", "value": version})];
-    vars.extend(c.env_secrets.iter().map(|s| json!({"name": s, "valueFrom": {"secretKeyRef": {"name": name, "key": s}}})));
+pub fn deployment(
+    c: &Config,
+    names: &Names,
+    name: &str,
+    version: &str,
+    image: &str,
+    env: PymEnv,
+    replicas: i32,
+) -> Value {
+    let mut vars = vec![
+        json!({"name": "PYM_ENV", "value": env.as_str()}),
+        json!({"name": "PORT", "value": c.port.to_string()}),
+        json!({"name": "PYM_VERSION", "value": version}),
+    ];
+    vars.extend(
+        c.env_secrets
+            .iter()
+            .map(|s| json!({"name": s, "valueFrom": {"secretKeyRef": {"name": name, "key": s}}})),
+    );
     let probe = |period: u32, failures: u32| json!({"httpGet": {"path": c.health_path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures});
     let mut requests = serde_json::Map::new();
     let mut limits = serde_json::Map::new();
@@ -492,7 +772,10 @@ fn service(c: &Config, names: &Names, env: PymEnv, version: Option<&str>) -> Val
 fn conform(svc: &mut Value, c: &Config) -> bool {
     let before = svc.clone();
     svc["spec"]["type"] = json!(c.k8s_service_type);
-    let node_port = svc.pointer("/spec/ports/0/nodePort").cloned().filter(|_| c.k8s_service_type != "ClusterIP");
+    let node_port = svc
+        .pointer("/spec/ports/0/nodePort")
+        .cloned()
+        .filter(|_| c.k8s_service_type != "ClusterIP");
     let mut port = json!({"name": "http", "port": c.k8s_service_port, "targetPort": "http", "protocol": "TCP"});
     if let Some(n) = node_port {
         port["nodePort"] = n;
@@ -503,36 +786,69 @@ fn conform(svc: &mut Value, c: &Config) -> bool {
 
 fn dep_of(d: &Deployment) -> Dep {
     let v = serde_json::to_value(d).unwrap_or_default();
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0) as i32;
-    let label = |k: &str| v["metadata"]["labels"][k].as_str().unwrap_or_default().to_string();
+    let label = |k: &str| {
+        v["metadata"]["labels"][k]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     Dep {
         name: s("/metadata/name"),
         env: label(ENV),
         version: label(VERSION),
         image: s("/spec/template/spec/containers/0/image"),
-        replicas: v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as i32,
+        replicas: v
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1) as i32,
         ready: i("/status/readyReplicas"),
         created: s("/metadata/creationTimestamp"),
-        live_since: v["metadata"]["annotations"][LIVE_SINCE].as_str().map(String::from),
+        live_since: v["metadata"]["annotations"][LIVE_SINCE]
+            .as_str()
+            .map(String::from),
     }
 }
 
 fn svc_of(s: &Service) -> Svc {
     let v = serde_json::to_value(s).unwrap_or_default();
-    let map = |p: &str| -> BTreeMap<String, String> { v.pointer(p).and_then(Value::as_object).map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default() };
+    let map = |p: &str| -> BTreeMap<String, String> {
+        v.pointer(p)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let ingress = v.pointer("/status/loadBalancer/ingress/0");
     Svc {
-        name: v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        name: v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         selector: map("/spec/selector"),
         annotations: map("/metadata/annotations"),
-        external: ingress.and_then(|i| i["ip"].as_str().or(i["hostname"].as_str())).map(String::from),
-        port: v.pointer("/spec/ports/0/port").and_then(Value::as_u64).unwrap_or(80) as u16,
+        external: ingress
+            .and_then(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+            .map(String::from),
+        port: v
+            .pointer("/spec/ports/0/port")
+            .and_then(Value::as_u64)
+            .unwrap_or(80) as u16,
     }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| anyhow!("pymdeploy made an object its client cannot read: {e}"))
+    serde_json::from_value(v)
+        .map_err(|e| anyhow!("pymdeploy made an object its client cannot read: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,21 +862,43 @@ fn kube_error(verb: &str, resource: &str, what: &str, ns: &str, e: kube::Error) 
             let msg = &s.message;
             match (s.code, s.reason.as_str()) {
                 (403, _) | (_, "Forbidden") => hinted(
-                    format!("the cluster refused to {verb} {resource} `{what}` in namespace {ns} (Forbidden): {msg}"),
-                    format!("the credentials in use need `{verb}` on `{resource}` in {ns}: check with `kubectl auth can-i {verb} {resource} -n {ns}`, and ask for a Role that grants it"),
+                    format!(
+                        "the cluster refused to {verb} {resource} `{what}` in namespace {ns} (Forbidden): {msg}"
+                    ),
+                    format!(
+                        "the credentials in use need `{verb}` on `{resource}` in {ns}: check with `kubectl auth can-i {verb} {resource} -n {ns}`, and ask for a Role that grants it"
+                    ),
                 ),
                 (401, _) | (_, "Unauthorized") => hinted(
-                    format!("the cluster did not accept the credentials for {verb} {resource} (Unauthorized): {msg}"),
+                    format!(
+                        "the cluster did not accept the credentials for {verb} {resource} (Unauthorized): {msg}"
+                    ),
                     "refresh them (for GKE: `gcloud auth login`; the kubeconfig's exec plugin is `gke-gcloud-auth-plugin`) and check with `kubectl get ns`",
                 ),
-                (409, "Conflict") => hinted(format!("{verb} {resource} `{what}` in {ns}: someone changed it since it was read (Conflict): {msg}"), "another deploy is running against this namespace: look with `cargo xtask status`, then run again"),
-                (code, reason) => anyhow!("{verb} {resource} `{what}` in {ns} failed: {reason} ({code}): {msg}"),
+                (409, "Conflict") => hinted(
+                    format!(
+                        "{verb} {resource} `{what}` in {ns}: someone changed it since it was read (Conflict): {msg}"
+                    ),
+                    "another deploy is running against this namespace: look with `cargo xtask status`, then run again",
+                ),
+                (code, reason) => {
+                    anyhow!("{verb} {resource} `{what}` in {ns} failed: {reason} ({code}): {msg}")
+                }
             }
         }
-        kube::Error::Auth(a) => hinted(format!("cannot get credentials for the cluster: {a}"), "check the kubeconfig's user (its exec plugin, e.g. gke-gcloud-auth-plugin, must be on PATH): `kubectl get ns` shows the same error"),
+        kube::Error::Auth(a) => hinted(
+            format!("cannot get credentials for the cluster: {a}"),
+            "check the kubeconfig's user (its exec plugin, e.g. gke-gcloud-auth-plugin, must be on PATH): `kubectl get ns` shows the same error",
+        ),
         other => {
-            let detail = std::iter::successors(std::error::Error::source(&other), |s| s.source()).map(|s| s.to_string()).last().unwrap_or_default();
-            hinted(format!("cannot reach the cluster for {verb} {resource}: {other} {detail}"), "check the kubeconfig's server and the network: `kubectl cluster-info`")
+            let detail = std::iter::successors(std::error::Error::source(&other), |s| s.source())
+                .map(|s| s.to_string())
+                .last()
+                .unwrap_or_default();
+            hinted(
+                format!("cannot reach the cluster for {verb} {resource}: {other} {detail}"),
+                "check the kubeconfig's server and the network: `kubectl cluster-info`",
+            )
         }
     }
 }
@@ -585,12 +923,25 @@ async fn connect(c: &Config) -> Result<Kube> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kubeconfig()?;
     let context = context_of(c, &kc, "pym-config")?;
-    let opts = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+    let opts = KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
     let config = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
-        .map_err(|e| hinted(format!("cannot use the kubeconfig's context `{context}`: {e}"), "check it with `kubectl --context {context} get ns`"))?;
-    let client = kube::Client::try_from(config).map_err(|e| anyhow!("cannot make a client for the context `{context}`: {e}"))?;
-    Ok(Kube { client, names: Names::of(c), context })
+        .map_err(|e| {
+            hinted(
+                format!("cannot use the kubeconfig's context `{context}`: {e}"),
+                "check it with `kubectl --context {context} get ns`",
+            )
+        })?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| anyhow!("cannot make a client for the context `{context}`: {e}"))?;
+    Ok(Kube {
+        client,
+        names: Names::of(c),
+        context,
+    })
 }
 
 impl Kube {
@@ -606,7 +957,12 @@ impl Kube {
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.names.ns)
     }
-    fn err(&self, verb: &str, resource: &str, what: &str) -> impl FnOnce(kube::Error) -> anyhow::Error {
+    fn err(
+        &self,
+        verb: &str,
+        resource: &str,
+        what: &str,
+    ) -> impl FnOnce(kube::Error) -> anyhow::Error {
         let ns = self.names.ns.clone();
         let (verb, resource, what) = (verb.to_string(), resource.to_string(), what.to_string());
         move |e| kube_error(&verb, &resource, &what, &ns, e)
@@ -614,19 +970,40 @@ impl Kube {
 
     async fn observe(&self) -> Result<Seen> {
         let names = &self.names;
-        let ns = Api::<Namespace>::all(self.client.clone()).get_opt(&names.ns).await.map_err(self.err("get", "namespaces", &names.ns))?;
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get_opt(&names.ns)
+            .await
+            .map_err(self.err("get", "namespaces", &names.ns))?;
         if ns.is_none() {
             return Ok(Seen::default());
         }
         let selector = format!("{NAME}={},{MANAGED_BY}=pymdeploy", names.app);
-        let deps = self.deployments().list(&ListParams::default().labels(&selector)).await.map_err(self.err("list", "deployments", &selector))?;
+        let deps = self
+            .deployments()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(self.err("list", "deployments", &selector))?;
         let svc = |env: PymEnv| async move {
             let n = names.service(env);
-            self.services().get_opt(&n).await.map_err(self.err("get", "services", &n)).map(|s| s.as_ref().map(svc_of))
+            self.services()
+                .get_opt(&n)
+                .await
+                .map_err(self.err("get", "services", &n))
+                .map(|s| s.as_ref().map(svc_of))
         };
-        let mut deployments: Vec<Dep> = deps.items.iter().map(dep_of).filter(|d| d.env == "staging" || d.env == "live").collect();
+        let mut deployments: Vec<Dep> = deps
+            .items
+            .iter()
+            .map(dep_of)
+            .filter(|d| d.env == "staging" || d.env == "live")
+            .collect();
         deployments.sort_by(|a, b| b.created.cmp(&a.created));
-        Ok(Seen { namespace: true, deployments, live: svc(PymEnv::Live).await?, staging: svc(PymEnv::Staging).await? })
+        Ok(Seen {
+            namespace: true,
+            deployments,
+            live: svc(PymEnv::Live).await?,
+            staging: svc(PymEnv::Staging).await?,
+        })
     }
 
     /// `observe`, with the staging Deployment read where staging runs: another cluster
@@ -636,33 +1013,51 @@ impl Kube {
         let sc = ctx.config_for(PymEnv::Staging)?;
         let staging = Names::of(&sc);
         let kc = kubeconfig()?;
-        if context_of(&sc, &kc, "pym-config (for staging)")? == self.context && staging.ns == self.names.ns {
+        if context_of(&sc, &kc, "pym-config (for staging)")? == self.context
+            && staging.ns == self.names.ns
+        {
             return Ok(seen);
         }
         let there = connect(&sc).await?.observe().await?;
         seen.deployments.retain(|d| d.env != "staging");
-        seen.deployments.extend(there.deployments.into_iter().filter(|d| d.env == "staging"));
+        seen.deployments
+            .extend(there.deployments.into_iter().filter(|d| d.env == "staging"));
         Ok(seen)
     }
 
     /// Carries out `acts`. A failure before the live Service moved takes back what this
     /// run made or changed; a failure after it (or Ctrl-C) moves the selector back. The
     /// acts after the live check (retiring old versions) only warn when they fail.
-    async fn act(&self, ctx: &Ctx, c: &Config, acts: &[Act], progress: &StepProgress<'_>) -> Result<()> {
+    async fn act(
+        &self,
+        ctx: &Ctx,
+        c: &Config,
+        acts: &[Act],
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
         let mut undo: Vec<Undo> = Vec::new();
         let mut verified = false;
         for a in acts {
             progress.line(&format!("- {}", a.describe(&self.names)));
-            let done = ctx.interruptible(self.act_one(c, a, &mut undo, progress)).await;
+            let done = ctx
+                .interruptible(self.act_one(c, a, &mut undo, progress))
+                .await;
             match done {
                 Ok(()) => verified |= matches!(a, Act::Verify { .. }),
-                Err(e) if verified => progress.line(&format!("warning: {e:#} (`cargo xtask cleanup` tries again)")),
+                Err(e) if verified => progress.line(&format!(
+                    "warning: {e:#} (`cargo xtask cleanup` tries again)"
+                )),
                 Err(e) => {
                     let mut e = e;
                     for u in undo.into_iter().rev() {
                         match self.undo(c, &u, progress).await {
                             Ok(line) => progress.line(&line),
-                            Err(r) => e = e.context(format!("taking back what this run did failed too ({}): {r:#}", u.describe())),
+                            Err(r) => {
+                                e = e.context(format!(
+                                    "taking back what this run did failed too ({}): {r:#}",
+                                    u.describe()
+                                ))
+                            }
                         }
                     }
                     return Err(e);
@@ -672,12 +1067,23 @@ impl Kube {
         Ok(())
     }
 
-    async fn act_one(&self, c: &Config, a: &Act, undo: &mut Vec<Undo>, progress: &StepProgress<'_>) -> Result<()> {
+    async fn act_one(
+        &self,
+        c: &Config,
+        a: &Act,
+        undo: &mut Vec<Undo>,
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
         let names = &self.names;
         match a {
             Act::Namespace => {
-                let ns: Namespace = typed(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}))?;
-                match Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await {
+                let ns: Namespace = typed(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}),
+                )?;
+                match Api::<Namespace>::all(self.client.clone())
+                    .create(&PostParams::default(), &ns)
+                    .await
+                {
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     r => {
                         r.map_err(self.err("create", "namespaces", &names.ns))?;
@@ -686,55 +1092,117 @@ impl Kube {
                 }
             }
             Act::Secret { name, .. } => {
-                let values: BTreeMap<String, String> = crate::ops::service::secrets(c)?.into_iter().collect();
+                let values: BTreeMap<String, String> =
+                    crate::ops::service::secrets(c)?.into_iter().collect();
                 let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": names.ns, "labels": {NAME: names.app, MANAGED_BY: "pymdeploy"}}, "stringData": values});
                 // `data` replaced whole: a key no longer listed goes.
-                let old = self.put(&self.secrets(), "secrets", name, secret, |_, want| want["data"] = json!({})).await?;
-                undo.push(old.map_or_else(|| Undo::DeleteSecret(name.clone()), |o| Undo::RestoreSecret(Box::new(o))));
+                let old = self
+                    .put(&self.secrets(), "secrets", name, secret, |_, want| {
+                        want["data"] = json!({})
+                    })
+                    .await?;
+                undo.push(old.map_or_else(
+                    || Undo::DeleteSecret(name.clone()),
+                    |o| Undo::RestoreSecret(Box::new(o)),
+                ));
             }
-            Act::Deploy { name, version, image, env, replicas } => {
+            Act::Deploy {
+                name,
+                version,
+                image,
+                env,
+                replicas,
+            } => {
                 let want = deployment(c, names, name, version, image, *env, *replicas);
                 let keep_since = |old: &Deployment, want: &mut Value| {
-                    if let Some(since) = old.metadata.annotations.as_ref().and_then(|a| a.get(LIVE_SINCE)) {
+                    if let Some(since) = old
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(LIVE_SINCE))
+                    {
                         want["metadata"]["annotations"][LIVE_SINCE] = json!(since);
                     }
                 };
-                let old = self.put(&self.deployments(), "deployments", name, want, keep_since).await?;
-                undo.push(old.map_or_else(|| Undo::DeleteDeployment(name.clone()), |o| Undo::RestoreDeployment(Box::new(o))));
+                let old = self
+                    .put(&self.deployments(), "deployments", name, want, keep_since)
+                    .await?;
+                undo.push(old.map_or_else(
+                    || Undo::DeleteDeployment(name.clone()),
+                    |o| Undo::RestoreDeployment(Box::new(o)),
+                ));
             }
             Act::Scale { name, replicas } => {
-                let old = self.deployments().get(name).await.map_err(self.err("get", "deployments", name))?;
+                let old = self.deployments().get(name).await.map_err(self.err(
+                    "get",
+                    "deployments",
+                    name,
+                ))?;
                 self.scale(name, *replicas).await?;
-                undo.push(Undo::Scale(name.clone(), old.spec.and_then(|s| s.replicas).unwrap_or(1)));
+                undo.push(Undo::Scale(
+                    name.clone(),
+                    old.spec.and_then(|s| s.replicas).unwrap_or(1),
+                ));
             }
             Act::Rollout { name } => self.rollout(c, name, progress).await?,
-            Act::CheckPods { name, version, env } => self.check_pods(c, name, version, *env, progress).await?,
+            Act::CheckPods { name, version, env } => {
+                self.check_pods(c, name, version, *env, progress).await?
+            }
             Act::Service { env } => {
                 let n = names.service(*env);
-                match self.services().get_opt(&n).await.map_err(self.err("get", "services", &n))? {
+                match self
+                    .services()
+                    .get_opt(&n)
+                    .await
+                    .map_err(self.err("get", "services", &n))?
+                {
                     None => {
-                        self.services().create(&PostParams::default(), &typed(service(c, names, *env, None))?).await.map_err(self.err("create", "services", &n))?;
+                        self.services()
+                            .create(
+                                &PostParams::default(),
+                                &typed(service(c, names, *env, None))?,
+                            )
+                            .await
+                            .map_err(self.err("create", "services", &n))?;
                     }
                     Some(now) => {
                         let mut v = serde_json::to_value(&now)?;
                         if conform(&mut v, c) {
-                            self.services().replace(&n, &PostParams::default(), &typed(v)?).await.map_err(self.err("update", "services", &n))?;
+                            self.services()
+                                .replace(&n, &PostParams::default(), &typed(v)?)
+                                .await
+                                .map_err(self.err("update", "services", &n))?;
                         }
                     }
                 }
             }
-            Act::Select { from, to, history, rolled_back } => {
-                self.select(c, from.as_deref(), to, history, rolled_back, progress).await?;
-                undo.push(Undo::Select { back_to: from.clone(), from: to.clone() });
+            Act::Select {
+                from,
+                to,
+                history,
+                rolled_back,
+            } => {
+                self.select(c, from.as_deref(), to, history, rolled_back, progress)
+                    .await?;
+                undo.push(Undo::Select {
+                    back_to: from.clone(),
+                    from: to.clone(),
+                });
                 // When it went live, for `status`.
                 let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
                 let name = names.live(to);
-                self.deployments().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", &name))?;
+                self.deployments()
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(self.err("patch", "deployments", &name))?;
             }
             Act::Verify { version } => {
                 let reach = self.reach(c, PymEnv::Live).await?;
                 check_serves(self, c, &reach, version, PymEnv::Live).await?;
-                progress.line(&format!("{} serves {version} with PYM_ENV=live", reach.describe()));
+                progress.line(&format!(
+                    "{} serves {version} with PYM_ENV=live",
+                    reach.describe()
+                ));
             }
             Act::Delete { name } => self.delete(name).await?,
         }
@@ -743,7 +1211,11 @@ impl Kube {
 
     /// Deletes a Deployment (its pods with it) and its Secret; gone already is fine.
     async fn delete(&self, name: &str) -> Result<()> {
-        match self.deployments().delete(name, &DeleteParams::background()).await {
+        match self
+            .deployments()
+            .delete(name, &DeleteParams::background())
+            .await
+        {
             Err(e) if !not_found(&e) => return Err(self.err("delete", "deployments", name)(e)),
             _ => {}
         }
@@ -755,19 +1227,38 @@ impl Kube {
 
     /// Creates `want`, or replaces the object there (with the resourceVersion it was read
     /// at, and what `carry` keeps of it); returns the object that was there.
-    async fn put<K>(&self, api: &Api<K>, resource: &str, name: &str, mut want: Value, carry: impl FnOnce(&K, &mut Value)) -> Result<Option<K>>
+    async fn put<K>(
+        &self,
+        api: &Api<K>,
+        resource: &str,
+        name: &str,
+        mut want: Value,
+        carry: impl FnOnce(&K, &mut Value),
+    ) -> Result<Option<K>>
     where
-        K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
     {
-        match api.get_opt(name).await.map_err(self.err("get", resource, name))? {
+        match api
+            .get_opt(name)
+            .await
+            .map_err(self.err("get", resource, name))?
+        {
             None => {
-                api.create(&PostParams::default(), &typed(want)?).await.map_err(self.err("create", resource, name))?;
+                api.create(&PostParams::default(), &typed(want)?)
+                    .await
+                    .map_err(self.err("create", resource, name))?;
                 Ok(None)
             }
             Some(old) => {
                 want["metadata"]["resourceVersion"] = json!(old.meta().resource_version);
                 carry(&old, &mut want);
-                api.replace(name, &PostParams::default(), &typed(want)?).await.map_err(self.err("update", resource, name))?;
+                api.replace(name, &PostParams::default(), &typed(want)?)
+                    .await
+                    .map_err(self.err("update", resource, name))?;
                 Ok(Some(old))
             }
         }
@@ -775,23 +1266,43 @@ impl Kube {
 
     async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
         let patch = json!({"spec": {"replicas": replicas}});
-        self.deployments().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(self.err("patch", "deployments", name))?;
+        self.deployments()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(self.err("patch", "deployments", name))?;
         Ok(())
     }
 
     /// Moves the live Service's selector to `to` with the records, in one update carrying
     /// the resourceVersion it was read at; a Conflict is read again and retried, unless
     /// the Service no longer selects `from` (someone else moved live meanwhile).
-    async fn select(&self, c: &Config, from: Option<&str>, to: &str, history: &[String], rolled_back: &[String], progress: &StepProgress<'_>) -> Result<()> {
+    async fn select(
+        &self,
+        c: &Config,
+        from: Option<&str>,
+        to: &str,
+        history: &[String],
+        rolled_back: &[String],
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
         let n = self.names.service(PymEnv::Live);
         let api = self.services();
         for attempt in 1.. {
-            let mut want = match api.get_opt(&n).await.map_err(self.err("get", "services", &n))? {
+            let mut want = match api
+                .get_opt(&n)
+                .await
+                .map_err(self.err("get", "services", &n))?
+            {
                 None => service(c, &self.names, PymEnv::Live, Some(to)),
                 Some(now) => {
                     let seen = svc_of(&now);
                     if seen.selects() != from && seen.selects() != Some(to) {
-                        bail!("the live service {}/{n} selects {} now, not {}: someone else changed live meanwhile; live is left as they set it", self.names.ns, seen.selects().unwrap_or("nothing"), from.unwrap_or("nothing"));
+                        bail!(
+                            "the live service {}/{n} selects {} now, not {}: someone else changed live meanwhile; live is left as they set it",
+                            self.names.ns,
+                            seen.selects().unwrap_or("nothing"),
+                            from.unwrap_or("nothing")
+                        );
                     }
                     let mut v = serde_json::to_value(&now)?;
                     v["spec"]["selector"][VERSION] = json!(to);
@@ -813,10 +1324,18 @@ impl Kube {
             match r {
                 Ok(_) => return Ok(()),
                 Err(e) if conflict(&e) && attempt < 5 => {
-                    progress.line(&format!("the service {n} changed since it was read (Conflict): reading it again"));
+                    progress.line(&format!(
+                        "the service {n} changed since it was read (Conflict): reading it again"
+                    ));
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
-                Err(e) => return Err(self.err(if created { "create" } else { "update" }, "services", &n)(e)),
+                Err(e) => {
+                    return Err(self.err(
+                        if created { "create" } else { "update" },
+                        "services",
+                        &n,
+                    )(e));
+                }
             }
         }
         unreachable!()
@@ -827,21 +1346,43 @@ impl Kube {
     /// with the pods' events and last log lines.
     async fn rollout(&self, c: &Config, name: &str, progress: &StepProgress<'_>) -> Result<()> {
         let api = self.deployments();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout) + 60);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout) + 60);
         let mut last = String::new();
         loop {
-            let d = api.get(name).await.map_err(self.err("get", "deployments", name))?;
+            let d = api
+                .get(name)
+                .await
+                .map_err(self.err("get", "deployments", name))?;
             let v = serde_json::to_value(&d)?;
             let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-            let (generation, observed) = (i("/metadata/generation"), i("/status/observedGeneration"));
-            let want = v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            let (updated, total, available) = (i("/status/updatedReplicas"), i("/status/replicas"), i("/status/availableReplicas"));
-            let stuck = v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+            let (generation, observed) =
+                (i("/metadata/generation"), i("/status/observedGeneration"));
+            let want = v
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let (updated, total, available) = (
+                i("/status/updatedReplicas"),
+                i("/status/replicas"),
+                i("/status/availableReplicas"),
+            );
+            let stuck = v["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
             let now = if generation > observed {
                 "waiting for the deployment spec update to be observed".to_string()
             } else if let Some(s) = stuck {
                 let msg = s["message"].as_str().unwrap_or_default().to_string();
-                return Err(self.stuck(name, &format!("deployment {name} exceeded its progress deadline: {msg}"), progress).await);
+                return Err(self
+                    .stuck(
+                        name,
+                        &format!("deployment {name} exceeded its progress deadline: {msg}"),
+                        progress,
+                    )
+                    .await);
             } else if updated < want {
                 format!("{updated} of {want} new replicas updated")
             } else if total > updated {
@@ -849,7 +1390,9 @@ impl Kube {
             } else if available < updated {
                 format!("{available} of {updated} updated replicas available")
             } else {
-                progress.line(&format!("{name} rolled out: {available} of {want} replicas available"));
+                progress.line(&format!(
+                    "{name} rolled out: {available} of {want} replicas available"
+                ));
                 return Ok(());
             };
             if now != last {
@@ -857,7 +1400,16 @@ impl Kube {
                 last = now;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.stuck(name, &format!("deployment {name} did not roll out within {}s: {last}", c.k8s_timeout + 60), progress).await);
+                return Err(self
+                    .stuck(
+                        name,
+                        &format!(
+                            "deployment {name} did not roll out within {}s: {last}",
+                            c.k8s_timeout + 60
+                        ),
+                        progress,
+                    )
+                    .await);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -866,21 +1418,49 @@ impl Kube {
     /// The error of a rollout that failed, after showing its pods' events and last log
     /// lines (as `kubectl describe pod` and `kubectl logs --tail` would).
     async fn stuck(&self, name: &str, why: &str, progress: &StepProgress<'_>) -> anyhow::Error {
-        let pods = self.pods().list(&ListParams::default().labels(&format!("{DEPLOYMENT}={name}"))).await.map(|l| l.items).unwrap_or_default();
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("{DEPLOYMENT}={name}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.names.ns);
         let mut shown = 0;
         // The pods of the newest ReplicaSet (the youngest) are the ones that fail.
         let mut pods: Vec<&Pod> = pods.iter().collect();
-        pods.sort_by(|a, b| b.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string())));
+        pods.sort_by(|a, b| {
+            b.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .cmp(
+                    &a.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string()),
+                )
+        });
         for pod in pods.into_iter().take(2) {
             let p = pod.metadata.name.clone().unwrap_or_default();
-            if let Ok(list) = events.list(&ListParams::default().fields(&format!("involvedObject.name={p}"))).await {
+            if let Ok(list) = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={p}")))
+                .await
+            {
                 progress.line(&format!("events of pod {p}:"));
                 for e in list.items.iter().rev().take(10).rev() {
-                    progress.line(&format!("  {} {}: {}", e.type_.as_deref().unwrap_or(""), e.reason.as_deref().unwrap_or(""), e.message.as_deref().unwrap_or("").trim()));
+                    progress.line(&format!(
+                        "  {} {}: {}",
+                        e.type_.as_deref().unwrap_or(""),
+                        e.reason.as_deref().unwrap_or(""),
+                        e.message.as_deref().unwrap_or("").trim()
+                    ));
                 }
             }
-            let lp = LogParams { container: Some(CONTAINER.into()), tail_lines: Some(20), ..Default::default() };
+            let lp = LogParams {
+                container: Some(CONTAINER.into()),
+                tail_lines: Some(20),
+                ..Default::default()
+            };
             match self.pods().logs(&p, &lp).await {
                 Ok(text) if !text.trim().is_empty() => {
                     progress.line(&format!("last log lines of pod {p}:"));
@@ -892,24 +1472,49 @@ impl Kube {
             }
             shown += 1;
         }
-        let how = format!("`kubectl --context {} -n {} describe deployment {name}` and `kubectl logs` tell more", self.context, self.names.ns);
+        let how = format!(
+            "`kubectl --context {} -n {} describe deployment {name}` and `kubectl logs` tell more",
+            self.context, self.names.ns
+        );
         match shown {
             0 => hinted(why.to_string(), format!("no pod of it exists: {how}")),
-            _ => hinted(why.to_string(), format!("its pods' events and logs are above; {how}")),
+            _ => hinted(
+                why.to_string(),
+                format!("its pods' events and logs are above; {how}"),
+            ),
         }
     }
 
     /// Each running pod of `name` answers healthy and names `version` in `env`, asked
     /// through the apiserver's pod proxy, before any Service sends it requests.
-    async fn check_pods(&self, c: &Config, name: &str, version: &str, env: PymEnv, progress: &StepProgress<'_>) -> Result<()> {
+    async fn check_pods(
+        &self,
+        c: &Config,
+        name: &str,
+        version: &str,
+        env: PymEnv,
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
         let selector = format!("{DEPLOYMENT}={name},{VERSION}={version}");
-        let pods = self.pods().list(&ListParams::default().labels(&selector)).await.map_err(self.err("list", "pods", &selector))?;
-        let running: Vec<String> = pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name.clone()).collect();
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(self.err("list", "pods", &selector))?;
+        let running: Vec<String> = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         if running.is_empty() {
             bail!("no pod of {name} runs {version}");
         }
         for pod in &running {
-            let base = format!("/api/v1/namespaces/{}/pods/{pod}:{}/proxy", self.names.ns, c.port);
+            let base = format!(
+                "/api/v1/namespaces/{}/pods/{pod}:{}/proxy",
+                self.names.ns, c.port
+            );
             // Whether the proxy refused outright (the one error `proxy_get` gives up on).
             let refused = std::cell::Cell::new(false);
             let what = format!("pod {pod}");
@@ -929,7 +1534,10 @@ impl Kube {
                 r => r?,
             }
         }
-        progress.line(&format!("{} pod(s) of {name} serve {version} with PYM_ENV={env}", running.len()));
+        progress.line(&format!(
+            "{} pod(s) of {name} serve {version} with PYM_ENV={env}",
+            running.len()
+        ));
         Ok(())
     }
 
@@ -939,14 +1547,27 @@ impl Kube {
         let n = self.names.service(env);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout));
         loop {
-            let s = self.services().get(&n).await.map_err(self.err("get", "services", &n))?;
+            let s = self
+                .services()
+                .get(&n)
+                .await
+                .map_err(self.err("get", "services", &n))?;
             let svc = svc_of(&s);
             if let Some(host) = svc.external {
-                return Ok(Reach::Direct { host, port: svc.port });
+                return Ok(Reach::Direct {
+                    host,
+                    port: svc.port,
+                });
             }
             // A new LoadBalancer gets its address in a minute or two.
             if c.k8s_service_type != "LoadBalancer" || tokio::time::Instant::now() >= deadline {
-                return Ok(Reach::Proxy { path: format!("/api/v1/namespaces/{}/services/{n}:http/proxy", self.names.ns), what: format!("service {n}") });
+                return Ok(Reach::Proxy {
+                    path: format!(
+                        "/api/v1/namespaces/{}/services/{n}:http/proxy",
+                        self.names.ns
+                    ),
+                    what: format!("service {n}"),
+                });
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -957,8 +1578,19 @@ impl Kube {
     /// through the apiserver (`pods/portforward`), until the `Forward` is dropped.
     async fn port_forward(&self, c: &Config, env: PymEnv) -> Result<(u16, Forward)> {
         let n = self.names.service(env);
-        let svc = svc_of(&self.services().get(&n).await.map_err(self.err("get", "services", &n))?);
-        let selector = svc.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let svc = svc_of(
+            &self
+                .services()
+                .get(&n)
+                .await
+                .map_err(self.err("get", "services", &n))?,
+        );
+        let selector = svc
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let (pods, target) = (self.pods(), c.port);
@@ -966,8 +1598,17 @@ impl Kube {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let (pods, selector) = (pods.clone(), selector.clone());
                 tokio::spawn(async move {
-                    let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
-                    let pod = list.items.iter().find(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))?.metadata.name.clone()?;
+                    let list = pods
+                        .list(&ListParams::default().labels(&selector))
+                        .await
+                        .ok()?;
+                    let pod = list
+                        .items
+                        .iter()
+                        .find(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))?
+                        .metadata
+                        .name
+                        .clone()?;
                     let mut pf = pods.portforward(&pod, &[target]).await.ok()?;
                     let mut upstream = pf.take_stream(target)?;
                     let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
@@ -986,9 +1627,20 @@ impl Kube {
         Ok(match self.client.request_text(req).await {
             Ok(body) => Ok((200, body)),
             // The pod's own answer (the proxy passes its status through) or the apiserver's.
-            Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => return Err(kube_error("get", "pods/proxy", base, &self.names.ns, kube::Error::Api(s))),
+            Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => {
+                return Err(kube_error(
+                    "get",
+                    "pods/proxy",
+                    base,
+                    &self.names.ns,
+                    kube::Error::Api(s),
+                ));
+            }
             Err(kube::Error::Api(s)) if s.code != 0 => Ok((s.code, s.message)),
-            Err(e) => Err(format!("{:#}", kube_error("get", "proxy", base, &self.names.ns, e))),
+            Err(e) => Err(format!(
+                "{:#}",
+                kube_error("get", "proxy", base, &self.names.ns, e)
+            )),
         })
     }
 
@@ -996,43 +1648,78 @@ impl Kube {
         match u {
             Undo::DeleteNamespace => {
                 let ns = &self.names.ns;
-                Api::<Namespace>::all(self.client.clone()).delete(ns, &DeleteParams::background()).await.map_err(self.err("delete", "namespaces", ns))?;
+                Api::<Namespace>::all(self.client.clone())
+                    .delete(ns, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "namespaces", ns))?;
             }
             Undo::DeleteDeployment(n) => {
-                self.deployments().delete(n, &DeleteParams::background()).await.map_err(self.err("delete", "deployments", n))?;
+                self.deployments()
+                    .delete(n, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "deployments", n))?;
             }
             Undo::RestoreDeployment(old) => {
                 let n = old.metadata.name.clone().unwrap_or_default();
-                let now = self.deployments().get(&n).await.map_err(self.err("get", "deployments", &n))?;
+                let now =
+                    self.deployments()
+                        .get(&n)
+                        .await
+                        .map_err(self.err("get", "deployments", &n))?;
                 let mut back = serde_json::to_value(old.as_ref())?;
                 back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
                 back.as_object_mut().map(|o| o.remove("status"));
-                self.deployments().replace(&n, &PostParams::default(), &typed(back)?).await.map_err(self.err("update", "deployments", &n))?;
+                self.deployments()
+                    .replace(&n, &PostParams::default(), &typed(back)?)
+                    .await
+                    .map_err(self.err("update", "deployments", &n))?;
             }
             Undo::DeleteSecret(n) => {
-                self.secrets().delete(n, &DeleteParams::default()).await.map_err(self.err("delete", "secrets", n))?;
+                self.secrets()
+                    .delete(n, &DeleteParams::default())
+                    .await
+                    .map_err(self.err("delete", "secrets", n))?;
             }
             Undo::RestoreSecret(old) => {
                 let n = old.metadata.name.clone().unwrap_or_default();
-                let now = self.secrets().get(&n).await.map_err(self.err("get", "secrets", &n))?;
+                let now = self
+                    .secrets()
+                    .get(&n)
+                    .await
+                    .map_err(self.err("get", "secrets", &n))?;
                 let mut back = old.as_ref().clone();
                 back.metadata.resource_version = now.metadata.resource_version;
-                self.secrets().replace(&n, &PostParams::default(), &back).await.map_err(self.err("update", "secrets", &n))?;
+                self.secrets()
+                    .replace(&n, &PostParams::default(), &back)
+                    .await
+                    .map_err(self.err("update", "secrets", &n))?;
             }
             Undo::Scale(n, r) => self.scale(n, *r).await?,
             Undo::Select { back_to: None, .. } => {
                 // The first live version: nothing was live before, so the Service goes.
                 let n = self.names.service(PymEnv::Live);
-                self.services().delete(&n, &DeleteParams::default()).await.map_err(self.err("delete", "services", &n))?;
+                self.services()
+                    .delete(&n, &DeleteParams::default())
+                    .await
+                    .map_err(self.err("delete", "services", &n))?;
             }
-            Undo::Select { back_to: Some(to), from } => {
-                let svc = self.services().get(&self.names.app).await.map_err(self.err("get", "services", &self.names.app))?;
+            Undo::Select {
+                back_to: Some(to),
+                from,
+            } => {
+                let svc = self
+                    .services()
+                    .get(&self.names.app)
+                    .await
+                    .map_err(self.err("get", "services", &self.names.app))?;
                 let seen = svc_of(&svc);
-                let history: Vec<String> = seen.history().into_iter().filter(|v| v != from).collect();
+                let history: Vec<String> =
+                    seen.history().into_iter().filter(|v| v != from).collect();
                 let mut back = seen.rolled_back();
                 back.retain(|v| v != from);
                 back.push(from.clone());
-                self.select(c, Some(from), to, &history, &back, progress).await?;
+                self.select(c, Some(from), to, &history, &back, progress)
+                    .await?;
             }
         }
         Ok(format!("took back: {}", u.describe()))
@@ -1048,7 +1735,10 @@ enum Undo {
     DeleteSecret(String),
     RestoreSecret(Box<Secret>),
     Scale(String, i32),
-    Select { back_to: Option<String>, from: String },
+    Select {
+        back_to: Option<String>,
+        from: String,
+    },
 }
 
 impl Undo {
@@ -1056,11 +1746,19 @@ impl Undo {
         match self {
             Undo::DeleteNamespace => "delete the new namespace".to_string(),
             Undo::DeleteDeployment(n) => format!("delete the new deployment {n}"),
-            Undo::RestoreDeployment(d) => format!("put deployment {} back as it was", d.metadata.name.as_deref().unwrap_or_default()),
+            Undo::RestoreDeployment(d) => format!(
+                "put deployment {} back as it was",
+                d.metadata.name.as_deref().unwrap_or_default()
+            ),
             Undo::DeleteSecret(n) => format!("delete the new secret {n}"),
-            Undo::RestoreSecret(s) => format!("put secret {} back as it was", s.metadata.name.as_deref().unwrap_or_default()),
+            Undo::RestoreSecret(s) => format!(
+                "put secret {} back as it was",
+                s.metadata.name.as_deref().unwrap_or_default()
+            ),
             Undo::Scale(n, r) => format!("scale {n} back to {r}"),
-            Undo::Select { back_to: Some(v), .. } => format!("switch the live service back to {v}"),
+            Undo::Select {
+                back_to: Some(v), ..
+            } => format!("switch the live service back to {v}"),
             Undo::Select { back_to: None, .. } => "delete the new live service".to_string(),
         }
     }
@@ -1076,7 +1774,10 @@ impl Drop for Forward {
 }
 
 fn is_ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Where a check asks: an address, or a path through the apiserver's proxy.
@@ -1095,10 +1796,22 @@ impl Reach {
 }
 
 /// Asks `reach` for the service contract until it holds (`targets::serves_contract`).
-async fn check_serves(k: &Kube, c: &Config, reach: &Reach, version: &str, env: PymEnv) -> Result<()> {
+async fn check_serves(
+    k: &Kube,
+    c: &Config,
+    reach: &Reach,
+    version: &str,
+    env: PymEnv,
+) -> Result<()> {
     super::serves_contract(c, &reach.describe(), version, env, |path| async move {
         match reach {
-            Reach::Direct { host, port } => Ok(crate::ops::http::get(host, *port, &path, Duration::from_secs(5)).await.map_err(|e| format!("{e:#}"))),
+            Reach::Direct { host, port } => {
+                Ok(
+                    crate::ops::http::get(host, *port, &path, Duration::from_secs(5))
+                        .await
+                        .map_err(|e| format!("{e:#}")),
+                )
+            }
             Reach::Proxy { path: base, .. } => k.proxy_get(base, &path).await,
         }
     })
@@ -1137,23 +1850,45 @@ impl super::Target for GkeTarget {
         };
         if let Some(url) = given {
             let (host, port) = url_host(&url);
-            return Ok(Address { host, port, tls: url.starts_with("https://"), token: None, hold: None });
+            return Ok(Address {
+                host,
+                port,
+                tls: url.starts_with("https://"),
+                token: None,
+                hold: None,
+            });
         }
         ctx.block_on(async {
             let k = connect(&c).await?;
             match k.reach(&c, env).await? {
-                Reach::Direct { host, port } => Ok(Address { host, port, tls: false, token: None, hold: None }),
+                Reach::Direct { host, port } => Ok(Address {
+                    host,
+                    port,
+                    tls: false,
+                    token: None,
+                    hold: None,
+                }),
                 // No external address: a port-forward, closed when the tests are done.
                 Reach::Proxy { .. } => {
                     let (port, forward) = k.port_forward(&c, env).await?;
-                    Ok(Address { host: "127.0.0.1".into(), port, tls: false, token: None, hold: Some(Box::new(forward)) })
+                    Ok(Address {
+                        host: "127.0.0.1".into(),
+                        port,
+                        tls: false,
+                        token: None,
+                        hold: Some(Box::new(forward)),
+                    })
                 }
             }
         })
     }
 
     fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let env = if step == "stage" { PymEnv::Staging } else { PymEnv::Live };
+        let env = if step == "stage" {
+            PymEnv::Staging
+        } else {
+            PymEnv::Live
+        };
         let c = ctx.config_for(env)?;
         let version = ctx.version()?.to_string();
         let k = ctx.block_on(connect(&c))?;
@@ -1162,17 +1897,45 @@ impl super::Target for GkeTarget {
         let secrets = !c.env_secrets.is_empty();
         let acts = match step {
             "stage" => {
-                let image = pushed(ctx).ok().filter(|i| i.contains("@sha256:")).unwrap_or_else(|| format!("{}@sha256:<pushed>", c.image_repo()));
-                decide_stage(&seen, names, &version, &image, c.k8s_replicas as i32, secrets)?
+                let image = pushed(ctx)
+                    .ok()
+                    .filter(|i| i.contains("@sha256:"))
+                    .unwrap_or_else(|| format!("{}@sha256:<pushed>", c.image_repo()));
+                decide_stage(
+                    &seen,
+                    names,
+                    &version,
+                    &image,
+                    c.k8s_replicas as i32,
+                    secrets,
+                )?
             }
             "promote" => {
                 // In a deploy's dry run stage has not run yet: assume it staged this version.
-                if seen.dep(&names.staging()).is_none_or(|d| d.version != version) {
-                    let staged = Dep { name: names.staging(), env: "staging".into(), version: version.clone(), image: "<the staged image>".into(), replicas: 1, ready: 1, ..Dep::default() };
+                if seen
+                    .dep(&names.staging())
+                    .is_none_or(|d| d.version != version)
+                {
+                    let staged = Dep {
+                        name: names.staging(),
+                        env: "staging".into(),
+                        version: version.clone(),
+                        image: "<the staged image>".into(),
+                        replicas: 1,
+                        ready: 1,
+                        ..Dep::default()
+                    };
                     seen.deployments.retain(|d| d.name != staged.name);
                     seen.deployments.push(staged);
                 }
-                decide_promote(&seen, names, &version, c.k8s_replicas as i32, secrets, c.keep_previous as usize)?
+                decide_promote(
+                    &seen,
+                    names,
+                    &version,
+                    c.k8s_replicas as i32,
+                    secrets,
+                    c.keep_previous as usize,
+                )?
             }
             "rollback" => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
             other => return Ok(vec![other.to_string()]),
@@ -1187,7 +1950,14 @@ impl super::Target for GkeTarget {
         ctx.block_on(async {
             let k = connect(&c).await?;
             let seen = k.observe().await?;
-            let acts = decide_stage(&seen, &k.names, &version, &image, c.k8s_replicas as i32, !c.env_secrets.is_empty())?;
+            let acts = decide_stage(
+                &seen,
+                &k.names,
+                &version,
+                &image,
+                c.k8s_replicas as i32,
+                !c.env_secrets.is_empty(),
+            )?;
             k.act(ctx, &c, &acts, progress).await?;
             Ok(format!("{version} on {}/{}", k.names.ns, k.names.staging()))
         })
@@ -1199,7 +1969,14 @@ impl super::Target for GkeTarget {
         ctx.block_on(async {
             let k = connect(&c).await?;
             let seen = k.observe_with_staging(ctx).await?;
-            let acts = decide_promote(&seen, &k.names, &version, c.k8s_replicas as i32, !c.env_secrets.is_empty(), c.keep_previous as usize)?;
+            let acts = decide_promote(
+                &seen,
+                &k.names,
+                &version,
+                c.k8s_replicas as i32,
+                !c.env_secrets.is_empty(),
+                c.keep_previous as usize,
+            )?;
             k.act(ctx, &c, &acts, progress).await?;
             Ok(format!("{version} live on {}/{}", k.names.ns, k.names.app))
         })
@@ -1213,7 +1990,10 @@ impl super::Target for GkeTarget {
             let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32)?;
             k.act(ctx, &c, &acts, progress).await?;
             ctx.set_rolled_back_to(target.clone());
-            Ok(format!("{target} live again on {}/{} (was {current})", k.names.ns, k.names.app))
+            Ok(format!(
+                "{target} live again on {}/{} (was {current})",
+                k.names.ns, k.names.app
+            ))
         })
     }
 
@@ -1223,8 +2003,20 @@ impl super::Target for GkeTarget {
             let k = connect(&c).await?;
             let seen = k.observe_with_staging(ctx).await?;
             let names = &k.names;
-            let mut table = Table::new(&["ROLE", "DEPLOYMENT", "VERSION", "READY", "SELECTED", "IMAGE", "SINCE"]);
-            let live = seen.live.as_ref().and_then(Svc::selects).map(|v| names.live(v));
+            let mut table = Table::new(&[
+                "ROLE",
+                "DEPLOYMENT",
+                "VERSION",
+                "READY",
+                "SELECTED",
+                "IMAGE",
+                "SINCE",
+            ]);
+            let live = seen
+                .live
+                .as_ref()
+                .and_then(Svc::selects)
+                .map(|v| names.live(v));
             let mut deps: Vec<&Dep> = seen.deployments.iter().collect();
             let role = |d: &Dep| match (d.env.as_str(), Some(&d.name) == live.as_ref()) {
                 ("staging", _) => ("staging", 0),
@@ -1239,8 +2031,20 @@ impl super::Target for GkeTarget {
                     "staging" if seen.staging.is_some() => format!("service/{}", names.staging()),
                     _ => String::new(),
                 };
-                let since = d.live_since.clone().filter(|_| d.env == "live").unwrap_or_else(|| d.created.clone());
-                table.rows.push(vec![role(d).0.into(), d.name.clone(), d.version.clone(), format!("{}/{}", d.ready, d.replicas), selected, d.image.clone(), since]);
+                let since = d
+                    .live_since
+                    .clone()
+                    .filter(|_| d.env == "live")
+                    .unwrap_or_else(|| d.created.clone());
+                table.rows.push(vec![
+                    role(d).0.into(),
+                    d.name.clone(),
+                    d.version.clone(),
+                    format!("{}/{}", d.ready, d.replicas),
+                    selected,
+                    d.image.clone(),
+                    since,
+                ]);
             }
             Ok(table)
         })
@@ -1256,11 +2060,19 @@ impl super::Target for GkeTarget {
                 let fate = match fate {
                     Fate::Go { did, would, .. } if execute => {
                         k.delete(&d.name).await?;
-                        Fate::Go { done: true, did, would }
+                        Fate::Go {
+                            done: true,
+                            did,
+                            would,
+                        }
                     }
                     f => f,
                 };
-                lines.push(Cleanup { name: d.name.clone(), version: Some(d.version.clone()), fate });
+                lines.push(Cleanup {
+                    name: d.name.clone(),
+                    version: Some(d.version.clone()),
+                    fate,
+                });
             }
             Ok(lines)
         })
@@ -1272,15 +2084,31 @@ mod tests {
     use super::*;
 
     fn names() -> Names {
-        Names { app: "hello".into(), ns: "team".into() }
+        Names {
+            app: "hello".into(),
+            ns: "team".into(),
+        }
     }
 
     fn dep(name: &str, env: &str, version: &str, replicas: i32) -> Dep {
-        Dep { name: name.into(), env: env.into(), version: version.into(), image: format!("r/hello@sha256:{version}"), replicas, ready: replicas, created: format!("2026-11-28T00:00:0{}Z", version.len() % 10), live_since: None }
+        Dep {
+            name: name.into(),
+            env: env.into(),
+            version: version.into(),
+            image: format!("r/hello@sha256:{version}"),
+            replicas,
+            ready: replicas,
+            created: format!("2026-11-28T00:00:0{}Z", version.len() % 10),
+            live_since: None,
+        }
     }
 
     fn live_svc(selects: &str, history: &str, rolled_back: &str) -> Svc {
-        let mut s = Svc { name: "hello".into(), port: 80, ..Svc::default() };
+        let mut s = Svc {
+            name: "hello".into(),
+            port: 80,
+            ..Svc::default()
+        };
         s.selector.insert(VERSION.into(), selects.into());
         s.annotations.insert(LIVE_HISTORY.into(), history.into());
         s.annotations.insert(ROLLED_BACK.into(), rolled_back.into());
@@ -1304,15 +2132,54 @@ mod tests {
 
     #[test]
     fn stage_moves_the_staging_deployment_by_digest_and_makes_what_is_missing() {
-        let acts = decide_stage(&Seen::default(), &names(), "v2", "r/hello@sha256:2", 1, true).unwrap();
+        let acts = decide_stage(
+            &Seen::default(),
+            &names(),
+            "v2",
+            "r/hello@sha256:2",
+            1,
+            true,
+        )
+        .unwrap();
         assert_eq!(acts[0], Act::Namespace);
-        assert_eq!(acts[1], Act::Secret { name: "hello-staging".into(), env: PymEnv::Staging });
-        assert!(matches!(&acts[2], Act::Deploy { name, env: PymEnv::Staging, .. } if name == "hello-staging"));
-        assert_eq!(acts.last(), Some(&Act::Service { env: PymEnv::Staging }));
+        assert_eq!(
+            acts[1],
+            Act::Secret {
+                name: "hello-staging".into(),
+                env: PymEnv::Staging
+            }
+        );
+        assert!(
+            matches!(&acts[2], Act::Deploy { name, env: PymEnv::Staging, .. } if name == "hello-staging")
+        );
+        assert_eq!(
+            acts.last(),
+            Some(&Act::Service {
+                env: PymEnv::Staging
+            })
+        );
         // With the namespace and the Service there: no namespace to make, the Service
         // still given the configured type and port.
-        let again = decide_stage(&Seen { namespace: true, staging: Some(Svc::default()), ..Seen::default() }, &names(), "v2", "r/hello@sha256:2", 1, true).unwrap();
-        assert!(!again.contains(&Act::Namespace) && again.contains(&Act::Service { env: PymEnv::Staging }), "{again:?}");
+        let again = decide_stage(
+            &Seen {
+                namespace: true,
+                staging: Some(Svc::default()),
+                ..Seen::default()
+            },
+            &names(),
+            "v2",
+            "r/hello@sha256:2",
+            1,
+            true,
+        )
+        .unwrap();
+        assert!(
+            !again.contains(&Act::Namespace)
+                && again.contains(&Act::Service {
+                    env: PymEnv::Staging
+                }),
+            "{again:?}"
+        );
         assert!(decide_stage(&Seen::default(), &names(), "v2", "r/hello:v2", 1, false).is_err());
     }
 
@@ -1320,44 +2187,115 @@ mod tests {
     fn promote_rolls_out_checks_switches_verifies_then_retires() {
         let seen = Seen {
             namespace: true,
-            deployments: vec![dep("hello-staging", "staging", "v3", 1), dep("hello-v2", "live", "v2", 2), dep("hello-v1", "live", "v1", 0), dep("hello-v0", "live", "v0", 0)],
+            deployments: vec![
+                dep("hello-staging", "staging", "v3", 1),
+                dep("hello-v2", "live", "v2", 2),
+                dep("hello-v1", "live", "v1", 0),
+                dep("hello-v0", "live", "v0", 0),
+            ],
             live: Some(live_svc("v2", "v0,v1,v2", "")),
             staging: None,
         };
         let acts = decide_promote(&seen, &names(), "v3", 2, false, 1).unwrap();
         let kinds: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
-        let select = acts.iter().position(|a| matches!(a, Act::Select { .. })).unwrap();
-        let verify = acts.iter().position(|a| matches!(a, Act::Verify { .. })).unwrap();
-        let scale = acts.iter().position(|a| *a == Act::Scale { name: "hello-v2".into(), replicas: 0 }).unwrap();
-        assert!(matches!(&acts[select], Act::Select { from: Some(f), to, history, .. } if f == "v2" && to == "v3" && history.join(",") == "v0,v1,v2,v3"), "{kinds:?}");
-        assert!(matches!(&acts[0], Act::Deploy { image, env: PymEnv::Live, .. } if image == "r/hello@sha256:v3"), "{kinds:?}");
+        let select = acts
+            .iter()
+            .position(|a| matches!(a, Act::Select { .. }))
+            .unwrap();
+        let verify = acts
+            .iter()
+            .position(|a| matches!(a, Act::Verify { .. }))
+            .unwrap();
+        let scale = acts
+            .iter()
+            .position(|a| {
+                *a == Act::Scale {
+                    name: "hello-v2".into(),
+                    replicas: 0,
+                }
+            })
+            .unwrap();
+        assert!(
+            matches!(&acts[select], Act::Select { from: Some(f), to, history, .. } if f == "v2" && to == "v3" && history.join(",") == "v0,v1,v2,v3"),
+            "{kinds:?}"
+        );
+        assert!(
+            matches!(&acts[0], Act::Deploy { image, env: PymEnv::Live, .. } if image == "r/hello@sha256:v3"),
+            "{kinds:?}"
+        );
         assert!(select < verify && verify < scale, "{kinds:?}");
         // keep 1: v2 (just live) is kept; v1 and v0 go.
-        assert!(acts.contains(&Act::Delete { name: "hello-v1".into() }) && acts.contains(&Act::Delete { name: "hello-v0".into() }), "{kinds:?}");
-        assert!(!acts.contains(&Act::Delete { name: "hello-v2".into() }), "{kinds:?}");
+        assert!(
+            acts.contains(&Act::Delete {
+                name: "hello-v1".into()
+            }) && acts.contains(&Act::Delete {
+                name: "hello-v0".into()
+            }),
+            "{kinds:?}"
+        );
+        assert!(
+            !acts.contains(&Act::Delete {
+                name: "hello-v2".into()
+            }),
+            "{kinds:?}"
+        );
     }
 
     #[test]
     fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
-        let seen = Seen { namespace: true, deployments: vec![dep("hello-staging", "staging", "v3", 1), dep("hello-v3", "live", "v3", 2)], live: Some(live_svc("v3", "v3", "")), staging: None };
+        let seen = Seen {
+            namespace: true,
+            deployments: vec![
+                dep("hello-staging", "staging", "v3", 1),
+                dep("hello-v3", "live", "v3", 2),
+            ],
+            live: Some(live_svc("v3", "v3", "")),
+            staging: None,
+        };
         assert!(decide_promote(&seen, &names(), "v4", 2, false, 2).is_err());
-        assert_eq!(decide_promote(&seen, &names(), "v3", 2, false, 2).unwrap(), vec![Act::Verify { version: "v3".into() }]);
+        assert_eq!(
+            decide_promote(&seen, &names(), "v3", 2, false, 2).unwrap(),
+            vec![Act::Verify {
+                version: "v3".into()
+            }]
+        );
     }
 
     #[test]
     fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
         let seen = Seen {
             namespace: true,
-            deployments: vec![dep("hello-v3", "live", "v3", 2), dep("hello-v2", "live", "v2", 0), dep("hello-v1", "live", "v1", 0)],
+            deployments: vec![
+                dep("hello-v3", "live", "v3", 2),
+                dep("hello-v2", "live", "v2", 0),
+                dep("hello-v1", "live", "v1", 0),
+            ],
             live: Some(live_svc("v3", "v1,v2,v3", "v2")),
             staging: None,
         };
         let (current, target, acts) = decide_rollback(&seen, &names(), 2).unwrap();
         assert_eq!((current.as_str(), target.as_str()), ("v3", "v1"));
-        assert_eq!(acts[0], Act::Scale { name: "hello-v1".into(), replicas: 2 });
-        assert!(matches!(&acts[3], Act::Select { from: Some(f), to, rolled_back, history } if f == "v3" && to == "v1" && rolled_back.join(",") == "v2,v3" && history.join(",") == "v2,v3,v1"));
-        assert_eq!(acts.last(), Some(&Act::Scale { name: "hello-v3".into(), replicas: 0 }));
-        let none = Seen { live: Some(live_svc("v1", "v1", "")), ..seen };
+        assert_eq!(
+            acts[0],
+            Act::Scale {
+                name: "hello-v1".into(),
+                replicas: 2
+            }
+        );
+        assert!(
+            matches!(&acts[3], Act::Select { from: Some(f), to, rolled_back, history } if f == "v3" && to == "v1" && rolled_back.join(",") == "v2,v3" && history.join(",") == "v2,v3,v1")
+        );
+        assert_eq!(
+            acts.last(),
+            Some(&Act::Scale {
+                name: "hello-v3".into(),
+                replicas: 0
+            })
+        );
+        let none = Seen {
+            live: Some(live_svc("v1", "v1", "")),
+            ..seen
+        };
         assert!(decide_rollback(&none, &names(), 2).is_err());
     }
 
@@ -1365,25 +2303,57 @@ mod tests {
     fn cleanup_keeps_the_most_recently_live() {
         let seen = Seen {
             namespace: true,
-            deployments: vec![dep("hello-v3", "live", "v3", 2), dep("hello-v2", "live", "v2", 0), dep("hello-v1", "live", "v1", 0), dep("hello-staging", "staging", "v3", 1)],
+            deployments: vec![
+                dep("hello-v3", "live", "v3", 2),
+                dep("hello-v2", "live", "v2", 0),
+                dep("hello-v1", "live", "v1", 0),
+                dep("hello-staging", "staging", "v3", 1),
+            ],
             live: Some(live_svc("v3", "v1,v2,v3", "")),
             staging: None,
         };
-        let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1).into_iter().map(|(d, f)| (d.name, matches!(f, Fate::Go { .. }))).collect();
-        assert_eq!(fates, [("hello-v2".to_string(), false), ("hello-v1".to_string(), true)]);
+        let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1)
+            .into_iter()
+            .map(|(d, f)| (d.name, matches!(f, Fate::Go { .. })))
+            .collect();
+        assert_eq!(
+            fates,
+            [
+                ("hello-v2".to_string(), false),
+                ("hello-v1".to_string(), true)
+            ]
+        );
     }
 
     #[test]
     fn secrets_are_referenced_never_written_in_the_deployment() {
         let dir = std::env::temp_dir().join(format!("pym-gke-decide-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(crate::config::CONFIG_FILE), "name: hello\ndeploy_target: gke\ndocker_repo: r\n").unwrap();
+        std::fs::write(
+            dir.join(crate::config::CONFIG_FILE),
+            "name: hello\ndeploy_target: gke\ndocker_repo: r\n",
+        )
+        .unwrap();
         let mut c = Config::load(&dir, PymEnv::Live).unwrap();
         c.env_secrets = vec!["API_KEY".into()];
-        let d = deployment(&c, &names(), "hello-v1", "v1", "r@sha256:1", PymEnv::Live, 2);
+        let d = deployment(
+            &c,
+            &names(),
+            "hello-v1",
+            "v1",
+            "r@sha256:1",
+            PymEnv::Live,
+            2,
+        );
         let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
-        assert_eq!(env[3], json!({"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "hello-v1", "key": "API_KEY"}}}));
-        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+        assert_eq!(
+            env[3],
+            json!({"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "hello-v1", "key": "API_KEY"}}})
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"],
+            5
+        );
         let _: Deployment = typed(d).unwrap();
     }
 }

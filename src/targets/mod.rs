@@ -42,27 +42,48 @@ pub(crate) struct Poll {
 
 /// What is wrong with an answer of `path` (`version_path`), if it does not name
 /// `version` (and, with `env`, that `PYM_ENV`); `None` when it does.
-pub(crate) fn version_mismatch(path: &str, status: u16, body: &str, version: &str, env: Option<PymEnv>) -> Option<String> {
+pub(crate) fn version_mismatch(
+    path: &str,
+    status: u16,
+    body: &str,
+    version: &str,
+    env: Option<PymEnv>,
+) -> Option<String> {
     if !(200..300).contains(&status) {
         return Some(format!("{path} answered {status}"));
     }
     match Served::parse(body) {
         Some(s) if s.version == version && env.is_none_or(|e| s.pym_env == e.as_str()) => None,
-        Some(s) if env.is_some() => Some(format!("it serves {} with PYM_ENV={}", s.version, s.pym_env)),
+        Some(s) if env.is_some() => Some(format!(
+            "it serves {} with PYM_ENV={}",
+            s.version, s.pym_env
+        )),
         Some(s) => Some(format!("it serves {}", s.version)),
-        None => Some(format!("{path} answered no JSON with `version` and `pym_env`")),
+        None => Some(format!(
+            "{path} answered no JSON with `version` and `pym_env`"
+        )),
     }
 }
 
 /// Asks `version_path` on `host:port` until it names `version` (and, with `env`, that
 /// `PYM_ENV`), for at most `within`; the error says what it served last. With
 /// `verify_version: false` the service has no such path and health alone decides.
-pub(crate) async fn verify_version(config: &Config, host: &str, port: u16, version: &str, env: Option<PymEnv>, within: Duration, poll: Poll) -> Result<()> {
+pub(crate) async fn verify_version(
+    config: &Config,
+    host: &str,
+    port: u16,
+    version: &str,
+    env: Option<PymEnv>,
+    within: Duration,
+    poll: Poll,
+) -> Result<()> {
     if !config.verify_version {
         return Ok(());
     }
     let deadline = tokio::time::Instant::now() + within;
-    let env_note = env.map(|e| format!(" with PYM_ENV={e}")).unwrap_or_default();
+    let env_note = env
+        .map(|e| format!(" with PYM_ENV={e}"))
+        .unwrap_or_default();
     let path = &config.version_path;
     loop {
         let last = match crate::ops::http::get(host, port, path, poll.ask).await {
@@ -89,7 +110,13 @@ pub(crate) type Answer = Result<std::result::Result<(u16, String), String>>;
 /// most `health_timeout`, every 500 ms. `get` asks one path, however the target reaches
 /// the service (HTTPS with a token, the apiserver's proxy, plain HTTP).
 #[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
-pub(crate) async fn serves_contract<F, Fut>(config: &Config, what: &str, version: &str, env: PymEnv, mut get: F) -> Result<()>
+pub(crate) async fn serves_contract<F, Fut>(
+    config: &Config,
+    what: &str,
+    version: &str,
+    env: PymEnv,
+    mut get: F,
+) -> Result<()>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Answer>,
@@ -98,13 +125,17 @@ where
     let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout);
     loop {
         let last = match get(c.health_path.clone()).await? {
-            Ok((status, _)) if !c.is_healthy_status(status) => format!("{} answered {status}", c.health_path),
+            Ok((status, _)) if !c.is_healthy_status(status) => {
+                format!("{} answered {status}", c.health_path)
+            }
             Ok(_) if !c.verify_version => return Ok(()),
             Ok(_) => match get(c.version_path.clone()).await? {
-                Ok((status, body)) => match version_mismatch(&c.version_path, status, &body, version, Some(env)) {
-                    None => return Ok(()),
-                    Some(why) => why,
-                },
+                Ok((status, body)) => {
+                    match version_mismatch(&c.version_path, status, &body, version, Some(env)) {
+                        None => return Ok(()),
+                        Some(why) => why,
+                    }
+                }
                 Err(why) => why,
             },
             Err(why) => why,
@@ -121,9 +152,15 @@ where
 pub(crate) fn url_host(url: &str) -> (String, u16) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
     match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_ascii_lowercase(), p.parse().unwrap_or(default)),
+        Some((h, p)) if p.parse::<u16>().is_ok() => {
+            (h.to_ascii_lowercase(), p.parse().unwrap_or(default))
+        }
         _ => (authority.to_ascii_lowercase(), default),
     }
 }
@@ -132,7 +169,9 @@ pub(crate) fn url_host(url: &str) -> (String, u16) {
 fn unsupported(kind: TargetKind) -> anyhow::Error {
     hinted(
         format!("this pymdeploy was built without the {kind} feature"),
-        format!("run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"),
+        format!(
+            "run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"
+        ),
     )
 }
 
@@ -195,25 +234,62 @@ pub struct Table {
 
 impl Table {
     pub fn new(columns: &[&'static str]) -> Table {
-        Table { columns: columns.to_vec(), rows: Vec::new() }
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     /// The header and the rows, each column as wide as its widest cell (the last one
     /// unpadded).
     pub fn lines(&self) -> Vec<String> {
-        let widths: Vec<usize> = (0..self.columns.len()).map(|i| self.rows.iter().map(|r| r.get(i).map_or(0, String::len)).chain([self.columns[i].len()]).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(i).map_or(0, String::len))
+                    .chain([self.columns[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
         let line = |cells: Vec<&str>| {
             let last = cells.len().saturating_sub(1);
-            cells.iter().enumerate().map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<w$}", w = widths[i]) }).collect::<Vec<_>>().join(" ")
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == last {
+                        c.to_string()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         };
-        std::iter::once(line(self.columns.clone())).chain(self.rows.iter().map(|r| line(r.iter().map(String::as_str).collect()))).collect()
+        std::iter::once(line(self.columns.clone()))
+            .chain(
+                self.rows
+                    .iter()
+                    .map(|r| line(r.iter().map(String::as_str).collect())),
+            )
+            .collect()
     }
 
     /// One object per row, keyed by the lowercased column names.
     pub fn json(&self) -> Vec<serde_json::Value> {
         self.rows
             .iter()
-            .map(|r| serde_json::Value::Object(self.columns.iter().zip(r).map(|(c, v)| (c.to_lowercase(), serde_json::Value::String(v.clone()))).collect()))
+            .map(|r| {
+                serde_json::Value::Object(
+                    self.columns
+                        .iter()
+                        .zip(r)
+                        .map(|(c, v)| (c.to_lowercase(), serde_json::Value::String(v.clone())))
+                        .collect(),
+                )
+            })
             .collect()
     }
 }
@@ -225,7 +301,11 @@ pub enum Fate {
     Keep(Option<String>),
     /// Beyond `keep_previous`: removed with `--execute` (the target's verb, as done and as
     /// to do: "removed"/"remove", "terminating"/"terminate"), else only named.
-    Go { done: bool, did: &'static str, would: &'static str },
+    Go {
+        done: bool,
+        did: &'static str,
+        would: &'static str,
+    },
 }
 
 /// One line of `cleanup`: an old version (what the target runs it as, and its version
@@ -257,8 +337,12 @@ impl std::fmt::Display for Cleanup {
         };
         match &self.fate {
             Fate::Keep(_) => write!(f, "keep {what}"),
-            Fate::Go { done: true, did, .. } => write!(f, "{did} {what}"),
-            Fate::Go { done: false, would, .. } => write!(f, "would {would} {what}"),
+            Fate::Go {
+                done: true, did, ..
+            } => write!(f, "{did} {what}"),
+            Fate::Go {
+                done: false, would, ..
+            } => write!(f, "would {would} {what}"),
         }
     }
 }
@@ -270,12 +354,24 @@ mod tests {
     #[test]
     fn a_table_aligns_its_columns_and_says_each_row_as_json() {
         let mut t = Table::new(&["ENV", "VERSION", "IMAGE"]);
-        t.rows.push(vec!["previous".into(), "v1".into(), "repo@sha256:1".into()]);
-        t.rows.push(vec!["live".into(), "261128-1300-12-abcdef".into(), "repo@sha256:2".into()]);
+        t.rows
+            .push(vec!["previous".into(), "v1".into(), "repo@sha256:1".into()]);
+        t.rows.push(vec![
+            "live".into(),
+            "261128-1300-12-abcdef".into(),
+            "repo@sha256:2".into(),
+        ]);
         assert_eq!(
             t.lines(),
-            ["ENV      VERSION               IMAGE", "previous v1                    repo@sha256:1", "live     261128-1300-12-abcdef repo@sha256:2"]
+            [
+                "ENV      VERSION               IMAGE",
+                "previous v1                    repo@sha256:1",
+                "live     261128-1300-12-abcdef repo@sha256:2"
+            ]
         );
-        assert_eq!(t.json()[1], serde_json::json!({"env": "live", "version": "261128-1300-12-abcdef", "image": "repo@sha256:2"}));
+        assert_eq!(
+            t.json()[1],
+            serde_json::json!({"env": "live", "version": "261128-1300-12-abcdef", "image": "repo@sha256:2"})
+        );
     }
 }

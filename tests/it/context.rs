@@ -29,9 +29,30 @@ a?c
 
 fn make_tree(root: &Path) {
     let files = [
-        "a.log", "keep.log", "reincluded.log", "x/b.log", "build/out.o", "build/keep/y", "docs/README.md", "docs/a/b.md", "docs/a/c.txt",
-        "abs.txt", "sub/abs.txt", "tmp/t", "deep/er/tmp/t", "sub/q/x", "sub/q/y", "sub/x", "node_modules/m/i.js", "abc", "a/c",
-        "brackety", "spaced.txt", "src/main.rs", ".hidden", "Dockerfile.other",
+        "a.log",
+        "keep.log",
+        "reincluded.log",
+        "x/b.log",
+        "build/out.o",
+        "build/keep/y",
+        "docs/README.md",
+        "docs/a/b.md",
+        "docs/a/c.txt",
+        "abs.txt",
+        "sub/abs.txt",
+        "tmp/t",
+        "deep/er/tmp/t",
+        "sub/q/x",
+        "sub/q/y",
+        "sub/x",
+        "node_modules/m/i.js",
+        "abc",
+        "a/c",
+        "brackety",
+        "spaced.txt",
+        "src/main.rs",
+        ".hidden",
+        "Dockerfile.other",
     ];
     for f in files {
         let p = root.join(f);
@@ -51,7 +72,11 @@ fn make_tree(root: &Path) {
 /// Paths under /ctx in an image.
 fn files_in(image: &str) -> BTreeSet<String> {
     let id = docker(&["create", image, "none"]);
-    let out = Command::new("sh").arg("-c").arg(format!("docker export {id} | tar -t")).output().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {id} | tar -t"))
+        .output()
+        .unwrap();
     docker(&["rm", &id]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -71,8 +96,17 @@ fn dockerignore_matches_docker_cli() {
 
     // The docker CLI, with the classic builder (what the engine here speaks).
     let cli_tag = format!("{tag}:cli");
-    let st = Command::new("docker").args(["build", "-q", "-t", &cli_tag, "."]).env("DOCKER_BUILDKIT", "0").current_dir(&root).output().unwrap();
-    assert!(st.status.success(), "docker build: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new("docker")
+        .args(["build", "-q", "-t", &cli_tag, "."])
+        .env("DOCKER_BUILDKIT", "0")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     // Ours, through the library's build op.
     let ours_tag = format!("{tag}:ours");
@@ -81,8 +115,16 @@ fn dockerignore_matches_docker_cli() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let built = rt
         .block_on(async {
-            let engine = pymdeploy::ops::engine::connect(&pymdeploy::ops::engine::Endpoint::resolve()?).await?;
-            let req = pymdeploy::ops::docker::BuildRequest { root: &root, dockerfile: "Dockerfile", tag: &ours_tag, build_args: Default::default(), labels: Default::default() };
+            let engine =
+                pymdeploy::ops::engine::connect(&pymdeploy::ops::engine::Endpoint::resolve()?)
+                    .await?;
+            let req = pymdeploy::ops::docker::BuildRequest {
+                root: &root,
+                dockerfile: "Dockerfile",
+                tag: &ours_tag,
+                build_args: Default::default(),
+                labels: Default::default(),
+            };
             pymdeploy::ops::docker::build(&engine, req, &progress).await
         })
         .unwrap();
@@ -94,11 +136,41 @@ fn dockerignore_matches_docker_cli() {
     assert_eq!(ours, cli, "our context differs from the docker CLI's");
     // And the rules did something: spot checks against hand-worked expectations. Note
     // `x/b.log`: unlike gitignore, `*.log` matches at the root only.
-    for kept in ["ctx/keep.log", "ctx/reincluded.log", "ctx/build/keep/y", "ctx/docs/README.md", "ctx/docs/a/c.txt", "ctx/sub/abs.txt", "ctx/sub/x", "ctx/sub/q/y", "ctx/a/c", "ctx/link", "ctx/emptydir", "ctx/x/b.log"] {
+    for kept in [
+        "ctx/keep.log",
+        "ctx/reincluded.log",
+        "ctx/build/keep/y",
+        "ctx/docs/README.md",
+        "ctx/docs/a/c.txt",
+        "ctx/sub/abs.txt",
+        "ctx/sub/x",
+        "ctx/sub/q/y",
+        "ctx/a/c",
+        "ctx/link",
+        "ctx/emptydir",
+        "ctx/x/b.log",
+    ] {
         assert!(ours.contains(kept), "{kept} should be sent: {ours:?}");
     }
-    for gone in ["ctx/a.log", "ctx/build/out.o", "ctx/docs/a/b.md", "ctx/abs.txt", "ctx/tmp", "ctx/deep/er/tmp", "ctx/sub/q/x", "ctx/node_modules", "ctx/abc", "ctx/brackety", "ctx/spaced.txt", "ctx/huge.log"] {
+    for gone in [
+        "ctx/a.log",
+        "ctx/build/out.o",
+        "ctx/docs/a/b.md",
+        "ctx/abs.txt",
+        "ctx/tmp",
+        "ctx/deep/er/tmp",
+        "ctx/sub/q/x",
+        "ctx/node_modules",
+        "ctx/abc",
+        "ctx/brackety",
+        "ctx/spaced.txt",
+        "ctx/huge.log",
+    ] {
         assert!(!ours.contains(gone), "{gone} should not be sent");
     }
-    assert!(built.context_bytes < 1 << 20, "the ignored 2 GiB file was counted: {} bytes", built.context_bytes);
+    assert!(
+        built.context_bytes < 1 << 20,
+        "the ignored 2 GiB file was counted: {} bytes",
+        built.context_bytes
+    );
 }

@@ -43,9 +43,15 @@ ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
 
 /// Whether `kubectl` runs here; in CI its absence is a failure.
 pub fn kubectl_available() -> bool {
-    let ok = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI is set and `kubectl` does not run: the Kubernetes tests need it");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and `kubectl` does not run: the Kubernetes tests need it"
+        );
         eprintln!("SKIPPED: no kubectl on this machine");
     }
     ok
@@ -61,8 +67,16 @@ impl Images {
         let tag = format!("pym-it-kube-{}", std::process::id());
         for (name, env) in [("v1", "VERSION=v1"), ("broken", "VERSION=v2 FAIL=1")] {
             std::fs::write(dir.join("Dockerfile"), format!("FROM python:3.11-slim\nCOPY server.py /server.py\nENV {env}\nCMD [\"python3\", \"-u\", \"/server.py\"]\n")).unwrap();
-            let out = Command::new("docker").args(["build", "-q", "-t", &format!("{tag}:{name}")]).arg(&dir).output().expect("docker runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("docker")
+                .args(["build", "-q", "-t", &format!("{tag}:{name}")])
+                .arg(&dir)
+                .output()
+                .expect("docker runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Images(tag)
     }
@@ -70,7 +84,14 @@ impl Images {
 
 impl Drop for Images {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "-f", &format!("{}:v1", self.0), &format!("{}:broken", self.0)]).output();
+        let _ = Command::new("docker")
+            .args([
+                "rmi",
+                "-f",
+                &format!("{}:v1", self.0),
+                &format!("{}:broken", self.0),
+            ])
+            .output();
     }
 }
 
@@ -162,107 +183,398 @@ spec:
         tag = images.0
     );
     kubectl(&["--validate=false", "create"], Some(&manifests)).assert_ok();
-    kubectl(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"], None).assert_ok().assert_stdout_has("successfully rolled out");
+    kubectl(
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .assert_ok()
+    .assert_stdout_has("successfully rolled out");
 
     // What a user looks at.
     let got = kubectl(&["-n", ns, "get", "deploy,rs,pods,svc"], None);
     let table = &got.assert_ok().stdout;
-    assert!(table.lines().any(|l| l.starts_with("deployment.apps/web ") && l.contains(" 2/2 ")), "{table}");
-    assert_eq!(table.lines().filter(|l| l.starts_with("pod/web-") && l.contains(" 1/1 ") && l.contains("Running")).count(), 2, "{table}");
-    assert!(table.lines().any(|l| l.starts_with("service/web ") && l.contains("LoadBalancer")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("deployment.apps/web ") && l.contains(" 2/2 ")),
+        "{table}"
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.starts_with("pod/web-") && l.contains(" 1/1 ") && l.contains("Running"))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("service/web ") && l.contains("LoadBalancer")),
+        "{table}"
+    );
     let described = kubectl(&["-n", ns, "describe", "deployment", "web"], None);
-    described.assert_ok().assert_stdout_has("MinimumReplicasAvailable").assert_stdout_has("NewReplicaSetAvailable").assert_stdout_has("ScalingReplicaSet");
-    kubectl(&["-n", ns, "logs", "deploy/web", "--tail=20"], None).assert_ok().assert_stdout_has("listening on 8080");
+    described
+        .assert_ok()
+        .assert_stdout_has("MinimumReplicasAvailable")
+        .assert_stdout_has("NewReplicaSetAvailable")
+        .assert_stdout_has("ScalingReplicaSet");
+    kubectl(&["-n", ns, "logs", "deploy/web", "--tail=20"], None)
+        .assert_ok()
+        .assert_stdout_has("listening on 8080");
 
     // The Service reaches both ready pods, the secret set from the Secret.
-    let port: u16 = kubectl(&["-n", ns, "get", "svc", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"], None).assert_ok().stdout.trim().parse().expect("a nodePort");
-    let answers: Vec<String> = (0..4).map(|_| http_get(port, "/ping").expect("the service answers").1).collect();
-    assert!(answers.iter().all(|a| a.contains("version=v1 secret-set=True")), "{answers:?}");
-    assert_eq!(answers.iter().collect::<std::collections::BTreeSet<_>>().len(), 2, "not spread over both pods: {answers:?}");
+    let port: u16 = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .parse()
+    .expect("a nodePort");
+    let answers: Vec<String> = (0..4)
+        .map(|_| http_get(port, "/ping").expect("the service answers").1)
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.contains("version=v1 secret-set=True")),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        2,
+        "not spread over both pods: {answers:?}"
+    );
     let spec = kubectl(&["-n", ns, "get", "deployment", "web", "-o", "json"], None);
-    assert!(spec.assert_ok().stdout.contains("secretKeyRef"), "{}", spec.stdout);
+    assert!(
+        spec.assert_ok().stdout.contains("secretKeyRef"),
+        "{}",
+        spec.stdout
+    );
 
     // The proxy subresources: to a pod (its first declared port unless a number is given,
     // the query passed on), and to a ready pod of a Service by the Service port's name or
     // number; as in a real cluster, no port reaches only an unnamed Service port (an
     // endpoint port carries its Service port's name).
-    let raw = |path: &str| kubectl(&["get", "--raw", &format!("/api/v1/namespaces/{ns}/{path}")], None);
-    let pod = kubectl(&["-n", ns, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"], None).assert_ok().stdout.trim().to_string();
-    raw(&format!("pods/{pod}/proxy/ping")).assert_ok().assert_stdout_has(&format!("pong from {pod} version=v1"));
-    raw(&format!("pods/{pod}:8080/proxy/ping?x=1")).assert_ok().assert_stdout_has(&format!("pong from {pod} version=v1"));
-    raw("services/web:http/proxy/ping").assert_ok().assert_stdout_has("pong from web-");
-    raw("services/web:80/proxy/ping").assert_ok().assert_stdout_has("pong from web-");
-    raw("services/web/proxy/ping").assert_failed().assert_stderr_has("no endpoints available for service \"web\"");
-    raw(&format!("pods/{pod}:9/proxy/ping")).assert_failed().assert_stderr_has("error trying to reach service: dial tcp 127.0.0.1:9: connect: connection refused");
-    raw("pods/web-missing/proxy/ping").assert_failed().assert_stderr_has("pods \"web-missing\" not found");
-    let calls = Command::new("curl").args(["-fsS", &format!("{}/__fake/calls", fake.url)]).output().unwrap();
+    let raw = |path: &str| {
+        kubectl(
+            &["get", "--raw", &format!("/api/v1/namespaces/{ns}/{path}")],
+            None,
+        )
+    };
+    let pod = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .to_string();
+    raw(&format!("pods/{pod}/proxy/ping"))
+        .assert_ok()
+        .assert_stdout_has(&format!("pong from {pod} version=v1"));
+    raw(&format!("pods/{pod}:8080/proxy/ping?x=1"))
+        .assert_ok()
+        .assert_stdout_has(&format!("pong from {pod} version=v1"));
+    raw("services/web:http/proxy/ping")
+        .assert_ok()
+        .assert_stdout_has("pong from web-");
+    raw("services/web:80/proxy/ping")
+        .assert_ok()
+        .assert_stdout_has("pong from web-");
+    raw("services/web/proxy/ping")
+        .assert_failed()
+        .assert_stderr_has("no endpoints available for service \"web\"");
+    raw(&format!("pods/{pod}:9/proxy/ping"))
+        .assert_failed()
+        .assert_stderr_has(
+            "error trying to reach service: dial tcp 127.0.0.1:9: connect: connection refused",
+        );
+    raw("pods/web-missing/proxy/ping")
+        .assert_failed()
+        .assert_stderr_has("pods \"web-missing\" not found");
+    let calls = Command::new("curl")
+        .args(["-fsS", &format!("{}/__fake/calls", fake.url)])
+        .output()
+        .unwrap();
     let calls = String::from_utf8_lossy(&calls.stdout);
-    assert!(calls.contains("get pods/proxy") && calls.contains("get services/proxy"), "{calls}");
-    let fault = Command::new("curl").args(["-fsS", "-X", "POST", &format!("{}/__fake/faults", fake.url), "-d", r#"{"verb":"get","resource":"services/proxy","code":403,"times":1}"#]).output().unwrap();
+    assert!(
+        calls.contains("get pods/proxy") && calls.contains("get services/proxy"),
+        "{calls}"
+    );
+    let fault = Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "POST",
+            &format!("{}/__fake/faults", fake.url),
+            "-d",
+            r#"{"verb":"get","resource":"services/proxy","code":403,"times":1}"#,
+        ])
+        .output()
+        .unwrap();
     assert!(fault.status.success());
-    raw("services/web:http/proxy/ping").assert_failed().assert_stderr_has("cannot get resource \"services/proxy\"");
+    raw("services/web:http/proxy/ping")
+        .assert_failed()
+        .assert_stderr_has("cannot get resource \"services/proxy\"");
 
     // preStop: a terminating pod keeps serving the connection it has during its 3 s hook,
     // gets no new one, and stops after the hook (not at once, not at the end of its 10 s
     // grace period).
-    kubectl(&["-n", ns, "rollout", "status", "deployment/hook", "--timeout=60s"], None).assert_ok();
-    let hook_port: u16 = kubectl(&["-n", ns, "get", "svc", "hook", "-o", "jsonpath={.spec.ports[0].nodePort}"], None).assert_ok().stdout.trim().parse().expect("a nodePort");
-    let hook_pod = kubectl(&["-n", ns, "get", "pods", "-l", "app=hook", "-o", "jsonpath={.items[0].metadata.name}"], None).assert_ok().stdout.trim().to_string();
-    raw("services/hook/proxy/ping").assert_ok().assert_stdout_has(&format!("pong from {hook_pod}"));
+    kubectl(
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/hook",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .assert_ok();
+    let hook_port: u16 = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "svc",
+            "hook",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .parse()
+    .expect("a nodePort");
+    let hook_pod = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=hook",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .to_string();
+    raw("services/hook/proxy/ping")
+        .assert_ok()
+        .assert_stdout_has(&format!("pong from {hook_pod}"));
     let mut conn = TcpStream::connect(("127.0.0.1", hook_port)).expect("the hook service accepts");
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")));
     let t0 = Instant::now();
-    kubectl(&["-n", ns, "scale", "deployment/hook", "--replicas=0"], None).assert_ok();
-    while kubectl(&["-n", ns, "get", "pod", &hook_pod, "-o", "jsonpath={.metadata.deletionTimestamp}"], None).stdout.trim().is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(2), "the pod is not terminating");
+    kubectl(
+        &["-n", ns, "scale", "deployment/hook", "--replicas=0"],
+        None,
+    )
+    .assert_ok();
+    while kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            &hook_pod,
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+        None,
+    )
+    .stdout
+    .trim()
+    .is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the pod is not terminating"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http_get(hook_port, "/ping"), None, "a terminating pod got a new connection");
-    raw("services/hook/proxy/ping").assert_failed().assert_stderr_has("no endpoints available for service \"hook\"");
+    assert_eq!(
+        http_get(hook_port, "/ping"),
+        None,
+        "a terminating pod got a new connection"
+    );
+    raw("services/hook/proxy/ping")
+        .assert_failed()
+        .assert_stderr_has("no endpoints available for service \"hook\"");
     std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
-    assert!(keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")), "the open connection is not served during the hook");
-    assert!(t0.elapsed() < Duration::from_secs(3), "too slow to tell: {:?}", t0.elapsed());
+    assert!(
+        keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")),
+        "the open connection is not served during the hook"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "too slow to tell: {:?}",
+        t0.elapsed()
+    );
     let label = format!("label=org.pymacaron.fake-kube.pod={hook_pod}");
     while !docker(&["ps", "-q", "--filter", &label]).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(9), "the container still runs {:?} after the scale-down", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(9),
+            "the container still runs {:?} after the scale-down",
+            t0.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let stopped = t0.elapsed();
-    assert!(stopped >= Duration::from_secs(3) && stopped < Duration::from_secs(7), "the container stopped {stopped:?} after the scale-down (hook: 3 s, grace: 10 s)");
+    assert!(
+        stopped >= Duration::from_secs(3) && stopped < Duration::from_secs(7),
+        "the container stopped {stopped:?} after the scale-down (hook: 3 s, grace: 10 s)"
+    );
 
     // A rollout whose pods never become ready ends at the progress deadline, as kubectl
     // reports it; the old pods keep serving.
-    kubectl(&["-n", ns, "patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":8}}"#], None).assert_ok();
-    kubectl(&["-n", ns, "set", "image", "deployment/web", &format!("app={}:broken", images.0)], None).assert_ok();
-    let r = kubectl(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"], None);
-    r.assert_failed().assert_stderr_has("error: deployment \"web\" exceeded its progress deadline");
-    kubectl(&["-n", ns, "describe", "deployment", "web"], None).assert_ok().assert_stdout_has("ProgressDeadlineExceeded");
+    kubectl(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "deployment",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"progressDeadlineSeconds":8}}"#,
+        ],
+        None,
+    )
+    .assert_ok();
+    kubectl(
+        &[
+            "-n",
+            ns,
+            "set",
+            "image",
+            "deployment/web",
+            &format!("app={}:broken", images.0),
+        ],
+        None,
+    )
+    .assert_ok();
+    let r = kubectl(
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    r.assert_failed()
+        .assert_stderr_has("error: deployment \"web\" exceeded its progress deadline");
+    kubectl(&["-n", ns, "describe", "deployment", "web"], None)
+        .assert_ok()
+        .assert_stdout_has("ProgressDeadlineExceeded");
     let events = kubectl(&["-n", ns, "get", "events"], None);
-    assert!(events.assert_ok().stdout.contains("Readiness probe failed"), "{}", events.stdout);
+    assert!(
+        events.assert_ok().stdout.contains("Readiness probe failed"),
+        "{}",
+        events.stdout
+    );
     for _ in 0..4 {
-        assert!(http_get(port, "/ping").expect("the old pods answer").1.contains("version=v1"));
+        assert!(
+            http_get(port, "/ping")
+                .expect("the old pods answer")
+                .1
+                .contains("version=v1")
+        );
     }
 
     // Forbidden, as the apiserver says it.
-    let fault = Command::new("curl").args(["-fsS", "-X", "POST", &format!("{}/__fake/faults", fake.url), "-d", r#"{"verb":"patch","resource":"services","code":403,"times":1}"#]).output().unwrap();
+    let fault = Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "POST",
+            &format!("{}/__fake/faults", fake.url),
+            "-d",
+            r#"{"verb":"patch","resource":"services","code":403,"times":1}"#,
+        ])
+        .output()
+        .unwrap();
     assert!(fault.status.success());
-    kubectl(&["-n", ns, "patch", "svc", "web", "-p", r#"{"spec":{"selector":{"app":"other"}}}"#], None).assert_failed().assert_stderr_has("cannot patch resource \"services\"");
+    kubectl(
+        &[
+            "-n",
+            ns,
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec":{"selector":{"app":"other"}}}"#,
+        ],
+        None,
+    )
+    .assert_failed()
+    .assert_stderr_has("cannot patch resource \"services\"");
 
     // A deleted namespace takes its pods' containers with it.
     kubectl(&["delete", "namespace", ns, "--timeout=90s"], None).assert_ok();
-    let label = format!("label=org.pymacaron.fake-kube={}-{}", std::process::id(), fake.port);
-    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "containers remain after the namespace was deleted");
+    let label = format!(
+        "label=org.pymacaron.fake-kube={}-{}",
+        std::process::id(),
+        fake.port
+    );
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &label]),
+        "",
+        "containers remain after the namespace was deleted"
+    );
 }
 
 /// One GET on an open HTTP/1.1 connection, which stays open: the answer's body.
 fn keep_alive_get(conn: &mut TcpStream) -> String {
-    write!(conn, "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("the connection takes a request");
+    write!(conn, "GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("the connection takes a request");
     let mut reader = BufReader::new(conn);
     let mut length = 0;
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).expect("an answer on the open connection");
+        reader
+            .read_line(&mut line)
+            .expect("an answer on the open connection");
         assert!(!line.is_empty(), "the open connection was closed");
         if line == "\r\n" {
             break;

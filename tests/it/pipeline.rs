@@ -11,7 +11,9 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
         return;
     }
     let svc = TestService::new("happy");
-    svc.xtask(&["test"]).assert_ok().assert_stderr_has("3 tests passed");
+    svc.xtask(&["test"])
+        .assert_ok()
+        .assert_stderr_has("3 tests passed");
     svc.xtask(&["build"]).assert_ok();
     let r = svc.xtask(&["accept-local"]);
     r.assert_ok()
@@ -20,16 +22,29 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
         .assert_stderr_has("test version_names_the_environment_it_runs_in ... ok")
         .assert_stderr_has("test ping_answers_an_empty_object ... ok")
         .assert_stderr_has("2 acceptance tests passed");
-    let version = svc.xtask(&["version"]).assert_ok().stdout.trim().to_string();
+    let version = svc
+        .xtask(&["version"])
+        .assert_ok()
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(svc.images(), [format!("{}:{version}", svc.name)]);
-    assert!(svc.containers().is_empty(), "accept-local left containers: {:?}", svc.containers());
+    assert!(
+        svc.containers().is_empty(),
+        "accept-local left containers: {:?}",
+        svc.containers()
+    );
 
     // The same commit again: the image is reused, not rebuilt.
-    svc.pym(&["build"]).assert_ok().assert_stderr_has(&format!("reused {}:{version}", svc.name));
+    svc.pym(&["build"])
+        .assert_ok()
+        .assert_stderr_has(&format!("reused {}:{version}", svc.name));
     // Unless asked: "built <tag> from <n> files", which the reuse note ("already built for
     // this commit") does not say.
     let forced = svc.pym(&["build", "--force-build"]);
-    forced.assert_ok().assert_stderr_has(&format!("(built {}:{version} from ", svc.name));
+    forced
+        .assert_ok()
+        .assert_stderr_has(&format!("(built {}:{version} from ", svc.name));
     assert!(!forced.stderr.contains("reused"), "{}", forced.stderr);
 }
 
@@ -42,9 +57,21 @@ fn a_failing_unit_test_stops_before_any_image_is_built() {
     svc.edit("src/main.rs", "    #[test]\n    fn ping_answers_an_empty_object() {", "    #[test]\n    fn broken() {\n        assert_eq!(1 + 1, 3, \"deliberately broken\");\n    }\n\n    #[test]\n    fn ping_answers_an_empty_object() {")
         .commit("break a unit test");
     let r = svc.pym(&["deploy"]);
-    r.assert_failed().assert_stderr_has("deliberately broken").assert_stderr_has("step `test` failed");
-    assert!(r.stderr.lines().any(|l| l.trim_start().starts_with("build") && l.contains("skipped")), "{}", r.stderr);
-    assert!(svc.images().is_empty(), "an image was built: {:?}", svc.images());
+    r.assert_failed()
+        .assert_stderr_has("deliberately broken")
+        .assert_stderr_has("step `test` failed");
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("build") && l.contains("skipped")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        svc.images().is_empty(),
+        "an image was built: {:?}",
+        svc.images()
+    );
 }
 
 #[test]
@@ -53,8 +80,12 @@ fn a_failing_acceptance_test_shows_logs_and_leaves_no_container() {
         return;
     }
     let svc = TestService::new("acceptfail");
-    svc.edit("testaccept/tests/accept.rs", "assert_eq!(r.json(), serde_json::json!({}));", "assert_eq!(r.json(), serde_json::json!({\"pong\": true}), \"deliberately wrong\");")
-        .commit("break an acceptance test");
+    svc.edit(
+        "testaccept/tests/accept.rs",
+        "assert_eq!(r.json(), serde_json::json!({}));",
+        "assert_eq!(r.json(), serde_json::json!({\"pong\": true}), \"deliberately wrong\");",
+    )
+    .commit("break an acceptance test");
     let r = svc.pym(&["deploy"]);
     r.assert_failed()
         .assert_stderr_has("deliberately wrong")
@@ -62,7 +93,11 @@ fn a_failing_acceptance_test_shows_logs_and_leaves_no_container() {
         .assert_stderr_has("log lines of container")
         // the service's own start-up line, from the container's logs
         .assert_stderr_has("listening on port 8080 (PYM_ENV=local)");
-    assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
+    assert!(
+        svc.containers().is_empty(),
+        "left behind: {:?}",
+        svc.containers()
+    );
 }
 
 #[test]
@@ -71,7 +106,12 @@ fn a_service_that_never_becomes_healthy_times_out_with_its_logs() {
         return;
     }
     let svc = TestService::new("unhealthy");
-    svc.edit("pym-config.yaml", "health_path: /ping\nhealth_timeout: 60", "health_path: /never\nhealth_timeout: 3").commit("a health path nobody answers");
+    svc.edit(
+        "pym-config.yaml",
+        "health_path: /ping\nhealth_timeout: 60",
+        "health_path: /never\nhealth_timeout: 3",
+    )
+    .commit("a health path nobody answers");
     svc.pym(&["build"]).assert_ok();
     let started = Instant::now();
     let r = svc.pym(&["accept-local"]);
@@ -80,8 +120,16 @@ fn a_service_that_never_becomes_healthy_times_out_with_its_logs() {
         .assert_stderr_has("/never answered 404")
         .assert_stderr_has("hint: check that the service listens on $PORT")
         .assert_stderr_has("listening on port 8080");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
-    assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        svc.containers().is_empty(),
+        "left behind: {:?}",
+        svc.containers()
+    );
 }
 
 #[test]
@@ -91,15 +139,33 @@ fn a_service_that_crashes_at_start_is_reported_without_waiting() {
     }
     let svc = TestService::new("crash");
     let entry = format!("ENTRYPOINT [\"/usr/local/bin/{}\"]", svc.name);
-    svc.edit("Dockerfile", &entry, "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo boom: cannot open the database >&2; exit 3\"]")
-        .edit("pym-config.yaml", "health_timeout: 60", "health_timeout: 300")
-        .commit("crash at start");
+    svc.edit(
+        "Dockerfile",
+        &entry,
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo boom: cannot open the database >&2; exit 3\"]",
+    )
+    .edit(
+        "pym-config.yaml",
+        "health_timeout: 60",
+        "health_timeout: 300",
+    )
+    .commit("crash at start");
     svc.pym(&["build"]).assert_ok();
     let started = Instant::now();
     let r = svc.pym(&["accept-local"]);
-    r.assert_failed().assert_stderr_has("crashed during start-up: it exited with status 3").assert_stderr_has("boom: cannot open the database");
-    assert!(started.elapsed() < Duration::from_secs(20), "waited {:?} for a crashed container", started.elapsed());
-    assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
+    r.assert_failed()
+        .assert_stderr_has("crashed during start-up: it exited with status 3")
+        .assert_stderr_has("boom: cannot open the database");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?} for a crashed container",
+        started.elapsed()
+    );
+    assert!(
+        svc.containers().is_empty(),
+        "left behind: {:?}",
+        svc.containers()
+    );
 }
 
 #[test]
@@ -108,7 +174,12 @@ fn a_missing_secret_is_refused_before_anything_starts() {
         return;
     }
     let svc = TestService::new("nosecret");
-    svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_NOT_SET_ANYWHERE]").commit("needs a secret");
+    svc.edit(
+        "pym-config.yaml",
+        "env_secrets: []",
+        "env_secrets: [PYM_IT_NOT_SET_ANYWHERE]",
+    )
+    .commit("needs a secret");
     svc.pym(&["accept-local"])
         .assert_failed()
         .assert_stderr_has("env_secrets not set in the environment: PYM_IT_NOT_SET_ANYWHERE")
@@ -123,28 +194,60 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
     }
     let svc = TestService::new("interrupt");
     // An acceptance suite that would run for minutes.
-    svc.edit("pym-config.yaml", "accept_command: cargo test --manifest-path testaccept/Cargo.toml", "accept_command: sleep 600").commit("slow acceptance");
+    svc.edit(
+        "pym-config.yaml",
+        "accept_command: cargo test --manifest-path testaccept/Cargo.toml",
+        "accept_command: sleep 600",
+    )
+    .commit("slow acceptance");
     svc.pym(&["build"]).assert_ok();
     let mut run = svc.spawn(&["accept-local"], &[]);
     run.wait_for("running acceptance tests");
-    assert_eq!(svc.containers().len(), 1, "the container runs while the tests do");
+    assert_eq!(
+        svc.containers().len(),
+        1,
+        "the container runs while the tests do"
+    );
     let seen = run.seen.clone();
     let (code, rest, took) = run.interrupt();
     assert_eq!(code, Some(130), "exit code after Ctrl-C\n{seen}{rest}");
     assert!(took < Duration::from_secs(15), "took {took:?} to stop");
     assert!(rest.contains("interrupted"), "{rest}");
-    assert!(svc.containers().is_empty(), "left behind after Ctrl-C: {:?}", svc.containers());
+    assert!(
+        svc.containers().is_empty(),
+        "left behind after Ctrl-C: {:?}",
+        svc.containers()
+    );
     // No `sleep` of ours survives either.
-    let ps = Command::new("pgrep").args(["-f", "^sleep 600$"]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "the acceptance command survived: {}", String::from_utf8_lossy(&ps.stdout));
+    let ps = Command::new("pgrep")
+        .args(["-f", "^sleep 600$"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "the acceptance command survived: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 }
 
 #[test]
 fn resume_keeps_the_steps_the_interrupted_run_chose() {
     // The unit tests fail until .pym/ok exists (.pym is ignored: the version stays).
     let svc = TestService::new("resumeflags");
-    svc.edit("pym-config.yaml", "test_command: cargo test", "test_command: test -f .pym/ok").commit("a gate");
-    let r = svc.pym(&["deploy", "--no-push", "--skip", "build", "--skip", "accept-local"]);
+    svc.edit(
+        "pym-config.yaml",
+        "test_command: cargo test",
+        "test_command: test -f .pym/ok",
+    )
+    .commit("a gate");
+    let r = svc.pym(&[
+        "deploy",
+        "--no-push",
+        "--skip",
+        "build",
+        "--skip",
+        "accept-local",
+    ]);
     r.assert_failed().assert_stderr_has("step `test` failed");
     std::fs::create_dir_all(svc.path(".pym")).unwrap();
     std::fs::write(svc.path(".pym/ok"), "").unwrap();
@@ -154,9 +257,15 @@ fn resume_keeps_the_steps_the_interrupted_run_chose() {
         .assert_stderr_has("the deploy being resumed runs test; these flags select stage, accept-staging, promote, accept-live");
     // Resumed as it was: `--no-push` and the skips still hold, nothing is built or pushed.
     let r = svc.pym(&["deploy", "--resume"]);
-    r.assert_ok().assert_stderr_has("Resuming").assert_stderr_has("==> test");
+    r.assert_ok()
+        .assert_stderr_has("Resuming")
+        .assert_stderr_has("==> test");
     for step in ["build", "accept-local", "push", "stage", "promote"] {
-        assert!(!r.stderr.contains(&format!("==> {step}")), "{step} ran on resume:\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains(&format!("==> {step}")),
+            "{step} ran on resume:\n{}",
+            r.stderr
+        );
     }
 }
 
@@ -170,16 +279,28 @@ fn a_corrupt_journal_or_history_line_is_named_not_fatal() {
     std::fs::write(svc.path(".pym/journal.json"), "{\"version\": tru").unwrap();
     svc.pym(&["deploy", "--resume"])
         .assert_failed()
-        .assert_stderr_has(&format!("{} is not a journal pymdeploy can read", svc.path(".pym/journal.json").display()))
+        .assert_stderr_has(&format!(
+            "{} is not a journal pymdeploy can read",
+            svc.path(".pym/journal.json").display()
+        ))
         .assert_stderr_has("hint: remove it");
     // A history line cut short is passed over with a warning; the others are listed.
-    let history = crate::support::repo_root().join(format!("target/it-state/history/{}-docker.jsonl", svc.name));
+    let history = crate::support::repo_root()
+        .join(format!("target/it-state/history/{}-docker.jsonl", svc.name));
     let mut text = std::fs::read_to_string(&history).unwrap();
     text.push_str("{\"user\": \"cut sh\n");
     std::fs::write(&history, text).unwrap();
     let r = svc.pym(&["history"]);
-    r.assert_ok().assert_stderr_has(&format!("{}:2: not a deploy record, passed over", history.display()));
-    assert_eq!(r.stdout.lines().filter(|l| l.contains(" ok ")).count(), 1, "{}", r.stdout);
+    r.assert_ok().assert_stderr_has(&format!(
+        "{}:2: not a deploy record, passed over",
+        history.display()
+    ));
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.contains(" ok ")).count(),
+        1,
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -187,38 +308,77 @@ fn secrets_are_masked_in_the_unit_tests_output_line_by_line() {
     // A unit-test command that prints a two-line secret and fails: its output comes
     // before any step that starts the service, so the secret must be known by then.
     let svc = TestService::new("masking");
-    svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_MULTILINE, PYM_IT_SHORT]")
-        .edit("pym-config.yaml", "test_command: cargo test", "test_command: sh -c 'printenv PYM_IT_MULTILINE; echo the probe crashed; exit 3'")
-        .commit("a test that prints a secret");
+    svc.edit(
+        "pym-config.yaml",
+        "env_secrets: []",
+        "env_secrets: [PYM_IT_MULTILINE, PYM_IT_SHORT]",
+    )
+    .edit(
+        "pym-config.yaml",
+        "test_command: cargo test",
+        "test_command: sh -c 'printenv PYM_IT_MULTILINE; echo the probe crashed; exit 3'",
+    )
+    .commit("a test that prints a secret");
     let secret = "db-password-line-one\nline-two-of-the-key";
-    let r = svc.pym_env(&["deploy"], &[("PYM_IT_MULTILINE", secret), ("PYM_IT_SHORT", "crash")]);
-    r.assert_failed().assert_stderr_has("step `test` failed").assert_stderr_has("the value of PYM_IT_SHORT (env_secrets) has a line shorter than 8 characters");
+    let r = svc.pym_env(
+        &["deploy"],
+        &[("PYM_IT_MULTILINE", secret), ("PYM_IT_SHORT", "crash")],
+    );
+    r.assert_failed()
+        .assert_stderr_has("step `test` failed")
+        .assert_stderr_has(
+            "the value of PYM_IT_SHORT (env_secrets) has a line shorter than 8 characters",
+        );
     for line in secret.lines() {
-        assert!(!r.stderr.contains(line) && !r.stdout.contains(line), "{line:?} was printed:\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains(line) && !r.stdout.contains(line),
+            "{line:?} was printed:\n{}",
+            r.stderr
+        );
     }
-    assert!(r.stderr.contains("the probe crashed"), "a short secret must not garble the output:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("the probe crashed"),
+        "a short secret must not garble the output:\n{}",
+        r.stderr
+    );
     assert!(r.stderr.matches("***").count() >= 2, "{}", r.stderr);
 }
 
 #[test]
 fn a_hanging_test_command_is_stopped_at_test_timeout() {
     let svc = TestService::new("hang");
-    svc.edit("pym-config.yaml", "test_command: cargo test", "test_command: sh -c 'sleep 300 & sleep 301; echo never'\ntest_timeout: 2").commit("tests that hang");
+    svc.edit(
+        "pym-config.yaml",
+        "test_command: cargo test",
+        "test_command: sh -c 'sleep 300 & sleep 301; echo never'\ntest_timeout: 2",
+    )
+    .commit("tests that hang");
     let started = Instant::now();
     let r = svc.pym(&["deploy"]);
     r.assert_failed()
         .assert_stderr_has("did not finish within 2s (`test_timeout`): it was stopped, with every process it started")
         .assert_stderr_has("hint: find what hangs");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     // Its children went with it (killed; on a loaded machine the kernel may take a moment
     // to let a killed process go, so it is asked for a few seconds).
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let ps = Command::new("pgrep").args(["-f", "^sleep 30[01]$"]).output().unwrap();
+        let ps = Command::new("pgrep")
+            .args(["-f", "^sleep 30[01]$"])
+            .output()
+            .unwrap();
         if ps.stdout.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the test command's processes survived: {}", String::from_utf8_lossy(&ps.stdout));
+        assert!(
+            Instant::now() < deadline,
+            "the test command's processes survived: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -232,13 +392,22 @@ fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir
     // (and many CI setups) share: cargo gives both the same unit hash.
     let a = TestService::new("twocopies");
     let b_root = crate::support::temp_dir("twocopies-b").join(&a.name);
-    let st = Command::new("git").args(["clone", "-q"]).arg(&a.root).arg(&b_root).status().unwrap();
+    let st = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&a.root)
+        .arg(&b_root)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let b = TestService { name: a.name.clone(), root: b_root };
+    let b = TestService {
+        name: a.name.clone(),
+        root: b_root,
+    };
     // A marker long enough to sit in the binary as it is (short strings may be built by
     // instructions, not stored).
     const MARKER: &str = "this route is unknown to copy b of the service, marker 7f3a9c";
-    b.edit("src/main.rs", "\"not found\"", &format!("\"{MARKER}\"")).commit("b differs");
+    b.edit("src/main.rs", "\"not found\"", &format!("\"{MARKER}\""))
+        .commit("b differs");
     a.pym(&["build"]).assert_ok();
     b.pym(&["build"]).assert_ok();
     // A again: cargo judges its (older) sources fresh and would hand back B's binary.
@@ -257,15 +426,27 @@ fn ctrl_c_during_the_image_build_stops_at_once() {
         return;
     }
     let svc = TestService::new("buildint");
-    svc.edit("Dockerfile", "USER 10001:10001", "RUN sleep 120\nUSER 10001:10001").commit("a slow build");
+    svc.edit(
+        "Dockerfile",
+        "USER 10001:10001",
+        "RUN sleep 120\nUSER 10001:10001",
+    )
+    .commit("a slow build");
     let mut run = svc.spawn(&["build"], &[]);
     run.wait_for("RUN sleep 120");
     std::thread::sleep(Duration::from_millis(500));
     let seen = run.seen.clone();
     let (code, rest, took) = run.interrupt();
     assert_eq!(code, Some(130), "{seen}{rest}");
-    assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} during the build");
-    assert!(svc.images().is_empty(), "an image was tagged: {:?}", svc.images());
+    assert!(
+        took < Duration::from_secs(10),
+        "Ctrl-C took {took:?} during the build"
+    );
+    assert!(
+        svc.images().is_empty(),
+        "an image was tagged: {:?}",
+        svc.images()
+    );
 }
 
 #[test]
@@ -279,10 +460,23 @@ fn a_file_size_limit_is_an_error_line_and_leaves_no_partial_binary() {
     let svc = TestService::new("fsize");
     svc.pym(&["build"]).assert_ok();
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg("ulimit -f 1024; exec \"$0\" build --force-build").arg(crate::support::pymdeploy_bin()).current_dir(&svc.root);
+    cmd.arg("-c")
+        .arg("ulimit -f 1024; exec \"$0\" build --force-build")
+        .arg(crate::support::pymdeploy_bin())
+        .current_dir(&svc.root);
     let r = crate::support::run(cmd);
-    r.assert_failed().assert_stderr_has("error: ").assert_stderr_has("File too large");
+    r.assert_failed()
+        .assert_stderr_has("error: ")
+        .assert_stderr_has("File too large");
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    let leftovers: Vec<_> = std::fs::read_dir(svc.path(".pym/dist")).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
-    assert!(leftovers.is_empty(), "a partial binary was left: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(svc.path(".pym/dist"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "a partial binary was left: {leftovers:?}"
+    );
 }

@@ -6,14 +6,23 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Registry, TestService, docker_available, pymdeploy_bin, repo_root, run, temp_dir, version_on};
+use crate::support::{
+    Registry, TestService, docker_available, pymdeploy_bin, repo_root, run, temp_dir, version_on,
+};
 
 /// The commands of README's "Use" block, one per line, comments and the install line
 /// left out (the install is the binary this test run built, put first on PATH).
 fn readme_use_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let section = readme.split("\n## Use\n").nth(1).expect("README has a `## Use` section");
-    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("`## Use` opens with a sh block");
+    let section = readme
+        .split("\n## Use\n")
+        .nth(1)
+        .expect("README has a `## Use` section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("`## Use` opens with a sh block");
     block
         .lines()
         .map(|l| l.split(" #").next().unwrap().trim().to_string())
@@ -27,26 +36,68 @@ fn readme_use_commands_deploy_a_new_service_verbatim() {
         return;
     }
     let commands = readme_use_commands();
-    assert!(commands.iter().any(|c| c.starts_with("pymdeploy new ")), "{commands:?}");
-    assert!(commands.iter().any(|c| c == "cargo xtask deploy"), "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.starts_with("pymdeploy new ")),
+        "{commands:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c == "cargo xtask deploy"),
+        "{commands:?}"
+    );
     let dir = temp_dir("readme");
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(pymdeploy_bin(), bin.join("pymdeploy")).unwrap();
     // The service README creates, removed with its containers and images at the end.
-    let name = commands.iter().find_map(|c| c.strip_prefix("pymdeploy new ")).unwrap().split_whitespace().next().unwrap().to_string();
-    let _svc = TestService { name: name.clone(), root: dir.join(&name) };
+    let name = commands
+        .iter()
+        .find_map(|c| c.strip_prefix("pymdeploy new "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let _svc = TestService {
+        name: name.clone(),
+        root: dir.join(&name),
+    };
     let script = format!("set -euo pipefail\n{}\n", commands.join("\n"));
     let mut cmd = Command::new("bash");
-    cmd.arg("-c").arg(&script).current_dir(&dir).env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
+    cmd.arg("-c").arg(&script).current_dir(&dir).env(
+        "PATH",
+        format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+    );
     let r = run(cmd);
     r.assert_ok();
-    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    for step in [
+        "test",
+        "build",
+        "accept-local",
+        "push",
+        "stage",
+        "accept-staging",
+        "promote",
+        "accept-live",
+    ] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")),
+            "{step} not ok in the summary:\n{}",
+            r.stderr
+        );
     }
     // The block ends by asking live for its version: the new service, live.
-    assert!(r.stdout.contains("\"pym_env\":\"live\""), "live did not answer as live: {}", r.stdout);
-    assert!(r.stderr.contains("Using the pymdeploy checkout at"), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("\"pym_env\":\"live\""),
+        "live did not answer as live: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("Using the pymdeploy checkout at"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -57,7 +108,10 @@ fn a_new_python_service_goes_live_through_all_eight_steps() {
     let reg = Registry::start();
     let svc = TestService::new_lang("python", "python");
     assert!(svc.path("server.py").is_file() && svc.path("testaccept/test_accept.py").is_file());
-    assert!(!svc.read("pym-config.yaml").contains("rust_binary"), "a Python service compiles nothing on the host");
+    assert!(
+        !svc.read("pym-config.yaml").contains("rust_binary"),
+        "a Python service compiles nothing on the host"
+    );
     let (live, staging) = svc.for_docker_target(&reg);
     let r = svc.xtask_env(&["deploy"], &reg.env());
     r.assert_ok()
@@ -66,9 +120,19 @@ fn a_new_python_service_goes_live_through_all_eight_steps() {
         .assert_stderr_has("2 acceptance tests passed on 127.0.0.1:");
     let version = svc.pym(&["version"]).stdout.trim().to_string();
     let on_live = version_on(live).expect("live answers");
-    assert_eq!((on_live["version"].as_str(), on_live["pym_env"].as_str()), (Some(version.as_str()), Some("live")));
-    assert_eq!(version_on(staging).expect("staging answers")["pym_env"], "staging");
-    assert_eq!(reg.manifest_status(&format!("team/{}", svc.name), &version), "200", "the image is in the registry");
+    assert_eq!(
+        (on_live["version"].as_str(), on_live["pym_env"].as_str()),
+        (Some(version.as_str()), Some("live"))
+    );
+    assert_eq!(
+        version_on(staging).expect("staging answers")["pym_env"],
+        "staging"
+    );
+    assert_eq!(
+        reg.manifest_status(&format!("team/{}", svc.name), &version),
+        "200",
+        "the image is in the registry"
+    );
 }
 
 #[test]
@@ -80,30 +144,62 @@ fn init_fits_a_flask_service_it_did_not_write_and_deploys_it() {
     let before_gitignore = svc.read(".gitignore");
     let r = svc.pym(&["init", "--name", &svc.name]);
     r.assert_ok()
-        .assert_stderr_has("Detected Python service (requirements.txt, test/, testaccept/, Dockerfile)")
+        .assert_stderr_has(
+            "Detected Python service (requirements.txt, test/, testaccept/, Dockerfile)",
+        )
         .assert_stderr_has("Appended /.pym, /xtask/target to .gitignore")
         .assert_stderr_has("init commits nothing");
     let config = svc.read("pym-config.yaml");
-    for want in ["test_command: python3 -m pytest -q test\n", "accept_command: python3 -m pytest -q testaccept\n", "port: 5000\n"] {
+    for want in [
+        "test_command: python3 -m pytest -q test\n",
+        "accept_command: python3 -m pytest -q testaccept\n",
+        "port: 5000\n",
+    ] {
         assert!(config.contains(want), "{want:?} missing:\n{config}");
     }
     assert!(!config.contains("rust_binary:"), "{config}");
-    assert!(svc.read(".gitignore").starts_with(&before_gitignore), "the user's lines stay first");
-    assert!(svc.path("xtask/Cargo.lock").is_file(), "the lock file is written, so the first deploy finds a clean tree");
+    assert!(
+        svc.read(".gitignore").starts_with(&before_gitignore),
+        "the user's lines stay first"
+    );
+    assert!(
+        svc.path("xtask/Cargo.lock").is_file(),
+        "the lock file is written, so the first deploy finds a clean tree"
+    );
     // What the user must still decide is said, and nothing else is: this service has its
     // tests, its health path and its version path.
-    assert!(r.stderr.contains("Decide docker_repo") && r.stderr.contains("Decide publish_ip, live_port, staging_port"), "{}", r.stderr);
-    assert_eq!(r.stderr.matches("      Decide ").count(), 2, "only the registry and the ports:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("Decide docker_repo")
+            && r.stderr
+                .contains("Decide publish_ip, live_port, staging_port"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("      Decide ").count(),
+        2,
+        "only the registry and the ports:\n{}",
+        r.stderr
+    );
     // Nothing is committed by init.
-    let status = Command::new("git").args(["status", "--porcelain"]).current_dir(&svc.root).output().unwrap();
-    assert!(!status.stdout.is_empty(), "init left its files for the user to commit");
+    let status = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(&svc.root)
+        .output()
+        .unwrap();
+    assert!(
+        !status.stdout.is_empty(),
+        "init left its files for the user to commit"
+    );
 
     // The user decides the ports, commits, and deploys twice: the second deploy must not
     // find a dirty tree (.pym/ is ignored).
     svc.commit("add the pymdeploy pipeline");
     let (live, _) = svc.on_free_ports();
     let r = svc.xtask(&["deploy"]);
-    r.assert_ok().assert_stderr_has("3 tests passed").assert_stderr_has("3 acceptance tests passed on 127.0.0.1:");
+    r.assert_ok()
+        .assert_stderr_has("3 tests passed")
+        .assert_stderr_has("3 acceptance tests passed on 127.0.0.1:");
     assert_eq!(version_on(live).expect("live answers")["pym_env"], "live");
     svc.xtask(&["deploy"]).assert_ok();
 }
@@ -115,12 +211,31 @@ fn axum_like_service() -> TestService {
     let root = dir.join(&name);
     std::fs::create_dir_all(root.join("src")).unwrap();
     std::fs::create_dir_all(root.join(".cargo")).unwrap();
-    std::fs::write(root.join("Cargo.toml"), format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")).unwrap();
-    std::fs::write(root.join("src/main.rs"), "fn main() { println!(\"/health\"); }\n").unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("src/main.rs"),
+        "fn main() { println!(\"/health\"); }\n",
+    )
+    .unwrap();
     std::fs::write(root.join("Dockerfile"), "FROM rust:1.85 AS build\nWORKDIR /src\nCOPY . .\nRUN cargo build --release\n\nFROM debian:bookworm-slim\nCOPY --from=build /src/target/release/api /usr/local/bin/api\nEXPOSE 3000\nCMD [\"api\"]\n").unwrap();
-    std::fs::write(root.join(".cargo/config.toml"), "# the team's settings\n[build]\nincremental = true\n\n[alias]\nt = \"test --all\"\n").unwrap();
+    std::fs::write(
+        root.join(".cargo/config.toml"),
+        "# the team's settings\n[build]\nincremental = true\n\n[alias]\nt = \"test --all\"\n",
+    )
+    .unwrap();
     let svc = TestService { name, root };
-    assert!(Command::new("git").args(["init", "-q"]).current_dir(&svc.root).status().unwrap().success());
+    assert!(
+        Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&svc.root)
+            .status()
+            .unwrap()
+            .success()
+    );
     svc.commit("an existing Rust service");
     svc
 }
@@ -129,28 +244,66 @@ fn axum_like_service() -> TestService {
 fn init_in_a_rust_service_with_a_multi_stage_dockerfile_compiles_nothing_on_the_host() {
     let svc = axum_like_service();
     let r = svc.pym(&["init"]);
-    r.assert_ok().assert_stderr_has("Merged .cargo/config.toml (the `xtask` alias)").assert_stderr_has("Wrote .gitignore").assert_stderr_has("the Dockerfile builds the binary itself (2 stages)");
+    r.assert_ok()
+        .assert_stderr_has("Merged .cargo/config.toml (the `xtask` alias)")
+        .assert_stderr_has("Wrote .gitignore")
+        .assert_stderr_has("the Dockerfile builds the binary itself (2 stages)");
     let cargo_config = svc.read(".cargo/config.toml");
-    assert!(cargo_config.starts_with("# the team's settings\n[build]\nincremental = true\n"), "{cargo_config}");
-    assert!(cargo_config.contains("t = \"test --all\"") && cargo_config.contains("xtask = \"run --config build.build-dir="), "{cargo_config}");
+    assert!(
+        cargo_config.starts_with("# the team's settings\n[build]\nincremental = true\n"),
+        "{cargo_config}"
+    );
+    assert!(
+        cargo_config.contains("t = \"test --all\"")
+            && cargo_config.contains("xtask = \"run --config build.build-dir="),
+        "{cargo_config}"
+    );
     let config = svc.read("pym-config.yaml");
-    assert!(config.contains("test_command: cargo test\n") && config.contains("port: 3000\n"), "{config}");
+    assert!(
+        config.contains("test_command: cargo test\n") && config.contains("port: 3000\n"),
+        "{config}"
+    );
     assert!(!config.contains("\nrust_binary:"), "{config}");
-    assert_eq!(svc.read(".gitignore"), "# pymdeploy's build output\n/.pym\n/xtask/target\n");
+    assert_eq!(
+        svc.read(".gitignore"),
+        "# pymdeploy's build output\n/.pym\n/xtask/target\n"
+    );
 
     // A second init refuses, lists what it would overwrite, and changes nothing.
-    let snapshot = |svc: &TestService| ["pym-config.yaml", ".cargo/config.toml", ".gitignore", "xtask/Cargo.toml"].map(|f| svc.read(f));
+    let snapshot = |svc: &TestService| {
+        [
+            "pym-config.yaml",
+            ".cargo/config.toml",
+            ".gitignore",
+            "xtask/Cargo.toml",
+        ]
+        .map(|f| svc.read(f))
+    };
     let before = snapshot(&svc);
-    svc.pym(&["init"]).assert_failed().assert_stderr_has("init would overwrite 4 file(s)").assert_stderr_has("pym-config.yaml, xtask/Cargo.toml, xtask/src/main.rs, pym-config.schema.json");
+    svc.pym(&["init"])
+        .assert_failed()
+        .assert_stderr_has("init would overwrite 4 file(s)")
+        .assert_stderr_has(
+            "pym-config.yaml, xtask/Cargo.toml, xtask/src/main.rs, pym-config.schema.json",
+        );
     assert_eq!(snapshot(&svc), before);
 
     // The plan builds in docker only.
     svc.commit("add the pipeline");
     let plan = svc.pym(&["deploy", "--dry-run", "--to", "build"]);
-    assert!(!plan.assert_ok().stdout.contains("cargo build"), "{}", plan.stdout);
+    assert!(
+        !plan.assert_ok().stdout.contains("cargo build"),
+        "{}",
+        plan.stdout
+    );
 
     // Asked to compile a binary the Dockerfile never copies, build refuses before cargo.
-    svc.edit("pym-config.yaml", "test_command: cargo test\n", "test_command: cargo test\nrust_binary: api\n").commit("compile on the host");
+    svc.edit(
+        "pym-config.yaml",
+        "test_command: cargo test\n",
+        "test_command: cargo test\nrust_binary: api\n",
+    )
+    .commit("compile on the host");
     let r = svc.pym(&["build"]);
     r.assert_failed()
         .assert_stderr_has("Dockerfile does not copy .pym/dist/api, the binary `rust_binary: api` compiles on the host (it has 2 stages: it builds the service itself)")
@@ -166,28 +319,61 @@ fn a_service_without_a_version_path_fails_before_push_and_a_204_health_counts() 
     }
     let svc = TestService::new_lang("contract", "python");
     // Health answers 204 (healthy: any 2xx), and there is no /version.
-    svc.edit("server.py", "    return jsonify({})\n", "    return \"\", 204\n")
-        .edit("server.py", "@app.get(\"/version\")", "@app.get(\"/about\")")
-        .commit("a service that misses part of the contract");
+    svc.edit(
+        "server.py",
+        "    return jsonify({})\n",
+        "    return \"\", 204\n",
+    )
+    .edit(
+        "server.py",
+        "@app.get(\"/version\")",
+        "@app.get(\"/about\")",
+    )
+    .commit("a service that misses part of the contract");
     let started = Instant::now();
     let r = svc.pym(&["deploy", "--from", "build"]);
     r.assert_failed()
         .assert_stderr_has("healthy after")
         .assert_stderr_has("the service answers /version with 404")
-        .assert_stderr_has("hint: serve JSON {\"version\": $PYM_VERSION, \"pym_env\": $PYM_ENV} at /version")
+        .assert_stderr_has(
+            "hint: serve JSON {\"version\": $PYM_VERSION, \"pym_env\": $PYM_ENV} at /version",
+        )
         .assert_stderr_has("step `accept-local` failed");
-    assert!(r.stderr.lines().any(|l| l.trim_start().starts_with("push") && l.contains("skipped")), "{}", r.stderr);
-    assert!(started.elapsed() < Duration::from_secs(120 + 60), "the health wait did not end at the 204");
-    assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("push") && l.contains("skipped")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120 + 60),
+        "the health wait did not end at the 204"
+    );
+    assert!(
+        svc.containers().is_empty(),
+        "left behind: {:?}",
+        svc.containers()
+    );
 
     // Told to rely on health alone, with acceptance tests of its own that print no
     // counts, the same service passes accept-local: "acceptance tests passed", no "0".
     let text = svc.read("pym-config.yaml");
-    let text = text.replace("accept_command: python3 -m pytest -q testaccept\n", "accept_command: python3 -c \"print('checked by hand')\"\n");
-    svc.write("pym-config.yaml", &format!("{text}verify_version: false\n")).commit("no version check");
+    let text = text.replace(
+        "accept_command: python3 -m pytest -q testaccept\n",
+        "accept_command: python3 -c \"print('checked by hand')\"\n",
+    );
+    svc.write("pym-config.yaml", &format!("{text}verify_version: false\n"))
+        .commit("no version check");
     let r = svc.pym(&["deploy", "--from", "build", "--to", "accept-local"]);
-    r.assert_ok().assert_stderr_has("checked by hand").assert_stderr_has(", acceptance tests passed)");
-    assert!(svc.containers().is_empty(), "left behind: {:?}", svc.containers());
+    r.assert_ok()
+        .assert_stderr_has("checked by hand")
+        .assert_stderr_has(", acceptance tests passed)");
+    assert!(
+        svc.containers().is_empty(),
+        "left behind: {:?}",
+        svc.containers()
+    );
 }
 
 /// A mistake made to a service: (what it is, how it is made, what the error says).
@@ -199,22 +385,95 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     let config = svc.read("pym-config.yaml");
     let dockerfile = svc.read("Dockerfile");
     let cases: Vec<Mistake> = vec![
-        ("a cluster the kubeconfig lacks", Box::new(|s| { s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: kubernetes\ndocker_repo: registry.example.com/team\nk8s_context: pym-it-nowhere"); }), "kubeconfig"),
-        ("an unset secret", Box::new(|s| { s.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_EARLY_UNSET]"); }), "env_secrets not set in the environment: PYM_IT_EARLY_UNSET"),
-        ("a bad key in the live overlay", Box::new(|s| { s.write("pym-config.live.yaml", "live_prot: 80\n"); }), "pym-config.live.yaml:1:1: unknown key `live_prot`"),
-        ("an overlay nobody reads", Box::new(|s| { s.write("pym-config.prod.yaml", "port: 80\n"); }), "`prod` is not an environment"),
-        ("one port for staging and live", Box::new(|s| { s.write("pym-config.staging.yaml", "staging_port: 8080\n"); }), "`staging_port` and `live_port` are both 8080"),
-        ("a key of another target", Box::new(|s| { s.edit("pym-config.yaml", "port: 8080", "port: 8080\naws_region: eu-west-1"); }), "key `aws_region` is for the aws-beanstalk target"),
-        ("a cloud target without a registry", Box::new(|s| { s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: aws-beanstalk"); }), "the aws-beanstalk target needs `docker_repo`"),
-        ("a tab", Box::new(|s| { s.edit("pym-config.yaml", "env_secrets: []", "env_secrets:\n\t- A"); }), "YAML forbids tabs for indentation"),
-        ("a binary the Dockerfile does not copy", Box::new(|s| {
-            let name = s.name.clone();
-            s.edit("Dockerfile", &format!("COPY .pym/dist/{name} /usr/local/bin/{name}"), "COPY src/ /src/");
-        }), "does not copy .pym/dist/"),
+        (
+            "a cluster the kubeconfig lacks",
+            Box::new(|s| {
+                s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: kubernetes\ndocker_repo: registry.example.com/team\nk8s_context: pym-it-nowhere");
+            }),
+            "kubeconfig",
+        ),
+        (
+            "an unset secret",
+            Box::new(|s| {
+                s.edit(
+                    "pym-config.yaml",
+                    "env_secrets: []",
+                    "env_secrets: [PYM_IT_EARLY_UNSET]",
+                );
+            }),
+            "env_secrets not set in the environment: PYM_IT_EARLY_UNSET",
+        ),
+        (
+            "a bad key in the live overlay",
+            Box::new(|s| {
+                s.write("pym-config.live.yaml", "live_prot: 80\n");
+            }),
+            "pym-config.live.yaml:1:1: unknown key `live_prot`",
+        ),
+        (
+            "an overlay nobody reads",
+            Box::new(|s| {
+                s.write("pym-config.prod.yaml", "port: 80\n");
+            }),
+            "`prod` is not an environment",
+        ),
+        (
+            "one port for staging and live",
+            Box::new(|s| {
+                s.write("pym-config.staging.yaml", "staging_port: 8080\n");
+            }),
+            "`staging_port` and `live_port` are both 8080",
+        ),
+        (
+            "a key of another target",
+            Box::new(|s| {
+                s.edit(
+                    "pym-config.yaml",
+                    "port: 8080",
+                    "port: 8080\naws_region: eu-west-1",
+                );
+            }),
+            "key `aws_region` is for the aws-beanstalk target",
+        ),
+        (
+            "a cloud target without a registry",
+            Box::new(|s| {
+                s.edit(
+                    "pym-config.yaml",
+                    "deploy_target: docker",
+                    "deploy_target: aws-beanstalk",
+                );
+            }),
+            "the aws-beanstalk target needs `docker_repo`",
+        ),
+        (
+            "a tab",
+            Box::new(|s| {
+                s.edit("pym-config.yaml", "env_secrets: []", "env_secrets:\n\t- A");
+            }),
+            "YAML forbids tabs for indentation",
+        ),
+        (
+            "a binary the Dockerfile does not copy",
+            Box::new(|s| {
+                let name = s.name.clone();
+                s.edit(
+                    "Dockerfile",
+                    &format!("COPY .pym/dist/{name} /usr/local/bin/{name}"),
+                    "COPY src/ /src/",
+                );
+            }),
+            "does not copy .pym/dist/",
+        ),
     ];
     for (what, break_it, message) in cases {
-        svc.write("pym-config.yaml", &config).write("Dockerfile", &dockerfile);
-        for overlay in ["pym-config.live.yaml", "pym-config.prod.yaml", "pym-config.staging.yaml"] {
+        svc.write("pym-config.yaml", &config)
+            .write("Dockerfile", &dockerfile);
+        for overlay in [
+            "pym-config.live.yaml",
+            "pym-config.prod.yaml",
+            "pym-config.staging.yaml",
+        ] {
             let _ = std::fs::remove_file(svc.path(overlay));
         }
         break_it(&svc);
@@ -222,14 +481,23 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
         let r = svc.pym(&["deploy", "--allow-dirty"]);
         let took = started.elapsed();
         r.assert_failed().assert_stderr_has(message);
-        assert!(!r.stderr.contains("==> test"), "{what}: a step started:\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains("==> test"),
+            "{what}: a step started:\n{}",
+            r.stderr
+        );
         assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
         if docker_available() {
-            assert!(svc.images().is_empty() && svc.containers().is_empty(), "{what}: something was built or started");
+            assert!(
+                svc.images().is_empty() && svc.containers().is_empty(),
+                "{what}: something was built or started"
+            );
         }
         // The dry run refuses too: it would print a plan that cannot run.
         if !message.contains("YAML") {
-            svc.pym(&["deploy", "--allow-dirty", "--dry-run"]).assert_failed().assert_stderr_has(message);
+            svc.pym(&["deploy", "--allow-dirty", "--dry-run"])
+                .assert_failed()
+                .assert_stderr_has(message);
         }
     }
 }

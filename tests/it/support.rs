@@ -21,7 +21,11 @@ pub fn services_target_dir() -> PathBuf {
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("pym-it-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::env::temp_dir().join(format!(
+        "pym-it-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -29,10 +33,15 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// Whether the Docker engine answers. With `CI=true` a missing engine fails the test.
 pub fn docker_available() -> bool {
-    let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var_os("CI").is_some() {
-            panic!("CI is set and no Docker engine answers `docker info`: CI must run the Docker tests (run .ci/setup)");
+            panic!(
+                "CI is set and no Docker engine answers `docker info`: CI must run the Docker tests (run .ci/setup)"
+            );
         }
         eprintln!("SKIPPED: no Docker engine (run .ci/setup); this test runs for real in CI");
     }
@@ -41,8 +50,15 @@ pub fn docker_available() -> bool {
 
 /// `docker ARGS`, stdout trimmed; panics on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -55,24 +71,43 @@ pub struct Run {
 
 impl Run {
     fn from(out: Output) -> Run {
-        Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
     }
 
     #[track_caller]
     pub fn assert_ok(&self) -> &Run {
-        assert_eq!(self.code, Some(0), "expected success\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_failed(&self) -> &Run {
-        assert!(self.code.is_some_and(|c| c != 0), "expected a failure, got {:?}\n--- stderr\n{}", self.code, self.stderr);
+        assert!(
+            self.code.is_some_and(|c| c != 0),
+            "expected a failure, got {:?}\n--- stderr\n{}",
+            self.code,
+            self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_stderr_has(&self, needle: &str) -> &Run {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stderr\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stderr\n{}",
+            self.stderr
+        );
         self
     }
 
@@ -80,14 +115,23 @@ impl Run {
     #[track_caller]
     pub fn assert_hides(&self, secrets: &[&str]) -> &Run {
         for secret in secrets {
-            assert!(!self.stderr.contains(secret) && !self.stdout.contains(secret), "a secret was printed\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+            assert!(
+                !self.stderr.contains(secret) && !self.stdout.contains(secret),
+                "a secret was printed\n--- stdout\n{}\n--- stderr\n{}",
+                self.stdout,
+                self.stderr
+            );
         }
         self
     }
 
     #[track_caller]
     pub fn assert_stdout_has(&self, needle: &str) -> &Run {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}", self.stdout);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}",
+            self.stdout
+        );
         self
     }
 }
@@ -95,7 +139,10 @@ impl Run {
 /// Runs a command with the environment the tests want: plain output, no colour, the
 /// shared target directory.
 pub fn run(mut cmd: Command) -> Run {
-    cmd.env("NO_COLOR", "1").env("CARGO_TARGET_DIR", services_target_dir()).env("PYM_STATE_DIR", repo_root().join("target/it-state")).env_remove("PYMDEPLOY_PATH");
+    cmd.env("NO_COLOR", "1")
+        .env("CARGO_TARGET_DIR", services_target_dir())
+        .env("PYM_STATE_DIR", repo_root().join("target/it-state"))
+        .env_remove("PYMDEPLOY_PATH");
     Run::from(cmd.output().expect("the command starts"))
 }
 
@@ -117,7 +164,14 @@ impl TestService {
         let parent = temp_dir(tag);
         let root = parent.join(&name);
         let mut cmd = Command::new(pymdeploy_bin());
-        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--pymdeploy-path").arg(repo_root()).arg("--target").arg(target);
+        cmd.arg("new")
+            .arg(&name)
+            .arg("--path")
+            .arg(&root)
+            .arg("--pymdeploy-path")
+            .arg(repo_root())
+            .arg("--target")
+            .arg(target);
         run(cmd).assert_ok();
         TestService { name, root }
     }
@@ -145,8 +199,24 @@ impl TestService {
     }
 
     pub fn commit(&self, message: &str) -> &TestService {
-        for args in [vec!["add", "-A"], vec!["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message]] {
-            let st = Command::new("git").args(&args).current_dir(&self.root).status().unwrap();
+        for args in [
+            vec!["add", "-A"],
+            vec![
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        ] {
+            let st = Command::new("git")
+                .args(&args)
+                .current_dir(&self.root)
+                .status()
+                .unwrap();
             assert!(st.success(), "git {args:?}");
         }
         self
@@ -203,7 +273,10 @@ impl TestService {
     /// Containers of this service still on the engine, running or not.
     pub fn containers(&self) -> Vec<String> {
         let filter = format!("label=org.pymacaron.name={}", self.name);
-        docker(&["ps", "-a", "-q", "--filter", &filter]).lines().map(str::to_string).collect()
+        docker(&["ps", "-a", "-q", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Image tags of this service in the engine, under any registry and namespace.
@@ -211,10 +284,12 @@ impl TestService {
         let suffix = format!("/{}", self.name);
         docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
             .lines()
-            .filter(|l| l.split_once(':').is_some_and(|_| {
-                let repo = l.rsplit_once(':').map(|(r, _)| r).unwrap_or(l);
-                repo == self.name || repo.ends_with(&suffix)
-            }))
+            .filter(|l| {
+                l.split_once(':').is_some_and(|_| {
+                    let repo = l.rsplit_once(':').map(|(r, _)| r).unwrap_or(l);
+                    repo == self.name || repo.ends_with(&suffix)
+                })
+            })
             .map(str::to_string)
             .collect()
     }
@@ -222,15 +297,23 @@ impl TestService {
 
 impl Drop for TestService {
     fn drop(&mut self) {
-        if Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+        if Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             for c in self.containers() {
                 let _ = Command::new("docker").args(["rm", "-f", &c]).output();
             }
             for i in self.images() {
                 let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
             }
-            let _ = Command::new("docker").args(["network", "rm", &format!("pym-{}", self.name)]).output();
-            let _ = Command::new("docker").args(["rm", "-f", &format!("pym-{}-lock", self.name)]).output();
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("pym-{}", self.name)])
+                .output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &format!("pym-{}-lock", self.name)])
+                .output();
         }
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir_all(parent);
@@ -251,11 +334,21 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let dir = temp_dir("registry");
-        let (user, password) = ("pym-it".to_string(), format!("pw-{}-registry", std::process::id()));
-        let htpasswd = Command::new("htpasswd").args(["-Bbn", &user, &password]).output().expect("htpasswd runs (run .ci/setup)");
+        let (user, password) = (
+            "pym-it".to_string(),
+            format!("pw-{}-registry", std::process::id()),
+        );
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", &user, &password])
+            .output()
+            .expect("htpasswd runs (run .ci/setup)");
         assert!(htpasswd.status.success());
         std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: pym-it\n    path: {}\n",
             dir.join("data").display(),
@@ -271,7 +364,13 @@ impl Registry {
             .expect("docker-registry runs (run .ci/setup)");
         let host = format!("127.0.0.1:{port}");
         wait_listening(port, "the registry", &dir.join("registry.log"));
-        Registry { host, user, password, dir, child }
+        Registry {
+            host,
+            user,
+            password,
+            dir,
+            child,
+        }
     }
 
     /// The HTTP status of a manifest in the registry, asked with curl and the right
@@ -279,8 +378,20 @@ impl Registry {
     pub fn manifest_status(&self, repo: &str, reference: &str) -> String {
         let url = format!("http://{}/v2/{repo}/manifests/{reference}", self.host);
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", &format!("{}:{}", self.user, self.password)])
-            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", &url])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+                &format!("{}:{}", self.user, self.password),
+            ])
+            .args([
+                "-H",
+                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                &url,
+            ])
             .output()
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).to_string()
@@ -300,14 +411,22 @@ impl Drop for Registry {
 pub fn wait_listening(port: u16, what: &str, log: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
 /// A free loopback port (free when asked; tests use it at once).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One GET on a fresh connection: status and body, or `None` if it failed in any way.
@@ -319,19 +438,29 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((host, port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let raw = String::from_utf8_lossy(&raw);
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
 }
 
 /// `/version` of whatever answers on `port`, as JSON.
 pub fn version_on(port: u16) -> Option<serde_json::Value> {
     let (status, body) = http_get(port, "/version")?;
-    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 /// Requests `/version` on `port` in a loop on a thread, each on a new connection, until
@@ -352,17 +481,25 @@ impl RequestLoop {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let (mut ok, mut failures, mut versions) = (0, Vec::new(), std::collections::BTreeSet::new());
+            let (mut ok, mut failures, mut versions) =
+                (0, Vec::new(), std::collections::BTreeSet::new());
             let started = std::time::Instant::now();
             // Bounded: at most ten minutes, at most 200 000 requests.
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < std::time::Duration::from_secs(600)
+                && ok + failures.len() < 200_000
+            {
                 match http_get_at(&host, port, "/version") {
                     Some((200, body)) => {
                         ok += 1;
                         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                         versions.insert(v["version"].as_str().unwrap_or("?").to_string());
                     }
-                    other => failures.push(format!("{:?} after {:?}", other.map(|(s, _)| s), started.elapsed())),
+                    other => failures.push(format!(
+                        "{:?} after {:?}",
+                        other.map(|(s, _)| s),
+                        started.elapsed()
+                    )),
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -392,7 +529,10 @@ impl TestService {
 impl Registry {
     /// The environment that gives pymdeploy this registry's credentials.
     pub fn env(&self) -> [(&str, &str); 2] {
-        [("PYM_REGISTRY_USER", self.user.as_str()), ("PYM_REGISTRY_PASSWORD", self.password.as_str())]
+        [
+            ("PYM_REGISTRY_USER", self.user.as_str()),
+            ("PYM_REGISTRY_PASSWORD", self.password.as_str()),
+        ]
     }
 }
 
@@ -402,7 +542,12 @@ impl TestService {
         let name = format!("it-{tag}-{}", std::process::id());
         let root = temp_dir(tag).join(&name);
         let mut cmd = Command::new(pymdeploy_bin());
-        cmd.arg("new").arg(&name).arg("--path").arg(&root).arg("--lang").arg(lang);
+        cmd.arg("new")
+            .arg(&name)
+            .arg("--path")
+            .arg(&root)
+            .arg("--lang")
+            .arg(lang);
         run(cmd).assert_ok();
         TestService { name, root }
     }
@@ -418,14 +563,22 @@ impl TestService {
                 if name == "__pycache__" || name == ".pytest_cache" {
                     continue;
                 }
-                if e.path().is_dir() { copy(&e.path(), &to.join(&name)) } else { std::fs::copy(e.path(), to.join(&name)).unwrap(); }
+                if e.path().is_dir() {
+                    copy(&e.path(), &to.join(&name))
+                } else {
+                    std::fs::copy(e.path(), to.join(&name)).unwrap();
+                }
             }
         }
         let name = format!("it-{tag}-{}", std::process::id());
         let root = temp_dir(tag).join(&name);
         copy(&repo_root().join("tests/fixtures").join(fixture), &root);
         let svc = TestService { name, root };
-        let st = Command::new("git").args(["init", "-q"]).current_dir(&svc.root).status().unwrap();
+        let st = Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(&svc.root)
+            .status()
+            .unwrap();
         assert!(st.success());
         svc.commit("the service, before pymdeploy");
         svc
@@ -435,7 +588,11 @@ impl TestService {
     pub fn on_free_ports(&self) -> (u16, u16) {
         let (live, staging) = (free_port(), free_port());
         let text = self.read("pym-config.yaml");
-        self.write("pym-config.yaml", &format!("{text}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n")).commit("free ports");
+        self.write(
+            "pym-config.yaml",
+            &format!("{text}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n"),
+        )
+        .commit("free ports");
         (live, staging)
     }
 }
@@ -481,20 +638,28 @@ impl KeepAliveLoop {
     }
 }
 
-fn keep_alive_client(host: &str, port: u16, stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>, usize) {
+fn keep_alive_client(
+    host: &str,
+    port: u16,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, Vec<String>, usize) {
     use std::io::{BufRead, BufReader, Read, Write};
     let (mut ok, mut failures, mut opened) = (0usize, Vec::new(), 0usize);
     let started = std::time::Instant::now();
     let mut conn: Option<BufReader<std::net::TcpStream>> = None;
     // Bounded: at most ten minutes, at most 200 000 requests per connection.
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(600) && ok + failures.len() < 200_000 {
+    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+        && started.elapsed() < std::time::Duration::from_secs(600)
+        && ok + failures.len() < 200_000
+    {
         let reader = match &mut conn {
             Some(r) => r,
             None => match std::net::TcpStream::connect((host, port)) {
                 Ok(s) => {
                     // Long enough that a slow answer on a loaded 2-core machine (builds
                     // run beside it) is told apart from a lost one.
-                    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                        .unwrap();
                     opened += 1;
                     conn.insert(BufReader::new(s))
                 }
@@ -506,12 +671,22 @@ fn keep_alive_client(host: &str, port: u16, stop: &std::sync::atomic::AtomicBool
             },
         };
         let answer = (|| -> std::io::Result<(u16, bool)> {
-            write!(reader.get_mut(), "GET /version HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")?;
+            write!(
+                reader.get_mut(),
+                "GET /version HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+            )?;
             let mut status_line = String::new();
             if reader.read_line(&mut status_line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the connection closed with the request unanswered"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection closed with the request unanswered",
+                ));
             }
-            let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status: u16 = status_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             let (mut length, mut close) = (0usize, false);
             loop {
                 let mut line = String::new();
@@ -559,7 +734,9 @@ fn keep_alive_client(host: &str, port: u16, stop: &std::sync::atomic::AtomicBool
 /// racily) answers fewer than `n`.
 pub fn concurrent_keep_alive(port: u16, n: usize, within: std::time::Duration) -> usize {
     use std::io::{BufRead, BufReader, Write};
-    let conns: Vec<std::net::TcpStream> = (0..n).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    let conns: Vec<std::net::TcpStream> = (0..n)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
     for mut c in &conns {
         let _ = write!(c, "GET /version HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     }
@@ -569,10 +746,14 @@ pub fn concurrent_keep_alive(port: u16, n: usize, within: std::time::Duration) -
         for c in &conns {
             let answered = &answered;
             scope.spawn(move || {
-                let left = deadline.saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
+                let left = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .max(std::time::Duration::from_millis(1));
                 c.set_read_timeout(Some(left)).unwrap();
                 let mut line = String::new();
-                if BufReader::new(c).read_line(&mut line).is_ok_and(|k| k > 0) && line.starts_with("HTTP/1.1 200") {
+                if BufReader::new(c).read_line(&mut line).is_ok_and(|k| k > 0)
+                    && line.starts_with("HTTP/1.1 200")
+                {
                     answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
@@ -583,12 +764,21 @@ pub fn concurrent_keep_alive(port: u16, n: usize, within: std::time::Duration) -
 
 /// The actions a `--dry-run` printed (its numbered lines), in order.
 pub fn planned_actions(stdout: &str) -> Vec<String> {
-    stdout.lines().filter_map(|l| l.trim_start().split_once(". ")).filter(|(n, _)| n.parse::<u32>().is_ok()).map(|(_, a)| a.to_string()).collect()
+    stdout
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(". "))
+        .filter(|(n, _)| n.parse::<u32>().is_ok())
+        .map(|(_, a)| a.to_string())
+        .collect()
 }
 
 /// The actions a run reported as it took them (its `- ` lines), in order.
 pub fn taken_actions(stderr: &str) -> Vec<String> {
-    stderr.lines().filter_map(|l| l.trim_start().strip_prefix("- ")).map(str::to_string).collect()
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A run in the background whose stderr is read as it comes, to act on it mid-way.
@@ -606,7 +796,11 @@ impl Spawned {
         let mut line = String::new();
         while !self.seen.contains(marker) {
             line.clear();
-            assert!(self.stderr.read_line(&mut line).unwrap() > 0, "the run ended before {marker:?}:\n{}", self.seen);
+            assert!(
+                self.stderr.read_line(&mut line).unwrap() > 0,
+                "the run ended before {marker:?}:\n{}",
+                self.seen
+            );
             self.seen.push_str(&line);
         }
         self
@@ -617,7 +811,13 @@ impl Spawned {
     pub fn interrupt(mut self) -> (Option<i32>, String, std::time::Duration) {
         use std::io::Read;
         let started = std::time::Instant::now();
-        assert!(Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
         let mut rest = String::new();
         self.stderr.read_to_string(&mut rest).unwrap();
         let status = self.child.wait().unwrap();
@@ -630,7 +830,11 @@ impl TestService {
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Spawned {
         let mut child = self.spawn_pym_env(args, env);
         let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        Spawned { child, stderr, seen: String::new() }
+        Spawned {
+            child,
+            stderr,
+            seen: String::new(),
+        }
     }
 }
 
@@ -648,7 +852,11 @@ impl Sshd {
     pub fn start() -> Sshd {
         let dir = temp_dir("sshd");
         let keygen = |file: &str| {
-            let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.join(file)).status().expect("ssh-keygen runs (run .ci/setup)");
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(file))
+                .status()
+                .expect("ssh-keygen runs (run .ci/setup)");
             assert!(st.success());
         };
         keygen("host_key");
@@ -664,7 +872,11 @@ impl Sshd {
         );
         std::fs::write(dir.join("sshd_config"), config).unwrap();
         let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
-        std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+        std::fs::write(
+            dir.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_pub}"),
+        )
+        .unwrap();
         let _ = std::fs::create_dir_all("/run/sshd");
         let child = Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
@@ -694,7 +906,10 @@ impl Sshd {
 
     /// How many logins the server accepted so far.
     pub fn logins(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default().matches("Accepted publickey").count()
+        std::fs::read_to_string(self.dir.join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
     }
 
     pub fn log(&self) -> String {

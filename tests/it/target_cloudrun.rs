@@ -19,14 +19,20 @@ fn key_file() -> &'static str {
     static KEY: OnceLock<String> = OnceLock::new();
     KEY.get_or_init(|| {
         let path = temp_dir("gcp-key").join("key.json");
-        pym_fake_gcp::write_service_account_key(&path, "pym-it", "https://oauth2.googleapis.com/token").expect("a key (openssl runs: run .ci/setup)");
+        pym_fake_gcp::write_service_account_key(
+            &path,
+            "pym-it",
+            "https://oauth2.googleapis.com/token",
+        )
+        .expect("a key (openssl runs: run .ci/setup)");
         path.to_string_lossy().to_string()
     })
 }
 
 /// The key, its `token_uri` the local Cloud Run's (which issues identity tokens).
 fn key_for(fake: &FakeGcp) -> String {
-    let mut key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
+    let mut key: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
     key["token_uri"] = format!("{}/token", fake.endpoint).into();
     let path = std::path::Path::new(key_file()).with_file_name(format!("key-{}.json", fake.port));
     std::fs::write(&path, key.to_string()).unwrap();
@@ -35,8 +41,15 @@ fn key_for(fake: &FakeGcp) -> String {
 
 /// The private key's body: it must never be printed.
 fn key_secret() -> String {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
-    v["private_key"].as_str().unwrap().lines().nth(1).unwrap().to_string()
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(key_file()).unwrap()).unwrap();
+    v["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 /// The registry credentials the local Cloud Run pulls with, one entry per test registry.
@@ -52,7 +65,12 @@ fn pull_config() -> &'static (std::path::PathBuf, Mutex<serde_json::Value>) {
 fn shared_fake() -> &'static FakeGcp {
     static FAKE: OnceLock<FakeGcp> = OnceLock::new();
     FAKE.get_or_init(|| {
-        FakeGcp::start(Options { startup_timeout: Duration::from_secs(10), docker_config: Some(pull_config().0.clone()), ..Default::default() }).expect("the local Cloud Run starts")
+        FakeGcp::start(Options {
+            startup_timeout: Duration::from_secs(10),
+            docker_config: Some(pull_config().0.clone()),
+            ..Default::default()
+        })
+        .expect("the local Cloud Run starts")
     })
 }
 
@@ -79,38 +97,102 @@ impl<'a> Setup<'a> {
         svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\ngcp_project: pym-it\ngcp_region: us-central1\nkeep_previous: 1\ngcp_timeout: 60", reg.host))
             .commit("deploy to the local Cloud Run");
         let env = [
-            ("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", format!("{}/", fake.endpoint)),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN",
+                format!("{}/", fake.endpoint),
+            ),
             ("GOOGLE_APPLICATION_CREDENTIALS", key_for(fake)),
             ("GCE_METADATA_HOST", "metadata.invalid".to_string()),
             ("PYM_IT_TOKEN", SERVICE_TOKEN.to_string()),
         ];
-        let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).chain(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
-        Setup { fake, svc, reg, env }
+        let env = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(
+                reg.env()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .collect();
+        Setup {
+            fake,
+            svc,
+            reg,
+            env,
+        }
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SERVICE_TOKEN, &self.reg.password, &key_secret()]);
         r
     }
 
     fn version(&self) -> String {
-        self.svc.pym(&["version"]).assert_ok().stdout.trim().to_string()
+        self.svc
+            .pym(&["version"])
+            .assert_ok()
+            .stdout
+            .trim()
+            .to_string()
     }
 
     /// The service as the local Cloud Run has it (the REST answer, enums as names).
     fn service(&self) -> serde_json::Value {
-        api(self.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}", self.svc.name), None)
+        api(
+            self.fake,
+            "GET",
+            &format!(
+                "/v2/projects/pym-it/locations/us-central1/services/{}",
+                self.svc.name
+            ),
+            None,
+        )
     }
 
     fn revision(&self, name: &str) -> serde_json::Value {
-        api(self.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}/revisions/{name}", self.svc.name), None)
+        api(
+            self.fake,
+            "GET",
+            &format!(
+                "/v2/projects/pym-it/locations/us-central1/services/{}/revisions/{name}",
+                self.svc.name
+            ),
+            None,
+        )
     }
 
     fn revisions(&self) -> Vec<String> {
-        let list = api(self.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}/revisions", self.svc.name), None);
-        list["revisions"].as_array().map(|a| a.iter().map(|r| r["name"].as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect()).unwrap_or_default()
+        let list = api(
+            self.fake,
+            "GET",
+            &format!(
+                "/v2/projects/pym-it/locations/us-central1/services/{}/revisions",
+                self.svc.name
+            ),
+            None,
+        );
+        list["revisions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        r["name"]
+                            .as_str()
+                            .unwrap()
+                            .rsplit('/')
+                            .next()
+                            .unwrap()
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Percent per revision of the service's traffic.
@@ -120,7 +202,13 @@ impl<'a> Setup<'a> {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["revision"].as_str().unwrap_or("").to_string(), t["percent"].as_i64().unwrap_or(0), t["tag"].as_str().unwrap_or("").to_string()))
+            .map(|t| {
+                (
+                    t["revision"].as_str().unwrap_or("").to_string(),
+                    t["percent"].as_i64().unwrap_or(0),
+                    t["tag"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
@@ -128,46 +216,88 @@ impl<'a> Setup<'a> {
         let s = self.service();
         match tag {
             None => s["uri"].as_str().unwrap().to_string(),
-            Some(t) => s["trafficStatuses"].as_array().unwrap().iter().find(|st| st["tag"] == t).map(|st| st["uri"].as_str().unwrap().to_string()).unwrap_or_default(),
+            Some(t) => s["trafficStatuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|st| st["tag"] == t)
+                .map(|st| st["uri"].as_str().unwrap().to_string())
+                .unwrap_or_default(),
         }
     }
 }
 
 impl Drop for Setup<'_> {
     fn drop(&mut self) {
-        let _ = api_raw(self.fake, "DELETE", &format!("/v2/projects/pym-it/locations/us-central1/services/{}", self.svc.name), None);
+        let _ = api_raw(
+            self.fake,
+            "DELETE",
+            &format!(
+                "/v2/projects/pym-it/locations/us-central1/services/{}",
+                self.svc.name
+            ),
+            None,
+        );
         // The shared server outlives the test (a static is never dropped): its revisions'
         // containers go now, not when it deletes them in the background.
-        let ids = crate::support::docker(&["ps", "-aq", "--filter", &format!("name={}", self.svc.name)]);
+        let ids =
+            crate::support::docker(&["ps", "-aq", "--filter", &format!("name={}", self.svc.name)]);
         let ids: Vec<&str> = ids.split_whitespace().collect();
         if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
         }
     }
 }
 
 /// One call to the local Cloud Run's REST API (or its `/__fake/` hooks): status and body.
-fn api_raw(fake: &FakeGcp, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+fn api_raw(
+    fake: &FakeGcp,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-w", "\n%{http_code}", "-X", method, "-H", "Authorization: Bearer test", "-H", "Content-Type: application/json"]);
+    cmd.args([
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "-H",
+        "Authorization: Bearer test",
+        "-H",
+        "Content-Type: application/json",
+    ]);
     if let Some(b) = body {
         cmd.args(["-d", &b.to_string()]);
     }
-    let out = cmd.arg(format!("{}{path}", fake.endpoint)).output().expect("curl runs");
+    let out = cmd
+        .arg(format!("{}{path}", fake.endpoint))
+        .output()
+        .expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[track_caller]
-fn api(fake: &FakeGcp, method: &str, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
+fn api(
+    fake: &FakeGcp,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
     let (code, text) = api_raw(fake, method, path, body);
     assert!((200..300).contains(&code), "{method} {path}: {code} {text}");
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
 fn fault(fake: &FakeGcp, method: &str, code: u16, status: &str, message: &str, times: Option<u32>) {
-    let mut f = serde_json::json!({"method": method, "code": code, "status": status, "message": message});
+    let mut f =
+        serde_json::json!({"method": method, "code": code, "status": status, "message": message});
     if let Some(n) = times {
         f["times"] = n.into();
     }
@@ -176,26 +306,47 @@ fn fault(fake: &FakeGcp, method: &str, code: u16, status: &str, message: &str, t
 
 fn calls(fake: &FakeGcp) -> Vec<(String, String)> {
     let v = api(fake, "GET", "/__fake/calls", None);
-    v["calls"].as_array().unwrap().iter().map(|c| (c["method"].as_str().unwrap_or("").to_string(), c["path"].as_str().unwrap_or("").to_string())).collect()
+    v["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["method"].as_str().unwrap_or("").to_string(),
+                c["path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
 }
 
 /// What a URL's `/version` says, if it answers.
 fn served(url: &str) -> Option<(String, String)> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (host, port) = rest.trim_end_matches('/').rsplit_once(':').map(|(h, p)| (h.to_string(), p.parse().unwrap())).unwrap_or((rest.to_string(), 80));
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().unwrap()))
+        .unwrap_or((rest.to_string(), 80));
     let (status, body) = http_get_at(&host, port, "/version")?;
     if status != 200 {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    Some((v["version"].as_str()?.to_string(), v["pym_env"].as_str()?.to_string()))
+    Some((
+        v["version"].as_str()?.to_string(),
+        v["pym_env"].as_str()?.to_string(),
+    ))
 }
 
 #[track_caller]
 fn assert_serves(url: &str, version: &str, env: &str) {
     // The front door splits by connection: ask a few times.
     for _ in 0..5 {
-        assert_eq!(served(url), Some((version.to_string(), env.to_string())), "{url}");
+        assert_eq!(
+            served(url),
+            Some((version.to_string(), env.to_string())),
+            "{url}"
+        );
     }
 }
 
@@ -210,50 +361,132 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     // The first deploy: all eight steps.
     let r = t.xtask(&["deploy"]);
     r.assert_ok();
-    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    for step in [
+        "test",
+        "build",
+        "accept-local",
+        "push",
+        "stage",
+        "accept-staging",
+        "promote",
+        "accept-live",
+    ] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")),
+            "{step} not ok in the summary:\n{}",
+            r.stderr
+        );
     }
     let v1 = t.version();
-    let (s1, l1) = (format!("{}-{v1}-s1", t.svc.name), format!("{}-{v1}-l1", t.svc.name));
+    let (s1, l1) = (
+        format!("{}-{v1}-s1", t.svc.name),
+        format!("{}-{v1}-l1", t.svc.name),
+    );
     assert_serves(&t.url(None), &v1, "live");
     assert_serves(&t.url(Some("staging")), &v1, "staging");
-    assert_eq!(t.traffic(), vec![(l1.clone(), 100, String::new()), (s1.clone(), 0, "staging".into())]);
+    assert_eq!(
+        t.traffic(),
+        vec![
+            (l1.clone(), 100, String::new()),
+            (s1.clone(), 0, "staging".into())
+        ]
+    );
     // The live revision runs the very image (digest) staging tested, with PYM_ENV=live.
     let (staged, live) = (t.revision(&s1), t.revision(&l1));
     let image = live["containers"][0]["image"].as_str().unwrap().to_string();
     assert!(image.contains("@sha256:"), "{image}");
-    assert_eq!(staged["containers"][0]["image"].as_str(), Some(image.as_str()));
-    let env_of = |r: &serde_json::Value, k: &str| r["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == k).and_then(|e| e["value"].as_str().map(String::from));
+    assert_eq!(
+        staged["containers"][0]["image"].as_str(),
+        Some(image.as_str())
+    );
+    let env_of = |r: &serde_json::Value, k: &str| {
+        r["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == k)
+            .and_then(|e| e["value"].as_str().map(String::from))
+    };
     assert_eq!(env_of(&live, "PYM_ENV").as_deref(), Some("live"));
     assert_eq!(env_of(&staged, "PYM_ENV").as_deref(), Some("staging"));
-    assert_eq!(env_of(&live, "PYM_IT_TOKEN").as_deref(), Some(SERVICE_TOKEN));
-    assert_eq!(live["containers"][0]["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(
+        env_of(&live, "PYM_IT_TOKEN").as_deref(),
+        Some(SERVICE_TOKEN)
+    );
+    assert_eq!(
+        live["containers"][0]["resources"]["limits"]["memory"],
+        "512Mi"
+    );
     assert_eq!(live["maxInstanceRequestConcurrency"], 40);
     assert_eq!(live["scaling"]["maxInstanceCount"], 3);
     // Public, through the IAM policy.
-    let policy = api(t.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}:getIamPolicy", t.svc.name), None);
-    assert!(policy.to_string().contains("allUsers") && policy.to_string().contains("roles/run.invoker"), "{policy}");
+    let policy = api(
+        t.fake,
+        "GET",
+        &format!(
+            "/v2/projects/pym-it/locations/us-central1/services/{}:getIamPolicy",
+            t.svc.name
+        ),
+        None,
+    );
+    assert!(
+        policy.to_string().contains("allUsers") && policy.to_string().contains("roles/run.invoker"),
+        "{policy}"
+    );
 
     // A second version, staged: a new revision on the staging tag, live untouched.
-    t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v2");
     let v2 = t.version();
     let s2 = format!("{}-{v2}-s1", t.svc.name);
     t.xtask(&["deploy", "--to", "push"]).assert_ok();
     let dry = t.xtask(&["deploy", "--from", "stage", "--to", "stage", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
-    assert!(planned.iter().any(|a| a.starts_with(&format!("add revision {s2} to"))), "{}", dry.stdout);
+    assert!(
+        planned
+            .iter()
+            .any(|a| a.starts_with(&format!("add revision {s2} to"))),
+        "{}",
+        dry.stdout
+    );
     let before = calls(t.fake).len();
     // A 503 on the update: retried (the fake refused it before applying anything).
-    fault(t.fake, "UpdateService", 503, "UNAVAILABLE", "The service is currently unavailable.", Some(1));
+    fault(
+        t.fake,
+        "UpdateService",
+        503,
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+        Some(1),
+    );
     let staged = t.xtask(&["deploy", "--from", "stage", "--to", "accept-staging"]);
     staged.assert_ok();
-    assert_eq!(crate::support::taken_actions(&staged.stderr), planned, "the stage did not do what its dry run said:\n{}", staged.stderr);
+    assert_eq!(
+        crate::support::taken_actions(&staged.stderr),
+        planned,
+        "the stage did not do what its dry run said:\n{}",
+        staged.stderr
+    );
     let made: Vec<(String, String)> = calls(t.fake)[before..].to_vec();
-    assert_eq!(made.iter().filter(|(m, _)| m == "UpdateService").count(), 2, "the 503 was not retried once: {made:?}");
+    assert_eq!(
+        made.iter().filter(|(m, _)| m == "UpdateService").count(),
+        2,
+        "the 503 was not retried once: {made:?}"
+    );
     // The operation is polled with backoff, not in a tight loop (the rollout takes seconds).
     let polls = made.iter().filter(|(m, _)| m == "GetOperation").count();
     assert!(polls <= 20, "{polls} GetOperation calls for one stage");
-    assert_eq!(t.traffic(), vec![(l1.clone(), 100, String::new()), (s2.clone(), 0, "staging".into())], "a stage moved traffic");
+    assert_eq!(
+        t.traffic(),
+        vec![
+            (l1.clone(), 100, String::new()),
+            (s2.clone(), 0, "staging".into())
+        ],
+        "a stage moved traffic"
+    );
     assert_serves(&t.url(None), &v1, "live");
     assert_serves(&t.url(Some("staging")), &v2, "staging");
 
@@ -265,40 +498,93 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     assert_no_mutation(&calls(t.fake)[before..]);
     let promoted = t.xtask(&["deploy", "--from", "promote"]);
     promoted.assert_ok();
-    assert_eq!(crate::support::taken_actions(&promoted.stderr), planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
+    assert_eq!(
+        crate::support::taken_actions(&promoted.stderr),
+        planned,
+        "the promote did not do what its dry run said:\n{}",
+        promoted.stderr
+    );
     let l2 = format!("{}-{v2}-l1", t.svc.name);
-    assert_eq!(t.traffic(), vec![(l2.clone(), 100, String::new()), (s2.clone(), 0, "staging".into())]);
+    assert_eq!(
+        t.traffic(),
+        vec![
+            (l2.clone(), 100, String::new()),
+            (s2.clone(), 0, "staging".into())
+        ]
+    );
     assert_serves(&t.url(None), &v2, "live");
-    assert_eq!(t.revision(&l2)["containers"][0]["image"], t.revision(&s2)["containers"][0]["image"]);
-    assert!(t.revisions().contains(&l1), "the previous live revision was deleted");
+    assert_eq!(
+        t.revision(&l2)["containers"][0]["image"],
+        t.revision(&s2)["containers"][0]["image"]
+    );
+    assert!(
+        t.revisions().contains(&l1),
+        "the previous live revision was deleted"
+    );
 
     // Rollback: back to v1's live revision, from a record on the service.
-    t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v1} live again"));
+    t.xtask(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v1} live again"));
     assert_serves(&t.url(None), &v1, "live");
     let status = t.xtask(&["status"]);
     let table = &status.assert_ok().stdout;
-    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&l1) && l.contains("100%")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("rolled-back ") && l.contains(&l2)), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("staging ") && l.contains(&s2) && l.contains("staging")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("live ") && l.contains(&l1) && l.contains("100%")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("rolled-back ") && l.contains(&l2)),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("staging ") && l.contains(&s2) && l.contains("staging")),
+        "{table}"
+    );
     // Promote again makes v2 live; cleanup keeps one previous live revision (v1's) and
     // what carries a tag, and deletes the rest.
     t.xtask(&["promote"]).assert_ok();
     assert_serves(&t.url(None), &v2, "live");
     let dry = t.xtask(&["cleanup"]);
-    assert!(dry.assert_ok().stdout.contains(&format!("keep {l1}")) && dry.stdout.contains(&format!("would delete {s1}")), "{}", dry.stdout);
-    assert!(t.revisions().contains(&s1), "a dry cleanup deleted something");
+    assert!(
+        dry.assert_ok().stdout.contains(&format!("keep {l1}"))
+            && dry.stdout.contains(&format!("would delete {s1}")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        t.revisions().contains(&s1),
+        "a dry cleanup deleted something"
+    );
     let done = t.xtask(&["cleanup", "--execute"]);
-    assert!(done.assert_ok().stdout.contains(&format!("deleted {s1}")), "{}", done.stdout);
+    assert!(
+        done.assert_ok().stdout.contains(&format!("deleted {s1}")),
+        "{}",
+        done.stdout
+    );
     let left = t.revisions();
-    assert!(!left.contains(&s1) && left.contains(&l1) && left.contains(&l2) && left.contains(&s2), "{left:?}");
+    assert!(
+        !left.contains(&s1) && left.contains(&l1) && left.contains(&l2) && left.contains(&s2),
+        "{left:?}"
+    );
     assert_serves(&t.url(None), &v2, "live");
 
     // A third version, then a rollback: to v2, live again since its rollback, not v1.
-    t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
+    t.svc
+        .edit("src/main.rs", "\"no such route\"", "\"nothing here\"")
+        .commit("v3");
     let v3 = t.version();
     t.xtask(&["deploy", "--no-test"]).assert_ok();
     assert_serves(&t.url(None), &v3, "live");
-    t.xtask(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v2} live again"));
+    t.xtask(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2} live again"));
     assert_serves(&t.url(None), &v2, "live");
 }
 
@@ -306,7 +592,17 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
 #[track_caller]
 fn assert_no_mutation(made: &[(String, String)]) {
     for (m, _) in made {
-        assert!(!["CreateService", "UpdateService", "DeleteService", "DeleteRevision", "SetIamPolicy"].contains(&m.as_str()), "a dry run called {m}");
+        assert!(
+            ![
+                "CreateService",
+                "UpdateService",
+                "DeleteService",
+                "DeleteRevision",
+                "SetIamPolicy"
+            ]
+            .contains(&m.as_str()),
+            "a dry run called {m}"
+        );
     }
 }
 
@@ -321,15 +617,30 @@ fn cloud_run_failures_before_the_switch_leave_live_alone() {
     let traffic = t.traffic();
 
     // Acceptance fails on staging only: no traffic moves.
-    let fail_on_staging = ("    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]");
-    t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.0, fail_on_staging.1).commit("fails on staging");
+    let fail_on_staging = (
+        "    assert_eq!(v[\"name\"]",
+        "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]",
+    );
+    t.svc
+        .edit(
+            "testaccept/tests/accept.rs",
+            fail_on_staging.0,
+            fail_on_staging.1,
+        )
+        .commit("fails on staging");
     let r = t.xtask(&["deploy", "--no-test"]);
     r.assert_failed().assert_stderr_has("staging-only failure");
     let v2 = t.version();
     assert_eq!(t.traffic()[0], traffic[0], "live moved");
     assert_eq!(t.traffic()[1].0, format!("{}-{v2}-s1", t.svc.name));
     assert_serves(&t.url(None), &v1, "live");
-    t.svc.edit("testaccept/tests/accept.rs", fail_on_staging.1, fail_on_staging.0).commit("accept again");
+    t.svc
+        .edit(
+            "testaccept/tests/accept.rs",
+            fail_on_staging.1,
+            fail_on_staging.0,
+        )
+        .commit("accept again");
 
     // A revision that never listens on $PORT on Cloud Run: Cloud Run's message, no
     // traffic change.
@@ -337,23 +648,52 @@ fn cloud_run_failures_before_the_switch_leave_live_alone() {
     let v3 = t.version();
     let before = t.traffic();
     let r = t.xtask(&["deploy", "--no-test"]);
-    r.assert_failed().assert_stderr_has("failed to start and listen on the port defined provided by the PORT=8080").assert_stderr_has("no traffic moved");
+    r.assert_failed()
+        .assert_stderr_has(
+            "failed to start and listen on the port defined provided by the PORT=8080",
+        )
+        .assert_stderr_has("no traffic moved");
     r.assert_stderr_has("(reason ");
-    assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("FAILED")), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("  stage ") && l.contains("FAILED")),
+        "{}",
+        r.stderr
+    );
     assert_eq!(t.traffic(), before, "the traffic changed");
     assert_serves(&t.url(None), &v1, "live");
     let failed = t.revision(&format!("{}-{v3}-s1", t.svc.name));
-    assert!(failed["conditions"].to_string().contains("CONDITION_FAILED"), "{failed}");
+    assert!(
+        failed["conditions"]
+            .to_string()
+            .contains("CONDITION_FAILED"),
+        "{failed}"
+    );
 
     // Healthy on staging, sick with PYM_ENV=live: promote's check on the `next` tag URL
     // fails, and no traffic moves.
-    t.svc.edit("src/main.rs", "if info.pym_env == \"staging\" { port + 1 } else { port }", "port").commit("listening again");
+    t.svc
+        .edit(
+            "src/main.rs",
+            "if info.pym_env == \"staging\" { port + 1 } else { port }",
+            "port",
+        )
+        .commit("listening again");
     t.svc.edit("src/main.rs", "        (\"GET\", \"/ping\") => (200,", "        (\"GET\", \"/ping\") if info.pym_env == \"live\" => (500, serde_json::json!({})),\n        (\"GET\", \"/ping\") => (200,").commit("sick on live");
     let v4 = t.version();
     let before = t.traffic()[0].clone();
     let r = t.xtask(&["deploy", "--no-test"]);
-    r.assert_failed().assert_stderr_has(&format!("does not serve version {v4} with PYM_ENV=live: /ping answered 500"));
-    assert!(r.stderr.lines().any(|l| l.starts_with("  promote ") && l.contains("FAILED")), "{}", r.stderr);
+    r.assert_failed().assert_stderr_has(&format!(
+        "does not serve version {v4} with PYM_ENV=live: /ping answered 500"
+    ));
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("  promote ") && l.contains("FAILED")),
+        "{}",
+        r.stderr
+    );
     assert_eq!(t.traffic()[0], before, "live moved");
     assert_serves(&t.url(None), &v1, "live");
 }
@@ -364,26 +704,60 @@ fn cloud_run_private_service_is_checked_and_tested_with_an_identity_token() {
         return;
     }
     let t = Setup::new("runp", shared_fake());
-    t.svc.edit("pym-config.yaml", "keep_previous: 1", "keep_previous: 1\ngcp_allow_unauthenticated: false").commit("private");
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "keep_previous: 1",
+            "keep_previous: 1\ngcp_allow_unauthenticated: false",
+        )
+        .commit("private");
     // Checks and acceptance tests present an identity token for the service's URL.
     let r = t.xtask(&["deploy", "--no-test"]);
-    r.assert_ok().assert_stderr_has("private: no roles/run.invoker for allUsers");
+    r.assert_ok()
+        .assert_stderr_has("private: no roles/run.invoker for allUsers");
     let v1 = t.version();
-    let policy = || api(t.fake, "GET", &format!("/v2/projects/pym-it/locations/us-central1/services/{}:getIamPolicy", t.svc.name), None).to_string();
+    let policy = || {
+        api(
+            t.fake,
+            "GET",
+            &format!(
+                "/v2/projects/pym-it/locations/us-central1/services/{}:getIamPolicy",
+                t.svc.name
+            ),
+            None,
+        )
+        .to_string()
+    };
     assert!(!policy().contains("allUsers"), "{}", policy());
     // Without a token, Cloud Run says no.
     let url = t.url(None);
     let rest = url.split_once("://").unwrap().1;
     let (host, port) = rest.rsplit_once(':').unwrap();
-    let (status, _) = http_get_at(host, port.parse().unwrap(), "/version").expect("the front door answers");
+    let (status, _) =
+        http_get_at(host, port.parse().unwrap(), "/version").expect("the front door answers");
     assert_eq!(status, 403);
     // Made public, then private again, by the IAM policy alone.
-    t.svc.edit("pym-config.yaml", "gcp_allow_unauthenticated: false", "gcp_allow_unauthenticated: true").commit("public");
-    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"]).assert_ok();
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "gcp_allow_unauthenticated: false",
+            "gcp_allow_unauthenticated: true",
+        )
+        .commit("public");
+    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"])
+        .assert_ok();
     assert!(policy().contains("allUsers"), "{}", policy());
     assert_serves(&t.url(None), &v1, "live");
-    t.svc.edit("pym-config.yaml", "gcp_allow_unauthenticated: true", "gcp_allow_unauthenticated: false").commit("private again");
-    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"]).assert_ok().assert_stderr_has("no longer allows unauthenticated invocations");
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "gcp_allow_unauthenticated: true",
+            "gcp_allow_unauthenticated: false",
+        )
+        .commit("private again");
+    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"])
+        .assert_ok()
+        .assert_stderr_has("no longer allows unauthenticated invocations");
     assert!(!policy().contains("allUsers"), "{}", policy());
 }
 
@@ -392,9 +766,18 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
     // The API only: no revision runs here.
     let fake = FakeGcp::start(Options::default()).expect("the local Cloud Run starts");
     let svc = TestService::new_for("runapi", "gcp-cloud-run");
-    svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", "docker_repo: registry.example.com/team\ngcp_project: pym-it\ngcp_region: europe-west1").commit("project");
+    svc.edit(
+        "pym-config.yaml",
+        "# docker_repo: registry.example.com/team",
+        "docker_repo: registry.example.com/team\ngcp_project: pym-it\ngcp_region: europe-west1",
+    )
+    .commit("project");
     let endpoint = format!("{}/", fake.endpoint);
-    let env = [("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", endpoint.as_str()), ("GOOGLE_APPLICATION_CREDENTIALS", key_file()), ("GCE_METADATA_HOST", "metadata.invalid")];
+    let env = [
+        ("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", endpoint.as_str()),
+        ("GOOGLE_APPLICATION_CREDENTIALS", key_file()),
+        ("GCE_METADATA_HOST", "metadata.invalid"),
+    ];
     let secret = key_secret();
     let xtask = |args: &[&str]| {
         let r = svc.xtask_env(args, &env);
@@ -403,37 +786,93 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
     };
 
     // 429 twice, then 503: retried with backoff, and status succeeds.
-    fault(&fake, "GetService", 429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Requests'", Some(2));
-    fault(&fake, "GetService", 503, "UNAVAILABLE", "The service is currently unavailable.", Some(1));
+    fault(
+        &fake,
+        "GetService",
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Quota exceeded for quota metric 'Requests'",
+        Some(2),
+    );
+    fault(
+        &fake,
+        "GetService",
+        503,
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+        Some(1),
+    );
     let r = xtask(&["status"]);
     r.assert_ok();
     assert!(r.stdout.starts_with("ROLE "), "{}", r.stdout);
-    assert_eq!(calls(&fake).iter().filter(|(m, _)| m == "GetService").count(), 4, "three failed answers, then one that succeeded");
+    assert_eq!(
+        calls(&fake)
+            .iter()
+            .filter(|(m, _)| m == "GetService")
+            .count(),
+        4,
+        "three failed answers, then one that succeeded"
+    );
 
     // A dry run of a whole deploy makes no mutating call.
     let r = xtask(&["deploy", "--dry-run"]);
     r.assert_ok();
-    assert!(r.stdout.contains("create the Cloud Run service"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("create the Cloud Run service"),
+        "{}",
+        r.stdout
+    );
     assert_no_mutation(&calls(&fake));
 
     // PERMISSION_DENIED: one error naming the method and the role.
-    fault(&fake, "*", 403, "PERMISSION_DENIED", "Permission 'run.services.get' denied on resource 'projects/pym-it/locations/europe-west1/services/x' (or it may not exist).", None);
+    fault(
+        &fake,
+        "*",
+        403,
+        "PERMISSION_DENIED",
+        "Permission 'run.services.get' denied on resource 'projects/pym-it/locations/europe-west1/services/x' (or it may not exist).",
+        None,
+    );
     let r = xtask(&["status"]);
-    r.assert_failed().assert_stderr_has("Google Cloud denied run.services.get").assert_stderr_has("roles/run.developer");
+    r.assert_failed()
+        .assert_stderr_has("Google Cloud denied run.services.get")
+        .assert_stderr_has("roles/run.developer");
     assert_eq!(r.stderr.matches("error:").count(), 1, "{}", r.stderr);
     api(&fake, "DELETE", "/__fake/faults", None);
 
     // No credentials anywhere: where it looked, and the gcloud command.
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["xtask", "status"]).current_dir(&svc.root).env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", &endpoint).env("GCE_METADATA_HOST", "metadata.invalid").env("HOME", temp_dir("gcp-home")).env_remove("GOOGLE_APPLICATION_CREDENTIALS").env_remove("CLOUDSDK_CONFIG");
+    cmd.args(["xtask", "status"])
+        .current_dir(&svc.root)
+        .env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN", &endpoint)
+        .env("GCE_METADATA_HOST", "metadata.invalid")
+        .env("HOME", temp_dir("gcp-home"))
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("CLOUDSDK_CONFIG");
     let r = crate::support::run(cmd);
-    r.assert_failed().assert_stderr_has("no Google Cloud credentials: looked in GOOGLE_APPLICATION_CREDENTIALS").assert_stderr_has("gcloud auth application-default login");
+    r.assert_failed()
+        .assert_stderr_has("no Google Cloud credentials: looked in GOOGLE_APPLICATION_CREDENTIALS")
+        .assert_stderr_has("gcloud auth application-default login");
 
     // A service name Cloud Run would refuse (tag + name over 46): refused before any call.
     let n = calls(&fake).len();
-    svc.edit("pym-config.yaml", "gcp_project: pym-it", &format!("gcp_project: pym-it\ngcp_service: {}", "a".repeat(40))).commit("a long name");
+    svc.edit(
+        "pym-config.yaml",
+        "gcp_project: pym-it",
+        &format!("gcp_project: pym-it\ngcp_service: {}", "a".repeat(40)),
+    )
+    .commit("a long name");
     let r = xtask(&["deploy"]);
-    r.assert_failed().assert_stderr_has("Cloud Run takes at most 46");
-    assert!(!r.stderr.contains("  test "), "a step ran before the refusal:\n{}", r.stderr);
-    assert_eq!(calls(&fake).len(), n, "a call was made with a name Cloud Run would refuse");
+    r.assert_failed()
+        .assert_stderr_has("Cloud Run takes at most 46");
+    assert!(
+        !r.stderr.contains("  test "),
+        "a step ran before the refusal:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        calls(&fake).len(),
+        n,
+        "a call was made with a name Cloud Run would refuse"
+    );
 }

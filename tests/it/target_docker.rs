@@ -4,7 +4,10 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 
-use crate::support::{KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, repo_root, version_on};
+use crate::support::{
+    KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, repo_root,
+    version_on,
+};
 
 #[test]
 fn deploy_promote_and_rollback_without_a_failed_request() {
@@ -18,48 +21,135 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // The first deploy, through the service's own xtask: all eight steps.
     let r = svc.xtask_env(&["deploy"], &reg.env());
     r.assert_ok();
-    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    for step in [
+        "test",
+        "build",
+        "accept-local",
+        "push",
+        "stage",
+        "accept-staging",
+        "promote",
+        "accept-live",
+    ] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")),
+            "{step} not ok in the summary:\n{}",
+            r.stderr
+        );
     }
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
     let on_live = version_on(live).expect("live answers");
-    assert_eq!((on_live["version"].as_str(), on_live["pym_env"].as_str()), (Some(v1.as_str()), Some("live")));
+    assert_eq!(
+        (on_live["version"].as_str(), on_live["pym_env"].as_str()),
+        (Some(v1.as_str()), Some("live"))
+    );
     let on_staging = version_on(staging).expect("staging answers");
-    assert_eq!((on_staging["version"].as_str(), on_staging["pym_env"].as_str()), (Some(v1.as_str()), Some("staging")));
-    assert!(!r.stderr.contains(&reg.password), "the registry password was printed");
+    assert_eq!(
+        (
+            on_staging["version"].as_str(),
+            on_staging["pym_env"].as_str()
+        ),
+        (Some(v1.as_str()), Some("staging"))
+    );
+    assert!(
+        !r.stderr.contains(&reg.password),
+        "the registry password was printed"
+    );
     // The generated service serves every keep-alive connection, however many open at
     // once on a fresh process (tiny_http, which it used before, could leave one waiting
     // behind the others forever: the stall this pipeline's keep-alive test once caught).
-    assert_eq!(crate::support::concurrent_keep_alive(staging, 24, std::time::Duration::from_secs(10)), 24, "some keep-alive connections to a fresh service went unanswered");
+    assert_eq!(
+        crate::support::concurrent_keep_alive(staging, 24, std::time::Duration::from_secs(10)),
+        24,
+        "some keep-alive connections to a fresh service went unanswered"
+    );
 
     // A changed service, deployed while requests never stop.
-    svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
+    svc.edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v2");
     let v2 = svc.pym(&["version"]).stdout.trim().to_string();
     let load = RequestLoop::start(live);
     // Keep-alive clients across the whole deploy: the build beside them, then the switch.
     let kept = KeepAliveLoop::start(live, 8);
-    svc.pym_env(&["deploy", "--to", "push"], &reg.env()).assert_ok();
+    svc.pym_env(&["deploy", "--to", "push"], &reg.env())
+        .assert_ok();
     // The dry run of stage and promote lists the very actions they then take (each from
     // one decision over what the engine holds).
-    let dry = svc.pym_env(&["deploy", "--from", "stage", "--to", "promote", "--skip", "accept-staging", "--dry-run"], &reg.env());
+    let dry = svc.pym_env(
+        &[
+            "deploy",
+            "--from",
+            "stage",
+            "--to",
+            "promote",
+            "--skip",
+            "accept-staging",
+            "--dry-run",
+        ],
+        &reg.env(),
+    );
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
     let promoted = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
     promoted.assert_ok();
     let acted = crate::support::taken_actions(&promoted.stderr);
-    assert!(planned.iter().any(|a| a.starts_with("stop the previous pym-")) && planned.iter().any(|a| a.starts_with(&format!("drain {v1}"))), "{}", dry.stdout);
-    assert_eq!(acted, planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
+    assert!(
+        planned
+            .iter()
+            .any(|a| a.starts_with("stop the previous pym-"))
+            && planned
+                .iter()
+                .any(|a| a.starts_with(&format!("drain {v1}"))),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        acted, planned,
+        "the promote did not do what its dry run said:\n{}",
+        promoted.stderr
+    );
     let (ok, failures, seen) = load.finish();
-    assert!(failures.is_empty(), "{} of {} requests failed across promote: {failures:?}", failures.len(), ok + failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across promote: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
     // Keep-alive clients too: their connections outlive the switch, and no request on them
     // is lost (each request goes to the version live when it arrives).
     let (kept_ok, kept_failures, opened) = kept.finish();
     let proxy_logs = || {
-        let out = Command::new("docker").args(["logs", "--tail", "40", &format!("pym-{}-proxy", svc.name)]).output().unwrap();
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        let out = Command::new("docker")
+            .args(["logs", "--tail", "40", &format!("pym-{}-proxy", svc.name)])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
-    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across promote: {kept_failures:?}\nthe proxy's log:\n{}", kept_failures.len(), kept_ok + kept_failures.len(), proxy_logs());
-    assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections: the connections were not kept across the switch");
-    assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), { let mut v = vec![v1.clone(), v2.clone()]; v.sort(); v }, "both versions served in turn");
+    assert!(
+        kept_failures.is_empty(),
+        "{} of {} keep-alive requests failed across promote: {kept_failures:?}\nthe proxy's log:\n{}",
+        kept_failures.len(),
+        kept_ok + kept_failures.len(),
+        proxy_logs()
+    );
+    assert!(
+        kept_ok > 100 && opened == 8,
+        "{kept_ok} answers on {opened} connections: the connections were not kept across the switch"
+    );
+    assert_eq!(
+        seen.iter().cloned().collect::<Vec<_>>(),
+        {
+            let mut v = vec![v1.clone(), v2.clone()];
+            v.sort();
+            v
+        },
+        "both versions served in turn"
+    );
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 
     // Rollback, under load too.
@@ -69,52 +159,132 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // rollback then does.
     let dry = svc.pym(&["rollback", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
-    assert!(planned.iter().any(|a| a.contains(&format!("live-{v1} again"))), "{}", dry.stdout);
-    assert_eq!(version_on(live).unwrap()["version"], v2.as_str(), "a dry rollback switched");
+    assert!(
+        planned
+            .iter()
+            .any(|a| a.contains(&format!("live-{v1} again"))),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v2.as_str(),
+        "a dry rollback switched"
+    );
     let rolled = svc.pym(&["rollback"]);
-    rolled.assert_ok().assert_stderr_has(&format!("{v1} live again (was {v2})"));
+    rolled
+        .assert_ok()
+        .assert_stderr_has(&format!("{v1} live again (was {v2})"));
     let acted = crate::support::taken_actions(&rolled.stderr);
-    assert_eq!(acted, planned, "the rollback did not do what its dry run said:\n{}", rolled.stderr);
+    assert_eq!(
+        acted, planned,
+        "the rollback did not do what its dry run said:\n{}",
+        rolled.stderr
+    );
     let (ok, failures, _) = load.finish();
-    assert!(failures.is_empty(), "{} of {} requests failed across rollback: {failures:?}", failures.len(), ok + failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across rollback: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
     let (kept_ok, kept_failures, opened) = kept.finish();
-    assert!(kept_failures.is_empty(), "{} of {} keep-alive requests failed across rollback: {kept_failures:?}\nthe proxy's log:\n{}", kept_failures.len(), kept_ok + kept_failures.len(), proxy_logs());
-    assert!(kept_ok > 100 && opened == 8, "{kept_ok} answers on {opened} connections across rollback");
+    assert!(
+        kept_failures.is_empty(),
+        "{} of {} keep-alive requests failed across rollback: {kept_failures:?}\nthe proxy's log:\n{}",
+        kept_failures.len(),
+        kept_ok + kept_failures.len(),
+        proxy_logs()
+    );
+    assert!(
+        kept_ok > 100 && opened == 8,
+        "{kept_ok} answers on {opened} connections across rollback"
+    );
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
-    svc.pym(&["accept", "--env", "live"]).assert_ok().assert_stderr_has(&format!("2 acceptance tests passed on 127.0.0.1:{live}"));
+    svc.pym(&["accept", "--env", "live"])
+        .assert_ok()
+        .assert_stderr_has(&format!("2 acceptance tests passed on 127.0.0.1:{live}"));
     let status = svc.pym(&["status"]);
     let table = status.assert_ok().stdout.clone();
-    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&v1) && l.contains(" up ") && l.contains(" healthy ")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("proxy ") && l.contains(" healthy ")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("live ")
+            && l.contains(&v1)
+            && l.contains(" up ")
+            && l.contains(" healthy ")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("proxy ") && l.contains(" healthy ")),
+        "{table}"
+    );
     // The proxy runs locked down, on an image of its own (no shell, not the service's base).
     let proxy = format!("pym-{}-proxy", svc.name);
-    let locked = docker(&["inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}", &proxy]);
+    let locked = docker(&[
+        "inspect",
+        "--format",
+        "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}}",
+        &proxy,
+    ]);
     assert_eq!(locked, "65534:65534 true [ALL]");
-    let no_shell = Command::new("docker").args(["exec", &proxy, "sh", "-c", "true"]).output().unwrap();
-    assert!(!no_shell.status.success(), "the proxy image has a shell: it is not its own minimal image");
-    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&v2)), "{table}");
+    let no_shell = Command::new("docker")
+        .args(["exec", &proxy, "sh", "-c", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        !no_shell.status.success(),
+        "the proxy image has a shell: it is not its own minimal image"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("previous ") && l.contains(&v2)),
+        "{table}"
+    );
     assert!(table.lines().any(|l| l.starts_with("staging ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("proxy ")), "{table}");
     // The history is an audit log: the rollback is in it, by its own command, after the
     // deploys, each run with its own start.
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
-    let commands: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)).collect();
-    assert_eq!(commands, ["deploy", "deploy", "deploy", "rollback"], "the first deploy, the second in its two runs (to push, from stage), the rollback:\n{history}");
-    assert!(history.lines().last().unwrap().contains(&v1) && history.lines().last().unwrap().contains(" ok "), "{history}");
+    let commands: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(
+        commands,
+        ["deploy", "deploy", "deploy", "rollback"],
+        "the first deploy, the second in its two runs (to push, from stage), the rollback:\n{history}"
+    );
+    assert!(
+        history.lines().last().unwrap().contains(&v1)
+            && history.lines().last().unwrap().contains(" ok "),
+        "{history}"
+    );
 
     // Bare `pymdeploy` runs the service's own pipeline; the live version is the commit's
     // (v2, rolled back from) so it is promoted again.
-    svc.pym_env(&[], &reg.env()).assert_ok().assert_stderr_has("cargo xtask deploy (this service's own pipeline)");
+    svc.pym_env(&[], &reg.env())
+        .assert_ok()
+        .assert_stderr_has("cargo xtask deploy (this service's own pipeline)");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
     // And once more: nothing to switch.
-    svc.pym_env(&["promote"], &reg.env()).assert_ok().assert_stderr_has("is already live");
+    svc.pym_env(&["promote"], &reg.env())
+        .assert_ok()
+        .assert_stderr_has("is already live");
     // A stray: an old version running beside live, as a promote killed between the switch
     // and the stop leaves it. Promoting the live version again stops it.
     let stray = format!("pym-{}-live-{v1}", svc.name);
     docker(&["start", &stray]);
-    svc.pym_env(&["promote"], &reg.env()).assert_ok().assert_stderr_has(&format!("stopped the stray {v1}"));
-    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false");
+    svc.pym_env(&["promote"], &reg.env())
+        .assert_ok()
+        .assert_stderr_has(&format!("stopped the stray {v1}"));
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &stray]),
+        "false"
+    );
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 
     // cleanup keeps `keep_previous` stopped versions; with fewer kept it lists, then removes.
@@ -122,13 +292,31 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert_eq!(kept.assert_ok().stdout.trim(), format!("keep {v1}"));
     svc.write("pym-config.live.yaml", "keep_previous: 0\n");
     let listed = svc.pym(&["cleanup"]);
-    assert_eq!(listed.assert_ok().stdout.trim(), format!("would remove {v1}"));
-    assert_eq!(docker(&["inspect", "--format", "{{.State.Running}}", &stray]), "false", "a dry cleanup removed it");
+    assert_eq!(
+        listed.assert_ok().stdout.trim(),
+        format!("would remove {v1}")
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Running}}", &stray]),
+        "false",
+        "a dry cleanup removed it"
+    );
     let removed = svc.pym(&["cleanup", "--execute"]);
     assert_eq!(removed.assert_ok().stdout.trim(), format!("removed {v1}"));
     // A step like the others: its line and the summary, on stderr.
-    assert!(removed.stderr.lines().any(|l| l.starts_with("  cleanup ") && l.contains(" ok ") && l.contains("1 old container of")), "{}", removed.stderr);
-    assert!(!svc.containers().iter().any(|c| docker(&["inspect", "--format", "{{.Name}}", c]).ends_with(&stray)), "{stray} is still there");
+    assert!(
+        removed.stderr.lines().any(|l| l.starts_with("  cleanup ")
+            && l.contains(" ok ")
+            && l.contains("1 old container of")),
+        "{}",
+        removed.stderr
+    );
+    assert!(
+        !svc.containers()
+            .iter()
+            .any(|c| docker(&["inspect", "--format", "{{.Name}}", c]).ends_with(&stray)),
+        "{stray} is still there"
+    );
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }
 
@@ -143,22 +331,66 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     // With --json: one event per line on stdout, matching the summary on stderr.
     let r = svc.pym_env(&["deploy", "--json"], &reg.env());
     r.assert_ok();
-    let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     assert_eq!(events.last().unwrap()["outcome"], "ok");
-    let finished: Vec<&str> = events.iter().filter(|e| e["event"] == "step_finished").map(|e| e["step"].as_str().unwrap()).collect();
-    assert_eq!(finished, ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"]);
+    let finished: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            "test",
+            "build",
+            "accept-local",
+            "push",
+            "stage",
+            "accept-staging",
+            "promote",
+            "accept-live"
+        ]
+    );
     for step in &finished {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} is not ok in the summary:\n{}", r.stderr);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")),
+            "{step} is not ok in the summary:\n{}",
+            r.stderr
+        );
     }
-    assert!(events.iter().all(|e| e["event"] != "step_finished" || e["duration_ms"].is_u64()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["event"] != "step_finished" || e["duration_ms"].is_u64())
+    );
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
 
     // A wrong registry password: push fails, nothing after it runs, live is untouched.
-    let r = svc.pym_env(&["deploy", "--from", "push"], &[("PYM_REGISTRY_USER", &reg.user), ("PYM_REGISTRY_PASSWORD", "wrong-password-999")]);
-    r.assert_failed().assert_stderr_has("step `push` failed").assert_stderr_has("refused the credentials");
-    assert!(r.stderr.lines().any(|l| l.starts_with("  stage ") && l.contains("skipped")), "{}", r.stderr);
+    let r = svc.pym_env(
+        &["deploy", "--from", "push"],
+        &[
+            ("PYM_REGISTRY_USER", &reg.user),
+            ("PYM_REGISTRY_PASSWORD", "wrong-password-999"),
+        ],
+    );
+    r.assert_failed()
+        .assert_stderr_has("step `push` failed")
+        .assert_stderr_has("refused the credentials");
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("  stage ") && l.contains("skipped")),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("wrong-password-999"));
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
@@ -166,16 +398,38 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     svc.edit("testaccept/tests/accept.rs", "    assert_eq!(v[\"name\"]", "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]")
         .commit("fails on staging");
     let r = svc.pym_env(&["deploy"], &reg.env());
-    r.assert_failed().assert_stderr_has("staging-only failure").assert_stderr_has("step `accept-staging` failed");
-    assert!(r.stderr.lines().any(|l| l.starts_with("  promote ") && l.contains("skipped")), "{}", r.stderr);
-    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed after a failed staging acceptance");
+    r.assert_failed()
+        .assert_stderr_has("staging-only failure")
+        .assert_stderr_has("step `accept-staging` failed");
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("  promote ") && l.contains("skipped")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v1.as_str(),
+        "live changed after a failed staging acceptance"
+    );
 
     // Live acceptance fails: rolled back automatically, and the run still fails.
-    svc.edit("testaccept/tests/accept.rs", "assert_ne!(server.env, \"staging\", \"staging-only failure\")", "assert_ne!(server.env, \"live\", \"live-only failure\")")
-        .commit("fails on live");
+    svc.edit(
+        "testaccept/tests/accept.rs",
+        "assert_ne!(server.env, \"staging\", \"staging-only failure\")",
+        "assert_ne!(server.env, \"live\", \"live-only failure\")",
+    )
+    .commit("fails on live");
     let r = svc.pym_env(&["deploy"], &reg.env());
-    r.assert_failed().assert_stderr_has("live-only failure").assert_stderr_has(&format!("rolled back: {v1} live again"));
-    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live was not rolled back");
+    r.assert_failed()
+        .assert_stderr_has("live-only failure")
+        .assert_stderr_has(&format!("rolled back: {v1} live again"));
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v1.as_str(),
+        "live was not rolled back"
+    );
     assert_eq!(version_on(live).unwrap()["pym_env"], "live");
 
     // The same failing tests run by hand only report: no rollback outside a deploy.
@@ -188,9 +442,15 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let rows: Vec<&str> = history.lines().skip(1).collect();
     assert_eq!(rows.len(), 4, "{history}");
-    assert!(rows[0].contains(&v1) && rows[0].contains(" ok "), "{history}");
+    assert!(
+        rows[0].contains(&v1) && rows[0].contains(" ok "),
+        "{history}"
+    );
     assert!(rows[1].contains("push:failed"), "{history}");
-    assert!(rows[2].contains("accept-staging:failed") && rows[2].contains("promote:skipped"), "{history}");
+    assert!(
+        rows[2].contains("accept-staging:failed") && rows[2].contains("promote:skipped"),
+        "{history}"
+    );
     assert!(rows[3].contains("accept-live:failed"), "{history}");
 }
 
@@ -204,19 +464,54 @@ fn a_dry_run_changes_nothing() {
     svc.for_docker_target(&reg);
     let engine = || {
         [
-            docker(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.Status}}"]),
-            docker(&["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]),
-            docker(&["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"]),
+            docker(&[
+                "ps",
+                "-a",
+                "--no-trunc",
+                "--format",
+                "{{.ID}} {{.Names}} {{.Status}}",
+            ]),
+            docker(&[
+                "images",
+                "-a",
+                "--no-trunc",
+                "--format",
+                "{{.ID}} {{.Repository}}:{{.Tag}}",
+            ]),
+            docker(&[
+                "network",
+                "ls",
+                "--no-trunc",
+                "--format",
+                "{{.ID}} {{.Name}}",
+            ]),
         ]
     };
     let before = engine();
     let r = svc.pym_env(&["deploy", "--dry-run"], &reg.env());
     r.assert_ok();
-    for action in ["build image", "push ", "stop the previous", "route the proxy", "roll back"] {
-        assert!(r.stdout.contains(action), "the plan lacks {action:?}:\n{}", r.stdout);
+    for action in [
+        "build image",
+        "push ",
+        "stop the previous",
+        "route the proxy",
+        "roll back",
+    ] {
+        assert!(
+            r.stdout.contains(action),
+            "the plan lacks {action:?}:\n{}",
+            r.stdout
+        );
     }
     // Other tests run beside this one: compare only what concerns this service.
-    let mine = |state: [String; 3]| state.map(|s| s.lines().filter(|l| l.contains(&svc.name)).map(str::to_string).collect::<Vec<_>>());
+    let mine = |state: [String; 3]| {
+        state.map(|s| {
+            s.lines()
+                .filter(|l| l.contains(&svc.name))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+    };
     assert_eq!(mine(engine()), mine(before));
     assert!(!svc.path(".pym").exists(), "a dry run wrote files");
 }
@@ -238,33 +533,75 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
     let mut line = String::new();
     while !seen.contains("==> stage") {
         line.clear();
-        assert!(a_err.read_line(&mut line).unwrap() > 0, "deploy A ended before stage:\n{seen}");
+        assert!(
+            a_err.read_line(&mut line).unwrap() > 0,
+            "deploy A ended before stage:\n{seen}"
+        );
         seen.push_str(&line);
         if seen.contains("==> build") && !seen.contains("B checked") {
             let b = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
-            b.assert_failed().assert_stderr_has(&format!("{}-docker is being deployed by", svc.name)).assert_stderr_has("`deploy`").assert_stderr_has("the lock is released when its process exits");
-            assert!(!b.stderr.contains("==> "), "deploy B ran a step:\n{}", b.stderr);
+            b.assert_failed()
+                .assert_stderr_has(&format!("{}-docker is being deployed by", svc.name))
+                .assert_stderr_has("`deploy`")
+                .assert_stderr_has("the lock is released when its process exits");
+            assert!(
+                !b.stderr.contains("==> "),
+                "deploy B ran a step:\n{}",
+                b.stderr
+            );
             seen.push_str("B checked\n");
         }
     }
     assert!(seen.contains("B checked"), "B was never tried:\n{seen}");
     // Deploy A is killed outright during stage.
-    assert!(Command::new("kill").args(["-KILL", &a.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &a.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let _ = a.wait();
     let mut rest = String::new();
     let _ = a_err.read_to_string(&mut rest);
 
     let r = svc.pym_env(&["deploy", "--resume"], &reg.env());
-    r.assert_ok().assert_stderr_has("Resuming").assert_stderr_has("taking over the deploy lock").assert_stderr_has("done in the resumed run");
+    r.assert_ok()
+        .assert_stderr_has("Resuming")
+        .assert_stderr_has("taking over the deploy lock")
+        .assert_stderr_has("done in the resumed run");
     for step in ["test", "build", "accept-local", "push"] {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains("skipped")), "{step} was redone:\n{}", r.stderr);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains("skipped")),
+            "{step} was redone:\n{}",
+            r.stderr
+        );
     }
     let v = version_on(live).expect("live answers");
-    assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(version.as_str()), Some("live")));
-    let mut names: Vec<String> = svc.containers().iter().map(|id| docker(&["inspect", "--format", "{{.Name}}", id])).collect();
+    assert_eq!(
+        (v["version"].as_str(), v["pym_env"].as_str()),
+        (Some(version.as_str()), Some("live"))
+    );
+    let mut names: Vec<String> = svc
+        .containers()
+        .iter()
+        .map(|id| docker(&["inspect", "--format", "{{.Name}}", id]))
+        .collect();
     names.sort();
-    assert_eq!(names, [format!("/pym-{}-live-{version}", svc.name), format!("/pym-{}-proxy", svc.name), format!("/pym-{}-staging", svc.name)], "leftover containers");
-    svc.pym(&["deploy", "--resume"]).assert_ok().assert_stderr_has("Nothing");
+    assert_eq!(
+        names,
+        [
+            format!("/pym-{}-live-{version}", svc.name),
+            format!("/pym-{}-proxy", svc.name),
+            format!("/pym-{}-staging", svc.name)
+        ],
+        "leftover containers"
+    );
+    svc.pym(&["deploy", "--resume"])
+        .assert_ok()
+        .assert_stderr_has("Nothing");
 }
 
 #[test]
@@ -277,10 +614,28 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     let reg = Registry::start();
     let svc = TestService::new("order");
     let (live, _) = svc.for_docker_target(&reg);
-    svc.edit("pym-config.yaml", "drain_seconds: 10", "drain_seconds: 10\nkeep_previous: 1").commit("keep one");
-    let quick = ["deploy", "--no-test", "--skip", "accept-local", "--skip", "accept-staging", "--skip", "accept-live"];
+    svc.edit(
+        "pym-config.yaml",
+        "drain_seconds: 10",
+        "drain_seconds: 10\nkeep_previous: 1",
+    )
+    .commit("keep one");
+    let quick = [
+        "deploy",
+        "--no-test",
+        "--skip",
+        "accept-local",
+        "--skip",
+        "accept-staging",
+        "--skip",
+        "accept-live",
+    ];
     let deploy = |message: &str| -> String {
-        svc.write("src/main.rs", &format!("{}// {message}\n", svc.read("src/main.rs"))).commit(message);
+        svc.write(
+            "src/main.rs",
+            &format!("{}// {message}\n", svc.read("src/main.rs")),
+        )
+        .commit(message);
         svc.pym_env(&quick, &reg.env()).assert_ok();
         let v = svc.pym(&["version"]).stdout.trim().to_string();
         assert_eq!(version_on(live).unwrap()["version"], v.as_str());
@@ -288,22 +643,49 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     };
     let v0 = deploy("v0");
     let c1 = deploy("c1");
-    svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v0} live again (was {c1})"));
+    svc.pym(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v0} live again (was {c1})"));
     let c2 = deploy("c2");
-    svc.pym(&["rollback"]).assert_ok().assert_stderr_has(&format!("{v0} live again (was {c2})"));
+    svc.pym(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v0} live again (was {c2})"));
     assert_eq!(version_on(live).unwrap()["version"], v0.as_str());
     // status lists the previous versions in the order they were live: c2 first.
     let table = svc.pym(&["status"]).assert_ok().stdout.clone();
-    let previous: Vec<&str> = table.lines().filter(|l| l.starts_with("previous ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
-    assert_eq!(previous, [c2.as_str()], "keep_previous: 1 keeps the version live last:\n{table}");
+    let previous: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("previous "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        previous,
+        [c2.as_str()],
+        "keep_previous: 1 keeps the version live last:\n{table}"
+    );
     // With --json, stdout is JSON lines only: the run's events and one object per row.
     let json = svc.pym(&["status", "--json"]).assert_ok().stdout.clone();
-    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{json}"))).collect();
-    assert!(rows.iter().any(|r| r["event"] == "status_row" && r["env"] == "previous" && r["version"] == c2.as_str()), "{json}");
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{json}")))
+        .collect();
+    assert!(
+        rows.iter().any(|r| r["event"] == "status_row"
+            && r["env"] == "previous"
+            && r["version"] == c2.as_str()),
+        "{json}"
+    );
     // Images go with the versions: c1's image, which no container uses, was removed.
     let images = svc.images();
-    assert!(!images.iter().any(|i| i.ends_with(&format!(":{c1}"))), "{images:?}");
-    assert!(images.iter().any(|i| i.ends_with(&format!(":{v0}"))) && images.iter().any(|i| i.ends_with(&format!(":{c2}"))), "{images:?}");
+    assert!(
+        !images.iter().any(|i| i.ends_with(&format!(":{c1}"))),
+        "{images:?}"
+    );
+    assert!(
+        images.iter().any(|i| i.ends_with(&format!(":{v0}")))
+            && images.iter().any(|i| i.ends_with(&format!(":{c2}"))),
+        "{images:?}"
+    );
 
     // The proxy keeps its routes across a restart (what the engine's restart policy does
     // to it after an engine restart or a crash): live answers the same version at once,
@@ -311,12 +693,24 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     docker(&["restart", "-t", "1", &format!("pym-{}-proxy", svc.name)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while version_on(live).is_none() {
-        assert!(std::time::Instant::now() < deadline, "live does not answer after the proxy restarted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live does not answer after the proxy restarted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(version_on(live).unwrap()["version"], v0.as_str(), "the restarted proxy lost its route");
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v0.as_str(),
+        "the restarted proxy lost its route"
+    );
     let table = svc.pym(&["status"]).assert_ok().stdout.clone();
-    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(c2.as_str())), "the restarted proxy lost its history:\n{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("previous ") && l.contains(c2.as_str())),
+        "the restarted proxy lost its history:\n{table}"
+    );
 }
 
 #[test]
@@ -327,39 +721,85 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
     let reg = Registry::start();
     let svc = TestService::new("promoteint");
     let (live, _) = svc.for_docker_target(&reg);
-    svc.pym_env(&["deploy", "--no-test"], &reg.env()).assert_ok();
+    svc.pym_env(&["deploy", "--no-test"], &reg.env())
+        .assert_ok();
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
     // The next version never becomes healthy on live (its overlay asks a path nobody
     // answers), so promote waits: that is where Ctrl-C comes.
-    svc.write("pym-config.live.yaml", "health_path: /never\n").commit("v2, unhealthy on live");
+    svc.write("pym-config.live.yaml", "health_path: /never\n")
+        .commit("v2, unhealthy on live");
     let v2 = svc.pym(&["version"]).stdout.trim().to_string();
     let mut run = svc.spawn(&["deploy", "--no-test"], &reg.env());
     run.wait_for("beside the live version");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let seen = run.seen.clone();
     let (code, rest, took) = run.interrupt();
-    assert!(took < std::time::Duration::from_secs(10), "Ctrl-C took {took:?} (health_timeout is 60 s)");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "Ctrl-C took {took:?} (health_timeout is 60 s)"
+    );
     assert_eq!(code, Some(130), "{seen}{rest}");
-    assert!(rest.contains("promoting") && rest.contains("live is unchanged"), "{rest}");
-    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed");
-    let names: Vec<String> = svc.containers().iter().map(|id| docker(&["inspect", "--format", "{{.Name}}", id])).collect();
-    assert!(!names.iter().any(|n| n.contains(&format!("live-{v2}"))), "the new version's container was left: {names:?}");
+    assert!(
+        rest.contains("promoting") && rest.contains("live is unchanged"),
+        "{rest}"
+    );
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v1.as_str(),
+        "live changed"
+    );
+    let names: Vec<String> = svc
+        .containers()
+        .iter()
+        .map(|id| docker(&["inspect", "--format", "{{.Name}}", id]))
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(&format!("live-{v2}"))),
+        "the new version's container was left: {names:?}"
+    );
     // History says what happened: this deploy failed at promote.
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
     let last = history.lines().last().unwrap();
-    assert!(last.contains(&v2) && last.contains(" failed ") && last.contains("promote:failed"), "{history}");
+    assert!(
+        last.contains(&v2) && last.contains(" failed ") && last.contains("promote:failed"),
+        "{history}"
+    );
 
     // Ctrl-C while stage waits for a version that never gets healthy on staging: it
     // answers at once and leaves no staging container of that version; live is untouched.
-    svc.write("pym-config.staging.yaml", "health_path: /never\n").commit("v3, unhealthy on staging");
-    let mut run = svc.spawn(&["deploy", "--no-test", "--skip", "accept-local", "--to", "stage"], &reg.env());
+    svc.write("pym-config.staging.yaml", "health_path: /never\n")
+        .commit("v3, unhealthy on staging");
+    let mut run = svc.spawn(
+        &[
+            "deploy",
+            "--no-test",
+            "--skip",
+            "accept-local",
+            "--to",
+            "stage",
+        ],
+        &reg.env(),
+    );
     run.wait_for("to answer");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (code, rest, took) = run.interrupt();
-    assert!(took < std::time::Duration::from_secs(10), "Ctrl-C took {took:?} (health_timeout is 60 s)");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "Ctrl-C took {took:?} (health_timeout is 60 s)"
+    );
     assert_eq!(code, Some(130), "{rest}");
-    assert!(svc.containers().iter().all(|id| docker(&["inspect", "--format", "{{.Name}}", id]) != format!("/pym-{}-staging", svc.name)), "the interrupted stage left its container");
-    assert_eq!(version_on(live).unwrap()["version"], v1.as_str(), "live changed");
+    assert!(
+        svc.containers()
+            .iter()
+            .all(|id| docker(&["inspect", "--format", "{{.Name}}", id])
+                != format!("/pym-{}-staging", svc.name)),
+        "the interrupted stage left its container"
+    );
+    assert_eq!(
+        version_on(live).unwrap()["version"],
+        v1.as_str(),
+        "live changed"
+    );
 }
 
 #[test]
@@ -371,32 +811,99 @@ fn the_engine_lock_excludes_other_machines_and_is_broken_only_when_its_holder_is
     // the lock on the engine stands between them.
     let svc = TestService::new("enginelock");
     svc.on_free_ports();
-    svc.edit("pym-config.yaml", "accept_command: cargo test --manifest-path testaccept/Cargo.toml", "accept_command: sleep 600").commit("slow acceptance");
-    let machine = |m: &str| repo_root().join(format!("target/it-state/{}-{m}", svc.name)).display().to_string();
+    svc.edit(
+        "pym-config.yaml",
+        "accept_command: cargo test --manifest-path testaccept/Cargo.toml",
+        "accept_command: sleep 600",
+    )
+    .commit("slow acceptance");
+    let machine = |m: &str| {
+        repo_root()
+            .join(format!("target/it-state/{}-{m}", svc.name))
+            .display()
+            .to_string()
+    };
     let (a_dir, b_dir) = (machine("a"), machine("b"));
     let lock = format!("pym-{}-lock", svc.name);
 
-    let mut a = svc.spawn(&["deploy", "--from", "accept-staging", "--to", "accept-staging"], &[("PYM_STATE_DIR", a_dir.as_str())]);
+    let mut a = svc.spawn(
+        &[
+            "deploy",
+            "--from",
+            "accept-staging",
+            "--to",
+            "accept-staging",
+        ],
+        &[("PYM_STATE_DIR", a_dir.as_str())],
+    );
     a.wait_for("==> accept-staging");
-    let b = svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]);
-    b.assert_failed().assert_stderr_has("is being deployed to the engine at").assert_stderr_has("`deploy`").assert_stderr_has("--break-lock");
+    let b = svc.pym_env(
+        &["cleanup", "--execute"],
+        &[("PYM_STATE_DIR", b_dir.as_str())],
+    );
+    b.assert_failed()
+        .assert_stderr_has("is being deployed to the engine at")
+        .assert_stderr_has("`deploy`")
+        .assert_stderr_has("--break-lock");
     let (code, _, _) = a.interrupt();
     assert!(code.is_some(), "deploy A did not end on Ctrl-C");
-    assert!(docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "an interrupted run left its engine lock");
+    assert!(
+        docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(),
+        "an interrupted run left its engine lock"
+    );
 
     // A lock whose holder is a process of this host that no longer exists: taken over.
-    let dead = { let mut c = Command::new("true").spawn().unwrap(); let pid = c.id(); c.wait().unwrap(); pid };
-    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let hold = |host: &str, pid: u32| {
-        let label = format!("org.pymacaron.lock={{\"user\":\"ann@example.com\",\"host\":\"{host}\",\"pid\":{pid},\"since\":0,\"command\":\"deploy\"}}");
-        docker(&["create", "--name", &lock, "--label", &label, "pym-lock:1", "held"]);
+        let label = format!(
+            "org.pymacaron.lock={{\"user\":\"ann@example.com\",\"host\":\"{host}\",\"pid\":{pid},\"since\":0,\"command\":\"deploy\"}}"
+        );
+        docker(&[
+            "create",
+            "--name",
+            &lock,
+            "--label",
+            &label,
+            "pym-lock:1",
+            "held",
+        ]);
     };
     hold(&host, dead);
-    svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_ok().assert_stderr_has("taking over the engine lock");
+    svc.pym_env(
+        &["cleanup", "--execute"],
+        &[("PYM_STATE_DIR", b_dir.as_str())],
+    )
+    .assert_ok()
+    .assert_stderr_has("taking over the engine lock");
     // A holder on another machine is never presumed gone: refused, then broken on request.
     hold("ci-runner-7", 4242);
-    svc.pym_env(&["cleanup", "--execute"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_failed().assert_stderr_has("ann@example.com@ci-runner-7");
-    assert!(!docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "a refused run removed the lock");
-    svc.pym_env(&["cleanup", "--execute", "--break-lock"], &[("PYM_STATE_DIR", b_dir.as_str())]).assert_ok().assert_stderr_has("breaking the engine lock");
-    assert!(docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(), "the lock outlived its run");
+    svc.pym_env(
+        &["cleanup", "--execute"],
+        &[("PYM_STATE_DIR", b_dir.as_str())],
+    )
+    .assert_failed()
+    .assert_stderr_has("ann@example.com@ci-runner-7");
+    assert!(
+        !docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(),
+        "a refused run removed the lock"
+    );
+    svc.pym_env(
+        &["cleanup", "--execute", "--break-lock"],
+        &[("PYM_STATE_DIR", b_dir.as_str())],
+    )
+    .assert_ok()
+    .assert_stderr_has("breaking the engine lock");
+    assert!(
+        docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(),
+        "the lock outlived its run"
+    );
 }

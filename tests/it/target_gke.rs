@@ -11,7 +11,10 @@ use pym_fake_kube::{FakeKube, Options};
 use serde_json::{Value, json};
 
 use crate::fake_kube::kubectl_available;
-use crate::support::{KeepAliveLoop, Registry, RequestLoop, Run, TestService, docker_available, http_get_at, planned_actions, taken_actions, temp_dir};
+use crate::support::{
+    KeepAliveLoop, Registry, RequestLoop, Run, TestService, docker_available, http_get_at,
+    planned_actions, taken_actions, temp_dir,
+};
 
 const SECRET: &str = "pym-it-gke-secret-Wd40";
 const PLUGIN_TOKEN: &str = "pym-it-exec-token-Rt55";
@@ -35,25 +38,70 @@ impl Setup {
         let reg = Registry::start();
         let dir = temp_dir(&format!("{tag}-kube"));
         use base64::Engine;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", reg.user, reg.password));
-        std::fs::write(dir.join("config.json"), json!({"auths": {&reg.host: {"auth": auth}}}).to_string()).unwrap();
-        let fake = FakeKube::start(Options { docker_config: Some(dir.clone()), step_delay: Duration::from_millis(100), ..Default::default() }).expect("the local apiserver starts");
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", reg.user, reg.password));
+        std::fs::write(
+            dir.join("config.json"),
+            json!({"auths": {&reg.host: {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+        let fake = FakeKube::start(Options {
+            docker_config: Some(dir.clone()),
+            step_delay: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .expect("the local apiserver starts");
         let plain = fake.kubeconfig(&dir, "plain");
         let plugin = dir.join("auth-plugin");
         std::fs::write(&plugin, format!("#!/bin/sh\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1beta1\", \"kind\": \"ExecCredential\", \"status\": {{\"token\": \"{PLUGIN_TOKEN}\"}}}}'\n")).unwrap();
-        Command::new("chmod").arg("+x").arg(&plugin).status().unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&plugin)
+            .status()
+            .unwrap();
         let kubeconfig = dir.join("exec.kubeconfig");
         write_kubeconfig(&kubeconfig, &plugin, &[("pym-it", &fake.url)]);
         let svc = TestService::new_for(tag, "gke");
-        svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2", reg.host));
-        svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n").commit("deploy to the local apiserver");
-        let env = [("KUBECONFIG", kubeconfig.display().to_string()), ("PYM_IT_GKE_SECRET", SECRET.to_string())];
-        let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).chain(reg.env().iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
-        Setup { fake, svc, reg, plain, kubeconfig, plugin, env }
+        svc.edit(
+            "pym-config.yaml",
+            "# docker_repo: registry.example.com/team",
+            &format!(
+                "docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2",
+                reg.host
+            ),
+        );
+        svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n")
+            .commit("deploy to the local apiserver");
+        let env = [
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("PYM_IT_GKE_SECRET", SECRET.to_string()),
+        ];
+        let env = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(
+                reg.env()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .collect();
+        Setup {
+            fake,
+            svc,
+            reg,
+            plain,
+            kubeconfig,
+            plugin,
+            env,
+        }
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SECRET, PLUGIN_TOKEN, &self.reg.password]);
         r
@@ -61,7 +109,9 @@ impl Setup {
 
     fn kubectl(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new("kubectl");
-        cmd.env("KUBECONFIG", &self.plain).args(["-n", &self.svc.name]).args(args);
+        cmd.env("KUBECONFIG", &self.plain)
+            .args(["-n", &self.svc.name])
+            .args(args);
         crate::support::run(cmd)
     }
 
@@ -76,7 +126,12 @@ impl Setup {
     }
 
     fn version(&self) -> String {
-        self.svc.pym(&["version"]).assert_ok().stdout.trim().to_string()
+        self.svc
+            .pym(&["version"])
+            .assert_ok()
+            .stdout
+            .trim()
+            .to_string()
     }
 
     fn deployment(&self, version: &str) -> String {
@@ -86,28 +141,67 @@ impl Setup {
     /// The external address of a Service (its LoadBalancer ingress and port).
     fn address(&self, service: &str) -> (String, u16) {
         let s = self.get("service", service);
-        (s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().expect("an ingress address").to_string(), s["spec"]["ports"][0]["port"].as_u64().unwrap() as u16)
+        (
+            s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .expect("an ingress address")
+                .to_string(),
+            s["spec"]["ports"][0]["port"].as_u64().unwrap() as u16,
+        )
     }
 
     fn hook(&self, method: &str, what: &str, body: &Value) -> String {
-        let out = Command::new("curl").args(["-fsS", "-X", method, &format!("{}/__fake/{what}", self.fake.url), "-d", &body.to_string()]).output().expect("curl runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                "-X",
+                method,
+                &format!("{}/__fake/{what}", self.fake.url),
+                "-d",
+                &body.to_string(),
+            ])
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// The API calls so far: (verb, resource).
     fn calls(&self) -> Vec<(String, String)> {
-        let out = Command::new("curl").args(["-fsS", &format!("{}/__fake/calls", self.fake.url)]).output().expect("curl runs");
+        let out = Command::new("curl")
+            .args(["-fsS", &format!("{}/__fake/calls", self.fake.url)])
+            .output()
+            .expect("curl runs");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["calls"].as_array().unwrap().iter().map(|c| (c["verb"].as_str().unwrap_or("").to_string(), c["resource"].as_str().unwrap_or("").to_string())).collect()
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["verb"].as_str().unwrap_or("").to_string(),
+                    c["resource"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 }
 
 /// A kubeconfig with one context per `(name, server)`, the first current, whose user is
 /// the exec credential plugin `plugin`.
 fn write_kubeconfig(path: &std::path::Path, plugin: &std::path::Path, contexts: &[(&str, &str)]) {
-    let clusters: String = contexts.iter().map(|(n, url)| format!("- name: {n}\n  cluster:\n    server: {url}\n")).collect();
-    let named: String = contexts.iter().map(|(n, _)| format!("- name: {n}\n  context: {{cluster: {n}, user: plugin}}\n")).collect();
+    let clusters: String = contexts
+        .iter()
+        .map(|(n, url)| format!("- name: {n}\n  cluster:\n    server: {url}\n"))
+        .collect();
+    let named: String = contexts
+        .iter()
+        .map(|(n, _)| format!("- name: {n}\n  context: {{cluster: {n}, user: plugin}}\n"))
+        .collect();
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{named}current-context: {}\nusers:\n- name: plugin\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      interactiveMode: Never\n",
         contexts[0].0,
@@ -120,15 +214,26 @@ fn write_kubeconfig(path: &std::path::Path, plugin: &std::path::Path, contexts: 
 #[track_caller]
 fn assert_serves((host, port): &(String, u16), version: &str, env: &str) {
     for _ in 0..4 {
-        let (status, body) = http_get_at(host, *port, "/version").unwrap_or_else(|| panic!("{host}:{port} does not answer"));
+        let (status, body) = http_get_at(host, *port, "/version")
+            .unwrap_or_else(|| panic!("{host}:{port} does not answer"));
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!((v["version"].as_str(), v["pym_env"].as_str()), (Some(version), Some(env)), "{host}:{port}");
+        assert_eq!(
+            (v["version"].as_str(), v["pym_env"].as_str()),
+            (Some(version), Some(env)),
+            "{host}:{port}"
+        );
     }
 }
 
 fn env_of(d: &Value, name: &str) -> Value {
-    d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).cloned().unwrap_or(Value::Null)
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// Runs `f` with requests looping on fresh and on keep-alive connections to `addr`; none
@@ -142,8 +247,14 @@ fn under_load(addr: &(String, u16), f: impl FnOnce()) -> std::collections::BTree
     std::thread::sleep(Duration::from_secs(6));
     let (ok, failures, versions) = fresh.finish();
     let (kept_ok, kept_failures, _) = kept.finish();
-    assert!(failures.is_empty() && kept_failures.is_empty(), "requests failed: {failures:?} {kept_failures:?}");
-    assert!(ok > 20 && kept_ok > 20, "too few requests to tell: {ok} and {kept_ok}");
+    assert!(
+        failures.is_empty() && kept_failures.is_empty(),
+        "requests failed: {failures:?} {kept_failures:?}"
+    );
+    assert!(
+        ok > 20 && kept_ok > 20,
+        "too few requests to tell: {ok} and {kept_ok}"
+    );
     versions
 }
 
@@ -154,7 +265,13 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     }
     let t = Setup::new("gke");
     let (ns, app) = (t.svc.name.clone(), t.svc.name.clone());
-    t.svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_GKE_SECRET]\nk8s_memory: 256Mi\nk8s_cpu: 250m\nk8s_replicas: 2").commit("a secret and sizes");
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "env_secrets: []",
+            "env_secrets: [PYM_IT_GKE_SECRET]\nk8s_memory: 256Mi\nk8s_cpu: 250m\nk8s_replicas: 2",
+        )
+        .commit("a secret and sizes");
 
     // The first deploy, every call authenticated by the exec plugin's token (anonymous
     // ones are refused meanwhile).
@@ -162,8 +279,23 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     let r = t.xtask(&["deploy"]);
     t.hook("POST", "auth", &json!({"required": false}));
     r.assert_ok();
-    for step in ["test", "build", "accept-local", "push", "stage", "accept-staging", "promote", "accept-live"] {
-        assert!(r.stderr.lines().any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")), "{step} not ok in the summary:\n{}", r.stderr);
+    for step in [
+        "test",
+        "build",
+        "accept-local",
+        "push",
+        "stage",
+        "accept-staging",
+        "promote",
+        "accept-live",
+    ] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("  {step} ")) && l.contains(" ok ")),
+            "{step} not ok in the summary:\n{}",
+            r.stderr
+        );
     }
     let v1 = t.version();
     let (live_addr, staging_addr) = (t.address(&app), t.address(&format!("{app}-staging")));
@@ -172,42 +304,99 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     assert_serves(&staging_addr, &v1, "staging");
 
     // kubectl reads what pymdeploy made.
-    t.kubectl(&["rollout", "status", &format!("deployment/{}", t.deployment(&v1)), "--timeout=30s"]).assert_ok().assert_stdout_has("successfully rolled out");
+    t.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{}", t.deployment(&v1)),
+        "--timeout=30s",
+    ])
+    .assert_ok()
+    .assert_stdout_has("successfully rolled out");
     let table = t.kubectl(&["get", "deploy,svc"]).assert_ok().stdout.clone();
-    assert!(table.lines().any(|l| l.starts_with(&format!("deployment.apps/{app}-staging ")) && l.contains(" 1/1 ")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with(&format!("deployment.apps/{} ", t.deployment(&v1))) && l.contains(" 2/2 ")), "{table}");
-    t.kubectl(&["describe", "deployment", &t.deployment(&v1)]).assert_ok().assert_stdout_has("NewReplicaSetAvailable");
+    assert!(
+        table.lines().any(
+            |l| l.starts_with(&format!("deployment.apps/{app}-staging ")) && l.contains(" 1/1 ")
+        ),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(
+            |l| l.starts_with(&format!("deployment.apps/{} ", t.deployment(&v1)))
+                && l.contains(" 2/2 ")
+        ),
+        "{table}"
+    );
+    t.kubectl(&["describe", "deployment", &t.deployment(&v1)])
+        .assert_ok()
+        .assert_stdout_has("NewReplicaSetAvailable");
     // The live Deployment runs the digest staging ran, with PYM_ENV=live, the secret by
     // reference only, the probes, the preStop sleep, the sizes and the labels.
-    let (live, staged) = (t.get("deployment", &t.deployment(&v1)), t.get("deployment", &format!("{app}-staging")));
-    let image = live["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+    let (live, staged) = (
+        t.get("deployment", &t.deployment(&v1)),
+        t.get("deployment", &format!("{app}-staging")),
+    );
+    let image = live["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(image.contains("@sha256:"), "{image}");
-    assert_eq!(staged["spec"]["template"]["spec"]["containers"][0]["image"].as_str(), Some(image.as_str()));
+    assert_eq!(
+        staged["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some(image.as_str())
+    );
     assert_eq!(env_of(&live, "PYM_ENV")["value"], "live");
     assert_eq!(env_of(&staged, "PYM_ENV")["value"], "staging");
-    assert_eq!(env_of(&live, "PYM_IT_GKE_SECRET")["valueFrom"]["secretKeyRef"]["name"], t.deployment(&v1));
+    assert_eq!(
+        env_of(&live, "PYM_IT_GKE_SECRET")["valueFrom"]["secretKeyRef"]["name"],
+        t.deployment(&v1)
+    );
     for d in [&live, &staged] {
-        assert!(!d.to_string().contains(SECRET), "the secret's value is in a Deployment: {d}");
+        assert!(
+            !d.to_string().contains(SECRET),
+            "the secret's value is in a Deployment: {d}"
+        );
     }
     let c = &live["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ping");
     assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 2);
     assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
-    assert_eq!(live["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pymdeploy");
-    assert_eq!(live["metadata"]["labels"]["app.kubernetes.io/version"], v1.as_str());
-    assert_eq!(t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"], v1.as_str());
+    assert_eq!(
+        live["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "pymdeploy"
+    );
+    assert_eq!(
+        live["metadata"]["labels"]["app.kubernetes.io/version"],
+        v1.as_str()
+    );
+    assert_eq!(
+        t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"],
+        v1.as_str()
+    );
     let secret = t.get("secret", &t.deployment(&v1));
     use base64::Engine;
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(secret["data"]["PYM_IT_GKE_SECRET"].as_str().unwrap()).unwrap(), SECRET.as_bytes());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["PYM_IT_GKE_SECRET"].as_str().unwrap())
+            .unwrap(),
+        SECRET.as_bytes()
+    );
 
     // A second version: stage does what its dry run said, live stays on v1.
-    t.svc.edit("src/main.rs", "\"not found\"", "\"no such route\"").commit("v2");
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v2");
     let v2 = t.version();
-    t.xtask(&["deploy", "--no-test", "--to", "push"]).assert_ok();
+    t.xtask(&["deploy", "--no-test", "--to", "push"])
+        .assert_ok();
     let dry = t.xtask(&["deploy", "--from", "stage", "--to", "stage", "--dry-run"]);
     let planned = planned_actions(&dry.assert_ok().stdout);
     let staged = t.xtask(&["deploy", "--from", "stage", "--to", "accept-staging"]);
-    assert_eq!(taken_actions(&staged.assert_ok().stderr), planned, "the stage did not do what its dry run said:\n{}", staged.stderr);
+    assert_eq!(
+        taken_actions(&staged.assert_ok().stderr),
+        planned,
+        "the stage did not do what its dry run said:\n{}",
+        staged.stderr
+    );
     assert_serves(&live_addr, &v1, "live");
     assert_serves(&staging_addr, &v2, "staging");
 
@@ -216,44 +405,98 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     let dry = t.xtask(&["promote", "--dry-run"]);
     let planned = planned_actions(&dry.assert_ok().stdout);
     let made = t.calls()[before..].to_vec();
-    assert!(made.iter().all(|(verb, _)| ["get", "list", "watch"].contains(&verb.as_str())), "a dry run changed something: {made:?}");
+    assert!(
+        made.iter()
+            .all(|(verb, _)| ["get", "list", "watch"].contains(&verb.as_str())),
+        "a dry run changed something: {made:?}"
+    );
     // Promote under load, with a Conflict on the live Service: read again and retried;
     // not one request fails.
     t.hook("POST", "faults", &json!({"verb": "update", "resource": "services", "code": 409, "reason": "Conflict", "message": format!("Operation cannot be fulfilled on services \"{app}\": the object has been modified; please apply your changes to the latest version and try again"), "times": 1}));
     let mut promoted = None;
-    let seen = under_load(&live_addr, || promoted = Some(t.xtask(&["deploy", "--from", "promote"])));
+    let seen = under_load(&live_addr, || {
+        promoted = Some(t.xtask(&["deploy", "--from", "promote"]))
+    });
     let promoted = promoted.unwrap();
-    promoted.assert_ok().assert_stderr_has("(Conflict): reading it again");
-    assert_eq!(taken_actions(&promoted.stderr), planned, "the promote did not do what its dry run said:\n{}", promoted.stderr);
+    promoted
+        .assert_ok()
+        .assert_stderr_has("(Conflict): reading it again");
+    assert_eq!(
+        taken_actions(&promoted.stderr),
+        planned,
+        "the promote did not do what its dry run said:\n{}",
+        promoted.stderr
+    );
     assert!(seen.contains(&v1) && seen.contains(&v2), "{seen:?}");
     assert_serves(&live_addr, &v2, "live");
-    assert_eq!(t.get("deployment", &t.deployment(&v1))["spec"]["replicas"], 0, "the version live before is kept, scaled to zero");
+    assert_eq!(
+        t.get("deployment", &t.deployment(&v1))["spec"]["replicas"],
+        0,
+        "the version live before is kept, scaled to zero"
+    );
 
     // Rollback under load: v1 scaled back up, selected again.
     let mut rolled = None;
     under_load(&live_addr, || rolled = Some(t.xtask(&["rollback"])));
-    rolled.unwrap().assert_ok().assert_stderr_has(&format!("{v1} live again"));
+    rolled
+        .unwrap()
+        .assert_ok()
+        .assert_stderr_has(&format!("{v1} live again"));
     assert_serves(&live_addr, &v1, "live");
-    assert_eq!(t.get("deployment", &t.deployment(&v2))["spec"]["replicas"], 0);
+    assert_eq!(
+        t.get("deployment", &t.deployment(&v2))["spec"]["replicas"],
+        0
+    );
     let status = t.xtask(&["status"]);
     let table = &status.assert_ok().stdout;
-    assert!(table.lines().any(|l| l.starts_with("live ") && l.contains(&t.deployment(&v1)) && l.contains(" 2/2 ") && l.contains(&format!("service/{app}"))), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("previous ") && l.contains(&t.deployment(&v2)) && l.contains(" 0/0 ")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("staging ") && l.contains(&v2)), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("live ")
+            && l.contains(&t.deployment(&v1))
+            && l.contains(" 2/2 ")
+            && l.contains(&format!("service/{app}"))),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("previous ")
+            && l.contains(&t.deployment(&v2))
+            && l.contains(" 0/0 ")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("staging ") && l.contains(&v2)),
+        "{table}"
+    );
 
     // v2 again, then a third version: with keep_previous 1, v2 is kept and v1 deleted with
     // its Secret; cleanup finds nothing more to delete.
     t.xtask(&["promote"]).assert_ok();
     assert_serves(&live_addr, &v2, "live");
-    t.svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"").commit("v3");
+    t.svc
+        .edit("src/main.rs", "\"no such route\"", "\"nothing here\"")
+        .commit("v3");
     let v3 = t.version();
     t.xtask(&["deploy", "--no-test"]).assert_ok();
     assert_serves(&live_addr, &v3, "live");
-    assert!(!t.exists("deployment", &t.deployment(&v1)) && !t.exists("secret", &t.deployment(&v1)), "v1 is beyond keep_previous and was not deleted");
+    assert!(
+        !t.exists("deployment", &t.deployment(&v1)) && !t.exists("secret", &t.deployment(&v1)),
+        "v1 is beyond keep_previous and was not deleted"
+    );
     assert!(t.exists("deployment", &t.deployment(&v2)));
     let cleanup = t.xtask(&["cleanup", "--execute"]);
-    assert!(cleanup.assert_ok().stdout.contains(&format!("keep {}", t.deployment(&v2))), "{}", cleanup.stdout);
-    assert_eq!(ns, t.get("deployment", &t.deployment(&v3))["metadata"]["namespace"]);
+    assert!(
+        cleanup
+            .assert_ok()
+            .stdout
+            .contains(&format!("keep {}", t.deployment(&v2))),
+        "{}",
+        cleanup.stdout
+    );
+    assert_eq!(
+        ns,
+        t.get("deployment", &t.deployment(&v3))["metadata"]["namespace"]
+    );
 }
 
 #[test]
@@ -265,50 +508,112 @@ fn gke_failures_leave_live_alone_and_say_why() {
     let app = t.svc.name.clone();
     // Staging without an external address: its acceptance tests go through a port-forward.
     let staging = |extra: &str| format!("k8s_replicas: 1\nk8s_service_type: ClusterIP\n{extra}");
-    t.svc.write("pym-config.staging.yaml", &staging("")).commit("a private staging");
+    t.svc
+        .write("pym-config.staging.yaml", &staging(""))
+        .commit("a private staging");
 
     // A context the kubeconfig lacks: refused before the first step, with the line that
     // adds it.
-    t.svc.write("pym-config.live.yaml", "gke_cluster: prod\ngcp_project: acme\ngcp_region: europe-west1\n").commit("a live cluster");
+    t.svc
+        .write(
+            "pym-config.live.yaml",
+            "gke_cluster: prod\ngcp_project: acme\ngcp_region: europe-west1\n",
+        )
+        .commit("a live cluster");
     let r = t.xtask(&["deploy"]);
-    r.assert_failed().assert_stderr_has("the kubeconfig has no context `gke_acme_europe-west1_prod`").assert_stderr_has("gcloud container clusters get-credentials prod --region europe-west1 --project acme");
+    r.assert_failed()
+        .assert_stderr_has("the kubeconfig has no context `gke_acme_europe-west1_prod`")
+        .assert_stderr_has(
+            "gcloud container clusters get-credentials prod --region europe-west1 --project acme",
+        );
     assert!(!r.stderr.contains("==> test"), "a step ran: {}", r.stderr);
-    assert!(t.calls().is_empty(), "the cluster was called: {:?}", t.calls());
+    assert!(
+        t.calls().is_empty(),
+        "the cluster was called: {:?}",
+        t.calls()
+    );
     std::fs::remove_file(t.svc.path("pym-config.live.yaml")).unwrap();
     t.svc.commit("one cluster");
     let r = t.xtask(&["deploy", "--no-test"]);
-    r.assert_ok().assert_stderr_has("acceptance tests passed on 127.0.0.1:");
+    r.assert_ok()
+        .assert_stderr_has("acceptance tests passed on 127.0.0.1:");
     let v1 = t.version();
     let live_addr = t.address(&app);
     assert_serves(&live_addr, &v1, "live");
-    assert_eq!(t.get("service", &format!("{app}-staging"))["spec"]["type"], "ClusterIP");
-    assert!(t.calls().iter().any(|(verb, resource)| verb == "get" && resource == "pods/portforward"), "no port-forward: {:?}", t.calls());
+    assert_eq!(
+        t.get("service", &format!("{app}-staging"))["spec"]["type"],
+        "ClusterIP"
+    );
+    assert!(
+        t.calls()
+            .iter()
+            .any(|(verb, resource)| verb == "get" && resource == "pods/portforward"),
+        "no port-forward: {:?}",
+        t.calls()
+    );
 
     // Staging's acceptance tests fail: live is not touched.
-    t.svc.write("pym-config.staging.yaml", &staging("accept_command: \"false\"\n")).commit("staging acceptance fails");
-    t.xtask(&["deploy", "--no-test"]).assert_failed().assert_stderr_has("accept-staging");
-    assert_eq!(t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"], v1.as_str());
+    t.svc
+        .write(
+            "pym-config.staging.yaml",
+            &staging("accept_command: \"false\"\n"),
+        )
+        .commit("staging acceptance fails");
+    t.xtask(&["deploy", "--no-test"])
+        .assert_failed()
+        .assert_stderr_has("accept-staging");
+    assert_eq!(
+        t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"],
+        v1.as_str()
+    );
     assert_serves(&live_addr, &v1, "live");
     let v2 = t.version();
     assert!(!t.exists("deployment", &t.deployment(&v2)));
 
     // Pods that never become ready: the rollout ends at its progress deadline, with the
     // pods' events and logs; staging is put back as it was; live untouched.
-    t.svc.write("pym-config.staging.yaml", &staging("health_path: /never\nk8s_timeout: 10\n")).commit("staging pods never ready");
-    t.xtask(&["deploy", "--no-test", "--to", "push"]).assert_ok();
+    t.svc
+        .write(
+            "pym-config.staging.yaml",
+            &staging("health_path: /never\nk8s_timeout: 10\n"),
+        )
+        .commit("staging pods never ready");
+    t.xtask(&["deploy", "--no-test", "--to", "push"])
+        .assert_ok();
     let r = t.xtask(&["deploy", "--from", "stage"]);
-    r.assert_failed().assert_stderr_has("exceeded its progress deadline").assert_stderr_has("events of pod").assert_stderr_has("probe failed").assert_stderr_has("last log lines of pod");
-    r.assert_stderr_has(&format!("took back: put deployment {app}-staging back as it was"));
+    r.assert_failed()
+        .assert_stderr_has("exceeded its progress deadline")
+        .assert_stderr_has("events of pod")
+        .assert_stderr_has("probe failed")
+        .assert_stderr_has("last log lines of pod");
+    r.assert_stderr_has(&format!(
+        "took back: put deployment {app}-staging back as it was"
+    ));
     let staged = t.get("deployment", &format!("{app}-staging"));
-    assert_eq!(staged["metadata"]["labels"]["app.kubernetes.io/version"], v2.as_str(), "staging was not put back");
-    t.kubectl(&["rollout", "status", &format!("deployment/{app}-staging"), "--timeout=60s"]).assert_ok();
+    assert_eq!(
+        staged["metadata"]["labels"]["app.kubernetes.io/version"],
+        v2.as_str(),
+        "staging was not put back"
+    );
+    t.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{app}-staging"),
+        "--timeout=60s",
+    ])
+    .assert_ok();
     assert_serves(&live_addr, &v1, "live");
 
     // Forbidden: the error names the verb and the resource, and what to ask for.
-    let message = format!("deployments.apps \"{app}-staging\" is forbidden: User \"dev@example.com\" cannot update resource \"deployments\" in API group \"apps\" in the namespace \"{app}\"");
+    let message = format!(
+        "deployments.apps \"{app}-staging\" is forbidden: User \"dev@example.com\" cannot update resource \"deployments\" in API group \"apps\" in the namespace \"{app}\""
+    );
     t.hook("POST", "faults", &json!({"verb": "update", "resource": "deployments", "code": 403, "reason": "Forbidden", "message": message, "times": 1}));
     let r = t.xtask(&["deploy", "--from", "stage", "--to", "stage"]);
-    r.assert_failed().assert_stderr_has("refused to update deployments").assert_stderr_has(&message).assert_stderr_has(&format!("kubectl auth can-i update deployments -n {app}"));
+    r.assert_failed()
+        .assert_stderr_has("refused to update deployments")
+        .assert_stderr_has(&message)
+        .assert_stderr_has(&format!("kubectl auth can-i update deployments -n {app}"));
     assert_serves(&live_addr, &v1, "live");
 }
 
@@ -322,19 +627,58 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
     let t = Setup::new("gkes");
     let app = t.svc.name.clone();
     let dir = t.plain.parent().unwrap().to_path_buf();
-    let staging_cluster = FakeKube::start(Options { docker_config: Some(dir.clone()), step_delay: Duration::from_millis(100), ..Default::default() }).expect("a second local apiserver");
-    write_kubeconfig(&t.kubeconfig, &t.plugin, &[("live-cluster", &t.fake.url), ("staging-cluster", &staging_cluster.url)]);
-    t.svc.write("pym-config.staging.yaml", "k8s_replicas: 1\nk8s_context: staging-cluster\n").commit("staging on its own cluster");
+    let staging_cluster = FakeKube::start(Options {
+        docker_config: Some(dir.clone()),
+        step_delay: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .expect("a second local apiserver");
+    write_kubeconfig(
+        &t.kubeconfig,
+        &t.plugin,
+        &[
+            ("live-cluster", &t.fake.url),
+            ("staging-cluster", &staging_cluster.url),
+        ],
+    );
+    t.svc
+        .write(
+            "pym-config.staging.yaml",
+            "k8s_replicas: 1\nk8s_context: staging-cluster\n",
+        )
+        .commit("staging on its own cluster");
     let r = t.xtask(&["deploy", "--no-test"]);
     r.assert_ok();
     let v1 = t.version();
     let on = |fake: &FakeKube, kind: &str, name: &str| {
         let config = fake.kubeconfig(&dir, &format!("check-{}", fake.port));
-        Command::new("kubectl").env("KUBECONFIG", &config).args(["-n", &app, "get", kind, name, "-o", "name"]).output().unwrap().status.success()
+        Command::new("kubectl")
+            .env("KUBECONFIG", &config)
+            .args(["-n", &app, "get", kind, name, "-o", "name"])
+            .output()
+            .unwrap()
+            .status
+            .success()
     };
-    assert!(on(&staging_cluster, "deployment", &format!("{app}-staging")) && !on(&t.fake, "deployment", &format!("{app}-staging")), "staging is not on its own cluster");
-    assert!(on(&t.fake, "deployment", &t.deployment(&v1)) && !on(&staging_cluster, "deployment", &t.deployment(&v1)), "live is not on the live cluster");
+    assert!(
+        on(&staging_cluster, "deployment", &format!("{app}-staging"))
+            && !on(&t.fake, "deployment", &format!("{app}-staging")),
+        "staging is not on its own cluster"
+    );
+    assert!(
+        on(&t.fake, "deployment", &t.deployment(&v1))
+            && !on(&staging_cluster, "deployment", &t.deployment(&v1)),
+        "live is not on the live cluster"
+    );
     assert_serves(&t.address(&app), &v1, "live");
     let status = t.xtask(&["status"]);
-    assert!(status.assert_ok().stdout.lines().any(|l| l.starts_with("staging ") && l.contains(&v1)), "{}", status.stdout);
+    assert!(
+        status
+            .assert_ok()
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("staging ") && l.contains(&v1)),
+        "{}",
+        status.stdout
+    );
 }

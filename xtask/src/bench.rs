@@ -43,7 +43,13 @@ pub struct Args {
 }
 
 /// `crate::stage`, unless `--only` names other stages.
-fn stage_if(only: &[String], printer: &Printer, reports: &mut Vec<StepReport>, name: &str, f: impl FnOnce(&pymdeploy::output::StepProgress<'_>) -> Result<String>) -> Result<String> {
+fn stage_if(
+    only: &[String],
+    printer: &Printer,
+    reports: &mut Vec<StepReport>,
+    name: &str,
+    f: impl FnOnce(&pymdeploy::output::StepProgress<'_>) -> Result<String>,
+) -> Result<String> {
     if !only.is_empty() && !only.iter().any(|o| o == name) {
         return Ok(String::new());
     }
@@ -66,7 +72,12 @@ pub fn run(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
 }
 
 fn cleanup_images() {
-    let Ok(out) = Command::new("docker").args(["images", "--format", "{{.Repository}}:{{.Tag}}"]).output() else { return };
+    let Ok(out) = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+    else {
+        return;
+    };
     for image in String::from_utf8_lossy(&out.stdout).lines() {
         let repo = image.rsplit_once(':').map(|(r, _)| r).unwrap_or(image);
         let last = repo.rsplit('/').next().unwrap_or(repo);
@@ -92,20 +103,46 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
             // Run, auth, operations), gke the Kubernetes client (kube, k8s-openapi), which
             // only their services pay for.
             let mut secs = Vec::new();
-            for (target, goal) in [("docker", 60.0), ("aws-beanstalk", 240.0), ("gcp-cloud-run", 240.0), ("gke", 240.0)] {
-                let svc = new_service_for(&pymdeploy, &work, &format!("bench-compile-{target}"), target)?;
+            for (target, goal) in [
+                ("docker", 60.0),
+                ("aws-beanstalk", 240.0),
+                ("gcp-cloud-run", 240.0),
+                ("gke", 240.0),
+            ] {
+                let svc = new_service_for(
+                    &pymdeploy,
+                    &work,
+                    &format!("bench-compile-{target}"),
+                    target,
+                )?;
                 let dir = work.join("cold-target");
                 p.message(&format!("cargo build of the generated xtask ({target} target) in an empty target directory"));
                 let t = Instant::now();
-                let st = Command::new(env!("CARGO")).args(["build", "--quiet", "--manifest-path", "xtask/Cargo.toml"]).env("CARGO_TARGET_DIR", &dir).current_dir(&svc).status()?;
+                let st = Command::new(env!("CARGO"))
+                    .args(["build", "--quiet", "--manifest-path", "xtask/Cargo.toml"])
+                    .env("CARGO_TARGET_DIR", &dir)
+                    .current_dir(&svc)
+                    .status()?;
                 ensure!(st.success(), "the xtask ({target} target) did not compile");
                 let s = t.elapsed().as_secs_f64();
                 let _ = std::fs::remove_dir_all(&dir);
-                let vs = secs.first().map(|d: &f64| format!(", {:.2}x the docker target's", s / d)).unwrap_or_default();
-                figures.push(Figure { what: format!("cold compile of a generated xtask ({target} target{vs})"), value: format!("{s:.1} s"), goal: format!("< {goal:.0} s"), met: Some(s < goal) });
+                let vs = secs
+                    .first()
+                    .map(|d: &f64| format!(", {:.2}x the docker target's", s / d))
+                    .unwrap_or_default();
+                figures.push(Figure {
+                    what: format!("cold compile of a generated xtask ({target} target{vs})"),
+                    value: format!("{s:.1} s"),
+                    goal: format!("< {goal:.0} s"),
+                    met: Some(s < goal),
+                });
                 secs.push(s);
             }
-            Ok(secs.iter().map(|s| format!("{s:.1}s")).collect::<Vec<_>>().join(", "))
+            Ok(secs
+                .iter()
+                .map(|s| format!("{s:.1}s"))
+                .collect::<Vec<_>>()
+                .join(", "))
         })?;
         stage_if(&args.only, printer, reports, "second-service", |p| {
             // As a user runs it: `cargo xtask --help` through the generated alias, in two
@@ -114,7 +151,11 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
             // empty; no CARGO_TARGET_DIR, as on a user's machine.
             let home = work.join("cargo-home");
             std::fs::create_dir_all(&home)?;
-            let real = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+            let real = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+                });
             for shared in ["registry", "git", "config.toml"] {
                 if real.join(shared).exists() {
                     std::os::unix::fs::symlink(real.join(shared), home.join(shared))?;
@@ -125,8 +166,17 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
                 let svc = new_service(&pymdeploy, &work, name)?;
                 p.message(&format!("cargo xtask --help in {name}"));
                 let t = Instant::now();
-                let out = Command::new(env!("CARGO")).args(["xtask", "--help"]).env("CARGO_HOME", &home).env_remove("CARGO_TARGET_DIR").current_dir(&svc).output()?;
-                ensure!(out.status.success(), "cargo xtask --help failed in {name}:\n{}", String::from_utf8_lossy(&out.stderr));
+                let out = Command::new(env!("CARGO"))
+                    .args(["xtask", "--help"])
+                    .env("CARGO_HOME", &home)
+                    .env_remove("CARGO_TARGET_DIR")
+                    .current_dir(&svc)
+                    .output()?;
+                ensure!(
+                    out.status.success(),
+                    "cargo xtask --help failed in {name}:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 secs.push(t.elapsed().as_secs_f64());
             }
             let (first, second) = (secs[0], secs[1]);
@@ -197,7 +247,14 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
             std::fs::write(svc.join("src/round.txt"), format!("plain {round}"))?;
             commit(&svc, &format!("plain {round}"))?;
             let t = Instant::now();
-            plain_deploy(&svc, &target, &registry.1, &nginx, live + 1000, staging + 1000)?;
+            plain_deploy(
+                &svc,
+                &target,
+                &registry.1,
+                &nginx,
+                live + 1000,
+                staging + 1000,
+            )?;
             plain.push(t.elapsed().as_secs_f64());
         }
         let (o, c) = (median(&mut ours), median(&mut plain));
@@ -214,38 +271,89 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         // The last version pymdeploy built, checked out again to push it unchanged.
         let tag = format!("{}/bench/bench-deploy:{last_ours}", registry.1);
         let sha = last_ours.rsplit('-').next().unwrap_or_default().to_string();
-        ensure!(Command::new("git").args(["checkout", "-q", &sha]).current_dir(&svc).status()?.success(), "git checkout {sha}");
+        ensure!(
+            Command::new("git")
+                .args(["checkout", "-q", &sha])
+                .current_dir(&svc)
+                .status()?
+                .success(),
+            "git checkout {sha}"
+        );
         for _ in 0..args.rounds {
             let t = Instant::now();
             pym(&pymdeploy, &svc, &target, &["push"])?;
             ours.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            ensure!(Command::new("docker").args(["push", "-q", &tag]).output()?.status.success(), "docker push failed");
+            ensure!(
+                Command::new("docker")
+                    .args(["push", "-q", &tag])
+                    .output()?
+                    .status
+                    .success(),
+                "docker push failed"
+            );
             plain.push(t.elapsed().as_secs_f64());
         }
         let (o, c) = (median(&mut ours), median(&mut plain));
-        figures.push(Figure { what: format!("re-push of an unchanged image: pymdeploy {o:.2} s vs docker push {c:.2} s"), value: format!("{:.2}x", o / c), goal: "report".into(), met: None });
+        figures.push(Figure {
+            what: format!(
+                "re-push of an unchanged image: pymdeploy {o:.2} s vs docker push {c:.2} s"
+            ),
+            value: format!("{:.2}x", o / c),
+            goal: "report".into(),
+            met: None,
+        });
         drop(registry);
         // Each ratio said with what it measures.
-        Ok(format!("full deploy {deploy_ratio:.2}x, unchanged re-push {:.2}x", o / c))
+        Ok(format!(
+            "full deploy {deploy_ratio:.2}x, unchanged re-push {:.2}x",
+            o / c
+        ))
     });
     // What the deploys left on the engine goes, whether they succeeded or not.
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", "label=org.pymacaron.name=bench-deploy"]).output()?;
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "label=org.pymacaron.name=bench-deploy",
+        ])
+        .output()?;
     for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", "name=^bench-plain-"]).output()?;
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "name=^bench-plain-"])
+        .output()?;
     for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
-    let _ = Command::new("docker").args(["network", "rm", "pym-bench-deploy"]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", "pym-bench-deploy"])
+        .output();
     deployed?;
 
-    let switched = stage_if(&args.only, printer, reports, "switch", |p| switch_under_load(&pymdeploy, &work, &mut figures, p));
-    for id in String::from_utf8_lossy(&Command::new("docker").args(["ps", "-aq", "--filter", "label=org.pymacaron.name=bench-switch"]).output()?.stdout).split_whitespace() {
+    let switched = stage_if(&args.only, printer, reports, "switch", |p| {
+        switch_under_load(&pymdeploy, &work, &mut figures, p)
+    });
+    for id in String::from_utf8_lossy(
+        &Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                "label=org.pymacaron.name=bench-switch",
+            ])
+            .output()?
+            .stdout,
+    )
+    .split_whitespace()
+    {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
-    let _ = Command::new("docker").args(["network", "rm", "pym-bench-switch"]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", "pym-bench-switch"])
+        .output();
     switched?;
 
     stage_if(&args.only, printer, reports, "readiness", |_| {
@@ -264,43 +372,76 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     stage_if(&args.only, printer, reports, "memory", |p| {
         for include in [false, true] {
             let dir = context_service(&work, include)?;
-            p.message(&format!("1 GiB file {}", if include { "included" } else { "ignored" }));
-            let (ours, _) = peak_rss(Command::new(&pymdeploy).args(["build", "--force-build"]).current_dir(&dir).env("NO_COLOR", "1"))?;
-            let (cli, _) = peak_rss(Command::new("docker").args(["build", "-q", "-t", "pym-bench-ctx:cli", "."]).env("DOCKER_BUILDKIT", "0").current_dir(&dir))?;
+            p.message(&format!(
+                "1 GiB file {}",
+                if include { "included" } else { "ignored" }
+            ));
+            let (ours, _) = peak_rss(
+                Command::new(&pymdeploy)
+                    .args(["build", "--force-build"])
+                    .current_dir(&dir)
+                    .env("NO_COLOR", "1"),
+            )?;
+            let (cli, _) = peak_rss(
+                Command::new("docker")
+                    .args(["build", "-q", "-t", "pym-bench-ctx:cli", "."])
+                    .env("DOCKER_BUILDKIT", "0")
+                    .current_dir(&dir),
+            )?;
             let mib = ours as f64 / 1024.0;
             figures.push(Figure {
-                what: format!("peak RSS of `pymdeploy build`, 1 GiB file {} (docker CLI: {:.1} MiB)", if include { "included" } else { "ignored" }, cli as f64 / 1024.0),
+                what: format!(
+                    "peak RSS of `pymdeploy build`, 1 GiB file {} (docker CLI: {:.1} MiB)",
+                    if include { "included" } else { "ignored" },
+                    cli as f64 / 1024.0
+                ),
                 value: format!("{mib:.1} MiB"),
                 goal: "< 64 MiB".into(),
                 met: Some(mib < 64.0),
             });
-            let _ = Command::new("docker").args(["rmi", "-f", "pym-bench-ctx:cli"]).output();
-            let _ = Command::new("docker").args(["rmi", "-f"]).arg(format!("pym-bench-ctx:{}", version_of(&pymdeploy, &dir)?)).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f", "pym-bench-ctx:cli"])
+                .output();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .arg(format!("pym-bench-ctx:{}", version_of(&pymdeploy, &dir)?))
+                .output();
         }
         Ok("measured".into())
     })?;
 
     let _ = std::fs::remove_dir_all(&work);
     printer.data("");
-    printer.data(&format!("{:<100} {:>16} {:>10} {}", "figure", "value", "goal", "met"));
+    printer.data(&format!(
+        "{:<100} {:>16} {:>10} {}",
+        "figure", "value", "goal", "met"
+    ));
     for f in &figures {
         let met = match f.met {
             Some(true) => "yes",
             Some(false) => "NO",
             None => "-",
         };
-        printer.data(&format!("{:<100} {:>16} {:>10} {met}", f.what, f.value, f.goal));
+        printer.data(&format!(
+            "{:<100} {:>16} {:>10} {met}",
+            f.what, f.value, f.goal
+        ));
     }
     Ok(())
 }
 
 fn build_pymdeploy(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<PathBuf> {
     crate::stage(printer, reports, "compile", |_| {
-        let st = Command::new(env!("CARGO")).args(["build", "--quiet", "--release", "--bin", "pymdeploy"]).current_dir(crate::root()).status()?;
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--release", "--bin", "pymdeploy"])
+            .current_dir(crate::root())
+            .status()?;
         ensure!(st.success(), "pymdeploy did not compile");
         Ok("pymdeploy (release)".into())
     })?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"));
     Ok(target.join("release/pymdeploy"))
 }
 
@@ -310,19 +451,40 @@ fn new_service(pymdeploy: &Path, work: &Path, name: &str) -> Result<PathBuf> {
 
 fn new_service_for(pymdeploy: &Path, work: &Path, name: &str, target: &str) -> Result<PathBuf> {
     let dir = work.join(name);
-    let out = Command::new(pymdeploy).args(["new", name, "--target", target, "--path"]).arg(&dir).arg("--pymdeploy-path").arg(crate::root()).output()?;
-    ensure!(out.status.success(), "pymdeploy new failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(pymdeploy)
+        .args(["new", name, "--target", target, "--path"])
+        .arg(&dir)
+        .arg("--pymdeploy-path")
+        .arg(crate::root())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pymdeploy new failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(dir)
 }
 
 fn pym(pymdeploy: &Path, svc: &Path, target: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(pymdeploy).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("NO_COLOR", "1").output()?;
-    ensure!(out.status.success(), "pymdeploy {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(pymdeploy)
+        .args(args)
+        .current_dir(svc)
+        .env("CARGO_TARGET_DIR", target)
+        .env("NO_COLOR", "1")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pymdeploy {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
 fn version_of(pymdeploy: &Path, dir: &Path) -> Result<String> {
-    let out = Command::new(pymdeploy).arg("version").current_dir(dir).output()?;
+    let out = Command::new(pymdeploy)
+        .arg("version")
+        .current_dir(dir)
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -330,34 +492,87 @@ fn version_of(pymdeploy: &Path, dir: &Path) -> Result<String> {
 fn plain_build_accept(svc: &Path, target: &Path) -> Result<()> {
     let name = svc.file_name().unwrap().to_str().unwrap();
     let sh = |program: &str, args: &[&str]| -> Result<String> {
-        let out = Command::new(program).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("DOCKER_BUILDKIT", "0").output()?;
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(svc)
+            .env("CARGO_TARGET_DIR", target)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()?;
         if !out.status.success() {
-            bail!("{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     sh("cargo", &["build", "--release", "--bin", name])?;
     std::fs::create_dir_all(svc.join(".pym/dist"))?;
-    std::fs::copy(target.join("release").join(name), svc.join(".pym/dist").join(name))?;
+    std::fs::copy(
+        target.join("release").join(name),
+        svc.join(".pym/dist").join(name),
+    )?;
     let tag = format!("{name}:plain");
     // The version baked in and the commit labelled, as pymdeploy does and as any script
     // that tags images by version must: a new commit misses the cache of those steps.
     let sha = sh("git", &["rev-parse", "HEAD"])?;
     let version = format!("PYM_VERSION=plain-{}", &sha[..12.min(sha.len())]);
     let label = format!("org.pymacaron.commit={name}/{sha}");
-    sh("docker", &["build", "-q", "-t", &tag, "--build-arg", &version, "--build-arg", "PYM_BASE=debian:bookworm-slim", "--label", &label, "."])?;
-    let id = sh("docker", &["run", "-d", "--init", "-e", "PYM_ENV=local", "-e", "PORT=8080", "-p", "127.0.0.1::8080", &tag])?;
+    sh(
+        "docker",
+        &[
+            "build",
+            "-q",
+            "-t",
+            &tag,
+            "--build-arg",
+            &version,
+            "--build-arg",
+            "PYM_BASE=debian:bookworm-slim",
+            "--label",
+            &label,
+            ".",
+        ],
+    )?;
+    let id = sh(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--init",
+            "-e",
+            "PYM_ENV=local",
+            "-e",
+            "PORT=8080",
+            "-p",
+            "127.0.0.1::8080",
+            &tag,
+        ],
+    )?;
     let result = (|| -> Result<()> {
         let port = sh("docker", &["port", &id, "8080/tcp"])?;
-        let port = port.lines().next().unwrap_or("").rsplit(':').next().unwrap_or("").to_string();
+        let port = port
+            .lines()
+            .next()
+            .unwrap_or("")
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let url = format!("http://127.0.0.1:{port}/ping");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status()?.success();
+            let ok = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &url])
+                .status()?
+                .success();
             if ok {
                 break;
             }
-            ensure!(Instant::now() < deadline, "the plain run never became healthy");
+            ensure!(
+                Instant::now() < deadline,
+                "the plain run never became healthy"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let out = Command::new("cargo")
@@ -380,8 +595,27 @@ fn free_port() -> Result<u16> {
 }
 
 fn commit(dir: &Path, message: &str) -> Result<()> {
-    for args in [vec!["add", "-A"], vec!["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", message]] {
-        ensure!(Command::new("git").args(&args).current_dir(dir).status()?.success(), "git {args:?}");
+    for args in [
+        vec!["add", "-A"],
+        vec![
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    ] {
+        ensure!(
+            Command::new("git")
+                .args(&args)
+                .current_dir(dir)
+                .status()?
+                .success(),
+            "git {args:?}"
+        );
     }
     Ok(())
 }
@@ -401,8 +635,19 @@ fn start_registry(work: &Path) -> Result<BenchRegistry> {
     let dir = work.join("registry");
     std::fs::create_dir_all(&dir)?;
     let addr = format!("127.0.0.1:{port}");
-    std::fs::write(dir.join("config.yml"), format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.join("data").display()))?;
-    let child = Command::new("docker-registry").arg("serve").arg(dir.join("config.yml")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
+    std::fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     for _ in 0..100 {
         if std::net::TcpStream::connect(&addr).is_ok() {
             return Ok(BenchRegistry(child, addr));
@@ -427,18 +672,30 @@ fn wrk(url: &str, secs: u64, close: bool) -> Result<std::process::Child> {
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    cmd.arg(url).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    cmd.spawn().context("cannot run wrk (install it: `apt-get install wrk`)")
+    cmd.arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    cmd.spawn()
+        .context("cannot run wrk (install it: `apt-get install wrk`)")
 }
 
 fn wrk_result(child: std::process::Child) -> Result<Load> {
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let number = |s: &str| s.trim().trim_end_matches(',').parse::<u64>().unwrap_or(0);
-    let mut load = Load { requests: 0, errors: 0, non_2xx: 0, p99_ms: 0.0 };
+    let mut load = Load {
+        requests: 0,
+        errors: 0,
+        non_2xx: 0,
+        p99_ms: 0.0,
+    };
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("Socket errors:") {
-            load.errors = rest.split(',').filter_map(|part| part.split_whitespace().last()).map(number).sum();
+            load.errors = rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last())
+                .map(number)
+                .sum();
         } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
             load.non_2xx = number(rest);
         } else if let Some(rest) = line.strip_prefix("99%") {
@@ -447,7 +704,12 @@ fn wrk_result(child: std::process::Child) -> Result<Load> {
                 Some(ms) => ms.parse().unwrap_or(0.0),
                 None => match v.strip_suffix("us") {
                     Some(us) => us.parse::<f64>().unwrap_or(0.0) / 1000.0,
-                    None => v.strip_suffix('s').and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) * 1000.0,
+                    None => {
+                        v.strip_suffix('s')
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .unwrap_or(0.0)
+                            * 1000.0
+                    }
                 },
             };
         } else if line.contains("requests in") {
@@ -461,12 +723,20 @@ fn wrk_result(child: std::process::Child) -> Result<Load> {
 /// Promote and rollback under wrk, keep-alive and `Connection: close`: errors (bar 0) and
 /// p99 during the switch against steady state; promote and rollback wall times, promote
 /// against starting one container by hand (create, start, health).
-fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p: &pymdeploy::output::StepProgress<'_>) -> Result<String> {
+fn switch_under_load(
+    pymdeploy: &Path,
+    work: &Path,
+    figures: &mut Vec<Figure>,
+    p: &pymdeploy::output::StepProgress<'_>,
+) -> Result<String> {
     let target = work.join("svc-target");
     let svc = new_service(pymdeploy, work, "bench-switch")?;
     let (live, staging) = (free_port()?, free_port()?);
     let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
-    std::fs::write(svc.join("pym-config.yaml"), format!("{config}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n"))?;
+    std::fs::write(
+        svc.join("pym-config.yaml"),
+        format!("{config}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n"),
+    )?;
     commit(&svc, "bench ports")?;
     pym(pymdeploy, &svc, &target, &["deploy", "--no-test"])?;
     let url = format!("http://127.0.0.1:{live}/version");
@@ -474,12 +744,21 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
     let mut promote_whole = Vec::new();
     let mut rollback_secs = Vec::new();
     for (round, close) in [false, true].into_iter().enumerate() {
-        let mode = if close { "Connection: close" } else { "keep-alive" };
+        let mode = if close {
+            "Connection: close"
+        } else {
+            "keep-alive"
+        };
         p.message(&format!("steady state, {mode}"));
         let steady = wrk_result(wrk(&url, 4, close)?)?;
         std::fs::write(svc.join("src/round.txt"), format!("{round}"))?;
         commit(&svc, &format!("switch {round}"))?;
-        pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
+        pym(
+            pymdeploy,
+            &svc,
+            &target,
+            &["deploy", "--no-test", "--to", "accept-staging"],
+        )?;
         for what in ["promote", "rollback"] {
             p.message(&format!("{what} under wrk, {mode}"));
             let load = wrk(&url, 8, close)?;
@@ -501,25 +780,66 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
     // start, wait for /ping (the part of promote that cannot be avoided).
     let mut plain = Vec::new();
     for round in 0..3 {
-        p.message(&format!("timing promote, rollback and docker run, round {}", round + 1));
+        p.message(&format!(
+            "timing promote, rollback and docker run, round {}",
+            round + 1
+        ));
         std::fs::write(svc.join("src/round.txt"), format!("timing {round}"))?;
         commit(&svc, &format!("timing {round}"))?;
-        pym(pymdeploy, &svc, &target, &["deploy", "--no-test", "--to", "accept-staging"])?;
+        pym(
+            pymdeploy,
+            &svc,
+            &target,
+            &["deploy", "--no-test", "--to", "accept-staging"],
+        )?;
         let (serving, whole) = timed_switch(pymdeploy, &svc, &target, "promote")?;
         promote_secs.push(serving);
         promote_whole.push(whole);
         rollback_secs.push(timed_switch(pymdeploy, &svc, &target, "rollback")?.0);
         let image = format!("bench-switch:{}", version_of(pymdeploy, &svc)?);
         let t = Instant::now();
-        let out = Command::new("docker").args(["run", "-d", "--name", "bench-switch-plain", "-p", "127.0.0.1::8080", "-e", "PORT=8080", &image]).output()?;
-        ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = String::from_utf8_lossy(&Command::new("docker").args(["port", "bench-switch-plain", "8080"]).output()?.stdout).trim().rsplit(':').next().unwrap_or("").to_string();
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                "bench-switch-plain",
+                "-p",
+                "127.0.0.1::8080",
+                "-e",
+                "PORT=8080",
+                &image,
+            ])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(
+            &Command::new("docker")
+                .args(["port", "bench-switch-plain", "8080"])
+                .output()?
+                .stdout,
+        )
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
         curl_until_ok(&format!("http://127.0.0.1:{port}/ping"))?;
         plain.push(t.elapsed().as_secs_f64());
-        let _ = Command::new("docker").args(["rm", "-f", "bench-switch-plain"]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "bench-switch-plain"])
+            .output();
         pym(pymdeploy, &svc, &target, &["promote"])?;
     }
-    let (pr, rb, pl, whole) = (median(&mut promote_secs), median(&mut rollback_secs), median(&mut plain), median(&mut promote_whole));
+    let (pr, rb, pl, whole) = (
+        median(&mut promote_secs),
+        median(&mut rollback_secs),
+        median(&mut plain),
+        median(&mut promote_whole),
+    );
     figures.push(Figure {
         what: format!("promote until live serves the new version, verified (command start to its step done) {pr:.2} s vs docker run + health of one container {pl:.2} s"),
         value: format!("{:.2}x", pr / pl),
@@ -532,7 +852,12 @@ fn switch_under_load(pymdeploy: &Path, work: &Path, figures: &mut Vec<Figure>, p
         goal: "report".into(),
         met: None,
     });
-    figures.push(Figure { what: "rollback until live serves the version before, verified".into(), value: format!("{rb:.2} s"), goal: "< 2 s".into(), met: Some(rb < 2.0) });
+    figures.push(Figure {
+        what: "rollback until live serves the version before, verified".into(),
+        value: format!("{rb:.2} s"),
+        goal: "< 2 s".into(),
+        met: Some(rb < 2.0),
+    });
     Ok(format!("promote {pr:.2}s, rollback {rb:.2}s"))
 }
 
@@ -558,12 +883,19 @@ fn timed_switch(pymdeploy: &Path, svc: &Path, target: &Path, what: &str) -> Resu
         }
     }
     ensure!(child.wait()?.success(), "pymdeploy {what} failed");
-    Ok((serving.context("no step_finished event")?, t.elapsed().as_secs_f64()))
+    Ok((
+        serving.context("no step_finished event")?,
+        t.elapsed().as_secs_f64(),
+    ))
 }
 
 fn curl_until_ok(url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status()?.success() {
+    while !Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", url])
+        .status()?
+        .success()
+    {
         ensure!(Instant::now() < deadline, "{url} never answered");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -582,20 +914,32 @@ struct Nginx {
 impl Nginx {
     fn start(work: &Path, live: u16) -> Result<Nginx> {
         if Command::new("nginx").arg("-v").output().is_err() {
-            let st = Command::new("apt-get").args(["install", "-y", "-q", "nginx-light"]).env("DEBIAN_FRONTEND", "noninteractive").status()?;
-            ensure!(st.success(), "the bench's plain blue/green needs nginx: apt-get install nginx-light");
+            let st = Command::new("apt-get")
+                .args(["install", "-y", "-q", "nginx-light"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()?;
+            ensure!(
+                st.success(),
+                "the bench's plain blue/green needs nginx: apt-get install nginx-light"
+            );
         }
         let dir = work.join("nginx");
         std::fs::create_dir_all(dir.join("logs"))?;
         let nginx = Nginx { dir, live };
         nginx.write_conf(None)?;
-        let st = Command::new("nginx").args(["-p"]).arg(&nginx.dir).args(["-c", "nginx.conf"]).status()?;
+        let st = Command::new("nginx")
+            .args(["-p"])
+            .arg(&nginx.dir)
+            .args(["-c", "nginx.conf"])
+            .status()?;
         ensure!(st.success(), "nginx did not start");
         Ok(nginx)
     }
 
     fn write_conf(&self, upstream: Option<u16>) -> Result<()> {
-        let server = upstream.map(|p| format!("server 127.0.0.1:{p};")).unwrap_or_else(|| "server 127.0.0.1:9 down;".into());
+        let server = upstream
+            .map(|p| format!("server 127.0.0.1:{p};"))
+            .unwrap_or_else(|| "server 127.0.0.1:9 down;".into());
         let conf = format!(
             "daemon on;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\nworker_processes 1;\nevents {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  upstream app {{ {server} keepalive 32; }}\n  server {{\n    listen 127.0.0.1:{live};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
@@ -612,11 +956,21 @@ impl Nginx {
     fn route(&self, port: u16) -> Result<()> {
         let old = self.workers()?;
         self.write_conf(Some(port))?;
-        let st = Command::new("nginx").args(["-p"]).arg(&self.dir).args(["-c", "nginx.conf", "-s", "reload"]).status()?;
+        let st = Command::new("nginx")
+            .args(["-p"])
+            .arg(&self.dir)
+            .args(["-c", "nginx.conf", "-s", "reload"])
+            .status()?;
         ensure!(st.success(), "nginx reload failed");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while old.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
-            ensure!(Instant::now() < deadline, "nginx's old workers did not exit");
+        while old
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "nginx's old workers did not exit"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
@@ -624,26 +978,51 @@ impl Nginx {
 
     /// The master's worker processes.
     fn workers(&self) -> Result<Vec<String>> {
-        let master = std::fs::read_to_string(self.dir.join("nginx.pid"))?.trim().to_string();
+        let master = std::fs::read_to_string(self.dir.join("nginx.pid"))?
+            .trim()
+            .to_string();
         let out = Command::new("pgrep").args(["-P", &master]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect())
     }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = Command::new("nginx").args(["-p"]).arg(&self.dir).args(["-c", "nginx.conf", "-s", "stop"]).status();
+        let _ = Command::new("nginx")
+            .args(["-p"])
+            .arg(&self.dir)
+            .args(["-c", "nginx.conf", "-s", "stop"])
+            .status();
     }
 }
 
 /// The eight steps by hand: cargo test, the build and local acceptance as in
 /// `plain_build_accept`, docker push, docker pull by digest, a staging container and its
 /// acceptance, a new live container replacing the old one, and live acceptance.
-fn plain_deploy(svc: &Path, target: &Path, registry: &str, nginx: &Nginx, live: u16, staging: u16) -> Result<()> {
+fn plain_deploy(
+    svc: &Path,
+    target: &Path,
+    registry: &str,
+    nginx: &Nginx,
+    live: u16,
+    staging: u16,
+) -> Result<()> {
     let name = svc.file_name().unwrap().to_str().unwrap();
     let run = |program: &str, args: &[&str]| -> Result<String> {
-        let out = Command::new(program).args(args).current_dir(svc).env("CARGO_TARGET_DIR", target).env("DOCKER_BUILDKIT", "0").output()?;
-        ensure!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(svc)
+            .env("CARGO_TARGET_DIR", target)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let accept = |port: u16, env: &str| -> Result<()> {
@@ -655,7 +1034,12 @@ fn plain_deploy(svc: &Path, target: &Path, registry: &str, nginx: &Nginx, live: 
             .env("PYM_SERVER_PORT", port.to_string())
             .env("PYM_ENV", env)
             .output()?;
-        ensure!(out.status.success(), "plain acceptance against {env} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "plain acceptance against {env} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
     run("cargo", &["test"])?;
@@ -663,32 +1047,84 @@ fn plain_deploy(svc: &Path, target: &Path, registry: &str, nginx: &Nginx, live: 
     let tag = format!("{registry}/bench/{name}:plain-{}", std::process::id());
     run("docker", &["tag", &format!("{name}:plain"), &tag])?;
     run("docker", &["push", "-q", &tag])?;
-    let digest = run("docker", &["inspect", "--format", "{{index .RepoDigests 0}}", &tag])?;
+    let digest = run(
+        "docker",
+        &["inspect", "--format", "{{index .RepoDigests 0}}", &tag],
+    )?;
     run("docker", &["pull", "-q", &digest])?;
-    let _ = Command::new("docker").args(["rm", "-f", "bench-plain-staging"]).output();
-    run("docker", &["run", "-d", "--init", "--name", "bench-plain-staging", "-e", "PYM_ENV=staging", "-p", &format!("127.0.0.1:{staging}:8080"), &digest])?;
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "bench-plain-staging"])
+        .output();
+    run(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            "bench-plain-staging",
+            "-e",
+            "PYM_ENV=staging",
+            "-p",
+            &format!("127.0.0.1:{staging}:8080"),
+            &digest,
+        ],
+    )?;
     curl_until_ok(&format!("http://127.0.0.1:{staging}/ping"))?;
     accept(staging, "staging")?;
     // Blue/green by hand, the same work as promote: the new container beside the old
     // one, its health, nginx's upstream switched by a graceful reload (the old workers
     // finish their requests: the drain), /version checked on the live port, the old
     // container stopped.
-    let round = std::process::id() as u64 * 1000 + PLAIN_ROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let (new, version) = (format!("bench-plain-live-{round}"), format!("plain-{round}"));
-    run("docker", &["run", "-d", "--init", "--name", &new, "-e", "PYM_ENV=live", "-e", &format!("PYM_VERSION={version}"), "-p", "127.0.0.1::8080", &digest])?;
-    let port = run("docker", &["port", &new, "8080"])?.lines().next().and_then(|l| l.rsplit(':').next()).unwrap_or_default().to_string();
+    let round = std::process::id() as u64 * 1000
+        + PLAIN_ROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (new, version) = (
+        format!("bench-plain-live-{round}"),
+        format!("plain-{round}"),
+    );
+    run(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            &new,
+            "-e",
+            "PYM_ENV=live",
+            "-e",
+            &format!("PYM_VERSION={version}"),
+            "-p",
+            "127.0.0.1::8080",
+            &digest,
+        ],
+    )?;
+    let port = run("docker", &["port", &new, "8080"])?
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap_or_default()
+        .to_string();
     curl_until_ok(&format!("http://127.0.0.1:{port}/ping"))?;
     nginx.route(port.parse()?)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{live}/version")]).output()?;
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{live}/version")])
+            .output()?;
         if String::from_utf8_lossy(&out.stdout).contains(&version) {
             break;
         }
         ensure!(Instant::now() < deadline, "nginx never routed to {new}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let old: Vec<String> = run("docker", &["ps", "-q", "--filter", "name=^bench-plain-live-"])?.lines().map(str::to_string).collect();
+    let old: Vec<String> = run(
+        "docker",
+        &["ps", "-q", "--filter", "name=^bench-plain-live-"],
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect();
     for id in old {
         if run("docker", &["inspect", "--format", "{{.Name}}", &id])? != format!("/{new}") {
             run("docker", &["stop", &id])?;
@@ -701,7 +1137,9 @@ fn plain_deploy(svc: &Path, target: &Path, registry: &str, nginx: &Nginx, live: 
 /// Starts a server that answers 200 on /ping only after a delay, and measures how long
 /// after it started answering our poll saw it.
 fn readiness_latencies(n: usize) -> Result<Vec<f64>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut out = Vec::new();
     for _ in 0..n {
         // Reserve a port, release it, and bind it again later: until then, connections
@@ -718,11 +1156,20 @@ fn readiness_latencies(n: usize) -> Result<Vec<f64>> {
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")?;
             Ok(())
         });
-        let seen = rt.block_on(pymdeploy::ops::service::poll_health("127.0.0.1", port, "/ping", |s| s == 200, Duration::from_secs(10), std::future::pending()));
+        let seen = rt.block_on(pymdeploy::ops::service::poll_health(
+            "127.0.0.1",
+            port,
+            "/ping",
+            |s| s == 200,
+            Duration::from_secs(10),
+            std::future::pending(),
+        ));
         let seen_at = Instant::now();
         seen.context("the poll did not see the server")?;
         let ready_at = rx.recv().context("the server did not start")?;
-        server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
         out.push(seen_at.duration_since(ready_at).as_secs_f64());
     }
     Ok(out)
@@ -730,28 +1177,65 @@ fn readiness_latencies(n: usize) -> Result<Vec<f64>> {
 
 /// A minimal service whose context holds a 1 GiB file, ignored or not.
 fn context_service(work: &Path, include: bool) -> Result<PathBuf> {
-    let dir = work.join(if include { "ctx-included" } else { "ctx-ignored" });
+    let dir = work.join(if include {
+        "ctx-included"
+    } else {
+        "ctx-ignored"
+    });
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("pym-config.yaml"), "name: pym-bench-ctx\ndeploy_target: docker\n")?;
-    let copy = if include { "COPY big.bin /big.bin\n" } else { "COPY pym-config.yaml /\n" };
+    std::fs::write(
+        dir.join("pym-config.yaml"),
+        "name: pym-bench-ctx\ndeploy_target: docker\n",
+    )?;
+    let copy = if include {
+        "COPY big.bin /big.bin\n"
+    } else {
+        "COPY pym-config.yaml /\n"
+    };
     std::fs::write(dir.join("Dockerfile"), format!("FROM scratch\n{copy}"))?;
-    std::fs::write(dir.join(".dockerignore"), if include { "" } else { "big.bin\n" })?;
+    std::fs::write(
+        dir.join(".dockerignore"),
+        if include { "" } else { "big.bin\n" },
+    )?;
     std::fs::write(dir.join(".gitignore"), "big.bin\n")?;
     // Written, not sparse: a real file of random-looking bytes, read from disk.
     let mut f = std::fs::File::create(dir.join("big.bin"))?;
-    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     for _ in 0..1024 {
         f.write_all(&chunk)?;
     }
-    for args in [vec!["init", "-q"], vec!["add", "-A"], vec!["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "ctx"]] {
-        ensure!(Command::new("git").args(&args).current_dir(&dir).status()?.success(), "git {args:?}");
+    for args in [
+        vec!["init", "-q"],
+        vec!["add", "-A"],
+        vec![
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-q",
+            "-m",
+            "ctx",
+        ],
+    ] {
+        ensure!(
+            Command::new("git")
+                .args(&args)
+                .current_dir(&dir)
+                .status()?
+                .success(),
+            "git {args:?}"
+        );
     }
     Ok(dir)
 }
 
 /// Runs a command and returns its peak resident set size in KiB.
 fn peak_rss(cmd: &mut Command) -> Result<(u64, Duration)> {
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().context("cannot start the measured command")?;
     let mut stderr = String::new();
@@ -764,7 +1248,10 @@ fn peak_rss(cmd: &mut Command) -> Result<(u64, Duration)> {
     // SAFETY: the pid is our own child's, not yet waited for.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     ensure!(pid > 0, "wait4 failed");
-    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the measured command failed:\n{stderr}");
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the measured command failed:\n{stderr}"
+    );
     Ok((usage.ru_maxrss as u64, t.elapsed()))
 }
 

@@ -62,11 +62,19 @@ fn main() -> ExitCode {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ is inside the repository")
+        .to_path_buf()
 }
 
 /// Runs one named stage with its own progress display and a row in the summary.
-pub fn stage(printer: &Printer, reports: &mut Vec<StepReport>, name: &str, f: impl FnOnce(&StepProgress<'_>) -> Result<String>) -> Result<String> {
+pub fn stage(
+    printer: &Printer,
+    reports: &mut Vec<StepReport>,
+    name: &str,
+    f: impl FnOnce(&StepProgress<'_>) -> Result<String>,
+) -> Result<String> {
     let started = Instant::now();
     let progress = printer.step(name);
     let result = f(&progress);
@@ -75,7 +83,12 @@ pub fn stage(printer: &Printer, reports: &mut Vec<StepReport>, name: &str, f: im
         Err(e) => (Outcome::Failed, format!("{e}")),
     };
     progress.finish(&outcome, &note);
-    reports.push(StepReport { name: name.to_string(), outcome, duration: started.elapsed(), note });
+    reports.push(StepReport {
+        name: name.to_string(),
+        outcome,
+        duration: started.elapsed(),
+        note,
+    });
     result
 }
 
@@ -84,13 +97,18 @@ pub fn setup(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
     stage(printer, reports, "setup", |p| {
         let sh = Shell::new()?;
         let script = root().join(".ci/setup");
-        pymdeploy::ops::cmd::stream(cmd!(sh, "bash {script}"), &root(), p, false).context("machine setup failed")?;
+        pymdeploy::ops::cmd::stream(cmd!(sh, "bash {script}"), &root(), p, false)
+            .context("machine setup failed")?;
         Ok("docker engine and base image ready".into())
     })?;
     Ok(())
 }
 
-fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<String>) -> Result<()> {
+fn ci(
+    printer: &Printer,
+    reports: &mut Vec<StepReport>,
+    closing: &mut Option<String>,
+) -> Result<()> {
     setup(printer, reports)?;
     let mut tally = Default::default();
     let result = stage(printer, reports, "test", |p| {
@@ -98,21 +116,37 @@ fn ci(printer: &Printer, reports: &mut Vec<StepReport>, closing: &mut Option<Str
         // With the aws-beanstalk and docker-tls features, so their tests run too (services
         // compile the features their target needs in their own xtask).
         let cmd = cmd!(sh, "cargo test --workspace --locked --features pymdeploy/aws-beanstalk,pymdeploy/gcp-cloud-run,pymdeploy/gke,pymdeploy/docker-tls").env("CI", "true");
-        let run = pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
+        let run =
+            pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
         tally = p.tests();
         // The live proxies' images are shared by the tests' services; the last test to
         // finish cannot know it is last, so the run removes those no container uses.
         let sh = Shell::new()?;
-        let images = cmd!(sh, "docker images -q pym-proxy").quiet().read().unwrap_or_default();
+        let images = cmd!(sh, "docker images -q pym-proxy")
+            .quiet()
+            .read()
+            .unwrap_or_default();
         for id in images.split_whitespace() {
-            let _ = cmd!(sh, "docker rmi {id}").quiet().ignore_status().ignore_stderr().ignore_stdout().run();
+            let _ = cmd!(sh, "docker rmi {id}")
+                .quiet()
+                .ignore_status()
+                .ignore_stderr()
+                .ignore_stdout()
+                .run();
         }
         run?;
         Ok(format!("{} passed", tally.passed))
     });
     // One closing line for whoever reads the log's end: the counts of every test binary.
-    let pymdeploy::output::TestTally { passed, failed, ignored, .. } = tally;
-    *closing = Some(format!("tests: {passed} passed, {failed} failed, {ignored} skipped"));
+    let pymdeploy::output::TestTally {
+        passed,
+        failed,
+        ignored,
+        ..
+    } = tally;
+    *closing = Some(format!(
+        "tests: {passed} passed, {failed} failed, {ignored} skipped"
+    ));
     result.map(drop)
 }
 
@@ -128,7 +162,10 @@ fn demo_registry(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()>
         }
         let dir = root().join("target/demo/registry");
         std::fs::create_dir_all(&dir)?;
-        let config = format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {DEMO_REGISTRY}\n", dir.join("data").display());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {DEMO_REGISTRY}\n",
+            dir.join("data").display()
+        );
         std::fs::write(dir.join("config.yml"), config)?;
         let log = std::fs::File::create(dir.join("registry.log"))?;
         let child = std::process::Command::new("setsid")
@@ -142,11 +179,18 @@ fn demo_registry(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()>
             .context("cannot start docker-registry (run .ci/setup)")?;
         for _ in 0..100 {
             if std::net::TcpStream::connect(DEMO_REGISTRY).is_ok() {
-                return Ok(format!("started on {DEMO_REGISTRY} (pid {}; `kill {}` stops it)", child.id(), child.id()));
+                return Ok(format!(
+                    "started on {DEMO_REGISTRY} (pid {}; `kill {}` stops it)",
+                    child.id(),
+                    child.id()
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        anyhow::bail!("the registry did not start; see {}", dir.join("registry.log").display())
+        anyhow::bail!(
+            "the registry did not start; see {}",
+            dir.join("registry.log").display()
+        )
     })?;
     Ok(())
 }
@@ -154,19 +198,30 @@ fn demo_registry(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()>
 fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result<()> {
     setup(printer, reports)?;
     demo_registry(printer, reports)?;
-    let path = if path.is_absolute() { path.to_path_buf() } else { root().join(path) };
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root().join(path)
+    };
     stage(printer, reports, "new", |p| {
         if path.exists() {
-            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove the old demo at {}", path.display()))?;
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove the old demo at {}", path.display()))?;
         }
         let sh = Shell::new()?;
         let repo = root();
-        let cmd = cmd!(sh, "cargo run --quiet --bin pymdeploy -- new hello --path {path} --pymdeploy-path {repo}");
+        let cmd = cmd!(
+            sh,
+            "cargo run --quiet --bin pymdeploy -- new hello --path {path} --pymdeploy-path {repo}"
+        );
         pymdeploy::ops::cmd::stream(cmd, &repo, p, false)?;
         // Point it at the demo registry, on ports unlikely to be taken.
         let config = path.join("pym-config.yaml");
         let text = std::fs::read_to_string(&config)?;
-        let text = text.replace("# docker_repo: registry.example.com/team", &format!("docker_repo: {DEMO_REGISTRY}/demo\nlive_port: 18080\nstaging_port: 18081"));
+        let text = text.replace(
+            "# docker_repo: registry.example.com/team",
+            &format!("docker_repo: {DEMO_REGISTRY}/demo\nlive_port: 18080\nstaging_port: 18081"),
+        );
         std::fs::write(&config, text)?;
         let sh = Shell::new()?;
         sh.change_dir(&path);
@@ -174,10 +229,20 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
         Ok(format!("{}", path.display()))
     })?;
     // The demo's own pipeline, in the foreground: what a user of the service sees.
-    printer.status("Deploying", &format!("cargo xtask deploy in {}", path.display()));
-    let status = std::process::Command::new(env!("CARGO")).args(["xtask", "deploy"]).current_dir(&path).status().context("cannot run cargo")?;
+    printer.status(
+        "Deploying",
+        &format!("cargo xtask deploy in {}", path.display()),
+    );
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["xtask", "deploy"])
+        .current_dir(&path)
+        .status()
+        .context("cannot run cargo")?;
     anyhow::ensure!(status.success(), "the demo's deploy failed");
-    printer.status("Live", "http://127.0.0.1:18080/version (staging: http://127.0.0.1:18081/version)");
+    printer.status(
+        "Live",
+        "http://127.0.0.1:18080/version (staging: http://127.0.0.1:18081/version)",
+    );
     printer.data(&path.display().to_string());
     Ok(())
 }

@@ -102,19 +102,42 @@ struct Event {
 impl Beanstalk {
     /// The loopback port of the container behind a CNAME.
     pub fn backend_for(&self, cname: &str) -> Option<u16> {
-        self.envs.iter().find(|e| e.status != "Terminated" && e.cname.eq_ignore_ascii_case(cname)).and_then(|e| e.port)
+        self.envs
+            .iter()
+            .find(|e| e.status != "Terminated" && e.cname.eq_ignore_ascii_case(cname))
+            .and_then(|e| e.port)
     }
 
     pub fn summary(&self, app: &str) -> Vec<(String, String, String, String)> {
-        self.envs.iter().filter(|e| e.app == app).map(|e| (e.name.clone(), e.status.to_string(), e.health.to_string(), e.cname.clone())).collect()
+        self.envs
+            .iter()
+            .filter(|e| e.app == app)
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.status.to_string(),
+                    e.health.to_string(),
+                    e.cname.clone(),
+                )
+            })
+            .collect()
     }
 
     pub fn options(&self, app: &str, env: &str) -> Vec<(String, String, String)> {
-        self.envs.iter().rev().find(|e| e.app == app && e.name == env).map(|e| e.options.clone()).unwrap_or_default()
+        self.envs
+            .iter()
+            .rev()
+            .find(|e| e.app == app && e.name == env)
+            .map(|e| e.options.clone())
+            .unwrap_or_default()
     }
 
     pub fn containers(&self) -> Vec<String> {
-        self.envs.iter().filter(|e| e.status != "Terminated").filter_map(|e| e.container.clone()).collect()
+        self.envs
+            .iter()
+            .filter(|e| e.status != "Terminated")
+            .filter_map(|e| e.container.clone())
+            .collect()
     }
 
     fn live(&self) -> impl Iterator<Item = &Env> {
@@ -147,14 +170,25 @@ impl Beanstalk {
     /// The resource an ARN names, if it exists (tags can only be on one that does).
     fn arn_exists(&self, o: &crate::Options, arn: &str) -> bool {
         self.apps.keys().any(|a| app_arn(o, a) == arn)
-            || self.versions.iter().any(|v| version_arn(o, &v.app, &v.label) == arn)
+            || self
+                .versions
+                .iter()
+                .any(|v| version_arn(o, &v.app, &v.label) == arn)
             || self.live().any(|e| env_arn(o, e) == arn)
     }
 
     fn event(&mut self, env: &Env, severity: &'static str, message: impl Into<String>) {
         let at = now_ms().max(self.events.last().map_or(0, |e| e.at + 1));
         let request = Some(env.request.clone()).filter(|r| !r.is_empty());
-        self.events.push(Event { at, request, app: env.app.clone(), env: Some(env.name.clone()), label: Some(env.label.clone()), severity, message: message.into() });
+        self.events.push(Event {
+            at,
+            request,
+            app: env.app.clone(),
+            env: Some(env.name.clone()),
+            label: Some(env.label.clone()),
+            severity,
+            message: message.into(),
+        });
     }
 }
 
@@ -163,18 +197,35 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 
     fn require(&self, k: &str) -> Result<&str, ApiError> {
-        self.get(k).ok_or_else(|| ApiError::new(400, "MissingParameter", format!("The request must contain the parameter {k}")))
+        self.get(k).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "MissingParameter",
+                format!("The request must contain the parameter {k}"),
+            )
+        })
     }
 
     /// `K.member.1`, `K.member.2`, … in order.
     fn list(&self, k: &str) -> Vec<String> {
         let prefix = format!("{k}.member.");
-        let mut items: Vec<(u32, String)> =
-            self.0.iter().filter_map(|(key, v)| key.strip_prefix(&prefix).and_then(|n| n.parse().ok()).map(|n| (n, v.clone()))).collect();
+        let mut items: Vec<(u32, String)> = self
+            .0
+            .iter()
+            .filter_map(|(key, v)| {
+                key.strip_prefix(&prefix)
+                    .and_then(|n| n.parse().ok())
+                    .map(|n| (n, v.clone()))
+            })
+            .collect();
         items.sort();
         items.into_iter().map(|(_, v)| v).collect()
     }
@@ -183,8 +234,15 @@ impl Params {
     fn tags(&self, k: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for n in 1.. {
-            let Some(key) = self.get(&format!("{k}.member.{n}.Key")) else { break };
-            out.push((key.to_string(), self.get(&format!("{k}.member.{n}.Value")).unwrap_or("").to_string()));
+            let Some(key) = self.get(&format!("{k}.member.{n}.Key")) else {
+                break;
+            };
+            out.push((
+                key.to_string(),
+                self.get(&format!("{k}.member.{n}.Value"))
+                    .unwrap_or("")
+                    .to_string(),
+            ));
         }
         out
     }
@@ -192,8 +250,13 @@ impl Params {
     fn options(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         for n in 1.. {
-            let at = |f: &str| self.get(&format!("OptionSettings.member.{n}.{f}")).map(String::from);
-            let (Some(ns), Some(name)) = (at("Namespace"), at("OptionName")) else { break };
+            let at = |f: &str| {
+                self.get(&format!("OptionSettings.member.{n}.{f}"))
+                    .map(String::from)
+            };
+            let (Some(ns), Some(name)) = (at("Namespace"), at("OptionName")) else {
+                break;
+            };
             out.push((ns, name, at("Value").unwrap_or_default()));
         }
         out
@@ -225,21 +288,37 @@ pub async fn handle(shared: &Arc<Shared>, body: &[u8]) -> Reply {
                 x.0.push_str(&inner);
                 x.close(&format!("{action}Result"));
             }
-            x.open("ResponseMetadata").el("RequestId", &request_id).close("ResponseMetadata").close(&format!("{action}Response"));
+            x.open("ResponseMetadata")
+                .el("RequestId", &request_id)
+                .close("ResponseMetadata")
+                .close(&format!("{action}Response"));
             with_id(reply(200, "text/xml", x.0))
         }
         Err(e) => {
             let mut x = Xml::default();
             x.0.push_str(&format!(r#"<ErrorResponse xmlns="{XMLNS}">"#));
-            let kind = if e.status >= 500 { "Receiver" } else { "Sender" };
-            x.open("Error").el("Type", kind).el("Code", &e.code).el("Message", &e.message).close("Error");
+            let kind = if e.status >= 500 {
+                "Receiver"
+            } else {
+                "Sender"
+            };
+            x.open("Error")
+                .el("Type", kind)
+                .el("Code", &e.code)
+                .el("Message", &e.message)
+                .close("Error");
             x.el("RequestId", &request_id).close("ErrorResponse");
             with_id(reply(e.status, "text/xml", x.0))
         }
     }
 }
 
-fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) -> Result<Option<String>, ApiError> {
+fn dispatch(
+    shared: &Arc<Shared>,
+    action: &str,
+    p: &Params,
+    request_id: &str,
+) -> Result<Option<String>, ApiError> {
     let o = &shared.opts;
     let mut x = Xml::default();
     let mut guard = shared.lock();
@@ -249,7 +328,9 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "CreateApplication" => {
             let name = p.require("ApplicationName")?;
             if eb.apps.contains_key(name) {
-                return Err(ApiError::invalid(format!("Application {name} already exists.")));
+                return Err(ApiError::invalid(format!(
+                    "Application {name} already exists."
+                )));
             }
             let now = now_ms();
             eb.apps.insert(name.into(), now);
@@ -261,8 +342,17 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "DescribeApplications" => {
             let names = p.list("ApplicationNames");
             x.open("Applications");
-            for (name, created) in eb.apps.iter().filter(|(n, _)| names.is_empty() || names.contains(n)) {
-                let labels: Vec<&str> = eb.versions.iter().filter(|v| &v.app == name).map(|v| v.label.as_str()).collect();
+            for (name, created) in eb
+                .apps
+                .iter()
+                .filter(|(n, _)| names.is_empty() || names.contains(n))
+            {
+                let labels: Vec<&str> = eb
+                    .versions
+                    .iter()
+                    .filter(|v| &v.app == name)
+                    .map(|v| v.label.as_str())
+                    .collect();
                 x.open("member");
                 app_xml(&mut x, o, name, *created, &labels);
                 x.close("member");
@@ -281,29 +371,57 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 if p.get("AutoCreateApplication") == Some("true") {
                     eb.apps.insert(app.into(), now_ms());
                 } else {
-                    return Err(ApiError::invalid(format!("No Application named '{app}' found.")));
+                    return Err(ApiError::invalid(format!(
+                        "No Application named '{app}' found."
+                    )));
                 }
             }
             if eb.versions.iter().any(|v| v.app == app && v.label == label) {
-                return Err(ApiError::invalid(format!("Application Version {label} already exists.")));
+                return Err(ApiError::invalid(format!(
+                    "Application Version {label} already exists."
+                )));
             }
-            let (bucket, key) = (p.require("SourceBundle.S3Bucket")?.to_string(), p.require("SourceBundle.S3Key")?.to_string());
+            let (bucket, key) = (
+                p.require("SourceBundle.S3Bucket")?.to_string(),
+                p.require("SourceBundle.S3Key")?.to_string(),
+            );
             if st.buckets.get(&bucket).and_then(|b| b.get(&key)).is_none() {
                 return Err(ApiError::new(
                     400,
                     "InvalidParameterCombination",
-                    format!("Unable to download from S3 location (Bucket: {bucket} Key: {key}). Reason: Not Found"),
+                    format!(
+                        "Unable to download from S3 location (Bucket: {bucket} Key: {key}). Reason: Not Found"
+                    ),
                 ));
             }
             // Process=true validates the bundle now (AWS: PROCESSING, then PROCESSED or FAILED).
             let status = match p.get("Process") {
                 Some("true") => {
-                    let data = st.buckets.get(&bucket).and_then(|b| b.get(&key)).map(|o| o.data.clone()).unwrap_or_default();
-                    if serde_json::from_slice::<serde_json::Value>(&data).is_ok_and(|v| v.get("AWSEBDockerrunVersion").is_some()) { "PROCESSED" } else { "FAILED" }
+                    let data = st
+                        .buckets
+                        .get(&bucket)
+                        .and_then(|b| b.get(&key))
+                        .map(|o| o.data.clone())
+                        .unwrap_or_default();
+                    if serde_json::from_slice::<serde_json::Value>(&data)
+                        .is_ok_and(|v| v.get("AWSEBDockerrunVersion").is_some())
+                    {
+                        "PROCESSED"
+                    } else {
+                        "FAILED"
+                    }
                 }
                 _ => "UNPROCESSED",
             };
-            let v = AppVersion { app: app.into(), label: label.into(), bucket, key, description: p.get("Description").unwrap_or("").into(), created: now_ms(), status };
+            let v = AppVersion {
+                app: app.into(),
+                label: label.into(),
+                bucket,
+                key,
+                description: p.get("Description").unwrap_or("").into(),
+                created: now_ms(),
+                status,
+            };
             st.eb.tag(version_arn(o, app, label), p.tags("Tags"));
             x.open("ApplicationVersion");
             version_xml(&mut x, o, &v);
@@ -313,7 +431,15 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "DescribeApplicationVersions" => {
             let labels = p.list("VersionLabels");
             let app = p.get("ApplicationName");
-            let matching: Vec<&AppVersion> = eb.versions.iter().rev().filter(|v| app.is_none_or(|a| a == v.app) && (labels.is_empty() || labels.contains(&v.label))).collect();
+            let matching: Vec<&AppVersion> = eb
+                .versions
+                .iter()
+                .rev()
+                .filter(|v| {
+                    app.is_none_or(|a| a == v.app)
+                        && (labels.is_empty() || labels.contains(&v.label))
+                })
+                .collect();
             let (versions, next) = page(&matching, p, "versions")?;
             x.open("ApplicationVersions");
             for v in versions {
@@ -321,7 +447,8 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 version_xml(&mut x, o, v);
                 x.close("member");
             }
-            x.close("ApplicationVersions").opt("NextToken", next.as_deref());
+            x.close("ApplicationVersions")
+                .opt("NextToken", next.as_deref());
         }
         "ListAvailableSolutionStacks" => {
             x.open("SolutionStacks");
@@ -333,28 +460,64 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "DescribeConfigurationSettings" => {
             let app = p.require("ApplicationName")?;
             if !eb.apps.contains_key(app) {
-                return Err(ApiError::invalid(format!("No Application named '{app}' found.")));
+                return Err(ApiError::invalid(format!(
+                    "No Application named '{app}' found."
+                )));
             }
             // Saved configurations (CreateConfigurationTemplate) are not implemented, so no
             // template exists: the answer AWS gives for an unknown one.
             if let Some(t) = p.get("TemplateName") {
-                return Err(ApiError::invalid(format!("No Configuration Template named '{app}/{t}' found.")));
+                return Err(ApiError::invalid(format!(
+                    "No Configuration Template named '{app}/{t}' found."
+                )));
             }
-            let name = p.get("EnvironmentName").ok_or_else(|| ApiError::new(400, "MissingParameter", "The request must contain the parameter EnvironmentName or TemplateName"))?;
-            let e = eb.live().find(|e| e.app == app && e.name == name).ok_or_else(|| ApiError::invalid(format!("No Environment found for EnvironmentName = '{name}'.")))?;
+            let name = p.get("EnvironmentName").ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "MissingParameter",
+                    "The request must contain the parameter EnvironmentName or TemplateName",
+                )
+            })?;
+            let e = eb
+                .live()
+                .find(|e| e.app == app && e.name == name)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "No Environment found for EnvironmentName = '{name}'."
+                    ))
+                })?;
             x.open("ConfigurationSettings").open("member");
-            x.opt("SolutionStackName", e.stack.as_deref()).opt("PlatformArn", e.platform.as_deref());
-            x.el("ApplicationName", &e.app).el("EnvironmentName", &e.name).el("DeploymentStatus", "deployed");
-            x.el("DateCreated", &iso(e.created)).el("DateUpdated", &iso(e.updated)).open("OptionSettings");
+            x.opt("SolutionStackName", e.stack.as_deref())
+                .opt("PlatformArn", e.platform.as_deref());
+            x.el("ApplicationName", &e.app)
+                .el("EnvironmentName", &e.name)
+                .el("DeploymentStatus", "deployed");
+            x.el("DateCreated", &iso(e.created))
+                .el("DateUpdated", &iso(e.updated))
+                .open("OptionSettings");
             for (ns, k, v) in &effective_options(e) {
-                x.open("member").el("Namespace", ns).el("OptionName", k).el("Value", v).close("member");
+                x.open("member")
+                    .el("Namespace", ns)
+                    .el("OptionName", k)
+                    .el("Value", v)
+                    .close("member");
             }
-            x.close("OptionSettings").close("member").close("ConfigurationSettings");
+            x.close("OptionSettings")
+                .close("member")
+                .close("ConfigurationSettings");
         }
         "CheckDNSAvailability" => {
             let prefix = p.require("CNAMEPrefix")?;
             let cname = cname_of(o, prefix);
-            x.el("Available", if eb.live().any(|e| e.cname == cname) { "false" } else { "true" }).el("FullyQualifiedCNAME", &cname);
+            x.el(
+                "Available",
+                if eb.live().any(|e| e.cname == cname) {
+                    "false"
+                } else {
+                    "true"
+                },
+            )
+            .el("FullyQualifiedCNAME", &cname);
         }
         "CreateEnvironment" => {
             let env = create_environment(shared, eb, p, request_id)?;
@@ -367,7 +530,10 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             let app = p.get("ApplicationName");
             let label = p.get("VersionLabel");
             let include_deleted = p.get("IncludeDeleted") != Some("false");
-            let since = p.get("IncludedDeletedBackTo").and_then(parse_iso).unwrap_or(0);
+            let since = p
+                .get("IncludedDeletedBackTo")
+                .and_then(parse_iso)
+                .unwrap_or(0);
             let matching: Vec<&Env> = eb
                 .envs
                 .iter()
@@ -397,9 +563,12 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 return Err(not_ready(&e.name));
             }
             if let Some(l) = &label
-                && !eb.versions.iter().any(|v| v.app == e.app && &v.label == l) {
-                    return Err(ApiError::invalid(format!("No Application Version named '{l}' found.")));
-                }
+                && !eb.versions.iter().any(|v| v.app == e.app && &v.label == l)
+            {
+                return Err(ApiError::invalid(format!(
+                    "No Application Version named '{l}' found."
+                )));
+            }
             let e = eb.env_mut(&id).expect("found above");
             e.previous = Some((e.label.clone(), e.options.clone(), e.description.clone()));
             e.request = request_id.to_string();
@@ -409,8 +578,13 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             }
             // OptionsToRemove: back to the default, which here is the option not being set.
             for n in 1.. {
-                let at = |f: &str| p.get(&format!("OptionsToRemove.member.{n}.{f}")).map(String::from);
-                let (Some(ns), Some(name)) = (at("Namespace"), at("OptionName")) else { break };
+                let at = |f: &str| {
+                    p.get(&format!("OptionsToRemove.member.{n}.{f}"))
+                        .map(String::from)
+                };
+                let (Some(ns), Some(name)) = (at("Namespace"), at("OptionName")) else {
+                    break;
+                };
                 e.options.retain(|(n, k, _)| !(n == &ns && k == &name));
             }
             if let Some(d) = p.get("Description") {
@@ -434,16 +608,28 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 }
             }
             if a == b {
-                return Err(ApiError::invalid("The source and destination environments must differ."));
+                return Err(ApiError::invalid(
+                    "The source and destination environments must differ.",
+                ));
             }
             let ca = eb.env_mut(&a).expect("found").cname.clone();
             let cb = std::mem::replace(&mut eb.env_mut(&b).expect("found").cname, ca);
             eb.env_mut(&a).expect("found").cname = cb;
-            let name = |id: &str| eb.envs.iter().find(|e| e.id == id).map(|e| e.name.clone()).unwrap_or_default();
+            let name = |id: &str| {
+                eb.envs
+                    .iter()
+                    .find(|e| e.id == id)
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default()
+            };
             let names = format!("'{}' and '{}'", name(&a), name(&b));
             for id in [&a, &b] {
                 eb.env_mut(id).expect("found").request = request_id.to_string();
-                eb.transition(id, "Updating", format!("Swapping CNAMEs for environments {names}."));
+                eb.transition(
+                    id,
+                    "Updating",
+                    format!("Swapping CNAMEs for environments {names}."),
+                );
             }
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -451,7 +637,11 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 let mut st = shared.lock();
                 for id in [&a, &b] {
                     if st.eb.env_mut(id).is_some_and(|e| e.status == "Updating") {
-                        st.eb.transition(id, "Ready", format!("Completed swapping CNAMEs for environments {names}."));
+                        st.eb.transition(
+                            id,
+                            "Ready",
+                            format!("Completed swapping CNAMEs for environments {names}."),
+                        );
                     }
                 }
             });
@@ -472,7 +662,10 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "DescribeEvents" => {
             let app = p.get("ApplicationName");
             let env = p.get("EnvironmentName");
-            let env_id = p.get("EnvironmentId").and_then(|id| eb.envs.iter().find(|e| e.id == id)).map(|e| e.name.clone());
+            let env_id = p
+                .get("EnvironmentId")
+                .and_then(|id| eb.envs.iter().find(|e| e.id == id))
+                .map(|e| e.name.clone());
             let start = p.get("StartTime").and_then(parse_iso).unwrap_or(0);
             let end = p.get("EndTime").and_then(parse_iso).unwrap_or(i64::MAX);
             let min = severity_rank(p.get("Severity").unwrap_or("TRACE"));
@@ -492,7 +685,12 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             // DescribeEvents answers at most 1000 events a call, with or without MaxRecords.
             let defaulted;
             let p = if p.get("MaxRecords").is_none() {
-                defaulted = Params(p.0.iter().cloned().chain([("MaxRecords".to_string(), "1000".to_string())]).collect());
+                defaulted = Params(
+                    p.0.iter()
+                        .cloned()
+                        .chain([("MaxRecords".to_string(), "1000".to_string())])
+                        .collect(),
+                );
                 &defaulted
             } else {
                 p
@@ -500,8 +698,15 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             let (events, next) = page(&matching, p, "events")?;
             x.open("Events");
             for ev in events {
-                x.open("member").el("EventDate", &iso(ev.at)).el("Message", &ev.message).el("ApplicationName", &ev.app);
-                x.opt("EnvironmentName", ev.env.as_deref()).opt("VersionLabel", ev.label.as_deref()).opt("RequestId", ev.request.as_deref()).el("Severity", ev.severity).close("member");
+                x.open("member")
+                    .el("EventDate", &iso(ev.at))
+                    .el("Message", &ev.message)
+                    .el("ApplicationName", &ev.app);
+                x.opt("EnvironmentName", ev.env.as_deref())
+                    .opt("VersionLabel", ev.label.as_deref())
+                    .opt("RequestId", ev.request.as_deref())
+                    .el("Severity", ev.severity)
+                    .close("member");
             }
             x.close("Events").opt("NextToken", next.as_deref());
         }
@@ -515,12 +720,33 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                 }
                 x.close(list);
             };
-            x.open("EnvironmentResources").el("EnvironmentName", &e.name);
-            named(&mut x, "AutoScalingGroups", "Name", Some(format!("awseb-{}-stack-AWSEBAutoScalingGroup-LOCAL", e.id)));
-            named(&mut x, "Instances", "Id", e.container.as_ref().map(|_| e.instance()));
+            x.open("EnvironmentResources")
+                .el("EnvironmentName", &e.name);
+            named(
+                &mut x,
+                "AutoScalingGroups",
+                "Name",
+                Some(format!("awseb-{}-stack-AWSEBAutoScalingGroup-LOCAL", e.id)),
+            );
+            named(
+                &mut x,
+                "Instances",
+                "Id",
+                e.container.as_ref().map(|_| e.instance()),
+            );
             named(&mut x, "LaunchConfigurations", "Name", None);
-            named(&mut x, "LaunchTemplates", "Id", Some(format!("lt-0{}", e.id.trim_start_matches("e-"))));
-            named(&mut x, "LoadBalancers", "Name", e.load_balanced().then(|| e.load_balancer()));
+            named(
+                &mut x,
+                "LaunchTemplates",
+                "Id",
+                Some(format!("lt-0{}", e.id.trim_start_matches("e-"))),
+            );
+            named(
+                &mut x,
+                "LoadBalancers",
+                "Name",
+                e.load_balanced().then(|| e.load_balancer()),
+            );
             named(&mut x, "Triggers", "Name", None);
             named(&mut x, "Queues", "Name", None);
             x.close("EnvironmentResources");
@@ -529,7 +755,14 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             let id = find_env(eb, p, "Environment")?;
             let e = eb.envs.iter().find(|e| e.id == id).expect("found above");
             if !e.enhanced() {
-                return Err(ApiError::new(400, "InvalidRequestException", format!("Environment {} does not have enhanced health reporting enabled (aws:elasticbeanstalk:healthreporting:system SystemType=enhanced).", e.name)));
+                return Err(ApiError::new(
+                    400,
+                    "InvalidRequestException",
+                    format!(
+                        "Environment {} does not have enhanced health reporting enabled (aws:elasticbeanstalk:healthreporting:system SystemType=enhanced).",
+                        e.name
+                    ),
+                ));
             }
             // AttributeNames picks what to return; none (or `All`) returns everything.
             let names = p.list("AttributeNames");
@@ -558,8 +791,16 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
                     "Severe" => (0, running, 0),
                     _ => (0, 0, running),
                 };
-                x.open("InstancesHealth").el("NoData", "0").el("Unknown", "0").el("Pending", &pending.to_string()).el("Ok", &ok.to_string());
-                x.el("Info", "0").el("Warning", "0").el("Degraded", "0").el("Severe", &severe.to_string()).close("InstancesHealth");
+                x.open("InstancesHealth")
+                    .el("NoData", "0")
+                    .el("Unknown", "0")
+                    .el("Pending", &pending.to_string())
+                    .el("Ok", &ok.to_string());
+                x.el("Info", "0")
+                    .el("Warning", "0")
+                    .el("Degraded", "0")
+                    .el("Severe", &severe.to_string())
+                    .close("InstancesHealth");
             }
             if want("RefreshedAt") {
                 x.el("RefreshedAt", &iso(now_ms()));
@@ -569,28 +810,53 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             let id = find_env(eb, p, "Environment")?;
             let e = eb.envs.iter().find(|e| e.id == id).expect("found above");
             if !e.enhanced() {
-                return Err(ApiError::new(400, "InvalidRequestException", format!("Environment {} does not have enhanced health reporting enabled (aws:elasticbeanstalk:healthreporting:system SystemType=enhanced).", e.name)));
+                return Err(ApiError::new(
+                    400,
+                    "InvalidRequestException",
+                    format!(
+                        "Environment {} does not have enhanced health reporting enabled (aws:elasticbeanstalk:healthreporting:system SystemType=enhanced).",
+                        e.name
+                    ),
+                ));
             }
             x.open("InstanceHealthList");
             if e.container.is_some() {
-                x.open("member").el("InstanceId", &e.instance()).el("HealthStatus", e.health_status).el("Color", e.health);
+                x.open("member")
+                    .el("InstanceId", &e.instance())
+                    .el("HealthStatus", e.health_status)
+                    .el("Color", e.health);
                 x.open("Causes");
                 for c in &e.causes {
                     x.el("member", c);
                 }
-                x.close("Causes").el("LaunchedAt", &iso(e.launched)).el("AvailabilityZone", &format!("{}a", o.region)).el("InstanceType", "t3.micro");
-                x.open("Deployment").el("VersionLabel", &e.label).el("Status", "Deployed").el("DeploymentTime", &iso(e.updated)).close("Deployment");
+                x.close("Causes")
+                    .el("LaunchedAt", &iso(e.launched))
+                    .el("AvailabilityZone", &format!("{}a", o.region))
+                    .el("InstanceType", "t3.micro");
+                x.open("Deployment")
+                    .el("VersionLabel", &e.label)
+                    .el("Status", "Deployed")
+                    .el("DeploymentTime", &iso(e.updated))
+                    .close("Deployment");
                 x.close("member");
             }
-            x.close("InstanceHealthList").el("RefreshedAt", &iso(now_ms()));
+            x.close("InstanceHealthList")
+                .el("RefreshedAt", &iso(now_ms()));
         }
         "RequestEnvironmentInfo" => {
             let id = find_env(eb, p, "Environment")?;
             let kind = p.require("InfoType")?.to_string();
             if kind != "tail" && kind != "bundle" {
-                return Err(ApiError::invalid(format!("Value '{kind}' at 'infoType' failed to satisfy constraint: Member must satisfy enum value set: [tail, bundle]")));
+                return Err(ApiError::invalid(format!(
+                    "Value '{kind}' at 'infoType' failed to satisfy constraint: Member must satisfy enum value set: [tail, bundle]"
+                )));
             }
-            let e = eb.envs.iter().find(|e| e.id == id).expect("found above").clone();
+            let e = eb
+                .envs
+                .iter()
+                .find(|e| e.id == id)
+                .expect("found above")
+                .clone();
             eb.event(&e, "INFO", "requestEnvironmentInfo is starting.");
             let shared = shared.clone();
             tokio::spawn(async move { gather_info(shared, e, kind).await });
@@ -600,8 +866,17 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
             let id = find_env(eb, p, "Environment")?;
             let kind = p.require("InfoType")?;
             x.open("EnvironmentInfo");
-            for (_, k, instance, at, url) in eb.info.iter().filter(|(env, k, ..)| env == &id && k == kind) {
-                x.open("member").el("InfoType", k).el("Ec2InstanceId", instance).el("SampleTimestamp", &iso(*at)).el("Message", url).close("member");
+            for (_, k, instance, at, url) in eb
+                .info
+                .iter()
+                .filter(|(env, k, ..)| env == &id && k == kind)
+            {
+                x.open("member")
+                    .el("InfoType", k)
+                    .el("Ec2InstanceId", instance)
+                    .el("SampleTimestamp", &iso(*at))
+                    .el("Message", url)
+                    .close("member");
             }
             x.close("EnvironmentInfo");
         }
@@ -620,8 +895,13 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "AbortEnvironmentUpdate" => {
             let id = find_env(eb, p, "Environment")?;
             let e = eb.env_mut(&id).expect("found above");
-            let Some((label, options, description)) = e.previous.take().filter(|_| e.status == "Updating") else {
-                return Err(ApiError::invalid(format!("Environment named {} has no update in progress that can be aborted.", e.name)));
+            let Some((label, options, description)) =
+                e.previous.take().filter(|_| e.status == "Updating")
+            else {
+                return Err(ApiError::invalid(format!(
+                    "Environment named {} has no update in progress that can be aborted.",
+                    e.name
+                )));
             };
             (e.label, e.options, e.description) = (label, options, description);
             e.request = request_id.to_string();
@@ -632,29 +912,51 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "DeleteApplicationVersion" => {
             let app = p.require("ApplicationName")?;
             let label = p.require("VersionLabel")?;
-            let i = eb.versions.iter().position(|v| v.app == app && v.label == label).ok_or_else(|| ApiError::invalid(format!("No Application Version named '{label}' found.")))?;
+            let i = eb
+                .versions
+                .iter()
+                .position(|v| v.app == app && v.label == label)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("No Application Version named '{label}' found."))
+                })?;
             if let Some(e) = eb.live().find(|e| e.app == app && e.label == label) {
-                return Err(ApiError::invalid(format!("Unable to delete application version {label} because it is being deployed to running environment {}.", e.name)));
+                return Err(ApiError::invalid(format!(
+                    "Unable to delete application version {label} because it is being deployed to running environment {}.",
+                    e.name
+                )));
             }
             let v = eb.versions.remove(i);
             eb.tags.remove(&version_arn(o, app, label));
             if p.get("DeleteSourceBundle") == Some("true")
-                && let Some(b) = st.buckets.get_mut(&v.bucket) {
-                    b.remove(&v.key);
-                }
+                && let Some(b) = st.buckets.get_mut(&v.bucket)
+            {
+                b.remove(&v.key);
+            }
             return Ok(None);
         }
         "DeleteApplication" => {
             let app = p.require("ApplicationName")?.to_string();
             if !eb.apps.contains_key(&app) {
-                return Err(ApiError::invalid(format!("No Application named '{app}' found.")));
+                return Err(ApiError::invalid(format!(
+                    "No Application named '{app}' found."
+                )));
             }
-            let running: Vec<String> = eb.live().filter(|e| e.app == app).map(|e| e.id.clone()).collect();
+            let running: Vec<String> = eb
+                .live()
+                .filter(|e| e.app == app)
+                .map(|e| e.id.clone())
+                .collect();
             if !running.is_empty() && p.get("TerminateEnvByForce") != Some("true") {
-                return Err(ApiError::invalid(format!("Unable to delete application {app} because it has running environments; terminate them first or set TerminateEnvByForce.")));
+                return Err(ApiError::invalid(format!(
+                    "Unable to delete application {app} because it has running environments; terminate them first or set TerminateEnvByForce."
+                )));
             }
             for id in running {
-                if eb.envs.iter().any(|e| e.id == id && e.status != "Terminating") {
+                if eb
+                    .envs
+                    .iter()
+                    .any(|e| e.id == id && e.status != "Terminating")
+                {
                     eb.env_mut(&id).expect("listed").request = request_id.to_string();
                     eb.transition(&id, "Terminating", "terminateEnvironment is starting.");
                     let shared = shared.clone();
@@ -669,7 +971,11 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "ListTagsForResource" => {
             let arn = p.require("ResourceArn")?;
             if !eb.arn_exists(o, arn) {
-                return Err(ApiError::new(400, "ResourceNotFoundException", format!("Resource {arn} not found.")));
+                return Err(ApiError::new(
+                    400,
+                    "ResourceNotFoundException",
+                    format!("Resource {arn} not found."),
+                ));
             }
             x.el("ResourceArn", arn).open("ResourceTags");
             for (k, v) in eb.tags.get(arn).into_iter().flatten() {
@@ -680,29 +986,65 @@ fn dispatch(shared: &Arc<Shared>, action: &str, p: &Params, request_id: &str) ->
         "UpdateTagsForResource" => {
             let arn = p.require("ResourceArn")?.to_string();
             if !eb.arn_exists(o, &arn) {
-                return Err(ApiError::new(400, "ResourceNotFoundException", format!("Resource {arn} not found.")));
+                return Err(ApiError::new(
+                    400,
+                    "ResourceNotFoundException",
+                    format!("Resource {arn} not found."),
+                ));
             }
             let remove = p.list("TagsToRemove");
             let add = p.tags("TagsToAdd");
-            if add.iter().any(|(k, _)| k.starts_with("aws:") || k.starts_with("elasticbeanstalk:")) || remove.iter().any(|k| k.starts_with("aws:") || k.starts_with("elasticbeanstalk:")) {
-                return Err(ApiError::invalid("Tag keys starting with 'aws:' or 'elasticbeanstalk:' are reserved."));
+            if add
+                .iter()
+                .any(|(k, _)| k.starts_with("aws:") || k.starts_with("elasticbeanstalk:"))
+                || remove
+                    .iter()
+                    .any(|k| k.starts_with("aws:") || k.starts_with("elasticbeanstalk:"))
+            {
+                return Err(ApiError::invalid(
+                    "Tag keys starting with 'aws:' or 'elasticbeanstalk:' are reserved.",
+                ));
             }
-            eb.tags.entry(arn.clone()).or_default().retain(|(k, _)| !remove.contains(k));
+            eb.tags
+                .entry(arn.clone())
+                .or_default()
+                .retain(|(k, _)| !remove.contains(k));
             eb.tag(arn, add);
             return Ok(None);
         }
-        "" => return Err(ApiError::new(400, "MissingAction", "The request must contain the parameter Action.")),
-        other => return Err(ApiError::new(400, "InvalidAction", format!("The action {other} is not valid for this web service (or this local Beanstalk does not implement it)."))),
+        "" => {
+            return Err(ApiError::new(
+                400,
+                "MissingAction",
+                "The request must contain the parameter Action.",
+            ));
+        }
+        other => {
+            return Err(ApiError::new(
+                400,
+                "InvalidAction",
+                format!(
+                    "The action {other} is not valid for this web service (or this local Beanstalk does not implement it)."
+                ),
+            ));
+        }
     }
     Ok(Some(x.0))
 }
 
-fn create_environment(shared: &Shared, eb: &mut Beanstalk, p: &Params, request_id: &str) -> Result<Env, ApiError> {
+fn create_environment(
+    shared: &Shared,
+    eb: &mut Beanstalk,
+    p: &Params,
+    request_id: &str,
+) -> Result<Env, ApiError> {
     let o = &shared.opts;
     let app = p.require("ApplicationName")?;
     let name = p.require("EnvironmentName")?;
     if !eb.apps.contains_key(app) {
-        return Err(ApiError::invalid(format!("No Application named '{app}' found.")));
+        return Err(ApiError::invalid(format!(
+            "No Application named '{app}' found."
+        )));
     }
     let valid = (4..=40).contains(&name.len())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -714,17 +1056,34 @@ fn create_environment(shared: &Shared, eb: &mut Beanstalk, p: &Params, request_i
         )));
     }
     if eb.live().any(|e| e.name == name) {
-        return Err(ApiError::invalid(format!("Environment {name} already exists.")));
+        return Err(ApiError::invalid(format!(
+            "Environment {name} already exists."
+        )));
     }
     let label = p.require("VersionLabel")?;
     if !eb.versions.iter().any(|v| v.app == app && v.label == label) {
-        return Err(ApiError::invalid(format!("No Application Version named '{label}' found.")));
+        return Err(ApiError::invalid(format!(
+            "No Application Version named '{label}' found."
+        )));
     }
-    let (stack, platform) = (p.get("SolutionStackName").map(String::from), p.get("PlatformArn").map(String::from));
+    let (stack, platform) = (
+        p.get("SolutionStackName").map(String::from),
+        p.get("PlatformArn").map(String::from),
+    );
     match (&stack, &platform) {
-        (None, None) => return Err(ApiError::invalid("Either SolutionStackName, PlatformArn or TemplateName must be specified.")),
-        (Some(s), _) if !s.contains("Docker") => return Err(ApiError::invalid(format!("No Solution Stack named '{s}' found."))),
-        (_, Some(a)) if !a.contains("Docker") => return Err(ApiError::invalid(format!("No Platform named '{a}' found."))),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "Either SolutionStackName, PlatformArn or TemplateName must be specified.",
+            ));
+        }
+        (Some(s), _) if !s.contains("Docker") => {
+            return Err(ApiError::invalid(format!(
+                "No Solution Stack named '{s}' found."
+            )));
+        }
+        (_, Some(a)) if !a.contains("Docker") => {
+            return Err(ApiError::invalid(format!("No Platform named '{a}' found.")));
+        }
         _ => {}
     }
     // AWS describes an environment by both: the stack's name and its platform's ARN.
@@ -733,10 +1092,15 @@ fn create_environment(shared: &Shared, eb: &mut Beanstalk, p: &Params, request_i
         (None, Some(a)) => (stack_of(&a), Some(a)),
         both => both,
     };
-    let prefix = p.get("CNAMEPrefix").map(String::from).unwrap_or_else(|| format!("{name}-{}", shared.ids.next()));
+    let prefix = p
+        .get("CNAMEPrefix")
+        .map(String::from)
+        .unwrap_or_else(|| format!("{name}-{}", shared.ids.next()));
     let cname = cname_of(o, &prefix);
     if eb.live().any(|e| e.cname == cname) {
-        return Err(ApiError::invalid(format!("DNS name ({cname}) is not available.")));
+        return Err(ApiError::invalid(format!(
+            "DNS name ({cname}) is not available."
+        )));
     }
     let now = now_ms();
     let env = Env {
@@ -775,16 +1139,28 @@ fn find_env(eb: &Beanstalk, p: &Params, prefix: &str) -> Result<String, ApiError
         .find(|e| by_name.is_some_and(|n| n == e.name) || by_id.is_some_and(|i| i == e.id))
         .map(|e| e.id.clone())
         .ok_or_else(|| match (by_name, by_id) {
-            (Some(n), _) => ApiError::invalid(format!("No Environment found for EnvironmentName = '{n}'.")),
-            (_, Some(i)) => ApiError::invalid(format!("No Environment found for EnvironmentId = '{i}'.")),
-            _ => ApiError::new(400, "MissingParameter", format!("The request must contain {prefix}Name or {prefix}Id")),
+            (Some(n), _) => {
+                ApiError::invalid(format!("No Environment found for EnvironmentName = '{n}'."))
+            }
+            (_, Some(i)) => {
+                ApiError::invalid(format!("No Environment found for EnvironmentId = '{i}'."))
+            }
+            _ => ApiError::new(
+                400,
+                "MissingParameter",
+                format!("The request must contain {prefix}Name or {prefix}Id"),
+            ),
         })
 }
 
 /// One page of `items`, as AWS pages its Describe operations: `MaxRecords` (1 to 1000;
 /// none: every item in one answer) and `NextToken` (opaque to clients: here where the page
 /// before stopped, tied to the operation). Returns the page and the token of the next.
-fn page<'a, T>(items: &'a [T], p: &Params, what: &str) -> Result<(&'a [T], Option<String>), ApiError> {
+fn page<'a, T>(
+    items: &'a [T],
+    p: &Params,
+    what: &str,
+) -> Result<(&'a [T], Option<String>), ApiError> {
     let max: Option<usize> = match p.get("MaxRecords").map(|m| m.parse::<usize>()) {
         None => None,
         Some(Ok(m)) if (1..=1000).contains(&m) => Some(m),
@@ -792,14 +1168,20 @@ fn page<'a, T>(items: &'a [T], p: &Params, what: &str) -> Result<(&'a [T], Optio
             return Err(ApiError::new(
                 400,
                 "ValidationError",
-                format!("1 validation error detected: Value '{}' at 'maxRecords' failed to satisfy constraint: Member must have value between 1 and 1000", p.get("MaxRecords").unwrap_or_default()),
+                format!(
+                    "1 validation error detected: Value '{}' at 'maxRecords' failed to satisfy constraint: Member must have value between 1 and 1000",
+                    p.get("MaxRecords").unwrap_or_default()
+                ),
             ));
         }
     };
     let prefix = format!("pym-{what}-");
     let skip: usize = match p.get("NextToken") {
         None => 0,
-        Some(t) => t.strip_prefix(&prefix).and_then(|n| n.parse().ok()).ok_or_else(|| ApiError::invalid(format!("Invalid NextToken: {t}")))?,
+        Some(t) => t
+            .strip_prefix(&prefix)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::invalid(format!("Invalid NextToken: {t}")))?,
     };
     let rest = items.get(skip..).unwrap_or_default();
     match max {
@@ -809,11 +1191,17 @@ fn page<'a, T>(items: &'a [T], p: &Params, what: &str) -> Result<(&'a [T], Optio
 }
 
 fn not_ready(name: &str) -> ApiError {
-    ApiError::invalid(format!("Environment named {name} is in an invalid state for this operation. Must be Ready."))
+    ApiError::invalid(format!(
+        "Environment named {name} is in an invalid state for this operation. Must be Ready."
+    ))
 }
 
 fn cname_of(o: &crate::Options, prefix: &str) -> String {
-    format!("{}.{}.elasticbeanstalk.localhost", prefix.to_ascii_lowercase(), o.region)
+    format!(
+        "{}.{}.elasticbeanstalk.localhost",
+        prefix.to_ascii_lowercase(),
+        o.region
+    )
 }
 
 fn severity_rank(s: &str) -> u8 {
@@ -829,51 +1217,94 @@ fn severity_rank(s: &str) -> u8 {
 
 fn app_xml(x: &mut Xml, o: &crate::Options, name: &str, created: i64, labels: &[&str]) {
     x.el("ApplicationArn", &app_arn(o, name));
-    x.el("ApplicationName", name).el("DateCreated", &iso(created)).el("DateUpdated", &iso(created));
+    x.el("ApplicationName", name)
+        .el("DateCreated", &iso(created))
+        .el("DateUpdated", &iso(created));
     x.open("Versions");
     for l in labels {
         x.el("member", l);
     }
-    x.close("Versions").open("ConfigurationTemplates").close("ConfigurationTemplates");
+    x.close("Versions")
+        .open("ConfigurationTemplates")
+        .close("ConfigurationTemplates");
 }
 
 fn version_xml(x: &mut Xml, o: &crate::Options, v: &AppVersion) {
     x.el("ApplicationVersionArn", &version_arn(o, &v.app, &v.label));
-    x.el("ApplicationName", &v.app).el("Description", &v.description).el("VersionLabel", &v.label);
-    x.open("SourceBundle").el("S3Bucket", &v.bucket).el("S3Key", &v.key).close("SourceBundle");
-    x.el("DateCreated", &iso(v.created)).el("DateUpdated", &iso(v.created)).el("Status", v.status);
+    x.el("ApplicationName", &v.app)
+        .el("Description", &v.description)
+        .el("VersionLabel", &v.label);
+    x.open("SourceBundle")
+        .el("S3Bucket", &v.bucket)
+        .el("S3Key", &v.key)
+        .close("SourceBundle");
+    x.el("DateCreated", &iso(v.created))
+        .el("DateUpdated", &iso(v.created))
+        .el("Status", v.status);
 }
 
 fn env_xml(x: &mut Xml, o: &crate::Options, e: &Env) {
-    x.el("EnvironmentName", &e.name).el("EnvironmentId", &e.id).el("ApplicationName", &e.app).el("VersionLabel", &e.label).opt("Description", e.description.as_deref());
-    x.opt("SolutionStackName", e.stack.as_deref()).opt("PlatformArn", e.platform.as_deref());
+    x.el("EnvironmentName", &e.name)
+        .el("EnvironmentId", &e.id)
+        .el("ApplicationName", &e.app)
+        .el("VersionLabel", &e.label)
+        .opt("Description", e.description.as_deref());
+    x.opt("SolutionStackName", e.stack.as_deref())
+        .opt("PlatformArn", e.platform.as_deref());
     x.el("EndpointURL", &e.endpoint(o)).el("CNAME", &e.cname);
-    x.el("DateCreated", &iso(e.created)).el("DateUpdated", &iso(e.updated)).el("Status", e.status);
+    x.el("DateCreated", &iso(e.created))
+        .el("DateUpdated", &iso(e.updated))
+        .el("Status", e.status);
     let abortable = e.status == "Updating" && e.previous.is_some();
-    x.el("AbortableOperationInProgress", if abortable { "true" } else { "false" }).el("Health", e.health);
+    x.el(
+        "AbortableOperationInProgress",
+        if abortable { "true" } else { "false" },
+    )
+    .el("Health", e.health);
     // HealthStatus is reported only with enhanced health.
     if e.enhanced() {
         x.el("HealthStatus", e.health_status);
     }
     if e.load_balanced() {
-        x.open("Resources").open("LoadBalancer").el("LoadBalancerName", &e.load_balancer()).el("Domain", &e.endpoint(o));
-        x.open("Listeners").open("member").el("Protocol", "http").el("Port", "80").close("member").close("Listeners");
+        x.open("Resources")
+            .open("LoadBalancer")
+            .el("LoadBalancerName", &e.load_balancer())
+            .el("Domain", &e.endpoint(o));
+        x.open("Listeners")
+            .open("member")
+            .el("Protocol", "http")
+            .el("Port", "80")
+            .close("member")
+            .close("Listeners");
         x.close("LoadBalancer").close("Resources");
     }
-    x.open("Tier").el("Name", "WebServer").el("Type", "Standard").el("Version", "1.0").close("Tier");
+    x.open("Tier")
+        .el("Name", "WebServer")
+        .el("Type", "Standard")
+        .el("Version", "1.0")
+        .close("Tier");
     x.el("EnvironmentArn", &env_arn(o, e));
 }
 
 fn app_arn(o: &crate::Options, app: &str) -> String {
-    format!("arn:aws:elasticbeanstalk:{}:{}:application/{app}", o.region, o.account)
+    format!(
+        "arn:aws:elasticbeanstalk:{}:{}:application/{app}",
+        o.region, o.account
+    )
 }
 
 fn version_arn(o: &crate::Options, app: &str, label: &str) -> String {
-    format!("arn:aws:elasticbeanstalk:{}:{}:applicationversion/{app}/{label}", o.region, o.account)
+    format!(
+        "arn:aws:elasticbeanstalk:{}:{}:applicationversion/{app}/{label}",
+        o.region, o.account
+    )
 }
 
 fn env_arn(o: &crate::Options, e: &Env) -> String {
-    format!("arn:aws:elasticbeanstalk:{}:{}:environment/{}/{}", o.region, o.account, e.app, e.name)
+    format!(
+        "arn:aws:elasticbeanstalk:{}:{}:environment/{}/{}",
+        o.region, o.account, e.app, e.name
+    )
 }
 
 /// `64bit Amazon Linux 2023 v4.7.1 running Docker` →
@@ -881,7 +1312,10 @@ fn env_arn(o: &crate::Options, e: &Env) -> String {
 fn platform_arn(o: &crate::Options, stack: &str) -> String {
     let (os, rest) = stack.split_once(" v").unwrap_or((stack, ""));
     let (version, name) = rest.split_once(" running ").unwrap_or((rest, "Docker"));
-    format!("arn:aws:elasticbeanstalk:{}::platform/{name} running on {os}/{version}", o.region)
+    format!(
+        "arn:aws:elasticbeanstalk:{}::platform/{name} running on {os}/{version}",
+        o.region
+    )
 }
 
 /// The solution stack a platform ARN names (the inverse of `platform_arn`).
@@ -898,27 +1332,86 @@ fn stack_of(arn: &str) -> Option<String> {
 const DEFAULT_OPTIONS: &[(&str, &str, &str)] = &[
     ("aws:autoscaling:asg", "MinSize", "1"),
     ("aws:autoscaling:asg", "MaxSize", "4"),
-    ("aws:elasticbeanstalk:application", "Application Healthcheck URL", ""),
-    ("aws:elasticbeanstalk:command", "DeploymentPolicy", "AllAtOnce"),
+    (
+        "aws:elasticbeanstalk:application",
+        "Application Healthcheck URL",
+        "",
+    ),
+    (
+        "aws:elasticbeanstalk:command",
+        "DeploymentPolicy",
+        "AllAtOnce",
+    ),
     ("aws:elasticbeanstalk:command", "Timeout", "600"),
-    ("aws:elasticbeanstalk:environment", "EnvironmentType", "LoadBalanced"),
-    ("aws:elasticbeanstalk:environment", "LoadBalancerType", "classic"),
-    ("aws:elasticbeanstalk:environment:process:default", "HealthCheckInterval", "15"),
-    ("aws:elasticbeanstalk:environment:process:default", "HealthCheckPath", "/"),
-    ("aws:elasticbeanstalk:environment:process:default", "HealthCheckTimeout", "5"),
-    ("aws:elasticbeanstalk:environment:process:default", "HealthyThresholdCount", "3"),
-    ("aws:elasticbeanstalk:environment:process:default", "MatcherHTTPCode", "200"),
-    ("aws:elasticbeanstalk:environment:process:default", "Port", "80"),
-    ("aws:elasticbeanstalk:environment:process:default", "Protocol", "HTTP"),
-    ("aws:elasticbeanstalk:environment:process:default", "UnhealthyThresholdCount", "5"),
-    ("aws:elasticbeanstalk:healthreporting:system", "SystemType", "basic"),
-    ("aws:elasticbeanstalk:cloudwatch:logs", "StreamLogs", "false"),
+    (
+        "aws:elasticbeanstalk:environment",
+        "EnvironmentType",
+        "LoadBalanced",
+    ),
+    (
+        "aws:elasticbeanstalk:environment",
+        "LoadBalancerType",
+        "classic",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "HealthCheckInterval",
+        "15",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "HealthCheckPath",
+        "/",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "HealthCheckTimeout",
+        "5",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "HealthyThresholdCount",
+        "3",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "MatcherHTTPCode",
+        "200",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "Port",
+        "80",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "Protocol",
+        "HTTP",
+    ),
+    (
+        "aws:elasticbeanstalk:environment:process:default",
+        "UnhealthyThresholdCount",
+        "5",
+    ),
+    (
+        "aws:elasticbeanstalk:healthreporting:system",
+        "SystemType",
+        "basic",
+    ),
+    (
+        "aws:elasticbeanstalk:cloudwatch:logs",
+        "StreamLogs",
+        "false",
+    ),
 ];
 
 /// An environment's effective configuration: every documented default, with the options
 /// set on it in their place (and those without a default after them).
 fn effective_options(e: &Env) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = DEFAULT_OPTIONS.iter().map(|(n, k, v)| (n.to_string(), k.to_string(), v.to_string())).collect();
+    let mut out: Vec<(String, String, String)> = DEFAULT_OPTIONS
+        .iter()
+        .map(|(n, k, v)| (n.to_string(), k.to_string(), v.to_string()))
+        .collect();
     for (ns, k, v) in &e.options {
         match out.iter_mut().find(|(n, key, _)| n == ns && key == k) {
             Some(slot) => slot.2 = v.clone(),
@@ -930,7 +1423,11 @@ fn effective_options(e: &Env) -> Vec<(String, String, String)> {
 
 impl Env {
     fn option(&self, ns: &str, key: &str) -> Option<&str> {
-        self.options.iter().rev().find(|(n, k, _)| n == ns && k == key).map(|(_, _, v)| v.as_str())
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, k, _)| n == ns && k == key)
+            .map(|(_, _, v)| v.as_str())
     }
 
     fn enhanced(&self) -> bool {
@@ -951,11 +1448,19 @@ impl Env {
 
     /// The id of the instance running the environment now: one per container.
     fn instance(&self) -> String {
-        format!("i-0{}{:04x}", self.id.trim_start_matches("e-"), self.generation)
+        format!(
+            "i-0{}{:04x}",
+            self.id.trim_start_matches("e-"),
+            self.generation
+        )
     }
 }
 
-fn with_env<T>(shared: &Shared, id: &str, f: impl FnOnce(&mut Beanstalk, &mut Env) -> T) -> Option<T> {
+fn with_env<T>(
+    shared: &Shared,
+    id: &str,
+    f: impl FnOnce(&mut Beanstalk, &mut Env) -> T,
+) -> Option<T> {
     let mut st = shared.lock();
     let i = st.eb.envs.iter().position(|e| e.id == id)?;
     let mut env = st.eb.envs[i].clone();
@@ -971,30 +1476,67 @@ fn note(shared: &Shared, id: &str, severity: &'static str, message: &str) {
 async fn launch(shared: Arc<Shared>, id: String) {
     note(&shared, &id, "INFO", "createEnvironment is starting.");
     tokio::time::sleep(shared.opts.step_delay).await;
-    let bucket = format!("elasticbeanstalk-{}-{}", shared.opts.region, shared.opts.account);
-    note(&shared, &id, "INFO", &format!("Using {bucket} as Amazon S3 storage bucket for environment data."));
-    note(&shared, &id, "INFO", &format!("Created load balancer named: awseb-{id}-AWSEBLoa-LOCAL"));
+    let bucket = format!(
+        "elasticbeanstalk-{}-{}",
+        shared.opts.region, shared.opts.account
+    );
+    note(
+        &shared,
+        &id,
+        "INFO",
+        &format!("Using {bucket} as Amazon S3 storage bucket for environment data."),
+    );
+    note(
+        &shared,
+        &id,
+        "INFO",
+        &format!("Created load balancer named: awseb-{id}-AWSEBLoa-LOCAL"),
+    );
     let result = run_bundle(&shared, &id).await;
     let name = with_env(&shared, &id, |_, e| e.name.clone()).unwrap_or_default();
-    let done = ["Instance deployment completed successfully.".to_string(), format!("Successfully launched environment: {name}")];
-    finish(&shared, &id, result, &done, "Create environment operation is complete, but with errors. For more information, see troubleshooting documentation.");
+    let done = [
+        "Instance deployment completed successfully.".to_string(),
+        format!("Successfully launched environment: {name}"),
+    ];
+    finish(
+        &shared,
+        &id,
+        result,
+        &done,
+        "Create environment operation is complete, but with errors. For more information, see troubleshooting documentation.",
+    );
 }
 
 async fn update(shared: Arc<Shared>, id: String) {
     tokio::time::sleep(shared.opts.step_delay).await;
     // Past this point the update runs and can no longer be aborted; if it was aborted
     // meanwhile (back to Ready), there is nothing to do.
-    let go_on = with_env(&shared, &id, |_, e| e.status == "Updating" && e.previous.take().is_some()).unwrap_or(false);
+    let go_on = with_env(&shared, &id, |_, e| {
+        e.status == "Updating" && e.previous.take().is_some()
+    })
+    .unwrap_or(false);
     if !go_on {
         return;
     }
     let result = run_bundle(&shared, &id).await;
-    finish(&shared, &id, result, &["Environment update completed successfully.".to_string()], "Failed to deploy configuration.");
+    finish(
+        &shared,
+        &id,
+        result,
+        &["Environment update completed successfully.".to_string()],
+        "Failed to deploy configuration.",
+    );
 }
 
 /// The end of a launch or an update: Ready, and Green with `done`'s events, or Red with the
 /// problem and `failed`.
-fn finish(shared: &Shared, id: &str, result: Result<(), (&'static str, String)>, done: &[String], failed: &str) {
+fn finish(
+    shared: &Shared,
+    id: &str,
+    result: Result<(), (&'static str, String)>,
+    done: &[String],
+    failed: &str,
+) {
     with_env(shared, id, |eb, e| {
         e.status = "Ready";
         e.updated = now_ms();
@@ -1030,27 +1572,50 @@ async fn restart(shared: Arc<Shared>, id: String) {
             }
             Err(e) => Err(("ERROR", format!("Failed to restart the application: {e}"))),
         },
-        None => Err(("ERROR", "The environment has no instance to restart.".into())),
+        None => Err((
+            "ERROR",
+            "The environment has no instance to restart.".into(),
+        )),
     };
-    finish(&shared, &id, result, &["restartAppServer completed successfully.".to_string()], "restartAppServer failed.");
+    finish(
+        &shared,
+        &id,
+        result,
+        &["restartAppServer completed successfully.".to_string()],
+        "restartAppServer failed.",
+    );
 }
 
 /// RequestEnvironmentInfo: the instance's log (`tail`: its last 100 lines; `bundle`: all
 /// of it), stored in the environment's S3 bucket, retrievable by URL as on AWS.
 async fn gather_info(shared: Arc<Shared>, e: Env, kind: String) {
-    let Some(container) = e.container.clone() else { return };
+    let Some(container) = e.container.clone() else {
+        return;
+    };
     let lines = if kind == "tail" { Some(100) } else { None };
     let text = engine::logs(&container, lines).await;
     let at = now_ms();
     let instance = e.instance();
-    let bucket = format!("elasticbeanstalk-{}-{}", shared.opts.region, shared.opts.account);
-    let key = format!("resources/environments/logs/{kind}/{}/{instance}/{at}.txt", e.id);
+    let bucket = format!(
+        "elasticbeanstalk-{}-{}",
+        shared.opts.region, shared.opts.account
+    );
+    let key = format!(
+        "resources/environments/logs/{kind}/{}/{instance}/{at}.txt",
+        e.id
+    );
     let url = format!("{}/{bucket}/{key}", shared.endpoint);
     let mut st = shared.lock();
-    st.buckets.entry(bucket).or_default().insert(key, crate::s3::Object::new(text.into(), "text/plain"));
-    st.eb.info.retain(|(env, k, ..)| !(env == &e.id && k == &kind));
+    st.buckets
+        .entry(bucket)
+        .or_default()
+        .insert(key, crate::s3::Object::new(text.into(), "text/plain"));
+    st.eb
+        .info
+        .retain(|(env, k, ..)| !(env == &e.id && k == &kind));
     st.eb.info.push((e.id.clone(), kind, instance, at, url));
-    st.eb.event(&e, "INFO", "requestEnvironmentInfo completed successfully.");
+    st.eb
+        .event(&e, "INFO", "requestEnvironmentInfo completed successfully.");
 }
 
 async fn terminate(shared: Arc<Shared>, id: String) {
@@ -1074,42 +1639,93 @@ async fn run_bundle(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str,
     let Some((env, bundle)) = ({
         let st = shared.lock();
         st.eb.envs.iter().find(|e| e.id == id).cloned().map(|env| {
-            let v = st.eb.versions.iter().find(|v| v.app == env.app && v.label == env.label);
-            let bundle = v.map(|v| (format!("s3://{}/{}", v.bucket, v.key), st.buckets.get(&v.bucket).and_then(|b| b.get(&v.key)).map(|o| o.data.clone())));
+            let v = st
+                .eb
+                .versions
+                .iter()
+                .find(|v| v.app == env.app && v.label == env.label);
+            let bundle = v.map(|v| {
+                (
+                    format!("s3://{}/{}", v.bucket, v.key),
+                    st.buckets
+                        .get(&v.bucket)
+                        .and_then(|b| b.get(&v.key))
+                        .map(|o| o.data.clone()),
+                )
+            });
             (env, bundle)
         })
     }) else {
         return Err(("ERROR", "The environment disappeared.".into()));
     };
-    let (url, bundle) = bundle.ok_or(("ERROR", format!("No application version {} found.", env.label)))?;
-    let bundle = bundle.ok_or(("ERROR", format!("Failed to download the source bundle {url}.")))?;
+    let (url, bundle) = bundle.ok_or((
+        "ERROR",
+        format!("No application version {} found.", env.label),
+    ))?;
+    let bundle = bundle.ok_or((
+        "ERROR",
+        format!("Failed to download the source bundle {url}."),
+    ))?;
     if bundle.starts_with(b"PK") {
-        return Err(("ERROR", "This local Beanstalk reads a bare Dockerrun.aws.json source bundle, not a zip.".into()));
+        return Err((
+            "ERROR",
+            "This local Beanstalk reads a bare Dockerrun.aws.json source bundle, not a zip.".into(),
+        ));
     }
-    let run: serde_json::Value = serde_json::from_slice(&bundle).map_err(|e| ("ERROR", format!("Invalid Dockerrun.aws.json: {e}")))?;
-    if run["AWSEBDockerrunVersion"].as_str() != Some("1") && run["AWSEBDockerrunVersion"].as_u64() != Some(1) {
+    let run: serde_json::Value = serde_json::from_slice(&bundle)
+        .map_err(|e| ("ERROR", format!("Invalid Dockerrun.aws.json: {e}")))?;
+    if run["AWSEBDockerrunVersion"].as_str() != Some("1")
+        && run["AWSEBDockerrunVersion"].as_u64() != Some(1)
+    {
         return Err(("ERROR", "Dockerrun.aws.json: AWSEBDockerrunVersion must be 1 on the Docker platform (single container).".into()));
     }
-    let image = run["Image"]["Name"].as_str().ok_or(("ERROR", "Dockerrun.aws.json has no Image.Name.".to_string()))?.to_string();
+    let image = run["Image"]["Name"]
+        .as_str()
+        .ok_or(("ERROR", "Dockerrun.aws.json has no Image.Name.".to_string()))?
+        .to_string();
     let port_value = &run["Ports"][0]["ContainerPort"];
-    let container_port: u16 = port_value.as_u64().map(|p| p as u16).or_else(|| port_value.as_str().and_then(|p| p.parse().ok())).unwrap_or(80);
+    let container_port: u16 = port_value
+        .as_u64()
+        .map(|p| p as u16)
+        .or_else(|| port_value.as_str().and_then(|p| p.parse().ok()))
+        .unwrap_or(80);
     let auth = match run.get("Authentication") {
         Some(a) => {
-            let (bucket, key) = (a["Bucket"].as_str().unwrap_or_default(), a["Key"].as_str().unwrap_or_default());
-            let data = shared.lock().buckets.get(bucket).and_then(|b| b.get(key)).map(|o| o.data.clone());
-            Some(data.ok_or(("ERROR", format!("Failed to download authentication credentials {key} from {bucket}.")))?)
+            let (bucket, key) = (
+                a["Bucket"].as_str().unwrap_or_default(),
+                a["Key"].as_str().unwrap_or_default(),
+            );
+            let data = shared
+                .lock()
+                .buckets
+                .get(bucket)
+                .and_then(|b| b.get(key))
+                .map(|o| o.data.clone());
+            Some(data.ok_or((
+                "ERROR",
+                format!("Failed to download authentication credentials {key} from {bucket}."),
+            ))?)
         }
         None => None,
     };
-    engine::pull(&image, auth.as_deref(), shared.ids.next()).await.map_err(|e| ("ERROR", format!("Failed to pull Docker image {image}: {e}")))?;
-    let env_vars: Vec<(String, String)> = env.options.iter().filter(|(ns, _, _)| ns == ENV_NAMESPACE).map(|(_, k, v)| (k.clone(), v.clone())).collect();
+    engine::pull(&image, auth.as_deref(), shared.ids.next())
+        .await
+        .map_err(|e| ("ERROR", format!("Failed to pull Docker image {image}: {e}")))?;
+    let env_vars: Vec<(String, String)> = env
+        .options
+        .iter()
+        .filter(|(ns, _, _)| ns == ENV_NAMESPACE)
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect();
     let generation = with_env(shared, id, |_, e| {
         e.generation += 1;
         e.generation
     })
     .unwrap_or(1);
     let name = format!("fake-eb-{id}-{generation}");
-    let port = engine::run(shared, &env.app, &name, &image, &env_vars, container_port).await.map_err(|e| ("ERROR", format!("Failed to run the Docker container: {e}")))?;
+    let port = engine::run(shared, &env.app, &name, &image, &env_vars, container_port)
+        .await
+        .map_err(|e| ("ERROR", format!("Failed to run the Docker container: {e}")))?;
     let old = with_env(shared, id, |_, e| {
         e.port = Some(port);
         e.container.replace(name.clone())
@@ -1125,7 +1741,10 @@ async fn run_bundle(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str,
 /// Health-checks an environment's container until it passes, exits, or the grace period
 /// ends; records why it failed (the environment's `Causes`).
 async fn health_wait(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str, String)> {
-    let Some((check, name, port)) = with_env(shared, id, |_, e| Some((HealthCheck::of(e), e.container.clone()?, e.port?))).flatten() else {
+    let Some((check, name, port)) = with_env(shared, id, |_, e| {
+        Some((HealthCheck::of(e), e.container.clone()?, e.port?))
+    })
+    .flatten() else {
         return Err(("ERROR", "The environment has no running instance.".into()));
     };
     let deadline = Instant::now() + shared.opts.health_grace;
@@ -1142,10 +1761,16 @@ async fn health_wait(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str
             return Ok(());
         };
         if Instant::now() >= deadline {
-            with_env(shared, id, |_, e| e.causes = vec![format!("ELB health is failing or not available for all instances: {why}.")]);
+            with_env(shared, id, |_, e| {
+                e.causes = vec![format!(
+                    "ELB health is failing or not available for all instances: {why}."
+                )]
+            });
             return Err((
                 "WARN",
-                format!("Environment health has transitioned from Pending to Severe. ELB health is failing or not available for all instances: {why}."),
+                format!(
+                    "Environment health has transitioned from Pending to Severe. ELB health is failing or not available for all instances: {why}."
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1169,29 +1794,53 @@ async fn health_wait(shared: &Arc<Shared>, id: &str) -> Result<(), (&'static str
 enum HealthCheck {
     Running,
     Tcp,
-    Http { path: String, codes: Vec<(u16, u16)> },
+    Http {
+        path: String,
+        codes: Vec<(u16, u16)>,
+    },
 }
 
 impl HealthCheck {
     fn of(e: &Env) -> HealthCheck {
-        let opt = |ns: &str, key: &str| e.options.iter().rev().find(|(n, k, _)| n == ns && k == key).map(|(_, _, v)| v.trim().to_string());
-        let app_url = opt("aws:elasticbeanstalk:application", "Application Healthcheck URL").filter(|v| !v.is_empty());
+        let opt = |ns: &str, key: &str| {
+            e.options
+                .iter()
+                .rev()
+                .find(|(n, k, _)| n == ns && k == key)
+                .map(|(_, _, v)| v.trim().to_string())
+        };
+        let app_url = opt(
+            "aws:elasticbeanstalk:application",
+            "Application Healthcheck URL",
+        )
+        .filter(|v| !v.is_empty());
         // `HTTP:80/ping` or `/ping`: the path is what follows the first `/`.
         let url_path = |v: &str| v.find('/').map_or("/".to_string(), |i| v[i..].to_string());
-        if opt("aws:elasticbeanstalk:environment", "EnvironmentType").as_deref() == Some("SingleInstance") {
+        if opt("aws:elasticbeanstalk:environment", "EnvironmentType").as_deref()
+            == Some("SingleInstance")
+        {
             return HealthCheck::Running;
         }
-        match opt("aws:elasticbeanstalk:environment", "LoadBalancerType").as_deref().unwrap_or("classic") {
+        match opt("aws:elasticbeanstalk:environment", "LoadBalancerType")
+            .as_deref()
+            .unwrap_or("classic")
+        {
             "application" => {
                 let process = "aws:elasticbeanstalk:environment:process:default";
-                let path = opt(process, "HealthCheckPath").or_else(|| app_url.as_deref().map(url_path)).unwrap_or_else(|| "/".into());
-                let codes = opt(process, "MatcherHTTPCode").map_or_else(|| vec![(200, 200)], |m| matcher(&m));
+                let path = opt(process, "HealthCheckPath")
+                    .or_else(|| app_url.as_deref().map(url_path))
+                    .unwrap_or_else(|| "/".into());
+                let codes = opt(process, "MatcherHTTPCode")
+                    .map_or_else(|| vec![(200, 200)], |m| matcher(&m));
                 HealthCheck::Http { path, codes }
             }
             "network" => HealthCheck::Tcp,
             _ => match app_url {
                 Some(url) if url.to_ascii_uppercase().starts_with("TCP:") => HealthCheck::Tcp,
-                Some(url) => HealthCheck::Http { path: url_path(&url), codes: vec![(200, 200)] },
+                Some(url) => HealthCheck::Http {
+                    path: url_path(&url),
+                    codes: vec![(200, 200)],
+                },
                 None => HealthCheck::Tcp,
             },
         }
@@ -1205,7 +1854,8 @@ impl HealthCheck {
         }
         match self {
             HealthCheck::Running => None,
-            HealthCheck::Tcp => (!engine::accepts(port).await).then(|| "TCP connection to the instance failed".to_string()),
+            HealthCheck::Tcp => (!engine::accepts(port).await)
+                .then(|| "TCP connection to the instance failed".to_string()),
             HealthCheck::Http { path, codes } => match engine::health(port, path).await {
                 Some(s) if codes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s)) => None,
                 Some(s) => Some(format!("GET {path} answered {s}")),
@@ -1239,7 +1889,14 @@ pub async fn monitor(shared: Arc<Shared>) {
                 .envs
                 .iter()
                 .filter(|e| e.status == "Ready")
-                .filter_map(|e| Some((e.id.clone(), e.container.clone()?, e.port?, HealthCheck::of(e))))
+                .filter_map(|e| {
+                    Some((
+                        e.id.clone(),
+                        e.container.clone()?,
+                        e.port?,
+                        HealthCheck::of(e),
+                    ))
+                })
                 .collect()
         };
         for (id, container, port, check) in ready {
@@ -1253,10 +1910,17 @@ pub async fn monitor(shared: Arc<Shared>) {
                     (true, "Red") => {
                         e.causes.clear();
                         (e.health, e.health_status) = ("Green", "Ok");
-                        eb.event(e, "INFO", "Environment health has transitioned from Severe to Ok.");
+                        eb.event(
+                            e,
+                            "INFO",
+                            "Environment health has transitioned from Severe to Ok.",
+                        );
                     }
                     (false, "Green") => {
-                        e.causes = vec![format!("ELB health is failing or not available for all instances: {}.", failed.as_deref().unwrap_or(""))];
+                        e.causes = vec![format!(
+                            "ELB health is failing or not available for all instances: {}.",
+                            failed.as_deref().unwrap_or("")
+                        )];
                         (e.health, e.health_status) = ("Red", "Severe");
                         eb.event(e, "WARN", format!("Environment health has transitioned from Ok to Severe. ELB health is failing or not available for all instances: {}.", failed.as_deref().unwrap_or("")));
                     }

@@ -24,8 +24,13 @@ pub async fn pull(image: &str, auth: Option<&[u8]>, tag: u64) -> Result<(), Stri
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = match auth {
         Some(raw) => {
-            let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| format!("the authentication file is not JSON: {e}"))?;
-            if v.get("auths").is_some() { v } else { serde_json::json!({ "auths": v }) }
+            let v: serde_json::Value = serde_json::from_slice(raw)
+                .map_err(|e| format!("the authentication file is not JSON: {e}"))?;
+            if v.get("auths").is_some() {
+                v
+            } else {
+                serde_json::json!({ "auths": v })
+            }
         }
         None => serde_json::json!({}),
     };
@@ -37,12 +42,21 @@ pub async fn pull(image: &str, auth: Option<&[u8]>, tag: u64) -> Result<(), Stri
 
 /// Runs `image` detached, its `container_port` published on a free loopback port; returns
 /// that port.
-pub async fn run(shared: &Shared, app: &str, name: &str, image: &str, env: &[(String, String)], container_port: u16) -> Result<u16, String> {
+pub async fn run(
+    shared: &Shared,
+    app: &str,
+    name: &str,
+    image: &str,
+    env: &[(String, String)],
+    container_port: u16,
+) -> Result<u16, String> {
     let _ = docker(&["rm", "-f", name]).await;
     let label = format!("{LABEL}={}", shared.instance);
     let app_label = format!("{LABEL}.app={app}");
     let publish = format!("127.0.0.1::{container_port}");
-    let mut args = vec!["run", "-d", "--name", name, "--label", &label, "--label", &app_label, "-p", &publish];
+    let mut args = vec![
+        "run", "-d", "--name", name, "--label", &label, "--label", &app_label, "-p", &publish,
+    ];
     let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for p in &pairs {
         args.extend(["-e", p.as_str()]);
@@ -57,22 +71,55 @@ pub async fn run(shared: &Shared, app: &str, name: &str, image: &str, env: &[(St
 
 /// Whether the container runs, and its exit code if it stopped.
 pub async fn exited(name: &str) -> Option<i64> {
-    let s = docker(&["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", name]).await.ok()?;
+    let s = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.State.ExitCode}}",
+        name,
+    ])
+    .await
+    .ok()?;
     let (running, code) = s.split_once(' ')?;
-    if running == "true" { None } else { code.parse().ok() }
+    if running == "true" {
+        None
+    } else {
+        code.parse().ok()
+    }
 }
 
 pub async fn logs_tail(name: &str) -> String {
-    let out = Command::new("docker").args(["logs", "--tail", "5", name]).output().await;
-    out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().replace('\n', " | ")).unwrap_or_default()
+    let out = Command::new("docker")
+        .args(["logs", "--tail", "5", name])
+        .output()
+        .await;
+    out.map(|o| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+        .trim()
+        .replace('\n', " | ")
+    })
+    .unwrap_or_default()
 }
 
 /// A container's log (stdout and stderr, in order of writing as far as the engine keeps
 /// it): its last `lines`, or all of it.
 pub async fn logs(name: &str, lines: Option<u32>) -> String {
     let tail = lines.map_or("all".to_string(), |n| n.to_string());
-    let out = Command::new("docker").args(["logs", "--tail", &tail, name]).output().await;
-    out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default()
+    let out = Command::new("docker")
+        .args(["logs", "--tail", &tail, name])
+        .output()
+        .await;
+    out.map(|o| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+    .unwrap_or_default()
 }
 
 /// Restarts a container (its process); returns the loopback port it publishes now (the
@@ -98,7 +145,12 @@ pub fn remove_app(app: &str) {
 /// Whether a loopback port accepts a TCP connection within two seconds (a load
 /// balancer's TCP health check).
 pub async fn accepts(port: u16) -> bool {
-    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port))).await.is_ok_and(|c| c.is_ok())
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok())
 }
 
 /// The status of `GET path` on a loopback port, if anything answers within two seconds.
@@ -108,9 +160,16 @@ pub async fn health(port: u16, path: &str) -> Option<u16> {
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ELB-HealthChecker/2.0\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
-        String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()
+        String::from_utf8_lossy(&buf)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The load balancer: reads a request's head, routes by its `Host` to the container of the

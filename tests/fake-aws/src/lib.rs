@@ -126,7 +126,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code: code.into(), message: message.into() }
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -149,7 +153,10 @@ impl FakeAws {
         let rt = pym_fake_common::runtime("fake-aws")?;
         let (api, lbs) = rt.block_on(bind(&opts))?;
         let port = api.local_addr()?.port();
-        let lb_port = lbs.first().map(|l| l.local_addr().map(|a| a.port())).transpose()?;
+        let lb_port = lbs
+            .first()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .transpose()?;
         let shared = Arc::new(Shared {
             endpoint: format!("http://127.0.0.1:{port}"),
             instance: format!("{}-{port}", std::process::id()),
@@ -158,17 +165,33 @@ impl FakeAws {
             ids: Ids::default(),
         });
         let api_shared = shared.clone();
-        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| {
+            handle(api_shared.clone(), parts, body)
+        }));
         for l in lbs {
             rt.spawn(engine::serve_lb(l, shared.clone()));
         }
         rt.spawn(eb::monitor(shared.clone()));
-        Ok(FakeAws { endpoint: format!("http://127.0.0.1:{port}"), port, lb_port, shared, rt: Some(rt) })
+        Ok(FakeAws {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            lb_port,
+            shared,
+            rt: Some(rt),
+        })
     }
 
     /// Answers the next `times` calls of `action` (or every call, with `None`) with an error.
     pub fn fail(&self, action: &str, status: u16, code: &str, message: &str, times: Option<u32>) {
-        self.shared.lock().faults.add(Fault { action: action.into(), code: code.into(), message: message.into(), status }, times);
+        self.shared.lock().faults.add(
+            Fault {
+                action: action.into(),
+                code: code.into(),
+                message: message.into(),
+                status,
+            },
+            times,
+        );
     }
 
     /// How many calls of `action` the server has answered (faults included).
@@ -178,11 +201,24 @@ impl FakeAws {
 
     /// Stores an object, creating the bucket if needed (what a test's setup puts in S3).
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) {
-        self.shared.lock().buckets.entry(bucket.into()).or_default().insert(key.into(), s3::Object::new(body.into(), "binary/octet-stream"));
+        self.shared
+            .lock()
+            .buckets
+            .entry(bucket.into())
+            .or_default()
+            .insert(
+                key.into(),
+                s3::Object::new(body.into(), "binary/octet-stream"),
+            );
     }
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Option<Bytes> {
-        self.shared.lock().buckets.get(bucket)?.get(key).map(|o| o.data.clone())
+        self.shared
+            .lock()
+            .buckets
+            .get(bucket)?
+            .get(key)
+            .map(|o| o.data.clone())
     }
 
     /// The names of the containers that run the environments now.
@@ -247,8 +283,14 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     let service = scope.as_ref().and_then(|s| s.get(3).copied());
     // An unsigned Query request (form-encoded POST to `/`) is Beanstalk's, with or without
     // an `Action` (none gets `MissingAction`); S3 never posts a form to `/`.
-    let form = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    let is_query = parts.method == Method::POST && path == "/" && (form || body.windows(7).any(|w| w == b"Action="));
+    let form = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let is_query = parts.method == Method::POST
+        && path == "/"
+        && (form || body.windows(7).any(|w| w == b"Action="));
     match service {
         Some("elasticbeanstalk") => eb::handle(&shared, &body).await,
         Some("s3") => s3::handle(&shared, &parts, &body),
@@ -261,19 +303,39 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
     match (method, what) {
         (&Method::POST, "faults") => {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-                return reply(400, "text/plain", "the body must be JSON: {\"action\", \"code\", \"status\", \"times\", \"message\"}");
+                return reply(
+                    400,
+                    "text/plain",
+                    "the body must be JSON: {\"action\", \"code\", \"status\", \"times\", \"message\"}",
+                );
             };
             let s = |k: &str, d: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or(d).to_string();
             let status = v.get("status").and_then(|x| x.as_u64()).unwrap_or(400) as u16;
             let times = v.get("times").and_then(|x| x.as_u64()).map(|t| t as u32);
-            shared.lock().faults.add(Fault { action: s("action", "*"), code: s("code", "Throttling"), message: s("message", "Rate exceeded"), status }, times);
+            shared.lock().faults.add(
+                Fault {
+                    action: s("action", "*"),
+                    code: s("code", "Throttling"),
+                    message: s("message", "Rate exceeded"),
+                    status,
+                },
+                times,
+            );
             reply(200, "application/json", "{}")
         }
         (&Method::GET, "calls") => {
             let calls = shared.lock().calls.clone();
-            reply(200, "application/json", serde_json::to_string(&calls).unwrap_or_default())
+            reply(
+                200,
+                "application/json",
+                serde_json::to_string(&calls).unwrap_or_default(),
+            )
         }
-        _ => reply(404, "text/plain", "the test hooks are POST /__fake/faults and GET /__fake/calls"),
+        _ => reply(
+            404,
+            "text/plain",
+            "the test hooks are POST /__fake/faults and GET /__fake/calls",
+        ),
     }
 }
 
@@ -296,9 +358,17 @@ mod tests {
     #[test]
     fn times_round_trip() {
         for ms in [0, 1_795_806_000_123, 951_782_400_000] {
-            assert_eq!(super::parse_iso(&super::iso(ms)), Some(ms), "{}", super::iso(ms));
+            assert_eq!(
+                super::parse_iso(&super::iso(ms)),
+                Some(ms),
+                "{}",
+                super::iso(ms)
+            );
         }
         assert_eq!(super::iso(1_795_806_000_123), "2026-11-27T19:00:00.123Z");
-        assert_eq!(super::parse_iso("2026-11-27T19:00:00Z"), Some(1_795_806_000_000));
+        assert_eq!(
+            super::parse_iso("2026-11-27T19:00:00Z"),
+            Some(1_795_806_000_000)
+        );
     }
 }

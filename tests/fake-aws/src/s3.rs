@@ -27,7 +27,12 @@ pub(crate) struct Object {
 impl Object {
     pub fn new(data: Bytes, content_type: &str) -> Object {
         let etag = format!("\"{}\"", hex(&md5::Md5::digest(&data)));
-        Object { data, content_type: content_type.to_string(), modified_ms: crate::now_ms(), etag }
+        Object {
+            data,
+            content_type: content_type.to_string(),
+            modified_ms: crate::now_ms(),
+            etag,
+        }
     }
 }
 
@@ -56,7 +61,10 @@ pub fn handle(shared: &Shared, parts: &Parts, body: &Bytes) -> Reply {
 
 fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Reply {
     let path = percent_decode(parts.uri.path().trim_start_matches('/'));
-    let query: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let (bucket, key) = match path.split_once('/') {
         Some((b, k)) => (b.to_string(), k.to_string()),
@@ -70,7 +78,9 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
         (&Method::HEAD, false, true) => "HeadBucket",
         (&Method::GET, false, true) if q("list-type") == Some("2") => "ListObjectsV2",
         (&Method::POST, false, false) if q("uploads").is_some() => "CreateMultipartUpload",
-        (&Method::PUT, false, false) if q("uploadId").is_some() && q("partNumber").is_some() => "UploadPart",
+        (&Method::PUT, false, false) if q("uploadId").is_some() && q("partNumber").is_some() => {
+            "UploadPart"
+        }
         (&Method::GET, false, false) if q("uploadId").is_some() => "ListParts",
         (&Method::POST, false, false) if q("uploadId").is_some() => "CompleteMultipartUpload",
         (&Method::DELETE, false, false) if q("uploadId").is_some() => "AbortMultipartUpload",
@@ -78,7 +88,21 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
         (&Method::GET, false, false) => "GetObject",
         (&Method::HEAD, false, false) => "HeadObject",
         (&Method::DELETE, false, false) => "DeleteObject",
-        _ => return fail(ApiError::new(501, "NotImplemented", format!("{} /{path}{} is not an operation this local S3 implements", parts.method, parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default()))),
+        _ => {
+            return fail(ApiError::new(
+                501,
+                "NotImplemented",
+                format!(
+                    "{} /{path}{} is not an operation this local S3 implements",
+                    parts.method,
+                    parts
+                        .uri
+                        .query()
+                        .map(|q| format!("?{q}"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
     };
     let mut st = shared.lock();
     if let Some(e) = st.call(action) {
@@ -87,57 +111,119 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
     }
     if action == "ListBuckets" {
         let mut x = document();
-        x.open("ListAllMyBucketsResult").open("Owner").el("ID", &shared.opts.account).close("Owner").open("Buckets");
+        x.open("ListAllMyBucketsResult")
+            .open("Owner")
+            .el("ID", &shared.opts.account)
+            .close("Owner")
+            .open("Buckets");
         for name in st.buckets.keys() {
-            x.open("Bucket").el("Name", name).el("CreationDate", &crate::iso(0)).close("Bucket");
+            x.open("Bucket")
+                .el("Name", name)
+                .el("CreationDate", &crate::iso(0))
+                .close("Bucket");
         }
         x.close("Buckets").close("ListAllMyBucketsResult");
         return xml(200, x);
     }
     if action == "CreateBucket" {
         st.buckets.entry(bucket.clone()).or_default();
-        return empty(200).header("Location", format!("/{bucket}")).body(Default::default()).expect("a valid response");
+        return empty(200)
+            .header("Location", format!("/{bucket}"))
+            .body(Default::default())
+            .expect("a valid response");
     }
     let Some(objects) = st.buckets.get_mut(&bucket) else {
         drop(st);
-        return fail(ApiError::new(404, "NoSuchBucket", "The specified bucket does not exist"));
+        return fail(ApiError::new(
+            404,
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+        ));
     };
     match action {
-        "HeadBucket" => empty(200).header("x-amz-bucket-region", shared.opts.region.as_str()).body(Default::default()).expect("a valid response"),
+        "HeadBucket" => empty(200)
+            .header("x-amz-bucket-region", shared.opts.region.as_str())
+            .body(Default::default())
+            .expect("a valid response"),
         "ListObjectsV2" => {
             let prefix = q("prefix").unwrap_or("");
             let max = match q("max-keys").map(str::parse::<usize>) {
                 None => MAX_KEYS,
                 Some(Ok(n)) => n.min(MAX_KEYS),
-                Some(Err(_)) => return fail(ApiError::new(400, "InvalidArgument", "max-keys must be a number")),
+                Some(Err(_)) => {
+                    return fail(ApiError::new(
+                        400,
+                        "InvalidArgument",
+                        "max-keys must be a number",
+                    ));
+                }
             };
             // The continuation token is the last key of the page before (opaque to clients).
             let after = q("continuation-token").or(q("start-after")).unwrap_or("");
-            let keys: Vec<(&String, &Object)> = objects.range::<String, _>((std::ops::Bound::Excluded(after.to_string()), std::ops::Bound::Unbounded)).filter(|(k, _)| k.starts_with(prefix)).collect();
+            let keys: Vec<(&String, &Object)> = objects
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(after.to_string()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .filter(|(k, _)| k.starts_with(prefix))
+                .collect();
             let page = &keys[..keys.len().min(max)];
             let truncated = keys.len() > page.len();
             let mut x = document();
-            x.open("ListBucketResult").el("Name", &bucket).el("Prefix", prefix).el("KeyCount", &page.len().to_string()).el("MaxKeys", &max.to_string());
+            x.open("ListBucketResult")
+                .el("Name", &bucket)
+                .el("Prefix", prefix)
+                .el("KeyCount", &page.len().to_string())
+                .el("MaxKeys", &max.to_string());
             x.el("IsTruncated", if truncated { "true" } else { "false" });
             x.opt("ContinuationToken", q("continuation-token"));
             if truncated {
-                x.el("NextContinuationToken", page.last().map(|(k, _)| k.as_str()).unwrap_or_default());
+                x.el(
+                    "NextContinuationToken",
+                    page.last().map(|(k, _)| k.as_str()).unwrap_or_default(),
+                );
             }
             for (k, o) in page {
-                x.open("Contents").el("Key", k).el("LastModified", &crate::iso(o.modified_ms)).el("ETag", &o.etag).el("Size", &o.data.len().to_string()).el("StorageClass", "STANDARD").close("Contents");
+                x.open("Contents")
+                    .el("Key", k)
+                    .el("LastModified", &crate::iso(o.modified_ms))
+                    .el("ETag", &o.etag)
+                    .el("Size", &o.data.len().to_string())
+                    .el("StorageClass", "STANDARD")
+                    .close("Contents");
             }
             x.close("ListBucketResult");
             xml(200, x)
         }
         "PutObject" | "UploadPart" => {
-            let chunked = parts.headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("aws-chunked"))
-                || parts.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"));
-            let data = if chunked { decode_aws_chunked(body) } else { Some(body.clone()) };
+            let chunked = parts
+                .headers
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("aws-chunked"))
+                || parts
+                    .headers
+                    .get("x-amz-content-sha256")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("STREAMING-"));
+            let data = if chunked {
+                decode_aws_chunked(body)
+            } else {
+                Some(body.clone())
+            };
             let Some(data) = data else {
                 drop(st);
-                return fail(ApiError::new(400, "IncompleteBody", "the aws-chunked body is malformed"));
+                return fail(ApiError::new(
+                    400,
+                    "IncompleteBody",
+                    "the aws-chunked body is malformed",
+                ));
             };
-            let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("binary/octet-stream");
+            let content_type = parts
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("binary/octet-stream");
             let object = Object::new(data, content_type);
             let etag = object.etag.clone();
             if action == "PutObject" {
@@ -145,35 +231,83 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
             } else {
                 let id = q("uploadId").unwrap_or_default().to_string();
                 let Ok(n) = q("partNumber").unwrap_or_default().parse::<u32>() else {
-                    return fail(ApiError::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive"));
+                    return fail(ApiError::new(
+                        400,
+                        "InvalidArgument",
+                        "Part number must be an integer between 1 and 10000, inclusive",
+                    ));
                 };
                 if !(1..=10_000).contains(&n) {
-                    return fail(ApiError::new(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive"));
+                    return fail(ApiError::new(
+                        400,
+                        "InvalidArgument",
+                        "Part number must be an integer between 1 and 10000, inclusive",
+                    ));
                 }
-                match st.uploads.get_mut(&id).filter(|u| u.bucket == bucket && u.key == key) {
+                match st
+                    .uploads
+                    .get_mut(&id)
+                    .filter(|u| u.bucket == bucket && u.key == key)
+                {
                     Some(u) => {
                         u.parts.insert(n, object);
                     }
                     None => return fail(no_upload()),
                 }
             }
-            empty(200).header("ETag", etag).body(Default::default()).expect("a valid response")
+            empty(200)
+                .header("ETag", etag)
+                .body(Default::default())
+                .expect("a valid response")
         }
         "CreateMultipartUpload" => {
-            let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("binary/octet-stream").to_string();
+            let content_type = parts
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("binary/octet-stream")
+                .to_string();
             let id = format!("pym-{:016x}", shared.ids.next() ^ (crate::now_ms() as u64));
-            st.uploads.insert(id.clone(), Upload { bucket: bucket.clone(), key: key.clone(), content_type, started_ms: crate::now_ms(), parts: Default::default() });
+            st.uploads.insert(
+                id.clone(),
+                Upload {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    content_type,
+                    started_ms: crate::now_ms(),
+                    parts: Default::default(),
+                },
+            );
             let mut x = document();
-            x.open("InitiateMultipartUploadResult").el("Bucket", &bucket).el("Key", &key).el("UploadId", &id).close("InitiateMultipartUploadResult");
+            x.open("InitiateMultipartUploadResult")
+                .el("Bucket", &bucket)
+                .el("Key", &key)
+                .el("UploadId", &id)
+                .close("InitiateMultipartUploadResult");
             xml(200, x)
         }
         "ListParts" => {
             let id = q("uploadId").unwrap_or_default();
-            let Some(u) = st.uploads.get(id).filter(|u| u.bucket == bucket && u.key == key) else { return fail(no_upload()) };
+            let Some(u) = st
+                .uploads
+                .get(id)
+                .filter(|u| u.bucket == bucket && u.key == key)
+            else {
+                return fail(no_upload());
+            };
             let mut x = document();
-            x.open("ListPartsResult").el("Bucket", &bucket).el("Key", &key).el("UploadId", id).el("IsTruncated", "false");
+            x.open("ListPartsResult")
+                .el("Bucket", &bucket)
+                .el("Key", &key)
+                .el("UploadId", id)
+                .el("IsTruncated", "false");
             for (n, p) in &u.parts {
-                x.open("Part").el("PartNumber", &n.to_string()).el("LastModified", &crate::iso(p.modified_ms)).el("ETag", &p.etag).el("Size", &p.data.len().to_string()).close("Part");
+                x.open("Part")
+                    .el("PartNumber", &n.to_string())
+                    .el("LastModified", &crate::iso(p.modified_ms))
+                    .el("ETag", &p.etag)
+                    .el("Size", &p.data.len().to_string())
+                    .close("Part");
             }
             x.close("ListPartsResult");
             let _ = u.started_ms;
@@ -182,32 +316,75 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
         "AbortMultipartUpload" => {
             let id = q("uploadId").unwrap_or_default().to_string();
             match st.uploads.remove(&id) {
-                Some(_) => empty(204).body(Default::default()).expect("a valid response"),
+                Some(_) => empty(204)
+                    .body(Default::default())
+                    .expect("a valid response"),
                 None => fail(no_upload()),
             }
         }
         "CompleteMultipartUpload" => {
             let id = q("uploadId").unwrap_or_default().to_string();
-            let Some(u) = st.uploads.get(&id).filter(|u| u.bucket == bucket && u.key == key) else { return fail(no_upload()) };
+            let Some(u) = st
+                .uploads
+                .get(&id)
+                .filter(|u| u.bucket == bucket && u.key == key)
+            else {
+                return fail(no_upload());
+            };
             // The parts the client names, in order, each with the ETag it was given.
             let text = String::from_utf8_lossy(body);
             let mut chosen = Vec::new();
             for part in text.split("<Part>").skip(1) {
-                let field = |name: &str| part.split(&format!("<{name}>")).nth(1).and_then(|r| r.split(&format!("</{name}>")).next()).map(|v| v.replace("&quot;", "\"").trim().to_string());
-                let (Some(n), Some(etag)) = (field("PartNumber").and_then(|n| n.parse::<u32>().ok()), field("ETag")) else {
-                    return fail(ApiError::new(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."));
+                let field = |name: &str| {
+                    part.split(&format!("<{name}>"))
+                        .nth(1)
+                        .and_then(|r| r.split(&format!("</{name}>")).next())
+                        .map(|v| v.replace("&quot;", "\"").trim().to_string())
                 };
-                let etag = if etag.starts_with('"') { etag } else { format!("\"{etag}\"") };
+                let (Some(n), Some(etag)) = (
+                    field("PartNumber").and_then(|n| n.parse::<u32>().ok()),
+                    field("ETag"),
+                ) else {
+                    return fail(ApiError::new(
+                        400,
+                        "MalformedXML",
+                        "The XML you provided was not well-formed or did not validate against our published schema.",
+                    ));
+                };
+                let etag = if etag.starts_with('"') {
+                    etag
+                } else {
+                    format!("\"{etag}\"")
+                };
                 match u.parts.get(&n) {
                     Some(p) if p.etag == etag => chosen.push((n, p)),
-                    _ => return fail(ApiError::new(400, "InvalidPart", format!("One or more of the specified parts could not be found (part {n})."))),
+                    _ => {
+                        return fail(ApiError::new(
+                            400,
+                            "InvalidPart",
+                            format!(
+                                "One or more of the specified parts could not be found (part {n})."
+                            ),
+                        ));
+                    }
                 }
             }
             if chosen.is_empty() || chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
-                return fail(ApiError::new(400, "InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be specified in order of the part number."));
+                return fail(ApiError::new(
+                    400,
+                    "InvalidPartOrder",
+                    "The list of parts was not in ascending order. The parts list must be specified in order of the part number.",
+                ));
             }
-            if chosen[..chosen.len() - 1].iter().any(|(_, p)| p.data.len() < MIN_PART) {
-                return fail(ApiError::new(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size."));
+            if chosen[..chosen.len() - 1]
+                .iter()
+                .any(|(_, p)| p.data.len() < MIN_PART)
+            {
+                return fail(ApiError::new(
+                    400,
+                    "EntityTooSmall",
+                    "Your proposed upload is smaller than the minimum allowed object size.",
+                ));
             }
             let mut data = Vec::new();
             let mut digests = Vec::new();
@@ -219,29 +396,55 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
             object.etag = format!("\"{}-{}\"", hex(&md5::Md5::digest(&digests)), chosen.len());
             let etag = object.etag.clone();
             st.uploads.remove(&id);
-            st.buckets.get_mut(&bucket).expect("checked above").insert(key.clone(), object);
+            st.buckets
+                .get_mut(&bucket)
+                .expect("checked above")
+                .insert(key.clone(), object);
             let mut x = document();
-            x.open("CompleteMultipartUploadResult").el("Location", &format!("/{bucket}/{key}")).el("Bucket", &bucket).el("Key", &key).el("ETag", &etag).close("CompleteMultipartUploadResult");
+            x.open("CompleteMultipartUploadResult")
+                .el("Location", &format!("/{bucket}/{key}"))
+                .el("Bucket", &bucket)
+                .el("Key", &key)
+                .el("ETag", &etag)
+                .close("CompleteMultipartUploadResult");
             xml(200, x)
         }
         "DeleteObject" => {
             // S3 answers 204 whether or not the key was there.
             objects.remove(&key);
-            empty(204).body(Default::default()).expect("a valid response")
+            empty(204)
+                .body(Default::default())
+                .expect("a valid response")
         }
         _ => {
             let Some(o) = objects.get(&key).cloned() else {
                 drop(st);
-                return fail(ApiError::new(404, "NoSuchKey", "The specified key does not exist."));
+                return fail(ApiError::new(
+                    404,
+                    "NoSuchKey",
+                    "The specified key does not exist.",
+                ));
             };
             drop(st);
             let len = o.data.len();
-            let range = parts.headers.get(hyper::header::RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, len));
+            let range = parts
+                .headers
+                .get(hyper::header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(|r| byte_range(r, len));
             let (status, body, content_range) = match range {
                 None => (200, o.data.clone(), None),
-                Some(Some((a, b))) => (206, o.data.slice(a..=b), Some(format!("bytes {a}-{b}/{len}"))),
+                Some(Some((a, b))) => (
+                    206,
+                    o.data.slice(a..=b),
+                    Some(format!("bytes {a}-{b}/{len}")),
+                ),
                 Some(None) => {
-                    return fail(ApiError::new(416, "InvalidRange", "The requested range is not satisfiable"));
+                    return fail(ApiError::new(
+                        416,
+                        "InvalidRange",
+                        "The requested range is not satisfiable",
+                    ));
                 }
             };
             let mut b = empty(status)
@@ -253,14 +456,23 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
             if let Some(cr) = content_range {
                 b = b.header("Content-Range", cr);
             }
-            let body = if action == "HeadObject" { Bytes::new() } else { body };
-            b.body(http_body_util::Full::new(body)).expect("a valid response")
+            let body = if action == "HeadObject" {
+                Bytes::new()
+            } else {
+                body
+            };
+            b.body(http_body_util::Full::new(body))
+                .expect("a valid response")
         }
     }
 }
 
 fn no_upload() -> ApiError {
-    ApiError::new(404, "NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")
+    ApiError::new(
+        404,
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+    )
 }
 
 /// One `bytes=` range of a `len`-byte object, inclusive, or `None` when it cannot be
@@ -293,8 +505,15 @@ fn http_date(ms: i64) -> String {
     let (y, m, d) = pym_fake_common::time::civil_from_days(days);
     let s = ms.rem_euclid(86_400_000) / 1000;
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(m - 1) as usize];
-    format!("{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} GMT", s / 3600, s / 60 % 60, s % 60)
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} GMT",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -318,10 +537,17 @@ fn empty(status: u16) -> hyper::http::response::Builder {
 fn error(e: ApiError, resource: &str, request_id: &str, head: bool) -> Reply {
     if head {
         // A HEAD answer carries no body: the status says it all.
-        return empty(e.status).body(Default::default()).expect("a valid response");
+        return empty(e.status)
+            .body(Default::default())
+            .expect("a valid response");
     }
     let mut x = document();
-    x.open("Error").el("Code", &e.code).el("Message", &e.message).el("Resource", &format!("/{resource}")).el("RequestId", request_id).close("Error");
+    x.open("Error")
+        .el("Code", &e.code)
+        .el("Message", &e.message)
+        .el("Resource", &format!("/{resource}"))
+        .el("RequestId", request_id)
+        .close("Error");
     xml(e.status, x)
 }
 
@@ -347,12 +573,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
         out.push(b[i]);
         i += 1;
     }
@@ -363,8 +591,12 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     #[test]
     fn aws_chunked_bodies_decode() {
-        let body = b"5;chunk-signature=abc\r\nhello\r\n3\r\n!!!\r\n0\r\nx-amz-checksum-crc32:AAAA\r\n\r\n";
-        assert_eq!(super::decode_aws_chunked(body).unwrap().as_ref(), b"hello!!!");
+        let body =
+            b"5;chunk-signature=abc\r\nhello\r\n3\r\n!!!\r\n0\r\nx-amz-checksum-crc32:AAAA\r\n\r\n";
+        assert_eq!(
+            super::decode_aws_chunked(body).unwrap().as_ref(),
+            b"hello!!!"
+        );
         assert!(super::decode_aws_chunked(b"5\r\nhel").is_none());
         assert_eq!(super::percent_decode("a%2Fb%20c"), "a/b c");
         assert_eq!(super::percent_decode("100%"), "100%");
@@ -374,6 +606,9 @@ mod tests {
         assert_eq!(super::byte_range("bytes=95-200", 100), Some((95, 99)));
         assert_eq!(super::byte_range("bytes=100-", 100), None);
         assert_eq!(super::http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(super::http_date(1_795_870_037_000), "Sat, 28 Nov 2026 12:47:17 GMT");
+        assert_eq!(
+            super::http_date(1_795_870_037_000),
+            "Sat, 28 Nov 2026 12:47:17 GMT"
+        );
     }
 }

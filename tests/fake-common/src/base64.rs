@@ -6,7 +6,11 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -60,7 +64,10 @@ mod tests {
     #[test]
     fn round_trips() {
         for s in ["", "a", "ab", "abc", "hello world!"] {
-            assert_eq!(super::decode(&super::encode(s.as_bytes())).unwrap(), s.as_bytes());
+            assert_eq!(
+                super::decode(&super::encode(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
         }
         assert_eq!(super::encode(b"ab"), "YWI=");
         assert_eq!(super::encode(b"abc"), "YWJj");
@@ -70,7 +77,10 @@ mod tests {
     #[test]
     fn url_safe_only_when_asked() {
         assert_eq!(super::decode("-_8"), None);
-        assert_eq!(super::decode_any("-_8").unwrap(), super::decode("+/8").unwrap());
+        assert_eq!(
+            super::decode_any("-_8").unwrap(),
+            super::decode("+/8").unwrap()
+        );
         assert_eq!(super::decode_any("YWI").unwrap(), b"ab");
         assert_eq!(super::decode("YW*"), None);
     }

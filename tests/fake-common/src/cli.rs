@@ -13,17 +13,24 @@ pub struct Args {
 
 impl Args {
     pub fn new(usage: &'static str) -> Args {
-        Args { args: std::env::args().skip(1), usage }
+        Args {
+            args: std::env::args().skip(1),
+            usage,
+        }
     }
 
     /// The value of option `name` (the next argument).
     pub fn value(&mut self, name: &str) -> String {
-        self.args.next().unwrap_or_else(|| self.usage(&format!("{name} needs a value")))
+        self.args
+            .next()
+            .unwrap_or_else(|| self.usage(&format!("{name} needs a value")))
     }
 
     /// The value of option `name`, read as `what` (`a port number`, `seconds`).
     pub fn parse<T: FromStr>(&mut self, name: &str, what: &str) -> T {
-        self.value(name).parse().unwrap_or_else(|_| self.usage(&format!("{name} takes {what}")))
+        self.value(name)
+            .parse()
+            .unwrap_or_else(|_| self.usage(&format!("{name} takes {what}")))
     }
 
     /// Says what is wrong, if anything, and the usage, then exits: 0 when nothing is wrong

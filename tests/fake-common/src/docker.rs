@@ -14,7 +14,10 @@ pub async fn docker(args: &[&str]) -> Result<String, String> {
 
 /// Runs a `docker` command to its end: stdout, or the first lines of stderr as the error.
 pub async fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().await.map_err(|e| format!("cannot run docker: {e}"))?;
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run docker: {e}"))?;
     answer(&out)
 }
 
@@ -22,7 +25,12 @@ fn answer(out: &Output) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().lines().take(3).collect::<Vec<_>>().join(" "))
+        Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "))
     }
 }
 
@@ -33,7 +41,9 @@ pub async fn pull(config: Option<&Path>, image: &str) -> Result<(), String> {
     if let Some(dir) = config {
         cmd.arg("--config").arg(dir);
     }
-    output(cmd.args(["pull", "--quiet", image])).await.map(|_| ())
+    output(cmd.args(["pull", "--quiet", image]))
+        .await
+        .map(|_| ())
 }
 
 pub async fn remove(name: &str) {
@@ -43,11 +53,19 @@ pub async fn remove(name: &str) {
 /// Removes every container labelled `label` (`KEY=VALUE`), blocking (a server that stops
 /// has no runtime left).
 pub fn remove_labelled(label: &str) {
-    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output();
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output();
     if let Ok(o) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
         }
     }
 }
@@ -61,7 +79,11 @@ impl Launching {
     /// Runs a `docker run` command, recorded while it runs: stdout, or the first lines of
     /// stderr as the error.
     pub async fn run(&self, cmd: &mut Command) -> Result<String, String> {
-        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run docker: {e}"))?;
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run docker: {e}"))?;
         let pid = child.id();
         self.pids().extend(pid);
         let out = child.wait_with_output().await;
@@ -74,7 +96,10 @@ impl Launching {
         let pids = self.pids().clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         let alive = |pid: &u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
         };
         while pids.iter().any(alive) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));

@@ -20,13 +20,18 @@ use serde_json::{Value, json};
 
 /// A server's own runtime: two worker threads named `name`.
 pub fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name(name).build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
 }
 
 /// Blocks until Ctrl-C or SIGTERM (for the standalone binaries).
 pub fn wait_for_signal(rt: &tokio::runtime::Runtime) {
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -51,8 +56,13 @@ impl Ids {
 
     /// A random-looking 64-bit number (UUIDs, suffixes, traffic splits).
     pub fn random(&self) -> u64 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let mut x = nanos ^ self.next().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()) << 32;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x = nanos
+            ^ self.next().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(std::process::id()) << 32;
         // splitmix64 finaliser
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -62,7 +72,14 @@ impl Ids {
     /// A random (version 4) UUID.
     pub fn uuid(&self) -> String {
         let (a, b) = (self.random(), self.random());
-        format!("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, 0x8000 | (b >> 48) & 0x3fff, b & 0xffff_ffff_ffff)
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        )
     }
 }
 
@@ -154,7 +171,10 @@ mod tests {
         let mut log = super::CallLog::default();
         log.record("get".into(), serde_json::json!({"path": "/a"}));
         log.record("get".into(), serde_json::json!({"path": "/b"}));
-        assert_eq!(log.json().to_string(), r#"{"calls":[{"path":"/a"},{"path":"/b"}],"counts":{"get":2}}"#);
+        assert_eq!(
+            log.json().to_string(),
+            r#"{"calls":[{"path":"/a"},{"path":"/b"}],"counts":{"get":2}}"#
+        );
         log.clear();
         assert_eq!(log.json().to_string(), r#"{"calls":[],"counts":{}}"#);
     }

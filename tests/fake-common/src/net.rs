@@ -36,19 +36,28 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let handle = handle.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handle = handle.clone();
                 async move {
                     let (parts, body) = req.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     Ok::<_, Infallible>(handle(parts, body).await)
                 }
             });
             // With upgrades: a handler may take the connection over (a websocket).
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades().await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
         });
     }
 }
@@ -63,18 +72,29 @@ pub struct Head {
 impl Head {
     /// The path of the request line (`/` when it has none).
     pub fn path(&self) -> &str {
-        self.text.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/")
+        self.text
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("/")
     }
 
     /// The value of header `name`.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.text.lines().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+        self.text.lines().skip(1).find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        })
     }
 
     /// The host name of the `Host` header, without its port, in lowercase.
     pub fn host(&self) -> String {
         let host = self.header("host").unwrap_or_default();
-        host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host.as_str(), |(h, _)| h).to_ascii_lowercase()
+        host.rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u16>().is_ok())
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_ascii_lowercase()
     }
 }
 
@@ -94,7 +114,9 @@ where
     F: Fn(&Head) -> Route + Clone + Send + Sync + 'static,
 {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         let route = route.clone();
         tokio::spawn(async move {
             let _ = relay(client, &route).await;
@@ -112,12 +134,18 @@ async fn relay(mut client: TcpStream, route: &impl Fn(&Head) -> Route) -> std::i
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let head = Head { text: String::from_utf8_lossy(&head).into_owned(), bytes: head };
+    let head = Head {
+        text: String::from_utf8_lossy(&head).into_owned(),
+        bytes: head,
+    };
     let answer = match route(&head) {
-        Route::Backend { port, unreachable } => match TcpStream::connect(("127.0.0.1", port)).await {
+        Route::Backend { port, unreachable } => match TcpStream::connect(("127.0.0.1", port)).await
+        {
             Ok(mut upstream) => {
                 upstream.write_all(&head.bytes).await?;
-                return tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ());
+                return tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .map(|_| ());
             }
             Err(_) => unreachable,
         },
@@ -131,7 +159,10 @@ mod tests {
     #[test]
     fn heads() {
         let text = "GET /a?b HTTP/1.1\r\nHOST: Svc.Example.localhost:8080\r\nAuthorization:  Bearer x \r\n\r\n".to_string();
-        let head = super::Head { bytes: text.clone().into_bytes(), text };
+        let head = super::Head {
+            bytes: text.clone().into_bytes(),
+            text,
+        };
         assert_eq!(head.path(), "/a?b");
         assert_eq!(head.host(), "svc.example.localhost");
         assert_eq!(head.header("authorization").as_deref(), Some("Bearer x"));

@@ -3,7 +3,10 @@
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// `2026-11-27T19:00:00.123Z` (AWS's times, protobuf JSON `Timestamp`s).
@@ -21,7 +24,12 @@ fn to_seconds(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (y, m, d) = civil_from_days(days);
     let s = rem / 1000;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// Reads a date `YYYY-MM-DD` and a time of day `HH:MM:SS[.fff…]`, in UTC, into
@@ -64,7 +72,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 mod tests {
     #[test]
     fn times_round_trip() {
-        assert_eq!(super::rfc3339_millis(1_795_806_000_123), "2026-11-27T19:00:00.123Z");
+        assert_eq!(
+            super::rfc3339_millis(1_795_806_000_123),
+            "2026-11-27T19:00:00.123Z"
+        );
         assert_eq!(super::rfc3339(1_795_806_000_123), "2026-11-27T19:00:00Z");
         assert_eq!(super::rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
         for ms in [0, 1_795_806_000_123, 951_782_400_000] {
@@ -72,7 +83,10 @@ mod tests {
             let (date, time) = t.strip_suffix('Z').unwrap().split_once('T').unwrap();
             assert_eq!(super::from_date_time(date, time), Some(ms), "{t}");
         }
-        assert_eq!(super::from_date_time("2026-11-27", "19:00:00"), Some(1_795_806_000_000));
+        assert_eq!(
+            super::from_date_time("2026-11-27", "19:00:00"),
+            Some(1_795_806_000_000)
+        );
         assert_eq!(super::from_date_time("2026-11-27", "19:00"), None);
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));
     }

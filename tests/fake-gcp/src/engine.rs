@@ -54,22 +54,65 @@ impl RunSpec {
         let service = parts.get(5).copied().unwrap_or("").to_string();
         let revision = parts.get(7).copied().unwrap_or("").to_string();
         let containers = rev["containers"].as_array().cloned().unwrap_or_default();
-        let c = containers.iter().find(|c| c["ports"].as_array().is_some_and(|p| !p.is_empty())).or(containers.first()).cloned().unwrap_or_default();
-        let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(8080);
-        let strings = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+        let c = containers
+            .iter()
+            .find(|c| c["ports"].as_array().is_some_and(|p| !p.is_empty()))
+            .or(containers.first())
+            .cloned()
+            .unwrap_or_default();
+        let port = c["ports"][0]["containerPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(8080);
+        let strings = |v: &Value| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let mut env: Vec<(String, String)> = c["env"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str().unwrap_or("").to_string()))).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| {
+                        Some((
+                            e["name"].as_str()?.to_string(),
+                            e["value"].as_str().unwrap_or("").to_string(),
+                        ))
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        env.retain(|(k, _)| !matches!(k.as_str(), "PORT" | "K_SERVICE" | "K_REVISION" | "K_CONFIGURATION"));
+        env.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "PORT" | "K_SERVICE" | "K_REVISION" | "K_CONFIGURATION"
+            )
+        });
         env.push(("PORT".into(), port.to_string()));
         env.push(("K_SERVICE".into(), service.clone()));
         env.push(("K_REVISION".into(), revision.clone()));
         env.push(("K_CONFIGURATION".into(), service.clone()));
         let sp = &c["startupProbe"];
-        let probe_port = |a: &Value| a["port"].as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0).unwrap_or(port);
+        let probe_port = |a: &Value| {
+            a["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .unwrap_or(port)
+        };
         let probe = if sp["httpGet"].is_object() {
-            Probe::Http(sp["httpGet"]["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("/").to_string(), probe_port(&sp["httpGet"]))
+            Probe::Http(
+                sp["httpGet"]["path"]
+                    .as_str()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("/")
+                    .to_string(),
+                probe_port(&sp["httpGet"]),
+            )
         } else if sp["tcpSocket"].is_object() {
             Probe::Tcp(probe_port(&sp["tcpSocket"]))
         } else {
@@ -93,24 +136,41 @@ impl RunSpec {
 /// Pulls (when not local), runs and probes a revision's container; returns the container
 /// and the loopback port it publishes. A failed container is removed.
 pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Failure> {
-    let agent = format!("service-{}@serverless-robot-prod.iam.gserviceaccount.com", shared.opts.project_number);
-    if docker(&["image", "inspect", "--format", "{{.Id}}", &spec.image]).await.is_err()
-        && let Err(e) = pym_fake_common::docker::pull(shared.opts.docker_config.as_deref(), &spec.image).await
+    let agent = format!(
+        "service-{}@serverless-robot-prod.iam.gserviceaccount.com",
+        shared.opts.project_number
+    );
+    if docker(&["image", "inspect", "--format", "{{.Id}}", &spec.image])
+        .await
+        .is_err()
+        && let Err(e) =
+            pym_fake_common::docker::pull(shared.opts.docker_config.as_deref(), &spec.image).await
     {
         let lower = e.to_ascii_lowercase();
-        let denied = ["unauthorized", "denied", "authentication required", "forbidden", "no basic auth"].iter().any(|w| lower.contains(w));
+        let denied = [
+            "unauthorized",
+            "denied",
+            "authentication required",
+            "forbidden",
+            "no basic auth",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
         return Err(if denied {
             Failure {
                 field: "reason",
                 reason: "CONTAINER_IMAGE_UNAUTHORIZED",
                 message: format!(
                     "Google Cloud Run Service Agent {agent} must have permission to read the image, {}. Ensure that the provided container image URL is correct and that the above account has permission to access the image. If you just enabled the Cloud Run API, the permissions might take a few minutes to propagate. Note that the image is from project [{}]. If it is not the same as the project in which Cloud Run is deployed, the Cloud Run Service Agent in the project where Cloud Run is deployed must have permission to access the image.",
-                    spec.image,
-                    shared.opts.project_number
+                    spec.image, shared.opts.project_number
                 ),
             }
         } else {
-            Failure { field: "reason", reason: "CONTAINER_MISSING", message: format!("Image '{}' not found.", spec.image) }
+            Failure {
+                field: "reason",
+                reason: "CONTAINER_MISSING",
+                message: format!("Image '{}' not found.", spec.image),
+            }
         });
     }
     let _ = docker(&["rm", "-f", &spec.container]).await;
@@ -119,7 +179,20 @@ pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Fa
     let rev_label = format!("{LABEL}.revision={}", spec.revision);
     let publish = format!("127.0.0.1::{}", spec.port);
     let pairs: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut args = vec!["run", "-d", "--name", &spec.container, "--label", &label, "--label", &svc_label, "--label", &rev_label, "-p", &publish];
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        &spec.container,
+        "--label",
+        &label,
+        "--label",
+        &svc_label,
+        "--label",
+        &rev_label,
+        "-p",
+        &publish,
+    ];
     for p in &pairs {
         args.extend(["-e", p.as_str()]);
     }
@@ -129,13 +202,26 @@ pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Fa
     args.push(&spec.image);
     args.extend(spec.command.iter().skip(1).map(String::as_str));
     args.extend(spec.args.iter().map(String::as_str));
-    let fail = |message: String| Failure { field: "revisionReason", reason: "HEALTH_CHECK_CONTAINER_ERROR", message };
-    if let Err(e) = shared.launching.run(Command::new("docker").args(&args)).await {
+    let fail = |message: String| Failure {
+        field: "revisionReason",
+        reason: "HEALTH_CHECK_CONTAINER_ERROR",
+        message,
+    };
+    if let Err(e) = shared
+        .launching
+        .run(Command::new("docker").args(&args))
+        .await
+    {
         remove(&spec.container).await;
-        return Err(fail(format!("The user-provided container failed to start: {e}. Logs for this revision might contain more information.")));
+        return Err(fail(format!(
+            "The user-provided container failed to start: {e}. Logs for this revision might contain more information."
+        )));
     }
     let published = match docker(&["port", &spec.container, &format!("{}/tcp", spec.port)]).await {
-        Ok(p) => p.lines().find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.trim().parse::<u16>().ok())),
+        Ok(p) => p.lines().find_map(|l| {
+            l.rsplit_once(':')
+                .and_then(|(_, p)| p.trim().parse::<u16>().ok())
+        }),
         Err(_) => None,
     };
     let Some(port) = published else {
@@ -144,7 +230,10 @@ pub async fn deploy(shared: &Shared, spec: &RunSpec) -> Result<(String, u16), Fa
         remove(&spec.container).await;
         return Err(fail(match code {
             Some(code) => exit_message(code, spec.port),
-            None => format!("The user-provided container publishes no port {}.", spec.port),
+            None => format!(
+                "The user-provided container publishes no port {}.",
+                spec.port
+            ),
         }));
     };
     // A probe on another port than the ingress one goes to the container's own address.
@@ -205,42 +294,85 @@ async fn probe(p: &Probe, port: u16) -> bool {
                 s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: GoogleHC/1.0\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
                 let mut buf = Vec::new();
                 let _ = s.read_to_end(&mut buf).await;
-                let status: u16 = String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()?;
+                let status: u16 = String::from_utf8_lossy(&buf)
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
                 Some((200..400).contains(&status))
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// A probe on a port that is not published: from inside the container's network, with
 /// the container's address.
 async fn probe_other(container: &str, p: &Probe) -> bool {
-    let Ok(ip) = docker(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container]).await else { return false };
-    let Some(ip) = ip.split_whitespace().next().map(String::from) else { return false };
+    let Ok(ip) = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        container,
+    ])
+    .await
+    else {
+        return false;
+    };
+    let Some(ip) = ip.split_whitespace().next().map(String::from) else {
+        return false;
+    };
     let port = match p {
         Probe::Tcp(p) | Probe::Http(_, p) => *p,
     };
     let attempt = async {
         let mut s = TcpStream::connect((ip.as_str(), port)).await.ok()?;
         if let Probe::Http(path, _) = p {
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .ok()?;
             let mut buf = Vec::new();
             let _ = s.read_to_end(&mut buf).await;
-            let status: u16 = String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()?;
+            let status: u16 = String::from_utf8_lossy(&buf)
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             return Some((200..400).contains(&status));
         }
         Some(true)
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// The exit code of a container that stopped (or is gone: -1).
 async fn exited(name: &str) -> Option<i64> {
-    match docker(&["inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", name]).await {
+    match docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.State.ExitCode}}",
+        name,
+    ])
+    .await
+    {
         Ok(s) => {
             let (running, code) = s.split_once(' ')?;
-            if running == "true" { None } else { code.parse().ok() }
+            if running == "true" {
+                None
+            } else {
+                code.parse().ok()
+            }
         }
         Err(_) => Some(-1),
     }
@@ -274,12 +406,20 @@ pub async fn serve_front(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 fn unavailable() -> String {
-    page("503 Service Unavailable", "503 Service Unavailable", "Error: Service Unavailable", "The service you requested is not available yet. Please try again in 30 seconds.")
+    page(
+        "503 Service Unavailable",
+        "503 Service Unavailable",
+        "Error: Service Unavailable",
+        "The service you requested is not available yet. Please try again in 30 seconds.",
+    )
 }
 
 fn page(status: &str, title: &str, h1: &str, h2: &str) -> String {
     let body = format!(
         "\n<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>{h1}</h1>\n<h2>{h2}</h2>\n<h2></h2>\n</body></html>\n"
     );
-    format!("HTTP/1.1 {status}\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }

@@ -36,8 +36,19 @@ fn table(field: &str) -> Option<&'static [(&'static str, i64)]> {
             ("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", 1),
             ("TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", 2),
         ],
-        "state" => &[("STATE_UNSPECIFIED", 0), ("CONDITION_PENDING", 1), ("CONDITION_RECONCILING", 2), ("CONDITION_FAILED", 3), ("CONDITION_SUCCEEDED", 4)],
-        "severity" => &[("SEVERITY_UNSPECIFIED", 0), ("ERROR", 1), ("WARNING", 2), ("INFO", 3)],
+        "state" => &[
+            ("STATE_UNSPECIFIED", 0),
+            ("CONDITION_PENDING", 1),
+            ("CONDITION_RECONCILING", 2),
+            ("CONDITION_FAILED", 3),
+            ("CONDITION_SUCCEEDED", 4),
+        ],
+        "severity" => &[
+            ("SEVERITY_UNSPECIFIED", 0),
+            ("ERROR", 1),
+            ("WARNING", 2),
+            ("INFO", 3),
+        ],
         "reason" => &[
             ("COMMON_REASON_UNDEFINED", 0),
             ("UNKNOWN", 1),
@@ -71,9 +82,21 @@ fn table(field: &str) -> Option<&'static [(&'static str, i64)]> {
             ("HEALTH_CHECK_SKIPPED", 11),
             ("MIN_INSTANCES_WARMING", 12),
         ],
-        "executionEnvironment" => &[("EXECUTION_ENVIRONMENT_UNSPECIFIED", 0), ("EXECUTION_ENVIRONMENT_GEN1", 1), ("EXECUTION_ENVIRONMENT_GEN2", 2)],
-        "encryptionKeyRevocationAction" => &[("ENCRYPTION_KEY_REVOCATION_ACTION_UNSPECIFIED", 0), ("PREVENT_NEW", 1), ("SHUTDOWN", 2)],
-        "scalingMode" => &[("SCALING_MODE_UNSPECIFIED", 0), ("AUTOMATIC", 1), ("MANUAL", 2)],
+        "executionEnvironment" => &[
+            ("EXECUTION_ENVIRONMENT_UNSPECIFIED", 0),
+            ("EXECUTION_ENVIRONMENT_GEN1", 1),
+            ("EXECUTION_ENVIRONMENT_GEN2", 2),
+        ],
+        "encryptionKeyRevocationAction" => &[
+            ("ENCRYPTION_KEY_REVOCATION_ACTION_UNSPECIFIED", 0),
+            ("PREVENT_NEW", 1),
+            ("SHUTDOWN", 2),
+        ],
+        "scalingMode" => &[
+            ("SCALING_MODE_UNSPECIFIED", 0),
+            ("AUTOMATIC", 1),
+            ("MANUAL", 2),
+        ],
         _ => return None,
     })
 }
@@ -88,7 +111,12 @@ fn walk(v: &mut Value, parent: Option<&str>, ints: bool) {
     match v {
         Value::Object(m) => {
             for (k, x) in m.iter_mut() {
-                let field = if k == "type" && matches!(parent, Some("traffic" | "trafficStatuses")) { "trafficType" } else { k.as_str() };
+                let field = if k == "type" && matches!(parent, Some("traffic" | "trafficStatuses"))
+                {
+                    "trafficType"
+                } else {
+                    k.as_str()
+                };
                 if let (Some(t), true) = (table(field), k != "type" || field == "trafficType") {
                     convert(x, t, ints);
                 } else {
@@ -112,7 +140,11 @@ fn convert(x: &mut Value, t: &[(&str, i64)], ints: bool) {
         _ => None,
     };
     if let Some((name, num)) = found {
-        *x = if ints { Value::from(*num) } else { Value::from(*name) };
+        *x = if ints {
+            Value::from(*num)
+        } else {
+            Value::from(*name)
+        };
     }
 }
 
@@ -182,8 +214,18 @@ pub fn jwt_claims(token: &str) -> Option<Value> {
 /// A JWT with these claims, signed with nothing a client could check (the local Cloud
 /// Run is its only reader).
 pub fn jwt(claims: &Value) -> String {
-    let url = |b: &[u8]| base64(b).trim_end_matches('=').replace('+', "-").replace('/', "_");
-    format!("{}.{}.{}", url(br#"{"alg":"RS256","typ":"JWT","kid":"pym-fake-gcp"}"#), url(claims.to_string().as_bytes()), url(b"not-a-signature"))
+    let url = |b: &[u8]| {
+        base64(b)
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    };
+    format!(
+        "{}.{}.{}",
+        url(br#"{"alg":"RS256","typ":"JWT","kid":"pym-fake-gcp"}"#),
+        url(claims.to_string().as_bytes()),
+        url(b"not-a-signature")
+    )
 }
 
 /// Two base64 strings name the same bytes (padding and the URL-safe alphabet aside).
@@ -198,7 +240,9 @@ pub fn now() -> String {
 
 /// A 64-bit FNV-1a hash (stable names: URL hashes, container names).
 pub fn fnv(data: &str) -> u64 {
-    data.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    data.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// `n` lowercase base-36 characters of a hash.
@@ -222,9 +266,15 @@ mod tests {
         let mut v = json!({"ingress": "INGRESS_TRAFFIC_ALL", "traffic": [{"type": 2, "percent": 100}],
             "terminalCondition": {"type": "Ready", "state": "CONDITION_SUCCEEDED"}});
         super::encode_enums(&mut v, true);
-        assert_eq!(v, json!({"ingress": 1, "traffic": [{"type": 2, "percent": 100}], "terminalCondition": {"type": "Ready", "state": 4}}));
+        assert_eq!(
+            v,
+            json!({"ingress": 1, "traffic": [{"type": 2, "percent": 100}], "terminalCondition": {"type": "Ready", "state": 4}})
+        );
         super::encode_enums(&mut v, false);
-        assert_eq!(v["traffic"][0]["type"], "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION");
+        assert_eq!(
+            v["traffic"][0]["type"],
+            "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
+        );
         assert_eq!(v["terminalCondition"]["type"], "Ready");
     }
 
@@ -232,7 +282,10 @@ mod tests {
     fn base64_and_times() {
         assert_eq!(super::base64(b"ab"), "YWI=");
         assert_eq!(super::base64(b"abc"), "YWJj");
-        assert_eq!(super::timestamp(1_795_806_000_123), "2026-11-27T19:00:00.123Z");
+        assert_eq!(
+            super::timestamp(1_795_806_000_123),
+            "2026-11-27T19:00:00.123Z"
+        );
         assert_eq!(super::parse_duration(Some(&json!("1.5s"))), Some(1500));
     }
 }

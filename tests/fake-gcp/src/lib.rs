@@ -147,7 +147,12 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status: status.into(), message: message.into(), details: Vec::new(), http: None }
+        ApiError {
+            status: status.into(),
+            message: message.into(),
+            details: Vec::new(),
+            http: None,
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -155,15 +160,23 @@ impl ApiError {
     }
 
     pub fn with_info(mut self, reason: &str, metadata: &[(&str, &str)]) -> ApiError {
-        let m = metadata.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let m = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
         self.details.push(json::error_info(reason, m));
         self
     }
 
     /// Google's denial of `permission` on `resource`.
     pub fn denied(permission: &str, resource: &str) -> ApiError {
-        ApiError::new("PERMISSION_DENIED", format!("Permission '{permission}' denied on resource '{resource}' (or it may not exist)."))
-            .with_info("IAM_PERMISSION_DENIED", &[("permission", permission)])
+        ApiError::new(
+            "PERMISSION_DENIED",
+            format!(
+                "Permission '{permission}' denied on resource '{resource}' (or it may not exist)."
+            ),
+        )
+        .with_info("IAM_PERMISSION_DENIED", &[("permission", permission)])
     }
 
     /// The google.rpc `Status` message (as an operation's `error` holds it).
@@ -177,7 +190,8 @@ impl ApiError {
 
     pub fn reply(&self) -> Reply {
         let http = self.http.unwrap_or(json::status_codes(&self.status).0);
-        let mut body = json!({"error": {"code": http, "message": self.message, "status": self.status}});
+        let mut body =
+            json!({"error": {"code": http, "message": self.message, "status": self.status}});
         if !self.details.is_empty() {
             body["error"]["details"] = Value::from(self.details.clone());
         }
@@ -188,7 +202,10 @@ impl ApiError {
 impl State {
     /// Records a call and returns the injected fault it meets, if any.
     fn call(&mut self, method: &str, path: &str, query: &str, authorized: bool) -> Option<Fault> {
-        self.log.record(method.to_string(), json!({"method": method, "path": path, "query": query, "authorization": authorized}));
+        self.log.record(
+            method.to_string(),
+            json!({"method": method, "path": path, "query": query, "authorization": authorized}),
+        );
         self.faults.hit(|f| f.method == method || f.method == "*")
     }
 }
@@ -210,11 +227,19 @@ impl FakeGcp {
             ids: Ids::default(),
         });
         let api_shared = shared.clone();
-        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| {
+            handle(api_shared.clone(), parts, body)
+        }));
         for l in fronts {
             rt.spawn(engine::serve_front(l, shared.clone()));
         }
-        Ok(FakeGcp { endpoint: format!("http://127.0.0.1:{port}"), port, front_port, shared, rt: Some(rt) })
+        Ok(FakeGcp {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            front_port,
+            shared,
+            rt: Some(rt),
+        })
     }
 
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
@@ -251,10 +276,20 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
         return token(&body);
     }
     let Some(call) = run::route(&parts.method, &path, &query) else {
-        let e = ApiError::new("NOT_FOUND", format!("The requested URL {path} was not found on this server (method {}).", parts.method));
+        let e = ApiError::new(
+            "NOT_FOUND",
+            format!(
+                "The requested URL {path} was not found on this server (method {}).",
+                parts.method
+            ),
+        );
         return e.reply();
     };
-    let bearer = parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7);
+    let bearer = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7);
     let authorized = parts.headers.contains_key(hyper::header::AUTHORIZATION);
     let fault = shared.lock().call(call.method, &path, &query, authorized);
     if !bearer {
@@ -277,28 +312,57 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
 /// `token_uri` here (`--write-key` does).
 fn token(body: &[u8]) -> Reply {
     let form: BTreeMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
-    let reply = |status: u16, v: Value| Response::builder().status(status).header("Content-Type", "application/json").body(Full::new(Bytes::from(v.to_string()))).unwrap_or_default();
-    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return reply(400, json!({"error": "unsupported_grant_type", "error_description": "Only the jwt-bearer grant (service accounts) is implemented here"}));
+    let reply = |status: u16, v: Value| {
+        Response::builder()
+            .status(status)
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(v.to_string())))
+            .unwrap_or_default()
+    };
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return reply(
+            400,
+            json!({"error": "unsupported_grant_type", "error_description": "Only the jwt-bearer grant (service accounts) is implemented here"}),
+        );
     }
     let Some(claims) = form.get("assertion").and_then(|a| json::jwt_claims(a)) else {
-        return reply(400, json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}));
+        return reply(
+            400,
+            json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
+        );
     };
     let Some(audience) = claims["target_audience"].as_str() else {
-        return reply(400, json!({"error": "invalid_request", "error_description": "Only identity tokens (target_audience) are issued here"}));
+        return reply(
+            400,
+            json!({"error": "invalid_request", "error_description": "Only identity tokens (target_audience) are issued here"}),
+        );
     };
     let now = json::now_ms() / 1000;
     let email = claims["iss"].clone();
-    let id = json::jwt(&json!({"iss": "https://accounts.google.com", "aud": audience, "azp": email, "email": email, "email_verified": true, "sub": "100000000000000000000", "iat": now, "exp": now + 3600}));
+    let id = json::jwt(
+        &json!({"iss": "https://accounts.google.com", "aud": audience, "azp": email, "email": email, "email_verified": true, "sub": "100000000000000000000", "iat": now, "exp": now + 3600}),
+    );
     reply(200, json!({"id_token": id}))
 }
 
 /// Writes a service-account key file as Google issues them, with a fresh RSA key (made
 /// with openssl): Google's clients sign their own tokens with it. Its `token_uri` may be a
 /// local Cloud Run's `/token`, which issues identity tokens for private services.
-pub fn write_service_account_key(path: &std::path::Path, project: &str, token_uri: &str) -> Result<(), String> {
+pub fn write_service_account_key(
+    path: &std::path::Path,
+    project: &str,
+    token_uri: &str,
+) -> Result<(), String> {
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .map_err(|e| format!("cannot run openssl: {e}"))?;
     if !out.status.success() {
@@ -338,7 +402,11 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
     match (method, what) {
         (&Method::POST, "faults") => {
             let Ok(v) = serde_json::from_slice::<Value>(body) else {
-                return reply(400, "text/plain", "the body must be JSON: {\"method\", \"code\", \"status\", \"message\", \"times\"}");
+                return reply(
+                    400,
+                    "text/plain",
+                    "the body must be JSON: {\"method\", \"code\", \"status\", \"message\", \"times\"}",
+                );
             };
             let status = v.get("status").and_then(|x| x.as_str());
             let code = v.get("code").and_then(|x| x.as_u64()).map(|c| c as u16);
@@ -349,7 +417,11 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
                 (None, None) => ("UNAVAILABLE".to_string(), 503),
             };
             let fault = Fault {
-                method: v.get("method").and_then(|x| x.as_str()).unwrap_or("*").to_string(),
+                method: v
+                    .get("method")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("*")
+                    .to_string(),
                 status,
                 code,
                 message: v.get("message").and_then(|x| x.as_str()).map(String::from),
@@ -362,8 +434,16 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
             shared.lock().faults.clear();
             reply(200, "application/json", "{}")
         }
-        (&Method::GET, "calls") => reply(200, "application/json", shared.lock().log.json().to_string()),
-        _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults and GET /__fake/calls"),
+        (&Method::GET, "calls") => reply(
+            200,
+            "application/json",
+            shared.lock().log.json().to_string(),
+        ),
+        _ => reply(
+            404,
+            "text/plain",
+            "the test hooks are POST|DELETE /__fake/faults and GET /__fake/calls",
+        ),
     }
 }
 

@@ -30,7 +30,12 @@ pub struct Res {
     pub short: &'static [&'static str],
     pub categories: &'static [&'static str],
     /// `(subresource, kind, group, verbs)`
-    pub subs: &'static [(&'static str, &'static str, &'static str, &'static [&'static str])],
+    pub subs: &'static [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    )],
 }
 
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
@@ -38,7 +43,16 @@ const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
 
 pub static RESOURCES: &[Res] = &[
-    Res { plural: "namespaces", singular: "namespace", kind: "Namespace", group: "", namespaced: false, short: &["ns"], categories: &[], subs: &[("status", "Namespace", "", STATUS_VERBS)] },
+    Res {
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        group: "",
+        namespaced: false,
+        short: &["ns"],
+        categories: &[],
+        subs: &[("status", "Namespace", "", STATUS_VERBS)],
+    },
     Res {
         plural: "pods",
         singular: "pod",
@@ -47,7 +61,17 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["po"],
         categories: &["all"],
-        subs: &[("log", "Pod", "", &["get"]), ("portforward", "PodPortForwardOptions", "", &["create", "get"]), ("proxy", "PodProxyOptions", "", PROXY_VERBS), ("status", "Pod", "", STATUS_VERBS)],
+        subs: &[
+            ("log", "Pod", "", &["get"]),
+            (
+                "portforward",
+                "PodPortForwardOptions",
+                "",
+                &["create", "get"],
+            ),
+            ("proxy", "PodProxyOptions", "", PROXY_VERBS),
+            ("status", "Pod", "", STATUS_VERBS),
+        ],
     },
     Res {
         plural: "services",
@@ -57,10 +81,31 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["svc"],
         categories: &["all"],
-        subs: &[("proxy", "ServiceProxyOptions", "", PROXY_VERBS), ("status", "Service", "", STATUS_VERBS)],
+        subs: &[
+            ("proxy", "ServiceProxyOptions", "", PROXY_VERBS),
+            ("status", "Service", "", STATUS_VERBS),
+        ],
     },
-    Res { plural: "secrets", singular: "secret", kind: "Secret", group: "", namespaced: true, short: &[], categories: &[], subs: &[] },
-    Res { plural: "events", singular: "event", kind: "Event", group: "", namespaced: true, short: &["ev"], categories: &[], subs: &[] },
+    Res {
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        group: "",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        subs: &[],
+    },
+    Res {
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        group: "",
+        namespaced: true,
+        short: &["ev"],
+        categories: &[],
+        subs: &[],
+    },
     Res {
         plural: "deployments",
         singular: "deployment",
@@ -69,7 +114,10 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["deploy"],
         categories: &["all"],
-        subs: &[("scale", "Scale", "autoscaling", STATUS_VERBS), ("status", "Deployment", "apps", STATUS_VERBS)],
+        subs: &[
+            ("scale", "Scale", "autoscaling", STATUS_VERBS),
+            ("status", "Deployment", "apps", STATUS_VERBS),
+        ],
     },
     Res {
         plural: "replicasets",
@@ -79,29 +127,56 @@ pub static RESOURCES: &[Res] = &[
         namespaced: true,
         short: &["rs"],
         categories: &["all"],
-        subs: &[("scale", "Scale", "autoscaling", STATUS_VERBS), ("status", "ReplicaSet", "apps", STATUS_VERBS)],
+        subs: &[
+            ("scale", "Scale", "autoscaling", STATUS_VERBS),
+            ("status", "ReplicaSet", "apps", STATUS_VERBS),
+        ],
     },
 ];
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl Res {
     pub fn by_plural(plural: &str) -> &'static Res {
-        RESOURCES.iter().find(|r| r.plural == plural).expect("a known resource")
+        RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .expect("a known resource")
     }
 
     pub fn api_version(&self) -> &'static str {
-        if self.group.is_empty() { "v1" } else { "apps/v1" }
+        if self.group.is_empty() {
+            "v1"
+        } else {
+            "apps/v1"
+        }
     }
 
     /// `deployments.apps`, `pods`: how messages name the resource.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     /// `Deployment.apps`, `Pod`: how Invalid messages name the kind.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 }
 
@@ -124,7 +199,12 @@ pub struct KErr {
 
 impl KErr {
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> KErr {
-        KErr { code, reason: reason.into(), message: message.into(), details: None }
+        KErr {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, name: &str, res: &Res, kind: &str) -> KErr {
@@ -140,11 +220,21 @@ impl KErr {
     }
 
     pub fn not_found(res: &Res, name: &str) -> KErr {
-        KErr::new(404, "NotFound", format!("{} \"{name}\" not found", res.qualified())).with_details(name, res, res.plural)
+        KErr::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", res.qualified()),
+        )
+        .with_details(name, res, res.plural)
     }
 
     pub fn already_exists(res: &Res, name: &str) -> KErr {
-        KErr::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified())).with_details(name, res, res.plural)
+        KErr::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", res.qualified()),
+        )
+        .with_details(name, res, res.plural)
     }
 
     pub fn conflict(res: &Res, name: &str) -> KErr {
@@ -162,9 +252,21 @@ impl KErr {
 
     pub fn invalid(res: &Res, name: &str, errs: &[FieldErr]) -> KErr {
         let texts: Vec<String> = errs.iter().map(FieldErr::text).collect();
-        let joined = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
-        let mut e = KErr::new(422, "Invalid", format!("{} \"{name}\" is invalid: {joined}", res.qualified_kind())).with_details(name, res, res.kind);
-        let causes: Vec<Value> = errs.iter().map(|f| json!({"reason": f.reason(), "message": f.cause(), "field": f.field})).collect();
+        let joined = if texts.len() == 1 {
+            texts[0].clone()
+        } else {
+            format!("[{}]", texts.join(", "))
+        };
+        let mut e = KErr::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {joined}", res.qualified_kind()),
+        )
+        .with_details(name, res, res.kind);
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|f| json!({"reason": f.reason(), "message": f.cause(), "field": f.field}))
+            .collect();
         if let Some(d) = &mut e.details {
             d["causes"] = Value::from(causes);
         }
@@ -188,7 +290,11 @@ impl KErr {
             };
             format!("{subject} is forbidden: User \"ci\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}", call.verb, call.res.group)
         });
-        KErr::new(403, "Forbidden", message).with_details(call.name.as_deref().unwrap_or(""), call.res, call.res.plural)
+        KErr::new(403, "Forbidden", message).with_details(
+            call.name.as_deref().unwrap_or(""),
+            call.res,
+            call.res.plural,
+        )
     }
 
     pub fn status(&self) -> Value {
@@ -216,11 +322,25 @@ pub struct FieldErr {
 
 impl FieldErr {
     pub fn required(field: impl Into<String>) -> FieldErr {
-        FieldErr { field: field.into(), kind: "Required", value: String::new(), detail: String::new() }
+        FieldErr {
+            field: field.into(),
+            kind: "Required",
+            value: String::new(),
+            detail: String::new(),
+        }
     }
 
-    pub fn invalid(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> FieldErr {
-        FieldErr { field: field.into(), kind: "Invalid", value: value.into(), detail: detail.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> FieldErr {
+        FieldErr {
+            field: field.into(),
+            kind: "Invalid",
+            value: value.into(),
+            detail: detail.into(),
+        }
     }
 
     fn cause(&self) -> String {
@@ -256,11 +376,23 @@ fn json_reply(code: u16, v: &Value) -> Reply {
 /// The query parameters of a request.
 pub type Query = HashMap<String, String>;
 
-pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: Option<hyper::upgrade::OnUpgrade>) -> Reply {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    parts: &Parts,
+    body: Bytes,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Reply {
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();
-    let q: Query = form_urlencoded::parse(raw_query.as_bytes()).into_owned().collect();
-    let accept = parts.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let q: Query = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
+    let accept = parts
+        .headers
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     if let Some(r) = discovery(shared, &path, &accept) {
         return r;
     }
@@ -268,16 +400,30 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: O
         return reply(404, "text/plain; charset=utf-8", "404 page not found\n");
     }
     let Some(mut call) = route(&parts.method, &path, &q) else {
-        let e = KErr::new(404, "NotFound", "the server could not find the requested resource");
+        let e = KErr::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
         let mut s = e.status();
         s["details"] = json!({});
         return json_reply(404, &s);
     };
     if call.verb == "unsupported" {
-        let e = KErr::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+        let e = KErr::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        );
         return e.reply();
     }
-    if let Some((code, reason, message)) = crate::record_call(shared, &call, &path, &raw_query, parts.headers.contains_key(hyper::header::AUTHORIZATION)) {
+    if let Some((code, reason, message)) = crate::record_call(
+        shared,
+        &call,
+        &path,
+        &raw_query,
+        parts.headers.contains_key(hyper::header::AUTHORIZATION),
+    ) {
         let e = match (code, reason.as_deref()) {
             (403, None | Some("Forbidden")) => KErr::forbidden(&call, message),
             _ => {
@@ -298,7 +444,9 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: O
         return e.reply();
     }
     let mut body = body;
-    if content_type(parts) == "application/vnd.kubernetes.protobuf" && matches!(call.verb, "create" | "update") {
+    if content_type(parts) == "application/vnd.kubernetes.protobuf"
+        && matches!(call.verb, "create" | "update")
+    {
         match crate::proto::decode(&body) {
             Ok(v) => body = Bytes::from(v.to_string()),
             Err(e) => return KErr::new(415, "UnsupportedMediaType", e).reply(),
@@ -308,7 +456,9 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: O
     let result = match (call.verb, call.sub.as_deref()) {
         ("get", Some("log")) => return logs(shared, &call, &q).await,
         ("get", Some("proxy")) => return crate::proxy::get(shared, &call, parts).await,
-        ("get" | "create", Some("portforward")) => return crate::portforward::serve(shared, &call, parts, upgrade, &q),
+        ("get" | "create", Some("portforward")) => {
+            return crate::portforward::serve(shared, &call, parts, upgrade, &q);
+        }
         ("watch", _) => return watch(shared, &call, &q, table).await,
         ("get", None) => get(shared, &call, &q, table),
         ("list", _) => list(shared, &call, &q, table),
@@ -317,13 +467,21 @@ pub async fn handle(shared: &Arc<Shared>, parts: &Parts, body: Bytes, upgrade: O
         ("update" | "patch", Some("scale")) => scale_write(shared, &call, parts, &body),
         ("get", Some("status")) => get(shared, &call, &q, false),
         ("update", _) => {
-            let obj = serde_json::from_slice::<Value>(&body).map_err(|e| KErr::bad_request(format!("the body of the request was in an unknown format: {e}")));
+            let obj = serde_json::from_slice::<Value>(&body).map_err(|e| {
+                KErr::bad_request(format!(
+                    "the body of the request was in an unknown format: {e}"
+                ))
+            });
             obj.and_then(|obj| update(shared, &mut call, obj, false))
         }
         ("patch", _) => patch(shared, &mut call, parts, &body),
         ("delete", None) => delete(shared, &call, &q, &body),
         ("deletecollection", None) => delete_collection(shared, &call, &q),
-        _ => Err(KErr::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        _ => Err(KErr::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
     };
     match result {
         Ok((code, v)) => json_reply(code, &v),
@@ -358,10 +516,24 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         return None;
     };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let find = |plural: &str| RESOURCES.iter().find(|r| r.group == group && r.plural == plural);
+    let find = |plural: &str| {
+        RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+    };
     let (ns, res, name, sub) = match segs.as_slice() {
-        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => (Some(ns.to_string()), find(plural)?, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string())),
-        [plural, tail @ ..] => (None, find(plural)?, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string())),
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => (
+            Some(ns.to_string()),
+            find(plural)?,
+            tail.first().map(|s| s.to_string()),
+            tail.get(1).map(|s| s.to_string()),
+        ),
+        [plural, tail @ ..] => (
+            None,
+            find(plural)?,
+            tail.first().map(|s| s.to_string()),
+            tail.get(1).map(|s| s.to_string()),
+        ),
         [] => return None,
     };
     // `…/{name}/proxy/{path…}`: the path after `proxy` goes to the pod.
@@ -386,8 +558,18 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         (&Method::DELETE, None) => "deletecollection",
         _ => "unsupported",
     };
-    let verb = if sub.as_deref() == Some("proxy") && verb != "get" { "unsupported" } else { verb };
-    Some(Call { verb, res, ns, name, sub })
+    let verb = if sub.as_deref() == Some("proxy") && verb != "get" {
+        "unsupported"
+    } else {
+        verb
+    };
+    Some(Call {
+        verb,
+        res,
+        ns,
+        name,
+        sub,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -409,7 +591,10 @@ fn discovery(shared: &Shared, path: &str, accept: &str) -> Option<Reply> {
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", shared.port)}]}),
         ),
-        "/apis" => json_reply(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [apps_group()]})),
+        "/apis" => json_reply(
+            200,
+            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [apps_group()]}),
+        ),
         "/apis/apps" => {
             let mut g = apps_group();
             g["kind"] = Value::from("APIGroup");
@@ -488,23 +673,42 @@ fn aggregated_reply(groups: &[&str]) -> Reply {
         })
         .collect();
     let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
-    reply(200, "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList", body.to_string())
+    reply(
+        200,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        body.to_string(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
 // Reads
 
 fn ns_of(call: &Call) -> &str {
-    if call.res.namespaced { call.ns.as_deref().unwrap_or("") } else { "" }
+    if call.res.namespaced {
+        call.ns.as_deref().unwrap_or("")
+    } else {
+        ""
+    }
 }
 
 fn get(shared: &Shared, call: &Call, q: &Query, table: bool) -> Result<(u16, Value), KErr> {
     let st = shared.lock();
     let name = call.name.as_deref().unwrap_or("");
-    let obj = st.get(call.res.plural, ns_of(call), name).ok_or_else(|| KErr::not_found(call.res, name))?;
+    let obj = st
+        .get(call.res.plural, ns_of(call), name)
+        .ok_or_else(|| KErr::not_found(call.res, name))?;
     let out = public(call.res, obj);
     if table {
-        return Ok((200, table::table(&st, call.res, &[&out], &st.rv.to_string(), q.get("includeObject").map(String::as_str))));
+        return Ok((
+            200,
+            table::table(
+                &st,
+                call.res,
+                &[&out],
+                &st.rv.to_string(),
+                q.get("includeObject").map(String::as_str),
+            ),
+        ));
     }
     Ok((200, out))
 }
@@ -516,7 +720,8 @@ fn public(_res: &Res, obj: &Value) -> Value {
 }
 
 fn selectors(q: &Query) -> Result<(Selector, FieldSelector), KErr> {
-    let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(KErr::bad_request)?;
+    let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(KErr::bad_request)?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""));
     Ok((labels, fields))
 }
@@ -524,7 +729,11 @@ fn selectors(q: &Query) -> Result<(Selector, FieldSelector), KErr> {
 fn list(shared: &Shared, call: &Call, q: &Query, table: bool) -> Result<(u16, Value), KErr> {
     let (labels, fields) = selectors(q)?;
     let st = shared.lock();
-    let ns = if call.res.namespaced { call.ns.as_deref() } else { None };
+    let ns = if call.res.namespaced {
+        call.ns.as_deref()
+    } else {
+        None
+    };
     let items: Vec<Value> = st
         .list(call.res.plural, ns)
         .into_iter()
@@ -534,7 +743,16 @@ fn list(shared: &Shared, call: &Call, q: &Query, table: bool) -> Result<(u16, Va
     let rv = st.rv.to_string();
     if table {
         let refs: Vec<&Value> = items.iter().collect();
-        return Ok((200, table::table(&st, call.res, &refs, &rv, q.get("includeObject").map(String::as_str))));
+        return Ok((
+            200,
+            table::table(
+                &st,
+                call.res,
+                &refs,
+                &rv,
+                q.get("includeObject").map(String::as_str),
+            ),
+        ));
     }
     let items: Vec<Value> = items
         .into_iter()
@@ -546,7 +764,10 @@ fn list(shared: &Shared, call: &Call, q: &Query, table: bool) -> Result<(u16, Va
             o
         })
         .collect();
-    Ok((200, json!({"kind": format!("{}List", call.res.kind), "apiVersion": call.res.api_version(), "metadata": {"resourceVersion": rv}, "items": items})))
+    Ok((
+        200,
+        json!({"kind": format!("{}List", call.res.kind), "apiVersion": call.res.api_version(), "metadata": {"resourceVersion": rv}, "items": items}),
+    ))
 }
 
 /// A body fed from a channel (watches, followed logs).
@@ -556,7 +777,10 @@ impl hyper::body::Body for ChanBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -575,10 +799,22 @@ async fn watch(shared: &Arc<Shared>, call: &Call, q: &Query, table: bool) -> Rep
         Err(e) => return e.reply(),
     };
     let res = call.res;
-    let ns = if res.namespaced { call.ns.clone() } else { None };
-    let since = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
-    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map_or(Duration::from_secs(1800), Duration::from_secs);
+    let ns = if res.namespaced {
+        call.ns.clone()
+    } else {
+        None
+    };
+    let since = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0);
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
     let include = q.get("includeObject").cloned();
     let matches = move |o: &Value| labels.matches(&o["metadata"]["labels"]) && fields.matches(o);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
@@ -587,11 +823,21 @@ async fn watch(shared: &Arc<Shared>, call: &Call, q: &Query, table: bool) -> Rep
         if let Some(rv) = since
             && rv < st.compacted
         {
-            return KErr::new(410, "Expired", format!("too old resource version: {rv} ({})", st.rv)).reply();
+            return KErr::new(
+                410,
+                "Expired",
+                format!("too old resource version: {rv} ({})", st.rv),
+            )
+            .reply();
         }
         let initial: Vec<Value> = match since {
             Some(_) => Vec::new(),
-            None => st.list(res.plural, ns.as_deref()).into_iter().filter(|o| matches(o)).cloned().collect(),
+            None => st
+                .list(res.plural, ns.as_deref())
+                .into_iter()
+                .filter(|o| matches(o))
+                .cloned()
+                .collect(),
         };
         (initial, since.unwrap_or(st.rv), st.notify.subscribe())
     };
@@ -600,7 +846,13 @@ async fn watch(shared: &Arc<Shared>, call: &Call, q: &Query, table: bool) -> Rep
     let encode = move |kind: &str, obj: &Value| -> Bytes {
         let obj = if table && kind != "BOOKMARK" && kind != "ERROR" {
             let st = shared_state.lock();
-            let mut t = table::table(&st, res, &[obj], obj["metadata"]["resourceVersion"].as_str().unwrap_or(""), include.as_deref());
+            let mut t = table::table(
+                &st,
+                res,
+                &[obj],
+                obj["metadata"]["resourceVersion"].as_str().unwrap_or(""),
+                include.as_deref(),
+            );
             t["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
             t
         } else {
@@ -621,10 +873,19 @@ async fn watch(shared: &Arc<Shared>, call: &Call, q: &Query, table: bool) -> Rep
             let batch: Result<Vec<(&'static str, Value)>, Value> = {
                 let st = shared_task.lock();
                 if last < st.compacted {
-                    Err(KErr::new(410, "Expired", format!("too old resource version: {last} ({})", st.rv)).status())
+                    Err(KErr::new(
+                        410,
+                        "Expired",
+                        format!("too old resource version: {last} ({})", st.rv),
+                    )
+                    .status())
                 } else {
                     let mut out = Vec::new();
-                    for c in st.history.iter().filter(|c| c.rv > last && c.resource == res.plural && ns.as_ref().is_none_or(|n| *n == c.ns)) {
+                    for c in st.history.iter().filter(|c| {
+                        c.rv > last
+                            && c.resource == res.plural
+                            && ns.as_ref().is_none_or(|n| *n == c.ns)
+                    }) {
                         let now = matches(&c.obj);
                         let before = c.prev.as_ref().is_some_and(&matches);
                         let kind = match (c.kind, before, now) {
@@ -677,20 +938,42 @@ async fn logs(shared: &Shared, call: &Call, q: &Query) -> Reply {
         Some(p) => p,
         None => return KErr::not_found(call.res, &name).reply(),
     };
-    let containers: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(String::from)).collect();
+    let containers: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
     let container = match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) if containers.contains(c) => c.clone(),
-        Some(c) => return KErr::bad_request(format!("container {c} is not valid for pod {name}")).reply(),
+        Some(c) => {
+            return KErr::bad_request(format!("container {c} is not valid for pod {name}")).reply();
+        }
         None if containers.len() == 1 => containers[0].clone(),
         None => {
-            return KErr::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "))).reply();
+            return KErr::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            ))
+            .reply();
         }
     };
-    let status = pod["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|s| s["name"] == container.as_str())).cloned().unwrap_or(Value::Null);
-    let started = status["state"]["running"].is_object() || status["state"]["terminated"].is_object() || status["lastState"]["terminated"].is_object();
+    let status = pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == container.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let started = status["state"]["running"].is_object()
+        || status["state"]["terminated"].is_object()
+        || status["lastState"]["terminated"].is_object();
     if !started || containers.first() != Some(&container) {
-        let reason = status["state"]["waiting"]["reason"].as_str().unwrap_or("ContainerCreating");
-        return KErr::bad_request(format!("container \"{container}\" in pod \"{name}\" is waiting to start: {reason}")).reply();
+        let reason = status["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or("ContainerCreating");
+        return KErr::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+        ))
+        .reply();
     }
     let docker_name = engine::container_name(&pod);
     let mut args: Vec<String> = vec!["logs".into()];
@@ -731,7 +1014,9 @@ async fn logs(shared: &Shared, call: &Call, q: &Query) -> Reply {
 fn parse_body(body: &[u8]) -> Result<Value, KErr> {
     let v: Value = serde_json::from_slice(body).map_err(|e| KErr::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}")))?;
     if !v.is_object() {
-        return Err(KErr::bad_request("the body of the request must be a JSON object"));
+        return Err(KErr::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -740,12 +1025,18 @@ fn check_kind(res: &Res, obj: &Value) -> Result<(), KErr> {
     if let Some(k) = obj["kind"].as_str()
         && k != res.kind
     {
-        return Err(KErr::bad_request(format!("the kind of the provided object {k:?} does not match the kind of the resource {:?}", res.kind)));
+        return Err(KErr::bad_request(format!(
+            "the kind of the provided object {k:?} does not match the kind of the resource {:?}",
+            res.kind
+        )));
     }
     if let Some(a) = obj["apiVersion"].as_str()
         && a != res.api_version()
     {
-        return Err(KErr::bad_request(format!("the API version in the data ({a}) does not match the expected API version ({})", res.api_version())));
+        return Err(KErr::bad_request(format!(
+            "the API version in the data ({a}) does not match the expected API version ({})",
+            res.api_version()
+        )));
     }
     Ok(())
 }
@@ -781,7 +1072,9 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
         let ns = call.ns.clone().unwrap_or_default();
         match obj["metadata"]["namespace"].as_str() {
             Some(n) if !n.is_empty() && n != ns => {
-                return Err(KErr::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(KErr::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => obj["metadata"]["namespace"] = Value::from(ns),
         }
@@ -790,13 +1083,24 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
     }
     let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if name.is_empty()
-        && let Some(g) = obj["metadata"]["generateName"].as_str().filter(|g| !g.is_empty())
+        && let Some(g) = obj["metadata"]["generateName"]
+            .as_str()
+            .filter(|g| !g.is_empty())
     {
         name = format!("{g}{}", shared.suffix(5));
         obj["metadata"]["name"] = Value::from(name.clone());
     }
     if name.is_empty() {
-        return Err(KErr::invalid(res, "", &[FieldErr { field: "metadata.name".into(), kind: "Required", value: String::new(), detail: "name or generateName is required".into() }]));
+        return Err(KErr::invalid(
+            res,
+            "",
+            &[FieldErr {
+                field: "metadata.name".into(),
+                kind: "Required",
+                value: String::new(),
+                detail: "name or generateName is required".into(),
+            }],
+        ));
     }
     let mut st = shared.lock();
     check_namespace(&st, call, &name)?;
@@ -814,7 +1118,13 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
     let meta = obj["metadata"].as_object_mut().expect("metadata");
     meta.insert("uid".into(), Value::from(shared.ids.uuid()));
     meta.insert("creationTimestamp".into(), Value::from(json::now()));
-    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "managedFields",
+    ] {
         meta.remove(k);
     }
     match res.plural {
@@ -832,7 +1142,8 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
         }
         "services" => {
             obj["status"] = json!({"loadBalancer": {}});
-            engine::allocate_service_ports(shared, &mut st, &mut obj, None).map_err(|errs| KErr::invalid(res, &name, &errs))?;
+            engine::allocate_service_ports(shared, &mut st, &mut obj, None)
+                .map_err(|errs| KErr::invalid(res, &name, &errs))?;
             engine::load_balancer(shared, &mut st, &mut obj);
         }
         _ => {}
@@ -842,20 +1153,38 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
 }
 
 /// Replaces an object (PUT, and the end of every PATCH). `status` writes only the status.
-fn update(shared: &Shared, call: &mut Call, mut obj: Value, from_patch: bool) -> Result<(u16, Value), KErr> {
+fn update(
+    shared: &Shared,
+    call: &mut Call,
+    mut obj: Value,
+    from_patch: bool,
+) -> Result<(u16, Value), KErr> {
     let res = call.res;
     let name = call.name.clone().unwrap_or_default();
     if !obj.is_object() {
-        return Err(KErr::bad_request("the body of the request must be a JSON object"));
+        return Err(KErr::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     }
     check_kind(res, &obj)?;
     if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-        return Err(KErr::bad_request("the name of the object does not match the name on the URL"));
+        return Err(KErr::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     let mut st = shared.lock();
-    let cur = st.get(res.plural, ns_of(call), &name).cloned().ok_or_else(|| KErr::not_found(res, &name))?;
-    let want_rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-    if !want_rv.is_empty() && want_rv != cur["metadata"]["resourceVersion"].as_str().unwrap_or("") && !from_patch {
+    let cur = st
+        .get(res.plural, ns_of(call), &name)
+        .cloned()
+        .ok_or_else(|| KErr::not_found(res, &name))?;
+    let want_rv = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if !want_rv.is_empty()
+        && want_rv != cur["metadata"]["resourceVersion"].as_str().unwrap_or("")
+        && !from_patch
+    {
         return Err(KErr::conflict(res, &name));
     }
     obj["kind"] = Value::from(res.kind);
@@ -864,7 +1193,15 @@ fn update(shared: &Shared, call: &mut Call, mut obj: Value, from_patch: bool) ->
         obj["metadata"] = json!({});
     }
     // Fields the server owns.
-    for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
         match cur["metadata"].get(k) {
             Some(v) => obj["metadata"][k] = v.clone(),
             None => {
@@ -894,10 +1231,12 @@ fn update(shared: &Shared, call: &mut Call, mut obj: Value, from_patch: bool) ->
         return Err(KErr::invalid(res, &name, &errs));
     }
     if matches!(res.plural, "deployments" | "replicasets") && obj["spec"] != cur["spec"] {
-        obj["metadata"]["generation"] = Value::from(cur["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+        obj["metadata"]["generation"] =
+            Value::from(cur["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
     }
     if res.plural == "services" {
-        engine::allocate_service_ports(shared, &mut st, &mut obj, Some(&cur)).map_err(|errs| KErr::invalid(res, &name, &errs))?;
+        engine::allocate_service_ports(shared, &mut st, &mut obj, Some(&cur))
+            .map_err(|errs| KErr::invalid(res, &name, &errs))?;
         engine::load_balancer(shared, &mut st, &mut obj);
     }
     obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
@@ -912,27 +1251,62 @@ fn update(shared: &Shared, call: &mut Call, mut obj: Value, from_patch: bool) ->
 }
 
 fn content_type(parts: &Parts) -> String {
-    parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string()
+    parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// Applies a patch document of the request's content type to `cur`.
 fn apply_patch(cur: &Value, parts: &Parts, body: &[u8]) -> Result<Value, KErr> {
     let ct = content_type(parts);
-    let patch: Value = serde_json::from_slice(body).map_err(|e| KErr::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| KErr::bad_request(format!("error decoding patch: {e}")))?;
     let mut next = cur.clone();
     match ct.as_str() {
         "application/merge-patch+json" => json::merge_patch(&mut next, &patch),
         "application/strategic-merge-patch+json" => json::strategic_patch(&mut next, &patch),
-        "application/json-patch+json" => json::json_patch(&mut next, &patch).map_err(|e| KErr::new(422, "Invalid", e))?,
-        "application/apply-patch+yaml" => return Err(KErr::new(415, "UnsupportedMediaType", "server-side apply is not supported by this fake apiserver; use --server-side=false")),
-        other => return Err(KErr::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"))),
+        "application/json-patch+json" => {
+            json::json_patch(&mut next, &patch).map_err(|e| KErr::new(422, "Invalid", e))?
+        }
+        "application/apply-patch+yaml" => {
+            return Err(KErr::new(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply is not supported by this fake apiserver; use --server-side=false",
+            ));
+        }
+        other => {
+            return Err(KErr::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                ),
+            ));
+        }
     }
     Ok(next)
 }
 
-fn patch(shared: &Shared, call: &mut Call, parts: &Parts, body: &[u8]) -> Result<(u16, Value), KErr> {
+fn patch(
+    shared: &Shared,
+    call: &mut Call,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<(u16, Value), KErr> {
     let name = call.name.clone().unwrap_or_default();
-    let cur = shared.lock().get(call.res.plural, ns_of(call), &name).cloned().ok_or_else(|| KErr::not_found(call.res, &name))?;
+    let cur = shared
+        .lock()
+        .get(call.res.plural, ns_of(call), &name)
+        .cloned()
+        .ok_or_else(|| KErr::not_found(call.res, &name))?;
     let next = apply_patch(&cur, parts, body)?;
     // A resourceVersion in the patch is a precondition.
     let want = next["metadata"]["resourceVersion"].as_str().unwrap_or("");
@@ -956,26 +1330,55 @@ fn scale_of(res: &Res, obj: &Value) -> Value {
 fn scale_get(shared: &Shared, call: &Call) -> Result<(u16, Value), KErr> {
     let name = call.name.as_deref().unwrap_or("");
     let st = shared.lock();
-    let obj = st.get(call.res.plural, ns_of(call), name).ok_or_else(|| KErr::not_found(call.res, name))?;
+    let obj = st
+        .get(call.res.plural, ns_of(call), name)
+        .ok_or_else(|| KErr::not_found(call.res, name))?;
     Ok((200, scale_of(call.res, obj)))
 }
 
-fn scale_write(shared: &Shared, call: &Call, parts: &Parts, body: &[u8]) -> Result<(u16, Value), KErr> {
+fn scale_write(
+    shared: &Shared,
+    call: &Call,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<(u16, Value), KErr> {
     let name = call.name.clone().unwrap_or_default();
-    let cur = shared.lock().get(call.res.plural, ns_of(call), &name).cloned().ok_or_else(|| KErr::not_found(call.res, &name))?;
+    let cur = shared
+        .lock()
+        .get(call.res.plural, ns_of(call), &name)
+        .cloned()
+        .ok_or_else(|| KErr::not_found(call.res, &name))?;
     let scale = scale_of(call.res, &cur);
-    let next = if call.verb == "patch" { apply_patch(&scale, parts, body)? } else { parse_body(body)? };
+    let next = if call.verb == "patch" {
+        apply_patch(&scale, parts, body)?
+    } else {
+        parse_body(body)?
+    };
     let want = next["metadata"]["resourceVersion"].as_str().unwrap_or("");
     if !want.is_empty() && want != cur["metadata"]["resourceVersion"].as_str().unwrap_or("") {
         return Err(KErr::conflict(call.res, &name));
     }
     let replicas = next["spec"]["replicas"].as_i64().unwrap_or(0);
     if replicas < 0 {
-        return Err(KErr::invalid(call.res, &name, &[FieldErr::invalid("spec.replicas", replicas.to_string(), "must be greater than or equal to 0")]));
+        return Err(KErr::invalid(
+            call.res,
+            &name,
+            &[FieldErr::invalid(
+                "spec.replicas",
+                replicas.to_string(),
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
     let mut obj = cur.clone();
     obj["spec"]["replicas"] = Value::from(replicas);
-    let mut c = Call { verb: "update", res: call.res, ns: call.ns.clone(), name: call.name.clone(), sub: None };
+    let mut c = Call {
+        verb: "update",
+        res: call.res,
+        ns: call.ns.clone(),
+        name: call.name.clone(),
+        sub: None,
+    };
     let (_, stored) = update(shared, &mut c, obj, true)?;
     Ok((200, scale_of(call.res, &stored)))
 }
@@ -983,8 +1386,14 @@ fn scale_write(shared: &Shared, call: &Call, parts: &Parts, body: &[u8]) -> Resu
 /// `DeleteOptions` from the body or the query.
 fn delete_options(q: &Query, body: &[u8]) -> (Option<i64>, String) {
     let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let grace = opts["gracePeriodSeconds"].as_i64().or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let mut policy = opts["propagationPolicy"].as_str().or(q.get("propagationPolicy").map(String::as_str)).unwrap_or("Background").to_string();
+    let grace = opts["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let mut policy = opts["propagationPolicy"]
+        .as_str()
+        .or(q.get("propagationPolicy").map(String::as_str))
+        .unwrap_or("Background")
+        .to_string();
     if opts["orphanDependents"] == true || q.get("orphanDependents").is_some_and(|o| o == "true") {
         policy = "Orphan".into();
     }
@@ -996,7 +1405,10 @@ fn delete(shared: &Shared, call: &Call, q: &Query, body: &[u8]) -> Result<(u16, 
     let (grace, policy) = delete_options(q, body);
     let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut st = shared.lock();
-    let cur = st.get(call.res.plural, ns_of(call), &name).cloned().ok_or_else(|| KErr::not_found(call.res, &name))?;
+    let cur = st
+        .get(call.res.plural, ns_of(call), &name)
+        .cloned()
+        .ok_or_else(|| KErr::not_found(call.res, &name))?;
     if let Some(uid) = opts["preconditions"]["uid"].as_str()
         && uid != cur["metadata"]["uid"].as_str().unwrap_or("")
     {
@@ -1005,11 +1417,15 @@ fn delete(shared: &Shared, call: &Call, q: &Query, body: &[u8]) -> Result<(u16, 
     match delete_object(&mut st, call.res.plural, ns_of(call), &name, grace, &policy) {
         Some(pending) => Ok((200, public(call.res, &pending))),
         None => {
-            let mut details = json!({"name": name, "kind": call.res.plural, "uid": cur["metadata"]["uid"]});
+            let mut details =
+                json!({"name": name, "kind": call.res.plural, "uid": cur["metadata"]["uid"]});
             if !call.res.group.is_empty() {
                 details["group"] = Value::from(call.res.group);
             }
-            Ok((200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+            Ok((
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            ))
         }
     }
 }
@@ -1019,10 +1435,25 @@ fn delete_collection(shared: &Shared, call: &Call, q: &Query) -> Result<(u16, Va
     let (grace, policy) = delete_options(q, b"");
     let mut st = shared.lock();
     let names: Vec<(String, String)> = st
-        .list(call.res.plural, if call.res.namespaced { call.ns.as_deref() } else { None })
+        .list(
+            call.res.plural,
+            if call.res.namespaced {
+                call.ns.as_deref()
+            } else {
+                None
+            },
+        )
         .into_iter()
         .filter(|o| labels.matches(&o["metadata"]["labels"]) && fields.matches(o))
-        .map(|o| (o["metadata"]["namespace"].as_str().unwrap_or("").to_string(), o["metadata"]["name"].as_str().unwrap_or("").to_string()))
+        .map(|o| {
+            (
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let mut items = Vec::new();
     for (ns, n) in names {
@@ -1031,19 +1462,33 @@ fn delete_collection(shared: &Shared, call: &Call, q: &Query) -> Result<(u16, Va
         }
         delete_object(&mut st, call.res.plural, &ns, &n, grace, &policy);
     }
-    Ok((200, json!({"kind": format!("{}List", call.res.kind), "apiVersion": call.res.api_version(), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})))
+    Ok((
+        200,
+        json!({"kind": format!("{}List", call.res.kind), "apiVersion": call.res.api_version(), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+    ))
 }
 
 /// Deletes an object and, unless `policy` is `Orphan`, what it owns. Returns the object
 /// when its deletion is pending (a pod terminating gracefully, a namespace being emptied).
-pub fn delete_object(st: &mut State, resource: &str, ns: &str, name: &str, grace: Option<i64>, policy: &str) -> Option<Value> {
+pub fn delete_object(
+    st: &mut State,
+    resource: &str,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+    policy: &str,
+) -> Option<Value> {
     let cur = st.get(resource, ns, name)?.clone();
     let uid = cur["metadata"]["uid"].as_str().unwrap_or("").to_string();
     match resource {
         "pods" => {
-            let default_grace = cur["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+            let default_grace = cur["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
             let grace = grace.unwrap_or(default_grace).max(0);
-            let scheduled = cur["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+            let scheduled = cur["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
             if grace == 0 || !scheduled {
                 st.remove(resource, ns, name);
                 return None;
@@ -1054,7 +1499,8 @@ pub fn delete_object(st: &mut State, resource: &str, ns: &str, name: &str, grace
                 return Some(cur);
             }
             return st.update(resource, ns, name, |p| {
-                p["metadata"]["deletionTimestamp"] = Value::from(json::rfc3339(json::now_ms() + grace * 1000));
+                p["metadata"]["deletionTimestamp"] =
+                    Value::from(json::rfc3339(json::now_ms() + grace * 1000));
                 p["metadata"]["deletionGracePeriodSeconds"] = Value::from(grace);
             });
         }
@@ -1082,7 +1528,11 @@ pub fn delete_object(st: &mut State, resource: &str, ns: &str, name: &str, grace
         let owned: Vec<String> = st
             .list(child, Some(ns))
             .into_iter()
-            .filter(|o| o["metadata"]["ownerReferences"].as_array().is_some_and(|a| a.iter().any(|r| r["uid"] == uid.as_str())))
+            .filter(|o| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|r| r["uid"] == uid.as_str()))
+            })
             .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
             .collect();
         for n in owned {
@@ -1104,7 +1554,9 @@ fn normalize_secret(obj: &mut Value) -> Result<(), KErr> {
     if let Some(m) = obj["data"].as_object() {
         for (k, v) in m {
             if v.as_str().and_then(json::b64decode).is_none() && !v.is_null() {
-                return Err(KErr::bad_request(format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]")));
+                return Err(KErr::bad_request(format!(
+                    "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k:?}]"
+                )));
             }
         }
     }
@@ -1157,15 +1609,34 @@ pub fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     for list in ["containers", "initContainers"] {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let image = c["image"].as_str().unwrap_or("").to_string();
-            let tag = image.rsplit('/').next().unwrap_or("").split_once(':').map(|(_, t)| t.to_string());
+            let tag = image
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .split_once(':')
+                .map(|(_, t)| t.to_string());
             let always = !image.contains('@') && tag.as_deref().is_none_or(|t| t == "latest");
-            set_default(c, "imagePullPolicy", json!(if always { "Always" } else { "IfNotPresent" }));
+            set_default(
+                c,
+                "imagePullPolicy",
+                json!(if always { "Always" } else { "IfNotPresent" }),
+            );
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
             set_default(c, "resources", json!({}));
-            for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 set_default(p, "protocol", json!("TCP"));
             }
             for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
@@ -1191,8 +1662,16 @@ fn default_object(resource: &str, obj: &mut Value) {
             set_default(&mut spec["strategy"], "type", json!("RollingUpdate"));
             if spec["strategy"]["type"] == "RollingUpdate" {
                 set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
-                set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
-                set_default(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
             }
             default_template(spec);
         }
@@ -1222,7 +1701,12 @@ fn default_object(resource: &str, obj: &mut Value) {
             if spec["type"] == "LoadBalancer" {
                 set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
             }
-            for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            for p in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 set_default(p, "protocol", json!("TCP"));
                 let port = p["port"].clone();
                 set_default(p, "targetPort", port);
@@ -1239,7 +1723,11 @@ fn default_template(spec: &mut Value) {
     if !spec["template"]["metadata"].is_object() {
         spec["template"]["metadata"] = json!({});
     }
-    set_default(&mut spec["template"]["metadata"], "creationTimestamp", Value::Null);
+    set_default(
+        &mut spec["template"]["metadata"],
+        "creationTimestamp",
+        Value::Null,
+    );
     default_pod_spec(&mut spec["template"]["spec"]);
 }
 
@@ -1249,7 +1737,8 @@ fn default_template(spec: &mut Value) {
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -1277,7 +1766,11 @@ fn check_name(errs: &mut Vec<FieldErr>, field: &str, name: &str, kind: &str) {
         _ => (is_subdomain(name), SUBDOMAIN_MSG, 253),
     };
     if name.len() > max {
-        errs.push(FieldErr::invalid(field, q(name), format!("must be no more than {max} characters")));
+        errs.push(FieldErr::invalid(
+            field,
+            q(name),
+            format!("must be no more than {max} characters"),
+        ));
     } else if !ok {
         errs.push(FieldErr::invalid(field, q(name), msg));
     }
@@ -1296,7 +1789,12 @@ fn validate_pod_spec(errs: &mut Vec<FieldErr>, spec: &Value, at: &str) {
             Some(n) => {
                 check_name(errs, &format!("{f}.name"), n, "label");
                 if seen.contains(&n) {
-                    errs.push(FieldErr { field: format!("{f}.name"), kind: "Duplicate", value: q(n), detail: String::new() });
+                    errs.push(FieldErr {
+                        field: format!("{f}.name"),
+                        kind: "Duplicate",
+                        value: q(n),
+                        detail: String::new(),
+                    });
                 }
                 seen.push(n);
             }
@@ -1307,7 +1805,11 @@ fn validate_pod_spec(errs: &mut Vec<FieldErr>, spec: &Value, at: &str) {
         for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
             let port = p["containerPort"].as_i64().unwrap_or(0);
             if !(1..=65535).contains(&port) {
-                errs.push(FieldErr::invalid(format!("{f}.ports[{j}].containerPort"), port.to_string(), "must be between 1 and 65535, inclusive"));
+                errs.push(FieldErr::invalid(
+                    format!("{f}.ports[{j}].containerPort"),
+                    port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
             }
         }
         for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
@@ -1319,19 +1821,35 @@ fn validate_pod_spec(errs: &mut Vec<FieldErr>, spec: &Value, at: &str) {
     if let Some(p) = spec["restartPolicy"].as_str()
         && !matches!(p, "Always" | "OnFailure" | "Never")
     {
-        errs.push(FieldErr { field: format!("{at}.restartPolicy"), kind: "Unsupported", value: q(p), detail: "supported values: \"Always\", \"OnFailure\", \"Never\"".into() });
+        errs.push(FieldErr {
+            field: format!("{at}.restartPolicy"),
+            kind: "Unsupported",
+            value: q(p),
+            detail: "supported values: \"Always\", \"OnFailure\", \"Never\"".into(),
+        });
     }
 }
 
 fn go_label_selector(v: &Value) -> String {
-    format!("v1.LabelSelector{{MatchLabels:{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}", if v["matchLabels"].is_object() { json::go_map(&v["matchLabels"]) } else { "map[string]string(nil)".into() })
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}",
+        if v["matchLabels"].is_object() {
+            json::go_map(&v["matchLabels"])
+        } else {
+            "map[string]string(nil)".into()
+        }
+    )
 }
 
 fn validate_workload(errs: &mut Vec<FieldErr>, obj: &Value, old: Option<&Value>) {
     let spec = &obj["spec"];
     let replicas = spec["replicas"].as_i64().unwrap_or(0);
     if replicas < 0 {
-        errs.push(FieldErr::invalid("spec.replicas", replicas.to_string(), "must be greater than or equal to 0"));
+        errs.push(FieldErr::invalid(
+            "spec.replicas",
+            replicas.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
     let sel = &spec["selector"];
     if !sel.is_object() {
@@ -1339,14 +1857,26 @@ fn validate_workload(errs: &mut Vec<FieldErr>, obj: &Value, old: Option<&Value>)
     } else {
         let s = Selector::from_label_selector(sel);
         if s.is_empty() {
-            errs.push(FieldErr::invalid("spec.selector", go_label_selector(sel), "empty selector is invalid for deployment"));
+            errs.push(FieldErr::invalid(
+                "spec.selector",
+                go_label_selector(sel),
+                "empty selector is invalid for deployment",
+            ));
         } else if !s.matches(&spec["template"]["metadata"]["labels"]) {
-            errs.push(FieldErr::invalid("spec.template.metadata.labels", json::go_map(&spec["template"]["metadata"]["labels"]), "`selector` does not match template `labels`"));
+            errs.push(FieldErr::invalid(
+                "spec.template.metadata.labels",
+                json::go_map(&spec["template"]["metadata"]["labels"]),
+                "`selector` does not match template `labels`",
+            ));
         }
         if let Some(old) = old
             && old["spec"]["selector"] != *sel
         {
-            errs.push(FieldErr::invalid("spec.selector", go_label_selector(sel), "field is immutable"));
+            errs.push(FieldErr::invalid(
+                "spec.selector",
+                go_label_selector(sel),
+                "field is immutable",
+            ));
         }
     }
     if !spec["template"].is_object() {
@@ -1358,7 +1888,12 @@ fn validate_workload(errs: &mut Vec<FieldErr>, obj: &Value, old: Option<&Value>)
         if let Some(p) = spec["template"]["spec"]["restartPolicy"].as_str()
             && p != "Always"
         {
-            errs.push(FieldErr { field: "spec.template.spec.restartPolicy".into(), kind: "Unsupported", value: q(p), detail: "supported values: \"Always\"".into() });
+            errs.push(FieldErr {
+                field: "spec.template.spec.restartPolicy".into(),
+                kind: "Unsupported",
+                value: q(p),
+                detail: "supported values: \"Always\"".into(),
+            });
         }
         match spec["strategy"]["type"].as_str() {
             Some("RollingUpdate" | "Recreate") => {}
@@ -1370,17 +1905,40 @@ fn validate_workload(errs: &mut Vec<FieldErr>, obj: &Value, old: Option<&Value>)
             }),
         }
         if spec["strategy"]["type"] == "Recreate" && spec["strategy"]["rollingUpdate"].is_object() {
-            errs.push(FieldErr { field: "spec.strategy.rollingUpdate".into(), kind: "Forbidden", value: String::new(), detail: "may not be specified when strategy `type` is 'Recreate'".into() });
+            errs.push(FieldErr {
+                field: "spec.strategy.rollingUpdate".into(),
+                kind: "Forbidden",
+                value: String::new(),
+                detail: "may not be specified when strategy `type` is 'Recreate'".into(),
+            });
         }
         let ru = &spec["strategy"]["rollingUpdate"];
-        let (s, u) = (crate::controller::int_or_percent(&ru["maxSurge"], replicas, true), crate::controller::int_or_percent(&ru["maxUnavailable"], replicas, false));
-        if spec["strategy"]["type"] == "RollingUpdate" && ru["maxSurge"].as_i64() == Some(0) && ru["maxUnavailable"].as_i64() == Some(0) && s == 0 && u == 0 {
-            errs.push(FieldErr::invalid("spec.strategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0"));
-        }
-        if let (Some(d), Some(m)) = (spec["progressDeadlineSeconds"].as_i64(), spec["minReadySeconds"].as_i64())
-            && d <= m
+        let (s, u) = (
+            crate::controller::int_or_percent(&ru["maxSurge"], replicas, true),
+            crate::controller::int_or_percent(&ru["maxUnavailable"], replicas, false),
+        );
+        if spec["strategy"]["type"] == "RollingUpdate"
+            && ru["maxSurge"].as_i64() == Some(0)
+            && ru["maxUnavailable"].as_i64() == Some(0)
+            && s == 0
+            && u == 0
         {
-            errs.push(FieldErr::invalid("spec.progressDeadlineSeconds", d.to_string(), "must be greater than minReadySeconds"));
+            errs.push(FieldErr::invalid(
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                "0",
+                "may not be 0 when `maxSurge` is 0",
+            ));
+        }
+        if let (Some(d), Some(m)) = (
+            spec["progressDeadlineSeconds"].as_i64(),
+            spec["minReadySeconds"].as_i64(),
+        ) && d <= m
+        {
+            errs.push(FieldErr::invalid(
+                "spec.progressDeadlineSeconds",
+                d.to_string(),
+                "must be greater than minReadySeconds",
+            ));
         }
     }
 }
@@ -1399,7 +1957,11 @@ fn validate(resource: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr> {
     if let Some(labels) = obj["metadata"]["labels"].as_object() {
         for (k, v) in labels {
             let v = v.as_str().unwrap_or("");
-            if v.len() > 63 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if v.len() > 63
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 errs.push(FieldErr::invalid(
                     "metadata.labels",
                     q(v),
@@ -1407,7 +1969,11 @@ fn validate(resource: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr> {
                 ));
             }
             if k.is_empty() {
-                errs.push(FieldErr::invalid("metadata.labels", q(k), "name part must be non-empty"));
+                errs.push(FieldErr::invalid(
+                    "metadata.labels",
+                    q(k),
+                    "name part must be non-empty",
+                ));
             }
         }
     }
@@ -1417,7 +1983,10 @@ fn validate(resource: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr> {
         "services" => {
             let spec = &obj["spec"];
             let t = spec["type"].as_str().unwrap_or("ClusterIP");
-            if !matches!(t, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+            if !matches!(
+                t,
+                "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+            ) {
                 errs.push(FieldErr {
                     field: "spec.type".into(),
                     kind: "Unsupported",
@@ -1432,7 +2001,11 @@ fn validate(resource: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr> {
             for (i, p) in ports.iter().enumerate() {
                 let port = p["port"].as_i64().unwrap_or(0);
                 if !(1..=65535).contains(&port) {
-                    errs.push(FieldErr::invalid(format!("spec.ports[{i}].port"), port.to_string(), "must be between 1 and 65535, inclusive"));
+                    errs.push(FieldErr::invalid(
+                        format!("spec.ports[{i}].port"),
+                        port.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
                 if ports.len() > 1 && p["name"].as_str().is_none_or(str::is_empty) {
                     errs.push(FieldErr::required(format!("spec.ports[{i}].name")));

@@ -22,8 +22,17 @@ pub const LABEL: &str = "org.pymacaron.fake-kube";
 pub fn container_name(pod: &Value) -> String {
     let m = &pod["metadata"];
     let c = pod["spec"]["containers"][0]["name"].as_str().unwrap_or("c");
-    let uid = m["uid"].as_str().unwrap_or("").split('-').next().unwrap_or("");
-    format!("k8s_{c}_{}_{}_{uid}_0", m["name"].as_str().unwrap_or(""), m["namespace"].as_str().unwrap_or(""))
+    let uid = m["uid"]
+        .as_str()
+        .unwrap_or("")
+        .split('-')
+        .next()
+        .unwrap_or("");
+    format!(
+        "k8s_{c}_{}_{}_{uid}_0",
+        m["name"].as_str().unwrap_or(""),
+        m["namespace"].as_str().unwrap_or("")
+    )
 }
 
 /// `docker ARGS`: stdout, or the first lines of stderr as the error. The CLI is killed
@@ -33,7 +42,9 @@ pub async fn docker(args: &[&str]) -> Result<String, String> {
 }
 
 pub async fn image_present(image: &str) -> bool {
-    docker(&["image", "inspect", "--format", "{{.Id}}", image]).await.is_ok()
+    docker(&["image", "inspect", "--format", "{{.Id}}", image])
+        .await
+        .is_ok()
 }
 
 /// Pulls an image with the credentials of `Options::docker_config`.
@@ -44,7 +55,11 @@ pub async fn pull(shared: &Shared, image: &str) -> Result<(), String> {
 /// `docker run -d ARGS` with `env` passed through the CLI's own environment (`-e KEY`), so
 /// that values (secrets) never appear on a command line. Recorded while it runs: a server
 /// that stops waits for it before it removes its containers.
-pub async fn run(shared: &Shared, args: &[String], env: &[(String, String)]) -> Result<String, String> {
+pub async fn run(
+    shared: &Shared,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<String, String> {
     let mut cmd = Command::new("docker");
     cmd.arg("run").arg("-d");
     for (k, _) in env {
@@ -70,7 +85,14 @@ pub async fn ports(name: &str) -> Vec<(u16, u16)> {
 }
 
 pub async fn ip(name: &str) -> Option<String> {
-    let out = docker(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name]).await.ok()?;
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        name,
+    ])
+    .await
+    .ok()?;
     out.split_whitespace().next().map(String::from)
 }
 
@@ -82,7 +104,13 @@ pub async fn state(name: &str) -> Option<(bool, i64, bool, String, String)> {
     if p.len() < 5 {
         return None;
     }
-    Some((p[0] == "true", p[1].parse().unwrap_or(-1), p[2] == "true", p[3].to_string(), p[4].to_string()))
+    Some((
+        p[0] == "true",
+        p[1].parse().unwrap_or(-1),
+        p[2] == "true",
+        p[3].to_string(),
+        p[4].to_string(),
+    ))
 }
 
 /// Blocks until the container exits (or is gone: `None`).
@@ -104,15 +132,30 @@ pub async fn remove(name: &str) {
 
 /// `docker logs ARGS` (stdout and stderr interleaved as the engine keeps them).
 pub async fn logs(args: &[String]) -> Vec<u8> {
-    let out = Command::new("sh").arg("-c").arg("exec docker \"$@\" 2>&1").arg("sh").args(args).output().await;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("exec docker \"$@\" 2>&1")
+        .arg("sh")
+        .args(args)
+        .output()
+        .await;
     out.map(|o| o.stdout).unwrap_or_default()
 }
 
 /// `docker logs --follow ARGS` into a channel until either side ends.
 pub async fn follow_logs(args: Vec<String>, tx: tokio::sync::mpsc::Sender<Bytes>) {
-    let child = Command::new("sh").arg("-c").arg("exec docker \"$@\" 2>&1").arg("sh").args(&args).stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("exec docker \"$@\" 2>&1")
+        .arg("sh")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
     let Ok(mut child) = child else { return };
-    let Some(mut out) = child.stdout.take() else { return };
+    let Some(mut out) = child.stdout.take() else {
+        return;
+    };
     let mut buf = vec![0u8; 8192];
     loop {
         tokio::select! {
@@ -136,44 +179,79 @@ pub fn remove_all(instance: &str) {
 
 /// Gives every port of a Service a loopback forwarder, reported as its `nodePort`: the one
 /// the client asked for, else the one the same port had before, else a free one.
-pub fn allocate_service_ports(shared: &Shared, st: &mut State, svc: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldErr>> {
+pub fn allocate_service_ports(
+    shared: &Shared,
+    st: &mut State,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), Vec<FieldErr>> {
     if svc["spec"]["type"] == "ExternalName" {
         return Ok(());
     }
-    let me = (svc["metadata"]["namespace"].clone(), svc["metadata"]["name"].clone());
+    let me = (
+        svc["metadata"]["namespace"].clone(),
+        svc["metadata"]["name"].clone(),
+    );
     let taken_by_others: HashSet<i64> = st
         .list("services", None)
         .into_iter()
-        .filter(|s| (s["metadata"]["namespace"].clone(), s["metadata"]["name"].clone()) != me)
+        .filter(|s| {
+            (
+                s["metadata"]["namespace"].clone(),
+                s["metadata"]["name"].clone(),
+            ) != me
+        })
         .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| p["nodePort"].as_i64())
         .collect();
-    let old_ports = old.and_then(|o| o["spec"]["ports"].as_array().cloned()).unwrap_or_default();
+    let old_ports = old
+        .and_then(|o| o["spec"]["ports"].as_array().cloned())
+        .unwrap_or_default();
     let mut errs = Vec::new();
     let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
     for i in 0..count {
         let p = svc["spec"]["ports"][i].clone();
         let wanted = p["nodePort"].as_i64().filter(|n| *n > 0).or_else(|| {
-            old_ports.iter().find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"]).or_else(|| old_ports.iter().find(|o| o["name"] == p["name"] && p["name"].is_string())).and_then(|o| o["nodePort"].as_i64())
+            old_ports
+                .iter()
+                .find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"])
+                .or_else(|| {
+                    old_ports
+                        .iter()
+                        .find(|o| o["name"] == p["name"] && p["name"].is_string())
+                })
+                .and_then(|o| o["nodePort"].as_i64())
         });
         let field = format!("spec.ports[{i}].nodePort");
         let port = match wanted {
             Some(n) if taken_by_others.contains(&n) => {
-                errs.push(FieldErr::invalid(field, n.to_string(), "provided port is already allocated"));
+                errs.push(FieldErr::invalid(
+                    field,
+                    n.to_string(),
+                    "provided port is already allocated",
+                ));
                 continue;
             }
             Some(n) if st.proxies.contains_key(&(n as u16)) => n as u16,
             Some(n) => match u16::try_from(n).ok().and_then(|n| listen(shared, st, n)) {
                 Some(p) => p,
                 None => {
-                    errs.push(FieldErr::invalid(field, n.to_string(), "provided port is already allocated"));
+                    errs.push(FieldErr::invalid(
+                        field,
+                        n.to_string(),
+                        "provided port is already allocated",
+                    ));
                     continue;
                 }
             },
             None => match listen(shared, st, 0) {
                 Some(p) => p,
                 None => {
-                    errs.push(FieldErr::invalid(field, "0", "failed to allocate a loopback port"));
+                    errs.push(FieldErr::invalid(
+                        field,
+                        "0",
+                        "failed to allocate a loopback port",
+                    ));
                     continue;
                 }
             },
@@ -197,12 +275,22 @@ fn listen(shared: &Shared, st: &mut State, port: u16) -> Option<u16> {
     let l = TcpListener::from_std(l).ok()?;
     let shared = self_arc(shared)?;
     let task = tokio::spawn(serve_service(l, shared, port)).abort_handle();
-    st.proxies.insert(port, Proxy { node_port: port, task });
+    st.proxies.insert(
+        port,
+        Proxy {
+            node_port: port,
+            task,
+        },
+    );
     Some(port)
 }
 
 fn service_key(svc: &Value) -> String {
-    format!("{}/{}", svc["metadata"]["namespace"].as_str().unwrap_or(""), svc["metadata"]["name"].as_str().unwrap_or(""))
+    format!(
+        "{}/{}",
+        svc["metadata"]["namespace"].as_str().unwrap_or(""),
+        svc["metadata"]["name"].as_str().unwrap_or("")
+    )
 }
 
 /// Gives a LoadBalancer Service an address of its own, as a cloud load balancer does: a
@@ -215,8 +303,17 @@ pub fn load_balancer(shared: &Shared, st: &mut State, svc: &mut Value) {
         return;
     }
     let key = service_key(svc);
-    let ports: Vec<(u16, u16)> = svc["spec"]["ports"].as_array().into_iter().flatten().filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16))).collect();
-    let kept = st.balancers.get(&key).filter(|b| b.ports == ports).map(|b| b.ip);
+    let ports: Vec<(u16, u16)> = svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["port"].as_u64()? as u16, p["nodePort"].as_u64()? as u16)))
+        .collect();
+    let kept = st
+        .balancers
+        .get(&key)
+        .filter(|b| b.ports == ports)
+        .map(|b| b.ip);
     let ip = match kept {
         Some(ip) => Some(ip),
         None => {
@@ -225,25 +322,44 @@ pub fn load_balancer(shared: &Shared, st: &mut State, svc: &mut Value) {
                 old.tasks.iter().for_each(tokio::task::AbortHandle::abort);
             }
             let taken: HashSet<std::net::Ipv4Addr> = st.balancers.values().map(|b| b.ip).collect();
-            let Some(shared) = self_arc(shared) else { return };
-            (2..=254u8).map(|n| std::net::Ipv4Addr::new(127, 0, 0, n)).filter(|ip| !taken.contains(ip)).find_map(|ip| {
-                let listeners: Vec<std::net::TcpListener> = ports.iter().map_while(|(port, _)| std::net::TcpListener::bind((ip, *port)).ok()).collect();
-                if listeners.len() != ports.len() {
-                    return None;
-                }
-                let mut tasks = Vec::new();
-                for (l, (_, node_port)) in listeners.into_iter().zip(&ports) {
-                    l.set_nonblocking(true).ok()?;
-                    let l = TcpListener::from_std(l).ok()?;
-                    tasks.push(tokio::spawn(serve_service(l, shared.clone(), *node_port)).abort_handle());
-                }
-                st.balancers.insert(key.clone(), Balancer { ip, ports: ports.clone(), tasks });
-                Some(ip)
-            })
+            let Some(shared) = self_arc(shared) else {
+                return;
+            };
+            (2..=254u8)
+                .map(|n| std::net::Ipv4Addr::new(127, 0, 0, n))
+                .filter(|ip| !taken.contains(ip))
+                .find_map(|ip| {
+                    let listeners: Vec<std::net::TcpListener> = ports
+                        .iter()
+                        .map_while(|(port, _)| std::net::TcpListener::bind((ip, *port)).ok())
+                        .collect();
+                    if listeners.len() != ports.len() {
+                        return None;
+                    }
+                    let mut tasks = Vec::new();
+                    for (l, (_, node_port)) in listeners.into_iter().zip(&ports) {
+                        l.set_nonblocking(true).ok()?;
+                        let l = TcpListener::from_std(l).ok()?;
+                        tasks.push(
+                            tokio::spawn(serve_service(l, shared.clone(), *node_port))
+                                .abort_handle(),
+                        );
+                    }
+                    st.balancers.insert(
+                        key.clone(),
+                        Balancer {
+                            ip,
+                            ports: ports.clone(),
+                            tasks,
+                        },
+                    );
+                    Some(ip)
+                })
         }
     };
     if let Some(ip) = ip {
-        svc["status"]["loadBalancer"] = serde_json::json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]});
+        svc["status"]["loadBalancer"] =
+            serde_json::json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]});
     }
 }
 
@@ -260,14 +376,24 @@ pub fn release_unused_ports(st: &mut State) {
         .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| p["nodePort"].as_u64().map(|n| n as u16))
         .collect();
-    let gone: Vec<u16> = st.proxies.keys().filter(|p| !used.contains(p)).copied().collect();
+    let gone: Vec<u16> = st
+        .proxies
+        .keys()
+        .filter(|p| !used.contains(p))
+        .copied()
+        .collect();
     for p in gone {
         if let Some(proxy) = st.proxies.remove(&p) {
             proxy.task.abort();
             st.round_robin.remove(&proxy.node_port);
         }
     }
-    let balanced: HashSet<String> = st.list("services", None).into_iter().filter(|s| s["spec"]["type"] == "LoadBalancer").map(service_key).collect();
+    let balanced: HashSet<String> = st
+        .list("services", None)
+        .into_iter()
+        .filter(|s| s["spec"]["type"] == "LoadBalancer")
+        .map(service_key)
+        .collect();
     st.balancers.retain(|k, b| {
         let keep = balanced.contains(k);
         if !keep {
@@ -279,11 +405,20 @@ pub fn release_unused_ports(st: &mut State) {
 
 async fn serve_service(listener: TcpListener, shared: Arc<Shared>, node_port: u16) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         let backend = pick_backend(&shared, node_port);
         tokio::spawn(async move {
             let Some((host, port)) = backend else { return };
-            let Ok(Ok(mut upstream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((host.as_str(), port))).await else { return };
+            let Ok(Ok(mut upstream)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            else {
+                return;
+            };
             let mut client = client;
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         });
@@ -294,7 +429,10 @@ async fn serve_service(listener: TcpListener, shared: Arc<Shared>, node_port: u1
 fn pick_backend(shared: &Shared, node_port: u16) -> Option<(String, u16)> {
     let mut st = shared.lock();
     let (svc, port) = st.list("services", None).into_iter().find_map(|s| {
-        let p = s["spec"]["ports"].as_array()?.iter().find(|p| p["nodePort"].as_u64() == Some(u64::from(node_port)))?;
+        let p = s["spec"]["ports"]
+            .as_array()?
+            .iter()
+            .find(|p| p["nodePort"].as_u64() == Some(u64::from(node_port)))?;
         Some((s.clone(), p.clone()))
     })?;
     let (pod, container_port) = next_endpoint(&mut st, &svc, &port)?;
@@ -310,11 +448,18 @@ pub fn selected_pods<'a>(st: &'a State, svc: &Value) -> Vec<&'a Value> {
     if sel.is_empty() {
         return Vec::new();
     }
-    st.list("pods", Some(svc["metadata"]["namespace"].as_str().unwrap_or("")))
-        .into_iter()
-        .filter(|p| sel.matches(&p["metadata"]["labels"]) && p["metadata"]["deletionTimestamp"].is_null() && p["status"]["podIP"].is_string())
-        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
-        .collect()
+    st.list(
+        "pods",
+        Some(svc["metadata"]["namespace"].as_str().unwrap_or("")),
+    )
+    .into_iter()
+    .filter(|p| {
+        sel.matches(&p["metadata"]["labels"])
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["podIP"].is_string()
+    })
+    .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+    .collect()
 }
 
 /// The container port a Service port's `targetPort` (a number or a container port's name)
@@ -336,12 +481,18 @@ pub fn target_port(pod: &Value, target: &Value) -> Option<u16> {
 /// The next ready endpoint of a Service port, round robin over the ready pods that have
 /// its target port: the pod and that container port.
 pub fn next_endpoint(st: &mut State, svc: &Value, port: &Value) -> Option<(Value, u16)> {
-    let ready: Vec<(Value, u16)> =
-        selected_pods(st, svc).into_iter().filter(|p| crate::kubelet::is_ready(p)).filter_map(|p| Some((p.clone(), target_port(p, &port["targetPort"])?))).collect();
+    let ready: Vec<(Value, u16)> = selected_pods(st, svc)
+        .into_iter()
+        .filter(|p| crate::kubelet::is_ready(p))
+        .filter_map(|p| Some((p.clone(), target_port(p, &port["targetPort"])?)))
+        .collect();
     if ready.is_empty() {
         return None;
     }
-    let n = st.round_robin.entry(port["nodePort"].as_u64().unwrap_or(0) as u16).or_default();
+    let n = st
+        .round_robin
+        .entry(port["nodePort"].as_u64().unwrap_or(0) as u16)
+        .or_default();
     let picked = ready[*n % ready.len()].clone();
     *n = n.wrapping_add(1);
     Some(picked)

@@ -23,7 +23,10 @@ pub fn parse_time(t: &str) -> Option<i64> {
         let (t, o) = time.split_at(i);
         let sign = if o.starts_with('-') { -1 } else { 1 };
         let (oh, om) = o[1..].split_once(':')?;
-        (t, sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?) * 60_000)
+        (
+            t,
+            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?) * 60_000,
+        )
     } else {
         (time, 0)
     };
@@ -45,7 +48,11 @@ pub fn human_duration(ms: i64) -> String {
     let m = s / 60;
     if m < 10 {
         let rest = s % 60;
-        return if rest == 0 { format!("{m}m") } else { format!("{m}m{rest}s") };
+        return if rest == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rest}s")
+        };
     }
     if m < 60 * 3 {
         return format!("{m}m");
@@ -53,28 +60,43 @@ pub fn human_duration(ms: i64) -> String {
     let h = m / 60;
     if h < 8 {
         let rest = m % 60;
-        return if rest == 0 { format!("{h}h") } else { format!("{h}h{rest}m") };
+        return if rest == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rest}m")
+        };
     }
     if h < 48 {
         return format!("{h}h");
     }
     if h < 24 * 8 {
         let rest = h % 24;
-        return if rest == 0 { format!("{}d", h / 24) } else { format!("{}d{rest}h", h / 24) };
+        return if rest == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{rest}h", h / 24)
+        };
     }
     if h < 24 * 365 * 2 {
         return format!("{}d", h / 24);
     }
     if h < 24 * 365 * 8 {
         let dy = h / 24 % 365;
-        return if dy == 0 { format!("{}y", h / 24 / 365) } else { format!("{}y{dy}d", h / 24 / 365) };
+        return if dy == 0 {
+            format!("{}y", h / 24 / 365)
+        } else {
+            format!("{}y{dy}d", h / 24 / 365)
+        };
     }
     format!("{}y", h / 24 / 365)
 }
 
 /// The age of an object from its `creationTimestamp`.
 pub fn age(v: &Value) -> String {
-    match v["metadata"]["creationTimestamp"].as_str().and_then(parse_time) {
+    match v["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(parse_time)
+    {
         Some(t) => human_duration(now_ms() - t),
         None => "<unknown>".into(),
     }
@@ -99,7 +121,9 @@ pub const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// `rand.SafeEncodeString`.
 pub fn safe_encode(s: &str) -> String {
-    s.bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
+    s.bytes()
+        .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 /// JSON with sorted keys, for hashing.
@@ -108,10 +132,16 @@ pub fn canonical(v: &Value) -> String {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", Value::from(k.as_str()), canonical(&m[*k]))).collect();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::from(k.as_str()), canonical(&m[*k])))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -139,8 +169,19 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// list's field name (and, for `ports`, by what its elements hold).
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "hostAliases" | "resourceClaims" => {
-            if field == "hostAliases" { "ip" } else { "name" }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "hostAliases"
+        | "resourceClaims" => {
+            if field == "hostAliases" {
+                "ip"
+            } else {
+                "name"
+            }
         }
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
@@ -202,18 +243,34 @@ pub fn strategic_patch(target: &mut Value, patch: &Value) {
         }
         match v {
             Value::Array(items) => {
-                let key = merge_key(k, items.first().or_else(|| t.get(k).and_then(|c| c.as_array()).and_then(|a| a.first())));
-                let order = p.get(&format!("$setElementOrder/{k}")).and_then(Value::as_array);
+                let key = merge_key(
+                    k,
+                    items
+                        .first()
+                        .or_else(|| t.get(k).and_then(|c| c.as_array()).and_then(|a| a.first())),
+                );
+                let order = p
+                    .get(&format!("$setElementOrder/{k}"))
+                    .and_then(Value::as_array);
                 match (key, t.get_mut(k)) {
                     (Some(key), Some(Value::Array(cur))) => {
                         merge_list(cur, items, key);
                         if let Some(order) = order {
-                            let pos = |x: &Value| order.iter().position(|o| o.get(key) == x.get(key)).unwrap_or(usize::MAX);
+                            let pos = |x: &Value| {
+                                order
+                                    .iter()
+                                    .position(|o| o.get(key) == x.get(key))
+                                    .unwrap_or(usize::MAX)
+                            };
                             cur.sort_by_key(|x| pos(x));
                         }
                     }
                     _ => {
-                        let mut items: Vec<Value> = items.iter().filter(|x| x.get("$patch").and_then(Value::as_str) != Some("delete")).cloned().collect();
+                        let mut items: Vec<Value> = items
+                            .iter()
+                            .filter(|x| x.get("$patch").and_then(Value::as_str) != Some("delete"))
+                            .cloned()
+                            .collect();
                         items.iter_mut().for_each(strip_directives);
                         t.insert(k.clone(), Value::Array(items));
                     }
@@ -260,14 +317,22 @@ fn strip_directives(v: &mut Value) {
 
 /// RFC 6902 JSON patch: `add`, `replace`, `remove`, `test`, `copy`, `move`.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops = ops.as_array().ok_or("the JSON patch must be a list of operations")?;
+    let ops = ops
+        .as_array()
+        .ok_or("the JSON patch must be a list of operations")?;
     for op in ops {
-        let kind = op["op"].as_str().ok_or("a JSON patch operation has no \"op\"")?;
-        let path = op["path"].as_str().ok_or("a JSON patch operation has no \"path\"")?;
+        let kind = op["op"]
+            .as_str()
+            .ok_or("a JSON patch operation has no \"op\"")?;
+        let path = op["path"]
+            .as_str()
+            .ok_or("a JSON patch operation has no \"path\"")?;
         match kind {
             "add" => add(target, path, op["value"].clone())?,
             "replace" => {
-                let slot = target.pointer_mut(path).ok_or_else(|| format!("replace operation does not apply: doc is missing key: {path}"))?;
+                let slot = target.pointer_mut(path).ok_or_else(|| {
+                    format!("replace operation does not apply: doc is missing key: {path}")
+                })?;
                 *slot = op["value"].clone();
             }
             "remove" => {
@@ -279,8 +344,12 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
                 }
             }
             "copy" | "move" => {
-                let from = op["from"].as_str().ok_or("a copy/move operation has no \"from\"")?;
-                let v = target.pointer(from).cloned().ok_or_else(|| format!("{kind} operation does not apply: doc is missing from path: {from}"))?;
+                let from = op["from"]
+                    .as_str()
+                    .ok_or("a copy/move operation has no \"from\"")?;
+                let v = target.pointer(from).cloned().ok_or_else(|| {
+                    format!("{kind} operation does not apply: doc is missing from path: {from}")
+                })?;
                 if kind == "move" {
                     remove(target, from)?;
                 }
@@ -293,8 +362,13 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
 }
 
 fn split_pointer(path: &str) -> Result<(String, String), String> {
-    let (parent, last) = path.rsplit_once('/').ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
-    Ok((parent.to_string(), last.replace("~1", "/").replace("~0", "~")))
+    let (parent, last) = path
+        .rsplit_once('/')
+        .ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
+    Ok((
+        parent.to_string(),
+        last.replace("~1", "/").replace("~0", "~"),
+    ))
 }
 
 fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
@@ -303,7 +377,9 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
         return Ok(());
     }
     let (parent, last) = split_pointer(path)?;
-    let p = target.pointer_mut(&parent).ok_or_else(|| format!("add operation does not apply: doc is missing path: \"{path}\""))?;
+    let p = target
+        .pointer_mut(&parent)
+        .ok_or_else(|| format!("add operation does not apply: doc is missing path: \"{path}\""))?;
     match p {
         Value::Object(m) => {
             m.insert(last, value);
@@ -312,14 +388,22 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
             if last == "-" {
                 a.push(value);
             } else {
-                let i: usize = last.parse().map_err(|_| format!("invalid index {last:?}"))?;
+                let i: usize = last
+                    .parse()
+                    .map_err(|_| format!("invalid index {last:?}"))?;
                 if i > a.len() {
-                    return Err(format!("add operation does not apply: index {i} out of bounds"));
+                    return Err(format!(
+                        "add operation does not apply: index {i} out of bounds"
+                    ));
                 }
                 a.insert(i, value);
             }
         }
-        _ => return Err(format!("add operation does not apply: doc is missing path: \"{path}\"")),
+        _ => {
+            return Err(format!(
+                "add operation does not apply: doc is missing path: \"{path}\""
+            ));
+        }
     }
     Ok(())
 }
@@ -375,8 +459,16 @@ impl Selector {
         parts.push(&s[start..]);
         for p in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
             let set = |rest: &str| -> Result<Vec<String>, String> {
-                let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| format!("unable to parse requirement: {p}"))?;
-                Ok(inner.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                let inner = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| format!("unable to parse requirement: {p}"))?;
+                Ok(inner
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect())
             };
             if let Some(k) = p.strip_prefix('!') {
                 reqs.push(Req::NotExists(k.trim().to_string()));
@@ -388,7 +480,10 @@ impl Selector {
                 reqs.push(Req::NotIn(k.trim().into(), set(rest)?));
             } else if let Some((k, rest)) = p.split_once(" in ") {
                 reqs.push(Req::In(k.trim().into(), set(rest)?));
-            } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 reqs.push(Req::Exists(p.to_string()));
             } else {
                 return Err(format!("unable to parse requirement: {p}"));
@@ -407,7 +502,12 @@ impl Selector {
         }
         for e in v["matchExpressions"].as_array().into_iter().flatten() {
             let key = e["key"].as_str().unwrap_or("").to_string();
-            let values: Vec<String> = e["values"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect();
             reqs.push(match e["operator"].as_str().unwrap_or("") {
                 "In" => Req::In(key, values),
                 "NotIn" => Req::NotIn(key, values),
@@ -421,7 +521,13 @@ impl Selector {
     /// A Service's `spec.selector` (a plain map; empty selects nothing there, but this is
     /// the caller's to decide).
     pub fn from_map(v: &Value) -> Selector {
-        Selector(v.as_object().into_iter().flatten().map(|(k, x)| Req::Eq(k.clone(), x.as_str().unwrap_or("").into())).collect())
+        Selector(
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, x)| Req::Eq(k.clone(), x.as_str().unwrap_or("").into()))
+                .collect(),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -439,7 +545,6 @@ impl Selector {
             Req::NotExists(k) => get(k).is_none(),
         })
     }
-
 }
 
 /// `app=x,tier in (a,b)`: how `kubectl` and Scale's `status.selector` write it.
@@ -497,9 +602,17 @@ impl FieldSelector {
 
 /// Go's `%#v` of a `map[string]string` (in validation messages).
 pub fn go_map(v: &Value) -> String {
-    let mut pairs: Vec<(String, String)> = v.as_object().into_iter().flatten().map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string())).collect();
+    let mut pairs: Vec<(String, String)> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
+        .collect();
     pairs.sort();
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(v.as_str()))).collect();
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(v.as_str())))
+        .collect();
     format!("map[string]string{{{}}}", inner.join(", "))
 }
 
@@ -521,7 +634,10 @@ mod tests {
         let p = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "b", "image": "3"}, {"name": "a", "env": [{"name": "Y", "value": "2"}]}]}});
         super::strategic_patch(&mut t, &p);
         assert_eq!(t["spec"]["containers"][1]["image"], "3");
-        assert_eq!(t["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            t["spec"]["containers"][0]["env"].as_array().unwrap().len(),
+            2
+        );
     }
 
     #[test]

@@ -11,16 +11,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::Shared;
 use crate::engine::{self, LABEL};
 use crate::json::{self};
 use crate::store::PodRuntime;
-use crate::Shared;
 
 pub const NODE: &str = "fake-node";
 
 /// Whether a pod's `Ready` condition is true.
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|a| a.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// The handle of one pod.
@@ -52,16 +55,33 @@ impl Pod {
 
     fn event(&self, kind: &str, reason: &str, message: &str, container: bool) {
         let mut st = self.shared.lock();
-        let Some(pod) = st.get("pods", &self.ns, &self.name).filter(|p| p["metadata"]["uid"] == self.uid.as_str()).cloned() else { return };
-        let fp = if container { Some(self.field_path()) } else { None };
+        let Some(pod) = st
+            .get("pods", &self.ns, &self.name)
+            .filter(|p| p["metadata"]["uid"] == self.uid.as_str())
+            .cloned()
+        else {
+            return;
+        };
+        let fp = if container {
+            Some(self.field_path())
+        } else {
+            None
+        };
         st.event(&pod, kind, reason, message, "kubelet", fp.as_deref());
     }
 
     fn seen(&self) -> Seen {
         let st = self.shared.lock();
-        match st.get("pods", &self.ns, &self.name).filter(|p| p["metadata"]["uid"] == self.uid.as_str()) {
+        match st
+            .get("pods", &self.ns, &self.name)
+            .filter(|p| p["metadata"]["uid"] == self.uid.as_str())
+        {
             None => Seen::Gone,
-            Some(p) if p["metadata"]["deletionTimestamp"].is_string() => Seen::Deleting(p["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(30)),
+            Some(p) if p["metadata"]["deletionTimestamp"].is_string() => Seen::Deleting(
+                p["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(30),
+            ),
             Some(_) => Seen::Here,
         }
     }
@@ -69,7 +89,10 @@ impl Pod {
     /// Changes the pod's status (when the pod is still this one).
     fn status(&self, f: impl FnOnce(&mut Value)) {
         let mut st = self.shared.lock();
-        if st.get("pods", &self.ns, &self.name).is_none_or(|p| p["metadata"]["uid"] != self.uid.as_str()) {
+        if st
+            .get("pods", &self.ns, &self.name)
+            .is_none_or(|p| p["metadata"]["uid"] != self.uid.as_str())
+        {
             return;
         }
         st.update("pods", &self.ns, &self.name, |p| f(&mut p["status"]));
@@ -78,8 +101,18 @@ impl Pod {
     /// Sets every container's status from the first one's (only the first runs; the others
     /// are reported alongside it) and the conditions that follow.
     fn containers(&self, first: Value) {
-        let names: Vec<String> = self.obj["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(String::from)).collect();
-        let images: Vec<String> = self.obj["spec"]["containers"].as_array().into_iter().flatten().map(|c| c["image"].as_str().unwrap_or("").to_string()).collect();
+        let names: Vec<String> = self.obj["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        let images: Vec<String> = self.obj["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["image"].as_str().unwrap_or("").to_string())
+            .collect();
         let statuses: Vec<Value> = names
             .iter()
             .zip(&images)
@@ -136,13 +169,24 @@ pub async fn run(shared: Arc<Shared>, ns: String, name: String, uid: String) {
         shared.lock().kubelets.remove(&uid);
         return;
     };
-    let pod = Pod { container: obj["spec"]["containers"][0].clone(), cname: engine::container_name(&obj), shared: shared.clone(), ns, name, uid: uid.clone(), obj };
+    let pod = Pod {
+        container: obj["spec"]["containers"][0].clone(),
+        cname: engine::container_name(&obj),
+        shared: shared.clone(),
+        ns,
+        name,
+        uid: uid.clone(),
+        obj,
+    };
     lifecycle(&pod).await;
     engine::remove(&pod.cname).await;
     let mut st = shared.lock();
     st.kubelets.remove(&uid);
     st.runtime.remove(&uid);
-    if st.get("pods", &pod.ns, &pod.name).is_some_and(|p| p["metadata"]["uid"] == uid.as_str()) {
+    if st
+        .get("pods", &pod.ns, &pod.name)
+        .is_some_and(|p| p["metadata"]["uid"] == uid.as_str())
+    {
         st.remove("pods", &pod.ns, &pod.name);
     }
 }
@@ -173,7 +217,9 @@ async fn lifecycle(pod: &Pod) {
     {
         let mut st = shared.lock();
         let now = json::now();
-        let Some(cur) = st.get("pods", &pod.ns, &pod.name).cloned() else { return };
+        let Some(cur) = st.get("pods", &pod.ns, &pod.name).cloned() else {
+            return;
+        };
         if cur["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
             let updated = st.update("pods", &pod.ns, &pod.name, |p| {
                 p["spec"]["nodeName"] = Value::from(NODE);
@@ -191,11 +237,23 @@ async fn lifecycle(pod: &Pod) {
                 p["status"]["startTime"] = Value::from(now.clone());
             });
             if let Some(p) = updated {
-                st.event(&p, "Normal", "Scheduled", &format!("Successfully assigned {}/{} to {NODE}", pod.ns, pod.name), "default-scheduler", None);
+                st.event(
+                    &p,
+                    "Normal",
+                    "Scheduled",
+                    &format!("Successfully assigned {}/{} to {NODE}", pod.ns, pod.name),
+                    "default-scheduler",
+                    None,
+                );
             }
         }
     }
-    let names: Vec<String> = pod.obj["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(String::from)).collect();
+    let names: Vec<String> = pod.obj["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
     let unready = format!("containers with unready status: [{}]", names.join(" "));
     pod.status(|s| {
         for c in s["conditions"].as_array_mut().into_iter().flatten() {
@@ -212,7 +270,12 @@ async fn lifecycle(pod: &Pod) {
         match resolve_env(pod) {
             Ok(env) => break env,
             Err(msg) => {
-                pod.containers(waiting("CreateContainerConfigError", Some(msg.clone()), 0, &json!({})));
+                pod.containers(waiting(
+                    "CreateContainerConfigError",
+                    Some(msg.clone()),
+                    0,
+                    &json!({}),
+                ));
                 pod.event("Warning", "Failed", &format!("Error: {msg}"), true);
                 if !pause(pod, Duration::from_secs(3)).await {
                     return graceful_end(pod).await;
@@ -223,13 +286,22 @@ async fn lifecycle(pod: &Pod) {
 
     // The image.
     let image = pod.container["image"].as_str().unwrap_or("").to_string();
-    let policy = pod.container["imagePullPolicy"].as_str().unwrap_or("IfNotPresent").to_string();
+    let policy = pod.container["imagePullPolicy"]
+        .as_str()
+        .unwrap_or("IfNotPresent")
+        .to_string();
     let mut pull_failures = 0u32;
     loop {
         let present = engine::image_present(&image).await;
         if policy == "Never" && !present {
-            let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
-            pod.containers(waiting("ErrImageNeverPull", Some(msg.clone()), 0, &json!({})));
+            let msg =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            pod.containers(waiting(
+                "ErrImageNeverPull",
+                Some(msg.clone()),
+                0,
+                &json!({}),
+            ));
             pod.event("Warning", "ErrImageNeverPull", &msg, true);
             if !pause(pod, Duration::from_secs(10)).await {
                 return graceful_end(pod).await;
@@ -237,10 +309,20 @@ async fn lifecycle(pod: &Pod) {
             continue;
         }
         if present && policy != "Always" {
-            pod.event("Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"), true);
+            pod.event(
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+                true,
+            );
             break;
         }
-        pod.event("Normal", "Pulling", &format!("Pulling image \"{image}\""), true);
+        pod.event(
+            "Normal",
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+            true,
+        );
         let t0 = Instant::now();
         match engine::pull(shared, &image).await {
             Ok(()) => {
@@ -258,8 +340,20 @@ async fn lifecycle(pod: &Pod) {
                     return graceful_end(pod).await;
                 }
                 let backoff = Duration::from_secs((10u64 << (pull_failures - 1).min(5)).min(300));
-                pod.containers(waiting("ImagePullBackOff", Some(format!("Back-off pulling image \"{image}\": ErrImagePull: {e}")), 0, &json!({})));
-                pod.event("Normal", "BackOff", &format!("Back-off pulling image \"{image}\""), true);
+                pod.containers(waiting(
+                    "ImagePullBackOff",
+                    Some(format!(
+                        "Back-off pulling image \"{image}\": ErrImagePull: {e}"
+                    )),
+                    0,
+                    &json!({}),
+                ));
+                pod.event(
+                    "Normal",
+                    "BackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                    true,
+                );
                 pod.event("Warning", "Failed", "Error: ImagePullBackOff", true);
                 if !pause(pod, backoff).await {
                     return graceful_end(pod).await;
@@ -276,7 +370,12 @@ async fn lifecycle(pod: &Pod) {
         match create(pod, &env).await {
             Ok(id) => break id,
             Err(e) => {
-                pod.containers(waiting("CreateContainerError", Some(e.clone()), 0, &json!({})));
+                pod.containers(waiting(
+                    "CreateContainerError",
+                    Some(e.clone()),
+                    0,
+                    &json!({}),
+                ));
                 pod.event("Warning", "Failed", &format!("Error: {e}"), true);
                 if !pause(pod, Duration::from_secs(5)).await {
                     return graceful_end(pod).await;
@@ -284,15 +383,33 @@ async fn lifecycle(pod: &Pod) {
             }
         }
     };
-    pod.event("Normal", "Created", &format!("Created container {}", pod.c_name()), true);
-    pod.event("Normal", "Started", &format!("Started container {}", pod.c_name()), true);
-    let image_id = engine::docker(&["image", "inspect", "--format", "{{.Id}}", &image]).await.unwrap_or_default();
-    let restart_policy = pod.obj["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
+    pod.event(
+        "Normal",
+        "Created",
+        &format!("Created container {}", pod.c_name()),
+        true,
+    );
+    pod.event(
+        "Normal",
+        "Started",
+        &format!("Started container {}", pod.c_name()),
+        true,
+    );
+    let image_id = engine::docker(&["image", "inspect", "--format", "{{.Id}}", &image])
+        .await
+        .unwrap_or_default();
+    let restart_policy = pod.obj["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always")
+        .to_string();
 
     loop {
         // One run of the container.
         record_runtime(pod).await;
-        let started_at = engine::state(&pod.cname).await.map(|s| s.3).unwrap_or_else(json::now);
+        let started_at = engine::state(&pod.cname)
+            .await
+            .map(|s| s.3)
+            .unwrap_or_else(json::now);
         let started_at = json::parse_time(&started_at).map_or_else(json::now, json::rfc3339);
         let running = |ready: bool, started: bool| {
             json!({
@@ -323,7 +440,12 @@ async fn lifecycle(pod: &Pod) {
             match pod.seen() {
                 Seen::Gone => return,
                 Seen::Deleting(grace) => {
-                    pod.event("Normal", "Killing", &format!("Stopping container {}", pod.c_name()), true);
+                    pod.event(
+                        "Normal",
+                        "Killing",
+                        &format!("Stopping container {}", pod.c_name()),
+                        true,
+                    );
                     let mut s = reported.clone();
                     s["ready"] = Value::from(false);
                     pod.containers(s);
@@ -343,11 +465,23 @@ async fn lifecycle(pod: &Pod) {
         };
         // The container ended (or is being killed by its liveness probe).
         if let Outcome::Liveness = outcome {
-            let grace = pod.obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
-            pod.event("Normal", "Killing", &format!("Container {} failed liveness probe, will be restarted", pod.c_name()), true);
+            let grace = pod.obj["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
+            pod.event(
+                "Normal",
+                "Killing",
+                &format!(
+                    "Container {} failed liveness probe, will be restarted",
+                    pod.c_name()
+                ),
+                true,
+            );
             kill(pod, grace).await;
         }
-        let Some((_, code, oom, started, finished)) = engine::state(&pod.cname).await else { return };
+        let Some((_, code, oom, started, finished)) = engine::state(&pod.cname).await else {
+            return;
+        };
         let reason = if oom {
             "OOMKilled"
         } else if code == 0 {
@@ -365,7 +499,9 @@ async fn lifecycle(pod: &Pod) {
             let mut s = running(false, false);
             s["state"] = terminated.clone();
             pod.containers(s);
-            pod.status(|s| s["phase"] = Value::from(if code == 0 { "Succeeded" } else { "Failed" }));
+            pod.status(|s| {
+                s["phase"] = Value::from(if code == 0 { "Succeeded" } else { "Failed" })
+            });
             while pause(pod, Duration::from_secs(1)).await {}
             return graceful_end(pod).await;
         }
@@ -377,22 +513,55 @@ async fn lifecycle(pod: &Pod) {
         last_state = terminated.clone();
         if crashes > 1 {
             let backoff = Duration::from_secs((10u64 << (crashes - 2).min(5)).min(300));
-            let msg = format!("back-off {}s restarting failed container={} pod={}_{}({})", backoff.as_secs(), pod.c_name(), pod.name, pod.ns, pod.uid);
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                backoff.as_secs(),
+                pod.c_name(),
+                pod.name,
+                pod.ns,
+                pod.uid
+            );
             let mut s = waiting("CrashLoopBackOff", Some(msg), restarts - 1, &terminated);
             s["containerID"] = Value::from(format!("docker://{container_id}"));
             s["image"] = Value::from(image.as_str());
             pod.containers(s);
-            pod.event("Warning", "BackOff", &format!("Back-off restarting failed container {} in pod {}_{}({})", pod.c_name(), pod.name, pod.ns, pod.uid), true);
+            pod.event(
+                "Warning",
+                "BackOff",
+                &format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    pod.c_name(),
+                    pod.name,
+                    pod.ns,
+                    pod.uid
+                ),
+                true,
+            );
             if !pause(pod, backoff).await {
                 return graceful_end(pod).await;
             }
         }
-        pod.event("Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"), true);
+        pod.event(
+            "Normal",
+            "Pulled",
+            &format!("Container image \"{image}\" already present on machine"),
+            true,
+        );
         if let Err(e) = engine::start(&pod.cname).await {
             pod.event("Warning", "Failed", &format!("Error: {e}"), true);
         } else {
-            pod.event("Normal", "Created", &format!("Created container {}", pod.c_name()), true);
-            pod.event("Normal", "Started", &format!("Started container {}", pod.c_name()), true);
+            pod.event(
+                "Normal",
+                "Created",
+                &format!("Created container {}", pod.c_name()),
+                true,
+            );
+            pod.event(
+                "Normal",
+                "Started",
+                &format!("Started container {}", pod.c_name()),
+                true,
+            );
         }
     }
 }
@@ -407,7 +576,12 @@ async fn graceful_end(pod: &Pod) {
     if let Seen::Deleting(grace) = pod.seen()
         && engine::state(&pod.cname).await.is_some_and(|s| s.0)
     {
-        pod.event("Normal", "Killing", &format!("Stopping container {}", pod.c_name()), true);
+        pod.event(
+            "Normal",
+            "Killing",
+            &format!("Stopping container {}", pod.c_name()),
+            true,
+        );
         kill(pod, grace).await;
     }
 }
@@ -437,13 +611,21 @@ async fn pre_stop(pod: &Pod, hook: &Value, grace: i64) -> bool {
     let t0 = Instant::now();
     let work = async {
         if hook["sleep"].is_object() {
-            tokio::time::sleep(Duration::from_secs(hook["sleep"]["seconds"].as_u64().unwrap_or(0))).await;
+            tokio::time::sleep(Duration::from_secs(
+                hook["sleep"]["seconds"].as_u64().unwrap_or(0),
+            ))
+            .await;
             return Ok(());
         }
         if hook["httpGet"].is_object() {
             return check(pod, hook, Duration::from_secs(grace as u64)).await;
         }
-        let cmd: Vec<String> = hook["exec"]["command"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+        let cmd: Vec<String> = hook["exec"]["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect();
         if cmd.is_empty() {
             // `tcpSocket` is accepted but not supported as a hook.
             return Err("no supported action".to_string());
@@ -486,7 +668,11 @@ async fn pre_stop(pod: &Pod, hook: &Value, grace: i64) -> bool {
 fn sleep_command(cmd: &[String]) -> Option<Duration> {
     let line = match cmd {
         [s, n] if s == "sleep" || s == "/bin/sleep" => format!("sleep {n}"),
-        [sh, c, line] if matches!(sh.as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash") && c == "-c" => line.clone(),
+        [sh, c, line]
+            if matches!(sh.as_str(), "sh" | "/bin/sh" | "bash" | "/bin/bash") && c == "-c" =>
+        {
+            line.clone()
+        }
         _ => return None,
     };
     let n: f64 = line.trim().strip_prefix("sleep ")?.trim().parse().ok()?;
@@ -505,7 +691,10 @@ fn resolve_env(pod: &Pod) -> Result<Vec<(String, String)>, String> {
                     let prefix = from["prefix"].as_str().unwrap_or("");
                     for (k, v) in s["data"].as_object().into_iter().flatten() {
                         let v = v.as_str().and_then(json::b64decode).unwrap_or_default();
-                        env.push((format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned()));
+                        env.push((
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        ));
                     }
                 }
                 None if from["secretRef"]["optional"] == true => {}
@@ -518,7 +707,9 @@ fn resolve_env(pod: &Pod) -> Result<Vec<(String, String)>, String> {
         }
     }
     for e in pod.container["env"].as_array().into_iter().flatten() {
-        let Some(name) = e["name"].as_str() else { continue };
+        let Some(name) = e["name"].as_str() else {
+            continue;
+        };
         let value = if let Some(v) = e["value"].as_str() {
             expand(v, &env)
         } else if e["valueFrom"]["secretKeyRef"].is_object() {
@@ -532,7 +723,12 @@ fn resolve_env(pod: &Pod) -> Result<Vec<(String, String)>, String> {
                 Some(s) => match s["data"][key].as_str().and_then(json::b64decode) {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if optional => continue,
-                    None => return Err(format!("couldn't find key {key} in Secret {}/{sname}", pod.ns)),
+                    None => {
+                        return Err(format!(
+                            "couldn't find key {key} in Secret {}/{sname}",
+                            pod.ns
+                        ));
+                    }
                 },
             }
         } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
@@ -541,12 +737,24 @@ fn resolve_env(pod: &Pod) -> Result<Vec<(String, String)>, String> {
                 "metadata.namespace" => pod.ns.clone(),
                 "metadata.uid" => pod.uid.clone(),
                 "spec.nodeName" => NODE.into(),
-                "spec.serviceAccountName" => pod.obj["spec"]["serviceAccountName"].as_str().unwrap_or("default").into(),
+                "spec.serviceAccountName" => pod.obj["spec"]["serviceAccountName"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .into(),
                 "status.podIP" | "status.hostIP" => "127.0.0.1".into(),
                 p => {
-                    let key = p.strip_prefix("metadata.labels['").or(p.strip_prefix("metadata.annotations['")).and_then(|k| k.strip_suffix("']"));
-                    let map = if p.starts_with("metadata.labels") { "labels" } else { "annotations" };
-                    key.and_then(|k| pod.obj["metadata"][map][k].as_str()).unwrap_or("").to_string()
+                    let key = p
+                        .strip_prefix("metadata.labels['")
+                        .or(p.strip_prefix("metadata.annotations['"))
+                        .and_then(|k| k.strip_suffix("']"));
+                    let map = if p.starts_with("metadata.labels") {
+                        "labels"
+                    } else {
+                        "annotations"
+                    };
+                    key.and_then(|k| pod.obj["metadata"][map][k].as_str())
+                        .unwrap_or("")
+                        .to_string()
                 }
             }
         } else if let Some(name) = e["valueFrom"]["configMapKeyRef"]["name"].as_str() {
@@ -618,7 +826,13 @@ async fn create(pod: &Pod, env: &[(String, String)]) -> Result<String, String> {
     if let Some(w) = c["workingDir"].as_str() {
         args.extend(["-w".into(), w.into()]);
     }
-    let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(|s| expand(s, env))).collect() };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(|s| expand(s, env)))
+            .collect()
+    };
     let command = strings(&c["command"]);
     let cargs = strings(&c["args"]);
     if let Some(entry) = command.first() {
@@ -634,7 +848,10 @@ async fn create(pod: &Pod, env: &[(String, String)]) -> Result<String, String> {
 async fn record_runtime(pod: &Pod) {
     let ports = engine::ports(&pod.cname).await;
     let ip = engine::ip(&pod.cname).await.filter(|i| !i.is_empty());
-    let rt = PodRuntime { host_ports: ports.into_iter().collect::<HashMap<u16, u16>>(), ip };
+    let rt = PodRuntime {
+        host_ports: ports.into_iter().collect::<HashMap<u16, u16>>(),
+        ip,
+    };
     pod.shared.lock().runtime.insert(pod.uid.clone(), rt);
 }
 
@@ -654,7 +871,14 @@ impl Probe {
             return None;
         }
         let delay = spec["initialDelaySeconds"].as_u64().unwrap_or(0);
-        Some(Probe { spec: spec.clone(), kind, next: Instant::now() + Duration::from_secs(delay), successes: 0, failures: 0, ok })
+        Some(Probe {
+            spec: spec.clone(),
+            kind,
+            next: Instant::now() + Duration::from_secs(delay),
+            successes: 0,
+            failures: 0,
+            ok,
+        })
     }
 
     fn int(&self, k: &str, d: u64) -> u64 {
@@ -670,7 +894,11 @@ struct Probes {
 
 impl Probes {
     fn new(c: &Value) -> Probes {
-        Probes { startup: Probe::new(&c["startupProbe"], "Startup", false), readiness: Probe::new(&c["readinessProbe"], "Readiness", false), liveness: Probe::new(&c["livenessProbe"], "Liveness", true) }
+        Probes {
+            startup: Probe::new(&c["startupProbe"], "Startup", false),
+            readiness: Probe::new(&c["readinessProbe"], "Readiness", false),
+            liveness: Probe::new(&c["livenessProbe"], "Liveness", true),
+        }
     }
 
     fn started(&self) -> bool {
@@ -685,7 +913,14 @@ impl Probes {
     /// the container must be restarted.
     async fn run(&mut self, pod: &Pod) -> Option<Outcome> {
         let started = self.started();
-        for probe in [self.startup.as_mut().filter(|_| !started), self.readiness.as_mut().filter(|_| started), self.liveness.as_mut().filter(|_| started)].into_iter().flatten() {
+        for probe in [
+            self.startup.as_mut().filter(|_| !started),
+            self.readiness.as_mut().filter(|_| started),
+            self.liveness.as_mut().filter(|_| started),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if Instant::now() < probe.next {
                 continue;
             }
@@ -704,7 +939,12 @@ impl Probes {
                 Err(msg) => {
                     probe.successes = 0;
                     probe.failures += 1;
-                    pod.event("Warning", "Unhealthy", &format!("{} probe failed: {msg}", probe.kind), true);
+                    pod.event(
+                        "Warning",
+                        "Unhealthy",
+                        &format!("{} probe failed: {msg}", probe.kind),
+                        true,
+                    );
                     if probe.failures as u64 >= probe.int("failureThreshold", 3) {
                         probe.ok = false;
                         if probe.kind != "Readiness" {
@@ -724,7 +964,12 @@ fn probe_port(c: &Value, port: &Value) -> Option<u16> {
         Value::Number(n) => n.as_u64().map(|p| p as u16),
         Value::String(s) => match s.parse::<u16>() {
             Ok(p) => Some(p),
-            Err(_) => c["ports"].as_array()?.iter().find(|p| p["name"] == s.as_str())?["containerPort"].as_u64().map(|p| p as u16),
+            Err(_) => c["ports"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == s.as_str())?["containerPort"]
+                .as_u64()
+                .map(|p| p as u16),
         },
         _ => None,
     }
@@ -736,7 +981,10 @@ async fn check(pod: &Pod, spec: &Value, timeout: Duration) -> Result<(), String>
     let (action, port) = if spec["httpGet"].is_object() {
         ("http", probe_port(&pod.container, &spec["httpGet"]["port"]))
     } else if spec["tcpSocket"].is_object() {
-        ("tcp", probe_port(&pod.container, &spec["tcpSocket"]["port"]))
+        (
+            "tcp",
+            probe_port(&pod.container, &spec["tcpSocket"]["port"]),
+        )
     } else if spec["exec"].is_object() {
         ("exec", None)
     } else if spec["grpc"].is_object() {
@@ -745,22 +993,37 @@ async fn check(pod: &Pod, spec: &Value, timeout: Duration) -> Result<(), String>
         return Ok(());
     };
     if action == "exec" {
-        let cmd: Vec<String> = spec["exec"]["command"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+        let cmd: Vec<String> = spec["exec"]["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect();
         let mut args = vec!["exec".to_string(), pod.cname.clone()];
         args.extend(cmd);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        return match tokio::time::timeout(timeout.max(Duration::from_secs(1)), engine::docker(&argv)).await {
+        return match tokio::time::timeout(
+            timeout.max(Duration::from_secs(1)),
+            engine::docker(&argv),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("command timed out after {}s", timeout.as_secs())),
         };
     }
-    let Some(port) = port else { return Err("the probe names no port".into()) };
+    let Some(port) = port else {
+        return Err("the probe names no port".into());
+    };
     let (host, connect_port) = {
         let st = pod.shared.lock();
         match st.runtime.get(&pod.uid) {
             Some(rt) if rt.ip.is_some() => (rt.ip.clone().unwrap_or_default(), port),
-            Some(rt) => ("127.0.0.1".to_string(), rt.host_ports.get(&port).copied().unwrap_or(port)),
+            Some(rt) => (
+                "127.0.0.1".to_string(),
+                rt.host_ports.get(&port).copied().unwrap_or(port),
+            ),
             None => ("127.0.0.1".to_string(), port),
         }
     };
@@ -773,27 +1036,53 @@ async fn check(pod: &Pod, spec: &Value, timeout: Duration) -> Result<(), String>
         format!("dial tcp {shown}: {what}")
     };
     if action == "tcp" {
-        return match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), connect_port))).await {
+        return match tokio::time::timeout(
+            timeout,
+            TcpStream::connect((host.as_str(), connect_port)),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(dial(e)),
             Err(_) => Err(format!("dial tcp {shown}: i/o timeout")),
         };
     }
     let path = spec["httpGet"]["path"].as_str().unwrap_or("/");
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     let url = format!("http://{shown}{path}");
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n");
-    for h in spec["httpGet"]["httpHeaders"].as_array().into_iter().flatten() {
-        head.push_str(&format!("{}: {}\r\n", h["name"].as_str().unwrap_or(""), h["value"].as_str().unwrap_or("")));
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {shown}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for h in spec["httpGet"]["httpHeaders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        head.push_str(&format!(
+            "{}: {}\r\n",
+            h["name"].as_str().unwrap_or(""),
+            h["value"].as_str().unwrap_or("")
+        ));
     }
     head.push_str("\r\n");
     let attempt = async {
-        let mut s = TcpStream::connect((host.as_str(), connect_port)).await.map_err(|e| format!("Get \"{url}\": {}", dial(e)))?;
-        s.write_all(head.as_bytes()).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
+        let mut s = TcpStream::connect((host.as_str(), connect_port))
+            .await
+            .map_err(|e| format!("Get \"{url}\": {}", dial(e)))?;
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 1024];
         while !buf.windows(2).any(|w| w == b"\r\n") {
-            let n = s.read(&mut chunk).await.map_err(|e| format!("Get \"{url}\": read tcp: {e}"))?;
+            let n = s
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("Get \"{url}\": read tcp: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -802,11 +1091,21 @@ async fn check(pod: &Pod, spec: &Value, timeout: Duration) -> Result<(), String>
         if buf.is_empty() {
             return Err(format!("Get \"{url}\": EOF"));
         }
-        let status: u16 = String::from_utf8_lossy(&buf).split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
-        if (200..400).contains(&status) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {status}")) }
+        let status: u16 = String::from_utf8_lossy(&buf)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
+        if (200..400).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("HTTP probe failed with statuscode: {status}"))
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")),
+        Err(_) => Err(format!(
+            "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
     }
 }

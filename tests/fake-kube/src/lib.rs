@@ -108,7 +108,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { port: 0, progress_deadline_scale: 1.0, step_delay: Duration::from_millis(200), docker_config: None }
+        Options {
+            port: 0,
+            progress_deadline_scale: 1.0,
+            step_delay: Duration::from_millis(200),
+            docker_config: None,
+        }
     }
 }
 
@@ -168,9 +173,16 @@ impl FakeKube {
         });
         store::bootstrap(&shared);
         let api_shared = shared.clone();
-        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| handle(api_shared.clone(), parts, body)));
+        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| {
+            handle(api_shared.clone(), parts, body)
+        }));
         rt.spawn(controller::run(shared.clone()));
-        Ok(FakeKube { url: format!("http://127.0.0.1:{port}"), port, shared, rt: Some(rt) })
+        Ok(FakeKube {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            shared,
+            rt: Some(rt),
+        })
     }
 
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
@@ -226,8 +238,14 @@ async fn handle(shared: Arc<Shared>, mut parts: Parts, body: Bytes) -> Reply {
     // kubectl (client-go) never sends credentials over plain HTTP, so a request without
     // `Authorization` is anonymous and allowed unless a test asked for strict mode; a
     // credential that is not `Bearer <token>` is refused.
-    let auth = parts.headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bearer = auth.as_deref().is_some_and(|a| a.starts_with("Bearer ") && a.trim().len() > 7);
+    let auth = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bearer = auth
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Bearer ") && a.trim().len() > 7);
     let strict = shared.lock().auth_required;
     if (auth.is_some() && !bearer) || (auth.is_none() && strict) {
         let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
@@ -247,7 +265,13 @@ pub(crate) struct Fault {
 }
 
 /// Records a call and returns the fault it meets, if any: `(code, reason, message)`.
-pub(crate) fn record_call(shared: &Shared, call: &api::Call, path: &str, query: &str, authorized: bool) -> Option<(u16, Option<String>, Option<String>)> {
+pub(crate) fn record_call(
+    shared: &Shared,
+    call: &api::Call,
+    path: &str,
+    query: &str,
+    authorized: bool,
+) -> Option<(u16, Option<String>, Option<String>)> {
     let mut st = shared.lock();
     let resource = match &call.sub {
         Some(s) => format!("{}/{s}", call.res.plural),
@@ -258,7 +282,10 @@ pub(crate) fn record_call(shared: &Shared, call: &api::Call, path: &str, query: 
         "verb": call.verb, "resource": resource, "namespace": call.ns.clone().unwrap_or_default(),
         "name": call.name.clone().unwrap_or_default(), "path": path, "query": query, "authorization": authorized,
     }));
-    let f = st.faults.hit(|f| (f.verb == call.verb || f.verb == "*") && (f.resource == "*" || f.resource == resource || f.resource == call.res.plural))?;
+    let f = st.faults.hit(|f| {
+        (f.verb == call.verb || f.verb == "*")
+            && (f.resource == "*" || f.resource == resource || f.resource == call.res.plural)
+    })?;
     Some((f.code, f.reason, f.message))
 }
 
@@ -266,13 +293,20 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
     match (method, what) {
         (&Method::POST, "faults") => {
             let Ok(v) = serde_json::from_slice::<Value>(body) else {
-                return reply(400, "text/plain", "the body must be JSON: {\"verb\", \"resource\", \"code\", \"reason\", \"message\", \"times\"}");
+                return reply(
+                    400,
+                    "text/plain",
+                    "the body must be JSON: {\"verb\", \"resource\", \"code\", \"reason\", \"message\", \"times\"}",
+                );
             };
             let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
             let fault = Fault {
                 verb: s("verb").unwrap_or_else(|| "*".into()),
                 resource: s("resource").unwrap_or_else(|| "*".into()),
-                code: v.get("code").and_then(Value::as_u64).map_or(500, |c| c as u16),
+                code: v
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .map_or(500, |c| c as u16),
                 reason: s("reason"),
                 message: s("message"),
             };
@@ -281,20 +315,35 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
             reply(200, "application/json", "{}")
         }
         (&Method::POST, "auth") => {
-            let required = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("required").and_then(Value::as_bool)).unwrap_or(true);
+            let required = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("required").and_then(Value::as_bool))
+                .unwrap_or(true);
             shared.lock().auth_required = required;
-            reply(200, "application/json", json!({"required": required}).to_string())
+            reply(
+                200,
+                "application/json",
+                json!({"required": required}).to_string(),
+            )
         }
         (&Method::DELETE, "faults") => {
             shared.lock().faults.clear();
             reply(200, "application/json", "{}")
         }
-        (&Method::GET, "calls") => reply(200, "application/json", shared.lock().log.json().to_string()),
+        (&Method::GET, "calls") => reply(
+            200,
+            "application/json",
+            shared.lock().log.json().to_string(),
+        ),
         (&Method::DELETE, "calls") => {
             shared.lock().log.clear();
             reply(200, "application/json", "{}")
         }
-        _ => reply(404, "text/plain", "the test hooks are POST|DELETE /__fake/faults, GET|DELETE /__fake/calls and POST /__fake/auth"),
+        _ => reply(
+            404,
+            "text/plain",
+            "the test hooks are POST|DELETE /__fake/faults, GET|DELETE /__fake/calls and POST /__fake/auth",
+        ),
     }
 }
 

@@ -8,14 +8,23 @@ use std::time::Duration;
 use pym_fake_common::cli::Args;
 
 fn main() -> ExitCode {
-    let mut opts = pym_fake_kube::Options { port: 6443, ..Default::default() };
+    let mut opts = pym_fake_kube::Options {
+        port: 6443,
+        ..Default::default()
+    };
     let mut kubeconfig: Option<std::path::PathBuf> = None;
-    let mut args = Args::new("pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]");
+    let mut args = Args::new(
+        "pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]",
+    );
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => opts.port = args.parse(&a, "a port number"),
-            "--progress-deadline-scale" => opts.progress_deadline_scale = args.parse(&a, "a number"),
-            "--step-delay-ms" => opts.step_delay = Duration::from_millis(args.parse(&a, "milliseconds")),
+            "--progress-deadline-scale" => {
+                opts.progress_deadline_scale = args.parse(&a, "a number")
+            }
+            "--step-delay-ms" => {
+                opts.step_delay = Duration::from_millis(args.parse(&a, "milliseconds"))
+            }
             "--docker-config" => opts.docker_config = Some(args.value(&a).into()),
             "--kubeconfig" => kubeconfig = Some(args.value(&a).into()),
             "-h" | "--help" => args.usage(""),
@@ -30,19 +39,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("local Kubernetes API (v1.32, core/v1 and apps/v1) on {}", server.url);
-    eprintln!("pods run as containers on the local Docker engine; a Service's ports answer on 127.0.0.1:<spec.ports[].nodePort>, a LoadBalancer's also on <status.loadBalancer.ingress[0].ip>:<port>");
+    eprintln!(
+        "local Kubernetes API (v1.32, core/v1 and apps/v1) on {}",
+        server.url
+    );
+    eprintln!(
+        "pods run as containers on the local Docker engine; a Service's ports answer on 127.0.0.1:<spec.ports[].nodePort>, a LoadBalancer's also on <status.loadBalancer.ingress[0].ip>:<port>"
+    );
     match kubeconfig {
         Some(path) => {
-            let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let dir = path
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
             let name = "fake-kube";
             let written = server.kubeconfig(&dir, name);
             if written != path {
                 let _ = std::fs::rename(&written, &path);
             }
-            eprintln!("wrote {}; use it with: KUBECONFIG={} kubectl --validate=false ...", path.display(), path.display());
+            eprintln!(
+                "wrote {}; use it with: KUBECONFIG={} kubectl --validate=false ...",
+                path.display(),
+                path.display()
+            );
         }
-        None => eprintln!("use it with: kubectl --server {} --token x --validate=false ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)", server.url),
+        None => eprintln!(
+            "use it with: kubectl --server {} --token x --validate=false ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)",
+            server.url
+        ),
     }
     println!("{}", server.url);
     server.wait_for_signal();

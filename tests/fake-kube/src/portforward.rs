@@ -21,28 +21,67 @@ use crate::{Reply, Shared, engine};
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
 
-pub fn serve(shared: &Shared, call: &Call, parts: &Parts, upgrade: Option<OnUpgrade>, q: &Query) -> Reply {
+pub fn serve(
+    shared: &Shared,
+    call: &Call,
+    parts: &Parts,
+    upgrade: Option<OnUpgrade>,
+    q: &Query,
+) -> Reply {
     let (Some(ns), Some(name)) = (call.ns.as_deref(), call.name.as_deref()) else {
-        return KErr::new(404, "NotFound", "the server could not find the requested resource").reply();
+        return KErr::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .reply();
     };
     let target = {
         let st = shared.lock();
-        let Some(pod) = st.get("pods", ns, name) else { return KErr::not_found(call.res, name).reply() };
-        let Some(port) = q.get("ports").and_then(|p| p.split(',').next()?.trim().parse::<u16>().ok()) else {
+        let Some(pod) = st.get("pods", ns, name) else {
+            return KErr::not_found(call.res, name).reply();
+        };
+        let Some(port) = q
+            .get("ports")
+            .and_then(|p| p.split(',').next()?.trim().parse::<u16>().ok())
+        else {
             return KErr::bad_request("query parameter \"ports\" is required: the pod's port to forward, e.g. ?ports=8080").reply();
         };
         if pod["status"]["phase"] != "Running" {
-            return KErr::bad_request(format!("pod {name} is not running (phase {})", pod["status"]["phase"].as_str().unwrap_or("Pending"))).reply();
+            return KErr::bad_request(format!(
+                "pod {name} is not running (phase {})",
+                pod["status"]["phase"].as_str().unwrap_or("Pending")
+            ))
+            .reply();
         }
-        (port, engine::reach(&st, pod, port), pod["status"]["podIP"].as_str().unwrap_or("").to_string(), pod["metadata"]["uid"].as_str().unwrap_or("").to_string())
+        (
+            port,
+            engine::reach(&st, pod, port),
+            pod["status"]["podIP"].as_str().unwrap_or("").to_string(),
+            pod["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+        )
     };
-    let header = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let websocket = header("upgrade").eq_ignore_ascii_case("websocket") && !header("sec-websocket-key").is_empty();
+    let header = |h: &str| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let websocket = header("upgrade").eq_ignore_ascii_case("websocket")
+        && !header("sec-websocket-key").is_empty();
     let offered = header("sec-websocket-protocol");
-    let (Some(upgrade), true, true) = (upgrade, websocket, offered.split(',').any(|p| p.trim() == PROTOCOL)) else {
+    let (Some(upgrade), true, true) = (
+        upgrade,
+        websocket,
+        offered.split(',').any(|p| p.trim() == PROTOCOL),
+    ) else {
         return KErr::bad_request(format!("the local apiserver streams port-forwards over websockets with the {PROTOCOL} subprotocol only (this request offered {offered:?})")).reply();
     };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(header("sec-websocket-key").as_bytes());
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+        header("sec-websocket-key").as_bytes(),
+    );
     tokio::spawn(async move {
         if let Ok(io) = upgrade.await {
             relay(hyper_util::rt::TokioIo::new(io), target).await;
@@ -54,7 +93,9 @@ pub fn serve(shared: &Shared, call: &Call, parts: &Parts, upgrade: Option<OnUpgr
         .header(hyper::header::CONNECTION, "Upgrade")
         .header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept)
         .header(hyper::header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
-        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(bytes::Bytes::new())))
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::new(),
+        )))
         .expect("a valid response")
 }
 
@@ -74,8 +115,12 @@ where
         None => None,
     };
     let Some(conn) = conn else {
-        let msg = format!("error forwarding port {port} to pod {uid}, uid : failed to connect to {pod_ip}:{port}: connection refused");
-        let _ = ws.send(Message::binary([&[1u8][..], msg.as_bytes()].concat())).await;
+        let msg = format!(
+            "error forwarding port {port} to pod {uid}, uid : failed to connect to {pod_ip}:{port}: connection refused"
+        );
+        let _ = ws
+            .send(Message::binary([&[1u8][..], msg.as_bytes()].concat()))
+            .await;
         let _ = ws.close(None).await;
         return;
     };

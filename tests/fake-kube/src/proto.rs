@@ -109,15 +109,21 @@ fn object_meta(b: &[u8]) -> Option<Value> {
 
 /// Decodes a protobuf request body, or says why not.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let unsupported = || "this fake apiserver reads protobuf bodies only for Namespaces and Secrets; send JSON (kubectl create -f / apply -f)".to_string();
-    let inner = body.strip_prefix(b"k8s\x00").ok_or("a protobuf body must start with the k8s envelope")?;
+    let unsupported = || {
+        "this fake apiserver reads protobuf bodies only for Namespaces and Secrets; send JSON (kubectl create -f / apply -f)".to_string()
+    };
+    let inner = body
+        .strip_prefix(b"k8s\x00")
+        .ok_or("a protobuf body must start with the k8s envelope")?;
     let (mut kind, mut api_version, mut raw) = (String::new(), String::new(), &[][..]);
     for (n, f) in fields(inner).ok_or("malformed protobuf")? {
         match (n, f) {
             (1, Field::Bytes(tm)) => {
                 for (n, f) in fields(tm).ok_or("malformed protobuf")? {
                     match (n, f) {
-                        (1, Field::Bytes(x)) => api_version = String::from_utf8_lossy(x).into_owned(),
+                        (1, Field::Bytes(x)) => {
+                            api_version = String::from_utf8_lossy(x).into_owned()
+                        }
                         (2, Field::Bytes(x)) => kind = String::from_utf8_lossy(x).into_owned(),
                         _ => {}
                     }
@@ -141,7 +147,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             let (mut data, mut string_data) = (Map::new(), Map::new());
             for (n, f) in top {
                 match (n, f) {
-                    (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x).ok_or("malformed protobuf")?,
+                    (1, Field::Bytes(x)) => {
+                        obj["metadata"] = object_meta(x).ok_or("malformed protobuf")?
+                    }
                     (2, Field::Bytes(x)) => {
                         let (k, v) = entry(x).ok_or("malformed protobuf")?;
                         data.insert(k, Value::from(b64encode(&v)));
@@ -149,7 +157,8 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                     (3, Field::Bytes(x)) => obj["type"] = string(x),
                     (4, Field::Bytes(x)) => {
                         let (k, v) = entry(x).ok_or("malformed protobuf")?;
-                        string_data.insert(k, Value::from(String::from_utf8_lossy(&v).into_owned()));
+                        string_data
+                            .insert(k, Value::from(String::from_utf8_lossy(&v).into_owned()));
                     }
                     (5, Field::Varint(v)) => obj["immutable"] = Value::from(v != 0),
                     _ => {}

@@ -93,12 +93,17 @@ impl State {
     }
 
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(&(resource.to_string(), ns.to_string(), name.to_string()))
+        self.objects
+            .get(&(resource.to_string(), ns.to_string(), name.to_string()))
     }
 
     /// The objects of a resource, in one namespace or all.
     pub fn list(&self, resource: &str, ns: Option<&str>) -> Vec<&Value> {
-        let lo = (resource.to_string(), ns.unwrap_or("").to_string(), String::new());
+        let lo = (
+            resource.to_string(),
+            ns.unwrap_or("").to_string(),
+            String::new(),
+        );
         self.objects
             .range(lo..)
             .take_while(|((r, n, _), _)| r == resource && ns.is_none_or(|ns| n == ns))
@@ -106,8 +111,22 @@ impl State {
             .collect()
     }
 
-    fn record(&mut self, resource: &str, ns: &str, kind: &'static str, obj: Value, prev: Option<Value>) {
-        self.history.push_back(Change { rv: self.rv, resource: resource.to_string(), ns: ns.to_string(), kind, obj, prev });
+    fn record(
+        &mut self,
+        resource: &str,
+        ns: &str,
+        kind: &'static str,
+        obj: Value,
+        prev: Option<Value>,
+    ) {
+        self.history.push_back(Change {
+            rv: self.rv,
+            resource: resource.to_string(),
+            ns: ns.to_string(),
+            kind,
+            obj,
+            prev,
+        });
         while self.history.len() > HISTORY {
             if let Some(c) = self.history.pop_front() {
                 self.compacted = c.rv;
@@ -120,24 +139,41 @@ impl State {
     pub fn put(&mut self, resource: &str, mut obj: Value) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::from(self.rv.to_string());
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let prev = self.objects.insert((resource.to_string(), ns.clone(), name), obj.clone());
+        let prev = self
+            .objects
+            .insert((resource.to_string(), ns.clone(), name), obj.clone());
         let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
         self.record(resource, &ns, kind, obj.clone(), prev);
         obj
     }
 
     /// Changes an object with `f` and stores it when that changed anything.
-    pub fn update(&mut self, resource: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> Option<Value> {
+    pub fn update(
+        &mut self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
         let cur = self.get(resource, ns, name)?.clone();
         let mut next = cur.clone();
         f(&mut next);
-        if next == cur { Some(cur) } else { Some(self.put(resource, next)) }
+        if next == cur {
+            Some(cur)
+        } else {
+            Some(self.put(resource, next))
+        }
     }
 
     pub fn remove(&mut self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objects.remove(&(resource.to_string(), ns.to_string(), name.to_string()))?;
+        let mut obj =
+            self.objects
+                .remove(&(resource.to_string(), ns.to_string(), name.to_string()))?;
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::from(self.rv.to_string());
         self.record(resource, ns, "DELETED", obj.clone(), None);
@@ -145,15 +181,32 @@ impl State {
     }
 
     /// Records a v1 Event about `involved` (or counts a repeat of the same one).
-    pub fn event(&mut self, involved: &Value, kind: &str, reason: &str, message: &str, component: &str, field_path: Option<&str>) {
+    pub fn event(
+        &mut self,
+        involved: &Value,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+        field_path: Option<&str>,
+    ) {
         let meta = &involved["metadata"];
-        let ns = meta["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or("default").to_string();
+        let ns = meta["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_string();
         let uid = meta["uid"].as_str().unwrap_or("").to_string();
         let now = json::now();
         let same = self
             .list("events", Some(&ns))
             .into_iter()
-            .find(|e| e["involvedObject"]["uid"] == uid.as_str() && e["reason"] == reason && e["message"] == message && e["type"] == kind)
+            .find(|e| {
+                e["involvedObject"]["uid"] == uid.as_str()
+                    && e["reason"] == reason
+                    && e["message"] == message
+                    && e["type"] == kind
+            })
             .map(|e| e["metadata"]["name"].as_str().unwrap_or("").to_string());
         if let Some(name) = same {
             self.update("events", &ns, &name, |e| {
@@ -162,13 +215,30 @@ impl State {
             });
             return;
         }
-        if !self.objects.contains_key(&("namespaces".to_string(), String::new(), ns.clone())) {
+        if !self
+            .objects
+            .contains_key(&("namespaces".to_string(), String::new(), ns.clone()))
+        {
             return;
         }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         self.serial += 1;
-        let name = format!("{}.{:x}", meta["name"].as_str().unwrap_or(""), nanos + u128::from(self.serial));
-        let event_uid = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", (nanos >> 32) as u32, (nanos >> 16) as u16, self.serial & 0xfff, self.rv & 0xfff, nanos & 0xffff_ffff_ffff);
+        let name = format!(
+            "{}.{:x}",
+            meta["name"].as_str().unwrap_or(""),
+            nanos + u128::from(self.serial)
+        );
+        let event_uid = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (nanos >> 32) as u32,
+            (nanos >> 16) as u16,
+            self.serial & 0xfff,
+            self.rv & 0xfff,
+            nanos & 0xffff_ffff_ffff
+        );
         let mut involved_ref = json!({
             "kind": involved["kind"], "namespace": ns, "name": meta["name"], "uid": uid,
             "apiVersion": involved["apiVersion"], "resourceVersion": meta["resourceVersion"],
@@ -176,7 +246,11 @@ impl State {
         if let Some(fp) = field_path {
             involved_ref["fieldPath"] = Value::from(fp);
         }
-        let host = if component == "kubelet" { json!({"component": component, "host": "fake-node"}) } else { json!({"component": component}) };
+        let host = if component == "kubelet" {
+            json!({"component": component, "host": "fake-node"})
+        } else {
+            json!({"component": component})
+        };
         let e = json!({
             "kind": "Event", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ns, "uid": event_uid, "creationTimestamp": now},

@@ -22,55 +22,224 @@ fn columns(res: &Res) -> Vec<Value> {
         "deployments" => vec![
             name,
             col("Ready", "string", 0, "Number of the pod with ready state"),
-            col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            col(
+                "Up-to-date",
+                "integer",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            col(
+                "Available",
+                "integer",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+            ),
         ],
         "replicasets" => vec![
             name,
-            col("Desired", "integer", 0, "Replicas is the number of desired pods."),
-            col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-            col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            col(
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired pods.",
+            ),
+            col(
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            col(
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
             age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            col(
+                "Selector",
+                "string",
+                1,
+                "Selector is a label query over pods that should match the replica count.",
+            ),
         ],
         "pods" => vec![
             name,
-            col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             age,
-            col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
-            col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
-            col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-            col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+            col(
+                "IP",
+                "string",
+                1,
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            ),
+            col(
+                "Node",
+                "string",
+                1,
+                "NodeName is a request to schedule this pod onto a specific node.",
+            ),
+            col(
+                "Nominated Node",
+                "string",
+                1,
+                "nominatedNodeName is set only when this pod preempts other pods on the node.",
+            ),
+            col(
+                "Readiness Gates",
+                "string",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
         ],
         "services" => vec![
             name,
-            col("Type", "string", 0, "type determines how the Service is exposed."),
-            col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
-            col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-            col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            col(
+                "Type",
+                "string",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            col(
+                "Cluster-IP",
+                "string",
+                0,
+                "clusterIP is the IP address of the service.",
+            ),
+            col(
+                "External-IP",
+                "string",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            col(
+                "Port(s)",
+                "string",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
             age,
-            col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+            col(
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
         ],
-        "namespaces" => vec![name, col("Status", "string", 0, "The status of the namespace"), age],
-        "secrets" => vec![name, col("Type", "string", 0, "The type of data stored in the secret"), col("Data", "string", 0, "The number of entries in the data/stringData"), age],
+        "namespaces" => vec![
+            name,
+            col("Status", "string", 0, "The status of the namespace"),
+            age,
+        ],
+        "secrets" => vec![
+            name,
+            col("Type", "string", 0, "The type of data stored in the secret"),
+            col(
+                "Data",
+                "string",
+                0,
+                "The number of entries in the data/stringData",
+            ),
+            age,
+        ],
         "events" => vec![
             col("Last Seen", "string", 0, "Time when last event occurred"),
-            col("Type", "string", 0, "Type of this event (Normal, Warning), new types could be added in the future."),
-            col("Reason", "string", 0, "Reason is why the action was taken. It is human-readable. This field can have at most 128 characters."),
-            col("Object", "string", 0, "The object that this event is about. Mapped from Event.regarding"),
-            col("Subobject", "string", 1, "The subobject that this event is about."),
-            col("Source", "string", 1, "The component reporting this event. Should be a short machine understandable string."),
-            col("Message", "string", 0, "A human-readable description of the status of this operation."),
-            col("First Seen", "string", 1, "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
-            col("Count", "string", 1, "The number of times this event has occurred."),
+            col(
+                "Type",
+                "string",
+                0,
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
+            col(
+                "Reason",
+                "string",
+                0,
+                "Reason is why the action was taken. It is human-readable. This field can have at most 128 characters.",
+            ),
+            col(
+                "Object",
+                "string",
+                0,
+                "The object that this event is about. Mapped from Event.regarding",
+            ),
+            col(
+                "Subobject",
+                "string",
+                1,
+                "The subobject that this event is about.",
+            ),
+            col(
+                "Source",
+                "string",
+                1,
+                "The component reporting this event. Should be a short machine understandable string.",
+            ),
+            col(
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
+            col(
+                "First Seen",
+                "string",
+                1,
+                "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+            ),
+            col(
+                "Count",
+                "string",
+                1,
+                "The number of times this event has occurred.",
+            ),
             col("Name", "string", 1, NAME_DESC),
         ],
         _ => vec![name, age],
@@ -78,7 +247,10 @@ fn columns(res: &Res) -> Vec<Value> {
 }
 
 fn images(spec: &Value) -> (String, String) {
-    let cs = spec["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let cs = spec["template"]["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let names: Vec<&str> = cs.iter().filter_map(|c| c["name"].as_str()).collect();
     let images: Vec<&str> = cs.iter().filter_map(|c| c["image"].as_str()).collect();
     (names.join(","), images.join(","))
@@ -90,9 +262,18 @@ fn int(v: &Value) -> i64 {
 
 /// The STATUS column of a pod, as `kubectl get pods` computes it.
 pub fn pod_status(p: &Value) -> String {
-    let mut reason = p["status"]["reason"].as_str().or(p["status"]["phase"].as_str()).unwrap_or("Pending").to_string();
+    let mut reason = p["status"]["reason"]
+        .as_str()
+        .or(p["status"]["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_string();
     let mut has_running = false;
-    for c in p["status"]["containerStatuses"].as_array().into_iter().flatten().rev() {
+    for c in p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
         let s = &c["state"];
         if let Some(r) = s["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
             reason = r.to_string();
@@ -117,9 +298,16 @@ pub fn pod_status(p: &Value) -> String {
 fn restarts(p: &Value) -> String {
     let mut n = 0;
     let mut last: Option<i64> = None;
-    for c in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
+    for c in p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         n += int(&c["restartCount"]);
-        if let Some(t) = c["lastState"]["terminated"]["finishedAt"].as_str().and_then(json::parse_time) {
+        if let Some(t) = c["lastState"]["terminated"]["finishedAt"]
+            .as_str()
+            .and_then(json::parse_time)
+        {
             last = Some(last.map_or(t, |l: i64| l.max(t)));
         }
     }
@@ -142,22 +330,40 @@ fn service_ports(s: &Value) -> String {
             }
         })
         .collect();
-    if ports.is_empty() { "<none>".into() } else { ports.join(",") }
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
+    }
 }
 
 fn external_ip(s: &Value) -> String {
     let spec = &s["spec"];
-    let ext: Vec<String> = spec["externalIPs"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect();
+    let ext: Vec<String> = spec["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(String::from))
+        .collect();
     match spec["type"].as_str().unwrap_or("ClusterIP") {
         "LoadBalancer" => {
             let mut ips: Vec<String> = s["status"]["loadBalancer"]["ingress"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(String::from))
+                .filter_map(|i| {
+                    i["ip"]
+                        .as_str()
+                        .or(i["hostname"].as_str())
+                        .map(String::from)
+                })
                 .collect();
             ips.extend(ext);
-            if ips.is_empty() { "<pending>".into() } else { ips.join(",") }
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
         }
         "ExternalName" => spec["externalName"].as_str().unwrap_or("").to_string(),
         _ if !ext.is_empty() => ext.join(","),
@@ -180,7 +386,11 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
             let (c, i) = images(spec);
             vec![
                 name,
-                Value::from(format!("{}/{}", int(&status["readyReplicas"]), int(&spec["replicas"]))),
+                Value::from(format!(
+                    "{}/{}",
+                    int(&status["readyReplicas"]),
+                    int(&spec["replicas"])
+                )),
                 Value::from(int(&status["updatedReplicas"])),
                 Value::from(int(&status["availableReplicas"])),
                 age,
@@ -203,7 +413,10 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
             ]
         }
         "pods" => {
-            let statuses = status["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let statuses = status["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let total = spec["containers"].as_array().map_or(0, Vec::len);
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
             vec![
@@ -227,14 +440,34 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
             age,
             Value::from(selector_map(&spec["selector"])),
         ],
-        "namespaces" => vec![name, Value::from(status["phase"].as_str().unwrap_or("Active")), age],
-        "secrets" => vec![name, Value::from(o["type"].as_str().unwrap_or("Opaque")), Value::from(o["data"].as_object().map_or(0, |m| m.len())), age],
+        "namespaces" => vec![
+            name,
+            Value::from(status["phase"].as_str().unwrap_or("Active")),
+            age,
+        ],
+        "secrets" => vec![
+            name,
+            Value::from(o["type"].as_str().unwrap_or("Opaque")),
+            Value::from(o["data"].as_object().map_or(0, |m| m.len())),
+            age,
+        ],
         "events" => {
-            let last = o["lastTimestamp"].as_str().or(o["eventTime"].as_str()).and_then(json::parse_time);
+            let last = o["lastTimestamp"]
+                .as_str()
+                .or(o["eventTime"].as_str())
+                .and_then(json::parse_time);
             let first = o["firstTimestamp"].as_str().and_then(json::parse_time);
-            let ago = |t: Option<i64>| t.map_or("<unknown>".to_string(), |t| json::human_duration(json::now_ms() - t));
+            let ago = |t: Option<i64>| {
+                t.map_or("<unknown>".to_string(), |t| {
+                    json::human_duration(json::now_ms() - t)
+                })
+            };
             let inv = &o["involvedObject"];
-            let object = format!("{}/{}", inv["kind"].as_str().unwrap_or("").to_ascii_lowercase(), inv["name"].as_str().unwrap_or(""));
+            let object = format!(
+                "{}/{}",
+                inv["kind"].as_str().unwrap_or("").to_ascii_lowercase(),
+                inv["name"].as_str().unwrap_or("")
+            );
             let _ = st;
             vec![
                 Value::from(ago(last)),
@@ -242,7 +475,15 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
                 Value::from(o["reason"].as_str().unwrap_or("")),
                 Value::from(object),
                 Value::from(inv["fieldPath"].as_str().unwrap_or("")),
-                Value::from(format!("{}, {}", o["source"]["component"].as_str().unwrap_or(""), o["source"]["host"].as_str().unwrap_or("")).trim_end_matches(", ").to_string()),
+                Value::from(
+                    format!(
+                        "{}, {}",
+                        o["source"]["component"].as_str().unwrap_or(""),
+                        o["source"]["host"].as_str().unwrap_or("")
+                    )
+                    .trim_end_matches(", ")
+                    .to_string(),
+                ),
                 Value::from(o["message"].as_str().unwrap_or("").trim()),
                 Value::from(ago(first)),
                 Value::from(int(&o["count"]).to_string()),
