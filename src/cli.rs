@@ -307,11 +307,18 @@ pub fn xtask_command(pipeline: &Pipeline) -> clap::Command {
 fn with_steps(mut cmd: clap::Command, pipeline: &Pipeline) -> clap::Command {
     for s in pipeline.runnable() {
         let dry_run = clap::Arg::new("dry-run").long("dry-run").action(clap::ArgAction::SetTrue).help("Print the actions this step would take, read from the target now, and change nothing");
-        cmd = cmd.subcommand(
-            clap::Command::new(s.name().to_string())
-                .about(s.about().to_string())
-                .arg(dry_run),
-        );
+        let mut sub = clap::Command::new(s.name().to_string())
+            .about(s.about().to_string())
+            .arg(dry_run);
+        if let Some(help) = s.version_arg() {
+            sub = sub.arg(
+                clap::Arg::new("to")
+                    .long("to")
+                    .value_name("VERSION")
+                    .help(help),
+            );
+        }
+        cmd = cmd.subcommand(sub);
     }
     cmd
 }
@@ -325,7 +332,8 @@ fn step_subcommand<'a>(
         return None;
     }
     let global = GlobalArgs::from_arg_matches(sub).unwrap_or_else(|e| e.exit());
-    Some((What::One(name, sub.get_flag("dry-run")), global))
+    let to = sub.try_get_one::<String>("to").ok().flatten().cloned();
+    Some((What::One(name, sub.get_flag("dry-run"), to), global))
 }
 
 fn finish(result: Result<ExitCode>) -> ExitCode {
@@ -379,6 +387,7 @@ fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx
         allow_dirty: global.allow_dirty,
         force_build: global.force_build,
         deploying,
+        ..Options::default()
     };
     Ctx::new(&root, opts, printer)
 }
@@ -386,7 +395,8 @@ fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx
 /// What to run: one step or command by name (and whether only to print its plan), or
 /// `deploy`.
 enum What<'a> {
-    One(&'a str, bool),
+    /// A step by name, whether only its plan, and its `--to VERSION`.
+    One(&'a str, bool, Option<String>),
     Deploy(DeployArgs),
 }
 
@@ -461,9 +471,9 @@ fn run_pipeline(
     let run_started = state::now();
     printer.set_json(global.json);
     let break_lock = global.break_lock;
-    let ctx = open_for(global, printer, matches!(what, What::Deploy(_)))?;
+    let mut ctx = open_for(global, printer, matches!(what, What::Deploy(_)))?;
     let (mut selected, args) = match &what {
-        What::One(name, _) => (vec![*name], None),
+        What::One(name, _, _) => (vec![*name], None),
         What::Deploy(args) => (select(pipeline, args)?, Some(args)),
     };
     // `--resume` goes on with the steps the interrupted run chose (its --from, --to,
@@ -508,19 +518,24 @@ fn run_pipeline(
         }
         _ => None,
     };
+    ctx.opts.steps = selected.iter().map(|s| s.to_string()).collect();
+    if let What::One(_, _, to) = &what {
+        ctx.opts.rollback_to = to.clone();
+    }
+    let ctx = ctx;
     let config = ctx.config().clone();
     ctx.register_secrets();
     // Everything knowable before the first step, for a dry run too: a plan of a run that
     // cannot start would be a lie.
     pipeline.check(&ctx, &selected)?;
     let dry_run = match &what {
-        What::One(_, dry_run) => *dry_run,
+        What::One(_, dry_run, _) => *dry_run,
         What::Deploy(a) => a.dry_run,
     };
     if dry_run {
         let version = ctx.version()?.to_string();
         let command = match &what {
-            What::One(name, _) => name,
+            What::One(name, _, _) => name,
             What::Deploy(_) => "deploy",
         };
         ctx.out.data(&format!(
@@ -538,7 +553,7 @@ fn run_pipeline(
         return Ok(ExitCode::SUCCESS);
     }
     let command = match &what {
-        What::One(name, _) => name.to_string(),
+        What::One(name, _, _) => name.to_string(),
         What::Deploy(_) => "deploy".to_string(),
     };
     // A deploy, or one step that changes a registry or the target (push, stage, promote,
@@ -725,7 +740,7 @@ fn service_command(
                     "add it to xtask/src/main.rs",
                 ));
             }
-            run_pipeline(pipeline, global, What::One(step, false), printer)
+            run_pipeline(pipeline, global, What::One(step, false, None), printer)
         }
         ServiceCommand::History => {
             let root = find_root(&global)?;

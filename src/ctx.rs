@@ -5,7 +5,7 @@
 //! (the image `build` made). Expensive things (the Docker connection, the version) are
 //! made on first use, so `pymdeploy test` never needs a Docker engine.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -32,6 +32,10 @@ pub struct Options {
     /// This run is a `deploy` (holding the lock), not one step run by hand: only then does
     /// a failed live acceptance roll back.
     pub deploying: bool,
+    /// `rollback --to VERSION`: the version to go back to, even one rolled back from.
+    pub rollback_to: Option<String>,
+    /// The steps this run runs, in order (set before the checks).
+    pub steps: Vec<String>,
 }
 
 pub struct Ctx {
@@ -48,6 +52,17 @@ pub struct Ctx {
     pushed: RefCell<Option<String>>,
     rolled_back_to: RefCell<Option<String>>,
     deferred: RefCell<Vec<Deferred>>,
+    undoing: Cell<bool>,
+}
+
+/// While held (`Ctx::uninterrupted`), waits run to their end even after Ctrl-C: an
+/// action that makes or puts back something is finished, never abandoned half-way.
+pub struct Uninterrupted<'a>(&'a Cell<bool>, bool);
+
+impl Drop for Uninterrupted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.1);
+    }
 }
 
 /// Work started by `Ctx::defer`: what it is, and its task, which yields lines to report.
@@ -90,7 +105,13 @@ impl Ctx {
             pushed: RefCell::new(None),
             rolled_back_to: RefCell::new(None),
             deferred: RefCell::new(Vec::new()),
+            undoing: Cell::new(false),
         })
+    }
+
+    /// Whether this run runs the step `name`.
+    pub fn runs(&self, name: &str) -> bool {
+        self.opts.steps.iter().any(|s| s == name)
     }
 
     /// The configuration for the local environment.
@@ -149,11 +170,21 @@ impl Ctx {
     /// run is interrupted, so the caller's undo runs (a target's executor awaits its waits
     /// through this).
     pub async fn interruptible<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.undoing.get() {
+            return f.await;
+        }
         let interrupt = self.on_interrupt();
         tokio::select! {
             r = f => r,
             _ = interrupt => Err(anyhow::Error::new(crate::error::Interrupted)),
         }
+    }
+
+    /// Until the guard is dropped, waits are not given up on Ctrl-C: what the executor
+    /// runs under it (an action that makes something, an undo) finishes whole, and the
+    /// interrupt is answered right after it.
+    pub fn uninterrupted(&self) -> Uninterrupted<'_> {
+        Uninterrupted(&self.undoing, self.undoing.replace(true))
     }
 
     /// Starts work that is on no request's path (retiring the version a switch replaced)

@@ -46,6 +46,10 @@ pub trait Step {
     fn reach(&self) -> Reach {
         Reach::Local
     }
+    /// The help of a `--to VERSION` argument, for a step that takes one (`rollback`).
+    fn version_arg(&self) -> Option<&'static str> {
+        None
+    }
     /// Whether it changes what it reaches (pushes, stages, switches), rather than only
     /// reading it: run alone, such a step takes the deploy lock.
     fn changes(&self) -> bool {

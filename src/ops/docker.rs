@@ -333,6 +333,11 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<()> {
     }
 }
 
+/// `remove` from code that is not async and has no `Ctx` (a guard's drop), on `rt`.
+pub fn remove_now(rt: &tokio::runtime::Handle, docker: &Docker, id: &str) {
+    let _ = rt.block_on(remove(docker, id));
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -704,6 +709,32 @@ pub async fn container_state(
                 c.config.and_then(|c| c.labels).unwrap_or_default(),
                 code,
             )))
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect container {name}")),
+    }
+}
+
+/// What one inspect of a container says: its labels, the image reference it was created
+/// from (as given: a digest reference or an image ID), and whether it runs.
+pub struct Inspected {
+    pub labels: HashMap<String, String>,
+    pub image: String,
+    pub running: bool,
+}
+
+/// `None` when there is no such container.
+pub async fn inspect(docker: &Docker, name: &str) -> Result<Option<Inspected>> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => {
+            let config = c.config.unwrap_or_default();
+            Ok(Some(Inspected {
+                labels: config.labels.unwrap_or_default(),
+                image: config.image.unwrap_or_default(),
+                running: c.state.and_then(|s| s.running) == Some(true),
+            }))
         }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..

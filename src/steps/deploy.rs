@@ -1,15 +1,68 @@
 //! The steps after `push`, on the configured target: `stage`, `accept-staging`,
 //! `promote`, `accept-live`, and the commands `rollback` and `status`.
+//!
+//! The invariants a user relies on are checked here, once for every target that keeps a
+//! `targets::Ledger`: promote makes live only what staging runs, and only once that
+//! image passed staging acceptance (recorded by `accept-staging`); a run that would
+//! promote while skipping staging acceptance is refused before its first step.
+//! Rollback's choice (never back to a version it left, unless `--to` names it) is
+//! `targets::history::rollback_to`, which every target's decision calls.
 
 use anyhow::{Context, Result};
 
 use crate::config::PymEnv;
 use crate::ctx::Ctx;
+use crate::error::hinted;
 use crate::ops::service::secrets;
 use crate::output::StepProgress;
 use crate::pipeline::{Reach, Step};
 use crate::steps::accept::run_acceptance;
-use crate::targets;
+use crate::targets::{self, Change, Ledger, Staged, history::Event};
+
+/// What promote makes live: what staging runs, refused unless it passed staging
+/// acceptance on that very image.
+fn staged_and_accepted(ctx: &Ctx, ledger: &dyn Ledger) -> Result<Staged> {
+    let staged = ledger
+        .staged(ctx)?
+        .ok_or_else(|| hinted("nothing runs on staging: there is no version to promote", "stage and test one first: `cargo xtask deploy --from stage` (or `--to accept-staging`)"))?;
+    if !ledger
+        .history(ctx)?
+        .accepted(&staged.version, &staged.digest)
+    {
+        return Err(hinted(
+            format!(
+                "{} runs on staging but has not passed staging acceptance on that image ({})",
+                staged.version, staged.digest
+            ),
+            "test it with `cargo xtask accept-staging`, then promote; `cargo xtask deploy --from stage` does both",
+        ));
+    }
+    if ctx.version().is_ok_and(|v| v.to_string() != staged.version) {
+        ctx.out.status(
+            "Promoting",
+            &format!(
+                "{}, what staging runs (HEAD is {})",
+                staged.version,
+                ctx.version().map(|v| v.to_string()).unwrap_or_default()
+            ),
+        );
+    }
+    Ok(staged)
+}
+
+/// What a dry run's promote would make live: HEAD's version when this run stages it,
+/// else what staging runs now.
+fn planned_staged(ctx: &Ctx, ledger: &dyn Ledger) -> Result<Option<Staged>> {
+    if ctx.runs("stage") {
+        let tag = ctx.image_tag()?;
+        return Ok(Some(Staged {
+            version: ctx.version()?.to_string(),
+            image: tag,
+            digest: "<the pushed digest>".into(),
+        }));
+    }
+    Ok(Some(staged_and_accepted(ctx, ledger)?))
+}
 
 pub struct Stage;
 
@@ -34,7 +87,7 @@ impl Step for Stage {
         secrets(&ctx.config_for(PymEnv::Staging)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::of(ctx)?.plan(ctx, "stage")
+        targets::of(ctx)?.plan(ctx, Change::Stage, None)
     }
 }
 
@@ -83,8 +136,19 @@ impl Step for Accept {
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let config = ctx.config_for(self.0)?;
-        let addr = targets::of(ctx).and_then(|t| t.address(ctx, self.0))?;
+        let target = targets::of(ctx)?;
+        let addr = target.address(ctx, self.0)?;
+        // Staging acceptance is recorded against the image staging ran before and after
+        // the tests (a stage in between would have tested two images).
+        let ledger = target.ledger().filter(|_| self.0 == PymEnv::Staging);
+        let before = ledger.map(|l| l.staged(ctx)).transpose()?.flatten();
         let result = run_acceptance(ctx, &config, &addr, self.0, progress);
+        if let (Ok(()), Some(l), Some(tested)) = (&result, ledger, &before) {
+            match l.staged(ctx)? {
+                Some(now) if now == *tested => l.record(ctx, Event::Accepted, &tested.version, Some(&tested.digest))?,
+                _ => ctx.out.warn(&format!("staging changed while its acceptance tests ran: {} is not recorded as accepted", tested.version)),
+            }
+        }
         match (result, self.0) {
             (Ok(()), _) => Ok(format!(
                 "{} on {}:{}",
@@ -97,7 +161,7 @@ impl Step for Accept {
                 if config.rollback_on_failure && ctx.opts.deploying && !ctx.interrupted() =>
             {
                 progress.message("live acceptance failed: rolling back");
-                match targets::of(ctx)?.rollback(ctx, progress) {
+                match targets::of(ctx)?.rollback(ctx, None, progress) {
                     Ok(note) => Err(e.context(format!("rolled back: {note}"))),
                     Err(rb) => Err(e.context(format!("and the rollback failed too: {rb:#}"))),
                 }
@@ -123,14 +187,33 @@ impl Step for Promote {
         "Make the staged version live (blue/green) and verify it serves"
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        targets::of(ctx)?.promote(ctx, progress)
+        let target = targets::of(ctx)?;
+        let staged = target
+            .ledger()
+            .map(|l| staged_and_accepted(ctx, l))
+            .transpose()?;
+        target.promote(ctx, staged.as_ref(), progress)
     }
+    /// Before anything runs: a run that stages a version and promotes it must test it on
+    /// staging in between.
     fn check(&self, ctx: &Ctx) -> Result<()> {
+        if ctx.runs("stage") && !ctx.runs("accept-staging") {
+            return Err(hinted(
+                "this run stages a version and promotes it without its staging acceptance tests: live only ever serves a version that passed them",
+                "drop `--skip accept-staging`, or stop at staging with `--to stage`",
+            ));
+        }
         targets::of(ctx)?.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::of(ctx)?.plan(ctx, "promote")
+        let target = targets::of(ctx)?;
+        let staged = target
+            .ledger()
+            .map(|l| planned_staged(ctx, l))
+            .transpose()?
+            .flatten();
+        target.plan(ctx, Change::Promote, staged.as_ref())
     }
 }
 
@@ -149,15 +232,28 @@ impl Step for Rollback {
     fn about(&self) -> &str {
         "Make the previous live version live again"
     }
+    fn version_arg(&self) -> Option<&'static str> {
+        Some("Go back to this previous version, even one a rollback left")
+    }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        targets::of(ctx)?.rollback(ctx, progress)
+        targets::of(ctx)?.rollback(ctx, ctx.opts.rollback_to.as_deref(), progress)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::of(ctx)?.check(ctx)?;
+        let target = targets::of(ctx)?;
+        if ctx.opts.rollback_to.is_some() && target.ledger().is_none() {
+            return Err(hinted(
+                format!(
+                    "`rollback --to` is not available on the {} target yet",
+                    ctx.config().deploy_target
+                ),
+                "run `rollback` without --to: it goes to the version live before",
+            ));
+        }
+        target.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
-        targets::of(ctx)?.plan(ctx, "rollback")
+        targets::of(ctx)?.plan(ctx, Change::Rollback, None)
     }
 }
 

@@ -160,16 +160,21 @@ impl super::Target for BeanstalkTarget {
         }
     }
 
-    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let c = ctx.config_for(if step == "stage" {
+    fn plan(
+        &self,
+        ctx: &Ctx,
+        change: super::Change,
+        _staged: Option<&super::Staged>,
+    ) -> Result<Vec<String>> {
+        let c = ctx.config_for(if change == super::Change::Stage {
             PymEnv::Staging
         } else {
             PymEnv::Live
         })?;
         let version = ctx.version()?.to_string();
         let prefix = live_prefix(&c);
-        Ok(match step {
-            "stage" => {
+        Ok(match change {
+            super::Change::Stage => {
                 let seen =
                     ctx.block_on(async { observe_stage(&connect(&c).await?, &c, &version).await })?;
                 decide_stage(&seen, &c, &version, ctx.version()?.dirty, unix_now())?
@@ -179,7 +184,7 @@ impl super::Target for BeanstalkTarget {
             }
             // Read from Beanstalk now, as the run reads it: whether anything is live decides
             // between the first promote and a swap; rollback's target is named.
-            "promote" => {
+            super::Change::Promote => {
                 let mut seen = ctx
                     .block_on(async { observe_promote(&connect(&c).await?, &c, &version).await })?;
                 // In a deploy's dry run stage has not run yet: the plan assumes it will
@@ -192,7 +197,7 @@ impl super::Target for BeanstalkTarget {
                     .map(|a| a.describe(&c))
                     .collect()
             }
-            "rollback" => {
+            super::Change::Rollback => {
                 let d = ctx.block_on(async { decide_rollback(&connect(&c).await?, &c).await })?;
                 let (from, to) = (
                     d.current.environment_name().unwrap_or_default(),
@@ -212,7 +217,6 @@ impl super::Target for BeanstalkTarget {
                     ),
                 ]
             }
-            other => vec![other.to_string()],
         })
     }
 
@@ -233,7 +237,12 @@ impl super::Target for BeanstalkTarget {
     }
 
     /// Read Beanstalk, decide the actions (`decide_promote`), carry them out (`act`).
-    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn promote(
+        &self,
+        ctx: &Ctx,
+        _staged: Option<&super::Staged>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         let version = ctx.version()?.to_string();
         ctx.block_on(async {
@@ -244,7 +253,12 @@ impl super::Target for BeanstalkTarget {
         })
     }
 
-    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn rollback(
+        &self,
+        ctx: &Ctx,
+        _to: Option<&str>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let aws = connect(&c).await?;

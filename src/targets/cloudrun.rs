@@ -1627,8 +1627,13 @@ impl super::Target for CloudRunTarget {
         })
     }
 
-    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let env = if step == "stage" {
+    fn plan(
+        &self,
+        ctx: &Ctx,
+        change: super::Change,
+        _staged: Option<&super::Staged>,
+    ) -> Result<Vec<String>> {
+        let env = if change == super::Change::Stage {
             PymEnv::Staging
         } else {
             PymEnv::Live
@@ -1637,8 +1642,8 @@ impl super::Target for CloudRunTarget {
         let version = ctx.version()?.to_string();
         let id = service_id(&c);
         let (_, mut seen) = ctx.block_on(async { connect(&c).await?.observe().await })?;
-        let acts = match step {
-            "stage" => {
+        let acts = match change {
+            super::Change::Stage => {
                 let image = pushed(ctx).unwrap_or_else(|_| {
                     format!(
                         "{}@sha256:<pushed>",
@@ -1658,7 +1663,7 @@ impl super::Target for CloudRunTarget {
                     c.gcp_allow_unauthenticated,
                 )?
             }
-            "promote" => {
+            super::Change::Promote => {
                 // In a deploy's dry run stage has not run yet: assume it staged this version.
                 if seen
                     .service
@@ -1687,8 +1692,7 @@ impl super::Target for CloudRunTarget {
                 }
                 decide_promote(&seen, &id, &version)?
             }
-            "rollback" => decide_rollback(&seen, &id)?.2,
-            other => return Ok(vec![other.to_string()]),
+            super::Change::Rollback => decide_rollback(&seen, &id)?.2,
         };
         Ok(acts.iter().map(|a| a.describe(&id)).collect())
     }
@@ -1714,7 +1718,12 @@ impl super::Target for CloudRunTarget {
         })
     }
 
-    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn promote(
+        &self,
+        ctx: &Ctx,
+        _staged: Option<&super::Staged>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         let version = ctx.version()?.to_string();
         ctx.block_on(async {
@@ -1770,7 +1779,12 @@ impl super::Target for CloudRunTarget {
         })
     }
 
-    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn rollback(
+        &self,
+        ctx: &Ctx,
+        _to: Option<&str>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let gcp = connect(&c).await?;

@@ -1883,8 +1883,13 @@ impl super::Target for GkeTarget {
         })
     }
 
-    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>> {
-        let env = if step == "stage" {
+    fn plan(
+        &self,
+        ctx: &Ctx,
+        change: super::Change,
+        _staged: Option<&super::Staged>,
+    ) -> Result<Vec<String>> {
+        let env = if change == super::Change::Stage {
             PymEnv::Staging
         } else {
             PymEnv::Live
@@ -1895,8 +1900,8 @@ impl super::Target for GkeTarget {
         let mut seen = ctx.block_on(k.observe_with_staging(ctx))?;
         let names = &k.names;
         let secrets = !c.env_secrets.is_empty();
-        let acts = match step {
-            "stage" => {
+        let acts = match change {
+            super::Change::Stage => {
                 let image = pushed(ctx)
                     .ok()
                     .filter(|i| i.contains("@sha256:"))
@@ -1910,7 +1915,7 @@ impl super::Target for GkeTarget {
                     secrets,
                 )?
             }
-            "promote" => {
+            super::Change::Promote => {
                 // In a deploy's dry run stage has not run yet: assume it staged this version.
                 if seen
                     .dep(&names.staging())
@@ -1937,8 +1942,7 @@ impl super::Target for GkeTarget {
                     c.keep_previous as usize,
                 )?
             }
-            "rollback" => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
-            other => return Ok(vec![other.to_string()]),
+            super::Change::Rollback => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
         };
         Ok(acts.iter().map(|a| a.describe(names)).collect())
     }
@@ -1963,7 +1967,12 @@ impl super::Target for GkeTarget {
         })
     }
 
-    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn promote(
+        &self,
+        ctx: &Ctx,
+        _staged: Option<&super::Staged>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         let version = ctx.version()?.to_string();
         ctx.block_on(async {
@@ -1982,7 +1991,12 @@ impl super::Target for GkeTarget {
         })
     }
 
-    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+    fn rollback(
+        &self,
+        ctx: &Ctx,
+        _to: Option<&str>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let k = connect(&c).await?;

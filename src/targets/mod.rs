@@ -1,5 +1,8 @@
-//! Deploy targets: where `stage`, `promote` and `rollback` put the service. One file per
-//! target, each a `Target`; adding one is that file and one arm of `of`.
+//! Deploy targets: where `stage`, `promote` and `rollback` put the service. One module
+//! per target, each a `Target`; adding one is that module and one arm of `of`. What they
+//! share sits beside them: `plan` (the one executor of a target's typed actions),
+//! `history` (the one deploy record and the decisions taken from it), and the checks
+//! below.
 
 #[cfg(feature = "aws-beanstalk")]
 pub mod beanstalk;
@@ -8,6 +11,8 @@ pub mod cloudrun;
 pub mod docker;
 #[cfg(feature = "gke")]
 pub mod gke;
+pub mod history;
+pub mod plan;
 
 use std::time::Duration;
 
@@ -175,6 +180,53 @@ fn unsupported(kind: TargetKind) -> anyhow::Error {
     )
 }
 
+/// The changing commands of a target, for their `--dry-run` plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Stage,
+    Promote,
+    Rollback,
+}
+
+impl Change {
+    /// The environment the command changes.
+    pub fn env(self) -> PymEnv {
+        match self {
+            Change::Stage => PymEnv::Staging,
+            Change::Promote | Change::Rollback => PymEnv::Live,
+        }
+    }
+}
+
+/// What staging runs: the version and the image, by digest, that a promote makes live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    pub version: String,
+    /// The reference to run it by (`repo@sha256:...`, or the engine's image ID).
+    pub image: String,
+    /// The image's digest (`sha256:...`): what staging acceptance is recorded against.
+    pub digest: String,
+}
+
+/// What a target keeps of its deploys on its own side, for the invariants that
+/// `steps::deploy` checks once for every target: promote makes live only what staging
+/// runs, and only once it passed staging acceptance; rollback never goes back to a
+/// version it left. A target that has it returns it from `Target::ledger`.
+pub trait Ledger {
+    /// What staging runs now, if anything.
+    fn staged(&self, ctx: &Ctx) -> Result<Option<Staged>>;
+    /// The deploy record.
+    fn history(&self, ctx: &Ctx) -> Result<history::History>;
+    /// Adds one entry to the deploy record.
+    fn record(
+        &self,
+        ctx: &Ctx,
+        event: history::Event,
+        version: &str,
+        digest: Option<&str>,
+    ) -> Result<()>;
+}
+
 /// A deploy target: where `stage`, `promote` and `rollback` put the service, and what
 /// `status`, `cleanup` and the acceptance tests read from it. One implementation per
 /// file; `of` is the only place that knows which exist in this build.
@@ -190,12 +242,26 @@ pub trait Target {
         Ok(None)
     }
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
-    fn promote(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
-    fn rollback(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String>;
+    /// Makes live what staging runs: `staged`, read by `steps::deploy` through the
+    /// target's `Ledger` (`None` from a target without one, which finds it itself).
+    fn promote(
+        &self,
+        ctx: &Ctx,
+        staged: Option<&Staged>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String>;
+    /// Goes back to a previous version: `to` when named (`rollback --to`; only a target
+    /// with a `Ledger` takes one), else the one `history::rollback_to` chooses.
+    fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String>;
     /// Where an environment answers, for its acceptance tests.
     fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address>;
-    /// The actions of `stage`, `promote` or `rollback` on this target, for `--dry-run`.
-    fn plan(&self, ctx: &Ctx, step: &str) -> Result<Vec<String>>;
+    /// The actions of a changing command on this target, for `--dry-run`: `staged` as
+    /// for `promote`.
+    fn plan(&self, ctx: &Ctx, change: Change, staged: Option<&Staged>) -> Result<Vec<String>>;
+    /// The deploy record and what staging runs, where the target keeps them.
+    fn ledger(&self) -> Option<&dyn Ledger> {
+        None
+    }
     fn status(&self, ctx: &Ctx) -> Result<Table>;
     /// Removes old versions beyond `keep_previous`; with `execute` false, says which.
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>>;

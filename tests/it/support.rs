@@ -253,6 +253,9 @@ impl TestService {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Its own process group, as a terminal's foreground job: `Spawned::interrupt`
+        // sends SIGINT to the whole group, as Ctrl-C does.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.spawn().expect("pymdeploy starts")
     }
 
@@ -811,9 +814,10 @@ impl Spawned {
     pub fn interrupt(mut self) -> (Option<i32>, String, std::time::Duration) {
         use std::io::Read;
         let started = std::time::Instant::now();
+        // The process group (see `spawn_pym_env`): pymdeploy and whatever it runs.
         assert!(
             Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
+                .args(["-INT", "--", &format!("-{}", self.child.id())])
                 .status()
                 .unwrap()
                 .success()

@@ -78,19 +78,12 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     // The dry run of stage and promote lists the very actions they then take (each from
     // one decision over what the engine holds).
     let dry = svc.pym_env(
-        &[
-            "deploy",
-            "--from",
-            "stage",
-            "--to",
-            "promote",
-            "--skip",
-            "accept-staging",
-            "--dry-run",
-        ],
+        &["deploy", "--from", "stage", "--to", "promote", "--dry-run"],
         &reg.env(),
     );
-    let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
+    let mut planned = crate::support::planned_actions(&dry.assert_ok().stdout);
+    // accept-staging's line: the tests it runs, not an action on the engine.
+    planned.retain(|a| !a.starts_with("run `"));
     let promoted = svc.pym_env(&["deploy", "--from", "stage"], &reg.env());
     promoted.assert_ok();
     let acted = crate::support::taken_actions(&promoted.stderr);
@@ -590,6 +583,7 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
         .map(|id| docker(&["inspect", "--format", "{{.Name}}", id]))
         .collect();
     names.sort();
+    names.retain(|n| !n.starts_with(&format!("/pym-{}-record-", svc.name)));
     assert_eq!(
         names,
         [
@@ -625,8 +619,6 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
         "--no-test",
         "--skip",
         "accept-local",
-        "--skip",
-        "accept-staging",
         "--skip",
         "accept-live",
     ];
@@ -711,6 +703,108 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
             .any(|l| l.starts_with("previous ") && l.contains(c2.as_str())),
         "the restarted proxy lost its history:\n{table}"
     );
+
+    // A third rollback would return to C2, which a rollback left: refused, live as it
+    // was; named with --to, it goes.
+    svc.pym(&["rollback"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "every previous version kept was rolled back from: {c2}"
+        ))
+        .assert_stderr_has("rollback --to VERSION");
+    assert_eq!(version_on(live).unwrap()["version"], v0.as_str());
+    svc.pym(&["rollback", "--to", &c2])
+        .assert_ok()
+        .assert_stderr_has(&format!("{c2} live again (was {v0})"));
+    assert_eq!(version_on(live).unwrap()["version"], c2.as_str());
+}
+
+#[test]
+fn promote_makes_live_what_staging_runs_and_only_once_it_passed_acceptance() {
+    if !docker_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let svc = TestService::new("staged");
+    let (live, staging) = svc.for_docker_target(&reg);
+    // A run that would promote what it stages without testing it: refused before any step.
+    let r = svc.pym_env(
+        &["deploy", "--no-test", "--skip", "accept-staging"],
+        &reg.env(),
+    );
+    r.assert_failed()
+        .assert_stderr_has("without its staging acceptance tests")
+        .assert_stderr_has("nothing was started");
+    assert!(!r.stderr.contains("==> build"), "a step ran:\n{}", r.stderr);
+    svc.pym_env(
+        &["deploy", "--no-test", "--skip", "accept-local"],
+        &reg.env(),
+    )
+    .assert_ok();
+    let v1 = svc.pym(&["version"]).stdout.trim().to_string();
+
+    // V2 staged, its acceptance never run: promote refuses, live stays V1.
+    svc.write(
+        "src/main.rs",
+        &format!("{}// v2\n", svc.read("src/main.rs")),
+    )
+    .commit("v2");
+    let v2 = svc.pym(&["version"]).stdout.trim().to_string();
+    svc.pym_env(
+        &[
+            "deploy",
+            "--no-test",
+            "--skip",
+            "accept-local",
+            "--to",
+            "stage",
+        ],
+        &reg.env(),
+    )
+    .assert_ok();
+    assert_eq!(version_on(staging).unwrap()["version"], v2.as_str());
+    svc.pym(&["promote"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "{v2} runs on staging but has not passed staging acceptance"
+        ))
+        .assert_stderr_has("cargo xtask accept-staging");
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
+
+    // Staging acceptance fails: still refused.
+    svc.edit(
+        "pym-config.yaml",
+        "accept_command: cargo test --manifest-path testaccept/Cargo.toml",
+        "accept_command: \"false\"",
+    )
+    .commit("failing acceptance");
+    svc.pym(&["accept-staging"]).assert_failed();
+    svc.pym(&["promote"])
+        .assert_failed()
+        .assert_stderr_has("has not passed staging acceptance");
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
+
+    // It passes; HEAD then moves ahead (V3, never staged): promote makes V2 live, what
+    // staging ran and tested, not HEAD.
+    svc.edit(
+        "pym-config.yaml",
+        "accept_command: \"false\"",
+        "accept_command: cargo test --manifest-path testaccept/Cargo.toml",
+    )
+    .commit("v3");
+    let v3 = svc.pym(&["version"]).stdout.trim().to_string();
+    svc.pym(&["accept-staging"]).assert_ok();
+    svc.pym(&["promote", "--dry-run"])
+        .assert_ok()
+        .assert_stdout_has(&format!(
+            "pym-{}-live-{v2} beside the live version",
+            svc.name
+        ));
+    svc.pym(&["promote"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2}, what staging runs (HEAD is {v3})"))
+        .assert_stderr_has(&format!("{v2} live on"));
+    assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
 }
 
 #[test]
@@ -735,7 +829,7 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
     let seen = run.seen.clone();
     let (code, rest, took) = run.interrupt();
     assert!(
-        took < std::time::Duration::from_secs(10),
+        took < std::time::Duration::from_secs(2),
         "Ctrl-C took {took:?} (health_timeout is 60 s)"
     );
     assert_eq!(code, Some(130), "{seen}{rest}");
@@ -755,7 +849,7 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
         .collect();
     assert!(
         !names.iter().any(|n| n.contains(&format!("live-{v2}"))),
-        "the new version's container was left: {names:?}"
+        "the new version's container was left: {names:?}\n{rest}"
     );
     // History says what happened: this deploy failed at promote.
     let history = svc.pym(&["history"]).assert_ok().stdout.clone();
@@ -784,7 +878,7 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (code, rest, took) = run.interrupt();
     assert!(
-        took < std::time::Duration::from_secs(10),
+        took < std::time::Duration::from_secs(2),
         "Ctrl-C took {took:?} (health_timeout is 60 s)"
     );
     assert_eq!(code, Some(130), "{rest}");

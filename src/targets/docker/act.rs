@@ -1,0 +1,502 @@
+//! The docker target's actor: what each `Action` does to the engine and what undoes it.
+//! `targets::plan::execute` runs the list, prints each line, and unwinds the undos.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use bollard::Docker;
+
+use super::decide::Action;
+use super::names::{live_name, network, proxy_name, staging_name, upstream_container};
+use super::{container_name, labels, observe, proxy, record};
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, wait_healthy};
+use crate::ops::{self, docker::RunSpec};
+use crate::output::StepProgress;
+use crate::targets::history::Event;
+use crate::targets::plan::Actor;
+
+/// Carries out the docker target's actions for one environment's config.
+pub(super) struct Engine {
+    pub config: Config,
+    /// Where this machine reaches published ports (the engine's host when remote).
+    pub host: String,
+    /// This version's tag, as the plan names the image.
+    pub tag: String,
+    /// The image to run, by digest: the staged one for promote; resolved on first use
+    /// for stage (`super::reference`).
+    pub image: Option<String>,
+    /// Whether the proxy routed anywhere when the plan was decided.
+    pub had_route: bool,
+    /// The container the plan started last: the one `WaitHealthy` waits for.
+    started: Option<String>,
+    /// The route a switch replaced.
+    old_route: Option<String>,
+    /// How long the staged container took to be healthy.
+    pub waited: Duration,
+}
+
+impl Engine {
+    pub fn new(
+        config: Config,
+        host: String,
+        tag: String,
+        image: Option<String>,
+        had_route: bool,
+    ) -> Engine {
+        Engine {
+            config,
+            host,
+            tag,
+            image,
+            had_route,
+            started: None,
+            old_route: None,
+            waited: Duration::ZERO,
+        }
+    }
+
+    fn image(&mut self, ctx: &Ctx, docker: &Docker) -> Result<String> {
+        if self.image.is_none() {
+            self.image = Some(super::reference(ctx, docker)?);
+        }
+        Ok(self.image.clone().expect("set above"))
+    }
+
+    fn run_spec<'a>(
+        &self,
+        name: &'a str,
+        image: &'a str,
+        version: &str,
+        env: PymEnv,
+        bind: &'a str,
+        host_port: Option<u16>,
+        network: Option<&'a str>,
+    ) -> Result<RunSpec<'a>> {
+        let c = &self.config;
+        Ok(RunSpec {
+            name,
+            image,
+            env: container_env(version, c, env)?,
+            container_port: c.port,
+            host_ip: bind,
+            host_port,
+            labels: labels(c, env, version),
+            network,
+            restart: true,
+            cmd: None,
+            locked_down: false,
+            state_dir: None,
+        })
+    }
+}
+
+impl Actor for Engine {
+    type Act = Action;
+
+    fn describe(&self, act: &Action) -> String {
+        let (c, host) = (&self.config, &self.host);
+        match act {
+            Action::Pull => format!(
+                "pull {}, by the digest push reports, from {}",
+                self.tag,
+                ops::registry::registry_of(&self.tag)
+            ),
+            Action::ReplaceStaging => format!(
+                "stop the previous {}, if any (removed beside the next steps)",
+                staging_name(c)
+            ),
+            Action::RunStaging { .. } => format!(
+                "start {} from {}, published on {}:{}, PYM_ENV=staging",
+                staging_name(c),
+                self.tag,
+                c.publish_ip,
+                c.staging_port
+            ),
+            Action::WaitStaging { version } => format!(
+                "wait up to {}s for {} to answer {}, and check {} is {version}",
+                c.health_timeout,
+                c.health_path,
+                c.health_statuses.join(" or "),
+                c.version_path
+            ),
+            Action::StopStray { version } => {
+                format!("stop the stray {version}: it runs, and live routes elsewhere")
+            }
+            Action::EnsureProxy => format!(
+                "ensure network {} and the proxy {} on {}:{}",
+                network(c),
+                proxy_name(c),
+                c.publish_ip,
+                c.live_port
+            ),
+            Action::RemoveLeftover { version } => format!(
+                "remove the stopped {} left by an earlier promote",
+                live_name(c, version)
+            ),
+            Action::Run { version } => format!(
+                "start {} beside the live version, PYM_ENV=live",
+                live_name(c, version)
+            ),
+            Action::Start { version } => format!("start {} again", live_name(c, version)),
+            Action::WaitHealthy { version } => format!(
+                "wait up to {}s for {version} to answer {}",
+                c.health_timeout, c.health_path
+            ),
+            Action::Switch { version } => format!("route the proxy to {version}"),
+            Action::Verify { version } => format!(
+                "check {host}:{}{} is {version} (else route back)",
+                c.live_port, c.version_path
+            ),
+            Action::Record { entries } => {
+                let said: Vec<String> = entries
+                    .iter()
+                    .map(|(e, v, _)| match e {
+                        Event::Live => format!("{v} live"),
+                        Event::RolledBack => format!("{v} rolled back from"),
+                        Event::Accepted => format!("{v} accepted"),
+                    })
+                    .collect();
+                format!(
+                    "record {} in the deploy record on the engine",
+                    said.join(", ")
+                )
+            }
+            Action::Retire { versions } if versions.is_empty() => format!(
+                "keep {} previous versions, remove unused images",
+                c.keep_previous
+            ),
+            Action::Retire { versions } => format!(
+                "drain {} (up to {}s), stop, keep {} previous versions, remove unused images",
+                versions.join(", "),
+                c.drain_seconds,
+                c.keep_previous
+            ),
+            Action::Remove { name } => format!("remove {name}, its last 40 log lines shown"),
+            Action::Stop { version } => format!("stop {} again", live_name(c, version)),
+            Action::RouteBack { upstream } => {
+                format!("route the proxy back to {}", upstream_container(upstream))
+            }
+            Action::RemoveProxy => format!("remove the proxy {} made by this run", proxy_name(c)),
+        }
+    }
+
+    fn commits(&self, act: &Action) -> bool {
+        matches!(act, Action::Verify { .. })
+    }
+
+    fn waits(&self, act: &Action) -> bool {
+        matches!(
+            act,
+            Action::Pull
+                | Action::WaitStaging { .. }
+                | Action::WaitHealthy { .. }
+                | Action::Verify { .. }
+        )
+    }
+
+    fn run(
+        &mut self,
+        ctx: &Ctx,
+        act: &Action,
+        progress: &StepProgress<'_>,
+    ) -> Result<Option<Action>> {
+        let docker = ctx.docker()?;
+        let c = self.config.clone();
+        match act {
+            Action::Pull => {
+                let reference = self.image(ctx, docker)?;
+                let creds =
+                    ops::registry::credentials_for(&ops::registry::registry_of(&reference))?;
+                if let Some(cr) = &creds {
+                    ctx.out.add_secret(&cr.password);
+                }
+                progress.message(&format!("pulling {reference}"));
+                ctx.wait(ops::docker::pull(
+                    docker,
+                    &reference,
+                    creds.as_ref(),
+                    progress,
+                ))?;
+            }
+            Action::ReplaceStaging => {
+                // Earlier runs killed before they removed theirs leave stopped ones: they
+                // go too.
+                let name = staging_name(&c);
+                let old = format!("{name}-replaced-{}", std::process::id());
+                ctx.wait(ops::docker::kill_and_rename(docker, &name, &old))?;
+                let replaced: Vec<String> = ctx
+                    .wait(ops::docker::list(
+                        docker,
+                        &[
+                            format!("{LABEL_NAME}={}", c.name),
+                            format!("{LABEL_ENV}=staging"),
+                        ],
+                    ))?
+                    .iter()
+                    .filter(|x| container_name(x).starts_with(&format!("{name}-replaced-")))
+                    .filter_map(|x| x.id.clone())
+                    .collect();
+                if !replaced.is_empty() {
+                    let d = docker.clone();
+                    ctx.defer(&format!("removing the previous {name}"), async move {
+                        for id in replaced {
+                            ops::docker::remove(&d, &id).await?;
+                        }
+                        Ok(Vec::new())
+                    });
+                }
+            }
+            Action::RunStaging { version } => {
+                let name = staging_name(&c);
+                let image = self.image(ctx, docker)?;
+                let spec = self.run_spec(
+                    &name,
+                    &image,
+                    version,
+                    PymEnv::Staging,
+                    &c.publish_ip,
+                    Some(c.staging_port),
+                    None,
+                )?;
+                self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
+                return Ok(Some(Action::Remove { name }));
+            }
+            Action::WaitStaging { version } => {
+                let id = self
+                    .started
+                    .clone()
+                    .ok_or_else(|| anyhow!("a plan runs the container before it waits for it"))?;
+                progress.message(&format!(
+                    "waiting for {}:{}{} to answer",
+                    self.host, c.staging_port, c.health_path
+                ));
+                let host = self.host.clone();
+                self.waited = ctx.wait(async {
+                    let waited = wait_healthy(docker, &id, &host, c.staging_port, &c).await?;
+                    verify_version(&c, &host, c.staging_port, version, Duration::from_secs(5))
+                        .await?;
+                    Ok::<_, anyhow::Error>(waited)
+                })?;
+            }
+            Action::StopStray { version } => {
+                ctx.wait(ops::docker::stop(docker, &live_name(&c, version), 10))?
+            }
+            Action::EnsureProxy => {
+                let made = proxy::ensure_proxy(ctx, docker, &c, progress)?;
+                return Ok((made && !self.had_route).then_some(Action::RemoveProxy));
+            }
+            Action::RemoveLeftover { version } => {
+                ctx.wait(ops::docker::remove(docker, &live_name(&c, version)))?
+            }
+            Action::Run { version } => {
+                let name = live_name(&c, version);
+                let (bind, _) = ctx.check_binding(&c.publish_ip)?;
+                let image = self
+                    .image
+                    .clone()
+                    .ok_or_else(|| anyhow!("promote runs the staged image, and none was given"))?;
+                let net = network(&c);
+                let spec = self.run_spec(
+                    &name,
+                    &image,
+                    version,
+                    PymEnv::Live,
+                    &bind,
+                    None,
+                    Some(&net),
+                )?;
+                self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
+                return Ok(Some(Action::Remove { name }));
+            }
+            Action::Start { version } => {
+                let name = live_name(&c, version);
+                ctx.wait(ops::docker::start(docker, &name))?;
+                self.started = Some(name);
+                return Ok(Some(Action::Stop {
+                    version: version.clone(),
+                }));
+            }
+            Action::WaitHealthy { .. } => {
+                let id = self
+                    .started
+                    .clone()
+                    .ok_or_else(|| anyhow!("a plan starts a container before it waits for one"))?;
+                let port = ctx.wait(ops::docker::published_port(docker, &id, c.port))?;
+                let host = ctx.check_binding(&c.publish_ip)?.1;
+                ctx.wait(wait_healthy(docker, &id, &host, port, &c))?;
+            }
+            Action::Switch { version } => {
+                let new_route = format!("{}:{}", live_name(&c, version), c.port);
+                self.old_route = proxy::current_route(ctx, docker, &c)?.filter(|r| *r != new_route);
+                proxy::route(ctx, docker, &c, &new_route)?;
+                return Ok(self
+                    .old_route
+                    .clone()
+                    .map(|upstream| Action::RouteBack { upstream }));
+            }
+            Action::Verify { version } => ctx.wait(verify_version(
+                &c,
+                &self.host,
+                c.live_port,
+                version,
+                Duration::from_secs(10),
+            ))?,
+            Action::Record { entries } => {
+                let now = ops::state::now();
+                let written = ctx.wait(record::update(docker, &c, |h| {
+                    for (event, version, digest) in entries {
+                        h.push(*event, version, digest.as_deref(), now);
+                    }
+                }));
+                // Live serves the version already: a record not written is a warning.
+                if let Err(e) = written {
+                    ctx.out
+                        .warn(&format!("the deploy record was not updated: {e:#}"));
+                }
+            }
+            Action::Retire { versions } => {
+                retire(ctx, docker, &c, self.old_route.clone(), versions)
+            }
+            Action::Remove { name } => {
+                let logs =
+                    ctx.wait(async { Ok(ops::docker::logs_tail(docker, name, 40).await) })?;
+                progress.suspend(|| {
+                    ctx.out
+                        .block(&format!("last 40 log lines of container {name}"), &logs)
+                });
+                ctx.wait(ops::docker::remove(docker, name))?;
+            }
+            Action::Stop { version } => {
+                ctx.wait(ops::docker::stop(docker, &live_name(&c, version), 1))?
+            }
+            Action::RouteBack { upstream } => proxy::route(ctx, docker, &c, upstream)?,
+            Action::RemoveProxy => ctx.wait(ops::docker::remove(docker, &proxy_name(&c)))?,
+        }
+        Ok(None)
+    }
+}
+
+/// Asks `/version` on a local port every 50 ms until it names `version`.
+pub(super) async fn verify_version(
+    config: &Config,
+    host: &str,
+    port: u16,
+    version: &str,
+    within: Duration,
+) -> Result<()> {
+    crate::targets::verify_version(
+        config,
+        host,
+        port,
+        version,
+        None,
+        within,
+        crate::targets::Poll {
+            every: Duration::from_millis(50),
+            ask: Duration::from_secs(2),
+        },
+    )
+    .await
+}
+
+/// Live serves the new version: what is left (drain the old ones, stop them, remove
+/// versions beyond keep_previous and images nothing uses) is on no request's path, so it
+/// runs beside the next steps, and the run ends once it is done.
+fn retire(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    old_route: Option<String>,
+    versions: &[String],
+) {
+    let retire = Retire {
+        docker: docker.clone(),
+        config: config.clone(),
+        head: ctx.image_tag().ok(),
+        old_route,
+        old: versions
+            .iter()
+            .map(|v| (live_name(config, v), v.clone()))
+            .collect(),
+    };
+    let what = if versions.is_empty() {
+        "pruning old versions".to_string()
+    } else {
+        format!("retiring {}", versions.join(", "))
+    };
+    ctx.defer(&what, retire.run());
+}
+
+/// The work after a switch, done off the critical path (see `retire`).
+struct Retire {
+    docker: Docker,
+    config: Config,
+    head: Option<String>,
+    old_route: Option<String>,
+    old: Vec<(String, String)>,
+}
+
+impl Retire {
+    /// Returns what it did, as lines for the run's output; warnings start with "warning: ".
+    async fn run(self) -> Result<Vec<String>> {
+        let mut said = Vec::new();
+        let c = &self.config;
+        if let Some(prev) = &self.old_route {
+            let started = std::time::Instant::now();
+            match proxy::drain(&self.docker, &proxy_name(c), prev, c.drain_seconds).await? {
+                0 => said.push(format!("drained {} in {:.2}s", upstream_container(prev), started.elapsed().as_secs_f64())),
+                n => said.push(format!("warning: {n} request(s) still in flight to {} after drain_seconds ({}s); stopping it cut them", upstream_container(prev), c.drain_seconds)),
+            }
+        }
+        for (id, version) in &self.old {
+            ops::docker::stop(&self.docker, id, 10).await?;
+            said.push(format!("stopped {version}"));
+        }
+        // Keep the `keep_previous` versions live most recently, and the one a rollback
+        // would go to; remove the rest, and the images nothing uses any more.
+        let seen = observe::engine(&self.docker, c).await?;
+        let gone = super::decide::decide_cleanup(&seen, c.keep_previous as usize);
+        for v in seen.live.iter().filter(|v| gone.contains(&v.version)) {
+            ops::docker::remove(&self.docker, &v.id).await?;
+            said.push(format!("removed {} (beyond keep_previous)", v.version));
+        }
+        match unused_images(&self.docker, &c.name, &c.image_repo(), self.head.as_deref()).await {
+            Ok(tags) if !tags.is_empty() => said.push(format!(
+                "removed the image{} {}",
+                if tags.len() == 1 { "" } else { "s" },
+                tags.join(", ")
+            )),
+            Ok(_) => {}
+            Err(e) => said.push(format!("warning: old images were not removed: {e:#}")),
+        }
+        Ok(said)
+    }
+}
+
+/// Removes the images of this service that no container of it uses (a version's image
+/// goes with its last container), but the one HEAD builds: it may be deployed next.
+/// Returns the tags removed.
+pub(super) async fn unused_images(
+    docker: &Docker,
+    service: &str,
+    repo: &str,
+    head: Option<&str>,
+) -> Result<Vec<String>> {
+    let used: std::collections::HashSet<String> =
+        ops::docker::list(docker, &[format!("{LABEL_NAME}={service}")])
+            .await?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect();
+    let mut removed = Vec::new();
+    for (id, tags) in ops::docker::images_of(docker, repo).await? {
+        if used.contains(&id) || head.is_some_and(|h| tags.iter().any(|t| t == h)) {
+            continue;
+        }
+        ops::docker::remove_image(docker, &id).await?;
+        removed.extend(tags);
+    }
+    Ok(removed)
+}

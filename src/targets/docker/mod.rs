@@ -1,0 +1,576 @@
+//! The docker target: one Docker engine (the local one unless `DOCKER_HOST` names
+//! another) serves staging and live.
+//!
+//! - staging is one container, `pym-<name>-staging`, published on `staging_port`, replaced
+//!   by each `stage`;
+//! - live is the proxy `pym-<name>-proxy` (see `ops::proxy`) on `live_port`, in front of
+//!   one running container per live version, `pym-<name>-live-<version>`, on the network
+//!   `pym-<name>`. The running one is live; stopped ones are the previous versions kept
+//!   for rollback, `keep_previous` of them and the one a rollback would go to;
+//! - the deploy record (`targets::history`) is the label of a never-started container
+//!   (`record`).
+//!
+//! Each changing command observes the engine (`observe`), decides its actions (`decide`,
+//! pure and unit-tested) and hands them to `targets::plan::execute`, through the actor
+//! in `act`; `--dry-run` prints the same decision through the same `describe`.
+//!
+//! Every container the target makes carries the labels `org.pymacaron.name`,
+//! `org.pymacaron.env` and `org.pymacaron.version`, from which `status` reads the state:
+//! there is no state file to drift from the engine.
+
+mod act;
+mod decide;
+mod names;
+mod observe;
+mod proxy;
+mod record;
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use bollard::Docker;
+use bollard::models::ContainerSummary;
+
+use self::act::Engine;
+use self::decide::{decide_cleanup, decide_promote, decide_rollback, decide_stage};
+use self::names::lock_name;
+use self::observe::{container_name, is_running, label, observe};
+pub use self::proxy::make_proxy_image;
+use super::history::{Event, History};
+use super::plan;
+use super::{Address, Change, Ledger, Staged};
+use crate::config::{Config, PymEnv};
+use crate::ctx::Ctx;
+use crate::error::hinted;
+use crate::ops::service::{LABEL_ENV, LABEL_NAME};
+use crate::ops::{self, state};
+use crate::output::StepProgress;
+
+pub const LABEL_VERSION: &str = "org.pymacaron.version";
+
+/// The host the checks reach a published port on (the engine's host when it is remote).
+fn check_host(ctx: &Ctx, c: &Config) -> Result<String> {
+    Ok(ctx.published(&c.publish_ip)?.1)
+}
+
+/// The engine lock: a container `pym-<name>-lock`, never started, whose labels name its
+/// holder. The engine refuses to create two containers of one name, so two machines
+/// deploying to one engine exclude each other (the file lock only excludes the runs of
+/// one machine). Removed when the run ends; a holder killed outright leaves it, and the
+/// next run takes it over when the holder provably is gone (a dead process of this very
+/// host), else only with `--break-lock`.
+pub struct EngineLock {
+    docker: Docker,
+    name: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl Drop for EngineLock {
+    fn drop(&mut self) {
+        ops::docker::remove_now(&self.rt, &self.docker, &self.name);
+    }
+}
+
+const LABEL_LOCK: &str = "org.pymacaron.lock";
+/// The docker target, behind `super::Target`.
+pub struct DockerTarget;
+
+impl DockerTarget {
+    /// The actor for one environment, with the image it runs when already known.
+    fn engine(ctx: &Ctx, env: PymEnv, image: Option<String>, had_route: bool) -> Result<Engine> {
+        let config = ctx.config_for(env)?;
+        let host = check_host(ctx, &config)?;
+        Ok(Engine::new(
+            config,
+            host,
+            ctx.image_tag()?,
+            image,
+            had_route,
+        ))
+    }
+
+    /// Stage's, promote's or rollback's actor and actions, decided from the engine now:
+    /// what a run carries out and what its dry run prints.
+    fn decide(
+        ctx: &Ctx,
+        change: Change,
+        staged: Option<&Staged>,
+    ) -> Result<(Engine, Vec<decide::Action>, decide::Seen)> {
+        let config = ctx.config_for(change.env())?;
+        match change {
+            Change::Stage => Ok((
+                Self::engine(ctx, PymEnv::Staging, None, false)?,
+                decide_stage(&config, &ctx.version()?.to_string()),
+                decide::Seen::default(),
+            )),
+            Change::Promote => {
+                let staged = staged.ok_or_else(|| {
+                    anyhow::anyhow!("promote on the docker target needs what staging runs")
+                })?;
+                let seen = observe(ctx, &config, Some(&staged.version))?;
+                let plan = decide_promote(&seen, &config, &staged.version, &staged.digest)?;
+                Ok((
+                    Self::engine(
+                        ctx,
+                        PymEnv::Live,
+                        Some(staged.image.clone()),
+                        !seen.routes.is_empty(),
+                    )?,
+                    plan,
+                    seen,
+                ))
+            }
+            Change::Rollback => {
+                let seen = observe(ctx, &config, None)?;
+                let plan = decide_rollback(&seen, ctx.opts.rollback_to.as_deref())?;
+                Ok((
+                    Self::engine(ctx, PymEnv::Live, None, !seen.routes.is_empty())?,
+                    plan,
+                    seen,
+                ))
+            }
+        }
+    }
+}
+
+impl super::Target for DockerTarget {
+    fn units(&self) -> (&'static str, &'static str) {
+        ("container", "containers")
+    }
+
+    fn lock(&self, ctx: &Ctx, command: &str, break_lock: bool) -> Result<Option<super::Guard>> {
+        Ok(Some(Box::new(engine_lock(ctx, command, break_lock)?)))
+    }
+
+    /// What can be known before the first step: the engine is one pymdeploy can name, and
+    /// staging and live publish where this machine can reach them.
+    fn check(&self, ctx: &Ctx) -> Result<()> {
+        for env in [PymEnv::Staging, PymEnv::Live] {
+            ctx.published(&ctx.config_for(env)?.publish_ip)?;
+        }
+        let docker = ctx.docker()?;
+        if ctx.config().proxy_image.is_none() {
+            let engine = ctx.wait(ops::docker::platform(docker))?;
+            if !proxy::can_make_proxy(&engine) {
+                return Err(hinted(
+                    format!(
+                        "the live proxy's image is made from the running pymdeploy, a {} {} binary, and the engine at {} runs {} {} containers",
+                        std::env::consts::OS,
+                        std::env::consts::ARCH,
+                        ctx.engine()?.describe(),
+                        engine.0,
+                        engine.1
+                    ),
+                    format!(
+                        "on a {} {} machine, run `pymdeploy proxy-image --push REGISTRY/TEAM` once and set `proxy_image:` in pym-config.yaml to the image it prints",
+                        engine.0, engine.1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where an environment answers, read from that environment's config (its overlay may
+    /// set the ports), as `stage` and `promote` publish it.
+    fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
+        if env == PymEnv::Local {
+            bail!("the local environment is not on a deploy target");
+        }
+        let c = ctx.config_for(env)?;
+        let port = if env == PymEnv::Staging {
+            c.staging_port
+        } else {
+            c.live_port
+        };
+        Ok(Address {
+            host: check_host(ctx, &c)?,
+            port,
+            tls: false,
+            token: None,
+            hold: None,
+        })
+    }
+
+    fn plan(&self, ctx: &Ctx, change: Change, staged: Option<&Staged>) -> Result<Vec<String>> {
+        let (engine, plan, _) = Self::decide(ctx, change, staged)?;
+        Ok(plan::describe(&engine, &plan))
+    }
+
+    fn ledger(&self) -> Option<&dyn Ledger> {
+        Some(self)
+    }
+
+    /// A new staging container replaces the previous one, then must be healthy and serve
+    /// the version; one that does not is removed, its logs shown.
+    fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let version = ctx.version()?.to_string();
+        let (mut engine, actions, _) = Self::decide(ctx, Change::Stage, None)?;
+        plan::execute(ctx, &mut engine, &actions, progress)
+            .map_err(|e| e.context(format!("staging {version} failed")))?;
+        let c = &engine.config;
+        Ok(format!(
+            "{version} on {}:{} (healthy in {:.1}s)",
+            engine.host,
+            c.staging_port,
+            engine.waited.as_secs_f64()
+        ))
+    }
+
+    fn promote(
+        &self,
+        ctx: &Ctx,
+        staged: Option<&Staged>,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
+        let (mut engine, actions, seen) = Self::decide(ctx, Change::Promote, staged)?;
+        let version = staged.map(|s| s.version.clone()).unwrap_or_default();
+        let c = engine.config.clone();
+        if let Err(e) = plan::execute(ctx, &mut engine, &actions, progress) {
+            return Err(match seen.routes.is_empty() {
+                true => e.context(format!(
+                    "promoting {version} failed; nothing was live, and nothing is"
+                )),
+                false => e.context(format!("promoting {version} failed; live is unchanged")),
+            });
+        }
+        let stopped: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| {
+                if let decide::Action::StopStray { version } = a {
+                    Some(version.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if !actions
+            .iter()
+            .any(|a| matches!(a, decide::Action::Switch { .. }))
+        {
+            let strays = if stopped.is_empty() {
+                String::new()
+            } else {
+                format!("; stopped the stray {}", stopped.join(", "))
+            };
+            return Ok(format!(
+                "{version} is already live on {}:{}{strays}",
+                engine.host, c.live_port
+            ));
+        }
+        let replaced: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| {
+                if let decide::Action::Retire { versions } = a {
+                    Some(versions.iter().map(String::as_str))
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .collect();
+        let was = if replaced.is_empty() {
+            "first live version".to_string()
+        } else {
+            format!("replaced {}", replaced.join(", "))
+        };
+        Ok(format!(
+            "{version} live on {}:{} ({was})",
+            engine.host, c.live_port
+        ))
+    }
+
+    fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
+        // A switch earlier in this run may still be retiring the version rolled back to.
+        ctx.settle();
+        let _ = to; // read from the options by `decide`, with the dry run's
+        let (mut engine, actions, seen) = Self::decide(ctx, Change::Rollback, None)?;
+        let back = actions
+            .iter()
+            .find_map(|a| {
+                if let decide::Action::Start { version } = a {
+                    Some(version.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_default();
+        let from = seen.current().unwrap_or("nothing").to_string();
+        plan::execute(ctx, &mut engine, &actions, progress).map_err(|e| {
+            e.context(format!(
+                "rolling back to {back} failed; live is unchanged ({from})"
+            ))
+        })?;
+        ctx.set_rolled_back_to(back.clone());
+        Ok(format!("{back} live again (was {from})"))
+    }
+
+    /// One line per container of the service: env, version, state, image, since.
+    fn status(&self, ctx: &Ctx) -> Result<super::Table> {
+        let config = ctx.config();
+        let docker = ctx.docker()?;
+        let mut list = ctx.wait(ops::docker::list(
+            docker,
+            &[format!("{LABEL_NAME}={}", config.name)],
+        ))?;
+        list.retain(|c| label(c, LABEL_ENV) != record::RECORD_ENV);
+        // Live first, then the previous versions in the order a rollback walks them.
+        let seen = ctx.wait(observe::engine(docker, config))?;
+        let order = seen.previous();
+        let rank = |c: &ContainerSummary| {
+            order
+                .iter()
+                .position(|v| v == label(c, LABEL_VERSION))
+                .unwrap_or(usize::MAX)
+        };
+        list.sort_by_key(|c| {
+            (
+                label(c, LABEL_ENV).to_string(),
+                !is_running(c),
+                rank(c),
+                std::cmp::Reverse(c.created.unwrap_or(0)),
+            )
+        });
+        let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
+        for c in &list {
+            let env = match label(c, LABEL_ENV) {
+                "live" if !is_running(c) => "previous",
+                other => other,
+            };
+            // Live since it was made live, by the record; else since it was made.
+            let since = match env {
+                "live" => seen
+                    .history
+                    .live_since(label(c, LABEL_VERSION))
+                    .or(c.created),
+                _ => c.created,
+            };
+            let since = since.map(crate::version::fmt_utc).unwrap_or_default();
+            let state = c.status.clone().unwrap_or_default();
+            let state = state.split(' ').next().unwrap_or("").to_lowercase();
+            // Health as a client sees it: the health path on the container's published port.
+            let health = match (is_running(c), env) {
+                (false, _) => "-".to_string(),
+                (true, "proxy") => probe(
+                    ctx,
+                    &check_host(ctx, config)?,
+                    config.live_port,
+                    &config.health_path,
+                ),
+                (true, _) => {
+                    let port = c
+                        .ports
+                        .as_ref()
+                        .and_then(|ps| {
+                            ps.iter()
+                                .find(|p| p.private_port == config.port && p.public_port.is_some())
+                        })
+                        .and_then(|p| p.public_port);
+                    match port {
+                        Some(p) => probe(ctx, &check_host(ctx, config)?, p, &config.health_path),
+                        None => "unknown".into(),
+                    }
+                }
+            };
+            table.rows.push(vec![
+                env.to_string(),
+                label(c, LABEL_VERSION).to_string(),
+                state,
+                health,
+                since,
+                c.image.clone().unwrap_or_default(),
+            ]);
+        }
+        Ok(table)
+    }
+
+    /// Removes the stopped live versions beyond the `keep_previous` most recently live, but
+    /// never the one a rollback would go to (promote prunes as it goes, so this finds work
+    /// only after `keep_previous` was lowered); with `execute` false, only says which.
+    fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<super::Cleanup>> {
+        let config = ctx.config_for(PymEnv::Live)?;
+        let docker = ctx.docker()?;
+        let seen = ctx.wait(observe::engine(docker, &config))?;
+        let gone = decide_cleanup(&seen, config.keep_previous as usize);
+        let mut lines = Vec::new();
+        for version in seen.previous() {
+            let fate = match gone.contains(&version) {
+                false => super::Fate::Keep(None),
+                true => {
+                    if execute {
+                        let id = seen
+                            .live
+                            .iter()
+                            .find(|l| l.version == version)
+                            .map(|l| l.id.clone())
+                            .unwrap_or_default();
+                        ctx.wait(ops::docker::remove(docker, &id))?;
+                    }
+                    super::Fate::Go {
+                        done: execute,
+                        did: "removed",
+                        would: "remove",
+                    }
+                }
+            };
+            lines.push(super::Cleanup {
+                name: version,
+                version: None,
+                fate,
+            });
+        }
+        if execute {
+            let removed = ctx.wait(act::unused_images(
+                docker,
+                &config.name,
+                &config.image_repo(),
+                ctx.image_tag().ok().as_deref(),
+            ))?;
+            if !removed.is_empty() {
+                ctx.out.status(
+                    "Removed",
+                    &format!("the images no kept version uses: {}", removed.join(", ")),
+                );
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// The deploy record lives on the engine (`record`); what staging runs is its staging
+/// container.
+impl Ledger for DockerTarget {
+    fn staged(&self, ctx: &Ctx) -> Result<Option<Staged>> {
+        observe::staged(ctx, &ctx.config_for(PymEnv::Staging)?)
+    }
+
+    fn history(&self, ctx: &Ctx) -> Result<History> {
+        ctx.wait(record::read(ctx.docker()?, &ctx.config().name))
+    }
+
+    fn record(&self, ctx: &Ctx, event: Event, version: &str, digest: Option<&str>) -> Result<()> {
+        let now = state::now();
+        ctx.wait(record::update(ctx.docker()?, ctx.config(), |h| {
+            h.push(event, version, digest, now)
+        }))
+    }
+}
+
+fn probe(ctx: &Ctx, host: &str, port: u16, path: &str) -> String {
+    match ctx.wait(async {
+        Ok(ops::http::get(host, port, path, std::time::Duration::from_secs(2)).await)
+    }) {
+        Ok(Ok((status, _))) if (200..300).contains(&status) => "healthy".into(),
+        Ok(Ok((status, _))) => format!("http-{status}"),
+        _ => "no-answer".into(),
+    }
+}
+
+/// Takes the engine's lock: a container of a fixed name the engine creates only once,
+/// labelled with its holder; taken over when its holder is a dead process of this host,
+/// else only with `break_lock`.
+fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock> {
+    let config = ctx.config();
+    let docker = ctx.docker()?;
+    let name = lock_name(config);
+    ctx.wait(ops::docker::empty_image(
+        docker,
+        record::EMPTY_IMAGE.0,
+        record::EMPTY_IMAGE.1,
+    ))?;
+    let image = format!("{}:{}", record::EMPTY_IMAGE.0, record::EMPTY_IMAGE.1);
+    let me = serde_json::to_string(&state::Holder::me(command))?;
+    for _ in 0..3 {
+        let labels = HashMap::from([(LABEL_LOCK.to_string(), me.clone())]);
+        if ctx.wait(ops::docker::create_named(docker, &name, &image, labels))? {
+            return Ok(EngineLock {
+                docker: docker.clone(),
+                name,
+                rt: ctx.runtime(),
+            });
+        }
+        let Some((labels, _)) = ctx.wait(ops::docker::container_state(docker, &name))? else {
+            continue;
+        };
+        let holder = labels
+            .get(LABEL_LOCK)
+            .and_then(|h| serde_json::from_str::<state::Holder>(h).ok());
+        let who = holder
+            .as_ref()
+            .map(|h| h.describe())
+            .unwrap_or_else(|| format!("a container {name} that is not a pymdeploy lock"));
+        match (holder.as_ref().is_some_and(|h| h.is_gone()), break_lock) {
+            (true, _) => ctx.out.warn(&format!(
+                "taking over the engine lock of {} from {who}: that process is gone",
+                config.name
+            )),
+            (false, true) => ctx.out.warn(&format!(
+                "breaking the engine lock of {} held by {who} (--break-lock)",
+                config.name
+            )),
+            (false, false) => {
+                return Err(hinted(
+                    format!(
+                        "{} is being deployed to the engine at {} by {who}",
+                        config.name,
+                        ctx.engine()?.describe()
+                    ),
+                    format!(
+                        "wait for that deploy to finish; if it is gone for good (its machine died), run again with --break-lock, or remove the lock with `docker rm {name}`"
+                    ),
+                ));
+            }
+        }
+        ctx.wait(ops::docker::remove(docker, &name))?;
+    }
+    bail!("cannot take the engine lock {name}: it was taken again each time it was freed")
+}
+
+fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_NAME.to_string(), c.name.clone()),
+        (LABEL_ENV.to_string(), env.to_string()),
+        (LABEL_VERSION.to_string(), version.to_string()),
+    ])
+}
+
+/// The image to deploy, by digest: what `push` pushed in this run, or else the registry
+/// digest the engine recorded for this version's tag; without `docker_repo`, the
+/// engine's own image ID (content-addressed too).
+pub(crate) fn reference(ctx: &Ctx, docker: &Docker) -> Result<String> {
+    if let Some(r) = ctx.pushed_image() {
+        return Ok(r);
+    }
+    let tag = ctx.image_tag()?;
+    let repo = tag
+        .rsplit_once(':')
+        .map(|(r, _)| r.to_string())
+        .unwrap_or(tag.clone());
+    let inspect = ctx
+        .wait(async { Ok(docker.inspect_image(&tag).await) })?
+        .map_err(|_| {
+            hinted(
+                format!("no image {tag} in the engine"),
+                "build and push it first: `cargo xtask build && cargo xtask push`",
+            )
+        })?;
+    if !ctx.config().has_registry() {
+        return inspect
+            .id
+            .ok_or_else(|| anyhow::anyhow!("the engine reports no ID for image {tag}"));
+    }
+    inspect
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.starts_with(&format!("{repo}@")))
+        .ok_or_else(|| {
+            hinted(
+                format!(
+                    "{tag} has not been pushed to {}",
+                    ops::registry::registry_of(&tag)
+                ),
+                "push it first: `cargo xtask push`",
+            )
+        })
+}
