@@ -177,6 +177,8 @@ config! {
         deploy_target: TargetKind,
     }
     optional {
+        /// who this service is where targets are shared (written by `new` and `init`): what pymdeploy made there for a same-named service of another repository is refused, never touched; unset, the repository's first commit
+        service_id: Option<String> = None,
         /// registry and namespace images are tagged under, e.g. `registry.example.com/team`
         docker_repo: Option<String> = None,
         /// the runtime base image, passed to the Dockerfile as the build argument PYM_BASE

@@ -71,7 +71,16 @@ type Deferred = (String, tokio::task::JoinHandle<Result<Vec<String>>>);
 impl Ctx {
     /// Opens the service at `root` (its `pym-config.yaml` must load for the local env).
     pub fn new(root: &Path, opts: Options, out: Printer) -> Result<Ctx> {
-        let configs = Configs::load(root)?;
+        let mut configs = Configs::load(root)?;
+        // Who this service is on a shared target: `service_id`, else the repository's
+        // first commit (outside a repository, nothing: what needs it says so).
+        if configs.local.service_id.is_none() {
+            if let Ok(id) = ops::git::root_commit(root) {
+                for c in [&mut configs.local, &mut configs.staging, &mut configs.live] {
+                    c.service_id.get_or_insert_with(|| id.clone());
+                }
+            }
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -245,6 +245,27 @@ const REGISTRY: &str = "# Images are pushed to <docker_repo>/<name>:<version>. T
 struct ConfigParts {
     lang: String,
     port: u16,
+    /// A new `service_id`: 12 random hex digits.
+    service_id: String,
+}
+
+/// A new service identity: what pymdeploy makes on a shared target carries it, so a
+/// same-named service of another repository is told apart.
+fn new_service_id() -> String {
+    let mut bytes = [0u8; 6];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: the time and the process make it unique enough.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes.copy_from_slice(
+            &(nanos as u64 ^ ((std::process::id() as u64) << 32)).to_le_bytes()[..6],
+        );
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ConfigParts {
@@ -265,7 +286,11 @@ impl ConfigParts {
                     .to_string()
             }
         };
-        ConfigParts { lang, port: 8080 }
+        ConfigParts {
+            lang,
+            port: 8080,
+            service_id: new_service_id(),
+        }
     }
 }
 
@@ -275,6 +300,7 @@ fn render(text: &str, opts: &Options, parts: &ConfigParts) -> String {
         .replace("{{registry_config}}", REGISTRY)
         .replace("{{lang_config}}", &parts.lang)
         .replace("{{port}}", &parts.port.to_string())
+        .replace("{{service_id}}", &parts.service_id)
         .replace("{{name}}", &opts.name)
         .replace("{{target}}", opts.target.as_str())
         .replace("{{pymdeploy_dep}}", &opts.source.dependency(opts.target))
@@ -711,6 +737,7 @@ impl Detected {
         ConfigParts {
             lang,
             port: self.port.unwrap_or(8080),
+            service_id: new_service_id(),
         }
     }
 }

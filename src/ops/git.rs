@@ -53,6 +53,20 @@ pub fn head(root: &Path) -> Result<Head> {
     })
 }
 
+/// The repository's first commit (the oldest root, abbreviated to 12 hex digits): the
+/// same in every clone, different between repositories.
+pub fn root_commit(root: &Path) -> Result<String> {
+    let sh = Shell::new()?;
+    sh.change_dir(root);
+    let roots = cmd!(sh, "git rev-list --max-parents=0 HEAD")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .context("cannot find the repository's first commit")?;
+    let first = roots.lines().last().unwrap_or_default().trim();
+    Ok(first.chars().take(12).collect())
+}
+
 /// Files `git status` reports as changed, for the dirty-tree error.
 pub fn changed_files(root: &Path) -> Result<Vec<String>> {
     let sh = Shell::new()?;

@@ -15,6 +15,8 @@ use crate::ops;
 pub const LABEL_COMMIT: &str = "org.pymacaron.commit";
 /// On containers: which service they run.
 pub const LABEL_NAME: &str = "org.pymacaron.name";
+/// On what a target makes: which service identity (`service_id`) made it.
+pub const LABEL_SERVICE_ID: &str = "org.pymacaron.service-id";
 /// On containers: which environment (local, staging, live, proxy).
 pub const LABEL_ENV: &str = "org.pymacaron.env";
 const POLL: Duration = Duration::from_millis(25);

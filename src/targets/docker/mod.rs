@@ -42,7 +42,7 @@ use super::{Address, Change, Ledger, Staged};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
-use crate::ops::service::{LABEL_ENV, LABEL_NAME};
+use crate::ops::service::{LABEL_ENV, LABEL_NAME, LABEL_SERVICE_ID};
 use crate::ops::{self, state};
 use crate::output::StepProgress;
 
@@ -148,6 +148,7 @@ impl super::Target for DockerTarget {
         for env in [PymEnv::Staging, PymEnv::Live] {
             ctx.published(&ctx.config_for(env)?.publish_ip)?;
         }
+        refuse_foreign(ctx, ctx.config())?;
         let docker = ctx.docker()?;
         if ctx.config().proxy_image.is_none() {
             let engine = ctx.wait(ops::docker::platform(docker))?;
@@ -389,6 +390,7 @@ impl super::Target for DockerTarget {
     /// only after `keep_previous` was lowered); with `execute` false, only says which.
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<super::Cleanup>> {
         let config = ctx.config_for(PymEnv::Live)?;
+        refuse_foreign(ctx, &config)?;
         let docker = ctx.docker()?;
         let seen = ctx.wait(observe::engine(docker, &config))?;
         let gone = decide_cleanup(&seen, config.keep_previous as usize);
@@ -526,12 +528,60 @@ fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock>
     bail!("cannot take the engine lock {name}: it was taken again each time it was freed")
 }
 
-fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// The labels that say a container is this service's, in role `env`: its name and its
+/// identity (`service_id`), which `check` compares before anything is touched.
+fn owned(c: &Config, env: &str) -> HashMap<String, String> {
+    let mut labels = HashMap::from([
         (LABEL_NAME.to_string(), c.name.clone()),
         (LABEL_ENV.to_string(), env.to_string()),
-        (LABEL_VERSION.to_string(), version.to_string()),
-    ])
+    ]);
+    if let Some(id) = &c.service_id {
+        labels.insert(LABEL_SERVICE_ID.to_string(), id.clone());
+    }
+    labels
+}
+
+fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
+    let mut labels = owned(c, env.as_str());
+    labels.insert(LABEL_VERSION.to_string(), version.to_string());
+    labels
+}
+
+/// Refuses an engine where containers of this service's name carry another identity: a
+/// same-named service of another repository, whose containers, network and images this
+/// one would otherwise replace, route to or remove. Containers without the label (made
+/// by an older pymdeploy) are taken as this service's.
+fn refuse_foreign(ctx: &Ctx, config: &Config) -> Result<()> {
+    let Some(id) = &config.service_id else {
+        return Ok(());
+    };
+    let docker = ctx.docker()?;
+    let list = ctx.wait(ops::docker::list(
+        docker,
+        &[format!("{LABEL_NAME}={}", config.name)],
+    ))?;
+    let foreign: Vec<String> = list
+        .iter()
+        .filter(|c| !matches!(label(c, LABEL_SERVICE_ID), "") && label(c, LABEL_SERVICE_ID) != id)
+        .map(container_name)
+        .collect();
+    if let Some(first) = foreign.first() {
+        let theirs = list
+            .iter()
+            .find(|c| container_name(c) == *first)
+            .map(|c| label(c, LABEL_SERVICE_ID).to_string())
+            .unwrap_or_default();
+        return Err(hinted(
+            format!(
+                "the engine at {} runs a service named {} of another repository (service_id {theirs}; this one is {id}): {}",
+                ctx.engine()?.describe(),
+                config.name,
+                foreign.join(", ")
+            ),
+            "give this service its own `name:` in pym-config.yaml; if that service is gone for good, remove its containers (`docker rm -f ...`) first",
+        ));
+    }
+    Ok(())
 }
 
 /// The image to deploy, by digest: what `push` pushed in this run, or else the registry

@@ -11,7 +11,7 @@ use bollard::Docker;
 use super::names::{network, proxy_name, upstream_container};
 use crate::config::Config;
 use crate::ctx::Ctx;
-use crate::ops::service::{LABEL_ENV, LABEL_NAME};
+use crate::ops::service::LABEL_NAME;
 use crate::ops::{self, docker::RunSpec, proxy, state};
 use crate::output::StepProgress;
 
@@ -236,11 +236,11 @@ pub(super) fn create_proxy(
         container_port: proxy::PORT,
         host_ip: &config.publish_ip,
         host_port: Some(config.live_port),
-        labels: HashMap::from([
-            (LABEL_NAME.to_string(), config.name.clone()),
-            (LABEL_ENV.to_string(), "proxy".to_string()),
-            (LABEL_PROXY.to_string(), made_as.to_string()),
-        ]),
+        labels: {
+            let mut labels = super::owned(config, "proxy");
+            labels.insert(LABEL_PROXY.to_string(), made_as.to_string());
+            labels
+        },
         network: Some(&network(config)),
         restart: true,
         cmd: Some(vec![

@@ -5,8 +5,6 @@
 //! writers one wins and the other reads again) and then removes the older ones; a reader
 //! takes the highest. Killed between the two, both remain and the highest still wins.
 
-use std::collections::HashMap;
-
 use anyhow::{Result, bail};
 use bollard::Docker;
 
@@ -76,12 +74,9 @@ pub(super) async fn update(
             .map(|(_, _, text)| History::parse(text))
             .unwrap_or_default();
         change(&mut history);
-        let labels = HashMap::from([
-            (LABEL_NAME.to_string(), config.name.clone()),
-            (LABEL_ENV.to_string(), RECORD_ENV.to_string()),
-            (LABEL_SEQ.to_string(), seq.to_string()),
-            (LABEL_RECORD.to_string(), history.render()),
-        ]);
+        let mut labels = super::owned(config, RECORD_ENV);
+        labels.insert(LABEL_SEQ.to_string(), seq.to_string());
+        labels.insert(LABEL_RECORD.to_string(), history.render());
         if ops::docker::create_named(docker, &record_name(config, seq), &image, labels).await? {
             for (id, _, _) in before {
                 ops::docker::remove(docker, &id).await?;
