@@ -408,7 +408,7 @@ fn deploy_lock(
     command: &str,
     break_lock: bool,
 ) -> Result<(state::Lock, Option<crate::targets::Guard>)> {
-    let local = state::lock(&history_key(ctx.config()), command, break_lock, |m| {
+    let local = state::lock(&state::key(ctx.config()), command, break_lock, |m| {
         ctx.out.warn(m)
     })?;
     // A target this build lacks has no lock (a run that reaches it is refused anyway).
@@ -450,15 +450,10 @@ fn record(
         outcome: if ok { "ok".into() } else { "failed".into() },
         steps,
     };
-    if let Err(e) = state::record(&history_key(config), &rec) {
+    if let Err(e) = state::record(&state::key(config), &rec) {
         ctx.out
             .warn(&format!("the run was not recorded in the history: {e:#}"));
     }
-}
-
-/// What the history and the lock are kept under: the service on its target.
-fn history_key(config: &Config) -> String {
-    format!("{}-{}", config.name, config.deploy_target)
 }
 
 fn run_pipeline(
@@ -745,7 +740,7 @@ fn service_command(
         ServiceCommand::History => {
             let root = find_root(&global)?;
             let config = Config::load(&root, PymEnv::Local)?;
-            let records = state::history(&history_key(&config), |m| printer.warn(m))?;
+            let records = state::history(&state::key(&config), |m| printer.warn(m))?;
             if global.json {
                 for r in &records {
                     printer.data(&serde_json::to_string(r)?);

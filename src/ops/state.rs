@@ -260,6 +260,21 @@ fn history_path(name: &str) -> PathBuf {
     state_dir().join("history").join(format!("{name}.jsonl"))
 }
 
+/// What the history and the lock are kept under: the service on its target.
+pub fn key(config: &crate::config::Config) -> String {
+    format!("{}-{}", config.name, config.deploy_target)
+}
+
+/// The digest an earlier push of `version` recorded in this machine's history, if any.
+pub fn pushed_digest(config: &crate::config::Config, version: &str) -> Result<Option<String>> {
+    let records = history(&key(config), |_| {})?;
+    Ok(records
+        .into_iter()
+        .rev()
+        .filter(|r| r.version == version)
+        .find_map(|r| r.digest))
+}
+
 pub fn record(name: &str, rec: &Record) -> Result<()> {
     use std::io::Write;
     let path = history_path(name);

@@ -226,7 +226,7 @@ impl super::Target for BeanstalkTarget {
         let c = ctx.config_for(PymEnv::Staging)?;
         let version = ctx.version()?.to_string();
         let dirty = ctx.version()?.dirty;
-        let image = super::docker::reference(ctx, ctx.docker()?)?;
+        let image = super::image_reference(ctx)?;
         ctx.block_on(async {
             let aws = connect(&c).await?;
             let seen = observe_stage(&aws, &c, &version).await?;

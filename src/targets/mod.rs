@@ -170,6 +170,24 @@ pub(crate) fn url_host(url: &str) -> (String, u16) {
     }
 }
 
+/// The image to deploy, by digest, without a Docker engine where something else knows
+/// it: what `push` pushed in this run, else what a push of this version recorded in
+/// this machine's history; only then the engine (`docker::reference`), which has the
+/// image it built.
+pub fn image_reference(ctx: &Ctx) -> Result<String> {
+    if let Some(r) = ctx.pushed_image() {
+        return Ok(r);
+    }
+    let config = ctx.config();
+    if config.has_registry() {
+        let version = ctx.version()?.to_string();
+        if let Some(digest) = crate::ops::state::pushed_digest(config, &version)? {
+            return Ok(format!("{}@{digest}", config.image_repo()));
+        }
+    }
+    docker::reference(ctx, ctx.docker()?)
+}
+
 /// A cloud target whose feature this build lacks (the docker target is always here).
 fn unsupported(kind: TargetKind) -> anyhow::Error {
     hinted(

@@ -71,9 +71,10 @@ pub fn execute<R: Actor>(
     let mut committed = false;
     for act in plan {
         let interrupted = || ctx.interrupted() && !committed;
-        let result = match interrupted() {
-            true => Err(anyhow::Error::new(Interrupted)),
-            false => {
+        let result = match (interrupted(), failpoint(act_index(plan, act))) {
+            (true, _) => Err(anyhow::Error::new(Interrupted)),
+            (_, Some(injected)) => Err(injected),
+            (false, None) => {
                 progress.line(&format!("- {}", actor.describe(act)));
                 let _whole = (committed || !actor.waits(act)).then(|| ctx.uninterrupted());
                 actor.run(ctx, act, progress)
@@ -95,11 +96,50 @@ pub fn execute<R: Actor>(
             Ok(u) => undo.extend(u),
             Err(e) => {
                 let unwound = unwind(ctx, actor, undo, progress);
-                return Err(with_unwound(e, &unwound));
+                let e = with_unwound(e, &unwound);
+                return Err(match committed {
+                    true => e.context(Kept),
+                    false => e,
+                });
             }
         }
     }
     Ok(())
+}
+
+/// In the chain of a plan's error when its verified switch was made and kept: what
+/// failed came after it (a record, retiring the old version).
+#[derive(Debug)]
+pub struct Kept;
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the switch was verified and is kept")
+    }
+}
+
+/// Whether `e` is a plan's error after its verified switch (see `Kept`).
+pub fn kept(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Kept>().is_some()
+}
+
+/// The position of `act` in `plan`, from 1.
+fn act_index<A>(plan: &[A], act: &A) -> usize {
+    plan.iter()
+        .position(|a| std::ptr::eq(a, act))
+        .map_or(0, |i| i + 1)
+}
+
+/// The environment variable that makes the executor fail where the action after the one
+/// of that position (from 1) would start, as if that action's call had failed: how the
+/// tests show that a failure after any action of any target's plan is put back (and
+/// that a verified switch is kept). A test sets it for one run.
+pub const FAILPOINT: &str = "PYMDEPLOY_FAIL_AFTER_ACTION";
+
+fn failpoint(index: usize) -> Option<anyhow::Error> {
+    let after: usize = std::env::var(FAILPOINT).ok()?.parse().ok()?;
+    (after + 1 == index)
+        .then(|| anyhow::anyhow!("failure injected after action {after} ({FAILPOINT})"))
 }
 
 /// Runs the undos, newest first, to the end even after Ctrl-C (`Ctx::uninterrupted`).

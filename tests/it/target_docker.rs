@@ -1079,3 +1079,82 @@ fn a_same_named_service_of_another_repository_is_refused_and_left_alone() {
         "the other service touched this one's containers"
     );
 }
+
+#[test]
+fn a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verified() {
+    if !docker_available() {
+        return;
+    }
+    let reg = Registry::start();
+    let svc = TestService::new("failpoint");
+    let (live, _) = svc.for_docker_target(&reg);
+    let quick = ["deploy", "--no-test", "--skip", "accept-local"];
+    svc.pym_env(&quick, &reg.env()).assert_ok();
+    let v1 = svc.pym(&["version"]).stdout.trim().to_string();
+    svc.write(
+        "src/main.rs",
+        &format!("{}// v2\n", svc.read("src/main.rs")),
+    )
+    .commit("v2");
+    let v2 = svc.pym(&["version"]).stdout.trim().to_string();
+    svc.pym_env(
+        &[&quick[..], &["--to", "accept-staging"]].concat(),
+        &reg.env(),
+    )
+    .assert_ok();
+    let planned =
+        crate::support::planned_actions(&svc.pym(&["promote", "--dry-run"]).assert_ok().stdout);
+    let switch = planned
+        .iter()
+        .position(|a| a.starts_with("route the proxy to"))
+        .expect("a switch");
+    let verify = planned
+        .iter()
+        .position(|a| a.starts_with("check "))
+        .expect("a check");
+    assert_eq!(verify, switch + 1, "{planned:?}");
+    let mut before = svc.containers();
+    before.sort();
+    // A failure where each action up to the check would start (the check itself
+    // included): live serves V1, and what promote made is gone.
+    for after in 1..=verify {
+        let r = svc.pym_env(
+            &["promote"],
+            &[("PYMDEPLOY_FAIL_AFTER_ACTION", &after.to_string())],
+        );
+        r.assert_failed()
+            .assert_stderr_has(&format!("failure injected after action {after}"))
+            .assert_stderr_has("live is unchanged");
+        if after > switch {
+            r.assert_stderr_has(&format!(
+                "put back: route the proxy back to pym-{}-live-{v1}",
+                svc.name
+            ));
+        }
+        assert_eq!(
+            version_on(live).unwrap()["version"],
+            v1.as_str(),
+            "after action {after}:\n{}",
+            r.stderr
+        );
+        let mut now = svc.containers();
+        now.sort();
+        assert_eq!(
+            now, before,
+            "promote failing after action {after} left something:\n{}",
+            r.stderr
+        );
+    }
+    // After the check, the switch is verified and kept: a failure then (recording it)
+    // fails the run, live serves V2.
+    let r = svc.pym_env(
+        &["promote"],
+        &[("PYMDEPLOY_FAIL_AFTER_ACTION", &(verify + 1).to_string())],
+    );
+    r.assert_failed()
+        .assert_stderr_has(&format!("failure injected after action {}", verify + 1))
+        .assert_stderr_has(&format!(
+            "{v2} is live and verified, but promoting it did not finish"
+        ));
+    assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
+}

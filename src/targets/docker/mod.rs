@@ -228,11 +228,16 @@ impl super::Target for DockerTarget {
         let version = staged.map(|s| s.version.clone()).unwrap_or_default();
         let c = engine.config.clone();
         if let Err(e) = plan::execute(ctx, &mut engine, &actions, progress) {
-            return Err(match seen.routes.is_empty() {
-                true => e.context(format!(
+            return Err(match (plan::kept(&e), seen.routes.is_empty()) {
+                (true, _) => e.context(format!(
+                    "{version} is live and verified, but promoting it did not finish"
+                )),
+                (false, true) => e.context(format!(
                     "promoting {version} failed; nothing was live, and nothing is"
                 )),
-                false => e.context(format!("promoting {version} failed; live is unchanged")),
+                (false, false) => {
+                    e.context(format!("promoting {version} failed; live is unchanged"))
+                }
             });
         }
         let stopped: Vec<&str> = actions
@@ -297,10 +302,13 @@ impl super::Target for DockerTarget {
             })
             .unwrap_or_default();
         let from = seen.current().unwrap_or("nothing").to_string();
-        plan::execute(ctx, &mut engine, &actions, progress).map_err(|e| {
-            e.context(format!(
+        plan::execute(ctx, &mut engine, &actions, progress).map_err(|e| match plan::kept(&e) {
+            true => e.context(format!(
+                "{back} is live again and verified, but the rollback did not finish"
+            )),
+            false => e.context(format!(
                 "rolling back to {back} failed; live is unchanged ({from})"
-            ))
+            )),
         })?;
         ctx.set_rolled_back_to(back.clone());
         Ok(format!("{back} live again (was {from})"))
