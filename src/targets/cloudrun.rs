@@ -7,18 +7,26 @@
 //!   with no traffic change: every traffic entry names a revision, never LATEST, so a staged
 //!   revision can never take live traffic (on the first stage Cloud Run routes the new
 //!   service to it: it has nothing else).
-//! - `promote` adds `<service>-<version>-l<n>`: the staged revision's image (the same
-//!   digest) with `PYM_ENV=live`, tagged `next`, checks it serves the version on its own tag
-//!   URL, then moves 100% of the traffic to it in one update, and checks the service URL.
-//!   The revision live before keeps running at 0%, ready for `rollback`.
-//! - What was live when is recorded on the service (annotation `pymdeploy.dev/live-history`,
-//!   and `pymdeploy.dev/rolled-back`), so any machine can roll back and clean up.
+//! - `promote` makes live what staging runs (`super::Staged`, read through the `Ledger`):
+//!   it adds `<service>-<version>-l<n>`, the staged revision's image (the same digest) with
+//!   `PYM_ENV=live`, tagged `next`, checks it serves the version on its own tag URL, then
+//!   moves 100% of the traffic to it in one update, and checks the service URL. The
+//!   revision live before keeps running at 0%, ready for `rollback`.
+//! - The deploy record (`targets::history`) is one service annotation,
+//!   `pymdeploy.dev/record`, written in the very update that moves the traffic (and by
+//!   `Ledger::record` alone, for staging acceptance); rollback, cleanup and status go by
+//!   it. A service an older pymdeploy deployed has `pymdeploy.dev/live-history` and
+//!   `pymdeploy.dev/rolled-back` (revision names) instead: they are read through the
+//!   revisions' labels, and the first write replaces them.
 //!
-//! Every update carries the etag of the service it was decided from: a service changed by
-//! someone else meanwhile is refused by Cloud Run (ABORTED), never overwritten. Calls that
-//! answer 429 or 503 are retried with backoff (a retried update cannot apply twice: its
-//! etag is stale the second time). Credentials are Application Default Credentials; the
-//! endpoint is gcloud's `CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN` when set.
+//! Each changing command observes the service, decides its `Act`s (pure, unit-tested) and
+//! hands them to `targets::plan::execute` through `Runner`; `--dry-run` prints the same
+//! decision through the same `describe`. Every update carries the etag of the service it
+//! was decided from: a service changed by someone else meanwhile is refused by Cloud Run
+//! (ABORTED), never overwritten. Calls that answer 429 or 503 are retried with backoff (a
+//! retried update cannot apply twice: its etag is stale the second time). Credentials are
+//! Application Default Credentials; the endpoint is gcloud's
+//! `CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN` when set.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,16 +43,22 @@ use google_cloud_run_v2::model::{
     self, Revision, RevisionTemplate, Service, TrafficTarget, TrafficTargetAllocationType,
 };
 
-use super::{Address, Cleanup, Fate, Table, url_host};
+use super::history::{self, Event, History};
+use super::plan::{self, Actor};
+use super::{Address, Change, Cleanup, Fate, Ledger, Staged, Table, url_host};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
+use crate::ops::state;
 use crate::output::StepProgress;
 
 /// The tag of the staged revision, and of the live candidate while promote checks it.
 pub const TAG_STAGING: &str = "staging";
 pub const TAG_NEXT: &str = "next";
-/// Service annotations: the revisions live, oldest first; those rolled back from.
+/// The service annotation that holds the deploy record (`History::render`).
+const RECORD: &str = "pymdeploy.dev/record";
+/// What an older pymdeploy recorded instead, read once and replaced by `RECORD`: the
+/// revisions live, oldest first; those rolled back from.
 const LIVE_HISTORY: &str = "pymdeploy.dev/live-history";
 const ROLLED_BACK: &str = "pymdeploy.dev/rolled-back";
 /// Revision labels: the version and environment a revision runs.
@@ -53,7 +67,6 @@ const LABEL_ENV: &str = "pym-env";
 /// Cloud Run: a tag and its service name make one DNS label of the tag URL.
 const TAG_AND_SERVICE_MAX: usize = 46;
 const REVISION_MAX: usize = 63;
-const HISTORY_MAX: usize = 30;
 
 /// The gcp-cloud-run target, behind `super::Target`.
 pub struct CloudRunTarget;
@@ -247,6 +260,21 @@ pub struct Rev {
     pub created: i64,
 }
 
+impl Rev {
+    /// The version the deploy record knows it by: its `pym-version`, else (a revision
+    /// pymdeploy did not make) its name.
+    pub fn key(&self) -> &str {
+        self.version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .unwrap_or(&self.name)
+    }
+
+    fn is_staging(&self) -> bool {
+        self.env.as_deref() == Some("staging")
+    }
+}
+
 /// The service as the decisions see it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Svc {
@@ -260,15 +288,6 @@ pub struct Svc {
 }
 
 impl Svc {
-    /// Revisions live, oldest first.
-    pub fn history(&self) -> Vec<String> {
-        split_list(self.annotations.get(LIVE_HISTORY))
-    }
-
-    pub fn rolled_back(&self) -> Vec<String> {
-        split_list(self.annotations.get(ROLLED_BACK))
-    }
-
     /// The revision with the most traffic.
     pub fn live(&self) -> Option<&Route> {
         self.traffic
@@ -287,11 +306,49 @@ fn split_list(v: Option<&String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn join_list(mut items: Vec<String>) -> String {
-    if items.len() > HISTORY_MAX {
-        items.drain(..items.len() - HISTORY_MAX);
+/// A service's deploy record: its `pymdeploy.dev/record`; or, for a service only an
+/// older pymdeploy deployed, its revision-name annotations read through the revisions'
+/// labels (revisions since deleted are passed over).
+pub fn record_of(annotations: &HashMap<String, String>, revisions: &[Rev]) -> History {
+    if let Some(text) = annotations.get(RECORD) {
+        return History::parse(text);
     }
-    items.join(" ")
+    let mut h = History::default();
+    let rev = |n: &str| revisions.iter().find(|r| r.name == n);
+    for name in split_list(annotations.get(LIVE_HISTORY)) {
+        if let Some(r) = rev(&name) {
+            h.push(Event::Live, r.key(), None, r.created);
+        }
+    }
+    // The old list held the revisions rolled back from and not made live since.
+    for name in split_list(annotations.get(ROLLED_BACK)) {
+        if let Some(r) = rev(&name) {
+            h.push(Event::RolledBack, r.key(), None, r.created);
+        }
+    }
+    h
+}
+
+/// The annotations with `notes` added to the deploy record (read from them, else
+/// `base`), the older annotations replaced by it.
+fn recorded(
+    annotations: &HashMap<String, String>,
+    base: &History,
+    notes: &[Note],
+    now: i64,
+) -> HashMap<String, String> {
+    let mut h = annotations
+        .get(RECORD)
+        .map(|t| History::parse(t))
+        .unwrap_or_else(|| base.clone());
+    for (event, version, digest) in notes {
+        h.push(*event, version, digest.as_deref(), now);
+    }
+    let mut out = annotations.clone();
+    out.remove(LIVE_HISTORY);
+    out.remove(ROLLED_BACK);
+    out.insert(RECORD.into(), h.render());
+    out
 }
 
 /// Everything a decision reads.
@@ -300,15 +357,68 @@ pub struct Seen {
     pub service: Option<Svc>,
     /// Newest first.
     pub revisions: Vec<Rev>,
+    /// The deploy record (`record_of`).
+    pub history: History,
 }
 
 impl Seen {
     fn revision(&self, name: &str) -> Option<&Rev> {
         self.revisions.iter().find(|r| r.name == name)
     }
+
+    /// The revision with the most traffic.
+    fn current(&self) -> Option<&Rev> {
+        self.service
+            .as_ref()?
+            .live()
+            .and_then(|l| self.revision(&l.revision))
+    }
+
+    /// The revision a rollback to `version` makes live: its newest ready revision made
+    /// for live (or by other means than pymdeploy).
+    fn live_revision(&self, version: &str) -> Option<&Rev> {
+        self.revisions
+            .iter()
+            .find(|r| r.key() == version && !r.is_staging() && r.ready == Ready::Yes)
+    }
+
+    /// The versions that have such a revision, newest first.
+    fn available(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.revisions {
+            if !r.is_staging() && r.ready == Ready::Yes && !out.iter().any(|v| v == r.key()) {
+                out.push(r.key().to_string());
+            }
+        }
+        out
+    }
+
+    /// What staging runs: the ready revision the `staging` tag points to, its version and
+    /// image by digest.
+    pub fn staged(&self) -> Option<Staged> {
+        let r = self
+            .service
+            .as_ref()?
+            .tagged(TAG_STAGING)
+            .and_then(|t| self.revision(&t.revision))?;
+        if r.ready != Ready::Yes {
+            return None;
+        }
+        let version = r.version.clone().filter(|v| !v.is_empty())?;
+        let (_, digest) = r.image.rsplit_once('@')?;
+        Some(Staged {
+            version,
+            image: r.image.clone(),
+            digest: digest.to_string(),
+        })
+    }
 }
 
-/// One thing a step does to Cloud Run, in order.
+/// An entry to add to the deploy record: what happened, to which version, on which
+/// image's digest.
+pub type Note = (Event, String, Option<String>);
+
+/// One thing a step does to Cloud Run, in order. `PutBack` only undoes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Act {
     /// CreateService with its first revision, all traffic pinned to it (tagged).
@@ -325,11 +435,18 @@ pub enum Act {
         env: PymEnv,
         traffic: Vec<Route>,
     },
-    /// UpdateService(traffic, annotations): traffic moves; the records with it.
+    /// UpdateService(traffic, annotations): traffic moves, and `record` is added to the
+    /// deploy record in the same update. With `undo`, a switch of live: undone by putting
+    /// the traffic back and adding `undo` to the record.
     Route {
         traffic: Vec<Route>,
-        history: Vec<String>,
-        rolled_back: Vec<String>,
+        record: Vec<Note>,
+        undo: Option<Vec<Note>>,
+    },
+    /// Undo of a switch: the traffic as it was (the service read afresh), `record` added.
+    PutBack {
+        traffic: Vec<Route>,
+        record: Vec<Note>,
     },
     /// SetIamPolicy when needed: `allUsers` may invoke the service (public), or no longer
     /// may (private: callers need an identity token).
@@ -340,6 +457,18 @@ pub enum Act {
         version: String,
         env: PymEnv,
     },
+}
+
+fn said(notes: &[Note]) -> String {
+    notes
+        .iter()
+        .map(|(e, v, _)| match e {
+            Event::Live => format!("{v} live"),
+            Event::RolledBack => format!("{v} rolled back from"),
+            Event::Accepted => format!("{v} accepted"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Act {
@@ -359,6 +488,10 @@ impl Act {
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
+        };
+        let record = |notes: &[Note]| match notes.is_empty() {
+            true => String::new(),
+            false => format!("; record {} on the service", said(notes)),
         };
         match self {
             Act::Create {
@@ -381,9 +514,13 @@ impl Act {
                 "add revision {revision} to {service} ({image}, PYM_ENV={env}); traffic: {}",
                 routes(traffic)
             ),
-            Act::Route { traffic, .. } => format!(
-                "move {service}'s traffic: {}; record what is live",
-                routes(traffic)
+            Act::Route {
+                traffic, record: r, ..
+            } => format!("move {service}'s traffic: {}{}", routes(traffic), record(r)),
+            Act::PutBack { traffic, record: r } => format!(
+                "put {service}'s traffic back: {}{}",
+                routes(traffic),
+                record(r)
             ),
             Act::Access { public: true } => {
                 format!("let allUsers invoke {service} (roles/run.invoker)")
@@ -474,6 +611,27 @@ fn all_to(traffic: &[Route], revision: &str) -> Vec<Route> {
     tidy(out)
 }
 
+/// The traffic without entries on revisions that cannot serve (a first stage that
+/// failed): Cloud Run refuses an update that keeps them.
+fn serving(seen: &Seen, svc: &Svc) -> Vec<Route> {
+    svc.traffic
+        .iter()
+        .filter(|r| {
+            !seen
+                .revision(&r.revision)
+                .is_some_and(|x| matches!(x.ready, Ready::Failed(_)))
+        })
+        .cloned()
+        .collect()
+}
+
+fn busy(id: &str) -> anyhow::Error {
+    hinted(
+        format!("the Cloud Run service {id} is being changed by another operation"),
+        "wait for it to finish (`gcloud run services describe`), then run again",
+    )
+}
+
 /// Stage: a new revision of this version with `PYM_ENV=staging`, tagged `staging`, no
 /// traffic moved; or, when this version's staged revision is ready with the same image,
 /// only the tag. Every refusal comes before any call that changes anything.
@@ -509,16 +667,13 @@ pub fn decide_stage(
         ]);
     };
     if svc.reconciling {
-        return Err(hinted(
-            format!("the Cloud Run service {id} is being changed by another operation"),
-            "wait for it to finish (`gcloud run services describe`), then run again",
-        ));
+        return Err(busy(id));
     }
     let reusable = (!dirty)
         .then(|| {
             seen.revisions.iter().find(|r| {
                 r.version.as_deref() == Some(version)
-                    && r.env.as_deref() == Some("staging")
+                    && r.is_staging()
                     && r.image == image
                     && r.ready == Ready::Yes
             })
@@ -534,28 +689,16 @@ pub fn decide_stage(
         return Ok(vec![
             Act::Route {
                 traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name),
-                history: svc.history(),
-                rolled_back: svc.rolled_back(),
+                record: Vec::new(),
+                undo: None,
             },
             Act::Access { public },
             check,
         ]);
     }
     let revision = next_revision_name(id, version, PymEnv::Staging, &seen.revisions);
-    // Entries on revisions that cannot serve (a first stage that failed) go: Cloud Run
-    // refuses traffic to them. With none left, the new revision takes it all, as on a
-    // first stage.
-    let serving: Vec<Route> = svc
-        .traffic
-        .iter()
-        .filter(|r| {
-            !seen
-                .revision(&r.revision)
-                .is_some_and(|x| matches!(x.ready, Ready::Failed(_)))
-        })
-        .cloned()
-        .collect();
-    let mut traffic = with_tag(&serving, TAG_STAGING, &revision);
+    // With no serving entry left, the new revision takes all traffic, as on a first stage.
+    let mut traffic = with_tag(&serving(seen, svc), TAG_STAGING, &revision);
     if traffic.iter().all(|r| r.percent == 0) {
         traffic = vec![Route {
             revision: revision.clone(),
@@ -575,10 +718,12 @@ pub fn decide_stage(
     ])
 }
 
-/// Promote: a revision of the staged image with `PYM_ENV=live`, checked on its `next` tag,
-/// then all traffic to it and the service URL checked. Refused unless this version is
-/// the one tagged `staging` and ready.
-pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> {
+/// Promote: makes live what staging runs (`staged`, never HEAD's version): a revision of
+/// the staged image with `PYM_ENV=live`, checked on its `next` tag, then all traffic to it
+/// (its `Live` entry recorded in the same update) and the service URL checked. Refused
+/// unless the `staging` tag still points to that ready revision.
+pub fn decide_promote(seen: &Seen, id: &str, staged: &Staged) -> Result<Vec<Act>> {
+    let version = staged.version.as_str();
     let stage_first = || {
         hinted(
             format!("version {version} is not staged on the Cloud Run service {id}"),
@@ -586,42 +731,40 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
         )
     };
     let svc = seen.service.as_ref().ok_or_else(stage_first)?;
-    let staged = svc
+    let on_staging = svc
         .tagged(TAG_STAGING)
         .and_then(|t| seen.revision(&t.revision))
         .ok_or_else(stage_first)?;
-    if staged.version.as_deref() != Some(version) {
+    if on_staging.version.as_deref() != Some(version) || on_staging.image != staged.image {
         return Err(hinted(
             format!(
-                "the `staging` tag of {id} holds {} ({}), not {version}",
-                staged.name,
-                staged.version.as_deref().unwrap_or("no version label")
+                "the `staging` tag of {id} holds {} ({}, {}), not {version} ({})",
+                on_staging.name,
+                on_staging.version.as_deref().unwrap_or("no version label"),
+                on_staging.image,
+                staged.image
             ),
-            "stage this version first: `cargo xtask stage`",
+            "staging changed meanwhile: test what it runs with `cargo xtask accept-staging`, then promote",
         ));
     }
-    if staged.ready != Ready::Yes {
+    if on_staging.ready != Ready::Yes {
         return Err(hinted(
-            format!("the staged revision {} is not ready", staged.name),
+            format!("the staged revision {} is not ready", on_staging.name),
             "stage again: `cargo xtask stage`",
         ));
     }
     if svc.reconciling {
-        return Err(hinted(
-            format!("the Cloud Run service {id} is being changed by another operation"),
-            "wait for it to finish, then run again",
-        ));
+        return Err(busy(id));
     }
     let check_live = Act::Check {
         tag: None,
         version: version.into(),
         env: PymEnv::Live,
     };
-    let mut history = svc.history();
     // Already live (a promote run again): only the check.
-    if let Some(live) = svc.live().and_then(|l| seen.revision(&l.revision))
-        && live.version.as_deref() == Some(version)
-        && live.env.as_deref() == Some("live")
+    let current = seen.current();
+    if current
+        .is_some_and(|c| c.version.as_deref() == Some(version) && c.env.as_deref() == Some("live"))
     {
         return Ok(vec![check_live]);
     }
@@ -639,8 +782,8 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
             if svc.tagged(TAG_NEXT).is_none_or(|t| t.revision != r.name) {
                 acts.push(Act::Route {
                     traffic: with_tag(&svc.traffic, TAG_NEXT, &r.name),
-                    history: history.clone(),
-                    rolled_back: svc.rolled_back(),
+                    record: Vec::new(),
+                    undo: None,
                 });
             }
             r.name.clone()
@@ -661,75 +804,69 @@ pub fn decide_promote(seen: &Seen, id: &str, version: &str) -> Result<Vec<Act>> 
         version: version.into(),
         env: PymEnv::Live,
     });
-    // The revision live until now goes into the history first: ours with PYM_ENV=live, or
-    // one made by other means (a service moved to pymdeploy), not a staged one (the first
-    // stage's revision holds the traffic of a new service).
-    if let Some(live) = svc
-        .live()
-        .and_then(|l| seen.revision(&l.revision))
-        .filter(|r| r.env.as_deref() != Some("staging"))
-        && history.last() != Some(&live.name)
+    // The version live until now enters the record first when it is not there: one made
+    // by other means (a service moved to pymdeploy); not a staged one (the first stage's
+    // revision holds the traffic of a new service).
+    let before = current.filter(|r| !r.is_staging());
+    let mut record = Vec::new();
+    if let Some(b) = before
+        && seen.history.live_order().first() != Some(&b.key())
     {
-        history.push(live.name.clone());
+        record.push((Event::Live, b.key().to_string(), None));
     }
-    history.push(revision.clone());
-    // Live again: no longer one rolled back from.
-    let mut rolled_back = svc.rolled_back();
-    rolled_back.retain(|n| *n != revision);
+    record.push((
+        Event::Live,
+        version.to_string(),
+        Some(staged.digest.clone()),
+    ));
+    // Undone, it was rolled back from, and what was live before is live again.
+    let mut undo = vec![(Event::RolledBack, version.to_string(), None)];
+    undo.extend(before.map(|b| (Event::Live, b.key().to_string(), None)));
     let after_next = with_tag(&svc.traffic, TAG_NEXT, &revision);
     acts.push(Act::Route {
         traffic: all_to(&after_next, &revision),
-        history,
-        rolled_back,
+        record,
+        undo: Some(undo),
     });
     acts.push(check_live);
     Ok(acts)
 }
 
-/// Rollback: all traffic back to the revision live most recently before the current one
-/// (never one rolled back from), if it is still there and ready.
-pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
+/// Rollback: all traffic to the version `history::rollback_to` chooses among those whose
+/// live revisions are still there and ready (`to` when named; never one a rollback left
+/// unless named), recorded in the same update. Returns the revision live now, the one
+/// rolled back to, and the actions.
+pub fn decide_rollback(seen: &Seen, id: &str, to: Option<&str>) -> Result<(Rev, Rev, Vec<Act>)> {
     let svc = seen.service.as_ref().ok_or_else(|| {
         hinted(
             format!("the Cloud Run service {id} does not exist"),
             "deploy first: `cargo xtask deploy`",
         )
     })?;
-    let current = svc
-        .live()
-        .and_then(|l| seen.revision(&l.revision))
+    let current = seen
+        .current()
         .ok_or_else(|| anyhow!("no revision of {id} serves traffic"))?
         .clone();
-    let rolled_back = svc.rolled_back();
-    let target = svc
-        .history()
-        .iter()
-        .rev()
-        .filter(|n| **n != current.name && !rolled_back.contains(n))
-        .find_map(|n| seen.revision(n).filter(|r| r.ready == Ready::Yes))
+    if svc.reconciling {
+        return Err(busy(id));
+    }
+    let version = history::rollback_to(&seen.history, Some(current.key()), &seen.available(), to)?;
+    let target = seen
+        .live_revision(&version)
         .cloned()
-        .ok_or_else(|| hinted(format!("{id} has no earlier live revision to roll back to (ready, and not rolled back from)"), "deploy the version you want: `cargo xtask deploy`"))?;
-    let mut history = svc.history();
-    history.push(target.name.clone());
-    let mut back = rolled_back;
-    back.push(current.name.clone());
-    let version = target.version.clone().unwrap_or_default();
-    // A tag left on a revision that cannot serve would fail the update: it goes.
-    let serving: Vec<Route> = svc
-        .traffic
-        .iter()
-        .filter(|r| {
-            !seen
-                .revision(&r.revision)
-                .is_some_and(|x| matches!(x.ready, Ready::Failed(_)))
-        })
-        .cloned()
-        .collect();
+        .ok_or_else(|| anyhow!("no ready revision of {version} on {id}"))?;
+    let from = current.key().to_string();
     let acts = vec![
         Act::Route {
-            traffic: all_to(&serving, &target.name),
-            history,
-            rolled_back: back,
+            traffic: all_to(&serving(seen, svc), &target.name),
+            record: vec![
+                (Event::RolledBack, from.clone(), None),
+                (Event::Live, version.clone(), None),
+            ],
+            undo: Some(vec![
+                (Event::RolledBack, version.clone(), None),
+                (Event::Live, from, None),
+            ]),
         },
         Act::Check {
             tag: None,
@@ -740,53 +877,62 @@ pub fn decide_rollback(seen: &Seen, id: &str) -> Result<(Rev, Rev, Vec<Act>)> {
     Ok((current, target, acts))
 }
 
-/// Each revision's role: live (most traffic), staging (the tag), previous (live before,
-/// newest first), rolled-back, or none.
+/// Each revision's role: live (most traffic), staging (the tag), previous (made for live,
+/// its version live before; the most recent first), rolled-back (its version a rollback
+/// left), or none.
 pub fn roles(seen: &Seen) -> Vec<(&Rev, &'static str)> {
     let Some(svc) = &seen.service else {
         return Vec::new();
     };
     let live = svc.live().map(|l| l.revision.clone());
     let staging = svc.tagged(TAG_STAGING).map(|t| t.revision.clone());
-    let history = svc.history();
-    let back = svc.rolled_back();
+    let order = seen.history.live_order();
     let mut out: Vec<(&Rev, &'static str, usize)> = seen
         .revisions
         .iter()
         .map(|r| {
-            let recency = history.iter().rposition(|h| *h == r.name);
-            let (role, order) = if Some(&r.name) == live.as_ref() {
+            let recency = order
+                .iter()
+                .position(|v| *v == r.key())
+                .filter(|_| !r.is_staging());
+            let (role, rank) = if Some(&r.name) == live.as_ref() {
                 ("live", 0)
             } else if Some(&r.name) == staging.as_ref() {
                 ("staging", 1)
-            } else if back.contains(&r.name) {
+            } else if !r.is_staging() && seen.history.rolled_back_from(r.key()) {
                 ("rolled-back", 4)
             } else if recency.is_some() {
                 ("previous", 2)
             } else {
                 ("", 3)
             };
-            (
-                r,
-                role,
-                order * 1000 + (999 - recency.unwrap_or(0).min(999)),
-            )
+            (r, role, rank * 1000 + recency.unwrap_or(999).min(999))
         })
         .collect();
     out.sort_by_key(|(_, _, k)| *k);
     out.into_iter().map(|(r, role, _)| (r, role)).collect()
 }
 
-/// Cleanup: revisions with no traffic and no tag go, but the `keep` previous live ones.
+/// Cleanup: revisions with no traffic and no tag go, but the revisions of the `keep`
+/// previous versions rollback needs (`history::beyond_kept`).
 pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
     let Some(svc) = &seen.service else {
         return Vec::new();
     };
-    let mut kept = 0;
+    let current = seen.current().map(|r| r.key().to_string());
+    let available = seen.available();
+    let gone = history::beyond_kept(&seen.history, current.as_deref(), &available, keep);
+    let needed = |r: &Rev| {
+        Some(r.key()) != current.as_deref()
+            && !gone.contains(&r.key())
+            && seen
+                .live_revision(r.key())
+                .is_some_and(|l| l.name == r.name)
+    };
     roles(seen)
         .into_iter()
         .filter(|(_, role)| !matches!(*role, "live" | "staging"))
-        .map(|(r, role)| {
+        .map(|(r, _)| {
             let routed = svc.traffic.iter().find(|t| t.revision == r.name);
             let fate = if let Some(t) = routed {
                 Fate::Keep(Some(match &t.tag {
@@ -795,8 +941,7 @@ pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
                 }))
             } else if r.name == svc.latest_created {
                 Fate::Keep(Some("the service's latest revision".into()))
-            } else if role == "previous" && kept < keep {
-                kept += 1;
+            } else if needed(r) {
                 Fate::Keep(None)
             } else if r.ready == Ready::Pending {
                 Fate::Keep(Some("not ready yet".into()))
@@ -1147,30 +1292,56 @@ impl Gcp {
             Some(_) => self.list_revisions().await?.iter().map(rev_of).collect(),
             None => Vec::new(),
         };
+        let history = service
+            .as_ref()
+            .map(|s| record_of(&s.annotations, &revisions))
+            .unwrap_or_default();
         let seen = Seen {
             service: service.as_ref().map(svc_of),
             revisions,
+            history,
         };
         Ok((service, seen))
     }
 
-    /// Waits for an operation (Ctrl-C stops the wait), a line for each change of the
-    /// service's conditions.
-    async fn wait<P: Poller<Service, Service>>(
-        &self,
-        ctx: &Ctx,
-        method: &str,
-        poller: P,
-        timeout: Duration,
-        progress: &StepProgress<'_>,
-    ) -> Result<Service> {
-        ctx.interruptible(self.wait_through(method, poller, timeout, progress))
-            .await
+    /// Adds `notes` to the deploy record by an update of the annotations alone (no
+    /// revision is made), carrying the etag read; a service changed meanwhile is read
+    /// again and the update retried.
+    async fn append(&self, notes: &[Note], now: i64) -> Result<()> {
+        for _ in 0..5 {
+            let (service, seen) = self.observe().await?;
+            let service = service.ok_or_else(|| {
+                hinted(
+                    format!("the Cloud Run service {} does not exist", self.id),
+                    "deploy first: `cargo xtask deploy`",
+                )
+            })?;
+            let annotations = recorded(&service.annotations, &seen.history, notes, now);
+            let mask = google_cloud_wkt::FieldMask::default().set_paths(["annotations"]);
+            let done = self
+                .services
+                .update_service()
+                .set_service(service.set_annotations(annotations))
+                .set_update_mask(mask)
+                .poller()
+                .until_done()
+                .await;
+            match done {
+                Ok(_) => return Ok(()),
+                Err(e) if e.status().is_some_and(|s| s.code == Code::Aborted) => continue,
+                Err(e) => return Err(gcp_error("services.update", &self.name(), e)),
+            }
+        }
+        bail!(
+            "cannot write the deploy record of {}: the service kept changing while it was written",
+            self.id
+        )
     }
 
-    /// Waits for an operation whatever happens: what undoes a change must finish. Polls
+    /// Waits for an operation, a line for each change of the service's conditions. Polls
     /// with backoff (one second, up to five); an error while polling is retried until
-    /// the deadline, as the operation goes on regardless.
+    /// the deadline, as the operation goes on regardless. Ctrl-C is the caller's
+    /// (`Ctx::wait`, which the executor holds off while a change is made or undone).
     async fn wait_through<P: Poller<Service, Service>>(
         &self,
         method: &str,
@@ -1323,157 +1494,41 @@ impl Gcp {
         Ok(())
     }
 
-    /// Carries out `acts` in order: the service is read again after each update, and each
-    /// update carries the etag of the last read.
-    async fn act(
-        &self,
-        ctx: &Ctx,
-        c: &Config,
-        service: Option<Service>,
-        version: &str,
-        acts: &[Act],
-        progress: &StepProgress<'_>,
-    ) -> Result<()> {
-        let timeout = Duration::from_secs(c.gcp_timeout);
-        let mut current = service;
-        for a in acts {
-            progress.line(&format!("- {}", a.describe(&self.id)));
-            match a {
-                Act::Create {
-                    revision,
-                    image,
-                    env,
-                    traffic,
-                } => {
-                    let svc = Service::new()
-                        .set_template(template(c, revision, image, version, *env)?)
-                        .set_traffic(targets_of(traffic))
-                        .set_labels([("managed-by".to_string(), "pymdeploy".to_string())]);
-                    let poller = self
-                        .services
-                        .create_service()
-                        .set_parent(self.parent.clone())
-                        .set_service_id(self.id.clone())
-                        .set_service(svc)
-                        .poller();
-                    let done = self
-                        .wait(ctx, "services.create", poller, timeout, progress)
-                        .await;
-                    current = Some(self.revision_outcome(done, revision).await?);
-                }
-                Act::Deploy {
-                    revision,
-                    image,
-                    env,
-                    traffic,
-                } => {
-                    let base = current
-                        .clone()
-                        .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
-                    let before = base.traffic.clone();
-                    let svc = base
-                        .set_template(template(c, revision, image, version, *env)?)
-                        .set_traffic(targets_of(traffic));
-                    let mask =
-                        google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
-                    let poller = self
-                        .services
-                        .update_service()
-                        .set_service(svc)
-                        .set_update_mask(mask)
-                        .poller();
-                    let done = self
-                        .wait(ctx, "services.update", poller, timeout, progress)
-                        .await;
-                    match self.revision_outcome(done, revision).await {
-                        Ok(s) => current = Some(s),
-                        Err(e) => {
-                            // Cloud Run keeps the traffic asked for (a tag on the failed
-                            // revision) beside what it serves: put it back as it was.
-                            return Err(
-                                match self.put_back(before, None, timeout, progress).await {
-                                    Ok(()) => e,
-                                    Err(r) => e.context(format!(
-                                        "putting the traffic back as it was failed too: {r:#}"
-                                    )),
-                                },
-                            );
-                        }
-                    }
-                }
-                Act::Route {
-                    traffic,
-                    history,
-                    rolled_back,
-                } => {
-                    let base = current
-                        .clone()
-                        .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
-                    let mut annotations = base.annotations.clone();
-                    annotations.insert(LIVE_HISTORY.into(), join_list(history.clone()));
-                    annotations.insert(ROLLED_BACK.into(), join_list(rolled_back.clone()));
-                    annotations.retain(|_, v| !v.is_empty());
-                    let svc = base
-                        .set_traffic(targets_of(traffic))
-                        .set_annotations(annotations);
-                    let mask = google_cloud_wkt::FieldMask::default()
-                        .set_paths(["traffic", "annotations"]);
-                    let poller = self
-                        .services
-                        .update_service()
-                        .set_service(svc)
-                        .set_update_mask(mask)
-                        .poller();
-                    current = Some(
-                        self.wait(ctx, "services.update", poller, timeout, progress)
-                            .await?,
-                    );
-                }
-                Act::Access { public } => self.set_access(*public, progress).await?,
-                Act::Check { tag, version, env } => {
-                    let (url, service_url) = self.urls(tag.as_deref()).await?;
-                    let token = token_for(c, &service_url).await?;
-                    check_serves(c, &url, token.as_deref(), version, *env).await?;
-                    progress.line(&format!("{url} serves {version} with PYM_ENV={env}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets the service's traffic (and, given, its annotations) back to what was read
-    /// before a change; not stopped by Ctrl-C, as it undoes.
+    /// Sets the service's traffic back to what was read before a change, adding `record`
+    /// to the deploy record (read afresh, so that entries written meanwhile stay); the
+    /// service read again first. Returns the service after it.
     async fn put_back(
         &self,
         traffic: Vec<TrafficTarget>,
-        annotations: Option<HashMap<String, String>>,
+        record: &[Note],
+        base: &History,
         timeout: Duration,
         progress: &StepProgress<'_>,
-    ) -> Result<()> {
+    ) -> Result<Service> {
         let now = self
             .service()
             .await?
             .ok_or_else(|| anyhow!("the service {} vanished", self.id))?;
-        if now.traffic == traffic && annotations.as_ref().is_none_or(|a| *a == now.annotations) {
-            return Ok(());
+        if now.traffic == traffic && record.is_empty() {
+            return Ok(now);
         }
-        let mut paths = vec!["traffic"];
-        let mut svc = now.set_traffic(traffic);
-        if let Some(a) = annotations {
-            svc = svc.set_annotations(a);
-            paths.push("annotations");
-        }
-        let mask = google_cloud_wkt::FieldMask::default().set_paths(paths);
+        let annotations = match record.is_empty() {
+            true => now.annotations.clone(),
+            false => recorded(&now.annotations, base, record, state::now()),
+        };
+        let svc = now.set_traffic(traffic).set_annotations(annotations);
+        let mask = google_cloud_wkt::FieldMask::default().set_paths(["traffic", "annotations"]);
         let poller = self
             .services
             .update_service()
             .set_service(svc)
             .set_update_mask(mask)
             .poller();
-        self.wait_through("services.update", poller, timeout, progress)
+        let s = self
+            .wait_through("services.update", poller, timeout, progress)
             .await?;
         progress.line("the service's traffic is back as it was");
-        Ok(())
+        Ok(s)
     }
 
     /// The service after an operation that made `revision`, or why the revision failed
@@ -1525,6 +1580,173 @@ impl Gcp {
                 })
             }
         }
+    }
+}
+
+/// Carries out the Cloud Run target's actions (`targets::plan::execute` runs them): each
+/// update carries the etag of the service as last read or written.
+struct Runner {
+    gcp: Gcp,
+    c: Config,
+    /// The service as last read or written.
+    current: Option<Service>,
+    /// The deploy record as observed: the base of the first write to a service that has
+    /// only the older annotations.
+    base: History,
+    /// The version the revisions made run (their `pym-version`).
+    version: String,
+}
+
+impl Runner {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.c.gcp_timeout)
+    }
+
+    fn base(&self) -> Result<Service> {
+        self.current
+            .clone()
+            .ok_or_else(|| anyhow!("the service {} vanished", self.gcp.id))
+    }
+
+    async fn act(&mut self, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
+        let (gcp, c, timeout) = (&self.gcp, &self.c, self.timeout());
+        match act {
+            Act::Create {
+                revision,
+                image,
+                env,
+                traffic,
+            } => {
+                let svc = Service::new()
+                    .set_template(template(c, revision, image, &self.version, *env)?)
+                    .set_traffic(targets_of(traffic))
+                    .set_labels([("managed-by".to_string(), "pymdeploy".to_string())]);
+                let poller = gcp
+                    .services
+                    .create_service()
+                    .set_parent(gcp.parent.clone())
+                    .set_service_id(gcp.id.clone())
+                    .set_service(svc)
+                    .poller();
+                let done = gcp
+                    .wait_through("services.create", poller, timeout, progress)
+                    .await;
+                self.current = Some(gcp.revision_outcome(done, revision).await?);
+                Ok(None)
+            }
+            Act::Deploy {
+                revision,
+                image,
+                env,
+                traffic,
+            } => {
+                let base = self.base()?;
+                let before = base.traffic.clone();
+                let svc = base
+                    .set_template(template(c, revision, image, &self.version, *env)?)
+                    .set_traffic(targets_of(traffic));
+                let mask =
+                    google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
+                let poller = gcp
+                    .services
+                    .update_service()
+                    .set_service(svc)
+                    .set_update_mask(mask)
+                    .poller();
+                let done = gcp
+                    .wait_through("services.update", poller, timeout, progress)
+                    .await;
+                match gcp.revision_outcome(done, revision).await {
+                    Ok(s) => {
+                        self.current = Some(s);
+                        Ok(None)
+                    }
+                    // Cloud Run keeps the traffic asked for (a tag on the failed revision)
+                    // beside what it serves: put it back as it was.
+                    Err(e) => Err(
+                        match gcp
+                            .put_back(before, &[], &self.base, timeout, progress)
+                            .await
+                        {
+                            Ok(_) => e,
+                            Err(r) => e.context(format!(
+                                "putting the traffic back as it was failed too: {r:#}"
+                            )),
+                        },
+                    ),
+                }
+            }
+            Act::Route {
+                traffic,
+                record,
+                undo,
+            } => {
+                let base = self.base()?;
+                let before = svc_of(&base).traffic;
+                let annotations = match record.is_empty() {
+                    true => base.annotations.clone(),
+                    false => recorded(&base.annotations, &self.base, record, state::now()),
+                };
+                let svc = base
+                    .set_traffic(targets_of(traffic))
+                    .set_annotations(annotations);
+                let mask =
+                    google_cloud_wkt::FieldMask::default().set_paths(["traffic", "annotations"]);
+                let poller = gcp
+                    .services
+                    .update_service()
+                    .set_service(svc)
+                    .set_update_mask(mask)
+                    .poller();
+                self.current = Some(
+                    gcp.wait_through("services.update", poller, timeout, progress)
+                        .await?,
+                );
+                Ok(undo.clone().map(|record| Act::PutBack {
+                    traffic: before,
+                    record,
+                }))
+            }
+            Act::PutBack { traffic, record } => {
+                let s = gcp
+                    .put_back(targets_of(traffic), record, &self.base, timeout, progress)
+                    .await?;
+                self.current = Some(s);
+                Ok(None)
+            }
+            Act::Access { public } => {
+                gcp.set_access(*public, progress).await?;
+                Ok(None)
+            }
+            Act::Check { tag, version, env } => {
+                let (url, service_url) = gcp.urls(tag.as_deref()).await?;
+                let token = token_for(c, &service_url).await?;
+                check_serves(c, &url, token.as_deref(), version, *env).await?;
+                progress.line(&format!("{url} serves {version} with PYM_ENV={env}"));
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Actor for Runner {
+    type Act = Act;
+
+    fn describe(&self, act: &Act) -> String {
+        act.describe(&self.gcp.id)
+    }
+
+    /// The check of the service URL after a switch: live serves what it was switched to.
+    fn commits(&self, act: &Act) -> bool {
+        matches!(act, Act::Check { tag: None, .. })
+    }
+
+    fn waits(&self, act: &Act) -> bool {
+        matches!(act, Act::Check { .. })
+    }
+
+    fn run(&mut self, ctx: &Ctx, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
+        ctx.wait(self.act(act, progress))
     }
 }
 
@@ -1581,6 +1803,112 @@ fn pushed(ctx: &Ctx) -> Result<String> {
     Ok(image)
 }
 
+impl CloudRunTarget {
+    /// Connects and reads the service as `env`'s config names it.
+    fn read(ctx: &Ctx, env: PymEnv) -> Result<(Config, Gcp, Option<Service>, Seen)> {
+        let c = ctx.config_for(env)?;
+        let (gcp, service, seen) = ctx.wait(async {
+            let gcp = connect(&c).await?;
+            let (service, seen) = gcp.observe().await?;
+            Ok((gcp, service, seen))
+        })?;
+        Ok((c, gcp, service, seen))
+    }
+
+    /// The actor for `env`, and what it read.
+    fn runner(ctx: &Ctx, env: PymEnv, version: &str) -> Result<(Runner, Seen)> {
+        let (c, gcp, current, seen) = Self::read(ctx, env)?;
+        let runner = Runner {
+            gcp,
+            c,
+            current,
+            base: seen.history.clone(),
+            version: version.to_string(),
+        };
+        Ok((runner, seen))
+    }
+
+    /// Stage's, promote's or rollback's actor and actions, decided from the service now:
+    /// what a run carries out and what its dry run prints. With `simulate`, a promote of
+    /// a version this very run stages (a dry run's) pretends it is staged.
+    fn decide(
+        ctx: &Ctx,
+        change: Change,
+        staged: Option<&Staged>,
+        to: Option<&str>,
+        simulate: bool,
+    ) -> Result<(Runner, Seen, Vec<Act>)> {
+        match change {
+            Change::Stage => {
+                let version = ctx.version()?;
+                let image = match simulate {
+                    false => pushed(ctx)?,
+                    true => pushed(ctx).unwrap_or_else(|_| {
+                        format!(
+                            "{}@sha256:<pushed>",
+                            ctx.image_tag()
+                                .unwrap_or_default()
+                                .rsplit_once(':')
+                                .map(|(r, _)| r.to_string())
+                                .unwrap_or_default()
+                        )
+                    }),
+                };
+                let (runner, seen) = Self::runner(ctx, PymEnv::Staging, &version.to_string())?;
+                let acts = decide_stage(
+                    &seen,
+                    &runner.gcp.id,
+                    &version.to_string(),
+                    &image,
+                    version.dirty,
+                    runner.c.gcp_allow_unauthenticated,
+                )?;
+                Ok((runner, seen, acts))
+            }
+            Change::Promote => {
+                let staged = staged.ok_or_else(|| {
+                    anyhow!("promote on the Cloud Run target needs what staging runs")
+                })?;
+                let (runner, seen) = Self::runner(ctx, PymEnv::Live, &staged.version)?;
+                let mut assumed = seen.clone();
+                if simulate && assumed.staged().as_ref() != Some(staged) {
+                    // In a deploy's dry run stage has not run yet: assume it staged this.
+                    let name = next_revision_name(
+                        &runner.gcp.id,
+                        &staged.version,
+                        PymEnv::Staging,
+                        &assumed.revisions,
+                    );
+                    let svc = assumed.service.get_or_insert_with(Svc::default);
+                    svc.traffic = with_tag(&svc.traffic, TAG_STAGING, &name);
+                    if svc.traffic.iter().all(|r| r.percent == 0) {
+                        svc.traffic[0].percent = 100;
+                    }
+                    assumed.revisions.insert(
+                        0,
+                        Rev {
+                            name,
+                            version: Some(staged.version.clone()),
+                            env: Some("staging".into()),
+                            image: staged.image.clone(),
+                            ready: Ready::Yes,
+                            created: 0,
+                        },
+                    );
+                }
+                let acts = decide_promote(&assumed, &runner.gcp.id, staged)?;
+                Ok((runner, seen, acts))
+            }
+            Change::Rollback => {
+                let (mut runner, seen) = Self::runner(ctx, PymEnv::Live, "")?;
+                let (_, target, acts) = decide_rollback(&seen, &runner.gcp.id, to)?;
+                runner.version = target.key().to_string();
+                Ok((runner, seen, acts))
+            }
+        }
+    }
+}
+
 impl super::Target for CloudRunTarget {
     fn units(&self) -> (&'static str, &'static str) {
         ("revision", "revisions")
@@ -1608,7 +1936,7 @@ impl super::Target for CloudRunTarget {
         // the service URL Cloud Run gives).
         let (url, token) = match (&c.live_url, tag) {
             (Some(u), None) if c.gcp_allow_unauthenticated => (u.clone(), None),
-            _ => ctx.block_on(async {
+            _ => ctx.wait(async {
                 let (url, service_url) = connect(&c).await?.urls(tag).await?;
                 let url = c.live_url.clone().filter(|_| tag.is_none()).unwrap_or(url);
                 Ok::<_, anyhow::Error>((url, token_for(&c, &service_url).await?))
@@ -1627,268 +1955,164 @@ impl super::Target for CloudRunTarget {
         })
     }
 
-    fn plan(
-        &self,
-        ctx: &Ctx,
-        change: super::Change,
-        _staged: Option<&super::Staged>,
-    ) -> Result<Vec<String>> {
-        let env = if change == super::Change::Stage {
-            PymEnv::Staging
-        } else {
-            PymEnv::Live
-        };
-        let c = ctx.config_for(env)?;
-        let version = ctx.version()?.to_string();
-        let id = service_id(&c);
-        let (_, mut seen) = ctx.block_on(async { connect(&c).await?.observe().await })?;
-        let acts = match change {
-            super::Change::Stage => {
-                let image = pushed(ctx).unwrap_or_else(|_| {
-                    format!(
-                        "{}@sha256:<pushed>",
-                        ctx.image_tag()
-                            .unwrap_or_default()
-                            .rsplit_once(':')
-                            .map(|(r, _)| r.to_string())
-                            .unwrap_or_default()
-                    )
-                });
-                decide_stage(
-                    &seen,
-                    &id,
-                    &version,
-                    &image,
-                    ctx.version()?.dirty,
-                    c.gcp_allow_unauthenticated,
-                )?
-            }
-            super::Change::Promote => {
-                // In a deploy's dry run stage has not run yet: assume it staged this version.
-                if seen
-                    .service
-                    .as_ref()
-                    .and_then(|s| s.tagged(TAG_STAGING))
-                    .and_then(|t| seen.revision(&t.revision))
-                    .is_none_or(|r| r.version.as_deref() != Some(version.as_str()))
-                {
-                    let name = next_revision_name(&id, &version, PymEnv::Staging, &seen.revisions);
-                    let svc = seen.service.get_or_insert_with(Svc::default);
-                    svc.traffic = with_tag(&svc.traffic, TAG_STAGING, &name);
-                    if svc.traffic.iter().all(|r| r.percent == 0) {
-                        svc.traffic[0].percent = 100;
-                    }
-                    seen.revisions.insert(
-                        0,
-                        Rev {
-                            name,
-                            version: Some(version.clone()),
-                            env: Some("staging".into()),
-                            image: "<the staged image>".into(),
-                            ready: Ready::Yes,
-                            created: 0,
-                        },
-                    );
-                }
-                decide_promote(&seen, &id, &version)?
-            }
-            super::Change::Rollback => decide_rollback(&seen, &id)?.2,
-        };
-        Ok(acts.iter().map(|a| a.describe(&id)).collect())
+    fn plan(&self, ctx: &Ctx, change: Change, staged: Option<&Staged>) -> Result<Vec<String>> {
+        let to = ctx.opts.rollback_to.as_deref();
+        let (runner, _, acts) = Self::decide(ctx, change, staged, to, true)?;
+        Ok(plan::describe(&runner, &acts))
+    }
+
+    fn ledger(&self) -> Option<&dyn Ledger> {
+        Some(self)
     }
 
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
-        let c = ctx.config_for(PymEnv::Staging)?;
         let version = ctx.version()?.to_string();
-        let image = pushed(ctx)?;
-        let dirty = ctx.version()?.dirty;
-        ctx.block_on(async {
-            let gcp = connect(&c).await?;
-            let (service, seen) = gcp.observe().await?;
-            let acts = decide_stage(
-                &seen,
-                &gcp.id,
-                &version,
-                &image,
-                dirty,
-                c.gcp_allow_unauthenticated,
-            )?;
-            gcp.act(ctx, &c, service, &version, &acts, progress).await?;
-            Ok(format!("{version} on {}'s `{TAG_STAGING}` tag", gcp.id))
-        })
+        let (mut runner, _, acts) = Self::decide(ctx, Change::Stage, None, None, false)?;
+        plan::execute(ctx, &mut runner, &acts, progress)?;
+        Ok(format!(
+            "{version} on {}'s `{TAG_STAGING}` tag",
+            runner.gcp.id
+        ))
     }
 
+    /// Makes live what staging runs (`staged`), whatever HEAD is.
     fn promote(
         &self,
         ctx: &Ctx,
-        _staged: Option<&super::Staged>,
+        staged: Option<&Staged>,
         progress: &StepProgress<'_>,
     ) -> Result<String> {
-        let c = ctx.config_for(PymEnv::Live)?;
-        let version = ctx.version()?.to_string();
-        ctx.block_on(async {
-            let gcp = connect(&c).await?;
-            let (service, seen) = gcp.observe().await?;
-            let acts = decide_promote(&seen, &gcp.id, &version)?;
-            let original = service.clone();
-            let Err(e) = gcp.act(ctx, &c, service, &version, &acts, progress).await else {
-                return Ok(format!(
-                    "{version} live on {} (100% of the traffic)",
-                    gcp.id
-                ));
-            };
-            // If the traffic moved (the check after the switch failed, or Ctrl-C came
-            // during it), it goes back to what it was, with the records as they were and
-            // the new revision marked rolled back from. This undo is not interrupted.
-            let Some(original) = original else {
-                return Err(e);
-            };
-            let live_of = |s: &Service| svc_of(s).live().map(|l| l.revision.clone());
-            let now = gcp.service().await.ok().flatten();
-            if now
-                .as_ref()
-                .is_none_or(|n| live_of(n) == live_of(&original))
-            {
-                return Err(e);
-            }
-            let new = acts.iter().find_map(|a| match a {
-                Act::Route { traffic, .. } => traffic
-                    .iter()
-                    .find(|r| r.percent == 100)
-                    .map(|r| r.revision.clone()),
-                _ => None,
-            });
-            let mut annotations = original.annotations.clone();
-            let mut back = svc_of(&original).rolled_back();
-            back.extend(new);
-            annotations.insert(ROLLED_BACK.into(), join_list(back));
-            match gcp
-                .put_back(
-                    original.traffic.clone(),
-                    Some(annotations),
-                    Duration::from_secs(c.gcp_timeout),
-                    progress,
-                )
-                .await
-            {
-                Ok(()) => Err(e.context("the traffic went back to the revision live before")),
-                Err(r) => Err(e.context(format!(
-                    "moving the traffic back to the revision live before failed too: {r:#}"
-                ))),
-            }
-        })
+        let (mut runner, _, acts) = Self::decide(ctx, Change::Promote, staged, None, false)?;
+        let version = runner.version.clone();
+        plan::execute(ctx, &mut runner, &acts, progress)
+            .map_err(|e| e.context(format!("promoting {version} failed")))?;
+        if matches!(acts[..], [Act::Check { .. }]) {
+            return Ok(format!("{version} is already live on {}", runner.gcp.id));
+        }
+        Ok(format!(
+            "{version} live on {} (100% of the traffic)",
+            runner.gcp.id
+        ))
     }
 
-    fn rollback(
-        &self,
-        ctx: &Ctx,
-        _to: Option<&str>,
-        progress: &StepProgress<'_>,
-    ) -> Result<String> {
-        let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
-            let gcp = connect(&c).await?;
-            let (service, seen) = gcp.observe().await?;
-            let (current, target, acts) = decide_rollback(&seen, &gcp.id)?;
-            let to_version = target.version.clone().unwrap_or_default();
-            gcp.act(ctx, &c, service, &to_version, &acts, progress)
-                .await?;
-            ctx.set_rolled_back_to(to_version.clone());
-            Ok(format!(
-                "{to_version} live again on {} (was {})",
-                target.name,
-                current.version.as_deref().unwrap_or(current.name.as_str())
+    fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
+        let (mut runner, seen, acts) = Self::decide(ctx, Change::Rollback, None, to, false)?;
+        let back = runner.version.clone();
+        let (from, revision) = match &acts[0] {
+            Act::Route { traffic, .. } => (
+                seen.current()
+                    .map(|r| r.key().to_string())
+                    .unwrap_or_default(),
+                traffic[0].revision.clone(),
+            ),
+            _ => Default::default(),
+        };
+        plan::execute(ctx, &mut runner, &acts, progress).map_err(|e| {
+            e.context(format!(
+                "rolling back to {back} failed; live is unchanged ({from})"
             ))
-        })
+        })?;
+        ctx.set_rolled_back_to(back.clone());
+        Ok(format!("{back} live again on {revision} (was {from})"))
     }
 
     fn status(&self, ctx: &Ctx) -> Result<Table> {
-        let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
-            let gcp = connect(&c).await?;
-            let (service, seen) = gcp.observe().await?;
-            let mut table = Table::new(&[
-                "ROLE", "REVISION", "VERSION", "READY", "TRAFFIC", "TAGS", "IMAGE", "URL",
-            ]);
-            let Some(service) = service else {
-                return Ok(table);
+        let (_, _, service, seen) = Self::read(ctx, PymEnv::Live)?;
+        let mut table = Table::new(&[
+            "ROLE", "REVISION", "VERSION", "READY", "TRAFFIC", "TAGS", "IMAGE", "URL",
+        ]);
+        let Some(service) = service else {
+            return Ok(table);
+        };
+        for (r, role) in roles(&seen) {
+            let routes: Vec<&TrafficTarget> = service
+                .traffic
+                .iter()
+                .filter(|t| t.revision.rsplit('/').next() == Some(r.name.as_str()))
+                .collect();
+            let percent: i32 = routes.iter().map(|t| t.percent).sum();
+            let tags: Vec<&str> = routes
+                .iter()
+                .map(|t| t.tag.as_str())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let url = match role {
+                "live" => service.uri.clone(),
+                _ => service
+                    .traffic_statuses
+                    .iter()
+                    .find(|s| !s.tag.is_empty() && tags.contains(&s.tag.as_str()))
+                    .map(|s| s.uri.clone())
+                    .unwrap_or_default(),
             };
-            for (r, role) in roles(&seen) {
-                let routes: Vec<&TrafficTarget> = service
-                    .traffic
-                    .iter()
-                    .filter(|t| t.revision.rsplit('/').next() == Some(r.name.as_str()))
-                    .collect();
-                let percent: i32 = routes.iter().map(|t| t.percent).sum();
-                let tags: Vec<&str> = routes
-                    .iter()
-                    .map(|t| t.tag.as_str())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                let url = match role {
-                    "live" => service.uri.clone(),
-                    _ => service
-                        .traffic_statuses
-                        .iter()
-                        .find(|s| !s.tag.is_empty() && tags.contains(&s.tag.as_str()))
-                        .map(|s| s.uri.clone())
-                        .unwrap_or_default(),
-                };
-                let ready = match &r.ready {
-                    Ready::Yes => "ready".to_string(),
-                    Ready::Pending => "pending".to_string(),
-                    Ready::Failed(_) => "failed".to_string(),
-                };
-                table.rows.push(vec![
-                    role.to_string(),
-                    r.name.clone(),
-                    r.version.clone().unwrap_or_default(),
-                    ready,
-                    format!("{percent}%"),
-                    tags.join(","),
-                    r.image.clone(),
-                    url,
-                ]);
-            }
-            Ok(table)
-        })
+            let ready = match &r.ready {
+                Ready::Yes => "ready".to_string(),
+                Ready::Pending => "pending".to_string(),
+                Ready::Failed(_) => "failed".to_string(),
+            };
+            table.rows.push(vec![
+                role.to_string(),
+                r.name.clone(),
+                r.version.clone().unwrap_or_default(),
+                ready,
+                format!("{percent}%"),
+                tags.join(","),
+                r.image.clone(),
+                url,
+            ]);
+        }
+        Ok(table)
     }
 
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
-        let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
-            let gcp = connect(&c).await?;
-            let (_, seen) = gcp.observe().await?;
-            let mut lines = Vec::new();
-            for (r, fate) in decide_cleanup(&seen, c.keep_previous as usize) {
-                let fate = match fate {
-                    Fate::Go { did, would, .. } if execute => {
-                        let name = format!("{}/revisions/{}", gcp.name(), r.name);
-                        let poller = gcp
-                            .revisions
+        let (c, gcp, _, seen) = Self::read(ctx, PymEnv::Live)?;
+        let mut lines = Vec::new();
+        for (r, fate) in decide_cleanup(&seen, c.keep_previous as usize) {
+            let fate = match fate {
+                Fate::Go { did, would, .. } if execute => {
+                    let name = format!("{}/revisions/{}", gcp.name(), r.name);
+                    ctx.wait(async {
+                        gcp.revisions
                             .delete_revision()
                             .set_name(name.clone())
-                            .poller();
-                        poller
+                            .poller()
                             .until_done()
                             .await
-                            .map_err(|e| gcp_error("revisions.delete", &name, e))?;
-                        Fate::Go {
-                            done: true,
-                            did,
-                            would,
-                        }
+                            .map_err(|e| gcp_error("revisions.delete", &name, e))
+                    })?;
+                    Fate::Go {
+                        done: true,
+                        did,
+                        would,
                     }
-                    f => f,
-                };
-                lines.push(Cleanup {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    fate,
-                });
-            }
-            Ok(lines)
-        })
+                }
+                f => f,
+            };
+            lines.push(Cleanup {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                fate,
+            });
+        }
+        Ok(lines)
+    }
+}
+
+/// What staging runs is the revision its tag points to; the deploy record is the
+/// service's annotation (`record_of`).
+impl Ledger for CloudRunTarget {
+    fn staged(&self, ctx: &Ctx) -> Result<Option<Staged>> {
+        Ok(Self::read(ctx, PymEnv::Live)?.3.staged())
+    }
+
+    fn history(&self, ctx: &Ctx) -> Result<History> {
+        Ok(Self::read(ctx, PymEnv::Live)?.3.history)
+    }
+
+    fn record(&self, ctx: &Ctx, event: Event, version: &str, digest: Option<&str>) -> Result<()> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let note = (event, version.to_string(), digest.map(String::from));
+        ctx.wait(async { connect(&c).await?.append(&[note], state::now()).await })
     }
 }
 
@@ -1975,6 +2199,7 @@ mod tests {
     fn a_later_stage_moves_only_the_tag_never_the_traffic() {
         let live = format!("hello-{V1}-l1");
         let seen = Seen {
+            history: History::default(),
             service: Some(svc(
                 vec![
                     route(&live, 100, None),
@@ -2009,6 +2234,7 @@ mod tests {
     fn stage_pins_a_latest_entry_and_reuses_a_ready_staged_revision() {
         // A service made elsewhere, 100% LATEST (read as the revision it serves).
         let seen = Seen {
+            history: History::default(),
             service: Some(svc(vec![route("hello-00001-abc", 100, None)], "")),
             revisions: vec![rev("hello-00001-abc", "", "", Ready::Yes)],
         };
@@ -2021,6 +2247,7 @@ mod tests {
         let mut r = rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes);
         r.image = "i@sha256:1".into();
         let seen = Seen {
+            history: History::default(),
             service: Some(svc(
                 vec![
                     route("hello-00001-abc", 100, None),
@@ -2044,6 +2271,7 @@ mod tests {
     fn a_stage_after_a_failed_first_stage_gives_the_new_revision_all_traffic() {
         let failed = format!("hello-{V1}-s1");
         let seen = Seen {
+            history: History::default(),
             service: Some(svc(vec![route(&failed, 100, Some("staging"))], "")),
             revisions: vec![rev(&failed, V1, "staging", Ready::Failed("deaf".into()))],
         };
@@ -2055,25 +2283,121 @@ mod tests {
         );
     }
 
+    fn seen(service: Svc, revisions: Vec<Rev>) -> Seen {
+        let history = record_of(&service.annotations, &revisions);
+        Seen {
+            service: Some(service),
+            revisions,
+            history,
+        }
+    }
+
+    fn record(events: &[(Event, &str)]) -> History {
+        let mut h = History::default();
+        for (i, (e, v)) in events.iter().enumerate() {
+            h.push(*e, v, None, i as i64);
+        }
+        h
+    }
+
+    /// What staging runs when `r` is what its tag points to.
+    fn staged(r: &Rev) -> Staged {
+        Staged {
+            version: r.version.clone().unwrap(),
+            image: r.image.clone(),
+            digest: r.image.rsplit_once('@').unwrap().1.to_string(),
+        }
+    }
+
+    fn note(e: Event, v: &str) -> Note {
+        (e, v.to_string(), None)
+    }
+
     #[test]
-    fn promote_checks_the_next_tag_before_moving_all_traffic_and_records_history() {
+    fn staged_is_the_ready_revision_of_the_staging_tag_by_digest() {
+        let s2 = rev(&format!("hello-{V2}-s1"), V2, "staging", Ready::Yes);
+        let l1 = rev(&format!("hello-{V1}-l1"), V1, "live", Ready::Yes);
+        let traffic = vec![
+            route(&l1.name, 100, None),
+            route(&s2.name, 0, Some("staging")),
+        ];
+        let s = seen(svc(traffic.clone(), ""), vec![s2.clone(), l1.clone()]);
+        assert_eq!(
+            s.staged(),
+            Some(Staged {
+                version: V2.into(),
+                image: format!("r/app@sha256:{V2}"),
+                digest: format!("sha256:{V2}"),
+            })
+        );
+        let mut pending = s2.clone();
+        pending.ready = Ready::Pending;
+        assert_eq!(seen(svc(traffic, ""), vec![pending, l1]).staged(), None);
+        assert_eq!(Seen::default().staged(), None);
+    }
+
+    #[test]
+    fn the_record_is_one_annotation_and_older_services_are_read_through_their_labels() {
+        let (a, b, c) = ("hello-a-l1", "hello-b-l1", "hello-c-l1");
+        let revisions = vec![
+            rev(c, "c", "live", Ready::Yes),
+            rev(b, "b", "live", Ready::Yes),
+            rev(a, "a", "live", Ready::Yes),
+            Rev {
+                name: "hello-00001-abc".into(),
+                version: None,
+                env: None,
+                image: "x".into(),
+                ready: Ready::Yes,
+                created: 0,
+            },
+        ];
+        let mut old = HashMap::new();
+        old.insert(
+            LIVE_HISTORY.to_string(),
+            format!("hello-00001-abc {a} hello-gone-l1 {b} {c}"),
+        );
+        old.insert(ROLLED_BACK.to_string(), b.to_string());
+        let h = record_of(&old, &revisions);
+        assert_eq!(h.live_order(), ["c", "b", "a", "hello-00001-abc"]);
+        assert!(h.rolled_back_from("b") && !h.rolled_back_from("c"));
+        // The first write replaces the old annotations with the record, keeping them in it.
+        let written = recorded(&old, &h, &[note(Event::Live, "d")], 9);
+        assert!(!written.contains_key(LIVE_HISTORY) && !written.contains_key(ROLLED_BACK));
+        let back = record_of(&written, &revisions);
+        assert_eq!(back.live_order(), ["d", "c", "b", "a", "hello-00001-abc"]);
+        assert!(back.rolled_back_from("b"));
+        // Later writes add to what the annotation holds (entries written meanwhile stay),
+        // not to what was read before.
+        let mut meanwhile = written.clone();
+        let mut now = back.clone();
+        now.push(Event::Accepted, "e", Some("sha256:e"), 10);
+        meanwhile.insert(RECORD.into(), now.render());
+        let undone = recorded(&meanwhile, &h, &[note(Event::RolledBack, "d")], 11);
+        let undone = record_of(&undone, &revisions);
+        assert!(undone.accepted("e", "sha256:e") && undone.rolled_back_from("d"));
+    }
+
+    #[test]
+    fn promote_checks_the_next_tag_before_moving_all_traffic_and_records_it_in_that_move() {
         let (l1, s1, s2) = (
             format!("hello-{V1}-l1"),
             format!("hello-{V1}-s1"),
             format!("hello-{V2}-s1"),
         );
-        let seen = Seen {
-            service: Some(svc(
+        let staged_rev = rev(&s2, V2, "staging", Ready::Yes);
+        let seen = seen(
+            svc(
                 vec![route(&l1, 100, None), route(&s2, 0, Some("staging"))],
                 &l1,
-            )),
-            revisions: vec![
-                rev(&s2, V2, "staging", Ready::Yes),
+            ),
+            vec![
+                staged_rev.clone(),
                 rev(&l1, V1, "live", Ready::Yes),
                 rev(&s1, V1, "staging", Ready::Yes),
             ],
-        };
-        let acts = decide_promote(&seen, "hello", V2).unwrap();
+        );
+        let acts = decide_promote(&seen, "hello", &staged(&staged_rev)).unwrap();
         let l2 = format!("hello-{V2}-l1");
         assert_eq!(
             acts[0],
@@ -2100,8 +2424,8 @@ mod tests {
             acts[2],
             Act::Route {
                 traffic: vec![route(&l2, 100, None), route(&s2, 0, Some("staging"))],
-                history: vec![l1.clone(), l2.clone()],
-                rolled_back: vec![]
+                record: vec![(Event::Live, V2.into(), Some(format!("sha256:{V2}")))],
+                undo: Some(vec![note(Event::RolledBack, V2), note(Event::Live, V1)]),
             }
         );
         assert_eq!(
@@ -2112,71 +2436,240 @@ mod tests {
                 env: PymEnv::Live
             }
         );
+        // The switch is undone; its check keeps it.
+        let id = "hello";
+        assert!(acts[3].describe(id).starts_with("check the service URL"));
     }
 
     #[test]
-    fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
-        let s1 = format!("hello-{V1}-s1");
-        let seen = Seen {
-            service: Some(svc(vec![route(&s1, 100, Some("staging"))], "")),
-            revisions: vec![rev(&s1, V1, "staging", Ready::Yes)],
-        };
-        let msg = decide_promote(&seen, "hello", V2).unwrap_err().to_string();
+    fn promote_makes_live_what_staging_runs_refuses_anything_else_and_is_a_check_when_live() {
+        let s1 = rev(&format!("hello-{V1}-s1"), V1, "staging", Ready::Yes);
+        let first = seen(
+            svc(vec![route(&s1.name, 100, Some("staging"))], ""),
+            vec![s1.clone()],
+        );
+        // Staging moved since it was read (another version, or another image): refused.
+        let mut other = staged(&s1);
+        other.version = V2.into();
+        let msg = decide_promote(&first, "hello", &other)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("holds"), "{msg}");
-        assert!(decide_promote(&Seen::default(), "hello", V1).is_err());
-        // The first promote: the staged revision holds all traffic (Cloud Run had nothing else); it is not history.
-        let acts = decide_promote(&seen, "hello", V1).unwrap();
+        let mut rebuilt = staged(&s1);
+        rebuilt.image = "r/app@sha256:other".into();
+        assert!(decide_promote(&first, "hello", &rebuilt).is_err());
+        assert!(decide_promote(&Seen::default(), "hello", &staged(&s1)).is_err());
+        // The first deploy: the staged revision holds all traffic (Cloud Run had nothing
+        // else); it is not recorded as live, and an undo has nothing to make live again.
+        let acts = decide_promote(&first, "hello", &staged(&s1)).unwrap();
         let l1 = format!("hello-{V1}-l1");
-        assert!(matches!(&acts[2], Act::Route { history, .. } if history == &vec![l1.clone()]));
-        let seen = Seen {
-            service: Some(svc(
-                vec![route(&l1, 100, None), route(&s1, 0, Some("staging"))],
+        assert!(
+            matches!(&acts[2], Act::Route { traffic, record, undo: Some(undo) }
+                if traffic[0] == route(&l1, 100, None)
+                && record == &vec![(Event::Live, V1.to_string(), Some(format!("sha256:{V1}")))]
+                && undo == &vec![note(Event::RolledBack, V1)]),
+            "{acts:?}"
+        );
+        // Already live: only the check.
+        let live = seen(
+            svc(
+                vec![route(&l1, 100, None), route(&s1.name, 0, Some("staging"))],
                 &l1,
-            )),
-            revisions: vec![
-                rev(&l1, V1, "live", Ready::Yes),
-                rev(&s1, V1, "staging", Ready::Yes),
-            ],
-        };
+            ),
+            vec![rev(&l1, V1, "live", Ready::Yes), s1.clone()],
+        );
         assert!(matches!(
-            decide_promote(&seen, "hello", V1).unwrap()[..],
+            decide_promote(&live, "hello", &staged(&s1)).unwrap()[..],
             [Act::Check { tag: None, .. }]
         ));
     }
 
     #[test]
-    fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
-        let (a, b, c) = ("hello-a-l1", "hello-b-l1", "hello-c-l1");
-        let mut s = svc(vec![route(c, 100, None)], &format!("{a} {b} {c}"));
-        s.annotations.insert(ROLLED_BACK.into(), b.into());
-        let seen = Seen {
-            service: Some(s),
-            revisions: vec![
-                rev(c, "c", "live", Ready::Yes),
-                rev(b, "b", "live", Ready::Yes),
-                rev(a, "a", "live", Ready::Yes),
-            ],
-        };
-        let (current, target, acts) = decide_rollback(&seen, "hello").unwrap();
-        assert_eq!((current.name.as_str(), target.name.as_str()), (c, a));
-        assert_eq!(
-            acts[0],
-            Act::Route {
-                traffic: vec![route(a, 100, None)],
-                history: vec![a.into(), b.into(), c.into(), a.into()],
-                rolled_back: vec![b.into(), c.into()]
-            }
+    fn a_re_promoted_version_is_no_longer_rolled_back_from_and_a_foreign_live_one_enters_the_record()
+     {
+        let (a, s2, l2) = (
+            format!("hello-{V1}-l1"),
+            format!("hello-{V2}-s1"),
+            format!("hello-{V2}-l1"),
         );
-        // Nothing earlier: refused.
-        let seen = Seen {
-            service: Some(svc(vec![route(c, 100, None)], c)),
-            revisions: vec![rev(c, "c", "live", Ready::Yes)],
+        let staged_rev = rev(&s2, V2, "staging", Ready::Yes);
+        let mut s = svc(
+            vec![route(&a, 100, None), route(&s2, 0, Some("staging"))],
+            "",
+        );
+        let mut h = record(&[
+            (Event::Live, V1),
+            (Event::Live, V2),
+            (Event::RolledBack, V2),
+            (Event::Live, V1),
+        ]);
+        s.annotations.insert(RECORD.into(), h.render());
+        let seen_ = seen(
+            s,
+            vec![
+                staged_rev.clone(),
+                rev(&l2, V2, "live", Ready::Yes),
+                rev(&a, V1, "live", Ready::Yes),
+            ],
+        );
+        // V2's live revision of that image is used again: the `next` tag, then the switch.
+        let acts = decide_promote(&seen_, "hello", &staged(&staged_rev)).unwrap();
+        let [
+            Act::Route { record: tagged, .. },
+            Act::Check { .. },
+            Act::Route { record, .. },
+            Act::Check { .. },
+        ] = &acts[..]
+        else {
+            panic!("{acts:?}")
         };
-        assert!(decide_rollback(&seen, "hello").is_err());
+        assert!(tagged.is_empty());
+        for (e, v, d) in record {
+            h.push(*e, v, d.as_deref(), 9);
+        }
+        assert!(!h.rolled_back_from(V2));
+        // A service made by gcloud: its live revision (no labels) enters the record first.
+        let foreign = Rev {
+            name: "hello-00001-abc".into(),
+            version: None,
+            env: None,
+            image: "x".into(),
+            ready: Ready::Yes,
+            created: 0,
+        };
+        let seen_ = seen(
+            svc(
+                vec![
+                    route(&foreign.name, 100, None),
+                    route(&s2, 0, Some("staging")),
+                ],
+                "",
+            ),
+            vec![staged_rev.clone(), foreign.clone()],
+        );
+        let acts = decide_promote(&seen_, "hello", &staged(&staged_rev)).unwrap();
+        assert!(
+            matches!(&acts[2], Act::Route { record, .. }
+                if record[0] == note(Event::Live, "hello-00001-abc") && record[1].1 == V2),
+            "{acts:?}"
+        );
+        // A live revision that reports Unknown for a moment keeps its traffic at a stage.
+        let seen_ = seen(
+            svc(vec![route(&a, 100, None)], &a),
+            vec![rev(&a, V1, "live", Ready::Pending)],
+        );
+        assert!(
+            matches!(&decide_stage(&seen_, "hello", V2, "i@sha256:2", false, true).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None))
+        );
+    }
+
+    fn three() -> Vec<Rev> {
+        vec![
+            rev("hello-c-l1", "c", "live", Ready::Yes),
+            rev("hello-c-s1", "c", "staging", Ready::Yes),
+            rev("hello-b-l1", "b", "live", Ready::Yes),
+            rev("hello-a-l1", "a", "live", Ready::Yes),
+        ]
+    }
+
+    /// The service with `live` serving and the record `events`.
+    fn at(live: &str, events: &[(Event, &str)]) -> Seen {
+        let mut s = svc(vec![route(live, 100, None)], "");
+        s.annotations.insert(RECORD.into(), record(events).render());
+        seen(s, three())
+    }
+
+    /// Where `decide_rollback` goes, and what it records.
+    fn rollback(seen: &Seen, to: Option<&str>) -> Result<(String, Vec<Note>)> {
+        let (_, target, acts) = decide_rollback(seen, "hello", to)?;
+        let Act::Route {
+            record, traffic, ..
+        } = &acts[0]
+        else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(traffic[0], route(&target.name, 100, None));
+        assert!(
+            matches!(&acts[1], Act::Check { tag: None, version, .. } if version == target.key())
+        );
+        Ok((target.name.clone(), record.clone()))
     }
 
     #[test]
-    fn cleanup_keeps_the_newest_previous_and_what_is_routed() {
+    fn rollback_goes_to_the_version_live_before_never_to_one_rolled_back_from() {
+        use Event::*;
+        // With a record: a → b, rolled back to a, → c: back to a, not b (newer, but a
+        // rollback left it).
+        let s = at(
+            "hello-c-l1",
+            &[
+                (Live, "a"),
+                (Live, "b"),
+                (RolledBack, "b"),
+                (Live, "a"),
+                (Live, "c"),
+            ],
+        );
+        assert_eq!(
+            rollback(&s, None).unwrap(),
+            (
+                "hello-a-l1".into(),
+                vec![note(RolledBack, "c"), note(Live, "a")]
+            )
+        );
+        // Without one (a service deployed by other means): the newest previous version
+        // made for live, never a staged revision.
+        let s = seen(svc(vec![route("hello-c-l1", 100, None)], ""), three());
+        assert_eq!(rollback(&s, None).unwrap().0, "hello-b-l1");
+        // Nothing earlier: refused.
+        let s = seen(
+            svc(vec![route("hello-c-l1", 100, None)], ""),
+            vec![rev("hello-c-l1", "c", "live", Ready::Yes)],
+        );
+        assert!(decide_rollback(&s, "hello", None).is_err());
+        // A version whose revision is not ready is not gone back to.
+        let mut revs = three();
+        revs[3].ready = Ready::Failed("gone".into());
+        let mut sv = svc(vec![route("hello-c-l1", 100, None)], "");
+        sv.annotations.insert(
+            RECORD.into(),
+            record(&[(Live, "b"), (RolledBack, "b"), (Live, "a"), (Live, "c")]).render(),
+        );
+        assert!(decide_rollback(&seen(sv, revs), "hello", None).is_err());
+    }
+
+    #[test]
+    fn a_second_rollback_goes_further_back_never_returning_unless_named() {
+        use Event::*;
+        // a → b → c, rolled back to b: a second rollback goes to a, never c.
+        let mut events = vec![
+            (Live, "a"),
+            (Live, "b"),
+            (Live, "c"),
+            (RolledBack, "c"),
+            (Live, "b"),
+        ];
+        let s = at("hello-b-l1", &events);
+        let (to, record) = rollback(&s, None).unwrap();
+        assert_eq!(to, "hello-a-l1");
+        // Once at a, with both b and c left by rollbacks: refused, naming --to.
+        assert_eq!(record, vec![note(RolledBack, "b"), note(Live, "a")]);
+        events.extend([(RolledBack, "b"), (Live, "a")]);
+        let s = at("hello-a-l1", &events);
+        let e = decide_rollback(&s, "hello", None).unwrap_err();
+        assert!(
+            format!("{e}").contains("rolled back from")
+                && crate::error::hint_of(&e).unwrap().contains("--to"),
+            "{e}"
+        );
+        // Named, it goes; a version not kept, or live already, is refused.
+        assert_eq!(rollback(&s, Some("c")).unwrap().0, "hello-c-l1");
+        assert!(decide_rollback(&s, "hello", Some("a")).is_err());
+        assert!(decide_rollback(&s, "hello", Some("zz")).is_err());
+    }
+
+    #[test]
+    fn cleanup_keeps_what_rollback_needs_and_what_is_routed() {
         let names = ["hello-a-l1", "hello-b-l1", "hello-c-l1", "hello-d-l1"];
         let s = svc(
             vec![
@@ -2197,22 +2690,46 @@ mod tests {
             "staging",
             Ready::Failed("no".into()),
         ));
-        let seen = Seen {
-            service: Some(s),
-            revisions,
+        let fates = |seen: &Seen| -> Vec<(String, bool)> {
+            decide_cleanup(seen, 1)
+                .into_iter()
+                .map(|(r, f)| (r.name.clone(), matches!(f, Fate::Go { .. })))
+                .collect()
         };
-        let fates: Vec<(String, bool)> = decide_cleanup(&seen, 1)
-            .into_iter()
-            .map(|(r, f)| (r.name.clone(), matches!(f, Fate::Go { .. })))
-            .collect();
         assert_eq!(
-            fates,
+            fates(&seen(s.clone(), revisions.clone())),
             vec![
                 ("hello-c-l1".into(), false),
                 ("hello-b-l1".into(), true),
                 ("hello-a-l1".into(), true),
                 ("hello-c-s1".into(), true),
                 ("hello-x-s1".into(), true)
+            ]
+        );
+        // c was rolled back from: rollback goes to b, so b is what one kept version is.
+        let mut s = s;
+        s.annotations.insert(
+            RECORD.into(),
+            record(&[
+                (Event::Live, "hello-a-l1"),
+                (Event::Live, "hello-b-l1"),
+                (Event::Live, "hello-c-l1"),
+                (Event::RolledBack, "hello-c-l1"),
+                (Event::Live, "hello-b-l1"),
+                (Event::Live, "hello-d-l1"),
+            ])
+            .render(),
+        );
+        let kept: Vec<(String, bool)> = fates(&seen(s, revisions))
+            .into_iter()
+            .filter(|(n, _)| n.ends_with("-l1"))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("hello-b-l1".into(), false),
+                ("hello-a-l1".into(), true),
+                ("hello-c-l1".into(), true)
             ]
         );
     }
@@ -2241,65 +2758,6 @@ mod tests {
         assert_eq!(
             (t[0].r#type.clone(), t[0].revision.as_str()),
             (TrafficTargetAllocationType::Revision, "hello-00002-xyz")
-        );
-    }
-
-    #[test]
-    fn a_re_promoted_revision_is_no_longer_rolled_back_from_and_a_foreign_live_one_is_history() {
-        let (a, b) = (format!("hello-{V1}-l1"), format!("hello-{V2}-s1"));
-        let mut s = svc(
-            vec![route(&a, 100, None), route(&b, 0, Some("staging"))],
-            &a,
-        );
-        s.annotations
-            .insert(ROLLED_BACK.into(), format!("hello-{V2}-l1"));
-        let l2 = format!("hello-{V2}-l1");
-        let seen = Seen {
-            service: Some(s),
-            revisions: vec![
-                rev(&b, V2, "staging", Ready::Yes),
-                rev(&l2, V2, "live", Ready::Yes),
-                rev(&a, V1, "live", Ready::Yes),
-            ],
-        };
-        let acts = decide_promote(&seen, "hello", V2).unwrap();
-        assert!(
-            matches!(&acts[..], [Act::Route { .. }, Act::Check { .. }, Act::Route { rolled_back, .. }, Act::Check { .. }] if rolled_back.is_empty()),
-            "{acts:?}"
-        );
-        // A service made by gcloud: its live revision (no labels) becomes history.
-        let seen = Seen {
-            service: Some(svc(
-                vec![
-                    route("hello-00001-abc", 100, None),
-                    route(&b, 0, Some("staging")),
-                ],
-                "",
-            )),
-            revisions: vec![
-                rev(&b, V2, "staging", Ready::Yes),
-                Rev {
-                    name: "hello-00001-abc".into(),
-                    version: None,
-                    env: None,
-                    image: "x".into(),
-                    ready: Ready::Yes,
-                    created: 0,
-                },
-            ],
-        };
-        let acts = decide_promote(&seen, "hello", V2).unwrap();
-        assert!(
-            matches!(&acts[2], Act::Route { history, .. } if history == &vec!["hello-00001-abc".to_string(), l2.clone()]),
-            "{acts:?}"
-        );
-        // A live revision that reports Unknown for a moment keeps its traffic at a stage.
-        let seen = Seen {
-            service: Some(svc(vec![route(&a, 100, None)], &a)),
-            revisions: vec![rev(&a, V1, "live", Ready::Pending)],
-        };
-        assert!(
-            matches!(&decide_stage(&seen, "hello", V2, "i@sha256:2", false, true).unwrap()[0], Act::Deploy { traffic, .. } if traffic[0] == route(&a, 100, None))
         );
     }
 

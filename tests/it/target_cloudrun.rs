@@ -212,6 +212,25 @@ impl<'a> Setup<'a> {
             .collect()
     }
 
+    /// The calls made on this service since the `before`th call (the local Cloud Run is
+    /// shared by tests that run at once).
+    fn calls_since(&self, before: usize) -> Vec<(String, String)> {
+        calls(self.fake)[before..]
+            .iter()
+            .filter(|(_, path)| path.contains(&format!("/services/{}", self.svc.name)))
+            .cloned()
+            .collect()
+    }
+
+    /// `fault`, for the calls on this service only.
+    fn fault(&self, method: &str, code: u16, status: &str, message: &str, times: Option<u32>) {
+        let mut f = serde_json::json!({"method": method, "path": format!("/services/{}", self.svc.name), "code": code, "status": status, "message": message});
+        if let Some(n) = times {
+            f["times"] = n.into();
+        }
+        api(self.fake, "POST", "/__fake/faults", Some(&f));
+    }
+
     fn url(&self, tag: Option<&str>) -> String {
         let s = self.service();
         match tag {
@@ -454,8 +473,7 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     );
     let before = calls(t.fake).len();
     // A 503 on the update: retried (the fake refused it before applying anything).
-    fault(
-        t.fake,
+    t.fault(
         "UpdateService",
         503,
         "UNAVAILABLE",
@@ -471,10 +489,16 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
         staged.stderr
     );
     let made: Vec<(String, String)> = calls(t.fake)[before..].to_vec();
+    // The stage's update twice (the 503, then its retry), and accept-staging's record.
+    let updates: Vec<(String, String)> = t
+        .calls_since(before)
+        .into_iter()
+        .filter(|(m, _)| m == "UpdateService")
+        .collect();
     assert_eq!(
-        made.iter().filter(|(m, _)| m == "UpdateService").count(),
-        2,
-        "the 503 was not retried once: {made:?}"
+        updates.len(),
+        3,
+        "the 503 was not retried once: {updates:?}"
     );
     // The operation is polled with backoff, not in a tight loop (the rollout takes seconds).
     let polls = made.iter().filter(|(m, _)| m == "GetOperation").count();
@@ -875,4 +899,144 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
         n,
         "a call was made with a name Cloud Run would refuse"
     );
+}
+
+#[test]
+fn cloud_run_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("runs", shared_fake());
+    // A run that would promote what it stages without testing it: refused before any step.
+    let r = t.xtask(&["deploy", "--no-test", "--skip", "accept-staging"]);
+    r.assert_failed()
+        .assert_stderr_has("without its staging acceptance tests");
+    assert!(!r.stderr.contains("==> build"), "a step ran:\n{}", r.stderr);
+    t.xtask(&["deploy", "--no-test", "--skip", "accept-local"])
+        .assert_ok();
+    let v1 = t.version();
+    assert_serves(&t.url(None), &v1, "live");
+
+    // V2 staged, its acceptance never run: promote refuses, live stays V1.
+    let main = t.svc.read("src/main.rs");
+    t.svc
+        .write("src/main.rs", &format!("{main}// v2\n"))
+        .commit("v2");
+    let v2 = t.version();
+    t.xtask(&[
+        "deploy",
+        "--no-test",
+        "--skip",
+        "accept-local",
+        "--to",
+        "stage",
+    ])
+    .assert_ok();
+    assert_serves(&t.url(Some("staging")), &v2, "staging");
+    let before = calls(t.fake).len();
+    t.xtask(&["promote"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "{v2} runs on staging but has not passed staging acceptance"
+        ))
+        .assert_stderr_has("cargo xtask accept-staging");
+    assert_no_mutation(&t.calls_since(before));
+    assert_serves(&t.url(None), &v1, "live");
+
+    // It passes (recorded on the service, no revision made); HEAD then moves ahead (V3,
+    // never staged): promote makes V2 live, what staging ran and tested, not HEAD.
+    let revisions = t.revisions();
+    t.xtask(&["accept-staging"]).assert_ok();
+    assert_eq!(
+        t.revisions(),
+        revisions,
+        "recording acceptance made a revision"
+    );
+    let record = t.service()["annotations"]["pymdeploy.dev/record"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(record.contains(&format!("accepted@{v2}@")), "{record}");
+    let main = t.svc.read("src/main.rs");
+    t.svc
+        .write("src/main.rs", &format!("{main}// v3\n"))
+        .commit("v3");
+    let v3 = t.version();
+    let l2 = format!("{}-{v2}-l1", t.svc.name);
+    t.xtask(&["promote", "--dry-run"])
+        .assert_ok()
+        .assert_stdout_has(&format!("add revision {l2} to"));
+    t.xtask(&["promote"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2}, what staging runs (HEAD is {v3})"))
+        .assert_stderr_has(&format!("{v2} live on"));
+    assert_serves(&t.url(None), &v2, "live");
+    assert_eq!(t.traffic()[0], (l2, 100, String::new()));
+    assert!(
+        !t.revisions().iter().any(|r| r.contains(&v3)),
+        "HEAD's version was deployed"
+    );
+}
+
+#[test]
+fn cloud_run_rollback_twice_never_returns_to_the_version_it_left_unless_named() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("runr", shared_fake());
+    let quick = [
+        "deploy",
+        "--no-test",
+        "--skip",
+        "accept-local",
+        "--skip",
+        "accept-live",
+    ];
+    let deploy = |message: &str| -> String {
+        let main = t.svc.read("src/main.rs");
+        t.svc
+            .write("src/main.rs", &format!("{main}// {message}\n"))
+            .commit(message);
+        t.xtask(&quick).assert_ok();
+        let v = t.version();
+        assert_serves(&t.url(None), &v, "live");
+        v
+    };
+    let v0 = deploy("v0");
+    let c1 = deploy("c1");
+    let c2 = deploy("c2");
+    // A rollback goes to C1; a second one further back, to V0, never to C2 again.
+    t.xtask(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{c1} live again"))
+        .assert_stderr_has(&format!("(was {c2})"));
+    assert_serves(&t.url(None), &c1, "live");
+    t.xtask(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v0} live again"))
+        .assert_stderr_has(&format!("(was {c1})"));
+    assert_serves(&t.url(None), &v0, "live");
+    let table = t.xtask(&["status"]).assert_ok().stdout.clone();
+    for v in [&c1, &c2] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("rolled-back ") && l.contains(v.as_str())),
+            "{table}"
+        );
+    }
+    // A third would return to a version a rollback left: refused, live as it was; named
+    // with --to, it goes.
+    let before = calls(t.fake).len();
+    t.xtask(&["rollback"])
+        .assert_failed()
+        .assert_stderr_has("every previous version kept was rolled back from")
+        .assert_stderr_has("rollback --to VERSION");
+    assert_no_mutation(&t.calls_since(before));
+    assert_serves(&t.url(None), &v0, "live");
+    t.xtask(&["rollback", "--to", &c2])
+        .assert_ok()
+        .assert_stderr_has(&format!("{c2} live again"))
+        .assert_stderr_has(&format!("(was {v0})"));
+    assert_serves(&t.url(None), &c2, "live");
 }

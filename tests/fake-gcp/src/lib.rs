@@ -38,7 +38,8 @@
 //! Test hooks on the API port: `POST /__fake/faults` with `{"method": "UpdateService",
 //! "code": 429, "status": "RESOURCE_EXHAUSTED", "message": "…", "times": 2}` answers the
 //! next two calls of that RPC with that error (`"method": "*"` matches every call, no
-//! `times` means always), `DELETE /__fake/faults` clears them; `GET /__fake/calls` lists
+//! `times` means always; `"path": "…"` narrows it to calls whose path contains that, so
+//! tests sharing one server each fault their own service), `DELETE /__fake/faults` clears them; `GET /__fake/calls` lists
 //! the calls in order (`method`, `path`, `query`, whether an `Authorization` was sent)
 //! and counts them per method.
 
@@ -130,6 +131,8 @@ pub(crate) struct State {
 #[derive(Clone)]
 struct Fault {
     method: String,
+    /// Only calls whose path contains this.
+    path: Option<String>,
     status: String,
     code: u16,
     message: Option<String>,
@@ -206,7 +209,10 @@ impl State {
             method.to_string(),
             json!({"method": method, "path": path, "query": query, "authorization": authorized}),
         );
-        self.faults.hit(|f| f.method == method || f.method == "*")
+        self.faults.hit(|f| {
+            (f.method == method || f.method == "*")
+                && f.path.as_deref().is_none_or(|p| path.contains(p))
+        })
     }
 }
 
@@ -422,6 +428,7 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
                     .and_then(|x| x.as_str())
                     .unwrap_or("*")
                     .to_string(),
+                path: v.get("path").and_then(|x| x.as_str()).map(String::from),
                 status,
                 code,
                 message: v.get("message").and_then(|x| x.as_str()).map(String::from),
