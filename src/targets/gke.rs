@@ -29,12 +29,13 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
-use super::{Address, Cleanup, Fate, Table, url_host};
+use super::history::{self, Event, History};
+use super::{Address, Cleanup, Fate, Ledger, Staged, Table, url_host};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
@@ -47,15 +48,18 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const ENV: &str = "pymdeploy.dev/env";
 /// On pods: the Deployment they belong to (its selector).
 const DEPLOYMENT: &str = "pymdeploy.dev/deployment";
+/// What older pymdeploys recorded on the live Service (comma-separated versions, oldest
+/// first): read only, converted, when there is no deploy record yet.
 const LIVE_HISTORY: &str = "pymdeploy.dev/live-history";
 const ROLLED_BACK: &str = "pymdeploy.dev/rolled-back";
+/// The key of the deploy record's ConfigMap that holds `History::render()`.
+const RECORD_KEY: &str = "history";
 /// On a live Deployment: when its version went live last.
 const LIVE_SINCE: &str = "pymdeploy.dev/live-since";
 const CONTAINER: &str = "app";
 /// The longest `name` as a Deployment name's stem: `<app>-<version>` must fit a label value
 /// (63), with room for a dirty version.
 const APP_MAX: usize = 30;
-const HISTORY_MAX: usize = 30;
 const SERVICE_TYPES: [&str; 3] = ["LoadBalancer", "NodePort", "ClusterIP"];
 
 pub struct GkeTarget;
@@ -79,6 +83,10 @@ impl Names {
     }
     pub fn live(&self, version: &str) -> String {
         format!("{}-{version}", self.app)
+    }
+    /// The ConfigMap holding the deploy record, in the live namespace.
+    pub fn record(&self) -> String {
+        format!("{}-deploy-record", self.app)
     }
     pub fn service(&self, env: PymEnv) -> String {
         match env {
@@ -269,11 +277,17 @@ impl Svc {
     pub fn selects(&self) -> Option<&str> {
         self.selector.get(VERSION).map(String::as_str)
     }
-    pub fn history(&self) -> Vec<String> {
-        split_list(self.annotations.get(LIVE_HISTORY))
-    }
-    pub fn rolled_back(&self) -> Vec<String> {
-        split_list(self.annotations.get(ROLLED_BACK))
+    /// The record older pymdeploys kept in the Service's annotations, as a deploy record:
+    /// each version live in its order, then those rolled back from (entries at time 0).
+    pub fn legacy_history(&self) -> History {
+        let mut h = History::default();
+        for v in split_list(self.annotations.get(LIVE_HISTORY)) {
+            h.push(Event::Live, &v, None, 0);
+        }
+        for v in split_list(self.annotations.get(ROLLED_BACK)) {
+            h.push(Event::RolledBack, &v, None, 0);
+        }
+        h
     }
 }
 
@@ -288,11 +302,6 @@ fn split_list(v: Option<&String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The newest `HISTORY_MAX` entries, comma-separated.
-fn join_list(items: &[String]) -> String {
-    items[items.len().saturating_sub(HISTORY_MAX)..].join(",")
-}
-
 /// The namespace's pymdeploy objects of this service.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
@@ -300,11 +309,25 @@ pub struct Seen {
     pub deployments: Vec<Dep>,
     pub live: Option<Svc>,
     pub staging: Option<Svc>,
+    /// The deploy record (`<app>-deploy-record`, else the live Service's old annotations).
+    pub history: History,
 }
 
 impl Seen {
     fn dep(&self, name: &str) -> Option<&Dep> {
         self.deployments.iter().find(|d| d.name == name)
+    }
+    /// The versions whose live Deployments exist, newest first.
+    pub fn available(&self) -> Vec<String> {
+        self.deployments
+            .iter()
+            .filter(|d| d.env == "live")
+            .map(|d| d.version.clone())
+            .collect()
+    }
+    /// The version the live Service selects.
+    pub fn selects(&self) -> Option<&str> {
+        self.live.as_ref().and_then(Svc::selects)
     }
     /// The live Deployment the live Service selects.
     pub fn current(&self, names: &Names) -> Option<&Dep> {
@@ -350,12 +373,12 @@ pub enum Act {
     Service {
         env: PymEnv,
     },
-    /// Moves the live Service's selector from `from` to `to`, with the records.
+    /// Moves the live Service's selector from `from` to `to`, then adds `record` to the
+    /// deploy record.
     Select {
         from: Option<String>,
         to: String,
-        history: Vec<String>,
-        rolled_back: Vec<String>,
+        record: Vec<(Event, String)>,
     },
     /// The live Service serves `version` with `PYM_ENV=live`.
     Verify {
@@ -447,75 +470,74 @@ pub fn decide_stage(
     Ok(acts)
 }
 
-/// The versions to keep and to delete among the live Deployments that are not live:
-/// the `keep` most recently live are kept.
-fn retire(seen: &Seen, names: &Names, live: &str, keep: usize) -> (Vec<String>, Vec<String>) {
-    let history = seen.live.as_ref().map(Svc::history).unwrap_or_default();
-    let rank = |d: &Dep| history.iter().rposition(|v| *v == d.version);
-    let mut old: Vec<&Dep> = seen
-        .deployments
+/// The previous versions to keep and to delete, as Deployment names, with `live` live and
+/// `history` the record: those beyond the `keep` a rollback can use go
+/// (`history::beyond_kept`), so what is kept is what rollback needs.
+fn retire(
+    seen: &Seen,
+    names: &Names,
+    history: &History,
+    live: Option<&str>,
+    keep: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut available = seen.available();
+    if let Some(l) = live.filter(|l| !available.iter().any(|a| a == l)) {
+        available.insert(0, l.to_string());
+    }
+    let previous = history::previous(history, live, &available);
+    let gone = history::beyond_kept(history, live, &available, keep);
+    let kept = previous
         .iter()
-        .filter(|d| d.env == "live" && d.name != names.live(live))
+        .filter(|v| !gone.contains(v))
+        .map(|v| names.live(v))
         .collect();
-    // Most recently live first; never-live ones (a promote that failed) by age after them.
-    old.sort_by(|a, b| rank(b).cmp(&rank(a)).then(b.created.cmp(&a.created)));
-    let (kept, gone) = old.split_at(keep.min(old.len()));
-    (
-        kept.iter().map(|d| d.name.clone()).collect(),
-        gone.iter().map(|d| d.name.clone()).collect(),
-    )
+    (kept, gone.iter().map(|v| names.live(v)).collect())
 }
 
-/// Promote `version` (staged): its live Deployment rolled out and checked, the switch,
-/// the check, then the version live before scaled to zero and those beyond `keep` deleted.
+/// Promote what staging runs (`staged`: its version and image, never HEAD's): its live
+/// Deployment rolled out and checked, the switch (recorded), the check, then the version
+/// live before scaled to zero and those beyond `keep` deleted.
 pub fn decide_promote(
     seen: &Seen,
     names: &Names,
-    version: &str,
+    staged: Option<&Staged>,
     replicas: i32,
     secrets: bool,
     keep: usize,
 ) -> Result<Vec<Act>> {
-    let staged = seen
-        .dep(&names.staging())
-        .filter(|d| d.version == version)
-        .ok_or_else(|| {
-            let what = seen
-                .dep(&names.staging())
-                .map(|d| format!("staging runs {}", d.version))
-                .unwrap_or_else(|| "nothing is staged".into());
-            hinted(
-                format!("cannot promote {version}: {what} in {}", names.ns),
-                "stage this version first: `cargo xtask stage` (or run `cargo xtask deploy`)",
-            )
-        })?;
+    let staged = staged.ok_or_else(|| {
+        hinted(
+            format!("cannot promote: nothing runs on staging in {}", names.ns),
+            "stage and test a version first: `cargo xtask deploy --from stage`",
+        )
+    })?;
+    let (version, image) = (staged.version.as_str(), staged.image.as_str());
+    if !image.contains('@') {
+        return Err(hinted(
+            format!("cannot promote {version}: staging runs {image}, which names no digest"),
+            "stage it again (`cargo xtask deploy --from stage`): Kubernetes runs images by digest here",
+        ));
+    }
     let name = names.live(version);
-    let svc = seen.live.as_ref();
-    let from = svc.and_then(Svc::selects).map(String::from);
+    let from = seen.selects().map(String::from);
     if from.as_deref() == Some(version)
         && seen
             .dep(&name)
-            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0)
+            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0 && d.image == image)
     {
         return Ok(vec![Act::Verify {
             version: version.into(),
         }]);
     }
-    let mut history = svc.map(Svc::history).unwrap_or_default();
-    if let Some(f) = &from
-        && history.last() != Some(f)
+    // What the record will say once the selector moved (a live version it does not know,
+    // left by a record written elsewhere, first).
+    let mut record = Vec::new();
+    if let Some(f) = from.as_deref().filter(|f| *f != version)
+        && seen.history.live_order().first() != Some(&f)
     {
-        history.retain(|v| v != f);
-        history.push(f.clone());
+        record.push((Event::Live, f.to_string()));
     }
-    history.retain(|v| v != version);
-    history.push(version.into());
-    let rolled_back: Vec<String> = svc
-        .map(Svc::rolled_back)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v != version)
-        .collect();
+    record.push((Event::Live, version.to_string()));
     let mut acts = Vec::new();
     if !seen.namespace {
         acts.push(Act::Namespace);
@@ -529,7 +551,7 @@ pub fn decide_promote(
     acts.push(Act::Deploy {
         name: name.clone(),
         version: version.into(),
-        image: staged.image.clone(),
+        image: image.into(),
         env: PymEnv::Live,
         replicas,
     });
@@ -539,30 +561,41 @@ pub fn decide_promote(
         version: version.into(),
         env: PymEnv::Live,
     });
+    let mut after = seen.history.clone();
+    for (e, v) in &record {
+        after.push(*e, v, None, i64::MAX);
+    }
     acts.push(Act::Select {
         from: from.clone(),
         to: version.into(),
-        history,
-        rolled_back,
+        record,
     });
     acts.push(Act::Verify {
         version: version.into(),
     });
-    acts.extend(after_switch(seen, names, version, from.as_deref(), keep));
+    acts.extend(after_switch(
+        seen,
+        names,
+        &after,
+        version,
+        from.as_deref(),
+        keep,
+    ));
     Ok(acts)
 }
 
 /// After a switch to `live`: the one live before scaled to zero, those beyond `keep`
-/// deleted.
+/// deleted (by `history`, the record as the switch left it).
 fn after_switch(
     seen: &Seen,
     names: &Names,
+    history: &History,
     live: &str,
     from: Option<&str>,
     keep: usize,
 ) -> Vec<Act> {
     let mut acts = Vec::new();
-    let (kept, gone) = retire(seen, names, live, keep);
+    let (kept, gone) = retire(seen, names, history, Some(live), keep);
     if let Some(f) = from.filter(|f| *f != live) {
         let old = names.live(f);
         if seen.dep(&old).is_some_and(|d| d.replicas > 0) && !gone.contains(&old) {
@@ -586,23 +619,25 @@ fn after_switch(
     acts
 }
 
-/// Rollback: the version live most recently before the current one (never one rolled
-/// back from) scaled up, checked, selected; the current one scaled to zero.
+/// Rollback: the version `history::rollback_to` chooses (`to` when named; never back to
+/// one a rollback left otherwise) scaled up, checked, selected (recorded); the current one
+/// scaled to zero. Returns the current version, the one rolled back to, and the acts.
 pub fn decide_rollback(
     seen: &Seen,
     names: &Names,
     replicas: i32,
+    to: Option<&str>,
 ) -> Result<(String, String, Vec<Act>)> {
-    let svc = seen.live.as_ref().ok_or_else(|| {
-        hinted(
+    if seen.live.is_none() {
+        return Err(hinted(
             format!(
                 "nothing is live in {}: there is nothing to roll back",
                 names.ns
             ),
             "deploy first: `cargo xtask deploy`",
-        )
-    })?;
-    let current = svc
+        ));
+    }
+    let current = seen
         .selects()
         .ok_or_else(|| {
             anyhow!(
@@ -612,61 +647,45 @@ pub fn decide_rollback(
             )
         })?
         .to_string();
-    let history = svc.history();
-    let rolled_back = svc.rolled_back();
-    let before = history
-        .iter()
-        .rposition(|v| *v == current)
-        .unwrap_or(history.len());
-    let target = history[..before].iter().rev().find(|v| !rolled_back.contains(v) && seen.dep(&names.live(v)).is_some()).cloned().ok_or_else(|| {
-        hinted(
-            format!("no previous live version of {} is left to roll back to (live: {current})", names.app),
-            "`cargo xtask status` lists what is kept; `keep_previous` in pym-config.yaml says how many",
-        )
-    })?;
+    let target = history::rollback_to(&seen.history, Some(&current), &seen.available(), to)?;
     let name = names.live(&target);
-    let mut new_history: Vec<String> = history.into_iter().filter(|v| *v != target).collect();
-    new_history.push(target.clone());
-    let mut back = rolled_back;
-    back.retain(|v| *v != current && *v != target);
-    back.push(current.clone());
-    let mut acts = vec![
-        Act::Scale {
-            name: name.clone(),
-            replicas,
-        },
-        Act::Rollout { name: name.clone() },
-        Act::CheckPods {
-            name,
-            version: target.clone(),
-            env: PymEnv::Live,
-        },
-    ];
-    acts.push(Act::Select {
-        from: Some(current.clone()),
-        to: target.clone(),
-        history: new_history,
-        rolled_back: back,
-    });
-    acts.push(Act::Verify {
-        version: target.clone(),
-    });
-    acts.push(Act::Scale {
-        name: names.live(&current),
-        replicas: 0,
-    });
-    Ok((current, target, acts))
+    Ok((
+        current.clone(),
+        target.clone(),
+        vec![
+            Act::Scale {
+                name: name.clone(),
+                replicas,
+            },
+            Act::Rollout { name: name.clone() },
+            Act::CheckPods {
+                name,
+                version: target.clone(),
+                env: PymEnv::Live,
+            },
+            Act::Select {
+                from: Some(current.clone()),
+                to: target.clone(),
+                record: vec![
+                    (Event::RolledBack, current.clone()),
+                    (Event::Live, target.clone()),
+                ],
+            },
+            Act::Verify {
+                version: target.clone(),
+            },
+            Act::Scale {
+                name: names.live(&current),
+                replicas: 0,
+            },
+        ],
+    ))
 }
 
-/// Cleanup: the live Deployments beyond `keep`, by when they were live last.
+/// Cleanup: the previous live Deployments, kept or deleted as `retire` says: those beyond
+/// `keep` a rollback can use go.
 pub fn decide_cleanup(seen: &Seen, names: &Names, keep: usize) -> Vec<(Dep, Fate)> {
-    let live = seen
-        .live
-        .as_ref()
-        .and_then(Svc::selects)
-        .unwrap_or_default()
-        .to_string();
-    let (kept, gone) = retire(seen, names, &live, keep);
+    let (kept, gone) = retire(seen, names, &seen.history, seen.selects(), keep);
     let fate = |n: &String| match gone.contains(n) {
         true => Fate::Go {
             done: false,
@@ -782,6 +801,22 @@ fn conform(svc: &mut Value, c: &Config) -> bool {
     }
     svc["spec"]["ports"] = json!([port]);
     *svc != before
+}
+
+/// Whether a Deployment (as JSON) is rolled out, as `kubectl rollout status` says, with
+/// every replica ready.
+fn rolled_out(v: &Value) -> bool {
+    let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let want = v
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    want > 0
+        && i("/metadata/generation") <= i("/status/observedGeneration")
+        && i("/status/updatedReplicas") >= want
+        && i("/status/replicas") <= i("/status/updatedReplicas")
+        && i("/status/availableReplicas") >= want
+        && i("/status/readyReplicas") >= want
 }
 
 fn dep_of(d: &Deployment) -> Dep {
@@ -998,12 +1033,152 @@ impl Kube {
             .filter(|d| d.env == "staging" || d.env == "live")
             .collect();
         deployments.sort_by(|a, b| b.created.cmp(&a.created));
+        let live = svc(PymEnv::Live).await?;
+        let history = match self.read_record().await? {
+            Some((h, _)) => h,
+            None => live.as_ref().map(Svc::legacy_history).unwrap_or_default(),
+        };
         Ok(Seen {
             namespace: true,
             deployments,
-            live: svc(PymEnv::Live).await?,
+            live,
             staging: svc(PymEnv::Staging).await?,
+            history,
         })
+    }
+
+    fn records(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+
+    /// The deploy record's ConfigMap: its history and the resourceVersion it was read at;
+    /// `None` when there is none (nor its namespace).
+    async fn read_record(&self) -> Result<Option<(History, String)>> {
+        let n = self.names.record();
+        let cm = match self.records().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "configmaps", &n))?,
+        };
+        Ok(cm.map(|cm| {
+            let text = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(RECORD_KEY))
+                .cloned()
+                .unwrap_or_default();
+            (
+                History::parse(&text),
+                cm.metadata.resource_version.unwrap_or_default(),
+            )
+        }))
+    }
+
+    /// The deploy record: its ConfigMap, else what the live Service's old annotations say.
+    async fn history(&self) -> Result<History> {
+        if let Some((h, _)) = self.read_record().await? {
+            return Ok(h);
+        }
+        let n = self.names.service(PymEnv::Live);
+        let svc = match self.services().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "services", &n))?,
+        };
+        Ok(svc
+            .as_ref()
+            .map(|s| svc_of(s).legacy_history())
+            .unwrap_or_default())
+    }
+
+    /// Adds `entries` to the deploy record, written with the resourceVersion it was read
+    /// at and read again on a Conflict. The first write makes the ConfigMap (and the
+    /// namespace, when staging acceptance records before anything was live), starting
+    /// from what the live Service's old annotations say.
+    async fn record(&self, entries: &[(Event, String, Option<String>)]) -> Result<()> {
+        let n = self.names.record();
+        let now = crate::ops::state::now();
+        for attempt in 1..=5u64 {
+            let (mut history, rv) = match self.read_record().await? {
+                Some((h, rv)) => (h, Some(rv)),
+                None => (self.history().await?, None),
+            };
+            for (event, version, digest) in entries {
+                history.push(*event, version, digest.as_deref(), now);
+            }
+            let mut cm = json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": n, "namespace": self.names.ns, "labels": {NAME: self.names.app, MANAGED_BY: "pymdeploy"}},
+                "data": {RECORD_KEY: history.render()},
+            });
+            let r = match &rv {
+                Some(rv) => {
+                    cm["metadata"]["resourceVersion"] = json!(rv);
+                    self.records()
+                        .replace(&n, &PostParams::default(), &typed(cm)?)
+                        .await
+                }
+                None => {
+                    self.ensure_namespace().await?;
+                    self.records()
+                        .create(&PostParams::default(), &typed(cm)?)
+                        .await
+                }
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                // Written meanwhile by another run: read again.
+                Err(e) if conflict(&e) && attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await
+                }
+                Err(e) => {
+                    let verb = if rv.is_some() { "update" } else { "create" };
+                    return Err(self.err(verb, "configmaps", &n)(e));
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    /// Makes the namespace unless it exists; whether this call made it.
+    async fn ensure_namespace(&self) -> Result<bool> {
+        let ns: Namespace = typed(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}),
+        )?;
+        match Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            r => r
+                .map(|_| true)
+                .map_err(self.err("create", "namespaces", &self.names.ns)),
+        }
+    }
+
+    /// What staging runs: the staging Deployment, rolled out and ready, its version and
+    /// image (by digest); `None` when there is none, or it is not all ready.
+    async fn staged(&self) -> Result<Option<Staged>> {
+        let n = self.names.staging();
+        let d = match self.deployments().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "deployments", &n))?,
+        };
+        let Some(d) = d else { return Ok(None) };
+        let v = serde_json::to_value(&d)?;
+        if !rolled_out(&v) {
+            return Ok(None);
+        }
+        let dep = dep_of(&d);
+        let digest = dep
+            .image
+            .rsplit_once('@')
+            .map_or(dep.image.as_str(), |(_, d)| d)
+            .to_string();
+        Ok(Some(Staged {
+            version: dep.version,
+            image: dep.image,
+            digest,
+        }))
     }
 
     /// `observe`, with the staging Deployment read where staging runs: another cluster
@@ -1077,18 +1252,8 @@ impl Kube {
         let names = &self.names;
         match a {
             Act::Namespace => {
-                let ns: Namespace = typed(
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}),
-                )?;
-                match Api::<Namespace>::all(self.client.clone())
-                    .create(&PostParams::default(), &ns)
-                    .await
-                {
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    r => {
-                        r.map_err(self.err("create", "namespaces", &names.ns))?;
-                        undo.push(Undo::DeleteNamespace);
-                    }
+                if self.ensure_namespace().await? {
+                    undo.push(Undo::DeleteNamespace);
                 }
             }
             Act::Secret { name, .. } => {
@@ -1176,14 +1341,25 @@ impl Kube {
                     }
                 }
             }
-            Act::Select {
-                from,
-                to,
-                history,
-                rolled_back,
-            } => {
-                self.select(c, from.as_deref(), to, history, rolled_back, progress)
-                    .await?;
+            Act::Select { from, to, record } => {
+                self.select(c, from.as_deref(), to, progress).await?;
+                let entries: Vec<_> = record.iter().map(|(e, v)| (*e, v.clone(), None)).collect();
+                // The record says what the selector does: unwritten, the selector goes back.
+                if let Err(e) = self.record(&entries).await {
+                    let back = match from {
+                        Some(f) => self.select(c, Some(to), f, progress).await,
+                        None => self.unselect().await,
+                    };
+                    return Err(match back {
+                        Ok(()) => e.context(format!(
+                            "the deploy record was not written, so the live service was put back to {}",
+                            from.as_deref().unwrap_or("nothing")
+                        )),
+                        Err(b) => e.context(format!(
+                            "the deploy record was not written, and putting the live service back failed too: {b:#}"
+                        )),
+                    });
+                }
                 undo.push(Undo::Select {
                     back_to: from.clone(),
                     from: to.clone(),
@@ -1264,6 +1440,15 @@ impl Kube {
         }
     }
 
+    /// Deletes the live Service (the undo of the first switch: nothing was live before).
+    async fn unselect(&self) -> Result<()> {
+        let n = self.names.service(PymEnv::Live);
+        match self.services().delete(&n, &DeleteParams::default()).await {
+            Err(e) if !not_found(&e) => Err(self.err("delete", "services", &n)(e)),
+            _ => Ok(()),
+        }
+    }
+
     async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
         let patch = json!({"spec": {"replicas": replicas}});
         self.deployments()
@@ -1273,22 +1458,20 @@ impl Kube {
         Ok(())
     }
 
-    /// Moves the live Service's selector to `to` with the records, in one update carrying
-    /// the resourceVersion it was read at; a Conflict is read again and retried, unless
-    /// the Service no longer selects `from` (someone else moved live meanwhile).
+    /// Moves the live Service's selector to `to`, in one update carrying the
+    /// resourceVersion it was read at; a Conflict is read again and retried, unless the
+    /// Service no longer selects `from` (someone else moved live meanwhile).
     async fn select(
         &self,
         c: &Config,
         from: Option<&str>,
         to: &str,
-        history: &[String],
-        rolled_back: &[String],
         progress: &StepProgress<'_>,
     ) -> Result<()> {
         let n = self.names.service(PymEnv::Live);
         let api = self.services();
         for attempt in 1.. {
-            let mut want = match api
+            let want = match api
                 .get_opt(&n)
                 .await
                 .map_err(self.err("get", "services", &n))?
@@ -1310,12 +1493,6 @@ impl Kube {
                     v
                 }
             };
-            let annotations = &mut want["metadata"]["annotations"];
-            if !annotations.is_object() {
-                *annotations = json!({});
-            }
-            annotations[LIVE_HISTORY] = json!(join_list(history));
-            annotations[ROLLED_BACK] = json!(join_list(rolled_back));
             let created = want["metadata"]["resourceVersion"].is_null();
             let r = match created {
                 true => api.create(&PostParams::default(), &typed(want)?).await,
@@ -1424,7 +1601,7 @@ impl Kube {
             .await
             .map(|l| l.items)
             .unwrap_or_default();
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.names.ns);
+        let events: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.names.ns);
         let mut shown = 0;
         // The pods of the newest ReplicaSet (the youngest) are the ones that fail.
         let mut pods: Vec<&Pod> = pods.iter().collect();
@@ -1695,31 +1872,20 @@ impl Kube {
                     .map_err(self.err("update", "secrets", &n))?;
             }
             Undo::Scale(n, r) => self.scale(n, *r).await?,
-            Undo::Select { back_to: None, .. } => {
-                // The first live version: nothing was live before, so the Service goes.
-                let n = self.names.service(PymEnv::Live);
-                self.services()
-                    .delete(&n, &DeleteParams::default())
-                    .await
-                    .map_err(self.err("delete", "services", &n))?;
-            }
-            Undo::Select {
-                back_to: Some(to),
-                from,
-            } => {
-                let svc = self
-                    .services()
-                    .get(&self.names.app)
-                    .await
-                    .map_err(self.err("get", "services", &self.names.app))?;
-                let seen = svc_of(&svc);
-                let history: Vec<String> =
-                    seen.history().into_iter().filter(|v| v != from).collect();
-                let mut back = seen.rolled_back();
-                back.retain(|v| v != from);
-                back.push(from.clone());
-                self.select(c, Some(from), to, &history, &back, progress)
-                    .await?;
+            Undo::Select { back_to, from } => {
+                match back_to {
+                    // The first live version: nothing was live before, so the Service goes.
+                    None => self.unselect().await?,
+                    Some(to) => self.select(c, Some(from), to, progress).await?,
+                }
+                // The record says so: a rollback went away from `from`.
+                let mut entries = vec![(Event::RolledBack, from.clone(), None)];
+                entries.extend(back_to.iter().map(|v| (Event::Live, v.clone(), None)));
+                if let Err(e) = self.record(&entries).await {
+                    progress.line(&format!(
+                        "warning: the deploy record does not say {from} was switched away from: {e:#}"
+                    ));
+                }
             }
         }
         Ok(format!("took back: {}", u.describe()))
@@ -1887,17 +2053,11 @@ impl super::Target for GkeTarget {
         &self,
         ctx: &Ctx,
         change: super::Change,
-        _staged: Option<&super::Staged>,
+        staged: Option<&Staged>,
     ) -> Result<Vec<String>> {
-        let env = if change == super::Change::Stage {
-            PymEnv::Staging
-        } else {
-            PymEnv::Live
-        };
-        let c = ctx.config_for(env)?;
-        let version = ctx.version()?.to_string();
+        let c = ctx.config_for(change.env())?;
         let k = ctx.block_on(connect(&c))?;
-        let mut seen = ctx.block_on(k.observe_with_staging(ctx))?;
+        let seen = ctx.block_on(k.observe())?;
         let names = &k.names;
         let secrets = !c.env_secrets.is_empty();
         let acts = match change {
@@ -1909,42 +2069,45 @@ impl super::Target for GkeTarget {
                 decide_stage(
                     &seen,
                     names,
-                    &version,
+                    &ctx.version()?.to_string(),
                     &image,
                     c.k8s_replicas as i32,
                     secrets,
                 )?
             }
             super::Change::Promote => {
-                // In a deploy's dry run stage has not run yet: assume it staged this version.
-                if seen
-                    .dep(&names.staging())
-                    .is_none_or(|d| d.version != version)
-                {
-                    let staged = Dep {
-                        name: names.staging(),
-                        env: "staging".into(),
-                        version: version.clone(),
-                        image: "<the staged image>".into(),
-                        replicas: 1,
-                        ready: 1,
-                        ..Dep::default()
-                    };
-                    seen.deployments.retain(|d| d.name != staged.name);
-                    seen.deployments.push(staged);
-                }
+                // In a deploy's dry run stage has not run yet: the image it will push.
+                let staged = staged.map(|s| match s.image.contains('@') {
+                    true => s.clone(),
+                    false => Staged {
+                        image: format!("{}@{}", c.image_repo(), s.digest),
+                        ..s.clone()
+                    },
+                });
                 decide_promote(
                     &seen,
                     names,
-                    &version,
+                    staged.as_ref(),
                     c.k8s_replicas as i32,
                     secrets,
                     c.keep_previous as usize,
                 )?
             }
-            super::Change::Rollback => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
+            super::Change::Rollback => {
+                decide_rollback(
+                    &seen,
+                    names,
+                    c.k8s_replicas as i32,
+                    ctx.opts.rollback_to.as_deref(),
+                )?
+                .2
+            }
         };
         Ok(acts.iter().map(|a| a.describe(names)).collect())
+    }
+
+    fn ledger(&self) -> Option<&dyn Ledger> {
+        Some(self)
     }
 
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -1967,21 +2130,23 @@ impl super::Target for GkeTarget {
         })
     }
 
+    /// Makes live what staging runs (`staged`, read through the `Ledger` and checked to
+    /// have passed staging acceptance by `steps::deploy`), never HEAD's version.
     fn promote(
         &self,
         ctx: &Ctx,
-        _staged: Option<&super::Staged>,
+        staged: Option<&Staged>,
         progress: &StepProgress<'_>,
     ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
-        let version = ctx.version()?.to_string();
+        let version = staged.map(|s| s.version.clone()).unwrap_or_default();
         ctx.block_on(async {
             let k = connect(&c).await?;
-            let seen = k.observe_with_staging(ctx).await?;
+            let seen = k.observe().await?;
             let acts = decide_promote(
                 &seen,
                 &k.names,
-                &version,
+                staged,
                 c.k8s_replicas as i32,
                 !c.env_secrets.is_empty(),
                 c.keep_previous as usize,
@@ -1991,17 +2156,13 @@ impl super::Target for GkeTarget {
         })
     }
 
-    fn rollback(
-        &self,
-        ctx: &Ctx,
-        _to: Option<&str>,
-        progress: &StepProgress<'_>,
-    ) -> Result<String> {
+    fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.block_on(async {
             let k = connect(&c).await?;
             let seen = k.observe().await?;
-            let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32)?;
+            let (current, target, acts) =
+                decide_rollback(&seen, &k.names, c.k8s_replicas as i32, to)?;
             k.act(ctx, &c, &acts, progress).await?;
             ctx.set_rolled_back_to(target.clone());
             Ok(format!(
@@ -2093,6 +2254,27 @@ impl super::Target for GkeTarget {
     }
 }
 
+/// The deploy record is the ConfigMap `<app>-deploy-record` in the live namespace (read
+/// with the live config's connection); what staging runs is the staging Deployment where
+/// the staging overlay's context and namespace put it.
+impl Ledger for GkeTarget {
+    fn staged(&self, ctx: &Ctx) -> Result<Option<Staged>> {
+        let sc = ctx.config_for(PymEnv::Staging)?;
+        ctx.wait(async { connect(&sc).await?.staged().await })
+    }
+
+    fn history(&self, ctx: &Ctx) -> Result<History> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.wait(async { connect(&c).await?.history().await })
+    }
+
+    fn record(&self, ctx: &Ctx, event: Event, version: &str, digest: Option<&str>) -> Result<()> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let entries = [(event, version.to_string(), digest.map(str::to_string))];
+        ctx.wait(async { connect(&c).await?.record(&entries).await })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2117,16 +2299,43 @@ mod tests {
         }
     }
 
-    fn live_svc(selects: &str, history: &str, rolled_back: &str) -> Svc {
+    fn live_svc(selects: &str) -> Svc {
         let mut s = Svc {
             name: "hello".into(),
             port: 80,
             ..Svc::default()
         };
         s.selector.insert(VERSION.into(), selects.into());
-        s.annotations.insert(LIVE_HISTORY.into(), history.into());
-        s.annotations.insert(ROLLED_BACK.into(), rolled_back.into());
         s
+    }
+
+    fn history(events: &[(Event, &str)]) -> History {
+        let mut h = History::default();
+        for (i, (e, v)) in events.iter().enumerate() {
+            h.push(*e, v, None, i as i64);
+        }
+        h
+    }
+
+    fn staged(version: &str) -> Staged {
+        Staged {
+            version: version.into(),
+            image: format!("r/hello@sha256:{version}"),
+            digest: format!("sha256:{version}"),
+        }
+    }
+
+    fn live(selects: &str, deps: &[(&str, i32)], h: History) -> Seen {
+        Seen {
+            namespace: true,
+            deployments: deps
+                .iter()
+                .map(|(v, r)| dep(&format!("hello-{v}"), "live", v, *r))
+                .collect(),
+            live: Some(live_svc(selects)),
+            staging: None,
+            history: h,
+        }
     }
 
     #[test]
@@ -2199,18 +2408,15 @@ mod tests {
 
     #[test]
     fn promote_rolls_out_checks_switches_verifies_then_retires() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-staging", "staging", "v3", 1),
-                dep("hello-v2", "live", "v2", 2),
-                dep("hello-v1", "live", "v1", 0),
-                dep("hello-v0", "live", "v0", 0),
-            ],
-            live: Some(live_svc("v2", "v0,v1,v2", "")),
-            staging: None,
-        };
-        let acts = decide_promote(&seen, &names(), "v3", 2, false, 1).unwrap();
+        use Event::*;
+        let mut seen = live(
+            "v2",
+            &[("v2", 2), ("v1", 0), ("v0", 0)],
+            history(&[(Live, "v0"), (Live, "v1"), (Live, "v2")]),
+        );
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
+        let acts = decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 1).unwrap();
         let kinds: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
         let select = acts
             .iter()
@@ -2229,8 +2435,13 @@ mod tests {
                 }
             })
             .unwrap();
-        assert!(
-            matches!(&acts[select], Act::Select { from: Some(f), to, history, .. } if f == "v2" && to == "v3" && history.join(",") == "v0,v1,v2,v3"),
+        assert_eq!(
+            acts[select],
+            Act::Select {
+                from: Some("v2".into()),
+                to: "v3".into(),
+                record: vec![(Live, "v3".into())]
+            },
             "{kinds:?}"
         );
         assert!(
@@ -2256,38 +2467,148 @@ mod tests {
     }
 
     #[test]
-    fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-staging", "staging", "v3", 1),
-                dep("hello-v3", "live", "v3", 2),
-            ],
-            live: Some(live_svc("v3", "v3", "")),
-            staging: None,
-        };
-        assert!(decide_promote(&seen, &names(), "v4", 2, false, 2).is_err());
+    fn the_first_promote_makes_the_namespace_and_points_the_service_at_what_staging_runs() {
+        let acts =
+            decide_promote(&Seen::default(), &names(), Some(&staged("v1")), 2, true, 1).unwrap();
         assert_eq!(
-            decide_promote(&seen, &names(), "v3", 2, false, 2).unwrap(),
+            acts,
+            vec![
+                Act::Namespace,
+                Act::Secret {
+                    name: "hello-v1".into(),
+                    env: PymEnv::Live
+                },
+                Act::Deploy {
+                    name: "hello-v1".into(),
+                    version: "v1".into(),
+                    image: "r/hello@sha256:v1".into(),
+                    env: PymEnv::Live,
+                    replicas: 2
+                },
+                Act::Rollout {
+                    name: "hello-v1".into()
+                },
+                Act::CheckPods {
+                    name: "hello-v1".into(),
+                    version: "v1".into(),
+                    env: PymEnv::Live
+                },
+                Act::Select {
+                    from: None,
+                    to: "v1".into(),
+                    record: vec![(Event::Live, "v1".into())]
+                },
+                Act::Verify {
+                    version: "v1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn promote_makes_live_what_staging_runs_and_is_refused_without_it() {
+        use Event::*;
+        // Staging runs v2 (HEAD may be ahead): v2 and its image go live, nothing else.
+        let seen = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.iter().all(|a| match a {
+                Act::Deploy { version, image, .. } =>
+                    version == "v2" && image == "r/hello@sha256:v2",
+                Act::Select { to, .. } | Act::Verify { version: to } => to == "v2",
+                _ => true,
+            }),
+            "{acts:?}"
+        );
+        // Nothing staged, or an image with no digest: refused.
+        let e = decide_promote(&seen, &names(), None, 2, false, 1).unwrap_err();
+        assert!(format!("{e}").contains("nothing runs on staging"), "{e}");
+        let tagged = Staged {
+            image: "r/hello:v2".into(),
+            ..staged("v2")
+        };
+        assert!(decide_promote(&seen, &names(), Some(&tagged), 2, false, 1).is_err());
+    }
+
+    #[test]
+    fn promote_of_what_is_live_is_a_check_and_a_rebuilt_image_goes_live_again() {
+        use Event::*;
+        let mut seen = live("v3", &[("v3", 2)], history(&[(Live, "v3")]));
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
+        assert_eq!(
+            decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 2).unwrap(),
             vec![Act::Verify {
                 version: "v3".into()
             }]
+        );
+        let rebuilt = Staged {
+            image: "r/hello@sha256:other".into(),
+            digest: "sha256:other".into(),
+            ..staged("v3")
+        };
+        let acts = decide_promote(&seen, &names(), Some(&rebuilt), 2, false, 2).unwrap();
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Act::Deploy { image, .. } if image == "r/hello@sha256:other")),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_rolled_back_from_can_be_promoted_again() {
+        use Event::*;
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2)],
+            history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
+        );
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.contains(&Act::Select {
+                from: Some("v1".into()),
+                to: "v2".into(),
+                record: vec![(Live, "v2".into())]
+            }),
+            "{acts:?}"
+        );
+        assert_eq!(
+            acts.last(),
+            Some(&Act::Scale {
+                name: "hello-v1".into(),
+                replicas: 0
+            }),
+            "v1 is what a rollback would go to: kept"
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Act::Delete { .. })));
+    }
+
+    #[test]
+    fn a_live_version_the_record_does_not_know_is_recorded_before_the_new_one() {
+        let seen = live("v1", &[("v1", 2)], History::default());
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.iter().any(|a| matches!(a, Act::Select { record, .. }
+                if *record == vec![(Event::Live, "v1".to_string()), (Event::Live, "v2".to_string())])),
+            "{acts:?}"
         );
     }
 
     #[test]
     fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-v3", "live", "v3", 2),
-                dep("hello-v2", "live", "v2", 0),
-                dep("hello-v1", "live", "v1", 0),
-            ],
-            live: Some(live_svc("v3", "v1,v2,v3", "v2")),
-            staging: None,
-        };
-        let (current, target, acts) = decide_rollback(&seen, &names(), 2).unwrap();
+        use Event::*;
+        let seen = live(
+            "v3",
+            &[("v3", 2), ("v2", 0), ("v1", 0)],
+            history(&[
+                (Live, "v1"),
+                (Live, "v2"),
+                (RolledBack, "v2"),
+                (Live, "v1"),
+                (Live, "v3"),
+            ]),
+        );
+        let (current, target, acts) = decide_rollback(&seen, &names(), 2, None).unwrap();
         assert_eq!((current.as_str(), target.as_str()), ("v3", "v1"));
         assert_eq!(
             acts[0],
@@ -2296,8 +2617,13 @@ mod tests {
                 replicas: 2
             }
         );
-        assert!(
-            matches!(&acts[3], Act::Select { from: Some(f), to, rolled_back, history } if f == "v3" && to == "v1" && rolled_back.join(",") == "v2,v3" && history.join(",") == "v2,v3,v1")
+        assert_eq!(
+            acts[3],
+            Act::Select {
+                from: Some("v3".into()),
+                to: "v1".into(),
+                record: vec![(RolledBack, "v3".into()), (Live, "v1".into())]
+            }
         );
         assert_eq!(
             acts.last(),
@@ -2306,26 +2632,79 @@ mod tests {
                 replicas: 0
             })
         );
-        let none = Seen {
-            live: Some(live_svc("v1", "v1", "")),
-            ..seen
-        };
-        assert!(decide_rollback(&none, &names(), 2).is_err());
+        // Nothing before: refused.
+        let none = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
+        assert!(decide_rollback(&none, &names(), 2, None).is_err());
+        assert!(decide_rollback(&Seen::default(), &names(), 2, None).is_err());
+    }
+
+    #[test]
+    fn rollback_without_a_record_goes_to_the_newest_previous_or_by_the_old_annotations() {
+        let seen = live("v3", &[("v3", 2), ("v2", 0), ("v1", 0)], History::default());
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v2");
+        // An older pymdeploy's annotations on the live Service, converted.
+        let mut svc = live_svc("v3");
+        svc.annotations
+            .insert(LIVE_HISTORY.into(), "v1,v2,v3".into());
+        svc.annotations.insert(ROLLED_BACK.into(), "v2".into());
+        let h = svc.legacy_history();
+        assert_eq!(h.live_order(), ["v3", "v2", "v1"]);
+        assert!(h.rolled_back_from("v2") && !h.rolled_back_from("v1"));
+        let seen = Seen { history: h, ..seen };
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+    }
+
+    #[test]
+    fn rollback_twice_never_returns_to_the_version_it_left_unless_named() {
+        use Event::*;
+        // v1 → v2, rolled back to v1: a second rollback does not go to v2.
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2)],
+            history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
+        );
+        let e = decide_rollback(&seen, &names(), 2, None).unwrap_err();
+        assert!(
+            format!("{e}").contains("rolled back from: v2")
+                && crate::error::hint_of(&e).unwrap().contains("--to"),
+            "{e}"
+        );
+        // --to names it: it goes.
+        let (current, target, acts) = decide_rollback(&seen, &names(), 2, Some("v2")).unwrap();
+        assert_eq!((current.as_str(), target.as_str()), ("v1", "v2"));
+        assert!(acts.contains(&Act::Select {
+            from: Some("v1".into()),
+            to: "v2".into(),
+            record: vec![(RolledBack, "v1".into()), (Live, "v2".into())]
+        }));
+        // A second rollback goes further back: v3 → v2 → (rollback) v1 → (rollback) v0.
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2), ("v0", 0)],
+            history(&[
+                (Live, "v0"),
+                (Live, "v1"),
+                (Live, "v2"),
+                (RolledBack, "v2"),
+                (Live, "v1"),
+            ]),
+        );
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v0");
+        // --to a version not kept, or the live one: refused.
+        assert!(decide_rollback(&seen, &names(), 2, Some("v9")).is_err());
+        assert!(decide_rollback(&seen, &names(), 2, Some("v1")).is_err());
     }
 
     #[test]
     fn cleanup_keeps_the_most_recently_live() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-v3", "live", "v3", 2),
-                dep("hello-v2", "live", "v2", 0),
-                dep("hello-v1", "live", "v1", 0),
-                dep("hello-staging", "staging", "v3", 1),
-            ],
-            live: Some(live_svc("v3", "v1,v2,v3", "")),
-            staging: None,
-        };
+        use Event::*;
+        let mut seen = live(
+            "v3",
+            &[("v3", 2), ("v2", 0), ("v1", 0)],
+            history(&[(Live, "v1"), (Live, "v2"), (Live, "v3")]),
+        );
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
         let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1)
             .into_iter()
             .map(|(d, f)| (d.name, matches!(f, Fate::Go { .. })))
@@ -2337,6 +2716,56 @@ mod tests {
                 ("hello-v1".to_string(), true)
             ]
         );
+    }
+
+    #[test]
+    fn cleanup_after_a_rollback_keeps_what_the_next_rollback_needs() {
+        use Event::*;
+        // v1 → v2 → v3, rolled back to v2: the next rollback goes to v1, so keep_previous 1
+        // keeps v1 and deletes v3 (live more recently, but rolled back from).
+        let seen = live(
+            "v2",
+            &[("v3", 0), ("v2", 2), ("v1", 0)],
+            history(&[
+                (Live, "v1"),
+                (Live, "v2"),
+                (Live, "v3"),
+                (RolledBack, "v3"),
+                (Live, "v2"),
+            ]),
+        );
+        let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1)
+            .into_iter()
+            .map(|(d, f)| (d.name, matches!(f, Fate::Go { .. })))
+            .collect();
+        assert_eq!(
+            fates,
+            [
+                ("hello-v1".to_string(), false),
+                ("hello-v3".to_string(), true)
+            ]
+        );
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+        // A promote after it retires the same way: v2 (just live before) is kept.
+        let acts = decide_promote(&seen, &names(), Some(&staged("v4")), 2, false, 1).unwrap();
+        assert!(
+            acts.contains(&Act::Delete {
+                name: "hello-v3".into()
+            }) && acts.contains(&Act::Delete {
+                name: "hello-v1".into()
+            }) && !acts.contains(&Act::Delete {
+                name: "hello-v2".into()
+            }),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn staging_runs_a_version_once_it_rolled_out_with_every_replica_ready() {
+        let d = |ready: i64, observed: i64| json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {"observedGeneration": observed, "replicas": 2, "updatedReplicas": 2, "availableReplicas": ready, "readyReplicas": ready}});
+        assert!(rolled_out(&d(2, 2)));
+        assert!(!rolled_out(&d(1, 2)), "a replica not ready");
+        assert!(!rolled_out(&d(2, 1)), "the spec not observed yet");
     }
 
     #[test]
