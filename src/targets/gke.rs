@@ -19,8 +19,19 @@
 //!   checked to serve it, and only then the version live before scaled to zero, kept for
 //!   `rollback` (`keep_previous` of them; older ones deleted). A failure before the switch
 //!   takes back what it made; a failure after it moves the selector back.
-//! - What was live when is recorded on the live Service (annotations
-//!   `pymdeploy.dev/live-history`, `pymdeploy.dev/rolled-back`), so any machine can roll back.
+//! - `promote` makes live what staging runs (the staging Deployment's version and digest,
+//!   read through the target's `Ledger`), never HEAD's version, and only once it passed
+//!   staging acceptance on that digest (checked by `steps::deploy`).
+//! - The deploy record (`targets::history`: accepted, live, rolled back) is the ConfigMap
+//!   `<app>-deploy-record` in the live namespace, written with the resourceVersion read (a
+//!   Conflict is read again), so any machine can roll back; rollback, cleanup and status go
+//!   by it. A cluster with only an older pymdeploy's annotations on the live Service
+//!   (`pymdeploy.dev/live-history`, `pymdeploy.dev/rolled-back`) is read by converting
+//!   them. Its first write (staging acceptance's, usually) makes the live namespace if need
+//!   be, so a first promote never makes, nor on failure deletes, the namespace holding it.
+//! - Each command observes the cluster, decides its `Act`s (pure, unit-tested) and hands
+//!   them to `targets::plan::execute` through the `Cluster` actor; `--dry-run` prints the
+//!   same lines.
 //!
 //! Every apiserver error is read from its `Status` (reason, message, code), never from text.
 
@@ -35,6 +46,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
 use super::history::{self, Event, History};
+use super::plan::{self, Actor};
 use super::{Address, Cleanup, Fate, Ledger, Staged, Table, url_host};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
@@ -388,6 +400,23 @@ pub enum Act {
     Delete {
         name: String,
     },
+    // The undos, which `plan::execute` runs in reverse when a later act fails.
+    /// The namespace this run made (with what it made in it).
+    DeleteNamespace,
+    DeleteDeployment {
+        name: String,
+    },
+    RestoreDeployment(Box<Deployment>),
+    DeleteSecret {
+        name: String,
+    },
+    RestoreSecret(Box<Secret>),
+    /// Moves the selector back from `from` (and records it), or deletes the live Service
+    /// when nothing was live before.
+    Unselect {
+        back_to: Option<String>,
+        from: String,
+    },
 }
 
 impl Act {
@@ -422,6 +451,24 @@ impl Act {
             }
             Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
             Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
+            Act::DeleteNamespace => format!("delete the new namespace {ns}"),
+            Act::DeleteDeployment { name } => format!("delete the new deployment {ns}/{name}"),
+            Act::RestoreDeployment(d) => format!(
+                "put deployment {ns}/{} back as it was",
+                d.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::DeleteSecret { name } => format!("delete the new secret {ns}/{name}"),
+            Act::RestoreSecret(s) => format!(
+                "put secret {ns}/{} back as it was",
+                s.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::Unselect {
+                back_to: Some(v),
+                from,
+            } => format!("switch service {ns}/{} back from {from} to {v}", names.app),
+            Act::Unselect { back_to: None, .. } => {
+                format!("delete the new live service {ns}/{}", names.app)
+            }
         }
     }
 }
@@ -1200,60 +1247,18 @@ impl Kube {
         Ok(seen)
     }
 
-    /// Carries out `acts`. A failure before the live Service moved takes back what this
-    /// run made or changed; a failure after it (or Ctrl-C) moves the selector back. The
-    /// acts after the live check (retiring old versions) only warn when they fail.
-    async fn act(
-        &self,
-        ctx: &Ctx,
-        c: &Config,
-        acts: &[Act],
-        progress: &StepProgress<'_>,
-    ) -> Result<()> {
-        let mut undo: Vec<Undo> = Vec::new();
-        let mut verified = false;
-        for a in acts {
-            progress.line(&format!("- {}", a.describe(&self.names)));
-            let done = ctx
-                .interruptible(self.act_one(c, a, &mut undo, progress))
-                .await;
-            match done {
-                Ok(()) => verified |= matches!(a, Act::Verify { .. }),
-                Err(e) if verified => progress.line(&format!(
-                    "warning: {e:#} (`cargo xtask cleanup` tries again)"
-                )),
-                Err(e) => {
-                    let mut e = e;
-                    for u in undo.into_iter().rev() {
-                        match self.undo(c, &u, progress).await {
-                            Ok(line) => progress.line(&line),
-                            Err(r) => {
-                                e = e.context(format!(
-                                    "taking back what this run did failed too ({}): {r:#}",
-                                    u.describe()
-                                ))
-                            }
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn act_one(
+    /// Does one act; returns what undoes it, if anything does.
+    async fn run_act(
         &self,
         c: &Config,
         a: &Act,
-        undo: &mut Vec<Undo>,
         progress: &StepProgress<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<Act>> {
         let names = &self.names;
         match a {
             Act::Namespace => {
                 if self.ensure_namespace().await? {
-                    undo.push(Undo::DeleteNamespace);
+                    return Ok(Some(Act::DeleteNamespace));
                 }
             }
             Act::Secret { name, .. } => {
@@ -1266,10 +1271,10 @@ impl Kube {
                         want["data"] = json!({})
                     })
                     .await?;
-                undo.push(old.map_or_else(
-                    || Undo::DeleteSecret(name.clone()),
-                    |o| Undo::RestoreSecret(Box::new(o)),
-                ));
+                return Ok(Some(old.map_or_else(
+                    || Act::DeleteSecret { name: name.clone() },
+                    |o| Act::RestoreSecret(Box::new(o)),
+                )));
             }
             Act::Deploy {
                 name,
@@ -1292,10 +1297,10 @@ impl Kube {
                 let old = self
                     .put(&self.deployments(), "deployments", name, want, keep_since)
                     .await?;
-                undo.push(old.map_or_else(
-                    || Undo::DeleteDeployment(name.clone()),
-                    |o| Undo::RestoreDeployment(Box::new(o)),
-                ));
+                return Ok(Some(old.map_or_else(
+                    || Act::DeleteDeployment { name: name.clone() },
+                    |o| Act::RestoreDeployment(Box::new(o)),
+                )));
             }
             Act::Scale { name, replicas } => {
                 let old = self.deployments().get(name).await.map_err(self.err(
@@ -1304,10 +1309,10 @@ impl Kube {
                     name,
                 ))?;
                 self.scale(name, *replicas).await?;
-                undo.push(Undo::Scale(
-                    name.clone(),
-                    old.spec.and_then(|s| s.replicas).unwrap_or(1),
-                ));
+                return Ok(Some(Act::Scale {
+                    name: name.clone(),
+                    replicas: old.spec.and_then(|s| s.replicas).unwrap_or(1),
+                }));
             }
             Act::Rollout { name } => self.rollout(c, name, progress).await?,
             Act::CheckPods { name, version, env } => {
@@ -1360,17 +1365,22 @@ impl Kube {
                         )),
                     });
                 }
-                undo.push(Undo::Select {
-                    back_to: from.clone(),
-                    from: to.clone(),
-                });
-                // When it went live, for `status`.
+                // When it went live, for `status`; the switch stands without it.
                 let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
                 let name = names.live(to);
-                self.deployments()
+                if let Err(e) = self
+                    .deployments()
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(self.err("patch", "deployments", &name))?;
+                {
+                    progress.line(&format!(
+                        "warning: {name} does not say since when it is live: {e}"
+                    ));
+                }
+                return Ok(Some(Act::Unselect {
+                    back_to: from.clone(),
+                    from: to.clone(),
+                }));
             }
             Act::Verify { version } => {
                 let reach = self.reach(c, PymEnv::Live).await?;
@@ -1381,8 +1391,71 @@ impl Kube {
                 ));
             }
             Act::Delete { name } => self.delete(name).await?,
+            Act::DeleteNamespace => {
+                let ns = &self.names.ns;
+                Api::<Namespace>::all(self.client.clone())
+                    .delete(ns, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "namespaces", ns))?;
+            }
+            Act::DeleteDeployment { name } => {
+                self.deployments()
+                    .delete(name, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "deployments", name))?;
+            }
+            Act::RestoreDeployment(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now =
+                    self.deployments()
+                        .get(&n)
+                        .await
+                        .map_err(self.err("get", "deployments", &n))?;
+                let mut back = serde_json::to_value(old.as_ref())?;
+                back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
+                back.as_object_mut().map(|o| o.remove("status"));
+                self.deployments()
+                    .replace(&n, &PostParams::default(), &typed(back)?)
+                    .await
+                    .map_err(self.err("update", "deployments", &n))?;
+            }
+            Act::DeleteSecret { name } => {
+                self.secrets()
+                    .delete(name, &DeleteParams::default())
+                    .await
+                    .map_err(self.err("delete", "secrets", name))?;
+            }
+            Act::RestoreSecret(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now = self
+                    .secrets()
+                    .get(&n)
+                    .await
+                    .map_err(self.err("get", "secrets", &n))?;
+                let mut back = old.as_ref().clone();
+                back.metadata.resource_version = now.metadata.resource_version;
+                self.secrets()
+                    .replace(&n, &PostParams::default(), &back)
+                    .await
+                    .map_err(self.err("update", "secrets", &n))?;
+            }
+            Act::Unselect { back_to, from } => {
+                match back_to {
+                    // The first live version: nothing was live before, so the Service goes.
+                    None => self.unselect().await?,
+                    Some(to) => self.select(c, Some(from), to, progress).await?,
+                }
+                // The record says so: a rollback went away from `from`.
+                let mut entries = vec![(Event::RolledBack, from.clone(), None)];
+                entries.extend(back_to.iter().map(|v| (Event::Live, v.clone(), None)));
+                if let Err(e) = self.record(&entries).await {
+                    progress.line(&format!(
+                        "warning: the deploy record does not say {from} was switched away from: {e:#}"
+                    ));
+                }
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Deletes a Deployment (its pods with it) and its Secret; gone already is fine.
@@ -1820,112 +1893,61 @@ impl Kube {
             )),
         })
     }
+}
 
-    async fn undo(&self, c: &Config, u: &Undo, progress: &StepProgress<'_>) -> Result<String> {
-        match u {
-            Undo::DeleteNamespace => {
-                let ns = &self.names.ns;
-                Api::<Namespace>::all(self.client.clone())
-                    .delete(ns, &DeleteParams::background())
-                    .await
-                    .map_err(self.err("delete", "namespaces", ns))?;
-            }
-            Undo::DeleteDeployment(n) => {
-                self.deployments()
-                    .delete(n, &DeleteParams::background())
-                    .await
-                    .map_err(self.err("delete", "deployments", n))?;
-            }
-            Undo::RestoreDeployment(old) => {
-                let n = old.metadata.name.clone().unwrap_or_default();
-                let now =
-                    self.deployments()
-                        .get(&n)
-                        .await
-                        .map_err(self.err("get", "deployments", &n))?;
-                let mut back = serde_json::to_value(old.as_ref())?;
-                back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
-                back.as_object_mut().map(|o| o.remove("status"));
-                self.deployments()
-                    .replace(&n, &PostParams::default(), &typed(back)?)
-                    .await
-                    .map_err(self.err("update", "deployments", &n))?;
-            }
-            Undo::DeleteSecret(n) => {
-                self.secrets()
-                    .delete(n, &DeleteParams::default())
-                    .await
-                    .map_err(self.err("delete", "secrets", n))?;
-            }
-            Undo::RestoreSecret(old) => {
-                let n = old.metadata.name.clone().unwrap_or_default();
-                let now = self
-                    .secrets()
-                    .get(&n)
-                    .await
-                    .map_err(self.err("get", "secrets", &n))?;
-                let mut back = old.as_ref().clone();
-                back.metadata.resource_version = now.metadata.resource_version;
-                self.secrets()
-                    .replace(&n, &PostParams::default(), &back)
-                    .await
-                    .map_err(self.err("update", "secrets", &n))?;
-            }
-            Undo::Scale(n, r) => self.scale(n, *r).await?,
-            Undo::Select { back_to, from } => {
-                match back_to {
-                    // The first live version: nothing was live before, so the Service goes.
-                    None => self.unselect().await?,
-                    Some(to) => self.select(c, Some(from), to, progress).await?,
-                }
-                // The record says so: a rollback went away from `from`.
-                let mut entries = vec![(Event::RolledBack, from.clone(), None)];
-                entries.extend(back_to.iter().map(|v| (Event::Live, v.clone(), None)));
-                if let Err(e) = self.record(&entries).await {
-                    progress.line(&format!(
-                        "warning: the deploy record does not say {from} was switched away from: {e:#}"
-                    ));
-                }
-            }
+/// The gke target's actor: carries out its `Act`s on one environment's cluster for
+/// `plan::execute`, which says each line, keeps the undos and unwinds them.
+struct Cluster {
+    kube: Kube,
+    config: Config,
+    /// Live serves the new version: retiring old ones after it only warns.
+    verified: bool,
+}
+
+impl Cluster {
+    fn new(kube: Kube, config: Config) -> Cluster {
+        Cluster {
+            kube,
+            config,
+            verified: false,
         }
-        Ok(format!("took back: {}", u.describe()))
     }
 }
 
-/// What an act changed, to take back when a later one fails.
-enum Undo {
-    /// The namespace this run made (with what it made in it).
-    DeleteNamespace,
-    DeleteDeployment(String),
-    RestoreDeployment(Box<Deployment>),
-    DeleteSecret(String),
-    RestoreSecret(Box<Secret>),
-    Scale(String, i32),
-    Select {
-        back_to: Option<String>,
-        from: String,
-    },
-}
+impl Actor for Cluster {
+    type Act = Act;
 
-impl Undo {
-    fn describe(&self) -> String {
-        match self {
-            Undo::DeleteNamespace => "delete the new namespace".to_string(),
-            Undo::DeleteDeployment(n) => format!("delete the new deployment {n}"),
-            Undo::RestoreDeployment(d) => format!(
-                "put deployment {} back as it was",
-                d.metadata.name.as_deref().unwrap_or_default()
-            ),
-            Undo::DeleteSecret(n) => format!("delete the new secret {n}"),
-            Undo::RestoreSecret(s) => format!(
-                "put secret {} back as it was",
-                s.metadata.name.as_deref().unwrap_or_default()
-            ),
-            Undo::Scale(n, r) => format!("scale {n} back to {r}"),
-            Undo::Select {
-                back_to: Some(v), ..
-            } => format!("switch the live service back to {v}"),
-            Undo::Select { back_to: None, .. } => "delete the new live service".to_string(),
+    fn describe(&self, act: &Act) -> String {
+        act.describe(&self.kube.names)
+    }
+
+    /// Live checked to serve the version after the selector moved: the switch is kept.
+    fn commits(&self, act: &Act) -> bool {
+        matches!(act, Act::Verify { .. })
+    }
+
+    fn waits(&self, act: &Act) -> bool {
+        matches!(
+            act,
+            Act::Rollout { .. } | Act::CheckPods { .. } | Act::Verify { .. }
+        )
+    }
+
+    fn run(&mut self, ctx: &Ctx, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
+        let done = ctx.wait(self.kube.run_act(&self.config, act, progress));
+        match done {
+            Ok(undo) => {
+                self.verified |= matches!(act, Act::Verify { .. });
+                Ok(undo)
+            }
+            // Retiring what was live before: `cleanup` finishes it later.
+            Err(e) if self.verified => {
+                progress.line(&format!(
+                    "warning: {e:#} (`cargo xtask cleanup` tries again)"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -2024,7 +2046,7 @@ impl super::Target for GkeTarget {
                 hold: None,
             });
         }
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             match k.reach(&c, env).await? {
                 Reach::Direct { host, port } => Ok(Address {
@@ -2056,8 +2078,8 @@ impl super::Target for GkeTarget {
         staged: Option<&Staged>,
     ) -> Result<Vec<String>> {
         let c = ctx.config_for(change.env())?;
-        let k = ctx.block_on(connect(&c))?;
-        let seen = ctx.block_on(k.observe())?;
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
         let names = &k.names;
         let secrets = !c.env_secrets.is_empty();
         let acts = match change {
@@ -2103,7 +2125,7 @@ impl super::Target for GkeTarget {
                 .2
             }
         };
-        Ok(acts.iter().map(|a| a.describe(names)).collect())
+        Ok(plan::describe(&Cluster::new(k, c), &acts))
     }
 
     fn ledger(&self) -> Option<&dyn Ledger> {
@@ -2114,20 +2136,19 @@ impl super::Target for GkeTarget {
         let c = ctx.config_for(PymEnv::Staging)?;
         let version = ctx.version()?.to_string();
         let image = pushed(ctx)?;
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe().await?;
-            let acts = decide_stage(
-                &seen,
-                &k.names,
-                &version,
-                &image,
-                c.k8s_replicas as i32,
-                !c.env_secrets.is_empty(),
-            )?;
-            k.act(ctx, &c, &acts, progress).await?;
-            Ok(format!("{version} on {}/{}", k.names.ns, k.names.staging()))
-        })
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let acts = decide_stage(
+            &seen,
+            &k.names,
+            &version,
+            &image,
+            c.k8s_replicas as i32,
+            !c.env_secrets.is_empty(),
+        )?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        Ok(format!("{version} on {}/{}", names.ns, names.staging()))
     }
 
     /// Makes live what staging runs (`staged`, read through the `Ledger` and checked to
@@ -2140,41 +2161,38 @@ impl super::Target for GkeTarget {
     ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
         let version = staged.map(|s| s.version.clone()).unwrap_or_default();
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe().await?;
-            let acts = decide_promote(
-                &seen,
-                &k.names,
-                staged,
-                c.k8s_replicas as i32,
-                !c.env_secrets.is_empty(),
-                c.keep_previous as usize,
-            )?;
-            k.act(ctx, &c, &acts, progress).await?;
-            Ok(format!("{version} live on {}/{}", k.names.ns, k.names.app))
-        })
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let acts = decide_promote(
+            &seen,
+            &k.names,
+            staged,
+            c.k8s_replicas as i32,
+            !c.env_secrets.is_empty(),
+            c.keep_previous as usize,
+        )?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        Ok(format!("{version} live on {}/{}", names.ns, names.app))
     }
 
     fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe().await?;
-            let (current, target, acts) =
-                decide_rollback(&seen, &k.names, c.k8s_replicas as i32, to)?;
-            k.act(ctx, &c, &acts, progress).await?;
-            ctx.set_rolled_back_to(target.clone());
-            Ok(format!(
-                "{target} live again on {}/{} (was {current})",
-                k.names.ns, k.names.app
-            ))
-        })
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32, to)?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        ctx.set_rolled_back_to(target.clone());
+        Ok(format!(
+            "{target} live again on {}/{} (was {current})",
+            names.ns, names.app
+        ))
     }
 
     fn status(&self, ctx: &Ctx) -> Result<Table> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             let seen = k.observe_with_staging(ctx).await?;
             let names = &k.names;
@@ -2227,7 +2245,7 @@ impl super::Target for GkeTarget {
 
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             let seen = k.observe().await?;
             let mut lines = Vec::new();

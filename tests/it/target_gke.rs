@@ -587,7 +587,10 @@ fn gke_failures_leave_live_alone_and_say_why() {
         .assert_stderr_has("probe failed")
         .assert_stderr_has("last log lines of pod");
     r.assert_stderr_has(&format!(
-        "took back: put deployment {app}-staging back as it was"
+        "- undo: put deployment {app}/{app}-staging back as it was"
+    ))
+    .assert_stderr_has(&format!(
+        "put back: put deployment {app}/{app}-staging back as it was"
     ));
     let staged = t.get("deployment", &format!("{app}-staging"));
     assert_eq!(
