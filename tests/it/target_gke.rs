@@ -764,4 +764,34 @@ fn gke_promotes_what_staging_runs_once_it_passed_acceptance_and_rollback_never_r
         "{}",
         status.stdout
     );
+
+    // A cluster an older pymdeploy deployed to has only the live Service's annotations:
+    // they are read, converted (V1 rolled back from: refused), and the record starts from
+    // them.
+    t.kubectl(&["delete", "configmap", &format!("{app}-deploy-record")])
+        .assert_ok();
+    t.kubectl(&[
+        "annotate",
+        "service",
+        &app,
+        &format!("pymdeploy.dev/live-history={v1},{v2}"),
+        &format!("pymdeploy.dev/rolled-back={v1}"),
+    ])
+    .assert_ok();
+    t.xtask(&["rollback"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "every previous version kept was rolled back from: {v1}"
+        ));
+    assert_serves(&live_addr, &v2, "live");
+    t.xtask(&["rollback", "--to", &v1]).assert_ok();
+    assert_serves(&live_addr, &v1, "live");
+    let record = t.get("configmap", &format!("{app}-deploy-record"));
+    let history = record["data"]["history"].as_str().unwrap_or_default();
+    assert!(
+        history.starts_with(&format!(
+            "live@{v1}@0 live@{v2}@0 rolled-back@{v1}@0 rolled-back@{v2}@"
+        )) && history.contains(&format!("live@{v1}@1")),
+        "{history}"
+    );
 }
