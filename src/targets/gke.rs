@@ -2217,16 +2217,26 @@ impl super::Target for GkeTarget {
                 _ if d.replicas > 0 => ("previous", 2),
                 _ => ("previous", 3),
             };
-            deps.sort_by_key(|d| role(d).1);
+            // The previous versions in the order a rollback walks them, by the record.
+            let available = seen.available();
+            let order = history::previous(&seen.history, seen.selects(), &available);
+            let rank = |d: &Dep| order.iter().position(|v| *v == d.version);
+            deps.sort_by_key(|d| (role(d).1, rank(d)));
             for d in deps {
                 let selected = match role(d).0 {
                     "live" => format!("service/{}", names.app),
                     "staging" if seen.staging.is_some() => format!("service/{}", names.staging()),
                     _ => String::new(),
                 };
-                let since = d
-                    .live_since
-                    .clone()
+                // Live since the record says it went live (converted entries have no time),
+                // else since the Deployment says, else since it was made.
+                let recorded = seen
+                    .history
+                    .live_since(&d.version)
+                    .filter(|at| *at > 0)
+                    .map(|at| crate::version::fmt_utc(at).replacen(' ', "T", 1));
+                let since = recorded
+                    .or_else(|| d.live_since.clone())
                     .filter(|_| d.env == "live")
                     .unwrap_or_else(|| d.created.clone());
                 table.rows.push(vec![
