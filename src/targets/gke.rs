@@ -19,8 +19,19 @@
 //!   checked to serve it, and only then the version live before scaled to zero, kept for
 //!   `rollback` (`keep_previous` of them; older ones deleted). A failure before the switch
 //!   takes back what it made; a failure after it moves the selector back.
-//! - What was live when is recorded on the live Service (annotations
-//!   `pymdeploy.dev/live-history`, `pymdeploy.dev/rolled-back`), so any machine can roll back.
+//! - `promote` makes live what staging runs (the staging Deployment's version and digest,
+//!   read through the target's `Ledger`), never HEAD's version, and only once it passed
+//!   staging acceptance on that digest (checked by `steps::deploy`).
+//! - The deploy record (`targets::history`: accepted, live, rolled back) is the ConfigMap
+//!   `<app>-deploy-record` in the live namespace, written with the resourceVersion read (a
+//!   Conflict is read again), so any machine can roll back; rollback, cleanup and status go
+//!   by it. A cluster with only an older pymdeploy's annotations on the live Service
+//!   (`pymdeploy.dev/live-history`, `pymdeploy.dev/rolled-back`) is read by converting
+//!   them. Its first write (staging acceptance's, usually) makes the live namespace if need
+//!   be, so a first promote never makes, nor on failure deletes, the namespace holding it.
+//! - Each command observes the cluster, decides its `Act`s (pure, unit-tested) and hands
+//!   them to `targets::plan::execute` through the `Cluster` actor; `--dry-run` prints the
+//!   same lines.
 //!
 //! Every apiserver error is read from its `Status` (reason, message, code), never from text.
 
@@ -29,12 +40,14 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Namespace, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
-use super::{Address, Cleanup, Fate, Table, url_host};
+use super::history::{self, Event, History};
+use super::plan::{self, Actor};
+use super::{Address, Cleanup, Fate, Ledger, Staged, Table, url_host};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
@@ -47,15 +60,18 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const ENV: &str = "pymdeploy.dev/env";
 /// On pods: the Deployment they belong to (its selector).
 const DEPLOYMENT: &str = "pymdeploy.dev/deployment";
+/// What older pymdeploys recorded on the live Service (comma-separated versions, oldest
+/// first): read only, converted, when there is no deploy record yet.
 const LIVE_HISTORY: &str = "pymdeploy.dev/live-history";
 const ROLLED_BACK: &str = "pymdeploy.dev/rolled-back";
+/// The key of the deploy record's ConfigMap that holds `History::render()`.
+const RECORD_KEY: &str = "history";
 /// On a live Deployment: when its version went live last.
 const LIVE_SINCE: &str = "pymdeploy.dev/live-since";
 const CONTAINER: &str = "app";
 /// The longest `name` as a Deployment name's stem: `<app>-<version>` must fit a label value
 /// (63), with room for a dirty version.
 const APP_MAX: usize = 30;
-const HISTORY_MAX: usize = 30;
 const SERVICE_TYPES: [&str; 3] = ["LoadBalancer", "NodePort", "ClusterIP"];
 
 pub struct GkeTarget;
@@ -79,6 +95,10 @@ impl Names {
     }
     pub fn live(&self, version: &str) -> String {
         format!("{}-{version}", self.app)
+    }
+    /// The ConfigMap holding the deploy record, in the live namespace.
+    pub fn record(&self) -> String {
+        format!("{}-deploy-record", self.app)
     }
     pub fn service(&self, env: PymEnv) -> String {
         match env {
@@ -269,11 +289,17 @@ impl Svc {
     pub fn selects(&self) -> Option<&str> {
         self.selector.get(VERSION).map(String::as_str)
     }
-    pub fn history(&self) -> Vec<String> {
-        split_list(self.annotations.get(LIVE_HISTORY))
-    }
-    pub fn rolled_back(&self) -> Vec<String> {
-        split_list(self.annotations.get(ROLLED_BACK))
+    /// The record older pymdeploys kept in the Service's annotations, as a deploy record:
+    /// each version live in its order, then those rolled back from (entries at time 0).
+    pub fn legacy_history(&self) -> History {
+        let mut h = History::default();
+        for v in split_list(self.annotations.get(LIVE_HISTORY)) {
+            h.push(Event::Live, &v, None, 0);
+        }
+        for v in split_list(self.annotations.get(ROLLED_BACK)) {
+            h.push(Event::RolledBack, &v, None, 0);
+        }
+        h
     }
 }
 
@@ -288,11 +314,6 @@ fn split_list(v: Option<&String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The newest `HISTORY_MAX` entries, comma-separated.
-fn join_list(items: &[String]) -> String {
-    items[items.len().saturating_sub(HISTORY_MAX)..].join(",")
-}
-
 /// The namespace's pymdeploy objects of this service.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
@@ -300,11 +321,25 @@ pub struct Seen {
     pub deployments: Vec<Dep>,
     pub live: Option<Svc>,
     pub staging: Option<Svc>,
+    /// The deploy record (`<app>-deploy-record`, else the live Service's old annotations).
+    pub history: History,
 }
 
 impl Seen {
     fn dep(&self, name: &str) -> Option<&Dep> {
         self.deployments.iter().find(|d| d.name == name)
+    }
+    /// The versions whose live Deployments exist, newest first.
+    pub fn available(&self) -> Vec<String> {
+        self.deployments
+            .iter()
+            .filter(|d| d.env == "live")
+            .map(|d| d.version.clone())
+            .collect()
+    }
+    /// The version the live Service selects.
+    pub fn selects(&self) -> Option<&str> {
+        self.live.as_ref().and_then(Svc::selects)
     }
     /// The live Deployment the live Service selects.
     pub fn current(&self, names: &Names) -> Option<&Dep> {
@@ -350,12 +385,12 @@ pub enum Act {
     Service {
         env: PymEnv,
     },
-    /// Moves the live Service's selector from `from` to `to`, with the records.
+    /// Moves the live Service's selector from `from` to `to`, then adds `record` to the
+    /// deploy record.
     Select {
         from: Option<String>,
         to: String,
-        history: Vec<String>,
-        rolled_back: Vec<String>,
+        record: Vec<(Event, String)>,
     },
     /// The live Service serves `version` with `PYM_ENV=live`.
     Verify {
@@ -364,6 +399,23 @@ pub enum Act {
     /// Deletes a Deployment and its Secret.
     Delete {
         name: String,
+    },
+    // The undos, which `plan::execute` runs in reverse when a later act fails.
+    /// The namespace this run made (with what it made in it).
+    DeleteNamespace,
+    DeleteDeployment {
+        name: String,
+    },
+    RestoreDeployment(Box<Deployment>),
+    DeleteSecret {
+        name: String,
+    },
+    RestoreSecret(Box<Secret>),
+    /// Moves the selector back from `from` (and records it), or deletes the live Service
+    /// when nothing was live before.
+    Unselect {
+        back_to: Option<String>,
+        from: String,
     },
 }
 
@@ -399,6 +451,24 @@ impl Act {
             }
             Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
             Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
+            Act::DeleteNamespace => format!("delete the new namespace {ns}"),
+            Act::DeleteDeployment { name } => format!("delete the new deployment {ns}/{name}"),
+            Act::RestoreDeployment(d) => format!(
+                "put deployment {ns}/{} back as it was",
+                d.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::DeleteSecret { name } => format!("delete the new secret {ns}/{name}"),
+            Act::RestoreSecret(s) => format!(
+                "put secret {ns}/{} back as it was",
+                s.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::Unselect {
+                back_to: Some(v),
+                from,
+            } => format!("switch service {ns}/{} back from {from} to {v}", names.app),
+            Act::Unselect { back_to: None, .. } => {
+                format!("delete the new live service {ns}/{}", names.app)
+            }
         }
     }
 }
@@ -447,75 +517,74 @@ pub fn decide_stage(
     Ok(acts)
 }
 
-/// The versions to keep and to delete among the live Deployments that are not live:
-/// the `keep` most recently live are kept.
-fn retire(seen: &Seen, names: &Names, live: &str, keep: usize) -> (Vec<String>, Vec<String>) {
-    let history = seen.live.as_ref().map(Svc::history).unwrap_or_default();
-    let rank = |d: &Dep| history.iter().rposition(|v| *v == d.version);
-    let mut old: Vec<&Dep> = seen
-        .deployments
+/// The previous versions to keep and to delete, as Deployment names, with `live` live and
+/// `history` the record: those beyond the `keep` a rollback can use go
+/// (`history::beyond_kept`), so what is kept is what rollback needs.
+fn retire(
+    seen: &Seen,
+    names: &Names,
+    history: &History,
+    live: Option<&str>,
+    keep: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut available = seen.available();
+    if let Some(l) = live.filter(|l| !available.iter().any(|a| a == l)) {
+        available.insert(0, l.to_string());
+    }
+    let previous = history::previous(history, live, &available);
+    let gone = history::beyond_kept(history, live, &available, keep);
+    let kept = previous
         .iter()
-        .filter(|d| d.env == "live" && d.name != names.live(live))
+        .filter(|v| !gone.contains(v))
+        .map(|v| names.live(v))
         .collect();
-    // Most recently live first; never-live ones (a promote that failed) by age after them.
-    old.sort_by(|a, b| rank(b).cmp(&rank(a)).then(b.created.cmp(&a.created)));
-    let (kept, gone) = old.split_at(keep.min(old.len()));
-    (
-        kept.iter().map(|d| d.name.clone()).collect(),
-        gone.iter().map(|d| d.name.clone()).collect(),
-    )
+    (kept, gone.iter().map(|v| names.live(v)).collect())
 }
 
-/// Promote `version` (staged): its live Deployment rolled out and checked, the switch,
-/// the check, then the version live before scaled to zero and those beyond `keep` deleted.
+/// Promote what staging runs (`staged`: its version and image, never HEAD's): its live
+/// Deployment rolled out and checked, the switch (recorded), the check, then the version
+/// live before scaled to zero and those beyond `keep` deleted.
 pub fn decide_promote(
     seen: &Seen,
     names: &Names,
-    version: &str,
+    staged: Option<&Staged>,
     replicas: i32,
     secrets: bool,
     keep: usize,
 ) -> Result<Vec<Act>> {
-    let staged = seen
-        .dep(&names.staging())
-        .filter(|d| d.version == version)
-        .ok_or_else(|| {
-            let what = seen
-                .dep(&names.staging())
-                .map(|d| format!("staging runs {}", d.version))
-                .unwrap_or_else(|| "nothing is staged".into());
-            hinted(
-                format!("cannot promote {version}: {what} in {}", names.ns),
-                "stage this version first: `cargo xtask stage` (or run `cargo xtask deploy`)",
-            )
-        })?;
+    let staged = staged.ok_or_else(|| {
+        hinted(
+            format!("cannot promote: nothing runs on staging in {}", names.ns),
+            "stage and test a version first: `cargo xtask deploy --from stage`",
+        )
+    })?;
+    let (version, image) = (staged.version.as_str(), staged.image.as_str());
+    if !image.contains('@') {
+        return Err(hinted(
+            format!("cannot promote {version}: staging runs {image}, which names no digest"),
+            "stage it again (`cargo xtask deploy --from stage`): Kubernetes runs images by digest here",
+        ));
+    }
     let name = names.live(version);
-    let svc = seen.live.as_ref();
-    let from = svc.and_then(Svc::selects).map(String::from);
+    let from = seen.selects().map(String::from);
     if from.as_deref() == Some(version)
         && seen
             .dep(&name)
-            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0)
+            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0 && d.image == image)
     {
         return Ok(vec![Act::Verify {
             version: version.into(),
         }]);
     }
-    let mut history = svc.map(Svc::history).unwrap_or_default();
-    if let Some(f) = &from
-        && history.last() != Some(f)
+    // What the record will say once the selector moved (a live version it does not know,
+    // left by a record written elsewhere, first).
+    let mut record = Vec::new();
+    if let Some(f) = from.as_deref().filter(|f| *f != version)
+        && seen.history.live_order().first() != Some(&f)
     {
-        history.retain(|v| v != f);
-        history.push(f.clone());
+        record.push((Event::Live, f.to_string()));
     }
-    history.retain(|v| v != version);
-    history.push(version.into());
-    let rolled_back: Vec<String> = svc
-        .map(Svc::rolled_back)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v != version)
-        .collect();
+    record.push((Event::Live, version.to_string()));
     let mut acts = Vec::new();
     if !seen.namespace {
         acts.push(Act::Namespace);
@@ -529,7 +598,7 @@ pub fn decide_promote(
     acts.push(Act::Deploy {
         name: name.clone(),
         version: version.into(),
-        image: staged.image.clone(),
+        image: image.into(),
         env: PymEnv::Live,
         replicas,
     });
@@ -539,30 +608,41 @@ pub fn decide_promote(
         version: version.into(),
         env: PymEnv::Live,
     });
+    let mut after = seen.history.clone();
+    for (e, v) in &record {
+        after.push(*e, v, None, i64::MAX);
+    }
     acts.push(Act::Select {
         from: from.clone(),
         to: version.into(),
-        history,
-        rolled_back,
+        record,
     });
     acts.push(Act::Verify {
         version: version.into(),
     });
-    acts.extend(after_switch(seen, names, version, from.as_deref(), keep));
+    acts.extend(after_switch(
+        seen,
+        names,
+        &after,
+        version,
+        from.as_deref(),
+        keep,
+    ));
     Ok(acts)
 }
 
 /// After a switch to `live`: the one live before scaled to zero, those beyond `keep`
-/// deleted.
+/// deleted (by `history`, the record as the switch left it).
 fn after_switch(
     seen: &Seen,
     names: &Names,
+    history: &History,
     live: &str,
     from: Option<&str>,
     keep: usize,
 ) -> Vec<Act> {
     let mut acts = Vec::new();
-    let (kept, gone) = retire(seen, names, live, keep);
+    let (kept, gone) = retire(seen, names, history, Some(live), keep);
     if let Some(f) = from.filter(|f| *f != live) {
         let old = names.live(f);
         if seen.dep(&old).is_some_and(|d| d.replicas > 0) && !gone.contains(&old) {
@@ -586,23 +666,25 @@ fn after_switch(
     acts
 }
 
-/// Rollback: the version live most recently before the current one (never one rolled
-/// back from) scaled up, checked, selected; the current one scaled to zero.
+/// Rollback: the version `history::rollback_to` chooses (`to` when named; never back to
+/// one a rollback left otherwise) scaled up, checked, selected (recorded); the current one
+/// scaled to zero. Returns the current version, the one rolled back to, and the acts.
 pub fn decide_rollback(
     seen: &Seen,
     names: &Names,
     replicas: i32,
+    to: Option<&str>,
 ) -> Result<(String, String, Vec<Act>)> {
-    let svc = seen.live.as_ref().ok_or_else(|| {
-        hinted(
+    if seen.live.is_none() {
+        return Err(hinted(
             format!(
                 "nothing is live in {}: there is nothing to roll back",
                 names.ns
             ),
             "deploy first: `cargo xtask deploy`",
-        )
-    })?;
-    let current = svc
+        ));
+    }
+    let current = seen
         .selects()
         .ok_or_else(|| {
             anyhow!(
@@ -612,61 +694,45 @@ pub fn decide_rollback(
             )
         })?
         .to_string();
-    let history = svc.history();
-    let rolled_back = svc.rolled_back();
-    let before = history
-        .iter()
-        .rposition(|v| *v == current)
-        .unwrap_or(history.len());
-    let target = history[..before].iter().rev().find(|v| !rolled_back.contains(v) && seen.dep(&names.live(v)).is_some()).cloned().ok_or_else(|| {
-        hinted(
-            format!("no previous live version of {} is left to roll back to (live: {current})", names.app),
-            "`cargo xtask status` lists what is kept; `keep_previous` in pym-config.yaml says how many",
-        )
-    })?;
+    let target = history::rollback_to(&seen.history, Some(&current), &seen.available(), to)?;
     let name = names.live(&target);
-    let mut new_history: Vec<String> = history.into_iter().filter(|v| *v != target).collect();
-    new_history.push(target.clone());
-    let mut back = rolled_back;
-    back.retain(|v| *v != current && *v != target);
-    back.push(current.clone());
-    let mut acts = vec![
-        Act::Scale {
-            name: name.clone(),
-            replicas,
-        },
-        Act::Rollout { name: name.clone() },
-        Act::CheckPods {
-            name,
-            version: target.clone(),
-            env: PymEnv::Live,
-        },
-    ];
-    acts.push(Act::Select {
-        from: Some(current.clone()),
-        to: target.clone(),
-        history: new_history,
-        rolled_back: back,
-    });
-    acts.push(Act::Verify {
-        version: target.clone(),
-    });
-    acts.push(Act::Scale {
-        name: names.live(&current),
-        replicas: 0,
-    });
-    Ok((current, target, acts))
+    Ok((
+        current.clone(),
+        target.clone(),
+        vec![
+            Act::Scale {
+                name: name.clone(),
+                replicas,
+            },
+            Act::Rollout { name: name.clone() },
+            Act::CheckPods {
+                name,
+                version: target.clone(),
+                env: PymEnv::Live,
+            },
+            Act::Select {
+                from: Some(current.clone()),
+                to: target.clone(),
+                record: vec![
+                    (Event::RolledBack, current.clone()),
+                    (Event::Live, target.clone()),
+                ],
+            },
+            Act::Verify {
+                version: target.clone(),
+            },
+            Act::Scale {
+                name: names.live(&current),
+                replicas: 0,
+            },
+        ],
+    ))
 }
 
-/// Cleanup: the live Deployments beyond `keep`, by when they were live last.
+/// Cleanup: the previous live Deployments, kept or deleted as `retire` says: those beyond
+/// `keep` a rollback can use go.
 pub fn decide_cleanup(seen: &Seen, names: &Names, keep: usize) -> Vec<(Dep, Fate)> {
-    let live = seen
-        .live
-        .as_ref()
-        .and_then(Svc::selects)
-        .unwrap_or_default()
-        .to_string();
-    let (kept, gone) = retire(seen, names, &live, keep);
+    let (kept, gone) = retire(seen, names, &seen.history, seen.selects(), keep);
     let fate = |n: &String| match gone.contains(n) {
         true => Fate::Go {
             done: false,
@@ -782,6 +848,22 @@ fn conform(svc: &mut Value, c: &Config) -> bool {
     }
     svc["spec"]["ports"] = json!([port]);
     *svc != before
+}
+
+/// Whether a Deployment (as JSON) is rolled out, as `kubectl rollout status` says, with
+/// every replica ready.
+fn rolled_out(v: &Value) -> bool {
+    let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let want = v
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    want > 0
+        && i("/metadata/generation") <= i("/status/observedGeneration")
+        && i("/status/updatedReplicas") >= want
+        && i("/status/replicas") <= i("/status/updatedReplicas")
+        && i("/status/availableReplicas") >= want
+        && i("/status/readyReplicas") >= want
 }
 
 fn dep_of(d: &Deployment) -> Dep {
@@ -998,12 +1080,152 @@ impl Kube {
             .filter(|d| d.env == "staging" || d.env == "live")
             .collect();
         deployments.sort_by(|a, b| b.created.cmp(&a.created));
+        let live = svc(PymEnv::Live).await?;
+        let history = match self.read_record().await? {
+            Some((h, _)) => h,
+            None => live.as_ref().map(Svc::legacy_history).unwrap_or_default(),
+        };
         Ok(Seen {
             namespace: true,
             deployments,
-            live: svc(PymEnv::Live).await?,
+            live,
             staging: svc(PymEnv::Staging).await?,
+            history,
         })
+    }
+
+    fn records(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.names.ns)
+    }
+
+    /// The deploy record's ConfigMap: its history and the resourceVersion it was read at;
+    /// `None` when there is none (nor its namespace).
+    async fn read_record(&self) -> Result<Option<(History, String)>> {
+        let n = self.names.record();
+        let cm = match self.records().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "configmaps", &n))?,
+        };
+        Ok(cm.map(|cm| {
+            let text = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(RECORD_KEY))
+                .cloned()
+                .unwrap_or_default();
+            (
+                History::parse(&text),
+                cm.metadata.resource_version.unwrap_or_default(),
+            )
+        }))
+    }
+
+    /// The deploy record: its ConfigMap, else what the live Service's old annotations say.
+    async fn history(&self) -> Result<History> {
+        if let Some((h, _)) = self.read_record().await? {
+            return Ok(h);
+        }
+        let n = self.names.service(PymEnv::Live);
+        let svc = match self.services().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "services", &n))?,
+        };
+        Ok(svc
+            .as_ref()
+            .map(|s| svc_of(s).legacy_history())
+            .unwrap_or_default())
+    }
+
+    /// Adds `entries` to the deploy record, written with the resourceVersion it was read
+    /// at and read again on a Conflict. The first write makes the ConfigMap (and the
+    /// namespace, when staging acceptance records before anything was live), starting
+    /// from what the live Service's old annotations say.
+    async fn record(&self, entries: &[(Event, String, Option<String>)]) -> Result<()> {
+        let n = self.names.record();
+        let now = crate::ops::state::now();
+        for attempt in 1..=5u64 {
+            let (mut history, rv) = match self.read_record().await? {
+                Some((h, rv)) => (h, Some(rv)),
+                None => (self.history().await?, None),
+            };
+            for (event, version, digest) in entries {
+                history.push(*event, version, digest.as_deref(), now);
+            }
+            let mut cm = json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": n, "namespace": self.names.ns, "labels": {NAME: self.names.app, MANAGED_BY: "pymdeploy"}},
+                "data": {RECORD_KEY: history.render()},
+            });
+            let r = match &rv {
+                Some(rv) => {
+                    cm["metadata"]["resourceVersion"] = json!(rv);
+                    self.records()
+                        .replace(&n, &PostParams::default(), &typed(cm)?)
+                        .await
+                }
+                None => {
+                    self.ensure_namespace().await?;
+                    self.records()
+                        .create(&PostParams::default(), &typed(cm)?)
+                        .await
+                }
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                // Written meanwhile by another run: read again.
+                Err(e) if conflict(&e) && attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await
+                }
+                Err(e) => {
+                    let verb = if rv.is_some() { "update" } else { "create" };
+                    return Err(self.err(verb, "configmaps", &n)(e));
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    /// Makes the namespace unless it exists; whether this call made it.
+    async fn ensure_namespace(&self) -> Result<bool> {
+        let ns: Namespace = typed(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}),
+        )?;
+        match Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            r => r
+                .map(|_| true)
+                .map_err(self.err("create", "namespaces", &self.names.ns)),
+        }
+    }
+
+    /// What staging runs: the staging Deployment, rolled out and ready, its version and
+    /// image (by digest); `None` when there is none, or it is not all ready.
+    async fn staged(&self) -> Result<Option<Staged>> {
+        let n = self.names.staging();
+        let d = match self.deployments().get_opt(&n).await {
+            Err(e) if not_found(&e) => None,
+            r => r.map_err(self.err("get", "deployments", &n))?,
+        };
+        let Some(d) = d else { return Ok(None) };
+        let v = serde_json::to_value(&d)?;
+        if !rolled_out(&v) {
+            return Ok(None);
+        }
+        let dep = dep_of(&d);
+        let digest = dep
+            .image
+            .rsplit_once('@')
+            .map_or(dep.image.as_str(), |(_, d)| d)
+            .to_string();
+        Ok(Some(Staged {
+            version: dep.version,
+            image: dep.image,
+            digest,
+        }))
     }
 
     /// `observe`, with the staging Deployment read where staging runs: another cluster
@@ -1025,70 +1247,18 @@ impl Kube {
         Ok(seen)
     }
 
-    /// Carries out `acts`. A failure before the live Service moved takes back what this
-    /// run made or changed; a failure after it (or Ctrl-C) moves the selector back. The
-    /// acts after the live check (retiring old versions) only warn when they fail.
-    async fn act(
-        &self,
-        ctx: &Ctx,
-        c: &Config,
-        acts: &[Act],
-        progress: &StepProgress<'_>,
-    ) -> Result<()> {
-        let mut undo: Vec<Undo> = Vec::new();
-        let mut verified = false;
-        for a in acts {
-            progress.line(&format!("- {}", a.describe(&self.names)));
-            let done = ctx
-                .interruptible(self.act_one(c, a, &mut undo, progress))
-                .await;
-            match done {
-                Ok(()) => verified |= matches!(a, Act::Verify { .. }),
-                Err(e) if verified => progress.line(&format!(
-                    "warning: {e:#} (`cargo xtask cleanup` tries again)"
-                )),
-                Err(e) => {
-                    let mut e = e;
-                    for u in undo.into_iter().rev() {
-                        match self.undo(c, &u, progress).await {
-                            Ok(line) => progress.line(&line),
-                            Err(r) => {
-                                e = e.context(format!(
-                                    "taking back what this run did failed too ({}): {r:#}",
-                                    u.describe()
-                                ))
-                            }
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn act_one(
+    /// Does one act; returns what undoes it, if anything does.
+    async fn run_act(
         &self,
         c: &Config,
         a: &Act,
-        undo: &mut Vec<Undo>,
         progress: &StepProgress<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<Act>> {
         let names = &self.names;
         match a {
             Act::Namespace => {
-                let ns: Namespace = typed(
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": names.ns, "labels": {MANAGED_BY: "pymdeploy"}}}),
-                )?;
-                match Api::<Namespace>::all(self.client.clone())
-                    .create(&PostParams::default(), &ns)
-                    .await
-                {
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    r => {
-                        r.map_err(self.err("create", "namespaces", &names.ns))?;
-                        undo.push(Undo::DeleteNamespace);
-                    }
+                if self.ensure_namespace().await? {
+                    return Ok(Some(Act::DeleteNamespace));
                 }
             }
             Act::Secret { name, .. } => {
@@ -1101,10 +1271,10 @@ impl Kube {
                         want["data"] = json!({})
                     })
                     .await?;
-                undo.push(old.map_or_else(
-                    || Undo::DeleteSecret(name.clone()),
-                    |o| Undo::RestoreSecret(Box::new(o)),
-                ));
+                return Ok(Some(old.map_or_else(
+                    || Act::DeleteSecret { name: name.clone() },
+                    |o| Act::RestoreSecret(Box::new(o)),
+                )));
             }
             Act::Deploy {
                 name,
@@ -1127,10 +1297,10 @@ impl Kube {
                 let old = self
                     .put(&self.deployments(), "deployments", name, want, keep_since)
                     .await?;
-                undo.push(old.map_or_else(
-                    || Undo::DeleteDeployment(name.clone()),
-                    |o| Undo::RestoreDeployment(Box::new(o)),
-                ));
+                return Ok(Some(old.map_or_else(
+                    || Act::DeleteDeployment { name: name.clone() },
+                    |o| Act::RestoreDeployment(Box::new(o)),
+                )));
             }
             Act::Scale { name, replicas } => {
                 let old = self.deployments().get(name).await.map_err(self.err(
@@ -1139,10 +1309,10 @@ impl Kube {
                     name,
                 ))?;
                 self.scale(name, *replicas).await?;
-                undo.push(Undo::Scale(
-                    name.clone(),
-                    old.spec.and_then(|s| s.replicas).unwrap_or(1),
-                ));
+                return Ok(Some(Act::Scale {
+                    name: name.clone(),
+                    replicas: old.spec.and_then(|s| s.replicas).unwrap_or(1),
+                }));
             }
             Act::Rollout { name } => self.rollout(c, name, progress).await?,
             Act::CheckPods { name, version, env } => {
@@ -1176,25 +1346,41 @@ impl Kube {
                     }
                 }
             }
-            Act::Select {
-                from,
-                to,
-                history,
-                rolled_back,
-            } => {
-                self.select(c, from.as_deref(), to, history, rolled_back, progress)
-                    .await?;
-                undo.push(Undo::Select {
-                    back_to: from.clone(),
-                    from: to.clone(),
-                });
-                // When it went live, for `status`.
+            Act::Select { from, to, record } => {
+                self.select(c, from.as_deref(), to, progress).await?;
+                let entries: Vec<_> = record.iter().map(|(e, v)| (*e, v.clone(), None)).collect();
+                // The record says what the selector does: unwritten, the selector goes back.
+                if let Err(e) = self.record(&entries).await {
+                    let back = match from {
+                        Some(f) => self.select(c, Some(to), f, progress).await,
+                        None => self.unselect().await,
+                    };
+                    return Err(match back {
+                        Ok(()) => e.context(format!(
+                            "the deploy record was not written, so the live service was put back to {}",
+                            from.as_deref().unwrap_or("nothing")
+                        )),
+                        Err(b) => e.context(format!(
+                            "the deploy record was not written, and putting the live service back failed too: {b:#}"
+                        )),
+                    });
+                }
+                // When it went live, for `status`; the switch stands without it.
                 let patch = json!({"metadata": {"annotations": {LIVE_SINCE: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
                 let name = names.live(to);
-                self.deployments()
+                if let Err(e) = self
+                    .deployments()
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(self.err("patch", "deployments", &name))?;
+                {
+                    progress.line(&format!(
+                        "warning: {name} does not say since when it is live: {e}"
+                    ));
+                }
+                return Ok(Some(Act::Unselect {
+                    back_to: from.clone(),
+                    from: to.clone(),
+                }));
             }
             Act::Verify { version } => {
                 let reach = self.reach(c, PymEnv::Live).await?;
@@ -1205,8 +1391,71 @@ impl Kube {
                 ));
             }
             Act::Delete { name } => self.delete(name).await?,
+            Act::DeleteNamespace => {
+                let ns = &self.names.ns;
+                Api::<Namespace>::all(self.client.clone())
+                    .delete(ns, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "namespaces", ns))?;
+            }
+            Act::DeleteDeployment { name } => {
+                self.deployments()
+                    .delete(name, &DeleteParams::background())
+                    .await
+                    .map_err(self.err("delete", "deployments", name))?;
+            }
+            Act::RestoreDeployment(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now =
+                    self.deployments()
+                        .get(&n)
+                        .await
+                        .map_err(self.err("get", "deployments", &n))?;
+                let mut back = serde_json::to_value(old.as_ref())?;
+                back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
+                back.as_object_mut().map(|o| o.remove("status"));
+                self.deployments()
+                    .replace(&n, &PostParams::default(), &typed(back)?)
+                    .await
+                    .map_err(self.err("update", "deployments", &n))?;
+            }
+            Act::DeleteSecret { name } => {
+                self.secrets()
+                    .delete(name, &DeleteParams::default())
+                    .await
+                    .map_err(self.err("delete", "secrets", name))?;
+            }
+            Act::RestoreSecret(old) => {
+                let n = old.metadata.name.clone().unwrap_or_default();
+                let now = self
+                    .secrets()
+                    .get(&n)
+                    .await
+                    .map_err(self.err("get", "secrets", &n))?;
+                let mut back = old.as_ref().clone();
+                back.metadata.resource_version = now.metadata.resource_version;
+                self.secrets()
+                    .replace(&n, &PostParams::default(), &back)
+                    .await
+                    .map_err(self.err("update", "secrets", &n))?;
+            }
+            Act::Unselect { back_to, from } => {
+                match back_to {
+                    // The first live version: nothing was live before, so the Service goes.
+                    None => self.unselect().await?,
+                    Some(to) => self.select(c, Some(from), to, progress).await?,
+                }
+                // The record says so: a rollback went away from `from`.
+                let mut entries = vec![(Event::RolledBack, from.clone(), None)];
+                entries.extend(back_to.iter().map(|v| (Event::Live, v.clone(), None)));
+                if let Err(e) = self.record(&entries).await {
+                    progress.line(&format!(
+                        "warning: the deploy record does not say {from} was switched away from: {e:#}"
+                    ));
+                }
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Deletes a Deployment (its pods with it) and its Secret; gone already is fine.
@@ -1264,6 +1513,15 @@ impl Kube {
         }
     }
 
+    /// Deletes the live Service (the undo of the first switch: nothing was live before).
+    async fn unselect(&self) -> Result<()> {
+        let n = self.names.service(PymEnv::Live);
+        match self.services().delete(&n, &DeleteParams::default()).await {
+            Err(e) if !not_found(&e) => Err(self.err("delete", "services", &n)(e)),
+            _ => Ok(()),
+        }
+    }
+
     async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
         let patch = json!({"spec": {"replicas": replicas}});
         self.deployments()
@@ -1273,22 +1531,20 @@ impl Kube {
         Ok(())
     }
 
-    /// Moves the live Service's selector to `to` with the records, in one update carrying
-    /// the resourceVersion it was read at; a Conflict is read again and retried, unless
-    /// the Service no longer selects `from` (someone else moved live meanwhile).
+    /// Moves the live Service's selector to `to`, in one update carrying the
+    /// resourceVersion it was read at; a Conflict is read again and retried, unless the
+    /// Service no longer selects `from` (someone else moved live meanwhile).
     async fn select(
         &self,
         c: &Config,
         from: Option<&str>,
         to: &str,
-        history: &[String],
-        rolled_back: &[String],
         progress: &StepProgress<'_>,
     ) -> Result<()> {
         let n = self.names.service(PymEnv::Live);
         let api = self.services();
         for attempt in 1.. {
-            let mut want = match api
+            let want = match api
                 .get_opt(&n)
                 .await
                 .map_err(self.err("get", "services", &n))?
@@ -1310,12 +1566,6 @@ impl Kube {
                     v
                 }
             };
-            let annotations = &mut want["metadata"]["annotations"];
-            if !annotations.is_object() {
-                *annotations = json!({});
-            }
-            annotations[LIVE_HISTORY] = json!(join_list(history));
-            annotations[ROLLED_BACK] = json!(join_list(rolled_back));
             let created = want["metadata"]["resourceVersion"].is_null();
             let r = match created {
                 true => api.create(&PostParams::default(), &typed(want)?).await,
@@ -1424,7 +1674,7 @@ impl Kube {
             .await
             .map(|l| l.items)
             .unwrap_or_default();
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.names.ns);
+        let events: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.names.ns);
         let mut shown = 0;
         // The pods of the newest ReplicaSet (the youngest) are the ones that fail.
         let mut pods: Vec<&Pod> = pods.iter().collect();
@@ -1643,123 +1893,61 @@ impl Kube {
             )),
         })
     }
+}
 
-    async fn undo(&self, c: &Config, u: &Undo, progress: &StepProgress<'_>) -> Result<String> {
-        match u {
-            Undo::DeleteNamespace => {
-                let ns = &self.names.ns;
-                Api::<Namespace>::all(self.client.clone())
-                    .delete(ns, &DeleteParams::background())
-                    .await
-                    .map_err(self.err("delete", "namespaces", ns))?;
-            }
-            Undo::DeleteDeployment(n) => {
-                self.deployments()
-                    .delete(n, &DeleteParams::background())
-                    .await
-                    .map_err(self.err("delete", "deployments", n))?;
-            }
-            Undo::RestoreDeployment(old) => {
-                let n = old.metadata.name.clone().unwrap_or_default();
-                let now =
-                    self.deployments()
-                        .get(&n)
-                        .await
-                        .map_err(self.err("get", "deployments", &n))?;
-                let mut back = serde_json::to_value(old.as_ref())?;
-                back["metadata"]["resourceVersion"] = json!(now.metadata.resource_version);
-                back.as_object_mut().map(|o| o.remove("status"));
-                self.deployments()
-                    .replace(&n, &PostParams::default(), &typed(back)?)
-                    .await
-                    .map_err(self.err("update", "deployments", &n))?;
-            }
-            Undo::DeleteSecret(n) => {
-                self.secrets()
-                    .delete(n, &DeleteParams::default())
-                    .await
-                    .map_err(self.err("delete", "secrets", n))?;
-            }
-            Undo::RestoreSecret(old) => {
-                let n = old.metadata.name.clone().unwrap_or_default();
-                let now = self
-                    .secrets()
-                    .get(&n)
-                    .await
-                    .map_err(self.err("get", "secrets", &n))?;
-                let mut back = old.as_ref().clone();
-                back.metadata.resource_version = now.metadata.resource_version;
-                self.secrets()
-                    .replace(&n, &PostParams::default(), &back)
-                    .await
-                    .map_err(self.err("update", "secrets", &n))?;
-            }
-            Undo::Scale(n, r) => self.scale(n, *r).await?,
-            Undo::Select { back_to: None, .. } => {
-                // The first live version: nothing was live before, so the Service goes.
-                let n = self.names.service(PymEnv::Live);
-                self.services()
-                    .delete(&n, &DeleteParams::default())
-                    .await
-                    .map_err(self.err("delete", "services", &n))?;
-            }
-            Undo::Select {
-                back_to: Some(to),
-                from,
-            } => {
-                let svc = self
-                    .services()
-                    .get(&self.names.app)
-                    .await
-                    .map_err(self.err("get", "services", &self.names.app))?;
-                let seen = svc_of(&svc);
-                let history: Vec<String> =
-                    seen.history().into_iter().filter(|v| v != from).collect();
-                let mut back = seen.rolled_back();
-                back.retain(|v| v != from);
-                back.push(from.clone());
-                self.select(c, Some(from), to, &history, &back, progress)
-                    .await?;
-            }
+/// The gke target's actor: carries out its `Act`s on one environment's cluster for
+/// `plan::execute`, which says each line, keeps the undos and unwinds them.
+struct Cluster {
+    kube: Kube,
+    config: Config,
+    /// Live serves the new version: retiring old ones after it only warns.
+    verified: bool,
+}
+
+impl Cluster {
+    fn new(kube: Kube, config: Config) -> Cluster {
+        Cluster {
+            kube,
+            config,
+            verified: false,
         }
-        Ok(format!("took back: {}", u.describe()))
     }
 }
 
-/// What an act changed, to take back when a later one fails.
-enum Undo {
-    /// The namespace this run made (with what it made in it).
-    DeleteNamespace,
-    DeleteDeployment(String),
-    RestoreDeployment(Box<Deployment>),
-    DeleteSecret(String),
-    RestoreSecret(Box<Secret>),
-    Scale(String, i32),
-    Select {
-        back_to: Option<String>,
-        from: String,
-    },
-}
+impl Actor for Cluster {
+    type Act = Act;
 
-impl Undo {
-    fn describe(&self) -> String {
-        match self {
-            Undo::DeleteNamespace => "delete the new namespace".to_string(),
-            Undo::DeleteDeployment(n) => format!("delete the new deployment {n}"),
-            Undo::RestoreDeployment(d) => format!(
-                "put deployment {} back as it was",
-                d.metadata.name.as_deref().unwrap_or_default()
-            ),
-            Undo::DeleteSecret(n) => format!("delete the new secret {n}"),
-            Undo::RestoreSecret(s) => format!(
-                "put secret {} back as it was",
-                s.metadata.name.as_deref().unwrap_or_default()
-            ),
-            Undo::Scale(n, r) => format!("scale {n} back to {r}"),
-            Undo::Select {
-                back_to: Some(v), ..
-            } => format!("switch the live service back to {v}"),
-            Undo::Select { back_to: None, .. } => "delete the new live service".to_string(),
+    fn describe(&self, act: &Act) -> String {
+        act.describe(&self.kube.names)
+    }
+
+    /// Live checked to serve the version after the selector moved: the switch is kept.
+    fn commits(&self, act: &Act) -> bool {
+        matches!(act, Act::Verify { .. })
+    }
+
+    fn waits(&self, act: &Act) -> bool {
+        matches!(
+            act,
+            Act::Rollout { .. } | Act::CheckPods { .. } | Act::Verify { .. }
+        )
+    }
+
+    fn run(&mut self, ctx: &Ctx, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
+        let done = ctx.wait(self.kube.run_act(&self.config, act, progress));
+        match done {
+            Ok(undo) => {
+                self.verified |= matches!(act, Act::Verify { .. });
+                Ok(undo)
+            }
+            // Retiring what was live before: `cleanup` finishes it later.
+            Err(e) if self.verified => {
+                progress.line(&format!(
+                    "warning: {e:#} (`cargo xtask cleanup` tries again)"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -1858,7 +2046,7 @@ impl super::Target for GkeTarget {
                 hold: None,
             });
         }
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             match k.reach(&c, env).await? {
                 Reach::Direct { host, port } => Ok(Address {
@@ -1887,17 +2075,11 @@ impl super::Target for GkeTarget {
         &self,
         ctx: &Ctx,
         change: super::Change,
-        _staged: Option<&super::Staged>,
+        staged: Option<&Staged>,
     ) -> Result<Vec<String>> {
-        let env = if change == super::Change::Stage {
-            PymEnv::Staging
-        } else {
-            PymEnv::Live
-        };
-        let c = ctx.config_for(env)?;
-        let version = ctx.version()?.to_string();
-        let k = ctx.block_on(connect(&c))?;
-        let mut seen = ctx.block_on(k.observe_with_staging(ctx))?;
+        let c = ctx.config_for(change.env())?;
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
         let names = &k.names;
         let secrets = !c.env_secrets.is_empty();
         let acts = match change {
@@ -1909,111 +2091,108 @@ impl super::Target for GkeTarget {
                 decide_stage(
                     &seen,
                     names,
-                    &version,
+                    &ctx.version()?.to_string(),
                     &image,
                     c.k8s_replicas as i32,
                     secrets,
                 )?
             }
             super::Change::Promote => {
-                // In a deploy's dry run stage has not run yet: assume it staged this version.
-                if seen
-                    .dep(&names.staging())
-                    .is_none_or(|d| d.version != version)
-                {
-                    let staged = Dep {
-                        name: names.staging(),
-                        env: "staging".into(),
-                        version: version.clone(),
-                        image: "<the staged image>".into(),
-                        replicas: 1,
-                        ready: 1,
-                        ..Dep::default()
-                    };
-                    seen.deployments.retain(|d| d.name != staged.name);
-                    seen.deployments.push(staged);
-                }
+                // In a deploy's dry run stage has not run yet: the image it will push.
+                let staged = staged.map(|s| match s.image.contains('@') {
+                    true => s.clone(),
+                    false => Staged {
+                        image: format!("{}@{}", c.image_repo(), s.digest),
+                        ..s.clone()
+                    },
+                });
                 decide_promote(
                     &seen,
                     names,
-                    &version,
+                    staged.as_ref(),
                     c.k8s_replicas as i32,
                     secrets,
                     c.keep_previous as usize,
                 )?
             }
-            super::Change::Rollback => decide_rollback(&seen, names, c.k8s_replicas as i32)?.2,
+            super::Change::Rollback => {
+                decide_rollback(
+                    &seen,
+                    names,
+                    c.k8s_replicas as i32,
+                    ctx.opts.rollback_to.as_deref(),
+                )?
+                .2
+            }
         };
-        Ok(acts.iter().map(|a| a.describe(names)).collect())
+        Ok(plan::describe(&Cluster::new(k, c), &acts))
+    }
+
+    fn ledger(&self) -> Option<&dyn Ledger> {
+        Some(self)
     }
 
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Staging)?;
         let version = ctx.version()?.to_string();
         let image = pushed(ctx)?;
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe().await?;
-            let acts = decide_stage(
-                &seen,
-                &k.names,
-                &version,
-                &image,
-                c.k8s_replicas as i32,
-                !c.env_secrets.is_empty(),
-            )?;
-            k.act(ctx, &c, &acts, progress).await?;
-            Ok(format!("{version} on {}/{}", k.names.ns, k.names.staging()))
-        })
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let acts = decide_stage(
+            &seen,
+            &k.names,
+            &version,
+            &image,
+            c.k8s_replicas as i32,
+            !c.env_secrets.is_empty(),
+        )?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        Ok(format!("{version} on {}/{}", names.ns, names.staging()))
     }
 
+    /// Makes live what staging runs (`staged`, read through the `Ledger` and checked to
+    /// have passed staging acceptance by `steps::deploy`), never HEAD's version.
     fn promote(
         &self,
         ctx: &Ctx,
-        _staged: Option<&super::Staged>,
+        staged: Option<&Staged>,
         progress: &StepProgress<'_>,
     ) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
-        let version = ctx.version()?.to_string();
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe_with_staging(ctx).await?;
-            let acts = decide_promote(
-                &seen,
-                &k.names,
-                &version,
-                c.k8s_replicas as i32,
-                !c.env_secrets.is_empty(),
-                c.keep_previous as usize,
-            )?;
-            k.act(ctx, &c, &acts, progress).await?;
-            Ok(format!("{version} live on {}/{}", k.names.ns, k.names.app))
-        })
+        let version = staged.map(|s| s.version.clone()).unwrap_or_default();
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let acts = decide_promote(
+            &seen,
+            &k.names,
+            staged,
+            c.k8s_replicas as i32,
+            !c.env_secrets.is_empty(),
+            c.keep_previous as usize,
+        )?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        Ok(format!("{version} live on {}/{}", names.ns, names.app))
     }
 
-    fn rollback(
-        &self,
-        ctx: &Ctx,
-        _to: Option<&str>,
-        progress: &StepProgress<'_>,
-    ) -> Result<String> {
+    fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
-            let k = connect(&c).await?;
-            let seen = k.observe().await?;
-            let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32)?;
-            k.act(ctx, &c, &acts, progress).await?;
-            ctx.set_rolled_back_to(target.clone());
-            Ok(format!(
-                "{target} live again on {}/{} (was {current})",
-                k.names.ns, k.names.app
-            ))
-        })
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32, to)?;
+        let names = k.names.clone();
+        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        ctx.set_rolled_back_to(target.clone());
+        Ok(format!(
+            "{target} live again on {}/{} (was {current})",
+            names.ns, names.app
+        ))
     }
 
     fn status(&self, ctx: &Ctx) -> Result<Table> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             let seen = k.observe_with_staging(ctx).await?;
             let names = &k.names;
@@ -2038,16 +2217,26 @@ impl super::Target for GkeTarget {
                 _ if d.replicas > 0 => ("previous", 2),
                 _ => ("previous", 3),
             };
-            deps.sort_by_key(|d| role(d).1);
+            // The previous versions in the order a rollback walks them, by the record.
+            let available = seen.available();
+            let order = history::previous(&seen.history, seen.selects(), &available);
+            let rank = |d: &Dep| order.iter().position(|v| *v == d.version);
+            deps.sort_by_key(|d| (role(d).1, rank(d)));
             for d in deps {
                 let selected = match role(d).0 {
                     "live" => format!("service/{}", names.app),
                     "staging" if seen.staging.is_some() => format!("service/{}", names.staging()),
                     _ => String::new(),
                 };
-                let since = d
-                    .live_since
-                    .clone()
+                // Live since the record says it went live (converted entries have no time),
+                // else since the Deployment says, else since it was made.
+                let recorded = seen
+                    .history
+                    .live_since(&d.version)
+                    .filter(|at| *at > 0)
+                    .map(|at| crate::version::fmt_utc(at).replacen(' ', "T", 1));
+                let since = recorded
+                    .or_else(|| d.live_since.clone())
                     .filter(|_| d.env == "live")
                     .unwrap_or_else(|| d.created.clone());
                 table.rows.push(vec![
@@ -2066,7 +2255,7 @@ impl super::Target for GkeTarget {
 
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let c = ctx.config_for(PymEnv::Live)?;
-        ctx.block_on(async {
+        ctx.wait(async {
             let k = connect(&c).await?;
             let seen = k.observe().await?;
             let mut lines = Vec::new();
@@ -2090,6 +2279,27 @@ impl super::Target for GkeTarget {
             }
             Ok(lines)
         })
+    }
+}
+
+/// The deploy record is the ConfigMap `<app>-deploy-record` in the live namespace (read
+/// with the live config's connection); what staging runs is the staging Deployment where
+/// the staging overlay's context and namespace put it.
+impl Ledger for GkeTarget {
+    fn staged(&self, ctx: &Ctx) -> Result<Option<Staged>> {
+        let sc = ctx.config_for(PymEnv::Staging)?;
+        ctx.wait(async { connect(&sc).await?.staged().await })
+    }
+
+    fn history(&self, ctx: &Ctx) -> Result<History> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        ctx.wait(async { connect(&c).await?.history().await })
+    }
+
+    fn record(&self, ctx: &Ctx, event: Event, version: &str, digest: Option<&str>) -> Result<()> {
+        let c = ctx.config_for(PymEnv::Live)?;
+        let entries = [(event, version.to_string(), digest.map(str::to_string))];
+        ctx.wait(async { connect(&c).await?.record(&entries).await })
     }
 }
 
@@ -2117,16 +2327,43 @@ mod tests {
         }
     }
 
-    fn live_svc(selects: &str, history: &str, rolled_back: &str) -> Svc {
+    fn live_svc(selects: &str) -> Svc {
         let mut s = Svc {
             name: "hello".into(),
             port: 80,
             ..Svc::default()
         };
         s.selector.insert(VERSION.into(), selects.into());
-        s.annotations.insert(LIVE_HISTORY.into(), history.into());
-        s.annotations.insert(ROLLED_BACK.into(), rolled_back.into());
         s
+    }
+
+    fn history(events: &[(Event, &str)]) -> History {
+        let mut h = History::default();
+        for (i, (e, v)) in events.iter().enumerate() {
+            h.push(*e, v, None, i as i64);
+        }
+        h
+    }
+
+    fn staged(version: &str) -> Staged {
+        Staged {
+            version: version.into(),
+            image: format!("r/hello@sha256:{version}"),
+            digest: format!("sha256:{version}"),
+        }
+    }
+
+    fn live(selects: &str, deps: &[(&str, i32)], h: History) -> Seen {
+        Seen {
+            namespace: true,
+            deployments: deps
+                .iter()
+                .map(|(v, r)| dep(&format!("hello-{v}"), "live", v, *r))
+                .collect(),
+            live: Some(live_svc(selects)),
+            staging: None,
+            history: h,
+        }
     }
 
     #[test]
@@ -2199,18 +2436,15 @@ mod tests {
 
     #[test]
     fn promote_rolls_out_checks_switches_verifies_then_retires() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-staging", "staging", "v3", 1),
-                dep("hello-v2", "live", "v2", 2),
-                dep("hello-v1", "live", "v1", 0),
-                dep("hello-v0", "live", "v0", 0),
-            ],
-            live: Some(live_svc("v2", "v0,v1,v2", "")),
-            staging: None,
-        };
-        let acts = decide_promote(&seen, &names(), "v3", 2, false, 1).unwrap();
+        use Event::*;
+        let mut seen = live(
+            "v2",
+            &[("v2", 2), ("v1", 0), ("v0", 0)],
+            history(&[(Live, "v0"), (Live, "v1"), (Live, "v2")]),
+        );
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
+        let acts = decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 1).unwrap();
         let kinds: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
         let select = acts
             .iter()
@@ -2229,8 +2463,13 @@ mod tests {
                 }
             })
             .unwrap();
-        assert!(
-            matches!(&acts[select], Act::Select { from: Some(f), to, history, .. } if f == "v2" && to == "v3" && history.join(",") == "v0,v1,v2,v3"),
+        assert_eq!(
+            acts[select],
+            Act::Select {
+                from: Some("v2".into()),
+                to: "v3".into(),
+                record: vec![(Live, "v3".into())]
+            },
             "{kinds:?}"
         );
         assert!(
@@ -2256,38 +2495,148 @@ mod tests {
     }
 
     #[test]
-    fn promote_refuses_what_is_not_staged_and_is_a_check_when_already_live() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-staging", "staging", "v3", 1),
-                dep("hello-v3", "live", "v3", 2),
-            ],
-            live: Some(live_svc("v3", "v3", "")),
-            staging: None,
-        };
-        assert!(decide_promote(&seen, &names(), "v4", 2, false, 2).is_err());
+    fn the_first_promote_makes_the_namespace_and_points_the_service_at_what_staging_runs() {
+        let acts =
+            decide_promote(&Seen::default(), &names(), Some(&staged("v1")), 2, true, 1).unwrap();
         assert_eq!(
-            decide_promote(&seen, &names(), "v3", 2, false, 2).unwrap(),
+            acts,
+            vec![
+                Act::Namespace,
+                Act::Secret {
+                    name: "hello-v1".into(),
+                    env: PymEnv::Live
+                },
+                Act::Deploy {
+                    name: "hello-v1".into(),
+                    version: "v1".into(),
+                    image: "r/hello@sha256:v1".into(),
+                    env: PymEnv::Live,
+                    replicas: 2
+                },
+                Act::Rollout {
+                    name: "hello-v1".into()
+                },
+                Act::CheckPods {
+                    name: "hello-v1".into(),
+                    version: "v1".into(),
+                    env: PymEnv::Live
+                },
+                Act::Select {
+                    from: None,
+                    to: "v1".into(),
+                    record: vec![(Event::Live, "v1".into())]
+                },
+                Act::Verify {
+                    version: "v1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn promote_makes_live_what_staging_runs_and_is_refused_without_it() {
+        use Event::*;
+        // Staging runs v2 (HEAD may be ahead): v2 and its image go live, nothing else.
+        let seen = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.iter().all(|a| match a {
+                Act::Deploy { version, image, .. } =>
+                    version == "v2" && image == "r/hello@sha256:v2",
+                Act::Select { to, .. } | Act::Verify { version: to } => to == "v2",
+                _ => true,
+            }),
+            "{acts:?}"
+        );
+        // Nothing staged, or an image with no digest: refused.
+        let e = decide_promote(&seen, &names(), None, 2, false, 1).unwrap_err();
+        assert!(format!("{e}").contains("nothing runs on staging"), "{e}");
+        let tagged = Staged {
+            image: "r/hello:v2".into(),
+            ..staged("v2")
+        };
+        assert!(decide_promote(&seen, &names(), Some(&tagged), 2, false, 1).is_err());
+    }
+
+    #[test]
+    fn promote_of_what_is_live_is_a_check_and_a_rebuilt_image_goes_live_again() {
+        use Event::*;
+        let mut seen = live("v3", &[("v3", 2)], history(&[(Live, "v3")]));
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
+        assert_eq!(
+            decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 2).unwrap(),
             vec![Act::Verify {
                 version: "v3".into()
             }]
+        );
+        let rebuilt = Staged {
+            image: "r/hello@sha256:other".into(),
+            digest: "sha256:other".into(),
+            ..staged("v3")
+        };
+        let acts = decide_promote(&seen, &names(), Some(&rebuilt), 2, false, 2).unwrap();
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Act::Deploy { image, .. } if image == "r/hello@sha256:other")),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_rolled_back_from_can_be_promoted_again() {
+        use Event::*;
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2)],
+            history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
+        );
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.contains(&Act::Select {
+                from: Some("v1".into()),
+                to: "v2".into(),
+                record: vec![(Live, "v2".into())]
+            }),
+            "{acts:?}"
+        );
+        assert_eq!(
+            acts.last(),
+            Some(&Act::Scale {
+                name: "hello-v1".into(),
+                replicas: 0
+            }),
+            "v1 is what a rollback would go to: kept"
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Act::Delete { .. })));
+    }
+
+    #[test]
+    fn a_live_version_the_record_does_not_know_is_recorded_before_the_new_one() {
+        let seen = live("v1", &[("v1", 2)], History::default());
+        let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+        assert!(
+            acts.iter().any(|a| matches!(a, Act::Select { record, .. }
+                if *record == vec![(Event::Live, "v1".to_string()), (Event::Live, "v2".to_string())])),
+            "{acts:?}"
         );
     }
 
     #[test]
     fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-v3", "live", "v3", 2),
-                dep("hello-v2", "live", "v2", 0),
-                dep("hello-v1", "live", "v1", 0),
-            ],
-            live: Some(live_svc("v3", "v1,v2,v3", "v2")),
-            staging: None,
-        };
-        let (current, target, acts) = decide_rollback(&seen, &names(), 2).unwrap();
+        use Event::*;
+        let seen = live(
+            "v3",
+            &[("v3", 2), ("v2", 0), ("v1", 0)],
+            history(&[
+                (Live, "v1"),
+                (Live, "v2"),
+                (RolledBack, "v2"),
+                (Live, "v1"),
+                (Live, "v3"),
+            ]),
+        );
+        let (current, target, acts) = decide_rollback(&seen, &names(), 2, None).unwrap();
         assert_eq!((current.as_str(), target.as_str()), ("v3", "v1"));
         assert_eq!(
             acts[0],
@@ -2296,8 +2645,13 @@ mod tests {
                 replicas: 2
             }
         );
-        assert!(
-            matches!(&acts[3], Act::Select { from: Some(f), to, rolled_back, history } if f == "v3" && to == "v1" && rolled_back.join(",") == "v2,v3" && history.join(",") == "v2,v3,v1")
+        assert_eq!(
+            acts[3],
+            Act::Select {
+                from: Some("v3".into()),
+                to: "v1".into(),
+                record: vec![(RolledBack, "v3".into()), (Live, "v1".into())]
+            }
         );
         assert_eq!(
             acts.last(),
@@ -2306,26 +2660,79 @@ mod tests {
                 replicas: 0
             })
         );
-        let none = Seen {
-            live: Some(live_svc("v1", "v1", "")),
-            ..seen
-        };
-        assert!(decide_rollback(&none, &names(), 2).is_err());
+        // Nothing before: refused.
+        let none = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
+        assert!(decide_rollback(&none, &names(), 2, None).is_err());
+        assert!(decide_rollback(&Seen::default(), &names(), 2, None).is_err());
+    }
+
+    #[test]
+    fn rollback_without_a_record_goes_to_the_newest_previous_or_by_the_old_annotations() {
+        let seen = live("v3", &[("v3", 2), ("v2", 0), ("v1", 0)], History::default());
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v2");
+        // An older pymdeploy's annotations on the live Service, converted.
+        let mut svc = live_svc("v3");
+        svc.annotations
+            .insert(LIVE_HISTORY.into(), "v1,v2,v3".into());
+        svc.annotations.insert(ROLLED_BACK.into(), "v2".into());
+        let h = svc.legacy_history();
+        assert_eq!(h.live_order(), ["v3", "v2", "v1"]);
+        assert!(h.rolled_back_from("v2") && !h.rolled_back_from("v1"));
+        let seen = Seen { history: h, ..seen };
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+    }
+
+    #[test]
+    fn rollback_twice_never_returns_to_the_version_it_left_unless_named() {
+        use Event::*;
+        // v1 → v2, rolled back to v1: a second rollback does not go to v2.
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2)],
+            history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
+        );
+        let e = decide_rollback(&seen, &names(), 2, None).unwrap_err();
+        assert!(
+            format!("{e}").contains("rolled back from: v2")
+                && crate::error::hint_of(&e).unwrap().contains("--to"),
+            "{e}"
+        );
+        // --to names it: it goes.
+        let (current, target, acts) = decide_rollback(&seen, &names(), 2, Some("v2")).unwrap();
+        assert_eq!((current.as_str(), target.as_str()), ("v1", "v2"));
+        assert!(acts.contains(&Act::Select {
+            from: Some("v1".into()),
+            to: "v2".into(),
+            record: vec![(RolledBack, "v1".into()), (Live, "v2".into())]
+        }));
+        // A second rollback goes further back: v3 → v2 → (rollback) v1 → (rollback) v0.
+        let seen = live(
+            "v1",
+            &[("v2", 0), ("v1", 2), ("v0", 0)],
+            history(&[
+                (Live, "v0"),
+                (Live, "v1"),
+                (Live, "v2"),
+                (RolledBack, "v2"),
+                (Live, "v1"),
+            ]),
+        );
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v0");
+        // --to a version not kept, or the live one: refused.
+        assert!(decide_rollback(&seen, &names(), 2, Some("v9")).is_err());
+        assert!(decide_rollback(&seen, &names(), 2, Some("v1")).is_err());
     }
 
     #[test]
     fn cleanup_keeps_the_most_recently_live() {
-        let seen = Seen {
-            namespace: true,
-            deployments: vec![
-                dep("hello-v3", "live", "v3", 2),
-                dep("hello-v2", "live", "v2", 0),
-                dep("hello-v1", "live", "v1", 0),
-                dep("hello-staging", "staging", "v3", 1),
-            ],
-            live: Some(live_svc("v3", "v1,v2,v3", "")),
-            staging: None,
-        };
+        use Event::*;
+        let mut seen = live(
+            "v3",
+            &[("v3", 2), ("v2", 0), ("v1", 0)],
+            history(&[(Live, "v1"), (Live, "v2"), (Live, "v3")]),
+        );
+        seen.deployments
+            .push(dep("hello-staging", "staging", "v3", 1));
         let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1)
             .into_iter()
             .map(|(d, f)| (d.name, matches!(f, Fate::Go { .. })))
@@ -2337,6 +2744,56 @@ mod tests {
                 ("hello-v1".to_string(), true)
             ]
         );
+    }
+
+    #[test]
+    fn cleanup_after_a_rollback_keeps_what_the_next_rollback_needs() {
+        use Event::*;
+        // v1 → v2 → v3, rolled back to v2: the next rollback goes to v1, so keep_previous 1
+        // keeps v1 and deletes v3 (live more recently, but rolled back from).
+        let seen = live(
+            "v2",
+            &[("v3", 0), ("v2", 2), ("v1", 0)],
+            history(&[
+                (Live, "v1"),
+                (Live, "v2"),
+                (Live, "v3"),
+                (RolledBack, "v3"),
+                (Live, "v2"),
+            ]),
+        );
+        let fates: Vec<(String, bool)> = decide_cleanup(&seen, &names(), 1)
+            .into_iter()
+            .map(|(d, f)| (d.name, matches!(f, Fate::Go { .. })))
+            .collect();
+        assert_eq!(
+            fates,
+            [
+                ("hello-v1".to_string(), false),
+                ("hello-v3".to_string(), true)
+            ]
+        );
+        assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+        // A promote after it retires the same way: v2 (just live before) is kept.
+        let acts = decide_promote(&seen, &names(), Some(&staged("v4")), 2, false, 1).unwrap();
+        assert!(
+            acts.contains(&Act::Delete {
+                name: "hello-v3".into()
+            }) && acts.contains(&Act::Delete {
+                name: "hello-v1".into()
+            }) && !acts.contains(&Act::Delete {
+                name: "hello-v2".into()
+            }),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn staging_runs_a_version_once_it_rolled_out_with_every_replica_ready() {
+        let d = |ready: i64, observed: i64| json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {"observedGeneration": observed, "replicas": 2, "updatedReplicas": 2, "availableReplicas": ready, "readyReplicas": ready}});
+        assert!(rolled_out(&d(2, 2)));
+        assert!(!rolled_out(&d(1, 2)), "a replica not ready");
+        assert!(!rolled_out(&d(2, 1)), "the spec not observed yet");
     }
 
     #[test]

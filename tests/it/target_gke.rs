@@ -587,7 +587,10 @@ fn gke_failures_leave_live_alone_and_say_why() {
         .assert_stderr_has("probe failed")
         .assert_stderr_has("last log lines of pod");
     r.assert_stderr_has(&format!(
-        "took back: put deployment {app}-staging back as it was"
+        "- undo: put deployment {app}/{app}-staging back as it was"
+    ))
+    .assert_stderr_has(&format!(
+        "put back: put deployment {app}/{app}-staging back as it was"
     ));
     let staged = t.get("deployment", &format!("{app}-staging"));
     assert_eq!(
@@ -680,5 +683,115 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
             .any(|l| l.starts_with("staging ") && l.contains(&v1)),
         "{}",
         status.stdout
+    );
+}
+
+#[test]
+fn gke_promotes_what_staging_runs_once_it_passed_acceptance_and_rollback_never_returns() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let t = Setup::new("gkep");
+    let app = t.svc.name.clone();
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    let v1 = t.version();
+    let live_addr = t.address(&app);
+    assert_serves(&live_addr, &v1, "live");
+
+    // V2 staged, its acceptance never run: promote refuses, live stays V1.
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v2");
+    let v2 = t.version();
+    t.xtask(&["deploy", "--no-test", "--to", "stage"])
+        .assert_ok();
+    t.xtask(&["promote"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "{v2} runs on staging but has not passed staging acceptance"
+        ))
+        .assert_stderr_has("cargo xtask accept-staging");
+    assert_serves(&live_addr, &v1, "live");
+    assert!(!t.exists("deployment", &t.deployment(&v2)));
+
+    // It passes; HEAD then moves ahead (V3, never staged): promote makes V2 live, what
+    // staging ran and tested, not HEAD.
+    t.svc.write("NOTES.md", "v3\n").commit("v3");
+    let v3 = t.version();
+    assert_ne!(v2, v3);
+    t.xtask(&["accept-staging"]).assert_ok();
+    let record = t.get("configmap", &format!("{app}-deploy-record"));
+    assert!(
+        record["data"]["history"].as_str().is_some_and(
+            |h| h.contains(&format!("accepted@{v2}@")) && h.contains(&format!("live@{v1}@"))
+        ),
+        "{record}"
+    );
+    t.xtask(&["promote", "--dry-run"])
+        .assert_ok()
+        .assert_stdout_has(&format!("deploy {app}/{}: {v2} (", t.deployment(&v2)));
+    t.xtask(&["promote"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2}, what staging runs (HEAD is {v3})"))
+        .assert_stderr_has(&format!("{v2} live on"));
+    assert_serves(&live_addr, &v2, "live");
+    assert!(!t.exists("deployment", &t.deployment(&v3)));
+
+    // Rollback to V1; a second one would return to V2, which a rollback left: refused,
+    // naming --to, live as it was; named with --to, it goes.
+    t.xtask(&["rollback"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v1} live again"));
+    assert_serves(&live_addr, &v1, "live");
+    t.xtask(&["rollback"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "every previous version kept was rolled back from: {v2}"
+        ))
+        .assert_stderr_has("rollback --to VERSION");
+    assert_serves(&live_addr, &v1, "live");
+    t.xtask(&["rollback", "--to", &v2])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2} live again on {app}/{app} (was {v1})"));
+    assert_serves(&live_addr, &v2, "live");
+    let status = t.xtask(&["status"]);
+    assert!(
+        status
+            .assert_ok()
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("live ") && l.contains(&t.deployment(&v2))),
+        "{}",
+        status.stdout
+    );
+
+    // A cluster an older pymdeploy deployed to has only the live Service's annotations:
+    // they are read, converted (V1 rolled back from: refused), and the record starts from
+    // them.
+    t.kubectl(&["delete", "configmap", &format!("{app}-deploy-record")])
+        .assert_ok();
+    t.kubectl(&[
+        "annotate",
+        "service",
+        &app,
+        &format!("pymdeploy.dev/live-history={v1},{v2}"),
+        &format!("pymdeploy.dev/rolled-back={v1}"),
+    ])
+    .assert_ok();
+    t.xtask(&["rollback"])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "every previous version kept was rolled back from: {v1}"
+        ));
+    assert_serves(&live_addr, &v2, "live");
+    t.xtask(&["rollback", "--to", &v1]).assert_ok();
+    assert_serves(&live_addr, &v1, "live");
+    let record = t.get("configmap", &format!("{app}-deploy-record"));
+    let history = record["data"]["history"].as_str().unwrap_or_default();
+    assert!(
+        history.starts_with(&format!(
+            "live@{v1}@0 live@{v2}@0 rolled-back@{v1}@0 rolled-back@{v2}@"
+        )) && history.contains(&format!("live@{v1}@1")),
+        "{history}"
     );
 }

@@ -97,6 +97,16 @@ pub static RESOURCES: &[Res] = &[
         subs: &[],
     },
     Res {
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        group: "",
+        namespaced: true,
+        short: &["cm"],
+        categories: &[],
+        subs: &[],
+    },
+    Res {
         plural: "events",
         singular: "event",
         kind: "Event",
@@ -1215,7 +1225,7 @@ fn update(
         let status = obj["status"].clone();
         obj = cur.clone();
         obj["status"] = status;
-    } else if res.plural != "secrets" && res.plural != "events" {
+    } else if !["secrets", "configmaps", "events"].contains(&res.plural) {
         obj["status"] = cur["status"].clone();
     }
     if res.plural == "secrets" {
@@ -1980,6 +1990,29 @@ fn validate(resource: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldErr> {
     match resource {
         "deployments" | "replicasets" => validate_workload(&mut errs, obj, old),
         "pods" => validate_pod_spec(&mut errs, &obj["spec"], "spec"),
+        "configmaps" => {
+            for (k, v) in obj["data"].as_object().into_iter().flatten() {
+                if k.is_empty()
+                    || k.len() > 253
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    errs.push(FieldErr::invalid(
+                        format!("data[{k}]"),
+                        q(k),
+                        "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                    ));
+                }
+                if !v.is_string() {
+                    errs.push(FieldErr::invalid(
+                        format!("data[{k}]"),
+                        v.to_string(),
+                        "must be a string",
+                    ));
+                }
+            }
+        }
         "services" => {
             let spec = &obj["spec"];
             let t = spec["type"].as_str().unwrap_or("ClusterIP");

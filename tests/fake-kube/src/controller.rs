@@ -83,7 +83,14 @@ fn namespaces(st: &mut State) {
         .map(|n| s(&n["metadata"]["name"]))
         .collect();
     for ns in dying {
-        for res in ["deployments", "replicasets", "services", "secrets", "pods"] {
+        for res in [
+            "deployments",
+            "replicasets",
+            "services",
+            "secrets",
+            "configmaps",
+            "pods",
+        ] {
             let names: Vec<String> = st
                 .list(res, Some(&ns))
                 .into_iter()

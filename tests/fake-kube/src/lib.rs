@@ -2,7 +2,7 @@
 //! or a client library (the `kube` crate, client-go) against "a cluster".
 //!
 //! Faithful: the REST paths of core/v1 (namespaces, pods with `log`, services, secrets,
-//! events; `GET` on the `proxy` subresources of pods and services) and apps/v1
+//! configmaps, events; `GET` on the `proxy` subresources of pods and services) and apps/v1
 //! (deployments with `scale` and `status`, replicasets); discovery
 //! (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, and the aggregated v2
 //! discovery kubectl asks for first); get, list, watch (from a `resourceVersion`, with
@@ -51,7 +51,7 @@
 //!
 //! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI (`/openapi/v2` and `/openapi/v3` answer 404,
 //! so kubectl needs `--validate=false`), server-side apply, `managedFields`, other
-//! resources (configmaps, nodes, endpoints…), sidecar containers (only the first
+//! resources (nodes, endpoints…), sidecar containers (only the first
 //! container of a pod runs), init containers, volumes, resource limits, `paused`,
 //! postStart hooks, `limit`/`continue` paging (every list is one page).
 //!

@@ -179,6 +179,16 @@ fn columns(res: &Res) -> Vec<Value> {
             col("Status", "string", 0, "The status of the namespace"),
             age,
         ],
+        "configmaps" => vec![
+            name,
+            col(
+                "Data",
+                "string",
+                0,
+                "The number of entries in the data and binaryData",
+            ),
+            age,
+        ],
         "secrets" => vec![
             name,
             col("Type", "string", 0, "The type of data stored in the secret"),
@@ -443,6 +453,14 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
         "namespaces" => vec![
             name,
             Value::from(status["phase"].as_str().unwrap_or("Active")),
+            age,
+        ],
+        "configmaps" => vec![
+            name,
+            Value::from(
+                o["data"].as_object().map_or(0, |m| m.len())
+                    + o["binaryData"].as_object().map_or(0, |m| m.len()),
+            ),
             age,
         ],
         "secrets" => vec![
