@@ -1794,7 +1794,7 @@ async fn check_serves(
 }
 
 fn pushed(ctx: &Ctx) -> Result<String> {
-    let image = super::docker::reference(ctx, ctx.docker()?)?;
+    let image = super::image_reference(ctx)?;
     if !image.contains("@sha256:") {
         bail!(
             "Cloud Run runs images by digest, and {image} has none: push it first (`cargo xtask push`)"

@@ -2008,7 +2008,7 @@ async fn check_serves(
 
 /// The image to run: what `push` pushed (by digest), as the other targets take it.
 fn pushed(ctx: &Ctx) -> Result<String> {
-    super::docker::reference(ctx, ctx.docker()?)
+    super::image_reference(ctx)
 }
 
 impl super::Target for GkeTarget {
