@@ -90,11 +90,13 @@ impl DockerTarget {
     }
 
     /// Stage's, promote's or rollback's actor and actions, decided from the engine now:
-    /// what a run carries out and what its dry run prints.
+    /// what a run carries out and what its dry run prints (`staged` for promote, `to`
+    /// for rollback).
     fn decide(
         ctx: &Ctx,
         change: Change,
         staged: Option<&Staged>,
+        to: Option<&str>,
     ) -> Result<(Engine, Vec<decide::Action>, decide::Seen)> {
         let config = ctx.config_for(change.env())?;
         match change {
@@ -122,7 +124,7 @@ impl DockerTarget {
             }
             Change::Rollback => {
                 let seen = observe(ctx, &config, None)?;
-                let plan = decide_rollback(&seen, ctx.opts.rollback_to.as_deref())?;
+                let plan = decide_rollback(&seen, to)?;
                 Ok((
                     Self::engine(ctx, PymEnv::Live, None, !seen.routes.is_empty())?,
                     plan,
@@ -194,7 +196,7 @@ impl super::Target for DockerTarget {
     }
 
     fn plan(&self, ctx: &Ctx, change: Change, staged: Option<&Staged>) -> Result<Vec<String>> {
-        let (engine, plan, _) = Self::decide(ctx, change, staged)?;
+        let (engine, plan, _) = Self::decide(ctx, change, staged, ctx.opts.rollback_to.as_deref())?;
         Ok(plan::describe(&engine, &plan))
     }
 
@@ -206,7 +208,7 @@ impl super::Target for DockerTarget {
     /// the version; one that does not is removed, its logs shown.
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
         let version = ctx.version()?.to_string();
-        let (mut engine, actions, _) = Self::decide(ctx, Change::Stage, None)?;
+        let (mut engine, actions, _) = Self::decide(ctx, Change::Stage, None, None)?;
         plan::execute(ctx, &mut engine, &actions, progress)
             .map_err(|e| e.context(format!("staging {version} failed")))?;
         let c = &engine.config;
@@ -224,7 +226,7 @@ impl super::Target for DockerTarget {
         staged: Option<&Staged>,
         progress: &StepProgress<'_>,
     ) -> Result<String> {
-        let (mut engine, actions, seen) = Self::decide(ctx, Change::Promote, staged)?;
+        let (mut engine, actions, seen) = Self::decide(ctx, Change::Promote, staged, None)?;
         let version = staged.map(|s| s.version.clone()).unwrap_or_default();
         let c = engine.config.clone();
         if let Err(e) = plan::execute(ctx, &mut engine, &actions, progress) {
@@ -289,8 +291,7 @@ impl super::Target for DockerTarget {
     fn rollback(&self, ctx: &Ctx, to: Option<&str>, progress: &StepProgress<'_>) -> Result<String> {
         // A switch earlier in this run may still be retiring the version rolled back to.
         ctx.settle();
-        let _ = to; // read from the options by `decide`, with the dry run's
-        let (mut engine, actions, seen) = Self::decide(ctx, Change::Rollback, None)?;
+        let (mut engine, actions, seen) = Self::decide(ctx, Change::Rollback, None, to)?;
         let back = actions
             .iter()
             .find_map(|a| {
