@@ -45,28 +45,87 @@ impl fmt::Display for PymEnv {
     }
 }
 
-/// The deploy targets. Only `docker` needs no cloud account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetKind {
-    Docker,
-    AwsBeanstalk,
-    GcpCloudRun,
+/// Declares the targets, one line each: the `TargetKind` variant, its name in
+/// `pym-config.yaml` and on the command line, and the file beside the target
+/// (`targets/<name>/about.rs`) that declares the keys only it reads (a `target_keys!`)
+/// and what `new` and `init` write and say for it (its `INTRODUCTION`). That file
+/// belongs to this layer: it uses nothing but what this module defines.
+macro_rules! target_kinds {
+    ($( $(#[$m:meta])* $variant:ident = $name:literal in $file:literal as $about:ident { keys: $keys:ident }, )*) => {
+        target_kinds! { @ [$] $( $(#[$m])* $variant = $name in $file as $about { keys: $keys }, )* }
+    };
+    (@ [$d:tt] $( $(#[$m:meta])* $variant:ident = $name:literal in $file:literal as $about:ident { keys: $keys:ident }, )*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+        pub enum TargetKind {
+            $( $(#[$m])* #[serde(rename = $name)] #[value(name = $name)] $variant, )*
+        }
+
+        impl TargetKind {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( TargetKind::$variant => $name, )*
+                }
+            }
+
+            /// What `new` and `init` write and say for the target.
+            pub fn introduction(self) -> &'static Introduction {
+                match self {
+                    $( TargetKind::$variant => &$about::INTRODUCTION, )*
+                }
+            }
+        }
+
+        $(
+            #[macro_use]
+            #[path = $file]
+            mod $about;
+        )*
+
+        /// `config!` with every target's own keys added to the optional ones.
+        macro_rules! config_with_target_keys {
+            ($d($d body:tt)*) => {
+                config! { targets [$($keys),*] $d($d body)* }
+            };
+        }
+    };
+}
+
+/// What a new service on a target starts with, and what it is told to do next.
+pub struct Introduction {
+    /// Lines of pym-config.yaml a new service on the target is most likely to set,
+    /// commented out (`{{name}}` stands for the service's name).
+    pub config: &'static str,
+    /// The generated README's part about the target.
+    pub readme: &'static str,
+    /// What `new` says to do next, after `cd <dir>`.
+    pub next: &'static str,
+    /// What `init` asks to decide in pym-config.yaml.
+    pub decide: &'static [&'static str],
+}
+
+/// Declares, in a target's `about.rs`, the keys only that target reads: a macro named
+/// `<target>_keys` that adds them to the list `config!` is making and passes it on.
+macro_rules! target_keys {
+    ($name:ident { $($keys:tt)* }) => {
+        target_keys! { @ [$] $name { $($keys)* } }
+    };
+    (@ [$d:tt] $name:ident { $($keys:tt)* }) => {
+        macro_rules! $name {
+            ([$d($d rest:ident),*] required { $d($d r:tt)* } optional { $d($d o:tt)* }) => {
+                config! { targets [$d($d rest),*] required { $d($d r)* } optional { $d($d o)* $($keys)* } }
+            };
+        }
+    };
+}
+
+target_kinds! {
+    Docker = "docker" in "targets/docker/about.rs" as docker_about { keys: docker_keys },
+    AwsBeanstalk = "aws-beanstalk" in "targets/beanstalk/about.rs" as beanstalk_about { keys: beanstalk_keys },
+    GcpCloudRun = "gcp-cloud-run" in "targets/cloudrun/about.rs" as cloudrun_about { keys: cloudrun_keys },
     /// Any Kubernetes cluster a kubeconfig reaches (GKE's included).
     #[serde(alias = "kubernetes")]
     #[value(alias = "kubernetes")]
-    Gke,
-}
-
-impl TargetKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Docker => "docker",
-            TargetKind::AwsBeanstalk => "aws-beanstalk",
-            TargetKind::GcpCloudRun => "gcp-cloud-run",
-            TargetKind::Gke => "gke",
-        }
-    }
+    Gke = "gke" in "targets/gke/about.rs" as gke_about { keys: gke_keys },
 }
 
 impl fmt::Display for TargetKind {
@@ -75,13 +134,10 @@ impl fmt::Display for TargetKind {
     }
 }
 
-/// What a key applies to: the deploy targets it is read by, or the kind of service.
+/// What a key applies to: one deploy target, or the kind of service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
-    Docker,
-    AwsBeanstalk,
-    GcpCloudRun,
-    Gke,
+    Target(TargetKind),
     /// A Rust service: a Cargo.toml in the service root.
     Rust,
 }
@@ -89,13 +145,20 @@ pub enum Scope {
 impl Scope {
     fn target(self) -> Option<TargetKind> {
         match self {
-            Scope::Docker => Some(TargetKind::Docker),
-            Scope::AwsBeanstalk => Some(TargetKind::AwsBeanstalk),
-            Scope::GcpCloudRun => Some(TargetKind::GcpCloudRun),
-            Scope::Gke => Some(TargetKind::Gke),
+            Scope::Target(t) => Some(t),
             Scope::Rust => None,
         }
     }
+}
+
+/// A key's scope as declared (`=> Rust`, or a `TargetKind` variant).
+macro_rules! scope {
+    (Rust) => {
+        Scope::Rust
+    };
+    ($target:ident) => {
+        Scope::Target(TargetKind::$target)
+    };
 }
 
 /// One key of `pym-config.yaml`: its name, description, scope and JSON Schema.
@@ -117,7 +180,16 @@ impl Key {
 /// Declares the config once: the typed `Config`, the all-optional `Raw` each file is
 /// parsed into, and the key list used for suggestions, scope checks and the schema.
 macro_rules! config {
+    // Each target's own keys (`targets/<name>/about.rs`, through `target_keys!`) join
+    // the optional ones, one target after the other; then the whole list is declared.
     (
+        targets [$next:ident $(, $rest:ident)*]
+        $($body:tt)*
+    ) => {
+        $next! { [$($rest),*] $($body)* }
+    };
+    (
+        targets []
         required { $( $(#[doc = $rdoc:literal])* $r:ident : $rt:ty, )* }
         optional { $( $(#[doc = $odoc:literal])* $o:ident : $ot:ty = $od:expr $(=> $($scope:ident)|+)?, )* }
     ) => {
@@ -138,7 +210,7 @@ macro_rules! config {
         /// Every key `pym-config.yaml` accepts.
         pub const KEYS: &[Key] = &[
             $( Key { name: stringify!($r), about: concat!($($rdoc),*), scopes: &[], schema: <$rt as Schema>::schema }, )*
-            $( Key { name: stringify!($o), about: concat!($($odoc),*), scopes: &[$($(Scope::$scope),+)?], schema: <$ot as Schema>::schema }, )*
+            $( Key { name: stringify!($o), about: concat!($($odoc),*), scopes: &[$($(scope!($scope)),+)?], schema: <$ot as Schema>::schema }, )*
         ];
 
         impl Raw {
@@ -169,7 +241,7 @@ macro_rules! config {
     };
 }
 
-config! {
+config_with_target_keys! {
     required {
         /// the service's name: the image name and the container and environment prefix
         name: String,
@@ -199,18 +271,8 @@ config! {
         verify_version: bool = true,
         /// seconds to wait for the service to become healthy
         health_timeout: u64 = 60,
-        /// docker target: the address the live and staging ports are published on
-        publish_ip: String = "127.0.0.1".to_string() => Docker,
-        /// docker target: the host port of the live address (the proxy the tool manages)
-        live_port: u16 = 8080 => Docker,
-        /// docker target: the host port of the staging address
-        staging_port: u16 = 8081 => Docker,
-        /// docker target: the live proxy's image; unset, it is made on the engine from the running pymdeploy (a Linux host of the engine's CPU architecture); elsewhere, make one with `pymdeploy proxy-image --push REPO` on such a machine
-        proxy_image: Option<String> = None => Docker,
         /// how many previous live versions are kept for rollback
         keep_previous: u32 = 2,
-        /// seconds open connections get to finish on the old version after a switch
-        drain_seconds: u64 = 2 => Docker,
         /// roll back automatically when the live acceptance tests fail
         rollback_on_failure: bool = true,
         /// the unit-test command (default: `cargo test` in a Rust service, else `python -m pytest test`)
@@ -227,80 +289,6 @@ config! {
         rust_binary: Option<String> = None => Rust,
         /// the cargo target triple for `rust_binary` (a Linux target when building on macOS)
         rust_target: Option<String> = None => Rust,
-        /// AWS profile used by the aws-beanstalk target
-        aws_user: Option<String> = None => AwsBeanstalk,
-        /// AWS region
-        aws_region: Option<String> = None => AwsBeanstalk,
-        /// EC2 key pair for Beanstalk instances
-        aws_keypair: Option<String> = None => AwsBeanstalk,
-        /// EC2 instance type for Beanstalk instances
-        aws_instance_type: Option<String> = None => AwsBeanstalk,
-        /// ACM certificate ARN for HTTPS on Beanstalk
-        aws_cert_arn: Option<String> = None => AwsBeanstalk,
-        /// minimum number of Beanstalk instances
-        aws_hosts_min: Option<u32> = None => AwsBeanstalk,
-        /// maximum number of Beanstalk instances
-        aws_hosts_max: Option<u32> = None => AwsBeanstalk,
-        /// aws-beanstalk target: the S3 bucket holding the registry credentials Beanstalk pulls the image with
-        docker_bucket: Option<String> = None => AwsBeanstalk,
-        /// aws-beanstalk target: the key of the credentials (a Docker config.json) in docker_bucket
-        docker_auth_key: String = "docker.cfg".to_string() => AwsBeanstalk,
-        /// aws-beanstalk target: the Docker solution stack (default: the newest one AWS lists)
-        aws_solution_stack: Option<String> = None => AwsBeanstalk,
-        /// aws-beanstalk target: a platform ARN, instead of aws_solution_stack
-        aws_platform_arn: Option<String> = None => AwsBeanstalk,
-        /// aws-beanstalk target: the CNAME prefix of the live environment (default: <name>-live)
-        aws_live_cname: Option<String> = None => AwsBeanstalk,
-        /// aws-beanstalk target: seconds to wait for an environment to launch, update or swap
-        aws_timeout: u64 = 1200 => AwsBeanstalk,
-        /// aws-beanstalk target: the port environment CNAMEs answer HTTP on, for the checks and acceptance tests (80 on AWS; the local Beanstalk's `--lb-port`)
-        aws_cname_port: u16 = 80 => AwsBeanstalk,
-        /// Google Cloud project for the gcp-cloud-run and gke targets
-        gcp_project: Option<String> = None => GcpCloudRun | Gke,
-        /// Google Cloud region
-        gcp_region: Option<String> = None => GcpCloudRun | Gke,
-        /// gcp-cloud-run target: the Cloud Run service (default: `name`)
-        gcp_service: Option<String> = None => GcpCloudRun,
-        /// memory per instance, e.g. `512Mi` or `2Gi` (gcp-cloud-run; gke's default for its pods)
-        gcp_memory: Option<String> = None => GcpCloudRun | Gke,
-        /// gcp-cloud-run target: CPUs per instance, e.g. `1`, `2` or `500m`
-        gcp_cpu: Option<String> = None => GcpCloudRun,
-        /// gcp-cloud-run target: the most requests one instance serves at once (1 to 1000)
-        gcp_request_concurrency: Option<u32> = None => GcpCloudRun,
-        /// gcp-cloud-run target: instances kept running at least
-        gcp_min_instances: Option<u32> = None => GcpCloudRun,
-        /// gcp-cloud-run target: instances running at most
-        gcp_max_instances: Option<u32> = None => GcpCloudRun,
-        /// gcp-cloud-run target: the service account revisions run as (default: the project's compute one)
-        gcp_service_account: Option<String> = None => GcpCloudRun,
-        /// gcp-cloud-run target: let anyone invoke the service (`allUsers` as run.invoker in its IAM policy)
-        gcp_allow_unauthenticated: bool = true => GcpCloudRun,
-        /// gcp-cloud-run target: seconds a request may take (Cloud Run's request timeout, 1 to 3600)
-        gcp_request_timeout: Option<u64> = None => GcpCloudRun,
-        /// gcp-cloud-run target: seconds to wait for a revision to become ready or traffic to move
-        gcp_timeout: u64 = 600 => GcpCloudRun,
-        /// gke target: the GKE cluster; with gcp_project and gcp_region it names the kubeconfig context gcloud writes (`gke_<project>_<region>_<cluster>`)
-        gke_cluster: Option<String> = None => Gke,
-        /// gke target: the kubeconfig context (default: gke_cluster's, else the kubeconfig's current one); an overlay may name another cluster's
-        k8s_context: Option<String> = None => Gke,
-        /// gke target: the namespace (default: `name`), created when missing
-        k8s_namespace: Option<String> = None => Gke,
-        /// gke target: pods per Deployment (more than one only for a service that keeps no state in memory: a Service spreads connections over them)
-        k8s_replicas: u32 = 1 => Gke,
-        /// gke target: CPU each pod requests, e.g. `250m` or `1`
-        k8s_cpu: Option<String> = None => Gke,
-        /// gke target: memory each pod requests and is limited to, e.g. `512Mi` (default: gcp_memory)
-        k8s_memory: Option<String> = None => Gke,
-        /// gke target: the type of the staging and live Services: LoadBalancer (an external address the checks and acceptance tests reach), NodePort or ClusterIP (reached through a port-forward)
-        k8s_service_type: String = "LoadBalancer".to_string() => Gke,
-        /// gke target: the port the Services answer on
-        k8s_service_port: u16 = 80 => Gke,
-        /// gke target: seconds a pod keeps serving after it is told to stop (its preStop hook), while load balancers stop sending it requests
-        k8s_prestop_seconds: u32 = 5 => Gke,
-        /// gke target: seconds a rollout may make no progress before it fails (the Deployments' progressDeadlineSeconds)
-        k8s_timeout: u32 = 600 => Gke,
-        /// gke target: the URL the staging acceptance tests use instead of the staging Service's address
-        staging_url: Option<String> = None => Gke,
     }
 }
 
@@ -391,10 +379,8 @@ impl Configs {
             ));
         }
         // What each target cannot deploy without.
-        if matches!(
-            l.deploy_target,
-            TargetKind::AwsBeanstalk | TargetKind::GcpCloudRun | TargetKind::Gke
-        ) {
+        // Every target but docker, which can run what its own engine built.
+        if l.deploy_target != TargetKind::Docker {
             for c in [s, l] {
                 if !c.has_registry() {
                     return Err(hinted(

@@ -295,8 +295,9 @@ impl ConfigParts {
 }
 
 fn render(text: &str, opts: &Options, parts: &ConfigParts) -> String {
-    text.replace("{{target_config}}", &target_config(opts.target))
-        .replace("{{target_readme}}", target_readme(opts.target))
+    let intro = opts.target.introduction();
+    text.replace("{{target_config}}", intro.config)
+        .replace("{{target_readme}}", intro.readme)
         .replace("{{registry_config}}", REGISTRY)
         .replace("{{lang_config}}", &parts.lang)
         .replace("{{port}}", &parts.port.to_string())
@@ -329,66 +330,6 @@ pub fn render_all(opts: &Options) -> Vec<(String, String)> {
 fn schema_text() -> String {
     serde_json::to_string_pretty(&crate::config::json_schema()).expect("the schema serializes")
         + "\n"
-}
-
-/// The keys a new service on `target` is most likely to set, commented out.
-fn target_config(target: TargetKind) -> String {
-    match target {
-        TargetKind::Docker => "# docker target: live answers on publish_ip:live_port (a proxy pymdeploy keeps there),\n\
-             # staging on publish_ip:staging_port. On a server's engine (DOCKER_HOST=ssh://...),\n\
-             # publish on an address this machine reaches: 0.0.0.0 or the server's.\n\
-             # publish_ip: 127.0.0.1\n\
-             # live_port: 8080\n\
-             # staging_port: 8081\n"
-            .to_string(),
-        TargetKind::AwsBeanstalk => "# aws-beanstalk: credentials and region come from the AWS default chain unless set here.\n\
-             # It needs docker_repo above: Beanstalk pulls the image from that registry.\n\
-             # aws_user: my-profile\n\
-             # aws_region: us-east-1\n\
-             # The registry credentials Beanstalk pulls the image with (a Docker config.json in S3).\n\
-             # docker_bucket: my-bucket\n\
-             # docker_auth_key: docker.cfg\n\
-             # aws_instance_type: t3.small\n\
-             # aws_hosts_min: 1\n\
-             # aws_hosts_max: 2\n\
-             # The live environment holds this CNAME prefix (default: {{name}}-live).\n\
-             # aws_live_cname: {{name}}-live\n"
-            .to_string(),
-        TargetKind::GcpCloudRun => "# gcp-cloud-run: one Cloud Run service, a revision per version; credentials from\n\
-             # Application Default Credentials. It needs docker_repo above (Artifact Registry:\n\
-             # REGION-docker.pkg.dev/PROJECT/REPO).\n\
-             # gcp_project: my-project\n\
-             # gcp_region: us-central1\n\
-             # gcp_memory: 512Mi\n\
-             # gcp_cpu: 1\n\
-             # gcp_request_concurrency: 80\n\
-             # gcp_max_instances: 10\n"
-            .to_string(),
-        TargetKind::Gke => "# gke (any Kubernetes cluster): the kubeconfig's context, a namespace, Deployments and\n\
-             # Services. It needs docker_repo above: the cluster pulls the image from that registry.\n\
-             # For GKE, these three name the context `gcloud container clusters get-credentials` writes:\n\
-             # gke_cluster: my-cluster\n\
-             # gcp_project: my-project\n\
-             # gcp_region: us-central1\n\
-             # Or any cluster: k8s_context: my-context\n\
-             # k8s_namespace: {{name}}\n\
-             # Pods per Deployment (1 by default); more only if the service keeps no state in memory.\n\
-             # k8s_replicas: 2\n\
-             # k8s_cpu: 250m\n\
-             # k8s_memory: 512Mi\n\
-             # k8s_service_type: LoadBalancer\n"
-            .to_string(),
-    }
-}
-
-/// What the generated README says about the target.
-fn target_readme(target: TargetKind) -> &'static str {
-    match target {
-        TargetKind::Docker => include_str!("../template/common/README-docker.md"),
-        TargetKind::AwsBeanstalk => include_str!("../template/common/README-aws-beanstalk.md"),
-        TargetKind::GcpCloudRun => include_str!("../template/common/README-gcp-cloud-run.md"),
-        TargetKind::Gke => include_str!("../template/common/README-gke.md"),
-    }
 }
 
 fn check_name(name: &str, hint: &str) -> Result<()> {
@@ -557,21 +498,7 @@ pub fn new(dir: &Path, opts: &Options, out: &Printer) -> Result<()> {
     undo.keep();
     out.status("Committed", "the first commit");
     let cd = format!("cd {}", dir.display());
-    match opts.target {
-        TargetKind::AwsBeanstalk => out.status(
-            "Next",
-            &format!("{cd}, set `docker_repo` in pym-config.yaml and your AWS credentials (README.md says how, and how to try it on a local Beanstalk), then `cargo xtask deploy`"),
-        ),
-        TargetKind::GcpCloudRun => out.status(
-            "Next",
-            &format!("{cd}, set `docker_repo`, `gcp_project` and `gcp_region` in pym-config.yaml and your Google Cloud credentials (README.md says how, and how to try it on a local Cloud Run), then `cargo xtask deploy`"),
-        ),
-        TargetKind::Gke => out.status(
-            "Next",
-            &format!("{cd}, set `docker_repo` and the cluster (`gke_cluster` or `k8s_context`) in pym-config.yaml (README.md says how, and how to try it on a local apiserver), then `cargo xtask deploy`"),
-        ),
-        _ => out.status("Next", &format!("{cd} && cargo xtask deploy (the first run compiles the pipeline, once per machine)")),
-    }
+    out.status("Next", &format!("{cd}{}", opts.target.introduction().next));
     Ok(())
 }
 
@@ -867,16 +794,13 @@ pub fn init(dir: &Path, opts: &InitOptions, out: &Printer) -> Result<()> {
     out.status("Wrote", "xtask/Cargo.lock");
     undo.keep();
 
-    let mut todo = vec![
-        "docker_repo: the registry to push to (the docker target can do without one)".to_string(),
-        "publish_ip, live_port, staging_port: where live and staging answer (127.0.0.1:8080 and :8081)".to_string(),
-    ];
-    if opts.target != TargetKind::Docker {
-        todo = vec![format!(
-            "docker_repo and the {} settings in pym-config.yaml (README: the {} target)",
-            opts.target, opts.target
-        )];
-    }
+    let mut todo: Vec<String> = opts
+        .target
+        .introduction()
+        .decide
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
     todo.extend(detected.todo.iter().cloned());
     for t in &todo {
         out.status("Decide", t);

@@ -1,16 +1,9 @@
-//! Deploy targets: where `stage`, `promote` and `rollback` put the service. One module
-//! per target, each a `Target`; adding one is that module and one arm of `of`. What they
+//! Deploy targets: where `stage`, `promote` and `rollback` put the service. One folder
+//! per target, each a `Target`, listed once in `targets!` below. What they
 //! share sits beside them: `plan` (the one executor of a target's typed actions),
 //! `history` (the one deploy record and the decisions taken from it), and the checks
 //! below.
 
-#[cfg(feature = "aws-beanstalk")]
-pub mod beanstalk;
-#[cfg(feature = "gcp-cloud-run")]
-pub mod cloudrun;
-pub mod docker;
-#[cfg(feature = "gke")]
-pub mod gke;
 pub mod history;
 pub mod plan;
 
@@ -285,19 +278,36 @@ pub trait Target {
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>>;
 }
 
-/// The configured target, if this build has it.
-pub fn of(ctx: &Ctx) -> Result<&'static dyn Target> {
-    match ctx.config().deploy_target {
-        TargetKind::Docker => Ok(&docker::DockerTarget),
-        #[cfg(feature = "aws-beanstalk")]
-        TargetKind::AwsBeanstalk => Ok(&beanstalk::BeanstalkTarget),
-        #[cfg(feature = "gcp-cloud-run")]
-        TargetKind::GcpCloudRun => Ok(&cloudrun::CloudRunTarget),
-        #[cfg(feature = "gke")]
-        TargetKind::Gke => Ok(&gke::GkeTarget),
-        #[allow(unreachable_patterns)]
-        other => Err(unsupported(other)),
-    }
+/// The targets, one line each: its module, its `TargetKind` variant and the `Target`
+/// there, and the cargo feature its SDK is behind (none for docker). A target's module
+/// is compiled only with its feature; what is known of it without (its keys, what `new`
+/// writes) is its `about.rs`, which `config` reads.
+macro_rules! targets {
+    ($( $module:ident: $kind:ident => $target:ident $(if $feature:literal)?, )*) => {
+        $(
+            $(#[cfg(feature = $feature)])?
+            pub mod $module;
+        )*
+
+        /// The configured target, if this build has it.
+        pub fn of(ctx: &Ctx) -> Result<&'static dyn Target> {
+            match ctx.config().deploy_target {
+                $(
+                    $(#[cfg(feature = $feature)])?
+                    TargetKind::$kind => Ok(&$module::$target),
+                )*
+                #[allow(unreachable_patterns)]
+                other => Err(unsupported(other)),
+            }
+        }
+    };
+}
+
+targets! {
+    docker: Docker => DockerTarget,
+    beanstalk: AwsBeanstalk => BeanstalkTarget if "aws-beanstalk",
+    cloudrun: GcpCloudRun => CloudRunTarget if "gcp-cloud-run",
+    gke: Gke => GkeTarget if "gke",
 }
 
 /// `pymdeploy proxy-image`: the docker target's live proxy image, made here and pushed

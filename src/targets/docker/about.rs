@@ -1,0 +1,35 @@
+//! What pymdeploy knows of the docker target without its SDK: the keys of
+//! `pym-config.yaml` only it reads, and what `new` and `init` write and say
+//! for it. `config` includes this file (one line in its `target_kinds!`): it belongs to
+//! the config layer, beside the target it describes, and uses nothing else.
+
+use super::Introduction;
+
+target_keys! { docker_keys {
+    /// docker target: the address the live and staging ports are published on
+    publish_ip: String = "127.0.0.1".to_string() => Docker,
+    /// docker target: the host port of the live address (the proxy the tool manages)
+    live_port: u16 = 8080 => Docker,
+    /// docker target: the host port of the staging address
+    staging_port: u16 = 8081 => Docker,
+    /// docker target: the live proxy's image; unset, it is made on the engine from the running pymdeploy (a Linux host of the engine's CPU architecture); elsewhere, make one with `pymdeploy proxy-image --push REPO` on such a machine
+    proxy_image: Option<String> = None => Docker,
+    /// seconds open connections get to finish on the old version after a switch
+    drain_seconds: u64 = 2 => Docker,
+} }
+
+/// What `new` and `init` write and say for this target.
+pub const INTRODUCTION: Introduction = Introduction {
+    config: "# docker target: live answers on publish_ip:live_port (a proxy pymdeploy keeps there),\n\
+             # staging on publish_ip:staging_port. On a server's engine (DOCKER_HOST=ssh://...),\n\
+             # publish on an address this machine reaches: 0.0.0.0 or the server's.\n\
+             # publish_ip: 127.0.0.1\n\
+             # live_port: 8080\n\
+             # staging_port: 8081\n",
+    readme: include_str!("../../../template/common/README-docker.md"),
+    next: " && cargo xtask deploy (the first run compiles the pipeline, once per machine)",
+    decide: &[
+        "docker_repo: the registry to push to (the docker target can do without one)",
+        "publish_ip, live_port, staging_port: where live and staging answer (127.0.0.1:8080 and :8081)",
+    ],
+};
