@@ -74,11 +74,11 @@ impl Ctx {
         let mut configs = Configs::load(root)?;
         // Who this service is on a shared target: `service_id`, else the repository's
         // first commit (outside a repository, nothing: what needs it says so).
-        if configs.local.service_id.is_none() {
-            if let Ok(id) = ops::git::root_commit(root) {
-                for c in [&mut configs.local, &mut configs.staging, &mut configs.live] {
-                    c.service_id.get_or_insert_with(|| id.clone());
-                }
+        if configs.local.service_id.is_none()
+            && let Ok(id) = ops::git::root_commit(root)
+        {
+            for c in [&mut configs.local, &mut configs.staging, &mut configs.live] {
+                c.service_id.get_or_insert_with(|| id.clone());
             }
         }
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1073,7 +1073,8 @@ fn a_same_named_service_of_another_repository_is_refused_and_left_alone() {
     );
     let mut after = ours.containers();
     let mut before = before;
-    (after.sort(), before.sort());
+    after.sort();
+    before.sort();
     assert_eq!(
         after, before,
         "the other service touched this one's containers"

@@ -1,7 +1,8 @@
 //! This repository's own automation, built on the pymdeploy library (we use what we
 //! ship: its printer, its command runner, its steps' building blocks).
 //!
-//! - `cargo xtask ci`: set up the machine (Docker engine, base image) and run every test
+//! - `cargo xtask ci`: check formatting and lints, set up the machine (Docker engine,
+//!   base image) and run every test
 //! - `cargo xtask demo`: set up, scaffold a demo service, and deploy it on the docker target
 //! - `cargo xtask bench`: the benchmarks, as ratios against the plain tools
 
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set up the machine (Docker engine, base image) and run the whole test suite
+    /// Check formatting and lints, set up the machine (Docker engine, base image) and run
+    /// the whole test suite
     Ci,
     /// Set up the machine, scaffold a demo service, and deploy it on the docker target
     Demo {
@@ -104,11 +106,34 @@ pub fn setup(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
     Ok(())
 }
 
+/// The format and lint gate, before anything slow: `cargo fmt --check` and clippy on
+/// every crate and feature, its warnings as errors.
+fn lint(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()> {
+    stage(printer, reports, "fmt", |p| {
+        let sh = Shell::new()?;
+        pymdeploy::ops::cmd::stream(cmd!(sh, "cargo fmt --all --check"), &root(), p, false)
+            .context("the code is not formatted: run `cargo fmt --all`")?;
+        Ok("formatted".into())
+    })?;
+    stage(printer, reports, "clippy", |p| {
+        let sh = Shell::new()?;
+        let cmd = cmd!(
+            sh,
+            "cargo clippy --workspace --locked --all-features --all-targets -- -D warnings"
+        );
+        pymdeploy::ops::cmd::stream(cmd, &root(), p, false)
+            .context("clippy found something: fix what it says above")?;
+        Ok("no warnings".into())
+    })?;
+    Ok(())
+}
+
 fn ci(
     printer: &Printer,
     reports: &mut Vec<StepReport>,
     closing: &mut Option<String>,
 ) -> Result<()> {
+    lint(printer, reports)?;
     setup(printer, reports)?;
     let mut tally = Default::default();
     let result = stage(printer, reports, "test", |p| {

@@ -71,10 +71,13 @@ impl Engine {
         version: &str,
         env: PymEnv,
         bind: &'a str,
-        host_port: Option<u16>,
-        network: Option<&'a str>,
+        reach: Reach<'a>,
     ) -> Result<RunSpec<'a>> {
         let c = &self.config;
+        let (host_port, network) = match reach {
+            Reach::Port(p) => (Some(p), None),
+            Reach::Network(n) => (None, Some(n)),
+        };
         Ok(RunSpec {
             name,
             image,
@@ -90,6 +93,13 @@ impl Engine {
             state_dir: None,
         })
     }
+}
+
+/// How a container is reached: staging's on its own host port, a live version's on the
+/// service's network, behind the live proxy.
+enum Reach<'a> {
+    Port(u16),
+    Network(&'a str),
 }
 
 impl Actor for Engine {
@@ -257,8 +267,7 @@ impl Actor for Engine {
                     version,
                     PymEnv::Staging,
                     &c.publish_ip,
-                    Some(c.staging_port),
-                    None,
+                    Reach::Port(c.staging_port),
                 )?;
                 self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
                 return Ok(Some(Action::Remove { name }));
@@ -304,8 +313,7 @@ impl Actor for Engine {
                     version,
                     PymEnv::Live,
                     &bind,
-                    None,
-                    Some(&net),
+                    Reach::Network(&net),
                 )?;
                 self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
                 return Ok(Some(Action::Remove { name }));

@@ -25,8 +25,8 @@ use crate::targets::Staged;
 pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Result<Seen> {
     let docker = ctx.docker()?;
     let mut seen = ctx.wait(engine(docker, config))?;
-    if let Some(version) = promoting {
-        if seen
+    if let Some(version) = promoting
+        && seen
             .live
             .iter()
             .any(|v| v.running && v.name == live_name(config, version))
@@ -44,7 +44,6 @@ pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Re
                 .is_ok())
             })?;
         }
-    }
     Ok(seen)
 }
 
