@@ -788,7 +788,12 @@ fn service_command(
                 } else {
                     format!(" [{}]", targets.join(", "))
                 };
-                printer.data(&format!("{:<20} {}{scope}", k.name, k.about.trim()));
+                printer.data(&format!(
+                    "{:<20} {} (default: {}){scope}",
+                    k.name,
+                    k.about.trim(),
+                    k.default_text()
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }

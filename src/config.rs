@@ -168,12 +168,35 @@ pub struct Key {
     /// Empty: every target and kind of service.
     pub scopes: &'static [Scope],
     pub schema: fn() -> serde_json::Value,
+    /// The value an unset key takes (`None`: the key is required).
+    pub default: Option<fn() -> serde_json::Value>,
 }
 
 impl Key {
     /// The targets this key is read by, if it is limited to some.
     pub fn targets(&self) -> Vec<TargetKind> {
         self.scopes.iter().filter_map(|s| s.target()).collect()
+    }
+
+    /// The default as the user would write it: `8080`, `"/ping"`, `["2xx"]`; "unset" for
+    /// an optional key with no value, "required" for a key that must be set.
+    pub fn default_text(&self) -> String {
+        match self.default.map(|d| d()) {
+            None => "required".into(),
+            Some(serde_json::Value::Null) => "unset".into(),
+            Some(v) => v.to_string(),
+        }
+    }
+
+    /// What the key is read by: "every target", the targets it is limited to, or Rust
+    /// services.
+    pub fn read_by(&self) -> String {
+        let targets: Vec<&str> = self.targets().iter().map(|t| t.as_str()).collect();
+        match (targets.is_empty(), self.scopes.contains(&Scope::Rust)) {
+            (_, true) => "Rust services".into(),
+            (true, false) => "every target".into(),
+            (false, false) => targets.join(", "),
+        }
     }
 }
 
@@ -209,8 +232,9 @@ macro_rules! config {
 
         /// Every key `pym-config.yaml` accepts.
         pub const KEYS: &[Key] = &[
-            $( Key { name: stringify!($r), about: concat!($($rdoc),*), scopes: &[], schema: <$rt as Schema>::schema }, )*
-            $( Key { name: stringify!($o), about: concat!($($odoc),*), scopes: &[$($(scope!($scope)),+)?], schema: <$ot as Schema>::schema }, )*
+            $( Key { name: stringify!($r), about: concat!($($rdoc),*), scopes: &[], schema: <$rt as Schema>::schema, default: None }, )*
+            $( Key { name: stringify!($o), about: concat!($($odoc),*), scopes: &[$($(scope!($scope)),+)?], schema: <$ot as Schema>::schema,
+                default: Some(|| serde_json::to_value::<$ot>($od).expect("a default serializes")) }, )*
         ];
 
         impl Raw {
@@ -746,6 +770,9 @@ pub fn json_schema() -> serde_json::Value {
             about.push_str(" (Rust services)");
         }
         s["description"] = about.into();
+        if let Some(default) = k.default.map(|d| d()).filter(|d| !d.is_null()) {
+            s["default"] = default;
+        }
         properties.insert(k.name.to_string(), s);
     }
     serde_json::json!({
@@ -756,6 +783,57 @@ pub fn json_schema() -> serde_json::Value {
         "additionalProperties": false,
         "properties": properties,
     })
+}
+
+/// `docs/config.md`: every key of `pym-config.yaml`, its type, default, what reads it and
+/// what it does, made from the same declarations as the config itself (a unit test
+/// keeps the file current).
+pub fn reference() -> String {
+    let mut out = String::from(
+        "# pym-config.yaml: every key\n\n\
+         Generated from pymdeploy's config declaration (`src/config.rs` and each target's\n\
+         `src/targets/<name>/about.rs`); `SNAPSHOTS=overwrite cargo test --lib config::` writes\n\
+         it again. `pym-config.<env>.yaml` (local, staging, live) overlays any key for one\n\
+         environment. A key limited to some targets is refused, with its file and line, on\n\
+         any other.\n\n\
+         | key | type | default | read by | what it does |\n\
+         |---|---|---|---|---|\n",
+    );
+    for k in KEYS {
+        let about = k.about.trim().replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            k.name,
+            type_text(&(k.schema)()),
+            match k.default {
+                Some(_) if k.default_text() != "unset" => format!("`{}`", k.default_text()),
+                _ => k.default_text(),
+            },
+            k.read_by(),
+            about
+        ));
+    }
+    out
+}
+
+/// A key's type in words, from its JSON Schema.
+fn type_text(schema: &serde_json::Value) -> String {
+    if let Some(names) = schema["enum"].as_array() {
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| format!("`{}`", n.as_str().unwrap_or_default()))
+            .collect();
+        return format!("one of {}", names.join(", "));
+    }
+    match schema["type"].as_str() {
+        Some("array") => format!("list of {}", type_text(&schema["items"])),
+        Some("integer") => match schema["maximum"].as_u64() {
+            Some(max) => format!("integer 0 to {max}"),
+            None => "integer".into(),
+        },
+        Some(t) => t.into(),
+        None => "any".into(),
+    }
 }
 
 /// Turns serde_yaml's message into `file:line:col: what`, with a suggestion for a
@@ -828,6 +906,24 @@ pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_config_md_is_what_the_declaration_says() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md");
+        let made = reference();
+        if std::env::var("SNAPSHOTS").as_deref() == Ok("overwrite") {
+            std::fs::write(&path, &made).unwrap();
+        }
+        let file = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            file == made,
+            "docs/config.md is not what the config declares: `SNAPSHOTS=overwrite cargo test --lib config::` writes it again"
+        );
+        // Every key, with its default where it has one.
+        assert!(made.contains("| `live_port` | integer 0 to 65535 | `8080` | docker |"));
+        assert!(made.contains("| `name` | string | required | every target |"));
+        assert!(made.contains("| `aws_region` | string | unset | aws-beanstalk |"));
+    }
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
