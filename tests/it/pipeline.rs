@@ -193,11 +193,13 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
         return;
     }
     let svc = TestService::new("interrupt");
-    // An acceptance suite that would run for minutes.
+    // An acceptance suite that would run for minutes, its command line this test's own
+    // (600 s and a fraction no other test uses), so it is found by it alone.
+    let sleep = format!("sleep 600.{}1", std::process::id());
     svc.edit(
         "pym-config.yaml",
         "accept_command: cargo test --manifest-path testaccept/Cargo.toml",
-        "accept_command: sleep 600",
+        &format!("accept_command: {sleep}"),
     )
     .commit("slow acceptance");
     svc.pym(&["build"]).assert_ok();
@@ -220,7 +222,7 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
     );
     // No `sleep` of ours survives either.
     let ps = Command::new("pgrep")
-        .args(["-f", "^sleep 600$"])
+        .args(["-f", &format!("^{sleep}$")])
         .output()
         .unwrap();
     assert!(
@@ -347,10 +349,15 @@ fn secrets_are_masked_in_the_unit_tests_output_line_by_line() {
 #[test]
 fn a_hanging_test_command_is_stopped_at_test_timeout() {
     let svc = TestService::new("hang");
+    // Sleeps whose command lines are this test's own, found by them alone.
+    let (a, b) = (
+        format!("sleep 300.{}2", std::process::id()),
+        format!("sleep 301.{}2", std::process::id()),
+    );
     svc.edit(
         "pym-config.yaml",
         "test_command: cargo test",
-        "test_command: sh -c 'sleep 300 & sleep 301; echo never'\ntest_timeout: 2",
+        &format!("test_command: sh -c '{a} & {b}; echo never'\ntest_timeout: 2"),
     )
     .commit("tests that hang");
     let started = Instant::now();
@@ -368,7 +375,7 @@ fn a_hanging_test_command_is_stopped_at_test_timeout() {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let ps = Command::new("pgrep")
-            .args(["-f", "^sleep 30[01]$"])
+            .args(["-f", &format!("^({a}|{b})$")])
             .output()
             .unwrap();
         if ps.stdout.is_empty() {
