@@ -53,6 +53,8 @@ pub struct Ctx {
     rolled_back_to: RefCell<Option<String>>,
     deferred: RefCell<Vec<Deferred>>,
     undoing: Cell<bool>,
+    /// How many times the engine was asked for and could not be reached.
+    unreachable: Cell<u32>,
 }
 
 /// While held (`Ctx::uninterrupted`), waits run to their end even after Ctrl-C: an
@@ -115,6 +117,7 @@ impl Ctx {
             rolled_back_to: RefCell::new(None),
             deferred: RefCell::new(Vec::new()),
             undoing: Cell::new(false),
+            unreachable: Cell::new(0),
         })
     }
 
@@ -267,8 +270,16 @@ impl Ctx {
         if let Some(d) = self.docker.get() {
             return Ok(d);
         }
-        let d = self.block_on(ops::engine::connect(self.engine()?))?;
+        let d = self
+            .block_on(ops::engine::connect(self.engine()?))
+            .inspect_err(|_| self.unreachable.set(self.unreachable.get() + 1))?;
         Ok(self.docker.get_or_init(|| d))
+    }
+
+    /// How many times the engine was asked for and could not be reached: a check that
+    /// failed while it grew failed for want of the engine.
+    pub fn engine_misses(&self) -> u32 {
+        self.unreachable.get()
     }
 
     /// Where a container that only pymdeploy's own checks reach (accept-local's, a new

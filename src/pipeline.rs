@@ -252,19 +252,28 @@ impl Pipeline {
         RunResult { reports, error }
     }
 
-    /// Checks every selected step before any runs (see `Step::check`).
+    /// Checks every selected step before any runs (see `Step::check`). A check that
+    /// fails because the engine cannot be reached is said last: the mistakes that need no
+    /// engine (a config error, a missing secret, a dirty tree) are said first, so they
+    /// are found and fixed on a machine without one.
     pub fn check(&self, ctx: &Ctx, selected: &[&str]) -> Result<()> {
+        let mut unreachable = None;
         for s in self
             .steps
             .iter()
             .chain(&self.commands)
             .filter(|s| selected.contains(&s.name()))
         {
-            s.check(ctx).map_err(|e| {
-                e.context(format!("`{}` cannot run, so nothing was started", s.name()))
-            })?;
+            let misses = ctx.engine_misses();
+            if let Err(e) = s.check(ctx) {
+                let e = e.context(format!("`{}` cannot run, so nothing was started", s.name()));
+                if ctx.engine_misses() == misses {
+                    return Err(e);
+                }
+                unreachable.get_or_insert(e);
+            }
         }
-        Ok(())
+        unreachable.map_or(Ok(()), Err)
     }
 
     /// What each selected step would do, in order, without doing any of it.

@@ -49,6 +49,9 @@ impl Step for Build {
         if let Some(bin) = &config.rust_binary {
             check_binary_is_copied(&config.dockerfile, &text, bin)?;
         }
+        // The version the image is tagged with: a dirty tree is refused here, before
+        // the unit tests, unless allowed.
+        ctx.version()?;
         // An engine that cannot be reached fails the run before its unit tests.
         ctx.docker().map(drop)
     }

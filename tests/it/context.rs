@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{docker, docker_available, temp_dir};
+use crate::support::{docker, need_engine, temp_dir};
 
 const DOCKERIGNORE: &str = "\
 # a comment
@@ -86,10 +86,12 @@ fn files_in(image: &str) -> BTreeSet<String> {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn dockerignore_matches_docker_cli() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let root = temp_dir("context");
     make_tree(&root);
     let tag = format!("pym-it-context-{}", std::process::id());

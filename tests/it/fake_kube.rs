@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pym_fake_kube::{FakeKube, Options};
 
-use crate::support::{Run, docker, docker_available, http_get, run, temp_dir};
+use crate::support::{Run, docker, http_get, need_engine, run, temp_dir};
 
 const SECRET: &str = "pym-it-kube-secret-Hq71";
 
@@ -41,20 +41,22 @@ print(f"listening on {port}", flush=True)
 ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
 "#;
 
-/// Whether `kubectl` runs here; in CI its absence is a failure.
+/// Fails the test unless `kubectl` runs here; its tests say
+/// `#[cfg_attr(pym_no_kubectl, ignore = ...)]` (see `support::need_engine`).
+pub fn need_kubectl() {
+    assert!(
+        Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "`kubectl` does not run here: the Kubernetes tests need it (1.32 or newer on PATH)"
+    );
+}
+
+/// The old guard, until the gke tests say `#[cfg_attr(pym_no_kubectl, ignore)]` too.
 pub fn kubectl_available() -> bool {
-    let ok = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set and `kubectl` does not run: the Kubernetes tests need it"
-        );
-        eprintln!("SKIPPED: no kubectl on this machine");
-    }
-    ok
+    need_kubectl();
+    true
 }
 
 /// Images of the test server: healthy, and one whose `/ping` answers 500. Removed on drop.
@@ -96,10 +98,13 @@ impl Drop for Images {
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn kubectl_reads_and_drives_the_local_apiserver() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let images = Images::build();
     let fake = FakeKube::start(Options::default()).expect("the local apiserver starts");
     let dir = temp_dir("kube");

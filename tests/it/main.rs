@@ -18,8 +18,10 @@
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
 //!
-//! Tests that need the Docker engine call `support::docker_available()`. Outside CI a
-//! missing engine skips them loudly; with `CI=true` it fails them: CI never skips.
+//! A test that needs the Docker engine says `#[cfg_attr(pym_no_engine, ignore = ...)]`
+//! and calls `support::need_engine()`: where build.rs found no engine it is reported as
+//! ignored, with the reason, and counted so; with `CI` set, build.rs never sets that cfg,
+//! so a missing engine fails those tests: CI never skips.
 
 mod cli;
 mod config;

@@ -3,13 +3,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{TestService, docker_available};
+use crate::support::{TestService, need_engine};
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("happy");
     svc.xtask(&["test"])
         .assert_ok()
@@ -49,10 +51,12 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_failing_unit_test_stops_before_any_image_is_built() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("unitfail");
     svc.edit("src/main.rs", "    #[test]\n    fn ping_answers_an_empty_object() {", "    #[test]\n    fn broken() {\n        assert_eq!(1 + 1, 3, \"deliberately broken\");\n    }\n\n    #[test]\n    fn ping_answers_an_empty_object() {")
         .commit("break a unit test");
@@ -75,10 +79,12 @@ fn a_failing_unit_test_stops_before_any_image_is_built() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_failing_acceptance_test_shows_logs_and_leaves_no_container() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("acceptfail");
     svc.edit(
         "testaccept/tests/accept.rs",
@@ -101,10 +107,12 @@ fn a_failing_acceptance_test_shows_logs_and_leaves_no_container() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_service_that_never_becomes_healthy_times_out_with_its_logs() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("unhealthy");
     svc.edit(
         "pym-config.yaml",
@@ -133,10 +141,12 @@ fn a_service_that_never_becomes_healthy_times_out_with_its_logs() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_service_that_crashes_at_start_is_reported_without_waiting() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("crash");
     let entry = format!("ENTRYPOINT [\"/usr/local/bin/{}\"]", svc.name);
     svc.edit(
@@ -169,10 +179,12 @@ fn a_service_that_crashes_at_start_is_reported_without_waiting() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_missing_secret_is_refused_before_anything_starts() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("nosecret");
     svc.edit(
         "pym-config.yaml",
@@ -188,10 +200,12 @@ fn a_missing_secret_is_refused_before_anything_starts() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("interrupt");
     // An acceptance suite that would run for minutes, its command line this test's own
     // (600 s and a fraction no other test uses), so it is found by it alone.
@@ -233,7 +247,12 @@ fn ctrl_c_during_acceptance_stops_the_tests_and_removes_the_container() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn resume_keeps_the_steps_the_interrupted_run_chose() {
+    need_engine();
     // The unit tests fail until .pym/ok exists (.pym is ignored: the version stays).
     let svc = TestService::new("resumeflags");
     svc.edit(
@@ -272,7 +291,12 @@ fn resume_keeps_the_steps_the_interrupted_run_chose() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_corrupt_journal_or_history_line_is_named_not_fatal() {
+    need_engine();
     let svc = TestService::new("corrupt");
     std::fs::create_dir_all(svc.path(".pym")).unwrap();
     std::fs::write(svc.path(".pym/journal.json"), "{\"version\": tru").unwrap();
@@ -306,7 +330,12 @@ fn a_corrupt_journal_or_history_line_is_named_not_fatal() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn secrets_are_masked_in_the_unit_tests_output_line_by_line() {
+    need_engine();
     // A unit-test command that prints a two-line secret and fails: its output comes
     // before any step that starts the service, so the secret must be known by then.
     let svc = TestService::new("masking");
@@ -347,7 +376,12 @@ fn secrets_are_masked_in_the_unit_tests_output_line_by_line() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_hanging_test_command_is_stopped_at_test_timeout() {
+    need_engine();
     let svc = TestService::new("hang");
     // Sleeps whose command lines are this test's own, found by them alone.
     let (a, b) = (
@@ -391,10 +425,12 @@ fn a_hanging_test_command_is_stopped_at_test_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // Two clones of one service (one package name) and one CARGO_TARGET_DIR, as the tests
     // (and many CI setups) share: cargo gives both the same unit hash.
     let a = TestService::new("twocopies");
@@ -428,10 +464,12 @@ fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn ctrl_c_during_the_image_build_stops_at_once() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new("buildint");
     svc.edit(
         "Dockerfile",
@@ -457,10 +495,12 @@ fn ctrl_c_during_the_image_build_stops_at_once() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_file_size_limit_is_an_error_line_and_leaves_no_partial_binary() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // Built once without a limit, then again under `ulimit -f` (1 MiB): cargo has nothing
     // to write, the copy of the binary into .pym/dist is what hits the limit. The process
     // must report it (not die of SIGXFSZ) and remove its partial copy.

@@ -2,13 +2,15 @@
 
 use base64::Engine;
 
-use crate::support::{Registry, TestService, docker_available, temp_dir};
+use crate::support::{Registry, TestService, need_engine, temp_dir};
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn push_finds_credentials_where_docker_keeps_them_and_fails_clearly_without() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("push");
     svc.edit(
@@ -171,10 +173,12 @@ fn push_finds_credentials_where_docker_keeps_them_and_fails_clearly_without() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn push_to_an_unreachable_registry_is_one_error_with_a_hint() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -5,10 +5,12 @@
 use crate::support::*;
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn deploy_and_rollback_over_ssh_and_clear_errors_for_a_wrong_key_or_host() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let sshd = Sshd::start();
     let reg = Registry::start();
     let svc = TestService::new_lang("ssh", "python");
@@ -115,10 +117,12 @@ fn deploy_and_rollback_over_ssh_and_clear_errors_for_a_wrong_key_or_host() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_docker_context_names_the_engine() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // A context made by the docker CLI itself, pointing at a socket that does not exist:
     // pymdeploy must use it (and say so), not fall back to the local engine.
     let config = temp_dir("ctx");
@@ -239,10 +243,12 @@ impl Drop for TlsEngine {
 
 #[test]
 #[cfg(feature = "docker-tls")]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn an_engine_over_tls_with_a_client_certificate() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let tls = TlsEngine::start();
     let svc = TestService::new("tls");
     svc.on_free_ports();

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Registry, TestService, docker_available, pymdeploy_bin, repo_root, run, temp_dir, version_on,
+    Registry, TestService, engine_here, need_engine, pymdeploy_bin, repo_root, run, temp_dir,
+    version_on,
 };
 
 /// The commands of README's "Use" block, one per line, comments and the install line
@@ -31,10 +32,12 @@ fn readme_use_commands() -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn readme_use_commands_deploy_a_new_service_verbatim() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let commands = readme_use_commands();
     assert!(
         commands.iter().any(|c| c.starts_with("pymdeploy new ")),
@@ -101,10 +104,12 @@ fn readme_use_commands_deploy_a_new_service_verbatim() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_new_python_service_goes_live_through_all_eight_steps() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new_lang("python", "python");
     assert!(svc.path("server.py").is_file() && svc.path("testaccept/test_accept.py").is_file());
@@ -136,10 +141,12 @@ fn a_new_python_service_goes_live_through_all_eight_steps() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn init_fits_a_flask_service_it_did_not_write_and_deploys_it() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::from_fixture("flask-service", "flask");
     let before_gitignore = svc.read(".gitignore");
     let r = svc.pym(&["init", "--name", &svc.name]);
@@ -241,7 +248,12 @@ fn axum_like_service() -> TestService {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn init_in_a_rust_service_with_a_multi_stage_dockerfile_compiles_nothing_on_the_host() {
+    need_engine();
     let svc = axum_like_service();
     let r = svc.pym(&["init"]);
     r.assert_ok()
@@ -313,10 +325,12 @@ fn init_in_a_rust_service_with_a_multi_stage_dockerfile_compiles_nothing_on_the_
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_service_without_a_version_path_fails_before_push_and_a_204_health_counts() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let svc = TestService::new_lang("contract", "python");
     // Health answers 204 (healthy: any 2xx), and there is no /version.
     svc.edit(
@@ -384,14 +398,23 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     let svc = TestService::new("early");
     let config = svc.read("pym-config.yaml");
     let dockerfile = svc.read("Dockerfile");
-    let cases: Vec<Mistake> = vec![
-        (
-            "a cluster the kubeconfig lacks",
-            Box::new(|s| {
-                s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: kubernetes\ndocker_repo: registry.example.com/team\nk8s_context: pym-it-nowhere");
-            }),
-            "kubeconfig",
-        ),
+    // A kubeconfig of this test's own, with one context that is not the one asked for.
+    let kubeconfig = svc.path("kubeconfig.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: pym-it-somewhere\n  context: {cluster: c, user: u}\ncurrent-context: pym-it-somewhere\n",
+    )
+    .unwrap();
+    let mut cases: Vec<Mistake> = Vec::new();
+    #[cfg(feature = "gke")]
+    cases.push((
+        "a cluster the kubeconfig lacks",
+        Box::new(|s| {
+            s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: kubernetes\ndocker_repo: registry.example.com/team\nk8s_context: pym-it-nowhere");
+        }),
+        "the kubeconfig has no context `pym-it-nowhere`",
+    ));
+    cases.extend::<Vec<Mistake>>(vec![
         (
             "an unset secret",
             Box::new(|s| {
@@ -465,7 +488,8 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
             }),
             "does not copy .pym/dist/",
         ),
-    ];
+    ]);
+    let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
     for (what, break_it, message) in cases {
         svc.write("pym-config.yaml", &config)
             .write("Dockerfile", &dockerfile);
@@ -478,7 +502,7 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
         }
         break_it(&svc);
         let started = Instant::now();
-        let r = svc.pym(&["deploy", "--allow-dirty"]);
+        let r = svc.pym_env(&["deploy", "--allow-dirty"], &env);
         let took = started.elapsed();
         r.assert_failed().assert_stderr_has(message);
         assert!(
@@ -487,7 +511,7 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
             r.stderr
         );
         assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
-        if docker_available() {
+        if engine_here() {
             assert!(
                 svc.images().is_empty() && svc.containers().is_empty(),
                 "{what}: something was built or started"
@@ -495,7 +519,7 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
         }
         // The dry run refuses too: it would print a plan that cannot run.
         if !message.contains("YAML") {
-            svc.pym(&["deploy", "--allow-dirty", "--dry-run"])
+            svc.pym_env(&["deploy", "--allow-dirty", "--dry-run"], &env)
                 .assert_failed()
                 .assert_stderr_has(message);
         }

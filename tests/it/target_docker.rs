@@ -5,15 +5,16 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::Command;
 
 use crate::support::{
-    KeepAliveLoop, Registry, RequestLoop, TestService, docker, docker_available, repo_root,
-    version_on,
+    KeepAliveLoop, Registry, RequestLoop, TestService, docker, need_engine, repo_root, version_on,
 };
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn deploy_promote_and_rollback_without_a_failed_request() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("live");
     let (live, staging) = svc.for_docker_target(&reg);
@@ -314,10 +315,12 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("guard");
     let (live, _) = svc.for_docker_target(&reg);
@@ -448,10 +451,12 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_dry_run_changes_nothing() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("dryrun");
     svc.for_docker_target(&reg);
@@ -510,10 +515,12 @@ fn a_dry_run_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("resume");
     let (live, _) = svc.for_docker_target(&reg);
@@ -599,10 +606,12 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // V0 → C1 → rollback (V0 live) → C2 → rollback: V0 again, not C1, the version already
     // rolled back from. keep_previous: 1 keeps only V0 then, since it was live last.
     let reg = Registry::start();
@@ -720,10 +729,12 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn promote_makes_live_what_staging_runs_and_only_once_it_passed_acceptance() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("staged");
     let (live, staging) = svc.for_docker_target(&reg);
@@ -826,10 +837,12 @@ fn engine_put_back_time(svc: &TestService) -> std::time::Duration {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("promoteint");
     let (live, _) = svc.for_docker_target(&reg);
@@ -917,10 +930,12 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn the_engine_lock_excludes_other_machines_and_is_broken_only_when_its_holder_is_gone() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // Two "machines": two state directories, so their file locks are separate and only
     // the lock on the engine stands between them.
     let svc = TestService::new("enginelock");
@@ -1023,10 +1038,12 @@ fn the_engine_lock_excludes_other_machines_and_is_broken_only_when_its_holder_is
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_same_named_service_of_another_repository_is_refused_and_left_alone() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let ours = TestService::new("sameid");
     let (live, _) = ours.for_docker_target(&reg);
@@ -1082,10 +1099,12 @@ fn a_same_named_service_of_another_repository_is_refused_and_left_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verified() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let reg = Registry::start();
     let svc = TestService::new("failpoint");
     let (live, _) = svc.for_docker_target(&reg);
