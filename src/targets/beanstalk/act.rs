@@ -191,18 +191,11 @@ impl Runner {
                 ..
             } => {
                 let prefix = live_prefix(c);
-                let dns = aws
-                    .eb
-                    .check_dns_availability()
-                    .cname_prefix(&prefix)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("CheckDNSAvailability", e))?;
-                if dns.available() == Some(false) {
+                let (free, cname) = aws.cname_free(&prefix).await?;
+                if !free {
                     return Err(hinted(
                         format!(
-                            "the live CNAME {} is taken by another account or application",
-                            dns.fully_qualified_cname().unwrap_or(&prefix)
+                            "the live CNAME {cname} is taken by another account or application"
                         ),
                         "CNAME prefixes are unique per region across all accounts: set `aws_live_cname` to one that is free",
                     ));

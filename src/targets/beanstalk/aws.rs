@@ -298,6 +298,21 @@ impl Aws {
         Ok(())
     }
 
+    /// Whether a CNAME prefix is free in the region, and its full name.
+    pub async fn cname_free(&self, prefix: &str) -> Result<(bool, String)> {
+        let dns = self
+            .eb
+            .check_dns_availability()
+            .cname_prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| aws_error("CheckDNSAvailability", e))?;
+        Ok((
+            dns.available() != Some(false),
+            dns.fully_qualified_cname().unwrap_or(prefix).to_string(),
+        ))
+    }
+
     /// The application's ARN, if it exists.
     pub async fn application_arn(&self) -> Result<Option<String>> {
         let apps = self

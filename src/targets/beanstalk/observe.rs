@@ -226,17 +226,7 @@ pub async fn observe_stage(aws: &Aws, c: &Config, version: &str) -> Result<Stage
     // A staged environment has a CNAME of its own, always: live is only ever brought up
     // by promote, after staging acceptance (the first time too).
     let prefix = name.to_lowercase();
-    let dns = aws
-        .eb
-        .check_dns_availability()
-        .cname_prefix(&prefix)
-        .send()
-        .await
-        .map_err(|e| aws_error("CheckDNSAvailability", e))?;
-    let cname = (
-        dns.available() != Some(false),
-        dns.fully_qualified_cname().unwrap_or(&prefix).to_string(),
-    );
+    let cname = aws.cname_free(&prefix).await?;
     let auth = match &c.docker_bucket {
         None => None,
         Some(bucket) => Some(
@@ -279,27 +269,12 @@ pub async fn observe_stage(aws: &Aws, c: &Config, version: &str) -> Result<Stage
                 .map(|s| (Some(s), None))
         }
     };
-    let apps = aws
-        .eb
-        .describe_applications()
-        .application_names(&c.name)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeApplications", e))?;
-    let versions = aws
-        .eb
-        .describe_application_versions()
-        .application_name(&c.name)
-        .version_labels(version)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeApplicationVersions", e))?;
     Ok(StageSeen {
         existing,
         cname,
         auth,
         platform,
-        app_exists: !apps.applications().is_empty(),
-        version_exists: !versions.application_versions().is_empty(),
+        app_exists: aws.application_arn().await?.is_some(),
+        version_exists: !aws.versions(&[version.to_string()]).await?.is_empty(),
     })
 }
