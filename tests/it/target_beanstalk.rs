@@ -24,6 +24,20 @@ fn shared_fake() -> &'static FakeAws {
     })
 }
 
+/// A local Beanstalk of its own, its load balancer on a free port (README's way to try it
+/// without root), each transition taking `step_delay`; and that port.
+fn own_fake(step_delay: Duration) -> (FakeAws, u16) {
+    let lb = crate::support::free_port();
+    let fake = FakeAws::start(Options {
+        lb_port: Some(lb),
+        health_grace: Duration::from_secs(8),
+        step_delay,
+        ..Default::default()
+    })
+    .expect("the local Beanstalk starts");
+    (fake, lb)
+}
+
 /// What points the SDK at a local Beanstalk, with test credentials and no profile files.
 fn aws_env(fake: &FakeAws) -> [(&'static str, &str); 6] {
     [
@@ -93,6 +107,88 @@ impl<'a> Setup<'a> {
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SECRET_KEY, SERVICE_TOKEN, &self.reg.password]);
         r
+    }
+
+    /// The service reaches its environments on the load balancer's port `lb`.
+    fn on_port(&self, lb: u16) {
+        self.svc
+            .edit(
+                "pym-config.yaml",
+                "aws_timeout: 120",
+                &format!("aws_timeout: 120\naws_cname_port: {lb}"),
+            )
+            .commit("the load balancer's port");
+    }
+
+    /// `pymdeploy ARGS` with `extra` environment beside the AWS and registry one.
+    fn pym(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(extra.iter().copied())
+            .collect();
+        let r = self.svc.pym_env(args, &env);
+        r.assert_hides(&[SECRET_KEY, SERVICE_TOKEN, &self.reg.password]);
+        r
+    }
+
+    /// `pymdeploy ARGS` in the background, to press Ctrl-C mid-way.
+    fn spawn(&self, args: &[&str]) -> crate::support::Spawned {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.svc.spawn(args, &env)
+    }
+
+    /// A new commit, so a new version: a comment added to the service.
+    fn next(&self, message: &str) -> String {
+        let main = self.svc.read("src/main.rs");
+        self.svc
+            .write("src/main.rs", &format!("{main}// {message}\n"))
+            .commit(message);
+        self.version()
+    }
+
+    /// The environments not terminated: (name, status, health, CNAME).
+    fn standing(&self) -> Vec<(String, String, String, String)> {
+        let mut all: Vec<_> = self
+            .fake
+            .environments(&self.svc.name)
+            .into_iter()
+            .filter(|(_, s, ..)| s != "Terminated")
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The `PYM_ENV` an environment is configured with.
+    fn pym_env_of(&self, env: &str) -> Option<String> {
+        self.fake
+            .options(&self.svc.name, env)
+            .into_iter()
+            .find(|(ns, name, _)| {
+                ns == "aws:elasticbeanstalk:application:environment" && name == "PYM_ENV"
+            })
+            .map(|(.., v)| v)
+    }
+
+    /// Waits until `env` is in `status` (and `health`, when given).
+    fn wait_until(&self, env: &str, status: &str, health: Option<&str>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (s, h, _) = self.state(env);
+            if s == status && health.is_none_or(|want| h == want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{env} is {s}, {h}, not {status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn version(&self) -> String {
@@ -1238,7 +1334,8 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
     );
     r.assert_stderr_has("the last lines of its log")
         .assert_stderr_has("listening on port 8080 (PYM_ENV=staging)");
-    r.assert_stderr_has(&format!("terminating {env3}"));
+    r.assert_stderr_has(&format!("undo: terminate {env3}"))
+        .assert_stderr_has(&format!("terminating {env3}"));
     assert!(
         r.stderr
             .lines()
@@ -1284,21 +1381,9 @@ fn beanstalk_with_the_load_balancer_on_a_port_of_its_own_as_readme_says() {
     }
     // README's way to try it without root: `--lb-port 8000` and `aws_cname_port: 8000`
     // (a free port here). Staging and live are reached on that port, not on 80.
-    let lb = crate::support::free_port();
-    let fake = FakeAws::start(Options {
-        lb_port: Some(lb),
-        health_grace: Duration::from_secs(8),
-        ..Default::default()
-    })
-    .expect("the local Beanstalk starts");
+    let (fake, lb) = own_fake(Options::default().step_delay);
     let t = Setup::new("eblb", &fake);
-    t.svc
-        .edit(
-            "pym-config.yaml",
-            "aws_timeout: 120",
-            &format!("aws_timeout: 120\naws_cname_port: {lb}"),
-        )
-        .commit("the load balancer's port");
+    t.on_port(lb);
     let r = t.xtask(&["deploy", "--no-test"]);
     r.assert_ok().assert_stderr_has(&format!(":{lb})"));
     let v1 = t.version();
@@ -1448,4 +1533,278 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
         "access denied is not retried"
     );
     assert!(!r.stderr.contains(SECRET_KEY));
+}
+
+/// A deploy without the slow parts: staging's acceptance tests run (promote needs them).
+const QUICK: [&str; 6] = [
+    "deploy",
+    "--no-test",
+    "--skip",
+    "accept-local",
+    "--skip",
+    "accept-live",
+];
+
+#[test]
+fn beanstalk_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("ebrun", shared_fake());
+    let live = t.live_host();
+    // A run that would promote what it stages without testing it: refused before any step.
+    let r = t.xtask(&["deploy", "--no-test", "--skip", "accept-staging"]);
+    r.assert_failed()
+        .assert_stderr_has("without its staging acceptance tests");
+    assert!(!r.stderr.contains("==> build"), "a step ran:\n{}", r.stderr);
+    t.xtask(&QUICK).assert_ok();
+    let v1 = t.version();
+    assert_serves(&live, &v1);
+
+    // V2 staged, its acceptance never run: promote refuses, nothing changes.
+    let v2 = t.next("v2");
+    t.xtask(&[&QUICK[..], &["--to", "stage"]].concat())
+        .assert_ok();
+    let before = t.standing();
+    t.pym(&["promote"], &[])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "{v2} runs on staging but has not passed staging acceptance"
+        ))
+        .assert_stderr_has("cargo xtask accept-staging");
+    assert_eq!(t.standing(), before, "a refused promote changed something");
+    assert_serves(&live, &v1);
+
+    // It passes (recorded in a tag of the application); HEAD then moves ahead (V3, never
+    // staged): promote makes V2 live, what staging ran and tested, not HEAD.
+    t.pym(&["accept-staging"], &[]).assert_ok();
+    let v3 = t.next("v3");
+    let dry = t.pym(&["promote", "--dry-run"], &[]);
+    dry.assert_ok().assert_stdout_has(&format!(
+        "swap CNAMEs: {} takes the live CNAME",
+        t.env_of(&v2)
+    ));
+    t.pym(&["promote"], &[])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2}, what staging runs (HEAD is {v3})"))
+        .assert_stderr_has(&format!("{v2} live on"));
+    assert_serves(&live, &v2);
+    assert!(
+        !t.standing().iter().any(|(n, ..)| n.contains(&v3)),
+        "HEAD's version was deployed: {:?}",
+        t.standing()
+    );
+
+    // V4 staged, its staging acceptance failing: promote refuses it with the hint.
+    t.svc
+        .edit(
+            "testaccept/tests/accept.rs",
+            "    assert_eq!(v[\"name\"]",
+            "    assert_ne!(server.env, \"staging\", \"staging-only failure\");\n    assert_eq!(v[\"name\"]",
+        )
+        .commit("fails on staging");
+    let v4 = t.version();
+    t.xtask(&QUICK)
+        .assert_failed()
+        .assert_stderr_has("staging-only failure");
+    let before = t.standing();
+    t.pym(&["promote"], &[])
+        .assert_failed()
+        .assert_stderr_has(&format!(
+            "{v4} runs on staging but has not passed staging acceptance"
+        ))
+        .assert_stderr_has("hint: test it with `cargo xtask accept-staging`");
+    assert_eq!(t.standing(), before, "a refused promote changed something");
+    assert_serves(&live, &v2);
+}
+
+#[test]
+fn beanstalk_rollback_twice_never_returns_to_the_version_it_left_unless_named() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("ebrb", shared_fake());
+    let live = t.live_host();
+    let deploy = |message: &str| -> String {
+        let v = t.next(message);
+        t.xtask(&QUICK).assert_ok();
+        assert_serves(&live, &v);
+        v
+    };
+    let v0 = deploy("v0");
+    let c1 = deploy("c1");
+    let c2 = deploy("c2");
+    // A rollback goes to C1; a second one further back, to V0, never to C2 again.
+    t.pym(&["rollback"], &[])
+        .assert_ok()
+        .assert_stderr_has(&format!("{c1} live again (was {c2})"));
+    assert_serves(&live, &c1);
+    t.pym(&["rollback"], &[])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v0} live again (was {c1})"));
+    assert_serves(&live, &v0);
+    let table = t.pym(&["status"], &[]).assert_ok().stdout.clone();
+    for v in [&c1, &c2] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("rolled-back ") && l.contains(v.as_str())),
+            "{table}"
+        );
+    }
+    // A third would return to a version a rollback left: refused, nothing changed; named
+    // with --to, it goes.
+    let before = t.standing();
+    t.pym(&["rollback"], &[])
+        .assert_failed()
+        .assert_stderr_has("every previous version kept was rolled back from")
+        .assert_stderr_has("rollback --to VERSION");
+    assert_eq!(t.standing(), before);
+    assert_serves(&live, &v0);
+    t.pym(&["rollback", "--to", &c2], &[])
+        .assert_ok()
+        .assert_stderr_has(&format!("{c2} live again (was {v0})"));
+    assert_serves(&live, &c2);
+}
+
+#[test]
+fn beanstalk_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("ebfp", shared_fake());
+    let live = t.live_host();
+    t.xtask(&QUICK).assert_ok();
+    let v1 = t.version();
+    let env1 = t.live_env_of(&v1);
+    let v2 = t.next("v2");
+    let env2 = t.env_of(&v2);
+    t.xtask(&[&QUICK[..], &["--to", "accept-staging"]].concat())
+        .assert_ok();
+    let planned =
+        crate::support::planned_actions(&t.pym(&["promote", "--dry-run"], &[]).assert_ok().stdout);
+    let swap = planned
+        .iter()
+        .position(|a| a.starts_with("swap CNAMEs:"))
+        .expect("a swap");
+    let verify = planned
+        .iter()
+        .position(|a| a.starts_with("check the live address"))
+        .expect("a check");
+    let before = t.standing();
+    // A failure where each action up to the check would start (the check itself
+    // included): live serves V1, and what promote changed is put back.
+    for after in 1..=verify {
+        let r = t.pym(
+            &["promote"],
+            &[("PYMDEPLOY_FAIL_AFTER_ACTION", &after.to_string())],
+        );
+        r.assert_failed()
+            .assert_stderr_has(&format!("failure injected after action {after}"))
+            .assert_stderr_has(&format!("promoting {v2} failed; live is {v1} ({env1})"))
+            .assert_stderr_has("put back: ")
+            .assert_stderr_has(&format!("set PYM_ENV=staging on {env2} again"));
+        if after > swap {
+            r.assert_stderr_has(&format!("swap CNAMEs back: {env1} takes the live CNAME"));
+        }
+        assert_serves(&live, &v1);
+        t.wait_until(&env2, "Ready", Some("Green"));
+        assert_eq!(
+            t.pym_env_of(&env2).as_deref(),
+            Some("staging"),
+            "after action {after}"
+        );
+        assert_eq!(
+            t.standing(),
+            before,
+            "promote failing after action {after} left something:\n{}",
+            r.stderr
+        );
+    }
+    // After the check, the switch is verified and kept: a failure then (recording it)
+    // fails the run, live serves V2.
+    let r = t.pym(
+        &["promote"],
+        &[("PYMDEPLOY_FAIL_AFTER_ACTION", &(verify + 1).to_string())],
+    );
+    r.assert_failed()
+        .assert_stderr_has(&format!("failure injected after action {}", verify + 1))
+        .assert_stderr_has(&format!(
+            "{v2} is live and verified, but promoting it did not finish"
+        ));
+    assert_serves(&live, &v2);
+}
+
+#[test]
+fn beanstalk_ctrl_c_during_stage_and_promote_leaves_live_as_it_was() {
+    if !docker_available() {
+        return;
+    }
+    // Its own Beanstalk, slower to update (an update can be aborted for a second), its
+    // load balancer on a port of its own.
+    let (fake, lb) = own_fake(Duration::from_secs(1));
+    let t = Setup::new("ebint", &fake);
+    t.on_port(lb);
+    let serves = |version: &str| {
+        let (status, body) = http_get_at(&t.live_host(), lb, "/version").expect("live answers");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["version"].as_str(), Some(version), "{v}");
+    };
+    t.xtask(&QUICK).assert_ok();
+    let v1 = t.version();
+    let env1 = t.live_env_of(&v1);
+    serves(&v1);
+
+    // Ctrl-C while the staged environment launches: it is terminated, live as it was.
+    let v2 = t.next("v2");
+    let env2 = t.env_of(&v2);
+    t.xtask(&[&QUICK[..], &["--to", "push"]].concat())
+        .assert_ok();
+    let mut run = t.spawn(&["stage"]);
+    run.wait_for("- wait up to");
+    let seen = run.seen.clone();
+    let (code, rest, took) = run.interrupt();
+    assert_eq!(code, Some(130), "exit code after Ctrl-C\n{seen}{rest}");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} to stop\n{rest}"
+    );
+    assert!(rest.contains(&format!("undo: terminate {env2}")), "{rest}");
+    assert!(
+        matches!(t.state(&env2).0.as_str(), "Terminating" | "Terminated"),
+        "{:?}",
+        t.state(&env2)
+    );
+    serves(&v1);
+    assert_eq!(t.state(&env1).2, t.live_host());
+
+    // Staged again and tested; Ctrl-C while PYM_ENV=live is applied to it, before the
+    // swap: put back, live as it was.
+    t.wait_until(&env2, "Terminated", None);
+    t.xtask(&[&QUICK[..], &["--from", "stage", "--to", "accept-staging"]].concat())
+        .assert_ok();
+    let before = t.standing();
+    let mut run = t.spawn(&["promote"]);
+    run.wait_for("- wait up to");
+    let seen = run.seen.clone();
+    assert!(
+        seen.contains(&format!("- set PYM_ENV=live on {env2}")),
+        "{seen}"
+    );
+    let (code, rest, took) = run.interrupt();
+    assert_eq!(code, Some(130), "exit code after Ctrl-C\n{seen}{rest}");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} to stop\n{rest}"
+    );
+    assert!(
+        rest.contains(&format!("put back: set PYM_ENV=staging on {env2} again")),
+        "{rest}"
+    );
+    serves(&v1);
+    assert_eq!(t.state(&env1).2, t.live_host());
+    t.wait_until(&env2, "Ready", Some("Green"));
+    assert_eq!(t.pym_env_of(&env2).as_deref(), Some("staging"));
+    assert_eq!(t.standing(), before);
 }

@@ -1493,6 +1493,9 @@ async fn launch(shared: Arc<Shared>, id: String) {
         &format!("Created load balancer named: awseb-{id}-AWSEBLoa-LOCAL"),
     );
     let result = run_bundle(&shared, &id).await;
+    if ended(&shared, &id).await {
+        return;
+    }
     let name = with_env(&shared, &id, |_, e| e.name.clone()).unwrap_or_default();
     let done = [
         "Instance deployment completed successfully.".to_string(),
@@ -1526,6 +1529,24 @@ async fn update(shared: Arc<Shared>, id: String) {
         &["Environment update completed successfully.".to_string()],
         "Failed to deploy configuration.",
     );
+}
+
+/// Whether the environment was terminated while it launched: as on AWS it stays
+/// terminated, and the container the launch started goes too.
+async fn ended(shared: &Shared, id: &str) -> bool {
+    let gone = with_env(shared, id, |_, e| {
+        matches!(e.status, "Terminating" | "Terminated").then(|| e.container.take())
+    })
+    .flatten();
+    match gone {
+        None => false,
+        Some(container) => {
+            if let Some(c) = container {
+                engine::remove(&c).await;
+            }
+            true
+        }
+    }
 }
 
 /// The end of a launch or an update: Ready, and Green with `done`'s events, or Red with the
