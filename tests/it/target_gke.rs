@@ -102,11 +102,7 @@ impl Setup {
 
     /// `xtask` with more environment variables.
     fn xtask_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
-        let mut env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut env = self.env();
         env.extend_from_slice(extra);
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SECRET, PLUGIN_TOKEN, &self.reg.password]);
@@ -115,12 +111,32 @@ impl Setup {
 
     /// `pymdeploy ARGS` in the background, in its own process group (see `Spawned`).
     fn spawn(&self, args: &[&str]) -> Spawned {
-        let env: Vec<(&str, &str)> = self
-            .env
+        self.svc.spawn(args, &self.env())
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.svc.spawn(args, &env)
+            .collect()
+    }
+
+    /// Starts `pymdeploy ARGS`, presses Ctrl-C half a second after `marker` was printed,
+    /// and checks that the run answered within 2 s, with exit code 130; what it printed
+    /// after Ctrl-C.
+    #[track_caller]
+    fn ctrl_c_at(&self, args: &[&str], marker: &str) -> String {
+        let mut run = self.spawn(args);
+        run.wait_for(marker);
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = run.seen.clone();
+        let (code, rest, took) = run.interrupt();
+        assert!(
+            took < Duration::from_secs(2),
+            "Ctrl-C took {took:?}\n{seen}{rest}"
+        );
+        assert_eq!(code, Some(130), "{seen}{rest}");
+        rest
     }
 
     /// What is left of the Deployment `name` (its ReplicaSets, pods, Secret, and the pods'
@@ -953,16 +969,10 @@ fn gke_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_
         .commit("v2, never ready on live");
     let v2 = t.version();
     let new = t.deployment(&v2);
-    let mut run = t.spawn(&["deploy", "--no-test"]);
-    run.wait_for(&format!("- wait for {app}/{new} to roll out"));
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = run.seen.clone();
-    let (code, rest, took) = run.interrupt();
-    assert!(
-        took < Duration::from_secs(2),
-        "Ctrl-C took {took:?}\n{seen}{rest}"
+    let rest = t.ctrl_c_at(
+        &["deploy", "--no-test"],
+        &format!("- wait for {app}/{new} to roll out"),
     );
-    assert_eq!(code, Some(130), "{seen}{rest}");
     assert!(
         rest.contains(&format!("put back: delete the new deployment {app}/{new}")),
         "{rest}"
@@ -984,23 +994,17 @@ fn gke_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_
         )
         .commit("v3, never ready on staging");
     let v3 = t.version();
-    let mut run = t.spawn(&[
-        "deploy",
-        "--no-test",
-        "--skip",
-        "accept-local",
-        "--to",
-        "stage",
-    ]);
-    run.wait_for(&format!("- wait for {app}/{app}-staging to roll out"));
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = run.seen.clone();
-    let (code, rest, took) = run.interrupt();
-    assert!(
-        took < Duration::from_secs(2),
-        "Ctrl-C took {took:?}\n{seen}{rest}"
+    let rest = t.ctrl_c_at(
+        &[
+            "deploy",
+            "--no-test",
+            "--skip",
+            "accept-local",
+            "--to",
+            "stage",
+        ],
+        &format!("- wait for {app}/{app}-staging to roll out"),
     );
-    assert_eq!(code, Some(130), "{seen}{rest}");
     assert!(
         rest.contains(&format!(
             "put back: put deployment {app}/{app}-staging back as it was"
