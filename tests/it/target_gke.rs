@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::fake_kube::kubectl_available;
 use crate::support::{
-    KeepAliveLoop, Registry, RequestLoop, Run, TestService, docker_available, http_get_at,
-    planned_actions, taken_actions, temp_dir,
+    KeepAliveLoop, Registry, RequestLoop, Run, Spawned, TestService, docker, docker_available,
+    http_get_at, planned_actions, taken_actions, temp_dir,
 };
 
 const SECRET: &str = "pym-it-gke-secret-Wd40";
@@ -97,14 +97,90 @@ impl Setup {
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        self.xtask_with(args, &[])
+    }
+
+    /// `xtask` with more environment variables.
+    fn xtask_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let mut env = self.env();
+        env.extend_from_slice(extra);
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SECRET, PLUGIN_TOKEN, &self.reg.password]);
         r
+    }
+
+    /// `pymdeploy ARGS` in the background, in its own process group (see `Spawned`).
+    fn spawn(&self, args: &[&str]) -> Spawned {
+        self.svc.spawn(args, &self.env())
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Starts `pymdeploy ARGS`, presses Ctrl-C half a second after `marker` was printed,
+    /// and checks that the run answered within 2 s, with exit code 130; what it printed
+    /// after Ctrl-C.
+    #[track_caller]
+    fn ctrl_c_at(&self, args: &[&str], marker: &str) -> String {
+        let mut run = self.spawn(args);
+        run.wait_for(marker);
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = run.seen.clone();
+        let (code, rest, took) = run.interrupt();
+        assert!(
+            took < Duration::from_secs(2),
+            "Ctrl-C took {took:?}\n{seen}{rest}"
+        );
+        assert_eq!(code, Some(130), "{seen}{rest}");
+        rest
+    }
+
+    /// What is left of the Deployment `name` (its ReplicaSets, pods, Secret, and the pods'
+    /// containers on the engine), waited for up to 60 s while its pods stop (preStop sleep
+    /// and grace): empty when it is all gone.
+    fn left_of(&self, name: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let objects = self.kubectl(&[
+                "get",
+                "deployments,replicasets,pods",
+                "-l",
+                &format!("pymdeploy.dev/deployment={name}"),
+                "-o",
+                "name",
+            ]);
+            let mut left: Vec<String> = objects
+                .assert_ok()
+                .stdout
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if self.exists("secret", name) {
+                left.push(format!("secret/{name}"));
+            }
+            let containers = docker(&[
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                &format!("name=k8s_app_{name}-"),
+            ]);
+            left.extend(containers.lines().map(|c| format!("container {c}")));
+            if left.is_empty() || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The version the live Service selects.
+    fn selected(&self) -> Value {
+        self.get("service", &self.svc.name)["spec"]["selector"]["app.kubernetes.io/version"].clone()
     }
 
     fn kubectl(&self, args: &[&str]) -> Run {
@@ -794,4 +870,171 @@ fn gke_promotes_what_staging_runs_once_it_passed_acceptance_and_rollback_never_r
         )) && history.contains(&format!("live@{v1}@1")),
         "{history}"
     );
+}
+
+#[test]
+fn gke_a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verified() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let t = Setup::new("gkefp");
+    let app = t.svc.name.clone();
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "env_secrets: []",
+            "env_secrets: [PYM_IT_GKE_SECRET]",
+        )
+        .commit("a secret");
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    let v1 = t.version();
+    let live_addr = t.address(&app);
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v2");
+    let v2 = t.version();
+    let new = t.deployment(&v2);
+    t.xtask(&["deploy", "--no-test", "--to", "accept-staging"])
+        .assert_ok();
+    let planned = planned_actions(&t.xtask(&["promote", "--dry-run"]).assert_ok().stdout);
+    let switch = planned
+        .iter()
+        .position(|a| a.starts_with(&format!("switch service {app}/{app} from {v1} to {v2}")))
+        .unwrap_or_else(|| panic!("no switch: {planned:?}"));
+    let verify = planned
+        .iter()
+        .position(|a| a.starts_with("check live serves"))
+        .unwrap_or_else(|| panic!("no check: {planned:?}"));
+    assert_eq!(verify, switch + 1, "{planned:?}");
+    assert!(
+        planned[0].starts_with(&format!("put the live env_secrets in secret {app}/{new}")),
+        "{planned:?}"
+    );
+    // A failure where each action up to the check would start (the check itself
+    // included): live serves V1 and selects it, and nothing of V2 is left on live.
+    for after in 1..=verify {
+        let r = t.xtask_with(
+            &["promote"],
+            &[("PYMDEPLOY_FAIL_AFTER_ACTION", &after.to_string())],
+        );
+        r.assert_failed()
+            .assert_stderr_has(&format!("failure injected after action {after}"))
+            .assert_stderr_has("put back: ");
+        if after > switch {
+            r.assert_stderr_has(&format!(
+                "put back: switch service {app}/{app} back from {v2} to {v1}"
+            ));
+        }
+        assert_eq!(
+            t.selected(),
+            v1.as_str(),
+            "after action {after}:\n{}",
+            r.stderr
+        );
+        assert_serves(&live_addr, &v1, "live");
+        let left = t.left_of(&new);
+        assert!(
+            left.is_empty(),
+            "promote failing after action {after} left {left:?}:\n{}",
+            r.stderr
+        );
+    }
+    // After the check the switch is verified and kept: a failure then fails the run, and
+    // live serves V2.
+    let r = t.xtask_with(
+        &["promote"],
+        &[("PYMDEPLOY_FAIL_AFTER_ACTION", &(verify + 1).to_string())],
+    );
+    r.assert_failed()
+        .assert_stderr_has(&format!("failure injected after action {}", verify + 1))
+        .assert_stderr_has("the switch was verified and is kept");
+    assert_eq!(t.selected(), v2.as_str(), "{}", r.stderr);
+    assert_serves(&live_addr, &v2, "live");
+}
+
+#[test]
+fn gke_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
+    if !docker_available() || !kubectl_available() {
+        return;
+    }
+    let t = Setup::new("gkei");
+    let app = t.svc.name.clone();
+    t.xtask(&["deploy", "--no-test"]).assert_ok();
+    let v1 = t.version();
+    let live_addr = t.address(&app);
+    // The next version never becomes ready on live (its overlay probes a path nobody
+    // answers), so promote waits for its rollout: that is where Ctrl-C comes.
+    t.svc
+        .write("pym-config.live.yaml", "health_path: /never\n")
+        .commit("v2, never ready on live");
+    let v2 = t.version();
+    let new = t.deployment(&v2);
+    let rest = t.ctrl_c_at(
+        &["deploy", "--no-test"],
+        &format!("- wait for {app}/{new} to roll out"),
+    );
+    assert!(
+        rest.contains(&format!("put back: delete the new deployment {app}/{new}")),
+        "{rest}"
+    );
+    assert_eq!(t.selected(), v1.as_str(), "live changed:\n{rest}");
+    assert_serves(&live_addr, &v1, "live");
+    let left = t.left_of(&new);
+    assert!(
+        left.is_empty(),
+        "the interrupted promote left {left:?}:\n{rest}"
+    );
+
+    // Ctrl-C while stage waits for a version that never becomes ready on staging: it
+    // answers at once and puts the staging Deployment back; live is untouched.
+    t.svc
+        .write(
+            "pym-config.staging.yaml",
+            "k8s_replicas: 1\nhealth_path: /never\n",
+        )
+        .commit("v3, never ready on staging");
+    let v3 = t.version();
+    let rest = t.ctrl_c_at(
+        &[
+            "deploy",
+            "--no-test",
+            "--skip",
+            "accept-local",
+            "--to",
+            "stage",
+        ],
+        &format!("- wait for {app}/{app}-staging to roll out"),
+    );
+    assert!(
+        rest.contains(&format!(
+            "put back: put deployment {app}/{app}-staging back as it was"
+        )),
+        "{rest}"
+    );
+    assert_eq!(
+        t.get("deployment", &format!("{app}-staging"))["metadata"]["labels"]["app.kubernetes.io/version"],
+        v2.as_str(),
+        "staging was not put back:\n{rest}"
+    );
+    assert_eq!(t.selected(), v1.as_str(), "live changed:\n{rest}");
+    assert_serves(&live_addr, &v1, "live");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let staged_v3 = || {
+        t.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("pymdeploy.dev/deployment={app}-staging,app.kubernetes.io/version={v3}"),
+            "-o",
+            "name",
+        ])
+        .assert_ok()
+        .stdout
+        .trim()
+        .to_string()
+    };
+    while !staged_v3().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(staged_v3(), "", "the interrupted stage left pods of {v3}");
 }

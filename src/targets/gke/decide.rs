@@ -1,0 +1,409 @@
+//! The decisions (pure): stage, promote, rollback and cleanup as lists of `Act`s.
+
+use anyhow::{Result, anyhow, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::Names;
+use super::observe::{Dep, Seen};
+use crate::config::PymEnv;
+use crate::error::hinted;
+use crate::targets::history::{self, Event, History};
+use crate::targets::{Fate, Staged};
+
+/// One thing `stage`, `promote` or `rollback` does, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Act {
+    Namespace,
+    /// Puts the `env_secrets` of `env` in the Secret `name` (the Deployment's own).
+    Secret {
+        name: String,
+        env: PymEnv,
+    },
+    /// Creates the Deployment, or moves it to this spec.
+    Deploy {
+        name: String,
+        version: String,
+        image: String,
+        env: PymEnv,
+        replicas: i32,
+    },
+    Scale {
+        name: String,
+        replicas: i32,
+    },
+    /// Waits as `kubectl rollout status` does.
+    Rollout {
+        name: String,
+    },
+    /// Each pod of `name` answers the service contract (through the apiserver's pod proxy).
+    CheckPods {
+        name: String,
+        version: String,
+        env: PymEnv,
+    },
+    /// Makes the staging Service, or gives it the configured type and port.
+    Service {
+        env: PymEnv,
+    },
+    /// Moves the live Service's selector from `from` to `to`, then adds `record` to the
+    /// deploy record.
+    Select {
+        from: Option<String>,
+        to: String,
+        record: Vec<(Event, String)>,
+    },
+    /// The live Service serves `version` with `PYM_ENV=live`.
+    Verify {
+        version: String,
+    },
+    /// Deletes a Deployment and its Secret.
+    Delete {
+        name: String,
+    },
+    // The undos, which `plan::execute` runs in reverse when a later act fails.
+    /// The namespace this run made (with what it made in it).
+    DeleteNamespace,
+    DeleteDeployment {
+        name: String,
+    },
+    RestoreDeployment(Box<Deployment>),
+    DeleteSecret {
+        name: String,
+    },
+    RestoreSecret(Box<Secret>),
+    /// Moves the selector back from `from` (and records it), or deletes the live Service
+    /// when nothing was live before.
+    Unselect {
+        back_to: Option<String>,
+        from: String,
+    },
+}
+
+impl Act {
+    pub fn describe(&self, names: &Names) -> String {
+        let ns = &names.ns;
+        match self {
+            Act::Namespace => format!("create namespace {ns}"),
+            Act::Secret { name, env } => format!("put the {env} env_secrets in secret {ns}/{name}"),
+            Act::Deploy {
+                name,
+                version,
+                image,
+                env,
+                replicas,
+            } => format!(
+                "deploy {ns}/{name}: {version} ({image}), PYM_ENV={env}, {replicas} replicas"
+            ),
+            Act::Scale { name, replicas } => format!("scale {ns}/{name} to {replicas}"),
+            Act::Rollout { name } => format!("wait for {ns}/{name} to roll out"),
+            Act::CheckPods { name, version, env } => {
+                format!("check each pod of {ns}/{name} serves {version} with PYM_ENV={env}")
+            }
+            Act::Service { env } => format!(
+                "create service {ns}/{}, or give it the configured type and port",
+                names.service(*env)
+            ),
+            Act::Select {
+                from: Some(f), to, ..
+            } => format!("switch service {ns}/{} from {f} to {to}", names.app),
+            Act::Select { from: None, to, .. } => {
+                format!("point service {ns}/{} at {to}", names.app)
+            }
+            Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
+            Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
+            Act::DeleteNamespace => format!("delete the new namespace {ns}"),
+            Act::DeleteDeployment { name } => format!("delete the new deployment {ns}/{name}"),
+            Act::RestoreDeployment(d) => format!(
+                "put deployment {ns}/{} back as it was",
+                d.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::DeleteSecret { name } => format!("delete the new secret {ns}/{name}"),
+            Act::RestoreSecret(s) => format!(
+                "put secret {ns}/{} back as it was",
+                s.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Act::Unselect {
+                back_to: Some(v),
+                from,
+            } => format!("switch service {ns}/{} back from {from} to {v}", names.app),
+            Act::Unselect { back_to: None, .. } => {
+                format!("delete the new live service {ns}/{}", names.app)
+            }
+        }
+    }
+}
+
+/// Stage: the staging Deployment to `image` (a digest), rolled out.
+pub fn decide_stage(
+    seen: &Seen,
+    names: &Names,
+    version: &str,
+    image: &str,
+    replicas: i32,
+    secrets: bool,
+) -> Result<Vec<Act>> {
+    if !image.contains("@sha256:") {
+        bail!(
+            "Kubernetes runs images by digest here, and {image} has none: push it first (`cargo xtask push`)"
+        );
+    }
+    let name = names.staging();
+    let mut acts = Vec::new();
+    if !seen.namespace {
+        acts.push(Act::Namespace);
+    }
+    if secrets {
+        acts.push(Act::Secret {
+            name: name.clone(),
+            env: PymEnv::Staging,
+        });
+    }
+    acts.push(Act::Deploy {
+        name: name.clone(),
+        version: version.into(),
+        image: image.into(),
+        env: PymEnv::Staging,
+        replicas,
+    });
+    acts.push(Act::Rollout { name: name.clone() });
+    acts.push(Act::CheckPods {
+        name,
+        version: version.into(),
+        env: PymEnv::Staging,
+    });
+    acts.push(Act::Service {
+        env: PymEnv::Staging,
+    });
+    Ok(acts)
+}
+
+/// The previous versions to keep and to delete, as Deployment names, with `live` live and
+/// `history` the record: those beyond the `keep` a rollback can use go
+/// (`history::beyond_kept`), so what is kept is what rollback needs.
+fn retire(
+    seen: &Seen,
+    names: &Names,
+    history: &History,
+    live: Option<&str>,
+    keep: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut available = seen.available();
+    if let Some(l) = live.filter(|l| !available.iter().any(|a| a == l)) {
+        available.insert(0, l.to_string());
+    }
+    let previous = history::previous(history, live, &available);
+    let gone = history::beyond_kept(history, live, &available, keep);
+    let kept = previous
+        .iter()
+        .filter(|v| !gone.contains(v))
+        .map(|v| names.live(v))
+        .collect();
+    (kept, gone.iter().map(|v| names.live(v)).collect())
+}
+
+/// Promote what staging runs (`staged`: its version and image, never HEAD's): its live
+/// Deployment rolled out and checked, the switch (recorded), the check, then the version
+/// live before scaled to zero and those beyond `keep` deleted.
+pub fn decide_promote(
+    seen: &Seen,
+    names: &Names,
+    staged: Option<&Staged>,
+    replicas: i32,
+    secrets: bool,
+    keep: usize,
+) -> Result<Vec<Act>> {
+    let staged = staged.ok_or_else(|| {
+        hinted(
+            format!("cannot promote: nothing runs on staging in {}", names.ns),
+            "stage and test a version first: `cargo xtask deploy --from stage`",
+        )
+    })?;
+    let (version, image) = (staged.version.as_str(), staged.image.as_str());
+    if !image.contains('@') {
+        return Err(hinted(
+            format!("cannot promote {version}: staging runs {image}, which names no digest"),
+            "stage it again (`cargo xtask deploy --from stage`): Kubernetes runs images by digest here",
+        ));
+    }
+    let name = names.live(version);
+    let from = seen.selects().map(String::from);
+    if from.as_deref() == Some(version)
+        && seen
+            .dep(&name)
+            .is_some_and(|d| d.ready >= d.replicas && d.replicas > 0 && d.image == image)
+    {
+        return Ok(vec![Act::Verify {
+            version: version.into(),
+        }]);
+    }
+    // What the record will say once the selector moved (a live version it does not know,
+    // left by a record written elsewhere, first).
+    let mut record = Vec::new();
+    if let Some(f) = from.as_deref().filter(|f| *f != version)
+        && seen.history.live_order().first() != Some(&f)
+    {
+        record.push((Event::Live, f.to_string()));
+    }
+    record.push((Event::Live, version.to_string()));
+    let mut acts = Vec::new();
+    if !seen.namespace {
+        acts.push(Act::Namespace);
+    }
+    if secrets {
+        acts.push(Act::Secret {
+            name: name.clone(),
+            env: PymEnv::Live,
+        });
+    }
+    acts.push(Act::Deploy {
+        name: name.clone(),
+        version: version.into(),
+        image: image.into(),
+        env: PymEnv::Live,
+        replicas,
+    });
+    acts.push(Act::Rollout { name: name.clone() });
+    acts.push(Act::CheckPods {
+        name: name.clone(),
+        version: version.into(),
+        env: PymEnv::Live,
+    });
+    let mut after = seen.history.clone();
+    for (e, v) in &record {
+        after.push(*e, v, None, i64::MAX);
+    }
+    acts.push(Act::Select {
+        from: from.clone(),
+        to: version.into(),
+        record,
+    });
+    acts.push(Act::Verify {
+        version: version.into(),
+    });
+    acts.extend(after_switch(
+        seen,
+        names,
+        &after,
+        version,
+        from.as_deref(),
+        keep,
+    ));
+    Ok(acts)
+}
+
+/// After a switch to `live`: the one live before scaled to zero, those beyond `keep`
+/// deleted (by `history`, the record as the switch left it).
+fn after_switch(
+    seen: &Seen,
+    names: &Names,
+    history: &History,
+    live: &str,
+    from: Option<&str>,
+    keep: usize,
+) -> Vec<Act> {
+    let mut acts = Vec::new();
+    let (kept, gone) = retire(seen, names, history, Some(live), keep);
+    if let Some(f) = from.filter(|f| *f != live) {
+        let old = names.live(f);
+        if seen.dep(&old).is_some_and(|d| d.replicas > 0) && !gone.contains(&old) {
+            acts.push(Act::Scale {
+                name: old,
+                replicas: 0,
+            });
+        }
+    }
+    for k in kept {
+        if seen.dep(&k).is_some_and(|d| d.replicas > 0)
+            && Some(k.as_str()) != from.map(|f| names.live(f)).as_deref()
+        {
+            acts.push(Act::Scale {
+                name: k,
+                replicas: 0,
+            });
+        }
+    }
+    acts.extend(gone.into_iter().map(|name| Act::Delete { name }));
+    acts
+}
+
+/// Rollback: the version `history::rollback_to` chooses (`to` when named; never back to
+/// one a rollback left otherwise) scaled up, checked, selected (recorded); the current one
+/// scaled to zero. Returns the current version, the one rolled back to, and the acts.
+pub fn decide_rollback(
+    seen: &Seen,
+    names: &Names,
+    replicas: i32,
+    to: Option<&str>,
+) -> Result<(String, String, Vec<Act>)> {
+    if seen.live.is_none() {
+        return Err(hinted(
+            format!(
+                "nothing is live in {}: there is nothing to roll back",
+                names.ns
+            ),
+            "deploy first: `cargo xtask deploy`",
+        ));
+    }
+    let current = seen
+        .selects()
+        .ok_or_else(|| {
+            anyhow!(
+                "the live service {}/{} selects no version",
+                names.ns,
+                names.app
+            )
+        })?
+        .to_string();
+    let target = history::rollback_to(&seen.history, Some(&current), &seen.available(), to)?;
+    let name = names.live(&target);
+    Ok((
+        current.clone(),
+        target.clone(),
+        vec![
+            Act::Scale {
+                name: name.clone(),
+                replicas,
+            },
+            Act::Rollout { name: name.clone() },
+            Act::CheckPods {
+                name,
+                version: target.clone(),
+                env: PymEnv::Live,
+            },
+            Act::Select {
+                from: Some(current.clone()),
+                to: target.clone(),
+                record: vec![
+                    (Event::RolledBack, current.clone()),
+                    (Event::Live, target.clone()),
+                ],
+            },
+            Act::Verify {
+                version: target.clone(),
+            },
+            Act::Scale {
+                name: names.live(&current),
+                replicas: 0,
+            },
+        ],
+    ))
+}
+
+/// Cleanup: the previous live Deployments, kept or deleted as `retire` says: those beyond
+/// `keep` a rollback can use go.
+pub fn decide_cleanup(seen: &Seen, names: &Names, keep: usize) -> Vec<(Dep, Fate)> {
+    let (kept, gone) = retire(seen, names, &seen.history, seen.selects(), keep);
+    let fate = |n: &String| match gone.contains(n) {
+        true => Fate::Go {
+            done: false,
+            did: "deleted",
+            would: "delete",
+        },
+        false => Fate::Keep(None),
+    };
+    kept.iter()
+        .chain(&gone)
+        .filter_map(|n| seen.dep(n).map(|d| (d.clone(), fate(n))))
+        .collect()
+}
