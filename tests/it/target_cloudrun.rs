@@ -519,7 +519,7 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     let before = calls(t.fake).len();
     let dry = t.xtask(&["promote", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
-    assert_no_mutation(&calls(t.fake)[before..]);
+    assert_no_mutation(&t.calls_since(before));
     let promoted = t.xtask(&["deploy", "--from", "promote"]);
     promoted.assert_ok();
     assert_eq!(
