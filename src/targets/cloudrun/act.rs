@@ -75,6 +75,10 @@ impl Runner {
             } => {
                 let base = self.base()?;
                 let before = base.traffic.clone();
+                let undo = Act::PutBack {
+                    traffic: svc_of(&base).traffic,
+                    record: Vec::new(),
+                };
                 let svc = base
                     .set_template(template(c, revision, image, &self.version, *env)?)
                     .set_traffic(targets_of(traffic));
@@ -90,9 +94,11 @@ impl Runner {
                     .wait_through("services.update", poller, timeout, progress)
                     .await;
                 match gcp.revision_outcome(done, revision).await {
+                    // The revision stays (Cloud Run keeps a service's latest revision; with
+                    // no traffic it runs nothing); its traffic and tag are undone.
                     Ok(s) => {
                         self.current = Some(s);
-                        Ok(None)
+                        Ok(Some(undo))
                     }
                     // Cloud Run keeps the traffic asked for (a tag on the failed revision)
                     // beside what it serves: put it back as it was.
@@ -135,9 +141,9 @@ impl Runner {
                     gcp.wait_through("services.update", poller, timeout, progress)
                         .await?,
                 );
-                Ok(undo.clone().map(|record| Act::PutBack {
+                Ok(Some(Act::PutBack {
                     traffic: before,
-                    record,
+                    record: undo.clone().unwrap_or_default(),
                 }))
             }
             Act::PutBack { traffic, record } => {

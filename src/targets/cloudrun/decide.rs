@@ -25,7 +25,8 @@ pub enum Act {
         env: PymEnv,
         traffic: Vec<Route>,
     },
-    /// UpdateService(template, traffic): a new revision; the traffic as given.
+    /// UpdateService(template, traffic): a new revision; the traffic as given. Undone by
+    /// putting the traffic back as it was (the revision, with none, stays).
     Deploy {
         revision: String,
         image: String,
@@ -33,8 +34,8 @@ pub enum Act {
         traffic: Vec<Route>,
     },
     /// UpdateService(traffic, annotations): traffic moves, and `record` is added to the
-    /// deploy record in the same update. With `undo`, a switch of live: undone by putting
-    /// the traffic back and adding `undo` to the record.
+    /// deploy record in the same update. Undone by putting the traffic back; with `undo`,
+    /// a switch of live, whose undo also adds `undo` to the record.
     Route {
         traffic: Vec<Route>,
         record: Vec<Note>,
