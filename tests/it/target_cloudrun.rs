@@ -1123,7 +1123,12 @@ fn cloud_run_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
             .into_iter()
             .filter(|r| !revisions.contains(r))
             .collect();
-        assert_eq!(added, [l2.clone()], "after action {after}:\n{}", r.stderr);
+        assert_eq!(
+            added,
+            std::slice::from_ref(&l2),
+            "after action {after}:\n{}",
+            r.stderr
+        );
         let made: Vec<String> = t
             .containers()
             .into_iter()
