@@ -123,14 +123,39 @@ impl<'a> Setup<'a> {
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        self.xtask_with(args, &[])
+    }
+
+    /// `xtask`, with `extra` added to the environment.
+    fn xtask_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let mut env = self.env();
+        env.extend_from_slice(extra);
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SERVICE_TOKEN, &self.reg.password, &key_secret()]);
         r
+    }
+
+    /// The environment that points a run at the local Cloud Run and the registry.
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The names of the containers the local Cloud Run runs for this service's revisions.
+    fn containers(&self) -> Vec<String> {
+        let names = crate::support::docker(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("name={}", self.svc.name),
+        ]);
+        let mut names: Vec<String> = names.lines().map(str::to_string).collect();
+        names.sort();
+        names
     }
 
     fn version(&self) -> String {
@@ -519,7 +544,7 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     let before = calls(t.fake).len();
     let dry = t.xtask(&["promote", "--dry-run"]);
     let planned = crate::support::planned_actions(&dry.assert_ok().stdout);
-    assert_no_mutation(&calls(t.fake)[before..]);
+    assert_no_mutation(&t.calls_since(before));
     let promoted = t.xtask(&["deploy", "--from", "promote"]);
     promoted.assert_ok();
     assert_eq!(
@@ -1039,4 +1064,155 @@ fn cloud_run_rollback_twice_never_returns_to_the_version_it_left_unless_named() 
         .assert_stderr_has(&format!("{c2} live again"))
         .assert_stderr_has(&format!("(was {v0})"));
     assert_serves(&t.url(None), &c2, "live");
+}
+
+#[test]
+fn cloud_run_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("runfp", shared_fake());
+    let quick = ["deploy", "--no-test", "--skip", "accept-local"];
+    t.xtask(&quick).assert_ok();
+    let v1 = t.version();
+    let main = t.svc.read("src/main.rs");
+    t.svc
+        .write("src/main.rs", &format!("{main}// v2\n"))
+        .commit("v2");
+    let v2 = t.version();
+    t.xtask(&[&quick[..], &["--to", "accept-staging"]].concat())
+        .assert_ok();
+    let planned =
+        crate::support::planned_actions(&t.xtask(&["promote", "--dry-run"]).assert_ok().stdout);
+    let switch = planned
+        .iter()
+        .position(|a| a.starts_with(&format!("move {}'s traffic", t.svc.name)))
+        .expect("a switch");
+    let verify = planned
+        .iter()
+        .position(|a| a.starts_with("check the service URL"))
+        .expect("a check");
+    assert_eq!(verify, switch + 1, "{planned:?}");
+    let (traffic, revisions, containers) = (t.traffic(), t.revisions(), t.containers());
+    let l2 = format!("{}-{v2}-l1", t.svc.name);
+    // A failure where each action up to the check of the switch would start: live serves
+    // V1, the traffic and its tags are as they were. The one revision promote made (Cloud
+    // Run never deletes a service's latest revision; it serves nothing and is reused by
+    // the next promote) is the only one added, with its one container.
+    for after in 1..=verify {
+        let r = t.xtask_with(
+            &["promote"],
+            &[("PYMDEPLOY_FAIL_AFTER_ACTION", &after.to_string())],
+        );
+        r.assert_failed()
+            .assert_stderr_has(&format!("failure injected after action {after}"))
+            .assert_stderr_has(&format!("promoting {v2} failed"))
+            .assert_stderr_has(&format!("put back: put {}'s traffic back", t.svc.name));
+        if after > switch {
+            r.assert_stderr_has(&format!("record {v2} rolled back from, {v1} live"));
+        }
+        assert_eq!(
+            t.traffic(),
+            traffic,
+            "promote failing after action {after} left traffic or a tag:\n{}",
+            r.stderr
+        );
+        assert_serves(&t.url(None), &v1, "live");
+        let added: Vec<String> = t
+            .revisions()
+            .into_iter()
+            .filter(|r| !revisions.contains(r))
+            .collect();
+        assert_eq!(
+            added,
+            std::slice::from_ref(&l2),
+            "after action {after}:\n{}",
+            r.stderr
+        );
+        let made: Vec<String> = t
+            .containers()
+            .into_iter()
+            .filter(|c| !containers.contains(c))
+            .collect();
+        assert!(
+            made.len() == 1 && made[0].ends_with(&l2),
+            "promote failing after action {after} left containers {made:?}:\n{}",
+            r.stderr
+        );
+    }
+    // Without a failure, promote makes V2 live on that very revision.
+    t.xtask(&["promote"])
+        .assert_ok()
+        .assert_stderr_has(&format!("{v2} live on"));
+    assert_serves(&t.url(None), &v2, "live");
+    assert_eq!(t.traffic()[0], (l2, 100, String::new()));
+}
+
+/// Ctrl-C once `marker` is printed and the run has waited a moment: it ends within
+/// 2 s, with code 130. Returns all it printed.
+#[track_caller]
+fn interrupt_at(mut run: crate::support::Spawned, marker: &str) -> String {
+    run.wait_for(marker);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = run.seen.clone();
+    let (code, rest, took) = run.interrupt();
+    let out = format!("{seen}{rest}");
+    assert!(
+        took < Duration::from_secs(2),
+        "Ctrl-C took {took:?} (health_timeout is 60 s)\n{out}"
+    );
+    assert_eq!(code, Some(130), "{out}");
+    out
+}
+
+#[test]
+fn cloud_run_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
+    if !docker_available() {
+        return;
+    }
+    let t = Setup::new("runint", shared_fake());
+    let quick = ["deploy", "--no-test", "--skip", "accept-local"];
+    t.xtask(&quick).assert_ok();
+    let v1 = t.version();
+    // The next version never answers its health on live (its overlay asks a path nobody
+    // answers), so promote's check of the `next` tag waits: that is where Ctrl-C comes.
+    t.svc
+        .write("pym-config.live.yaml", "health_path: /never\n")
+        .commit("v2, unhealthy on live");
+    let v2 = t.version();
+    t.xtask(&[&quick[..], &["--to", "accept-staging"]].concat())
+        .assert_ok();
+    let traffic = t.traffic();
+    let out = interrupt_at(
+        t.svc.spawn(&["promote"], &t.env()),
+        "- check the `next` tag URL serves",
+    );
+    assert!(
+        out.contains(&format!("promoting {v2} failed"))
+            && out.contains(&format!("put back: put {}'s traffic back", t.svc.name)),
+        "{out}"
+    );
+    assert_eq!(t.traffic(), traffic, "the traffic changed:\n{out}");
+    assert_serves(&t.url(None), &v1, "live");
+    assert_serves(&t.url(Some("staging")), &v2, "staging");
+
+    // Ctrl-C while stage waits for a version that never answers its health on staging:
+    // it answers at once and puts the `staging` tag back where it was; live is untouched.
+    t.svc
+        .write("pym-config.staging.yaml", "health_path: /never\n")
+        .commit("v3, unhealthy on staging");
+    let v3 = t.version();
+    let out = interrupt_at(
+        t.svc
+            .spawn(&[&quick[..], &["--to", "stage"]].concat(), &t.env()),
+        "- check the `staging` tag URL serves",
+    );
+    assert!(
+        out.contains(&format!("put back: put {}'s traffic back", t.svc.name))
+            && out.contains(&format!("add revision {}-{v3}-s1", t.svc.name)),
+        "{out}"
+    );
+    assert_eq!(t.traffic(), traffic, "the traffic changed:\n{out}");
+    assert_serves(&t.url(None), &v1, "live");
+    assert_serves(&t.url(Some("staging")), &v2, "staging");
 }

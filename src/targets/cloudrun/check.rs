@@ -1,0 +1,109 @@
+//! What can be known to fail before any call: the config as Cloud Run would take it,
+//! and where the service is (project, region, endpoint).
+
+use anyhow::Result;
+
+use super::names::{bad_service_id, service_id};
+use crate::config::Config;
+use crate::error::hinted;
+
+/// Project, region and endpoint, from the config or gcloud's environment variables.
+pub(super) struct Place {
+    pub(super) project: String,
+    pub(super) region: String,
+    pub(super) endpoint: Option<String>,
+}
+
+pub(super) fn place(c: &Config) -> Result<Place> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let project = c
+        .gcp_project
+        .clone()
+        .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
+        .or_else(|| env("CLOUDSDK_CORE_PROJECT"))
+        .or_else(adc_project);
+    let project = project.ok_or_else(|| {
+        hinted(
+            "no Google Cloud project is set",
+            "set `gcp_project` in pym-config.yaml (or GOOGLE_CLOUD_PROJECT)",
+        )
+    })?;
+    let region = c.gcp_region.clone().or_else(|| env("CLOUDSDK_RUN_REGION"));
+    let region = region.ok_or_else(|| hinted("no Cloud Run region is set", "set `gcp_region` in pym-config.yaml, e.g. `gcp_region: us-central1` (or CLOUDSDK_RUN_REGION)"))?;
+    let endpoint =
+        env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN").map(|e| e.trim_end_matches('/').to_string());
+    Ok(Place {
+        project,
+        region,
+        endpoint,
+    })
+}
+
+/// The `project_id` of a service-account key in GOOGLE_APPLICATION_CREDENTIALS.
+fn adc_project() -> Option<String> {
+    let path = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["project_id"].as_str().map(String::from)
+}
+
+/// What the config asks of Cloud Run, checked as Cloud Run would check it.
+pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
+    let id = service_id(c);
+    if let Some(why) = bad_service_id(&id) {
+        let key = if c.gcp_service.is_some() {
+            "gcp_service"
+        } else {
+            "name"
+        };
+        return Err(hinted(
+            format!("{file}: the Cloud Run service name {id:?} (`{key}`) would be refused: {why}"),
+            "set `gcp_service` to a shorter name of lowercase letters, digits and dashes",
+        ));
+    }
+    let memory_ok = |m: &str| {
+        let digits = m.trim_end_matches(|ch: char| ch.is_ascii_alphabetic());
+        let unit = &m[digits.len()..];
+        digits.parse::<u64>().is_ok_and(|n| n > 0) && ["Mi", "Gi", "M", "G"].contains(&unit)
+    };
+    if let Some(m) = c.gcp_memory.as_deref().filter(|m| !memory_ok(m)) {
+        return Err(hinted(
+            format!("{file}: `gcp_memory: {m}` is not a memory size Cloud Run takes"),
+            "write it as Cloud Run does: `512Mi`, `1Gi`, `2Gi`",
+        ));
+    }
+    let cpu_ok = |x: &str| {
+        x.parse::<f64>().is_ok_and(|n| n > 0.0)
+            || x.strip_suffix('m')
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+    };
+    if let Some(x) = c.gcp_cpu.as_deref().filter(|x| !cpu_ok(x)) {
+        return Err(hinted(
+            format!("{file}: `gcp_cpu: {x}` is not a CPU count Cloud Run takes"),
+            "write it as Cloud Run does: `1`, `2`, `4`, or `500m`",
+        ));
+    }
+    if let Some(n) = c
+        .gcp_request_concurrency
+        .filter(|n| !(1..=1000).contains(n))
+    {
+        return Err(hinted(
+            format!("{file}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000"),
+            "set it between 1 and 1000 (80 is Cloud Run's default)",
+        ));
+    }
+    if let (Some(min), Some(max)) = (c.gcp_min_instances, c.gcp_max_instances)
+        && min > max
+    {
+        return Err(hinted(
+            format!("{file}: `gcp_min_instances` ({min}) is above `gcp_max_instances` ({max})"),
+            "make gcp_min_instances at most gcp_max_instances",
+        ));
+    }
+    if let Some(t) = c.gcp_request_timeout.filter(|t| !(1..=3600).contains(t)) {
+        return Err(hinted(
+            format!("{file}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds"),
+            "set it between 1 and 3600",
+        ));
+    }
+    Ok(())
+}
