@@ -53,12 +53,6 @@ pub fn need_kubectl() {
     );
 }
 
-/// The old guard, until the gke tests say `#[cfg_attr(pym_no_kubectl, ignore)]` too.
-pub fn kubectl_available() -> bool {
-    need_kubectl();
-    true
-}
-
 /// Images of the test server: healthy, and one whose `/ping` answers 500. Removed on drop.
 struct Images(String);
 

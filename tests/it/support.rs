@@ -50,17 +50,6 @@ pub fn need_engine() {
     );
 }
 
-/// The old guard, until the target tests say `#[cfg_attr(pym_no_engine, ignore)]` too:
-/// whether the engine answers; with `CI` set its absence fails the test.
-pub fn docker_available() -> bool {
-    let ok = engine_here();
-    assert!(
-        ok || std::env::var_os("CI").is_none(),
-        "CI is set and no Docker engine answers `docker info` (run .ci/setup)"
-    );
-    ok
-}
-
 /// `docker ARGS`, stdout trimmed; panics on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use pym_fake_aws::{FakeAws, Options};
 
-use crate::support::{Registry, Run, TestService, docker_available, http_get_at};
+use crate::support::{Registry, Run, TestService, http_get_at, need_engine};
 
 const SECRET_KEY: &str = "pym-it-aws-secret-Kq3v9";
 const SERVICE_TOKEN: &str = "pym-it-service-token-7Hw2";
@@ -885,10 +885,12 @@ fn assert_serves(host: &str, version: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("ebl", shared_fake());
     let live = t.live_host();
     t.svc
@@ -1187,10 +1189,12 @@ fn beanstalk_deploy_swaps_cnames_rolls_back_and_cleans_up() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_failures_before_the_swap_leave_live_alone() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("ebf", shared_fake());
     let live = t.live_host();
     let fail_on_staging = (
@@ -1375,10 +1379,12 @@ fn beanstalk_failures_before_the_swap_leave_live_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_with_the_load_balancer_on_a_port_of_its_own_as_readme_says() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // README's way to try it without root: `--lb-port 8000` and `aws_cname_port: 8000`
     // (a free port here). Staging and live are reached on that port, not on 80.
     let (fake, lb) = own_fake(Options::default().step_delay);
@@ -1546,10 +1552,12 @@ const QUICK: [&str; 6] = [
 ];
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("ebrun", shared_fake());
     let live = t.live_host();
     // A run that would promote what it stages without testing it: refused before any step.
@@ -1619,10 +1627,12 @@ fn beanstalk_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_rollback_twice_never_returns_to_the_version_it_left_unless_named() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("ebrb", shared_fake());
     let live = t.live_host();
     let deploy = |message: &str| -> String {
@@ -1668,10 +1678,12 @@ fn beanstalk_rollback_twice_never_returns_to_the_version_it_left_unless_named() 
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("ebfp", shared_fake());
     let live = t.live_host();
     t.xtask(&QUICK).assert_ok();
@@ -1736,10 +1748,12 @@ fn beanstalk_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn beanstalk_ctrl_c_during_stage_and_promote_leaves_live_as_it_was() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     // Its own Beanstalk, slower to update (an update can be aborted for a second), its
     // load balancer on a port of its own.
     let (fake, lb) = own_fake(Duration::from_secs(1));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pym_fake_gcp::{FakeGcp, Options};
 
-use crate::support::{Registry, Run, TestService, docker_available, http_get_at, temp_dir};
+use crate::support::{Registry, Run, TestService, http_get_at, need_engine, temp_dir};
 
 const SERVICE_TOKEN: &str = "pym-it-run-token-Vb82";
 
@@ -395,10 +395,12 @@ fn assert_serves(url: &str, version: &str, env: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_up() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("run", shared_fake());
     t.svc.edit("pym-config.yaml", "env_secrets: []", "env_secrets: [PYM_IT_TOKEN]\ngcp_memory: 512Mi\ngcp_cpu: '1'\ngcp_request_concurrency: 40\ngcp_max_instances: 3").commit("settings and a secret");
 
@@ -656,10 +658,12 @@ fn assert_no_mutation(made: &[(String, String)]) {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_failures_before_the_switch_leave_live_alone() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runf", shared_fake());
     t.xtask(&["deploy", "--no-test"]).assert_ok();
     let v1 = t.version();
@@ -748,10 +752,12 @@ fn cloud_run_failures_before_the_switch_leave_live_alone() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_private_service_is_checked_and_tested_with_an_identity_token() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runp", shared_fake());
     t.svc
         .edit(
@@ -927,10 +933,12 @@ fn cloud_run_refuses_bad_input_before_any_call_and_explains_google_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runs", shared_fake());
     // A run that would promote what it stages without testing it: refused before any step.
     let r = t.xtask(&["deploy", "--no-test", "--skip", "accept-staging"]);
@@ -1004,10 +1012,12 @@ fn cloud_run_promotes_what_staging_runs_and_only_once_it_passed_acceptance() {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_rollback_twice_never_returns_to_the_version_it_left_unless_named() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runr", shared_fake());
     let quick = [
         "deploy",
@@ -1067,10 +1077,12 @@ fn cloud_run_rollback_twice_never_returns_to_the_version_it_left_unless_named() 
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_a_failure_after_any_action_of_promote_leaves_live_as_it_was() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runfp", shared_fake());
     let quick = ["deploy", "--no-test", "--skip", "accept-local"];
     t.xtask(&quick).assert_ok();
@@ -1166,10 +1178,12 @@ fn interrupt_at(mut run: crate::support::Spawned, marker: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
 fn cloud_run_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
-    if !docker_available() {
-        return;
-    }
+    need_engine();
     let t = Setup::new("runint", shared_fake());
     let quick = ["deploy", "--no-test", "--skip", "accept-local"];
     t.xtask(&quick).assert_ok();

@@ -10,10 +10,10 @@ use std::time::Duration;
 use pym_fake_kube::{FakeKube, Options};
 use serde_json::{Value, json};
 
-use crate::fake_kube::kubectl_available;
+use crate::fake_kube::need_kubectl;
 use crate::support::{
-    KeepAliveLoop, Registry, RequestLoop, Run, Spawned, TestService, docker, docker_available,
-    http_get_at, planned_actions, taken_actions, temp_dir,
+    KeepAliveLoop, Registry, RequestLoop, Run, Spawned, TestService, docker, http_get_at,
+    need_engine, planned_actions, taken_actions, temp_dir,
 };
 
 const SECRET: &str = "pym-it-gke-secret-Wd40";
@@ -335,10 +335,13 @@ fn under_load(addr: &(String, u16), f: impl FnOnce()) -> std::collections::BTree
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let t = Setup::new("gke");
     let (ns, app) = (t.svc.name.clone(), t.svc.name.clone());
     t.svc
@@ -576,10 +579,13 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_failures_leave_live_alone_and_say_why() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let t = Setup::new("gkef");
     let app = t.svc.name.clone();
     // Staging without an external address: its acceptance tests go through a port-forward.
@@ -697,10 +703,13 @@ fn gke_failures_leave_live_alone_and_say_why() {
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_stages_on_one_cluster_and_promotes_on_another() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     // PyMacaron's separate staging and live clusters: the staging overlay names the
     // staging cluster's context; promote reads the staged digest there and runs it here.
     let t = Setup::new("gkes");
@@ -763,10 +772,13 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_promotes_what_staging_runs_once_it_passed_acceptance_and_rollback_never_returns() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let t = Setup::new("gkep");
     let app = t.svc.name.clone();
     t.xtask(&["deploy", "--no-test"]).assert_ok();
@@ -873,10 +885,13 @@ fn gke_promotes_what_staging_runs_once_it_passed_acceptance_and_rollback_never_r
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verified() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let t = Setup::new("gkefp");
     let app = t.svc.name.clone();
     t.svc
@@ -953,10 +968,13 @@ fn gke_a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verifie
 }
 
 #[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
 fn gke_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once() {
-    if !docker_available() || !kubectl_available() {
-        return;
-    }
+    need_engine();
+    need_kubectl();
     let t = Setup::new("gkei");
     let app = t.svc.name.clone();
     t.xtask(&["deploy", "--no-test"]).assert_ok();
