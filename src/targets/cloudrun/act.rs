@@ -82,16 +82,8 @@ impl Runner {
                 let svc = base
                     .set_template(template(c, revision, image, &self.version, *env)?)
                     .set_traffic(targets_of(traffic));
-                let mask =
-                    google_cloud_wkt::FieldMask::default().set_paths(["template", "traffic"]);
-                let poller = gcp
-                    .services
-                    .update_service()
-                    .set_service(svc)
-                    .set_update_mask(mask)
-                    .poller();
                 let done = gcp
-                    .wait_through("services.update", poller, timeout, progress)
+                    .update(svc, &["template", "traffic"], timeout, progress)
                     .await;
                 match gcp.revision_outcome(done, revision).await {
                     // The revision stays (Cloud Run keeps a service's latest revision; with
@@ -129,16 +121,8 @@ impl Runner {
                 let svc = base
                     .set_traffic(targets_of(traffic))
                     .set_annotations(annotations);
-                let mask =
-                    google_cloud_wkt::FieldMask::default().set_paths(["traffic", "annotations"]);
-                let poller = gcp
-                    .services
-                    .update_service()
-                    .set_service(svc)
-                    .set_update_mask(mask)
-                    .poller();
                 self.current = Some(
-                    gcp.wait_through("services.update", poller, timeout, progress)
+                    gcp.update(svc, &["traffic", "annotations"], timeout, progress)
                         .await?,
                 );
                 Ok(Some(Act::PutBack {

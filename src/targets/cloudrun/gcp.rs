@@ -224,6 +224,26 @@ impl Gcp {
     /// with backoff (one second, up to five); an error while polling is retried until
     /// the deadline, as the operation goes on regardless. Ctrl-C is the caller's
     /// (`Ctx::wait`, which the executor holds off while a change is made or undone).
+    /// Updates the fields `paths` of the service to `svc`'s, and waits for Cloud Run's
+    /// operation (`services.update`) to end.
+    pub(super) async fn update(
+        &self,
+        svc: Service,
+        paths: &[&str],
+        timeout: Duration,
+        progress: &StepProgress<'_>,
+    ) -> Result<Service> {
+        let mask = google_cloud_wkt::FieldMask::default().set_paths(paths.iter().copied());
+        let poller = self
+            .services
+            .update_service()
+            .set_service(svc)
+            .set_update_mask(mask)
+            .poller();
+        self.wait_through("services.update", poller, timeout, progress)
+            .await
+    }
+
     pub(super) async fn wait_through<P: Poller<Service, Service>>(
         &self,
         method: &str,
@@ -399,15 +419,8 @@ impl Gcp {
             false => recorded(&now.annotations, base, record, state::now()),
         };
         let svc = now.set_traffic(traffic).set_annotations(annotations);
-        let mask = google_cloud_wkt::FieldMask::default().set_paths(["traffic", "annotations"]);
-        let poller = self
-            .services
-            .update_service()
-            .set_service(svc)
-            .set_update_mask(mask)
-            .poller();
         let s = self
-            .wait_through("services.update", poller, timeout, progress)
+            .update(svc, &["traffic", "annotations"], timeout, progress)
             .await?;
         progress.line("the service's traffic is back as it was");
         Ok(s)
