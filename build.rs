@@ -1,8 +1,9 @@
 //! Tells pymdeploy's own integration tests what this machine lacks, so a test that needs
 //! it is reported as ignored, with the reason, instead of passing without running:
 //! `cfg(pym_no_engine)` when no Docker engine answers `docker info`, `cfg(pym_no_kubectl)`
-//! when `kubectl` does not run. Asked only in a checkout that has those tests, and never
-//! with `CI` set: there a missing engine fails the tests that need it.
+//! when `kubectl` does not run, `cfg(pym_no_jsonschema)` without `check-jsonschema`. Asked
+//! only in a checkout that has those tests, and never with `CI` set: there a missing engine
+//! fails the tests that need it.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,7 @@ use std::process::Command;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(pym_no_engine)");
     println!("cargo::rustc-check-cfg=cfg(pym_no_kubectl)");
+    println!("cargo::rustc-check-cfg=cfg(pym_no_jsonschema)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -31,5 +33,8 @@ fn main() {
     }
     if !runs("kubectl", &["version", "--client"]) {
         println!("cargo::rustc-cfg=pym_no_kubectl");
+    }
+    if !runs("check-jsonschema", &["--version"]) {
+        println!("cargo::rustc-cfg=pym_no_jsonschema");
     }
 }

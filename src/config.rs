@@ -73,12 +73,19 @@ macro_rules! target_kinds {
                     $( TargetKind::$variant => &$about::INTRODUCTION, )*
                 }
             }
+
+            /// The keys the target cannot deploy without, each with an example value.
+            pub fn requires(self) -> &'static [(&'static str, &'static str)] {
+                match self {
+                    $( TargetKind::$variant => $about::REQUIRES, )*
+                }
+            }
         }
 
         $(
             #[macro_use]
             #[path = $file]
-            mod $about;
+            pub mod $about;
         )*
 
         /// `config!` with every target's own keys added to the optional ones.
@@ -221,6 +228,9 @@ macro_rules! config {
         pub struct Config {
             $( $(#[doc = $rdoc])* pub $r: $rt, )*
             $( $(#[doc = $odoc])* pub $o: $ot, )*
+            /// Which file set each key, for messages that point at it.
+            #[serde(skip)]
+            pub origins: Origins,
         }
 
         #[derive(Debug, Default, Deserialize)]
@@ -259,7 +269,7 @@ macro_rules! config {
                     ));
                 }; )*
                 $( let $o = self.$o.unwrap_or_else(|| $od); )*
-                Ok(Config { $( $r, )* $( $o, )* })
+                Ok(Config { $( $r, )* $( $o, )* origins: Origins::default() })
             }
         }
     };
@@ -280,7 +290,7 @@ config_with_target_keys! {
         /// the runtime base image, passed to the Dockerfile as the build argument PYM_BASE
         docker_base: Option<String> = None,
         /// the public URL of the live service
-        live_url: Option<String> = None,
+        live_url: Option<String> = None => AwsBeanstalk | GcpCloudRun | Gke,
         /// names of environment variables passed from the caller's environment to the service
         env_secrets: Vec<String> = Vec::new(),
         /// the port the service listens on inside its container (given to it as PORT)
@@ -349,7 +359,8 @@ impl Configs {
                 set.push((path, raw.set_keys()));
                 merged.overlay(raw);
             }
-            let config = merged.finish(&base)?;
+            let mut config = merged.finish(&base)?;
+            config.origins = Origins::of(&base, &set);
             config.validate(&base)?;
             check_scopes(root, &config, &set)?;
             Ok(config)
@@ -402,18 +413,19 @@ impl Configs {
                 "give staging and live different ports (the defaults are 8081 and 8080)",
             ));
         }
-        // What each target cannot deploy without.
-        // Every target but docker, which can run what its own engine built.
-        if l.deploy_target != TargetKind::Docker {
-            for c in [s, l] {
-                if !c.has_registry() {
+        // What each target cannot deploy without, said where `deploy_target` names it.
+        for c in [s, l] {
+            for (key, example) in l.deploy_target.requires() {
+                if c.is_unset(key) {
+                    let about = KEYS.iter().find(|k| k.name == *key).map_or("", |k| k.about);
                     return Err(hinted(
                         format!(
-                            "{}: the {} target needs `docker_repo`: it runs the image from a registry",
-                            root.join(CONFIG_FILE).display(),
-                            l.deploy_target
+                            "{}: the {} target needs `{key}` ({})",
+                            c.at("deploy_target"),
+                            l.deploy_target,
+                            about.trim()
                         ),
-                        "set `docker_repo: <registry>/<namespace>` in pym-config.yaml",
+                        format!("set `{key}: {example}` in pym-config.yaml"),
                     ));
                 }
             }
@@ -422,10 +434,51 @@ impl Configs {
     }
 }
 
+/// Which file set each key of one environment's config: the last of `pym-config.yaml`
+/// and its overlay that sets it.
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    base: PathBuf,
+    keys: Vec<(&'static str, PathBuf)>,
+}
+
+impl Origins {
+    fn of(base: &Path, set: &[(PathBuf, Vec<&'static str>)]) -> Origins {
+        let mut keys: Vec<(&'static str, PathBuf)> = Vec::new();
+        for (path, names) in set {
+            for name in names {
+                keys.retain(|(k, _)| k != name);
+                keys.push((name, path.clone()));
+            }
+        }
+        Origins {
+            base: base.to_path_buf(),
+            keys,
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration of one environment (all of them are loaded and checked).
     pub fn load(root: &Path, env: PymEnv) -> Result<Config> {
         Ok(Configs::load(root)?.get(env).clone())
+    }
+
+    /// Whether `key` has no value (unset, or set to an empty string).
+    fn is_unset(&self, key: &str) -> bool {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        value[key].is_null() || value[key] == ""
+    }
+
+    /// Where `key` is set, as `file:line` for messages: the file that set it last, or
+    /// `pym-config.yaml` where the key would go when none does.
+    pub fn at(&self, key: &str) -> String {
+        let o = &self.origins;
+        match o.keys.iter().find(|(k, _)| *k == key) {
+            Some((_, path)) => format!("{}:{}", path.display(), key_line(path, key)),
+            None if o.base.as_os_str().is_empty() => CONFIG_FILE.to_string(),
+            None => format!("{}:{}", o.base.display(), key_line(&o.base, key)),
+        }
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
@@ -624,11 +677,15 @@ fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>
             let line = key_line(path, key);
             if !targets.is_empty() && !targets.contains(&config.deploy_target) {
                 let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+                let (last, rest) = names.split_last().expect("a scoped key has targets");
+                let which = match rest {
+                    [] => format!("the {last} target"),
+                    _ => format!("the {} and {last} targets", rest.join(", ")),
+                };
                 return Err(hinted(
                     format!(
-                        "{}:{line}: key `{key}` is for the {} target, and `deploy_target` is {}",
+                        "{}:{line}: key `{key}` is for {which}, and `deploy_target` is {}",
                         path.display(),
-                        names.join(" and "),
                         config.deploy_target
                     ),
                     format!("remove `{key}`, or set `deploy_target: {}`", names[0]),
@@ -775,6 +832,34 @@ pub fn json_schema() -> serde_json::Value {
         }
         properties.insert(k.name.to_string(), s);
     }
+    // Each target's rules, where a file names the target (pym-config.yaml does; an
+    // overlay, which never sets `deploy_target`, is checked key by key only): the keys it
+    // cannot deploy without, and no key another target reads.
+    use clap::ValueEnum;
+    let rules: Vec<serde_json::Value> = TargetKind::value_variants()
+        .iter()
+        .map(|t| {
+            let foreign: Vec<&str> = KEYS
+                .iter()
+                .filter(|k| !k.targets().is_empty() && !k.targets().contains(t))
+                .map(|k| k.name)
+                .collect();
+            let required: Vec<&str> = t.requires().iter().map(|(k, _)| *k).collect();
+            let non_empty: serde_json::Map<String, serde_json::Value> = required
+                .iter()
+                .map(|k| (k.to_string(), serde_json::json!({"minLength": 1})))
+                .collect();
+            // `propertyNames` rather than `false` per key: validators then name the key.
+            serde_json::json!({
+                "if": {"required": ["deploy_target"], "properties": {"deploy_target": {"const": t.as_str()}}},
+                "then": {
+                    "required": required,
+                    "properties": non_empty,
+                    "propertyNames": {"not": {"enum": foreign}},
+                },
+            })
+        })
+        .collect();
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "pym-config.yaml",
@@ -782,6 +867,7 @@ pub fn json_schema() -> serde_json::Value {
         "type": "object",
         "additionalProperties": false,
         "properties": properties,
+        "allOf": rules,
     })
 }
 
@@ -789,6 +875,7 @@ pub fn json_schema() -> serde_json::Value {
 /// what it does, made from the same declarations as the config itself (a unit test
 /// keeps the file current).
 pub fn reference() -> String {
+    use clap::ValueEnum;
     let mut out = String::from(
         "# pym-config.yaml: every key\n\n\
          Generated from pymdeploy's config declaration (`src/config.rs` and each target's\n\
@@ -805,9 +892,20 @@ pub fn reference() -> String {
             "| `{}` | {} | {} | {} | {} |\n",
             k.name,
             type_text(&(k.schema)()),
-            match k.default {
-                Some(_) if k.default_text() != "unset" => format!("`{}`", k.default_text()),
-                _ => k.default_text(),
+            {
+                let default = match k.default {
+                    Some(_) if k.default_text() != "unset" => format!("`{}`", k.default_text()),
+                    _ => k.default_text(),
+                };
+                let requiring: Vec<&str> = TargetKind::value_variants()
+                    .iter()
+                    .filter(|t| t.requires().iter().any(|(r, _)| *r == k.name))
+                    .map(|t| t.as_str())
+                    .collect();
+                match requiring.is_empty() {
+                    true => default,
+                    false => format!("{default}; required on {}", requiring.join(", ")),
+                }
             },
             k.read_by(),
             about
@@ -860,14 +958,12 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     }
     if let Some(variant) = between_backticks(&msg, "unknown variant `") {
         let key = msg.split(':').next().unwrap_or("").trim();
-        use clap::ValueEnum;
-        let targets: Vec<&str> = TargetKind::value_variants()
-            .iter()
-            .map(|t| t.as_str())
-            .collect();
-        let hint = match closest(&variant, &targets) {
+        // serde lists what it takes: "expected one of `a`, `b`" or "expected `a` or `b`".
+        let expected = msg.split_once("expected").map_or("", |(_, e)| e);
+        let values: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let hint = match closest(&variant, &values) {
             Some(k) => format!("did you mean `{k}`?"),
-            None => format!("`{key}` is one of: {}", targets.join(", ")),
+            None => format!("`{key}` is one of: {}", values.join(", ")),
         };
         return hinted(
             format!("{location}: key `{key}`: unknown value `{variant}`"),
@@ -1206,6 +1302,102 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .ends_with("(deploy_target: aws-beanstalk)")
+        );
+        assert_eq!(
+            props["k8s_service_type"]["enum"],
+            serde_json::json!(["LoadBalancer", "NodePort", "ClusterIP"])
+        );
+        assert_eq!(props["k8s_service_type"]["default"], "LoadBalancer");
+        // Per target: what it requires, and no key of another target.
+        let rule = |target: &str| {
+            schema["allOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["if"]["properties"]["deploy_target"]["const"] == target)
+                .unwrap()["then"]
+                .clone()
+        };
+        assert_eq!(
+            rule("gcp-cloud-run")["required"],
+            serde_json::json!(["docker_repo", "gcp_project", "gcp_region"])
+        );
+        let refused = |target: &str| rule(target)["propertyNames"]["not"]["enum"].clone();
+        let refused_on =
+            |target: &str, key: &str| refused(target).as_array().unwrap().contains(&key.into());
+        assert!(refused_on("docker", "aws_region") && refused_on("docker", "live_url"));
+        assert_eq!(rule("docker")["required"], serde_json::json!([]));
+        assert!(!refused_on("gke", "gcp_region") && refused_on("gke", "gcp_service"));
+        assert!(!refused_on("gcp-cloud-run", "docker_repo"));
+    }
+
+    #[test]
+    fn a_target_rule_points_at_the_line() {
+        let d = tmp("rules");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: gcp-cloud-run\ndocker_repo: r.example.com/team\ngcp_project: p\n",
+        );
+        let (msg, hint) = err(&d);
+        assert!(
+            msg.contains("pym-config.yaml:2: the gcp-cloud-run target needs `gcp_region` (Google Cloud region)"),
+            "{msg}"
+        );
+        assert_eq!(hint, "set `gcp_region: us-central1` in pym-config.yaml");
+        // A key set in an overlay is placed in the overlay, at its line.
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: gke\ndocker_repo: r/t\n",
+        );
+        write(&d, "pym-config.live.yaml", "# live\nk8s_replicas: 3\n");
+        let live = Config::load(&d, PymEnv::Live).unwrap();
+        assert!(
+            live.at("k8s_replicas").ends_with("pym-config.live.yaml:2"),
+            "{}",
+            live.at("k8s_replicas")
+        );
+        assert!(
+            live.at("docker_repo").ends_with("pym-config.yaml:3"),
+            "{}",
+            live.at("docker_repo")
+        );
+        let staging = Config::load(&d, PymEnv::Staging).unwrap();
+        assert!(
+            staging.at("k8s_replicas").ends_with("pym-config.yaml:1"),
+            "{}",
+            staging.at("k8s_replicas")
+        );
+        // An enum value nobody makes: file:line:col, with the values there are.
+        write(
+            &d,
+            "pym-config.live.yaml",
+            "k8s_service_type: LoadBalancr\n",
+        );
+        let e = Config::load(&d, PymEnv::Live).unwrap_err();
+        let (msg, hint) = (
+            format!("{e:#}"),
+            crate::error::hint_of(&e).unwrap_or("").to_string(),
+        );
+        assert!(
+            msg.contains(
+                "pym-config.live.yaml:1:19: key `k8s_service_type`: unknown value `LoadBalancr`"
+            ),
+            "{msg}"
+        );
+        assert_eq!(hint, "did you mean `LoadBalancer`?");
+        // `live_url` is read by the cloud targets only: on docker it is refused at its line.
+        std::fs::remove_file(d.join("pym-config.live.yaml")).unwrap();
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nlive_url: https://x.example.com\n",
+        );
+        let (msg, _) = err(&d);
+        assert!(
+            msg.contains("pym-config.yaml:3: key `live_url` is for the aws-beanstalk, gcp-cloud-run and gke targets, and `deploy_target` is docker"),
+            "{msg}"
         );
     }
 

@@ -474,8 +474,12 @@ fn describe_registry_error(
     anyhow::Error::new(e).context(format!("cannot {verb} {image}"))
 }
 
-/// Creates a bridge network unless it exists.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<()> {
+/// Creates a bridge network, with `labels`, unless it exists.
+pub async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<()> {
     match docker.inspect_network(name, None).await {
         Ok(_) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -484,6 +488,7 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<()> {
             let req = bollard::models::NetworkCreateRequest {
                 name: name.to_string(),
                 driver: Some("bridge".into()),
+                labels: Some(labels),
                 ..Default::default()
             };
             docker

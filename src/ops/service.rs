@@ -21,6 +21,21 @@ pub const LABEL_SERVICE_ID: &str = "org.pymacaron.service-id";
 pub const LABEL_ENV: &str = "org.pymacaron.env";
 const POLL: Duration = Duration::from_millis(25);
 
+/// The labels that say an object on the engine is this service's, in role `role` (an
+/// environment, `proxy`, the record): its name, and its identity (`service_id`) when it
+/// has one. Whoever cleans up, a test included, finds what a service made by that
+/// identity, never by a name another repository may share.
+pub fn owned_labels(c: &Config, role: &str) -> std::collections::HashMap<String, String> {
+    let mut labels = std::collections::HashMap::from([
+        (LABEL_NAME.to_string(), c.name.clone()),
+        (LABEL_ENV.to_string(), role.to_string()),
+    ]);
+    if let Some(id) = &c.service_id {
+        labels.insert(LABEL_SERVICE_ID.to_string(), id.clone());
+    }
+    labels
+}
+
 /// The environment a container of this service gets: `PYM_ENV`, `PORT`, and each
 /// `env_secrets` variable from the caller's environment. A secret that is not set is an
 /// error before anything starts; every secret value is registered with the printer so
@@ -87,8 +102,15 @@ pub async fn wait_healthy(
     .await
 }
 
+/// How many definite refusals in a row (an answer below 500 that `healthy` does not
+/// accept, like a 404) end the wait at once: the service runs, and answers that path
+/// otherwise than the config expects, which waiting will not change.
+const DEFINITE: u32 = 3;
+
 /// Polls `path` every 25 ms until it answers a status `healthy` accepts, giving up after
-/// `timeout` or as soon as `exited` resolves (the process behind the port stopped).
+/// `timeout`, as soon as `exited` resolves (the process behind the port stopped), or
+/// after `DEFINITE` definite refusals in a row. A 5xx or no answer is a service still
+/// starting: only those are waited out.
 pub async fn poll_health(
     host: &str,
     port: u16,
@@ -111,14 +133,34 @@ pub async fn poll_health(
             Err(e) => e,
         }
     };
+    let mut refused = 0;
     loop {
         let probe = ops::http::get(host, port, path, Duration::from_secs(2));
-        let last = tokio::select! {
+        let answer = tokio::select! {
             code = &mut exited => return Err(crashed(code)),
-            answer = probe => match answer {
-                Ok((status, _)) if healthy(status) => return Ok(started.elapsed()),
-                Ok((status, body)) => format!("{path} answered {status}: {}", body.chars().take(200).collect::<String>()),
-                Err(e) => format!("{e:#}"),
+            answer = probe => answer,
+        };
+        let last = match answer {
+            Ok((status, _)) if healthy(status) => return Ok(started.elapsed()),
+            Ok((status, body)) => {
+                let body: String = body.chars().take(200).collect();
+                refused = if status < 500 { refused + 1 } else { 0 };
+                if refused >= DEFINITE {
+                    return Err(hinted(
+                        format!(
+                            "{path} answered {status} {DEFINITE} times in a row after {:.1}s: the service runs but does not answer it as healthy ({body})",
+                            started.elapsed().as_secs_f64()
+                        ),
+                        format!(
+                            "set `health_path` in pym-config.yaml to the path that answers when the service is ready (`/health`, `/healthz`, ...), or `health_statuses` to what {path} answers then"
+                        ),
+                    ));
+                }
+                format!("{path} answered {status}: {body}")
+            }
+            Err(e) => {
+                refused = 0;
+                format!("{e:#}")
             }
         };
         if started.elapsed() >= timeout {
@@ -136,5 +178,79 @@ pub async fn poll_health(
             code = &mut exited => return Err(crashed(code)),
             _ = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on loopback answering every request with `status`, counting them.
+    fn answering(status: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = "no such route";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (port, count)
+    }
+
+    fn poll(port: u16, timeout: Duration) -> (Result<Duration>, Duration) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let r = rt.block_on(poll_health(
+            "127.0.0.1",
+            port,
+            "/ping",
+            |s| (200..300).contains(&s),
+            timeout,
+            std::future::pending(),
+        ));
+        (r, started.elapsed())
+    }
+
+    #[test]
+    fn a_definite_refusal_fails_at_once_with_the_answer() {
+        let (port, count) = answering(404);
+        let (r, took) = poll(port, Duration::from_secs(30));
+        let e = r.unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("/ping answered 404 3 times in a row") && msg.contains("(no such route)"),
+            "{msg}"
+        );
+        assert!(crate::error::hint_of(&e).unwrap().contains("`health_path`"));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), DEFINITE);
+    }
+
+    #[test]
+    fn a_service_still_starting_is_waited_for() {
+        let (port, count) = answering(503);
+        let (r, took) = poll(port, Duration::from_millis(600));
+        let msg = format!("{:#}", r.unwrap_err());
+        assert!(
+            msg.contains("did not become healthy within 0s") && msg.contains("/ping answered 503"),
+            "{msg}"
+        );
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        assert!(count.load(std::sync::atomic::Ordering::SeqCst) > DEFINITE);
     }
 }

@@ -7,7 +7,6 @@
 //! waiting for the timeout. On any failure the container's last log lines are shown. The
 //! container is removed in every case: success, failure, and Ctrl-C.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -16,7 +15,7 @@ use bollard::Docker;
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::{Interrupted, hinted};
-use crate::ops::service::{LABEL_ENV, LABEL_NAME, container_env, secrets, wait_healthy};
+use crate::ops::service::{container_env, owned_labels, secrets, wait_healthy};
 use crate::ops::{self, docker::RunSpec};
 use crate::output::StepProgress;
 use crate::pipeline::Step;
@@ -68,10 +67,7 @@ impl Step for AcceptLocal {
         let image = ctx.local_image()?;
         let docker = ctx.docker()?;
         let name = format!("pym-{}-local-{}", config.name, std::process::id());
-        let labels = HashMap::from([
-            (LABEL_NAME.to_string(), config.name.clone()),
-            (LABEL_ENV.to_string(), "local".to_string()),
-        ]);
+        let labels = owned_labels(&config, "local");
         let (bind, host) = ctx.check_binding(&config.publish_ip)?;
         progress.message(&format!("starting {image}"));
         let spec = RunSpec {

@@ -10,6 +10,8 @@
 //! - `push`: pushes to a real registry (Debian's docker-registry, htpasswd auth)
 //! - `services`: README's commands verbatim, `new --lang python`, `init` in repositories
 //!   pymdeploy did not write (tests/fixtures), the service contract, the early checks
+//! - `skips`: a test that cannot run here is counted as ignored, with its reason, and
+//!   fails in CI (a probe crate on this build.rs); every engine test says so
 //! - `remote`: the docker target on an engine reached over ssh (a real sshd on loopback)
 //!   and through Docker contexts
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
@@ -34,6 +36,7 @@ mod push;
 mod remote;
 mod scaffold;
 mod services;
+mod skips;
 mod support;
 mod target_beanstalk;
 mod target_cloudrun;

@@ -221,7 +221,9 @@ fn new_refuses_a_non_empty_directory_and_writes_nothing() {
     run(cmd)
         .assert_failed()
         .assert_stderr_has("exists and is not empty")
-        .assert_stderr_has("hint:");
+        .assert_stderr_has(
+            "hint: choose another --path, or use `pymdeploy init` inside an existing repository",
+        );
     assert_eq!(
         snapshot(&dir).into_keys().collect::<Vec<_>>(),
         ["notes.txt"]

@@ -50,6 +50,19 @@ pub fn need_engine() {
     );
 }
 
+/// Polls `ready` every 50 ms until it holds; panics naming `what` after `limit`.
+#[track_caller]
+pub fn wait_until(what: &str, limit: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not so after {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `docker ARGS`, stdout trimmed; panics on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
@@ -275,50 +288,91 @@ impl TestService {
         run(cmd)
     }
 
+    /// The identity `new` or `init` wrote in pym-config.yaml: what the docker target
+    /// labels everything it makes with, and the only thing cleanup goes by, so a
+    /// same-named service of another repository (a demo, a user's own) is never touched.
+    pub fn service_id(&self) -> String {
+        self.config_value("service_id")
+            .expect("pym-config.yaml has a service_id (new and init write one)")
+    }
+
+    /// A top-level key's value in pym-config.yaml, as written.
+    fn config_value(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.path("pym-config.yaml")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.trim().trim_matches('"').to_string())
+    }
+
     /// Containers of this service still on the engine, running or not.
     pub fn containers(&self) -> Vec<String> {
-        let filter = format!("label=org.pymacaron.name={}", self.name);
+        let filter = format!("label=org.pymacaron.service-id={}", self.service_id());
         docker(&["ps", "-a", "-q", "--filter", &filter])
             .lines()
             .map(str::to_string)
             .collect()
     }
 
-    /// Image tags of this service in the engine, under any registry and namespace.
-    pub fn images(&self) -> Vec<String> {
-        let suffix = format!("/{}", self.name);
-        docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .lines()
-            .filter(|l| {
-                l.split_once(':').is_some_and(|_| {
-                    let repo = l.rsplit_once(':').map(|(r, _)| r).unwrap_or(l);
-                    repo == self.name || repo.ends_with(&suffix)
-                })
+    /// Images built from this repository's commits (each build labels its image
+    /// `<name>/<commit>`), as `id repository:tag` lines, untagged ones included.
+    fn built_images(&self) -> Vec<(String, String)> {
+        let out = Command::new("git")
+            .args(["rev-list", "--all"])
+            .current_dir(&self.root)
+            .output()
+            .expect("git runs");
+        let shas = String::from_utf8_lossy(&out.stdout).to_string();
+        // The name it builds under, which a test may have changed from the directory's.
+        let name = self
+            .config_value("name")
+            .unwrap_or_else(|| self.name.clone());
+        shas.lines()
+            .flat_map(|sha| {
+                let filter = format!("label=org.pymacaron.commit={name}/{sha}");
+                docker(&[
+                    "images",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.ID}} {{.Repository}}:{{.Tag}}",
+                ])
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(id, tag)| (id.to_string(), tag.to_string()))
+                .collect::<Vec<_>>()
             })
-            .map(str::to_string)
             .collect()
+    }
+
+    /// Image tags built from this repository, under any registry and namespace.
+    pub fn images(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .built_images()
+            .into_iter()
+            .map(|(_, tag)| tag)
+            .filter(|t| !t.ends_with(":<none>"))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
     }
 }
 
 impl Drop for TestService {
+    /// Removes what this service made, found by its identity and its commits: its
+    /// containers, images and network. Nothing is found by name alone.
     fn drop(&mut self) {
-        if Command::new("docker")
-            .arg("info")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
+        if self.config_value("service_id").is_some() && engine_here() {
             for c in self.containers() {
                 let _ = Command::new("docker").args(["rm", "-f", &c]).output();
             }
-            for i in self.images() {
-                let _ = Command::new("docker").args(["rmi", "-f", &i]).output();
+            for (id, _) in self.built_images() {
+                let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
             }
-            let _ = Command::new("docker")
-                .args(["network", "rm", &format!("pym-{}", self.name)])
-                .output();
-            let _ = Command::new("docker")
-                .args(["rm", "-f", &format!("pym-{}-lock", self.name)])
-                .output();
+            let filter = format!("label=org.pymacaron.service-id={}", self.service_id());
+            for n in docker(&["network", "ls", "-q", "--filter", &filter]).lines() {
+                let _ = Command::new("docker").args(["network", "rm", n]).output();
+            }
         }
         if let Some(parent) = self.root.parent() {
             let _ = std::fs::remove_dir_all(parent);

@@ -1508,9 +1508,16 @@ fn beanstalk_calls_retry_throttling_and_name_a_denied_operation() {
         "aws_region: eu-west3",
     )
     .commit("a typo in the region");
+    let line = 1 + svc
+        .read("pym-config.yaml")
+        .lines()
+        .position(|l| l.starts_with("aws_region:"))
+        .unwrap();
     svc.xtask_env(&["status"], &env)
         .assert_failed()
-        .assert_stderr_has("\"eu-west3\" (`aws_region` in pym-config.yaml) is not an AWS region")
+        .assert_stderr_has(&format!(
+            "pym-config.yaml:{line}: \"eu-west3\" is not an AWS region"
+        ))
         .assert_stderr_has("hint: AWS regions look like us-east-1");
     assert_eq!(
         fake.calls("DescribeEnvironments"),

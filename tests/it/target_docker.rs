@@ -54,10 +54,7 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
         ),
         (Some(v1.as_str()), Some("staging"))
     );
-    assert!(
-        !r.stderr.contains(&reg.password),
-        "the registry password was printed"
-    );
+    r.assert_hides(&[&reg.password]);
     // The generated service serves every keep-alive connection, however many open at
     // once on a fresh process (tiny_http, which it used before, could leave one waiting
     // behind the others forever: the stall this pipeline's keep-alive test once caught).
@@ -387,7 +384,7 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
         "{}",
         r.stderr
     );
-    assert!(!r.stderr.contains("wrong-password-999"));
+    r.assert_hides(&["wrong-password-999"]);
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
     // Staging acceptance fails: nothing is promoted.
@@ -600,9 +597,10 @@ fn two_deploys_do_not_interleave_and_a_killed_deploy_resumes() {
         ],
         "leftover containers"
     );
+    let version = svc.pym(&["version"]).stdout.trim().to_string();
     svc.pym(&["deploy", "--resume"])
         .assert_ok()
-        .assert_stderr_has("Nothing");
+        .assert_stderr_has(&format!("to resume: the last deploy of {version} finished"));
 }
 
 #[test]
@@ -789,10 +787,14 @@ fn promote_makes_live_what_staging_runs_and_only_once_it_passed_acceptance() {
         "accept_command: \"false\"",
     )
     .commit("failing acceptance");
-    svc.pym(&["accept-staging"]).assert_failed();
+    svc.pym(&["accept-staging"])
+        .assert_failed()
+        .assert_stderr_has("step `accept-staging` failed: the acceptance tests failed");
     svc.pym(&["promote"])
         .assert_failed()
-        .assert_stderr_has("has not passed staging acceptance");
+        .assert_stderr_has(&format!(
+            "{v2} runs on staging but has not passed staging acceptance"
+        ));
     assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
 
     // It passes; HEAD then moves ahead (V3, never staged): promote makes V2 live, what
@@ -849,14 +851,36 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
     svc.pym_env(&["deploy", "--no-test"], &reg.env())
         .assert_ok();
     let v1 = svc.pym(&["version"]).stdout.trim().to_string();
-    // The next version never becomes healthy on live (its overlay asks a path nobody
-    // answers), so promote waits: that is where Ctrl-C comes.
+    // The next version never becomes healthy on live (its overlay asks a path it answers
+    // 503, not ready), so promote waits: that is where Ctrl-C comes.
+    svc.edit(
+        "src/main.rs",
+        "_ => (404, serde_json::json!({ \"error\": \"not found\" }))",
+        "_ => (503, serde_json::json!({ \"error\": \"not ready\" }))",
+    );
     svc.write("pym-config.live.yaml", "health_path: /never\n")
         .commit("v2, unhealthy on live");
     let v2 = svc.pym(&["version"]).stdout.trim().to_string();
     let mut run = svc.spawn(&["deploy", "--no-test"], &reg.env());
     run.wait_for("beside the live version");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Ctrl-C once V2's live container runs, waiting to be healthy.
+    let running = |env: &str, version: &str| {
+        let filters = [
+            format!("label=org.pymacaron.service-id={}", svc.service_id()),
+            format!("label=org.pymacaron.env={env}"),
+            format!("label=org.pymacaron.version={version}"),
+        ];
+        let mut args = vec!["ps", "-q"];
+        for f in &filters {
+            args.extend(["--filter", f.as_str()]);
+        }
+        !docker(&args).is_empty()
+    };
+    crate::support::wait_until(
+        "V2's live container runs",
+        std::time::Duration::from_secs(30),
+        || running("live", &v2),
+    );
     let seen = run.seen.clone();
     let (code, rest, took) = run.interrupt();
     let engine = engine_put_back_time(&svc);
@@ -866,7 +890,7 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
     );
     assert_eq!(code, Some(130), "{seen}{rest}");
     assert!(
-        rest.contains("promoting") && rest.contains("live is unchanged"),
+        rest.contains(&format!("promoting {v2} failed; live is unchanged")),
         "{rest}"
     );
     assert_eq!(
@@ -907,7 +931,12 @@ fn ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_once
         &reg.env(),
     );
     run.wait_for("to answer");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let v3 = svc.pym(&["version"]).stdout.trim().to_string();
+    crate::support::wait_until(
+        "V3's staging container runs",
+        std::time::Duration::from_secs(30),
+        || running("staging", &v3),
+    );
     let (code, rest, took) = run.interrupt();
     let engine = engine_put_back_time(&svc);
     assert!(
@@ -975,7 +1004,7 @@ fn the_engine_lock_excludes_other_machines_and_is_broken_only_when_its_holder_is
         .assert_stderr_has("`deploy`")
         .assert_stderr_has("--break-lock");
     let (code, _, _) = a.interrupt();
-    assert!(code.is_some(), "deploy A did not end on Ctrl-C");
+    assert_eq!(code, Some(130), "deploy A did not end on Ctrl-C");
     assert!(
         docker(&["ps", "-a", "-q", "--filter", &format!("name=^{lock}$")]).is_empty(),
         "an interrupted run left its engine lock"
@@ -1096,6 +1125,38 @@ fn a_same_named_service_of_another_repository_is_refused_and_left_alone() {
         after, before,
         "the other service touched this one's containers"
     );
+
+    // What the other repository may make beside it (its image, its local run), and its
+    // cleanup as every test's: this service stays running and untouched, its image,
+    // network and record included. The suite's cleanup goes by identity, never by name.
+    theirs.pym(&["build"]).assert_ok();
+    theirs.pym(&["accept-local"]).assert_ok();
+    assert!(
+        !theirs.images().is_empty(),
+        "the other service built nothing"
+    );
+    let images = ours.images();
+    let network = format!("pym-{}", ours.name);
+    let network_id = docker(&["network", "inspect", "--format", "{{.Id}}", &network]);
+    drop(theirs);
+    let mut after = ours.containers();
+    after.sort();
+    assert_eq!(
+        after, before,
+        "the other's cleanup touched this one's containers"
+    );
+    assert_eq!(
+        ours.images(),
+        images,
+        "the other's cleanup removed this one's images"
+    );
+    assert_eq!(
+        docker(&["network", "inspect", "--format", "{{.Id}}", &network]),
+        network_id,
+        "the other's cleanup removed this one's network"
+    );
+    assert_eq!(version_on(live).unwrap()["version"], v.as_str());
+    ours.pym(&["status"]).assert_ok().assert_stdout_has(&v);
 }
 
 #[test]

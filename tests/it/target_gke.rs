@@ -197,8 +197,13 @@ impl Setup {
         serde_json::from_str(&r.assert_ok().stdout).unwrap()
     }
 
+    /// Whether the object is there; anything but its absence (NotFound) fails the test.
     fn exists(&self, kind: &str, name: &str) -> bool {
-        self.kubectl(&["get", kind, name, "-o", "name"]).code == Some(0)
+        let r = self.kubectl(&["get", kind, name, "-o", "name"]);
+        if r.code != Some(0) {
+            r.assert_stderr_has("(NotFound)");
+        }
+        r.code == Some(0)
     }
 
     fn version(&self) -> String {
@@ -312,15 +317,25 @@ fn env_of(d: &Value, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Runs `f` with requests looping on fresh and on keep-alive connections to `addr`; none
-/// may fail. Returns the versions the fresh connections saw.
-fn under_load(addr: &(String, u16), f: impl FnOnce()) -> std::collections::BTreeSet<String> {
+/// Runs `f` with requests looping on fresh and on keep-alive connections to `addr`, and
+/// goes on until `away`'s pods have stopped (their preStop sleep, then the service's own
+/// drain, keep-alive clients told to reconnect meanwhile); none may fail. Returns the
+/// versions the fresh connections saw.
+fn under_load(
+    t: &Setup,
+    addr: &(String, u16),
+    away: &str,
+    f: impl FnOnce(),
+) -> std::collections::BTreeSet<String> {
     let fresh = RequestLoop::start_at(&addr.0, addr.1);
     let kept = KeepAliveLoop::start_at(&addr.0, addr.1, 4);
     f();
-    // The pods of the version switched away stop after their preStop sleep (2 s) and the
-    // service's own drain (2 s), keep-alive clients told to reconnect meanwhile.
-    std::thread::sleep(Duration::from_secs(6));
+    let pods = format!("name=k8s_app_{}-", t.deployment(away));
+    crate::support::wait_until(
+        &format!("the pods of {away} stopped"),
+        Duration::from_secs(60),
+        || docker(&["ps", "-q", "--filter", &pods]).is_empty(),
+    );
     let (ok, failures, versions) = fresh.finish();
     let (kept_ok, kept_failures, _) = kept.finish();
     assert!(
@@ -485,15 +500,17 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     let planned = planned_actions(&dry.assert_ok().stdout);
     let made = t.calls()[before..].to_vec();
     assert!(
-        made.iter()
-            .all(|(verb, _)| ["get", "list", "watch"].contains(&verb.as_str())),
-        "a dry run changed something: {made:?}"
+        !made.is_empty()
+            && made
+                .iter()
+                .all(|(verb, _)| ["get", "list", "watch"].contains(&verb.as_str())),
+        "a dry run changed something, or read nothing: {made:?}"
     );
     // Promote under load, with a Conflict on the live Service: read again and retried;
     // not one request fails.
     t.hook("POST", "faults", &json!({"verb": "update", "resource": "services", "code": 409, "reason": "Conflict", "message": format!("Operation cannot be fulfilled on services \"{app}\": the object has been modified; please apply your changes to the latest version and try again"), "times": 1}));
     let mut promoted = None;
-    let seen = under_load(&live_addr, || {
+    let seen = under_load(&t, &live_addr, &v1, || {
         promoted = Some(t.xtask(&["deploy", "--from", "promote"]))
     });
     let promoted = promoted.unwrap();
@@ -516,7 +533,9 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
 
     // Rollback under load: v1 scaled back up, selected again.
     let mut rolled = None;
-    under_load(&live_addr, || rolled = Some(t.xtask(&["rollback"])));
+    under_load(&t, &live_addr, &v2, || {
+        rolled = Some(t.xtask(&["rollback"]))
+    });
     rolled
         .unwrap()
         .assert_ok()
@@ -564,6 +583,7 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
     );
     assert!(t.exists("deployment", &t.deployment(&v2)));
     let cleanup = t.xtask(&["cleanup", "--execute"]);
+    cleanup.assert_stderr_has(&format!("0 old deployments of {} cleaned", t.svc.name));
     assert!(
         cleanup
             .assert_ok()
@@ -643,7 +663,8 @@ fn gke_failures_leave_live_alone_and_say_why() {
         .commit("staging acceptance fails");
     t.xtask(&["deploy", "--no-test"])
         .assert_failed()
-        .assert_stderr_has("accept-staging");
+        .assert_stderr_has("step `accept-staging` failed")
+        .assert_stderr_has("the acceptance tests failed");
     assert_eq!(
         t.get("service", &app)["spec"]["selector"]["app.kubernetes.io/version"],
         v1.as_str()

@@ -36,6 +36,10 @@ target_keys! { beanstalk_keys {
     aws_cname_port: u16 = 80 => AwsBeanstalk,
 } }
 
+/// The keys this target cannot deploy without, each with an example value: refused before
+/// the first step when unset, and required by the JSON Schema when `deploy_target` names it.
+pub const REQUIRES: &[(&str, &str)] = &[("docker_repo", "<registry>/<namespace>")];
+
 /// What `new` and `init` write and say for this target.
 pub const INTRODUCTION: Introduction = Introduction {
     config: "# aws-beanstalk: credentials and region come from the AWS default chain unless set here.\n\

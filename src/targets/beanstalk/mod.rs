@@ -216,13 +216,13 @@ impl super::Target for BeanstalkTarget {
         for env in [PymEnv::Staging, PymEnv::Live] {
             let c = ctx.config_for(env)?;
             let (region, from) = match (&c.aws_region, std::env::var("AWS_REGION")) {
-                (Some(r), _) => (r.clone(), "`aws_region` in pym-config.yaml"),
-                (None, Ok(r)) => (r, "AWS_REGION"),
+                (Some(r), _) => (r.clone(), c.at("aws_region")),
+                (None, Ok(r)) => (r, "AWS_REGION".to_string()),
                 (None, Err(_)) => continue,
             };
             if !region_is_well_formed(&region) {
                 return Err(hinted(
-                    format!("{region:?} ({from}) is not an AWS region"),
+                    format!("{from}: {region:?} is not an AWS region"),
                     "AWS regions look like us-east-1, eu-west-3, ap-southeast-2 (`aws ec2 describe-regions` lists them)",
                 ));
             }

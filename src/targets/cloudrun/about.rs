@@ -32,6 +32,16 @@ target_keys! { cloudrun_keys {
     gcp_timeout: u64 = 600 => GcpCloudRun,
 } }
 
+/// The keys this target cannot deploy without, each with an example value: refused before
+/// the first step when unset, and required by the JSON Schema when `deploy_target` names it.
+/// The project and region are the deploy's destination: versioned with the service, never
+/// taken from the environment of whoever runs it.
+pub const REQUIRES: &[(&str, &str)] = &[
+    ("docker_repo", "<registry>/<namespace>"),
+    ("gcp_project", "my-project"),
+    ("gcp_region", "us-central1"),
+];
+
 /// What `new` and `init` write and say for this target.
 pub const INTRODUCTION: Introduction = Introduction {
     config: "# gcp-cloud-run: one Cloud Run service, a revision per version; credentials from\n\

@@ -7,7 +7,9 @@ use super::names::{bad_service_id, service_id};
 use crate::config::Config;
 use crate::error::hinted;
 
-/// Project, region and endpoint, from the config or gcloud's environment variables.
+/// Project, region and endpoint: the first two from the config (where the service goes is
+/// versioned with it: `Configs::load` refuses a config without them), the endpoint from
+/// gcloud's override variable.
 pub(super) struct Place {
     pub(super) project: String,
     pub(super) region: String,
@@ -15,39 +17,27 @@ pub(super) struct Place {
 }
 
 pub(super) fn place(c: &Config) -> Result<Place> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let project = c
-        .gcp_project
-        .clone()
-        .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
-        .or_else(|| env("CLOUDSDK_CORE_PROJECT"))
-        .or_else(adc_project);
-    let project = project.ok_or_else(|| {
-        hinted(
-            "no Google Cloud project is set",
-            "set `gcp_project` in pym-config.yaml (or GOOGLE_CLOUD_PROJECT)",
-        )
-    })?;
-    let region = c.gcp_region.clone().or_else(|| env("CLOUDSDK_RUN_REGION"));
-    let region = region.ok_or_else(|| hinted("no Cloud Run region is set", "set `gcp_region` in pym-config.yaml, e.g. `gcp_region: us-central1` (or CLOUDSDK_RUN_REGION)"))?;
-    let endpoint =
-        env("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN").map(|e| e.trim_end_matches('/').to_string());
+    let key = |value: &Option<String>, key: &str| {
+        value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+            hinted(
+                format!("{}: the gcp-cloud-run target needs `{key}`", c.at(key)),
+                format!("set `{key}` in pym-config.yaml"),
+            )
+        })
+    };
+    let endpoint = std::env::var("CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .map(|e| e.trim_end_matches('/').to_string());
     Ok(Place {
-        project,
-        region,
+        project: key(&c.gcp_project, "gcp_project")?,
+        region: key(&c.gcp_region, "gcp_region")?,
         endpoint,
     })
 }
 
-/// The `project_id` of a service-account key in GOOGLE_APPLICATION_CREDENTIALS.
-fn adc_project() -> Option<String> {
-    let path = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")?;
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["project_id"].as_str().map(String::from)
-}
-
 /// What the config asks of Cloud Run, checked as Cloud Run would check it.
-pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
+pub(super) fn check_config(c: &Config) -> Result<()> {
     let id = service_id(c);
     if let Some(why) = bad_service_id(&id) {
         let key = if c.gcp_service.is_some() {
@@ -56,7 +46,10 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
             "name"
         };
         return Err(hinted(
-            format!("{file}: the Cloud Run service name {id:?} (`{key}`) would be refused: {why}"),
+            format!(
+                "{}: the Cloud Run service name {id:?} (`{key}`) would be refused: {why}",
+                c.at(key)
+            ),
             "set `gcp_service` to a shorter name of lowercase letters, digits and dashes",
         ));
     }
@@ -67,7 +60,7 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
     };
     if let Some(m) = c.gcp_memory.as_deref().filter(|m| !memory_ok(m)) {
         return Err(hinted(
-            format!("{file}: `gcp_memory: {m}` is not a memory size Cloud Run takes"),
+            format!("{}: `gcp_memory: {m}` is not a memory size Cloud Run takes", c.at("gcp_memory")),
             "write it as Cloud Run does: `512Mi`, `1Gi`, `2Gi`",
         ));
     }
@@ -78,7 +71,7 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
     };
     if let Some(x) = c.gcp_cpu.as_deref().filter(|x| !cpu_ok(x)) {
         return Err(hinted(
-            format!("{file}: `gcp_cpu: {x}` is not a CPU count Cloud Run takes"),
+            format!("{}: `gcp_cpu: {x}` is not a CPU count Cloud Run takes", c.at("gcp_cpu")),
             "write it as Cloud Run does: `1`, `2`, `4`, or `500m`",
         ));
     }
@@ -87,7 +80,7 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
         .filter(|n| !(1..=1000).contains(n))
     {
         return Err(hinted(
-            format!("{file}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000"),
+            format!("{}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000", c.at("gcp_request_concurrency")),
             "set it between 1 and 1000 (80 is Cloud Run's default)",
         ));
     }
@@ -95,13 +88,16 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
         && min > max
     {
         return Err(hinted(
-            format!("{file}: `gcp_min_instances` ({min}) is above `gcp_max_instances` ({max})"),
+            format!(
+                "{}: `gcp_min_instances` ({min}) is above `gcp_max_instances` ({max})",
+                c.at("gcp_min_instances")
+            ),
             "make gcp_min_instances at most gcp_max_instances",
         ));
     }
     if let Some(t) = c.gcp_request_timeout.filter(|t| !(1..=3600).contains(t)) {
         return Err(hinted(
-            format!("{file}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds"),
+            format!("{}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds", c.at("gcp_request_timeout")),
             "set it between 1 and 3600",
         ));
     }

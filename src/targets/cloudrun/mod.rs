@@ -199,7 +199,7 @@ impl super::Target for CloudRunTarget {
     fn check(&self, ctx: &Ctx) -> Result<()> {
         for env in [PymEnv::Staging, PymEnv::Live] {
             let c = ctx.config_for(env)?;
-            check_config(&c, &format!("pym-config (for {env})"))?;
+            check_config(&c)?;
             place(&c)?;
         }
         crate::ops::gcp::adc_source()?;

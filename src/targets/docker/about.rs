@@ -18,6 +18,10 @@ target_keys! { docker_keys {
     drain_seconds: u64 = 2 => Docker,
 } }
 
+/// The keys this target cannot deploy without, each with an example value: refused before
+/// the first step when unset, and required by the JSON Schema when `deploy_target` names it.
+pub const REQUIRES: &[(&str, &str)] = &[];
+
 /// What `new` and `init` write and say for this target.
 pub const INTRODUCTION: Introduction = Introduction {
     config: "# docker target: live answers on publish_ip:live_port (a proxy pymdeploy keeps there),\n\

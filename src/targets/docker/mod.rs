@@ -42,7 +42,7 @@ use super::{Address, Change, Ledger, Staged};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
-use crate::ops::service::{LABEL_ENV, LABEL_NAME, LABEL_SERVICE_ID};
+use crate::ops::service::{LABEL_ENV, LABEL_NAME, LABEL_SERVICE_ID, owned_labels};
 use crate::ops::{self, state};
 use crate::output::StepProgress;
 
@@ -492,7 +492,11 @@ fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock>
     let image = format!("{}:{}", record::EMPTY_IMAGE.0, record::EMPTY_IMAGE.1);
     let me = serde_json::to_string(&state::Holder::me(command))?;
     for _ in 0..3 {
-        let labels = HashMap::from([(LABEL_LOCK.to_string(), me.clone())]);
+        // Its identity but not its name: the lock is no environment of the service.
+        let mut labels = HashMap::from([(LABEL_LOCK.to_string(), me.clone())]);
+        if let Some(id) = &config.service_id {
+            labels.insert(LABEL_SERVICE_ID.to_string(), id.clone());
+        }
         if ctx.wait(ops::docker::create_named(docker, &name, &image, labels))? {
             return Ok(EngineLock {
                 docker: docker.clone(),
@@ -537,21 +541,8 @@ fn engine_lock(ctx: &Ctx, command: &str, break_lock: bool) -> Result<EngineLock>
     bail!("cannot take the engine lock {name}: it was taken again each time it was freed")
 }
 
-/// The labels that say a container is this service's, in role `env`: its name and its
-/// identity (`service_id`), which `check` compares before anything is touched.
-fn owned(c: &Config, env: &str) -> HashMap<String, String> {
-    let mut labels = HashMap::from([
-        (LABEL_NAME.to_string(), c.name.clone()),
-        (LABEL_ENV.to_string(), env.to_string()),
-    ]);
-    if let Some(id) = &c.service_id {
-        labels.insert(LABEL_SERVICE_ID.to_string(), id.clone());
-    }
-    labels
-}
-
 fn labels(c: &Config, env: PymEnv, version: &str) -> HashMap<String, String> {
-    let mut labels = owned(c, env.as_str());
+    let mut labels = owned_labels(c, env.as_str());
     labels.insert(LABEL_VERSION.to_string(), version.to_string());
     labels
 }

@@ -160,7 +160,8 @@ pub(super) fn ensure_proxy(
     config: &Config,
     progress: &StepProgress<'_>,
 ) -> Result<bool> {
-    ctx.wait(ops::docker::ensure_network(docker, &network(config)))?;
+    let labels = crate::ops::service::owned_labels(config, "network");
+    ctx.wait(ops::docker::ensure_network(docker, &network(config), labels))?;
     let name = proxy_name(config);
     // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
     // and a service's xtask make the same proxy) and where it listens.
@@ -237,7 +238,7 @@ pub(super) fn create_proxy(
         host_ip: &config.publish_ip,
         host_port: Some(config.live_port),
         labels: {
-            let mut labels = super::owned(config, "proxy");
+            let mut labels = crate::ops::service::owned_labels(config, "proxy");
             labels.insert(LABEL_PROXY.to_string(), made_as.to_string());
             labels
         },

@@ -74,7 +74,7 @@ pub(super) async fn update(
             .map(|(_, _, text)| History::parse(text))
             .unwrap_or_default();
         change(&mut history);
-        let mut labels = super::owned(config, RECORD_ENV);
+        let mut labels = crate::ops::service::owned_labels(config, RECORD_ENV);
         labels.insert(LABEL_SEQ.to_string(), seq.to_string());
         labels.insert(LABEL_RECORD.to_string(), history.render());
         if ops::docker::create_named(docker, &record_name(config, seq), &image, labels).await? {

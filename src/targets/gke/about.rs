@@ -3,7 +3,26 @@
 //! for it. `config` includes this file (one line in its `target_kinds!`): it belongs to
 //! the config layer, beside the target it describes, and uses nothing else.
 
-use super::Introduction;
+use serde::{Deserialize, Serialize};
+
+use super::{Introduction, Schema};
+
+/// The type of the staging and live Services (`k8s_service_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceType {
+    /// An external address the checks and acceptance tests reach.
+    LoadBalancer,
+    /// A port on every node.
+    NodePort,
+    /// Inside the cluster only: reached through a port-forward.
+    ClusterIP,
+}
+
+impl Schema for ServiceType {
+    fn schema() -> serde_json::Value {
+        serde_json::json!({"type": "string", "enum": ["LoadBalancer", "NodePort", "ClusterIP"]})
+    }
+}
 
 target_keys! { gke_keys {
     /// gke target: the GKE cluster; with gcp_project and gcp_region it names the kubeconfig context gcloud writes (`gke_<project>_<region>_<cluster>`)
@@ -19,7 +38,7 @@ target_keys! { gke_keys {
     /// gke target: memory each pod requests and is limited to, e.g. `512Mi` (default: gcp_memory)
     k8s_memory: Option<String> = None => Gke,
     /// gke target: the type of the staging and live Services: LoadBalancer (an external address the checks and acceptance tests reach), NodePort or ClusterIP (reached through a port-forward)
-    k8s_service_type: String = "LoadBalancer".to_string() => Gke,
+    k8s_service_type: gke_about::ServiceType = gke_about::ServiceType::LoadBalancer => Gke,
     /// gke target: the port the Services answer on
     k8s_service_port: u16 = 80 => Gke,
     /// gke target: seconds a pod keeps serving after it is told to stop (its preStop hook), while load balancers stop sending it requests
@@ -29,6 +48,10 @@ target_keys! { gke_keys {
     /// gke target: the URL the staging acceptance tests use instead of the staging Service's address
     staging_url: Option<String> = None => Gke,
 } }
+
+/// The keys this target cannot deploy without, each with an example value: refused before
+/// the first step when unset, and required by the JSON Schema when `deploy_target` names it.
+pub const REQUIRES: &[(&str, &str)] = &[("docker_repo", "<registry>/<namespace>")];
 
 /// What `new` and `init` write and say for this target.
 pub const INTRODUCTION: Introduction = Introduction {

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use kube::config::Kubeconfig;
 
-use super::{APP_MAX, Names, SERVICE_TYPES};
+use super::{APP_MAX, Names};
 use crate::config::Config;
 use crate::error::hinted;
 
@@ -43,11 +43,12 @@ pub(super) fn memory(c: &Config) -> Option<&String> {
 }
 
 /// Every refusal that needs no cluster: names, sizes, the Service type.
-pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
+pub(super) fn check_config(c: &Config) -> Result<()> {
     if let Some(why) = bad_label(&c.name, APP_MAX) {
         return Err(hinted(
             format!(
-                "{file}: `name: {}` cannot name Kubernetes objects: {why}",
+                "{}: `name: {}` cannot name Kubernetes objects: {why}",
+                c.at("name"),
                 c.name
             ),
             format!(
@@ -58,37 +59,32 @@ pub(super) fn check_config(c: &Config, file: &str) -> Result<()> {
     let ns = Names::of(c).ns;
     if let Some(why) = bad_label(&ns, 63) {
         return Err(hinted(
-            format!("{file}: the namespace `{ns}` is not one Kubernetes takes: {why}"),
+            format!(
+                "{}: the namespace `{ns}` is not one Kubernetes takes: {why}",
+                c.at(if c.k8s_namespace.is_some() { "k8s_namespace" } else { "name" })
+            ),
             "set `k8s_namespace` to a lowercase DNS label, e.g. `my-team`",
         ));
     }
     for (key, value) in [("k8s_cpu", c.k8s_cpu.as_ref()), ("k8s_memory", memory(c))] {
         if let Some(v) = value.filter(|v| !is_quantity(v)) {
             return Err(hinted(
-                format!("{file}: `{key}: {v}` is not a Kubernetes quantity"),
+                format!("{}: `{key}: {v}` is not a Kubernetes quantity", c.at(key)),
                 "write it as Kubernetes does: CPU as `250m` or `1`, memory as `512Mi` or `2Gi`",
             ));
         }
     }
-    if !SERVICE_TYPES.contains(&c.k8s_service_type.as_str()) {
-        return Err(hinted(
-            format!(
-                "{file}: `k8s_service_type: {}` is not a Service type pymdeploy makes",
-                c.k8s_service_type
-            ),
-            "use LoadBalancer, NodePort or ClusterIP",
-        ));
-    }
     if c.k8s_replicas == 0 {
         return Err(hinted(
-            format!("{file}: `k8s_replicas: 0` would run nothing"),
+            format!("{}: `k8s_replicas: 0` would run nothing", c.at("k8s_replicas")),
             "set `k8s_replicas` to 1 or more",
         ));
     }
     if c.k8s_timeout < 10 {
         return Err(hinted(
             format!(
-                "{file}: `k8s_timeout: {}` is too short for any rollout",
+                "{}: `k8s_timeout: {}` is too short for any rollout",
+                c.at("k8s_timeout"),
                 c.k8s_timeout
             ),
             "give rollouts at least 10 seconds (Kubernetes' default is 600)",
@@ -111,7 +107,12 @@ pub(super) fn kubeconfig() -> Result<Kubeconfig> {
 /// The context an environment deploys through: `k8s_context`, else the one gcloud names
 /// for `gke_cluster`, else the kubeconfig's current one; an error with the exact command
 /// that would add it when the kubeconfig has no such context.
-pub(super) fn context_of(c: &Config, kc: &Kubeconfig, file: &str) -> Result<String> {
+pub(super) fn context_of(c: &Config, kc: &Kubeconfig) -> Result<String> {
+    let file = c.at(if c.k8s_context.is_some() || c.gke_cluster.is_none() {
+        "k8s_context"
+    } else {
+        "gke_cluster"
+    });
     let gke = match (&c.gke_cluster, &c.gcp_project, &c.gcp_region) {
         (Some(cluster), Some(project), Some(region)) => Some((
             format!("gke_{project}_{region}_{cluster}"),

@@ -92,7 +92,7 @@ pub(super) async fn connect(c: &Config) -> Result<Kube> {
     // ring, as the rest of pymdeploy.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kubeconfig()?;
-    let context = context_of(c, &kc, "pym-config")?;
+    let context = context_of(c, &kc)?;
     let opts = KubeConfigOptions {
         context: Some(context.clone()),
         ..Default::default()

@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::check::memory;
 use super::{CONTAINER, DEPLOYMENT, ENV, MANAGED_BY, NAME, Names, VERSION};
+use crate::config::gke_about::ServiceType;
 use crate::config::{Config, PymEnv};
 
 fn labels(names: &Names, version: &str, env: PymEnv, deployment: &str) -> Value {
@@ -97,7 +98,7 @@ pub(super) fn conform(svc: &mut Value, c: &Config) -> bool {
     let node_port = svc
         .pointer("/spec/ports/0/nodePort")
         .cloned()
-        .filter(|_| c.k8s_service_type != "ClusterIP");
+        .filter(|_| c.k8s_service_type != ServiceType::ClusterIP);
     let mut port = json!({"name": "http", "port": c.k8s_service_port, "targetPort": "http", "protocol": "TCP"});
     if let Some(n) = node_port {
         port["nodePort"] = n;

@@ -85,7 +85,6 @@ const CONTAINER: &str = "app";
 /// The longest `name` as a Deployment name's stem: `<app>-<version>` must fit a label value
 /// (63), with room for a dirty version.
 const APP_MAX: usize = 30;
-const SERVICE_TYPES: [&str; 3] = ["LoadBalancer", "NodePort", "ClusterIP"];
 
 pub struct GkeTarget;
 
@@ -137,9 +136,8 @@ impl super::Target for GkeTarget {
         let kc = kubeconfig()?;
         for env in [PymEnv::Staging, PymEnv::Live] {
             let c = ctx.config_for(env)?;
-            let file = format!("pym-config (for {env})");
-            check_config(&c, &file)?;
-            context_of(&c, &kc, &file)?;
+            check_config(&c)?;
+            context_of(&c, &kc)?;
         }
         Ok(())
     }

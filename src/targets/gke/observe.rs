@@ -264,7 +264,7 @@ impl Kube {
         let sc = ctx.config_for(PymEnv::Staging)?;
         let staging = Names::of(&sc);
         let kc = kubeconfig()?;
-        if context_of(&sc, &kc, "pym-config (for staging)")? == self.context
+        if context_of(&sc, &kc)? == self.context
             && staging.ns == self.names.ns
         {
             return Ok(seen);

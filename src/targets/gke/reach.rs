@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
 use super::kube::{Kube, kube_error};
+use crate::config::gke_about::ServiceType;
 use super::observe::svc_of;
 use super::{DEPLOYMENT, VERSION};
 use crate::config::{Config, PymEnv};
@@ -143,7 +144,7 @@ impl Kube {
                 });
             }
             // A new LoadBalancer gets its address in a minute or two.
-            if c.k8s_service_type != "LoadBalancer" || tokio::time::Instant::now() >= deadline {
+            if c.k8s_service_type != ServiceType::LoadBalancer || tokio::time::Instant::now() >= deadline {
                 return Ok(Reach::Proxy {
                     path: format!(
                         "/api/v1/namespaces/{}/services/{n}:http/proxy",
