@@ -30,6 +30,9 @@ pub struct GlobalArgs {
     /// Build the image even if one exists for this commit
     #[arg(long, global = true)]
     pub force_build: bool,
+    /// Promote a version even though a rollback went away from it
+    #[arg(long, global = true)]
+    pub redeploy: bool,
     /// Emit one JSON event per line on stdout (progress stays on stderr)
     #[arg(long, global = true)]
     pub json: bool,
@@ -184,6 +187,9 @@ enum PymCommand {
     New(NewArgs),
     /// Add the pipeline (xtask crate, cargo alias, pym-config.yaml) to an existing repository
     Init(InitArgs),
+    /// Move the service to another deploy target: deploy_target, the keys it reads and
+    /// needs, the xtask's feature
+    Target(TargetArgs),
     #[command(flatten)]
     Service(ServiceCommand),
 }
@@ -242,6 +248,20 @@ struct InitArgs {
     source: SourceArgs,
 }
 
+#[derive(Args, Debug)]
+struct TargetArgs {
+    /// The target to deploy to from now on
+    #[arg(value_enum)]
+    target: TargetKind,
+    /// A value for a key of pym-config.yaml (repeatable), like `--set gcp_region=us-central1`;
+    /// a key the target needs and no file sets is asked on a terminal
+    #[arg(long, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Commit the files it changes (else it says what to commit)
+    #[arg(long)]
+    commit: bool,
+}
+
 /// The entry point of a service's xtask: `fn main() -> ExitCode { pymdeploy::xtask(pipeline) }`.
 pub fn xtask(pipeline: Pipeline) -> ExitCode {
     process_setup();
@@ -274,6 +294,7 @@ pub fn pymdeploy() -> ExitCode {
             Ok(cli) => match cli.command {
                 Some(PymCommand::New(a)) => new(a, &printer),
                 Some(PymCommand::Init(a)) => init(a, &printer),
+                Some(PymCommand::Target(a)) => switch_target(a, &cli.global, &printer),
                 Some(PymCommand::Service(c)) => service_command(&pipeline, cli.global, c, printer),
                 None => bare(&pipeline, cli.global, printer),
             },
@@ -386,6 +407,7 @@ fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx
     let opts = Options {
         allow_dirty: global.allow_dirty,
         force_build: global.force_build,
+        redeploy: global.redeploy,
         deploying,
         ..Options::default()
     };
@@ -747,10 +769,14 @@ fn service_command(
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            printer.data(&format!(
-                "{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}",
-                "STARTED", "COMMAND", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS"
-            ));
+            // Columns as wide as their widest cell: a long email or version never
+            // shifts the rest.
+            let mut rows: Vec<[String; 7]> = vec![
+                [
+                    "STARTED", "COMMAND", "WHO", "VERSION", "OUTCOME", "TIME", "STEPS",
+                ]
+                .map(str::to_string),
+            ];
             for r in &records {
                 let steps: Vec<String> = r
                     .steps
@@ -763,19 +789,38 @@ fn service_command(
                         }
                     })
                     .collect();
-                printer.data(&format!(
-                    "{:<21} {:<9} {:<22} {:<28} {:<8} {:>8}  {}",
+                rows.push([
                     crate::version::fmt_utc(r.started),
-                    r.command,
+                    r.command.clone(),
                     if r.user.contains('@') {
                         format!("{} on {}", r.user, r.host)
                     } else {
                         format!("{}@{}", r.user, r.host)
                     },
-                    r.version,
-                    r.outcome,
+                    r.version.clone(),
+                    r.outcome.clone(),
                     crate::output::fmt_duration(std::time::Duration::from_millis(r.duration_ms)),
-                    steps.join(" ")
+                    steps.join(" "),
+                ]);
+            }
+            let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            let widths: Vec<usize> = (0..6).map(width).collect();
+            for r in &rows {
+                printer.data(&format!(
+                    "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {:<w4$} {:>w5$}  {}",
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    w0 = widths[0],
+                    w1 = widths[1],
+                    w2 = widths[2],
+                    w3 = widths[3],
+                    w4 = widths[4],
+                    w5 = widths[5],
                 ));
             }
             Ok(ExitCode::SUCCESS)
@@ -944,6 +989,9 @@ fn bare(pipeline: &Pipeline, global: GlobalArgs, printer: Printer) -> Result<Exi
         if global.force_build {
             cmd.arg("--force-build");
         }
+        if global.redeploy {
+            cmd.arg("--redeploy");
+        }
         if global.json {
             cmd.arg("--json");
         }
@@ -983,6 +1031,29 @@ fn new(args: NewArgs, printer: &Printer) -> Result<ExitCode> {
     };
     scaffold::new(&dir, &opts, printer)?;
     printer.data(&dir.display().to_string());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn switch_target(args: TargetArgs, global: &GlobalArgs, printer: &Printer) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let root = find_root(global)?;
+    let mut set = Vec::new();
+    for pair in &args.set {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(hinted(
+                format!("--set {pair}: not KEY=VALUE"),
+                "write it like `--set gcp_region=us-central1`",
+            ));
+        };
+        set.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let opts = scaffold::SwitchOptions {
+        target: args.target,
+        set,
+        ask: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        commit: args.commit,
+    };
+    scaffold::switch_target(&root, &opts, printer)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,14 +11,22 @@
 //! Only then are the files merged and required keys checked.
 
 use std::fmt;
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::error::hinted;
+use crate::error::{Problems, hinted};
 
 pub const CONFIG_FILE: &str = "pym-config.yaml";
+
+/// A non-zero default (of a port, a timeout, a count), its type taken from the key's.
+macro_rules! nonzero {
+    ($n:literal) => {
+        std::num::NonZero::new($n).expect("a default above 0")
+    };
+}
 
 /// Where the service runs: PyMacaron's `PYM_ENV`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -233,7 +241,7 @@ macro_rules! config {
             pub origins: Origins,
         }
 
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Clone, Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {
             $( #[serde(default)] $r: Option<$rt>, )*
@@ -294,7 +302,7 @@ config_with_target_keys! {
         /// names of environment variables passed from the caller's environment to the service
         env_secrets: Vec<String> = Vec::new(),
         /// the port the service listens on inside its container (given to it as PORT)
-        port: u16 = 8080,
+        port: Port = nonzero!(8080),
         /// the path that answers when the service is ready (see `health_statuses`)
         health_path: String = "/ping".to_string(),
         /// the answers to `health_path` that mean healthy: codes like `200`, or classes like `2xx`
@@ -304,19 +312,19 @@ config_with_target_keys! {
         /// check that each environment serves the version just deployed (false: health alone decides)
         verify_version: bool = true,
         /// seconds to wait for the service to become healthy
-        health_timeout: u64 = 60,
+        health_timeout: NonZeroU64 = nonzero!(60),
         /// how many previous live versions are kept for rollback
         keep_previous: u32 = 2,
         /// roll back automatically when the live acceptance tests fail
         rollback_on_failure: bool = true,
-        /// the unit-test command (default: `cargo test` in a Rust service, else `python -m pytest test`)
+        /// the unit-test command (default: `cargo test` in a Rust service, else `python3 -m pytest -q test`; `""`: none)
         test_command: Option<String> = None,
-        /// the acceptance-test command, run against a server given by PYM_SERVER_HOST and PYM_SERVER_PORT
+        /// the acceptance-test command, run against a server given by PYM_SERVER_HOST and PYM_SERVER_PORT (default: the `testaccept` crate, else `python3 -m pytest -q testaccept`; `""`: none, health and the version check alone)
         accept_command: Option<String> = None,
         /// seconds the unit tests may run before they are stopped and the step fails
-        test_timeout: u64 = 1800,
+        test_timeout: NonZeroU64 = nonzero!(1800),
         /// seconds one run of the acceptance tests may take before it is stopped and the step fails
-        accept_timeout: u64 = 600,
+        accept_timeout: NonZeroU64 = nonzero!(600),
         /// the Dockerfile, relative to the service root
         dockerfile: String = "Dockerfile".to_string(),
         /// the binary `build` compiles with cargo and places in .pym/dist/ for the Dockerfile to copy
@@ -340,38 +348,66 @@ impl Configs {
     /// Loads `pym-config.yaml` and each environment's overlay, and checks what can be
     /// checked from the files alone: every file's keys and types, overlays for unknown
     /// environments, keys of another target, keys a target requires, ports that collide.
+    /// Every mistake found is said, in one report.
     pub fn load(root: &Path) -> Result<Configs> {
         let base = root.join(CONFIG_FILE);
-        check_overlay_names(root)?;
-        let files = |env| -> Result<Vec<(PathBuf, Raw)>> {
-            let mut out = vec![(base.clone(), parse_file(&base)?)];
+        if !base.exists() {
+            return Err(hinted(
+                format!("no {CONFIG_FILE} in {}", root.display()),
+                "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
+            ));
+        }
+        let mut problems = Problems::default();
+        check_overlay_names(root, &mut problems);
+        let (base_raw, base_failed) = parse_file(&base, &mut problems);
+        let one = |env, problems: &mut Problems| -> Option<Config> {
+            let mut files = vec![(base.clone(), base_raw.clone())];
+            let mut failed = base_failed.clone();
             let overlay = overlay_path(root, env);
             if overlay.exists() {
-                out.push((overlay.clone(), parse_file(&overlay)?));
+                let (raw, f) = parse_file(&overlay, problems);
+                files.push((overlay, raw));
+                failed.extend(f);
             }
-            Ok(out)
-        };
-        let one = |env| -> Result<Config> {
-            let files = files(env)?;
             let mut merged = Raw::default();
             let mut set = Vec::new();
             for (path, raw) in files {
                 set.push((path, raw.set_keys()));
                 merged.overlay(raw);
             }
-            let mut config = merged.finish(&base)?;
+            // A required key whose value was refused is not said missing as well.
+            let mut config = match merged.finish(&base) {
+                Ok(c) => c,
+                Err(e) => {
+                    let said = failed
+                        .iter()
+                        .any(|k| k == "*" || e.to_string().contains(&format!("`{k}`")));
+                    if !said {
+                        problems.push(e);
+                    }
+                    return None;
+                }
+            };
             config.origins = Origins::of(&base, &set);
-            config.validate(&base)?;
-            check_scopes(root, &config, &set)?;
-            Ok(config)
+            config.validate(problems);
+            check_scopes(root, &config, &set, problems);
+            Some(config)
         };
-        let configs = Configs {
-            local: one(PymEnv::Local)?,
-            staging: one(PymEnv::Staging)?,
-            live: one(PymEnv::Live)?,
-        };
-        configs.check_together(root)?;
-        Ok(configs)
+        let local = one(PymEnv::Local, &mut problems);
+        let staging = one(PymEnv::Staging, &mut problems);
+        let live = one(PymEnv::Live, &mut problems);
+        if let (Some(local), Some(staging), Some(live)) = (local, staging, live) {
+            let configs = Configs {
+                local,
+                staging,
+                live,
+            };
+            configs.check_together(root, &mut problems);
+            problems.finish(", so nothing was started")?;
+            return Ok(configs);
+        }
+        problems.finish(", so nothing was started")?;
+        unreachable!("a config that did not load has a problem said")
     }
 
     pub fn get(&self, env: PymEnv) -> &Config {
@@ -383,10 +419,10 @@ impl Configs {
     }
 
     /// What only the environments together can tell.
-    fn check_together(&self, root: &Path) -> Result<()> {
+    fn check_together(&self, root: &Path, problems: &mut Problems) {
         let (s, l) = (&self.staging, &self.live);
         if s.deploy_target != l.deploy_target || s.name != l.name {
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
                     "{}: staging and live differ in `name` or `deploy_target` ({} {} and {} {})",
                     root.display(),
@@ -404,10 +440,10 @@ impl Configs {
                 || s.publish_ip == "0.0.0.0"
                 || l.publish_ip == "0.0.0.0")
         {
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
                     "{}: `staging_port` and `live_port` are both {}: staging and live would claim the same address",
-                    root.join(CONFIG_FILE).display(),
+                    s.at("staging_port"),
                     l.live_port
                 ),
                 "give staging and live different ports (the defaults are 8081 and 8080)",
@@ -418,7 +454,7 @@ impl Configs {
             for (key, example) in l.deploy_target.requires() {
                 if c.is_unset(key) {
                     let about = KEYS.iter().find(|k| k.name == *key).map_or("", |k| k.about);
-                    return Err(hinted(
+                    problems.push(hinted(
                         format!(
                             "{}: the {} target needs `{key}` ({})",
                             c.at("deploy_target"),
@@ -430,7 +466,6 @@ impl Configs {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -465,7 +500,7 @@ impl Config {
     }
 
     /// Whether `key` has no value (unset, or set to an empty string).
-    fn is_unset(&self, key: &str) -> bool {
+    pub fn is_unset(&self, key: &str) -> bool {
         let value = serde_json::to_value(self).unwrap_or_default();
         value[key].is_null() || value[key] == ""
     }
@@ -481,27 +516,28 @@ impl Config {
         }
     }
 
-    fn validate(&self, file: &Path) -> Result<()> {
-        let f = file.display();
+    fn validate(&self, problems: &mut Problems) {
         if let Err(why) = validate_name(&self.name) {
-            return Err(hinted(
-                format!("{f}: key `name`: {why}"),
+            problems.push(hinted(
+                format!("{}: key `name`: {why}", self.at("name")),
                 "a name is lowercase letters, digits and dashes, starting with a letter, like `hello-world`",
             ));
         }
         if !self.health_path.starts_with('/') {
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
-                    "{f}: key `health_path`: `{}` does not start with `/`",
+                    "{}: key `health_path`: `{}` does not start with `/`",
+                    self.at("health_path"),
                     self.health_path
                 ),
                 "write the path as the server sees it, like `/ping`",
             ));
         }
         if !self.version_path.starts_with('/') {
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
-                    "{f}: key `version_path`: `{}` does not start with `/`",
+                    "{}: key `version_path`: `{}` does not start with `/`",
+                    self.at("version_path"),
                     self.version_path
                 ),
                 "write the path as the server sees it, like `/version`",
@@ -509,8 +545,11 @@ impl Config {
         }
         for s in &self.health_statuses {
             if health_status_matcher(s).is_none() {
-                return Err(hinted(
-                    format!("{f}: key `health_statuses`: `{s}` is not an HTTP status or class"),
+                problems.push(hinted(
+                    format!(
+                        "{}: key `health_statuses`: `{s}` is not an HTTP status or class",
+                        self.at("health_statuses")
+                    ),
                     "write codes like `200` or `204`, or classes like `2xx`",
                 ));
             }
@@ -519,25 +558,19 @@ impl Config {
             ("test_command", &self.test_command),
             ("accept_command", &self.accept_command),
         ] {
+            // Empty means none (the step says so); unset, the default.
             if let Some(cmd) = cmd {
                 match shell_words::split(cmd) {
-                    Ok(words) if !words.is_empty() => {}
-                    Ok(_) => {
-                        return Err(hinted(
-                            format!("{f}: key `{key}` is empty"),
-                            format!("remove `{key}` to use the default"),
-                        ));
-                    }
+                    Ok(_) => {}
                     Err(e) => {
-                        return Err(hinted(
-                            format!("{f}: key `{key}`: cannot split `{cmd}` into words: {e}"),
+                        problems.push(hinted(
+                            format!("{}: key `{key}`: cannot split `{cmd}` into words: {e}", self.at(key)),
                             "commands are split like a shell does, but are not run by a shell: close every quote",
                         ));
                     }
                 }
             }
         }
-        Ok(())
     }
 
     /// Whether `status` answering `health_path` means healthy.
@@ -626,16 +659,14 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
 
 /// Refuses `pym-config.<x>.yaml` for an `x` that is not an environment: such a file
 /// would be silently ignored.
-fn check_overlay_names(root: &Path) -> Result<()> {
-    let base = root.join(CONFIG_FILE);
-    if !base.exists() {
-        return Err(hinted(
-            format!("no {CONFIG_FILE} in {}", root.display()),
-            "run this in a service root, or create one with `pymdeploy new NAME` or `pymdeploy init`",
-        ));
-    }
-    let entries =
-        std::fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?;
+fn check_overlay_names(root: &Path, problems: &mut Problems) {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return problems
+                .push(anyhow::Error::new(e).context(format!("cannot read {}", root.display())));
+        }
+    };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
@@ -653,7 +684,7 @@ fn check_overlay_names(root: &Path) -> Result<()> {
                 Some(e) => format!("did you mean pym-config.{e}.yaml?"),
                 None => "overlays are pym-config.local.yaml, pym-config.staging.yaml and pym-config.live.yaml".to_string(),
             };
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
                     "{}: not an overlay pymdeploy reads: `{env}` is not an environment (local, staging, live)",
                     root.join(&name).display()
@@ -662,12 +693,16 @@ fn check_overlay_names(root: &Path) -> Result<()> {
             ));
         }
     }
-    Ok(())
 }
 
 /// Refuses keys set for a target the service does not deploy to (`aws_region` with
 /// `deploy_target: docker`), and Rust-only keys in a service without a Cargo.toml.
-fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>)]) -> Result<()> {
+fn check_scopes(
+    root: &Path,
+    config: &Config,
+    set: &[(PathBuf, Vec<&'static str>)],
+    problems: &mut Problems,
+) {
     for (path, keys) in set {
         for key in keys {
             let Some(k) = KEYS.iter().find(|k| k.name == *key) else {
@@ -682,7 +717,7 @@ fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>
                     [] => format!("the {last} target"),
                     _ => format!("the {} and {last} targets", rest.join(", ")),
                 };
-                return Err(hinted(
+                problems.push(hinted(
                     format!(
                         "{}:{line}: key `{key}` is for {which}, and `deploy_target` is {}",
                         path.display(),
@@ -692,7 +727,7 @@ fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>
                 ));
             }
             if k.scopes.contains(&Scope::Rust) && !root.join("Cargo.toml").is_file() {
-                return Err(hinted(
+                problems.push(hinted(
                     format!(
                         "{}:{line}: key `{key}` is for Rust services, and {} has no Cargo.toml",
                         path.display(),
@@ -705,7 +740,6 @@ fn check_scopes(root: &Path, config: &Config, set: &[(PathBuf, Vec<&'static str>
             }
         }
     }
-    Ok(())
 }
 
 /// The line a top-level key is on, for messages (1 when not found).
@@ -719,23 +753,39 @@ fn key_line(path: &Path, key: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-fn parse_file(path: &Path) -> Result<Raw> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if text.trim().is_empty()
-        || text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        return Ok(Raw::default());
-    }
+/// Reads one file key by key, so that every key's mistake is said, not only the first:
+/// what parses is kept, each mistake goes to `problems` with its line.
+fn parse_file(path: &Path, problems: &mut Problems) -> (Raw, Vec<String>) {
+    let mut failed = Vec::new();
+    let raw = parse_keys(path, problems, &mut failed);
+    (raw, failed)
+}
+
+/// `parse_file`'s reading; `failed` gets each key whose value was refused, or `*` when
+/// the whole file was.
+fn parse_keys(path: &Path, problems: &mut Problems, failed: &mut Vec<String>) -> Raw {
+    let mut raw = Raw::default();
+    let before = problems.len();
+    let whole = |problems: &Problems, failed: &mut Vec<String>| {
+        if problems.len() > before {
+            failed.push("*".into());
+        }
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(anyhow::Error::new(e).context(format!("cannot read {}", path.display())));
+            whole(problems, failed);
+            return raw;
+        }
+    };
     // Said plainly, where serde_yaml would say "found character that cannot start any token".
     if let Some(i) = text.lines().position(|l| {
         l.chars()
             .take_while(|c| c.is_whitespace())
             .any(|c| c == '\t')
     }) {
-        return Err(hinted(
+        problems.push(hinted(
             format!(
                 "{}:{}: YAML forbids tabs for indentation",
                 path.display(),
@@ -743,15 +793,18 @@ fn parse_file(path: &Path) -> Result<Raw> {
             ),
             "indent with spaces",
         ));
+        whole(problems, failed);
+        return raw;
     }
-    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
-        Ok(serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null) => {}
+    let mapping = match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(serde_yaml::Value::Mapping(m)) => m,
+        Ok(serde_yaml::Value::Null) => return raw,
         Ok(other) => {
             let what = match other {
                 serde_yaml::Value::Sequence(_) => "a list",
                 _ => "a single value",
             };
-            return Err(hinted(
+            problems.push(hinted(
                 format!(
                     "{}:1: {} must be a mapping of keys to values, not {what}",
                     path.display(),
@@ -761,10 +814,28 @@ fn parse_file(path: &Path) -> Result<Raw> {
                 ),
                 "write one `key: value` per line, like `name: hello`, with no `- ` in front",
             ));
+            whole(problems, failed);
+            return raw;
         }
-        Err(e) => return Err(describe_yaml_error(path, &e)),
+        Err(e) => {
+            problems.push(describe_yaml_error(path, None, &e));
+            whole(problems, failed);
+            return raw;
+        }
+    };
+    for (key, value) in mapping {
+        let mut one = serde_yaml::Mapping::new();
+        let name = key.as_str().map(str::to_string);
+        one.insert(key, value);
+        match serde_yaml::from_value::<Raw>(serde_yaml::Value::Mapping(one)) {
+            Ok(parsed) => raw.overlay(parsed),
+            Err(e) => {
+                problems.push(describe_yaml_error(path, name.as_deref(), &e));
+                failed.extend(name);
+            }
+        }
     }
-    serde_yaml::from_str::<Raw>(&text).map_err(|e| describe_yaml_error(path, &e))
+    raw
 }
 
 /// The JSON Schema of one key's type, for `config --schema`.
@@ -790,6 +861,18 @@ macro_rules! int_schema {
     } )* };
 }
 int_schema!(u16, u32, u64);
+macro_rules! nonzero_schema {
+    ($($t:ty),*) => { $( impl Schema for $t {
+        fn schema() -> serde_json::Value {
+            serde_json::json!({"type": "integer", "minimum": 1, "maximum": <$t>::MAX.get()})
+        }
+    } )* };
+}
+nonzero_schema!(NonZeroU16, NonZeroU32, NonZeroU64);
+
+/// A TCP port: 0 is refused where it is read, since it would mean "any".
+pub type Port = NonZeroU16;
+
 impl<T: Schema> Schema for Option<T> {
     fn schema() -> serde_json::Value {
         T::schema()
@@ -925,26 +1008,47 @@ fn type_text(schema: &serde_json::Value) -> String {
     }
     match schema["type"].as_str() {
         Some("array") => format!("list of {}", type_text(&schema["items"])),
-        Some("integer") => match schema["maximum"].as_u64() {
-            Some(max) => format!("integer 0 to {max}"),
-            None => "integer".into(),
+        Some("integer") => match (schema["minimum"].as_u64(), schema["maximum"].as_u64()) {
+            (min, Some(max)) if max > u32::MAX as u64 => {
+                format!("integer from {}", min.unwrap_or(0))
+            }
+            (min, Some(max)) => format!("integer {} to {max}", min.unwrap_or(0)),
+            (_, None) => "integer".into(),
         },
         Some(t) => t.into(),
         None => "any".into(),
     }
 }
 
-/// Turns serde_yaml's message into `file:line:col: what`, with a suggestion for a
-/// misspelt key or value.
-fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+/// Turns serde_yaml's message into `file:line[:col]: what`, with a suggestion for a
+/// misspelt key or value. `key` is the key whose value failed, when read one by one.
+fn describe_yaml_error(path: &Path, key: Option<&str>, e: &serde_yaml::Error) -> anyhow::Error {
     let mut msg = e.to_string();
     // serde_yaml appends " at line L column C"; we put the location first instead.
     if let Some(i) = msg.find(" at line ") {
         msg.truncate(i);
     }
-    let location = match e.location() {
-        Some(l) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
-        None => path.display().to_string(),
+    let location = match (e.location(), key) {
+        (Some(l), _) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
+        // Read key by key: the key's line, and the column of its value (of the key
+        // itself when the key is unknown), as serde_yaml would say.
+        (None, Some(key)) => {
+            let line = key_line(path, key);
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let col = match msg.starts_with("unknown field") {
+                true => 1,
+                false => text
+                    .lines()
+                    .nth(line - 1)
+                    .and_then(|l| {
+                        let after = l.find(':')? + 1;
+                        Some(after + l[after..].len() - l[after..].trim_start().len() + 1)
+                    })
+                    .unwrap_or(1),
+            };
+            format!("{}:{line}:{col}", path.display())
+        }
+        (None, None) => path.display().to_string(),
     };
     if let Some(field) = between_backticks(&msg, "unknown field `") {
         let keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
@@ -956,10 +1060,15 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
         };
         return hinted(format!("{location}: unknown key `{field}`"), hint);
     }
-    if let Some(variant) = between_backticks(&msg, "unknown variant `") {
-        let key = msg.split(':').next().unwrap_or("").trim();
+    // From a whole file serde says "port: invalid type: ..."; from one key's value, the
+    // key is known and the message has no prefix.
+    let (key, rest) = match key {
+        Some(key) => (key, msg.strip_prefix(&format!("{key}: ")).unwrap_or(&msg)),
+        None => msg.split_once(": ").unwrap_or(("", &msg)),
+    };
+    if let Some(variant) = between_backticks(rest, "unknown variant `") {
         // serde lists what it takes: "expected one of `a`, `b`" or "expected `a` or `b`".
-        let expected = msg.split_once("expected").map_or("", |(_, e)| e);
+        let expected = rest.split_once("expected").map_or("", |(_, e)| e);
         let values: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let hint = match closest(&variant, &values) {
             Some(k) => format!("did you mean `{k}`?"),
@@ -970,10 +1079,14 @@ fn describe_yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
             hint,
         );
     }
-    // Type errors read "port: invalid type: ..."; name the key explicitly.
-    if let Some((key, rest)) = msg.split_once(": ")
-        && let Some(k) = KEYS.iter().find(|k| k.name == key)
-    {
+    if let Some(k) = KEYS.iter().find(|k| k.name == key) {
+        let rest = rest
+            .replace(
+                "expected a nonzero u16",
+                "expected a number from 1 to 65535",
+            )
+            .replace("expected a nonzero u32", "expected a number above 0")
+            .replace("expected a nonzero u64", "expected a number above 0");
         let hint = format!("`{key}` is {}", k.about.trim());
         return hinted(format!("{location}: key `{key}`: {rest}"), hint);
     }
@@ -1016,7 +1129,7 @@ mod tests {
             "docs/config.md is not what the config declares: `SNAPSHOTS=overwrite cargo test --lib config::` writes it again"
         );
         // Every key, with its default where it has one.
-        assert!(made.contains("| `live_port` | integer 0 to 65535 | `8080` | docker |"));
+        assert!(made.contains("| `live_port` | integer 1 to 65535 | `8080` | docker |"));
         assert!(made.contains("| `name` | string | required | every target |"));
         assert!(made.contains("| `aws_region` | string | unset | aws-beanstalk |"));
     }
@@ -1049,8 +1162,63 @@ mod tests {
             "name: hello\ndeploy_target: docker\nport: 8080\n",
         );
         write(&d, "pym-config.staging.yaml", "port: 9000\n");
-        assert_eq!(Config::load(&d, PymEnv::Local).unwrap().port, 8080);
-        assert_eq!(Config::load(&d, PymEnv::Staging).unwrap().port, 9000);
+        assert_eq!(Config::load(&d, PymEnv::Local).unwrap().port.get(), 8080);
+        assert_eq!(Config::load(&d, PymEnv::Staging).unwrap().port.get(), 9000);
+    }
+
+    #[test]
+    fn every_mistake_of_every_file_is_said_in_one_report() {
+        let d = tmp("many");
+        write(
+            &d,
+            CONFIG_FILE,
+            "name: hello\ndeploy_target: docker\nlive_port: 0\nhealth_timeout: 0\nhelth_path: /ping\n",
+        );
+        write(&d, "pym-config.live.yaml", "staging_port: http\n");
+        write(&d, "pym-config.prod.yaml", "port: 1\n");
+        let e = Config::load(&d, PymEnv::Local).unwrap_err();
+        let many = e
+            .downcast_ref::<crate::error::Many>()
+            .expect("several problems");
+        let said: Vec<&str> = many.items.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(
+            many.title, "5 problems, so nothing was started",
+            "{said:#?}"
+        );
+        let at = |file: &str, line: &str, what: &str| {
+            let place = format!("{}:{line}: {what}", d.join(file).display());
+            assert!(
+                said.iter().any(|m| m.starts_with(&place)),
+                "no `{place}` in {said:#?}"
+            );
+        };
+        let prod = format!(
+            "{}: not an overlay",
+            d.join("pym-config.prod.yaml").display()
+        );
+        assert!(said.iter().any(|m| m.starts_with(&prod)), "{said:#?}");
+        at(
+            CONFIG_FILE,
+            "3:12",
+            "key `live_port`: invalid value: integer `0`, expected a number from 1 to 65535",
+        );
+        at(
+            CONFIG_FILE,
+            "4:17",
+            "key `health_timeout`: invalid value: integer `0`, expected a number above 0",
+        );
+        at(CONFIG_FILE, "5:1", "unknown key `helth_path`");
+        at(
+            "pym-config.live.yaml",
+            "1:15",
+            "key `staging_port`: invalid type: string \"http\"",
+        );
+        // Each with its own hint, in the text the printer shows.
+        let text = e.to_string();
+        assert!(
+            text.contains("\n     hint: did you mean `health_path`?"),
+            "{text}"
+        );
     }
 
     #[test]

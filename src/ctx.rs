@@ -29,6 +29,8 @@ pub struct Options {
     pub allow_dirty: bool,
     /// Build even when an image for this commit exists.
     pub force_build: bool,
+    /// `--redeploy`: promote a version even though a rollback went away from it.
+    pub redeploy: bool,
     /// This run is a `deploy` (holding the lock), not one step run by hand: only then does
     /// a failed live acceptance roll back.
     pub deploying: bool,

@@ -56,3 +56,77 @@ macro_rules! bail_hint {
         return Err($crate::error::hinted(format!($($msg)+), $hint))
     };
 }
+
+/// What a run found wrong before it started, gathered so that one report says all of
+/// it: each mistake with its own hint, in the order found, said once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<anyhow::Error>);
+
+impl Problems {
+    /// Adds one problem (every problem of a [`Many`]), unless the same was said already.
+    pub fn push(&mut self, err: anyhow::Error) {
+        let err = match err.downcast::<Many>() {
+            Ok(many) => {
+                for (message, hint) in many.items {
+                    self.push(match hint {
+                        Some(h) => hinted(message, h),
+                        None => anyhow::anyhow!(message),
+                    });
+                }
+                return;
+            }
+            Err(err) => err,
+        };
+        let said = format!("{err:#}");
+        if !self.0.iter().any(|e| format!("{e:#}") == said) {
+            self.0.push(err);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Ok when nothing was found; the one error as it is; else all of them as a [`Many`]
+    /// titled "N problems" and `why` (", so nothing was started").
+    pub fn finish(mut self, why: &str) -> anyhow::Result<()> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            n => Err(anyhow::Error::new(Many {
+                title: format!("{n} problems{why}"),
+                items: self
+                    .0
+                    .iter()
+                    .map(|e| (format!("{e:#}"), hint_of(e).map(str::to_string)))
+                    .collect(),
+            })),
+        }
+    }
+}
+
+/// Several problems said together, each on its own lines with its hint.
+#[derive(Debug)]
+pub struct Many {
+    pub title: String,
+    pub items: Vec<(String, Option<String>)>,
+}
+
+impl fmt::Display for Many {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.title)?;
+        for (i, (message, hint)) in self.items.iter().enumerate() {
+            write!(f, "\n  {}. {message}", i + 1)?;
+            if let Some(hint) = hint {
+                write!(f, "\n     hint: {hint}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Many {}

@@ -252,11 +252,13 @@ impl Pipeline {
         RunResult { reports, error }
     }
 
-    /// Checks every selected step before any runs (see `Step::check`). A check that
-    /// fails because the engine cannot be reached is said last: the mistakes that need no
-    /// engine (a config error, a missing secret, a dirty tree) are said first, so they
-    /// are found and fixed on a machine without one.
+    /// Checks every selected step before any runs (see `Step::check`) and says every
+    /// mistake found in one report. A check that fails because the engine cannot be
+    /// reached is said last: the mistakes that need no engine (a config error, a missing
+    /// secret, a dirty tree) are said first, so they are found and fixed on a machine
+    /// without one.
     pub fn check(&self, ctx: &Ctx, selected: &[&str]) -> Result<()> {
+        let mut found = Vec::new();
         let mut unreachable = None;
         for s in self
             .steps
@@ -266,14 +268,27 @@ impl Pipeline {
         {
             let misses = ctx.engine_misses();
             if let Err(e) = s.check(ctx) {
-                let e = e.context(format!("`{}` cannot run, so nothing was started", s.name()));
                 if ctx.engine_misses() == misses {
-                    return Err(e);
+                    found.push((s.name(), e));
+                } else {
+                    unreachable.get_or_insert((s.name(), e));
                 }
-                unreachable.get_or_insert(e);
             }
         }
-        unreachable.map_or(Ok(()), Err)
+        found.extend(unreachable);
+        // The same mistake found by several steps (a missing secret, the engine) is said
+        // once, for the first of them.
+        let mut said = std::collections::HashSet::new();
+        found.retain(|(_, e)| said.insert(format!("{e:#}")));
+        if found.len() == 1 {
+            let (name, e) = found.remove(0);
+            return Err(e.context(format!("`{name}` cannot run, so nothing was started")));
+        }
+        let mut problems = crate::error::Problems::default();
+        for (name, e) in found {
+            problems.push(e.context(format!("`{name}` cannot run")));
+        }
+        problems.finish(", so nothing was started")
     }
 
     /// What each selected step would do, in order, without doing any of it.

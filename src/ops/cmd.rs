@@ -31,6 +31,46 @@ pub fn from_config<'a>(sh: &'a Shell, line: &str) -> Result<xshell::Cmd<'a>> {
     Ok(sh.cmd(program).args(args))
 }
 
+/// Whether a command from config can start: its program is on `PATH` (or, written with
+/// a `/`, a file under `root`), and `python -m MODULE` finds its module. The error says
+/// which part is missing, in words the caller wraps with the key it came from.
+pub fn check_program(root: &Path, line: &str) -> Result<()> {
+    let words =
+        shell_words::split(line).with_context(|| format!("cannot split `{line}` into words"))?;
+    let Some(program) = words.first() else {
+        anyhow::bail!("the command is empty");
+    };
+    let found = if program.contains('/') {
+        Some(root.join(program)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(found) = found else {
+        anyhow::bail!("`{program}` is not a program on this machine's PATH");
+    };
+    if let [_, flag, module, ..] = &words[..]
+        && flag == "-m"
+        && program.starts_with("python")
+    {
+        let sh = Shell::new()?;
+        let import = format!("import {}", module.split('.').next().unwrap_or(module));
+        let ok = xshell::cmd!(sh, "{found} -c {import}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok();
+        if !ok {
+            anyhow::bail!("`{program}` has no module `{module}`");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `cmd` to completion with its output folded into `progress`. Returns the
 /// command's stdout when `capture_stdout` is set (then only stderr goes to progress).
 pub fn stream(

@@ -33,6 +33,27 @@ pub async fn image_labels(docker: &Docker, image: &str) -> Result<Option<HashMap
     }
 }
 
+/// Whether the engine can pull `image`: it asks the image's registry for its manifest
+/// (the engine's own `/distribution` call, so a remote engine answers for its own
+/// network). The error says why not, as the engine put it.
+pub async fn pullable(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<&crate::ops::registry::Credentials>,
+) -> Result<()> {
+    let creds =
+        credentials.map(|c| engine_credentials(c, &crate::ops::registry::registry_of(image)));
+    let ask = docker.inspect_registry_image(image, creds);
+    match tokio::time::timeout(std::time::Duration::from_secs(15), ask).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(bollard::errors::Error::DockerResponseServerError { message, .. })) => {
+            Err(anyhow::anyhow!("{}", message.trim()))
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(anyhow::anyhow!("its registry did not answer within 15 s")),
+    }
+}
+
 pub struct BuildRequest<'a> {
     pub root: &'a Path,
     pub dockerfile: &'a str,
@@ -568,6 +589,24 @@ pub async fn images_of(docker: &Docker, repo: &str) -> Result<Vec<(String, Vec<S
     Ok(images.into_iter().map(|i| (i.id, i.repo_tags)).collect())
 }
 
+/// The tags of the engine's images that could be a Dockerfile's base: those pymdeploy
+/// did not build (no commit label, not the proxy), at most 10, sorted.
+pub async fn base_images(docker: &Docker) -> Result<Vec<String>> {
+    let images = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .context("cannot list the engine's images")?;
+    let mut tags: Vec<String> = images
+        .into_iter()
+        .filter(|i| !i.labels.contains_key(crate::ops::service::LABEL_COMMIT))
+        .flat_map(|i| i.repo_tags)
+        .filter(|t| t != "<none>:<none>" && !t.starts_with("pym-proxy"))
+        .collect();
+    tags.sort();
+    tags.truncate(10);
+    Ok(tags)
+}
+
 /// The images of `repo` created before `before` (seconds since the epoch) that no
 /// container uses, running or not: their IDs.
 pub async fn unused_images_before(docker: &Docker, repo: &str, before: i64) -> Result<Vec<String>> {
@@ -644,6 +683,21 @@ pub async fn list(
         .list_containers(Some(options))
         .await
         .context("cannot list containers")
+}
+
+/// The running containers that publish host port `port`.
+pub async fn publishing(
+    docker: &Docker,
+    port: u16,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let filters = HashMap::from([("publish".to_string(), vec![port.to_string()])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .with_context(|| format!("cannot list the containers that publish port {port}"))
 }
 
 /// Stops a container, giving it `grace` seconds after SIGTERM.

@@ -17,6 +17,18 @@ pub async fn get(host: &str, port: u16, path: &str, timeout: Duration) -> Result
         .with_context(|| format!("no answer from {host}:{port}{path} within {timeout:?}"))?
 }
 
+/// Whether something accepts TCP connections on `host:port` (a port already taken).
+pub async fn listening(host: &str, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((host, port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
 async fn get_inner(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
     let stream = tokio::net::TcpStream::connect((host, port))
         .await

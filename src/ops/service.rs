@@ -90,7 +90,7 @@ pub async fn wait_healthy(
     port: u16,
     config: &Config,
 ) -> Result<Duration> {
-    let timeout = Duration::from_secs(config.health_timeout);
+    let timeout = Duration::from_secs(config.health_timeout.get());
     poll_health(
         host,
         port,

@@ -49,7 +49,10 @@ impl Step for AcceptLocal {
                 config.health_statuses.join(" or "),
                 config.version_path
             ),
-            format!("run `{}` against it", acceptance_command(ctx, &config)),
+            match acceptance_command(ctx, &config) {
+                Some(cmd) => format!("run `{cmd}` against it"),
+                None => "no acceptance tests (`accept_command` is empty)".into(),
+            },
             "remove the container".to_string(),
         ])
     }
@@ -57,6 +60,7 @@ impl Step for AcceptLocal {
     fn check(&self, ctx: &Ctx) -> Result<()> {
         ctx.check_binding(&ctx.config().publish_ip)?;
         secrets(ctx.config())?;
+        check_acceptance_command(ctx, &ctx.config_for(PymEnv::Local)?)?;
         ctx.docker().map(drop)
     }
 
@@ -74,7 +78,7 @@ impl Step for AcceptLocal {
             name: &name,
             image: &image,
             env,
-            container_port: config.port,
+            container_port: config.port.get(),
             host_ip: &bind,
             host_port: None,
             labels,
@@ -122,7 +126,7 @@ fn accept_in(
     host: &str,
     progress: &StepProgress<'_>,
 ) -> Result<String> {
-    let port = match ctx.block_on(ops::docker::published_port(docker, id, config.port)) {
+    let port = match ctx.block_on(ops::docker::published_port(docker, id, config.port.get())) {
         Ok(port) => port,
         // A container that exits at once has no ports left to inspect: say it crashed.
         Err(e) => match ctx.block_on(ops::docker::exit_code(docker, id))? {
@@ -161,7 +165,6 @@ fn accept_in(
         config.version_path
     ));
     check_contract(ctx, config, host, port)?;
-    progress.message("running acceptance tests");
     run_acceptance(
         ctx,
         config,
@@ -178,7 +181,10 @@ fn accept_in(
     if ctx.interrupted() {
         return Err(anyhow::Error::new(Interrupted));
     }
-    let passed = progress.tests().passed_note("acceptance tests");
+    let passed = match acceptance_command(ctx, config) {
+        Some(_) => progress.tests().passed_note("acceptance tests"),
+        None => "no acceptance tests (`accept_command` is empty)".into(),
+    };
     Ok(format!("healthy in {:.1}s, {passed}", waited.as_secs_f64()))
 }
 
@@ -243,7 +249,11 @@ pub fn run_acceptance(
     env: PymEnv,
     progress: &StepProgress<'_>,
 ) -> Result<()> {
-    let command = acceptance_command(ctx, config);
+    let Some(command) = acceptance_command(ctx, config) else {
+        progress.message("no acceptance tests (`accept_command` is empty)");
+        return Ok(());
+    };
+    progress.message("running acceptance tests");
     let sh = xshell::Shell::new()?;
     let scheme = if at.tls { "https" } else { "http" };
     let cmd = ops::cmd::from_config(&sh, &command)?
@@ -255,7 +265,10 @@ pub fn run_acceptance(
         )
         .env("PYM_SERVER_TOKEN", at.token.as_deref().unwrap_or_default())
         .env("PYM_ENV", env.as_str());
-    let limit = ("accept_timeout", Duration::from_secs(config.accept_timeout));
+    let limit = (
+        "accept_timeout",
+        Duration::from_secs(config.accept_timeout.get()),
+    );
     ops::cmd::stream_within(cmd, &ctx.root, progress, false, Some(limit))
         .context("the acceptance tests failed")?;
     Ok(())
@@ -263,12 +276,26 @@ pub fn run_acceptance(
 
 /// `accept_command`, or the default: the `testaccept` crate where there is one, pytest
 /// over `testaccept/` otherwise.
-pub fn acceptance_command(ctx: &Ctx, config: &Config) -> String {
+pub fn acceptance_command(ctx: &Ctx, config: &Config) -> Option<String> {
     match &config.accept_command {
-        Some(c) => c.clone(),
+        Some(c) if c.trim().is_empty() => None,
+        Some(c) => Some(c.clone()),
         None if ctx.root.join("testaccept/Cargo.toml").is_file() => {
-            "cargo test --manifest-path testaccept/Cargo.toml".into()
+            Some("cargo test --manifest-path testaccept/Cargo.toml".into())
         }
-        None => "python3 -m pytest -q testaccept".into(),
+        None => Some(DEFAULT_PYTHON_ACCEPT.into()),
     }
+}
+
+const DEFAULT_PYTHON_ACCEPT: &str = "python3 -m pytest -q testaccept";
+
+/// Before the first step: the acceptance command can start (its program there, the
+/// default's `testaccept/` too).
+pub fn check_acceptance_command(ctx: &Ctx, config: &Config) -> Result<()> {
+    let Some(command) = acceptance_command(ctx, config) else {
+        return Ok(());
+    };
+    let fix = "write acceptance tests in testaccept/ (they get PYM_SERVER_HOST, PYM_SERVER_PORT and PYM_ENV), set `accept_command` to how the service runs its own, or `accept_command: \"\"` for none (health and the version check alone)";
+    let default_dir = (command == DEFAULT_PYTHON_ACCEPT).then_some("testaccept");
+    crate::steps::test::check_command(ctx, config, "accept_command", &command, default_dir, fix)
 }

@@ -83,8 +83,10 @@ impl Step for Stage {
         targets::of(ctx)?.stage(ctx, progress)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
-        targets::of(ctx)?.check(ctx)?;
-        secrets(&ctx.config_for(PymEnv::Staging)?).map(drop)
+        let target = targets::of(ctx)?;
+        target.check(ctx)?;
+        secrets(&ctx.config_for(PymEnv::Staging)?)?;
+        target.check_address(ctx, PymEnv::Staging)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::of(ctx)?.plan(ctx, Change::Stage, None)
@@ -120,8 +122,14 @@ impl Step for Accept {
             Ok(a) => format!("{}:{}", a.host, a.port),
             Err(_) => format!("the {} environment's address", self.0),
         };
-        let cmd = crate::steps::accept::acceptance_command(ctx, &config);
-        let mut out = vec![format!("run `{cmd}` against {addr} (PYM_ENV={})", self.0)];
+        let mut out = vec![
+            match crate::steps::accept::acceptance_command(ctx, &config) {
+                Some(cmd) => format!("run `{cmd}` against {addr} (PYM_ENV={})", self.0),
+                None => {
+                    format!("check {addr} answers (no acceptance tests: `accept_command` is empty)")
+                }
+            },
+        ];
         if self.0 == PymEnv::Live {
             out.push(if config.rollback_on_failure {
                 "if it fails, roll back to the previous version".into()
@@ -132,6 +140,7 @@ impl Step for Accept {
         Ok(out)
     }
     fn check(&self, ctx: &Ctx) -> Result<()> {
+        crate::steps::accept::check_acceptance_command(ctx, &ctx.config_for(self.0)?)?;
         targets::of(ctx)?.check(ctx)
     }
     fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -152,7 +161,10 @@ impl Step for Accept {
         match (result, self.0) {
             (Ok(()), _) => Ok(format!(
                 "{} on {}:{}",
-                progress.tests().passed_note("acceptance tests"),
+                match crate::steps::accept::acceptance_command(ctx, &config) {
+                    Some(_) => progress.tests().passed_note("acceptance tests"),
+                    None => "no acceptance tests (`accept_command` is empty)".into(),
+                },
                 addr.host,
                 addr.port
             )),
@@ -203,8 +215,14 @@ impl Step for Promote {
                 "drop `--skip accept-staging`, or stop at staging with `--to stage`",
             ));
         }
-        targets::of(ctx)?.check(ctx)?;
-        secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
+        let target = targets::of(ctx)?;
+        target.check(ctx)?;
+        secrets(&ctx.config_for(PymEnv::Live)?)?;
+        target.check_address(ctx, PymEnv::Live)?;
+        match target.ledger() {
+            Some(l) if !ctx.opts.redeploy => refuse_rolled_back(ctx, l),
+            _ => Ok(()),
+        }
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         let target = targets::of(ctx)?;
@@ -215,6 +233,60 @@ impl Step for Promote {
             .flatten();
         target.plan(ctx, Change::Promote, staged.as_ref())
     }
+}
+
+/// Refuses to promote a version a rollback went away from (HEAD's when this run stages
+/// it, else what staging runs), saying when and, where this machine's history knows,
+/// why; `--redeploy` or a new commit is the way to deploy it again.
+fn refuse_rolled_back(ctx: &Ctx, l: &dyn Ledger) -> Result<()> {
+    let version = match ctx.runs("stage") {
+        true => ctx.version()?.to_string(),
+        false => match l.staged(ctx)? {
+            Some(s) => s.version,
+            None => return Ok(()),
+        },
+    };
+    let history = l.history(ctx)?;
+    if !history.rolled_back_from(&version) {
+        return Ok(());
+    }
+    let at = history
+        .entries()
+        .iter()
+        .rev()
+        .find(|e| e.event == Event::RolledBack && e.version == version)
+        .map(|e| e.at);
+    let when = at.map_or(String::new(), |t| {
+        format!(" at {}", crate::version::fmt_utc(t))
+    });
+    // Why, from this machine's history: the last run that rolled live back from it.
+    let records = crate::ops::state::history(&crate::ops::state::key(ctx.config()), |_| {})
+        .unwrap_or_default();
+    let why = records
+        .iter()
+        .rev()
+        .find(|r| at.is_none_or(|t| r.started <= t))
+        .and_then(|r| {
+            let failed_live = r.version == version
+                && r.steps
+                    .iter()
+                    .any(|s| s.name == "accept-live" && s.outcome == "failed");
+            match (r.command.as_str(), failed_live) {
+                (_, true) => Some(format!(
+                    ": its live acceptance tests failed in a deploy by {}@{}",
+                    r.user, r.host
+                )),
+                ("rollback", _) => Some(format!(": `rollback` by {}@{}", r.user, r.host)),
+                _ => None,
+            }
+        })
+        .unwrap_or_default();
+    Err(hinted(
+        format!(
+            "{version} was rolled back from{when}{why}; live does not go back to it by accident"
+        ),
+        "commit a fix (a new commit is a new version), or deploy this one again on purpose with `--redeploy`",
+    ))
 }
 
 pub struct Rollback;
@@ -250,7 +322,8 @@ impl Step for Rollback {
             ));
         }
         target.check(ctx)?;
-        secrets(&ctx.config_for(PymEnv::Live)?).map(drop)
+        secrets(&ctx.config_for(PymEnv::Live)?)?;
+        target.check_address(ctx, PymEnv::Live)
     }
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         targets::of(ctx)?.plan(ctx, Change::Rollback, None)

@@ -120,7 +120,7 @@ where
     Fut: Future<Output = Answer>,
 {
     let c = config;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(c.health_timeout.get());
     loop {
         let last = match get(c.health_path.clone()).await? {
             Ok((status, _)) if !c.is_healthy_status(status) => {
@@ -182,12 +182,26 @@ pub fn image_reference(ctx: &Ctx) -> Result<String> {
 }
 
 /// A cloud target whose feature this build lacks (the docker target is always here).
+/// In a service's own pipeline (`cargo xtask`), the fix is its xtask's dependency; from
+/// the `pymdeploy` binary, that pipeline or a build with the feature.
 fn unsupported(kind: TargetKind) -> anyhow::Error {
-    hinted(
-        format!("this pymdeploy was built without the {kind} feature"),
-        format!(
-            "run the service's own pipeline, `cargo xtask <command>` (its xtask enables the feature), or install pymdeploy with `--features {kind}`"
+    let in_xtask = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s == "xtask"))
+        .unwrap_or(false);
+    let hint = match in_xtask {
+        true => format!(
+            "run `pymdeploy target {kind}`: it turns on the feature in xtask/Cargo.toml (`pymdeploy = {{ ..., features = [\"{kind}\"] }}`) and sets what the target needs"
         ),
+        false => format!(
+            "run the service's own pipeline, `cargo xtask <command>`, after `pymdeploy target {kind}` turned the feature on in its xtask; or install pymdeploy with `--features {kind}`"
+        ),
+    };
+    hinted(
+        format!(
+            "this pymdeploy was built without the {kind} feature, which deploy_target: {kind} needs"
+        ),
+        hint,
     )
 }
 
@@ -247,6 +261,11 @@ pub trait Target {
     /// Whether the target can be reached and the config works for it: asked before the
     /// first step of any run that reaches the target.
     fn check(&self, ctx: &Ctx) -> Result<()>;
+    /// Whether `env`'s address is free for it or already its own, for a target that
+    /// publishes one on a host others share (asked by the step that would publish it).
+    fn check_address(&self, _ctx: &Ctx, _env: PymEnv) -> Result<()> {
+        Ok(())
+    }
     /// Takes the target's own lock, for a target that more than one machine deploys to
     /// and that has no exclusion of its own; held until dropped.
     fn lock(&self, _ctx: &Ctx, _command: &str, _break_lock: bool) -> Result<Option<Guard>> {

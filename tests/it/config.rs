@@ -35,7 +35,7 @@ fn unknown_key_names_file_line_and_suggests() {
 fn wrong_type_names_file_line_and_key() {
     let dir = with_config("name: hello\ndeploy_target: docker\nhealth_timeout: soon\n");
     config(&dir, &[]).assert_failed().assert_stderr_has(
-        "pym-config.yaml:3:17: key `health_timeout`: invalid type: string \"soon\", expected u64",
+        "pym-config.yaml:3:17: key `health_timeout`: invalid type: string \"soon\", expected a number above 0",
     );
 }
 

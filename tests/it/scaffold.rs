@@ -269,6 +269,25 @@ fn init_adds_the_pipeline_and_overwrites_nothing() {
         std::str::from_utf8(&after[".gitignore"]).unwrap(),
         "*.pyc\n# pymdeploy's build output\n/.pym\n/xtask/target\n"
     );
+    // The build context leaves out what no image needs (the host-built binaries kept).
+    assert_eq!(
+        std::str::from_utf8(&after[".dockerignore"]).unwrap(),
+        "# not part of the image: pymdeploy's and cargo's output, git\n.git\ntarget\nxtask/target\n.pym\n!.pym/dist\n"
+    );
+    // No tests of a running server and no /version route: none and no version check, each
+    // said, rather than a default that fails at the first deploy.
+    let config = std::str::from_utf8(&after["pym-config.yaml"]).unwrap();
+    assert!(
+        config.contains("\naccept_command: \"\"\n") && config.contains("\nverify_version: false\n"),
+        "{config}"
+    );
+    assert!(
+        r.stderr
+            .contains("Decide accept_command: no testaccept/, so none for now")
+            && r.stderr.contains("Decide verify_version: false for now"),
+        "{}",
+        r.stderr
+    );
     let added: Vec<&str> = after
         .keys()
         .filter(|k| !before.contains_key(*k))
@@ -278,6 +297,7 @@ fn init_adds_the_pipeline_and_overwrites_nothing() {
         added,
         [
             ".cargo/config.toml",
+            ".dockerignore",
             "pym-config.schema.json",
             "pym-config.yaml",
             "xtask/Cargo.lock",

@@ -480,12 +480,24 @@ pub fn wait_listening(port: u16, what: &str, log: &Path) {
 }
 
 /// A free loopback port (free when asked; tests use it at once).
+/// A port nothing listens on now, below the kernel's ephemeral range (32768 and up),
+/// where the engine's random host ports, the local clouds' service ports and every
+/// outgoing connection take theirs: a port one test chose is not handed to another
+/// program between the choice and its use. Each call (of every test binary running)
+/// starts from its own place in 20000-32000.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        let n = NEXT.fetch_add(7919, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20000 + (n % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// One GET on a fresh connection: status and body, or `None` if it failed in any way.
@@ -983,4 +995,80 @@ impl Drop for Sshd {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+impl TestService {
+    /// The Flask fixture after `init`, committed, on free ports, deployed on the docker
+    /// target through its own xtask: a service as a team has it before it moves.
+    pub fn deployed_flask(tag: &str) -> TestService {
+        let svc = TestService::from_fixture("flask-service", tag);
+        svc.pym(&["init", "--name", &svc.name]).assert_ok();
+        svc.commit("add the pymdeploy pipeline");
+        let (live, _) = svc.on_free_ports();
+        svc.xtask(&["deploy"]).assert_ok();
+        assert_eq!(version_on(live).expect("live answers")["pym_env"], "live");
+        svc
+    }
+
+    /// `pymdeploy target TARGET --set ... --commit`, checked: the keys the docker target
+    /// alone reads commented out, the xtask's feature on, everything committed.
+    pub fn switch_to(&self, target: &str, set: &[String]) -> Run {
+        // Without the values the target needs and no terminal to ask on: refused, and
+        // nothing changed.
+        let before = self.read("pym-config.yaml");
+        self.pym(&["target", target])
+            .assert_failed()
+            .assert_stderr_has(&format!("error: the {target} target needs docker_repo"))
+            .assert_stderr_has("nothing was changed")
+            .assert_stderr_has("hint: pass --set docker_repo=<registry>/<namespace>");
+        assert_eq!(self.read("pym-config.yaml"), before);
+        let mut args = vec!["target", target, "--commit"];
+        for s in set {
+            args.extend(["--set", s.as_str()]);
+        }
+        let r = self.pym(&args);
+        r.assert_ok()
+            .assert_stderr_has(&format!(
+                "Commented pym-config.yaml: live_port (the {target} target does not read it)"
+            ))
+            .assert_stderr_has("Changed xtask/Cargo.toml")
+            .assert_stderr_has(&format!("Committed Deploy to the {target} target"));
+        let config = self.read("pym-config.yaml");
+        assert!(
+            config.contains(&format!("\ndeploy_target: {target}\n")),
+            "{config}"
+        );
+        assert!(
+            config.contains(&format!("\n# not read by the {target} target: live_port: ")),
+            "{config}"
+        );
+        assert!(
+            self.read("xtask/Cargo.toml")
+                .contains(&format!("features = [\"{target}\"]")),
+            "{}",
+            self.read("xtask/Cargo.toml")
+        );
+        let status = Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(&self.root)
+            .output()
+            .unwrap();
+        assert!(
+            status.stdout.is_empty(),
+            "left uncommitted: {}",
+            String::from_utf8_lossy(&status.stdout)
+        );
+        r
+    }
+}
+
+/// `status`'s table has a live row with `version`.
+#[track_caller]
+pub fn assert_live_runs(table: &str, version: &str) {
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("live ") && l.contains(version)),
+        "{version} is not live:\n{table}"
+    );
 }

@@ -89,6 +89,16 @@ struct Setup<'a> {
 
 impl<'a> Setup<'a> {
     fn new(tag: &str, fake: &'a FakeGcp) -> Setup<'a> {
+        Setup::with(fake, |reg| {
+            let svc = TestService::new_for(tag, "gcp-cloud-run");
+            svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\ngcp_project: pym-it\ngcp_region: us-central1\nkeep_previous: 1\ngcp_timeout: 60", reg.host))
+                .commit("deploy to the local Cloud Run");
+            svc
+        })
+    }
+
+    /// A registry the local Cloud Run pulls from, and the service `make` sets up on it.
+    fn with(fake: &'a FakeGcp, make: impl FnOnce(&Registry) -> TestService) -> Setup<'a> {
         let reg = Registry::start();
         {
             let (dir, config) = pull_config();
@@ -97,9 +107,7 @@ impl<'a> Setup<'a> {
             c["auths"][&reg.host] = serde_json::json!({ "auth": base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", reg.user, reg.password)) });
             std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
         }
-        let svc = TestService::new_for(tag, "gcp-cloud-run");
-        svc.edit("pym-config.yaml", "# docker_repo: registry.example.com/team", &format!("docker_repo: {}/team\ngcp_project: pym-it\ngcp_region: us-central1\nkeep_previous: 1\ngcp_timeout: 60", reg.host))
-            .commit("deploy to the local Cloud Run");
+        let svc = make(&reg);
         let env = [
             (
                 "CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN",
@@ -609,7 +617,11 @@ fn cloud_run_stages_a_tagged_revision_promotes_by_digest_rolls_back_and_cleans_u
     );
     // Promote again makes v2 live; cleanup keeps one previous live revision (v1's) and
     // what carries a tag, and deletes the rest.
-    t.xtask(&["promote"]).assert_ok();
+    // v2 is what a rollback left: promoted again only when meant (`--redeploy`).
+    t.xtask(&["promote"])
+        .assert_failed()
+        .assert_stderr_has(&format!("{v2} was rolled back from at "));
+    t.xtask(&["promote", "--redeploy"]).assert_ok();
     assert_serves(&t.url(None), &v2, "live");
     let dry = t.xtask(&["cleanup"]);
     assert!(
@@ -1238,4 +1250,31 @@ fn cloud_run_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answe
     assert_eq!(t.traffic(), traffic, "the traffic changed:\n{out}");
     assert_serves(&t.url(None), &v1, "live");
     assert_serves(&t.url(Some("staging")), &v2, "staging");
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn a_deployed_flask_service_moves_from_docker_to_cloud_run_with_one_command() {
+    need_engine();
+    let s = Setup::with(shared_fake(), |reg| {
+        let svc = TestService::deployed_flask("to-run");
+        svc.switch_to(
+            "gcp-cloud-run",
+            &[
+                format!("docker_repo={}/team", reg.host),
+                "gcp_project=pym-it".into(),
+                "gcp_region=us-central1".into(),
+            ],
+        );
+        svc
+    });
+    // The next deploy, through the service's own xtask, passes the first time.
+    let r = s.xtask(&["deploy"]);
+    r.assert_ok()
+        .assert_stderr_has("3 acceptance tests passed on ");
+    let version = s.version();
+    crate::support::assert_live_runs(&s.xtask(&["status"]).assert_ok().stdout, &version);
 }

@@ -231,7 +231,7 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("previous ") && l.contains(&v2)),
+            .any(|l| l.starts_with("rolled-back ") && l.contains(&v2)),
         "{table}"
     );
     assert!(table.lines().any(|l| l.starts_with("staging ")), "{table}");
@@ -255,9 +255,19 @@ fn deploy_promote_and_rollback_without_a_failed_request() {
         "{history}"
     );
 
-    // Bare `pymdeploy` runs the service's own pipeline; the live version is the commit's
-    // (v2, rolled back from) so it is promoted again.
+    // Bare `pymdeploy` runs the service's own pipeline. HEAD builds v2, which the
+    // rollback left: refused before its first step, saying when and why, live untouched;
+    // `--redeploy` means it, and v2 is promoted again.
     svc.pym_env(&[], &reg.env())
+        .assert_failed()
+        .assert_stderr_has("cargo xtask deploy (this service's own pipeline)")
+        .assert_stderr_has(&format!(
+            "error: `promote` cannot run, so nothing was started: {v2} was rolled back from at "
+        ))
+        .assert_stderr_has(": `rollback` by ")
+        .assert_stderr_has("or deploy this one again on purpose with `--redeploy`");
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
+    svc.pym_env(&["--redeploy"], &reg.env())
         .assert_ok()
         .assert_stderr_has("cargo xtask deploy (this service's own pipeline)");
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
@@ -445,6 +455,23 @@ fn failed_acceptance_on_staging_or_live_leaves_the_right_version_live() {
         "{history}"
     );
     assert!(rows[3].contains("accept-live:failed"), "{history}");
+
+    // Deploying that commit again would make live the version just rolled back from:
+    // refused before the first step, saying when and why; `--redeploy` means it.
+    let failed = svc.pym(&["version"]).stdout.trim().to_string();
+    let r = svc.pym_env(&["deploy"], &reg.env());
+    r.assert_failed()
+        .assert_stderr_has(&format!("error: `promote` cannot run, so nothing was started: {failed} was rolled back from at "))
+        .assert_stderr_has(": its live acceptance tests failed in a deploy by ")
+        .assert_stderr_has("hint: commit a fix (a new commit is a new version), or deploy this one again on purpose with `--redeploy`");
+    assert!(
+        !r.stderr.contains("==> test"),
+        "a step started: {}",
+        r.stderr
+    );
+    assert_eq!(version_on(live).unwrap()["version"], v1.as_str());
+    svc.pym_env(&["deploy", "--redeploy", "--dry-run"], &reg.env())
+        .assert_ok();
 }
 
 #[test]
@@ -652,15 +679,15 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     assert_eq!(version_on(live).unwrap()["version"], v0.as_str());
     // status lists the previous versions in the order they were live: c2 first.
     let table = svc.pym(&["status"]).assert_ok().stdout.clone();
-    let previous: Vec<&str> = table
+    let previous: Vec<String> = table
         .lines()
-        .filter(|l| l.starts_with("previous "))
-        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|l| l.starts_with("previous ") || l.starts_with("rolled-back "))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(
         previous,
-        [c2.as_str()],
-        "keep_previous: 1 keeps the version live last:\n{table}"
+        [format!("rolled-back {c2}")],
+        "keep_previous: 1 keeps the version live last, and says a rollback left it:\n{table}"
     );
     // With --json, stdout is JSON lines only: the run's events and one object per row.
     let json = svc.pym(&["status", "--json"]).assert_ok().stdout.clone();
@@ -670,7 +697,7 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
         .collect();
     assert!(
         rows.iter().any(|r| r["event"] == "status_row"
-            && r["env"] == "previous"
+            && r["env"] == "rolled-back"
             && r["version"] == c2.as_str()),
         "{json}"
     );
@@ -707,7 +734,7 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("previous ") && l.contains(c2.as_str())),
+            .any(|l| l.starts_with("rolled-back ") && l.contains(c2.as_str())),
         "the restarted proxy lost its history:\n{table}"
     );
 
@@ -1238,4 +1265,113 @@ fn a_failure_after_any_action_of_promote_leaves_live_as_it_was_or_as_verified() 
             "{v2} is live and verified, but promoting it did not finish"
         ));
     assert_eq!(version_on(live).unwrap()["version"], v2.as_str());
+}
+
+/// Holds a loopback port with a container that is not the service's, removed on drop.
+struct PortHolder(String);
+
+impl Drop for PortHolder {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn every_mistake_knowable_before_the_first_step_is_said_in_one_report() {
+    need_engine();
+    let svc = TestService::new("together");
+    let (live, staging) = svc.on_free_ports();
+    let config = svc.read("pym-config.yaml");
+
+    // Values out of range, in two files: both said, each at its line, nothing run.
+    svc.write(
+        "pym-config.yaml",
+        &config.replace("health_timeout: 60", "health_timeout: 0"),
+    )
+    .write("pym-config.staging.yaml", "staging_port: 0\n")
+    .commit("zeros");
+    let r = svc.pym(&["deploy"]);
+    r.assert_failed()
+        .assert_stderr_has("error: 2 problems, so nothing was started:\n  1. ")
+        .assert_stderr_has("pym-config.yaml:")
+        .assert_stderr_has(": key `health_timeout`: invalid value: integer `0`, expected a number above 0\n     hint: `health_timeout` is seconds to wait")
+        .assert_stderr_has("pym-config.staging.yaml:1:15: key `staging_port`: invalid value: integer `0`, expected a number from 1 to 65535");
+    svc.pym(&["deploy", "--dry-run"])
+        .assert_failed()
+        .assert_stderr_has("error: 2 problems, so nothing was started");
+
+    // A base image the engine cannot get, an acceptance command that is not there and a
+    // live port something else listens on: three steps' problems, one report.
+    let held = std::net::TcpListener::bind(("127.0.0.1", live)).unwrap();
+    std::fs::remove_file(svc.path("pym-config.staging.yaml")).unwrap();
+    let nowhere: String = config
+        .lines()
+        .map(|l| match l.starts_with("accept_command:") {
+            true => format!(
+                "accept_command: pytest-nowhere-{} -q testaccept\n",
+                std::process::id()
+            ),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(nowhere, config, "the generated config sets accept_command");
+    svc.write("pym-config.yaml", &nowhere)
+        .write(
+            "Dockerfile",
+            &format!(
+                "FROM registry.invalid/team/tools:1 AS tools\n{}",
+                svc.read("Dockerfile")
+            ),
+        )
+        .commit("three mistakes");
+    let r = svc.pym(&["deploy"]);
+    r.assert_failed()
+        .assert_stderr_has("error: 3 problems, so nothing was started:\n  1. `build` cannot run: the engine at ")
+        .assert_stderr_has("has not got these base images and cannot pull them:\n    Dockerfile:1: `registry.invalid/team/tools:1`: ")
+        .assert_stderr_has(&format!("\n  2. `accept-local` cannot run: {}", svc.path("pym-config.yaml").display()))
+        .assert_stderr_has(&format!(": `accept_command` `pytest-nowhere-{0} -q testaccept` cannot run: `pytest-nowhere-{0}` is not a program on this machine's PATH", std::process::id()))
+        .assert_stderr_has(&format!("\n  3. `promote` cannot run: {}", svc.path("pym-config.yaml").display()))
+        .assert_stderr_has(&format!(": port {live} (live) is taken: something that is not a container of the engine listens on 127.0.0.1:{live}"));
+    assert!(
+        !r.stderr.contains("==> test"),
+        "a step started: {}",
+        r.stderr
+    );
+    assert!(svc.containers().is_empty() && svc.images().is_empty());
+    drop(held);
+
+    // The staging port taken by a container of another: named.
+    let holder = PortHolder(format!("pym-it-portholder-{}", std::process::id()));
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &holder.0,
+        "-p",
+        &format!("127.0.0.1:{staging}:80"),
+        "debian:bookworm-slim",
+        "sleep",
+        "300",
+    ]);
+    svc.write("pym-config.yaml", &config)
+        .write(
+            "Dockerfile",
+            &svc.read("Dockerfile").replacen(
+                "FROM registry.invalid/team/tools:1 AS tools\n",
+                "",
+                1,
+            ),
+        )
+        .commit("fixed");
+    svc.pym(&["deploy", "--to", "stage"])
+        .assert_failed()
+        .assert_stderr_has(&format!("error: `stage` cannot run, so nothing was started: {}", svc.path("pym-config.yaml").display()))
+        .assert_stderr_has(&format!(": port {staging} (staging) is taken on the engine by container {}, which is not this service's", holder.0));
+    assert!(svc.containers().is_empty());
 }

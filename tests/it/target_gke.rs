@@ -35,6 +35,24 @@ struct Setup {
 
 impl Setup {
     fn new(tag: &str) -> Setup {
+        Setup::with(tag, |reg| {
+            let svc = TestService::new_for(tag, "gke");
+            svc.edit(
+                "pym-config.yaml",
+                "# docker_repo: registry.example.com/team",
+                &format!(
+                    "docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2",
+                    reg.host
+                ),
+            );
+            svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n")
+                .commit("deploy to the local apiserver");
+            svc
+        })
+    }
+
+    /// A registry, a local apiserver that pulls from it, and the service `make` sets up.
+    fn with(tag: &str, make: impl FnOnce(&Registry) -> TestService) -> Setup {
         let reg = Registry::start();
         let dir = temp_dir(&format!("{tag}-kube"));
         use base64::Engine;
@@ -61,17 +79,7 @@ impl Setup {
             .unwrap();
         let kubeconfig = dir.join("exec.kubeconfig");
         write_kubeconfig(&kubeconfig, &plugin, &[("pym-it", &fake.url)]);
-        let svc = TestService::new_for(tag, "gke");
-        svc.edit(
-            "pym-config.yaml",
-            "# docker_repo: registry.example.com/team",
-            &format!(
-                "docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2",
-                reg.host
-            ),
-        );
-        svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n")
-            .commit("deploy to the local apiserver");
+        let svc = make(&reg);
         let env = [
             ("KUBECONFIG", kubeconfig.display().to_string()),
             ("PYM_IT_GKE_SECRET", SECRET.to_string()),
@@ -569,7 +577,11 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
 
     // v2 again, then a third version: with keep_previous 1, v2 is kept and v1 deleted with
     // its Secret; cleanup finds nothing more to delete.
-    t.xtask(&["promote"]).assert_ok();
+    // v2 is what a rollback left: promoted again only when meant (`--redeploy`).
+    t.xtask(&["promote"])
+        .assert_failed()
+        .assert_stderr_has(&format!("{v2} was rolled back from at "));
+    t.xtask(&["promote", "--redeploy"]).assert_ok();
     assert_serves(&live_addr, &v2, "live");
     t.svc
         .edit("src/main.rs", "\"no such route\"", "\"nothing here\"")
@@ -1076,4 +1088,23 @@ fn gke_ctrl_c_while_promote_or_stage_waits_leaves_live_as_it_was_and_answers_at_
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(staged_v3(), "", "the interrupted stage left pods of {v3}");
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn a_deployed_flask_service_moves_from_docker_to_kubernetes_with_one_command() {
+    need_engine();
+    let s = Setup::with("to-kube", |reg| {
+        let svc = TestService::deployed_flask("to-kube");
+        svc.switch_to("gke", &[format!("docker_repo={}/team", reg.host)]);
+        svc
+    });
+    let r = s.xtask(&["deploy"]);
+    r.assert_ok()
+        .assert_stderr_has("3 acceptance tests passed on ");
+    let version = s.svc.pym(&["version"]).stdout.trim().to_string();
+    crate::support::assert_live_runs(&s.xtask(&["status"]).assert_ok().stdout, &version);
 }

@@ -17,9 +17,9 @@ target_keys! { beanstalk_keys {
     /// ACM certificate ARN for HTTPS on Beanstalk
     aws_cert_arn: Option<String> = None => AwsBeanstalk,
     /// minimum number of Beanstalk instances
-    aws_hosts_min: Option<u32> = None => AwsBeanstalk,
+    aws_hosts_min: Option<NonZeroU32> = None => AwsBeanstalk,
     /// maximum number of Beanstalk instances
-    aws_hosts_max: Option<u32> = None => AwsBeanstalk,
+    aws_hosts_max: Option<NonZeroU32> = None => AwsBeanstalk,
     /// aws-beanstalk target: the S3 bucket holding the registry credentials Beanstalk pulls the image with
     docker_bucket: Option<String> = None => AwsBeanstalk,
     /// aws-beanstalk target: the key of the credentials (a Docker config.json) in docker_bucket
@@ -31,9 +31,9 @@ target_keys! { beanstalk_keys {
     /// aws-beanstalk target: the CNAME prefix of the live environment (default: <name>-live)
     aws_live_cname: Option<String> = None => AwsBeanstalk,
     /// aws-beanstalk target: seconds to wait for an environment to launch, update or swap
-    aws_timeout: u64 = 1200 => AwsBeanstalk,
+    aws_timeout: NonZeroU64 = nonzero!(1200) => AwsBeanstalk,
     /// aws-beanstalk target: the port environment CNAMEs answer HTTP on, for the checks and acceptance tests (80 on AWS; the local Beanstalk's `--lb-port`)
-    aws_cname_port: u16 = 80 => AwsBeanstalk,
+    aws_cname_port: Port = nonzero!(80) => AwsBeanstalk,
 } }
 
 /// The keys this target cannot deploy without, each with an example value: refused before

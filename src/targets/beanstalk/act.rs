@@ -42,7 +42,7 @@ impl Runner {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.c.aws_timeout)
+        Duration::from_secs(self.c.aws_timeout.get())
     }
 
     /// The line that says what `act` does.
@@ -269,7 +269,7 @@ impl Runner {
                     anyhow!("no environment holds the live CNAME {}", live_prefix(c))
                 })?;
                 // A swap is a DNS change: Beanstalk's CNAMEs have a 60-second TTL.
-                let within = Duration::from_secs(c.health_timeout.max(180));
+                let within = Duration::from_secs(c.health_timeout.get().max(180));
                 crate::targets::verify_version(
                     c,
                     &live.host,

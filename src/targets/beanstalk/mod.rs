@@ -91,7 +91,7 @@ fn live_prefix(c: &Config) -> String {
 fn live_address(c: &Config, cname: Option<&str>) -> Option<Address> {
     let (host, port) = match &c.live_url {
         Some(url) => url_host(url),
-        None => (cname?.to_string(), c.aws_cname_port),
+        None => (cname?.to_string(), c.aws_cname_port.get()),
     };
     Some(Address {
         host,
@@ -257,7 +257,7 @@ impl super::Target for BeanstalkTarget {
         match envs.iter().find(|e| e.stage) {
             Some(e) => Ok(Address {
                 host: e.cname.clone(),
-                port: c.aws_cname_port,
+                port: c.aws_cname_port.get(),
                 tls: false,
                 token: None,
                 hold: None,

@@ -17,19 +17,19 @@ target_keys! { cloudrun_keys {
     /// gcp-cloud-run target: CPUs per instance, e.g. `1`, `2` or `500m`
     gcp_cpu: Option<String> = None => GcpCloudRun,
     /// gcp-cloud-run target: the most requests one instance serves at once (1 to 1000)
-    gcp_request_concurrency: Option<u32> = None => GcpCloudRun,
+    gcp_request_concurrency: Option<NonZeroU32> = None => GcpCloudRun,
     /// gcp-cloud-run target: instances kept running at least
     gcp_min_instances: Option<u32> = None => GcpCloudRun,
     /// gcp-cloud-run target: instances running at most
-    gcp_max_instances: Option<u32> = None => GcpCloudRun,
+    gcp_max_instances: Option<NonZeroU32> = None => GcpCloudRun,
     /// gcp-cloud-run target: the service account revisions run as (default: the project's compute one)
     gcp_service_account: Option<String> = None => GcpCloudRun,
     /// gcp-cloud-run target: let anyone invoke the service (`allUsers` as run.invoker in its IAM policy)
     gcp_allow_unauthenticated: bool = true => GcpCloudRun,
     /// gcp-cloud-run target: seconds a request may take (Cloud Run's request timeout, 1 to 3600)
-    gcp_request_timeout: Option<u64> = None => GcpCloudRun,
+    gcp_request_timeout: Option<NonZeroU64> = None => GcpCloudRun,
     /// gcp-cloud-run target: seconds to wait for a revision to become ready or traffic to move
-    gcp_timeout: u64 = 600 => GcpCloudRun,
+    gcp_timeout: NonZeroU64 = nonzero!(600) => GcpCloudRun,
 } }
 
 /// The keys this target cannot deploy without, each with an example value: refused before

@@ -32,7 +32,7 @@ pub(super) struct Runner {
 
 impl Runner {
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.c.gcp_timeout)
+        Duration::from_secs(self.c.gcp_timeout.get())
     }
 
     fn base(&self) -> Result<Service> {

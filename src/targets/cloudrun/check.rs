@@ -77,7 +77,7 @@ pub(super) fn check_config(c: &Config) -> Result<()> {
     }
     if let Some(n) = c
         .gcp_request_concurrency
-        .filter(|n| !(1..=1000).contains(n))
+        .filter(|n| !(1..=1000).contains(&n.get()))
     {
         return Err(hinted(
             format!("{}: `gcp_request_concurrency: {n}` is outside Cloud Run's 1 to 1000", c.at("gcp_request_concurrency")),
@@ -85,7 +85,7 @@ pub(super) fn check_config(c: &Config) -> Result<()> {
         ));
     }
     if let (Some(min), Some(max)) = (c.gcp_min_instances, c.gcp_max_instances)
-        && min > max
+        && min > max.get()
     {
         return Err(hinted(
             format!(
@@ -95,7 +95,7 @@ pub(super) fn check_config(c: &Config) -> Result<()> {
             "make gcp_min_instances at most gcp_max_instances",
         ));
     }
-    if let Some(t) = c.gcp_request_timeout.filter(|t| !(1..=3600).contains(t)) {
+    if let Some(t) = c.gcp_request_timeout.filter(|t| !(1..=3600).contains(&t.get())) {
         return Err(hinted(
             format!("{}: `gcp_request_timeout: {t}` is outside Cloud Run's 1 to 3600 seconds", c.at("gcp_request_timeout")),
             "set it between 1 and 3600",

@@ -186,7 +186,7 @@ pub(super) fn template(
         .set_env(vars)
         .set_ports([model::ContainerPort::new()
             .set_name("http1")
-            .set_container_port(i32::from(c.port))]);
+            .set_container_port(i32::from(c.port.get()))]);
     if !limits.is_empty() {
         container = container.set_resources(model::ResourceRequirements::new().set_limits(limits));
     }
@@ -203,15 +203,15 @@ pub(super) fn template(
             s = s.set_min_instance_count(n as i32);
         }
         if let Some(n) = c.gcp_max_instances {
-            s = s.set_max_instance_count(n as i32);
+            s = s.set_max_instance_count(n.get() as i32);
         }
         t = t.set_scaling(s);
     }
     if let Some(n) = c.gcp_request_concurrency {
-        t = t.set_max_instance_request_concurrency(n as i32);
+        t = t.set_max_instance_request_concurrency(n.get() as i32);
     }
     if let Some(secs) = c.gcp_request_timeout {
-        t = t.set_timeout(google_cloud_wkt::Duration::clamp(secs as i64, 0));
+        t = t.set_timeout(google_cloud_wkt::Duration::clamp(secs.get() as i64, 0));
     }
     if let Some(sa) = &c.gcp_service_account {
         t = t.set_service_account(sa.clone());

@@ -9,9 +9,9 @@ target_keys! { docker_keys {
     /// docker target: the address the live and staging ports are published on
     publish_ip: String = "127.0.0.1".to_string() => Docker,
     /// docker target: the host port of the live address (the proxy the tool manages)
-    live_port: u16 = 8080 => Docker,
+    live_port: Port = nonzero!(8080) => Docker,
     /// docker target: the host port of the staging address
-    staging_port: u16 = 8081 => Docker,
+    staging_port: Port = nonzero!(8081) => Docker,
     /// docker target: the live proxy's image; unset, it is made on the engine from the running pymdeploy (a Linux host of the engine's CPU architecture); elsewhere, make one with `pymdeploy proxy-image --push REPO` on such a machine
     proxy_image: Option<String> = None => Docker,
     /// seconds open connections get to finish on the old version after a switch

@@ -82,7 +82,7 @@ impl Engine {
             name,
             image,
             env: container_env(version, c, env)?,
-            container_port: c.port,
+            container_port: c.port.get(),
             host_ip: bind,
             host_port,
             labels: labels(c, env, version),
@@ -267,7 +267,7 @@ impl Actor for Engine {
                     version,
                     PymEnv::Staging,
                     &c.publish_ip,
-                    Reach::Port(c.staging_port),
+                    Reach::Port(c.staging_port.get()),
                 )?;
                 self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
                 return Ok(Some(Action::Remove { name }));
@@ -283,8 +283,8 @@ impl Actor for Engine {
                 ));
                 let host = self.host.clone();
                 self.waited = ctx.wait(async {
-                    let waited = wait_healthy(docker, &id, &host, c.staging_port, &c).await?;
-                    verify_version(&c, &host, c.staging_port, version, Duration::from_secs(5))
+                    let waited = wait_healthy(docker, &id, &host, c.staging_port.get(), &c).await?;
+                    verify_version(&c, &host, c.staging_port.get(), version, Duration::from_secs(5))
                         .await?;
                     Ok::<_, anyhow::Error>(waited)
                 })?;
@@ -331,7 +331,7 @@ impl Actor for Engine {
                     .started
                     .clone()
                     .ok_or_else(|| anyhow!("a plan starts a container before it waits for one"))?;
-                let port = ctx.wait(ops::docker::published_port(docker, &id, c.port))?;
+                let port = ctx.wait(ops::docker::published_port(docker, &id, c.port.get()))?;
                 let host = ctx.check_binding(&c.publish_ip)?.1;
                 ctx.wait(wait_healthy(docker, &id, &host, port, &c))?;
             }
@@ -347,7 +347,7 @@ impl Actor for Engine {
             Action::Verify { version } => ctx.wait(verify_version(
                 &c,
                 &self.host,
-                c.live_port,
+                c.live_port.get(),
                 version,
                 Duration::from_secs(10),
             ))?,

@@ -174,6 +174,10 @@ impl super::Target for DockerTarget {
         Ok(())
     }
 
+    fn check_address(&self, ctx: &Ctx, env: PymEnv) -> Result<()> {
+        check_port(ctx, env)
+    }
+
     /// Where an environment answers, read from that environment's config (its overlay may
     /// set the ports), as `stage` and `promote` publish it.
     fn address(&self, ctx: &Ctx, env: PymEnv) -> Result<Address> {
@@ -182,9 +186,9 @@ impl super::Target for DockerTarget {
         }
         let c = ctx.config_for(env)?;
         let port = if env == PymEnv::Staging {
-            c.staging_port
+            c.staging_port.get()
         } else {
-            c.live_port
+            c.live_port.get()
         };
         Ok(Address {
             host: check_host(ctx, &c)?,
@@ -343,7 +347,12 @@ impl super::Target for DockerTarget {
         });
         let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
         for c in &list {
+            // A stopped live version is a previous one, or one a rollback went away from
+            // (which a bare rollback never returns to).
             let env = match label(c, LABEL_ENV) {
+                "live" if !is_running(c) && seen.history.rolled_back_from(label(c, LABEL_VERSION)) => {
+                    "rolled-back"
+                }
                 "live" if !is_running(c) => "previous",
                 other => other,
             };
@@ -364,7 +373,7 @@ impl super::Target for DockerTarget {
                 (true, "proxy") => probe(
                     ctx,
                     &check_host(ctx, config)?,
-                    config.live_port,
+                    config.live_port.get(),
                     &config.health_path,
                 ),
                 (true, _) => {
@@ -373,7 +382,7 @@ impl super::Target for DockerTarget {
                         .as_ref()
                         .and_then(|ps| {
                             ps.iter()
-                                .find(|p| p.private_port == config.port && p.public_port.is_some())
+                                .find(|p| p.private_port == config.port.get() && p.public_port.is_some())
                         })
                         .and_then(|p| p.public_port);
                     match port {
@@ -579,6 +588,47 @@ fn refuse_foreign(ctx: &Ctx, config: &Config) -> Result<()> {
                 foreign.join(", ")
             ),
             "give this service its own `name:` in pym-config.yaml; if that service is gone for good, remove its containers (`docker rm -f ...`) first",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a run whose staging or live port (as `env` is configured) is taken by a
+/// container of the engine that is not this service's, or by anything else listening
+/// there, before the first step rather than at `docker run`'s "address already in use".
+fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
+    let c = ctx.config_for(env)?;
+    let (key, port) = match env {
+        PymEnv::Staging => ("staging_port", c.staging_port.get()),
+        _ => ("live_port", c.live_port.get()),
+    };
+    let docker = ctx.docker()?;
+    let (_, host) = ctx.published(&c.publish_ip)?;
+    let fix = format!("stop what holds it, or give `{key}` a free port in pym-config.yaml");
+    let holders = ctx.wait(ops::docker::publishing(docker, port))?;
+    let ours = |s: &bollard::models::ContainerSummary| {
+        label(s, LABEL_NAME) == c.name
+            && c.service_id
+                .as_ref()
+                .is_none_or(|id| label(s, LABEL_SERVICE_ID) == id)
+    };
+    if let Some(other) = holders.iter().find(|s| !ours(s)) {
+        return Err(hinted(
+            format!(
+                "{}: port {port} ({env}) is taken on the engine by container {}, which is not this service's",
+                c.at(key),
+                container_name(other)
+            ),
+            fix,
+        ));
+    }
+    if holders.is_empty() && ctx.wait(async { Ok(ops::http::listening(&host, port).await) })? {
+        return Err(hinted(
+            format!(
+                "{}: port {port} ({env}) is taken: something that is not a container of the engine listens on {host}:{port}",
+                c.at(key)
+            ),
+            fix,
         ));
     }
     Ok(())

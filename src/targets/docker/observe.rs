@@ -36,7 +36,7 @@ pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Re
                 Ok(verify_version(
                     config,
                     &host,
-                    config.live_port,
+                    config.live_port.get(),
                     version,
                     Duration::from_secs(2),
                 )

@@ -236,7 +236,7 @@ pub(super) fn create_proxy(
         env: vec![],
         container_port: proxy::PORT,
         host_ip: &config.publish_ip,
-        host_port: Some(config.live_port),
+        host_port: Some(config.live_port.get()),
         labels: {
             let mut labels = crate::ops::service::owned_labels(config, "proxy");
             labels.insert(LABEL_PROXY.to_string(), made_as.to_string());

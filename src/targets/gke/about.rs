@@ -32,7 +32,7 @@ target_keys! { gke_keys {
     /// gke target: the namespace (default: `name`), created when missing
     k8s_namespace: Option<String> = None => Gke,
     /// gke target: pods per Deployment (more than one only for a service that keeps no state in memory: a Service spreads connections over them)
-    k8s_replicas: u32 = 1 => Gke,
+    k8s_replicas: NonZeroU32 = nonzero!(1) => Gke,
     /// gke target: CPU each pod requests, e.g. `250m` or `1`
     k8s_cpu: Option<String> = None => Gke,
     /// gke target: memory each pod requests and is limited to, e.g. `512Mi` (default: gcp_memory)
@@ -40,11 +40,11 @@ target_keys! { gke_keys {
     /// gke target: the type of the staging and live Services: LoadBalancer (an external address the checks and acceptance tests reach), NodePort or ClusterIP (reached through a port-forward)
     k8s_service_type: gke_about::ServiceType = gke_about::ServiceType::LoadBalancer => Gke,
     /// gke target: the port the Services answer on
-    k8s_service_port: u16 = 80 => Gke,
+    k8s_service_port: Port = nonzero!(80) => Gke,
     /// gke target: seconds a pod keeps serving after it is told to stop (its preStop hook), while load balancers stop sending it requests
     k8s_prestop_seconds: u32 = 5 => Gke,
     /// gke target: seconds a rollout may make no progress before it fails (the Deployments' progressDeadlineSeconds)
-    k8s_timeout: u32 = 600 => Gke,
+    k8s_timeout: NonZeroU32 = nonzero!(600) => Gke,
     /// gke target: the URL the staging acceptance tests use instead of the staging Service's address
     staging_url: Option<String> = None => Gke,
 } }

@@ -74,13 +74,7 @@ pub(super) fn check_config(c: &Config) -> Result<()> {
             ));
         }
     }
-    if c.k8s_replicas == 0 {
-        return Err(hinted(
-            format!("{}: `k8s_replicas: 0` would run nothing", c.at("k8s_replicas")),
-            "set `k8s_replicas` to 1 or more",
-        ));
-    }
-    if c.k8s_timeout < 10 {
+    if c.k8s_timeout.get() < 10 {
         return Err(hinted(
             format!(
                 "{}: `k8s_timeout: {}` is too short for any rollout",

@@ -63,7 +63,7 @@ pub fn deployment(
                         "image": image,
                         "ports": [{"name": "http", "containerPort": c.port}],
                         "env": vars,
-                        "startupProbe": probe(1, c.health_timeout.clamp(1, 3600) as u32),
+                        "startupProbe": probe(1, c.health_timeout.get().clamp(1, 3600) as u32),
                         "readinessProbe": probe(2, 2),
                         "livenessProbe": probe(10, 3),
                         // Load balancers and kube-proxy learn late that a pod stops: it keeps

@@ -206,7 +206,7 @@ impl super::Target for GkeTarget {
                     names,
                     &ctx.version()?.to_string(),
                     &image,
-                    c.k8s_replicas as i32,
+                    c.k8s_replicas.get() as i32,
                     secrets,
                 )?
             }
@@ -223,7 +223,7 @@ impl super::Target for GkeTarget {
                     &seen,
                     names,
                     staged.as_ref(),
-                    c.k8s_replicas as i32,
+                    c.k8s_replicas.get() as i32,
                     secrets,
                     c.keep_previous as usize,
                 )?
@@ -232,7 +232,7 @@ impl super::Target for GkeTarget {
                 decide_rollback(
                     &seen,
                     names,
-                    c.k8s_replicas as i32,
+                    c.k8s_replicas.get() as i32,
                     ctx.opts.rollback_to.as_deref(),
                 )?
                 .2
@@ -256,7 +256,7 @@ impl super::Target for GkeTarget {
             &k.names,
             &version,
             &image,
-            c.k8s_replicas as i32,
+            c.k8s_replicas.get() as i32,
             !c.env_secrets.is_empty(),
         )?;
         let names = k.names.clone();
@@ -280,7 +280,7 @@ impl super::Target for GkeTarget {
             &seen,
             &k.names,
             staged,
-            c.k8s_replicas as i32,
+            c.k8s_replicas.get() as i32,
             !c.env_secrets.is_empty(),
             c.keep_previous as usize,
         )?;
@@ -293,7 +293,7 @@ impl super::Target for GkeTarget {
         let c = ctx.config_for(PymEnv::Live)?;
         let k = ctx.wait(connect(&c))?;
         let seen = ctx.wait(k.observe())?;
-        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas as i32, to)?;
+        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas.get() as i32, to)?;
         let names = k.names.clone();
         plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
         ctx.set_rolled_back_to(target.clone());

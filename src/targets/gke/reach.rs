@@ -129,7 +129,7 @@ impl Kube {
     /// the apiserver's service proxy.
     pub(super) async fn reach(&self, c: &Config, env: PymEnv) -> Result<Reach> {
         let n = self.names.service(env);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout.get()));
         loop {
             let s = self
                 .services()
@@ -177,7 +177,7 @@ impl Kube {
             .join(",");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
-        let (pods, target) = (self.pods(), c.port);
+        let (pods, target) = (self.pods(), c.port.get());
         let task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let (pods, selector) = (pods.clone(), selector.clone());

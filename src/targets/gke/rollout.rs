@@ -25,7 +25,7 @@ impl Kube {
     ) -> Result<()> {
         let api = self.deployments();
         let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout) + 60);
+            tokio::time::Instant::now() + Duration::from_secs(u64::from(c.k8s_timeout.get()) + 60);
         let mut last = String::new();
         loop {
             let d = api
@@ -83,7 +83,7 @@ impl Kube {
                         name,
                         &format!(
                             "deployment {name} did not roll out within {}s: {last}",
-                            c.k8s_timeout + 60
+                            c.k8s_timeout.get() + 60
                         ),
                         progress,
                     )
