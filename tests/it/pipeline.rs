@@ -490,6 +490,46 @@ fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir
 }
 
 #[test]
+fn the_test_step_runs_this_checkouts_tests_when_another_checkout_shares_the_target_dir() {
+    // Two clones of one service share CARGO_TARGET_DIR (as `run` gives every test). B
+    // has a failing test and sources older than A's test binary: cargo, left alone,
+    // judges that binary fresh for B and runs A's tests.
+    let a = TestService::new("twotests");
+    let b_root = crate::support::temp_dir("twotests-b").join(&a.name);
+    let st = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&a.root)
+        .arg(&b_root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = TestService {
+        name: a.name.clone(),
+        root: b_root,
+    };
+    b.edit(
+        "src/main.rs",
+        "#[cfg(test)]\nmod tests {\n",
+        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn only_in_b() {\n        panic!(\"b's own failing test\");\n    }\n\n",
+    )
+    .commit("b has a failing test");
+    std::thread::sleep(Duration::from_millis(1100));
+    let passed = a.pym(&["test"]).assert_ok().stderr.clone();
+    let r = b.pym(&["test"]);
+    r.assert_failed()
+        .assert_stderr_has("b's own failing test")
+        .assert_stderr_has("last ran another checkout's tests: building this one's");
+    // And A again is A's: it passes, with as many tests as before.
+    let again = a.pym(&["test"]).assert_ok().stderr.clone();
+    let count = |s: &str| {
+        s.lines()
+            .find(|l| l.contains(" tests passed"))
+            .map(str::to_string)
+    };
+    assert_eq!(count(&again), count(&passed), "{again}");
+}
+
+#[test]
 #[cfg_attr(
     pym_no_engine,
     ignore = "no Docker engine here: run .ci/setup (CI runs it)"
