@@ -30,7 +30,7 @@ pub struct GlobalArgs {
     /// Build the image even if one exists for this commit
     #[arg(long, global = true)]
     pub force_build: bool,
-    /// Promote a version even though a rollback went away from it
+    /// Deploy a version even though a rollback went away from it
     #[arg(long, global = true)]
     pub redeploy: bool,
     /// Emit one JSON event per line on stdout (progress stays on stderr)

@@ -823,11 +823,32 @@ fn parse_keys(path: &Path, problems: &mut Problems, failed: &mut Vec<String>) ->
             return raw;
         }
     };
+    // A file without a mistake is read whole, its scalars as written (`service_id:
+    // 150729563276` is the string a key of type string asks for).
+    if let Ok(whole) = serde_yaml::from_str::<Raw>(&text) {
+        return whole;
+    }
+    let lines: Vec<&str> = text.lines().collect();
     for (key, value) in mapping {
         let mut one = serde_yaml::Mapping::new();
         let name = key.as_str().map(str::to_string);
         one.insert(key, value);
-        match serde_yaml::from_value::<Raw>(serde_yaml::Value::Mapping(one)) {
+        // The key's own lines, read as written; else its value as parsed, whose error
+        // says what is wrong with it.
+        let own = name.as_deref().map(|k| {
+            let start = key_line(path, k) - 1;
+            let end = (start + 1..lines.len())
+                .find(|&i| {
+                    !lines[i].starts_with([' ', '\t', '#', '-']) && !lines[i].trim().is_empty()
+                })
+                .unwrap_or(lines.len());
+            lines[start.min(lines.len())..end].join("\n")
+        });
+        let as_written = own.and_then(|t| serde_yaml::from_str::<Raw>(&t).ok());
+        match as_written
+            .map(Ok)
+            .unwrap_or_else(|| serde_yaml::from_value::<Raw>(serde_yaml::Value::Mapping(one)))
+        {
             Ok(parsed) => raw.overlay(parsed),
             Err(e) => {
                 problems.push(describe_yaml_error(path, name.as_deref(), &e));
@@ -1164,6 +1185,23 @@ mod tests {
         write(&d, "pym-config.staging.yaml", "port: 9000\n");
         assert_eq!(Config::load(&d, PymEnv::Local).unwrap().port.get(), 8080);
         assert_eq!(Config::load(&d, PymEnv::Staging).unwrap().port.get(), 9000);
+    }
+
+    #[test]
+    fn a_string_key_takes_a_scalar_as_written() {
+        let d = tmp("digits");
+        // A service_id of decimal digits only (a 12-hex-digit id can be), alone and beside
+        // a mistake elsewhere in the file.
+        let text = "name: hello\ndeploy_target: docker\nservice_id: 150729563276\n";
+        write(&d, CONFIG_FILE, text);
+        let c = Config::load(&d, PymEnv::Local).unwrap();
+        assert_eq!(c.service_id.as_deref(), Some("150729563276"));
+        write(&d, CONFIG_FILE, &format!("{text}port: 0\n"));
+        let (msg, _) = err(&d);
+        assert!(
+            msg.contains("key `port`: invalid value") && !msg.contains("service_id"),
+            "{msg}"
+        );
     }
 
     #[test]

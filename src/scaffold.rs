@@ -1019,7 +1019,7 @@ pub fn switch_target(dir: &Path, opts: &SwitchOptions, out: &Printer) -> Result<
             ));
         }
     }
-    let (base_text, rest) = files.split_first_mut().expect("pym-config.yaml is first");
+    let base_text = files.first_mut().expect("pym-config.yaml is first");
     let mut base_text_new = set_top_level(&base_text.1, "deploy_target", to.as_str());
     // The keys the target cannot deploy without: already set, from --set, or asked.
     let mut missing = Vec::new();
@@ -1068,7 +1068,6 @@ pub fn switch_target(dir: &Path, opts: &SwitchOptions, out: &Printer) -> Result<
         base_text_new = set_top_level(&base_text_new, key, value);
     }
     base_text.1 = base_text_new;
-    let _ = rest;
     let new_manifest = with_target_feature(&manifest, to)
         .with_context(|| format!("cannot edit {}", manifest_path.display()))?;
 
@@ -1124,12 +1123,7 @@ pub fn switch_target(dir: &Path, opts: &SwitchOptions, out: &Printer) -> Result<
         );
     }
     for (key, value) in &added {
-        let shown = if key.contains("secret") {
-            "***"
-        } else {
-            value.as_str()
-        };
-        out.status("Set", &format!("{key}: {shown}"));
+        out.status("Set", &format!("{key}: {value}"));
     }
     let rel: Vec<String> = changed
         .iter()

@@ -219,8 +219,10 @@ impl Step for Promote {
         target.check(ctx)?;
         secrets(&ctx.config_for(PymEnv::Live)?)?;
         target.check_address(ctx, PymEnv::Live)?;
+        // A deploy that would make live again what a rollback left (a standalone
+        // promote asks for what staging runs by name, and is left to do so).
         match target.ledger() {
-            Some(l) if !ctx.opts.redeploy => refuse_rolled_back(ctx, l),
+            Some(l) if !ctx.opts.redeploy && ctx.runs("stage") => refuse_rolled_back(ctx, l),
             _ => Ok(()),
         }
     }
@@ -235,17 +237,11 @@ impl Step for Promote {
     }
 }
 
-/// Refuses to promote a version a rollback went away from (HEAD's when this run stages
-/// it, else what staging runs), saying when and, where this machine's history knows,
-/// why; `--redeploy` or a new commit is the way to deploy it again.
+/// Refuses a deploy of a version a rollback went away from (HEAD's), saying when and,
+/// where this machine's history knows, why; `--redeploy` or a new commit is the way to
+/// deploy it again.
 fn refuse_rolled_back(ctx: &Ctx, l: &dyn Ledger) -> Result<()> {
-    let version = match ctx.runs("stage") {
-        true => ctx.version()?.to_string(),
-        false => match l.staged(ctx)? {
-            Some(s) => s.version,
-            None => return Ok(()),
-        },
-    };
+    let version = ctx.version()?.to_string();
     let history = l.history(ctx)?;
     if !history.rolled_back_from(&version) {
         return Ok(());
@@ -267,13 +263,19 @@ fn refuse_rolled_back(ctx: &Ctx, l: &dyn Ledger) -> Result<()> {
         .rev()
         .find(|r| at.is_none_or(|t| r.started <= t))
         .and_then(|r| {
-            let failed_live = r.version == version
-                && r.steps
-                    .iter()
-                    .any(|s| s.name == "accept-live" && s.outcome == "failed");
-            match (r.command.as_str(), failed_live) {
+            let failed = |step: &str| {
+                r.version == version
+                    && r.steps
+                        .iter()
+                        .any(|s| s.name == step && s.outcome == "failed")
+            };
+            match (r.command.as_str(), failed("accept-live")) {
                 (_, true) => Some(format!(
                     ": its live acceptance tests failed in a deploy by {}@{}",
+                    r.user, r.host
+                )),
+                _ if failed("promote") => Some(format!(
+                    ": its promote failed and was put back, in a run by {}@{}",
                     r.user, r.host
                 )),
                 ("rollback", _) => Some(format!(": `rollback` by {}@{}", r.user, r.host)),

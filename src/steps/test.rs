@@ -80,8 +80,8 @@ const DEFAULT_PYTHON: &str = "python3 -m pytest -q test";
 /// Makes cargo build this checkout's tests. A target directory shared between checkouts
 /// (`CARGO_TARGET_DIR`, `build.target-dir`) holds test binaries cargo may judge fresh for
 /// another checkout of the same package: its fingerprints read source paths relative to
-/// the package, and their times. So the checkout that last ran the tests is written in
-/// the target directory, and when it was another one (or is unknown), this checkout's
+/// the package, and their times. So the checkout that last ran the package's tests is
+/// written in the target directory, and when it was another one (or is unknown), this checkout's
 /// entry files are touched: cargo compiles the service's own crates again, its
 /// dependencies stay shared.
 fn claim_target_dir(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<()> {
@@ -98,7 +98,9 @@ fn claim_target_dir(ctx: &Ctx, progress: &StepProgress<'_>) -> Result<()> {
         return Ok(());
     };
     let root = ctx.root.canonicalize().unwrap_or_else(|_| ctx.root.clone());
-    let owner_file = std::path::Path::new(target_dir).join(".pym-tests-owner");
+    // Kept per package: only checkouts of one package get the same unit hashes.
+    let package = meta["packages"][0]["name"].as_str().unwrap_or("service");
+    let owner_file = std::path::Path::new(target_dir).join(format!(".pym-tests-owner-{package}"));
     let owner = std::fs::read_to_string(&owner_file).ok();
     if owner.as_deref() != Some(&*root.to_string_lossy()) {
         let entries: Vec<&str> = meta["packages"]
