@@ -460,18 +460,7 @@ fn build_ships_this_checkouts_binary_when_another_checkout_shares_the_target_dir
     // Two clones of one service (one package name) and one CARGO_TARGET_DIR, as the tests
     // (and many CI setups) share: cargo gives both the same unit hash.
     let a = TestService::new("twocopies");
-    let b_root = crate::support::temp_dir("twocopies-b").join(&a.name);
-    let st = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(&a.root)
-        .arg(&b_root)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let b = TestService {
-        name: a.name.clone(),
-        root: b_root,
-    };
+    let b = a.clone_to("twocopies-b");
     // A marker long enough to sit in the binary as it is (short strings may be built by
     // instructions, not stored).
     const MARKER: &str = "this route is unknown to copy b of the service, marker 7f3a9c";
@@ -495,18 +484,7 @@ fn the_test_step_runs_this_checkouts_tests_when_another_checkout_shares_the_targ
     // has a failing test and sources older than A's test binary: cargo, left alone,
     // judges that binary fresh for B and runs A's tests.
     let a = TestService::new("twotests");
-    let b_root = crate::support::temp_dir("twotests-b").join(&a.name);
-    let st = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(&a.root)
-        .arg(&b_root)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let b = TestService {
-        name: a.name.clone(),
-        root: b_root,
-    };
+    let b = a.clone_to("twotests-b");
     b.edit(
         "src/main.rs",
         "#[cfg(test)]\nmod tests {\n",

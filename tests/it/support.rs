@@ -1072,3 +1072,22 @@ pub fn assert_live_runs(table: &str, version: &str) {
         "{version} is not live:\n{table}"
     );
 }
+
+impl TestService {
+    /// A `git clone` of this service under a temp directory of `tag`: the same package
+    /// name and service id, another checkout.
+    pub fn clone_to(&self, tag: &str) -> TestService {
+        let root = temp_dir(tag).join(&self.name);
+        let st = Command::new("git")
+            .args(["clone", "-q"])
+            .arg(&self.root)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git clone of {}", self.root.display());
+        TestService {
+            name: self.name.clone(),
+            root,
+        }
+    }
+}
