@@ -378,6 +378,12 @@ impl StepProgress<'_> {
         lines.push(text);
     }
 
+    /// Whether lines land on a spinner (a terminal) rather than in a log: a caller with
+    /// many small updates (bytes sent) sends a log only the ones worth keeping.
+    pub fn is_live(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// The tests counted so far in this step's output.
     pub fn tests(&self) -> TestTally {
         *self.tests.lock().unwrap()

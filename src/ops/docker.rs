@@ -414,6 +414,8 @@ pub async fn push(
         .build();
     let mut stream = docker.push_image(name, Some(options), creds);
     let (mut pushed, mut existing, mut digest) = (0, 0, None);
+    let mut layers = Layers::default();
+    let mut said = None;
     while let Some(item) = stream.next().await {
         let info =
             item.map_err(|e| describe_registry_error(e, "push", image, &host, credentials))?;
@@ -431,14 +433,28 @@ pub async fn push(
         {
             digest = Some(d.to_string());
         }
-        let detail = info
+        if let Some((current, total)) = info
             .progress_detail
             .and_then(|p| Some((p.current?, p.total?)))
-            .map(|(c, t)| format!(" {}/{}", human_bytes(c as u64), human_bytes(t as u64)))
-            .unwrap_or_default();
-        progress.line(&format!(
-            "{status}{detail} (layers: {pushed} pushed, {existing} already there)"
-        ));
+        {
+            layers.progress(current, total);
+        }
+        let layers_said = format!("(layers: {pushed} pushed, {existing} already there)");
+        if status == "Pushing" {
+            // A log gets a line per tenth of the bytes, a terminal every update.
+            let (sent, total) = layers.sent();
+            let tenth = (sent * 10).checked_div(total);
+            if progress.is_live() || tenth != said {
+                said = tenth;
+                progress.line(&format!(
+                    "Pushing {}/{} {layers_said}",
+                    human_bytes(sent),
+                    human_bytes(total)
+                ));
+            }
+        } else {
+            progress.line(&format!("{status} {layers_said}"));
+        }
     }
     let digest = digest.with_context(|| format!("the registry reported no digest for {image}"))?;
     Ok(Pushed {
@@ -446,6 +462,29 @@ pub async fn push(
         layers_pushed: pushed,
         layers_existing: existing,
     })
+}
+
+/// The bytes of a push, summed over its layers: the engine reports each layer's bytes
+/// sent against its size, and the bytes sent can pass the size (they count what goes on
+/// the wire), so each layer's count stops at its size. bollard's push report drops the
+/// layer's id: a layer is known by its size (two of one size count once, too few bytes
+/// rather than too many).
+#[derive(Default)]
+struct Layers(HashMap<u64, u64>);
+
+impl Layers {
+    fn progress(&mut self, current: i64, total: i64) {
+        let total = u64::try_from(total).unwrap_or(0);
+        let sent = self.0.entry(total).or_default();
+        *sent = u64::try_from(current).unwrap_or(0).min(total).max(*sent);
+    }
+
+    /// Bytes sent and bytes to send, over the layers whose size is known.
+    fn sent(&self) -> (u64, u64) {
+        self.0.iter().fold((0, 0), |(sent, all), (total, current)| {
+            (sent + current, all + total)
+        })
+    }
 }
 
 /// A registry's refusal or absence, said for what was being done (`push` or `pull`).
@@ -885,4 +924,22 @@ pub async fn kill_and_rename(docker: &Docker, name: &str, to: &str) -> Result<bo
         .await
         .with_context(|| format!("cannot rename container {name} to {to}"))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layers;
+
+    #[test]
+    fn push_progress_never_passes_the_size() {
+        let mut layers = Layers::default();
+        layers.progress(5, 10);
+        layers.progress(150, 100);
+        assert_eq!(layers.sent(), (105, 110));
+        layers.progress(10, 10);
+        assert_eq!(layers.sent(), (110, 110));
+        // The bytes said never go back.
+        layers.progress(20, 100);
+        assert_eq!(layers.sent(), (110, 110));
+    }
 }

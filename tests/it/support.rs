@@ -44,10 +44,43 @@ pub fn engine_here() -> bool {
 /// reported as ignored, with the reason; with `CI` set, or when the engine went away
 /// after the tests were built, it fails here, never passes unrun.
 pub fn need_engine() {
+    TIMED.with(|_| ());
     assert!(
         engine_here(),
         "no Docker engine answers `docker info`: start one with .ci/setup (CI runs every engine test; outside CI, a test binary built without an engine reports these tests as ignored)"
     );
+}
+
+thread_local! {
+    /// Started by an engine test's first `need_engine`, written when its thread ends.
+    static TIMED: TestTime = TestTime {
+        name: std::thread::current().name().unwrap_or("?").to_string(),
+        started: std::time::Instant::now(),
+    };
+}
+
+/// How long an engine test took, appended to the file `PYM_TEST_TIMES` names (`cargo
+/// xtask ci` lists the slowest): libtest runs each test on a thread named after it.
+struct TestTime {
+    name: String,
+    started: std::time::Instant,
+}
+
+impl Drop for TestTime {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let Some(path) = std::env::var_os("PYM_TEST_TIMES") else {
+            return;
+        };
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let secs = self.started.elapsed().as_secs_f64();
+            let _ = writeln!(file, "{secs:.1}\t{}", self.name);
+        }
+    }
 }
 
 /// Polls `ready` every 50 ms until it holds; panics naming `what` after `limit`.
@@ -95,12 +128,17 @@ impl Run {
 
     #[track_caller]
     pub fn assert_ok(&self) -> &Run {
+        // The reason is near stderr's end; a log cut in the middle keeps a test's last
+        // lines, so they are said again there.
+        let tail: Vec<&str> = self.stderr.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         assert_eq!(
             self.code,
             Some(0),
-            "expected success\n--- stdout\n{}\n--- stderr\n{}",
+            "expected success\n--- stdout\n{}\n--- stderr\n{}\n--- stderr's last lines, again\n{}",
             self.stdout,
-            self.stderr
+            self.stderr,
+            tail.join("\n")
         );
         self
     }

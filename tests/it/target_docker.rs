@@ -850,7 +850,8 @@ fn promote_makes_live_what_staging_runs_and_only_once_it_passed_acceptance() {
 /// How long this engine takes to make a container of the service's image and remove it
 /// again, measured now: what answering Ctrl-C during promote or stage may have to wait
 /// for beyond pymdeploy's own 2 s (an action that makes a container runs whole, and its
-/// undo removes it). On the vfs storage driver this machine runs, each takes seconds;
+/// undo removes it). On the vfs storage driver (where .ci/setup cannot mount an overlay)
+/// each takes seconds;
 /// on overlay2, a fraction of one.
 fn engine_put_back_time(svc: &TestService) -> std::time::Duration {
     let image = svc

@@ -140,10 +140,18 @@ fn ci(
         let sh = Shell::new()?;
         // With every feature (each cloud target's, docker-tls), so every target's tests
         // run; services compile only the feature their target needs, in their own xtask.
-        let cmd = cmd!(sh, "cargo test --workspace --locked --all-features").env("CI", "true");
+        // Each engine test's time lands in one file, the slowest listed after the run; a
+        // failure's reason is the last thing it prints (no backtrace after it).
+        let times = root().join("target/test-times.tsv");
+        let _ = std::fs::remove_file(&times);
+        let cmd = cmd!(sh, "cargo test --workspace --locked --all-features")
+            .env("CI", "true")
+            .env("RUST_BACKTRACE", "0")
+            .env("PYM_TEST_TIMES", &times);
         let run =
             pymdeploy::ops::cmd::stream(cmd, &root(), p, false).context("the test suite failed");
         tally = p.tests();
+        slowest_tests(p, &times);
         // The live proxies' images are shared by the tests' services; the last test to
         // finish cannot know it is last, so the run removes those no container uses.
         let sh = Shell::new()?;
@@ -173,6 +181,31 @@ fn ci(
         "tests: {passed} passed, {failed} failed, {ignored} skipped"
     ));
     result.map(drop)
+}
+
+/// The ten slowest engine tests of the run, and the sum of all of their times (against
+/// the wall clock, how well the tests overlap).
+fn slowest_tests(p: &pymdeploy::output::StepProgress<'_>, times: &Path) {
+    let Ok(text) = std::fs::read_to_string(times) else {
+        return;
+    };
+    let mut rows: Vec<(f64, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let (secs, name) = l.split_once('\t')?;
+            Some((secs.parse().ok()?, name))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let sum: f64 = rows.iter().map(|r| r.0).sum();
+    p.line(&format!(
+        "{} engine tests took {:.0} s together; the slowest:",
+        rows.len(),
+        sum
+    ));
+    for (secs, name) in rows.iter().take(10) {
+        p.line(&format!("  {secs:>6.1} s  {name}"));
+    }
 }
 
 /// The demo's registry: Debian's docker-registry on 127.0.0.1:5000, without auth, its
