@@ -120,6 +120,19 @@ pub enum ServiceCommand {
         #[arg(long)]
         execute: bool,
     },
+    /// Take the service off its target: what pymdeploy made for staging, live or both
+    /// goes; the deploy record and this machine's history stay
+    Destroy {
+        /// staging, live, or all (both)
+        #[arg(long, value_enum)]
+        env: crate::targets::Scope,
+        /// Go on without asking (needed where there is no terminal to ask on)
+        #[arg(long)]
+        yes: bool,
+        /// Print what would be removed, read from the target now, and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The live proxy of the docker target (runs inside its container)
     #[command(name = "__proxy", hide = true)]
     Proxy {
@@ -899,69 +912,36 @@ fn service_command(
                 true => Some(deploy_lock(&ctx, "cleanup", break_lock)?),
                 false => None,
             };
-            // Shown as a step, with the summary the other commands end with.
-            let cleanup_started = (state::now(), Instant::now());
-            let progress = ctx.out.step("cleanup");
-            let target = crate::targets::of(&ctx);
-            let (one, many) = target
-                .as_ref()
-                .map(|t| t.units())
-                .unwrap_or(("version", "versions"));
-            let lines = target.and_then(|t| t.cleanup(&ctx, execute));
-            let outcome = if lines.is_ok() {
-                crate::output::Outcome::Ok
-            } else {
-                crate::output::Outcome::Failed
-            };
-            if execute {
-                let step = state::StepRecord {
-                    name: "cleanup".into(),
-                    outcome: format!("{outcome:?}").to_lowercase(),
-                    duration_ms: cleanup_started.1.elapsed().as_millis() as u64,
+            let lines = as_step(&ctx, "cleanup", execute, |_| {
+                let target = crate::targets::of(&ctx)?;
+                let (one, many) = target.units();
+                let lines = target.cleanup(&ctx, execute)?;
+                let acted = lines.iter().filter(|l| l.goes()).count();
+                let environments = if acted == 1 {
+                    format!("1 old {one}")
+                } else {
+                    format!("{acted} old {many}")
                 };
-                record(
-                    &ctx,
-                    "cleanup",
-                    cleanup_started.0,
-                    cleanup_started.1.elapsed(),
-                    lines.is_ok(),
-                    vec![step],
-                );
-            }
-            let note = match &lines {
-                Ok(lines) => {
-                    let acted = lines.iter().filter(|l| l.goes()).count();
-                    let environments = if acted == 1 {
-                        format!("1 old {one}")
-                    } else {
-                        format!("{acted} old {many}")
-                    };
-                    match (execute, acted) {
-                        (true, _) => format!("{environments} of {} cleaned", config.name),
-                        (false, 0) => format!("nothing to clean in {}", config.name),
-                        (false, _) => format!(
-                            "{environments} of {} would go (run with --execute to do it)",
-                            config.name
-                        ),
-                    }
-                }
-                Err(e) => format!("{e}"),
-            };
-            let duration = progress.finish(&outcome, &note);
-            ctx.out.summary(
-                &[crate::output::StepReport {
-                    name: "cleanup".into(),
-                    outcome,
-                    duration,
-                    note,
-                }],
-                cleanup_started.1.elapsed(),
-            );
-            for l in &lines? {
+                let note = match (execute, acted) {
+                    (true, _) => format!("{environments} of {} cleaned", config.name),
+                    (false, 0) => format!("nothing to clean in {}", config.name),
+                    (false, _) => format!(
+                        "{environments} of {} would go (run with --execute to do it)",
+                        config.name
+                    ),
+                };
+                Ok((lines, note))
+            })?;
+            for l in &lines {
                 ctx.out.data(&l.to_string());
             }
             Ok(ExitCode::SUCCESS)
         }
+        ServiceCommand::Destroy {
+            env: scope,
+            yes,
+            dry_run,
+        } => destroy(global, printer, scope, yes, dry_run),
         ServiceCommand::Version => {
             let ctx = open(global, printer)?;
             let v = ctx.version()?.to_string();
@@ -969,6 +949,128 @@ fn service_command(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs a command that is one step of its own (cleanup, destroy): shown as a step, with
+/// the summary every run ends with, and, when `recorded`, kept in the service's history.
+/// `run` returns its result and the step's note.
+fn as_step<T>(
+    ctx: &Ctx,
+    name: &str,
+    recorded: bool,
+    run: impl FnOnce(&crate::output::StepProgress<'_>) -> Result<(T, String)>,
+) -> Result<T> {
+    let started = (state::now(), Instant::now());
+    let progress = ctx.out.step(name);
+    let result = run(&progress);
+    let outcome = match result.is_ok() {
+        true => crate::output::Outcome::Ok,
+        false => crate::output::Outcome::Failed,
+    };
+    if recorded {
+        let step = state::StepRecord {
+            name: name.into(),
+            outcome: format!("{outcome:?}").to_lowercase(),
+            duration_ms: started.1.elapsed().as_millis() as u64,
+        };
+        record(
+            ctx,
+            name,
+            started.0,
+            started.1.elapsed(),
+            result.is_ok(),
+            vec![step],
+        );
+    }
+    let note = match &result {
+        Ok((_, note)) => note.clone(),
+        Err(e) => format!("{e}"),
+    };
+    let duration = progress.finish(&outcome, &note);
+    ctx.out.summary(
+        &[crate::output::StepReport {
+            name: name.into(),
+            outcome,
+            duration,
+            note,
+        }],
+        started.1.elapsed(),
+    );
+    result.map(|(t, _)| t)
+}
+
+/// `destroy --env SCOPE`: what would go is read from the target and said first; on a
+/// terminal the user types the service's name to go on, elsewhere `--yes` is needed;
+/// then, under the deploy lock, the target removes it (see `Target::destroy`).
+fn destroy(
+    global: GlobalArgs,
+    printer: Printer,
+    scope: crate::targets::Scope,
+    yes: bool,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let break_lock = global.break_lock;
+    let ctx = open(global, printer)?;
+    let config = ctx.config().clone();
+    let target = crate::targets::of(&ctx)?;
+    let ask = !yes && !dry_run;
+    if ask && !std::io::stdin().is_terminal() {
+        return Err(hinted(
+            format!(
+                "destroy removes {scope} of {} from its {} target, and there is no terminal to confirm it on",
+                config.name, config.deploy_target
+            ),
+            "run it on a terminal, or add --yes where nobody can answer (CI); --dry-run shows what would go",
+        ));
+    }
+    target.check(&ctx)?;
+    let change = crate::targets::Change::Destroy(scope);
+    let plan = target.plan(&ctx, change, None)?;
+    if dry_run {
+        ctx.out.data(&format!(
+            "plan: destroy {scope} of {} on {} (dry run: nothing is changed)",
+            config.name, config.deploy_target
+        ));
+        for (n, a) in plan.iter().enumerate() {
+            ctx.out.data(&format!("  {:>2}. {a}", n + 1));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plan.is_empty() {
+        ctx.out.status(
+            "Nothing",
+            &format!(
+                "to remove: {} has no {scope} on {}",
+                config.name, config.deploy_target
+            ),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ask {
+        ctx.out.status(
+            "Destroying",
+            &format!("{scope} of {} on {}:", config.name, config.deploy_target),
+        );
+        for a in &plan {
+            eprintln!("    - {a}");
+        }
+        eprint!("Type the service's name ({}) to go on: ", config.name);
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != config.name {
+            return Err(hinted(
+                "not confirmed: nothing was removed",
+                format!("type `{}` exactly to go on", config.name),
+            ));
+        }
+    }
+    let _lock = deploy_lock(&ctx, "destroy", break_lock)?;
+    as_step(&ctx, "destroy", true, |p| {
+        let note = target.destroy(&ctx, scope, p)?;
+        Ok(((), note))
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Bare `pymdeploy`: the service's own pipeline if it has one (so the pipeline that runs

@@ -534,6 +534,28 @@ fn describe_registry_error(
     anyhow::Error::new(e).context(format!("cannot {verb} {image}"))
 }
 
+/// Whether a network of this name exists.
+pub async fn network_exists(docker: &Docker, name: &str) -> Result<bool> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect network {name}")),
+    }
+}
+
+/// Removes a network; one already gone is not an error.
+pub async fn remove_network(docker: &Docker, name: &str) -> Result<()> {
+    match docker.remove_network(name).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove network {name}")),
+    }
+}
+
 /// Creates a bridge network, with `labels`, unless it exists.
 pub async fn ensure_network(
     docker: &Docker,

@@ -211,16 +211,56 @@ pub enum Change {
     Stage,
     Promote,
     Rollback,
+    /// `destroy`: what pymdeploy made for these environments goes.
+    Destroy(Scope),
 }
 
 impl Change {
-    /// The environment the command changes.
+    /// The environment the command changes (the config `destroy` reads: live's, unless
+    /// only staging goes).
     pub fn env(self) -> PymEnv {
         match self {
-            Change::Stage => PymEnv::Staging,
-            Change::Promote | Change::Rollback => PymEnv::Live,
+            Change::Stage | Change::Destroy(Scope::Staging) => PymEnv::Staging,
+            Change::Promote | Change::Rollback | Change::Destroy(_) => PymEnv::Live,
         }
     }
+}
+
+/// What `destroy --env` takes off the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    Staging,
+    Live,
+    /// Staging and live.
+    All,
+}
+
+impl Scope {
+    pub fn staging(self) -> bool {
+        matches!(self, Scope::Staging | Scope::All)
+    }
+
+    pub fn live(self) -> bool {
+        matches!(self, Scope::Live | Scope::All)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Staging => "staging",
+            Scope::Live => "live",
+            Scope::All => "staging and live",
+        })
+    }
+}
+
+/// A command this target does not carry out yet, refused before anything changes.
+pub(crate) fn not_on(kind: TargetKind, command: &str, instead: &str) -> anyhow::Error {
+    hinted(
+        format!("`{command}` is not available on the {kind} target yet"),
+        instead.to_string(),
+    )
 }
 
 /// What staging runs: the version and the image, by digest, that a promote makes live.
@@ -295,6 +335,10 @@ pub trait Target {
     fn status(&self, ctx: &Ctx) -> Result<Table>;
     /// Removes old versions beyond `keep_previous`; with `execute` false, says which.
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>>;
+    /// Takes what pymdeploy made for `scope` off the target, keeping the deploy record;
+    /// its dry run is `plan(ctx, Change::Destroy(scope), None)`. Nothing is undone: a
+    /// failure or Ctrl-C stops it, and the error says what is left.
+    fn destroy(&self, ctx: &Ctx, scope: Scope, progress: &StepProgress<'_>) -> Result<String>;
 }
 
 /// The targets, one line each: its module, its `TargetKind` variant and the `Target`

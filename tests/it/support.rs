@@ -292,6 +292,29 @@ impl TestService {
         run(cmd)
     }
 
+    /// `pymdeploy ARGS` on a terminal (the pseudo-terminal util-linux's `script` makes),
+    /// with `typed` and Enter typed on it: what the user sees there, stdout and stderr
+    /// as one, is the run's `stdout`.
+    pub fn pym_on_terminal(&self, args: &[&str], typed: &str, env: &[(&str, &str)]) -> Run {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let line: Vec<String> = std::iter::once(pymdeploy_bin())
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "printf '%s\\n' {} | script -qec {} /dev/null",
+                quote(typed),
+                quote(&line.join(" "))
+            ))
+            .current_dir(&self.root);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(cmd)
+    }
+
     /// `pymdeploy ARGS` started in the background, stderr piped, for tests that act on
     /// a run while it goes on.
     pub fn spawn_pym_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
@@ -913,6 +936,14 @@ impl Spawned {
             self.seen.push_str(&line);
         }
         self
+    }
+
+    /// Waits for the run to end: its exit code and the rest of its output.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.stderr.read_to_string(&mut rest).unwrap();
+        (self.child.wait().unwrap().code(), rest)
     }
 
     /// Ctrl-C: SIGINT, then the rest of its output. Returns (exit code, the rest, how long

@@ -1682,6 +1682,30 @@ fn beanstalk_rollback_twice_never_returns_to_the_version_it_left_unless_named() 
         .assert_ok()
         .assert_stderr_has(&format!("{c2} live again (was {v0})"));
     assert_serves(&live, &c2);
+
+    // destroy terminates every environment, live's first of its own; its dry run is the
+    // list the run carries out. The application and its deploy record stay: status reads
+    // them, and a rollback finds nothing live to go back from.
+    let plan = t.pym(&["destroy", "--env", "live", "--dry-run"], &[]);
+    let planned = crate::support::planned_actions(&plan.assert_ok().stdout);
+    assert_eq!(
+        planned.first(),
+        Some(&format!("terminate {} (live, {c2})", t.env_of(&c2)))
+    );
+    let gone = t.pym(&["destroy", "--env", "all", "--yes"], &[]);
+    gone.assert_ok();
+    let taken = crate::support::taken_actions(&gone.stderr);
+    assert!(
+        taken.ends_with(&planned),
+        "{taken:?} does not end with {planned:?}"
+    );
+    for (name, status, ..) in t.standing() {
+        assert!(status.starts_with("Terminat"), "{name} is {status}");
+    }
+    t.pym(&["status"], &[]).assert_ok();
+    t.pym(&["rollback"], &[])
+        .assert_failed()
+        .assert_stderr_has("no environment holds the live CNAME");
 }
 
 #[test]

@@ -850,9 +850,8 @@ fn promote_makes_live_what_staging_runs_and_only_once_it_passed_acceptance() {
 /// How long this engine takes to make a container of the service's image and remove it
 /// again, measured now: what answering Ctrl-C during promote or stage may have to wait
 /// for beyond pymdeploy's own 2 s (an action that makes a container runs whole, and its
-/// undo removes it). On the vfs storage driver (where .ci/setup cannot mount an overlay)
-/// each takes seconds;
-/// on overlay2, a fraction of one.
+/// undo removes it). On the vfs storage driver (where .ci/setup cannot mount an
+/// overlay) each takes seconds; on overlay2, a fraction of one.
 fn engine_put_back_time(svc: &TestService) -> std::time::Duration {
     let image = svc
         .images()
@@ -1375,4 +1374,138 @@ fn every_mistake_knowable_before_the_first_step_is_said_in_one_report() {
         .assert_stderr_has(&format!("error: `stage` cannot run, so nothing was started: {}", svc.path("pym-config.yaml").display()))
         .assert_stderr_has(&format!(": port {staging} (staging) is taken on the engine by container {}, which is not this service's", holder.0));
     assert!(svc.containers().is_empty());
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn destroy_takes_staging_then_live_off_the_engine_keeping_the_record() {
+    need_engine();
+    let reg = Registry::start();
+    let svc = TestService::new("destroy");
+    let (live, staging) = svc.for_docker_target(&reg);
+    svc.pym_env(&["deploy", "--no-test"], &reg.env())
+        .assert_ok();
+    let v1 = svc.pym(&["version"]).stdout.trim().to_string();
+    let name = &svc.name;
+    let serves = |port: u16| version_on(port).and_then(|v| v["version"].as_str().map(String::from));
+    assert_eq!(serves(live).as_deref(), Some(v1.as_str()));
+
+    // No terminal to ask on and no --yes: refused before anything, nothing removed.
+    let refused = svc.pym_env(&["destroy", "--env", "all"], &reg.env());
+    refused
+        .assert_failed()
+        .assert_stderr_has("there is no terminal to confirm it on")
+        .assert_stderr_has("add --yes");
+    assert!(
+        !refused.stderr.contains("==> destroy"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(serves(staging).as_deref(), Some(v1.as_str()));
+
+    // A run holding the deploy lock keeps destroy out.
+    svc.write("src/lock.txt", "v2").commit("v2");
+    let mut stage = svc.spawn(&["deploy", "--no-test", "--to", "stage"], &reg.env());
+    stage.wait_for("==> stage");
+    svc.pym_env(&["destroy", "--env", "staging", "--yes"], &reg.env())
+        .assert_failed()
+        .assert_stderr_has(&format!("{name}-docker is being deployed by"));
+    let stage_seen = stage.seen.clone();
+    let (code, rest) = stage.finish();
+    assert_eq!(code, Some(0), "{}{rest}", stage_seen);
+    let v2 = svc.pym(&["version"]).stdout.trim().to_string();
+    assert_eq!(serves(staging).as_deref(), Some(v2.as_str()));
+
+    // On a terminal it says what goes and asks for the service's name: anything else
+    // removes nothing; the name goes on. Staging goes, live stays.
+    let destroy_staging = ["destroy", "--env", "staging"];
+    let asked = svc.pym_on_terminal(&destroy_staging, "yes", &reg.env());
+    asked.assert_failed();
+    for said in [
+        format!("remove pym-{name}-staging (staging, {v2})"),
+        format!("Type the service's name ({name}) to go on"),
+        "not confirmed: nothing was removed".to_string(),
+    ] {
+        assert!(
+            asked.stdout.contains(&said),
+            "{said:?} not in\n{}",
+            asked.stdout
+        );
+    }
+    assert_eq!(serves(staging).as_deref(), Some(v2.as_str()));
+    svc.pym_on_terminal(&destroy_staging, name, &reg.env())
+        .assert_ok();
+    assert_eq!(serves(staging), None, "staging still answers");
+    assert_eq!(serves(live).as_deref(), Some(v1.as_str()));
+
+    // Live goes: the proxy first, the version, the network, then the images; the record
+    // stays. The dry run lists what the run then does, line for line.
+    let plan = svc.pym_env(&["destroy", "--env", "live", "--dry-run"], &reg.env());
+    let planned = crate::support::planned_actions(&plan.assert_ok().stdout);
+    assert_eq!(
+        planned,
+        [
+            format!("remove pym-{name}-proxy (the live proxy)"),
+            format!("remove pym-{name}-live-{v1} (live, {v1})"),
+            format!("remove network pym-{name}"),
+            format!(
+                "remove the images of {}/team/{name} no container uses",
+                reg.host
+            ),
+        ]
+    );
+    let gone = svc.pym_env(&["destroy", "--env", "live", "--yes"], &reg.env());
+    gone.assert_ok();
+    assert_eq!(crate::support::taken_actions(&gone.stderr), planned);
+    assert!(
+        crate::support::http_get(live, "/ping").is_none(),
+        "live still answers"
+    );
+    let left: Vec<String> = svc
+        .containers()
+        .iter()
+        .map(|id| {
+            docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"org.pymacaron.env\"}}",
+                id,
+            ])
+        })
+        .collect();
+    assert_eq!(left, ["record"], "only the deploy record is left");
+    assert!(svc.images().is_empty(), "{:?}", svc.images());
+    assert!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^pym-{name}$")
+        ])
+        .is_empty(),
+        "the network is left"
+    );
+    let history = svc.pym(&["history"]).assert_ok().stdout.clone();
+    assert_eq!(
+        history
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("destroy"))
+            .count(),
+        2,
+        "{history}"
+    );
+    // Nothing left to take: said, and fine.
+    svc.pym_env(&["destroy", "--env", "all", "--yes"], &reg.env())
+        .assert_ok()
+        .assert_stderr_has(&format!(
+            "to remove: {name} has no staging and live on docker"
+        ));
+    // The record kept what was live: a new deploy is a first deploy again, and works.
+    svc.pym_env(&["deploy", "--no-test"], &reg.env())
+        .assert_ok();
+    assert_eq!(serves(live).as_deref(), Some(v2.as_str()));
 }

@@ -799,6 +799,38 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
         "{}",
         status.stdout
     );
+
+    // destroy takes each environment off its own cluster, the Services first; the deploy
+    // record stays. Its dry run is the list the run then carries out.
+    let plan = t.xtask(&["destroy", "--env", "all", "--dry-run"]);
+    let planned = crate::support::planned_actions(&plan.assert_ok().stdout);
+    assert_eq!(
+        planned,
+        [
+            format!("delete the staging service {app}/{app}-staging"),
+            format!("delete {app}/{app}-staging and its secret"),
+            format!("delete the live service {app}/{app}"),
+            format!("delete {app}/{} and its secret", t.deployment(&v1)),
+        ]
+    );
+    let gone = t.xtask(&["destroy", "--env", "all", "--yes"]);
+    gone.assert_ok();
+    assert_eq!(crate::support::taken_actions(&gone.stderr), planned);
+    for (cluster, kind, name) in [
+        (&staging_cluster, "service", format!("{app}-staging")),
+        (&staging_cluster, "deployment", format!("{app}-staging")),
+        (&t.fake, "service", app.clone()),
+        (&t.fake, "deployment", t.deployment(&v1)),
+    ] {
+        assert!(!on(cluster, kind, &name), "{kind} {name} is left");
+    }
+    assert!(
+        on(&t.fake, "configmap", &format!("{app}-deploy-record")),
+        "the deploy record went"
+    );
+    t.xtask(&["destroy", "--env", "all", "--yes"])
+        .assert_ok()
+        .assert_stderr_has(&format!("to remove: {app} has no staging and live on gke"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::{env_name, live_env_name};
 use crate::config::Config;
 use crate::error::hinted;
 use crate::targets::history::{self, Event};
-use crate::targets::{Fate, Staged};
+use crate::targets::{Fate, Scope, Staged};
 
 /// One thing the target does on Beanstalk. `Restore` and `SwapBack` only undo.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -381,6 +381,31 @@ pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Env, Fate)> {
             (e, fate)
         })
         .collect()
+}
+
+/// Destroy: every environment of the scope's roles terminated, staging's (never live)
+/// first, then live's: the one on the live CNAME, then those live before. The
+/// application, its versions and the deploy record (its tags) stay.
+pub fn decide_destroy(seen: &Seen, scope: Scope) -> Vec<Act> {
+    let roles = roles(seen);
+    let of = |wanted: &[&str]| {
+        roles
+            .iter()
+            .filter(|(e, role)| wanted.contains(role) && !e.status.starts_with("Terminat"))
+            .map(|(e, role)| Act::Terminate {
+                env: e.name.clone(),
+                why: format!("{role}, {}", e.version),
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut acts = Vec::new();
+    if scope.staging() {
+        acts.extend(of(&["staging", "staged"]));
+    }
+    if scope.live() {
+        acts.extend(of(&["live", "previous", "rolled-back"]));
+    }
+    acts
 }
 
 #[cfg(test)]

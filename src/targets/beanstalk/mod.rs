@@ -141,6 +141,12 @@ impl BeanstalkTarget {
         simulate: bool,
     ) -> Result<(Runner, Seen, Vec<Act>)> {
         match change {
+            Change::Destroy(scope) => {
+                let (c, aws, seen) = Self::read(ctx, PymEnv::Live)?;
+                let acts = decide::decide_destroy(&seen, scope);
+                let runner = Runner::new(aws, c, "", seen.history.clone());
+                Ok((runner, seen, acts))
+            }
             Change::Stage => {
                 let c = ctx.config_for(PymEnv::Staging)?;
                 let version = ctx.version()?;
@@ -382,6 +388,37 @@ impl super::Target for BeanstalkTarget {
 
     /// Terminates the environments `decide_cleanup` lets go; with `execute` false, only
     /// says which.
+    /// Each environment of the scope terminated (Beanstalk finishes it in the background,
+    /// as `cleanup`'s); the application and its record stay.
+    fn destroy(
+        &self,
+        ctx: &Ctx,
+        scope: super::Scope,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
+        let (mut runner, _, acts) = Self::decide(ctx, Change::Destroy(scope), None, None, false)?;
+        let name = ctx.config().name.clone();
+        let envs: Vec<String> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Act::Terminate { env, .. } => Some(env.clone()),
+                _ => None,
+            })
+            .collect();
+        if envs.is_empty() {
+            return Ok(format!("nothing of {name} to terminate for {scope}"));
+        }
+        plan::execute(ctx, &mut runner, &acts, progress).map_err(|e| {
+            e.context(format!(
+                "destroying {scope} of {name} stopped; `cargo xtask destroy` again takes the rest"
+            ))
+        })?;
+        Ok(format!(
+            "{scope} of {name}: terminating {}; the application and its deploy record stay",
+            envs.join(", ")
+        ))
+    }
+
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let (c, aws, seen) = Self::read(ctx, PymEnv::Live)?;
         let mut lines = Vec::new();

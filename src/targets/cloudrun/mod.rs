@@ -119,6 +119,7 @@ impl CloudRunTarget {
         simulate: bool,
     ) -> Result<(Runner, Seen, Vec<Act>)> {
         match change {
+            Change::Destroy(_) => Err(destroy_not_yet()),
             Change::Stage => {
                 let version = ctx.version()?;
                 let image = match simulate {
@@ -344,6 +345,15 @@ impl super::Target for CloudRunTarget {
         Ok(table)
     }
 
+    fn destroy(
+        &self,
+        _ctx: &Ctx,
+        _scope: super::Scope,
+        _progress: &StepProgress<'_>,
+    ) -> Result<String> {
+        Err(destroy_not_yet())
+    }
+
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let (c, gcp, _, seen) = Self::read(ctx, PymEnv::Live)?;
         let mut lines = Vec::new();
@@ -394,6 +404,16 @@ impl Ledger for CloudRunTarget {
         let note = (event, version.to_string(), digest.map(String::from));
         ctx.wait(async { connect(&c).await?.append(&[note], state::now()).await })
     }
+}
+
+/// `destroy` is not on Cloud Run yet (live's only way off is deleting the service, and its
+/// deploy record with it): refused before anything changes, with the way to do it by hand.
+fn destroy_not_yet() -> anyhow::Error {
+    super::not_on(
+        crate::config::TargetKind::GcpCloudRun,
+        "destroy",
+        "delete the service with `gcloud run services delete NAME --region REGION`",
+    )
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub(super) struct Engine {
     old_route: Option<String>,
     /// How long the staged container took to be healthy.
     pub waited: Duration,
+    /// What `destroy` removed so far, said in its summary.
+    pub removed: Vec<String>,
 }
 
 impl Engine {
@@ -54,6 +56,7 @@ impl Engine {
             started: None,
             old_route: None,
             waited: Duration::ZERO,
+            removed: Vec::new(),
         }
     }
 
@@ -189,6 +192,12 @@ impl Actor for Engine {
                 format!("route the proxy back to {}", upstream_container(upstream))
             }
             Action::RemoveProxy => format!("remove the proxy {} made by this run", proxy_name(c)),
+            Action::Discard { name, what } => format!("remove {name} ({what})"),
+            Action::RemoveNetwork => format!("remove network {}", network(c)),
+            Action::RemoveImages => format!(
+                "remove the images of {} no container uses",
+                c.image_repo()
+            ),
         }
     }
 
@@ -381,6 +390,25 @@ impl Actor for Engine {
             }
             Action::RouteBack { upstream } => proxy::route(ctx, docker, &c, upstream)?,
             Action::RemoveProxy => ctx.wait(ops::docker::remove(docker, &proxy_name(&c)))?,
+            Action::Discard { name, .. } => {
+                ctx.wait(ops::docker::remove(docker, name))?;
+                self.removed.push(name.clone());
+            }
+            Action::RemoveNetwork => {
+                ctx.wait(ops::docker::remove_network(docker, &network(&c)))?;
+                self.removed.push(format!("network {}", network(&c)));
+            }
+            Action::RemoveImages => {
+                let images =
+                    ctx.wait(unused_images(docker, &c.name, &c.image_repo(), None))?;
+                if !images.is_empty() {
+                    progress.line(&format!("removed {}", images.join(", ")));
+                    self.removed.push(match images.len() {
+                        1 => "1 image".to_string(),
+                        n => format!("{n} images"),
+                    });
+                }
+            }
         }
         Ok(None)
     }

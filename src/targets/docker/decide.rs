@@ -1,5 +1,5 @@
 //! The docker target's decisions: from what `observe` read off the engine (`Seen`) and
-//! the config to the list of `Action`s a stage, promote or rollback takes. Pure, so each
+//! the config to the list of `Action`s a stage, promote, rollback or destroy takes. Pure, so each
 //! case is a unit test on a snapshot, and `--dry-run` prints the very list a run
 //! carries out (`act::Engine::describe` says each action, for both).
 
@@ -8,6 +8,7 @@ use anyhow::Result;
 use super::names::{live_name, upstream_container};
 use crate::config::Config;
 use crate::error::hinted;
+use crate::targets::Scope;
 use crate::targets::history::{self, Event, History};
 
 /// A live container of the service, as `observe` reads it.
@@ -141,6 +142,62 @@ pub(super) enum Action {
     },
     /// Undo of a proxy made for a first promote.
     RemoveProxy,
+    /// `destroy`: remove this container of the service, whatever its state (`what` it
+    /// is, said with it).
+    Discard {
+        name: String,
+        what: String,
+    },
+    /// `destroy`: remove the live network.
+    RemoveNetwork,
+    /// `destroy`: remove the service's images that no container uses any more.
+    RemoveImages,
+}
+
+/// A container of the service as `destroy` reads it: its name, its `org.pymacaron.env`
+/// (`staging`, `live`, `proxy`), version and whether it runs. The deploy record's
+/// containers are not among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Made {
+    pub name: String,
+    pub env: String,
+    pub version: String,
+    pub running: bool,
+}
+
+/// Destroy's decision: staging's containers; for live, the proxy first (live stops
+/// answering at once, never half-routed), then its versions, the running one first, and
+/// the network; then the images nothing uses any more. The deploy record stays. Nothing
+/// made: no action.
+pub(super) fn decide_destroy(made: &[Made], network: bool, scope: Scope) -> Vec<Action> {
+    let discard = |m: &Made, what: String| Action::Discard {
+        name: m.name.clone(),
+        what,
+    };
+    let mut plan = Vec::new();
+    if scope.staging() {
+        for m in made.iter().filter(|m| m.env == "staging") {
+            plan.push(discard(m, format!("staging, {}", m.version)));
+        }
+    }
+    if scope.live() {
+        for m in made.iter().filter(|m| m.env == "proxy") {
+            plan.push(discard(m, "the live proxy".into()));
+        }
+        let mut live: Vec<&Made> = made.iter().filter(|m| m.env == "live").collect();
+        live.sort_by_key(|m| !m.running);
+        for m in live {
+            let state = if m.running { "live" } else { "previous" };
+            plan.push(discard(m, format!("{state}, {}", m.version)));
+        }
+        if network {
+            plan.push(Action::RemoveNetwork);
+        }
+    }
+    if !plan.is_empty() {
+        plan.push(Action::RemoveImages);
+    }
+    plan
 }
 
 /// Stage's decision: the image pulled when it comes from a registry (without
@@ -550,5 +607,50 @@ mod tests {
             decide_rollback(&s2, Some("c2")).unwrap()[1],
             Start { version: s("c2") }
         );
+    }
+
+    fn made(name: &str, env: &str, version: &str, running: bool) -> Made {
+        Made {
+            name: name.into(),
+            env: env.into(),
+            version: version.into(),
+            running,
+        }
+    }
+
+    #[test]
+    fn destroy_takes_the_proxy_first_then_live_running_first_and_keeps_the_record() {
+        use Action::*;
+        let all = [
+            made("pym-s-live-v1", "live", "v1", false),
+            made("pym-s-staging", "staging", "v3", true),
+            made("pym-s-live-v2", "live", "v2", true),
+            made("pym-s-proxy", "proxy", "", true),
+        ];
+        let discard = |name: &str, what: &str| Discard {
+            name: name.into(),
+            what: what.into(),
+        };
+        assert_eq!(
+            decide_destroy(&all, true, Scope::Live),
+            [
+                discard("pym-s-proxy", "the live proxy"),
+                discard("pym-s-live-v2", "live, v2"),
+                discard("pym-s-live-v1", "previous, v1"),
+                RemoveNetwork,
+                RemoveImages,
+            ]
+        );
+        assert_eq!(
+            decide_destroy(&all, true, Scope::Staging),
+            [discard("pym-s-staging", "staging, v3"), RemoveImages]
+        );
+        let both = decide_destroy(&all, false, Scope::All);
+        assert_eq!(both.first(), Some(&discard("pym-s-staging", "staging, v3")));
+        assert!(!both.contains(&RemoveNetwork), "{both:?}");
+        assert_eq!(both.len(), 5, "{both:?}");
+        // Nothing made for the scope: nothing to do, not even images.
+        assert_eq!(decide_destroy(&all[..1], true, Scope::Staging), []);
+        assert_eq!(decide_destroy(&[], false, Scope::All), []);
     }
 }

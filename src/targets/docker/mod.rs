@@ -131,6 +131,18 @@ impl DockerTarget {
                     seen,
                 ))
             }
+            Change::Destroy(scope) => {
+                let docker = ctx.docker()?;
+                let made = ctx.wait(observe::made(docker, &config))?;
+                let net = ctx.wait(ops::docker::network_exists(docker, &names::network(&config)))?;
+                // No version of HEAD is needed to take things away.
+                let host = check_host(ctx, &config)?;
+                Ok((
+                    Engine::new(config, host, String::new(), None, false),
+                    decide::decide_destroy(&made, net, scope),
+                    decide::Seen::default(),
+                ))
+            }
         }
     }
 }
@@ -317,6 +329,30 @@ impl super::Target for DockerTarget {
         })?;
         ctx.set_rolled_back_to(back.clone());
         Ok(format!("{back} live again (was {from})"))
+    }
+
+    fn destroy(
+        &self,
+        ctx: &Ctx,
+        scope: super::Scope,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
+        let (mut engine, actions, _) = Self::decide(ctx, Change::Destroy(scope), None, None)?;
+        let name = engine.config.name.clone();
+        if actions.is_empty() {
+            return Ok(format!("nothing of {name} on the engine for {scope}"));
+        }
+        let result = plan::execute(ctx, &mut engine, &actions, progress);
+        let removed = match engine.removed.is_empty() {
+            true => "nothing".to_string(),
+            false => engine.removed.join(", "),
+        };
+        result.map_err(|e| {
+            e.context(format!(
+                "destroying {scope} of {name} stopped; removed: {removed}; `cargo xtask destroy` again takes the rest"
+            ))
+        })?;
+        Ok(format!("{scope} of {name} removed ({removed}); the deploy record stays"))
     }
 
     /// One line per container of the service: env, version, state, image, since.

@@ -8,14 +8,14 @@ use bollard::Docker;
 use bollard::models::ContainerSummary;
 
 use super::LABEL_VERSION;
-use super::decide::{LiveVersion, Seen};
+use super::decide::{LiveVersion, Made, Seen};
 use super::names::{live_name, proxy_name, staging_name};
 use super::{act::verify_version, check_host, proxy, record};
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::ops::{
     self,
-    service::{LABEL_ENV, LABEL_NAME},
+    service::{LABEL_ENV, LABEL_NAME, LABEL_SERVICE_ID},
 };
 use crate::targets::Staged;
 
@@ -81,6 +81,28 @@ pub(super) fn staged(ctx: &Ctx, config: &Config) -> Result<Option<Staged>> {
         image: c.image,
         digest,
     }))
+}
+
+/// What `destroy` may remove: the service's containers (this repository's, when it has
+/// a `service_id`), its deploy record's left out.
+pub(super) async fn made(docker: &Docker, config: &Config) -> Result<Vec<Made>> {
+    let list = ops::docker::list(docker, &[format!("{LABEL_NAME}={}", config.name)]).await?;
+    Ok(list
+        .iter()
+        .filter(|c| label(c, LABEL_ENV) != record::RECORD_ENV)
+        .filter(|c| {
+            config
+                .service_id
+                .as_deref()
+                .is_none_or(|id| matches!(label(c, LABEL_SERVICE_ID), "") || label(c, LABEL_SERVICE_ID) == id)
+        })
+        .map(|c| Made {
+            name: container_name(c),
+            env: label(c, LABEL_ENV).to_string(),
+            version: label(c, LABEL_VERSION).to_string(),
+            running: is_running(c),
+        })
+        .collect())
 }
 
 pub(super) fn live_versions(list: &[ContainerSummary]) -> Vec<LiveVersion> {

@@ -271,6 +271,13 @@ impl Kube {
                     .await
                     .map_err(self.err("update", "secrets", &n))?;
             }
+            Act::DeleteService { env } => {
+                let n = self.names.service(*env);
+                match self.services().delete(&n, &DeleteParams::default()).await {
+                    Err(e) if !not_found(&e) => return Err(self.err("delete", "services", &n)(e)),
+                    _ => {}
+                }
+            }
             Act::Unselect { back_to, from } => {
                 match back_to {
                     // The first live version: nothing was live before, so the Service goes.

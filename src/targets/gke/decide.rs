@@ -78,6 +78,10 @@ pub enum Act {
         back_to: Option<String>,
         from: String,
     },
+    /// `destroy`: deletes `env`'s Service.
+    DeleteService {
+        env: PymEnv,
+    },
 }
 
 impl Act {
@@ -130,8 +134,33 @@ impl Act {
             Act::Unselect { back_to: None, .. } => {
                 format!("delete the new live service {ns}/{}", names.app)
             }
+            Act::DeleteService { env } => {
+                format!("delete the {env} service {ns}/{}", names.service(*env))
+            }
         }
     }
+}
+
+/// Destroy, for one environment (`seen` read where that environment's config points):
+/// its Service first, so nothing routes to what goes next, then its Deployments with
+/// their Secrets, live's selected one first. The namespace and the deploy record stay.
+pub fn decide_destroy(seen: &Seen, names: &Names, env: PymEnv) -> Vec<Act> {
+    let mut acts = Vec::new();
+    let service = match env {
+        PymEnv::Live => seen.live.is_some(),
+        _ => seen.staging.is_some(),
+    };
+    if service {
+        acts.push(Act::DeleteService { env });
+    }
+    let word = if env == PymEnv::Live { "live" } else { "staging" };
+    let selected = seen.selects().map(|v| names.live(v));
+    let mut deps: Vec<&Dep> = seen.deployments.iter().filter(|d| d.env == word).collect();
+    deps.sort_by_key(|d| Some(&d.name) != selected.as_ref());
+    acts.extend(deps.into_iter().map(|d| Act::Delete {
+        name: d.name.clone(),
+    }));
+    acts
 }
 
 /// Stage: the staging Deployment to `image` (a digest), rolled out.

@@ -190,6 +190,13 @@ impl super::Target for GkeTarget {
         change: super::Change,
         staged: Option<&Staged>,
     ) -> Result<Vec<String>> {
+        if let super::Change::Destroy(scope) = change {
+            let mut lines = Vec::new();
+            for (k, c, acts) in destroy_plans(ctx, scope)? {
+                lines.extend(plan::describe(&Cluster::new(k, c), &acts));
+            }
+            return Ok(lines);
+        }
         let c = ctx.config_for(change.env())?;
         let k = ctx.wait(connect(&c))?;
         let seen = ctx.wait(k.observe())?;
@@ -228,6 +235,7 @@ impl super::Target for GkeTarget {
                     c.keep_previous as usize,
                 )?
             }
+            super::Change::Destroy(_) => unreachable!("answered above"),
             super::Change::Rollback => {
                 decide_rollback(
                     &seen,
@@ -366,6 +374,37 @@ impl super::Target for GkeTarget {
         })
     }
 
+    /// Staging's then live's, each where its config points (they may be two clusters).
+    fn destroy(
+        &self,
+        ctx: &Ctx,
+        scope: super::Scope,
+        progress: &StepProgress<'_>,
+    ) -> Result<String> {
+        let mut removed = Vec::new();
+        for (k, c, acts) in destroy_plans(ctx, scope)? {
+            let ns = k.names.ns.clone();
+            plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress).map_err(|e| {
+                e.context(format!(
+                    "destroying {scope} stopped; deleted before it: {}; `cargo xtask destroy` again takes the rest",
+                    if removed.is_empty() { "nothing".to_string() } else { removed.join(", ") }
+                ))
+            })?;
+            removed.extend(acts.iter().filter_map(|a| match a {
+                Act::Delete { name } => Some(format!("{ns}/{name}")),
+                _ => None,
+            }));
+        }
+        let name = &ctx.config().name;
+        Ok(match removed.is_empty() {
+            true => format!("nothing of {name} to delete for {scope}"),
+            false => format!(
+                "{scope} of {name} deleted ({}); the deploy record stays",
+                removed.join(", ")
+            ),
+        })
+    }
+
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let c = ctx.config_for(PymEnv::Live)?;
         ctx.wait(async {
@@ -414,4 +453,23 @@ impl Ledger for GkeTarget {
         let entries = [(event, version.to_string(), digest.map(str::to_string))];
         ctx.wait(async { connect(&c).await?.record(&entries).await })
     }
+}
+
+/// Destroy's plans: staging's then live's, each with the cluster its config names.
+fn destroy_plans(ctx: &Ctx, scope: super::Scope) -> Result<Vec<(self::kube::Kube, Config, Vec<Act>)>> {
+    let envs = [
+        (scope.staging(), PymEnv::Staging),
+        (scope.live(), PymEnv::Live),
+    ];
+    let mut plans = Vec::new();
+    for (_, env) in envs.into_iter().filter(|(on, _)| *on) {
+        let c = ctx.config_for(env)?;
+        let k = ctx.wait(connect(&c))?;
+        let seen = ctx.wait(k.observe())?;
+        let acts = decide::decide_destroy(&seen, &k.names, env);
+        if !acts.is_empty() {
+            plans.push((k, c, acts));
+        }
+    }
+    Ok(plans)
 }

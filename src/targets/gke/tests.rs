@@ -526,3 +526,40 @@ fn secrets_are_referenced_never_written_in_the_deployment() {
     );
     let _: Deployment = typed(d).unwrap();
 }
+
+#[test]
+fn destroy_deletes_the_service_first_then_each_deployment_live_first() {
+    let mut seen = live("v2", &[("v1", 0), ("v2", 2)], History::default());
+    seen.deployments.push(dep("hello-staging", "staging", "v3", 1));
+    seen.staging = Some(Svc {
+        name: "hello-staging".into(),
+        ..Svc::default()
+    });
+    let delete = |name: &str| Act::Delete { name: name.into() };
+    assert_eq!(
+        super::decide::decide_destroy(&seen, &names(), PymEnv::Live),
+        [
+            Act::DeleteService { env: PymEnv::Live },
+            delete("hello-v2"),
+            delete("hello-v1"),
+        ]
+    );
+    assert_eq!(
+        super::decide::decide_destroy(&seen, &names(), PymEnv::Staging),
+        [
+            Act::DeleteService {
+                env: PymEnv::Staging
+            },
+            delete("hello-staging"),
+        ]
+    );
+    // Nothing made: nothing to do, and the record is never touched.
+    let empty = Seen {
+        namespace: true,
+        deployments: Vec::new(),
+        live: None,
+        staging: None,
+        history: history(&[(Event::Live, "v1")]),
+    };
+    assert_eq!(super::decide::decide_destroy(&empty, &names(), PymEnv::Live), []);
+}

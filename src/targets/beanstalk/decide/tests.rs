@@ -295,9 +295,10 @@ fn rollback_without_a_record_goes_to_the_newest_previous_and_needs_one() {
     assert_eq!(to.version, "v2");
 }
 
-#[test]
-fn cleanup_keeps_staging_and_what_rollback_needs() {
-    let c = hello("cleanup", "", PymEnv::Live);
+/// Five environments, one of each role: live v3, staging v5, previous v1, staged v4,
+/// rolled-back v2.
+fn one_of_each_role() -> Seen {
+    let c = hello("roles", "", PymEnv::Live);
     let envs = vec![
         env(&c, "v5", true, "staging", false),
         env(&c, "v3", true, "live", true),
@@ -312,7 +313,12 @@ fn cleanup_keeps_staging_and_what_rollback_needs() {
         (Event::Live, "v1"),
         (Event::Live, "v3"),
     ]);
-    let s = seen(envs, h, None);
+    seen(envs, h, None)
+}
+
+#[test]
+fn cleanup_keeps_staging_and_what_rollback_needs() {
+    let s = one_of_each_role();
     let roles: Vec<(&str, &str)> = roles(&s)
         .iter()
         .map(|(e, r)| (e.version.as_str(), *r))
@@ -451,4 +457,28 @@ fn stage_refuses_before_it_creates_and_creates_only_what_is_missing() {
         })
         .contains("no Docker solution stack")
     );
+}
+
+#[test]
+fn destroy_terminates_staging_first_then_live_and_what_was_live_before() {
+    let s = one_of_each_role();
+    let said = |scope: Scope| -> Vec<String> {
+        decide_destroy(&s, scope)
+            .iter()
+            .map(|a| match a {
+                Act::Terminate { why, .. } => why.clone(),
+                other => panic!("destroy only terminates: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(said(Scope::Staging), ["staging, v5", "staged, v4"]);
+    assert_eq!(
+        said(Scope::Live),
+        ["live, v3", "previous, v1", "rolled-back, v2"]
+    );
+    assert_eq!(said(Scope::All).len(), 5);
+    // An environment already terminating is not asked again.
+    let mut s = s;
+    s.envs.iter_mut().for_each(|e| e.status = "Terminating".into());
+    assert!(decide_destroy(&s, Scope::All).is_empty());
 }
