@@ -1,7 +1,8 @@
 //! The aws-beanstalk target, driven through the generated xtask (which enables the
 //! `aws-beanstalk` feature) and the official AWS SDK, against the local Elastic Beanstalk
 //! and S3 of `tests/fake-aws`. Environments run as real containers; their CNAMEs
-//! (`*.elasticbeanstalk.localhost`, port 80) reach them through the server's load balancer.
+//! (`*.elasticbeanstalk.localhost`) reach them through the server's load balancer, on a
+//! free port each (`aws_cname_port`), not AWS's 80, so two test runs never share one.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,13 +15,18 @@ use crate::support::{Registry, Run, TestService, http_get_at, need_engine};
 const SECRET_KEY: &str = "pym-it-aws-secret-Kq3v9";
 const SERVICE_TOKEN: &str = "pym-it-service-token-7Hw2";
 
-/// The local Beanstalk whose load balancer holds port 80, shared by the tests of this
-/// process (each cleans up its own application's containers).
+/// The local Beanstalk shared by the tests of this process (each cleans up its own
+/// application's containers), its load balancer on a free port rather than AWS's 80, so
+/// two test runs on one machine each have their own.
 fn shared_fake() -> &'static FakeAws {
     static FAKE: OnceLock<FakeAws> = OnceLock::new();
     FAKE.get_or_init(|| {
-        FakeAws::start(Options { health_grace: Duration::from_secs(8), ..Default::default() })
-            .expect("the local Beanstalk starts, its load balancer on port 80 (free, and the tests run as root: run .ci/setup)")
+        FakeAws::start(Options {
+            lb_port: Some(crate::support::free_port()),
+            health_grace: Duration::from_secs(8),
+            ..Default::default()
+        })
+        .expect("the local Beanstalk starts")
     })
 }
 
@@ -79,8 +85,9 @@ impl<'a> Setup<'a> {
             "pym-config.yaml",
             "# docker_repo: registry.example.com/team",
             &format!(
-                "docker_repo: {}/team\naws_region: us-east-1\ndocker_bucket: pym-it-registry-auth\ndocker_auth_key: {key}\nkeep_previous: 1\naws_timeout: 120",
-                reg.host
+                "docker_repo: {}/team\naws_region: us-east-1\ndocker_bucket: pym-it-registry-auth\ndocker_auth_key: {key}\nkeep_previous: 1\naws_timeout: 120\naws_cname_port: {}",
+                reg.host,
+                fake.lb_port.expect("a local Beanstalk with a load balancer")
             ),
         )
         .commit("deploy to the local Beanstalk");
@@ -107,17 +114,6 @@ impl<'a> Setup<'a> {
         let r = self.svc.xtask_env(args, &env);
         r.assert_hides(&[SECRET_KEY, SERVICE_TOKEN, &self.reg.password]);
         r
-    }
-
-    /// The service reaches its environments on the load balancer's port `lb`.
-    fn on_port(&self, lb: u16) {
-        self.svc
-            .edit(
-                "pym-config.yaml",
-                "aws_timeout: 120",
-                &format!("aws_timeout: 120\naws_cname_port: {lb}"),
-            )
-            .commit("the load balancer's port");
     }
 
     /// `pymdeploy ARGS` with `extra` environment beside the AWS and registry one.
@@ -866,9 +862,11 @@ fn sdk_diagnoses(fake: &FakeAws, app: &str, env: &str) {
     assert!(body.contains("<Code>MissingAction</Code>"), "{body}");
 }
 
-/// `/version` through a CNAME, as a client of the live service sees it.
+/// `/version` through a CNAME of the shared local Beanstalk, as a client of the live
+/// service sees it.
 fn version_at(host: &str) -> Option<serde_json::Value> {
-    let (status, body) = http_get_at(host, 80, "/version")?;
+    let port = shared_fake().lb_port.expect("the shared load balancer");
+    let (status, body) = http_get_at(host, port, "/version")?;
     (status == 200)
         .then(|| serde_json::from_str(&body).ok())
         .flatten()
@@ -1389,7 +1387,6 @@ fn beanstalk_with_the_load_balancer_on_a_port_of_its_own_as_readme_says() {
     // (a free port here). Staging and live are reached on that port, not on 80.
     let (fake, lb) = own_fake(Options::default().step_delay);
     let t = Setup::new("eblb", &fake);
-    t.on_port(lb);
     let r = t.xtask(&["deploy", "--no-test"]);
     r.assert_ok().assert_stderr_has(&format!(":{lb})"));
     let v1 = t.version();
@@ -1789,7 +1786,6 @@ fn beanstalk_ctrl_c_during_stage_and_promote_leaves_live_as_it_was() {
     // load balancer on a port of its own.
     let (fake, lb) = own_fake(Duration::from_secs(1));
     let t = Setup::new("ebint", &fake);
-    t.on_port(lb);
     let serves = |version: &str| {
         let (status, body) = http_get_at(&t.live_host(), lb, "/version").expect("live answers");
         assert_eq!(status, 200, "{body}");
