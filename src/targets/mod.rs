@@ -255,14 +255,6 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// A command this target does not carry out yet, refused before anything changes.
-pub(crate) fn not_on(kind: TargetKind, command: &str, instead: &str) -> anyhow::Error {
-    hinted(
-        format!("`{command}` is not available on the {kind} target yet"),
-        instead.to_string(),
-    )
-}
-
 /// What staging runs: the version and the image, by digest, that a promote makes live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Staged {

@@ -1092,6 +1092,63 @@ fn cloud_run_rollback_twice_never_returns_to_the_version_it_left_unless_named() 
         .assert_stderr_has(&format!("{c2} live again"))
         .assert_stderr_has(&format!("(was {v0})"));
     assert_serves(&t.url(None), &c2, "live");
+
+    // destroy --env staging drops the staging tag and nothing else: live serves on. Then
+    // --env all deletes the service, every revision and its containers with it; each
+    // dry run is the list the run carries out.
+    let tags =
+        |t: &Setup| -> Vec<String> { t.traffic().into_iter().map(|(.., tag)| tag).collect() };
+    assert!(
+        tags(&t).iter().any(|tag| tag == "staging"),
+        "{:?}",
+        t.traffic()
+    );
+    let plan = t.xtask(&["destroy", "--env", "staging", "--dry-run"]);
+    let planned = crate::support::planned_actions(&plan.assert_ok().stdout);
+    let gone = t.xtask(&["destroy", "--env", "staging", "--yes"]);
+    assert_eq!(
+        crate::support::taken_actions(&gone.assert_ok().stderr),
+        planned
+    );
+    assert!(
+        !tags(&t).iter().any(|tag| tag == "staging"),
+        "{:?}",
+        t.traffic()
+    );
+    assert_serves(&t.url(None), &c2, "live");
+    let plan = t.xtask(&["destroy", "--env", "all", "--dry-run"]);
+    let planned = crate::support::planned_actions(&plan.assert_ok().stdout);
+    assert_eq!(
+        planned,
+        [format!(
+            "delete the Cloud Run service {}, every revision with it (staging's and live's) and the deploy record on it",
+            t.svc.name
+        )]
+    );
+    let gone = t.xtask(&["destroy", "--env", "all", "--yes"]);
+    assert_eq!(
+        crate::support::taken_actions(&gone.assert_ok().stderr),
+        planned
+    );
+    let status = api_raw(
+        t.fake,
+        "GET",
+        &format!(
+            "/v2/projects/pym-it/locations/us-central1/services/{}",
+            t.svc.name
+        ),
+        None,
+    )
+    .0;
+    assert_eq!(status, 404, "the service is left");
+    crate::support::wait_until(
+        "the revisions' containers go",
+        Duration::from_secs(60),
+        || t.containers().is_empty(),
+    );
+    t.xtask(&["destroy", "--env", "all", "--yes"])
+        .assert_ok()
+        .assert_stderr_has("to remove:");
 }
 
 #[test]

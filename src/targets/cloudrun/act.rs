@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use google_cloud_lro::Poller;
 use google_cloud_run_v2::model::Service;
 
 use super::decide::Act;
-use super::gcp::{Gcp, targets_of, template};
+use super::gcp::{Gcp, gcp_error, targets_of, template};
 use super::observe::svc_of;
 use super::record::recorded;
 use crate::config::{Config, PymEnv};
@@ -106,6 +107,18 @@ impl Runner {
                         },
                     ),
                 }
+            }
+            Act::DeleteService => {
+                let name = gcp.name();
+                gcp.services
+                    .delete_service()
+                    .set_name(name.clone())
+                    .poller()
+                    .until_done()
+                    .await
+                    .map_err(|e| gcp_error("services.delete", &name, e))?;
+                self.current = None;
+                Ok(None)
             }
             Act::Route {
                 traffic,

@@ -1,4 +1,4 @@
-//! The decisions of stage, promote, rollback and cleanup: pure functions from `Seen` to a
+//! The decisions of stage, promote, rollback, cleanup and destroy: pure functions from `Seen` to a
 //! list of `Act`s, unit-tested (`tests.rs`).
 
 use anyhow::{Result, anyhow};
@@ -10,7 +10,7 @@ use super::{TAG_NEXT, TAG_STAGING};
 use crate::config::PymEnv;
 use crate::error::hinted;
 use crate::targets::history::{self, Event};
-use crate::targets::{Fate, Staged};
+use crate::targets::{Fate, Scope, Staged};
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +55,9 @@ pub enum Act {
         version: String,
         env: PymEnv,
     },
+    /// `destroy`: DeleteService, every revision with it (one service holds live's and
+    /// staging's) and the deploy record on it.
+    DeleteService,
 }
 
 fn said(notes: &[Note]) -> String {
@@ -125,6 +128,9 @@ impl Act {
             }
             Act::Access { public: false } => format!(
                 "keep {service} private: no roles/run.invoker for allUsers (checks and tests send an identity token)"
+            ),
+            Act::DeleteService => format!(
+                "delete the Cloud Run service {service}, every revision with it (staging's and live's) and the deploy record on it"
             ),
             Act::Check {
                 tag: Some(t),
@@ -553,4 +559,31 @@ pub fn decide_cleanup(seen: &Seen, keep: usize) -> Vec<(&Rev, Fate)> {
             (r, fate)
         })
         .collect()
+}
+
+/// Destroy: with live serving, staging alone goes by its tag leaving the traffic (its
+/// revision stays, as Cloud Run keeps a service's latest one); anything else is the whole
+/// service, since a Cloud Run service cannot be without traffic. Nothing made: nothing.
+pub fn decide_destroy(seen: &Seen, scope: Scope) -> Vec<Act> {
+    let Some(svc) = &seen.service else {
+        return Vec::new();
+    };
+    let live = seen.current().is_some_and(|r| !r.is_staging());
+    if scope.live() || !live {
+        return vec![Act::DeleteService];
+    }
+    let traffic: Vec<Route> = svc
+        .traffic
+        .iter()
+        .filter(|r| r.tag.as_deref() != Some(TAG_STAGING))
+        .cloned()
+        .collect();
+    match traffic.len() == svc.traffic.len() {
+        true => Vec::new(),
+        false => vec![Act::Route {
+            traffic,
+            record: Vec::new(),
+            undo: None,
+        }],
+    }
 }

@@ -119,7 +119,11 @@ impl CloudRunTarget {
         simulate: bool,
     ) -> Result<(Runner, Seen, Vec<Act>)> {
         match change {
-            Change::Destroy(_) => Err(destroy_not_yet()),
+            Change::Destroy(scope) => {
+                let (runner, seen) = Self::runner(ctx, PymEnv::Live, "")?;
+                let acts = decide::decide_destroy(&seen, scope);
+                Ok((runner, seen, acts))
+            }
             Change::Stage => {
                 let version = ctx.version()?;
                 let image = match simulate {
@@ -345,13 +349,25 @@ impl super::Target for CloudRunTarget {
         Ok(table)
     }
 
+    /// The staging tag alone while live serves; otherwise the whole service.
     fn destroy(
         &self,
-        _ctx: &Ctx,
-        _scope: super::Scope,
-        _progress: &StepProgress<'_>,
+        ctx: &Ctx,
+        scope: super::Scope,
+        progress: &StepProgress<'_>,
     ) -> Result<String> {
-        Err(destroy_not_yet())
+        let (mut runner, _, acts) = Self::decide(ctx, Change::Destroy(scope), None, None, false)?;
+        let id = runner.gcp.id.clone();
+        let whole = acts.contains(&Act::DeleteService);
+        if acts.is_empty() {
+            return Ok(format!("nothing of {id} to delete for {scope}"));
+        }
+        plan::execute(ctx, &mut runner, &acts, progress)
+            .map_err(|e| e.context(format!("destroying {scope} of {id} stopped")))?;
+        Ok(match whole {
+            true => format!("the Cloud Run service {id} deleted, with its revisions; this machine's history stays"),
+            false => format!("{id}'s staging tag removed; live serves as it did"),
+        })
     }
 
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
@@ -404,16 +420,6 @@ impl Ledger for CloudRunTarget {
         let note = (event, version.to_string(), digest.map(String::from));
         ctx.wait(async { connect(&c).await?.append(&[note], state::now()).await })
     }
-}
-
-/// `destroy` is not on Cloud Run yet (live's only way off is deleting the service, and its
-/// deploy record with it): refused before anything changes, with the way to do it by hand.
-fn destroy_not_yet() -> anyhow::Error {
-    super::not_on(
-        crate::config::TargetKind::GcpCloudRun,
-        "destroy",
-        "delete the service with `gcloud run services delete NAME --region REGION`",
-    )
 }
 
 #[cfg(test)]

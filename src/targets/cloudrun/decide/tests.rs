@@ -594,3 +594,37 @@ fn cleanup_keeps_what_rollback_needs_and_what_is_routed() {
         ]
     );
 }
+
+#[test]
+fn destroy_of_staging_drops_its_tag_while_live_serves_else_the_service_goes() {
+    let live = route("hello-c-l1", 100, None);
+    let tagged = route("hello-c-s1", 0, Some(TAG_STAGING));
+    let both = seen(svc(vec![live.clone(), tagged], ""), three());
+    assert_eq!(
+        decide_destroy(&both, Scope::Staging),
+        [Act::Route {
+            traffic: vec![live.clone()],
+            record: Vec::new(),
+            undo: None,
+        }]
+    );
+    for scope in [Scope::Live, Scope::All] {
+        assert_eq!(decide_destroy(&both, scope), [Act::DeleteService]);
+    }
+    // Nothing tagged staging: nothing to drop.
+    let untagged = seen(svc(vec![live], ""), three());
+    assert_eq!(decide_destroy(&untagged, Scope::Staging), []);
+    // Staging holding all the traffic (nothing was ever live): only the service can go.
+    let first = seen(
+        svc(vec![route("hello-c-s1", 100, Some(TAG_STAGING))], ""),
+        three(),
+    );
+    assert_eq!(decide_destroy(&first, Scope::Staging), [Act::DeleteService]);
+    // No service: nothing.
+    let none = Seen {
+        service: None,
+        revisions: Vec::new(),
+        history: History::default(),
+    };
+    assert_eq!(decide_destroy(&none, Scope::All), []);
+}
