@@ -334,7 +334,7 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     deployed?;
 
     let switched = stage_if(&args.only, printer, reports, "switch", |p| {
-        switch_under_load(&pymdeploy, &work, &mut figures, p)
+        switch_under_load(&pymdeploy, &work, args.rounds, &mut figures, p)
     });
     for id in String::from_utf8_lossy(
         &Command::new("docker")
@@ -726,6 +726,7 @@ fn wrk_result(child: std::process::Child) -> Result<Load> {
 fn switch_under_load(
     pymdeploy: &Path,
     work: &Path,
+    rounds: usize,
     figures: &mut Vec<Figure>,
     p: &pymdeploy::output::StepProgress<'_>,
 ) -> Result<String> {
@@ -779,9 +780,9 @@ fn switch_under_load(
     // rollback, of a new version each round; against one container by hand: create,
     // start, wait for /ping (the part of promote that cannot be avoided).
     let mut plain = Vec::new();
-    for round in 0..3 {
+    for round in 0..rounds {
         p.message(&format!(
-            "timing promote, rollback and docker run, round {}",
+            "timing promote, rollback and docker run, round {} of {rounds}",
             round + 1
         ));
         std::fs::write(svc.join("src/round.txt"), format!("timing {round}"))?;
@@ -841,7 +842,7 @@ fn switch_under_load(
         median(&mut promote_whole),
     );
     figures.push(Figure {
-        what: format!("promote until live serves the new version, verified (command start to its step done) {pr:.2} s vs docker run + health of one container {pl:.2} s"),
+        what: format!("promote until live serves the new version, verified (command start to its step done) {pr:.2} s vs docker run + health of one container {pl:.2} s (median of {rounds})"),
         value: format!("{:.2}x", pr / pl),
         goal: "<= 1.2x".into(),
         met: Some(pr / pl <= 1.2),
@@ -853,7 +854,9 @@ fn switch_under_load(
         met: None,
     });
     figures.push(Figure {
-        what: "rollback until live serves the version before, verified".into(),
+        what: format!(
+            "rollback until live serves the version before, verified (median of {rounds})"
+        ),
         value: format!("{rb:.2} s"),
         goal: "< 2 s".into(),
         met: Some(rb < 2.0),
