@@ -386,8 +386,6 @@ impl super::Target for BeanstalkTarget {
         Ok(table)
     }
 
-    /// Terminates the environments `decide_cleanup` lets go; with `execute` false, only
-    /// says which.
     /// Each environment of the scope terminated (Beanstalk finishes it in the background,
     /// as `cleanup`'s); the application and its record stay.
     fn destroy(
@@ -419,6 +417,8 @@ impl super::Target for BeanstalkTarget {
         ))
     }
 
+    /// Terminates the environments `decide_cleanup` lets go; with `execute` false, only
+    /// says which.
     fn cleanup(&self, ctx: &Ctx, execute: bool) -> Result<Vec<Cleanup>> {
         let (c, aws, seen) = Self::read(ctx, PymEnv::Live)?;
         let mut lines = Vec::new();
