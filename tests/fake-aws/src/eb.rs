@@ -108,6 +108,21 @@ impl Beanstalk {
             .and_then(|e| e.port)
     }
 
+    /// One line per environment of `app`, terminated ones too: what routes its CNAME (the
+    /// container and its loopback port) besides its state, for a test's failure message.
+    pub fn dump(&self, app: &str) -> String {
+        self.envs
+            .iter()
+            .filter(|e| e.app == app)
+            .map(|e| {
+                format!(
+                    "{} {} {} cname={} port={:?} container={:?} label={}\n",
+                    e.name, e.status, e.health, e.cname, e.port, e.container, e.label
+                )
+            })
+            .collect()
+    }
+
     pub fn summary(&self, app: &str) -> Vec<(String, String, String, String)> {
         self.envs
             .iter()

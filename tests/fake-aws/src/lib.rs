@@ -232,6 +232,24 @@ impl FakeAws {
         engine::remove_app(app);
     }
 
+    /// An application's environments as the load balancer sees them (their containers and
+    /// ports), and the engine's view of those containers: a failed test's evidence.
+    pub fn dump(&self, app: &str) -> String {
+        let envs = self.shared.lock().eb.dump(app);
+        let ps = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label={}.app={app}", engine::LABEL),
+            ])
+            .args(["--format", "{{.Names}} {{.Status}} {{.Ports}}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!("environments:\n{envs}containers:\n{ps}")
+    }
+
     /// `(name, status, health, CNAME)` of an application's environments, terminated ones too.
     pub fn environments(&self, app: &str) -> Vec<(String, String, String, String)> {
         self.shared.lock().eb.summary(app)
