@@ -277,8 +277,9 @@ struct TargetArgs {
 
 /// The entry point of a service's xtask: `fn main() -> ExitCode { pymdeploy::xtask(pipeline) }`.
 pub fn xtask(pipeline: Pipeline) -> ExitCode {
+    crate::targets::RUN_AS_XTASK.store(true, std::sync::atomic::Ordering::Relaxed);
     process_setup();
-    let cmd = with_steps(XtaskCli::command(), &pipeline);
+    let cmd = with_steps(XtaskCli::command(), &pipeline).bin_name("cargo xtask");
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
@@ -294,11 +295,27 @@ pub fn xtask(pipeline: Pipeline) -> ExitCode {
     finish(result)
 }
 
-/// The entry point of the `pymdeploy` binary.
+/// The variable a service's xtask (the `pymdeploy-xtask` crate) passes its pipeline in
+/// when it runs this binary.
+const XTASK_PIPELINE: &str = "PYMDEPLOY_XTASK_PIPELINE";
+
+/// The entry point of the `pymdeploy` binary: a service's own pipeline when its xtask runs
+/// it (`pymdeploy-xtask`), else `new`, `init` and the standard pipeline.
 pub fn pymdeploy() -> ExitCode {
+    if let Some(spec) = std::env::var_os(XTASK_PIPELINE) {
+        // SAFETY: no other thread runs yet. The steps' own commands (a service's tests that
+        // run pymdeploy, say) must not inherit the pipeline.
+        unsafe { std::env::remove_var(XTASK_PIPELINE) };
+        return match Pipeline::from_spec(&spec.to_string_lossy()) {
+            Ok(pipeline) => xtask(pipeline),
+            Err(e) => finish(Err(e.context(
+                "update the xtask's pymdeploy-xtask dependency and this binary to the same version",
+            ))),
+        };
+    }
     process_setup();
     let pipeline = Pipeline::standard();
-    let cmd = with_steps(PymCli::command(), &pipeline);
+    let cmd = with_steps(PymCli::command(), &pipeline).long_version(long_version());
     let matches = cmd.get_matches();
     let printer = Printer::from_env();
     let result = match step_subcommand(&matches, &pipeline) {
@@ -315,6 +332,28 @@ pub fn pymdeploy() -> ExitCode {
         },
     };
     finish(result)
+}
+
+/// `pymdeploy --version`: the version, and the targets' features compiled in, which a
+/// service's xtask (`pymdeploy-xtask`) reads to choose the binary it runs.
+fn long_version() -> String {
+    let features: Vec<&str> = [
+        ("aws-beanstalk", cfg!(feature = "aws-beanstalk")),
+        ("gcp-cloud-run", cfg!(feature = "gcp-cloud-run")),
+        ("gke", cfg!(feature = "gke")),
+        ("docker-tls", cfg!(feature = "docker-tls")),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
+    match features.is_empty() {
+        true => env!("CARGO_PKG_VERSION").to_string(),
+        false => format!(
+            "{} (features: {})",
+            env!("CARGO_PKG_VERSION"),
+            features.join(", ")
+        ),
+    }
 }
 
 /// The clap command for `pymdeploy` (for help snapshots and `debug_assert`).

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::ctx::Ctx;
 use crate::output::{Outcome, StepProgress, StepReport};
@@ -109,6 +109,50 @@ pub fn step<F: Fn(&Ctx, &StepProgress<'_>) -> Result<String>>(
     }
 }
 
+/// A team's step that runs a shell command (`sh -c`) in the service root, its output
+/// streamed, a non-zero exit failing the pipeline; the version being deployed is in
+/// `PYM_VERSION`. What `pymdeploy_xtask::command` declares.
+pub struct ShellStep {
+    pub name: String,
+    pub about: String,
+    pub run: String,
+    pub reach: Reach,
+    pub changes: bool,
+}
+
+impl Step for ShellStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn about(&self) -> &str {
+        &self.about
+    }
+    fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        Ok(vec![format!(
+            "run `sh -c {}` in {}",
+            shell_words::quote(&self.run),
+            ctx.root.display()
+        )])
+    }
+    fn run(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
+        let sh = xshell::Shell::new()?;
+        let version = ctx.version().map(|v| v.to_string()).unwrap_or_default();
+        let cmd = sh
+            .cmd("sh")
+            .args(["-c", &self.run])
+            .env("PYM_VERSION", version);
+        crate::ops::cmd::stream(cmd, &ctx.root, progress, false)
+            .with_context(|| format!("`{}` failed", self.run))?;
+        Ok(self.run.clone())
+    }
+    fn reach(&self) -> Reach {
+        self.reach
+    }
+    fn changes(&self) -> bool {
+        self.changes
+    }
+}
+
 #[derive(Default)]
 pub struct Pipeline {
     steps: Vec<Box<dyn Step>>,
@@ -135,8 +179,17 @@ impl Pipeline {
     }
 
     /// Appends a step.
-    pub fn step(mut self, step: impl Step + 'static) -> Pipeline {
-        self.steps.push(Box::new(step));
+    pub fn step(self, step: impl Step + 'static) -> Pipeline {
+        self.step_boxed(Box::new(step))
+    }
+
+    pub fn step_boxed(mut self, step: Box<dyn Step>) -> Pipeline {
+        self.steps.push(step);
+        self
+    }
+
+    pub fn command_boxed(mut self, step: Box<dyn Step>) -> Pipeline {
+        self.commands.push(step);
         self
     }
 

@@ -104,13 +104,17 @@ impl Source {
         ))
     }
 
-    /// The dependency line of the xtask's Cargo.toml.
+    /// The dependency line of the xtask's Cargo.toml: `pymdeploy-xtask`, the crate that
+    /// runs the pipeline with the `pymdeploy` binary of the same version.
     fn dependency(&self, target: TargetKind) -> String {
         let version = env!("CARGO_PKG_VERSION");
         let mut fields = vec![format!("version = \"={version}\"")];
         match self {
             Source::Registry => {}
-            Source::Path(p) => fields.push(format!("path = {:?}", p.display().to_string())),
+            Source::Path(p) => fields.push(format!(
+                "path = {:?}",
+                p.join(XTASK_CRATE_DIR).display().to_string()
+            )),
             Source::Git { url, rev } => {
                 fields = vec![format!("git = {url:?}")];
                 if let Some(rev) = rev {
@@ -144,6 +148,13 @@ impl Source {
         }
     }
 }
+
+/// The `pymdeploy-xtask` crate's directory in a pymdeploy checkout.
+const XTASK_CRATE_DIR: &str = "shim";
+
+/// The xtask's dependency that carries the pipeline: `pymdeploy-xtask` (the binary runs
+/// it), or `pymdeploy` itself in an xtask that links the pipeline in (its own Rust steps).
+const XTASK_DEPS: [&str; 2] = ["pymdeploy-xtask", "pymdeploy"];
 
 fn cargo_home() -> PathBuf {
     match std::env::var_os("CARGO_HOME") {
@@ -1151,7 +1162,7 @@ pub fn switch_target(dir: &Path, opts: &SwitchOptions, out: &Printer) -> Result<
         out.status(
             "Next",
             &format!(
-                "commit it (`git commit -m 'Deploy to {to}' -- {}`; `--commit` does), then `cargo xtask deploy` (the first run compiles the {to} feature)",
+                "commit it (`git commit -m 'Deploy to {to}' -- {}`; `--commit` does), then `cargo xtask deploy` (the first run installs pymdeploy with the {to} feature, once per machine)",
                 rel.join(" ")
             ),
         );
@@ -1240,9 +1251,11 @@ fn with_target_feature(manifest: &str, to: TargetKind) -> Result<String> {
     let deps = doc["dependencies"]
         .as_table_like_mut()
         .context("no [dependencies]")?;
-    let dep = deps
-        .get_mut("pymdeploy")
-        .context("no `pymdeploy` dependency")?;
+    let key = XTASK_DEPS
+        .into_iter()
+        .find(|k| deps.contains_key(k))
+        .context("no `pymdeploy-xtask` (or `pymdeploy`) dependency")?;
+    let dep = deps.get_mut(key).expect("found above");
     if let Some(version) = dep.as_str().map(str::to_string) {
         let mut t = toml_edit::InlineTable::new();
         t.insert("version", version.into());
@@ -1250,7 +1263,7 @@ fn with_target_feature(manifest: &str, to: TargetKind) -> Result<String> {
     }
     let table = dep
         .as_table_like_mut()
-        .context("`pymdeploy` is neither a version nor a table")?;
+        .with_context(|| format!("`{key}` is neither a version nor a table"))?;
     let targets: Vec<&str> = TargetKind::value_variants()
         .iter()
         .map(|t| t.as_str())
@@ -1426,7 +1439,7 @@ mod tests {
         assert_eq!(s, Source::Path(PathBuf::from(BUILT_FROM)));
         assert!(
             s.dependency(TargetKind::Docker)
-                .contains(&format!("path = {BUILT_FROM:?}"))
+                .contains(&format!("path = \"{BUILT_FROM}/{XTASK_CRATE_DIR}\""))
         );
     }
 

@@ -269,7 +269,7 @@ fn tls(ep: &Endpoint) -> Result<Docker> {
             "the engine {} wants TLS, and this build of pymdeploy has no TLS support",
             ep.describe()
         ),
-        "add `features = [\"docker-tls\"]` to the pymdeploy dependency in xtask/Cargo.toml, or reach the engine over ssh:// (DOCKER_HOST=ssh://user@host)",
+        "add `features = [\"docker-tls\"]` to the pymdeploy-xtask dependency in xtask/Cargo.toml, or reach the engine over ssh:// (DOCKER_HOST=ssh://user@host)",
     ))
 }
 

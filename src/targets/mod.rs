@@ -181,17 +181,17 @@ pub fn image_reference(ctx: &Ctx) -> Result<String> {
     docker::reference(ctx, ctx.docker()?)
 }
 
+/// Whether this process runs a service's own pipeline (`cli::xtask`: the binary run by
+/// `pymdeploy-xtask`, or an xtask that links the library).
+pub static RUN_AS_XTASK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A cloud target whose feature this build lacks (the docker target is always here).
 /// In a service's own pipeline (`cargo xtask`), the fix is its xtask's dependency; from
 /// the `pymdeploy` binary, that pipeline or a build with the feature.
 fn unsupported(kind: TargetKind) -> anyhow::Error {
-    let in_xtask = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s == "xtask"))
-        .unwrap_or(false);
-    let hint = match in_xtask {
+    let hint = match RUN_AS_XTASK.load(std::sync::atomic::Ordering::Relaxed) {
         true => format!(
-            "run `pymdeploy target {kind}`: it turns on the feature in xtask/Cargo.toml (`pymdeploy = {{ ..., features = [\"{kind}\"] }}`) and sets what the target needs"
+            "run `pymdeploy target {kind}`: it turns on the feature in xtask/Cargo.toml (`pymdeploy-xtask = {{ ..., features = [\"{kind}\"] }}`) and sets what the target needs"
         ),
         false => format!(
             "run the service's own pipeline, `cargo xtask <command>`, after `pymdeploy target {kind}` turned the feature on in its xtask; or install pymdeploy with `--features {kind}`"

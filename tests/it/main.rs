@@ -19,6 +19,8 @@
 //!   `tests/fake-kube` (pods are containers), read by the real kubectl
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
+//! - `xtask`: a service's xtask: the binary it finds or installs once, a team's own
+//!   steps, the older form that links the library
 //!
 //! A test that needs the Docker engine says `#[cfg_attr(pym_no_engine, ignore = ...)]`
 //! and calls `support::need_engine()`: where build.rs found no engine it is reported as
@@ -42,3 +44,4 @@ mod target_beanstalk;
 mod target_cloudrun;
 mod target_docker;
 mod target_gke;
+mod xtask;

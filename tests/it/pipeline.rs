@@ -24,12 +24,7 @@ fn a_new_service_passes_test_build_accept_local_through_its_own_xtask() {
         .assert_stderr_has("test version_names_the_environment_it_runs_in ... ok")
         .assert_stderr_has("test ping_answers_an_empty_object ... ok")
         .assert_stderr_has("2 acceptance tests passed");
-    let version = svc
-        .xtask(&["version"])
-        .assert_ok()
-        .stdout
-        .trim()
-        .to_string();
+    let version = svc.xtask_version();
     assert_eq!(svc.images(), [format!("{}:{version}", svc.name)]);
     assert!(
         svc.containers().is_empty(),

@@ -90,7 +90,7 @@ fn new_writes_a_committed_clean_service() {
     let xtask = std::fs::read_to_string(dir.join("xtask/Cargo.toml")).unwrap();
     assert!(
         xtask.contains(&format!(
-            "pymdeploy = {{ version = \"={}\", path = ",
+            "pymdeploy-xtask = {{ version = \"={}\", path = ",
             env!("CARGO_PKG_VERSION")
         )),
         "{xtask}"
@@ -113,7 +113,10 @@ fn a_binary_from_crates_io_pins_the_published_version_and_enables_the_target_fea
         .unwrap()
         .1;
     assert!(
-        xtask.contains(&format!("pymdeploy = \"={}\"", env!("CARGO_PKG_VERSION"))),
+        xtask.contains(&format!(
+            "pymdeploy-xtask = \"={}\"",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{xtask}"
     );
     let opts = Options {

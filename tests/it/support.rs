@@ -193,9 +193,17 @@ impl Run {
 /// shared target directory.
 pub fn run(mut cmd: Command) -> Run {
     cmd.env("NO_COLOR", "1")
-        .env("CARGO_TARGET_DIR", services_target_dir())
         .env("PYM_STATE_DIR", repo_root().join("target/it-state"))
         .env_remove("PYMDEPLOY_PATH");
+    // A service's xtask runs the binary under test, in the shared target directory,
+    // unless the test set (or removed) either.
+    let set = |cmd: &Command, var: &str| cmd.get_envs().any(|(k, _)| k == var);
+    if !set(&cmd, "PYMDEPLOY_BIN") {
+        cmd.env("PYMDEPLOY_BIN", pymdeploy_bin());
+    }
+    if !set(&cmd, "CARGO_TARGET_DIR") {
+        cmd.env("CARGO_TARGET_DIR", services_target_dir());
+    }
     Run::from(cmd.output().expect("the command starts"))
 }
 
@@ -324,6 +332,7 @@ impl TestService {
             .env("NO_COLOR", "1")
             .env("CARGO_TARGET_DIR", services_target_dir())
             .env("PYM_STATE_DIR", repo_root().join("target/it-state"))
+            .env("PYMDEPLOY_BIN", pymdeploy_bin())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         for (k, v) in env {
@@ -333,6 +342,15 @@ impl TestService {
         // sends SIGINT to the whole group, as Ctrl-C does.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.spawn().expect("pymdeploy starts")
+    }
+
+    /// The version HEAD builds as, asked of the service's own xtask.
+    pub fn xtask_version(&self) -> String {
+        self.xtask(&["version"])
+            .assert_ok()
+            .stdout
+            .trim()
+            .to_string()
     }
 
     /// `cargo xtask ARGS` in the service root: the generated pipeline itself.

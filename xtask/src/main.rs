@@ -286,6 +286,21 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
         cmd!(sh, "git -c user.name=pymdeploy-demo -c user.email=demo@localhost commit -qam 'Deploy to the demo registry'").quiet().run()?;
         Ok(format!("{}", path.display()))
     })?;
+    // The binary its xtask runs: the one `new` just ran (this checkout, the docker target's
+    // features), where the xtask looks first, so neither this deploy nor the user's next
+    // one installs it again.
+    stage(printer, reports, "binary", |_| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"));
+        let built = target.join("debug/pymdeploy");
+        let bin = pymdeploy_xtask::install_root(&[]).join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let part = bin.join(format!(".pymdeploy-{}", std::process::id()));
+        std::fs::copy(&built, &part).with_context(|| format!("cannot copy {}", built.display()))?;
+        std::fs::rename(&part, bin.join("pymdeploy"))?;
+        Ok(format!("{}", bin.join("pymdeploy").display()))
+    })?;
     // The demo's own pipeline, in the foreground: what a user of the service sees.
     printer.status(
         "Deploying",

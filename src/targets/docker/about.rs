@@ -31,7 +31,7 @@ pub const INTRODUCTION: Introduction = Introduction {
              # live_port: 8080\n\
              # staging_port: 8081\n",
     readme: include_str!("../../../template/common/README-docker.md"),
-    next: " && cargo xtask deploy (the first run compiles the pipeline, once per machine)",
+    next: " && cargo xtask deploy (the first run may install the pymdeploy binary, once per machine)",
     decide: &[
         "docker_repo: the registry to push to (the docker target can do without one)",
         "publish_ip, live_port, staging_port: where live and staging answer (127.0.0.1:8080 and :8081)",
