@@ -264,6 +264,77 @@ spec:
         2,
         "not spread over both pods: {answers:?}"
     );
+    // The Service's endpoints: both ready pods, each at its own address, on the named
+    // target port resolved to the container's.
+    let ips = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ],
+        None,
+    );
+    let mut ips: Vec<String> = ips
+        .assert_ok()
+        .stdout
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    ips.sort();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert_ne!(ips[0], ips[1], "two pods share an address: {ips:?}");
+    let endpoints = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip} {.subsets[*].ports[*].port} {.subsets[*].ports[*].name}",
+        ],
+        None,
+    );
+    let want = format!("{} {} 8080 http", ips[0], ips[1]);
+    let mut got: Vec<String> = endpoints
+        .assert_ok()
+        .stdout
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    got[..2].sort();
+    assert_eq!(got.join(" "), want, "the Endpoints of web");
+    kubectl(&["-n", ns, "describe", "service", "web"], None)
+        .assert_ok()
+        .assert_stdout_has(&format!("{}:8080", ips[0]))
+        .assert_stdout_has(&format!("{}:8080", ips[1]));
+    let slices = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ],
+        None,
+    );
+    let slices = slices.assert_ok().stdout.clone();
+    let rows: Vec<&str> = slices.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "one EndpointSlice for web:\n{slices}");
+    let cols: Vec<&str> = rows[0].split_whitespace().collect();
+    assert!(
+        cols[0].starts_with("web-") && cols[1] == "IPv4" && cols[2] == "8080",
+        "{slices}"
+    );
+    let mut listed: Vec<&str> = cols[3].split(',').collect();
+    listed.sort();
+    assert_eq!(listed, [ips[0].as_str(), ips[1].as_str()], "{slices}");
     let spec = kubectl(&["-n", ns, "get", "deployment", "web", "-o", "json"], None);
     assert!(
         spec.assert_ok().stdout.contains("secretKeyRef"),
@@ -313,11 +384,27 @@ spec:
     raw("services/web/proxy/ping")
         .assert_failed()
         .assert_stderr_has("no endpoints available for service \"web\"");
+    let pod_ip = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .to_string();
     raw(&format!("pods/{pod}:9/proxy/ping"))
         .assert_failed()
-        .assert_stderr_has(
-            "error trying to reach service: dial tcp 127.0.0.1:9: connect: connection refused",
-        );
+        .assert_stderr_has(&format!(
+            "error trying to reach service: dial tcp {pod_ip}:9: connect: connection refused"
+        ));
     raw("pods/web-missing/proxy/ping")
         .assert_failed()
         .assert_stderr_has("pods \"web-missing\" not found");
@@ -437,6 +524,41 @@ spec:
     raw("services/hook/proxy/ping")
         .assert_failed()
         .assert_stderr_has("no endpoints available for service \"hook\"");
+    // The terminating pod leaves the Endpoints and stays in the slice, terminating (the
+    // controller writes within its next pass).
+    let conditions = || {
+        kubectl(
+            &["-n", ns, "get", "endpointslices", "-l", "kubernetes.io/service-name=hook", "-o", "jsonpath={.items[0].endpoints[0].conditions.ready} {.items[0].endpoints[0].conditions.terminating} {.items[0].endpoints[0].targetRef.name}"],
+            None,
+        )
+        .assert_ok()
+        .stdout
+        .trim()
+        .to_string()
+    };
+    let want = format!("false true {hook_pod}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while conditions() != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(conditions(), want, "the terminating pod in its slice");
+    let subsets = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "endpoints",
+            "hook",
+            "-o",
+            "jsonpath={.subsets}",
+        ],
+        None,
+    );
+    assert_eq!(
+        subsets.assert_ok().stdout.trim(),
+        "",
+        "the terminating pod in the Endpoints"
+    );
     std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
     assert!(
         keep_alive_get(&mut conn).contains(&format!("pong from {hook_pod}")),

@@ -19,6 +19,8 @@
 //!   `tests/fake-kube` (pods are containers), read by the real kubectl
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
+//! - `kube_api`: the local apiserver as kubectl 1.32 expects an apiserver to behave (dry
+//!   runs, nodePorts)
 //! - `xtask`: a service's xtask: the binary it finds or installs once, a team's own
 //!   steps, the older form that links the library
 //!
@@ -33,6 +35,7 @@ mod context;
 mod fake_kube;
 #[cfg(feature = "aws-beanstalk")]
 mod fake_s3;
+mod kube_api;
 mod pipeline;
 mod push;
 mod remote;

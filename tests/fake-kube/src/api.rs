@@ -117,6 +117,26 @@ pub static RESOURCES: &[Res] = &[
         subs: &[],
     },
     Res {
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        group: "",
+        namespaced: true,
+        short: &["ep"],
+        categories: &[],
+        subs: &[],
+    },
+    Res {
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        group: "discovery.k8s.io",
+        namespaced: true,
+        short: &[],
+        categories: &[],
+        subs: &[],
+    },
+    Res {
         plural: "deployments",
         singular: "deployment",
         kind: "Deployment",
@@ -164,11 +184,7 @@ impl Res {
     }
 
     pub fn api_version(&self) -> &'static str {
-        if self.group.is_empty() {
-            "v1"
-        } else {
-            "apps/v1"
-        }
+        group_version(self.group)
     }
 
     /// `deployments.apps`, `pods`: how messages name the resource.
@@ -190,6 +206,20 @@ impl Res {
     }
 }
 
+/// The API groups served besides the core one, each at version v1.
+pub const GROUPS: &[&str] = &["apps", "discovery.k8s.io"];
+
+/// `v1`, `apps/v1`: a group's version as `apiVersion` says it.
+pub fn group_version(group: &str) -> &'static str {
+    match group {
+        "" => "v1",
+        "apps" => "apps/v1",
+        "discovery.k8s.io" => "discovery.k8s.io/v1",
+        "autoscaling" => "autoscaling/v1",
+        other => unreachable!("no API group {other} is served"),
+    }
+}
+
 /// A routed API call.
 pub struct Call {
     pub verb: &'static str,
@@ -197,6 +227,9 @@ pub struct Call {
     pub ns: Option<String>,
     pub name: Option<String>,
     pub sub: Option<String>,
+    /// `dryRun=All`: the write is validated and answered as it would be stored, and
+    /// nothing is stored.
+    pub dry_run: bool,
 }
 
 /// An error answer: a `Status`.
@@ -427,6 +460,20 @@ pub async fn handle(
         );
         return e.reply();
     }
+    if let Some(d) = q.get("dryRun").filter(|d| *d != "All") {
+        let options = match call.verb {
+            "create" => "CreateOptions",
+            "update" => "UpdateOptions",
+            "patch" => "PatchOptions",
+            _ => "DeleteOptions",
+        };
+        return KErr::new(
+            422,
+            "Invalid",
+            format!("{options}.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {d:?}: supported values: \"All\""),
+        )
+        .reply();
+    }
     if let Some((code, reason, message)) = crate::record_call(
         shared,
         &call,
@@ -486,7 +533,7 @@ pub async fn handle(
         }
         ("patch", _) => patch(shared, &mut call, parts, &body),
         ("delete", None) => delete(shared, &call, &q, &body),
-        ("deletecollection", None) => delete_collection(shared, &call, &q),
+        ("deletecollection", None) => delete_collection(shared, &call, &q, &body),
         _ => Err(KErr::new(
             405,
             "MethodNotAllowed",
@@ -518,12 +565,15 @@ fn default_reason(code: u16) -> &'static str {
 
 /// Routes `/api/v1/...` and `/apis/apps/v1/...`.
 pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
-    let (group, rest) = if let Some(r) = path.strip_prefix("/api/v1/") {
-        ("", r)
-    } else if let Some(r) = path.strip_prefix("/apis/apps/v1/") {
-        ("apps", r)
-    } else {
-        return None;
+    let (group, rest) = match path.strip_prefix("/api/v1/") {
+        Some(r) => ("", r),
+        None => GROUPS.iter().find_map(|g| {
+            let r = path
+                .strip_prefix("/apis/")?
+                .strip_prefix(g)?
+                .strip_prefix("/v1/")?;
+            Some((*g, r))
+        })?,
     };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let find = |plural: &str| {
@@ -579,6 +629,7 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         ns,
         name,
         sub,
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
     })
 }
 
@@ -596,29 +647,43 @@ fn discovery(shared: &Shared, path: &str, accept: &str) -> Option<Reply> {
             }),
         ),
         "/api" if aggregated => aggregated_reply(&[""]),
-        "/apis" if aggregated => aggregated_reply(&["apps"]),
+        "/apis" if aggregated => aggregated_reply(GROUPS),
         "/api" => json_reply(
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", shared.port)}]}),
         ),
-        "/apis" => json_reply(
-            200,
-            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [apps_group()]}),
-        ),
-        "/apis/apps" => {
-            let mut g = apps_group();
-            g["kind"] = Value::from("APIGroup");
-            g["apiVersion"] = Value::from("v1");
-            json_reply(200, &g)
+        "/apis" => {
+            let groups: Vec<Value> = GROUPS.iter().map(|g| api_group(g)).collect();
+            json_reply(
+                200,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
         }
         "/api/v1" => json_reply(200, &resource_list("")),
-        "/apis/apps/v1" => json_reply(200, &resource_list("apps")),
-        _ => return None,
+        _ => {
+            let rest = path.strip_prefix("/apis/")?;
+            let (group, version) = match rest.split_once('/') {
+                Some((g, v)) => (g, Some(v)),
+                None => (rest, None),
+            };
+            let group = GROUPS.iter().find(|g| **g == group)?;
+            match version {
+                None => {
+                    let mut g = api_group(group);
+                    g["kind"] = Value::from("APIGroup");
+                    g["apiVersion"] = Value::from("v1");
+                    json_reply(200, &g)
+                }
+                Some("v1") => json_reply(200, &resource_list(group)),
+                Some(_) => return None,
+            }
+        }
     })
 }
 
-fn apps_group() -> Value {
-    json!({"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}})
+fn api_group(group: &str) -> Value {
+    let gv = json!({"groupVersion": group_version(group), "version": "v1"});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
 fn resource_list(group: &str) -> Value {
@@ -641,7 +706,7 @@ fn resource_list(group: &str) -> Value {
             out.push(s);
         }
     }
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": if group.is_empty() { "v1" } else { "apps/v1" }, "resources": out})
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version(group), "resources": out})
 }
 
 /// The aggregated discovery document (`apidiscovery.k8s.io/v2`) of the core group or of
@@ -1150,6 +1215,11 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = Value::from(name.clone());
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
         }
+        "services" if call.dry_run => {
+            obj["status"] = json!({"loadBalancer": {}});
+            engine::preview_service_ports(&mut st, &mut obj, None)
+                .map_err(|errs| KErr::invalid(res, &name, &errs))?;
+        }
         "services" => {
             obj["status"] = json!({"loadBalancer": {}});
             engine::allocate_service_ports(shared, &mut st, &mut obj, None)
@@ -1157,6 +1227,9 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
             engine::load_balancer(shared, &mut st, &mut obj);
         }
         _ => {}
+    }
+    if call.dry_run {
+        return Ok((201, public(res, &obj)));
     }
     let stored = st.put(res.plural, obj);
     Ok((201, public(res, &stored)))
@@ -1244,14 +1317,18 @@ fn update(
         obj["metadata"]["generation"] =
             Value::from(cur["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
     }
-    if res.plural == "services" {
+    if res.plural == "services" && call.dry_run {
+        obj["status"]["loadBalancer"] = cur["status"]["loadBalancer"].clone();
+        engine::preview_service_ports(&mut st, &mut obj, Some(&cur))
+            .map_err(|errs| KErr::invalid(res, &name, &errs))?;
+    } else if res.plural == "services" {
         engine::allocate_service_ports(shared, &mut st, &mut obj, Some(&cur))
             .map_err(|errs| KErr::invalid(res, &name, &errs))?;
         engine::load_balancer(shared, &mut st, &mut obj);
     }
     obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-    if obj == cur {
-        return Ok((200, public(res, &cur)));
+    if obj == cur || call.dry_run {
+        return Ok((200, public(res, &obj)));
     }
     let stored = st.put(res.plural, obj);
     if res.plural == "services" {
@@ -1388,6 +1465,7 @@ fn scale_write(
         ns: call.ns.clone(),
         name: call.name.clone(),
         sub: None,
+        dry_run: call.dry_run,
     };
     let (_, stored) = update(shared, &mut c, obj, true)?;
     Ok((200, scale_of(call.res, &stored)))
@@ -1424,7 +1502,13 @@ fn delete(shared: &Shared, call: &Call, q: &Query, body: &[u8]) -> Result<(u16, 
     {
         return Err(KErr::conflict(call.res, &name));
     }
-    match delete_object(&mut st, call.res.plural, ns_of(call), &name, grace, &policy) {
+    // kubectl sends a delete's options in its body (`DeleteOptions.dryRun`).
+    let dry_run = call.dry_run || dry_run_in(&opts);
+    let deleted = match dry_run {
+        true => graceful_deletion(&cur, call.res.plural, grace),
+        false => delete_object(&mut st, call.res.plural, ns_of(call), &name, grace, &policy),
+    };
+    match deleted {
         Some(pending) => Ok((200, public(call.res, &pending))),
         None => {
             let mut details =
@@ -1440,9 +1524,23 @@ fn delete(shared: &Shared, call: &Call, q: &Query, body: &[u8]) -> Result<(u16, 
     }
 }
 
-fn delete_collection(shared: &Shared, call: &Call, q: &Query) -> Result<(u16, Value), KErr> {
+/// Whether `DeleteOptions` ask for a dry run: `dryRun: ["All"]`.
+fn dry_run_in(opts: &Value) -> bool {
+    opts["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"))
+}
+
+fn delete_collection(
+    shared: &Shared,
+    call: &Call,
+    q: &Query,
+    body: &[u8],
+) -> Result<(u16, Value), KErr> {
+    let dry_run =
+        call.dry_run || dry_run_in(&serde_json::from_slice::<Value>(body).unwrap_or(Value::Null));
     let (labels, fields) = selectors(q)?;
-    let (grace, policy) = delete_options(q, b"");
+    let (grace, policy) = delete_options(q, body);
     let mut st = shared.lock();
     let names: Vec<(String, String)> = st
         .list(
@@ -1470,7 +1568,9 @@ fn delete_collection(shared: &Shared, call: &Call, q: &Query) -> Result<(u16, Va
         if let Some(o) = st.get(call.res.plural, &ns, &n).cloned() {
             items.push(o);
         }
-        delete_object(&mut st, call.res.plural, &ns, &n, grace, &policy);
+        if !dry_run {
+            delete_object(&mut st, call.res.plural, &ns, &n, grace, &policy);
+        }
     }
     Ok((
         200,
@@ -1490,41 +1590,13 @@ pub fn delete_object(
 ) -> Option<Value> {
     let cur = st.get(resource, ns, name)?.clone();
     let uid = cur["metadata"]["uid"].as_str().unwrap_or("").to_string();
-    match resource {
-        "pods" => {
-            let default_grace = cur["spec"]["terminationGracePeriodSeconds"]
-                .as_i64()
-                .unwrap_or(30);
-            let grace = grace.unwrap_or(default_grace).max(0);
-            let scheduled = cur["spec"]["nodeName"]
-                .as_str()
-                .is_some_and(|n| !n.is_empty());
-            if grace == 0 || !scheduled {
-                st.remove(resource, ns, name);
-                return None;
-            }
-            if let Some(prev) = cur["metadata"]["deletionGracePeriodSeconds"].as_i64()
-                && prev <= grace
-            {
-                return Some(cur);
-            }
-            return st.update(resource, ns, name, |p| {
-                p["metadata"]["deletionTimestamp"] =
-                    Value::from(json::rfc3339(json::now_ms() + grace * 1000));
-                p["metadata"]["deletionGracePeriodSeconds"] = Value::from(grace);
-            });
-        }
-        "namespaces" => {
-            return st.update(resource, ns, name, |n| {
-                if n["metadata"]["deletionTimestamp"].is_null() {
-                    n["metadata"]["deletionTimestamp"] = Value::from(json::now());
-                }
-                n["status"]["phase"] = Value::from("Terminating");
-            });
-        }
-        _ => {}
+    if let Some(pending) = graceful_deletion(&cur, resource, grace) {
+        return st.update(resource, ns, name, |o| *o = pending);
     }
     st.remove(resource, ns, name);
+    if resource == "pods" {
+        return None;
+    }
     let children = match resource {
         "deployments" => Some("replicasets"),
         "replicasets" => Some("pods"),
@@ -1558,6 +1630,43 @@ pub fn delete_object(
         }
     }
     None
+}
+
+/// What a deletion that waits makes of the object: a scheduled pod terminating for its
+/// grace period, a namespace being emptied. `None`: the object goes at once.
+fn graceful_deletion(cur: &Value, resource: &str, grace: Option<i64>) -> Option<Value> {
+    let mut next = cur.clone();
+    match resource {
+        "pods" => {
+            let default_grace = cur["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
+            let grace = grace.unwrap_or(default_grace).max(0);
+            let scheduled = cur["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+            if grace == 0 || !scheduled {
+                return None;
+            }
+            if cur["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .is_none_or(|prev| prev > grace)
+            {
+                next["metadata"]["deletionTimestamp"] =
+                    Value::from(json::rfc3339(json::now_ms() + grace * 1000));
+                next["metadata"]["deletionGracePeriodSeconds"] = Value::from(grace);
+            }
+            Some(next)
+        }
+        "namespaces" => {
+            if next["metadata"]["deletionTimestamp"].is_null() {
+                next["metadata"]["deletionTimestamp"] = Value::from(json::now());
+            }
+            next["status"]["phase"] = Value::from("Terminating");
+            Some(next)
+        }
+        _ => None,
+    }
 }
 
 fn normalize_secret(obj: &mut Value) -> Result<(), KErr> {

@@ -37,6 +37,7 @@ fn sync(shared: &Arc<Shared>) {
     for (ns, name) in keys(&st, "deployments") {
         deployment_status(shared, &mut st, &ns, &name);
     }
+    crate::endpoints::sync(shared, &mut st);
     start_kubelets(shared, &mut st);
 }
 

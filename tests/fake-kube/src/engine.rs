@@ -177,10 +177,35 @@ pub fn remove_all(instance: &str) {
 // ---------------------------------------------------------------------------------------
 // Service forwarders
 
+/// The range nodePorts come from: kube-apiserver's default `--service-node-port-range`.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 /// Gives every port of a Service a loopback forwarder, reported as its `nodePort`: the one
-/// the client asked for, else the one the same port had before, else a free one.
+/// the client asked for, else the one the same port had before, else a free one of
+/// [`NODE_PORTS`].
 pub fn allocate_service_ports(
     shared: &Shared,
+    st: &mut State,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), Vec<FieldErr>> {
+    node_ports(Some(shared), st, svc, old)
+}
+
+/// The nodePorts a dry run answers with: those `allocate_service_ports` would give, with
+/// nothing opened or kept.
+pub fn preview_service_ports(
+    st: &mut State,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), Vec<FieldErr>> {
+    node_ports(None, st, svc, old)
+}
+
+/// Chooses each port's nodePort and, given `shared`, opens its forwarder; without it,
+/// only checks that the port could be opened.
+fn node_ports(
+    shared: Option<&Shared>,
     st: &mut State,
     svc: &mut Value,
     old: Option<&Value>,
@@ -192,7 +217,7 @@ pub fn allocate_service_ports(
         svc["metadata"]["namespace"].clone(),
         svc["metadata"]["name"].clone(),
     );
-    let taken_by_others: HashSet<i64> = st
+    let mut taken: HashSet<i64> = st
         .list("services", None)
         .into_iter()
         .filter(|s| {
@@ -207,6 +232,12 @@ pub fn allocate_service_ports(
     let old_ports = old
         .and_then(|o| o["spec"]["ports"].as_array().cloned())
         .unwrap_or_default();
+    let open = |st: &mut State, port: u16| match shared {
+        Some(shared) => listen(shared, st, port),
+        None => std::net::TcpListener::bind(("127.0.0.1", port))
+            .ok()
+            .map(|_| port),
+    };
     let mut errs = Vec::new();
     let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
     for i in 0..count {
@@ -224,7 +255,19 @@ pub fn allocate_service_ports(
         });
         let field = format!("spec.ports[{i}].nodePort");
         let port = match wanted {
-            Some(n) if taken_by_others.contains(&n) => {
+            Some(n) if !NODE_PORTS.contains(&(n as u16)) || n > i64::from(u16::MAX) => {
+                errs.push(FieldErr::invalid(
+                    field,
+                    n.to_string(),
+                    format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    ),
+                ));
+                continue;
+            }
+            Some(n) if taken.contains(&n) => {
                 errs.push(FieldErr::invalid(
                     field,
                     n.to_string(),
@@ -233,7 +276,7 @@ pub fn allocate_service_ports(
                 continue;
             }
             Some(n) if st.proxies.contains_key(&(n as u16)) => n as u16,
-            Some(n) => match u16::try_from(n).ok().and_then(|n| listen(shared, st, n)) {
+            Some(n) => match open(st, n as u16) {
                 Some(p) => p,
                 None => {
                     errs.push(FieldErr::invalid(
@@ -244,24 +287,36 @@ pub fn allocate_service_ports(
                     continue;
                 }
             },
-            None => match listen(shared, st, 0) {
-                Some(p) => p,
-                None => {
-                    errs.push(FieldErr::invalid(
-                        field,
-                        "0",
-                        "failed to allocate a loopback port",
-                    ));
-                    continue;
+            None => {
+                // From a random place in the range, the first port free here.
+                let span = u32::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+                let from = pym_fake_common::Ids::default().random() as u32 % span;
+                let free = (0..span)
+                    .map(|k| NODE_PORTS.start() + ((from + k) % span) as u16)
+                    .find_map(|n| {
+                        let held = taken.contains(&i64::from(n)) || st.proxies.contains_key(&n);
+                        if held { None } else { open(st, n) }
+                    });
+                match free {
+                    Some(p) => p,
+                    None => {
+                        errs.push(FieldErr::invalid(
+                            field,
+                            "0",
+                            "range of valid ports is full: no free port on 127.0.0.1",
+                        ));
+                        continue;
+                    }
                 }
-            },
+            }
         };
+        taken.insert(i64::from(port));
         svc["spec"]["ports"][i]["nodePort"] = Value::from(port);
     }
     if errs.is_empty() {
         Ok(())
     } else {
-        if old.is_none() {
+        if old.is_none() && shared.is_some() {
             release_unused_ports(st);
         }
         Err(errs)

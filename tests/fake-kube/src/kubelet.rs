@@ -848,11 +848,22 @@ async fn create(pod: &Pod, env: &[(String, String)]) -> Result<String, String> {
 async fn record_runtime(pod: &Pod) {
     let ports = engine::ports(&pod.cname).await;
     let ip = engine::ip(&pod.cname).await.filter(|i| !i.is_empty());
+    let mut st = pod.shared.lock();
+    // The pod's address is its container's on the engine's network, where each of its
+    // ports answers (127.0.0.1 until the container runs).
+    if let Some(ip) = &ip {
+        st.update("pods", &pod.ns, &pod.name, |p| {
+            if p["metadata"]["uid"] == pod.uid.as_str() {
+                p["status"]["podIP"] = Value::from(ip.as_str());
+                p["status"]["podIPs"] = json!([{"ip": ip}]);
+            }
+        });
+    }
     let rt = PodRuntime {
         host_ports: ports.into_iter().collect::<HashMap<u16, u16>>(),
         ip,
     };
-    pod.shared.lock().runtime.insert(pod.uid.clone(), rt);
+    st.runtime.insert(pod.uid.clone(), rt);
 }
 
 /// One probe's schedule and counters.

@@ -2,13 +2,15 @@
 //! or a client library (the `kube` crate, client-go) against "a cluster".
 //!
 //! Faithful: the REST paths of core/v1 (namespaces, pods with `log`, services, secrets,
-//! configmaps, events; `GET` on the `proxy` subresources of pods and services) and apps/v1
-//! (deployments with `scale` and `status`, replicasets); discovery
-//! (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, and the aggregated v2
-//! discovery kubectl asks for first); get, list, watch (from a `resourceVersion`, with
-//! bookmarks, `410 Gone` when too old), create (`generateName`), update (`409 Conflict` on
-//! a stale `resourceVersion`), patch (merge, strategic merge, JSON patch), delete with
-//! cascading; label and field selectors; server-side printing (`as=Table`) for the
+//! configmaps, events, endpoints; `GET` on the `proxy` subresources of pods and services),
+//! apps/v1 (deployments with `scale` and `status`, replicasets) and discovery.k8s.io/v1
+//! (endpointslices); discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>` and
+//! `/apis/<group>/v1`, and the aggregated v2 discovery kubectl asks for first); get, list,
+//! watch (from a `resourceVersion`, with bookmarks, `410 Gone` when too old), create
+//! (`generateName`), update (`409 Conflict` on a stale `resourceVersion`), patch (merge,
+//! strategic merge, JSON patch), delete with cascading; `dryRun=All` on every write
+//! (validated and answered as it would be stored, nothing stored: `kubectl diff`,
+//! `--dry-run=server`); label and field selectors; server-side printing (`as=Table`) for the
 //! `kubectl get` columns; `Status` errors with the apiserver's own messages; the
 //! validation kubectl users hit (names, selector against template labels, container name
 //! and image); defaulting of the fields `kubectl set image` and `kubectl describe` read.
@@ -17,7 +19,7 @@
 //! rolling updates with `maxSurge`/`maxUnavailable`, Recreate, `minReadySeconds`,
 //! `progressDeadlineSeconds` scaled by `Options::progress_deadline_scale`, the status and
 //! conditions kube-controller-manager writes, ScalingReplicaSet events); the ReplicaSet
-//! controller; a kubelet per pod that runs the pod's first container as a container on the
+//! controller; the endpoints and endpointslice controllers (`endpoints.rs`); a kubelet per pod that runs the pod's first container as a container on the
 //! local Docker engine (driven through the `docker` CLI, pulled with the credentials of
 //! `Options::docker_config`, env from values and Secrets, every `containerPort` published
 //! on a loopback port), its readiness and liveness probes (`httpGet`, `tcpSocket`),
@@ -25,8 +27,8 @@
 //! hook, `sleep`, `exec` or `httpGet`, for at most the grace period, then `docker stop -t
 //! <what is left, 2 s at least>`).
 //!
-//! Services: each `spec.ports[]` entry gets a loopback port, reported as its `nodePort`
-//! (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1`, so
+//! Services: each `spec.ports[]` entry gets a loopback port of 30000-32767, reported as
+//! its `nodePort` (for every service type; `port` stays as given). `spec.clusterIP` is `127.0.0.1`, so
 //! `http://127.0.0.1:<nodePort>` reaches the service; a LoadBalancer also gets an address
 //! of its own, as a cloud load balancer does: a loopback IP (127.0.0.2 and up) in
 //! `status.loadBalancer.ingress` where each `port` answers (as root for ports below 1024).
@@ -45,13 +47,13 @@
 //! never sends credentials over plain HTTP; `POST /__fake/auth {"required": true}` makes
 //! those 401 for clients that do send a token (the `kube` crate does).
 //!
-//! Protobuf: kubectl's typed clients (`kubectl create namespace`, `kubectl create secret`)
-//! send protobuf; Namespaces and Secrets are decoded, other kinds answer 415 (send JSON).
-//! Answers are always JSON.
+//! Protobuf: kubectl's typed clients (`kubectl create deployment`, `kubectl create
+//! secret`, `kubectl expose`) send protobuf; every kind served is decoded (`proto.rs`,
+//! with the field tables of `proto_schema.rs`). Answers are always JSON.
 //!
 //! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI (`/openapi/v2` and `/openapi/v3` answer 404,
 //! so kubectl needs `--validate=false`), server-side apply, `managedFields`, other
-//! resources (nodes, endpoints…), sidecar containers (only the first
+//! resources (nodes…), sidecar containers (only the first
 //! container of a pod runs), init containers, volumes, resource limits, `paused`,
 //! postStart hooks, `limit`/`continue` paging (every list is one page).
 //!
@@ -64,11 +66,13 @@
 
 mod api;
 mod controller;
+mod endpoints;
 mod engine;
 mod json;
 mod kubelet;
 mod portforward;
 mod proto;
+mod proto_schema;
 mod proxy;
 mod store;
 mod table;

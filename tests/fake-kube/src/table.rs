@@ -179,6 +179,23 @@ fn columns(res: &Res) -> Vec<Value> {
             col("Status", "string", 0, "The status of the namespace"),
             age,
         ],
+        "endpoints" => vec![
+            name,
+            col("Endpoints", "string", 0, "Endpoints of the resource"),
+            age,
+        ],
+        "endpointslices" => vec![
+            name,
+            col("AddressType", "string", 0, "The IP protocol for this slice"),
+            col("Ports", "string", 0, "List of ports exposed by this slice"),
+            col(
+                "Endpoints",
+                "string",
+                0,
+                "List of endpoints exposed by this slice",
+            ),
+            age,
+        ],
         "configmaps" => vec![
             name,
             col(
@@ -508,7 +525,63 @@ fn cells(st: &State, res: &Res, o: &Value) -> Vec<Value> {
                 name,
             ]
         }
+        "endpoints" => {
+            let all: Vec<String> = o["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| {
+                    let ports: Vec<i64> = s["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| int(&p["port"]))
+                        .collect();
+                    s["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(move |a| {
+                            let ip = a["ip"].as_str().unwrap_or("").to_string();
+                            ports.clone().into_iter().map(move |p| format!("{ip}:{p}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            vec![name, Value::from(first_three(all, "<none>")), age]
+        }
+        "endpointslices" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| int(&p["port"]).to_string())
+                .collect();
+            let addresses: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect();
+            vec![
+                name,
+                Value::from(o["addressType"].as_str().unwrap_or("")),
+                Value::from(first_three(ports, "<unset>")),
+                Value::from(first_three(addresses, "<unset>")),
+                age,
+            ]
+        }
         _ => vec![name, age],
+    }
+}
+
+/// The apiserver printer's list of at most three, then ` + N more...`.
+fn first_three(all: Vec<String>, none: &str) -> String {
+    match all.len() {
+        0 => none.to_string(),
+        n if n <= 3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
     }
 }
 
