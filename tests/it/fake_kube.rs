@@ -29,6 +29,8 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         code = 500 if fail and self.path == "/ping" else 200
         body = f"pong from {socket.gethostname()} version={os.environ.get('VERSION', '?')} secret-set={bool(os.environ.get('SECRET'))}\n".encode()
+        if self.path == "/big":
+            body = b"x" * 200000
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -335,6 +337,66 @@ spec:
     let mut listed: Vec<&str> = cols[3].split(',').collect();
     listed.sort();
     assert_eq!(listed, [ips[0].as_str(), ips[1].as_str()], "{slices}");
+    // kubectl port-forward, to a pod and to a Service (its named target port), over the
+    // SPDY tunnel kubectl asks for first and over plain SPDY, each carrying HTTP: small
+    // answers, one of 200 kB (more than SPDY's initial window, which kubectl never
+    // opens), two connections at once.
+    let web_pod = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    )
+    .assert_ok()
+    .stdout
+    .trim()
+    .to_string();
+    for websockets in [true, false] {
+        for (target, remote) in [
+            (format!("pod/{web_pod}"), "8080"),
+            ("svc/web".to_string(), "80"),
+        ] {
+            let pf = PortForward::start(&kubeconfig, ns, &target, remote, websockets);
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| http_get(pf.port, "/ping"));
+                let b = s.spawn(|| http_get(pf.port, "/big"));
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            let what = format!("{target} (websockets {websockets})");
+            let (status, body) =
+                a.unwrap_or_else(|| panic!("no answer through {what}: {}", pf.stderr()));
+            assert_eq!(status, 200, "{what}");
+            assert!(body.contains("pong from web-"), "{what}: {body}");
+            if target.starts_with("pod/") {
+                assert!(
+                    body.contains(&format!("pong from {web_pod}")),
+                    "{what}: {body}"
+                );
+            }
+            let (status, big) =
+                b.unwrap_or_else(|| panic!("no big answer through {what}: {}", pf.stderr()));
+            assert_eq!((status, big.len()), (200, 200_000), "{what}");
+            let (_, again) = http_get(pf.port, "/ping").expect("a third connection");
+            assert!(again.contains("pong from web-"), "{what}: {again}");
+        }
+    }
+    // A port nothing answers on: kubectl says the kubelet's error and gives up.
+    let pf = PortForward::start(&kubeconfig, ns, &format!("pod/{web_pod}"), "9", true);
+    let _ = http_get(pf.port, "/ping");
+    let stderr = pf.wait_exit(Duration::from_secs(10));
+    assert!(
+        stderr.contains("error forwarding port 9 to pod")
+            && stderr.contains("lost connection to pod"),
+        "{stderr}"
+    );
+
     let spec = kubectl(&["-n", ns, "get", "deployment", "web", "-o", "json"], None);
     assert!(
         spec.assert_ok().stdout.contains("secretKeyRef"),
@@ -683,6 +745,97 @@ spec:
         "",
         "containers remain after the namespace was deleted"
     );
+}
+
+/// `kubectl port-forward TARGET :REMOTE` while it runs: the local port it listens on.
+/// Stopped on drop.
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::path::PathBuf,
+}
+
+impl PortForward {
+    fn start(
+        kubeconfig: &std::path::Path,
+        ns: &str,
+        target: &str,
+        remote: &str,
+        websockets: bool,
+    ) -> PortForward {
+        let stderr = kubeconfig.with_file_name(format!(
+            "port-forward-{}-{remote}-{websockets}.log",
+            target.replace('/', "-")
+        ));
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+            .args([
+                "-n",
+                ns,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                target,
+                &format!(":{remote}"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("kubectl runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "kubectl port-forward {target} did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            });
+        // Its stdout is drained so that its "Handling connection" lines never block it.
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+        PortForward {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for kubectl to exit on its own (failing the test if it does not, or exits 0):
+    /// what it said.
+    fn wait_exit(mut self, within: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    !status.success(),
+                    "kubectl port-forward exited 0: {}",
+                    self.stderr()
+                );
+                return self.stderr();
+            }
+            assert!(
+                t0.elapsed() < within,
+                "kubectl port-forward still runs: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One GET on an open HTTP/1.1 connection, which stays open: the answer's body.

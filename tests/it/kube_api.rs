@@ -262,3 +262,64 @@ fn node_ports_come_from_the_default_range() {
             "spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated"
         ));
 }
+
+#[test]
+#[cfg_attr(pym_no_kubectl, ignore = "needs kubectl: run .ci/setup (CI runs it)")]
+fn bearer_tokens_are_checked_over_https() {
+    need_kubectl();
+    let token = "pym-it-kube-token-Zq83";
+    let fake = FakeKube::start(Options {
+        tokens: Some(vec![token.to_string()]),
+        ..Default::default()
+    })
+    .expect("the local apiserver starts");
+    assert!(fake.url.starts_with("https://127.0.0.1:"), "{}", fake.url);
+    let dir = temp_dir("kube-tokens");
+    let kubeconfig = fake.kubeconfig(&dir, "pym-it");
+    let kubectl = |args: &[&str]| {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &kubeconfig).args(args);
+        run(cmd)
+    };
+    // The kubeconfig it writes trusts its CA and carries a token it takes.
+    kubectl(&["get", "namespace", "default", "-o", "name"])
+        .assert_ok()
+        .assert_stdout_has("namespace/default");
+    kubectl(&[
+        "--token",
+        token,
+        "get",
+        "namespace",
+        "default",
+        "-o",
+        "name",
+    ])
+    .assert_ok();
+    kubectl(&["--token", "not-the-token", "get", "namespaces"])
+        .assert_failed()
+        .assert_stderr_has("error: You must be logged in to the server (Unauthorized)");
+    // No client without its CA gets an answer; with it, no token is 401.
+    let curl = |args: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args);
+        run(cmd)
+    };
+    curl(&[&format!("{}/api/v1/namespaces", fake.url)])
+        .assert_failed()
+        .assert_stderr_has("SSL certificate problem");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem.as_deref().expect("its CA")).unwrap();
+    let ca = ca.display().to_string();
+    let no_token = curl(&["--cacert", &ca, &format!("{}/api/v1/namespaces", fake.url)]);
+    assert_eq!(no_token.assert_ok().stdout, "401");
+    let auth = format!("Authorization: Bearer {token}");
+    let with = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        &auth,
+        &format!("{}/api/v1/namespaces", fake.url),
+    ]);
+    assert_eq!(with.assert_ok().stdout, "200");
+}

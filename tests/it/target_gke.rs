@@ -66,6 +66,7 @@ impl Setup {
         let fake = FakeKube::start(Options {
             docker_config: Some(dir.clone()),
             step_delay: Duration::from_millis(100),
+            tokens: Some(vec![PLUGIN_TOKEN.to_string()]),
             ..Default::default()
         })
         .expect("the local apiserver starts");
@@ -78,7 +79,7 @@ impl Setup {
             .status()
             .unwrap();
         let kubeconfig = dir.join("exec.kubeconfig");
-        write_kubeconfig(&kubeconfig, &plugin, &[("pym-it", &fake.url)]);
+        write_kubeconfig(&kubeconfig, &plugin, &[("pym-it", &fake)]);
         let svc = make(&reg);
         let env = [
             ("KUBECONFIG", kubeconfig.display().to_string()),
@@ -239,8 +240,16 @@ impl Setup {
         )
     }
 
+    /// curl's arguments to trust the local apiserver's CA.
+    fn curl_tls(&self) -> [String; 2] {
+        let ca = self.plain.with_file_name("ca.pem");
+        std::fs::write(&ca, self.fake.ca_pem.as_deref().unwrap_or("")).unwrap();
+        ["--cacert".to_string(), ca.display().to_string()]
+    }
+
     fn hook(&self, method: &str, what: &str, body: &Value) -> String {
         let out = Command::new("curl")
+            .args(self.curl_tls())
             .args([
                 "-fsS",
                 "-X",
@@ -262,6 +271,7 @@ impl Setup {
     /// The API calls so far: (verb, resource).
     fn calls(&self) -> Vec<(String, String)> {
         let out = Command::new("curl")
+            .args(self.curl_tls())
             .args(["-fsS", &format!("{}/__fake/calls", self.fake.url)])
             .output()
             .expect("curl runs");
@@ -282,10 +292,24 @@ impl Setup {
 
 /// A kubeconfig with one context per `(name, server)`, the first current, whose user is
 /// the exec credential plugin `plugin`.
-fn write_kubeconfig(path: &std::path::Path, plugin: &std::path::Path, contexts: &[(&str, &str)]) {
+/// A kubeconfig whose contexts reach these local apiservers (trusting their CAs) with the
+/// exec plugin's token.
+fn write_kubeconfig(
+    path: &std::path::Path,
+    plugin: &std::path::Path,
+    contexts: &[(&str, &FakeKube)],
+) {
+    use base64::Engine;
     let clusters: String = contexts
         .iter()
-        .map(|(n, url)| format!("- name: {n}\n  cluster:\n    server: {url}\n"))
+        .map(|(n, fake)| {
+            let ca = base64::engine::general_purpose::STANDARD
+                .encode(fake.ca_pem.as_deref().expect("an HTTPS apiserver"));
+            format!(
+                "- name: {n}\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n",
+                fake.url
+            )
+        })
         .collect();
     let named: String = contexts
         .iter()
@@ -375,11 +399,9 @@ fn gke_deploys_blue_green_by_service_selector_rolls_back_and_cleans_up() {
         )
         .commit("a secret and sizes");
 
-    // The first deploy, every call authenticated by the exec plugin's token (anonymous
-    // ones are refused meanwhile).
-    t.hook("POST", "auth", &json!({"required": true}));
+    // The first deploy, every call authenticated by the exec plugin's token over HTTPS
+    // (the local apiserver takes no other).
     let r = t.xtask(&["deploy"]);
-    t.hook("POST", "auth", &json!({"required": false}));
     r.assert_ok();
     for step in [
         "test",
@@ -748,6 +770,7 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
     let staging_cluster = FakeKube::start(Options {
         docker_config: Some(dir.clone()),
         step_delay: Duration::from_millis(100),
+        tokens: Some(vec![PLUGIN_TOKEN.to_string()]),
         ..Default::default()
     })
     .expect("a second local apiserver");
@@ -755,8 +778,8 @@ fn gke_stages_on_one_cluster_and_promotes_on_another() {
         &t.kubeconfig,
         &t.plugin,
         &[
-            ("live-cluster", &t.fake.url),
-            ("staging-cluster", &staging_cluster.url),
+            ("live-cluster", &t.fake),
+            ("staging-cluster", &staging_cluster),
         ],
     );
     t.svc

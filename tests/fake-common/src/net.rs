@@ -39,27 +39,38 @@ where
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let handle = handle.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    Ok::<_, Infallible>(handle(parts, body).await)
-                }
-            });
-            // With upgrades: a handler may take the connection over (a websocket).
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, handle.clone()));
     }
+}
+
+/// Answers HTTP/1.1 on one connection (a TCP stream, or a TLS stream over one): each
+/// request, its body read whole, with `handle`.
+pub async fn serve_connection<I, F, R, B>(io: I, handle: F)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Parts, Bytes) -> R + Clone + Send + 'static,
+    R: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let handle = handle.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, Infallible>(handle(parts, body).await)
+        }
+    });
+    // With upgrades: a handler may take the connection over (a websocket).
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
 }
 
 /// A request's head as a front door reads it: the bytes up to its blank line (and any that

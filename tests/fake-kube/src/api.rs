@@ -612,6 +612,8 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         (&Method::GET, None) if watch => "watch",
         (&Method::GET, None) => "list",
         (&Method::POST, None) => "create",
+        // A subresource's own create: `pods/{name}/portforward` (SPDY upgrades are POSTs).
+        (&Method::POST, Some(_)) if sub.is_some() => "create",
         (&Method::PUT, Some(_)) => "update",
         (&Method::PATCH, Some(_)) => "patch",
         (&Method::DELETE, Some(_)) => "delete",

@@ -38,14 +38,17 @@
 //! `…/pods/<name>[:<port>]/proxy/<path>` and `…/services/<name>[:<port>]/proxy/<path>` reach
 //! a pod's container (a Service's through one of its ready pods) as the apiserver's proxy
 //! does, with its `ServiceUnavailable` answers when nothing is there.
-//! `…/pods/<name>/portforward?ports=N` streams a connection to the pod's port over a
-//! websocket (`v4.channel.k8s.io`, as the `kube` crate and client-go's websocket
-//! port-forward speak it; SPDY is not served).
+//! `…/pods/<name>/portforward` streams connections to the pod's ports over SPDY/3.1
+//! tunnelled in a websocket (kubectl 1.32's first choice), plain SPDY/3.1 (its fallback),
+//! or the `v4.channel.k8s.io` websocket with `?ports=N` (the `kube` crate): see
+//! `portforward.rs` and `spdy.rs`.
 //!
-//! Authentication: any `Authorization: Bearer …` passes and another scheme gets 401. A
-//! request without `Authorization` is anonymous and passes too, because kubectl (client-go)
-//! never sends credentials over plain HTTP; `POST /__fake/auth {"required": true}` makes
-//! those 401 for clients that do send a token (the `kube` crate does).
+//! Authentication: started with `Options::tokens`, the server answers HTTPS (a CA made at
+//! start, `tls.rs`) and takes only those bearer tokens and its kubeconfigs' own: any other
+//! request is 401, as an apiserver without anonymous access answers. Without, it answers
+//! plain HTTP, where any `Authorization: Bearer …` passes, another scheme gets 401, and a
+//! request without `Authorization` is anonymous and passes too (kubectl never sends
+//! credentials over plain HTTP).
 //!
 //! Protobuf: kubectl's typed clients (`kubectl create deployment`, `kubectl create
 //! secret`, `kubectl expose`) send protobuf; every kind served is decoded (`proto.rs`,
@@ -61,8 +64,8 @@
 //! "services", "code": 409, "reason": "Conflict", "message": "…", "times": 1}` answers the
 //! next matching call with that error (verb and resource may be `*`; no `times` means
 //! always), `DELETE /__fake/faults` clears them; `GET /__fake/calls` lists the API calls in
-//! order (with whether they carried an `Authorization`) and counts them per `verb resource`;
-//! `POST /__fake/auth` switches strict authentication.
+//! order (with whether they carried an `Authorization`) and counts them per `verb resource`.
+//! They take no token.
 
 mod api;
 mod controller;
@@ -74,8 +77,10 @@ mod portforward;
 mod proto;
 mod proto_schema;
 mod proxy;
+mod spdy;
 mod store;
 mod table;
+mod tls;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -108,6 +113,11 @@ pub struct Options {
     /// A directory with a Docker `config.json` whose credentials image pulls use; `None`:
     /// the engine's defaults.
     pub docker_config: Option<PathBuf>,
+    /// `Some`: the server answers HTTPS (a CA of its own, in the kubeconfigs it writes and
+    /// in [`FakeKube::ca_pem`]) and takes only these bearer tokens and the one its
+    /// kubeconfigs carry: any other request is 401, as an apiserver without anonymous
+    /// access answers. `None`: plain HTTP, where any bearer token passes.
+    pub tokens: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -117,15 +127,18 @@ impl Default for Options {
             progress_deadline_scale: 1.0,
             step_delay: Duration::from_millis(200),
             docker_config: None,
+            tokens: None,
         }
     }
 }
 
 /// A running server. Dropping it removes every container it started.
 pub struct FakeKube {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://` with `Options::tokens`.
     pub url: String,
     pub port: u16,
+    /// The CA (PEM) the HTTPS server's certificate is signed by.
+    pub ca_pem: Option<String>,
     shared: Arc<Shared>,
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -177,13 +190,24 @@ impl FakeKube {
         });
         store::bootstrap(&shared);
         let api_shared = shared.clone();
-        rt.spawn(pym_fake_common::net::serve_http(api, move |parts, body| {
-            handle(api_shared.clone(), parts, body)
-        }));
+        let serve = move |parts, body| handle(api_shared.clone(), parts, body);
+        let ca_pem = match shared.opts.tokens.is_some() {
+            true => {
+                let (ca_pem, acceptor) = tls::acceptor().map_err(std::io::Error::other)?;
+                rt.spawn(tls::serve(api, acceptor, serve));
+                Some(ca_pem)
+            }
+            false => {
+                rt.spawn(pym_fake_common::net::serve_http(api, serve));
+                None
+            }
+        };
         rt.spawn(controller::run(shared.clone()));
+        let scheme = if ca_pem.is_some() { "https" } else { "http" };
         Ok(FakeKube {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
+            ca_pem,
             shared,
             rt: Some(rt),
         })
@@ -197,10 +221,11 @@ impl FakeKube {
     }
 
     /// Writes a kubeconfig with one cluster, user and context named `name` that point at
-    /// this server (token auth; any token passes) and returns its path, `dir/<name>.kubeconfig`.
+    /// this server (with its CA when it answers HTTPS; token auth with a token it takes)
+    /// and returns its path, `dir/<name>.kubeconfig`.
     pub fn kubeconfig(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(format!("{name}.kubeconfig"));
-        let text = kubeconfig_text(&self.url, name);
+        let text = kubeconfig_text(&self.url, self.ca_pem.as_deref(), name);
         let _ = std::fs::create_dir_all(dir);
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("pym-fake-kube: cannot write {}: {e}", path.display());
@@ -209,11 +234,20 @@ impl FakeKube {
     }
 }
 
+/// The bearer token the kubeconfigs the server writes carry (always taken).
+const KUBECONFIG_TOKEN: &str = "fake-kube-token";
+
 /// A kubeconfig (YAML, which is also what kubectl writes) for one cluster at `url`.
-pub(crate) fn kubeconfig_text(url: &str, name: &str) -> String {
+pub(crate) fn kubeconfig_text(url: &str, ca_pem: Option<&str>, name: &str) -> String {
     let q = |s: &str| Value::from(s).to_string();
+    let ca = ca_pem.map_or(String::new(), |pem| {
+        format!(
+            "\n    certificate-authority-data: {}",
+            json::b64encode(pem.as_bytes())
+        )
+    });
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {u}\ncontexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: default\ncurrent-context: {n}\nusers:\n- name: {n}\n  user:\n    token: fake-kube-token\npreferences: {{}}\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {u}{ca}\ncontexts:\n- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n    namespace: default\ncurrent-context: {n}\nusers:\n- name: {n}\n  user:\n    token: {KUBECONFIG_TOKEN}\npreferences: {{}}\n",
         n = q(name),
         u = q(url)
     )
@@ -239,19 +273,26 @@ async fn handle(shared: Arc<Shared>, mut parts: Parts, body: Bytes) -> Reply {
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return reply(200, "text/plain; charset=utf-8", "ok");
     }
-    // kubectl (client-go) never sends credentials over plain HTTP, so a request without
-    // `Authorization` is anonymous and allowed unless a test asked for strict mode; a
-    // credential that is not `Bearer <token>` is refused.
+    // Over HTTPS, only the tokens the server was started with. Over plain HTTP, kubectl
+    // (client-go) never sends credentials, so a request without `Authorization` is
+    // anonymous and allowed; a credential that is not `Bearer <token>` is refused.
     let auth = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let bearer = auth
+    let token = auth
         .as_deref()
-        .is_some_and(|a| a.starts_with("Bearer ") && a.trim().len() > 7);
-    let strict = shared.lock().auth_required;
-    if (auth.is_some() && !bearer) || (auth.is_none() && strict) {
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let refused = match &shared.opts.tokens {
+        Some(tokens) => {
+            !token.is_some_and(|t| t == KUBECONFIG_TOKEN || tokens.iter().any(|k| k == t))
+        }
+        None => auth.is_some() && token.is_none(),
+    };
+    if refused {
         let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
         return reply(401, "application/json", s.to_string());
     }
@@ -318,18 +359,6 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
             shared.lock().faults.add(fault, times);
             reply(200, "application/json", "{}")
         }
-        (&Method::POST, "auth") => {
-            let required = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("required").and_then(Value::as_bool))
-                .unwrap_or(true);
-            shared.lock().auth_required = required;
-            reply(
-                200,
-                "application/json",
-                json!({"required": required}).to_string(),
-            )
-        }
         (&Method::DELETE, "faults") => {
             shared.lock().faults.clear();
             reply(200, "application/json", "{}")
@@ -346,7 +375,7 @@ fn control(shared: &Shared, method: &Method, what: &str, body: &[u8]) -> Reply {
         _ => reply(
             404,
             "text/plain",
-            "the test hooks are POST|DELETE /__fake/faults, GET|DELETE /__fake/calls and POST /__fake/auth",
+            "the test hooks are POST|DELETE /__fake/faults and GET|DELETE /__fake/calls",
         ),
     }
 }

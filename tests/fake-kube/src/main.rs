@@ -1,6 +1,7 @@
 //! `pym-fake-kube [--port N] [--progress-deadline-scale F] [--step-delay-ms N] [--docker-config DIR]
-//! [--kubeconfig PATH]`: the local Kubernetes apiserver and controller on their own, for the
-//! real `kubectl`: `kubectl --server http://127.0.0.1:N --token x get pods`.
+//! [--token T]... [--kubeconfig PATH]`: the local Kubernetes apiserver and controller on
+//! their own, for the real `kubectl`: `kubectl --server http://127.0.0.1:N --token x get
+//! pods`. With `--token`, HTTPS and only those tokens (use the kubeconfig it writes).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     };
     let mut kubeconfig: Option<std::path::PathBuf> = None;
     let mut args = Args::new(
-        "pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--kubeconfig PATH]",
+        "pym-fake-kube [--port N (6443)] [--progress-deadline-scale F (1.0)] [--step-delay-ms N (200)] [--docker-config DIR] [--token T (HTTPS, only these tokens; repeatable)] [--kubeconfig PATH]",
     );
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -27,6 +28,10 @@ fn main() -> ExitCode {
             }
             "--docker-config" => opts.docker_config = Some(args.value(&a).into()),
             "--kubeconfig" => kubeconfig = Some(args.value(&a).into()),
+            "--token" => opts
+                .tokens
+                .get_or_insert_with(Vec::new)
+                .push(args.value(&a)),
             "-h" | "--help" => args.usage(""),
             other => args.usage(&format!("unknown argument {other:?}")),
         }
@@ -40,7 +45,7 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "local Kubernetes API (v1.32, core/v1 and apps/v1) on {}",
+        "local Kubernetes API (v1.32, core/v1, apps/v1, discovery.k8s.io/v1) on {}",
         server.url
     );
     eprintln!(
@@ -63,6 +68,9 @@ fn main() -> ExitCode {
                 path.display()
             );
         }
+        None if server.ca_pem.is_some() => eprintln!(
+            "it answers HTTPS with a CA of its own: --kubeconfig PATH writes a kubeconfig that trusts it"
+        ),
         None => eprintln!(
             "use it with: kubectl --server {} --token x --validate=false ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)",
             server.url

@@ -67,8 +67,6 @@ pub struct State {
     /// `namespace/name` of each LoadBalancer Service → its address.
     pub balancers: HashMap<String, Balancer>,
     pub faults: Faults<Fault>,
-    /// Whether requests without `Authorization` get 401.
-    pub auth_required: bool,
     pub log: CallLog,
 }
 
@@ -87,7 +85,6 @@ impl State {
             round_robin: HashMap::new(),
             balancers: HashMap::new(),
             faults: Faults::default(),
-            auth_required: false,
             log: CallLog::default(),
         }
     }
