@@ -1,7 +1,8 @@
 //! Tells pymdeploy's own integration tests what this machine lacks, so a test that needs
 //! it is reported as ignored, with the reason, instead of passing without running:
 //! `cfg(pym_no_engine)` when no Docker engine answers `docker info`, `cfg(pym_no_kubectl)`
-//! when `kubectl` does not run, `cfg(pym_no_jsonschema)` without `check-jsonschema`. Asked
+//! when `kubectl` does not run, `cfg(pym_no_jsonschema)` without `check-jsonschema`,
+//! `cfg(pym_no_aws_cli)` without the AWS CLI. Asked
 //! only in a checkout that has those tests, and never with `CI` set: there a missing engine
 //! fails the tests that need it.
 
@@ -12,6 +13,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(pym_no_engine)");
     println!("cargo::rustc-check-cfg=cfg(pym_no_kubectl)");
     println!("cargo::rustc-check-cfg=cfg(pym_no_jsonschema)");
+    println!("cargo::rustc-check-cfg=cfg(pym_no_aws_cli)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -36,5 +38,8 @@ fn main() {
     }
     if !runs("check-jsonschema", &["--version"]) {
         println!("cargo::rustc-cfg=pym_no_jsonschema");
+    }
+    if !runs("aws", &["--version"]) {
+        println!("cargo::rustc-cfg=pym_no_aws_cli");
     }
 }

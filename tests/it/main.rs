@@ -19,6 +19,8 @@
 //!   `tests/fake-kube` (pods are containers), read by the real kubectl
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
 //!   the local Elastic Beanstalk and S3 of `tests/fake-aws` (environments are containers)
+//! - `aws_cli`: the local AWS as the AWS CLI reads it (buckets, configuration options,
+//!   platform versions)
 //! - `kube_api`: the local apiserver as kubectl 1.32 expects an apiserver to behave (dry
 //!   runs, nodePorts)
 //! - `xtask`: a service's xtask: the binary it finds or installs once, a team's own
@@ -29,6 +31,7 @@
 //! ignored, with the reason, and counted so; with `CI` set, build.rs never sets that cfg,
 //! so a missing engine fails those tests: CI never skips.
 
+mod aws_cli;
 mod cli;
 mod config;
 mod context;

@@ -541,6 +541,25 @@ fn sdk_diagnoses(fake: &FakeAws, app: &str, env: &str) {
             Some("/ping"),
             "a set option is not in its place"
         );
+        // What `eb config` shows: every option of a load-balanced environment, those of
+        // its load balancer's type and none of the other's.
+        assert!(options.len() >= 100, "{} settings", options.len());
+        assert_eq!(
+            value("aws:ec2:instances", "InstanceTypes").as_deref(),
+            Some("t3.micro, t3.small")
+        );
+        let balancer = value("aws:elasticbeanstalk:environment", "LoadBalancerType");
+        let (own, other) = match balancer.as_deref() {
+            Some("classic") => (("aws:elb:listener", "ListenerProtocol"), "aws:elbv2:"),
+            _ => (("aws:elbv2:listener:default", "Protocol"), "aws:elb:"),
+        };
+        assert_eq!(value(own.0, own.1).as_deref(), Some("HTTP"), "{balancer:?}");
+        assert!(
+            !options
+                .iter()
+                .any(|o| o.namespace().is_some_and(|n| n.starts_with(other))),
+            "an option of {other} on an environment behind a {balancer:?} load balancer"
+        );
         let template = eb
             .describe_configuration_settings()
             .application_name(app)

@@ -11,7 +11,9 @@
 //! defaults included), DescribeEnvironmentResources, DescribeEnvironmentHealth and
 //! DescribeInstancesHealth (enhanced health), RequestEnvironmentInfo and
 //! RetrieveEnvironmentInfo (the container's log, in S3), ListTagsForResource,
-//! UpdateTagsForResource, ListAvailableSolutionStacks. Anything else answers
+//! UpdateTagsForResource, ListAvailableSolutionStacks, ListPlatformVersions (with its
+//! filters), DescribeConfigurationOptions (the options of `options.rs`, for a platform or
+//! an environment). Anything else answers
 //! `InvalidAction`, as AWS answers an unknown action; a request without one,
 //! `MissingAction`.
 
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::options;
 use crate::xml::Xml;
 use crate::{ApiError, Reply, Shared, engine, iso, now_ms, parse_iso, reply};
 
@@ -376,7 +379,7 @@ fn dispatch(
         }
         "CreateStorageLocation" => {
             let bucket = format!("elasticbeanstalk-{}-{}", o.region, o.account);
-            st.buckets.entry(bucket.clone()).or_default();
+            st.bucket(&bucket);
             x.el("S3Bucket", &bucket);
         }
         "CreateApplicationVersion" => {
@@ -471,6 +474,167 @@ fn dispatch(
                 x.el("member", s);
             }
             x.close("SolutionStacks");
+        }
+        "DescribeConfigurationOptions" => {
+            let (stack, platform, single, balancer) = match p.get("EnvironmentName") {
+                Some(name) => {
+                    let e = eb
+                        .live()
+                        .find(|e| {
+                            e.name == name && p.get("ApplicationName").is_none_or(|a| a == e.app)
+                        })
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!(
+                                "No Environment found for EnvironmentName = '{name}'."
+                            ))
+                        })?;
+                    let balancer = e
+                        .option("aws:elasticbeanstalk:environment", "LoadBalancerType")
+                        .unwrap_or("classic")
+                        .to_string();
+                    (
+                        e.stack.clone(),
+                        e.platform.clone(),
+                        Some(!e.load_balanced()),
+                        balancer,
+                    )
+                }
+                None => {
+                    let stack = match (p.get("SolutionStackName"), p.get("PlatformArn")) {
+                        (Some(s), _) => SOLUTION_STACKS
+                            .iter()
+                            .find(|k| **k == s)
+                            .copied()
+                            .ok_or_else(|| {
+                                ApiError::invalid(format!("No Solution Stack named '{s}' found."))
+                            })?,
+                        (None, Some(arn)) => SOLUTION_STACKS
+                            .iter()
+                            .find(|k| platform_arn(o, k) == arn)
+                            .copied()
+                            .ok_or_else(|| {
+                                ApiError::invalid(format!("No Platform named '{arn}' found."))
+                            })?,
+                        (None, None) => {
+                            return Err(ApiError::invalid(
+                                "You must specify either an EnvironmentName or a SolutionStackName or a PlatformArn.",
+                            ));
+                        }
+                    };
+                    (
+                        Some(stack.to_string()),
+                        Some(platform_arn(o, stack)),
+                        None,
+                        String::new(),
+                    )
+                }
+            };
+            let wanted: Vec<(String, Option<String>)> = (1..)
+                .map_while(|n| {
+                    let ns = p.get(&format!("Options.member.{n}.Namespace"))?;
+                    let name = p.get(&format!("Options.member.{n}.OptionName"));
+                    Some((ns.to_string(), name.map(String::from)))
+                })
+                .collect();
+            x.opt("SolutionStackName", stack.as_deref())
+                .opt("PlatformArn", platform.as_deref())
+                .open("Options");
+            for opt in options::OPTIONS {
+                let applies =
+                    single.is_none_or(|single| options::applies(opt.ns, single, &balancer));
+                let asked = wanted.is_empty()
+                    || wanted.iter().any(|(ns, name)| {
+                        ns == opt.ns && name.as_deref().is_none_or(|n| n == opt.name)
+                    });
+                if !applies || !asked {
+                    continue;
+                }
+                x.open("member")
+                    .el("Namespace", opt.ns)
+                    .el("Name", opt.name)
+                    .el("DefaultValue", opt.default)
+                    .el("ChangeSeverity", opt.severity)
+                    .el("UserDefined", "false");
+                match opt.kind {
+                    options::Kind::List => {
+                        x.el("ValueType", "List");
+                    }
+                    options::Kind::Scalar => {
+                        x.el("ValueType", "Scalar");
+                    }
+                    options::Kind::Boolean | options::Kind::OneOf(_) => {
+                        let values: &[&str] = match opt.kind {
+                            options::Kind::OneOf(v) => v,
+                            _ => &["true", "false"],
+                        };
+                        x.el("ValueType", "Scalar").open("ValueOptions");
+                        for v in values {
+                            x.el("member", v);
+                        }
+                        x.close("ValueOptions");
+                    }
+                    options::Kind::Range(min, max) => {
+                        x.el("ValueType", "Scalar")
+                            .el("MinValue", &min.to_string())
+                            .el("MaxValue", &max.to_string());
+                    }
+                }
+                x.close("member");
+            }
+            x.close("Options");
+        }
+        "ListPlatformVersions" => {
+            let filters: Vec<(String, String, Vec<String>)> = (1..)
+                .map_while(|n| {
+                    let at = format!("Filters.member.{n}");
+                    let kind = p.get(&format!("{at}.Type"))?.to_string();
+                    let op = p.get(&format!("{at}.Operator")).unwrap_or("=").to_string();
+                    Some((kind, op, p.list(&format!("{at}.Values"))))
+                })
+                .collect();
+            x.open("PlatformSummaryList");
+            for stack in SOLUTION_STACKS {
+                let summary = platform_summary(o, stack);
+                let keep = filters.iter().all(|(kind, op, values)| {
+                    let field = summary
+                        .iter()
+                        .find(|(k, _)| k == kind)
+                        .map(|(_, v)| v.as_str());
+                    field.is_some_and(|f| values.iter().any(|v| matches_filter(f, op, v)))
+                });
+                if !keep {
+                    continue;
+                }
+                x.open("member")
+                    .el("PlatformArn", &platform_arn(o, stack))
+                    .el("PlatformOwner", "AWSElasticBeanstalk")
+                    .el("PlatformStatus", "Ready");
+                for (k, v) in &summary {
+                    if matches!(
+                        k.as_str(),
+                        "PlatformCategory"
+                            | "OperatingSystemName"
+                            | "OperatingSystemVersion"
+                            | "PlatformLifecycleState"
+                            | "PlatformVersion"
+                            | "PlatformBranchName"
+                            | "PlatformBranchLifecycleState"
+                    ) {
+                        x.el(k, v);
+                    }
+                }
+                x.open("SupportedTierList")
+                    .el("member", "WebServer/Standard")
+                    .el("member", "Worker/SQS/HTTP")
+                    .close("SupportedTierList")
+                    .open("SupportedAddonList")
+                    .el("member", "Log/S3")
+                    .el("member", "Monitoring/Healthd")
+                    .el("member", "WorkerDaemon/SQSD")
+                    .close("SupportedAddonList")
+                    .close("member");
+            }
+            x.close("PlatformSummaryList");
         }
         "DescribeConfigurationSettings" => {
             let app = p.require("ApplicationName")?;
@@ -1324,6 +1488,49 @@ fn env_arn(o: &crate::Options, e: &Env) -> String {
 
 /// `64bit Amazon Linux 2023 v4.7.1 running Docker` →
 /// `arn:aws:elasticbeanstalk:<region>::platform/Docker running on 64bit Amazon Linux 2023/4.7.1`.
+/// A platform's fields as ListPlatformVersions reports them and its filters read them.
+fn platform_summary(o: &crate::Options, stack: &str) -> Vec<(String, String)> {
+    let (os, rest) = stack.split_once(" v").unwrap_or((stack, ""));
+    let (version, name) = rest.split_once(" running ").unwrap_or((rest, "Docker"));
+    let category = name.split_whitespace().next().unwrap_or(name);
+    let branch = format!("{name} running on {os}");
+    [
+        ("PlatformName", branch.clone()),
+        ("PlatformVersion", version.to_string()),
+        ("PlatformStatus", "Ready".to_string()),
+        ("PlatformOwner", "AWSElasticBeanstalk".to_string()),
+        ("PlatformCategory", category.to_string()),
+        ("OperatingSystemName", "Amazon Linux".to_string()),
+        ("OperatingSystemVersion", "2023".to_string()),
+        ("PlatformLifecycleState", "Recommended".to_string()),
+        ("PlatformBranchName", branch),
+        ("PlatformBranchLifecycleState", "Supported".to_string()),
+        ("SupportedTier", "WebServer/Standard".to_string()),
+        ("PlatformArn", platform_arn(o, stack)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A ListPlatformVersions filter's test: `=`, `!=`, `contains`, `begins_with`,
+/// `ends_with`, and for versions `<`, `<=`, `>`, `>=` (numbers compared part by part).
+fn matches_filter(field: &str, op: &str, value: &str) -> bool {
+    let version = |v: &str| -> Vec<u64> { v.split('.').filter_map(|n| n.parse().ok()).collect() };
+    match op {
+        "=" => field == value,
+        "!=" => field != value,
+        "contains" => field.contains(value),
+        "begins_with" => field.starts_with(value),
+        "ends_with" => field.ends_with(value),
+        "<" => version(field) < version(value),
+        "<=" => version(field) <= version(value),
+        ">" => version(field) > version(value),
+        ">=" => version(field) >= version(value),
+        _ => false,
+    }
+}
+
 fn platform_arn(o: &crate::Options, stack: &str) -> String {
     let (os, rest) = stack.split_once(" v").unwrap_or((stack, ""));
     let (version, name) = rest.split_once(" running ").unwrap_or((rest, "Docker"));
@@ -1344,88 +1551,24 @@ fn stack_of(arn: &str) -> Option<String> {
 /// The defaults AWS documents for the options this local Beanstalk acts on or reports
 /// ("General options for all environments" and "Docker platform options"), each as
 /// (namespace, option, value); DescribeConfigurationSettings lists them under the ones set.
-const DEFAULT_OPTIONS: &[(&str, &str, &str)] = &[
-    ("aws:autoscaling:asg", "MinSize", "1"),
-    ("aws:autoscaling:asg", "MaxSize", "4"),
-    (
-        "aws:elasticbeanstalk:application",
-        "Application Healthcheck URL",
-        "",
-    ),
-    (
-        "aws:elasticbeanstalk:command",
-        "DeploymentPolicy",
-        "AllAtOnce",
-    ),
-    ("aws:elasticbeanstalk:command", "Timeout", "600"),
-    (
-        "aws:elasticbeanstalk:environment",
-        "EnvironmentType",
-        "LoadBalanced",
-    ),
-    (
-        "aws:elasticbeanstalk:environment",
-        "LoadBalancerType",
-        "classic",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "HealthCheckInterval",
-        "15",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "HealthCheckPath",
-        "/",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "HealthCheckTimeout",
-        "5",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "HealthyThresholdCount",
-        "3",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "MatcherHTTPCode",
-        "200",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "Port",
-        "80",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "Protocol",
-        "HTTP",
-    ),
-    (
-        "aws:elasticbeanstalk:environment:process:default",
-        "UnhealthyThresholdCount",
-        "5",
-    ),
-    (
-        "aws:elasticbeanstalk:healthreporting:system",
-        "SystemType",
-        "basic",
-    ),
-    (
-        "aws:elasticbeanstalk:cloudwatch:logs",
-        "StreamLogs",
-        "false",
-    ),
-];
-
-/// An environment's effective configuration: every documented default, with the options
-/// set on it in their place (and those without a default after them).
+/// An environment's effective configuration: every documented default that applies to
+/// it (its type, its load balancer), with the options set on it in their place, and those
+/// without a default (its environment properties) after them.
 fn effective_options(e: &Env) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = DEFAULT_OPTIONS
+    let single = !e.load_balanced();
+    let balancer = e
+        .option("aws:elasticbeanstalk:environment", "LoadBalancerType")
+        .unwrap_or("classic");
+    let mut out: Vec<(String, String, String)> = options::OPTIONS
         .iter()
-        .map(|(n, k, v)| (n.to_string(), k.to_string(), v.to_string()))
+        .filter(|o| options::applies(o.ns, single, balancer))
+        .map(|o| {
+            let default = match (o.ns, o.name) {
+                ("aws:autoscaling:asg", "MaxSize") if single => "1",
+                _ => o.default,
+            };
+            (o.ns.to_string(), o.name.to_string(), default.to_string())
+        })
         .collect();
     for (ns, k, v) in &e.options {
         match out.iter_mut().find(|(n, key, _)| n == ns && key == k) {
@@ -1642,9 +1785,7 @@ async fn gather_info(shared: Arc<Shared>, e: Env, kind: String) {
     );
     let url = format!("{}/{bucket}/{key}", shared.endpoint);
     let mut st = shared.lock();
-    st.buckets
-        .entry(bucket)
-        .or_default()
+    st.bucket(&bucket)
         .insert(key, crate::s3::Object::new(text.into(), "text/plain"));
     st.eb
         .info

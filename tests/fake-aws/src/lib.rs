@@ -23,6 +23,7 @@
 
 mod eb;
 mod engine;
+mod options;
 mod s3;
 mod xml;
 
@@ -100,10 +101,22 @@ impl Shared {
     }
 }
 
+impl State {
+    /// A bucket's objects; the bucket is made, now, when there is none.
+    pub fn bucket(&mut self, name: &str) -> &mut BTreeMap<String, s3::Object> {
+        self.bucket_created
+            .entry(name.to_string())
+            .or_insert_with(now_ms);
+        self.buckets.entry(name.to_string()).or_default()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub eb: eb::Beanstalk,
     pub buckets: BTreeMap<String, BTreeMap<String, s3::Object>>,
+    /// When each bucket was made (milliseconds since the epoch): ListBuckets' CreationDate.
+    pub bucket_created: BTreeMap<String, i64>,
     pub uploads: BTreeMap<String, s3::Upload>,
     faults: Faults<Fault>,
     calls: BTreeMap<String, u64>,
@@ -201,15 +214,10 @@ impl FakeAws {
 
     /// Stores an object, creating the bucket if needed (what a test's setup puts in S3).
     pub fn put_object(&self, bucket: &str, key: &str, body: impl Into<Bytes>) {
-        self.shared
-            .lock()
-            .buckets
-            .entry(bucket.into())
-            .or_default()
-            .insert(
-                key.into(),
-                s3::Object::new(body.into(), "binary/octet-stream"),
-            );
+        self.shared.lock().bucket(bucket).insert(
+            key.into(),
+            s3::Object::new(body.into(), "binary/octet-stream"),
+        );
     }
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Option<Bytes> {

@@ -117,16 +117,17 @@ fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -> Repl
             .close("Owner")
             .open("Buckets");
         for name in st.buckets.keys() {
+            let created = st.bucket_created.get(name).copied().unwrap_or(0);
             x.open("Bucket")
                 .el("Name", name)
-                .el("CreationDate", &crate::iso(0))
+                .el("CreationDate", &crate::iso(created))
                 .close("Bucket");
         }
         x.close("Buckets").close("ListAllMyBucketsResult");
         return xml(200, x);
     }
     if action == "CreateBucket" {
-        st.buckets.entry(bucket.clone()).or_default();
+        st.bucket(&bucket);
         return empty(200)
             .header("Location", format!("/{bucket}"))
             .body(Default::default())
