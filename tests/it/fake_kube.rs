@@ -1,9 +1,10 @@
 //! The local Kubernetes apiserver of `tests/fake-kube`, read and driven by the real
 //! `kubectl` (1.32 on these machines) as users will look at what pymdeploy does there:
 //! create, `rollout status` (success and the progress deadline), `get`, `describe
-//! deployment`, `logs`, a Service reaching ready pods, the `proxy` subresources of pods and
-//! services, a terminating pod's `preStop` hook, a Forbidden answer, and a deleted namespace
-//! leaving no container behind.
+//! deployment`, `logs`, a Service reaching ready pods, its Endpoints and EndpointSlice,
+//! `port-forward` over both SPDY transports, the `proxy` subresources of pods and services,
+//! a terminating pod's `preStop` hook, a Forbidden answer, and a deleted namespace leaving
+//! no container behind.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -341,7 +342,8 @@ spec:
     // SPDY tunnel kubectl asks for first and over plain SPDY, each carrying HTTP: small
     // answers, one of 200 kB (more than SPDY's initial window, which kubectl never
     // opens), two connections at once.
-    let web_pod = kubectl(
+    // One of the Service's pods, by name.
+    let pod = kubectl(
         &[
             "-n",
             ns,
@@ -360,7 +362,7 @@ spec:
     .to_string();
     for websockets in [true, false] {
         for (target, remote) in [
-            (format!("pod/{web_pod}"), "8080"),
+            (format!("pod/{pod}"), "8080"),
             ("svc/web".to_string(), "80"),
         ] {
             let pf = PortForward::start(&kubeconfig, ns, &target, remote, websockets);
@@ -375,10 +377,7 @@ spec:
             assert_eq!(status, 200, "{what}");
             assert!(body.contains("pong from web-"), "{what}: {body}");
             if target.starts_with("pod/") {
-                assert!(
-                    body.contains(&format!("pong from {web_pod}")),
-                    "{what}: {body}"
-                );
+                assert!(body.contains(&format!("pong from {pod}")), "{what}: {body}");
             }
             let (status, big) =
                 b.unwrap_or_else(|| panic!("no big answer through {what}: {}", pf.stderr()));
@@ -388,7 +387,7 @@ spec:
         }
     }
     // A port nothing answers on: kubectl says the kubelet's error and gives up.
-    let pf = PortForward::start(&kubeconfig, ns, &format!("pod/{web_pod}"), "9", true);
+    let pf = PortForward::start(&kubeconfig, ns, &format!("pod/{pod}"), "9", true);
     let _ = http_get(pf.port, "/ping");
     let stderr = pf.wait_exit(Duration::from_secs(10));
     assert!(
@@ -414,23 +413,6 @@ spec:
             None,
         )
     };
-    let pod = kubectl(
-        &[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-        None,
-    )
-    .assert_ok()
-    .stdout
-    .trim()
-    .to_string();
     raw(&format!("pods/{pod}/proxy/ping"))
         .assert_ok()
         .assert_stdout_has(&format!("pong from {pod} version=v1"));
