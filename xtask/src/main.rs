@@ -262,6 +262,17 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
         root().join(path)
     };
     stage(printer, reports, "new", |p| {
+        // A demo made again is the same service (its `service_id` kept): it deploys as the
+        // next version of the one still live, which the engine would refuse as another
+        // repository's service of the same name.
+        let previous_id = std::fs::read_to_string(path.join("pym-config.yaml"))
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("service_id:"))
+                    .map(|id| id.trim().to_string())
+            })
+            .filter(|id| !id.is_empty());
         if path.exists() {
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("cannot remove the old demo at {}", path.display()))?;
@@ -276,10 +287,21 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
         // Point it at the demo registry, on ports unlikely to be taken.
         let config = path.join("pym-config.yaml");
         let text = std::fs::read_to_string(&config)?;
-        let text = text.replace(
+        let mut text = text.replace(
             "# docker_repo: registry.example.com/team",
             &format!("docker_repo: {DEMO_REGISTRY}/demo\nlive_port: 18080\nstaging_port: 18081"),
         );
+        if let Some(id) = &previous_id {
+            text = text
+                .lines()
+                .map(|l| match l.starts_with("service_id:") {
+                    true => format!("service_id: {id}"),
+                    false => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+        }
         std::fs::write(&config, text)?;
         let sh = Shell::new()?;
         sh.change_dir(&path);
