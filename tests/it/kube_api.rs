@@ -323,3 +323,42 @@ fn bearer_tokens_are_checked_over_https() {
     ]);
     assert_eq!(with.assert_ok().stdout, "200");
 }
+
+#[test]
+#[cfg_attr(pym_no_kubectl, ignore = "needs kubectl: run .ci/setup (CI runs it)")]
+fn apply_validates_with_the_openapi_and_explain_reads_it() {
+    let c = Cluster::start("kube-openapi");
+    // kubectl's default validation: it finds in /openapi/v3 that PATCH takes
+    // fieldValidation, and leaves the check to the server.
+    c.kubectl_f(&["apply"], &objects(&c.ns, "one", None))
+        .assert_ok()
+        .assert_stdout_has("deployment.apps/web created");
+    let typo = objects(&c.ns, "two", None)
+        .replace("  replicas: 0", "  replica: 0")
+        .replace(
+            "        image: example.invalid/web:1",
+            "        image: example.invalid/web:1\n        imagePull: Always",
+        );
+    c.kubectl_f(&["apply"], &typo)
+        .assert_failed()
+        .assert_stderr_has(
+            "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\", unknown field \"spec.template.spec.containers[0].imagePull\"",
+        );
+    // Refused whole: the ConfigMap of the same file changed, the Deployment did not.
+    assert_eq!(
+        c.jsonpath(
+            &["deployment", "web"],
+            "{.spec.template.spec.containers[0].env[0].value}"
+        ),
+        "one"
+    );
+    let explained = c.kubectl(&["explain", "deployment.spec.replicas"]);
+    explained
+        .assert_ok()
+        .assert_stdout_has("KIND:       Deployment")
+        .assert_stdout_has("FIELD: replicas <integer>");
+    c.kubectl(&["explain", "services.spec.ports"])
+        .assert_ok()
+        .assert_stdout_has("FIELD: ports <[]Object>")
+        .assert_stdout_has("targetPort");
+}

@@ -230,6 +230,8 @@ pub struct Call {
     /// `dryRun=All`: the write is validated and answered as it would be stored, and
     /// nothing is stored.
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: a field the kind does not have refuses the write.
+    pub strict: bool,
 }
 
 /// An error answer: a `Status`.
@@ -440,7 +442,10 @@ pub async fn handle(
         return r;
     }
     if path.starts_with("/openapi/") {
-        return reply(404, "text/plain; charset=utf-8", "404 page not found\n");
+        return match crate::openapi::get(&path) {
+            Some(doc) => reply(200, "application/json", doc),
+            None => reply(404, "text/plain; charset=utf-8", "404 page not found\n"),
+        };
     }
     let Some(mut call) = route(&parts.method, &path, &q) else {
         let e = KErr::new(
@@ -632,6 +637,7 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         name,
         sub,
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     })
 }
 
@@ -1136,9 +1142,30 @@ fn check_namespace(st: &State, call: &Call, name: &str) -> Result<(), KErr> {
     }
 }
 
+/// With `fieldValidation=Strict`, the apiserver's answer to fields the kind does not have.
+fn strict_fields(call: &Call, obj: &Value) -> Result<(), KErr> {
+    let unknown = match call.strict {
+        true => crate::openapi::unknown_fields(call.res, obj),
+        false => Vec::new(),
+    };
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(KErr::bad_request(format!(
+        "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
+        fields.join(", "),
+        kind = call.res.kind
+    )))
+}
+
 fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KErr> {
     let mut obj = parse_body(body)?;
     check_kind(call.res, &obj)?;
+    strict_fields(call, &obj)?;
     let res = call.res;
     obj["kind"] = Value::from(res.kind);
     obj["apiVersion"] = Value::from(res.api_version());
@@ -1252,6 +1279,7 @@ fn update(
         ));
     }
     check_kind(res, &obj)?;
+    strict_fields(call, &obj)?;
     if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
         return Err(KErr::bad_request(
             "the name of the object does not match the name on the URL",
@@ -1468,6 +1496,7 @@ fn scale_write(
         name: call.name.clone(),
         sub: None,
         dry_run: call.dry_run,
+        strict: false,
     };
     let (_, stored) = update(shared, &mut c, obj, true)?;
     Ok((200, scale_of(call.res, &stored)))

@@ -54,8 +54,13 @@
 //! secret`, `kubectl expose`) send protobuf; every kind served is decoded (`proto.rs`,
 //! with the field tables of `proto_schema.rs`). Answers are always JSON.
 //!
-//! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI (`/openapi/v2` and `/openapi/v3` answer 404,
-//! so kubectl needs `--validate=false`), server-side apply, `managedFields`, other
+//! OpenAPI v3 (`openapi.rs`): `/openapi/v3` and a document per group version, generated
+//! from the protobuf field tables (fields and types, no descriptions); every write takes
+//! `fieldValidation=Strict` (a field the kind lacks refuses it), so `kubectl apply` with
+//! its default validation and `kubectl explain` work.
+//!
+//! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI v2 (`/openapi/v2` answers
+//! 404; kubectl 1.32 reads v3), server-side apply, `managedFields`, other
 //! resources (nodes…), sidecar containers (only the first
 //! container of a pod runs), init containers, volumes, resource limits, `paused`,
 //! postStart hooks, `limit`/`continue` paging (every list is one page).
@@ -73,6 +78,7 @@ mod endpoints;
 mod engine;
 mod json;
 mod kubelet;
+mod openapi;
 mod portforward;
 mod proto;
 mod proto_schema;

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 let _ = std::fs::rename(&written, &path);
             }
             eprintln!(
-                "wrote {}; use it with: KUBECONFIG={} kubectl --validate=false ...",
+                "wrote {}; use it with: KUBECONFIG={} kubectl ...",
                 path.display(),
                 path.display()
             );
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             "it answers HTTPS with a CA of its own: --kubeconfig PATH writes a kubeconfig that trusts it"
         ),
         None => eprintln!(
-            "use it with: kubectl --server {} --token x --validate=false ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)",
+            "use it with: kubectl --server {} --token x ... (any bearer token passes; --kubeconfig PATH writes a kubeconfig)",
             server.url
         ),
     }
