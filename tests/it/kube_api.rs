@@ -362,3 +362,83 @@ fn apply_validates_with_the_openapi_and_explain_reads_it() {
         .assert_stdout_has("FIELD: ports <[]Object>")
         .assert_stdout_has("targetPort");
 }
+
+#[test]
+#[cfg_attr(pym_no_kubectl, ignore = "needs kubectl: run .ci/setup (CI runs it)")]
+fn server_side_apply_keeps_managers_conflicts_and_prunes() {
+    let c = Cluster::start("kube-ssa");
+    let yaml = objects(&c.ns, "one", None);
+    c.kubectl_f(&["apply", "--server-side"], &yaml)
+        .assert_ok()
+        .assert_stdout_has("deployment.apps/web serverside-applied");
+    let managers = || {
+        c.jsonpath(
+            &["deployment", "web"],
+            r#"{range .metadata.managedFields[*]}{.manager}/{.operation} {end}"#,
+        )
+    };
+    assert_eq!(managers(), "kubectl/Apply");
+    // Another applier that wants another value for a field kubectl applied: a conflict,
+    // named as the apiserver names it, and nothing changes.
+    let more = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec: {{replicas: 3}}\n",
+        c.ns
+    );
+    c.kubectl_f(&["apply", "--server-side", "--field-manager=team-b"], &more)
+        .assert_failed()
+        .assert_stderr_has(
+            "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas",
+        );
+    assert_eq!(c.jsonpath(&["deployment", "web"], "{.spec.replicas}"), "0");
+    // Forced, it takes the field over.
+    c.kubectl_f(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=team-b",
+            "--force-conflicts",
+        ],
+        &more,
+    )
+    .assert_ok();
+    assert_eq!(c.jsonpath(&["deployment", "web"], "{.spec.replicas}"), "3");
+    assert_eq!(managers(), "kubectl/Apply team-b/Apply");
+    let kubectl_fields = c.jsonpath(
+        &["deployment", "web"],
+        r#"{.metadata.managedFields[?(@.manager=="kubectl")].fieldsV1.f:spec}"#,
+    );
+    assert!(
+        !kubectl_fields.contains("f:replicas"),
+        "kubectl still owns replicas: {kubectl_fields}"
+    );
+    // kubectl applies again without the env it applied, and without replicas: the env
+    // goes (it alone owned it), replicas stays team-b's 3.
+    let fewer = yaml
+        .replace("  replicas: 0\n", "")
+        .replace("        env: [{name: MODE, value: one}]\n", "");
+    assert_ne!(fewer, yaml);
+    c.kubectl_f(&["apply", "--server-side"], &fewer).assert_ok();
+    assert_eq!(
+        c.jsonpath(
+            &["deployment", "web"],
+            "{.spec.replicas}/{.spec.template.spec.containers[0].env}"
+        ),
+        "3/"
+    );
+    // Other writes are their manager's Update: a patch takes replicas over from team-b
+    // without a conflict, and team-b's next apply of another value conflicts with it.
+    c.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ])
+    .assert_ok();
+    assert_eq!(managers(), "kubectl/Apply kubectl-patch/Update");
+    c.kubectl_f(&["apply", "--server-side", "--field-manager=team-b"], &more)
+        .assert_failed()
+        .assert_stderr_has(
+            "Apply failed with 1 conflict: conflict with \"kubectl-patch\" using apps/v1: .spec.replicas",
+        );
+}

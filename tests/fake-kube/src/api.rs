@@ -232,6 +232,10 @@ pub struct Call {
     pub dry_run: bool,
     /// `fieldValidation=Strict`: a field the kind does not have refuses the write.
     pub strict: bool,
+    /// Who writes: `fieldManager`, else the client's user agent up to its `/`.
+    pub manager: String,
+    /// A server-side apply, which says its own `managedFields`.
+    pub applying: bool,
 }
 
 /// An error answer: a `Status`.
@@ -457,6 +461,14 @@ pub async fn handle(
         s["details"] = json!({});
         return json_reply(404, &s);
     };
+    if call.manager.is_empty() {
+        let agent = parts
+            .headers
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        call.manager = agent.split('/').next().unwrap_or(agent).to_string();
+    }
     if call.verb == "unsupported" {
         let e = KErr::new(
             405,
@@ -535,6 +547,9 @@ pub async fn handle(
                 ))
             });
             obj.and_then(|obj| update(shared, &mut call, obj, false))
+        }
+        ("patch", None) if content_type(parts) == "application/apply-patch+yaml" => {
+            server_side_apply(shared, &mut call, &q, &body)
         }
         ("patch", _) => patch(shared, &mut call, parts, &body),
         ("delete", None) => delete(shared, &call, &q, &body),
@@ -638,6 +653,8 @@ pub fn route(method: &Method, path: &str, q: &Query) -> Option<Call> {
         sub,
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+        manager: q.get("fieldManager").cloned().unwrap_or_default(),
+        applying: false,
     })
 }
 
@@ -1163,9 +1180,28 @@ fn strict_fields(call: &Call, obj: &Value) -> Result<(), KErr> {
 }
 
 fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KErr> {
-    let mut obj = parse_body(body)?;
+    let obj = parse_body(body)?;
     check_kind(call.res, &obj)?;
     strict_fields(call, &obj)?;
+    create_object(shared, call, obj, None)
+}
+
+/// Stores a new object; `managed`: its `managedFields` (a server-side apply's; else the
+/// creator's Update of the fields it set).
+fn create_object(
+    shared: &Shared,
+    call: &Call,
+    mut obj: Value,
+    managed: Option<Value>,
+) -> Result<(u16, Value), KErr> {
+    let managed = managed.or_else(|| {
+        crate::ssa::updated(
+            &json!({}),
+            &crate::ssa::fields(&obj),
+            &call.manager,
+            call.res.api_version(),
+        )
+    });
     let res = call.res;
     obj["kind"] = Value::from(res.kind);
     obj["apiVersion"] = Value::from(res.api_version());
@@ -1230,6 +1266,9 @@ fn create(shared: &Shared, call: &Call, body: &[u8]) -> Result<(u16, Value), KEr
         "managedFields",
     ] {
         meta.remove(k);
+    }
+    if let Some(m) = managed {
+        meta.insert("managedFields".into(), m);
     }
     match res.plural {
         "deployments" | "replicasets" => {
@@ -1357,6 +1396,21 @@ fn update(
         engine::load_balancer(shared, &mut st, &mut obj);
     }
     obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+    // The writer's Update takes the fields it changed (a server-side apply said its own).
+    if call.sub.is_none() && !call.applying {
+        if obj["metadata"]["managedFields"].is_null() {
+            obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+        }
+        let set = crate::ssa::changed(&cur, &obj);
+        if let Some(m) = crate::ssa::updated(&obj, &set, &call.manager, res.api_version()) {
+            obj["metadata"]["managedFields"] = m;
+        }
+        if obj["metadata"]["managedFields"].is_null()
+            && let Some(m) = obj["metadata"].as_object_mut()
+        {
+            m.remove("managedFields");
+        }
+    }
     if obj == cur || call.dry_run {
         return Ok((200, public(res, &obj)));
     }
@@ -1396,7 +1450,7 @@ fn apply_patch(cur: &Value, parts: &Parts, body: &[u8]) -> Result<Value, KErr> {
             return Err(KErr::new(
                 415,
                 "UnsupportedMediaType",
-                "server-side apply is not supported by this fake apiserver; use --server-side=false",
+                "server-side apply is served on objects, not on their subresources",
             ));
         }
         other => {
@@ -1410,6 +1464,70 @@ fn apply_patch(cur: &Value, parts: &Parts, body: &[u8]) -> Result<Value, KErr> {
         }
     }
     Ok(next)
+}
+
+/// A server-side apply: the object as `ssa::apply` makes it, created when there is none.
+fn server_side_apply(
+    shared: &Shared,
+    call: &mut Call,
+    q: &Query,
+    body: &[u8],
+) -> Result<(u16, Value), KErr> {
+    let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return Err(KErr::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    };
+    let force = q.get("force").is_some_and(|f| f == "true");
+    let applied: Value = serde_json::from_slice(body).map_err(|e| {
+        KErr::bad_request(format!(
+            "error decoding YAML: this local apiserver reads apply patches written as JSON (as kubectl sends them): {e}"
+        ))
+    })?;
+    check_kind(call.res, &applied)?;
+    strict_fields(call, &applied)?;
+    let name = call.name.clone().unwrap_or_default();
+    if applied["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n != name)
+    {
+        return Err(KErr::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
+    }
+    let cur = shared
+        .lock()
+        .get(call.res.plural, ns_of(call), &name)
+        .cloned();
+    let api_version = call.res.api_version();
+    let made = crate::ssa::apply(
+        cur.as_ref().unwrap_or(&json!({})),
+        &applied,
+        manager,
+        api_version,
+        force,
+    )
+    .map_err(|conflicts| {
+        KErr::new(
+            409,
+            "Conflict",
+            crate::ssa::conflict_message(&conflicts, api_version),
+        )
+    })?;
+    match cur {
+        None => {
+            let mut obj = made;
+            let managed = obj["metadata"]["managedFields"].take();
+            obj["metadata"]["name"] = Value::from(name);
+            create_object(shared, call, obj, Some(managed))
+        }
+        Some(_) => {
+            call.applying = true;
+            update(shared, call, made, true)
+        }
+    }
 }
 
 fn patch(
@@ -1497,6 +1615,8 @@ fn scale_write(
         sub: None,
         dry_run: call.dry_run,
         strict: false,
+        manager: call.manager.clone(),
+        applying: false,
     };
     let (_, stored) = update(shared, &mut c, obj, true)?;
     Ok((200, scale_of(call.res, &stored)))

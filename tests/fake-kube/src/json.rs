@@ -167,7 +167,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// The merge key of a list in the built-in types' strategic merge patch metadata, by the
 /// list's field name (and, for `ports`, by what its elements hold).
-fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
+pub fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"

@@ -59,8 +59,12 @@
 //! `fieldValidation=Strict` (a field the kind lacks refuses it), so `kubectl apply` with
 //! its default validation and `kubectl explain` work.
 //!
+//! Server-side apply (`ssa.rs`): each manager's fields in `managedFields` (FieldsV1),
+//! conflicts (409) unless forced, pruning of what an applier no longer applies; other
+//! writes are their manager's Update.
+//!
 //! Not modelled: RBAC (inject `Forbidden` with a fault), OpenAPI v2 (`/openapi/v2` answers
-//! 404; kubectl 1.32 reads v3), server-side apply, `managedFields`, other
+//! 404; kubectl 1.32 reads v3), subresources in `managedFields`, other
 //! resources (nodes…), sidecar containers (only the first
 //! container of a pod runs), init containers, volumes, resource limits, `paused`,
 //! postStart hooks, `limit`/`continue` paging (every list is one page).
@@ -84,6 +88,7 @@ mod proto;
 mod proto_schema;
 mod proxy;
 mod spdy;
+mod ssa;
 mod store;
 mod table;
 mod tls;
