@@ -108,6 +108,27 @@ pub fn from_v1(v: &Value) -> BTreeSet<Path> {
     out
 }
 
+/// One step of a field's path: a map key (`f:`), or a list item by its key fields (`k:`).
+enum Seg<'a> {
+    Key(&'a str),
+    Item(Map<String, Value>),
+}
+
+impl Seg<'_> {
+    fn parse(seg: &str) -> Option<Seg<'_>> {
+        match (seg.strip_prefix("f:"), seg.strip_prefix("k:")) {
+            (Some(f), _) => Some(Seg::Key(f)),
+            (_, Some(k)) => serde_json::from_str(k).ok().map(Seg::Item),
+            _ => None,
+        }
+    }
+
+    /// Whether a list item is the one this `k:` step names.
+    fn names(key: &Map<String, Value>, item: &Value) -> bool {
+        key.iter().all(|(k, v)| &item[k] == v)
+    }
+}
+
 /// The value a field has in `obj`.
 pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut v = obj;
@@ -115,15 +136,9 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
         if seg == "." {
             return Some(v);
         }
-        v = match (seg.strip_prefix("f:"), seg.strip_prefix("k:")) {
-            (Some(f), _) => v.get(f)?,
-            (_, Some(k)) => {
-                let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-                v.as_array()?
-                    .iter()
-                    .find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv))?
-            }
-            _ => return None,
+        v = match Seg::parse(seg)? {
+            Seg::Key(f) => v.get(f)?,
+            Seg::Item(key) => v.as_array()?.iter().find(|i| Seg::names(&key, i))?,
         };
     }
     Some(v)
@@ -133,13 +148,16 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
 pub fn show(path: &[String]) -> String {
     let mut s = String::new();
     for seg in path {
-        if let Some(f) = seg.strip_prefix("f:") {
-            s.push('.');
-            s.push_str(f);
-        } else if let Some(k) = seg.strip_prefix("k:") {
-            let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-            let parts: Vec<String> = key.iter().map(|(kk, kv)| format!("{kk}={kv}")).collect();
-            s.push_str(&format!("[{}]", parts.join(",")));
+        match Seg::parse(seg) {
+            Some(Seg::Key(f)) => {
+                s.push('.');
+                s.push_str(f);
+            }
+            Some(Seg::Item(key)) => {
+                let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                s.push_str(&format!("[{}]", parts.join(",")));
+            }
+            None => {}
         }
     }
     s
@@ -155,37 +173,28 @@ pub fn remove(obj: &mut Value, path: &[String]) {
     }
     let mut v = obj;
     for seg in parent {
-        let next = match (seg.strip_prefix("f:"), seg.strip_prefix("k:")) {
-            (Some(f), _) => v.get_mut(f),
-            (_, Some(k)) => {
-                let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) else {
-                    return;
-                };
-                v.as_array_mut().and_then(|a| {
-                    a.iter_mut()
-                        .find(|item| key.iter().all(|(kk, kv)| &item[kk] == kv))
-                })
-            }
-            _ => None,
+        let next = match Seg::parse(seg) {
+            Some(Seg::Key(f)) => v.get_mut(f),
+            Some(Seg::Item(key)) => v
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| Seg::names(&key, i))),
+            None => None,
         };
         let Some(next) = next else { return };
         v = next;
     }
-    match (last.strip_prefix("f:"), last.strip_prefix("k:")) {
-        (Some(f), _) => {
+    match Seg::parse(last) {
+        Some(Seg::Key(f)) => {
             if let Some(m) = v.as_object_mut() {
                 m.remove(f);
             }
         }
-        (_, Some(k)) => {
-            if let (Ok(key), Some(a)) = (
-                serde_json::from_str::<Map<String, Value>>(k),
-                v.as_array_mut(),
-            ) {
-                a.retain(|item| !key.iter().all(|(kk, kv)| &item[kk] == kv));
+        Some(Seg::Item(key)) => {
+            if let Some(a) = v.as_array_mut() {
+                a.retain(|i| !Seg::names(&key, i));
             }
         }
-        _ => {}
+        None => {}
     }
 }
 
