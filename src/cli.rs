@@ -151,6 +151,30 @@ pub enum ServiceCommand {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Sends a share of the live proxy's requests to a canary upstream, or none with
+    /// --share 0 (run inside its container)
+    #[command(name = "__proxy-canary", hide = true)]
+    ProxyCanary {
+        upstream: String,
+        /// Where to connect to it (an IP and port), if not by its name
+        #[arg(long)]
+        addr: Option<String>,
+        /// In hundredths of a percent (10000: all)
+        #[arg(long)]
+        share: u32,
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Prints what the live proxy counted per upstream over the last seconds, as JSON, or
+    /// with --prometheus all it counted, in Prometheus' text format (run inside its
+    /// container)
+    #[command(name = "__proxy-counts", hide = true)]
+    ProxyCounts {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long)]
+        prometheus: bool,
+    },
     /// Prints the live proxy's route file (run inside its container)
     #[command(name = "__proxy-routes", hide = true)]
     ProxyRoutes {
@@ -523,6 +547,7 @@ fn record(
         duration_ms: elapsed.as_millis() as u64,
         outcome: if ok { "ok".into() } else { "failed".into() },
         steps,
+        judgements: ctx.judgements(),
     };
     if let Err(e) = state::record(&state::key(config), &rec) {
         ctx.out
@@ -917,6 +942,29 @@ fn service_command(
             state,
         } => {
             crate::ops::proxy::set_route(&state, &upstream, addr.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyCanary {
+            upstream,
+            addr,
+            share,
+            state,
+        } => {
+            crate::ops::proxy::set_canary(&state, &upstream, addr.as_deref(), share)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyCounts {
+            seconds,
+            prometheus,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let path = match prometheus {
+                true => "/metrics".to_string(),
+                false => format!("/window?seconds={seconds}"),
+            };
+            printer.data(rt.block_on(crate::ops::proxy::admin(&path))?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyRoutes { state } => {

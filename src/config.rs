@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Problems, hinted};
 
+mod rollout;
+pub use rollout::{Rollout, Strategy, fmt_percent};
+
 pub const CONFIG_FILE: &str = "pym-config.yaml";
 
 /// A non-zero default (of a port, a timeout, a count), its type taken from the key's.
@@ -317,6 +320,8 @@ config_with_target_keys! {
         keep_previous: u32 = 2,
         /// roll back automatically when the live acceptance tests fail
         rollback_on_failure: bool = true,
+        /// how promote moves live to a new version: `{strategy: blue-green}` (all at once), or `{strategy: canary, steps: [5, 25, 50], step_seconds: 60, bake_seconds: 300, max_error_rate: 0.01, max_p95_ms: 500, min_requests: 100}` (a share of live at each step, judged on the new version's requests; then a bake, the previous version still running); see docs/rollout.md
+        rollout: Rollout = Rollout::default(),
         /// the unit-test command (default: `cargo test` in a Rust service, else `python3 -m pytest -q test`; `""`: none)
         test_command: Option<String> = None,
         /// the acceptance-test command, run against a server given by PYM_SERVER_HOST and PYM_SERVER_PORT (default: the `testaccept` crate, else `python3 -m pytest -q testaccept`; `""`: none, health and the version check alone)
@@ -541,6 +546,12 @@ impl Config {
                     self.version_path
                 ),
                 "write the path as the server sees it, like `/version`",
+            ));
+        }
+        for (why, hint) in self.rollout.problems() {
+            problems.push(hinted(
+                format!("{}: key `rollout`: {why}", self.at("rollout")),
+                hint,
             ));
         }
         for s in &self.health_statuses {

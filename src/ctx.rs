@@ -53,6 +53,8 @@ pub struct Ctx {
     image: RefCell<Option<String>>,
     pushed: RefCell<Option<String>>,
     rolled_back_to: RefCell<Option<String>>,
+    /// The judgements of this run's canary steps and bakes, for its history record.
+    judgements: RefCell<Vec<serde_json::Value>>,
     deferred: RefCell<Vec<Deferred>>,
     undoing: Cell<bool>,
     /// How many times the engine was asked for and could not be reached.
@@ -117,6 +119,7 @@ impl Ctx {
             image: RefCell::new(None),
             pushed: RefCell::new(None),
             rolled_back_to: RefCell::new(None),
+            judgements: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
             undoing: Cell::new(false),
             unreachable: Cell::new(0),
@@ -409,6 +412,15 @@ impl Ctx {
     /// The version a rollback in this run made live (the history records it, not HEAD's).
     pub fn rolled_back_to(&self) -> Option<String> {
         self.rolled_back_to.borrow().clone()
+    }
+
+    /// Keeps a judgement of a canary step or a bake for the run's history record.
+    pub fn add_judgement(&self, judgement: serde_json::Value) {
+        self.judgements.borrow_mut().push(judgement);
+    }
+
+    pub fn judgements(&self) -> Vec<serde_json::Value> {
+        self.judgements.borrow().clone()
     }
 
     pub fn set_rolled_back_to(&self, version: String) {

@@ -16,8 +16,21 @@
 //! connections are spliced once the upstream agrees; `X-Forwarded-For`, `-Proto` and
 //! `-Host` are added. A request without a body that meets a dead pooled connection is
 //! sent once more on a fresh one.
+//!
+//! A **canary** (`__proxy-canary`, a second state file beside the routes) sends a share of
+//! the requests to another upstream: each client is given a bucket (0 to 9999) in a cookie,
+//! `pym-canary`, the first time it comes while a canary runs, and a bucket below the
+//! share (in hundredths of a percent) goes to the canary; so one client sees one version
+//! in a step, and one on the canary stays on it as the share grows. Without a canary no
+//! cookie is set and nothing else changes.
+//!
+//! Every upstream's answers are **counted**: requests, 5xx answers, requests it gave no
+//! answer to (the proxy's 502 and 504), and a histogram of the time to the response's
+//! headers. The admin port serves them cumulatively in Prometheus' text format
+//! (`/metrics`) and over the last seconds (`/window?seconds=N`, up to `WINDOW_KEPT`),
+//! from a snapshot the proxy keeps every second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -55,57 +68,135 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// revision is replaced. 1 was the TCP proxy; 2 routes each request, drains, and keeps
 /// the order versions were live in; 3 runs locked down on an image of its own; 4 connects
 /// to the address the route names, not by DNS; 5 keeps its routes in a volume; 6 answers
-/// 504 (and logs it) when an upstream sends no response headers within `UPSTREAM_TIMEOUT`.
-pub const REVISION: u32 = 6;
+/// 504 (and logs it) when an upstream sends no response headers within `UPSTREAM_TIMEOUT`;
+/// 7 splits requests for a canary and counts each upstream's answers.
+pub const REVISION: u32 = 7;
+/// The cookie that holds a client's canary bucket.
+pub const CANARY_COOKIE: &str = "pym-canary";
+/// Buckets a share is counted in: 10000, so a share is in hundredths of a percent.
+pub const BUCKETS: u32 = 10_000;
+/// The upper bounds (milliseconds) of the latency histogram's buckets; the last one,
+/// +Inf, is implied.
+pub const LATENCY_BOUNDS_MS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+/// How many seconds of one-second snapshots the proxy keeps for `/window`.
+pub const WINDOW_KEPT: u64 = 900;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The route file's identity (inode, mtime seconds and nanoseconds).
 type FileId = (u64, i64, i64);
 
+/// What the state files say, each read again only when it was replaced.
+#[derive(Default)]
+struct Routes {
+    live_id: Option<FileId>,
+    live: Option<Upstream>,
+    canary_id: Option<FileId>,
+    canary: Option<Canary>,
+}
+
+/// A share of the requests (`share` of `BUCKETS`) sent to `upstream`.
+#[derive(Clone, Debug)]
+struct Canary {
+    share: u32,
+    upstream: Upstream,
+}
+
+impl Canary {
+    /// `<share in hundredths of a percent> <container>:<port> [<address>:<port>]`.
+    fn parse(text: &str) -> Option<Canary> {
+        let line = text.lines().next()?;
+        let (share, rest) = line.trim().split_once(' ')?;
+        Some(Canary {
+            share: share.parse().ok().filter(|s| *s <= BUCKETS)?,
+            upstream: Upstream::parse(rest)?,
+        })
+    }
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
 struct Shared {
     state: PathBuf,
-    /// The upstream (its name, and the address to connect to), with the identity of the
-    /// file it was read from, so the file is read again only when it was replaced.
-    route: Mutex<(Option<FileId>, Option<Upstream>)>,
+    canary_state: PathBuf,
+    routes: Mutex<Routes>,
     /// Requests (and upgraded connections) in flight, per upstream.
     inflight: Mutex<HashMap<String, usize>>,
+    stats: Mutex<Stats>,
     client: Client<HttpConnector, Body>,
 }
 
 impl Shared {
-    /// The route, read again if the file was replaced. Callers hold the route lock.
-    fn refresh(&self, route: &mut (Option<FileId>, Option<Upstream>)) -> Option<Upstream> {
-        let id = std::fs::metadata(&self.state)
-            .ok()
-            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()));
-        if id.is_none() || route.0 != id {
+    /// The routes, read again where a file was replaced. Callers hold the routes lock.
+    fn refresh(&self, routes: &mut Routes) {
+        let id = file_id(&self.state);
+        if id.is_none() || routes.live_id != id {
             // The first line is the live upstream; the others are the ones live before it.
-            route.1 = std::fs::read_to_string(&self.state)
+            routes.live = std::fs::read_to_string(&self.state)
                 .ok()
                 .and_then(|t| t.lines().next().and_then(Upstream::parse));
-            route.0 = id;
+            routes.live_id = id;
         }
-        route.1.clone()
+        let id = file_id(&self.canary_state);
+        if id.is_none() || routes.canary_id != id {
+            routes.canary = std::fs::read_to_string(&self.canary_state)
+                .ok()
+                .and_then(|t| Canary::parse(&t))
+                .filter(|c| c.share > 0);
+            routes.canary_id = id;
+        }
+    }
+
+    /// Where a request of `bucket` goes now: the canary when one runs and the bucket is
+    /// within its share, else live.
+    fn pick(&self, routes: &Routes, bucket: Option<u32>) -> Option<Upstream> {
+        match (&routes.canary, bucket) {
+            (Some(c), Some(b)) if b < c.share => Some(c.upstream.clone()),
+            _ => routes.live.clone(),
+        }
     }
 
     fn upstream(&self) -> Option<Upstream> {
-        self.refresh(&mut self.route.lock().unwrap())
+        let mut routes = self.routes.lock().unwrap();
+        self.refresh(&mut routes);
+        routes.live.clone()
     }
 
-    /// The live upstream, with this request counted in flight to it. Both under the route
-    /// lock, so a drain that reads the route after a switch (`inflight`) sees every request
-    /// that chose the old upstream.
-    fn checkout(self: &Arc<Self>) -> Option<(Upstream, InFlight)> {
-        let mut route = self.route.lock().unwrap();
-        let upstream = self.refresh(&mut route)?;
+    /// The upstream for a request whose client has `bucket` (none yet: one is drawn when a
+    /// canary runs, and returned to be set in its cookie), with this request counted in
+    /// flight to it. Both under the routes lock, so a drain that reads the route after a
+    /// switch (`inflight`) sees every request that chose the old upstream.
+    fn checkout(
+        self: &Arc<Self>,
+        bucket: Option<u32>,
+    ) -> Option<(Upstream, InFlight, Option<u32>, Option<u32>)> {
+        let mut routes = self.routes.lock().unwrap();
+        self.refresh(&mut routes);
+        let drawn = match (routes.canary.is_some(), bucket) {
+            (true, None) => Some(draw_bucket()),
+            _ => None,
+        };
+        let bucket = bucket.or(drawn);
+        let upstream = self.pick(&routes, bucket)?;
         let guard = InFlight::new(self, &upstream.name);
-        Some((upstream, guard))
+        Some((upstream, guard, bucket, drawn))
+    }
+
+    /// Where a request of `bucket` goes now, for a request sent again.
+    fn now_for(&self, bucket: Option<u32>) -> Option<Upstream> {
+        let mut routes = self.routes.lock().unwrap();
+        self.refresh(&mut routes);
+        self.pick(&routes, bucket)
     }
 
     fn inflight(&self, upstream: &str) -> usize {
-        let mut route = self.route.lock().unwrap();
-        self.refresh(&mut route);
+        self.refresh(&mut self.routes.lock().unwrap());
         self.inflight
             .lock()
             .unwrap()
@@ -113,6 +204,195 @@ impl Shared {
             .copied()
             .unwrap_or(0)
     }
+
+    /// Counts one answer (or the lack of one) of `upstream`.
+    fn count(&self, upstream: &str, status: u16, no_answer: bool, took: Duration) {
+        let mut stats = self.stats.lock().unwrap();
+        let c = match stats.now.get_mut(upstream) {
+            Some(c) => c,
+            None => stats.now.entry(upstream.to_string()).or_default(),
+        };
+        c.add(status, no_answer, took);
+    }
+}
+
+/// A bucket for a client new to the canary: random enough to split clients by share.
+fn draw_bucket() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    (h.finish() % BUCKETS as u64) as u32
+}
+
+/// The bucket a request's `pym-canary` cookie holds, if any.
+fn cookie_bucket(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == CANARY_COOKIE).then(|| v.trim().parse().ok())?
+        })
+        .filter(|b| *b < BUCKETS)
+}
+
+/// One upstream's answers, counted since the proxy started.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub requests: u64,
+    /// Answers with a 5xx status from the upstream itself.
+    pub errors: u64,
+    /// Requests it gave no answer to (the proxy answered 502 or 504).
+    pub failures: u64,
+    /// Per bucket of `LATENCY_BOUNDS_MS` and one more (+Inf): not cumulative.
+    pub latency: Vec<u64>,
+    pub latency_sum_ms: f64,
+}
+
+impl Counts {
+    fn add(&mut self, status: u16, no_answer: bool, took: Duration) {
+        self.requests += 1;
+        match no_answer {
+            true => self.failures += 1,
+            false if status >= 500 => self.errors += 1,
+            false => {}
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        if self.latency.len() != LATENCY_BOUNDS_MS.len() + 1 {
+            self.latency = vec![0; LATENCY_BOUNDS_MS.len() + 1];
+        }
+        let i = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[i] += 1;
+        self.latency_sum_ms += ms;
+    }
+
+    /// What was counted since `before`.
+    fn since(&self, before: Option<&Counts>) -> Counts {
+        let Some(b) = before else {
+            return self.clone();
+        };
+        Counts {
+            requests: self.requests.saturating_sub(b.requests),
+            errors: self.errors.saturating_sub(b.errors),
+            failures: self.failures.saturating_sub(b.failures),
+            latency: self
+                .latency
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(b.latency.get(i).copied().unwrap_or(0)))
+                .collect(),
+            latency_sum_ms: (self.latency_sum_ms - b.latency_sum_ms).max(0.0),
+        }
+    }
+}
+
+/// The counts now and a snapshot of them every second, for `WINDOW_KEPT` seconds.
+#[derive(Default)]
+struct Stats {
+    now: HashMap<String, Counts>,
+    snapshots: VecDeque<(Instant, HashMap<String, Counts>)>,
+}
+
+impl Stats {
+    fn snapshot(&mut self) {
+        let now = Instant::now();
+        self.snapshots.push_back((now, self.now.clone()));
+        while self
+            .snapshots
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t).as_secs() > WINDOW_KEPT)
+        {
+            self.snapshots.pop_front();
+        }
+    }
+
+    /// Each upstream's counts over the last `seconds` (fewer when the proxy has not run
+    /// that long), and how many seconds that really is.
+    fn window(&self, seconds: u64) -> (f64, HashMap<String, Counts>) {
+        let now = Instant::now();
+        let base = self
+            .snapshots
+            .iter()
+            .find(|(t, _)| now.duration_since(*t).as_secs_f64() <= seconds as f64 + 0.5);
+        let (span, base) = match base {
+            Some((t, counts)) => (now.duration_since(*t).as_secs_f64(), Some(counts)),
+            None => (0.0, None),
+        };
+        let counts = self
+            .now
+            .iter()
+            .map(|(k, c)| (k.clone(), c.since(base.and_then(|b| b.get(k)))))
+            .collect();
+        (span, counts)
+    }
+
+    /// The counts in Prometheus' text exposition format.
+    fn prometheus(&self) -> String {
+        let mut names: Vec<&String> = self.now.keys().collect();
+        names.sort();
+        let mut out = String::new();
+        let metric = |out: &mut String, name: &str, kind: &str, help: &str| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        };
+        metric(
+            &mut out,
+            "pym_proxy_requests_total",
+            "counter",
+            "Requests the live proxy sent to an upstream, by the class of the answer (none: it gave no answer).",
+        );
+        for n in &names {
+            let c = &self.now[*n];
+            let ok = c.requests - c.errors - c.failures;
+            for (class, v) in [("ok", ok), ("5xx", c.errors), ("none", c.failures)] {
+                out.push_str(&format!(
+                    "pym_proxy_requests_total{{upstream=\"{n}\",answer=\"{class}\"}} {v}\n"
+                ));
+            }
+        }
+        metric(
+            &mut out,
+            "pym_proxy_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to its answer's headers, by upstream.",
+        );
+        for n in &names {
+            let c = &self.now[*n];
+            let mut cumulative = 0;
+            for (i, le) in LATENCY_BOUNDS_MS
+                .iter()
+                .map(|ms| format!("{}", ms / 1000.0))
+                .chain(["+Inf".to_string()])
+                .enumerate()
+            {
+                cumulative += c.latency.get(i).copied().unwrap_or(0);
+                out.push_str(&format!(
+                    "pym_proxy_request_duration_seconds_bucket{{upstream=\"{n}\",le=\"{le}\"}} {cumulative}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "pym_proxy_request_duration_seconds_sum{{upstream=\"{n}\"}} {}\n",
+                c.latency_sum_ms / 1000.0
+            ));
+            out.push_str(&format!(
+                "pym_proxy_request_duration_seconds_count{{upstream=\"{n}\"}} {}\n",
+                c.requests
+            ));
+        }
+        out
+    }
+}
+
+/// `/window`'s answer: each upstream's counts over the last `seconds`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub seconds: f64,
+    pub upstreams: HashMap<String, Counts>,
 }
 
 /// A route line: `<container>:<port> [<address>:<port>]`. The name identifies the
@@ -181,9 +461,19 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
         .build(connector);
     let shared = Arc::new(Shared {
         state: state.to_path_buf(),
-        route: Mutex::new((None, None)),
+        canary_state: canary_file(state),
+        routes: Mutex::new(Routes::default()),
         inflight: Mutex::new(HashMap::new()),
+        stats: Mutex::new(Stats::default()),
         client,
+    });
+    let snapshots = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            snapshots.stats.lock().unwrap().snapshot();
+        }
     });
     eprintln!(
         "pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}",
@@ -246,6 +536,16 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
             shared.inflight(upstream).to_string()
         }
         "/route" => shared.upstream().map(|u| u.name).unwrap_or_default(),
+        "/metrics" => shared.stats.lock().unwrap().prometheus(),
+        "/window" => {
+            let seconds = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("seconds="))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(60);
+            let (seconds, upstreams) = shared.stats.lock().unwrap().window(seconds);
+            serde_json::to_string(&Window { seconds, upstreams }).unwrap_or_default()
+        }
         _ => {
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
@@ -308,16 +608,43 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-async fn forward(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    let Some((upstream, guard)) = shared.checkout() else {
+async fn forward(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let arrived = Instant::now();
+    let Some((upstream, guard, bucket, drawn)) = shared.checkout(cookie_bucket(req.headers()))
+    else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "no live version yet\n".into(),
         );
+    };
+    let mut res = forward_to(&shared, peer, req, upstream, guard, bucket, arrived).await;
+    // A client new to a running canary keeps its bucket, so it stays on one version.
+    if let Some(b) = drawn
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{CANARY_COOKIE}={b}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax"
+        ))
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+async fn forward_to(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    upstream: Upstream,
+    guard: InFlight,
+    bucket: Option<u32>,
+    arrived: Instant,
+) -> Response<Body> {
+    let answered = |status: StatusCode, no_answer: bool| {
+        shared.count(
+            &upstream.name,
+            status.as_u16(),
+            no_answer,
+            arrived.elapsed(),
+        )
     };
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -371,7 +698,7 @@ async fn forward(
             (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
                 // Sent again to the upstream live now: when the first one went away under
                 // the request (stopped after a switch), the new one answers.
-                let now = shared.upstream().unwrap_or_else(|| upstream.clone());
+                let now = shared.now_for(bucket).unwrap_or_else(|| upstream.clone());
                 let mut again = Request::new(
                     Empty::<Bytes>::new()
                         .map_err(|never| match never {})
@@ -389,6 +716,7 @@ async fn forward(
         }
     };
     let Ok(result) = tokio::time::timeout(UPSTREAM_TIMEOUT, sent).await else {
+        answered(StatusCode::GATEWAY_TIMEOUT, true);
         eprintln!(
             "upstream {} ({}) sent no response to {peer} within {} s",
             upstream.name,
@@ -407,6 +735,7 @@ async fn forward(
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
+            answered(StatusCode::BAD_GATEWAY, true);
             eprintln!(
                 "upstream {} ({}) failed for {peer}: {e:#}",
                 upstream.name, upstream.addr
@@ -417,6 +746,7 @@ async fn forward(
             );
         }
     };
+    answered(res.status(), false);
     if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut res);
         tokio::spawn(async move {
@@ -496,6 +826,45 @@ pub fn show_routes(state: &Path) -> Result<String> {
     }
 }
 
+/// The canary's state file, beside the route file.
+pub fn canary_file(state: &Path) -> PathBuf {
+    state.with_file_name("canary")
+}
+
+/// Sends `share` hundredths of a percent of the requests to `upstream` (0: none, and the
+/// file goes). Written atomically, like the routes.
+pub fn set_canary(state: &Path, upstream: &str, addr: Option<&str>, share: u32) -> Result<()> {
+    let file = canary_file(state);
+    if share == 0 {
+        return match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", file.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    anyhow::ensure!(share <= BUCKETS, "a share is at most {BUCKETS}");
+    let line = match addr {
+        Some(a) => format!("{share} {} {}\n", upstream.trim(), a.trim()),
+        None => format!("{share} {}\n", upstream.trim()),
+    };
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, line).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &file)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), file.display()))
+}
+
+/// Asks the proxy's admin port for `path` (on the container's loopback).
+pub async fn admin(path: &str) -> Result<String> {
+    let (status, body) =
+        crate::ops::http::get("127.0.0.1", ADMIN_PORT, path, Duration::from_secs(2)).await?;
+    anyhow::ensure!(
+        status == 200,
+        "the proxy's admin port answered {status} to {path}"
+    );
+    Ok(body)
+}
+
 /// How many upstreams the route file remembers: the live one and those live before it.
 const HISTORY: usize = 32;
 
@@ -543,5 +912,93 @@ pub async fn drain(upstream: &str, timeout: Duration) -> Result<usize> {
             return Ok(n);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_keeps_its_bucket_and_a_canary_takes_the_buckets_below_its_share() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; pym-canary=420; b=2"),
+        );
+        assert_eq!(cookie_bucket(&h), Some(420));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("pym-canary=10000"));
+        assert_eq!(cookie_bucket(&h), None, "out of range: drawn again");
+        assert_eq!(cookie_bucket(&HeaderMap::new()), None);
+        let c = Canary::parse("2500 pym-s-live-v2:8080 172.18.0.3:8080\n").unwrap();
+        assert_eq!(
+            (c.share, c.upstream.name.as_str(), c.upstream.addr.as_str()),
+            (2500, "pym-s-live-v2:8080", "172.18.0.3:8080")
+        );
+        assert!(Canary::parse("20000 x:1").is_none());
+        let routes = Routes {
+            live: Upstream::parse("pym-s-live-v1:8080"),
+            canary: Some(c),
+            ..Routes::default()
+        };
+        let shared = test_shared();
+        assert_eq!(
+            shared.pick(&routes, Some(2499)).unwrap().name,
+            "pym-s-live-v2:8080"
+        );
+        assert_eq!(
+            shared.pick(&routes, Some(2500)).unwrap().name,
+            "pym-s-live-v1:8080"
+        );
+        assert_eq!(
+            shared.pick(&routes, None).unwrap().name,
+            "pym-s-live-v1:8080"
+        );
+        // Drawn buckets split clients near the share.
+        let on_canary = (0..10_000).filter(|_| draw_bucket() < 2500).count();
+        assert!((2000..3000).contains(&on_canary), "{on_canary}");
+    }
+
+    fn test_shared() -> Shared {
+        Shared {
+            state: PathBuf::from("/nonexistent/upstream"),
+            canary_state: PathBuf::from("/nonexistent/canary"),
+            routes: Mutex::new(Routes::default()),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    #[test]
+    fn counts_are_kept_per_upstream_over_a_window_and_in_prometheus_text() {
+        let shared = test_shared();
+        shared.count("v1:8080", 200, false, Duration::from_millis(3));
+        shared.stats.lock().unwrap().snapshot();
+        shared.count("v1:8080", 503, false, Duration::from_millis(40));
+        shared.count("v1:8080", 502, true, Duration::from_millis(2));
+        shared.count("v2:8080", 200, false, Duration::from_millis(700));
+        let stats = shared.stats.lock().unwrap();
+        let (_, w) = stats.window(60);
+        let v1 = &w["v1:8080"];
+        assert_eq!(
+            (v1.requests, v1.errors, v1.failures),
+            (2, 1, 1),
+            "since the snapshot"
+        );
+        assert_eq!(v1.latency.iter().sum::<u64>(), 2);
+        assert_eq!(w["v2:8080"].requests, 1);
+        let text = stats.prometheus();
+        for line in [
+            "pym_proxy_requests_total{upstream=\"v1:8080\",answer=\"ok\"} 1",
+            "pym_proxy_requests_total{upstream=\"v1:8080\",answer=\"5xx\"} 1",
+            "pym_proxy_requests_total{upstream=\"v1:8080\",answer=\"none\"} 1",
+            "pym_proxy_request_duration_seconds_bucket{upstream=\"v1:8080\",le=\"0.005\"} 2",
+            "pym_proxy_request_duration_seconds_bucket{upstream=\"v1:8080\",le=\"+Inf\"} 3",
+            "pym_proxy_request_duration_seconds_count{upstream=\"v2:8080\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
     }
 }

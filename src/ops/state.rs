@@ -247,6 +247,9 @@ pub struct Record {
     pub duration_ms: u64,
     pub outcome: String,
     pub steps: Vec<StepRecord>,
+    /// Each judgement of a canary step or a bake: its figures and verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judgements: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

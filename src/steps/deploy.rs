@@ -216,8 +216,14 @@ impl Step for Promote {
             ));
         }
         let target = targets::of(ctx)?;
+        let live = ctx.config_for(PymEnv::Live)?;
+        if live.rollout.judges() {
+            target
+                .judged_by(ctx)
+                .map_err(|e| e.context(live.at("rollout")))?;
+        }
         target.check(ctx)?;
-        secrets(&ctx.config_for(PymEnv::Live)?)?;
+        secrets(&live)?;
         target.check_address(ctx, PymEnv::Live)?;
         // A deploy that would make live again what a rollback left (a standalone
         // promote asks for what staging runs by name, and is left to do so).

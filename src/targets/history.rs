@@ -19,8 +19,12 @@ pub enum Event {
     Accepted,
     /// It became live (a promote, or a rollback to it).
     Live,
-    /// A rollback went away from it.
+    /// A rollback went away from it (a canary aborted, a bake breached, or `rollback`).
     RolledBack,
+    /// It passed its bake: all of live for `bake_seconds`, judged, with the previous
+    /// version still running. A bare rollback goes only to such a version when the
+    /// service bakes (`rollout.bake_seconds`).
+    KnownGood,
 }
 
 impl Event {
@@ -29,13 +33,29 @@ impl Event {
             Event::Accepted => "accepted",
             Event::Live => "live",
             Event::RolledBack => "rolled-back",
+            Event::KnownGood => "known-good",
+        }
+    }
+
+    /// How a line for people says it happened to `version`.
+    pub fn say(self, version: &str) -> String {
+        match self {
+            Event::Accepted => format!("{version} accepted"),
+            Event::Live => format!("{version} live"),
+            Event::RolledBack => format!("{version} rolled back from"),
+            Event::KnownGood => format!("{version} known-good"),
         }
     }
 
     fn parse(word: &str) -> Option<Event> {
-        [Event::Accepted, Event::Live, Event::RolledBack]
-            .into_iter()
-            .find(|e| e.word() == word)
+        [
+            Event::Accepted,
+            Event::Live,
+            Event::RolledBack,
+            Event::KnownGood,
+        ]
+        .into_iter()
+        .find(|e| e.word() == word)
     }
 }
 
@@ -143,6 +163,22 @@ impl History {
         order
     }
 
+    /// When `version` last passed its bake, unless a rollback went away from it since.
+    pub fn known_good_since(&self, version: &str) -> Option<i64> {
+        let last_good = self
+            .entries
+            .iter()
+            .rposition(|e| e.event == Event::KnownGood && e.version == version)?;
+        let rolled_back = self
+            .entries
+            .iter()
+            .rposition(|e| e.event == Event::RolledBack && e.version == version);
+        match rolled_back {
+            Some(rb) if rb > last_good => None,
+            _ => Some(self.entries[last_good].at),
+        }
+    }
+
     /// Whether a rollback went away from `version` after it was last made live.
     pub fn rolled_back_from(&self, version: &str) -> bool {
         let last = |event: Event| {
@@ -179,12 +215,14 @@ pub fn previous<'a>(
 }
 
 /// Where a rollback goes: `to` when named (it must be a previous version the target
-/// still has), else the most recent previous version that was not rolled back from.
+/// still has), else the most recent previous version that was not rolled back from; where
+/// the service bakes (`known_good`), the most recent that passed its bake.
 pub fn rollback_to(
     history: &History,
     current: Option<&str>,
     available: &[String],
     to: Option<&str>,
+    known_good: bool,
 ) -> Result<String> {
     let previous = previous(history, current, available);
     if let Some(to) = to {
@@ -209,6 +247,23 @@ pub fn rollback_to(
             )),
         };
     }
+    if known_good {
+        if let Some(v) = previous
+            .iter()
+            .find(|v| !history.rolled_back_from(v) && history.known_good_since(v).is_some())
+        {
+            return Ok(v.to_string());
+        }
+        if !previous.is_empty() {
+            return Err(hinted(
+                format!(
+                    "no previous version kept passed its bake: {}",
+                    previous.join(", ")
+                ),
+                "a bare rollback goes only to a known-good version (`rollout.bake_seconds`); name one with `rollback --to VERSION` if you are sure",
+            ));
+        }
+    }
     if let Some(v) = previous.iter().find(|v| !history.rolled_back_from(v)) {
         return Ok(v.to_string());
     }
@@ -227,9 +282,21 @@ pub fn rollback_to(
     }
 }
 
+/// Why a bare rollback goes to `version`, for the line that says where it goes.
+pub fn why_rollback_to(history: &History, version: &str) -> String {
+    match history.known_good_since(version) {
+        Some(at) => format!(
+            "the last known-good version (passed its bake at {})",
+            crate::version::fmt_utc(at)
+        ),
+        None => "the version live before, never rolled back from".into(),
+    }
+}
+
 /// Which previous versions cleanup removes: those beyond the `keep_previous` a rollback
-/// can use, counting first the ones it would go to (never rolled back from), most
-/// recently live first; so what is kept is what rollback needs.
+/// can use, counting first the ones it would go to (never rolled back from, known-good
+/// before the others), most recently live first; so what is kept is what rollback
+/// needs, and the last `keep_previous` known-good versions are never removed.
 pub fn beyond_kept<'a>(
     history: &History,
     current: Option<&str>,
@@ -238,7 +305,12 @@ pub fn beyond_kept<'a>(
 ) -> Vec<&'a str> {
     let mut previous = previous(history, current, available);
     // A stable sort: the live order stays within each group.
-    previous.sort_by_key(|v| history.rolled_back_from(v));
+    previous.sort_by_key(|v| {
+        (
+            history.rolled_back_from(v),
+            history.known_good_since(v).is_none(),
+        )
+    });
     previous.into_iter().skip(keep_previous).collect()
 }
 
@@ -320,11 +392,11 @@ mod tests {
         use Event::*;
         // Nothing before: refused.
         let h = history(&[(Live, "v0")]);
-        assert!(rollback_to(&h, Some("v0"), &strings(&["v0"]), None).is_err());
+        assert!(rollback_to(&h, Some("v0"), &strings(&["v0"]), None, false).is_err());
         // V0 → C1: back to V0.
         let h = history(&[(Live, "v0"), (Live, "c1")]);
         assert_eq!(
-            rollback_to(&h, Some("c1"), &strings(&["c1", "v0"]), None).unwrap(),
+            rollback_to(&h, Some("c1"), &strings(&["c1", "v0"]), None, false).unwrap(),
             "v0"
         );
         // V0 → C1 → rollback (V0) → C2: back to V0 (live before C2), not C1 (newer, but
@@ -337,7 +409,7 @@ mod tests {
             (Live, "c2"),
         ]);
         assert_eq!(
-            rollback_to(&h, Some("c2"), &strings(&["c2", "c1", "v0"]), None).unwrap(),
+            rollback_to(&h, Some("c2"), &strings(&["c2", "c1", "v0"]), None, false).unwrap(),
             "v0"
         );
         // C2 → rollback (V0) → rollback: never C2 again, nor C1: refused, naming --to.
@@ -349,12 +421,12 @@ mod tests {
             (Live, "v0"),
         ]);
         assert_eq!(
-            rollback_to(&h, Some("v0"), &strings(&["c2", "c1", "v0"]), None).unwrap(),
+            rollback_to(&h, Some("v0"), &strings(&["c2", "c1", "v0"]), None, false).unwrap(),
             "c1",
             "further back: C1 was never rolled back from"
         );
         let h = history(&[(Live, "c1"), (Live, "c2"), (RolledBack, "c2"), (Live, "c1")]);
-        let e = rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), None).unwrap_err();
+        let e = rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), None, false).unwrap_err();
         assert!(
             format!("{e}").contains("rolled back from: c2")
                 && crate::error::hint_of(&e).unwrap().contains("--to"),
@@ -362,15 +434,15 @@ mod tests {
         );
         // Named with --to, it may.
         assert_eq!(
-            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c2")).unwrap(),
+            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c2"), false).unwrap(),
             "c2"
         );
         assert!(
-            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c1")).is_err(),
+            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c1"), false).is_err(),
             "already live"
         );
         assert!(
-            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c9")).is_err(),
+            rollback_to(&h, Some("c1"), &strings(&["c2", "c1"]), Some("c9"), false).is_err(),
             "not kept"
         );
         // A version promoted again after a rollback is eligible again.
@@ -383,7 +455,7 @@ mod tests {
             (Live, "c3"),
         ]);
         assert_eq!(
-            rollback_to(&h, Some("c3"), &strings(&["c3", "c2", "c1"]), None).unwrap(),
+            rollback_to(&h, Some("c3"), &strings(&["c3", "c2", "c1"]), None, false).unwrap(),
             "c2"
         );
     }
@@ -401,7 +473,8 @@ mod tests {
                 &History::default(),
                 Some("c3"),
                 &strings(&["c3", "c2", "c1"]),
-                None
+                None,
+                false
             )
             .unwrap(),
             "c2",
@@ -427,5 +500,59 @@ mod tests {
         assert_eq!(beyond_kept(&h, Some("c3"), &all, 1), ["c1", "c2"]);
         assert_eq!(beyond_kept(&h, Some("c3"), &all, 2), ["c2"]);
         assert!(beyond_kept(&h, Some("c3"), &all, 3).is_empty());
+    }
+
+    #[test]
+    fn where_the_service_bakes_rollback_goes_to_the_last_known_good_version() {
+        use Event::*;
+        // v1 passed its bake, v2 was live but never passed one, v3 is live now.
+        let h = history(&[(Live, "v1"), (KnownGood, "v1"), (Live, "v2"), (Live, "v3")]);
+        let all = strings(&["v3", "v2", "v1"]);
+        assert_eq!(
+            rollback_to(&h, Some("v3"), &all, None, false).unwrap(),
+            "v2"
+        );
+        assert_eq!(rollback_to(&h, Some("v3"), &all, None, true).unwrap(), "v1");
+        assert!(why_rollback_to(&h, "v1").starts_with("the last known-good version"));
+        // Named, a version that never passed a bake may be gone back to.
+        assert_eq!(
+            rollback_to(&h, Some("v3"), &all, Some("v2"), true).unwrap(),
+            "v2"
+        );
+        // None passed one: refused, naming --to.
+        let h = history(&[(Live, "v2"), (Live, "v3")]);
+        let e = rollback_to(&h, Some("v3"), &strings(&["v3", "v2"]), None, true).unwrap_err();
+        assert!(
+            format!("{e}").contains("passed its bake")
+                && crate::error::hint_of(&e).unwrap().contains("--to"),
+            "{e}"
+        );
+        // A known-good version a rollback later left is known-good no more.
+        let h = history(&[
+            (Live, "v1"),
+            (KnownGood, "v1"),
+            (Live, "v2"),
+            (KnownGood, "v2"),
+            (RolledBack, "v2"),
+            (Live, "v1"),
+            (Live, "v3"),
+        ]);
+        assert_eq!(h.known_good_since("v2"), None);
+        assert_eq!(
+            rollback_to(&h, Some("v3"), &strings(&["v3", "v2", "v1"]), None, true).unwrap(),
+            "v1"
+        );
+        // Cleanup keeps the known-good ones first.
+        let h = history(&[
+            (Live, "v1"),
+            (KnownGood, "v1"),
+            (Live, "v2"),
+            (Live, "v3"),
+            (Live, "v4"),
+        ]);
+        assert_eq!(
+            beyond_kept(&h, Some("v4"), &strings(&["v4", "v3", "v2", "v1"]), 1),
+            ["v3", "v2"]
+        );
     }
 }

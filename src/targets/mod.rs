@@ -6,6 +6,7 @@
 
 pub mod history;
 pub mod plan;
+pub mod rollout;
 
 use std::time::Duration;
 
@@ -320,6 +321,18 @@ pub trait Target {
     /// The actions of a changing command on this target, for `--dry-run`: `staged` as
     /// for `promote`.
     fn plan(&self, ctx: &Ctx, change: Change, staged: Option<&Staged>) -> Result<Vec<String>>;
+    /// Where the judgement of a new version comes from, for a promote that judges one
+    /// (`rollout`: a canary's steps, a bake); refused before the first step where the
+    /// target cannot split live's traffic or count a version's requests.
+    fn judged_by(&self, ctx: &Ctx) -> Result<String> {
+        let kind = ctx.config().deploy_target;
+        Err(hinted(
+            format!(
+                "`rollout` asks for a canary or a bake, and the {kind} target does not judge a new version yet"
+            ),
+            "use `rollout: {strategy: blue-green}` with no `bake_seconds` on this target",
+        ))
+    }
     /// The deploy record and what staging runs, where the target keeps them.
     fn ledger(&self) -> Option<&dyn Ledger> {
         None

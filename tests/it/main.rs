@@ -15,6 +15,7 @@
 //! - `remote`: the docker target on an engine reached over ssh (a real sshd on loopback)
 //!   and through Docker contexts
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
+//! - `canary`: canary releases and bakes on the docker target under a loopback load
 //! - `target_gke`: the gke target through the `kube` client against the local apiserver of
 //!   `tests/fake-kube` (pods are containers), read by the real kubectl
 //! - `target_beanstalk`: the aws-beanstalk target through the official AWS SDK, against
@@ -32,6 +33,7 @@
 //! so a missing engine fails those tests: CI never skips.
 
 mod aws_cli;
+mod canary;
 mod cli;
 mod config;
 mod context;

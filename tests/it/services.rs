@@ -471,6 +471,22 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     )
     .unwrap();
     let mut cases: Vec<Mistake> = Vec::new();
+    #[cfg(feature = "aws-beanstalk")]
+    cases.push((
+        "a canary on a target that cannot split live's traffic",
+        Box::new(|s| {
+            s.edit("pym-config.yaml", "deploy_target: docker", "deploy_target: aws-beanstalk\ndocker_repo: registry.example.com/team\naws_region: eu-west-1");
+            s.write("pym-config.live.yaml", "rollout: {strategy: canary}\n");
+        }),
+        "the aws-beanstalk target cannot split live's traffic",
+    ));
+    cases.push((
+        "canary steps that do not rise",
+        Box::new(|s| {
+            s.write("pym-config.live.yaml", "rollout: {strategy: canary, steps: [50, 20]}\n");
+        }),
+        "pym-config.live.yaml:1: key `rollout`: `steps` [50, 20] does not rise",
+    ));
     #[cfg(feature = "gke")]
     cases.push((
         "a cluster the kubeconfig lacks",

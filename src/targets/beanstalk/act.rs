@@ -14,7 +14,7 @@ use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::error::hinted;
 use crate::output::StepProgress;
-use crate::targets::history::{Event, History};
+use crate::targets::history::History;
 use crate::targets::plan::Actor;
 
 /// Carries out the Beanstalk target's actions.
@@ -96,11 +96,7 @@ impl Runner {
                 "record {} in the deploy record",
                 notes
                     .iter()
-                    .map(|(event, version, _)| match event {
-                        Event::Accepted => format!("{version} accepted"),
-                        Event::Live => format!("{version} live"),
-                        Event::RolledBack => format!("{version} rolled back from"),
-                    })
+                    .map(|(event, version, _)| event.say(version))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

@@ -273,7 +273,11 @@ pub fn decide_promote(seen: &Seen, c: &Config, staged: &Staged) -> Result<Vec<Ac
 /// `history::rollback_to` chooses among those live before and still Ready and not Red
 /// (`to` when named; never one a rollback left unless named), checked, recorded. Returns
 /// the environment live now, the one rolled back to, and the actions.
-pub fn decide_rollback(seen: &Seen, to: Option<&str>) -> Result<(Env, Env, Vec<Act>)> {
+pub fn decide_rollback(
+    seen: &Seen,
+    to: Option<&str>,
+    known_good: bool,
+) -> Result<(Env, Env, Vec<Act>)> {
     let current = seen.live().ok_or_else(|| {
         hinted(
             format!(
@@ -288,6 +292,7 @@ pub fn decide_rollback(seen: &Seen, to: Option<&str>) -> Result<(Env, Env, Vec<A
         Some(&current.version),
         &seen.available(false),
         to,
+        known_good,
     )?;
     let target = seen
         .previous_env(&version)

@@ -200,7 +200,7 @@ impl BeanstalkTarget {
             }
             Change::Rollback => {
                 let (c, aws, seen) = Self::read(ctx, PymEnv::Live)?;
-                let (_, target, acts) = decide_rollback(&seen, to)?;
+                let (_, target, acts) = decide_rollback(&seen, to, c.rollout.bakes())?;
                 let runner = Runner::new(aws, c, &target.version, seen.history.clone());
                 Ok((runner, seen, acts))
             }
@@ -283,6 +283,14 @@ impl super::Target for BeanstalkTarget {
 
     fn ledger(&self) -> Option<&dyn Ledger> {
         Some(self)
+    }
+
+    /// Never: live is one environment per version behind a CNAME swap, all or nothing.
+    fn judged_by(&self, _ctx: &Ctx) -> Result<String> {
+        Err(hinted(
+            "`rollout` asks for a canary or a bake, and the aws-beanstalk target cannot split live's traffic: each version is its own environment, and live moves to it by one CNAME swap, all at once",
+            "use `rollout: {strategy: blue-green}` with no `bake_seconds` here (the swap is verified, and accept-live rolls back); for canary releases, deploy to the docker, gcp-cloud-run or gke target",
+        ))
     }
 
     /// Read Beanstalk, decide (every refusal before anything is created), carry out: an

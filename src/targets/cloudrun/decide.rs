@@ -63,11 +63,7 @@ pub enum Act {
 fn said(notes: &[Note]) -> String {
     notes
         .iter()
-        .map(|(e, v, _)| match e {
-            Event::Live => format!("{v} live"),
-            Event::RolledBack => format!("{v} rolled back from"),
-            Event::Accepted => format!("{v} accepted"),
-        })
+        .map(|(e, v, _)| e.say(v))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -440,7 +436,12 @@ pub fn decide_promote(seen: &Seen, id: &str, staged: &Staged) -> Result<Vec<Act>
 /// live revisions are still there and ready (`to` when named; never one a rollback left
 /// unless named), recorded in the same update. Returns the revision live now, the one
 /// rolled back to, and the actions.
-pub fn decide_rollback(seen: &Seen, id: &str, to: Option<&str>) -> Result<(Rev, Rev, Vec<Act>)> {
+pub fn decide_rollback(
+    seen: &Seen,
+    id: &str,
+    to: Option<&str>,
+    known_good: bool,
+) -> Result<(Rev, Rev, Vec<Act>)> {
     let svc = seen.service.as_ref().ok_or_else(|| {
         hinted(
             format!("the Cloud Run service {id} does not exist"),
@@ -454,7 +455,7 @@ pub fn decide_rollback(seen: &Seen, id: &str, to: Option<&str>) -> Result<(Rev, 
     if svc.reconciling {
         return Err(busy(id));
     }
-    let version = history::rollback_to(&seen.history, Some(current.key()), &seen.available(), to)?;
+    let version = history::rollback_to(&seen.history, Some(current.key()), &seen.available(), to, known_good)?;
     let target = seen
         .live_revision(&version)
         .cloned()

@@ -186,7 +186,7 @@ impl CloudRunTarget {
             }
             Change::Rollback => {
                 let (mut runner, seen) = Self::runner(ctx, PymEnv::Live, "")?;
-                let (_, target, acts) = decide_rollback(&seen, &runner.gcp.id, to)?;
+                let (_, target, acts) = decide_rollback(&seen, &runner.gcp.id, to, runner.c.rollout.bakes())?;
                 runner.version = target.key().to_string();
                 Ok((runner, seen, acts))
             }

@@ -16,6 +16,7 @@ use crate::ops::{self, docker::RunSpec};
 use crate::output::StepProgress;
 use crate::targets::history::Event;
 use crate::targets::plan::Actor;
+use crate::targets::rollout;
 
 /// Carries out the docker target's actions for one environment's config.
 pub(super) struct Engine {
@@ -37,6 +38,10 @@ pub(super) struct Engine {
     pub waited: Duration,
     /// What `destroy` removed so far, said in its summary.
     pub removed: Vec<String>,
+    /// Whether a canary's share was given in this plan (its undo taken once).
+    sharing: bool,
+    /// Whether the plan bakes: its bake, not the verify, commits the switch.
+    pub bakes: bool,
 }
 
 impl Engine {
@@ -57,6 +62,17 @@ impl Engine {
             old_route: None,
             waited: Duration::ZERO,
             removed: Vec::new(),
+            sharing: false,
+            bakes: false,
+        }
+    }
+
+    /// The figures of `version` as the live proxy counts them.
+    fn signals(&self, docker: &Docker, version: &str) -> Signals {
+        Signals {
+            docker: docker.clone(),
+            proxy: proxy_name(&self.config),
+            upstream: format!("{}:{}", live_name(&self.config, version), self.config.port),
         }
     }
 
@@ -152,12 +168,28 @@ impl Actor for Engine {
                 "start {} beside the live version, PYM_ENV=live",
                 live_name(c, version)
             ),
-            Action::Start { version } => format!("start {} again", live_name(c, version)),
+            Action::Start { version, why } => {
+                format!("start {} again: {why}", live_name(c, version))
+            }
             Action::WaitHealthy { version } => format!(
                 "wait up to {}s for {version} to answer {}",
                 c.health_timeout, c.health_path
             ),
+            Action::Expose { version, .. } => format!(
+                "from here on, a put-back records {version} as rolled back from"
+            ),
+            Action::Share { version, percent } => format!(
+                "send {percent}% of live's requests to {version} (a client stays on one version)"
+            ),
+            Action::Judge { version, percent } => {
+                rollout::step_line(&c.rollout, version, *percent, SOURCE)
+            }
             Action::Switch { version } => format!("route the proxy to {version}"),
+            Action::Bake { version } => rollout::bake_line(&c.rollout, version, SOURCE),
+            Action::ShareOff { version } => format!("send none of live's requests to {version}"),
+            Action::Withdrawn { version, .. } => {
+                format!("record {version} rolled back from in the deploy record")
+            }
             Action::Verify { version } => format!(
                 "check {host}:{}{} is {version} (else route back)",
                 c.live_port, c.version_path
@@ -165,11 +197,7 @@ impl Actor for Engine {
             Action::Record { entries } => {
                 let said: Vec<String> = entries
                     .iter()
-                    .map(|(e, v, _)| match e {
-                        Event::Live => format!("{v} live"),
-                        Event::RolledBack => format!("{v} rolled back from"),
-                        Event::Accepted => format!("{v} accepted"),
-                    })
+                    .map(|(e, v, _)| e.say(v))
                     .collect();
                 format!(
                     "record {} in the deploy record on the engine",
@@ -201,8 +229,13 @@ impl Actor for Engine {
         }
     }
 
+    /// The verified switch, or where the service bakes, the bake passed.
     fn commits(&self, act: &Action) -> bool {
-        matches!(act, Action::Verify { .. })
+        match act {
+            Action::Verify { .. } => !self.bakes,
+            Action::Bake { .. } => true,
+            _ => false,
+        }
     }
 
     fn waits(&self, act: &Action) -> bool {
@@ -212,6 +245,8 @@ impl Actor for Engine {
                 | Action::WaitStaging { .. }
                 | Action::WaitHealthy { .. }
                 | Action::Verify { .. }
+                | Action::Judge { .. }
+                | Action::Bake { .. }
         )
     }
 
@@ -327,7 +362,7 @@ impl Actor for Engine {
                 self.started = Some(ctx.wait(ops::docker::run(docker, spec))?);
                 return Ok(Some(Action::Remove { name }));
             }
-            Action::Start { version } => {
+            Action::Start { version, .. } => {
                 let name = live_name(&c, version);
                 ctx.wait(ops::docker::start(docker, &name))?;
                 self.started = Some(name);
@@ -344,14 +379,72 @@ impl Actor for Engine {
                 let host = ctx.check_binding(&c.publish_ip)?.1;
                 ctx.wait(wait_healthy(docker, &id, &host, port, &c))?;
             }
+            Action::Expose { version, back_to } => {
+                return Ok(Some(Action::Withdrawn {
+                    version: version.clone(),
+                    back_to: back_to.clone(),
+                }));
+            }
+            Action::Share { version, percent } => {
+                let upstream = format!("{}:{}", live_name(&c, version), c.port);
+                proxy::canary(ctx, docker, &c, &upstream, *percent)?;
+                // One undo takes the share back, whichever step it is at.
+                let first = !self.sharing;
+                self.sharing = true;
+                return Ok(first.then(|| Action::ShareOff {
+                    version: version.clone(),
+                }));
+            }
+            Action::Judge { version, percent } => {
+                let mut signals = self.signals(docker, version);
+                rollout::step(ctx, &mut signals, &c.rollout, version, *percent, progress)?;
+            }
             Action::Switch { version } => {
                 let new_route = format!("{}:{}", live_name(&c, version), c.port);
                 self.old_route = proxy::current_route(ctx, docker, &c)?.filter(|r| *r != new_route);
                 proxy::route(ctx, docker, &c, &new_route)?;
+                // All of live now goes to it: the canary's share is moot.
+                if self.sharing {
+                    proxy::canary(ctx, docker, &c, &new_route, 0)?;
+                }
                 return Ok(self
                     .old_route
                     .clone()
                     .map(|upstream| Action::RouteBack { upstream }));
+            }
+            Action::Bake { version } => {
+                let mut signals = self.signals(docker, version);
+                let proved = rollout::bake(ctx, &mut signals, &c.rollout, version, progress)?;
+                if proved {
+                    let now = ops::state::now();
+                    let written = ctx.wait(record::update(docker, &c, |h| {
+                        h.push(Event::KnownGood, version, None, now)
+                    }));
+                    if let Err(e) = written {
+                        ctx.out.warn(&format!(
+                            "{version} passed its bake, but the deploy record was not updated: {e:#}"
+                        ));
+                    }
+                } else {
+                    ctx.out.warn(&format!(
+                        "{version} stays live, but is not known-good: its bake saw too few requests to judge it"
+                    ));
+                }
+            }
+            Action::ShareOff { version } => {
+                let upstream = format!("{}:{}", live_name(&c, version), c.port);
+                proxy::canary(ctx, docker, &c, &upstream, 0)?;
+                self.sharing = false;
+            }
+            Action::Withdrawn { version, back_to } => {
+                let now = ops::state::now();
+                ctx.wait(record::update(docker, &c, |h| {
+                    let made_live = h.live_order().first() == Some(&version.as_str());
+                    h.push(Event::RolledBack, version, None, now);
+                    if let (true, Some(back)) = (made_live, back_to) {
+                        h.push(Event::Live, back, None, now);
+                    }
+                }))?;
             }
             Action::Verify { version } => ctx.wait(verify_version(
                 &c,
@@ -411,6 +504,40 @@ impl Actor for Engine {
             }
         }
         Ok(None)
+    }
+}
+
+/// A version's figures, read from what the live proxy counts for its upstream.
+pub(super) struct Signals {
+    docker: Docker,
+    proxy: String,
+    upstream: String,
+}
+
+/// Where the docker target's figures come from, as `--dry-run` says it.
+pub(super) const SOURCE: &str = "the live proxy's counts of each version's requests";
+
+impl rollout::Signals for Signals {
+    fn source(&self) -> String {
+        SOURCE.into()
+    }
+
+    fn figures(&mut self, ctx: &Ctx, seconds: u64) -> Result<rollout::Figures> {
+        let window = ctx.wait(proxy::counts(&self.docker, &self.proxy, seconds))?;
+        Ok(figures_of(&window, &self.upstream))
+    }
+}
+
+/// One upstream's figures in what the proxy counted.
+pub(super) fn figures_of(window: &ops::proxy::Window, upstream: &str) -> rollout::Figures {
+    let counts = window.upstreams.get(upstream).cloned().unwrap_or_default();
+    rollout::Figures {
+        seconds: window.seconds,
+        requests: counts.requests,
+        errors: counts.errors,
+        failures: counts.failures,
+        p95_ms: rollout::quantile(ops::proxy::LATENCY_BOUNDS_MS, &counts.latency, 0.95),
+        unhealthy: None,
     }
 }
 

@@ -104,15 +104,38 @@ pub(super) enum Action {
     Run {
         version: String,
     },
-    /// Start a stopped version's container again.
+    /// Start a stopped version's container again (`why` it is the one).
     Start {
         version: String,
+        why: String,
     },
     WaitHealthy {
         version: String,
     },
-    /// Route the proxy to it.
+    /// From here on a put-back records the version as rolled back from (it served live
+    /// requests): a judging promote's first act on live.
+    Expose {
+        version: String,
+        /// What live serves now: live again after a put-back.
+        back_to: Option<String>,
+    },
+    /// Send it `percent` of live's requests, each client kept on one side.
+    Share {
+        version: String,
+        percent: u8,
+    },
+    /// Judge it on its own requests for `rollout.step_seconds` (`targets::rollout::step`).
+    Judge {
+        version: String,
+        percent: u8,
+    },
+    /// Route the proxy to it (all of live; a canary's share goes).
     Switch {
+        version: String,
+    },
+    /// All of live for `rollout.bake_seconds`, the previous version still running, judged
+    /// the same way; then known-good if it proved itself. Commits the switch.
+    Bake {
         version: String,
     },
     /// The live address serves it: the switch is kept from here on.
@@ -135,6 +158,16 @@ pub(super) enum Action {
     /// Undo of a restarted one.
     Stop {
         version: String,
+    },
+    /// Undo of a canary's share: none of live's requests to it.
+    ShareOff {
+        version: String,
+    },
+    /// Undo of `Expose`: the version is recorded as rolled back from, and `back_to` as
+    /// live again where the record had made the version live.
+    Withdrawn {
+        version: String,
+        back_to: Option<String>,
     },
     /// Undo of a switch: the route it replaced (none: the proxy routes nowhere yet).
     RouteBack {
@@ -258,12 +291,39 @@ pub(super) fn decide_promote(
     plan.extend([
         Action::Run { version: v.clone() },
         Action::WaitHealthy { version: v.clone() },
+    ]);
+    // A first version has nothing to be judged against nor to go back to: it goes live
+    // whole, as blue/green does.
+    let r = &c.rollout;
+    let judged = r.judges() && seen.current().is_some();
+    if judged {
+        plan.push(Action::Expose {
+            version: v.clone(),
+            back_to: seen.current().map(str::to_string),
+        });
+    }
+    for percent in r.shares().iter().filter(|_| judged) {
+        plan.extend([
+            Action::Share {
+                version: v.clone(),
+                percent: *percent,
+            },
+            Action::Judge {
+                version: v.clone(),
+                percent: *percent,
+            },
+        ]);
+    }
+    plan.extend([
         Action::Switch { version: v.clone() },
         Action::Verify { version: v.clone() },
         Action::Record {
             entries: vec![(Event::Live, v.clone(), Some(digest.to_string()))],
         },
     ]);
+    if judged && r.bakes() {
+        plan.push(Action::Bake { version: v.clone() });
+    }
     let old: Vec<String> = seen
         .live
         .iter()
@@ -277,11 +337,15 @@ pub(super) fn decide_promote(
 /// Rollback: to the version `history::rollback_to` chooses among those kept (never one
 /// rolled back from, unless named), started again, healthy, switched to; the current one
 /// retired.
-pub(super) fn decide_rollback(seen: &Seen, to: Option<&str>) -> Result<Vec<Action>> {
+pub(super) fn decide_rollback(
+    seen: &Seen,
+    to: Option<&str>,
+    known_good: bool,
+) -> Result<Vec<Action>> {
     let current = seen.current();
     let mut available = seen.previous();
     available.extend(current.map(str::to_string));
-    let version = history::rollback_to(&seen.history, current, &available, to)?;
+    let version = history::rollback_to(&seen.history, current, &available, to, known_good)?;
     let running: Vec<String> = seen
         .live
         .iter()
@@ -293,10 +357,15 @@ pub(super) fn decide_rollback(seen: &Seen, to: Option<&str>) -> Result<Vec<Actio
         .into_iter()
         .collect();
     entries.push((Event::Live, version.clone(), None));
+    let why = match to {
+        Some(_) => "named with --to".to_string(),
+        None => history::why_rollback_to(&seen.history, &version),
+    };
     Ok(vec![
         Action::EnsureProxy,
         Action::Start {
             version: version.clone(),
+            why,
         },
         Action::WaitHealthy {
             version: version.clone(),
@@ -524,6 +593,69 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_promote_shares_judges_switches_and_bakes_before_the_old_version_goes() {
+        let mut c = config();
+        c.rollout = serde_yaml::from_str("{strategy: canary, steps: [10, 50], bake_seconds: 30}")
+            .unwrap();
+        let live = seen(vec![live("v1", true, 1)], &["v1"], false);
+        let plan = decide_promote(&live, &c, "v2", "sha256:2").unwrap();
+        let v = || s("v2");
+        assert_eq!(
+            plan,
+            [
+                Action::EnsureProxy,
+                Action::Run { version: v() },
+                Action::WaitHealthy { version: v() },
+                Action::Expose {
+                    version: v(),
+                    back_to: Some(s("v1"))
+                },
+                Action::Share {
+                    version: v(),
+                    percent: 10
+                },
+                Action::Judge {
+                    version: v(),
+                    percent: 10
+                },
+                Action::Share {
+                    version: v(),
+                    percent: 50
+                },
+                Action::Judge {
+                    version: v(),
+                    percent: 50
+                },
+                Action::Switch { version: v() },
+                Action::Verify { version: v() },
+                Action::Record {
+                    entries: vec![(Event::Live, v(), Some(s("sha256:2")))]
+                },
+                Action::Bake { version: v() },
+                Action::Retire {
+                    versions: vec![s("v1")]
+                },
+            ]
+        );
+        // Blue/green with a bake: no share, but the bake before the old version goes.
+        c.rollout = serde_yaml::from_str("{bake_seconds: 30}").unwrap();
+        let plan = decide_promote(&live, &c, "v2", "sha256:2").unwrap();
+        assert!(!plan.iter().any(|a| matches!(a, Action::Share { .. })));
+        let at = |want: fn(&Action) -> bool| plan.iter().position(want).unwrap();
+        assert!(
+            at(|a| matches!(a, Action::Expose { .. })) < at(|a| matches!(a, Action::Switch { .. }))
+                && at(|a| matches!(a, Action::Bake { .. }))
+                    < at(|a| matches!(a, Action::Retire { .. }))
+        );
+        // The default, blue/green without a bake, judges nothing.
+        let plan = decide_promote(&live, &config(), "v2", "sha256:2").unwrap();
+        assert!(!plan.iter().any(|a| matches!(
+            a,
+            Action::Expose { .. } | Action::Judge { .. } | Action::Bake { .. }
+        )));
+    }
+
+    #[test]
     fn stage_pulls_only_from_a_registry() {
         use Action::*;
         let mut c = config();
@@ -545,7 +677,7 @@ mod tests {
     fn rollback_decides_from_the_record_and_never_returns() {
         use Action::*;
         // Without a previous version: refused.
-        assert!(decide_rollback(&seen(vec![live("v1", true, 1)], &["v1"], false), None).is_err());
+        assert!(decide_rollback(&seen(vec![live("v1", true, 1)], &["v1"], false), None, false).is_err());
         // V0 → C1 → rollback → C2, then rollback: back to V0, C2 retired, both recorded.
         let mut s2 = seen(
             vec![
@@ -556,7 +688,7 @@ mod tests {
             &["c2", "v0", "c1"],
             false,
         );
-        let plan = decide_rollback(&s2, None).unwrap();
+        let plan = decide_rollback(&s2, None, false).unwrap();
         let recorded = Record {
             entries: vec![
                 (Event::RolledBack, s("c2"), None),
@@ -567,7 +699,10 @@ mod tests {
             plan,
             [
                 EnsureProxy,
-                Start { version: s("v0") },
+                Start {
+                    version: s("v0"),
+                    why: s("the version live before, never rolled back from")
+                },
                 WaitHealthy { version: s("v0") },
                 Switch { version: s("v0") },
                 Verify { version: s("v0") },
@@ -596,16 +731,22 @@ mod tests {
             (Event::Live, "v0"),
         ]);
         assert_eq!(
-            decide_rollback(&s2, None).unwrap()[1],
-            Start { version: s("c1") }
+            decide_rollback(&s2, None, false).unwrap()[1],
+            Start {
+                version: s("c1"),
+                why: s("the version live before, never rolled back from")
+            }
         );
         // With C1 rolled back from too: refused, unless named.
         s2.history.push(Event::RolledBack, "c1", None, 9);
-        let e = decide_rollback(&s2, None).unwrap_err();
+        let e = decide_rollback(&s2, None, false).unwrap_err();
         assert!(format!("{e}").contains("rolled back from"), "{e}");
         assert_eq!(
-            decide_rollback(&s2, Some("c2")).unwrap()[1],
-            Start { version: s("c2") }
+            decide_rollback(&s2, Some("c2"), false).unwrap()[1],
+            Start {
+                version: s("c2"),
+                why: s("named with --to")
+            }
         );
     }
 

@@ -111,20 +111,18 @@ impl DockerTarget {
                 })?;
                 let seen = observe(ctx, &config, Some(&staged.version))?;
                 let plan = decide_promote(&seen, &config, &staged.version, &staged.digest)?;
-                Ok((
-                    Self::engine(
-                        ctx,
-                        PymEnv::Live,
-                        Some(staged.image.clone()),
-                        !seen.routes.is_empty(),
-                    )?,
-                    plan,
-                    seen,
-                ))
+                let mut engine = Self::engine(
+                    ctx,
+                    PymEnv::Live,
+                    Some(staged.image.clone()),
+                    !seen.routes.is_empty(),
+                )?;
+                engine.bakes = plan.iter().any(|a| matches!(a, decide::Action::Bake { .. }));
+                Ok((engine, plan, seen))
             }
             Change::Rollback => {
                 let seen = observe(ctx, &config, None)?;
-                let plan = decide_rollback(&seen, to)?;
+                let plan = decide_rollback(&seen, to, config.rollout.bakes())?;
                 Ok((
                     Self::engine(ctx, PymEnv::Live, None, !seen.routes.is_empty())?,
                     plan,
@@ -220,6 +218,11 @@ impl super::Target for DockerTarget {
         Some(self)
     }
 
+    /// The live proxy splits live's requests and counts each version's.
+    fn judged_by(&self, _ctx: &Ctx) -> Result<String> {
+        Ok(act::SOURCE.into())
+    }
+
     /// A new staging container replaces the previous one, then must be healthy and serve
     /// the version; one that does not is removed, its logs shown.
     fn stage(&self, ctx: &Ctx, progress: &StepProgress<'_>) -> Result<String> {
@@ -308,14 +311,11 @@ impl super::Target for DockerTarget {
         // A switch earlier in this run may still be retiring the version rolled back to.
         ctx.settle();
         let (mut engine, actions, seen) = Self::decide(ctx, Change::Rollback, None, to)?;
-        let back = actions
+        let (back, why) = actions
             .iter()
-            .find_map(|a| {
-                if let decide::Action::Start { version } = a {
-                    Some(version.clone())
-                } else {
-                    None
-                }
+            .find_map(|a| match a {
+                decide::Action::Start { version, why } => Some((version.clone(), why.clone())),
+                _ => None,
             })
             .unwrap_or_default();
         let from = seen.current().unwrap_or("nothing").to_string();
@@ -328,7 +328,7 @@ impl super::Target for DockerTarget {
             )),
         })?;
         ctx.set_rolled_back_to(back.clone());
-        Ok(format!("{back} live again (was {from})"))
+        Ok(format!("{back} live again (was {from}): {why}"))
     }
 
     fn destroy(
@@ -381,7 +381,14 @@ impl super::Target for DockerTarget {
                 std::cmp::Reverse(c.created.unwrap_or(0)),
             )
         });
-        let mut table = super::Table::new(&["ENV", "VERSION", "STATE", "HEALTH", "SINCE", "IMAGE"]);
+        // What live's versions answered over the last minute, as the proxy counted it.
+        let counted = ctx
+            .wait(async {
+                Ok(proxy::counts(docker, &names::proxy_name(config), 60).await.ok())
+            })?;
+        let mut table = super::Table::new(&[
+            "ENV", "VERSION", "STATE", "HEALTH", "RATE", "ERRORS", "P95", "SINCE", "IMAGE",
+        ]);
         for c in &list {
             // A stopped live version is a previous one, or one a rollback went away from
             // (which a bare rollback never returns to).
@@ -427,11 +434,26 @@ impl super::Target for DockerTarget {
                     }
                 }
             };
+            let upstream = format!("{}:{}", container_name(c), config.port);
+            let [rate, errors, p95] = match (&counted, env) {
+                (Some(w), "live") if w.upstreams.contains_key(&upstream) => {
+                    let f = act::figures_of(w, &upstream);
+                    [
+                        format!("{:.1}/s", f.requests as f64 / f.seconds.max(1.0)),
+                        format!("{}%", crate::config::fmt_percent(f.error_rate())),
+                        f.p95_ms.map_or("-".into(), |ms| format!("{ms:.0}ms")),
+                    ]
+                }
+                _ => ["-".into(), "-".into(), "-".into()],
+            };
             table.rows.push(vec![
                 env.to_string(),
                 label(c, LABEL_VERSION).to_string(),
                 state,
                 health,
+                rate,
+                errors,
+                p95,
                 since,
                 c.image.clone().unwrap_or_default(),
             ]);

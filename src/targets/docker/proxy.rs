@@ -270,18 +270,7 @@ pub(super) async fn existing_state(docker: &Docker, name: &str) -> Result<Option
 /// engine's resolver can stall on names it forwards, as it does with AAAA queries where
 /// no outside resolver answers).
 pub(super) fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
-    let ip = ctx
-        .wait(ops::docker::ip_on(
-            docker,
-            upstream_container(upstream),
-            &network(config),
-        ))
-        .ok()
-        .flatten();
-    let port = upstream.rsplit_once(':').map_or("", |(_, p)| p);
-    let addr = ip
-        .map(|ip| format!("{ip}:{port}"))
-        .unwrap_or_else(|| upstream.to_string());
+    let addr = address_of(ctx, docker, config, upstream);
     let (code, out) = ctx.wait(ops::docker::exec(
         docker,
         &proxy_name(config),
@@ -302,6 +291,74 @@ pub(super) fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str)
         );
     }
     Ok(())
+}
+
+/// Sends `percent` of live's requests to `upstream` (`<container>:<port>`), each client
+/// kept on one side by its cookie; 0 sends none.
+pub(super) fn canary(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    upstream: &str,
+    percent: u8,
+) -> Result<()> {
+    let addr = address_of(ctx, docker, config, upstream);
+    let share = (u32::from(percent) * proxy::BUCKETS / 100).to_string();
+    let (code, out) = ctx.wait(ops::docker::exec(
+        docker,
+        &proxy_name(config),
+        &[
+            proxy::BINARY,
+            "__proxy-canary",
+            upstream,
+            "--addr",
+            &addr,
+            "--share",
+            &share,
+            "--state",
+            proxy::STATE_FILE,
+        ],
+    ))?;
+    if code != 0 {
+        bail!(
+            "the proxy did not take the canary share {percent}% for {upstream}: {}",
+            out.trim()
+        );
+    }
+    Ok(())
+}
+
+/// What the proxy counted per upstream over the last `seconds`.
+pub(super) async fn counts(docker: &Docker, proxy: &str, seconds: u64) -> Result<proxy::Window> {
+    let secs = seconds.to_string();
+    let (code, out) = ops::docker::exec(
+        docker,
+        proxy,
+        &[proxy::BINARY, "__proxy-counts", "--seconds", &secs],
+    )
+    .await?;
+    if code != 0 {
+        bail!("the proxy did not say what it counted: {}", out.trim());
+    }
+    let json = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    serde_json::from_str(json)
+        .with_context(|| format!("the proxy's counts are not what pymdeploy reads: {}", out.trim()))
+}
+
+/// Where the proxy connects to `upstream`: the container's address on the network (no
+/// DNS lookup; see `route`), else its name.
+fn address_of(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> String {
+    let ip = ctx
+        .wait(ops::docker::ip_on(
+            docker,
+            upstream_container(upstream),
+            &network(config),
+        ))
+        .ok()
+        .flatten();
+    let port = upstream.rsplit_once(':').map_or("", |(_, p)| p);
+    ip.map(|ip| format!("{ip}:{port}"))
+        .unwrap_or_else(|| upstream.to_string())
 }
 
 /// Waits until the proxy has no request in flight to `upstream`, for at most

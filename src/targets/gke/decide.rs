@@ -364,6 +364,7 @@ pub fn decide_rollback(
     names: &Names,
     replicas: i32,
     to: Option<&str>,
+    known_good: bool,
 ) -> Result<(String, String, Vec<Act>)> {
     if seen.live.is_none() {
         return Err(hinted(
@@ -384,7 +385,7 @@ pub fn decide_rollback(
             )
         })?
         .to_string();
-    let target = history::rollback_to(&seen.history, Some(&current), &seen.available(), to)?;
+    let target = history::rollback_to(&seen.history, Some(&current), &seen.available(), to, known_good)?;
     let name = names.live(&target);
     Ok((
         current.clone(),

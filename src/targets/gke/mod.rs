@@ -242,6 +242,7 @@ impl super::Target for GkeTarget {
                     names,
                     c.k8s_replicas.get() as i32,
                     ctx.opts.rollback_to.as_deref(),
+                    c.rollout.bakes(),
                 )?
                 .2
             }
@@ -301,7 +302,7 @@ impl super::Target for GkeTarget {
         let c = ctx.config_for(PymEnv::Live)?;
         let k = ctx.wait(connect(&c))?;
         let seen = ctx.wait(k.observe())?;
-        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas.get() as i32, to)?;
+        let (current, target, acts) = decide_rollback(&seen, &k.names, c.k8s_replicas.get() as i32, to, c.rollout.bakes())?;
         let names = k.names.clone();
         plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
         ctx.set_rolled_back_to(target.clone());

@@ -335,7 +335,7 @@ fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
             (Live, "v3"),
         ]),
     );
-    let (current, target, acts) = decide_rollback(&seen, &names(), 2, None).unwrap();
+    let (current, target, acts) = decide_rollback(&seen, &names(), 2, None, false).unwrap();
     assert_eq!((current.as_str(), target.as_str()), ("v3", "v1"));
     assert_eq!(
         acts[0],
@@ -361,14 +361,14 @@ fn rollback_goes_to_the_last_live_before_never_to_one_rolled_back_from() {
     );
     // Nothing before: refused.
     let none = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
-    assert!(decide_rollback(&none, &names(), 2, None).is_err());
-    assert!(decide_rollback(&Seen::default(), &names(), 2, None).is_err());
+    assert!(decide_rollback(&none, &names(), 2, None, false).is_err());
+    assert!(decide_rollback(&Seen::default(), &names(), 2, None, false).is_err());
 }
 
 #[test]
 fn rollback_without_a_record_goes_to_the_newest_previous_or_by_the_old_annotations() {
     let seen = live("v3", &[("v3", 2), ("v2", 0), ("v1", 0)], History::default());
-    assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v2");
+    assert_eq!(decide_rollback(&seen, &names(), 2, None, false).unwrap().1, "v2");
     // An older pymdeploy's annotations on the live Service, converted.
     let mut svc = live_svc("v3");
     svc.annotations
@@ -378,7 +378,7 @@ fn rollback_without_a_record_goes_to_the_newest_previous_or_by_the_old_annotatio
     assert_eq!(h.live_order(), ["v3", "v2", "v1"]);
     assert!(h.rolled_back_from("v2") && !h.rolled_back_from("v1"));
     let seen = Seen { history: h, ..seen };
-    assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+    assert_eq!(decide_rollback(&seen, &names(), 2, None, false).unwrap().1, "v1");
 }
 
 #[test]
@@ -390,14 +390,14 @@ fn rollback_twice_never_returns_to_the_version_it_left_unless_named() {
         &[("v2", 0), ("v1", 2)],
         history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
     );
-    let e = decide_rollback(&seen, &names(), 2, None).unwrap_err();
+    let e = decide_rollback(&seen, &names(), 2, None, false).unwrap_err();
     assert!(
         format!("{e}").contains("rolled back from: v2")
             && crate::error::hint_of(&e).unwrap().contains("--to"),
         "{e}"
     );
     // --to names it: it goes.
-    let (current, target, acts) = decide_rollback(&seen, &names(), 2, Some("v2")).unwrap();
+    let (current, target, acts) = decide_rollback(&seen, &names(), 2, Some("v2"), false).unwrap();
     assert_eq!((current.as_str(), target.as_str()), ("v1", "v2"));
     assert!(acts.contains(&Act::Select {
         from: Some("v1".into()),
@@ -416,10 +416,10 @@ fn rollback_twice_never_returns_to_the_version_it_left_unless_named() {
             (Live, "v1"),
         ]),
     );
-    assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v0");
+    assert_eq!(decide_rollback(&seen, &names(), 2, None, false).unwrap().1, "v0");
     // --to a version not kept, or the live one: refused.
-    assert!(decide_rollback(&seen, &names(), 2, Some("v9")).is_err());
-    assert!(decide_rollback(&seen, &names(), 2, Some("v1")).is_err());
+    assert!(decide_rollback(&seen, &names(), 2, Some("v9"), false).is_err());
+    assert!(decide_rollback(&seen, &names(), 2, Some("v1"), false).is_err());
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn cleanup_after_a_rollback_keeps_what_the_next_rollback_needs() {
             ("hello-v3".to_string(), true)
         ]
     );
-    assert_eq!(decide_rollback(&seen, &names(), 2, None).unwrap().1, "v1");
+    assert_eq!(decide_rollback(&seen, &names(), 2, None, false).unwrap().1, "v1");
     // A promote after it retires the same way: v2 (just live before) is kept.
     let acts = decide_promote(&seen, &names(), Some(&staged("v4")), 2, false, 1).unwrap();
     assert!(

@@ -222,7 +222,7 @@ fn rollback_goes_to_the_version_live_before_never_back_unless_named() {
         (Event::Live, "c1"),
         (Event::Live, "c2"),
     ]);
-    let (from, to, plan) = decide_rollback(&seen(envs.clone(), h, None), None).unwrap();
+    let (from, to, plan) = decide_rollback(&seen(envs.clone(), h, None), None, false).unwrap();
     assert_eq!(
         (from.name.as_str(), to.name.as_str()),
         (c2.name.as_str(), c1.name.as_str())
@@ -260,7 +260,7 @@ fn rollback_goes_to_the_version_live_before_never_back_unless_named() {
         (Event::RolledBack, "c2"),
         (Event::Live, "c1"),
     ]);
-    let (_, to, _) = decide_rollback(&seen(at_c1.clone(), h.clone(), None), None).unwrap();
+    let (_, to, _) = decide_rollback(&seen(at_c1.clone(), h.clone(), None), None, false).unwrap();
     assert_eq!(to.version, "v0");
     let h = record(&[
         (Event::Live, "c1"),
@@ -269,9 +269,9 @@ fn rollback_goes_to_the_version_live_before_never_back_unless_named() {
         (Event::Live, "c1"),
     ]);
     let two = vec![at_c1[0].clone(), at_c1[1].clone()];
-    let e = decide_rollback(&seen(two.clone(), h.clone(), None), None).unwrap_err();
+    let e = decide_rollback(&seen(two.clone(), h.clone(), None), None, false).unwrap_err();
     assert!(format!("{e}").contains("rolled back from: c2"), "{e}");
-    let (_, to, _) = decide_rollback(&seen(two, h, None), Some("c2")).unwrap();
+    let (_, to, _) = decide_rollback(&seen(two, h, None), Some("c2"), false).unwrap();
     assert_eq!(to.version, "c2", "--to names it");
 }
 
@@ -281,17 +281,17 @@ fn rollback_without_a_record_goes_to_the_newest_previous_and_needs_one() {
     let live = env(&c, "v3", true, "live", true);
     // Only a staged version beside live (never PYM_ENV=live): nowhere to go.
     let staged_only = vec![live.clone(), env(&c, "v4", true, "staging", false)];
-    let e = decide_rollback(&seen(staged_only, History::default(), None), None).unwrap_err();
+    let e = decide_rollback(&seen(staged_only, History::default(), None), None, false).unwrap_err();
     assert!(format!("{e}").contains("no previous live version"), "{e}");
     // Nothing live: refused.
-    assert!(decide_rollback(&seen(vec![], History::default(), None), None).is_err());
+    assert!(decide_rollback(&seen(vec![], History::default(), None), None, false).is_err());
     // No record (an older pymdeploy's application without tags): the newest previous.
     let envs = vec![
         live,
         env(&c, "v2", true, "live", false),
         env(&c, "v1", false, "live", false),
     ];
-    let (_, to, _) = decide_rollback(&seen(envs, History::default(), None), None).unwrap();
+    let (_, to, _) = decide_rollback(&seen(envs, History::default(), None), None, false).unwrap();
     assert_eq!(to.version, "v2");
 }
 

@@ -444,7 +444,7 @@ fn at(live: &str, events: &[(Event, &str)]) -> Seen {
 
 /// Where `decide_rollback` goes, and what it records.
 fn rollback(seen: &Seen, to: Option<&str>) -> Result<(String, Vec<Note>)> {
-    let (_, target, acts) = decide_rollback(seen, "hello", to)?;
+    let (_, target, acts) = decide_rollback(seen, "hello", to, false)?;
     let Act::Route {
         record, traffic, ..
     } = &acts[0]
@@ -487,7 +487,7 @@ fn rollback_goes_to_the_version_live_before_never_to_one_rolled_back_from() {
         svc(vec![route("hello-c-l1", 100, None)], ""),
         vec![rev("hello-c-l1", "c", "live", Ready::Yes)],
     );
-    assert!(decide_rollback(&s, "hello", None).is_err());
+    assert!(decide_rollback(&s, "hello", None, false).is_err());
     // A version whose revision is not ready is not gone back to.
     let mut revs = three();
     revs[3].ready = Ready::Failed("gone".into());
@@ -496,7 +496,7 @@ fn rollback_goes_to_the_version_live_before_never_to_one_rolled_back_from() {
         RECORD.into(),
         record(&[(Live, "b"), (RolledBack, "b"), (Live, "a"), (Live, "c")]).render(),
     );
-    assert!(decide_rollback(&seen(sv, revs), "hello", None).is_err());
+    assert!(decide_rollback(&seen(sv, revs), "hello", None, false).is_err());
 }
 
 #[test]
@@ -517,7 +517,7 @@ fn a_second_rollback_goes_further_back_never_returning_unless_named() {
     assert_eq!(record, vec![note(RolledBack, "b"), note(Live, "a")]);
     events.extend([(RolledBack, "b"), (Live, "a")]);
     let s = at("hello-a-l1", &events);
-    let e = decide_rollback(&s, "hello", None).unwrap_err();
+    let e = decide_rollback(&s, "hello", None, false).unwrap_err();
     assert!(
         format!("{e}").contains("rolled back from")
             && crate::error::hint_of(&e).unwrap().contains("--to"),
@@ -525,8 +525,8 @@ fn a_second_rollback_goes_further_back_never_returning_unless_named() {
     );
     // Named, it goes; a version not kept, or live already, is refused.
     assert_eq!(rollback(&s, Some("c")).unwrap().0, "hello-c-l1");
-    assert!(decide_rollback(&s, "hello", Some("a")).is_err());
-    assert!(decide_rollback(&s, "hello", Some("zz")).is_err());
+    assert!(decide_rollback(&s, "hello", Some("a"), false).is_err());
+    assert!(decide_rollback(&s, "hello", Some("zz"), false).is_err());
 }
 
 #[test]
