@@ -483,7 +483,10 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
     cases.push((
         "canary steps that do not rise",
         Box::new(|s| {
-            s.write("pym-config.live.yaml", "rollout: {strategy: canary, steps: [50, 20]}\n");
+            s.write(
+                "pym-config.live.yaml",
+                "rollout: {strategy: canary, steps: [50, 20]}\n",
+            );
         }),
         "pym-config.live.yaml:1: key `rollout`: `steps` [50, 20] does not rise",
     ));

@@ -15,7 +15,9 @@
 //!    against `docker push`;
 //! 6. promote and rollback under wrk (keep-alive and `Connection: close`): errors and p99
 //!    against steady state, rollback wall time, promote against one container started by
-//!    hand.
+//!    hand;
+//! 7. the live proxy's added latency per request (its p50 over the container's own, under
+//!    wrk) with canary routing on (a share, a bucket per client, its cookie) against off.
 //!
 //! Figures go to stdout as a table; progress to stderr.
 
@@ -37,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     skip_compile: bool,
     /// Run only these stages (repeatable): cold-compile, second-service, install, build+accept,
-    /// deploy, switch, readiness, memory
+    /// deploy, switch, canary, readiness, memory
     #[arg(long, value_name = "STAGE")]
     only: Vec<String>,
 }
@@ -409,6 +411,29 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         .output();
     switched?;
 
+    let canary = stage_if(&args.only, printer, reports, "canary", |p| {
+        canary_overhead(&pymdeploy, &work, args.rounds, &mut figures, p)
+    });
+    for id in String::from_utf8_lossy(
+        &Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                "label=org.pymacaron.name=bench-canary",
+            ])
+            .output()?
+            .stdout,
+    )
+    .split_whitespace()
+    {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", "pym-bench-canary"])
+        .output();
+    canary?;
+
     stage_if(&args.only, printer, reports, "readiness", |_| {
         let mut lat = readiness_latencies(20)?;
         let med = median(&mut lat);
@@ -710,12 +735,28 @@ fn start_registry(work: &Path) -> Result<BenchRegistry> {
     bail!("the benchmark's registry did not start")
 }
 
-/// What wrk saw: requests, socket errors, non-2xx answers, p99 latency in ms.
+/// What wrk saw: requests, socket errors, non-2xx answers, p50 and p99 latency in ms.
 struct Load {
     requests: u64,
     errors: u64,
     non_2xx: u64,
+    p50_ms: f64,
     p99_ms: f64,
+}
+
+/// wrk's `1.23ms`, `850.00us`, `1.02s` in milliseconds.
+fn wrk_ms(v: &str) -> f64 {
+    let v = v.trim();
+    match (v.strip_suffix("ms"), v.strip_suffix("us")) {
+        (Some(ms), _) => ms.parse().unwrap_or(0.0),
+        (_, Some(us)) => us.parse::<f64>().unwrap_or(0.0) / 1000.0,
+        _ => {
+            v.strip_suffix('s')
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                * 1000.0
+        }
+    }
 }
 
 /// `wrk -t2 -c20 -d<secs>s --latency` against `url`, keep-alive or `Connection: close`.
@@ -740,6 +781,7 @@ fn wrk_result(child: std::process::Child) -> Result<Load> {
         requests: 0,
         errors: 0,
         non_2xx: 0,
+        p50_ms: 0.0,
         p99_ms: 0.0,
     };
     for line in text.lines().map(str::trim) {
@@ -752,19 +794,9 @@ fn wrk_result(child: std::process::Child) -> Result<Load> {
         } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
             load.non_2xx = number(rest);
         } else if let Some(rest) = line.strip_prefix("99%") {
-            let v = rest.trim();
-            load.p99_ms = match v.strip_suffix("ms") {
-                Some(ms) => ms.parse().unwrap_or(0.0),
-                None => match v.strip_suffix("us") {
-                    Some(us) => us.parse::<f64>().unwrap_or(0.0) / 1000.0,
-                    None => {
-                        v.strip_suffix('s')
-                            .and_then(|s| s.parse::<f64>().ok())
-                            .unwrap_or(0.0)
-                            * 1000.0
-                    }
-                },
-            };
+            load.p99_ms = wrk_ms(rest);
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            load.p50_ms = wrk_ms(rest);
         } else if line.contains("requests in") {
             load.requests = number(line.split_whitespace().next().unwrap_or("0"));
         }
@@ -915,6 +947,103 @@ fn switch_under_load(
         met: Some(rb < 2.0),
     });
     Ok(format!("promote {pr:.2}s, rollback {rb:.2}s"))
+}
+
+/// The live proxy's added latency per request with canary routing on against off: the
+/// p50 under `wrk -c20` (keep-alive) through the proxy, less the p50 straight to the same
+/// image's container (staging), alternating off and on. On, the proxy gives 50% to a
+/// canary (the live container itself, so only the routing differs): it reads each
+/// request's cookie, draws a bucket for a client without one and sets its cookie.
+fn canary_overhead(
+    pymdeploy: &Path,
+    work: &Path,
+    rounds: usize,
+    figures: &mut Vec<Figure>,
+    p: &pymdeploy::output::StepProgress<'_>,
+) -> Result<String> {
+    let target = work.join("svc-target");
+    let svc = new_service(pymdeploy, work, "bench-canary")?;
+    let (live, staging) = (free_port()?, free_port()?);
+    let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
+    std::fs::write(
+        svc.join("pym-config.yaml"),
+        format!("{config}live_port: {live}\nstaging_port: {staging}\n"),
+    )?;
+    commit(&svc, "bench ports")?;
+    pym(pymdeploy, &svc, &target, &["deploy", "--no-test"])?;
+    let version = version_of(pymdeploy, &svc)?;
+    let container = format!("pym-bench-canary-live-{version}");
+    let ip = String::from_utf8_lossy(
+        &Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{(index .NetworkSettings.Networks \"pym-bench-canary\").IPAddress}}",
+                &container,
+            ])
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let share = |bp: u32| -> Result<()> {
+        let st = Command::new("docker")
+            .args([
+                "exec",
+                "pym-bench-canary-proxy",
+                "/usr/local/bin/pym-proxy",
+                "__proxy-canary",
+                &format!("{container}:8080"),
+                "--addr",
+                &format!("{ip}:8080"),
+                "--share",
+                &bp.to_string(),
+                "--state",
+                "/state/upstream",
+            ])
+            .status()?;
+        ensure!(st.success(), "the proxy did not take the canary share");
+        Ok(())
+    };
+    let (mut direct, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        p.message(&format!(
+            "wrk straight, canary off, canary on: round {} of {rounds}",
+            round + 1
+        ));
+        direct.push(
+            wrk_result(wrk(
+                &format!("http://127.0.0.1:{staging}/version"),
+                4,
+                false,
+            )?)?
+            .p50_ms,
+        );
+        share(0)?;
+        off.push(wrk_result(wrk(&format!("http://127.0.0.1:{live}/version"), 4, false)?)?.p50_ms);
+        share(5000)?;
+        let l = wrk_result(wrk(&format!("http://127.0.0.1:{live}/version"), 4, false)?)?;
+        ensure!(
+            l.errors == 0 && l.non_2xx == 0,
+            "requests failed with canary routing on"
+        );
+        on.push(l.p50_ms);
+    }
+    share(0)?;
+    let (d, off, on) = (median(&mut direct), median(&mut off), median(&mut on));
+    let (added_off, added_on) = ((off - d).max(0.001), (on - d).max(0.001));
+    figures.push(Figure {
+        what: format!(
+            "live proxy's added p50 per request, wrk -c20 keep-alive: canary routing on {:.3} ms vs off {:.3} ms (p50 {on:.3} / {off:.3} ms, straight to the container {d:.3} ms; median of {rounds})",
+            added_on, added_off
+        ),
+        value: format!("{:.2}x", added_on / added_off),
+        goal: "<= 1.2x".into(),
+        met: Some(added_on / added_off <= 1.2),
+    });
+    Ok(format!(
+        "added p50: on {added_on:.3} ms, off {added_off:.3} ms"
+    ))
 }
 
 /// Runs `pymdeploy promote` or `rollback` with `--json`: the seconds from its start to
