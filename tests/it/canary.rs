@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The service's `/work`: 200 with its version, or (`broken`) what the test makes of it.
-const WORK_OK: &str =
+/// The service's `/work`: 200 with its version.
+pub(crate) const WORK_OK: &str =
     r#"("GET", "/work") => (200, serde_json::json!({ "version": info.version })),"#;
 
 /// Gives the generated service a `/work` answered as `arm` (a match arm) says.
-fn with_work(svc: &TestService, arm: &str) {
+pub(crate) fn with_work(svc: &TestService, arm: &str) {
     let main = svc.read("src/main.rs");
     let (start, end) = ("/* work */ ", " /* end of work */\n        ");
     let main = match (main.find(start), main.find(end)) {
@@ -38,7 +38,7 @@ fn with_work(svc: &TestService, arm: &str) {
 }
 
 /// `/work` failing one request in five, on live only (staging's tests pass).
-const WORK_FAILS_A_FIFTH: &str = r#"("GET", "/work") => {
+pub(crate) const WORK_FAILS_A_FIFTH: &str = r#"("GET", "/work") => {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             if info.pym_env == "live" && N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5 == 0 {
                 (500, serde_json::json!({ "error": "one in five" }))
@@ -56,15 +56,15 @@ const WORK_FAILS_ON_DEMAND: &str = r#"("GET", "/work") => match std::path::Path:
 /// What a load saw: answers per version, failures (with when), and what each
 /// connection kind got.
 #[derive(Default, Debug)]
-struct Seen {
-    ok: usize,
-    by_version: std::collections::BTreeMap<String, usize>,
-    failures: Vec<String>,
+pub(crate) struct Seen {
+    pub ok: usize,
+    pub by_version: std::collections::BTreeMap<String, usize>,
+    pub failures: Vec<String>,
 }
 
 /// A bounded loopback load on `/work`: `threads` clients, half on one keep-alive
 /// connection each, half on a new connection per request; at most 10 minutes.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Seen>>,
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -72,19 +72,25 @@ struct Load {
 
 impl Load {
     fn start(port: u16, threads: usize) -> Load {
+        Load::start_at("127.0.0.1", port, threads)
+    }
+
+    /// `start` with `host` in each request's `Host` (a front door that routes by it).
+    pub(crate) fn start_at(host: &str, port: u16, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let started = Instant::now();
         let handles = (0..threads)
             .map(|i| {
                 let (stop, seen) = (stop.clone(), seen.clone());
+                let host = host.to_string();
                 std::thread::spawn(move || {
                     let keep_alive = i % 2 == 0;
                     let mut conn: Option<BufReader<TcpStream>> = None;
                     while !stop.load(Ordering::SeqCst)
                         && started.elapsed() < Duration::from_secs(600)
                     {
-                        let answer = ask(port, "/work", None, keep_alive, &mut conn);
+                        let answer = ask(&host, port, "/work", None, keep_alive, &mut conn);
                         let mut s = seen.lock().unwrap();
                         match answer {
                             Ok((200, body, _)) => {
@@ -124,7 +130,7 @@ impl Load {
         (s.ok, s.failures.clone())
     }
 
-    fn finish(self) -> Seen {
+    pub(crate) fn finish(self) -> Seen {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
             h.join().unwrap();
@@ -136,6 +142,7 @@ impl Load {
 /// One HTTP/1.1 GET: (status, body, the `pym-canary` cookie set, if any). On a kept
 /// connection when `keep_alive` (reopened when the server closes it).
 fn ask(
+    host: &str,
     port: u16,
     path: &str,
     cookie: Option<&str>,
@@ -158,7 +165,7 @@ fn ask(
     };
     write!(
         c.get_mut(),
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}{close}\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}{close}\r\n"
     )?;
     let mut status_line = String::new();
     if c.read_line(&mut status_line)? == 0 {
@@ -202,7 +209,7 @@ fn ask(
 
 /// The version `/work` answers with `cookie`, on a new connection.
 fn work_version(port: u16, cookie: Option<&str>) -> (Option<String>, Option<String>) {
-    match ask(port, "/work", cookie, false, &mut None) {
+    match ask("127.0.0.1", port, "/work", cookie, false, &mut None) {
         Ok((200, body, set)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             (v["version"].as_str().map(str::to_string), set)

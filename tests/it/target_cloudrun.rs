@@ -113,6 +113,10 @@ impl<'a> Setup<'a> {
                 "CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN",
                 format!("{}/", fake.endpoint),
             ),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING",
+                format!("{}/", fake.endpoint),
+            ),
             ("GOOGLE_APPLICATION_CREDENTIALS", key_for(fake)),
             ("GCE_METADATA_HOST", "metadata.invalid".to_string()),
             ("PYM_IT_TOKEN", SERVICE_TOKEN.to_string()),
@@ -1331,4 +1335,114 @@ fn a_deployed_flask_service_moves_from_docker_to_cloud_run_with_one_command() {
         .assert_stderr_has("3 acceptance tests passed on ");
     let version = s.version();
     crate::support::assert_live_runs(&s.xtask(&["status"]).assert_ok().stdout, &version);
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn cloud_run_canary_steps_traffic_and_aborts_an_erroring_revision_from_monitoring() {
+    use crate::canary::{Load, WORK_FAILS_A_FIFTH, WORK_OK, with_work};
+    need_engine();
+    let t = Setup::new("canary", shared_fake());
+    with_work(&t.svc, WORK_OK);
+    t.svc
+        .write(
+            "pym-config.live.yaml",
+            "rollout: {strategy: canary, steps: [20, 50], step_seconds: 4, bake_seconds: 3, max_error_rate: 0.05, min_requests: 20}\n",
+        )
+        .commit("v1: a canary rollout");
+    let deploy = ["deploy", "--skip", "test", "--skip", "accept-local"];
+    t.xtask(&deploy).assert_ok();
+    let v1 = t.version();
+    let l1 = format!("{}-{v1}-l1", t.svc.name);
+    let url = t.url(None);
+    let host = url.split_once("://").unwrap().1.trim_end_matches('/');
+    let (host, port) = host.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+
+    // v2 fails one request in five on live: aborted at its first step, on the figures
+    // Cloud Monitoring gives; all the traffic back on v1 in one update.
+    with_work(&t.svc, WORK_FAILS_A_FIFTH);
+    t.svc.commit("v2: fails one request in five");
+    let v2 = t.version();
+    let load = Load::start_at(host, port, 4);
+    let before = calls(t.fake).len();
+    let r = t.xtask(&deploy);
+    r.assert_failed().assert_stderr_has(&format!(
+        "the new version {v2} breached a threshold in the 20% step"
+    ));
+    assert!(!r.stderr.contains("50%"), "{}", r.stderr);
+    assert_eq!(
+        t.traffic()
+            .iter()
+            .filter(|(_, p, _)| *p > 0)
+            .collect::<Vec<_>>(),
+        [&(l1.clone(), 100, String::new())]
+    );
+    let monitoring = calls(t.fake)[before..]
+        .iter()
+        .filter(|(m, _)| m == "ListTimeSeries")
+        .count();
+    assert!(
+        monitoring >= 2,
+        "the judgement read Cloud Monitoring: {monitoring} calls"
+    );
+    load.finish();
+
+    // v3, healthy: the traffic steps 20%, 50%, 100%; no request fails.
+    with_work(&t.svc, WORK_OK);
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v3: healthy");
+    let v3 = t.version();
+    let l3 = format!("{}-{v3}-l1", t.svc.name);
+    let load = Load::start_at(host, port, 4);
+    let env = t.env();
+    let mut run = t.svc.spawn(&deploy, &env);
+    let mut shares: Vec<i64> = Vec::new();
+    let watch = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            let mut seen: Vec<i64> = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let p: i64 = t
+                    .traffic()
+                    .iter()
+                    .filter(|(r, _, _)| *r == l3)
+                    .map(|(_, p, _)| *p)
+                    .sum();
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+                if p == 100 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        });
+        run.wait_for("record it known-good");
+        watcher.join().unwrap()
+    });
+    shares.extend(watch);
+    let said = run.seen.clone();
+    let (code, rest) = run.finish();
+    assert_eq!(code, Some(0), "{said}{rest}");
+    shares.retain(|p| *p > 0);
+    assert_eq!(shares, [20, 50, 100], "{said}{rest}");
+    for line in [
+        format!("pass {v3}, the 20% step"),
+        format!("pass {v3}, the 50% step"),
+        format!("pass {v3}, the bake"),
+    ] {
+        assert!(
+            format!("{said}{rest}").contains(&line),
+            "no `{line}`:\n{said}{rest}"
+        );
+    }
+    let seen = load.finish();
+    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+    assert!(seen.by_version.contains_key(&v3), "{seen:?}");
 }

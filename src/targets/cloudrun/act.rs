@@ -6,22 +6,27 @@ use anyhow::{Result, anyhow};
 use google_cloud_lro::Poller;
 use google_cloud_run_v2::model::Service;
 
-use super::decide::Act;
+use super::check::place;
+use super::decide::{Act, Back, SOURCE};
 use super::gcp::{Gcp, gcp_error, targets_of, template};
+use super::metrics::{Signals, monitoring};
 use super::observe::svc_of;
 use super::record::recorded;
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::ops::state;
 use crate::output::StepProgress;
-use crate::targets::history::History;
+use crate::targets::history::{Event, History};
 use crate::targets::plan::Actor;
+use crate::targets::rollout;
 
 /// Carries out the Cloud Run target's actions (`targets::plan::execute` runs them): each
 /// update carries the etag of the service as last read or written.
 pub(super) struct Runner {
     pub(super) gcp: Gcp,
     pub(super) c: Config,
+    /// Whether the plan bakes: its bake, not the check of live, commits the switch.
+    pub(super) bakes: bool,
     /// The service as last read or written.
     pub(super) current: Option<Service>,
     /// The deploy record as observed: the base of the first write to a service that has
@@ -32,6 +37,18 @@ pub(super) struct Runner {
 }
 
 impl Runner {
+    /// The figures of `revision`, read from Cloud Monitoring.
+    fn signals(&self, ctx: &Ctx, revision: &str) -> Result<Signals> {
+        let metrics = ctx.wait(monitoring(&self.c))?;
+        Ok(Signals {
+            metrics,
+            project: place(&self.c)?.project,
+            location: place(&self.c)?.region,
+            service: self.gcp.id.clone(),
+            revision: revision.to_string(),
+        })
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.c.gcp_timeout.get())
     }
@@ -138,10 +155,16 @@ impl Runner {
                     gcp.update(svc, &["traffic", "annotations"], timeout, progress)
                         .await?,
                 );
-                Ok(Some(Act::PutBack {
-                    traffic: before,
-                    record: undo.clone().unwrap_or_default(),
-                }))
+                Ok(match undo {
+                    Back::To(notes) => Some(Act::PutBack {
+                        traffic: before,
+                        record: notes.clone(),
+                    }),
+                    Back::Earlier => None,
+                })
+            }
+            Act::Judge { .. } | Act::Bake { .. } => {
+                unreachable!("judgements run in `Runner::run`, which has the context")
             }
             Act::PutBack { traffic, record } => {
                 let s = gcp
@@ -169,20 +192,60 @@ impl Actor for Runner {
     type Act = Act;
 
     fn describe(&self, act: &Act) -> String {
-        act.describe(&self.gcp.id)
+        match act {
+            Act::Judge {
+                version, percent, ..
+            } => rollout::step_line(&self.c.rollout, version, *percent, SOURCE),
+            Act::Bake { version, .. } => rollout::bake_line(&self.c.rollout, version, SOURCE),
+            _ => act.describe(&self.gcp.id),
+        }
     }
 
-    /// The check of the service URL after a switch: live serves what it was switched to.
+    /// The check of the service URL after a switch (live serves what it was switched
+    /// to), or where the plan bakes, the bake passed.
     fn commits(&self, act: &Act) -> bool {
-        matches!(act, Act::Check { tag: None, .. })
+        match act {
+            Act::Check { tag: None, .. } => !self.bakes,
+            Act::Bake { .. } => true,
+            _ => false,
+        }
     }
 
     fn waits(&self, act: &Act) -> bool {
-        matches!(act, Act::Check { .. })
+        matches!(act, Act::Check { .. } | Act::Judge { .. } | Act::Bake { .. })
     }
 
     fn run(&mut self, ctx: &Ctx, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
-        ctx.wait(self.act(act, progress))
+        match act {
+            Act::Judge {
+                version,
+                revision,
+                percent,
+            } => {
+                let mut signals = self.signals(ctx, revision)?;
+                rollout::step(ctx, &mut signals, &self.c.rollout, version, *percent, progress)?;
+                Ok(None)
+            }
+            Act::Bake { version, revision } => {
+                let mut signals = self.signals(ctx, revision)?;
+                if rollout::bake(ctx, &mut signals, &self.c.rollout, version, progress)? {
+                    let note = (Event::KnownGood, version.clone(), None);
+                    let written =
+                        ctx.wait(async { self.gcp.append(&[note], state::now()).await });
+                    if let Err(e) = written {
+                        ctx.out.warn(&format!(
+                            "{version} passed its bake, but the deploy record was not updated: {e:#}"
+                        ));
+                    }
+                } else {
+                    ctx.out.warn(&format!(
+                        "{version} stays live, but is not known-good: its bake saw too few requests to judge it"
+                    ));
+                }
+                Ok(None)
+            }
+            _ => ctx.wait(self.act(act, progress)),
+        }
     }
 }
 

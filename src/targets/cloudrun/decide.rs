@@ -7,7 +7,7 @@ use super::names::next_revision_name;
 use super::observe::{Ready, Rev, Route, Seen, Svc};
 use super::record::Note;
 use super::{TAG_NEXT, TAG_STAGING};
-use crate::config::PymEnv;
+use crate::config::{PymEnv, Rollout};
 use crate::error::hinted;
 use crate::targets::history::{self, Event};
 use crate::targets::{Fate, Scope, Staged};
@@ -34,13 +34,23 @@ pub enum Act {
         traffic: Vec<Route>,
     },
     /// UpdateService(traffic, annotations): traffic moves, and `record` is added to the
-    /// deploy record in the same update. Undone by putting the traffic back; with `undo`,
-    /// a switch of live, whose undo also adds `undo` to the record.
+    /// deploy record in the same update. Undone as `undo` says.
     Route {
         traffic: Vec<Route>,
         record: Vec<Note>,
-        undo: Option<Vec<Note>>,
+        undo: Back,
     },
+    /// Judge the new revision on its own requests at `percent` of live
+    /// (`targets::rollout::step`, figures from Cloud Monitoring).
+    Judge {
+        version: String,
+        revision: String,
+        percent: u8,
+    },
+    /// The new revision has all of live for `rollout.bake_seconds`, the previous one
+    /// still pinned in the traffic list at 0%; judged the same way; then known-good.
+    /// Commits the switch.
+    Bake { version: String, revision: String },
     /// Undo of a switch: the traffic as it was (the service read afresh), `record` added.
     PutBack {
         traffic: Vec<Route>,
@@ -59,6 +69,20 @@ pub enum Act {
     /// staging's) and the deploy record on it.
     DeleteService,
 }
+
+/// How a traffic move is undone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Back {
+    /// The traffic put back as it was before the move, these entries added to the record
+    /// (a switch of live's: the version rolled back from, the one live again).
+    To(Vec<Note>),
+    /// An earlier move's undo puts the traffic back as it was before all of them (a
+    /// canary's later steps and its switch: one update goes back, not one per step).
+    Earlier,
+}
+
+/// Where Cloud Run's figures of a revision come from, as plans say it.
+pub const SOURCE: &str = "Cloud Monitoring (run.googleapis.com/request_count and request_latencies of the new revision)";
 
 fn said(notes: &[Note]) -> String {
     notes
@@ -114,6 +138,10 @@ impl Act {
             Act::Route {
                 traffic, record: r, ..
             } => format!("move {service}'s traffic: {}{}", routes(traffic), record(r)),
+            Act::Judge {
+                version, percent, ..
+            } => format!("judge {version} at {percent}% ({SOURCE})"),
+            Act::Bake { version, .. } => format!("bake {version} ({SOURCE})"),
             Act::PutBack { traffic, record: r } => format!(
                 "put {service}'s traffic back: {}{}",
                 routes(traffic),
@@ -290,7 +318,7 @@ pub fn decide_stage(
             Act::Route {
                 traffic: with_tag(&svc.traffic, TAG_STAGING, &r.name),
                 record: Vec::new(),
-                undo: None,
+                undo: Back::To(Vec::new()),
             },
             Act::Access { public },
             check,
@@ -322,7 +350,12 @@ pub fn decide_stage(
 /// the staged image with `PYM_ENV=live`, checked on its `next` tag, then all traffic to it
 /// (its `Live` entry recorded in the same update) and the service URL checked. Refused
 /// unless the `staging` tag still points to that ready revision.
-pub fn decide_promote(seen: &Seen, id: &str, staged: &Staged) -> Result<Vec<Act>> {
+pub fn decide_promote(
+    seen: &Seen,
+    id: &str,
+    staged: &Staged,
+    rollout: &Rollout,
+) -> Result<Vec<Act>> {
     let version = staged.version.as_str();
     let stage_first = || {
         hinted(
@@ -383,7 +416,7 @@ pub fn decide_promote(seen: &Seen, id: &str, staged: &Staged) -> Result<Vec<Act>
                 acts.push(Act::Route {
                     traffic: with_tag(&svc.traffic, TAG_NEXT, &r.name),
                     record: Vec::new(),
-                    undo: None,
+                    undo: Back::To(Vec::new()),
                 });
             }
             r.name.clone()
@@ -423,13 +456,52 @@ pub fn decide_promote(seen: &Seen, id: &str, staged: &Staged) -> Result<Vec<Act>
     let mut undo = vec![(Event::RolledBack, version.to_string(), None)];
     undo.extend(before.map(|b| (Event::Live, b.key().to_string(), None)));
     let after_next = with_tag(&svc.traffic, TAG_NEXT, &revision);
+    // A judged rollout (a canary's steps, a bake) needs a live revision to judge the new
+    // one beside and to go back to: the first version goes live whole.
+    let judged = rollout.judges() && before.is_some();
+    let mut back = Back::To(undo);
+    if let Some(b) = before.filter(|_| judged) {
+        for percent in rollout.shares() {
+            acts.push(Act::Route {
+                traffic: split(&after_next, &revision, &b.name, *percent),
+                record: Vec::new(),
+                undo: std::mem::replace(&mut back, Back::Earlier),
+            });
+            acts.push(Act::Judge {
+                version: version.into(),
+                revision: revision.clone(),
+                percent: *percent,
+            });
+        }
+    }
     acts.push(Act::Route {
         traffic: all_to(&after_next, &revision),
         record,
-        undo: Some(undo),
+        undo: back,
     });
     acts.push(check_live);
+    if judged && rollout.bakes() {
+        acts.push(Act::Bake {
+            version: version.into(),
+            revision,
+        });
+    }
     Ok(acts)
+}
+
+/// `percent` of the traffic to `revision`, the rest to `live`, the tags kept.
+fn split(traffic: &[Route], revision: &str, live: &str, percent: u8) -> Vec<Route> {
+    let mut out = all_to(traffic, revision);
+    out[0].percent = percent.into();
+    out.insert(
+        1,
+        Route {
+            revision: live.to_string(),
+            percent: (100 - percent).into(),
+            tag: None,
+        },
+    );
+    tidy(out)
 }
 
 /// Rollback: all traffic to the version `history::rollback_to` chooses among those whose
@@ -468,7 +540,7 @@ pub fn decide_rollback(
                 (Event::RolledBack, from.clone(), None),
                 (Event::Live, version.clone(), None),
             ],
-            undo: Some(vec![
+            undo: Back::To(vec![
                 (Event::RolledBack, version.clone(), None),
                 (Event::Live, from, None),
             ]),
@@ -584,7 +656,7 @@ pub fn decide_destroy(seen: &Seen, scope: Scope) -> Vec<Act> {
         false => vec![Act::Route {
             traffic,
             record: Vec::new(),
-            undo: None,
+            undo: Back::To(Vec::new()),
         }],
     }
 }

@@ -56,26 +56,37 @@ impl Gcp {
     }
 }
 
-pub(super) async fn connect(c: &Config) -> Result<Gcp> {
-    let p = place(c)?;
+/// Application Default Credentials, with ring as reqwest's TLS provider.
+pub(super) fn credentials() -> Result<google_cloud_auth::credentials::Credentials> {
     crate::ops::gcp::adc_source()?;
     // reqwest is built without a TLS provider (the Google crates choose none): ring, as
     // the rest of pymdeploy.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let credentials = google_cloud_auth::credentials::Builder::default()
+    google_cloud_auth::credentials::Builder::default()
         .build()
-        .map_err(|e| hinted(format!("cannot load Google Cloud credentials: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>"))?;
-    let backoff = || {
-        google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
-            .with_initial_delay(Duration::from_millis(300))
-            .with_maximum_delay(Duration::from_secs(10))
-            .clamp()
-    };
+        .map_err(|e| hinted(format!("cannot load Google Cloud credentials: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>"))
+}
+
+/// The retries of every call: transient errors, up to six attempts.
+pub(super) fn retry() -> impl RetryPolicy {
+    Transient.with_attempt_limit(6)
+}
+
+pub(super) fn backoff() -> google_cloud_gax::exponential_backoff::ExponentialBackoff {
+    google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
+        .with_initial_delay(Duration::from_millis(300))
+        .with_maximum_delay(Duration::from_secs(10))
+        .clamp()
+}
+
+pub(super) async fn connect(c: &Config) -> Result<Gcp> {
+    let p = place(c)?;
+    let credentials = credentials()?;
     macro_rules! client {
         ($t:ty) => {{
             let mut b = <$t>::builder()
                 .with_credentials(credentials.clone())
-                .with_retry_policy(Transient.with_attempt_limit(6))
+                .with_retry_policy(retry())
                 .with_backoff_policy(backoff());
             if let Some(e) = &p.endpoint {
                 b = b.with_endpoint(e.clone());

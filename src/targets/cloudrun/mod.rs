@@ -38,6 +38,7 @@ mod act;
 mod check;
 mod decide;
 mod gcp;
+mod metrics;
 mod names;
 mod observe;
 mod record;
@@ -101,6 +102,7 @@ impl CloudRunTarget {
         let runner = Runner {
             gcp,
             c,
+            bakes: false,
             current,
             base: seen.history.clone(),
             version: version.to_string(),
@@ -154,7 +156,7 @@ impl CloudRunTarget {
                 let staged = staged.ok_or_else(|| {
                     anyhow!("promote on the Cloud Run target needs what staging runs")
                 })?;
-                let (runner, seen) = Self::runner(ctx, PymEnv::Live, &staged.version)?;
+                let (mut runner, seen) = Self::runner(ctx, PymEnv::Live, &staged.version)?;
                 let mut assumed = seen.clone();
                 if simulate && assumed.staged().as_ref() != Some(staged) {
                     // In a deploy's dry run stage has not run yet: assume it staged this.
@@ -181,7 +183,8 @@ impl CloudRunTarget {
                         },
                     );
                 }
-                let acts = decide_promote(&assumed, &runner.gcp.id, staged)?;
+                let acts = decide_promote(&assumed, &runner.gcp.id, staged, &runner.c.rollout)?;
+                runner.bakes = acts.iter().any(|a| matches!(a, decide::Act::Bake { .. }));
                 Ok((runner, seen, acts))
             }
             Change::Rollback => {
@@ -244,6 +247,12 @@ impl super::Target for CloudRunTarget {
         let to = ctx.opts.rollback_to.as_deref();
         let (runner, _, acts) = Self::decide(ctx, change, staged, to, true)?;
         Ok(plan::describe(&runner, &acts))
+    }
+
+    /// Cloud Run splits traffic between pinned revisions; Cloud Monitoring counts each
+    /// revision's requests.
+    fn judged_by(&self, _ctx: &Ctx) -> Result<String> {
+        Ok(decide::SOURCE.into())
     }
 
     fn ledger(&self) -> Option<&dyn Ledger> {

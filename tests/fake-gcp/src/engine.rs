@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pym_fake_common::docker::docker;
-use pym_fake_common::net::{Head, Route};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -383,26 +382,131 @@ pub fn remove_all(instance: &str) {
     pym_fake_common::docker::remove_labelled(&format!("{LABEL}={instance}"));
 }
 
-/// The front door: reads a request's head, routes by its `Host` to the container of a
-/// revision the service's traffic picks, then relays bytes both ways.
+/// The front door: routes each request by its `Host` to the container of a revision the
+/// service's traffic picks (per request, as Cloud Run's does: a keep-alive connection is
+/// not pinned to one revision), and records what the revision answered and how long it
+/// took, for Cloud Monitoring's request metrics. Bodies are read whole; upgrades are not
+/// modelled.
 pub async fn serve_front(listener: TcpListener, shared: Arc<Shared>) {
-    pym_fake_common::net::serve_front(listener, move |head: &Head| {
-        // Cloud Run wants an identity token whose audience is the service's URL.
-        let audience = head.header("authorization").and_then(|a| a.strip_prefix("Bearer ").and_then(crate::json::jwt_claims)).and_then(|c| c["aud"].as_str().map(String::from));
-        let route = shared.lock().run.front_route(&shared, &head.host(), audience.as_deref());
-        match route {
-            FrontRoute::Backend(port) => Route::Backend { port, unreachable: unavailable() },
-            FrontRoute::NotFound => Route::Answer(page("404 Not Found", "404 Page not found", "Error: Page not found", "The requested URL was not found on this server.")),
-            FrontRoute::Forbidden => Route::Answer(page(
-                "403 Forbidden",
-                "403 Forbidden",
-                "Error: Forbidden",
-                &format!("Your client does not have permission to get URL <code>{}</code> from this server.", head.path()),
-            )),
-            FrontRoute::Unavailable => Route::Answer(unavailable()),
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(front(&shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type FrontReply = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+async fn front(shared: &Shared, req: hyper::Request<hyper::body::Incoming>) -> FrontReply {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let host = header("host").unwrap_or_default();
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(host.as_str(), |(h, _)| h)
+        .to_ascii_lowercase();
+    // Cloud Run wants an identity token whose audience is the service's URL.
+    let audience = header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer ").and_then(crate::json::jwt_claims))
+        .and_then(|c| c["aud"].as_str().map(String::from));
+    let route = shared
+        .lock()
+        .run
+        .front_route(shared, &host, audience.as_deref());
+    let path = req.uri().path().to_string();
+    match route {
+        FrontRoute::Backend(port, revision) => {
+            let started = Instant::now();
+            let answer = forward(port, req).await;
+            let code = answer.as_ref().map_or(503, |r| r.status().as_u16());
+            shared.lock().metrics.add(crate::monitoring::Sample {
+                at_ms: pym_fake_common::time::now_ms(),
+                revision,
+                code,
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+            answer.unwrap_or_else(|_| raw(&unavailable()))
         }
-    })
-    .await
+        FrontRoute::NotFound => raw(&page(
+            "404 Not Found",
+            "404 Page not found",
+            "Error: Page not found",
+            "The requested URL was not found on this server.",
+        )),
+        FrontRoute::Forbidden => raw(&page(
+            "403 Forbidden",
+            "403 Forbidden",
+            "Error: Forbidden",
+            &format!(
+                "Your client does not have permission to get URL <code>{path}</code> from this server."
+            ),
+        )),
+        FrontRoute::Unavailable => raw(&unavailable()),
+    }
+}
+
+/// Sends the request to the container on `port` (a connection of its own) and reads the
+/// whole answer.
+async fn forward(
+    port: u16,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<FrontReply, Box<dyn std::error::Error + Send + Sync>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut out = hyper::Request::from_parts(parts, http_body_util::Full::new(body));
+    out.headers_mut().remove(hyper::header::CONNECTION);
+    let res = sender.send_request(out).await?;
+    let (mut parts, body) = res.into_parts();
+    let body = body.collect().await?.to_bytes();
+    parts.headers.remove(hyper::header::CONNECTION);
+    parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+    Ok(hyper::Response::from_parts(
+        parts,
+        http_body_util::Full::new(body),
+    ))
+}
+
+/// A raw HTTP answer (a status line, headers, a body) as a response.
+fn raw(text: &str) -> FrontReply {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    let mut res = hyper::Response::builder().status(status);
+    for line in head.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':')
+            && !k.eq_ignore_ascii_case("content-length")
+            && !k.eq_ignore_ascii_case("connection")
+        {
+            res = res.header(k.trim(), v.trim());
+        }
+    }
+    res.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )))
+    .expect("a valid response")
 }
 
 fn unavailable() -> String {

@@ -18,10 +18,15 @@
 //! startup probe (TCP on the port, or the template's `httpGet`/`tcpSocket`) within
 //! `Options::startup_timeout` or the revision fails with Cloud Run's messages. The front
 //! door (`front_port` on 127.0.0.1 and ::1) routes by `Host`:
-//! `http://<service>-<hash>-<region code>.a.run.localhost:<front_port>` splits connections
-//! among the traffic targets by percent, `http://<tag>---<service>-<hash>-<region
-//! code>.a.run.localhost:<front_port>` reaches the tagged revision; without a
-//! `roles/run.invoker` binding for `allUsers`, requests without `Authorization` get 403.
+//! `http://<service>-<hash>-<region code>.a.run.localhost:<front_port>` splits requests
+//! among the traffic targets by percent (each request on its own, keep-alive or not),
+//! `http://<tag>---<service>-<hash>-<region code>.a.run.localhost:<front_port>` reaches
+//! the tagged revision; without a `roles/run.invoker` binding for `allUsers`, requests
+//! without `Authorization` get 403. Every request the front door routes to a revision is
+//! counted (its status and latency), and Cloud Monitoring's `projects.timeSeries.list`
+//! (`GET /v3/projects/{p}/timeSeries`, `monitoring.rs`) answers Cloud Run's
+//! `request_count` and `request_latencies` from those counts, as Google's
+//! `google-cloud-monitoring-v3` client reads them.
 //!
 //! A service without `allUsers` as invoker wants an identity token whose audience is its
 //! URL; `POST /token` is a token endpoint that issues them for a service account's signed
@@ -45,6 +50,7 @@
 
 mod engine;
 mod json;
+mod monitoring;
 mod run;
 
 use std::collections::BTreeMap;
@@ -124,6 +130,8 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct State {
     pub run: run::CloudRun,
+    /// What the front door served, for Cloud Monitoring's request metrics.
+    pub metrics: monitoring::Samples,
     faults: Faults<Fault>,
     log: CallLog,
 }
@@ -280,6 +288,31 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     }
     if path == "/token" && parts.method == Method::POST {
         return token(&body);
+    }
+    if let Some(project) = path
+        .strip_prefix("/v3/projects/")
+        .and_then(|p| p.strip_suffix("/timeSeries"))
+        .filter(|p| !p.contains('/') && parts.method == Method::GET)
+    {
+        let authorized = parts.headers.contains_key(hyper::header::AUTHORIZATION);
+        let fault = shared
+            .lock()
+            .call("ListTimeSeries", &path, &query, authorized);
+        if let Some(f) = fault {
+            return ApiError::new(
+                &f.status,
+                f.message
+                    .unwrap_or_else(|| format!("Injected {} for ListTimeSeries.", f.status)),
+            )
+            .reply();
+        }
+        if !authorized {
+            return ApiError::new("UNAUTHENTICATED", "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.").reply();
+        }
+        return match monitoring::list(&shared.lock().metrics, project, &query) {
+            Ok(v) => reply(200, "application/json; charset=UTF-8", v.to_string()),
+            Err(e) => e.reply(),
+        };
     }
     let Some(call) = run::route(&parts.method, &path, &query) else {
         let e = ApiError::new(

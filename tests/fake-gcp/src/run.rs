@@ -199,7 +199,8 @@ pub enum FrontRoute {
     NotFound,
     Forbidden,
     Unavailable,
-    Backend(u16),
+    /// The port of the revision's container, and the revision's name.
+    Backend(u16, String),
 }
 
 impl CloudRun {
@@ -283,7 +284,7 @@ impl CloudRun {
             .get(&revision)
             .and_then(|r| r.container.as_ref())
         {
-            Some((_, port)) => FrontRoute::Backend(*port),
+            Some((_, port)) => FrontRoute::Backend(*port, revision.clone()),
             None => FrontRoute::Unavailable,
         }
     }

@@ -261,7 +261,7 @@ fn promote_checks_the_next_tag_before_moving_all_traffic_and_records_it_in_that_
             rev(&s1, V1, "staging", Ready::Yes),
         ],
     );
-    let acts = decide_promote(&seen, "hello", &staged(&staged_rev)).unwrap();
+    let acts = decide_promote(&seen, "hello", &staged(&staged_rev), &Rollout::default()).unwrap();
     let l2 = format!("hello-{V2}-l1");
     assert_eq!(
         acts[0],
@@ -289,7 +289,7 @@ fn promote_checks_the_next_tag_before_moving_all_traffic_and_records_it_in_that_
         Act::Route {
             traffic: vec![route(&l2, 100, None), route(&s2, 0, Some("staging"))],
             record: vec![(Event::Live, V2.into(), Some(format!("sha256:{V2}")))],
-            undo: Some(vec![note(Event::RolledBack, V2), note(Event::Live, V1)]),
+            undo: Back::To(vec![note(Event::RolledBack, V2), note(Event::Live, V1)]),
         }
     );
     assert_eq!(
@@ -315,20 +315,20 @@ fn promote_makes_live_what_staging_runs_refuses_anything_else_and_is_a_check_whe
     // Staging moved since it was read (another version, or another image): refused.
     let mut other = staged(&s1);
     other.version = V2.into();
-    let msg = decide_promote(&first, "hello", &other)
+    let msg = decide_promote(&first, "hello", &other, &Rollout::default())
         .unwrap_err()
         .to_string();
     assert!(msg.contains("holds"), "{msg}");
     let mut rebuilt = staged(&s1);
     rebuilt.image = "r/app@sha256:other".into();
-    assert!(decide_promote(&first, "hello", &rebuilt).is_err());
-    assert!(decide_promote(&Seen::default(), "hello", &staged(&s1)).is_err());
+    assert!(decide_promote(&first, "hello", &rebuilt, &Rollout::default()).is_err());
+    assert!(decide_promote(&Seen::default(), "hello", &staged(&s1), &Rollout::default()).is_err());
     // The first deploy: the staged revision holds all traffic (Cloud Run had nothing
     // else); it is not recorded as live, and an undo has nothing to make live again.
-    let acts = decide_promote(&first, "hello", &staged(&s1)).unwrap();
+    let acts = decide_promote(&first, "hello", &staged(&s1), &Rollout::default()).unwrap();
     let l1 = format!("hello-{V1}-l1");
     assert!(
-        matches!(&acts[2], Act::Route { traffic, record, undo: Some(undo) }
+        matches!(&acts[2], Act::Route { traffic, record, undo: Back::To(undo) }
             if traffic[0] == route(&l1, 100, None)
             && record == &vec![(Event::Live, V1.to_string(), Some(format!("sha256:{V1}")))]
             && undo == &vec![note(Event::RolledBack, V1)]),
@@ -343,7 +343,7 @@ fn promote_makes_live_what_staging_runs_refuses_anything_else_and_is_a_check_whe
         vec![rev(&l1, V1, "live", Ready::Yes), s1.clone()],
     );
     assert!(matches!(
-        decide_promote(&live, "hello", &staged(&s1)).unwrap()[..],
+        decide_promote(&live, "hello", &staged(&s1), &Rollout::default()).unwrap()[..],
         [Act::Check { tag: None, .. }]
     ));
 }
@@ -376,7 +376,7 @@ fn a_re_promoted_version_is_no_longer_rolled_back_from_and_a_foreign_live_one_en
         ],
     );
     // V2's live revision of that image is used again: the `next` tag, then the switch.
-    let acts = decide_promote(&seen_, "hello", &staged(&staged_rev)).unwrap();
+    let acts = decide_promote(&seen_, "hello", &staged(&staged_rev), &Rollout::default()).unwrap();
     let [
         Act::Route { record: tagged, .. },
         Act::Check { .. },
@@ -391,6 +391,49 @@ fn a_re_promoted_version_is_no_longer_rolled_back_from_and_a_foreign_live_one_en
         h.push(*e, v, d.as_deref(), 9);
     }
     assert!(!h.rolled_back_from(V2));
+    // A canary: each share pinned between the new revision and live's, judged; the
+    // first move's undo puts everything back in one update (the later ones have none);
+    // then all of live, its check, and the bake.
+    let canary: Rollout =
+        serde_yaml::from_str("{strategy: canary, steps: [10, 50], bake_seconds: 30}").unwrap();
+    let acts = decide_promote(&seen_, "hello", &staged(&staged_rev), &canary).unwrap();
+    let [
+        Act::Route { .. },
+        Act::Check { .. },
+        Act::Route {
+            traffic: first,
+            undo: Back::To(undo),
+            ..
+        },
+        Act::Judge { percent: 10, .. },
+        Act::Route {
+            traffic: second,
+            undo: Back::Earlier,
+            ..
+        },
+        Act::Judge { percent: 50, .. },
+        Act::Route {
+            undo: Back::Earlier,
+            record,
+            ..
+        },
+        Act::Check { tag: None, .. },
+        Act::Bake { .. },
+    ] = &acts[..]
+    else {
+        panic!("{acts:?}")
+    };
+    let percent_of = |t: &[Route], r: &str| {
+        t.iter()
+            .filter(|x| x.revision == r)
+            .map(|x| x.percent)
+            .sum::<i32>()
+    };
+    assert_eq!((percent_of(first, &l2), percent_of(first, &a)), (10, 90));
+    assert_eq!((percent_of(second, &l2), percent_of(second, &a)), (50, 50));
+    assert!(first.iter().any(|x| x.tag.as_deref() == Some("staging")));
+    assert!(undo.contains(&(Event::RolledBack, V2.to_string(), None)), "{undo:?}");
+    assert!(record.iter().any(|n| n.0 == Event::Live && n.1 == V2));
     // A service made by gcloud: its live revision (no labels) enters the record first.
     let foreign = Rev {
         name: "hello-00001-abc".into(),
@@ -410,7 +453,7 @@ fn a_re_promoted_version_is_no_longer_rolled_back_from_and_a_foreign_live_one_en
         ),
         vec![staged_rev.clone(), foreign.clone()],
     );
-    let acts = decide_promote(&seen_, "hello", &staged(&staged_rev)).unwrap();
+    let acts = decide_promote(&seen_, "hello", &staged(&staged_rev), &Rollout::default()).unwrap();
     assert!(
         matches!(&acts[2], Act::Route { record, .. }
             if record[0] == note(Event::Live, "hello-00001-abc") && record[1].1 == V2),
@@ -605,7 +648,7 @@ fn destroy_of_staging_drops_its_tag_while_live_serves_else_the_service_goes() {
         [Act::Route {
             traffic: vec![live.clone()],
             record: Vec::new(),
-            undo: None,
+            undo: Back::To(Vec::new()),
         }]
     );
     for scope in [Scope::Live, Scope::All] {
