@@ -262,9 +262,34 @@ pub fn step(
 
 /// The bake: the new version has all of live for `bake_seconds`, the previous one still
 /// running; its figures over the last `step_seconds` are judged every `EVERY`. A breach
-/// ends it at once with an error. Returns whether it proved itself (at least one
-/// judgement had `min_requests` and none breached): a known-good version.
+/// ends it at once with an error. A version that proved itself (at least one judgement
+/// had `min_requests`, and none breached) is known-good: `mark` records it so in the
+/// target's deploy record (a failure to is a warning: live serves it either way).
 pub fn bake(
+    ctx: &Ctx,
+    signals: &mut dyn Signals,
+    r: &Rollout,
+    version: &str,
+    progress: &StepProgress<'_>,
+    mark: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    match judge_bake(ctx, signals, r, version, progress)? {
+        true => {
+            if let Err(e) = mark() {
+                ctx.out.warn(&format!(
+                    "{version} passed its bake, but the deploy record was not updated: {e:#}"
+                ));
+            }
+        }
+        false => ctx.out.warn(&format!(
+            "{version} stays live, but is not known-good: its bake saw too few requests to judge it"
+        )),
+    }
+    Ok(())
+}
+
+/// The bake's judgement (see `bake`): whether the version proved itself.
+fn judge_bake(
     ctx: &Ctx,
     signals: &mut dyn Signals,
     r: &Rollout,

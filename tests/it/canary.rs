@@ -238,6 +238,18 @@ fn proxy_requests(svc: &TestService, version: &str) -> u64 {
         .sum()
 }
 
+/// `out` says `version` passed each step of `shares`, then its bake.
+#[track_caller]
+pub(crate) fn assert_passed(out: &str, version: &str, shares: &[u8]) {
+    let lines = shares
+        .iter()
+        .map(|s| format!("pass {version}, the {s}% step"))
+        .chain([format!("pass {version}, the bake")]);
+    for line in lines {
+        assert!(out.contains(&line), "no `{line}`:\n{out}");
+    }
+}
+
 /// The JSON events of a `--json` run.
 fn events(stdout: &str) -> Vec<serde_json::Value> {
     stdout
@@ -378,16 +390,7 @@ fn a_canary_failing_a_fifth_of_its_requests_is_aborted_and_a_healthy_one_goes_th
     let said = run.seen.clone();
     let (code, rest) = run.finish();
     assert_eq!(code, Some(0), "{said}{rest}");
-    for line in [
-        format!("pass {v3}, the 20% step"),
-        format!("pass {v3}, the 50% step"),
-        format!("pass {v3}, the bake"),
-    ] {
-        assert!(
-            format!("{said}{rest}").contains(&line),
-            "no `{line}`:\n{said}{rest}"
-        );
-    }
+    crate::canary::assert_passed(&format!("{said}{rest}"), &v3, &[20, 50]);
     let seen = load.finish();
     assert!(
         seen.failures.is_empty(),

@@ -90,6 +90,55 @@ impl Aws {
         out
     }
 
+    /// Prints the events of `names` since `since` not shown yet; keeps the warnings and
+    /// errors in `problems`.
+    async fn show_events(
+        &self,
+        names: &[&str],
+        since: DateTime,
+        seen: &mut HashSet<(Option<i128>, Option<String>)>,
+        problems: &mut Vec<String>,
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
+        for name in names {
+            // Every page: AWS answers at most 1000 events a call, newest first.
+            let pages = self
+                .eb
+                .describe_events()
+                .application_name(&self.app)
+                .environment_name(*name)
+                .start_time(since)
+                .into_paginator()
+                .send()
+                .collect::<Vec<_>>()
+                .await;
+            let mut events = Vec::new();
+            for page in pages {
+                events.extend(
+                    page.map_err(|e| aws_error("DescribeEvents", e))?
+                        .events()
+                        .iter()
+                        .cloned(),
+                );
+            }
+            for ev in events.iter().rev() {
+                let key = (
+                    ev.event_date().map(|d| d.as_nanos()),
+                    ev.message().map(String::from),
+                );
+                if seen.insert(key) {
+                    let sev = ev.severity().map(|s| s.as_str()).unwrap_or("INFO");
+                    let line = format!("{name}: {sev:<5} {}", ev.message().unwrap_or_default());
+                    if matches!(sev, "WARN" | "ERROR" | "FATAL") {
+                        problems.push(line.clone());
+                    }
+                    progress.line(&line);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until every named environment is Ready (and, with `green`, Green), streaming
     /// Beanstalk's events for them into the step's output. Red, a termination or the
     /// timeout stop the wait with the warnings and errors seen.
@@ -107,42 +156,8 @@ impl Aws {
         let mut shown = String::new();
         let mut pause = Duration::from_millis(250);
         loop {
-            for name in names {
-                // Every page: AWS answers at most 1000 events a call, newest first.
-                let pages = self
-                    .eb
-                    .describe_events()
-                    .application_name(&self.app)
-                    .environment_name(*name)
-                    .start_time(since)
-                    .into_paginator()
-                    .send()
-                    .collect::<Vec<_>>()
-                    .await;
-                let mut events = Vec::new();
-                for page in pages {
-                    events.extend(
-                        page.map_err(|e| aws_error("DescribeEvents", e))?
-                            .events()
-                            .iter()
-                            .cloned(),
-                    );
-                }
-                for ev in events.iter().rev() {
-                    let key = (
-                        ev.event_date().map(|d| d.as_nanos()),
-                        ev.message().map(String::from),
-                    );
-                    if seen.insert(key) {
-                        let sev = ev.severity().map(|s| s.as_str()).unwrap_or("INFO");
-                        let line = format!("{name}: {sev:<5} {}", ev.message().unwrap_or_default());
-                        if matches!(sev, "WARN" | "ERROR" | "FATAL") {
-                            problems.push(line.clone());
-                        }
-                        progress.line(&line);
-                    }
-                }
-            }
+            self.show_events(names, since, &mut seen, &mut problems, progress)
+                .await?;
             let mut done = true;
             let mut states = Vec::new();
             for name in names {
@@ -179,6 +194,10 @@ impl Aws {
                 shown = now_shown;
             }
             if done {
+                // What Beanstalk said as it finished (its "Completed ..." event) comes
+                // with the state that ends the wait: shown too.
+                self.show_events(names, since, &mut seen, &mut problems, progress)
+                    .await?;
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

@@ -228,20 +228,11 @@ impl Actor for Runner {
             }
             Act::Bake { version, revision } => {
                 let mut signals = self.signals(ctx, revision)?;
-                if rollout::bake(ctx, &mut signals, &self.c.rollout, version, progress)? {
-                    let note = (Event::KnownGood, version.clone(), None);
-                    let written =
-                        ctx.wait(async { self.gcp.append(&[note], state::now()).await });
-                    if let Err(e) = written {
-                        ctx.out.warn(&format!(
-                            "{version} passed its bake, but the deploy record was not updated: {e:#}"
-                        ));
-                    }
-                } else {
-                    ctx.out.warn(&format!(
-                        "{version} stays live, but is not known-good: its bake saw too few requests to judge it"
-                    ));
-                }
+                let note = (Event::KnownGood, version.clone(), None);
+                let gcp = &self.gcp;
+                rollout::bake(ctx, &mut signals, &self.c.rollout, version, progress, &mut || {
+                    ctx.wait(gcp.append(std::slice::from_ref(&note), state::now()))
+                })?;
                 Ok(None)
             }
             _ => ctx.wait(self.act(act, progress)),

@@ -414,22 +414,12 @@ impl Actor for Engine {
             }
             Action::Bake { version } => {
                 let mut signals = self.signals(docker, version);
-                let proved = rollout::bake(ctx, &mut signals, &c.rollout, version, progress)?;
-                if proved {
-                    let now = ops::state::now();
-                    let written = ctx.wait(record::update(docker, &c, |h| {
+                let now = ops::state::now();
+                rollout::bake(ctx, &mut signals, &c.rollout, version, progress, &mut || {
+                    ctx.wait(record::update(docker, &c, |h| {
                         h.push(Event::KnownGood, version, None, now)
-                    }));
-                    if let Err(e) = written {
-                        ctx.out.warn(&format!(
-                            "{version} passed its bake, but the deploy record was not updated: {e:#}"
-                        ));
-                    }
-                } else {
-                    ctx.out.warn(&format!(
-                        "{version} stays live, but is not known-good: its bake saw too few requests to judge it"
-                    ));
-                }
+                    }))
+                })?;
             }
             Action::ShareOff { version } => {
                 let upstream = format!("{}:{}", live_name(&c, version), c.port);
