@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Problems, hinted};
 
 mod rollout;
-pub use rollout::{Rollout, Strategy, fmt_percent};
+pub use rollout::{
+    DEFAULT_ERRORS, DEFAULT_P95_MS, DEFAULT_REQUESTS, Rollout, Strategy, fmt_percent,
+};
 
 pub const CONFIG_FILE: &str = "pym-config.yaml";
 
@@ -546,6 +548,16 @@ impl Config {
                     self.version_path
                 ),
                 "write the path as the server sees it, like `/version`",
+            ));
+        }
+        if self.rollout.prometheus_url.is_some() && self.deploy_target != TargetKind::Gke {
+            problems.push(hinted(
+                format!(
+                    "{}: key `rollout`: `prometheus_url` is for the gke target, and `deploy_target` is {}",
+                    self.at("rollout"),
+                    self.deploy_target
+                ),
+                "remove `prometheus_url`: this target judges a canary on its own figures",
             ));
         }
         for (why, hint) in self.rollout.problems() {

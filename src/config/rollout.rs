@@ -62,7 +62,31 @@ pub struct Rollout {
     /// Fewer requests than this in a judged interval is inconclusive.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// gke: a Prometheus whose request metrics judge the canary pods beside their
+    /// readiness and restarts (unset: readiness and restarts alone).
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// gke: PromQL for the canary's requests over the window (see `DEFAULT_REQUESTS`).
+    #[serde(default)]
+    pub prometheus_requests: Option<String>,
+    /// gke: PromQL for its 5xx answers over the window.
+    #[serde(default)]
+    pub prometheus_errors: Option<String>,
+    /// gke: PromQL for its latency p95 in milliseconds over the window.
+    #[serde(default)]
+    pub prometheus_p95_ms: Option<String>,
 }
+
+/// The default PromQL for a canary's requests: the conventional
+/// `http_requests_total{namespace, pod, status}` counter (as Kubernetes scrape configs
+/// label a pod's metrics), over `{window}` seconds, of the pods of `{deployment}` in
+/// `{namespace}`.
+pub const DEFAULT_REQUESTS: &str = r#"sum(increase(http_requests_total{namespace="{namespace}",pod=~"{deployment}-.*"}[{window}s]))"#;
+/// The default PromQL for its 5xx answers.
+pub const DEFAULT_ERRORS: &str = r#"sum(increase(http_requests_total{namespace="{namespace}",pod=~"{deployment}-.*",status=~"5.."}[{window}s]))"#;
+/// The default PromQL for its latency p95 in milliseconds, from the conventional
+/// `http_request_duration_seconds` histogram.
+pub const DEFAULT_P95_MS: &str = r#"1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{namespace}",pod=~"{deployment}-.*"}[{window}s])))"#;
 
 fn default_steps() -> Vec<u8> {
     vec![5, 25, 50]
@@ -91,6 +115,10 @@ impl Default for Rollout {
             max_error_rate: default_max_error_rate(),
             max_p95_ms: None,
             min_requests: default_min_requests(),
+            prometheus_url: None,
+            prometheus_requests: None,
+            prometheus_errors: None,
+            prometheus_p95_ms: None,
         }
     }
 }
@@ -216,6 +244,14 @@ impl Schema for Rollout {
                     "description": "the largest latency p95 in milliseconds (unset: shown, not judged)"},
                 "min_requests": {"type": "integer", "minimum": 0, "default": 100,
                     "description": "fewer requests than this in a judged interval is inconclusive"},
+                "prometheus_url": {"type": "string",
+                    "description": "gke: a Prometheus whose request metrics judge the canary pods beside their readiness and restarts"},
+                "prometheus_requests": {"type": "string", "default": DEFAULT_REQUESTS,
+                    "description": "gke: PromQL for the canary's requests over {window} seconds ({namespace}, {deployment}, {version}, {app} are filled in)"},
+                "prometheus_errors": {"type": "string", "default": DEFAULT_ERRORS,
+                    "description": "gke: PromQL for the canary's 5xx answers over {window} seconds"},
+                "prometheus_p95_ms": {"type": "string", "default": DEFAULT_P95_MS,
+                    "description": "gke: PromQL for the canary's latency p95 in milliseconds over {window} seconds"},
             },
         })
     }

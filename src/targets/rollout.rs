@@ -37,6 +37,9 @@ pub struct Figures {
     /// breach whatever the requests say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unhealthy: Option<String>,
+    /// The source counts no requests (Kubernetes without Prometheus): health alone judges.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uncounted: bool,
 }
 
 impl Figures {
@@ -50,6 +53,12 @@ impl Figures {
 
     /// `120 requests (2.0/s), errors 1.7% (2 5xx, 0 no answer), p95 12 ms`.
     pub fn say(&self) -> String {
+        if self.uncounted {
+            return match &self.unhealthy {
+                Some(why) => why.clone(),
+                None => "every pod ready, no restart (no request figures)".into(),
+            };
+        }
         let rate = match self.seconds {
             s if s > 0.0 => format!(" ({:.1}/s)", self.requests as f64 / s),
             _ => String::new(),
@@ -94,6 +103,9 @@ impl Verdict {
 pub fn judge(f: &Figures, r: &Rollout) -> Verdict {
     if let Some(why) = &f.unhealthy {
         return Verdict::Breach(why.clone());
+    }
+    if f.uncounted {
+        return Verdict::Pass;
     }
     if f.requests < r.min_requests.max(1) {
         return Verdict::Inconclusive(format!(
@@ -385,6 +397,7 @@ mod tests {
             failures,
             p95_ms: p95,
             unhealthy: None,
+            uncounted: false,
         }
     }
 

@@ -481,6 +481,16 @@ fn mistakes_that_need_no_engine_are_refused_before_the_first_step() {
         "the aws-beanstalk target cannot split live's traffic",
     ));
     cases.push((
+        "a Prometheus for a target that does not read one",
+        Box::new(|s| {
+            s.write(
+                "pym-config.live.yaml",
+                "rollout: {strategy: canary, prometheus_url: 'http://127.0.0.1:9090'}\n",
+            );
+        }),
+        "`prometheus_url` is for the gke target, and `deploy_target` is docker",
+    ));
+    cases.push((
         "canary steps that do not rise",
         Box::new(|s| {
             s.write(

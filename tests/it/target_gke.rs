@@ -1160,3 +1160,228 @@ fn a_deployed_flask_service_moves_from_docker_to_kubernetes_with_one_command() {
     let version = s.svc.pym(&["version"]).stdout.trim().to_string();
     crate::support::assert_live_runs(&s.xtask(&["status"]).assert_ok().stdout, &version);
 }
+
+/// Request counters a test serves for Prometheus to scrape, as an instrumented service's
+/// pods would: `http_requests_total{namespace, pod, status}` growing at the rates set
+/// per pod (ok and 5xx answers a second).
+struct Exporter {
+    port: u16,
+    rates: Rates,
+}
+
+/// Per pod: its namespace and name, ok and 5xx answers a second, and since when.
+type Rates = std::sync::Arc<std::sync::Mutex<Vec<(String, String, f64, f64, std::time::Instant)>>>;
+
+impl Exporter {
+    fn start() -> Exporter {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let rates: Rates = Default::default();
+        let shared = rates.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let mut body = String::from("# TYPE http_requests_total counter\n");
+                for (ns, pod, ok, err, since) in shared.lock().unwrap().iter() {
+                    let s = since.elapsed().as_secs_f64();
+                    for (status, rate) in [("200", ok), ("500", err)] {
+                        body.push_str(&format!(
+                            "http_requests_total{{namespace=\"{ns}\",pod=\"{pod}\",status=\"{status}\"}} {}\n",
+                            (rate * s).floor()
+                        ));
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Exporter { port, rates }
+    }
+
+    /// The pod `pod` answers `ok` requests a second and `err` 5xx, from now.
+    fn serve(&self, ns: &str, pod: &str, ok: f64, err: f64) {
+        self.rates.lock().unwrap().push((
+            ns.into(),
+            pod.into(),
+            ok,
+            err,
+            std::time::Instant::now(),
+        ));
+    }
+}
+
+/// Debian's Prometheus, scraping `target` every second, on a port of its own; stopped
+/// on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = temp_dir("prometheus");
+        let port = crate::support::free_port();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!("global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: pods\n  honor_labels: true\n  static_configs:\n  - targets: ['127.0.0.1:{target}']\n"),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .expect("Debian's prometheus runs (.ci/setup installs it)");
+        let p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        crate::support::wait_until("Prometheus ready", Duration::from_secs(30), || {
+            http_get_at("127.0.0.1", port, "/-/ready").is_some_and(|(s, _)| s == 200)
+        });
+        p
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn gke_canary_steps_by_replica_ratio_aborts_a_crash_looping_canary_and_judges_by_prometheus() {
+    need_engine();
+    need_kubectl();
+    let t = Setup::new("kcanary");
+    let ns = t.svc.name.clone();
+    let rollout = |extra: &str| {
+        format!(
+            "k8s_replicas: 3\nrollout: {{strategy: canary, steps: [25, 50], step_seconds: 6, bake_seconds: 3, max_error_rate: 0.05, min_requests: 20{extra}}}\n"
+        )
+    };
+    t.svc
+        .write("pym-config.live.yaml", &rollout(""))
+        .commit("v1: a canary rollout, 3 live pods");
+    let deploy = ["deploy", "--skip", "test", "--skip", "accept-local"];
+    t.xtask(&deploy).assert_ok();
+    let v1 = t.version();
+    let addr = t.address(&t.svc.name);
+
+    // v2 crashes five seconds after it starts on live: its pod restarts during the first
+    // step, which is a breach; the Service selects v1 alone again, v2's Deployment goes.
+    t.svc.edit(
+        "src/main.rs",
+        "    let info = Arc::new(Info::from_env());",
+        "    let info = Arc::new(Info::from_env());\n    if info.pym_env == \"live\" {\n        std::thread::spawn(|| {\n            std::thread::sleep(Duration::from_secs(5));\n            std::process::exit(3)\n        });\n    }",
+    );
+    t.svc
+        .write(
+            "pym-config.live.yaml",
+            &rollout(", step_seconds: 12").replace("step_seconds: 6, ", ""),
+        )
+        .commit("v2: crashes on live");
+    let v2 = t.version();
+    let r = t.xtask(&deploy);
+    r.assert_failed().assert_stderr_has(&format!(
+        "the new version {v2} breached a threshold in the 25% step"
+    ));
+    assert!(r.stderr.contains("restarted"), "{}", r.stderr);
+    assert_eq!(t.selected(), json!(v1));
+    assert!(!t.exists("deployment", &t.deployment(&v2)));
+    assert_serves(&addr, &v1, "live");
+
+    // v3 runs well but its requests fail, as Prometheus counts them (scraped from what
+    // the test serves for its pods): aborted at the first step on those figures.
+    let exporter = Exporter::start();
+    let prometheus = Prometheus::start(exporter.port);
+    t.svc.edit(
+        "src/main.rs",
+        "            std::process::exit(3)",
+        "            let _ = 3;",
+    );
+    let with_prometheus = rollout(&format!(", prometheus_url: '{}'", prometheus.url));
+    t.svc
+        .write("pym-config.live.yaml", &with_prometheus)
+        .commit("v3: its requests fail, as Prometheus says");
+    let v3 = t.version();
+    exporter.serve(&ns, &format!("{}-abc12", t.deployment(&v3)), 40.0, 20.0);
+    let r = t.xtask(&deploy);
+    r.assert_failed().assert_stderr_has(&format!(
+        "the new version {v3} breached a threshold in the 25% step: errors"
+    ));
+    assert!(
+        r.stderr
+            .contains(&format!("Prometheus at {}", prometheus.url)),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(t.selected(), json!(v1));
+
+    // v4, healthy on Prometheus too: one canary pod beside three (25%), then three (50%),
+    // then the switch and the bake; no request fails.
+    t.svc
+        .edit("src/main.rs", "\"not found\"", "\"no such route\"")
+        .commit("v4: healthy");
+    let v4 = t.version();
+    exporter.serve(&ns, &format!("{}-abc12", t.deployment(&v4)), 40.0, 0.0);
+    let mut replicas: Vec<i64> = Vec::new();
+    let versions = under_load(&t, &addr, &v1, || {
+        let mut run = t.spawn(&deploy);
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(300);
+                let mut seen: Vec<i64> = Vec::new();
+                while std::time::Instant::now() < deadline {
+                    let r = t.kubectl(&[
+                        "get",
+                        "deployment",
+                        &t.deployment(&v4),
+                        "-o",
+                        "jsonpath={.spec.replicas}",
+                    ]);
+                    if let Ok(n) = r.stdout.trim().parse::<i64>()
+                        && seen.last() != Some(&n)
+                    {
+                        seen.push(n);
+                    }
+                    if t.selected() == json!(v4) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                seen
+            });
+            run.wait_for(&format!("bake {v4} at 100%"));
+            replicas = watcher.join().unwrap();
+        });
+        let said = run.seen.clone();
+        let (code, rest) = run.finish();
+        assert_eq!(code, Some(0), "{said}{rest}");
+        crate::canary::assert_passed(&format!("{said}{rest}"), &v4, &[25, 50]);
+    });
+    assert_eq!(replicas, [1, 3], "canary pods at 25% and 50% beside 3 live");
+    assert!(
+        versions.contains(&v4) && versions.contains(&v1),
+        "{versions:?}"
+    );
+    assert_eq!(t.selected(), json!(v4));
+}

@@ -145,6 +145,7 @@ impl rollout::Signals for Signals {
                 failures: 0,
                 p95_ms: rollout::quantile(&bounds, &buckets, 0.95),
                 unhealthy: None,
+                uncounted: false,
             })
         })
     }

@@ -528,6 +528,7 @@ pub(super) fn figures_of(window: &ops::proxy::Window, upstream: &str) -> rollout
         failures: counts.failures,
         p95_ms: rollout::quantile(ops::proxy::LATENCY_BOUNDS_MS, &counts.latency, 0.95),
         unhealthy: None,
+        uncounted: false,
     }
 }
 

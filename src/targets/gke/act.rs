@@ -14,20 +14,25 @@ use super::kube::{Kube, conflict, not_found, typed};
 use super::manifests::{conform, deployment, service};
 use super::observe::svc_of;
 use super::reach::check_serves;
-use super::{LIVE_SINCE, MANAGED_BY, NAME, VERSION};
+use super::signals::{Signals, source};
+use super::{CANARY, CANARY_BESIDE, LIVE_SINCE, MANAGED_BY, NAME, VERSION};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
 use crate::output::StepProgress;
 use crate::targets::history::Event;
 use crate::targets::plan::Actor;
+use crate::targets::rollout;
 
 /// The gke target's actor: carries out its `Act`s on one environment's cluster for
 /// `plan::execute`, which says each line, keeps the undos and unwinds them.
 pub(super) struct Cluster {
     kube: Kube,
     config: Config,
-    /// Live serves the new version: retiring old ones after it only warns.
+    /// Live serves the new version (and baked, where it bakes): retiring old ones after
+    /// it only warns.
     verified: bool,
+    /// Whether the plan bakes: its bake, not the verify, commits the switch.
+    pub(super) bakes: bool,
 }
 
 impl Cluster {
@@ -36,6 +41,17 @@ impl Cluster {
             kube,
             config,
             verified: false,
+            bakes: false,
+        }
+    }
+
+    fn signals(&self, version: &str, name: &str) -> Signals<'_> {
+        Signals {
+            kube: &self.kube,
+            config: &self.config,
+            version: version.to_string(),
+            deployment: name.to_string(),
+            restarts: None,
         }
     }
 }
@@ -44,26 +60,71 @@ impl Actor for Cluster {
     type Act = Act;
 
     fn describe(&self, act: &Act) -> String {
-        act.describe(&self.kube.names)
+        let (r, source) = (&self.config.rollout, source(&self.config));
+        match act {
+            Act::Judge {
+                version, percent, ..
+            } => format!(
+                "{} ({})",
+                rollout::step_line(r, version, *percent, &source),
+                act.describe(&self.kube.names)
+            ),
+            Act::Bake { version, .. } => rollout::bake_line(r, version, &source),
+            _ => act.describe(&self.kube.names),
+        }
     }
 
-    /// Live checked to serve the version after the selector moved: the switch is kept.
+    /// Live checked to serve the version after the selector moved (or where the plan
+    /// bakes, the bake passed): the switch is kept.
     fn commits(&self, act: &Act) -> bool {
-        matches!(act, Act::Verify { .. })
+        match act {
+            Act::Verify { .. } => !self.bakes,
+            Act::Bake { .. } => true,
+            _ => false,
+        }
     }
 
     fn waits(&self, act: &Act) -> bool {
         matches!(
             act,
-            Act::Rollout { .. } | Act::CheckPods { .. } | Act::Verify { .. }
+            Act::Rollout { .. }
+                | Act::CheckPods { .. }
+                | Act::Verify { .. }
+                | Act::Judge { .. }
+                | Act::Bake { .. }
         )
     }
 
     fn run(&mut self, ctx: &Ctx, act: &Act, progress: &StepProgress<'_>) -> Result<Option<Act>> {
-        let done = ctx.wait(self.kube.run_act(&self.config, act, progress));
+        let done = match act {
+            Act::Judge {
+                version,
+                name,
+                percent,
+                ..
+            } => {
+                let mut signals = self.signals(version, name);
+                rollout::step(ctx, &mut signals, &self.config.rollout, version, *percent, progress)
+                    .map(|_| None)
+            }
+            Act::Bake { version, name } => {
+                let mut signals = self.signals(version, name);
+                let note = (Event::KnownGood, version.clone(), None);
+                let kube = &self.kube;
+                rollout::bake(ctx, &mut signals, &self.config.rollout, version, progress, &mut || {
+                    ctx.wait(kube.record(std::slice::from_ref(&note)))
+                })
+                .map(|_| None)
+            }
+            _ => ctx.wait(self.kube.run_act(&self.config, act, progress)),
+        };
         match done {
             Ok(undo) => {
-                self.verified |= matches!(act, Act::Verify { .. });
+                self.verified |= match act {
+                    Act::Verify { .. } => !self.bakes,
+                    Act::Bake { .. } => true,
+                    _ => false,
+                };
                 Ok(undo)
             }
             // Retiring what was live before: `cleanup` finishes it later.
@@ -213,6 +274,21 @@ impl Kube {
                     back_to: from.clone(),
                     from: to.clone(),
                 }));
+            }
+            Act::Pool { live, canary } => {
+                self.pool(c, live, canary, progress).await?;
+                return Ok(Some(Act::Unpool {
+                    live: live.clone(),
+                    canary: canary.clone(),
+                }));
+            }
+            Act::Unpool { live, canary } => {
+                self.select(c, Some(live), live, progress).await?;
+                self.record(&[(Event::RolledBack, canary.clone(), None)])
+                    .await?;
+            }
+            Act::Judge { .. } | Act::Bake { .. } => {
+                unreachable!("judgements run in `Cluster::run`, which has the context")
             }
             Act::Verify { version } => {
                 let reach = self.reach(c, PymEnv::Live).await?;
@@ -373,6 +449,47 @@ impl Kube {
     /// Moves the live Service's selector to `to`, in one update carrying the
     /// resourceVersion it was read at; a Conflict is read again and retried, unless the
     /// Service no longer selects `from` (someone else moved live meanwhile).
+    /// The live Service selects every live pod (its version out of the selector), and
+    /// says that `live` is the version live beside the canary meanwhile.
+    async fn pool(
+        &self,
+        c: &Config,
+        live: &str,
+        canary: &str,
+        progress: &StepProgress<'_>,
+    ) -> Result<()> {
+        let n = self.names.service(PymEnv::Live);
+        let api = self.services();
+        for attempt in 1.. {
+            let now = api.get(&n).await.map_err(self.err("get", "services", &n))?;
+            if svc_of(&now).selects() != Some(live) {
+                bail!(
+                    "the live service {}/{n} selects {} now, not {live}: someone else changed live meanwhile; live is left as they set it",
+                    self.names.ns,
+                    svc_of(&now).selects().unwrap_or("nothing")
+                );
+            }
+            let mut v = serde_json::to_value(&now)?;
+            if let Some(sel) = v["spec"]["selector"].as_object_mut() {
+                sel.remove(VERSION);
+            }
+            v["metadata"]["annotations"][CANARY_BESIDE] = json!(live);
+            v["metadata"]["annotations"][CANARY] = json!(canary);
+            conform(&mut v, c);
+            match api.replace(&n, &PostParams::default(), &typed(v)?).await {
+                Ok(_) => return Ok(()),
+                Err(e) if conflict(&e) && attempt < 5 => {
+                    progress.line(&format!(
+                        "the service {n} changed since it was read (Conflict): reading it again"
+                    ));
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(self.err("update", "services", &n)(e)),
+            }
+        }
+        unreachable!()
+    }
+
     async fn select(
         &self,
         c: &Config,
@@ -401,6 +518,11 @@ impl Kube {
                     }
                     let mut v = serde_json::to_value(&now)?;
                     v["spec"]["selector"][VERSION] = json!(to);
+                    // A canary's sharing of the Service ends with it.
+                    if let Some(a) = v["metadata"]["annotations"].as_object_mut() {
+                        a.remove(CANARY_BESIDE);
+                        a.remove(CANARY);
+                    }
                     conform(&mut v, c);
                     v
                 }

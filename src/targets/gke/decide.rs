@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::Names;
 use super::observe::{Dep, Seen};
-use crate::config::PymEnv;
+use crate::config::{PymEnv, Rollout};
 use crate::error::hinted;
 use crate::targets::history::{self, Event, History};
 use crate::targets::{Fate, Staged};
@@ -56,6 +56,35 @@ pub enum Act {
     /// The live Service serves `version` with `PYM_ENV=live`.
     Verify {
         version: String,
+    },
+    /// The live Service selects every live pod, `live`'s and the canary's (its
+    /// `app.kubernetes.io/version` taken out of the selector; the Service says which
+    /// version is live meanwhile): the canary's share is its pods' among them.
+    Pool {
+        live: String,
+        canary: String,
+    },
+    /// Judge the canary `name` (`canary` pods beside `live` of live's, `percent` asked)
+    /// on its pods' readiness and restarts, and Prometheus' figures where
+    /// `rollout.prometheus_url` is set (`targets::rollout::step`).
+    Judge {
+        version: String,
+        name: String,
+        percent: u8,
+        canary: i32,
+        live: i32,
+    },
+    /// All of live for `rollout.bake_seconds`, the previous version's pods still
+    /// running, judged the same way; then known-good. Commits the switch.
+    Bake {
+        version: String,
+        name: String,
+    },
+    /// Undo of `Pool`: the live Service selects `live` alone again, and `canary` is
+    /// recorded as rolled back from (it served live requests).
+    Unpool {
+        live: String,
+        canary: String,
     },
     /// Deletes a Deployment and its Secret.
     Delete {
@@ -115,6 +144,19 @@ impl Act {
                 format!("point service {ns}/{} at {to}", names.app)
             }
             Act::Verify { version } => format!("check live serves {version} with PYM_ENV=live"),
+            Act::Pool { live, canary } => format!(
+                "let service {ns}/{} select the pods of {live} and of the canary {canary} (the version taken out of its selector)",
+                names.app
+            ),
+            Act::Judge { canary, live, .. } => format!(
+                "{canary} canary pod(s) beside {live} live ({}% of the requests)",
+                share_of(*canary, *live)
+            ),
+            Act::Bake { version, .. } => format!("bake {version}"),
+            Act::Unpool { live, canary } => format!(
+                "let service {ns}/{} select {live} alone again; record {canary} rolled back from",
+                names.app
+            ),
             Act::Delete { name } => format!("delete {ns}/{name} and its secret"),
             Act::DeleteNamespace => format!("delete the new namespace {ns}"),
             Act::DeleteDeployment { name } => format!("delete the new deployment {ns}/{name}"),
@@ -234,6 +276,18 @@ fn retire(
 /// Promote what staging runs (`staged`: its version and image, never HEAD's): its live
 /// Deployment rolled out and checked, the switch (recorded), the check, then the version
 /// live before scaled to zero and those beyond `keep` deleted.
+/// How many canary pods beside `live` pods give it about `percent` of the requests (a
+/// Service spreads connections over its pods evenly): at least one.
+pub fn canary_pods(live: i32, percent: u8) -> i32 {
+    let p = f64::from(percent);
+    ((f64::from(live) * p / (100.0 - p)).round() as i32).max(1)
+}
+
+/// The share (percent, rounded) `canary` pods get beside `live` pods.
+pub fn share_of(canary: i32, live: i32) -> i32 {
+    (f64::from(canary) * 100.0 / f64::from((canary + live).max(1))).round() as i32
+}
+
 pub fn decide_promote(
     seen: &Seen,
     names: &Names,
@@ -241,6 +295,7 @@ pub fn decide_promote(
     replicas: i32,
     secrets: bool,
     keep: usize,
+    rollout: &Rollout,
 ) -> Result<Vec<Act>> {
     let staged = staged.ok_or_else(|| {
         hinted(
@@ -285,12 +340,24 @@ pub fn decide_promote(
             env: PymEnv::Live,
         });
     }
+    // A judged rollout needs a live version to judge the new one beside and to go back
+    // to: the first version goes live whole.
+    let judged = from.as_deref().filter(|f| rollout.judges() && *f != version);
+    let live_pods = judged
+        .and_then(|f| seen.dep(&names.live(f)))
+        .map_or(replicas, |d| d.replicas.max(1));
+    let shares: &[u8] = match judged {
+        Some(_) => rollout.shares(),
+        None => &[],
+    };
     acts.push(Act::Deploy {
         name: name.clone(),
         version: version.into(),
         image: image.into(),
         env: PymEnv::Live,
-        replicas,
+        replicas: shares
+            .first()
+            .map_or(replicas, |p| canary_pods(live_pods, *p)),
     });
     acts.push(Act::Rollout { name: name.clone() });
     acts.push(Act::CheckPods {
@@ -298,6 +365,38 @@ pub fn decide_promote(
         version: version.into(),
         env: PymEnv::Live,
     });
+    if let Some(live) = judged.filter(|_| !shares.is_empty()) {
+        for (i, percent) in shares.iter().enumerate() {
+            let canary = canary_pods(live_pods, *percent);
+            match i {
+                0 => acts.push(Act::Pool {
+                    live: live.to_string(),
+                    canary: version.into(),
+                }),
+                _ => acts.extend([
+                    Act::Scale {
+                        name: name.clone(),
+                        replicas: canary,
+                    },
+                    Act::Rollout { name: name.clone() },
+                ]),
+            }
+            acts.push(Act::Judge {
+                version: version.into(),
+                name: name.clone(),
+                percent: *percent,
+                canary,
+                live: live_pods,
+            });
+        }
+        acts.extend([
+            Act::Scale {
+                name: name.clone(),
+                replicas,
+            },
+            Act::Rollout { name: name.clone() },
+        ]);
+    }
     let mut after = seen.history.clone();
     for (e, v) in &record {
         after.push(*e, v, None, i64::MAX);
@@ -310,6 +409,12 @@ pub fn decide_promote(
     acts.push(Act::Verify {
         version: version.into(),
     });
+    if judged.is_some() && rollout.bakes() {
+        acts.push(Act::Bake {
+            version: version.into(),
+            name: name.clone(),
+        });
+    }
     acts.extend(after_switch(
         seen,
         names,

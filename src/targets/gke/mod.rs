@@ -47,6 +47,7 @@ mod observe;
 mod reach;
 mod record;
 mod rollout;
+mod signals;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +78,10 @@ const DEPLOYMENT: &str = "pymdeploy.dev/deployment";
 /// first): read only, converted, when there is no deploy record yet.
 const LIVE_HISTORY: &str = "pymdeploy.dev/live-history";
 const ROLLED_BACK: &str = "pymdeploy.dev/rolled-back";
+/// On the live Service while a canary shares it: the version live beside the canary
+/// (the selector then has no version), and the canary's.
+const CANARY_BESIDE: &str = "pymdeploy.dev/canary-beside";
+const CANARY: &str = "pymdeploy.dev/canary";
 /// The key of the deploy record's ConfigMap that holds `History::render()`.
 const RECORD_KEY: &str = "history";
 /// On a live Deployment: when its version went live last.
@@ -233,6 +238,7 @@ impl super::Target for GkeTarget {
                     c.k8s_replicas.get() as i32,
                     secrets,
                     c.keep_previous as usize,
+                    &c.rollout,
                 )?
             }
             super::Change::Destroy(_) => unreachable!("answered above"),
@@ -248,6 +254,12 @@ impl super::Target for GkeTarget {
             }
         };
         Ok(plan::describe(&Cluster::new(k, c), &acts))
+    }
+
+    /// The canary's share is its pods' among live's; its pods' health (and Prometheus,
+    /// where set) judges it.
+    fn judged_by(&self, ctx: &Ctx) -> Result<String> {
+        Ok(signals::source(&ctx.config_for(PymEnv::Live)?))
     }
 
     fn ledger(&self) -> Option<&dyn Ledger> {
@@ -292,9 +304,12 @@ impl super::Target for GkeTarget {
             c.k8s_replicas.get() as i32,
             !c.env_secrets.is_empty(),
             c.keep_previous as usize,
+            &c.rollout,
         )?;
         let names = k.names.clone();
-        plan::execute(ctx, &mut Cluster::new(k, c), &acts, progress)?;
+        let mut cluster = Cluster::new(k, c);
+        cluster.bakes = acts.iter().any(|a| matches!(a, decide::Act::Bake { .. }));
+        plan::execute(ctx, &mut cluster, &acts, progress)?;
         Ok(format!("{version} live on {}/{}", names.ns, names.app))
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::check::{context_of, kubeconfig};
 use super::kube::{Kube, connect, not_found};
-use super::{ENV, LIVE_HISTORY, LIVE_SINCE, MANAGED_BY, NAME, Names, ROLLED_BACK, VERSION};
+use super::{CANARY_BESIDE, ENV, LIVE_HISTORY, LIVE_SINCE, MANAGED_BY, NAME, Names, ROLLED_BACK, VERSION};
 use crate::config::PymEnv;
 use crate::ctx::Ctx;
 use crate::targets::Staged;
@@ -44,8 +44,13 @@ pub struct Svc {
 
 impl Svc {
     /// The version the live Service selects.
+    /// The version the Service selects: its selector's, or during a canary (the
+    /// selector holds every live pod) the version live beside it, as the Service says.
     pub fn selects(&self) -> Option<&str> {
-        self.selector.get(VERSION).map(String::as_str)
+        self.selector
+            .get(VERSION)
+            .or_else(|| self.annotations.get(CANARY_BESIDE))
+            .map(String::as_str)
     }
     /// The record older pymdeploys kept in the Service's annotations, as a deploy record:
     /// each version live in its order, then those rolled back from (entries at time 0).

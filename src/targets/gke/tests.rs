@@ -1,9 +1,12 @@
 //! The gke target's unit tests: names and sizes, the decisions on snapshots, the objects.
 
 use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::config::Rollout;
 use serde_json::json;
 
 use super::check::{bad_label, is_quantity};
+use super::decide::{canary_pods, share_of};
 use super::kube::typed;
 use super::observe::rolled_out;
 use super::*;
@@ -136,6 +139,38 @@ fn stage_moves_the_staging_deployment_by_digest_and_makes_what_is_missing() {
 }
 
 #[test]
+fn a_canary_is_a_replica_ratio_in_the_live_service_then_a_switch_and_a_bake() {
+    use Event::*;
+    let seen = live("v2", &[("v2", 3)], history(&[(Live, "v2")]));
+    let canary: Rollout =
+        serde_yaml::from_str("{strategy: canary, steps: [25, 50], bake_seconds: 30}").unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v3")), 3, false, 1, &canary).unwrap();
+    let said: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
+    let at = |want: &Act| acts.iter().position(|a| a == want).unwrap_or_else(|| panic!("no {want:?} in {said:#?}"));
+    let new = || "hello-v3".to_string();
+    // 25% beside 3 live pods: 1 canary pod; 50%: 3; then all 3 before the switch.
+    assert!(matches!(&acts[0], Act::Deploy { replicas: 1, .. }), "{said:#?}");
+    let pool = at(&Act::Pool { live: "v2".into(), canary: "v3".into() });
+    let first = acts.iter().position(|a| matches!(a, Act::Judge { percent: 25, canary: 1, live: 3, .. })).unwrap();
+    let scaled = at(&Act::Scale { name: new(), replicas: 3 });
+    let second = acts.iter().position(|a| matches!(a, Act::Judge { percent: 50, canary: 3, live: 3, .. })).unwrap();
+    let select = acts.iter().position(|a| matches!(a, Act::Select { .. })).unwrap();
+    let bake = acts.iter().position(|a| matches!(a, Act::Bake { .. })).unwrap();
+    let retire = at(&Act::Scale { name: "hello-v2".into(), replicas: 0 });
+    assert!(pool < first && first < scaled && scaled < second && second < select && select < bake && bake < retire, "{said:#?}");
+    assert_eq!((canary_pods(3, 5), canary_pods(3, 25), canary_pods(3, 50), canary_pods(1, 90)), (1, 1, 3, 9));
+    assert_eq!(share_of(1, 3), 25);
+    // The first version goes live whole: nothing to judge beside.
+    let first_deploy = decide_promote(&Seen::default(), &names(), Some(&staged("v1")), 3, false, 1, &canary).unwrap();
+    assert!(!first_deploy.iter().any(|a| matches!(a, Act::Pool { .. } | Act::Judge { .. } | Act::Bake { .. })));
+    // During a canary the Service has no version in its selector: it says which is live.
+    let mut pooled = live_svc("v2");
+    pooled.selector.remove(VERSION);
+    pooled.annotations.insert(CANARY_BESIDE.into(), "v2".into());
+    assert_eq!(pooled.selects(), Some("v2"));
+}
+
+#[test]
 fn promote_rolls_out_checks_switches_verifies_then_retires() {
     use Event::*;
     let mut seen = live(
@@ -145,7 +180,7 @@ fn promote_rolls_out_checks_switches_verifies_then_retires() {
     );
     seen.deployments
         .push(dep("hello-staging", "staging", "v3", 1));
-    let acts = decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 1).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 1, &Rollout::default()).unwrap();
     let kinds: Vec<String> = acts.iter().map(|a| a.describe(&names())).collect();
     let select = acts
         .iter()
@@ -197,7 +232,7 @@ fn promote_rolls_out_checks_switches_verifies_then_retires() {
 
 #[test]
 fn the_first_promote_makes_the_namespace_and_points_the_service_at_what_staging_runs() {
-    let acts = decide_promote(&Seen::default(), &names(), Some(&staged("v1")), 2, true, 1).unwrap();
+    let acts = decide_promote(&Seen::default(), &names(), Some(&staged("v1")), 2, true, 1, &Rollout::default()).unwrap();
     assert_eq!(
         acts,
         vec![
@@ -238,7 +273,7 @@ fn promote_makes_live_what_staging_runs_and_is_refused_without_it() {
     use Event::*;
     // Staging runs v2 (HEAD may be ahead): v2 and its image go live, nothing else.
     let seen = live("v1", &[("v1", 2)], history(&[(Live, "v1")]));
-    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1, &Rollout::default()).unwrap();
     assert!(
         acts.iter().all(|a| match a {
             Act::Deploy { version, image, .. } => version == "v2" && image == "r/hello@sha256:v2",
@@ -248,13 +283,13 @@ fn promote_makes_live_what_staging_runs_and_is_refused_without_it() {
         "{acts:?}"
     );
     // Nothing staged, or an image with no digest: refused.
-    let e = decide_promote(&seen, &names(), None, 2, false, 1).unwrap_err();
+    let e = decide_promote(&seen, &names(), None, 2, false, 1, &Rollout::default()).unwrap_err();
     assert!(format!("{e}").contains("nothing runs on staging"), "{e}");
     let tagged = Staged {
         image: "r/hello:v2".into(),
         ..staged("v2")
     };
-    assert!(decide_promote(&seen, &names(), Some(&tagged), 2, false, 1).is_err());
+    assert!(decide_promote(&seen, &names(), Some(&tagged), 2, false, 1, &Rollout::default()).is_err());
 }
 
 #[test]
@@ -264,7 +299,7 @@ fn promote_of_what_is_live_is_a_check_and_a_rebuilt_image_goes_live_again() {
     seen.deployments
         .push(dep("hello-staging", "staging", "v3", 1));
     assert_eq!(
-        decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 2).unwrap(),
+        decide_promote(&seen, &names(), Some(&staged("v3")), 2, false, 2, &Rollout::default()).unwrap(),
         vec![Act::Verify {
             version: "v3".into()
         }]
@@ -274,7 +309,7 @@ fn promote_of_what_is_live_is_a_check_and_a_rebuilt_image_goes_live_again() {
         digest: "sha256:other".into(),
         ..staged("v3")
     };
-    let acts = decide_promote(&seen, &names(), Some(&rebuilt), 2, false, 2).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&rebuilt), 2, false, 2, &Rollout::default()).unwrap();
     assert!(
         acts.iter()
             .any(|a| matches!(a, Act::Deploy { image, .. } if image == "r/hello@sha256:other")),
@@ -290,7 +325,7 @@ fn a_version_rolled_back_from_can_be_promoted_again() {
         &[("v2", 0), ("v1", 2)],
         history(&[(Live, "v1"), (Live, "v2"), (RolledBack, "v2"), (Live, "v1")]),
     );
-    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1, &Rollout::default()).unwrap();
     assert!(
         acts.contains(&Act::Select {
             from: Some("v1".into()),
@@ -313,7 +348,7 @@ fn a_version_rolled_back_from_can_be_promoted_again() {
 #[test]
 fn a_live_version_the_record_does_not_know_is_recorded_before_the_new_one() {
     let seen = live("v1", &[("v1", 2)], History::default());
-    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v2")), 2, false, 1, &Rollout::default()).unwrap();
     assert!(
         acts.iter().any(|a| matches!(a, Act::Select { record, .. }
             if *record == vec![(Event::Live, "v1".to_string()), (Event::Live, "v2".to_string())])),
@@ -474,7 +509,7 @@ fn cleanup_after_a_rollback_keeps_what_the_next_rollback_needs() {
     );
     assert_eq!(decide_rollback(&seen, &names(), 2, None, false).unwrap().1, "v1");
     // A promote after it retires the same way: v2 (just live before) is kept.
-    let acts = decide_promote(&seen, &names(), Some(&staged("v4")), 2, false, 1).unwrap();
+    let acts = decide_promote(&seen, &names(), Some(&staged("v4")), 2, false, 1, &Rollout::default()).unwrap();
     assert!(
         acts.contains(&Act::Delete {
             name: "hello-v3".into()
