@@ -413,6 +413,40 @@ fn a_canary_failing_a_fifth_of_its_requests_is_aborted_and_a_healthy_one_goes_th
         row.contains("/s") && row.contains("0%"),
         "rate and error rate over the last minute:\n{status}"
     );
+
+    // Ctrl-C during a step: answered within 2 s, live back on v3 alone, the canary gone
+    // and recorded as rolled back from (deploying it again takes --redeploy).
+    svc.edit("src/main.rs", "\"no such route\"", "\"nothing here\"")
+        .commit("v4");
+    let v4 = svc.pym(&["version"]).stdout.trim().to_string();
+    let load = Load::start(live, 4);
+    let mut run = svc.spawn(DEPLOY, &reg.env());
+    run.wait_for("send 20% of live's requests");
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, rest, took) = run.interrupt();
+    assert_eq!(code, Some(130), "{rest}");
+    assert!(
+        took < Duration::from_secs(2),
+        "Ctrl-C answered in {took:?}:\n{rest}"
+    );
+    assert_eq!(version_on(live).unwrap()["version"], v3.as_str());
+    let left = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=pym-{}-live-{v4}", svc.name),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(
+        left.trim().is_empty(),
+        "the interrupted canary's container stays: {left}"
+    );
+    let seen = load.finish();
+    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+    svc.pym_env(DEPLOY, &reg.env())
+        .assert_failed()
+        .assert_stderr_has(&format!("{v4} was rolled back from"));
 }
 
 #[test]
