@@ -218,6 +218,9 @@ fn said(
 /// How often a step or a bake asks for figures: a breach is seen within this, and the
 /// switch back follows at once.
 const EVERY: Duration = Duration::from_millis(500);
+/// How often the figures so far are shown while a step or the bake goes on (a line each
+/// time where the output is not a terminal).
+const SHOW_EVERY: Duration = Duration::from_secs(5);
 
 /// One canary step: the new version has `share`% of live; its figures are asked every
 /// `EVERY` over the step so far. A breach (once `min_requests` came) ends the step at
@@ -234,6 +237,7 @@ pub fn step(
     let started = Instant::now();
     let phase = Phase::Step(share);
     let source = signals.source();
+    let mut shown = None;
     loop {
         ctx.wait(async {
             tokio::time::sleep(EVERY).await;
@@ -242,11 +246,14 @@ pub fn step(
         let elapsed = started.elapsed().as_secs_f64();
         let f = signals.figures(ctx, elapsed.ceil() as u64)?;
         let v = judge(&f, r);
-        progress.message(&format!(
-            "{version} at {share}% for {elapsed:.0}s of {}: {}",
-            r.step_seconds,
-            f.say()
-        ));
+        if shown.is_none_or(|t: Instant| t.elapsed() >= SHOW_EVERY) {
+            progress.message(&format!(
+                "{version} at {share}% for {elapsed:.0}s of {}: {}",
+                r.step_seconds,
+                f.say()
+            ));
+            shown = Some(Instant::now());
+        }
         let over = elapsed >= r.step_seconds.get() as f64;
         match &v {
             Verdict::Breach(why) => {
@@ -311,6 +318,7 @@ fn judge_bake(
     let started = Instant::now();
     let source = signals.source();
     let mut proved: Option<Figures> = None;
+    let mut shown = None;
     let last = loop {
         ctx.wait(async {
             tokio::time::sleep(EVERY).await;
@@ -320,11 +328,14 @@ fn judge_bake(
         let window = (elapsed.ceil() as u64).clamp(1, r.step_seconds.get());
         let f = signals.figures(ctx, window)?;
         let v = judge(&f, r);
-        progress.message(&format!(
-            "baking {version}, {elapsed:.0}s of {}: {}",
-            r.bake_seconds(),
-            f.say()
-        ));
+        if shown.is_none_or(|t: Instant| t.elapsed() >= SHOW_EVERY) {
+            progress.message(&format!(
+                "baking {version}, {elapsed:.0}s of {}: {}",
+                r.bake_seconds(),
+                f.say()
+            ));
+            shown = Some(Instant::now());
+        }
         match &v {
             Verdict::Breach(why) => {
                 said(ctx, progress, version, Phase::Bake, &f, &v, &source);
@@ -438,6 +449,102 @@ mod tests {
         assert_eq!(quantile(&bounds, &[0, 0, 0, 0], 0.95), None);
         assert_eq!(quantile(&bounds, &[0, 0, 0, 5], 0.95), Some(1000.0));
         assert_eq!(quantile(&bounds, &[4, 0, 0, 0], 0.5), Some(5.0));
+    }
+
+    /// Figures that never change, and how often they were asked.
+    struct Fixed(Figures, usize);
+
+    impl Signals for Fixed {
+        fn source(&self) -> String {
+            "fixed figures".into()
+        }
+        fn figures(&mut self, _ctx: &Ctx, _seconds: u64) -> Result<Figures> {
+            self.1 += 1;
+            Ok(self.0.clone())
+        }
+    }
+
+    fn ctx() -> Ctx {
+        let dir = std::env::temp_dir().join(format!(
+            "pym-rollout-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(crate::config::CONFIG_FILE),
+            "name: s\ndeploy_target: docker\n",
+        )
+        .unwrap();
+        Ctx::new(&dir, Default::default(), crate::output::Printer::from_env()).unwrap()
+    }
+
+    #[test]
+    fn a_step_passes_at_its_end_breaks_at_once_and_gives_up_waiting_for_requests() {
+        let ctx = ctx();
+        let progress = ctx.out.step("t");
+        let r = rollout("{step_seconds: 1, max_step_seconds: 2, min_requests: 10}");
+        let started = Instant::now();
+        let mut ok = Fixed(figures(50, 0, 0, Some(3.0)), 0);
+        step(&ctx, &mut ok, &r, "v2", 10, &progress).unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "judged at the step's end"
+        );
+        let started = Instant::now();
+        let mut bad = Fixed(figures(50, 10, 0, Some(3.0)), 0);
+        let e = step(&ctx, &mut bad, &r, "v2", 10, &progress).unwrap_err();
+        assert!(
+            format!("{e}").contains("breached a threshold in the 10% step"),
+            "{e}"
+        );
+        assert_eq!(bad.1, 1, "a breach ends the step at its first judgement");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let started = Instant::now();
+        let mut idle = Fixed(figures(3, 0, 0, None), 0);
+        let e = step(&ctx, &mut idle, &r, "v2", 10, &progress).unwrap_err();
+        assert!(
+            format!("{e}").contains("could not be judged at 10% within max_step_seconds (2s)"),
+            "{e}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        // The bake: known-good only once it saw enough requests.
+        let r = rollout("{step_seconds: 1, bake_seconds: 1, min_requests: 10}");
+        let mut marked = 0;
+        bake(
+            &ctx,
+            &mut Fixed(figures(50, 0, 0, None), 0),
+            &r,
+            "v2",
+            &progress,
+            &mut || {
+                marked += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        bake(
+            &ctx,
+            &mut Fixed(figures(3, 0, 0, None), 0),
+            &r,
+            "v2",
+            &progress,
+            &mut || {
+                marked += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(marked, 1);
+        let judged = ctx.judgements();
+        assert_eq!(
+            judged
+                .iter()
+                .map(|j| j["verdict"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["pass", "breach", "inconclusive", "pass", "inconclusive"]
+        );
+        assert_eq!(judged[1]["figures"]["errors"], 10);
     }
 
     #[test]
