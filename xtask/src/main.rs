@@ -253,6 +253,28 @@ fn demo_registry(printer: &Printer, reports: &mut Vec<StepReport>) -> Result<()>
     Ok(())
 }
 
+/// The `service_id` of a demo already on the engine: of the containers named for `hello`
+/// that run the demo registry's image.
+fn demo_on_engine() -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=org.pymacaron.name=hello",
+            "--format",
+            "{{.Image}} {{.Label \"org.pymacaron.service-id\"}}",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (image, id) = l.split_once(' ')?;
+        image
+            .starts_with(&format!("{DEMO_REGISTRY}/demo/hello"))
+            .then(|| id.trim().to_string())
+    })
+}
+
 fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result<()> {
     setup(printer, reports)?;
     demo_registry(printer, reports)?;
@@ -264,10 +286,12 @@ fn demo(printer: &Printer, reports: &mut Vec<StepReport>, path: &Path) -> Result
     stage(printer, reports, "new", |p| {
         // A demo made again is the same service (its `service_id` kept): it deploys as the
         // next version of the one still live, which the engine would refuse as another
-        // repository's service of the same name.
-        let previous_id = std::fs::read_to_string(path.join("pym-config.yaml"))
-            .ok()
-            .and_then(|c| {
+        // repository's service of the same name. The demo on the engine may be another
+        // checkout's (the engine outlives a clone): its id is read there, from the
+        // containers that run the demo registry's image.
+        let previous_id = demo_on_engine()
+            .or_else(|| {
+                let c = std::fs::read_to_string(path.join("pym-config.yaml")).ok()?;
                 c.lines()
                     .find_map(|l| l.strip_prefix("service_id:"))
                     .map(|id| id.trim().to_string())
