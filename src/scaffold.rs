@@ -257,7 +257,7 @@ struct ConfigParts {
     lang: String,
     port: u16,
     health_path: String,
-    /// A new `service_id`: 12 random hex digits.
+    /// A new `service_id`: `s` and 11 random hex digits (never a YAML number).
     service_id: String,
 }
 
@@ -277,7 +277,10 @@ fn new_service_id() -> String {
             &(nanos as u64 ^ ((std::process::id() as u64) << 32)).to_le_bytes()[..6],
         );
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // A letter first: all digits, or digits around one `e` (`7146285404e4`), would read
+    // as a number to YAML tools (editors checking the JSON Schema, which wants a string).
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("s{}", &hex[1..])
 }
 
 impl ConfigParts {
@@ -1306,6 +1309,28 @@ fn ask(what: &str) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_id_is_a_string_to_any_yaml_reader() {
+        // `7146285404e4` was one: YAML reads it as a float, and editors checking the JSON
+        // Schema flagged the generated pym-config.yaml.
+        for _ in 0..2000 {
+            let id = new_service_id();
+            assert_eq!(id.len(), 12);
+            let v: serde_yaml::Value = serde_yaml::from_str(&format!("service_id: {id}")).unwrap();
+            assert!(
+                v["service_id"].is_string(),
+                "{id} reads as {:?}",
+                v["service_id"]
+            );
+        }
+        let read =
+            |id: &str| serde_yaml::from_str::<serde_yaml::Value>(&format!("k: {id}")).unwrap();
+        assert!(
+            !read("7146285404e4")["k"].is_string(),
+            "the case this guards against"
+        );
+    }
 
     #[test]
     fn a_switch_turns_on_one_target_feature_and_keeps_the_rest() {
