@@ -427,3 +427,21 @@ impl Ctx {
         *self.rolled_back_to.borrow_mut() = Some(version);
     }
 }
+
+/// A context for unit tests: a docker service `s` in a directory of its own under the
+/// temporary directory (`tag`, the process and the thread make it unique).
+#[cfg(test)]
+pub(crate) fn scratch(tag: &str) -> Ctx {
+    let dir = std::env::temp_dir().join(format!(
+        "pym-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(crate::config::CONFIG_FILE),
+        "name: s\ndeploy_target: docker\n",
+    )
+    .unwrap();
+    Ctx::new(&dir, Default::default(), crate::output::Printer::from_env()).unwrap()
+}

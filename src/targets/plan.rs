@@ -214,18 +214,7 @@ mod tests {
     }
 
     fn ctx() -> Ctx {
-        let dir = std::env::temp_dir().join(format!(
-            "pym-plan-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(crate::config::CONFIG_FILE),
-            "name: s\ndeploy_target: docker\n",
-        )
-        .unwrap();
-        Ctx::new(&dir, Default::default(), crate::output::Printer::from_env()).unwrap()
+        crate::ctx::scratch("plan")
     }
 
     #[test]

@@ -465,18 +465,7 @@ mod tests {
     }
 
     fn ctx() -> Ctx {
-        let dir = std::env::temp_dir().join(format!(
-            "pym-rollout-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(crate::config::CONFIG_FILE),
-            "name: s\ndeploy_target: docker\n",
-        )
-        .unwrap();
-        Ctx::new(&dir, Default::default(), crate::output::Printer::from_env()).unwrap()
+        crate::ctx::scratch("rollout")
     }
 
     #[test]
@@ -511,31 +500,15 @@ mod tests {
         // The bake: known-good only once it saw enough requests.
         let r = rollout("{step_seconds: 1, bake_seconds: 1, min_requests: 10}");
         let mut marked = 0;
-        bake(
-            &ctx,
-            &mut Fixed(figures(50, 0, 0, None), 0),
-            &r,
-            "v2",
-            &progress,
-            &mut || {
+        for requests in [50, 3] {
+            let mut fixed = Fixed(figures(requests, 0, 0, None), 0);
+            bake(&ctx, &mut fixed, &r, "v2", &progress, &mut || {
                 marked += 1;
                 Ok(())
-            },
-        )
-        .unwrap();
-        bake(
-            &ctx,
-            &mut Fixed(figures(3, 0, 0, None), 0),
-            &r,
-            "v2",
-            &progress,
-            &mut || {
-                marked += 1;
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!(marked, 1);
+            })
+            .unwrap();
+        }
+        assert_eq!(marked, 1, "known-good only with enough requests");
         let judged = ctx.judgements();
         assert_eq!(
             judged

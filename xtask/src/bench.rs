@@ -366,72 +366,25 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
         ))
     });
     // What the deploys left on the engine goes, whether they succeeded or not.
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            "label=org.pymacaron.name=bench-deploy",
-        ])
-        .output()?;
-    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
+    remove_bench_service("bench-deploy")?;
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter", "name=^bench-plain-"])
         .output()?;
     for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
-    let _ = Command::new("docker")
-        .args(["network", "rm", "pym-bench-deploy"])
-        .output();
     deployed?;
 
     let switched = stage_if(&args.only, printer, reports, "switch", |p| {
         switch_under_load(&pymdeploy, &work, args.rounds, &mut figures, p)
     });
-    for id in String::from_utf8_lossy(
-        &Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                "label=org.pymacaron.name=bench-switch",
-            ])
-            .output()?
-            .stdout,
-    )
-    .split_whitespace()
-    {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
-    let _ = Command::new("docker")
-        .args(["network", "rm", "pym-bench-switch"])
-        .output();
+    remove_bench_service("bench-switch")?;
     switched?;
 
     let canary = stage_if(&args.only, printer, reports, "canary", |p| {
         canary_overhead(&pymdeploy, &work, args.rounds, &mut figures, p)
     });
-    for id in String::from_utf8_lossy(
-        &Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                "label=org.pymacaron.name=bench-canary",
-            ])
-            .output()?
-            .stdout,
-    )
-    .split_whitespace()
-    {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
-    let _ = Command::new("docker")
-        .args(["network", "rm", "pym-bench-canary"])
-        .output();
+    remove_bench_service("bench-canary")?;
     canary?;
 
     stage_if(&args.only, printer, reports, "readiness", |_| {
@@ -505,6 +458,26 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
             f.what, f.value, f.goal
         ));
     }
+    Ok(())
+}
+
+/// Removes what a bench service left on the engine (its containers and network), whether
+/// its stage succeeded or not.
+fn remove_bench_service(name: &str) -> Result<()> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=org.pymacaron.name={name}"),
+        ])
+        .output()?;
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("pym-{name}")])
+        .output();
     Ok(())
 }
 
