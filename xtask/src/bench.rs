@@ -461,6 +461,31 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     Ok(())
 }
 
+/// A new service `name` on free live and staging ports (and `extra` config lines),
+/// deployed once: (its directory, live port, staging port).
+fn deployed_service(
+    pymdeploy: &Path,
+    work: &Path,
+    name: &str,
+    extra: &str,
+) -> Result<(PathBuf, u16, u16)> {
+    let svc = new_service(pymdeploy, work, name)?;
+    let (live, staging) = (free_port()?, free_port()?);
+    let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
+    std::fs::write(
+        svc.join("pym-config.yaml"),
+        format!("{config}live_port: {live}\nstaging_port: {staging}\n{extra}"),
+    )?;
+    commit(&svc, "bench ports")?;
+    pym(
+        pymdeploy,
+        &svc,
+        &work.join("svc-target"),
+        &["deploy", "--no-test"],
+    )?;
+    Ok((svc, live, staging))
+}
+
 /// Removes what a bench service left on the engine (its containers and network), whether
 /// its stage succeeded or not.
 fn remove_bench_service(name: &str) -> Result<()> {
@@ -789,15 +814,7 @@ fn switch_under_load(
     p: &pymdeploy::output::StepProgress<'_>,
 ) -> Result<String> {
     let target = work.join("svc-target");
-    let svc = new_service(pymdeploy, work, "bench-switch")?;
-    let (live, staging) = (free_port()?, free_port()?);
-    let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
-    std::fs::write(
-        svc.join("pym-config.yaml"),
-        format!("{config}live_port: {live}\nstaging_port: {staging}\ndrain_seconds: 10\n"),
-    )?;
-    commit(&svc, "bench ports")?;
-    pym(pymdeploy, &svc, &target, &["deploy", "--no-test"])?;
+    let (svc, live, _) = deployed_service(pymdeploy, work, "bench-switch", "drain_seconds: 10\n")?;
     let url = format!("http://127.0.0.1:{live}/version");
     let mut promote_secs = Vec::new();
     let mut promote_whole = Vec::new();
@@ -934,16 +951,7 @@ fn canary_overhead(
     figures: &mut Vec<Figure>,
     p: &pymdeploy::output::StepProgress<'_>,
 ) -> Result<String> {
-    let target = work.join("svc-target");
-    let svc = new_service(pymdeploy, work, "bench-canary")?;
-    let (live, staging) = (free_port()?, free_port()?);
-    let config = std::fs::read_to_string(svc.join("pym-config.yaml"))?;
-    std::fs::write(
-        svc.join("pym-config.yaml"),
-        format!("{config}live_port: {live}\nstaging_port: {staging}\n"),
-    )?;
-    commit(&svc, "bench ports")?;
-    pym(pymdeploy, &svc, &target, &["deploy", "--no-test"])?;
+    let (svc, live, staging) = deployed_service(pymdeploy, work, "bench-canary", "")?;
     let version = version_of(pymdeploy, &svc)?;
     let container = format!("pym-bench-canary-live-{version}");
     let ip = String::from_utf8_lossy(
