@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, Config, PymEnv, TargetKind};
@@ -114,6 +114,15 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "REPO")]
         push: Option<String>,
     },
+    /// Answer every request with 503 and the maintenance page (on), or serve again (off);
+    /// the version keeps running
+    Maintenance {
+        #[arg(value_enum)]
+        mode: OnOff,
+        /// live, or staging where it is served through the edge
+        #[arg(long, value_enum, default_value_t = PymEnv::Live)]
+        env: PymEnv,
+    },
     /// Remove old versions beyond `keep_previous` (prints what it would do unless --execute)
     Cleanup {
         /// Terminate them, instead of only listing them
@@ -133,14 +142,52 @@ pub enum ServiceCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// The live proxy of the docker target (runs inside its container)
+    /// The live proxy of the docker target, routing by the route file --state; or with
+    /// --sites, the edge shared by the services of one engine (runs inside its container)
     #[command(name = "__proxy", hide = true)]
     Proxy {
         #[arg(long)]
         listen: String,
+        #[arg(long, required_unless_present = "sites")]
+        state: Option<PathBuf>,
+        /// The edge's sites directory
+        #[arg(long, requires = "listen_tls")]
+        sites: Option<PathBuf>,
+        /// The edge's TLS listener
+        #[arg(long)]
+        listen_tls: Option<String>,
+        /// The port clients reach the edge's HTTPS listener on (redirects name it)
+        #[arg(long, default_value_t = 443)]
+        https_port: u16,
+    },
+    /// Adds or replaces a site of the edge, its conf (JSON) read from stdin, exactly
+    /// --bytes of it; or removes it (run inside the edge's container)
+    #[command(name = "__edge-site", hide = true)]
+    EdgeSite {
+        key: String,
+        #[arg(long)]
+        sites: PathBuf,
+        #[arg(long, conflicts_with = "remove")]
+        bytes: Option<usize>,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Puts a site of the live proxy or the edge in maintenance (the page read from stdin,
+    /// exactly --bytes of it) or out of it (run inside its container)
+    #[command(name = "__proxy-maintenance", hide = true)]
+    ProxyMaintenance {
         #[arg(long)]
         state: PathBuf,
+        #[arg(long)]
+        off: bool,
+        #[arg(long, default_value_t = 300)]
+        retry_after: u32,
+        #[arg(long, default_value_t = 0)]
+        bytes: usize,
     },
+    /// Prints the edge's sites, routes and certificates as JSON (run inside its container)
+    #[command(name = "__edge-status", hide = true)]
+    EdgeStatus,
     /// Points the live proxy at a new upstream (run inside its container)
     #[command(name = "__proxy-route", hide = true)]
     ProxyRoute {
@@ -189,6 +236,13 @@ pub enum ServiceCommand {
         #[arg(long)]
         timeout_ms: u64,
     },
+}
+
+/// `maintenance on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Parser, Debug)]
@@ -929,11 +983,64 @@ fn service_command(
             printer.data(config.to_yaml()?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Proxy { listen, state } => {
+        ServiceCommand::Proxy {
+            listen,
+            state,
+            sites,
+            listen_tls,
+            https_port,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(crate::ops::proxy::serve(&listen, &state))?;
+            match (sites, listen_tls, state) {
+                (Some(sites), Some(tls), _) => rt.block_on(crate::ops::proxy::serve_edge(
+                    &listen, &tls, &sites, https_port,
+                ))?,
+                (_, _, Some(state)) => rt.block_on(crate::ops::proxy::serve(&listen, &state))?,
+                _ => anyhow::bail!("give --state, or --sites and --listen-tls"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::EdgeSite {
+            key,
+            sites,
+            bytes,
+            remove,
+        } => {
+            match (remove, bytes) {
+                (true, _) => crate::ops::edge::remove_site(&sites, &key)?,
+                (false, Some(n)) => {
+                    let conf = serde_json::from_slice(&crate::ops::edge::read_input(n)?)
+                        .context("the site's conf is not what this edge reads")?;
+                    crate::ops::edge::set_site(&sites, &key, &conf)?;
+                }
+                (false, None) => anyhow::bail!("give --bytes (the conf on stdin) or --remove"),
+            }
+            // The edge reads its sites every second; told, it reads them now.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let _ = rt.block_on(crate::ops::proxy::admin("/reload"));
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::ProxyMaintenance {
+            state,
+            off,
+            retry_after,
+            bytes,
+        } => {
+            let page = String::from_utf8(crate::ops::edge::read_input(bytes)?)
+                .context("the maintenance page is not UTF-8")?;
+            let m = crate::ops::edge::Maintenance { retry_after, page };
+            crate::ops::edge::set_maintenance(&state, (!off).then_some(&m))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::EdgeStatus => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            printer.data(rt.block_on(crate::ops::proxy::admin("/edge"))?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyRoute {
@@ -989,6 +1096,16 @@ fn service_command(
             let ctx = open(global, printer)?;
             let image = crate::targets::proxy_image(&ctx, push.as_deref())?;
             ctx.out.data(&image);
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCommand::Maintenance { mode, env } => {
+            let break_lock = global.break_lock;
+            let ctx = open(global, printer)?;
+            let _lock = deploy_lock(&ctx, "maintenance", break_lock)?;
+            as_step(&ctx, "maintenance", true, |_| {
+                let target = crate::targets::of(&ctx)?;
+                Ok(((), target.maintenance(&ctx, env, mode == OnOff::On)?))
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Cleanup { execute } => {

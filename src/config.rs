@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Problems, hinted};
 
+mod edge;
 mod rollout;
+pub use edge::{AcmeWord, LETS_ENCRYPT, Tls};
 pub use rollout::{
     DEFAULT_ERRORS, DEFAULT_P95_MS, DEFAULT_REQUESTS, Rollout, Strategy, fmt_percent,
 };

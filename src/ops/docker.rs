@@ -188,20 +188,38 @@ pub struct RunSpec<'a> {
     /// container and of the engine, and goes with the container. Its owner and content
     /// come from the image.
     pub state_dir: Option<&'a str>,
+    /// More ports published on `host_ip`: (container port, host port).
+    pub more_ports: Vec<(u16, u16)>,
+    /// A named volume for `state_dir`, which outlives the container (the edge's, kept
+    /// when a newer pymdeploy replaces it); unset, the volume is the container's own.
+    pub state_volume: Option<&'a str>,
 }
 
 /// Creates and starts a container; returns its id. If starting fails, the created
 /// container is removed before the error is returned.
 pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
     let port_key = format!("{}/tcp", spec.container_port);
-    let host_config = HostConfig {
-        port_bindings: Some(HashMap::from([(
-            port_key.clone(),
+    let mut bindings = HashMap::from([(
+        port_key.clone(),
+        Some(vec![PortBinding {
+            host_ip: Some(spec.host_ip.to_string()),
+            host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
+        }]),
+    )]);
+    let mut exposed = vec![port_key];
+    for (container, host) in &spec.more_ports {
+        let key = format!("{container}/tcp");
+        bindings.insert(
+            key.clone(),
             Some(vec![PortBinding {
                 host_ip: Some(spec.host_ip.to_string()),
-                host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
+                host_port: Some(host.to_string()),
             }]),
-        )])),
+        );
+        exposed.push(key);
+    }
+    let host_config = HostConfig {
+        port_bindings: Some(bindings),
         // An init process forwards SIGTERM, so `docker stop` is quick for any service.
         init: Some(true),
         network_mode: spec.network.map(str::to_string),
@@ -209,6 +227,10 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
             name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
         }),
+        binds: spec
+            .state_volume
+            .zip(spec.state_dir)
+            .map(|(v, d)| vec![format!("{v}:{d}")]),
         readonly_rootfs: spec.locked_down.then_some(true),
         cap_drop: spec.locked_down.then(|| vec!["ALL".to_string()]),
         security_opt: spec
@@ -226,11 +248,14 @@ pub async fn run(docker: &Docker, spec: RunSpec<'_>) -> Result<String> {
         image: Some(spec.image.to_string()),
         env: Some(spec.env),
         labels: Some(spec.labels),
-        exposed_ports: Some(vec![port_key]),
+        exposed_ports: Some(exposed),
         host_config: Some(host_config),
         cmd: spec.cmd,
         user: spec.locked_down.then(|| "65534:65534".to_string()),
-        volumes: spec.state_dir.map(|d| vec![d.to_string()]),
+        volumes: spec
+            .state_dir
+            .filter(|_| spec.state_volume.is_none())
+            .map(|d| vec![d.to_string()]),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default()
@@ -556,6 +581,46 @@ pub async fn remove_network(docker: &Docker, name: &str) -> Result<()> {
     }
 }
 
+/// Connects a running container to a network, unless it is on it.
+pub async fn connect_network(docker: &Docker, container: &str, network: &str) -> Result<()> {
+    if ip_on(docker, container, network).await?.is_some() {
+        return Ok(());
+    }
+    let req = bollard::models::NetworkConnectRequest {
+        container: container.to_string(),
+        ..Default::default()
+    };
+    match docker.connect_network(network, req).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+            if message.contains("already exists") =>
+        {
+            Ok(())
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot connect {container} to network {network}"))
+        }
+    }
+}
+
+/// Disconnects a container from a network; one not on it is not an error.
+pub async fn disconnect_network(docker: &Docker, container: &str, network: &str) -> Result<()> {
+    let req = bollard::models::NetworkDisconnectRequest {
+        container: container.to_string(),
+        force: Some(true),
+    };
+    match docker.disconnect_network(network, req).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409 | 500,
+            ..
+        }) => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot disconnect {container} from network {network}"))
+        }
+    }
+}
+
 /// Creates a bridge network, with `labels`, unless it exists.
 pub async fn ensure_network(
     docker: &Docker,
@@ -585,10 +650,22 @@ pub async fn ensure_network(
 
 /// Runs `cmd` in a running container; returns its exit code and output.
 pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+    exec_with_input(docker, container, cmd, &[]).await
+}
+
+/// Runs `cmd` in a running container with `input` on its stdin (never on its command
+/// line, which the engine shows in its events); returns its exit code and output.
+pub async fn exec_with_input(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    input: &[u8],
+) -> Result<(i64, String)> {
     let config = bollard::models::ExecConfig {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
+        attach_stdin: Some(!input.is_empty()),
         ..Default::default()
     };
     let created = docker
@@ -597,12 +674,21 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str]) -> Result<(i64
         .with_context(|| format!("cannot exec in {container}"))?;
     let mut output = String::new();
     if let bollard::exec::StartExecResults::Attached {
-        output: mut out, ..
+        output: mut out,
+        input: mut stdin,
     } = docker
         .start_exec(&created.id, None)
         .await
         .with_context(|| format!("cannot exec in {container}"))?
     {
+        if !input.is_empty() {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(input)
+                .await
+                .with_context(|| format!("cannot write to an exec in {container}"))?;
+            stdin.flush().await?;
+        }
         while let Some(Ok(chunk)) = out.next().await {
             output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }

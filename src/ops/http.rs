@@ -12,10 +12,27 @@ use hyper::body::Bytes;
 
 /// The status and body of one GET, or an error when nothing answered in `timeout`.
 pub async fn get(host: &str, port: u16, path: &str, timeout: Duration) -> Result<(u16, String)> {
-    tokio::time::timeout(timeout, get_inner(host, port, path))
-        .await
-        .with_context(|| format!("no answer from {host}:{port}{path} within {timeout:?}"))?
+    get_as(host, port, None, path, timeout).await
 }
+
+/// `get`, for the host name `vhost` (its `Host` header) where given: what a proxy that
+/// routes by host name answers for it. Such a check is marked (`CHECK_HEADER`) so that
+/// the edge answers it over plain HTTP even where the site redirects to HTTPS.
+pub async fn get_as(
+    host: &str,
+    port: u16,
+    vhost: Option<&str>,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let shown = vhost.unwrap_or(host);
+    tokio::time::timeout(timeout, get_inner(host, port, vhost, path))
+        .await
+        .with_context(|| format!("no answer from {shown}:{port}{path} within {timeout:?}"))?
+}
+
+/// The header that marks pymdeploy's own checks.
+pub const CHECK_HEADER: &str = "x-pymdeploy-check";
 
 /// Whether something accepts TCP connections on `host:port` (a port already taken).
 pub async fn listening(host: &str, port: u16) -> bool {
@@ -29,7 +46,12 @@ pub async fn listening(host: &str, port: u16) -> bool {
     )
 }
 
-async fn get_inner(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
+async fn get_inner(
+    host: &str,
+    port: u16,
+    vhost: Option<&str>,
+    path: &str,
+) -> Result<(u16, String)> {
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
@@ -38,8 +60,15 @@ async fn get_inner(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
         .await
         .context("HTTP handshake failed")?;
     let driver = tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("{host}:{port}"))
+    let mut req = hyper::Request::get(path);
+    if vhost.is_some() {
+        req = req.header(CHECK_HEADER, "1");
+    }
+    let req = req
+        .header(
+            hyper::header::HOST,
+            format!("{}:{port}", vhost.unwrap_or(host)),
+        )
         .header(
             hyper::header::USER_AGENT,
             concat!("pymdeploy/", env!("CARGO_PKG_VERSION")),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub mod cmd;
 pub mod context;
 pub mod docker;
+pub mod edge;
 pub mod engine;
 pub mod gcp;
 pub mod git;

@@ -35,7 +35,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -47,6 +47,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+use crate::ops::edge;
 
 /// Where the proxy keeps its routes, inside its container: a volume of the container's
 /// own, so the routes survive a restart of the proxy or of the engine.
@@ -69,8 +71,9 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// the order versions were live in; 3 runs locked down on an image of its own; 4 connects
 /// to the address the route names, not by DNS; 5 keeps its routes in a volume; 6 answers
 /// 504 (and logs it) when an upstream sends no response headers within `UPSTREAM_TIMEOUT`;
-/// 7 splits requests for a canary and counts each upstream's answers.
-pub const REVISION: u32 = 7;
+/// 7 splits requests for a canary and counts each upstream's answers; 8 serves HTTP/2 and
+/// the edge (sites by host, TLS, maintenance), its canary file beside the routes.
+pub const REVISION: u32 = 8;
 /// The cookie that holds a client's canary bucket.
 pub const CANARY_COOKIE: &str = "pym-canary";
 /// Buckets a share is counted in: 10000, so a share is in hundredths of a percent.
@@ -95,6 +98,8 @@ struct Routes {
     live: Option<Upstream>,
     canary_id: Option<FileId>,
     canary: Option<Canary>,
+    maintenance_id: Option<FileId>,
+    maintenance: Option<Arc<edge::Maintenance>>,
 }
 
 /// A share of the requests (`share` of `BUCKETS`) sent to `upstream`.
@@ -122,17 +127,42 @@ fn file_id(path: &Path) -> Option<FileId> {
         .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
 }
 
-struct Shared {
+/// One service (and environment) the proxy serves, with its route files: the per-service
+/// proxy has one, answering every host; the edge has one per `<key>.json` of its sites.
+struct Site {
+    key: String,
+    conf: edge::SiteConf,
+    conf_id: Option<FileId>,
     state: PathBuf,
     canary_state: PathBuf,
+    maintenance_state: PathBuf,
     routes: Mutex<Routes>,
-    /// Requests (and upgraded connections) in flight, per upstream.
-    inflight: Mutex<HashMap<String, usize>>,
-    stats: Mutex<Stats>,
-    client: Client<HttpConnector, Body>,
 }
 
-impl Shared {
+/// Where a request goes.
+enum Pick {
+    /// To an upstream: counted in flight, with the client's bucket and the one drawn for
+    /// it now (to be set in its cookie).
+    Upstream(Upstream, InFlight, Option<u32>, Option<u32>),
+    /// Nowhere: the site is in maintenance.
+    Maintenance(Arc<edge::Maintenance>),
+    /// Nowhere yet: no version was routed.
+    Nothing,
+}
+
+impl Site {
+    fn new(key: &str, conf: edge::SiteConf, conf_id: Option<FileId>, state: PathBuf) -> Site {
+        Site {
+            key: key.to_string(),
+            conf,
+            conf_id,
+            canary_state: canary_file(&state),
+            maintenance_state: edge::maintenance_file(&state),
+            state,
+            routes: Mutex::new(Routes::default()),
+        }
+    }
+
     /// The routes, read again where a file was replaced. Callers hold the routes lock.
     fn refresh(&self, routes: &mut Routes) {
         let id = file_id(&self.state);
@@ -151,6 +181,14 @@ impl Shared {
                 .filter(|c| c.share > 0);
             routes.canary_id = id;
         }
+        let id = file_id(&self.maintenance_state);
+        if id.is_none() || routes.maintenance_id != id {
+            routes.maintenance = std::fs::read(&self.maintenance_state)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .map(Arc::new);
+            routes.maintenance_id = id;
+        }
     }
 
     /// Where a request of `bucket` goes now: the canary when one runs and the bucket is
@@ -168,24 +206,26 @@ impl Shared {
         routes.live.clone()
     }
 
-    /// The upstream for a request whose client has `bucket` (none yet: one is drawn when a
-    /// canary runs, and returned to be set in its cookie), with this request counted in
-    /// flight to it. Both under the routes lock, so a drain that reads the route after a
-    /// switch (`inflight`) sees every request that chose the old upstream.
-    fn checkout(
-        self: &Arc<Self>,
-        bucket: Option<u32>,
-    ) -> Option<(Upstream, InFlight, Option<u32>, Option<u32>)> {
+    /// Where a request whose client has `bucket` goes (none yet: one is drawn when a
+    /// canary runs), with the request counted in flight to it. Both under the routes
+    /// lock, so a drain that reads the route after a switch (`inflight`) sees every
+    /// request that chose the old upstream.
+    fn checkout(&self, shared: &Arc<Shared>, bucket: Option<u32>) -> Pick {
         let mut routes = self.routes.lock().unwrap();
         self.refresh(&mut routes);
+        if let Some(m) = &routes.maintenance {
+            return Pick::Maintenance(m.clone());
+        }
         let drawn = match (routes.canary.is_some(), bucket) {
             (true, None) => Some(draw_bucket()),
             _ => None,
         };
         let bucket = bucket.or(drawn);
-        let upstream = self.pick(&routes, bucket)?;
-        let guard = InFlight::new(self, &upstream.name);
-        Some((upstream, guard, bucket, drawn))
+        let Some(upstream) = self.pick(&routes, bucket) else {
+            return Pick::Nothing;
+        };
+        let guard = InFlight::new(shared, &upstream.name);
+        Pick::Upstream(upstream, guard, bucket, drawn)
     }
 
     /// Where a request of `bucket` goes now, for a request sent again.
@@ -194,9 +234,108 @@ impl Shared {
         self.refresh(&mut routes);
         self.pick(&routes, bucket)
     }
+}
+
+/// What only the edge has: its certificates, its ACME side, its access log, and the
+/// HTTPS port clients reach it on (for redirects).
+struct Edge {
+    state_dir: PathBuf,
+    certs: Arc<edge::Certs>,
+    acme: Arc<edge::Acme>,
+    log: edge::AccessLog,
+    https_port: u16,
+}
+
+struct Shared {
+    /// The edge's sites directory (`None`: the per-service proxy, one site).
+    sites_dir: Option<PathBuf>,
+    sites: RwLock<Arc<Vec<Arc<Site>>>>,
+    /// Requests (and upgraded connections) in flight, per upstream.
+    inflight: Mutex<HashMap<String, usize>>,
+    stats: Mutex<Stats>,
+    client: Client<HttpConnector, Body>,
+    edge: Option<Edge>,
+}
+
+impl Shared {
+    fn new(sites_dir: Option<PathBuf>, sites: Vec<Arc<Site>>, edge: Option<Edge>) -> Shared {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // Idle upstream connections are dropped before a typical server's keep-alive
+        // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(1500))
+            .build(connector);
+        Shared {
+            sites_dir,
+            sites: RwLock::new(Arc::new(sites)),
+            inflight: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+            client,
+            edge,
+        }
+    }
+
+    /// Reads the edge's sites again: a site whose conf file is unchanged keeps its state
+    /// (its routes as read); the certificates follow the sites. True when they changed.
+    fn reload(&self) -> bool {
+        let Some(dir) = &self.sites_dir else {
+            return false;
+        };
+        let old = self.sites.read().unwrap().clone();
+        let read = edge::read_sites(dir);
+        let unchanged = read.len() == old.len()
+            && read.iter().zip(old.iter()).all(|((k, _), s)| {
+                *k == s.key && file_id(&dir.join(format!("{k}.json"))) == s.conf_id
+            });
+        if unchanged {
+            return false;
+        }
+        let sites: Vec<Arc<Site>> = read
+            .iter()
+            .map(|(key, conf)| {
+                let id = file_id(&dir.join(format!("{key}.json")));
+                match old.iter().find(|s| s.key == *key && s.conf == *conf) {
+                    Some(s) if s.conf_id == id => s.clone(),
+                    _ => Arc::new(Site::new(key, conf.clone(), id, edge::site_state(dir, key))),
+                }
+            })
+            .collect();
+        *self.sites.write().unwrap() = Arc::new(sites);
+        if let Some(e) = &self.edge {
+            e.certs.rebuild(&read);
+        }
+        true
+    }
+
+    /// The site a request for `host` and `path` goes to: an exact host before a wildcard,
+    /// the longest path prefix first.
+    fn site_for(&self, host: &str, path: &str) -> Option<Arc<Site>> {
+        let sites = self.sites.read().unwrap().clone();
+        sites
+            .iter()
+            .filter(|s| edge::under_prefix(s.conf.path_prefix.as_deref(), path))
+            .filter_map(|s| {
+                let rank = edge::host_rank(&s.conf.hosts, host)?;
+                let prefix = s.conf.path_prefix.as_deref().map_or(0, str::len);
+                Some(((rank, prefix), s))
+            })
+            .max_by_key(|(r, _)| *r)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The live upstream of the only site (the per-service proxy's), for `/route`.
+    fn upstream(&self) -> Option<Upstream> {
+        let sites = self.sites.read().unwrap().clone();
+        sites.first().and_then(|s| s.upstream())
+    }
 
     fn inflight(&self, upstream: &str) -> usize {
-        self.refresh(&mut self.routes.lock().unwrap());
+        let sites = self.sites.read().unwrap().clone();
+        for s in sites.iter() {
+            s.refresh(&mut s.routes.lock().unwrap());
+        }
         self.inflight
             .lock()
             .unwrap()
@@ -443,30 +582,105 @@ impl Drop for InFlight {
     }
 }
 
-/// Serves forever: the proxy on `listen`, the admin endpoint on the loopback.
+/// Serves forever: the per-service proxy on `listen`, routing every request by the route
+/// file `state`; the admin endpoint on the loopback.
 pub async fn serve(listen: &str, state: &Path) -> Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let admin = TcpListener::bind(("127.0.0.1", ADMIN_PORT))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{ADMIN_PORT}"))?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    // Idle upstream connections are dropped before a typical server's keep-alive
-    // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(1500))
-        .build(connector);
-    let shared = Arc::new(Shared {
-        state: state.to_path_buf(),
-        canary_state: canary_file(state),
-        routes: Mutex::new(Routes::default()),
-        inflight: Mutex::new(HashMap::new()),
-        stats: Mutex::new(Stats::default()),
-        client,
+    let site = Site::new(
+        "",
+        edge::SiteConf {
+            hosts: vec!["*".into()],
+            ..edge::SiteConf::default()
+        },
+        None,
+        state.to_path_buf(),
+    );
+    let shared = Arc::new(Shared::new(None, vec![Arc::new(site)], None));
+    let plain = bind(listen).await?;
+    let admin = bind(&format!("127.0.0.1:{ADMIN_PORT}")).await?;
+    eprintln!(
+        "pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}",
+        state.display()
+    );
+    run(shared, plain, None, admin).await
+}
+
+/// Serves forever: the edge, HTTP on `listen` and HTTPS on `listen_tls`, routing each
+/// request by host and path to one of the sites in `sites_dir` (read again on `/reload`
+/// and every second); certificates from the sites and from ACME; an access-log line per
+/// request on stdout. `https_port` is where clients reach the HTTPS port (redirects name it).
+pub async fn serve_edge(
+    listen: &str,
+    listen_tls: &str,
+    sites_dir: &Path,
+    https_port: u16,
+) -> Result<()> {
+    let state_dir = sites_dir.parent().unwrap_or(sites_dir).to_path_buf();
+    std::fs::create_dir_all(sites_dir)
+        .with_context(|| format!("cannot create {}", sites_dir.display()))?;
+    let certs = Arc::new(edge::Certs::default());
+    edge::load_issued(&state_dir, &certs);
+    let edge = Edge {
+        state_dir,
+        certs: certs.clone(),
+        acme: Arc::new(edge::Acme::default()),
+        log: edge::AccessLog::start(),
+        https_port,
+    };
+    let shared = Arc::new(Shared::new(
+        Some(sites_dir.to_path_buf()),
+        Vec::new(),
+        Some(edge),
+    ));
+    shared.reload();
+    let plain = bind(listen).await?;
+    let tls = bind(listen_tls).await?;
+    let admin = bind(&format!("127.0.0.1:{ADMIN_PORT}")).await?;
+    eprintln!(
+        "pym-edge listening on {listen} and {listen_tls} (TLS; admin 127.0.0.1:{ADMIN_PORT}), sites in {}",
+        sites_dir.display()
+    );
+    // The sites every second (a change is also told on `/reload`), and the certificates
+    // due: ACME's orders run one at a time, beside the serving.
+    let watcher = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut renewing: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            every.tick().await;
+            watcher.reload();
+            if renewing.as_ref().is_none_or(|r| r.is_finished()) {
+                let shared = watcher.clone();
+                renewing = Some(tokio::spawn(async move {
+                    let Some(e) = &shared.edge else { return };
+                    let sites: Vec<(String, edge::SiteConf)> = shared
+                        .sites
+                        .read()
+                        .unwrap()
+                        .iter()
+                        .map(|s| (s.key.clone(), s.conf.clone()))
+                        .collect();
+                    e.acme.renew_due(&e.state_dir, &sites, &e.certs).await;
+                }));
+            }
+        }
     });
+    let acceptor = tokio_rustls::TlsAcceptor::from(edge::server_config(certs));
+    run(shared, plain, Some((tls, acceptor)), admin).await
+}
+
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Accepts on each listener until the process ends.
+async fn run(
+    shared: Arc<Shared>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    admin: TcpListener,
+) -> Result<()> {
     let snapshots = shared.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -475,10 +689,6 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
             snapshots.stats.lock().unwrap().snapshot();
         }
     });
-    eprintln!(
-        "pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}",
-        state.display()
-    );
     let admin_shared = shared.clone();
     tokio::spawn(async move {
         loop {
@@ -497,8 +707,32 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
             });
         }
     });
+    if let Some((listener, acceptor)) = tls {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (shared, acceptor) = (shared.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    if let Ok(Ok(stream)) = accepted {
+                        connection(shared, peer, true, TokioIo::new(stream)).await;
+                    }
+                });
+            }
+        });
+    }
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match plain.accept().await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("accept failed: {e}");
@@ -506,22 +740,33 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            shared.clone(),
+            peer,
+            false,
+            TokioIo::new(stream),
+        ));
+    }
+}
+
+/// Serves one client connection: HTTP/1.1 (upgrades spliced through) or HTTP/2, whichever
+/// the client speaks (ALPN over TLS; the preface in plain text).
+async fn connection<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, io: TokioIo<I>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(forward(shared, peer, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await
-                && !e.is_incomplete_message()
-            {
-                eprintln!("connection from {peer}: {e}");
-            }
-        });
+        async move { Ok::<_, Infallible>(forward(shared, peer, tls, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
+        let quiet = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled());
+        if !quiet {
+            eprintln!("connection from {peer}: {e}");
+        }
     }
 }
 
@@ -536,6 +781,11 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
             shared.inflight(upstream).to_string()
         }
         "/route" => shared.upstream().map(|u| u.name).unwrap_or_default(),
+        "/reload" => {
+            shared.reload();
+            "ok".into()
+        }
+        "/edge" => serde_json::to_string(&edge_status(shared)).unwrap_or_default(),
         "/metrics" => shared.stats.lock().unwrap().prometheus(),
         "/window" => {
             let seconds = query
@@ -554,6 +804,59 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
         }
     };
     Response::new(Full::new(Bytes::from(text)))
+}
+
+/// The edge as `/edge` says it (and `cargo xtask status` shows it).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct EdgeStatus {
+    pub sites: Vec<SiteStatus>,
+    /// Each host's certificate and when it expires (Unix seconds).
+    pub certificates: Vec<(String, i64)>,
+}
+
+/// One site of the edge: its conf (without TLS material), live route and maintenance.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SiteStatus {
+    pub key: String,
+    pub service: String,
+    pub env: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub tls: String,
+    pub live: Option<String>,
+    pub maintenance: bool,
+}
+
+fn edge_status(shared: &Shared) -> EdgeStatus {
+    let sites = shared.sites.read().unwrap().clone();
+    EdgeStatus {
+        sites: sites
+            .iter()
+            .map(|s| {
+                let mut routes = s.routes.lock().unwrap();
+                s.refresh(&mut routes);
+                SiteStatus {
+                    key: s.key.clone(),
+                    service: s.conf.service.clone(),
+                    env: s.conf.env.clone(),
+                    hosts: s.conf.hosts.clone(),
+                    path_prefix: s.conf.path_prefix.clone(),
+                    tls: match &s.conf.tls {
+                        edge::SiteTls::Off => "off".into(),
+                        edge::SiteTls::Files { .. } => "files".into(),
+                        edge::SiteTls::Acme { directory, .. } => format!("acme {directory}"),
+                    },
+                    live: routes.live.as_ref().map(|u| u.name.clone()),
+                    maintenance: routes.maintenance.is_some(),
+                }
+            })
+            .collect(),
+        certificates: shared
+            .edge
+            .as_ref()
+            .map(|e| e.certs.expiries())
+            .unwrap_or_default(),
+    }
 }
 
 fn plain(status: StatusCode, text: String) -> Response<Body> {
@@ -608,16 +911,159 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-async fn forward(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// The host a request is for: its URI's authority (HTTP/2, absolute-form) or its `Host`
+/// header, lowercase and without the port.
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| match h.rsplit_once(':') {
+                    // `[::1]:8080` and `a.test:8080`; a bare IPv6 literal has no port.
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                        host.to_string()
+                    }
+                    _ => h.to_string(),
+                })
+        })
+        .unwrap_or_default();
+    raw.trim_end_matches('.').to_ascii_lowercase()
+}
+
+async fn forward(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let arrived = Instant::now();
-    let Some((upstream, guard, bucket, drawn)) = shared.checkout(cookie_bucket(req.headers()))
-    else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no live version yet\n".into(),
+    let host = request_host(&req);
+    let path = req.uri().path().to_string();
+    if let Some(e) = &shared.edge
+        && let Some(token) = path.strip_prefix(edge::CHALLENGE_PATH)
+        && let Some(answer) = e.acme.answer(token)
+    {
+        return plain(StatusCode::OK, answer);
+    }
+    let Some(site) = shared.site_for(&host, &path) else {
+        let res = plain(
+            StatusCode::NOT_FOUND,
+            format!("no service answers {host}{path} here\n"),
         );
+        log_request(
+            &shared,
+            None,
+            &req,
+            &host,
+            peer,
+            tls,
+            res.status(),
+            None,
+            arrived,
+        );
+        return res;
     };
-    let mut res = forward_to(&shared, peer, req, upstream, guard, bucket, arrived).await;
+    // pymdeploy's own checks of a site's routing are answered over plain HTTP too (what
+    // a client asks to be sent in the clear is its own choice).
+    let checking = req.headers().contains_key(crate::ops::http::CHECK_HEADER);
+    if !tls && !checking && site.conf.tls.is_on() && shared.edge.is_some() {
+        let port = shared.edge.as_ref().map_or(443, |e| e.https_port);
+        let authority = match port {
+            443 => host.clone(),
+            p => format!("{host}:{p}"),
+        };
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut res = plain(
+            StatusCode::PERMANENT_REDIRECT,
+            format!("https://{authority}{target}\n"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{target}")) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        log_request(
+            &shared,
+            Some(&site),
+            &req,
+            &host,
+            peer,
+            tls,
+            res.status(),
+            None,
+            arrived,
+        );
+        return res;
+    }
+    let (upstream, guard, bucket, drawn) =
+        match site.checkout(&shared, cookie_bucket(req.headers())) {
+            Pick::Upstream(u, g, b, d) => (u, g, b, d),
+            Pick::Maintenance(m) => {
+                let mut res = plain(StatusCode::SERVICE_UNAVAILABLE, m.page.clone());
+                let headers = res.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(m.retry_after));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if m.page.trim_start().starts_with('<') {
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                }
+                log_request(
+                    &shared,
+                    Some(&site),
+                    &req,
+                    &host,
+                    peer,
+                    tls,
+                    res.status(),
+                    None,
+                    arrived,
+                );
+                return res;
+            }
+            Pick::Nothing => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no live version yet\n".into(),
+                );
+            }
+        };
+    let logged = shared.edge.as_ref().map(|_| {
+        (
+            req.method().clone(),
+            req.uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            req.version(),
+        )
+    });
+    let name = upstream.name.clone();
+    let mut res = forward_to(
+        &shared, &site, peer, tls, req, upstream, guard, bucket, arrived,
+    )
+    .await;
+    if let (Some(e), Some((method, target, version))) = (&shared.edge, logged) {
+        e.log.line(access_line(
+            &site.key,
+            &method,
+            &target,
+            version,
+            &host,
+            peer,
+            tls,
+            res.status(),
+            Some(&name),
+            arrived,
+        ));
+    }
     // A client new to a running canary keeps its bucket, so it stays on one version.
     if let Some(b) = drawn
         && let Ok(v) = HeaderValue::from_str(&format!(
@@ -629,9 +1075,71 @@ async fn forward(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) 
     res
 }
 
+/// Logs a request the edge answered itself (no site, a redirect, maintenance).
+#[allow(clippy::too_many_arguments)]
+fn log_request(
+    shared: &Shared,
+    site: Option<&Site>,
+    req: &Request<Incoming>,
+    host: &str,
+    peer: SocketAddr,
+    tls: bool,
+    status: StatusCode,
+    upstream: Option<&str>,
+    arrived: Instant,
+) {
+    if let Some(e) = &shared.edge {
+        e.log.line(access_line(
+            site.map_or("", |s| s.key.as_str()),
+            req.method(),
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            req.version(),
+            host,
+            peer,
+            tls,
+            status,
+            upstream,
+            arrived,
+        ));
+    }
+}
+
+/// One line of the edge's access log (JSON).
+#[allow(clippy::too_many_arguments)]
+fn access_line(
+    site: &str,
+    method: &hyper::Method,
+    target: &str,
+    version: hyper::Version,
+    host: &str,
+    peer: SocketAddr,
+    tls: bool,
+    status: StatusCode,
+    upstream: Option<&str>,
+    arrived: Instant,
+) -> String {
+    serde_json::json!({
+        "time": edge::log_time(),
+        "site": site,
+        "host": host,
+        "method": method.as_str(),
+        "path": target,
+        "proto": format!("{version:?}"),
+        "tls": tls,
+        "status": status.as_u16(),
+        "ms": (arrived.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "upstream": upstream,
+        "client": peer.ip().to_string(),
+    })
+    .to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn forward_to(
     shared: &Arc<Shared>,
+    site: &Site,
     peer: SocketAddr,
+    tls: bool,
     mut req: Request<Incoming>,
     upstream: Upstream,
     guard: InFlight,
@@ -649,6 +1157,7 @@ async fn forward_to(
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let authority = parts.uri.authority().cloned();
     let path = parts
         .uri
         .path_and_query()
@@ -677,11 +1186,23 @@ async fn forward_to(
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         parts.headers.insert("x-forwarded-for", v);
     }
-    if !parts.headers.contains_key("x-forwarded-proto") {
+    // The edge is where TLS ends: what a client says of it is not believed.
+    if shared.edge.is_some() || !parts.headers.contains_key("x-forwarded-proto") {
+        let proto = if tls { "https" } else { "http" };
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            .insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
+    // HTTP/2 carries the host in the request's authority: HTTP/1.1 upstreams get it as
+    // `Host`, and every request goes to them as HTTP/1.1.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(a) = authority
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, a);
+    }
+    parts.version = hyper::Version::HTTP_11;
     if let Some(host) = parts.headers.get(header::HOST).cloned() {
         parts.headers.entry("x-forwarded-host").or_insert(host);
     }
@@ -698,7 +1219,7 @@ async fn forward_to(
             (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
                 // Sent again to the upstream live now: when the first one went away under
                 // the request (stopped after a switch), the new one answers.
-                let now = shared.now_for(bucket).unwrap_or_else(|| upstream.clone());
+                let now = site.now_for(bucket).unwrap_or_else(|| upstream.clone());
                 let mut again = Request::new(
                     Empty::<Bytes>::new()
                         .map_err(|never| match never {})
@@ -828,7 +1349,7 @@ pub fn show_routes(state: &Path) -> Result<String> {
 
 /// The canary's state file, beside the route file.
 pub fn canary_file(state: &Path) -> PathBuf {
-    state.with_file_name("canary")
+    state.with_extension("canary")
 }
 
 /// Sends `share` hundredths of a percent of the requests to `upstream` (0: none, and the
@@ -942,33 +1463,59 @@ mod tests {
             canary: Some(c),
             ..Routes::default()
         };
-        let shared = test_shared();
+        let site = Site::new(
+            "",
+            edge::SiteConf::default(),
+            None,
+            PathBuf::from("/nonexistent/upstream"),
+        );
         assert_eq!(
-            shared.pick(&routes, Some(2499)).unwrap().name,
+            site.pick(&routes, Some(2499)).unwrap().name,
             "pym-s-live-v2:8080"
         );
         assert_eq!(
-            shared.pick(&routes, Some(2500)).unwrap().name,
+            site.pick(&routes, Some(2500)).unwrap().name,
             "pym-s-live-v1:8080"
         );
-        assert_eq!(
-            shared.pick(&routes, None).unwrap().name,
-            "pym-s-live-v1:8080"
-        );
+        assert_eq!(site.pick(&routes, None).unwrap().name, "pym-s-live-v1:8080");
         // Drawn buckets split clients near the share.
         let on_canary = (0..10_000).filter(|_| draw_bucket() < 2500).count();
         assert!((2000..3000).contains(&on_canary), "{on_canary}");
     }
 
     fn test_shared() -> Shared {
-        Shared {
-            state: PathBuf::from("/nonexistent/upstream"),
-            canary_state: PathBuf::from("/nonexistent/canary"),
-            routes: Mutex::new(Routes::default()),
-            inflight: Mutex::new(HashMap::new()),
-            stats: Mutex::new(Stats::default()),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-        }
+        Shared::new(None, Vec::new(), None)
+    }
+
+    #[test]
+    fn the_edge_picks_a_site_by_exact_host_then_wildcard_then_the_longest_prefix() {
+        let site = |key: &str, hosts: &[&str], prefix: Option<&str>| {
+            Arc::new(Site::new(
+                key,
+                edge::SiteConf {
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    path_prefix: prefix.map(str::to_string),
+                    ..edge::SiteConf::default()
+                },
+                None,
+                PathBuf::from(format!("/nonexistent/{key}.upstream")),
+            ))
+        };
+        let shared = Shared::new(
+            None,
+            vec![
+                site("wild", &["*.example.com"], None),
+                site("app", &["app.example.com"], None),
+                site("api", &["app.example.com"], Some("/api")),
+            ],
+            None,
+        );
+        let key = |host: &str, path: &str| shared.site_for(host, path).map(|s| s.key.clone());
+        assert_eq!(key("app.example.com", "/"), Some("app".into()));
+        assert_eq!(key("app.example.com", "/api/v1"), Some("api".into()));
+        assert_eq!(key("app.example.com", "/apiary"), Some("app".into()));
+        assert_eq!(key("www.example.com", "/api"), Some("wild".into()));
+        assert_eq!(key("example.com", "/"), None);
     }
 
     #[test]

@@ -87,6 +87,8 @@ impl Step for AcceptLocal {
             cmd: None,
             locked_down: false,
             state_dir: None,
+            more_ports: Vec::new(),
+            state_volume: None,
         };
         let id = ctx.block_on(ops::docker::run(docker, spec))?;
         let result = accept_in(ctx, docker, &id, &config, &host, progress);

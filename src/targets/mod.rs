@@ -70,7 +70,7 @@ pub(crate) fn version_mismatch(
 pub(crate) async fn verify_version(
     config: &Config,
     host: &str,
-    port: u16,
+    (port, vhost): (u16, Option<&str>),
     version: &str,
     env: Option<PymEnv>,
     within: Duration,
@@ -85,7 +85,7 @@ pub(crate) async fn verify_version(
         .unwrap_or_default();
     let path = &config.version_path;
     loop {
-        let last = match crate::ops::http::get(host, port, path, poll.ask).await {
+        let last = match crate::ops::http::get_as(host, port, vhost, path, poll.ask).await {
             Ok((status, body)) => match version_mismatch(path, status, &body, version, env) {
                 None => return Ok(()),
                 Some(why) => why,
@@ -93,7 +93,10 @@ pub(crate) async fn verify_version(
             Err(e) => format!("{e:#}"),
         };
         if tokio::time::Instant::now() >= deadline {
-            bail!("{host}:{port} does not serve version {version}{env_note}: {last}");
+            bail!(
+                "{}:{port} does not serve version {version}{env_note}: {last}",
+                vhost.unwrap_or(host)
+            );
         }
         tokio::time::sleep(poll.every).await;
     }
@@ -344,6 +347,18 @@ pub trait Target {
     /// its dry run is `plan(ctx, Change::Destroy(scope), None)`. Nothing is undone: a
     /// failure or Ctrl-C stops it, and the error says what is left.
     fn destroy(&self, ctx: &Ctx, scope: Scope, progress: &StepProgress<'_>) -> Result<String>;
+    /// Puts `env` in maintenance (`on`: every request answered 503 with `Retry-After` and
+    /// the `maintenance_page`, the version left running) or takes it out.
+    fn maintenance(&self, ctx: &Ctx, env: PymEnv, on: bool) -> Result<String> {
+        let _ = (env, on);
+        Err(crate::error::hinted(
+            format!(
+                "maintenance mode is not available on {}: its traffic does not pass a proxy pymdeploy keeps",
+                ctx.config().deploy_target
+            ),
+            "on the docker target, the live proxy or the edge answers for the service while it is in maintenance",
+        ))
+    }
 }
 
 /// The targets, one line each: its module, its `TargetKind` variant and the `Target`

@@ -37,6 +37,7 @@ mod canary;
 mod cli;
 mod config;
 mod context;
+mod edge;
 mod fake_kube;
 #[cfg(feature = "aws-beanstalk")]
 mod fake_s3;

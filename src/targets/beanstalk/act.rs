@@ -269,7 +269,7 @@ impl Runner {
                 crate::targets::verify_version(
                     c,
                     &live.host,
-                    live.port,
+                    (live.port, None),
                     version,
                     Some(PymEnv::Live),
                     within,

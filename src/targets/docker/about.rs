@@ -16,6 +16,24 @@ target_keys! { docker_keys {
     proxy_image: Option<String> = None => Docker,
     /// seconds open connections get to finish on the old version after a switch
     drain_seconds: u64 = 2 => Docker,
+    /// docker target: the host names this environment answers on, through the engine's edge proxy (one for every service of the engine) on `edge_http_port` and `edge_https_port`; unset, live answers on `live_port` through a proxy of its own; see docs/edge.md
+    hosts: Vec<String> = Vec::new() => Docker,
+    /// docker target: with `hosts`, only the requests whose path is this prefix or below it (`/api`: `/api` and `/api/...`), passed on unchanged
+    path_prefix: Option<String> = None => Docker,
+    /// docker target: the edge proxy's HTTP port (ACME's HTTP-01 challenges come to it; with `tls`, it redirects to HTTPS)
+    edge_http_port: Port = nonzero!(80) => Docker,
+    /// docker target: the edge proxy's HTTPS port
+    edge_https_port: Port = nonzero!(443) => Docker,
+    /// docker target: TLS at the edge for `hosts`: `acme` (a certificate per host from `acme_directory`, renewed by the edge) or `{cert: FILE, key: FILE}` (PEM files); unset, plain HTTP
+    tls: Option<Tls> = None => Docker,
+    /// docker target: the ACME directory `tls: acme` orders certificates from
+    acme_directory: String = crate::config::LETS_ENCRYPT.to_string() => Docker,
+    /// docker target: the contact address of the edge's ACME account
+    acme_email: Option<String> = None => Docker,
+    /// docker target: a PEM file of a CA to trust for `acme_directory` besides the public roots (a private ACME CA's: step-ca, Pebble)
+    acme_ca: Option<String> = None => Docker,
+    /// docker target: the page (an HTML or text file) every request gets with 503 while `cargo xtask maintenance on` holds
+    maintenance_page: Option<String> = None => Docker,
 } }
 
 /// The keys this target cannot deploy without, each with an example value: refused before

@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow};
 use bollard::Docker;
 
 use super::decide::Action;
-use super::names::{live_name, network, proxy_name, staging_name, upstream_container};
+use super::names::{edge_name, front, live_name, network, proxy_name, staging_name, upstream_container};
 use super::{container_name, labels, observe, proxy, record};
 use crate::config::{Config, PymEnv};
 use crate::ctx::Ctx;
@@ -71,7 +71,7 @@ impl Engine {
     fn signals(&self, docker: &Docker, version: &str) -> Signals {
         Signals {
             docker: docker.clone(),
-            proxy: proxy_name(&self.config),
+            proxy: front(&self.config, PymEnv::Live).container,
             upstream: format!("{}:{}", live_name(&self.config, version), self.config.port),
         }
     }
@@ -110,6 +110,8 @@ impl Engine {
             cmd: None,
             locked_down: false,
             state_dir: None,
+            more_ports: Vec::new(),
+            state_volume: None,
         })
     }
 }
@@ -153,6 +155,21 @@ impl Actor for Engine {
             Action::StopStray { version } => {
                 format!("stop the stray {version}: it runs, and live routes elsewhere")
             }
+            Action::StagingSite { version } => format!(
+                "route the edge {}'s site for {} to {version} (staging)",
+                edge_name(c),
+                c.hosts.join(", ")
+            ),
+            Action::EnsureProxy if !c.hosts.is_empty() => format!(
+                "ensure network {}, the edge {} on {}:{} and :{}, and its site for {}{}",
+                network(c),
+                edge_name(c),
+                c.publish_ip,
+                c.edge_http_port,
+                c.edge_https_port,
+                c.hosts.join(", "),
+                c.path_prefix.as_deref().unwrap_or("")
+            ),
             Action::EnsureProxy => format!(
                 "ensure network {} and the proxy {} on {}:{}",
                 network(c),
@@ -190,10 +207,14 @@ impl Actor for Engine {
             Action::Withdrawn { version, .. } => {
                 format!("record {version} rolled back from in the deploy record")
             }
-            Action::Verify { version } => format!(
-                "check {host}:{}{} is {version} (else route back)",
-                c.live_port, c.version_path
-            ),
+            Action::Verify { version } => {
+                let (port, vhost) = live_reach(c);
+                format!(
+                    "check {}:{port}{} is {version} (else route back)",
+                    vhost.unwrap_or(host),
+                    c.version_path
+                )
+            }
             Action::Record { entries } => {
                 let said: Vec<String> = entries
                     .iter()
@@ -219,8 +240,14 @@ impl Actor for Engine {
             Action::RouteBack { upstream } => {
                 format!("route the proxy back to {}", upstream_container(upstream))
             }
+            Action::RemoveProxy if !c.hosts.is_empty() => {
+                format!("remove the site made by this run from the edge {}", edge_name(c))
+            }
             Action::RemoveProxy => format!("remove the proxy {} made by this run", proxy_name(c)),
             Action::Discard { name, what } => format!("remove {name} ({what})"),
+            Action::RemoveSite { env } => {
+                format!("remove the {env} site of {} from the edge {}", c.name, edge_name(c))
+            }
             Action::RemoveNetwork => format!("remove network {}", network(c)),
             Action::RemoveImages => format!(
                 "remove the images of {} no container uses",
@@ -328,13 +355,22 @@ impl Actor for Engine {
                 let host = self.host.clone();
                 self.waited = ctx.wait(async {
                     let waited = wait_healthy(docker, &id, &host, c.staging_port.get(), &c).await?;
-                    verify_version(&c, &host, c.staging_port.get(), version, Duration::from_secs(5))
+                    verify_version(&c, &host, (c.staging_port.get(), None), version, Duration::from_secs(5))
                         .await?;
                     Ok::<_, anyhow::Error>(waited)
                 })?;
             }
             Action::StopStray { version } => {
                 ctx.wait(ops::docker::stop(docker, &live_name(&c, version), 10))?
+            }
+            Action::StagingSite { .. } => {
+                let labels = crate::ops::service::owned_labels(&c, "network");
+                ctx.wait(ops::docker::ensure_network(docker, &network(&c), labels))?;
+                let name = staging_name(&c);
+                ctx.wait(ops::docker::connect_network(docker, &name, &network(&c)))?;
+                proxy::ensure_edge(ctx, docker, &c, PymEnv::Staging, progress)?;
+                let upstream = format!("{name}:{}", c.port);
+                proxy::route_at(ctx, docker, &c, &front(&c, PymEnv::Staging), &upstream)?;
             }
             Action::EnsureProxy => {
                 let made = proxy::ensure_proxy(ctx, docker, &c, progress)?;
@@ -439,7 +475,7 @@ impl Actor for Engine {
             Action::Verify { version } => ctx.wait(verify_version(
                 &c,
                 &self.host,
-                c.live_port.get(),
+                live_reach(&c),
                 version,
                 Duration::from_secs(10),
             ))?,
@@ -472,7 +508,15 @@ impl Actor for Engine {
                 ctx.wait(ops::docker::stop(docker, &live_name(&c, version), 1))?
             }
             Action::RouteBack { upstream } => proxy::route(ctx, docker, &c, upstream)?,
+            Action::RemoveProxy if !c.hosts.is_empty() => {
+                proxy::remove_site(ctx, docker, &c, PymEnv::Live)?
+            }
             Action::RemoveProxy => ctx.wait(ops::docker::remove(docker, &proxy_name(&c)))?,
+            Action::RemoveSite { env } => {
+                let ec = ctx.config_for(*env)?;
+                proxy::remove_site(ctx, docker, &ec, *env)?;
+                self.removed.push(format!("the {env} site on {}", edge_name(&ec)));
+            }
             Action::Discard { name, .. } => {
                 ctx.wait(ops::docker::remove(docker, name))?;
                 self.removed.push(name.clone());
@@ -532,18 +576,19 @@ pub(super) fn figures_of(window: &ops::proxy::Window, upstream: &str) -> rollout
     }
 }
 
-/// Asks `/version` on a local port every 50 ms until it names `version`.
+/// Asks `/version` on a local port (as `vhost` where given) every 50 ms until it names
+/// `version`.
 pub(super) async fn verify_version(
     config: &Config,
     host: &str,
-    port: u16,
+    (port, vhost): (u16, Option<&str>),
     version: &str,
     within: Duration,
 ) -> Result<()> {
     crate::targets::verify_version(
         config,
         host,
-        port,
+        (port, vhost),
         version,
         None,
         within,
@@ -599,7 +644,7 @@ impl Retire {
         let c = &self.config;
         if let Some(prev) = &self.old_route {
             let started = std::time::Instant::now();
-            match proxy::drain(&self.docker, &proxy_name(c), prev, c.drain_seconds).await? {
+            match proxy::drain(&self.docker, &front(c, PymEnv::Live).container, prev, c.drain_seconds).await? {
                 0 => said.push(format!("drained {} in {:.2}s", upstream_container(prev), started.elapsed().as_secs_f64())),
                 n => said.push(format!("warning: {n} request(s) still in flight to {} after drain_seconds ({}s); stopping it cut them", upstream_container(prev), c.drain_seconds)),
             }
@@ -653,4 +698,14 @@ pub(super) async fn unused_images(
         removed.extend(tags);
     }
     Ok(removed)
+}
+
+/// Where live answers on the engine's host: the live port, or with `hosts` the edge's
+/// HTTP port for the first host name that is not a wildcard.
+pub(super) fn live_reach(c: &Config) -> (u16, Option<&str>) {
+    match c.hosts.iter().find(|h| !h.contains('*')) {
+        Some(h) => (c.edge_http_port.get(), Some(h.as_str())),
+        None if !c.hosts.is_empty() => (c.edge_http_port.get(), c.hosts.first().map(String::as_str)),
+        None => (c.live_port.get(), None),
+    }
 }

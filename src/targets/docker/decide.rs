@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::names::{live_name, upstream_container};
-use crate::config::Config;
+use crate::config::{Config, PymEnv};
 use crate::error::hinted;
 use crate::targets::Scope;
 use crate::targets::history::{self, Event, History};
@@ -86,6 +86,10 @@ pub(super) enum Action {
     },
     /// Until it answers `health_path`, then `version_path` must name the version.
     WaitStaging {
+        version: String,
+    },
+    /// Route staging's own site on the edge (its `hosts`) to the staging container.
+    StagingSite {
         version: String,
     },
     /// Stop a running version no route leads to (a promote interrupted between its
@@ -181,6 +185,11 @@ pub(super) enum Action {
         name: String,
         what: String,
     },
+    /// `destroy`: remove the environment's site from the edge (and the edge from the
+    /// service's network, for live).
+    RemoveSite {
+        env: PymEnv,
+    },
     /// `destroy`: remove the live network.
     RemoveNetwork,
     /// `destroy`: remove the service's images that no container uses any more.
@@ -235,15 +244,17 @@ pub(super) fn decide_destroy(made: &[Made], network: bool, scope: Scope) -> Vec<
 
 /// Stage's decision: the image pulled when it comes from a registry (without
 /// `docker_repo`, the engine that built it runs it), then the replacement.
-pub(super) fn decide_stage(c: &Config, version: &str) -> Vec<Action> {
+pub(super) fn decide_stage(c: &Config, version: &str, edge_site: bool) -> Vec<Action> {
     let pull = c.has_registry().then_some(Action::Pull);
     let v = version.to_string();
+    let site = edge_site.then(|| Action::StagingSite { version: v.clone() });
     pull.into_iter()
         .chain([
             Action::ReplaceStaging,
             Action::RunStaging { version: v.clone() },
             Action::WaitStaging { version: v },
         ])
+        .chain(site)
         .collect()
 }
 
@@ -665,12 +676,12 @@ mod tests {
             WaitStaging { version: s("v1") },
         ];
         assert_eq!(
-            decide_stage(&c, "v1"),
+            decide_stage(&c, "v1", false),
             run,
             "without docker_repo the engine that built the image runs it"
         );
         c.docker_repo = Some("registry.example.com/team".into());
-        assert_eq!(decide_stage(&c, "v1")[..2], [Pull, ReplaceStaging]);
+        assert_eq!(decide_stage(&c, "v1", false)[..2], [Pull, ReplaceStaging]);
     }
 
     #[test]

@@ -102,7 +102,10 @@ impl DockerTarget {
         match change {
             Change::Stage => Ok((
                 Self::engine(ctx, PymEnv::Staging, None, false)?,
-                decide_stage(&config, &ctx.version()?.to_string()),
+                decide_stage(&config, &ctx.version()?.to_string(), {
+                    let staging = ctx.config_for(PymEnv::Staging)?;
+                    !staging.hosts.is_empty() && staging.hosts != ctx.config_for(PymEnv::Live)?.hosts
+                }),
                 decide::Seen::default(),
             )),
             Change::Promote => {
@@ -135,9 +138,20 @@ impl DockerTarget {
                 let net = ctx.wait(ops::docker::network_exists(docker, &names::network(&config)))?;
                 // No version of HEAD is needed to take things away.
                 let host = check_host(ctx, &config)?;
+                let mut plan = decide::decide_destroy(&made, net, scope);
+                // The service's sites go from the edge first (the edge itself stays: it
+                // serves other services).
+                let live = ctx.config_for(PymEnv::Live)?;
+                for (env, wanted) in [(PymEnv::Staging, scope.staging()), (PymEnv::Live, scope.live())] {
+                    let c = ctx.config_for(env)?;
+                    let own = env == PymEnv::Live || c.hosts != live.hosts;
+                    if wanted && own && !c.hosts.is_empty() {
+                        plan.insert(0, decide::Action::RemoveSite { env });
+                    }
+                }
                 Ok((
                     Engine::new(config, host, String::new(), None, false),
-                    decide::decide_destroy(&made, net, scope),
+                    plan,
                     decide::Seen::default(),
                 ))
             }
@@ -195,6 +209,23 @@ impl super::Target for DockerTarget {
             bail!("the local environment is not on a deploy target");
         }
         let c = ctx.config_for(env)?;
+        // Through the edge, the tests reach the first host name (which must resolve
+        // where they run), over HTTPS where the site has TLS.
+        if env == PymEnv::Live
+            && let (_, Some(vhost)) = act::live_reach(&c)
+        {
+            let tls = c.tls.is_some();
+            return Ok(Address {
+                host: vhost.to_string(),
+                port: match tls {
+                    true => c.edge_https_port.get(),
+                    false => c.edge_http_port.get(),
+                },
+                tls,
+                token: None,
+                hold: None,
+            });
+        }
         let port = if env == PymEnv::Staging {
             c.staging_port.get()
         } else {
@@ -355,6 +386,26 @@ impl super::Target for DockerTarget {
         Ok(format!("{scope} of {name} removed ({removed}); the deploy record stays"))
     }
 
+    fn maintenance(&self, ctx: &Ctx, env: PymEnv, on: bool) -> Result<String> {
+        let c = ctx.config_for(env)?;
+        let docker = ctx.docker()?;
+        let at = names::front(&c, env);
+        if env == PymEnv::Staging && at.site.is_none() {
+            bail!("staging answers on its own port, with no proxy in front of it: set `hosts` in pym-config.staging.yaml to serve it through the edge");
+        }
+        if ctx.wait(proxy::existing_state(docker, &at.container))? != Some(None) {
+            return Err(hinted(
+                format!("{env} of {} has no running proxy ({}) to answer for it", c.name, at.container),
+                "deploy it first (`cargo xtask deploy`)",
+            ));
+        }
+        proxy::maintenance(ctx, docker, &c, env, on)?;
+        Ok(match on {
+            true => format!("{env} of {} answers 503 (maintenance) on {}; the version keeps running", c.name, at.container),
+            false => format!("{env} of {} is out of maintenance", c.name),
+        })
+    }
+
     /// One line per container of the service: env, version, state, image, since.
     fn status(&self, ctx: &Ctx) -> Result<super::Table> {
         let config = ctx.config();
@@ -384,7 +435,7 @@ impl super::Target for DockerTarget {
         // What live's versions answered over the last minute, as the proxy counted it.
         let counted = ctx
             .wait(async {
-                Ok(proxy::counts(docker, &names::proxy_name(config), 60).await.ok())
+                Ok(proxy::counts(docker, &names::front(config, PymEnv::Live).container, 60).await.ok())
             })?;
         let mut table = super::Table::new(&[
             "ENV", "VERSION", "STATE", "HEALTH", "RATE", "ERRORS", "P95", "SINCE", "IMAGE",
@@ -458,6 +509,7 @@ impl super::Target for DockerTarget {
                 c.image.clone().unwrap_or_default(),
             ]);
         }
+        edge_rows(ctx, config, &mut table)?;
         Ok(table)
     }
 
@@ -656,6 +708,10 @@ fn refuse_foreign(ctx: &Ctx, config: &Config) -> Result<()> {
 /// there, before the first step rather than at `docker run`'s "address already in use".
 fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
     let c = ctx.config_for(env)?;
+    check_hosts(ctx, &c)?;
+    if env == PymEnv::Live && !c.hosts.is_empty() {
+        return check_edge(ctx, &c);
+    }
     let (key, port) = match env {
         PymEnv::Staging => ("staging_port", c.staging_port.get()),
         _ => ("live_port", c.live_port.get()),
@@ -688,6 +744,189 @@ fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
             ),
             fix,
         ));
+    }
+    Ok(())
+}
+
+/// The service's sites on the edge, a row each: its hosts and path, whether it serves or
+/// is in maintenance, health through the edge, its certificates' expiry.
+fn edge_rows(ctx: &Ctx, config: &Config, table: &mut super::Table) -> Result<()> {
+    let docker = ctx.docker()?;
+    for env in [PymEnv::Live, PymEnv::Staging] {
+        let c = ctx.config_for(env)?;
+        let at = names::front(&c, env);
+        let Some(key) = at.site else { continue };
+        if env == PymEnv::Staging && c.hosts == config.hosts {
+            continue;
+        }
+        let status = match ctx.wait(proxy::existing_state(docker, &at.container))? {
+            Some(None) => ctx.wait(proxy::edge_status(docker, &at.container)).ok(),
+            _ => None,
+        };
+        let site = status
+            .as_ref()
+            .and_then(|s| s.sites.iter().find(|x| x.key == key));
+        let state = match site {
+            None => "no site".to_string(),
+            Some(s) if s.maintenance => "maintenance".into(),
+            Some(s) if s.live.is_none() => "no route".into(),
+            Some(_) => "serving".into(),
+        };
+        let (port, vhost) = act::live_reach(&c);
+        let health = match (site, vhost) {
+            (Some(_), Some(v)) => {
+                let host = check_host(ctx, &c)?;
+                let path = c.health_path.clone();
+                ctx.wait(async {
+                    Ok(
+                        match ops::http::get_as(&host, port, Some(v), &path, std::time::Duration::from_secs(2)).await {
+                            Ok((code, _)) => code.to_string(),
+                            Err(_) => "no answer".into(),
+                        },
+                    )
+                })?
+            }
+            _ => "-".into(),
+        };
+        let certs: Vec<String> = match (&c.tls, &status) {
+            (None, _) => vec!["plain HTTP".into()],
+            (Some(_), Some(s)) => c
+                .hosts
+                .iter()
+                .map(|h| {
+                    let h = h.to_ascii_lowercase();
+                    match s.certificates.iter().find(|(n, _)| *n == h) {
+                        Some((_, until)) => format!("{h} until {}", crate::version::fmt_utc(*until)),
+                        None => format!("{h} pending"),
+                    }
+                })
+                .collect(),
+            (Some(_), None) => vec!["-".into()],
+        };
+        table.rows.push(vec![
+            format!("edge-{env}"),
+            format!("{}{}", c.hosts.join(","), c.path_prefix.as_deref().unwrap_or("")),
+            state,
+            health,
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            certs.join("; "),
+            format!("{} :{}/:{}", at.container, c.edge_http_port, c.edge_https_port),
+        ]);
+    }
+    Ok(())
+}
+
+/// What is wrong with `hosts`, `path_prefix` and `tls` as written, and the TLS files.
+fn check_hosts(ctx: &Ctx, c: &Config) -> Result<()> {
+    let fix_hosts = "`hosts` lists host names like `api.example.com` or `*.example.com`";
+    for h in &c.hosts {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !valid {
+            return Err(hinted(
+                format!("{}: `{h}` in `hosts` is not a host name", c.at("hosts")),
+                fix_hosts,
+            ));
+        }
+        if h.contains('*') && matches!(c.tls, Some(crate::config::Tls::Acme(_))) {
+            return Err(hinted(
+                format!("{}: `{h}` is a wildcard, and `tls: acme` proves each host over HTTP-01, which cannot prove a wildcard", c.at("tls")),
+                "name each host in `hosts`, or give a wildcard certificate with `tls: {cert: FILE, key: FILE}`",
+            ));
+        }
+    }
+    if let Some(p) = &c.path_prefix
+        && (!p.starts_with('/') || p.contains(['?', '#', ' ']))
+    {
+        return Err(hinted(
+            format!("{}: `path_prefix: {p}` is not a path", c.at("path_prefix")),
+            "write it as an absolute path, like `/api`",
+        ));
+    }
+    for key in ["path_prefix", "tls"] {
+        let set = match key {
+            "path_prefix" => c.path_prefix.is_some(),
+            "tls" => c.tls.is_some(),
+            _ => false,
+        };
+        if set && c.hosts.is_empty() {
+            return Err(hinted(
+                format!("{}: `{key}` is for the edge proxy, and `hosts` is not set", c.at(key)),
+                "add `hosts: [your.host.name]` (the edge routes by host name), or remove it",
+            ));
+        }
+    }
+    if !c.hosts.is_empty() {
+        proxy::site_conf(ctx, c, PymEnv::Live)?;
+    }
+    Ok(())
+}
+
+/// The edge's ports are the edge's or free, and no other service's site claims a host
+/// (and path) of this one.
+fn check_edge(ctx: &Ctx, c: &Config) -> Result<()> {
+    let docker = ctx.docker()?;
+    let (_, host) = ctx.published(&c.publish_ip)?;
+    let edge = names::edge_name(c);
+    for (key, port) in [
+        ("edge_http_port", c.edge_http_port.get()),
+        ("edge_https_port", c.edge_https_port.get()),
+    ] {
+        let fix = format!("stop what holds it, or give `{key}` a free port in pym-config.yaml");
+        let holders = ctx.wait(ops::docker::publishing(docker, port))?;
+        if let Some(other) = holders.iter().find(|s| container_name(s) != edge) {
+            return Err(hinted(
+                format!(
+                    "{}: port {port} (the edge) is taken on the engine by container {}, which is not the edge {edge}",
+                    c.at(key),
+                    container_name(other)
+                ),
+                fix,
+            ));
+        }
+        if holders.is_empty() && ctx.wait(async { Ok(ops::http::listening(&host, port).await) })? {
+            return Err(hinted(
+                format!(
+                    "{}: port {port} (the edge) is taken: something that is not a container of the engine listens on {host}:{port}",
+                    c.at(key)
+                ),
+                fix,
+            ));
+        }
+    }
+    if ctx.wait(proxy::existing_state(docker, &edge))? != Some(None) {
+        return Ok(());
+    }
+    let Ok(status) = ctx.wait(proxy::edge_status(docker, &edge)) else {
+        return Ok(()); // an older edge, replaced by the deploy
+    };
+    let ours = ops::edge::site_key(&c.name, PymEnv::Live.as_str());
+    for site in status.sites.iter().filter(|s| s.key != ours) {
+        let clash = c.hosts.iter().find(|h| {
+            site.hosts.iter().any(|o| o.eq_ignore_ascii_case(h)) && site.path_prefix == c.path_prefix
+        });
+        if let Some(h) = clash {
+            return Err(hinted(
+                format!(
+                    "{}: `{h}`{} is served on the edge {edge} by {} ({})",
+                    c.at("hosts"),
+                    c.path_prefix.as_deref().unwrap_or(""),
+                    site.service,
+                    site.env
+                ),
+                "give this service other host names (or another `path_prefix`), or take that service off them first",
+            ));
+        }
     }
     Ok(())
 }

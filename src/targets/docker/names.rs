@@ -32,3 +32,41 @@ pub(super) fn record_name(c: &Config, seq: u64) -> String {
 pub(super) fn upstream_container(upstream: &str) -> &str {
     upstream.rsplit_once(':').map_or(upstream, |(n, _)| n)
 }
+
+/// Where an environment's requests come in: the service's own proxy, or with `hosts`
+/// the engine's edge, one site of it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Front {
+    /// The proxy's container.
+    pub container: String,
+    /// The route file of the service, inside it.
+    pub state: String,
+    /// The edge's site (`<name>-<env>`), when it is the edge.
+    pub site: Option<String>,
+}
+
+pub(super) fn front(c: &Config, env: crate::config::PymEnv) -> Front {
+    if c.hosts.is_empty() {
+        return Front {
+            container: proxy_name(c),
+            state: crate::ops::proxy::STATE_FILE.to_string(),
+            site: None,
+        };
+    }
+    let site = crate::ops::edge::site_key(&c.name, env.as_str());
+    Front {
+        container: edge_name(c),
+        state: format!("{}/{site}.upstream", crate::ops::edge::SITES_DIR),
+        site: Some(site),
+    }
+}
+
+/// The engine's edge proxy on `edge_http_port`: every service naming that port shares it.
+pub(super) fn edge_name(c: &Config) -> String {
+    format!("pym-edge-{}", c.edge_http_port)
+}
+
+/// The edge's own network (it joins each service's too).
+pub(super) fn edge_network(c: &Config) -> String {
+    edge_name(c)
+}

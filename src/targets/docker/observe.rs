@@ -9,7 +9,7 @@ use bollard::models::ContainerSummary;
 
 use super::LABEL_VERSION;
 use super::decide::{LiveVersion, Made, Seen};
-use super::names::{live_name, proxy_name, staging_name};
+use super::names::{live_name, staging_name};
 use super::{act::verify_version, check_host, proxy, record};
 use crate::config::Config;
 use crate::ctx::Ctx;
@@ -36,7 +36,7 @@ pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Re
                 Ok(verify_version(
                     config,
                     &host,
-                    config.live_port.get(),
+                    super::act::live_reach(config),
                     version,
                     Duration::from_secs(2),
                 )
@@ -50,7 +50,7 @@ pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Re
 /// The live containers, the routes and the record (not whether live serves).
 pub(super) async fn engine(docker: &Docker, config: &Config) -> Result<Seen> {
     let live = live_versions(&live_of(docker, &config.name).await?);
-    let routes = proxy::routes(docker, &proxy_name(config), ops::proxy::STATE_FILE).await?;
+    let routes = proxy::live_routes(docker, config).await?;
     let history = record::read(docker, &config.name).await?;
     Ok(Seen {
         live,

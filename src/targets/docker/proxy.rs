@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 
-use super::names::{network, proxy_name, upstream_container};
-use crate::config::Config;
+use super::names::{Front, edge_name, edge_network, front, network, proxy_name, upstream_container};
+use crate::config::{Config, PymEnv, Tls};
 use crate::ctx::Ctx;
 use crate::ops::service::LABEL_NAME;
 use crate::ops::{self, docker::RunSpec, proxy, state};
@@ -162,6 +162,9 @@ pub(super) fn ensure_proxy(
 ) -> Result<bool> {
     let labels = crate::ops::service::owned_labels(config, "network");
     ctx.wait(ops::docker::ensure_network(docker, &network(config), labels))?;
+    if !config.hosts.is_empty() {
+        return ensure_edge(ctx, docker, config, PymEnv::Live, progress);
+    }
     let name = proxy_name(config);
     // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
     // and a service's xtask make the same proxy) and where it listens.
@@ -252,6 +255,8 @@ pub(super) fn create_proxy(
         ]),
         locked_down: true,
         state_dir: Some(proxy::STATE_DIR),
+        more_ports: Vec::new(),
+            state_volume: None,
     };
     ctx.wait(ops::docker::run(docker, spec))?;
     Ok(())
@@ -270,10 +275,21 @@ pub(super) async fn existing_state(docker: &Docker, name: &str) -> Result<Option
 /// engine's resolver can stall on names it forwards, as it does with AAAA queries where
 /// no outside resolver answers).
 pub(super) fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
+    route_at(ctx, docker, config, &front(config, PymEnv::Live), upstream)
+}
+
+/// Makes `upstream` the one `at` routes to.
+pub(super) fn route_at(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    at: &Front,
+    upstream: &str,
+) -> Result<()> {
     let addr = address_of(ctx, docker, config, upstream);
     let (code, out) = ctx.wait(ops::docker::exec(
         docker,
-        &proxy_name(config),
+        &at.container,
         &[
             proxy::BINARY,
             "__proxy-route",
@@ -281,7 +297,7 @@ pub(super) fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str)
             "--addr",
             &addr,
             "--state",
-            proxy::STATE_FILE,
+            &at.state,
         ],
     ))?;
     if code != 0 {
@@ -304,9 +320,10 @@ pub(super) fn canary(
 ) -> Result<()> {
     let addr = address_of(ctx, docker, config, upstream);
     let share = (u32::from(percent) * proxy::BUCKETS / 100).to_string();
+    let at = front(config, PymEnv::Live);
     let (code, out) = ctx.wait(ops::docker::exec(
         docker,
-        &proxy_name(config),
+        &at.container,
         &[
             proxy::BINARY,
             "__proxy-canary",
@@ -316,7 +333,7 @@ pub(super) fn canary(
             "--share",
             &share,
             "--state",
-            proxy::STATE_FILE,
+            &at.state,
         ],
     ))?;
     if code != 0 {
@@ -402,7 +419,7 @@ pub(super) fn current_route(ctx: &Ctx, docker: &Docker, config: &Config) -> Resu
 /// The upstreams in the order they were live, the current one first (kept in the proxy
 /// container, so any machine deploying to this engine sees the same).
 pub(super) fn route_history(ctx: &Ctx, docker: &Docker, config: &Config) -> Result<Vec<String>> {
-    routes_in(ctx, docker, config, proxy::STATE_FILE)
+    ctx.wait(live_routes(docker, config))
 }
 
 pub(super) fn routes_in(
@@ -412,6 +429,12 @@ pub(super) fn routes_in(
     state_file: &str,
 ) -> Result<Vec<String>> {
     ctx.wait(routes(docker, &proxy_name(config), state_file))
+}
+
+/// The live routes of `config`'s front (its proxy, or its site on the edge).
+pub(super) async fn live_routes(docker: &Docker, config: &Config) -> Result<Vec<String>> {
+    let at = front(config, PymEnv::Live);
+    routes(docker, &at.container, &at.state).await
 }
 
 pub(super) async fn routes(docker: &Docker, proxy: &str, state_file: &str) -> Result<Vec<String>> {
@@ -433,4 +456,222 @@ pub(super) async fn routes(docker: &Docker, proxy: &str, state_file: &str) -> Re
     } else {
         Vec::new()
     })
+}
+
+/// On the edge's container: which edge it is (pymdeploy's version, the proxy's revision,
+/// its address and ports), so an older pymdeploy's is replaced.
+pub(super) const LABEL_EDGE: &str = "org.pymacaron.edge";
+
+/// Makes sure the engine's edge (for `edge_http_port`) runs, current, on the service's
+/// network, and holds the site of `env` as the config says it (hosts, path, TLS). True
+/// when the site is new (no route of it yet).
+pub(super) fn ensure_edge(
+    ctx: &Ctx,
+    docker: &Docker,
+    config: &Config,
+    env: PymEnv,
+    progress: &StepProgress<'_>,
+) -> Result<bool> {
+    let name = edge_name(config);
+    let image = config
+        .proxy_image
+        .as_deref()
+        .map(|i| format!(" {i}"))
+        .unwrap_or_default();
+    let made_as = format!(
+        "{}-r{}/{}:{}/{}{image}",
+        env!("CARGO_PKG_VERSION"),
+        proxy::REVISION,
+        config.publish_ip,
+        config.edge_http_port,
+        config.edge_https_port
+    );
+    match ctx.wait(ops::docker::container_state(docker, &name))? {
+        Some((labels, code)) if labels.get(LABEL_EDGE) == Some(&made_as) => {
+            if code.is_some() {
+                ctx.wait(ops::docker::start(docker, &name))?;
+            }
+        }
+        found => {
+            if found.is_some() {
+                // Its sites and certificates are in a named volume: the new one has them.
+                ctx.out.warn(&format!("replacing the edge {name} (an older pymdeploy's, or on other ports): connections to its ports are refused for about a second"));
+            }
+            let image = proxy_image(ctx, docker, progress)?;
+            if found.is_some() {
+                ctx.wait(ops::docker::remove(docker, &name))?;
+            }
+            create_edge(ctx, docker, config, &image, &made_as)?;
+        }
+    }
+    ctx.wait(ops::docker::connect_network(docker, &name, &network(config)))?;
+    let at = front(config, env);
+    let key = at.site.clone().expect("the edge's front names its site");
+    let fresh = ctx
+        .wait(routes(docker, &at.container, &at.state))?
+        .is_empty();
+    set_site(ctx, docker, config, env, &key)?;
+    Ok(fresh)
+}
+
+fn create_edge(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_as: &str) -> Result<()> {
+    let name = edge_name(config);
+    let net = edge_network(config);
+    ctx.wait(ops::docker::ensure_network(
+        docker,
+        &net,
+        HashMap::from([(LABEL_EDGE.to_string(), made_as.to_string())]),
+    ))?;
+    let spec = RunSpec {
+        name: &name,
+        image,
+        env: vec![],
+        container_port: proxy::PORT,
+        host_ip: &config.publish_ip,
+        host_port: Some(config.edge_http_port.get()),
+        labels: HashMap::from([(LABEL_EDGE.to_string(), made_as.to_string())]),
+        network: Some(&net),
+        restart: true,
+        cmd: Some(vec![
+            "--listen".into(),
+            format!("0.0.0.0:{}", proxy::PORT),
+            "--listen-tls".into(),
+            format!("0.0.0.0:{}", ops::edge::TLS_PORT),
+            "--sites".into(),
+            ops::edge::SITES_DIR.into(),
+            "--https-port".into(),
+            config.edge_https_port.to_string(),
+        ]),
+        locked_down: true,
+        state_dir: Some(proxy::STATE_DIR),
+        more_ports: vec![(ops::edge::TLS_PORT, config.edge_https_port.get())],
+        state_volume: Some(&name),
+    };
+    match ctx.wait(ops::docker::run(docker, spec)) {
+        Ok(_) => Ok(()),
+        // Another service's deploy made it meanwhile.
+        Err(e) if format!("{e:#}").contains("already in use") => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map(|_| ())?;
+    // The image's entrypoint is the per-service proxy; the edge is another command.
+    Ok(())
+}
+
+/// Writes the site of `env` on the edge as the config says it: the conf through the
+/// edge's stdin (a key never on a command line).
+fn set_site(ctx: &Ctx, docker: &Docker, config: &Config, env: PymEnv, key: &str) -> Result<()> {
+    let conf = site_conf(ctx, config, env)?;
+    let json = serde_json::to_vec(&conf)?;
+    let bytes = json.len().to_string();
+    let (code, out) = ctx.wait(ops::docker::exec_with_input(
+        docker,
+        &edge_name(config),
+        &[
+            proxy::BINARY,
+            "__edge-site",
+            key,
+            "--sites",
+            ops::edge::SITES_DIR,
+            "--bytes",
+            &bytes,
+        ],
+        &json,
+    ))?;
+    if code != 0 {
+        bail!("the edge did not take the site {key}: {}", out.trim());
+    }
+    Ok(())
+}
+
+/// The site of `env` as the edge reads it, TLS files read from the service's root.
+pub(super) fn site_conf(ctx: &Ctx, config: &Config, env: PymEnv) -> Result<ops::edge::SiteConf> {
+    let read = |key: &str, file: &str| -> Result<String> {
+        let path = ctx.root.join(file);
+        std::fs::read_to_string(&path).map_err(|e| {
+            crate::error::hinted(
+                format!("{}: `{key}` names {}, which cannot be read: {e}", config.at(key), path.display()),
+                format!("fix `{key}` in pym-config.yaml, or put the file there"),
+            )
+        })
+    };
+    let tls = match &config.tls {
+        None => ops::edge::SiteTls::Off,
+        Some(Tls::Files { cert, key }) => ops::edge::SiteTls::Files {
+            cert_pem: read("tls", cert)?,
+            key_pem: read("tls", key)?,
+        },
+        Some(Tls::Acme(_)) => ops::edge::SiteTls::Acme {
+            directory: config.acme_directory.clone(),
+            email: config.acme_email.clone(),
+            ca_pem: config.acme_ca.as_deref().map(|f| read("acme_ca", f)).transpose()?,
+        },
+    };
+    Ok(ops::edge::SiteConf {
+        hosts: config.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        path_prefix: config.path_prefix.clone(),
+        tls,
+        service: config.name.clone(),
+        env: env.as_str().to_string(),
+    })
+}
+
+/// Removes the site of `env` from the edge, and the edge from the service's network.
+pub(super) fn remove_site(ctx: &Ctx, docker: &Docker, config: &Config, env: PymEnv) -> Result<()> {
+    let at = front(config, env);
+    let Some(key) = at.site else { return Ok(()) };
+    if ctx.wait(existing_state(docker, &at.container))? != Some(None) {
+        return Ok(());
+    }
+    let (code, out) = ctx.wait(ops::docker::exec(
+        docker,
+        &at.container,
+        &[proxy::BINARY, "__edge-site", &key, "--sites", ops::edge::SITES_DIR, "--remove"],
+    ))?;
+    if code != 0 {
+        bail!("the edge did not remove the site {key}: {}", out.trim());
+    }
+    if env == PymEnv::Live {
+        ctx.wait(ops::docker::disconnect_network(docker, &at.container, &network(config)))?;
+    }
+    Ok(())
+}
+
+/// Puts the site of `env` in maintenance or out of it: its proxy answers 503, the version
+/// keeps running.
+pub(super) fn maintenance(ctx: &Ctx, docker: &Docker, config: &Config, env: PymEnv, on: bool) -> Result<()> {
+    let at = front(config, env);
+    let page = match (&config.maintenance_page, on) {
+        (Some(f), true) => {
+            let path = ctx.root.join(f);
+            std::fs::read_to_string(&path).map_err(|e| {
+                crate::error::hinted(
+                    format!("{}: `maintenance_page` names {}, which cannot be read: {e}", config.at("maintenance_page"), path.display()),
+                    "fix `maintenance_page` in pym-config.yaml, or put the page there",
+                )
+            })?
+        }
+        (None, true) => format!("{} is down for maintenance; please try again in a few minutes.\n", config.name),
+        (_, false) => String::new(),
+    };
+    let bytes = page.len().to_string();
+    let mut cmd = vec![proxy::BINARY, "__proxy-maintenance", "--state", &at.state, "--bytes", &bytes];
+    if !on {
+        cmd.push("--off");
+    }
+    let (code, out) = ctx.wait(ops::docker::exec_with_input(docker, &at.container, &cmd, page.as_bytes()))?;
+    if code != 0 {
+        bail!("{} did not take maintenance {}: {}", at.container, if on { "on" } else { "off" }, out.trim());
+    }
+    Ok(())
+}
+
+/// The edge's sites and certificates, as it says them.
+pub(super) async fn edge_status(docker: &Docker, edge: &str) -> Result<proxy::EdgeStatus> {
+    let (code, out) = ops::docker::exec(docker, edge, &[proxy::BINARY, "__edge-status"]).await?;
+    if code != 0 {
+        bail!("the edge did not say its state: {}", out.trim());
+    }
+    let json = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    serde_json::from_str(json).with_context(|| format!("the edge's state is not what pymdeploy reads: {}", out.trim()))
 }

@@ -1,0 +1,313 @@
+//! The edge on the real engine: two services behind one edge, each answering only its own
+//! host names; a promote of one under load (keep-alive and `Connection: close`) fails no
+//! request of either; maintenance on live answers 503 without restarting the version and
+//! leaves staging alone; the edge's access log and status; an edge killed outright while
+//! its routes change comes back with the old routes or the new, never a mix.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::canary::{Load, WORK_OK, with_work};
+use crate::support::*;
+
+const DEPLOY: &[&str] = &["deploy", "--skip", "test", "--skip", "accept-local"];
+
+/// An edge a test made (on ports of its own): its container, volume and network go on
+/// drop, found by the name its ports give it.
+pub(crate) struct EdgeGuard {
+    pub http: u16,
+    pub https: u16,
+}
+
+impl EdgeGuard {
+    pub(crate) fn new() -> EdgeGuard {
+        EdgeGuard {
+            http: free_port(),
+            https: free_port(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> String {
+        format!("pym-edge-{}", self.http)
+    }
+
+    /// The lines of pym-config.yaml that put a service behind this edge.
+    pub(crate) fn config(&self, hosts: &str) -> String {
+        format!(
+            "hosts: [{hosts}]\nedge_http_port: {}\nedge_https_port: {}\n",
+            self.http, self.https
+        )
+    }
+}
+
+impl Drop for EdgeGuard {
+    fn drop(&mut self) {
+        let name = self.name();
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", &name])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &name])
+            .output();
+    }
+}
+
+/// A service on the test registry behind `edge` as `host`; its live acceptance is the
+/// contract check alone (the host name resolves nowhere but in the edge).
+fn behind_edge(tag: &str, reg: &Registry, edge: &EdgeGuard, host: &str) -> TestService {
+    let svc = TestService::new(tag);
+    svc.for_docker_target(reg);
+    with_work(&svc, WORK_OK);
+    let config = svc.read("pym-config.yaml") + &edge.config(host);
+    svc.write("pym-config.yaml", &config)
+        .write("pym-config.live.yaml", "accept_command: \"\"\n")
+        .commit("behind the edge");
+    svc
+}
+
+fn version_at(port: u16, host: &str) -> Option<(u16, String)> {
+    http_get_at_host("127.0.0.1", port, host, "/work").map(|(status, body)| {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (
+            status,
+            v["version"].as_str().map_or(body.clone(), str::to_string),
+        )
+    })
+}
+
+/// The StartedAt of a container, by name.
+fn started_at(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.State.StartedAt}}", name])
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[cfg_attr(pym_no_engine, ignore = "needs a Docker engine: see build.rs")]
+fn two_services_share_one_edge_by_host_and_a_promote_under_load_fails_no_request() {
+    need_engine();
+    let reg = Registry::start();
+    let edge = EdgeGuard::new();
+    let a = behind_edge("edge-a", &reg, &edge, "a.test");
+    let b = behind_edge("edge-b", &reg, &edge, "b.test, www.b.test");
+    a.pym_env(DEPLOY, &reg.env()).assert_ok();
+    let r = b.pym_env(DEPLOY, &reg.env());
+    r.assert_ok();
+    let (va1, vb) = (a.xtask_version(), b.xtask_version());
+
+    // Each answers its own host names only.
+    assert_eq!(version_at(edge.http, "a.test"), Some((200, va1.clone())));
+    assert_eq!(version_at(edge.http, "b.test"), Some((200, vb.clone())));
+    assert_eq!(version_at(edge.http, "www.b.test"), Some((200, vb.clone())));
+    let other = version_at(edge.http, "c.test").expect("the edge answers");
+    assert_eq!(other.0, 404, "{other:?}");
+    assert_eq!(version_at(edge.http, "a.test:443").map(|x| x.0), Some(200));
+
+    // A host of A's is refused to another service before its first step.
+    let c = behind_edge("edge-c", &reg, &edge, "a.test");
+    let refused = c.pym_env(DEPLOY, &reg.env());
+    refused
+        .assert_failed()
+        .assert_stderr_has("`a.test` is served on the edge");
+    assert!(!refused.stderr.contains("build "), "{}", refused.stderr);
+    drop(c);
+
+    // A promote of A under load on both: no failed request on either.
+    with_work(
+        &a,
+        r#"("GET", "/work") => (200, serde_json::json!({ "version": info.version, "v": 2 })),"#,
+    );
+    a.commit("a v2");
+    let va2 = a.xtask_version();
+    let load_a = Load::start_at("a.test", edge.http, 6);
+    let load_b = Load::start_at("b.test", edge.http, 4);
+    std::thread::sleep(Duration::from_secs(1));
+    a.pym_env(DEPLOY, &reg.env()).assert_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    let (seen_a, seen_b) = (load_a.finish(), load_b.finish());
+    assert!(seen_a.failures.is_empty(), "A: {:?}", seen_a.failures);
+    assert!(seen_b.failures.is_empty(), "B: {:?}", seen_b.failures);
+    assert!(
+        seen_a.by_version.get(&va2).copied().unwrap_or(0) > 0,
+        "{seen_a:?}"
+    );
+    assert_eq!(
+        seen_b.by_version.keys().collect::<Vec<_>>(),
+        vec![&vb],
+        "B served only its own version"
+    );
+    assert!(
+        seen_a.ok > 50 && seen_b.ok > 50,
+        "{} {}",
+        seen_a.ok,
+        seen_b.ok
+    );
+
+    // Maintenance on A's live: 503 with Retry-After and the page, the version not
+    // restarted; B and A's staging untouched.
+    a.write("maintenance.html", "<h1>back soon</h1>\n");
+    a.write(
+        "pym-config.live.yaml",
+        "accept_command: \"\"\nmaintenance_page: maintenance.html\n",
+    )
+    .commit("a maintenance page");
+    let live_a = format!("pym-{}-live-{va2}", a.name);
+    let since = started_at(&live_a);
+    a.xtask(&["maintenance", "on"]).assert_ok();
+    let raw = raw_get(edge.http, "a.test", "/work");
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: "), "{raw}");
+    assert!(raw.contains("<h1>back soon</h1>"), "{raw}");
+    assert_eq!(version_at(edge.http, "b.test"), Some((200, vb.clone())));
+    let staging_port: u16 = a
+        .read("pym-config.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("staging_port: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(http_get(staging_port, "/ping").map(|x| x.0), Some(200));
+    let status = a.xtask(&["status"]);
+    status.assert_ok();
+    assert!(
+        status.stdout.lines().any(|l| l.starts_with("edge-live")
+            && l.contains("a.test")
+            && l.contains("maintenance")),
+        "{}",
+        status.stdout
+    );
+    a.xtask(&["maintenance", "off"]).assert_ok();
+    assert_eq!(version_at(edge.http, "a.test"), Some((200, va2.clone())));
+    assert_eq!(
+        started_at(&live_a),
+        since,
+        "maintenance restarted the version"
+    );
+
+    // One JSON access-log line per request.
+    let logs = Command::new("docker")
+        .args(["logs", &edge.name()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    let line = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|j| j["host"] == "b.test" && j["path"] == "/work")
+        .unwrap_or_else(|| panic!("no access-log line for b.test:\n{stdout}"));
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(
+        line["upstream"].as_str().unwrap().contains(&b.name),
+        "{line}"
+    );
+
+    // Destroying B's live takes its site off the edge, which keeps serving A.
+    b.pym(&["destroy", "--env", "live", "--yes"]).assert_ok();
+    assert_eq!(version_at(edge.http, "b.test").map(|x| x.0), Some(404));
+    assert_eq!(version_at(edge.http, "a.test"), Some((200, va2)));
+}
+
+/// The whole answer of one GET with `Host: host`, headers and body.
+fn raw_get(port: u16, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).to_string()
+}
+
+#[test]
+#[cfg_attr(pym_no_engine, ignore = "needs a Docker engine: see build.rs")]
+fn an_edge_killed_while_its_routes_change_restarts_with_the_old_routes_or_the_new() {
+    need_engine();
+    let reg = Registry::start();
+    let edge = EdgeGuard::new();
+    let a = behind_edge("edge-kill", &reg, &edge, "k.test");
+    a.pym_env(DEPLOY, &reg.env()).assert_ok();
+    let name = edge.name();
+    let state = format!("/state/sites/{}-live.upstream", a.name);
+    let (one, two) = (
+        "pym-x-live-1:8080 10.9.9.1:8080",
+        "pym-x-live-2:8080 10.9.9.2:8080",
+    );
+    // The route file as the restarted edge reads it (asked until the edge takes an exec).
+    let routes = |n: &str| {
+        let mut text = None;
+        wait_until(
+            "the edge to read its routes",
+            Duration::from_secs(20),
+            || {
+                text = Command::new("docker")
+                    .args([
+                        "exec",
+                        n,
+                        "/usr/local/bin/pym-proxy",
+                        "__proxy-routes",
+                        "--state",
+                        &state,
+                    ])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+                text.is_some()
+            },
+        );
+        text.unwrap_or_default()
+    };
+    for round in 0..6 {
+        // Route changes back and forth, and the edge killed among them.
+        let writer = {
+            let (name, state) = (name.clone(), state.clone());
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let (up, addr) = [one, two][i % 2].split_once(' ').unwrap();
+                    let _ = Command::new("docker")
+                        .args([
+                            "exec",
+                            &name,
+                            "/usr/local/bin/pym-proxy",
+                            "__proxy-route",
+                            up,
+                            "--addr",
+                            addr,
+                            "--state",
+                            &state,
+                        ])
+                        .output();
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300 + 150 * round));
+        let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &name]);
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        writer.join().unwrap();
+        let _ = Command::new("docker").args(["start", &name]).output();
+        wait_until("the edge back", Duration::from_secs(20), || {
+            docker(&["inspect", "-f", "{{.State.Running}}", &name]).trim() == "true"
+        });
+        let text = routes(&name);
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        assert!(
+            first == one || first == two || first.starts_with(&format!("pym-{}-live-", a.name)),
+            "round {round}: the route file reads {text:?}"
+        );
+        for l in text.lines() {
+            assert!(
+                l.split_whitespace().count() <= 2 && l.contains(':'),
+                "round {round}: a torn line {l:?} in {text:?}"
+            );
+        }
+    }
+    // Its sites survive a restart of the edge: A's site is there (routed to the last
+    // route written).
+    let status = docker(&["exec", &name, "/usr/local/bin/pym-proxy", "__edge-status"]);
+    assert!(status.contains("k.test"), "{status}");
+}
