@@ -530,7 +530,9 @@ impl Acme {
                     .await;
                 match ordered.and_then(|pem| {
                     let served = Served::load(&pem, &pem)?;
-                    write_atomic(&cert_file(state_dir, &host), pem.as_bytes())?;
+                    let file = cert_file(state_dir, &host);
+                    std::fs::create_dir_all(file.parent().expect("in certs/"))?;
+                    write_atomic(&file, pem.as_bytes())?;
                     Ok(served)
                 }) {
                     Ok(served) => {

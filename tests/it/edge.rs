@@ -27,6 +27,15 @@ impl EdgeGuard {
         }
     }
 
+    /// What the edge logged (stderr and its access log).
+    pub(crate) fn logs(&self) -> String {
+        let out = Command::new("docker")
+            .args(["logs", &self.name()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    }
+
     pub(crate) fn name(&self) -> String {
         format!("pym-edge-{}", self.http)
     }
@@ -310,4 +319,116 @@ fn an_edge_killed_while_its_routes_change_restarts_with_the_old_routes_or_the_ne
     // route written).
     let status = docker(&["exec", &name, "/usr/local/bin/pym-proxy", "__edge-status"]);
     assert!(status.contains("k.test"), "{status}");
+}
+
+/// `curl` to the edge's HTTPS port for `host`, trusting `root`: (HTTP version, status,
+/// body, the served certificate's start date), or what curl said.
+fn curl_tls(
+    edge: &EdgeGuard,
+    host: &str,
+    root: &std::path::Path,
+    path: &str,
+) -> Result<(String, u16, String, String), String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-v", "--max-time", "5", "--cacert"])
+        .arg(root)
+        .args([
+            "--resolve",
+            &format!("{host}:{}:127.0.0.1", edge.https),
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://{host}:{}{path}", edge.https),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let (version, status) = tail.split_once(' ').unwrap_or(("", "0"));
+    let start = stderr
+        .lines()
+        .find_map(|l| l.trim_start_matches(['*', ' ']).strip_prefix("start date: "))
+        .unwrap_or("")
+        .to_string();
+    Ok((
+        version.to_string(),
+        status.parse().unwrap_or(0),
+        body.to_string(),
+        start,
+    ))
+}
+
+#[test]
+#[cfg_attr(pym_no_engine, ignore = "needs a Docker engine: see build.rs")]
+fn an_acme_certificate_comes_with_the_first_deploy_is_served_over_http2_renewed_and_kept() {
+    need_engine();
+    let reg = Registry::start();
+    let edge = EdgeGuard::new();
+    let pebble = crate::pebble::Pebble::start(edge.http, edge.https, 60);
+    let svc = behind_edge("edge-tls", &reg, &edge, "t.test");
+    let config = svc.read("pym-config.yaml")
+        + &format!(
+            "tls: acme\nacme_directory: {}\nacme_ca: pebble-ca.pem\nacme_email: ops@t.test\n",
+            pebble.directory
+        );
+    svc.write("pym-config.yaml", &config)
+        .write("pebble-ca.pem", &pebble.listener_ca)
+        .commit("tls: acme from pebble");
+    svc.pym_env(DEPLOY, &reg.env()).assert_ok();
+    let version = svc.xtask_version();
+    let root = pebble.issuing_root();
+
+    // Issued on the first deploy, validated by curl with Pebble's root, over HTTP/2.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (http, status, body, first_start) = loop {
+        match curl_tls(&edge, "t.test", &root, "/work") {
+            Ok(x) => break x,
+            Err(e) if std::time::Instant::now() > deadline => panic!(
+                "no certificate for t.test: {e}\n--- the edge\n{}\n--- pebble\n{}",
+                edge.logs(),
+                pebble.log()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert_eq!((http.as_str(), status), ("2", 200), "{body}");
+    assert!(body.contains(&version), "{body}");
+    assert!(!first_start.is_empty());
+    // Plain HTTP is sent to HTTPS.
+    let raw = raw_get(edge.http, "t.test", "/work?x=1");
+    assert!(raw.starts_with("HTTP/1.1 308"), "{raw}");
+    assert!(
+        raw.contains(&format!("location: https://t.test:{}/work?x=1", edge.https)),
+        "{raw}"
+    );
+    let status = svc.xtask(&["status"]);
+    assert!(
+        status.stdout.lines().any(|l| l.starts_with("edge-live") && l.contains("t.test until")),
+        "{}",
+        status.stdout
+    );
+
+    // Renewed before it expires (a third of its 60 s left), without a deploy.
+    let mut renewed = String::new();
+    wait_until("a renewed certificate", Duration::from_secs(75), || {
+        renewed = curl_tls(&edge, "t.test", &root, "/ping")
+            .map(|x| x.3)
+            .unwrap_or_default();
+        !renewed.is_empty() && renewed != first_start
+    });
+
+    // Kept across a restart of the edge: the same certificate, from its volume.
+    docker(&["restart", "-t", "1", &edge.name()]);
+    let mut again = Err(String::new());
+    wait_until("the certificate after a restart", Duration::from_secs(20), || {
+        again = curl_tls(&edge, "t.test", &root, "/work");
+        again.is_ok()
+    });
+    let (_, status, body, _) = again.unwrap();
+    assert_eq!(status, 200, "{body}");
 }

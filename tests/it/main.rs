@@ -42,6 +42,7 @@ mod fake_kube;
 #[cfg(feature = "aws-beanstalk")]
 mod fake_s3;
 mod kube_api;
+mod pebble;
 mod pipeline;
 mod push;
 mod remote;
