@@ -1017,11 +1017,7 @@ fn service_command(
                 }
                 (false, None) => anyhow::bail!("give --bytes (the conf on stdin) or --remove"),
             }
-            // The edge reads its sites every second; told, it reads them now.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let _ = rt.block_on(crate::ops::proxy::admin("/reload"));
+            crate::ops::proxy::tell_reload();
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyMaintenance {
@@ -1034,6 +1030,7 @@ fn service_command(
                 .context("the maintenance page is not UTF-8")?;
             let m = crate::ops::edge::Maintenance { retry_after, page };
             crate::ops::edge::set_maintenance(&state, (!off).then_some(&m))?;
+            crate::ops::proxy::tell_reload();
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::EdgeStatus => {
@@ -1049,6 +1046,7 @@ fn service_command(
             state,
         } => {
             crate::ops::proxy::set_route(&state, &upstream, addr.as_deref())?;
+            crate::ops::proxy::tell_reload();
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyCanary {
@@ -1058,6 +1056,7 @@ fn service_command(
             state,
         } => {
             crate::ops::proxy::set_canary(&state, &upstream, addr.as_deref(), share)?;
+            crate::ops::proxy::tell_reload();
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::ProxyCounts {

@@ -699,46 +699,41 @@ fn acme_client(
     )
 }
 
-/// One access-log line (JSON) per request, written by a task so a request never waits on
-/// the log: lines are buffered and flushed every 100 ms, or when 64 KiB are waiting.
-#[derive(Clone)]
-pub struct AccessLog(tokio::sync::mpsc::UnboundedSender<String>);
+/// One access-log line (JSON) per request on stdout, kept in a buffer of the proxy worker
+/// that served it (no other thread is woken per request) and written when 64 KiB wait,
+/// and by each worker every 100 ms (`flush_log`), whole lines at a time.
+#[derive(Clone, Copy, Default)]
+pub struct AccessLog;
+
+thread_local! {
+    static LOG: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 impl AccessLog {
-    pub fn start() -> AccessLog {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            let mut buf = String::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    line = rx.recv() => match line {
-                        Some(l) => {
-                            buf.push_str(&l);
-                            buf.push('\n');
-                            if buf.len() >= 64 * 1024 {
-                                let _ = std::io::stdout().write_all(buf.as_bytes());
-                                buf.clear();
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = tick.tick() => {
-                        if !buf.is_empty() {
-                            let _ = std::io::stdout().write_all(buf.as_bytes());
-                            let _ = std::io::stdout().flush();
-                            buf.clear();
-                        }
-                    }
-                }
+    pub fn line(&self, line: String) {
+        LOG.with(|b| {
+            let mut b = b.borrow_mut();
+            b.push_str(&line);
+            b.push('\n');
+            if b.len() >= 64 * 1024 {
+                write_log(&mut b);
             }
         });
-        AccessLog(tx)
     }
+}
 
-    pub fn line(&self, line: String) {
-        let _ = self.0.send(line);
+fn write_log(buf: &mut String) {
+    if !buf.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(buf.as_bytes());
+        let _ = out.flush();
+        buf.clear();
     }
+}
+
+/// Writes what this thread's access log holds.
+pub fn flush_log() {
+    LOG.with(|b| write_log(&mut b.borrow_mut()));
 }
 
 /// A timestamp for the access log: RFC 3339 in UTC, to the millisecond.

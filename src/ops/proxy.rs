@@ -166,7 +166,7 @@ impl Site {
     /// The routes, read again where a file was replaced. Callers hold the routes lock.
     fn refresh(&self, routes: &mut Routes) {
         let id = file_id(&self.state);
-        if id.is_none() || routes.live_id != id {
+        if routes.live_id != id {
             // The first line is the live upstream; the others are the ones live before it.
             routes.live = std::fs::read_to_string(&self.state)
                 .ok()
@@ -174,7 +174,7 @@ impl Site {
             routes.live_id = id;
         }
         let id = file_id(&self.canary_state);
-        if id.is_none() || routes.canary_id != id {
+        if routes.canary_id != id {
             routes.canary = std::fs::read_to_string(&self.canary_state)
                 .ok()
                 .and_then(|t| Canary::parse(&t))
@@ -182,7 +182,7 @@ impl Site {
             routes.canary_id = id;
         }
         let id = file_id(&self.maintenance_state);
-        if id.is_none() || routes.maintenance_id != id {
+        if routes.maintenance_id != id {
             routes.maintenance = std::fs::read(&self.maintenance_state)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -209,10 +209,10 @@ impl Site {
     /// Where a request whose client has `bucket` goes (none yet: one is drawn when a
     /// canary runs), with the request counted in flight to it. Both under the routes
     /// lock, so a drain that reads the route after a switch (`inflight`) sees every
-    /// request that chose the old upstream.
+    /// request that chose the old upstream. The routes are as last read: a request reads
+    /// no file (see `refresh_all`).
     fn checkout(&self, shared: &Arc<Shared>, bucket: Option<u32>) -> Pick {
-        let mut routes = self.routes.lock().unwrap();
-        self.refresh(&mut routes);
+        let routes = self.routes.lock().unwrap();
         if let Some(m) = &routes.maintenance {
             return Pick::Maintenance(m.clone());
         }
@@ -230,8 +230,7 @@ impl Site {
 
     /// Where a request of `bucket` goes now, for a request sent again.
     fn now_for(&self, bucket: Option<u32>) -> Option<Upstream> {
-        let mut routes = self.routes.lock().unwrap();
-        self.refresh(&mut routes);
+        let routes = self.routes.lock().unwrap();
         self.pick(&routes, bucket)
     }
 }
@@ -253,27 +252,69 @@ struct Shared {
     /// Requests (and upgraded connections) in flight, per upstream.
     inflight: Mutex<HashMap<String, usize>>,
     stats: Mutex<Stats>,
-    client: Client<HttpConnector, Body>,
     edge: Option<Edge>,
+    /// Each upstream container's address as the engine's DNS gives it now (A records
+    /// only), refreshed every second by `resolve_upstreams`: after a restart of the engine
+    /// a container has a new address, and the one a route file names may be another
+    /// container's, or this proxy's own.
+    resolved: Mutex<HashMap<String, std::net::Ipv4Addr>>,
 }
 
 impl Shared {
+    /// Where to connect to `upstream`: its container's address now, where the engine's
+    /// DNS says it, else the address its route names.
+    fn addr_of(&self, upstream: &Upstream) -> String {
+        let (host, port) = upstream
+            .name
+            .rsplit_once(':')
+            .unwrap_or((upstream.name.as_str(), "80"));
+        match self.resolved.lock().unwrap().get(host) {
+            Some(ip) => format!("{ip}:{port}"),
+            None => upstream.addr.clone(),
+        }
+    }
+
+    /// Resolves every upstream a route names (live, the canary, those live before), each
+    /// lookup on its own blocking thread and bounded: one the resolver stalls on neither
+    /// holds the others nor a request.
+    async fn resolve_upstreams(&self) {
+        let sites = self.sites.read().unwrap().clone();
+        let mut names: Vec<String> = Vec::new();
+        for s in sites.iter() {
+            let mut routes = s.routes.lock().unwrap();
+            s.refresh(&mut routes);
+            for u in routes
+                .live
+                .iter()
+                .chain(routes.canary.as_ref().map(|c| &c.upstream))
+            {
+                let host = u.name.rsplit_once(':').map_or(u.name.as_str(), |(h, _)| h);
+                // A route that names an address, not a container, needs no lookup.
+                if host.parse::<std::net::IpAddr>().is_err() {
+                    names.push(host.to_string());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        let mut found = HashMap::new();
+        for name in names {
+            let n = name.clone();
+            let lookup = tokio::task::spawn_blocking(move || resolve_v4(&n));
+            if let Ok(Ok(Some(ip))) = tokio::time::timeout(Duration::from_secs(2), lookup).await {
+                found.insert(name, ip);
+            }
+        }
+        *self.resolved.lock().unwrap() = found;
+    }
     fn new(sites_dir: Option<PathBuf>, sites: Vec<Arc<Site>>, edge: Option<Edge>) -> Shared {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        // Idle upstream connections are dropped before a typical server's keep-alive
-        // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(1500))
-            .build(connector);
         Shared {
             sites_dir,
             sites: RwLock::new(Arc::new(sites)),
             inflight: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
-            client,
             edge,
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -303,6 +344,7 @@ impl Shared {
             })
             .collect();
         *self.sites.write().unwrap() = Arc::new(sites);
+        self.refresh_all();
         if let Some(e) = &self.edge {
             e.certs.rebuild(&read);
         }
@@ -331,11 +373,18 @@ impl Shared {
         sites.first().and_then(|s| s.upstream())
     }
 
-    fn inflight(&self, upstream: &str) -> usize {
+    /// Reads every site's route files again where one was replaced: when a command that
+    /// changed one asks (`/reload`: a switch is in force when its command returns), every
+    /// second, and before a drain counts.
+    fn refresh_all(&self) {
         let sites = self.sites.read().unwrap().clone();
         for s in sites.iter() {
             s.refresh(&mut s.routes.lock().unwrap());
         }
+    }
+
+    fn inflight(&self, upstream: &str) -> usize {
+        self.refresh_all();
         self.inflight
             .lock()
             .unwrap()
@@ -352,6 +401,35 @@ impl Shared {
             None => stats.now.entry(upstream.to_string()).or_default(),
         };
         c.add(status, no_answer, took);
+    }
+}
+
+/// The IPv4 address of `host` (A records only: the engine's resolver may stall on AAAA
+/// queries it forwards where no outside resolver answers).
+fn resolve_v4(host: &str) -> Option<std::net::Ipv4Addr> {
+    let c_host = std::ffi::CString::new(host).ok()?;
+    // SAFETY: `hints` is zeroed as getaddrinfo expects, `res` is freed once read, and each
+    // `ai_addr` of family AF_INET points at a `sockaddr_in`.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_family = libc::AF_INET;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut ai = res;
+        while !ai.is_null() {
+            if (*ai).ai_family == libc::AF_INET && !(*ai).ai_addr.is_null() {
+                let sin = &*((*ai).ai_addr as *const libc::sockaddr_in);
+                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+            ai = (*ai).ai_next;
+        }
+        libc::freeaddrinfo(res);
+        found
     }
 }
 
@@ -623,7 +701,7 @@ pub async fn serve_edge(
         state_dir,
         certs: certs.clone(),
         acme: Arc::new(edge::Acme::default()),
-        log: edge::AccessLog::start(),
+        log: edge::AccessLog,
         https_port,
     };
     let shared = Arc::new(Shared::new(
@@ -681,12 +759,23 @@ async fn run(
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     admin: TcpListener,
 ) -> Result<()> {
+    shared.refresh_all();
     let snapshots = shared.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
             snapshots.stats.lock().unwrap().snapshot();
+        }
+    });
+    let resolver = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            resolver.reload();
+            resolver.refresh_all();
+            resolver.resolve_upstreams().await;
         }
     });
     let admin_shared = shared.clone();
@@ -707,7 +796,64 @@ async fn run(
             });
         }
     });
+    // One worker per core, each a single-threaded runtime accepting on its own handle of
+    // the listeners with an upstream pool of its own, as nginx's workers: a request, its
+    // upstream connection and their wakeups stay on one thread.
+    let plain = plain.into_std()?;
+    let tls = tls.map(|(l, a)| l.into_std().map(|l| (l, a))).transpose()?;
+    let workers = std::env::var("PYM_PROXY_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let plain = plain.try_clone()?;
+        let tls = tls
+            .as_ref()
+            .map(|(l, a)| l.try_clone().map(|l| (l, a.clone())))
+            .transpose()?;
+        let shared = shared.clone();
+        handles.push(std::thread::spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(worker(shared, plain, tls))
+        }));
+    }
+    // The workers accept until the process ends; a worker that fails ends it.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let failed = handles.into_iter().map(|h| h.join()).find_map(|r| match r {
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(anyhow::anyhow!("a proxy worker panicked")),
+            Ok(Ok(())) => None,
+        });
+        let _ = tx.send(failed);
+    });
+    match rx.await {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// One worker's accept loops: plain HTTP, and TLS where the edge serves it.
+async fn worker(
+    shared: Arc<Shared>,
+    plain: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> Result<()> {
+    plain.set_nonblocking(true)?;
+    let plain = TcpListener::from_std(plain)?;
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            edge::flush_log();
+        }
+    });
     if let Some((listener, acceptor)) = tls {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let shared = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -749,6 +895,22 @@ async fn run(
     }
 }
 
+thread_local! {
+    /// The upstream pool of this worker (see `run`).
+    static CLIENT: Client<HttpConnector, Body> = upstream_client();
+}
+
+fn upstream_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    // Idle upstream connections are dropped before a typical server's keep-alive
+    // timeout (gunicorn: 2 s), so a pooled connection is rarely found closed.
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(1500))
+        .build(connector)
+}
+
 /// Serves one client connection: HTTP/1.1 (upgrades spliced through) or HTTP/2, whichever
 /// the client speaks (ALPN over TLS; the preface in plain text).
 async fn connection<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, io: TokioIo<I>)
@@ -783,6 +945,7 @@ fn admin_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
         "/route" => shared.upstream().map(|u| u.name).unwrap_or_default(),
         "/reload" => {
             shared.reload();
+            shared.refresh_all();
             "ok".into()
         }
         "/edge" => serde_json::to_string(&edge_status(shared)).unwrap_or_default(),
@@ -1118,20 +1281,40 @@ fn access_line(
     upstream: Option<&str>,
     arrived: Instant,
 ) -> String {
-    serde_json::json!({
-        "time": edge::log_time(),
-        "site": site,
-        "host": host,
-        "method": method.as_str(),
-        "path": target,
-        "proto": format!("{version:?}"),
-        "tls": tls,
-        "status": status.as_u16(),
-        "ms": (arrived.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        "upstream": upstream,
-        "client": peer.ip().to_string(),
-    })
-    .to_string()
+    use std::fmt::Write;
+    let mut line = String::with_capacity(256);
+    let ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let _ = write!(
+        line,
+        "{{\"time\":\"{}\",\"site\":{},\"host\":{},\"method\":{},\"path\":{},\"proto\":\"{version:?}\",\"tls\":{tls},\"status\":{},\"ms\":{ms},\"upstream\":{},\"client\":\"{}\"}}",
+        edge::log_time(),
+        Json(site),
+        Json(host),
+        Json(method.as_str()),
+        Json(target),
+        status.as_u16(),
+        upstream.map_or("null".to_string(), |u| Json(u).to_string()),
+        peer.ip(),
+    );
+    line
+}
+
+/// A string as a JSON string literal.
+struct Json<'a>(&'a str);
+
+impl std::fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => std::fmt::Write::write_char(f, c)?,
+            }
+        }
+        f.write_str("\"")
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1164,7 +1347,8 @@ async fn forward_to(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    parts.uri = match format!("http://{}{path}", upstream.addr).parse() {
+    let addr = shared.addr_of(&upstream);
+    parts.uri = match format!("http://{addr}{path}").parse() {
         Ok(u) => u,
         Err(e) => {
             return plain(
@@ -1211,10 +1395,8 @@ async fn forward_to(
     let bodiless = hyper::body::Body::is_end_stream(&body);
     let retry = bodiless.then(|| (parts.method.clone(), parts.headers.clone(), parts.version));
     let sent = async {
-        let result = shared
-            .client
-            .request(Request::from_parts(parts, body.boxed()))
-            .await;
+        let first = Request::from_parts(parts, body.boxed());
+        let result = CLIENT.with(|c| c.request(first)).await;
         match (result, retry) {
             (Err(e), Some((method, headers, version))) if worth_retry(&e, &method) => {
                 // Sent again to the upstream live now: when the first one went away under
@@ -1226,12 +1408,12 @@ async fn forward_to(
                         .boxed(),
                 );
                 *again.method_mut() = method;
-                *again.uri_mut() = format!("http://{}{path}", now.addr)
+                *again.uri_mut() = format!("http://{}{path}", shared.addr_of(&now))
                     .parse()
                     .expect("the same path parsed before");
                 *again.headers_mut() = headers;
                 *again.version_mut() = version;
-                shared.client.request(again).await
+                CLIENT.with(|c| c.request(again)).await
             }
             (r, _) => r,
         }
@@ -1241,7 +1423,7 @@ async fn forward_to(
         eprintln!(
             "upstream {} ({}) sent no response to {peer} within {} s",
             upstream.name,
-            upstream.addr,
+            addr,
             UPSTREAM_TIMEOUT.as_secs()
         );
         return plain(
@@ -1259,7 +1441,7 @@ async fn forward_to(
             answered(StatusCode::BAD_GATEWAY, true);
             eprintln!(
                 "upstream {} ({}) failed for {peer}: {e:#}",
-                upstream.name, upstream.addr
+                upstream.name, addr
             );
             return plain(
                 StatusCode::BAD_GATEWAY,
@@ -1373,6 +1555,18 @@ pub fn set_canary(state: &Path, upstream: &str, addr: Option<&str>, share: u32) 
     std::fs::write(&tmp, line).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &file)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), file.display()))
+}
+
+/// Tells the proxy (on this container's loopback) to read its files now, so that what a
+/// command changed is in force when it returns. A proxy that does not answer reads them
+/// within a second, and when it starts.
+pub fn tell_reload() {
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        let _ = rt.block_on(admin("/reload"));
+    }
 }
 
 /// Asks the proxy's admin port for `path` (on the container's loopback).
@@ -1516,6 +1710,30 @@ mod tests {
         assert_eq!(key("app.example.com", "/apiary"), Some("app".into()));
         assert_eq!(key("www.example.com", "/api"), Some("wild".into()));
         assert_eq!(key("example.com", "/"), None);
+    }
+
+    #[test]
+    fn an_access_log_line_is_json_whatever_the_request_says() {
+        let line = access_line(
+            "s-live",
+            &hyper::Method::GET,
+            "/a?\"x\"=\\1\u{1}",
+            hyper::Version::HTTP_2,
+            "a.test",
+            "10.0.0.1:5".parse().unwrap(),
+            true,
+            StatusCode::OK,
+            None,
+            Instant::now(),
+        );
+        let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(j["path"], "/a?\"x\"=\\1\u{1}");
+        assert_eq!(
+            (j["status"].as_u64(), j["tls"].as_bool()),
+            (Some(200), Some(true))
+        );
+        assert_eq!(j["upstream"], serde_json::Value::Null);
+        assert_eq!(j["proto"], "HTTP/2.0");
     }
 
     #[test]

@@ -27,15 +27,6 @@ impl EdgeGuard {
         }
     }
 
-    /// What the edge logged (stderr and its access log).
-    pub(crate) fn logs(&self) -> String {
-        let out = Command::new("docker")
-            .args(["logs", &self.name()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
-    }
-
     pub(crate) fn name(&self) -> String {
         format!("pym-edge-{}", self.http)
     }
@@ -100,6 +91,9 @@ fn two_services_share_one_edge_by_host_and_a_promote_under_load_fails_no_request
     let edge = EdgeGuard::new();
     let a = behind_edge("edge-a", &reg, &edge, "a.test");
     let b = behind_edge("edge-b", &reg, &edge, "b.test, www.b.test");
+    // B's staging gets names of its own on the same edge.
+    b.write("pym-config.staging.yaml", "hosts: [staging.b.test]\n")
+        .commit("b's staging hosts");
     a.pym_env(DEPLOY, &reg.env()).assert_ok();
     let r = b.pym_env(DEPLOY, &reg.env());
     r.assert_ok();
@@ -109,6 +103,12 @@ fn two_services_share_one_edge_by_host_and_a_promote_under_load_fails_no_request
     assert_eq!(version_at(edge.http, "a.test"), Some((200, va1.clone())));
     assert_eq!(version_at(edge.http, "b.test"), Some((200, vb.clone())));
     assert_eq!(version_at(edge.http, "www.b.test"), Some((200, vb.clone())));
+    let staged = http_get_at_host("127.0.0.1", edge.http, "staging.b.test", "/version")
+        .expect("the edge answers for B's staging");
+    assert!(
+        staged.0 == 200 && staged.1.contains(&vb) && staged.1.contains("staging"),
+        "{staged:?}"
+    );
     let other = version_at(edge.http, "c.test").expect("the edge answers");
     assert_eq!(other.0, 404, "{other:?}");
     assert_eq!(version_at(edge.http, "a.test:443").map(|x| x.0), Some(200));
@@ -219,8 +219,12 @@ fn two_services_share_one_edge_by_host_and_a_promote_under_load_fails_no_request
 
 /// The whole answer of one GET with `Host: host`, headers and body.
 fn raw_get(port: u16, host: &str, path: &str) -> String {
+    raw_get_at("127.0.0.1", port, host, path)
+}
+
+fn raw_get_at(ip: &str, port: u16, host: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
@@ -234,12 +238,58 @@ fn raw_get(port: u16, host: &str, path: &str) -> String {
 
 #[test]
 #[cfg_attr(pym_no_engine, ignore = "needs a Docker engine: see build.rs")]
-fn an_edge_killed_while_its_routes_change_restarts_with_the_old_routes_or_the_new() {
+fn tls_from_files_and_an_edge_killed_while_its_routes_change_keeps_old_routes_or_new() {
     need_engine();
     let reg = Registry::start();
     let edge = EdgeGuard::new();
     let a = behind_edge("edge-kill", &reg, &edge, "k.test");
-    a.pym_env(DEPLOY, &reg.env()).assert_ok();
+    // TLS from files the team gives: a certificate for k.test from a CA of the test's.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "pym-it edge CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["k.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = a.read("pym-config.yaml") + "tls: {cert: tls/k.pem, key: tls/k.key}\n";
+    a.write("tls/k.pem", &cert.pem())
+        .write("tls/k.key", &key.serialize_pem())
+        .write("pym-config.yaml", &config)
+        .commit("tls from files");
+    let root = temp_dir("edge-ca").join("ca.pem");
+    std::fs::write(&root, ca.pem()).unwrap();
+    let deployed = a.pym_env(DEPLOY, &reg.env());
+    deployed.assert_ok();
+    assert!(
+        !deployed.stdout.contains("PRIVATE KEY") && !deployed.stderr.contains("PRIVATE KEY"),
+        "the key was shown"
+    );
+    let (http, status, body, _) = curl_tls("127.0.0.1", &edge, "k.test", &root, "/work")
+        .unwrap_or_else(|e| panic!("k.test over TLS: {e}"));
+    assert_eq!((http.as_str(), status), ("2", 200), "{body}");
+    // The key went through the edge's stdin: no engine event carries it.
+    let events = Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            &format!("container={}", edge.name()),
+        ])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("exec_start"), "{events}");
+    assert!(
+        !events.contains("PRIVATE KEY"),
+        "the key is in the engine's events"
+    );
     let name = edge.name();
     let state = format!("/state/sites/{}-live.upstream", a.name);
     let (one, two) = (
@@ -324,6 +374,7 @@ fn an_edge_killed_while_its_routes_change_restarts_with_the_old_routes_or_the_ne
 /// `curl` to the edge's HTTPS port for `host`, trusting `root`: (HTTP version, status,
 /// body, the served certificate's start date), or what curl said.
 fn curl_tls(
+    at: &str,
     edge: &EdgeGuard,
     host: &str,
     root: &std::path::Path,
@@ -334,7 +385,7 @@ fn curl_tls(
         .arg(root)
         .args([
             "--resolve",
-            &format!("{host}:{}:127.0.0.1", edge.https),
+            &format!("{host}:{}:{at}", edge.https),
             "-w",
             "\n%{http_version} %{http_code}",
             &format!("https://{host}:{}{path}", edge.https),
@@ -352,7 +403,10 @@ fn curl_tls(
     let (version, status) = tail.split_once(' ').unwrap_or(("", "0"));
     let start = stderr
         .lines()
-        .find_map(|l| l.trim_start_matches(['*', ' ']).strip_prefix("start date: "))
+        .find_map(|l| {
+            l.trim_start_matches(['*', ' '])
+                .strip_prefix("start date: ")
+        })
         .unwrap_or("")
         .to_string();
     Ok((
@@ -367,30 +421,44 @@ fn curl_tls(
 #[cfg_attr(pym_no_engine, ignore = "needs a Docker engine: see build.rs")]
 fn an_acme_certificate_comes_with_the_first_deploy_is_served_over_http2_renewed_and_kept() {
     need_engine();
-    let reg = Registry::start();
+    // An engine of the test's own, restarted at the end as a server's would be.
+    let mut engine = OwnEngine::start();
     let edge = EdgeGuard::new();
-    let pebble = crate::pebble::Pebble::start(edge.http, edge.https, 60);
-    let svc = behind_edge("edge-tls", &reg, &edge, "t.test");
+    // Pebble here validates at the engine's address; the edge reaches it at this machine's.
+    let pebble =
+        crate::pebble::Pebble::start(edge.http, edge.https, 60, &engine.gateway, &engine.addr);
+    let svc = TestService::new("edge-tls");
+    with_work(&svc, WORK_OK);
     let config = svc.read("pym-config.yaml")
+        + &edge.config("t.test")
         + &format!(
-            "tls: acme\nacme_directory: {}\nacme_ca: pebble-ca.pem\nacme_email: ops@t.test\n",
+            "publish_ip: {}\nlive_port: {}\nstaging_port: {}\ntls: acme\nacme_directory: {}\nacme_ca: pebble-ca.pem\nacme_email: ops@t.test\n",
+            engine.addr,
+            free_port(),
+            free_port(),
             pebble.directory
         );
     svc.write("pym-config.yaml", &config)
+        .write("pym-config.live.yaml", "accept_command: \"\"\n")
         .write("pebble-ca.pem", &pebble.listener_ca)
-        .commit("tls: acme from pebble");
-    svc.pym_env(DEPLOY, &reg.env()).assert_ok();
+        .commit("behind the edge of its own engine, tls: acme from pebble");
+    svc.pym_env(DEPLOY, &[engine.env()]).assert_ok();
     let version = svc.xtask_version();
     let root = pebble.issuing_root();
+    let logs = |engine: &OwnEngine| {
+        engine
+            .try_docker(&["logs", &edge.name()])
+            .unwrap_or_default()
+    };
 
     // Issued on the first deploy, validated by curl with Pebble's root, over HTTP/2.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (http, status, body, first_start) = loop {
-        match curl_tls(&edge, "t.test", &root, "/work") {
+        match curl_tls(&engine.addr, &edge, "t.test", &root, "/work") {
             Ok(x) => break x,
             Err(e) if std::time::Instant::now() > deadline => panic!(
                 "no certificate for t.test: {e}\n--- the edge\n{}\n--- pebble\n{}",
-                edge.logs(),
+                logs(&engine),
                 pebble.log()
             ),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -400,15 +468,18 @@ fn an_acme_certificate_comes_with_the_first_deploy_is_served_over_http2_renewed_
     assert!(body.contains(&version), "{body}");
     assert!(!first_start.is_empty());
     // Plain HTTP is sent to HTTPS.
-    let raw = raw_get(edge.http, "t.test", "/work?x=1");
+    let raw = raw_get_at(&engine.addr, edge.http, "t.test", "/work?x=1");
     assert!(raw.starts_with("HTTP/1.1 308"), "{raw}");
     assert!(
         raw.contains(&format!("location: https://t.test:{}/work?x=1", edge.https)),
         "{raw}"
     );
-    let status = svc.xtask(&["status"]);
+    let status = svc.xtask_env(&["status"], &[engine.env()]);
     assert!(
-        status.stdout.lines().any(|l| l.starts_with("edge-live") && l.contains("t.test until")),
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("edge-live") && l.contains("t.test until")),
         "{}",
         status.stdout
     );
@@ -416,19 +487,233 @@ fn an_acme_certificate_comes_with_the_first_deploy_is_served_over_http2_renewed_
     // Renewed before it expires (a third of its 60 s left), without a deploy.
     let mut renewed = String::new();
     wait_until("a renewed certificate", Duration::from_secs(75), || {
-        renewed = curl_tls(&edge, "t.test", &root, "/ping")
+        renewed = curl_tls(&engine.addr, &edge, "t.test", &root, "/ping")
             .map(|x| x.3)
             .unwrap_or_default();
         !renewed.is_empty() && renewed != first_start
     });
 
-    // Kept across a restart of the edge: the same certificate, from its volume.
-    docker(&["restart", "-t", "1", &edge.name()]);
-    let mut again = Err(String::new());
-    wait_until("the certificate after a restart", Duration::from_secs(20), || {
-        again = curl_tls(&edge, "t.test", &root, "/work");
-        again.is_ok()
-    });
-    let (_, status, body, _) = again.unwrap();
-    assert_eq!(status, 200, "{body}");
+    // Kept across a restart of the edge, then of the engine: served from the edge's
+    // volume, with the route to the live version.
+    engine.docker(&["restart", "-t", "1", &edge.name()]);
+    let served = |engine: &OwnEngine, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match curl_tls(&engine.addr, &edge, "t.test", &root, "/work") {
+                Ok((_, 200, body, _)) if body.contains(&version) => break,
+                r if std::time::Instant::now() > deadline => {
+                    panic!("{what}: {r:?}\n--- the edge\n{}", logs(engine))
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    served(&engine, "after a restart of the edge");
+    engine.restart();
+    served(&engine, "after a restart of the engine");
+}
+
+/// A Docker engine of this test's own, in a network namespace of its own, so that it can
+/// be restarted (and make and delete its bridges) without touching the engine every
+/// other test uses. This machine reaches it at `addr` (a veth pair; the engine publishes
+/// there) and it reaches this machine at `gateway`. Stopped, its namespace, routes and
+/// directory removed on drop.
+pub(crate) struct OwnEngine {
+    dir: std::path::PathBuf,
+    ns: String,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    routes: Vec<String>,
+    pub host: String,
+    /// Its side of the veth pair: where it publishes ports.
+    pub addr: String,
+    /// This machine's side: where its containers reach this machine.
+    pub gateway: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl OwnEngine {
+    pub(crate) fn start() -> OwnEngine {
+        let pid = std::process::id();
+        let k = pid % 200 + 20;
+        // Short paths: the engine's sockets live under them.
+        let dir = std::path::PathBuf::from(format!("/tmp/pym-e{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ns, host_if, ns_if) = (
+            format!("pymns{pid}"),
+            format!("pymh{pid}"),
+            format!("pymn{pid}"),
+        );
+        let (gateway, addr) = (format!("10.251.{k}.1"), format!("10.251.{k}.2"));
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &ns]);
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{addr}/24"), "dev", &ns_if],
+            vec!["link", "set", &ns_if, "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", &gateway],
+        ] {
+            let mut all = vec!["netns", "exec", &ns, "ip"];
+            all.extend(args);
+            ip(&all);
+        }
+        let st = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // Its containers' networks, routed back to them through the namespace.
+        let (pool, bridge) = (
+            format!("10.{}.0.0/16", 100 + k % 100),
+            format!("10.250.{k}.1/24"),
+        );
+        let routes = vec![pool.clone(), format!("10.250.{k}.0/24")];
+        for r in &routes {
+            let _ = Command::new("ip").args(["route", "del", r]).output();
+            ip(&["route", "add", r, "via", &addr]);
+        }
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let d = dir.display();
+        let args: Vec<String> = [
+            format!("--config-file={d}/daemon.json"),
+            format!("--data-root={d}/data"),
+            format!("--exec-root={d}/x"),
+            format!("--pidfile={d}/docker.pid"),
+            format!("--host=unix://{d}/docker.sock"),
+            "--iptables=false".into(),
+            "--ip6tables=false".into(),
+            format!("--bip={bridge}"),
+            "--storage-driver=overlay2".into(),
+            format!("--default-address-pool=base={pool},size=24"),
+            format!("--containerd-namespace={ns}"),
+            format!("--containerd-plugins-namespace={ns}-plugins"),
+        ]
+        .into();
+        let mut engine = OwnEngine {
+            host: format!("unix://{d}/docker.sock"),
+            dir,
+            ns,
+            args,
+            child: None,
+            routes,
+            addr,
+            gateway,
+        };
+        engine.run();
+        // The base image the services build on, from the main engine.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save debian:bookworm-slim | DOCKER_HOST={} docker load",
+                engine.host
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        engine
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.dir.join("dockerd.log")).unwrap();
+        self.child = Some(
+            // nsenter enters the network namespace alone (`ip netns exec` would remount
+            // /sys, and dockerd needs the cgroups mounted there).
+            Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{}", self.ns))
+                .arg("dockerd")
+                .args(&self.args)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("dockerd starts"),
+        );
+        wait_until("the test's own engine", Duration::from_secs(60), || {
+            self.try_docker(&["info"]).is_some()
+        });
+    }
+
+    /// Stops the engine as a host's shutdown does (SIGTERM, its containers stopped with
+    /// it) and starts it again; containers with a restart policy come back.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // nsenter execs dockerd: the child is dockerd itself.
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub(crate) fn env(&self) -> (&str, &str) {
+        ("DOCKER_HOST", self.host.as_str())
+    }
+
+    pub(crate) fn try_docker(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub(crate) fn docker(&self, args: &[&str]) -> String {
+        self.try_docker(args)
+            .unwrap_or_else(|| panic!("docker {args:?} failed on the test's own engine"))
+    }
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Some(ids) = self.try_docker(&["ps", "-aq"])
+        {
+            for id in ids.split_whitespace() {
+                let _ = self.try_docker(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        for r in &self.routes {
+            let _ = Command::new("ip").args(["route", "del", r]).output();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.join("x"))
+            .output();
+        let _ = Command::new("rm").arg("-rf").arg(&self.dir).status();
+    }
 }

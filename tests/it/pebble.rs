@@ -1,5 +1,5 @@
 //! Let's Encrypt's ACME test server, Debian's `pebble`, on loopback ports of its own, with
-//! its DNS stand-in (`pebble-challtestsrv`) answering every name with 127.0.0.1: a real
+//! its DNS stand-in (`pebble-challtestsrv`) answering every name with one address: a real
 //! RFC 8555 server that validates HTTP-01 challenges by connecting to the edge's HTTP
 //! port, and issues certificates that live `validity` seconds.
 
@@ -20,20 +20,19 @@ pub(crate) struct Pebble {
 }
 
 impl Pebble {
-    /// Pebble validating HTTP-01 on `http_port` (the edge's), issuing certificates that
-    /// live `validity` seconds.
-    pub(crate) fn start(http_port: u16, https_port: u16, validity: u64) -> Pebble {
+    /// Pebble validating HTTP-01 on `http_port` (the edge's) at `validate_at` (every name
+    /// resolves to it), issuing certificates that live `validity` seconds; containers reach
+    /// it at `gateway` (this machine's address from the engine's networks).
+    pub(crate) fn start(
+        http_port: u16,
+        https_port: u16,
+        validity: u64,
+        gateway: &str,
+        validate_at: &str,
+    ) -> Pebble {
         let dir = temp_dir("pebble");
         std::fs::create_dir_all(&dir).unwrap();
-        // The listener's certificate names every address it is reached at: loopback from
-        // here, the engine's bridge gateway from a container.
-        let gateway = docker(&[
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ]);
+        let gateway = gateway.to_string();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -70,7 +69,7 @@ impl Pebble {
                 "-dns01",
                 &format!("127.0.0.1:{dns}"),
                 "-defaultIPv4",
-                "127.0.0.1",
+                validate_at,
                 "-defaultIPv6",
                 "",
                 "-http01",
@@ -106,7 +105,8 @@ impl Pebble {
         };
         std::fs::write(me.dir.join("listener-ca.pem"), &me.listener_ca).unwrap();
         wait_until("pebble to answer", Duration::from_secs(20), || {
-            me.curl(&format!("https://127.0.0.1:{listen}/dir")).is_some()
+            me.curl(&format!("https://127.0.0.1:{listen}/dir"))
+                .is_some()
         });
         me
     }

@@ -450,6 +450,23 @@ impl Drop for TestService {
             }
             let filter = format!("label=org.pymacaron.service-id={}", self.service_id());
             for n in docker(&["network", "ls", "-q", "--filter", &filter]).lines() {
+                // What the test joined to it (an edge it made) leaves it first.
+                let joined = Command::new("docker")
+                    .args([
+                        "network",
+                        "inspect",
+                        "-f",
+                        "{{range .Containers}}{{.Name}} {{end}}",
+                        n,
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default();
+                for c in joined.split_whitespace() {
+                    let _ = Command::new("docker")
+                        .args(["network", "disconnect", "-f", n, c])
+                        .output();
+                }
                 let _ = Command::new("docker").args(["network", "rm", n]).output();
             }
         }

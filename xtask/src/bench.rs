@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     skip_compile: bool,
     /// Run only these stages (repeatable): cold-compile, second-service, install, build+accept,
-    /// deploy, switch, canary, readiness, memory
+    /// deploy, switch, canary, edge, readiness, memory
     #[arg(long, value_name = "STAGE")]
     only: Vec<String>,
 }
@@ -387,6 +387,12 @@ fn measure(printer: &Printer, reports: &mut Vec<StepReport>, args: Args) -> Resu
     remove_bench_service("bench-canary")?;
     canary?;
 
+    let edge = stage_if(&args.only, printer, reports, "edge", |p| {
+        edge_against_nginx(&pymdeploy, &work, args.rounds, &mut figures, p)
+    });
+    remove_bench_service("bench-edge")?;
+    edge?;
+
     stage_if(&args.only, printer, reports, "readiness", |_| {
         let mut lat = readiness_latencies(20)?;
         let med = median(&mut lat);
@@ -484,6 +490,33 @@ fn deployed_service(
         &["deploy", "--no-test"],
     )?;
     Ok((svc, live, staging))
+}
+
+/// `deployed_service` with no extra config, and its live container: (its directory, live
+/// port, staging port, the live container's name, its address on the service's network).
+fn deployed_live(
+    pymdeploy: &Path,
+    work: &Path,
+    name: &str,
+) -> Result<(PathBuf, u16, u16, String, String)> {
+    let (svc, live, staging) = deployed_service(pymdeploy, work, name, "")?;
+    let version = version_of(pymdeploy, &svc)?;
+    let container = format!("pym-{name}-live-{version}");
+    let ip = String::from_utf8_lossy(
+        &Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                &format!("{{{{(index .NetworkSettings.Networks \"pym-{name}\").IPAddress}}}}"),
+                &container,
+            ])
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    ensure!(!ip.is_empty(), "no address of {container}");
+    Ok((svc, live, staging, container, ip))
 }
 
 /// Removes what a bench service left on the engine (its containers and network), whether
@@ -757,6 +790,23 @@ fn wrk_ms(v: &str) -> f64 {
     }
 }
 
+/// `wrk --latency` with `connections` keep-alive connections (one thread for one).
+fn wrk_with(url: &str, secs: u64, connections: u32) -> Result<std::process::Child> {
+    let threads = if connections == 1 { "-t1" } else { "-t2" };
+    Command::new("wrk")
+        .args([
+            threads,
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot run wrk (install it: `apt-get install wrk`)")
+}
+
 /// `wrk -t2 -c20 -d<secs>s --latency` against `url`, keep-alive or `Connection: close`.
 fn wrk(url: &str, secs: u64, close: bool) -> Result<std::process::Child> {
     let mut cmd = Command::new("wrk");
@@ -951,22 +1001,7 @@ fn canary_overhead(
     figures: &mut Vec<Figure>,
     p: &pymdeploy::output::StepProgress<'_>,
 ) -> Result<String> {
-    let (svc, live, staging) = deployed_service(pymdeploy, work, "bench-canary", "")?;
-    let version = version_of(pymdeploy, &svc)?;
-    let container = format!("pym-bench-canary-live-{version}");
-    let ip = String::from_utf8_lossy(
-        &Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{(index .NetworkSettings.Networks \"pym-bench-canary\").IPAddress}}",
-                &container,
-            ])
-            .output()?
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let (_, live, staging, container, ip) = deployed_live(pymdeploy, work, "bench-canary")?;
     let share = |bp: u32| -> Result<()> {
         let st = Command::new("docker")
             .args([
@@ -1025,6 +1060,217 @@ fn canary_overhead(
     Ok(format!(
         "added p50: on {added_on:.3} ms, off {added_off:.3} ms"
     ))
+}
+
+/// The edge against nginx as a reverse proxy, side by side on this machine, in front of the
+/// same upstream (a deployed live container, by its address on the engine's bridge): the
+/// added p50 (under `wrk -c20` keep-alive, less the p50 straight to the container) and the
+/// requests per second, in plain HTTP and in TLS (HTTP/1.1, one self-signed certificate
+/// for `bench.localhost`; plain HTTP to `plain.localhost`, a site without TLS). Both run as
+/// processes of this machine on `::1` (where `*.localhost` resolves, so wrk sends the name
+/// as SNI): the edge is the very binary that
+/// runs in its container (`__proxy --sites`), so the figures are the proxies' own, with
+/// no published port's forwarding in front of either. Both use every core.
+fn edge_against_nginx(
+    pymdeploy: &Path,
+    work: &Path,
+    rounds: usize,
+    figures: &mut Vec<Figure>,
+    p: &pymdeploy::output::StepProgress<'_>,
+) -> Result<String> {
+    let (_, _, _, container, ip) = deployed_live(pymdeploy, work, "bench-edge")?;
+    let dir = work.join("edge-bench");
+    std::fs::create_dir_all(dir.join("state/sites"))?;
+    std::fs::create_dir_all(dir.join("nginx/logs"))?;
+    // One certificate for both.
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench.localhost",
+            "-addext",
+            "subjectAltName=DNS:bench.localhost",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    ensure!(st.success(), "openssl did not make the bench's certificate");
+    let (cert, key) = (
+        std::fs::read_to_string(dir.join("cert.pem"))?,
+        std::fs::read_to_string(dir.join("key.pem"))?,
+    );
+    let site = serde_json::json!({
+        "hosts": ["bench.localhost"],
+        "tls": {"mode": "files", "cert_pem": cert, "key_pem": key},
+        "service": "bench-edge",
+        "env": "live",
+    });
+    // The same upstream as a site without TLS (a site with TLS redirects plain HTTP).
+    let plain_site = serde_json::json!({
+        "hosts": ["plain.localhost"],
+        "service": "bench-edge",
+        "env": "plain",
+    });
+    for (key, conf) in [("bench", &site), ("plain", &plain_site)] {
+        std::fs::write(
+            dir.join(format!("state/sites/{key}.json")),
+            conf.to_string(),
+        )?;
+        std::fs::write(
+            dir.join(format!("state/sites/{key}.upstream")),
+            format!("{container}:8080 {ip}:8080\n"),
+        )?;
+    }
+    let (edge_http, edge_tls, nginx_http, nginx_tls) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
+    let mut edge = Command::new(pymdeploy)
+        .args([
+            "__proxy",
+            "--listen",
+            &format!("[::1]:{edge_http}"),
+            "--listen-tls",
+            &format!("[::1]:{edge_tls}"),
+            "--sites",
+        ])
+        .arg(dir.join("state/sites"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let conf = format!(
+        "daemon on;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\nworker_processes auto;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log {d}/logs/access.log;\n  upstream app {{ server {ip}:8080; keepalive 32; }}\n  server {{\n    listen [::1]:{nginx_http};\n    listen [::1]:{nginx_tls} ssl;\n    server_name bench.localhost plain.localhost;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Proto $scheme;\n    }}\n  }}\n}}\n",
+        d = dir.join("nginx").display(),
+        cert = dir.join("cert.pem").display(),
+        key = dir.join("key.pem").display(),
+    );
+    std::fs::write(dir.join("nginx/nginx.conf"), conf)?;
+    let st = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.join("nginx"))
+        .args(["-c", "nginx.conf"])
+        .status()
+        .context("cannot run nginx (.ci/setup installs it)")?;
+    ensure!(st.success(), "nginx did not start");
+    let measured = (|| -> Result<String> {
+        let url = |port: u16, tls: bool| match tls {
+            true => format!("https://bench.localhost:{port}/version"),
+            false => format!("http://plain.localhost:{port}/version"),
+        };
+        for u in [
+            url(edge_http, false),
+            url(edge_tls, true),
+            url(nginx_http, false),
+            url(nginx_tls, true),
+        ] {
+            curl_until_ok_insecure(&u)?;
+        }
+        // Latency with one connection (the time a request spends in the proxy, nothing
+        // queued behind it); throughput with 20 (every core busy).
+        let mut runs: std::collections::BTreeMap<(&str, bool), Vec<Load>> = Default::default();
+        for round in 0..rounds {
+            p.message(&format!(
+                "wrk straight, edge, nginx (HTTP, TLS; 1 and 20 connections): round {} of {rounds}",
+                round + 1
+            ));
+            for (what, u) in [
+                ("direct", format!("http://{ip}:8080/version")),
+                ("edge", url(edge_http, false)),
+                ("nginx", url(nginx_http, false)),
+                ("edge-tls", url(edge_tls, true)),
+                ("nginx-tls", url(nginx_tls, true)),
+            ] {
+                for many in [false, true] {
+                    let l = wrk_result(wrk_with(&u, 4, if many { 20 } else { 1 })?)?;
+                    ensure!(l.errors == 0 && l.non_2xx == 0, "{what}: requests failed");
+                    runs.entry((what, many)).or_default().push(l);
+                }
+            }
+        }
+        let p50 = |w: &str| {
+            median(
+                &mut runs[&(w, false)]
+                    .iter()
+                    .map(|l| l.p50_ms)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let rps = |w: &str| {
+            median(
+                &mut runs[&(w, true)]
+                    .iter()
+                    .map(|l| l.requests as f64 / 4.0)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let direct = p50("direct");
+        let mut said = Vec::new();
+        for (ours, theirs, what) in [
+            ("edge", "nginx", "plain HTTP"),
+            ("edge-tls", "nginx-tls", "TLS"),
+        ] {
+            let (a, b) = (
+                (p50(ours) - direct).max(0.001),
+                (p50(theirs) - direct).max(0.001),
+            );
+            figures.push(Figure {
+                what: format!(
+                    "edge's added p50 per request against nginx's, {what}, one keep-alive connection: {a:.3} ms vs {b:.3} ms (straight to the container {direct:.3} ms; median of {rounds})"
+                ),
+                value: format!("{:.2}x", a / b),
+                goal: "<= 1.25x".into(),
+                met: Some(a / b <= 1.25),
+            });
+            let (ra, rb) = (rps(ours), rps(theirs));
+            figures.push(Figure {
+                what: format!(
+                    "edge's requests per second against nginx's, {what}, wrk -c20 keep-alive: {ra:.0} vs {rb:.0} (nginx's over the edge's)"
+                ),
+                value: format!("{:.2}x", rb / ra),
+                goal: "<= 1.25x".into(),
+                met: Some(rb / ra <= 1.25),
+            });
+            said.push(format!(
+                "{what}: {:.2}x added p50, {:.2}x rps",
+                a / b,
+                rb / ra
+            ));
+        }
+        Ok(said.join("; "))
+    })();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let _ = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.join("nginx"))
+        .args(["-c", "nginx.conf", "-s", "stop"])
+        .status();
+    measured
+}
+
+/// Waits until `url` answers 200 itself (not a redirect), its certificate unchecked.
+fn curl_until_ok_insecure(url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()?
+        .stdout
+        != b"200"
+    {
+        ensure!(Instant::now() < deadline, "{url} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Runs `pymdeploy promote` or `rollback` with `--json`: the seconds from its start to

@@ -364,13 +364,14 @@ impl Actor for Engine {
                 ctx.wait(ops::docker::stop(docker, &live_name(&c, version), 10))?
             }
             Action::StagingSite { .. } => {
+                let at = front(&c, PymEnv::Staging);
                 let labels = crate::ops::service::owned_labels(&c, "network");
-                ctx.wait(ops::docker::ensure_network(docker, &network(&c), labels))?;
+                ctx.wait(ops::docker::ensure_network(docker, &at.network, labels))?;
                 let name = staging_name(&c);
-                ctx.wait(ops::docker::connect_network(docker, &name, &network(&c)))?;
+                ctx.wait(ops::docker::connect_network(docker, &name, &at.network))?;
                 proxy::ensure_edge(ctx, docker, &c, PymEnv::Staging, progress)?;
                 let upstream = format!("{name}:{}", c.port);
-                proxy::route_at(ctx, docker, &c, &front(&c, PymEnv::Staging), &upstream)?;
+                proxy::route_at(ctx, docker, &at, &upstream)?;
             }
             Action::EnsureProxy => {
                 let made = proxy::ensure_proxy(ctx, docker, &c, progress)?;

@@ -43,6 +43,8 @@ pub(super) struct Front {
     pub state: String,
     /// The edge's site (`<name>-<env>`), when it is the edge.
     pub site: Option<String>,
+    /// The network the proxy reaches the environment's containers on.
+    pub network: String,
 }
 
 pub(super) fn front(c: &Config, env: crate::config::PymEnv) -> Front {
@@ -51,6 +53,7 @@ pub(super) fn front(c: &Config, env: crate::config::PymEnv) -> Front {
             container: proxy_name(c),
             state: crate::ops::proxy::STATE_FILE.to_string(),
             site: None,
+            network: network(c),
         };
     }
     let site = crate::ops::edge::site_key(&c.name, env.as_str());
@@ -58,6 +61,12 @@ pub(super) fn front(c: &Config, env: crate::config::PymEnv) -> Front {
         container: edge_name(c),
         state: format!("{}/{site}.upstream", crate::ops::edge::SITES_DIR),
         site: Some(site),
+        // Staging's container joins a network of its own, so that taking live off the
+        // engine (its network) never waits on staging.
+        network: match env {
+            crate::config::PymEnv::Staging => format!("{}-staging", network(c)),
+            _ => network(c),
+        },
     }
 }
 

@@ -275,18 +275,12 @@ pub(super) async fn existing_state(docker: &Docker, name: &str) -> Result<Option
 /// engine's resolver can stall on names it forwards, as it does with AAAA queries where
 /// no outside resolver answers).
 pub(super) fn route(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> Result<()> {
-    route_at(ctx, docker, config, &front(config, PymEnv::Live), upstream)
+    route_at(ctx, docker, &front(config, PymEnv::Live), upstream)
 }
 
 /// Makes `upstream` the one `at` routes to.
-pub(super) fn route_at(
-    ctx: &Ctx,
-    docker: &Docker,
-    config: &Config,
-    at: &Front,
-    upstream: &str,
-) -> Result<()> {
-    let addr = address_of(ctx, docker, config, upstream);
+pub(super) fn route_at(ctx: &Ctx, docker: &Docker, at: &Front, upstream: &str) -> Result<()> {
+    let addr = address_of(ctx, docker, &at.network, upstream);
     let (code, out) = ctx.wait(ops::docker::exec(
         docker,
         &at.container,
@@ -318,9 +312,9 @@ pub(super) fn canary(
     upstream: &str,
     percent: u8,
 ) -> Result<()> {
-    let addr = address_of(ctx, docker, config, upstream);
-    let share = (u32::from(percent) * proxy::BUCKETS / 100).to_string();
     let at = front(config, PymEnv::Live);
+    let addr = address_of(ctx, docker, &at.network, upstream);
+    let share = (u32::from(percent) * proxy::BUCKETS / 100).to_string();
     let (code, out) = ctx.wait(ops::docker::exec(
         docker,
         &at.container,
@@ -364,12 +358,12 @@ pub(super) async fn counts(docker: &Docker, proxy: &str, seconds: u64) -> Result
 
 /// Where the proxy connects to `upstream`: the container's address on the network (no
 /// DNS lookup; see `route`), else its name.
-fn address_of(ctx: &Ctx, docker: &Docker, config: &Config, upstream: &str) -> String {
+fn address_of(ctx: &Ctx, docker: &Docker, network: &str, upstream: &str) -> String {
     let ip = ctx
         .wait(ops::docker::ip_on(
             docker,
             upstream_container(upstream),
-            &network(config),
+            network,
         ))
         .ok()
         .flatten();
@@ -504,8 +498,8 @@ pub(super) fn ensure_edge(
             create_edge(ctx, docker, config, &image, &made_as)?;
         }
     }
-    ctx.wait(ops::docker::connect_network(docker, &name, &network(config)))?;
     let at = front(config, env);
+    ctx.wait(ops::docker::connect_network(docker, &name, &at.network))?;
     let key = at.site.clone().expect("the edge's front names its site");
     let fresh = ctx
         .wait(routes(docker, &at.container, &at.state))?
@@ -631,8 +625,13 @@ pub(super) fn remove_site(ctx: &Ctx, docker: &Docker, config: &Config, env: PymE
     if code != 0 {
         bail!("the edge did not remove the site {key}: {}", out.trim());
     }
-    if env == PymEnv::Live {
-        ctx.wait(ops::docker::disconnect_network(docker, &at.container, &network(config)))?;
+    ctx.wait(ops::docker::disconnect_network(docker, &at.container, &at.network))?;
+    if env == PymEnv::Staging {
+        // Staging's own network goes with its site (its container stays on the default
+        // bridge, where its port is published).
+        let staging = super::names::staging_name(config);
+        ctx.wait(ops::docker::disconnect_network(docker, &staging, &at.network))?;
+        ctx.wait(ops::docker::remove_network(docker, &at.network))?;
     }
     Ok(())
 }
