@@ -483,7 +483,7 @@ pub fn load_issued(state_dir: &Path, certs: &Certs) {
 
 impl Acme {
     /// Orders a certificate for every host of an ACME site that has none, or whose
-    /// certificate is due; one host at a time, each failure backed off (5 s doubling up to
+    /// certificate is due; one host at a time, each failure backed off (10 s doubling up to
     /// an hour) and said on stderr.
     pub async fn renew_due(&self, state_dir: &Path, sites: &[(String, SiteConf)], certs: &Certs) {
         let now = now();
