@@ -717,15 +717,14 @@ pub async fn serve_edge(
         "pym-edge listening on {listen} and {listen_tls} (TLS; admin 127.0.0.1:{ADMIN_PORT}), sites in {}",
         sites_dir.display()
     );
-    // The sites every second (a change is also told on `/reload`), and the certificates
-    // due: ACME's orders run one at a time, beside the serving.
+    // The certificates due, every second (the sites are read again in `run`): ACME's
+    // orders run one at a time, beside the serving.
     let watcher = shared.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         let mut renewing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             every.tick().await;
-            watcher.reload();
             if renewing.as_ref().is_none_or(|r| r.is_finished()) {
                 let shared = watcher.clone();
                 renewing = Some(tokio::spawn(async move {

@@ -547,9 +547,6 @@ fn create_edge(ctx: &Ctx, docker: &Docker, config: &Config, image: &str, made_as
         Err(e) if format!("{e:#}").contains("already in use") => Ok(()),
         Err(e) => Err(e),
     }
-    .map(|_| ())?;
-    // The image's entrypoint is the per-service proxy; the edge is another command.
-    Ok(())
 }
 
 /// Writes the site of `env` on the edge as the config says it: the conf through the
