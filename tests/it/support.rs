@@ -601,33 +601,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get_at("127.0.0.1", port, path)
 }
 
+/// One GET to `host:port` with `Host: host`, on a fresh connection.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at_host(host, port, host, path)
+}
+
 /// One GET to `ip:port` with `Host: host` (a proxy that routes by host name), on a
 /// fresh connection.
 pub fn http_get_at_host(ip: &str, port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((ip, port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8_lossy(&raw);
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((status, body))
-}
-
-/// One GET to `host:port` with `Host: host`, on a fresh connection.
-pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     write!(

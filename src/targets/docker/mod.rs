@@ -716,20 +716,34 @@ fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
         PymEnv::Staging => ("staging_port", c.staging_port.get()),
         _ => ("live_port", c.live_port.get()),
     };
-    let docker = ctx.docker()?;
-    let (_, host) = ctx.published(&c.publish_ip)?;
-    let fix = format!("stop what holds it, or give `{key}` a free port in pym-config.yaml");
-    let holders = ctx.wait(ops::docker::publishing(docker, port))?;
     let ours = |s: &bollard::models::ContainerSummary| {
         label(s, LABEL_NAME) == c.name
             && c.service_id
                 .as_ref()
                 .is_none_or(|id| label(s, LABEL_SERVICE_ID) == id)
     };
+    port_free_or(ctx, &c, key, port, env.as_str(), "this service's", ours)
+}
+
+/// Refused unless `port` (the config's `key`, for `what`) is free on the engine's host
+/// or published by a container `ours` accepts (`whose` it must be, said otherwise).
+fn port_free_or(
+    ctx: &Ctx,
+    c: &Config,
+    key: &str,
+    port: u16,
+    what: &str,
+    whose: &str,
+    ours: impl Fn(&bollard::models::ContainerSummary) -> bool,
+) -> Result<()> {
+    let docker = ctx.docker()?;
+    let (_, host) = ctx.published(&c.publish_ip)?;
+    let fix = format!("stop what holds it, or give `{key}` a free port in pym-config.yaml");
+    let holders = ctx.wait(ops::docker::publishing(docker, port))?;
     if let Some(other) = holders.iter().find(|s| !ours(s)) {
         return Err(hinted(
             format!(
-                "{}: port {port} ({env}) is taken on the engine by container {}, which is not this service's",
+                "{}: port {port} ({what}) is taken on the engine by container {}, which is not {whose}",
                 c.at(key),
                 container_name(other)
             ),
@@ -739,7 +753,7 @@ fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
     if holders.is_empty() && ctx.wait(async { Ok(ops::http::listening(&host, port).await) })? {
         return Err(hinted(
             format!(
-                "{}: port {port} ({env}) is taken: something that is not a container of the engine listens on {host}:{port}",
+                "{}: port {port} ({what}) is taken: something that is not a container of the engine listens on {host}:{port}",
                 c.at(key)
             ),
             fix,
@@ -876,33 +890,15 @@ fn check_hosts(ctx: &Ctx, c: &Config) -> Result<()> {
 /// (and path) of this one.
 fn check_edge(ctx: &Ctx, c: &Config) -> Result<()> {
     let docker = ctx.docker()?;
-    let (_, host) = ctx.published(&c.publish_ip)?;
     let edge = names::edge_name(c);
     for (key, port) in [
         ("edge_http_port", c.edge_http_port.get()),
         ("edge_https_port", c.edge_https_port.get()),
     ] {
-        let fix = format!("stop what holds it, or give `{key}` a free port in pym-config.yaml");
-        let holders = ctx.wait(ops::docker::publishing(docker, port))?;
-        if let Some(other) = holders.iter().find(|s| container_name(s) != edge) {
-            return Err(hinted(
-                format!(
-                    "{}: port {port} (the edge) is taken on the engine by container {}, which is not the edge {edge}",
-                    c.at(key),
-                    container_name(other)
-                ),
-                fix,
-            ));
-        }
-        if holders.is_empty() && ctx.wait(async { Ok(ops::http::listening(&host, port).await) })? {
-            return Err(hinted(
-                format!(
-                    "{}: port {port} (the edge) is taken: something that is not a container of the engine listens on {host}:{port}",
-                    c.at(key)
-                ),
-                fix,
-            ));
-        }
+        let whose = format!("the edge {edge}");
+        port_free_or(ctx, c, key, port, "the edge", &whose, |s| {
+            container_name(s) == edge
+        })?;
     }
     if ctx.wait(proxy::existing_state(docker, &edge))? != Some(None) {
         return Ok(());

@@ -166,21 +166,7 @@ pub(super) fn ensure_proxy(
         return ensure_edge(ctx, docker, config, PymEnv::Live, progress);
     }
     let name = proxy_name(config);
-    // Which proxy this is (its protocol, not the binary it was copied from: `pymdeploy`
-    // and a service's xtask make the same proxy) and where it listens.
-    // A `proxy_image` of the team's own counts as part of which proxy this is.
-    let image = config
-        .proxy_image
-        .as_deref()
-        .map(|i| format!(" {i}"))
-        .unwrap_or_default();
-    let made_as = format!(
-        "{}-r{}/{}:{}{image}",
-        env!("CARGO_PKG_VERSION"),
-        proxy::REVISION,
-        config.publish_ip,
-        config.live_port
-    );
+    let made_as = made_as(config, &config.live_port.to_string());
     if let Some((labels, code)) = ctx.wait(ops::docker::container_state(docker, &name))? {
         if labels.get(LABEL_PROXY) == Some(&made_as) && labels.get(LABEL_NAME) == Some(&config.name)
         {
@@ -207,6 +193,24 @@ pub(super) fn ensure_proxy(
     create_proxy(ctx, docker, config, &image, &made_as)?;
     prune_proxy_images(ctx, docker);
     Ok(true)
+}
+
+/// Which proxy a container is: its protocol (not the binary it was copied from:
+/// `pymdeploy` and a service's xtask make the same proxy), the address and `ports` it
+/// listens on, and a `proxy_image` of the team's own. A proxy or edge made otherwise is
+/// replaced.
+fn made_as(config: &Config, ports: &str) -> String {
+    let image = config
+        .proxy_image
+        .as_deref()
+        .map(|i| format!(" {i}"))
+        .unwrap_or_default();
+    format!(
+        "{}-r{}/{}:{ports}{image}",
+        env!("CARGO_PKG_VERSION"),
+        proxy::REVISION,
+        config.publish_ip,
+    )
 }
 
 /// Proxy images made by earlier builds of pymdeploy pile up on the engine (one per build
@@ -467,18 +471,9 @@ pub(super) fn ensure_edge(
     progress: &StepProgress<'_>,
 ) -> Result<bool> {
     let name = edge_name(config);
-    let image = config
-        .proxy_image
-        .as_deref()
-        .map(|i| format!(" {i}"))
-        .unwrap_or_default();
-    let made_as = format!(
-        "{}-r{}/{}:{}/{}{image}",
-        env!("CARGO_PKG_VERSION"),
-        proxy::REVISION,
-        config.publish_ip,
-        config.edge_http_port,
-        config.edge_https_port
+    let made_as = made_as(
+        config,
+        &format!("{}/{}", config.edge_http_port, config.edge_https_port),
     );
     match ctx.wait(ops::docker::container_state(docker, &name))? {
         Some((labels, code)) if labels.get(LABEL_EDGE) == Some(&made_as) => {
