@@ -1111,14 +1111,12 @@ async fn forward(
     {
         return plain(StatusCode::OK, answer);
     }
-    let Some(site) = shared.site_for(&host, &path) else {
-        let res = plain(
-            StatusCode::NOT_FOUND,
-            format!("no service answers {host}{path} here\n"),
-        );
+    // What the proxy answers itself (no site, a redirect, maintenance, no route yet) is
+    // logged as a forwarded request is.
+    let answer_here = |site: Option<&Site>, res: Response<Body>| {
         log_request(
             &shared,
-            None,
+            site,
             &req,
             &host,
             peer,
@@ -1127,7 +1125,14 @@ async fn forward(
             None,
             arrived,
         );
-        return res;
+        res
+    };
+    let Some(site) = shared.site_for(&host, &path) else {
+        let res = plain(
+            StatusCode::NOT_FOUND,
+            format!("no service answers {host}{path} here\n"),
+        );
+        return answer_here(None, res);
     };
     // pymdeploy's own checks of a site's routing are answered over plain HTTP too (what
     // a client asks to be sent in the clear is its own choice).
@@ -1150,18 +1155,7 @@ async fn forward(
         if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{target}")) {
             res.headers_mut().insert(header::LOCATION, v);
         }
-        log_request(
-            &shared,
-            Some(&site),
-            &req,
-            &host,
-            peer,
-            tls,
-            res.status(),
-            None,
-            arrived,
-        );
-        return res;
+        return answer_here(Some(&site), res);
     }
     let (upstream, guard, bucket, drawn) =
         match site.checkout(&shared, cookie_bucket(req.headers())) {
@@ -1177,24 +1171,14 @@ async fn forward(
                         HeaderValue::from_static("text/html; charset=utf-8"),
                     );
                 }
-                log_request(
-                    &shared,
-                    Some(&site),
-                    &req,
-                    &host,
-                    peer,
-                    tls,
-                    res.status(),
-                    None,
-                    arrived,
-                );
-                return res;
+                return answer_here(Some(&site), res);
             }
             Pick::Nothing => {
-                return plain(
+                let res = plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no live version yet\n".into(),
                 );
+                return answer_here(Some(&site), res);
             }
         };
     let logged = shared.edge.as_ref().map(|_| {
@@ -1237,7 +1221,7 @@ async fn forward(
     res
 }
 
-/// Logs a request the edge answered itself (no site, a redirect, maintenance).
+/// Logs a request the edge answered itself (no site, a redirect, maintenance, no route).
 #[allow(clippy::too_many_arguments)]
 fn log_request(
     shared: &Shared,
