@@ -42,6 +42,7 @@ use anyhow::{Context, Result};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -257,19 +258,16 @@ struct Shared {
     /// only), refreshed every second by `resolve_upstreams`: after a restart of the engine
     /// a container has a new address, and the one a route file names may be another
     /// container's, or this proxy's own.
-    resolved: Mutex<HashMap<String, std::net::Ipv4Addr>>,
+    /// Kept per upstream name (`<container>:<port>`), as the authority to connect to.
+    resolved: Mutex<HashMap<String, Authority>>,
 }
 
 impl Shared {
     /// Where to connect to `upstream`: its container's address now, where the engine's
     /// DNS says it, else the address its route names.
-    fn addr_of(&self, upstream: &Upstream) -> String {
-        let (host, port) = upstream
-            .name
-            .rsplit_once(':')
-            .unwrap_or((upstream.name.as_str(), "80"));
-        match self.resolved.lock().unwrap().get(host) {
-            Some(ip) => format!("{ip}:{port}"),
+    fn addr_of(&self, upstream: &Upstream) -> Authority {
+        match self.resolved.lock().unwrap().get(&upstream.name) {
+            Some(a) => a.clone(),
             None => upstream.addr.clone(),
         }
     }
@@ -291,7 +289,7 @@ impl Shared {
                 let host = u.name.rsplit_once(':').map_or(u.name.as_str(), |(h, _)| h);
                 // A route that names an address, not a container, needs no lookup.
                 if host.parse::<std::net::IpAddr>().is_err() {
-                    names.push(host.to_string());
+                    names.push(u.name.clone());
                 }
             }
         }
@@ -299,10 +297,13 @@ impl Shared {
         names.dedup();
         let mut found = HashMap::new();
         for name in names {
-            let n = name.clone();
-            let lookup = tokio::task::spawn_blocking(move || resolve_v4(&n));
-            if let Ok(Ok(Some(ip))) = tokio::time::timeout(Duration::from_secs(2), lookup).await {
-                found.insert(name, ip);
+            let (host, port) = name.rsplit_once(':').unwrap_or((name.as_str(), "80"));
+            let (host, port) = (host.to_string(), port.to_string());
+            let lookup = tokio::task::spawn_blocking(move || resolve_v4(&host));
+            if let Ok(Ok(Some(ip))) = tokio::time::timeout(Duration::from_secs(2), lookup).await
+                && let Ok(a) = Authority::try_from(format!("{ip}:{port}"))
+            {
+                found.insert(name, a);
             }
         }
         *self.resolved.lock().unwrap() = found;
@@ -617,14 +618,14 @@ pub struct Window {
 #[derive(Clone, Debug)]
 struct Upstream {
     name: String,
-    addr: String,
+    addr: Authority,
 }
 
 impl Upstream {
     fn parse(line: &str) -> Option<Upstream> {
         let mut words = line.split_whitespace();
         let name = words.next()?.to_string();
-        let addr = words.next().map_or_else(|| name.clone(), str::to_string);
+        let addr = Authority::try_from(words.next().unwrap_or(&name)).ok()?;
         Some(Upstream { name, addr })
     }
 }
@@ -1036,40 +1037,38 @@ fn plain(status: StatusCode, text: String) -> Response<Body> {
 
 /// Headers that belong to one connection, not to the request: never forwarded (RFC 9110
 /// 7.6.1), nor any header the `Connection` header names.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The hop-by-hop headers (RFC 9110, 7.6.1), and those older proxies used as such.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+/// Takes out the hop-by-hop headers and those `Connection` names (an upgrade keeps its
+/// `Upgrade` and `Connection`). Most messages carry none, or only `Connection`: the
+/// names are looked at once, and only those present are removed.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let kept = |n: &HeaderName| keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION);
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        if !(keep_upgrade && n == header::UPGRADE) {
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        if !kept(n) {
             headers.remove(n);
         }
-    }
-    for h in HOP_BY_HOP {
-        if keep_upgrade && (*h == "upgrade" || *h == "connection") {
-            continue;
-        }
-        headers.remove(*h);
     }
 }
 
@@ -1265,39 +1264,68 @@ fn access_line(
     arrived: Instant,
 ) -> String {
     use std::fmt::Write;
+    // Written piece by piece (not through one `format!`): this runs for every request.
+    let micros = arrived.elapsed().as_micros();
     let mut line = String::with_capacity(256);
-    let ms = (arrived.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    line.push_str("{\"time\":\"");
+    edge::push_log_time(&mut line);
+    line.push_str("\",\"site\":");
+    push_json(&mut line, site);
+    line.push_str(",\"host\":");
+    push_json(&mut line, host);
+    line.push_str(",\"method\":");
+    push_json(&mut line, method.as_str());
+    line.push_str(",\"path\":");
+    push_json(&mut line, target);
+    line.push_str(",\"proto\":\"");
+    line.push_str(match version {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_2 => "HTTP/2.0",
+        hyper::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    });
+    line.push_str(if tls {
+        "\",\"tls\":true,\"status\":"
+    } else {
+        "\",\"tls\":false,\"status\":"
+    });
+    line.push_str(status.as_str());
     let _ = write!(
         line,
-        "{{\"time\":\"{}\",\"site\":{},\"host\":{},\"method\":{},\"path\":{},\"proto\":\"{version:?}\",\"tls\":{tls},\"status\":{},\"ms\":{ms},\"upstream\":{},\"client\":\"{}\"}}",
-        edge::log_time(),
-        Json(site),
-        Json(host),
-        Json(method.as_str()),
-        Json(target),
-        status.as_u16(),
-        upstream.map_or("null".to_string(), |u| Json(u).to_string()),
-        peer.ip(),
+        ",\"ms\":{}.{:03},\"upstream\":",
+        micros / 1000,
+        micros % 1000
     );
+    match upstream {
+        Some(u) => push_json(&mut line, u),
+        None => line.push_str("null"),
+    }
+    let _ = write!(line, ",\"client\":\"{}\"}}", peer.ip());
     line
 }
 
-/// A string as a JSON string literal.
-struct Json<'a>(&'a str);
-
-impl std::fmt::Display for Json<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"")?;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => std::fmt::Write::write_char(f, c)?,
-            }
+/// `text` as a JSON string literal: what needs no escape is copied as it is.
+fn push_json(out: &mut String, text: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain..i]);
+        if escaped.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escaped);
         }
-        f.write_str("\"")
+        plain = i + 1;
     }
+    out.push_str(&text[plain..]);
+    out.push('"');
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1327,19 +1355,10 @@ async fn forward_to(
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let addr = shared.addr_of(&upstream);
-    parts.uri = match format!("http://{addr}{path}").parse() {
-        Ok(u) => u,
-        Err(e) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("bad request target {path}: {e}\n"),
-            );
-        }
-    };
+    parts.uri = upstream_uri(addr.clone(), path.clone());
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let ip = peer.ip().to_string();
     let forwarded_for = match parts
@@ -1391,9 +1410,7 @@ async fn forward_to(
                         .boxed(),
                 );
                 *again.method_mut() = method;
-                *again.uri_mut() = format!("http://{}{path}", shared.addr_of(&now))
-                    .parse()
-                    .expect("the same path parsed before");
+                *again.uri_mut() = upstream_uri(shared.addr_of(&now), path);
                 *again.headers_mut() = headers;
                 *again.version_mut() = version;
                 CLIENT.with(|c| c.request(again)).await
@@ -1462,6 +1479,15 @@ async fn forward_to(
         })
         .boxed()
     })
+}
+
+/// `http://<addr><path>`, from parts already parsed.
+fn upstream_uri(addr: Authority, path: PathAndQuery) -> Uri {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(addr);
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI")
 }
 
 /// Whether a bodiless request that failed on its way to the upstream is sent once more,

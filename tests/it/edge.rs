@@ -120,6 +120,24 @@ fn two_services_share_one_edge_by_host_and_a_promote_under_load_fails_no_request
         .assert_failed()
         .assert_stderr_has("`a.test` is served on the edge");
     assert!(!refused.stderr.contains("build "), "{}", refused.stderr);
+    // So is B's staging host to C's staging, and a staging host that C's own live names.
+    c.write(
+        "pym-config.yaml",
+        &c.read("pym-config.yaml").replace("[a.test]", "[c.test]"),
+    )
+    .write("pym-config.staging.yaml", "hosts: [staging.b.test]\n")
+    .commit("c's staging asks for b's staging host");
+    c.pym_env(DEPLOY, &reg.env())
+        .assert_failed()
+        .assert_stderr_has("`staging.b.test` is served on the edge");
+    c.write(
+        "pym-config.staging.yaml",
+        "hosts: [staging.c.test, c.test]\n",
+    )
+    .commit("c's staging shares a host with its live");
+    c.pym_env(DEPLOY, &reg.env())
+        .assert_failed()
+        .assert_stderr_has("staging names `c.test`, which live names too");
     drop(c);
 
     // A promote of A under load on both: no failed request on either.

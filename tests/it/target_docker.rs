@@ -751,6 +751,27 @@ fn rollback_goes_to_the_version_live_before_not_the_newest_stopped_one() {
         .assert_ok()
         .assert_stderr_has(&format!("{c2} live again (was {v0})"));
     assert_eq!(version_on(live).unwrap()["version"], c2.as_str());
+
+    // Maintenance on the service's own proxy (no `hosts`): 503 with Retry-After, the
+    // version not restarted; off, it serves again.
+    let live_c2 = format!("pym-{}-live-{c2}", svc.name);
+    let started = || docker(&["inspect", "-f", "{{.State.StartedAt}}", &live_c2]);
+    let since = started();
+    svc.pym(&["maintenance", "on"]).assert_ok();
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", live)).unwrap();
+        s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: "), "{raw}");
+    svc.pym(&["maintenance", "off"]).assert_ok();
+    assert_eq!(version_on(live).unwrap()["version"], c2.as_str());
+    assert_eq!(started(), since, "maintenance restarted the version");
 }
 
 #[test]

@@ -102,10 +102,11 @@ impl DockerTarget {
         match change {
             Change::Stage => Ok((
                 Self::engine(ctx, PymEnv::Staging, None, false)?,
-                decide_stage(&config, &ctx.version()?.to_string(), {
-                    let staging = ctx.config_for(PymEnv::Staging)?;
-                    !staging.hosts.is_empty() && staging.hosts != ctx.config_for(PymEnv::Live)?.hosts
-                }),
+                decide_stage(
+                    &config,
+                    &ctx.version()?.to_string(),
+                    staging_has_site(ctx)?,
+                ),
                 decide::Seen::default(),
             )),
             Change::Promote => {
@@ -710,7 +711,10 @@ fn check_port(ctx: &Ctx, env: PymEnv) -> Result<()> {
     let c = ctx.config_for(env)?;
     check_hosts(ctx, &c)?;
     if env == PymEnv::Live && !c.hosts.is_empty() {
-        return check_edge(ctx, &c);
+        return check_edge(ctx, &c, env);
+    }
+    if env == PymEnv::Staging && staging_has_site(ctx)? {
+        check_edge(ctx, &c, env)?;
     }
     let (key, port) = match env {
         PymEnv::Staging => ("staging_port", c.staging_port.get()),
@@ -888,7 +892,24 @@ fn check_hosts(ctx: &Ctx, c: &Config) -> Result<()> {
 
 /// The edge's ports are the edge's or free, and no other service's site claims a host
 /// (and path) of this one.
-fn check_edge(ctx: &Ctx, c: &Config) -> Result<()> {
+/// A host of `c`'s that `hosts` names too, under the same path prefix.
+fn shared_host<'a>(c: &'a Config, hosts: &[String], prefix: &Option<String>) -> Option<&'a String> {
+    c.hosts.iter().find(|h| {
+        *prefix == c.path_prefix && hosts.iter().any(|o| o.eq_ignore_ascii_case(h))
+    })
+}
+
+/// Whether staging has a site of its own on the edge: its overlay names hosts other than
+/// live's.
+fn staging_has_site(ctx: &Ctx) -> Result<bool> {
+    let staging = ctx.config_for(PymEnv::Staging)?;
+    Ok(!staging.hosts.is_empty() && staging.hosts != ctx.config_for(PymEnv::Live)?.hosts)
+}
+
+/// Refuses `env`'s site (`c` is that environment's config) where the edge's ports are
+/// another's, or where a host (and prefix) of it is another site's: another service's,
+/// or this service's other environment's.
+fn check_edge(ctx: &Ctx, c: &Config, env: PymEnv) -> Result<()> {
     let docker = ctx.docker()?;
     let edge = names::edge_name(c);
     for (key, port) in [
@@ -900,18 +921,29 @@ fn check_edge(ctx: &Ctx, c: &Config) -> Result<()> {
             container_name(s) == edge
         })?;
     }
+    if env == PymEnv::Staging {
+        let live = ctx.config_for(PymEnv::Live)?;
+        if let Some(h) = shared_host(c, &live.hosts, &live.path_prefix) {
+            return Err(hinted(
+                format!(
+                    "{}: staging names `{h}`{}, which live names too ({})",
+                    c.at("hosts"),
+                    c.path_prefix.as_deref().unwrap_or(""),
+                    live.at("hosts")
+                ),
+                "give staging host names of its own in pym-config.staging.yaml, or the very same list as live's (staging then has no site of its own)",
+            ));
+        }
+    }
     if ctx.wait(proxy::existing_state(docker, &edge))? != Some(None) {
         return Ok(());
     }
     let Ok(status) = ctx.wait(proxy::edge_status(docker, &edge)) else {
         return Ok(()); // an older edge, replaced by the deploy
     };
-    let ours = ops::edge::site_key(&c.name, PymEnv::Live.as_str());
+    let ours = ops::edge::site_key(&c.name, env.as_str());
     for site in status.sites.iter().filter(|s| s.key != ours) {
-        let clash = c.hosts.iter().find(|h| {
-            site.hosts.iter().any(|o| o.eq_ignore_ascii_case(h)) && site.path_prefix == c.path_prefix
-        });
-        if let Some(h) = clash {
+        if let Some(h) = shared_host(c, &site.hosts, &site.path_prefix) {
             return Err(hinted(
                 format!(
                     "{}: `{h}`{} is served on the edge {edge} by {} ({})",
