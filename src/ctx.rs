@@ -52,6 +52,8 @@ pub struct Ctx {
     version: OnceCell<Version>,
     image: RefCell<Option<String>>,
     pushed: RefCell<Option<String>>,
+    /// Where staging and live answered in this run (their acceptance tests' address).
+    urls: RefCell<std::collections::BTreeMap<&'static str, String>>,
     rolled_back_to: RefCell<Option<String>>,
     /// The judgements of this run's canary steps and bakes, for its history record.
     judgements: RefCell<Vec<serde_json::Value>>,
@@ -118,6 +120,7 @@ impl Ctx {
             version: OnceCell::new(),
             image: RefCell::new(None),
             pushed: RefCell::new(None),
+            urls: RefCell::new(Default::default()),
             rolled_back_to: RefCell::new(None),
             judgements: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
@@ -407,6 +410,16 @@ impl Ctx {
 
     pub fn set_pushed(&self, reference: String) {
         *self.pushed.borrow_mut() = Some(reference);
+    }
+
+    /// Records where `env` answered in this run, for the run's summary.
+    pub fn note_url(&self, env: PymEnv, url: String) {
+        self.urls.borrow_mut().insert(env.as_str(), url);
+    }
+
+    /// Where `env` answered in this run, if a step went there.
+    pub fn url(&self, env: PymEnv) -> Option<String> {
+        self.urls.borrow().get(env.as_str()).cloned()
     }
 
     /// The version a rollback in this run made live (the history records it, not HEAD's).

@@ -6,6 +6,7 @@
 //!
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod ci;
 pub mod cli;
 pub mod config;
 pub mod ctx;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod ops;
 pub mod output;
 pub mod pipeline;
+pub mod report;
 pub mod scaffold;
 pub mod steps;
 pub mod targets;
@@ -29,8 +31,8 @@ pub use xshell;
 /// context). ARCHITECTURE.md draws the same order.
 #[cfg(test)]
 const LAYERS: &[&str] = &[
-    "error", "version", "output", "config", "ops", "ctx", "targets", "pipeline", "steps",
-    "scaffold", "cli",
+    "error", "version", "output", "report", "config", "ops", "ctx", "targets", "pipeline", "steps",
+    "scaffold", "ci", "cli",
 ];
 
 #[cfg(test)]

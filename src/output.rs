@@ -6,8 +6,16 @@
 //! header, and under GitHub Actions each step is a `::group::`. `NO_COLOR` turns colour
 //! off. Every line passes through the secret masker first, so a value listed in
 //! `env_secrets` never reaches the screen, a log or CI output.
+//!
+//! Under GitHub Actions (`GITHUB_ACTIONS=true`) the printer also speaks the runner's
+//! workflow commands, on stderr with everything else it says, so they keep their order
+//! with the lines around them: each secret is sent as `::add-mask::` when it is
+//! registered (before any line could carry it, and so masked in every later step of the
+//! job too), and the final error and the failures a test runner reports become
+//! `::error file=…,line=…::` annotations on the file and line they name.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,6 +66,166 @@ pub struct StepReport {
     pub duration: Duration,
     /// One short line: "reused image hello:…", "12 passed", the failure's headline.
     pub note: String,
+    /// A failed step's last lines of output (masked), for the run's summary.
+    pub tail: Vec<String>,
+}
+
+/// How many of a failed step's last lines the run's summary shows.
+pub const TAIL_LINES: usize = 30;
+
+/// The directory relative paths in a run's messages are relative to (the service root),
+/// for the files annotations name; shared by every printer of the process.
+static SOURCE_ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Says where the service root is, once it is known.
+pub fn set_source_root(root: &Path) {
+    *SOURCE_ROOT.lock().unwrap() = Some(root.to_path_buf());
+}
+
+/// Whether this process runs as a step of a GitHub Actions job.
+pub fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// The data of a workflow command (what follows `::`), escaped as the runner unescapes it.
+pub fn escape_data(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A property of a workflow command (`file=`, `title=`), escaped as the runner unescapes it.
+fn escape_property(text: &str) -> String {
+    escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// A file a message names, as the repository names it: relative to
+/// `$GITHUB_WORKSPACE` where it lies in it (the service may be a directory of a larger
+/// repository), else as written.
+fn workspace_path(file: &str) -> String {
+    let path = match SOURCE_ROOT.lock().unwrap().as_ref() {
+        Some(root) if Path::new(file).is_relative() => root.join(file),
+        _ => PathBuf::from(file),
+    };
+    std::env::var_os("GITHUB_WORKSPACE")
+        .and_then(|ws| {
+            let ws = std::fs::canonicalize(&ws).unwrap_or_else(|_| PathBuf::from(&ws));
+            let path = std::fs::canonicalize(&path).unwrap_or(path.clone());
+            path.strip_prefix(&ws).ok().map(|p| p.display().to_string())
+        })
+        .unwrap_or_else(|| file.to_string())
+}
+
+/// A place in a file that a message names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub file: String,
+    pub line: Option<u32>,
+    pub col: Option<u32>,
+    pub message: String,
+}
+
+/// The first `file:line[:col]: message` in `text`, at its start or after a `: ` (an
+/// error's context before it): `pym-config.yaml:3:1: unknown key`, `step failed:
+/// pym-config.staging.yaml:2: key ...`. The file has an extension; a URL is no file.
+pub fn locate(text: &str) -> Option<Located> {
+    let starts = std::iter::once(0).chain(text.match_indices(": ").map(|(i, _)| i + 2));
+    for start in starts {
+        let rest = &text[start..];
+        let Some((place, message)) = rest.split_once(": ") else {
+            continue;
+        };
+        let mut parts = place.split(':');
+        let file = parts.next().unwrap_or("");
+        let numbers: Vec<Option<u32>> = parts.map(|p| p.parse().ok()).collect();
+        let named_file = !file.is_empty()
+            && !file.contains(char::is_whitespace)
+            && Path::new(file).extension().is_some()
+            && !file.contains("//");
+        if named_file && (1..=2).contains(&numbers.len()) && numbers.iter().all(Option::is_some) {
+            return Some(Located {
+                file: file.to_string(),
+                line: numbers[0],
+                col: numbers.get(1).copied().flatten(),
+                message: message.to_string(),
+            });
+        }
+    }
+    None
+}
+
+/// Reads the failures a test runner prints, with their file and line: pytest's
+/// `path.py:12: AssertionError` after the `E   ...` lines of its message, and a Rust
+/// test's `panicked at src/x.rs:12:5:` with the line after it.
+#[derive(Default)]
+struct FailureReader {
+    said: Vec<String>,
+    panic_at: Option<(String, u32)>,
+    found: Vec<Located>,
+}
+
+impl FailureReader {
+    fn add_line(&mut self, line: &str) {
+        if let Some((file, n)) = self.panic_at.take() {
+            let message = line.trim().to_string();
+            self.push(
+                file,
+                n,
+                if message.is_empty() {
+                    "panicked".into()
+                } else {
+                    message
+                },
+            );
+            return;
+        }
+        let trimmed = line.trim();
+        if let Some(said) = trimmed.strip_prefix("E ") {
+            self.said.push(said.trim().to_string());
+            return;
+        }
+        if let Some(i) = trimmed.find("panicked at ") {
+            let place = trimmed[i + 12..].trim_end_matches(':');
+            let mut parts = place.rsplitn(3, ':');
+            let (_col, n, file) = (parts.next(), parts.next(), parts.next());
+            if let (Some(file), Some(Ok(n))) = (file, n.map(str::parse::<u32>)) {
+                self.panic_at = Some((file.to_string(), n));
+            }
+            return;
+        }
+        if let Some((place, what)) = trimmed.split_once(": ")
+            && let Some((file, n)) = place.rsplit_once(':')
+            && file.ends_with(".py")
+            && !file.contains(char::is_whitespace)
+            && let Ok(n) = n.parse::<u32>()
+            && !what.is_empty()
+            && what
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            let message = match self.said.is_empty() {
+                true => what.to_string(),
+                false => self.said.join("\n"),
+            };
+            self.said.clear();
+            self.push(file.to_string(), n, message);
+        }
+    }
+
+    fn push(&mut self, file: String, line: u32, message: String) {
+        if !self
+            .found
+            .iter()
+            .any(|f| f.file == file && f.line == Some(line))
+        {
+            self.found.push(Located {
+                file,
+                line: Some(line),
+                col: None,
+                message,
+            });
+        }
+    }
 }
 
 const KEEP_LINES: usize = 4000;
@@ -74,7 +242,7 @@ impl Printer {
         Printer {
             mode: if tty { Mode::Progress } else { Mode::Plain },
             color,
-            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            github: in_github_actions(),
             json: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -96,6 +264,10 @@ impl Printer {
         {
             if part.len() >= MIN_SECRET && !secrets.iter().any(|s| s == part) {
                 secrets.push(part.to_string());
+                // The runner masks a value of one line: a multi-line one by each line.
+                if self.github && !part.contains('\n') {
+                    eprintln!("::add-mask::{}", escape_data(part));
+                }
             }
         }
         // Longest first, so a line of a value is not masked before the whole value is.
@@ -134,6 +306,8 @@ impl Printer {
     }
 
     /// Prints an error: the whole chain on one line, then the hint if one is known.
+    /// Under GitHub Actions each problem is an annotation too, on the file and line it
+    /// names.
     pub fn error(&self, err: &anyhow::Error) {
         let e = self.paint("error", Style::new().red().bold());
         eprintln!("{e}: {}", self.mask(&format!("{err:#}")));
@@ -141,6 +315,49 @@ impl Printer {
             let h = self.paint("hint", Style::new().cyan().bold());
             eprintln!("\n{h}: {}", self.mask(hint));
         }
+        if self.github {
+            let items = match err.downcast_ref::<crate::error::Many>() {
+                Some(many) => many.items.clone(),
+                None => vec![(
+                    format!("{err:#}"),
+                    crate::error::hint_of(err).map(str::to_string),
+                )],
+            };
+            for (message, hint) in items {
+                let said = match hint {
+                    Some(h) => format!("{message}\nhint: {h}"),
+                    None => message.clone(),
+                };
+                self.annotate("pymdeploy", locate(&message).as_ref(), &said);
+            }
+        }
+    }
+
+    /// An error annotation of the GitHub Actions job, on `at`'s file and line where one is
+    /// named (nothing outside Actions).
+    pub fn annotate(&self, title: &str, at: Option<&Located>, message: &str) {
+        if !self.github {
+            return;
+        }
+        let mut properties = Vec::new();
+        if let Some(at) = at {
+            properties.push(format!(
+                "file={}",
+                escape_property(&workspace_path(&at.file))
+            ));
+            if let Some(n) = at.line {
+                properties.push(format!("line={n}"));
+            }
+            if let Some(c) = at.col {
+                properties.push(format!("col={c}"));
+            }
+        }
+        properties.push(format!("title={}", escape_property(title)));
+        eprintln!(
+            "::error {}::{}",
+            properties.join(","),
+            escape_data(&self.mask(message))
+        );
     }
 
     /// With `--json`: one JSON event per line on stdout (step started, finished, failed),
@@ -212,6 +429,7 @@ impl Printer {
             bar,
             lines: Mutex::new(Vec::new()),
             tests: Mutex::new(TestTally::default()),
+            failures: Mutex::new(FailureReader::default()),
             started: Instant::now(),
         }
     }
@@ -263,6 +481,7 @@ pub struct StepProgress<'a> {
     bar: Option<ProgressBar>,
     lines: Mutex<Vec<String>>,
     tests: Mutex<TestTally>,
+    failures: Mutex<FailureReader>,
     started: Instant,
 }
 
@@ -359,6 +578,7 @@ impl StepProgress<'_> {
     pub fn line(&self, text: &str) {
         let text = self.printer.mask(text.trim_end());
         self.tests.lock().unwrap().add_line(&text);
+        self.failures.lock().unwrap().add_line(&text);
         match &self.bar {
             Some(pb) => {
                 if !text.trim().is_empty() {
@@ -382,6 +602,12 @@ impl StepProgress<'_> {
     /// many small updates (bytes sent) sends a log only the ones worth keeping.
     pub fn is_live(&self) -> bool {
         self.bar.is_some()
+    }
+
+    /// The last `n` lines of the step's output (masked).
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines[lines.len().saturating_sub(n)..].to_vec()
     }
 
     /// The tests counted so far in this step's output.
@@ -430,6 +656,13 @@ impl StepProgress<'_> {
         if self.bar.is_none() && self.printer.github {
             eprintln!("::endgroup::");
         }
+        if *outcome == Outcome::Failed {
+            let failures = std::mem::take(&mut self.failures.lock().unwrap().found);
+            for f in failures {
+                self.printer
+                    .annotate(&format!("{} failed", self.name), Some(&f), &f.message);
+            }
+        }
         elapsed
     }
 
@@ -453,7 +686,71 @@ pub fn fmt_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTally;
+    use super::{FailureReader, Located, TestTally, escape_data, locate};
+
+    #[test]
+    fn a_message_names_its_file_and_line_at_its_start_or_after_its_context() {
+        let at = |file: &str, line, col, message: &str| Located {
+            file: file.into(),
+            line: Some(line),
+            col,
+            message: message.into(),
+        };
+        assert_eq!(
+            locate("pym-config.yaml:3:1: unknown key `docker_rpeo`"),
+            Some(at(
+                "pym-config.yaml",
+                3,
+                Some(1),
+                "unknown key `docker_rpeo`"
+            ))
+        );
+        assert_eq!(
+            locate("step `stage` failed: pym-config.staging.yaml:2: key `hosts`: bad"),
+            Some(at("pym-config.staging.yaml", 2, None, "key `hosts`: bad"))
+        );
+        assert_eq!(locate("cannot reach http://127.0.0.1:8080: refused"), None);
+        assert_eq!(locate("the engine at unix:///run/docker.sock: gone"), None);
+        assert_eq!(escape_data("50% a\nb"), "50%25 a%0Ab");
+    }
+
+    #[test]
+    fn test_failures_are_read_with_their_file_and_line() {
+        let mut r = FailureReader::default();
+        for l in [
+            "    def test_version():",
+            ">       assert 1 == 2",
+            "E       assert 1 == 2",
+            "",
+            "testaccept/test_version.py:5: AssertionError",
+            "testaccept/conftest.py:9: in fixture",
+            "thread 'answers' panicked at testaccept/main.rs:12:5:",
+            "assertion `left == right` failed",
+            "testaccept/test_version.py:5: AssertionError",
+        ] {
+            r.add_line(l);
+        }
+        let found: Vec<(String, Option<u32>, String)> = r
+            .found
+            .into_iter()
+            .map(|f| (f.file, f.line, f.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "testaccept/test_version.py".into(),
+                    Some(5),
+                    "assert 1 == 2".into()
+                ),
+                (
+                    "testaccept/main.rs".into(),
+                    Some(12),
+                    "assertion `left == right` failed".into()
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn tally_reads_libtest_summaries() {

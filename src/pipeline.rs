@@ -243,6 +243,7 @@ impl Pipeline {
                 outcome: Outcome::Skipped,
                 duration: Default::default(),
                 note: note.to_string(),
+                tail: Vec::new(),
             };
             if error.is_some() {
                 reports.push(skipped(""));
@@ -266,12 +267,17 @@ impl Pipeline {
                 Ok(note) => (Outcome::Ok, note.clone()),
                 Err(e) => (Outcome::Failed, first_line(&format!("{e}"))),
             };
+            let tail = match outcome {
+                Outcome::Failed => progress.tail(crate::output::TAIL_LINES),
+                _ => Vec::new(),
+            };
             progress.finish(&outcome, &note);
             let report = StepReport {
                 name: s.name().to_string(),
                 outcome,
                 duration: started.elapsed(),
                 note,
+                tail,
             };
             let event = if report.outcome == Outcome::Ok {
                 "step_finished"

@@ -147,6 +147,10 @@ impl Step for Accept {
         let config = ctx.config_for(self.0)?;
         let target = targets::of(ctx)?;
         let addr = target.address(ctx, self.0)?;
+        // A port-forward's local end is no address of the environment's.
+        if addr.hold.is_none() {
+            ctx.note_url(self.0, addr.url());
+        }
         // Staging acceptance is recorded against the image staging ran before and after
         // the tests (a stage in between would have tested two images).
         let ledger = target.ledger().filter(|_| self.0 == PymEnv::Staging);

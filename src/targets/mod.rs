@@ -31,6 +31,18 @@ pub struct Address {
     pub hold: Option<Guard>,
 }
 
+impl Address {
+    /// `http(s)://host[:port]`, the port left out where it is the scheme's own.
+    pub fn url(&self) -> String {
+        match (self.tls, self.port) {
+            (true, 443) => format!("https://{}", self.host),
+            (false, 80) => format!("http://{}", self.host),
+            (true, p) => format!("https://{}:{p}", self.host),
+            (false, p) => format!("http://{}:{p}", self.host),
+        }
+    }
+}
+
 /// How often and how patiently `verify_version` asks.
 pub(crate) struct Poll {
     /// The pause between two questions.

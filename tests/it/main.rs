@@ -24,6 +24,8 @@
 //!   platform versions)
 //! - `kube_api`: the local apiserver as kubectl 1.32 expects an apiserver to behave (dry
 //!   runs, nodePorts)
+//! - `github`: a deploy as a GitHub Actions job runs it: its job summary and outputs,
+//!   secrets masked first, errors and failing tests as annotations
 //! - `xtask`: a service's xtask: the binary it finds or installs once, a team's own
 //!   steps, the older form that links the library
 //!
@@ -41,6 +43,7 @@ mod edge;
 mod fake_kube;
 #[cfg(feature = "aws-beanstalk")]
 mod fake_s3;
+mod github;
 mod kube_api;
 mod pebble;
 mod pipeline;

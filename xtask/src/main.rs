@@ -90,6 +90,7 @@ pub fn stage(
         outcome,
         duration: started.elapsed(),
         note,
+        tail: Vec::new(),
     });
     result
 }
