@@ -102,6 +102,24 @@ pub fn github(root: &Path, config: &Config) -> Result<Workflow> {
             env.push((s.into(), format!("${{{{ secrets.{s} }}}}")));
         }
     }
+    // Cloud credentials: the job's identity token where the config names what to
+    // exchange it for (pymdeploy asks for it and exchanges it itself); stored keys else.
+    let mut notes = Vec::new();
+    match target {
+        TargetKind::AwsBeanstalk if config.aws_role_arn.is_none() => {
+            for s in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                env.push((s.into(), format!("${{{{ secrets.{s} }}}}")));
+            }
+            notes.push("# Stored AWS keys: set aws_role_arn in pym-config.yaml to deploy with this job's identity instead.");
+        }
+        TargetKind::GcpCloudRun | TargetKind::Gke
+            if config.gcp_workload_identity_provider.is_none()
+                || config.gcp_deploy_service_account.is_none() =>
+        {
+            notes.push("# Google credentials: set gcp_workload_identity_provider and gcp_deploy_service_account in pym-config.yaml to deploy with this job's identity (workload identity federation).");
+        }
+        _ => {}
+    }
     if target == TargetKind::Docker {
         env.push((
             "DOCKER_HOST".into(),
@@ -112,6 +130,9 @@ pub fn github(root: &Path, config: &Config) -> Result<Workflow> {
             "PYM_SSH_KNOWN_HOSTS".into(),
             "${{ secrets.PYM_SSH_KNOWN_HOSTS }}".into(),
         ));
+    }
+    for n in notes {
+        let _ = writeln!(w, "{n}");
     }
     w.push_str("env:\n");
     for (k, v) in &env {

@@ -89,6 +89,19 @@ impl Ctx {
                 c.service_id.get_or_insert_with(|| id.clone());
             }
         }
+        // In a CI job that may ask for its identity token, a config that names a Google
+        // workload identity federation makes it this process's Google credentials.
+        let live = &configs.live;
+        if let (Some(provider), Some(sa)) = (
+            &live.gcp_workload_identity_provider,
+            &live.gcp_deploy_service_account,
+        ) && ops::oidc::available()
+        {
+            if let Ok(bearer) = std::env::var(ops::oidc::REQUEST_TOKEN) {
+                out.add_secret(&bearer);
+            }
+            ops::gcp::federate(provider, sa)?;
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -673,26 +673,7 @@ fn acme_client(
         instant_acme::BodyWrapper<bytes::Bytes>,
     >,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = ca_pem {
-        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots
-                .add(c.context("the ACME CA is not PEM")?)
-                .context("the ACME CA's certificate is not usable")?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
+    let connector = crate::ops::http::https_connector(ca_pem, false)?;
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(connector),

@@ -21,8 +21,69 @@ fn metadata_host() -> String {
     std::env::var("GCE_METADATA_HOST").unwrap_or_else(|_| "metadata.google.internal".into())
 }
 
+/// Workload identity federation for this process, once `federate` set it: the
+/// external-account credentials (as Google's `external_account` JSON) that exchange the
+/// CI job's identity token and impersonate the deploy service account.
+static FEDERATED: std::sync::OnceLock<(String, serde_json::Value)> = std::sync::OnceLock::new();
+
+/// A Google API's base URL: Google's own, unless `CLOUDSDK_API_ENDPOINT_OVERRIDES_<API>`
+/// names another (as gcloud's `api_endpoint_overrides/<api>` does).
+fn api_base(api: &str, google: &str) -> String {
+    std::env::var(format!(
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_{}",
+        api.to_ascii_uppercase()
+    ))
+    .ok()
+    .filter(|v| !v.is_empty())
+    .unwrap_or_else(|| google.to_string())
+    .trim_end_matches('/')
+    .to_string()
+}
+
+/// Makes this process's Google credentials the GitHub Actions job's own identity,
+/// federated: its OIDC token (asked for the audience `https://iam.googleapis.com/<provider>`)
+/// exchanged at Google's STS for the pool's token, then `service_account` impersonated
+/// through IAM Credentials' `generateAccessToken`; google-cloud-auth's external-account
+/// credentials do both. Every Google call after it (Cloud Run, Monitoring, the registry's
+/// token) goes by them.
+pub fn federate(provider: &str, service_account: &str) -> Result<()> {
+    let url = std::env::var(crate::ops::oidc::REQUEST_URL)?;
+    let bearer = std::env::var(crate::ops::oidc::REQUEST_TOKEN)?;
+    let provider = provider.trim_start_matches("//iam.googleapis.com/");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let json = serde_json::json!({
+        "type": "external_account",
+        "audience": format!("//iam.googleapis.com/{provider}"),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("{}/v1/token", api_base("sts", "https://sts.googleapis.com")),
+        "service_account_impersonation_url": format!(
+            "{}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken",
+            api_base("iamcredentials", "https://iamcredentials.googleapis.com")
+        ),
+        "credential_source": {
+            "url": format!(
+                "{url}{sep}audience={}",
+                crate::ops::oidc::encode(&format!("https://iam.googleapis.com/{provider}"))
+            ),
+            "headers": {"Authorization": format!("Bearer {bearer}")},
+            "format": {"type": "json", "subject_token_field_name": "value"},
+        },
+    });
+    let said = format!("this job's identity token, federated by {provider} as {service_account}");
+    let _ = FEDERATED.set((said, json));
+    Ok(())
+}
+
+/// The external-account credentials `federate` set, if it did.
+pub fn federated() -> Option<&'static serde_json::Value> {
+    FEDERATED.get().map(|(_, j)| j)
+}
+
 /// Where Application Default Credentials are looked for, in order; the first that exists.
 pub fn adc_source() -> Result<String> {
+    if let Some((said, _)) = FEDERATED.get() {
+        return Ok(said.clone());
+    }
     if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
         let p = std::path::PathBuf::from(&path);
         if !p.is_file() {
@@ -73,9 +134,15 @@ pub fn access_token() -> Result<Option<String>> {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let creds = google_cloud_auth::credentials::Builder::default()
-                .build_access_token_credentials()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let creds = match federated() {
+                Some(json) => {
+                    google_cloud_auth::credentials::external_account::Builder::new(json.clone())
+                        .build_access_token_credentials()
+                }
+                None => google_cloud_auth::credentials::Builder::default()
+                    .build_access_token_credentials(),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(creds
                 .access_token()
                 .await

@@ -89,3 +89,33 @@ async fn get_inner(
     driver.abort();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// A client connector for HTTPS, trusting the Web PKI's roots (webpki-roots) and the
+/// certificates of `extra_ca_pem`; plain HTTP too where `allow_http` (a local server).
+pub fn https_connector(
+    extra_ca_pem: Option<&str>,
+    allow_http: bool,
+) -> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(c.context("the CA is not PEM")?)
+                .context("the CA's certificate is not usable")?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    Ok(match allow_http {
+        true => builder.https_or_http().enable_http1().build(),
+        false => builder.https_only().enable_http1().build(),
+    })
+}

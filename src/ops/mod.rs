@@ -11,6 +11,7 @@ pub mod engine;
 pub mod gcp;
 pub mod git;
 pub mod http;
+pub mod oidc;
 pub mod proxy;
 pub mod registry;
 pub mod service;

@@ -1888,3 +1888,72 @@ fn beanstalk_ctrl_c_during_stage_and_promote_leaves_live_as_it_was() {
     assert_eq!(t.pym_env_of(&env2).as_deref(), Some("staging"));
     assert_eq!(t.standing(), before);
 }
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn beanstalk_deploys_from_a_github_actions_job_with_its_identity_token_alone() {
+    need_engine();
+    // A Beanstalk of its own, so every call it sees is this deploy's.
+    let (fake, lb) = own_fake(Duration::from_millis(100));
+    let mut t = Setup::new("eboidc", &fake);
+    let issuer = pym_fake_common::oidc::Issuer::start("repo:pymdeploy/it:environment:live")
+        .expect("the token issuer starts");
+    let role = format!(
+        "arn:aws:iam::123456789012:role/pym-it-deploy-{}",
+        std::process::id()
+    );
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "aws_region: us-east-1",
+            &format!("aws_region: us-east-1\naws_role_arn: {role}"),
+        )
+        .commit("deploy as a role");
+    // No AWS key anywhere: only the job's token.
+    t.env
+        .retain(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"));
+    t.env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+        issuer.request_url.clone(),
+    ));
+    t.env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+        issuer.request_token.clone(),
+    ));
+    let r = t.xtask(&QUICK);
+    r.assert_ok();
+    let (status, body) =
+        http_get_at(&t.live_host(), lb, "/version").expect("live answers on the load balancer");
+    assert!(
+        status == 200 && body.contains(&t.version()),
+        "{status} {body}"
+    );
+
+    // The token was asked for STS's audience, and exchanged for the role.
+    let audiences = issuer.audiences();
+    assert!(
+        !audiences.is_empty() && audiences.iter().all(|a| a == "sts.amazonaws.com"),
+        "{audiences:?}"
+    );
+    let sessions = fake.web_identities();
+    assert!(
+        !sessions.is_empty()
+            && sessions
+                .values()
+                .all(|s| s.role == role && s.subject == "repo:pymdeploy/it:environment:live"),
+        "{sessions:?}"
+    );
+    // Every signed call of the deploy was signed with the exchanged credentials (each
+    // with its session token, which the server checks), and none of them printed.
+    let by_key = fake.calls_by_key();
+    assert!(
+        !by_key.is_empty() && by_key.keys().all(|k| sessions.contains_key(k)),
+        "calls signed by keys STS did not give: {by_key:?}"
+    );
+    for s in sessions.values() {
+        r.assert_hides(&[&s.secret, &s.token]);
+    }
+}

@@ -1437,3 +1437,89 @@ fn cloud_run_canary_steps_traffic_and_aborts_an_erroring_revision_from_monitorin
     assert!(seen.failures.is_empty(), "{:?}", seen.failures);
     assert!(seen.by_version.contains_key(&v3), "{seen:?}");
 }
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn cloud_run_deploys_from_a_github_actions_job_through_workload_identity_federation_alone() {
+    need_engine();
+    // A local Cloud Run of its own, so every call it sees is this deploy's.
+    let fake = own_fake();
+    let mut t = Setup::new("runoidc", &fake);
+    let issuer = pym_fake_common::oidc::Issuer::start("repo:pymdeploy/it:environment:live")
+        .expect("the token issuer starts");
+    let provider =
+        "projects/123456/locations/global/workloadIdentityPools/github/providers/pymdeploy";
+    let deployer = "deployer@pym-it.iam.gserviceaccount.com";
+    t.svc
+        .edit(
+            "pym-config.yaml",
+            "gcp_region: us-central1",
+            &format!(
+                "gcp_region: us-central1\ngcp_workload_identity_provider: {provider}\ngcp_deploy_service_account: {deployer}"
+            ),
+        )
+        .commit("deploy as the job");
+    // No key and no gcloud login: only the job's token.
+    let empty = temp_dir("runoidc-gcloud");
+    t.env.retain(|(k, _)| k != "GOOGLE_APPLICATION_CREDENTIALS");
+    for (k, v) in [
+        ("CLOUDSDK_CONFIG", empty.display().to_string()),
+        (
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STS",
+            format!("{}/", fake.endpoint),
+        ),
+        (
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
+            format!("{}/", fake.endpoint),
+        ),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", issuer.request_url.clone()),
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            issuer.request_token.clone(),
+        ),
+    ] {
+        t.env.push((k.to_string(), v));
+    }
+    let r = t.xtask(&["deploy", "--no-test", "--skip", "accept-local"]);
+    r.assert_ok();
+    assert_serves(&t.url(None), &t.version(), "live");
+
+    // The token was asked for the provider's audience, exchanged at STS, and the
+    // deploy service account impersonated with what STS gave.
+    let audiences = issuer.audiences();
+    assert!(
+        !audiences.is_empty()
+            && audiences
+                .iter()
+                .all(|a| *a == format!("https://iam.googleapis.com/{provider}")),
+        "{audiences:?}"
+    );
+    let issued = fake.federation();
+    assert!(
+        !issued.federated.is_empty()
+            && issued
+                .federated
+                .values()
+                .all(|s| s == "repo:pymdeploy/it:environment:live"),
+        "{issued:?}"
+    );
+    assert!(
+        !issued.impersonated.is_empty() && issued.impersonated.values().all(|sa| sa == deployer),
+        "{issued:?}"
+    );
+    // Every Cloud Run call carried the impersonated service account's token, and no
+    // token was printed.
+    let mut bearers = fake.bearers();
+    bearers.remove("test"); // this test's own reads of the service (`api`)
+    assert!(
+        !bearers.is_empty() && bearers.keys().all(|b| issued.impersonated.contains_key(b)),
+        "Cloud Run was called with tokens federation did not give: {bearers:?}"
+    );
+    for token in issued.federated.keys().chain(issued.impersonated.keys()) {
+        r.assert_hides(&[token]);
+    }
+    r.assert_hides(&[&issuer.request_token]);
+}

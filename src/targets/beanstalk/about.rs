@@ -10,6 +10,8 @@ target_keys! { beanstalk_keys {
     aws_user: Option<String> = None => AwsBeanstalk,
     /// AWS region
     aws_region: Option<String> = None => AwsBeanstalk,
+    /// aws-beanstalk target: the IAM role a CI job assumes with its OIDC identity token (GitHub Actions; no stored AWS keys)
+    aws_role_arn: Option<String> = None => AwsBeanstalk,
     /// EC2 key pair for Beanstalk instances
     aws_keypair: Option<String> = None => AwsBeanstalk,
     /// EC2 instance type for Beanstalk instances
@@ -53,7 +55,9 @@ pub const INTRODUCTION: Introduction = Introduction {
              # aws_hosts_min: 1\n\
              # aws_hosts_max: 2\n\
              # The live environment holds this CNAME prefix (default: {{name}}-live).\n\
-             # aws_live_cname: {{name}}-live\n",
+             # aws_live_cname: {{name}}-live\n\
+             # From GitHub Actions, the job's own identity assumes this role (no stored keys):\n\
+             # aws_role_arn: arn:aws:iam::123456789012:role/deploy\n",
     readme: include_str!("../../../template/common/README-aws-beanstalk.md"),
     next: ", set `docker_repo` in pym-config.yaml and your AWS credentials (README.md says how, and how to try it on a local Beanstalk), then `cargo xtask deploy`",
     decide: &[

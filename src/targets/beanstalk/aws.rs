@@ -36,6 +36,11 @@ pub(super) async fn connect(c: &Config) -> Result<Aws> {
     if let Some(region) = &c.aws_region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
+    if let Some(role) = &c.aws_role_arn
+        && crate::ops::oidc::available()
+    {
+        loader = loader.credentials_provider(web_identity(c, role).await?);
+    }
     let sdk = loader.load().await;
     if sdk.region().is_none() {
         return Err(hinted(
@@ -56,6 +61,55 @@ pub(super) async fn connect(c: &Config) -> Result<Aws> {
         s3,
         app: c.name.clone(),
     })
+}
+
+/// The credentials of `role`, assumed with the CI job's identity token
+/// (AssumeRoleWithWebIdentity, through the SDK's own web identity provider): asked once
+/// per process and kept until five minutes before they expire, so a run with many calls
+/// makes one exchange.
+async fn web_identity(c: &Config, role: &str) -> Result<eb::config::Credentials> {
+    use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
+    use eb::config::ProvideCredentials;
+    static KEPT: tokio::sync::Mutex<Option<(String, eb::config::Credentials)>> =
+        tokio::sync::Mutex::const_new(None);
+    let mut kept = KEPT.lock().await;
+    let fresh = |creds: &eb::config::Credentials| {
+        creds.expiry().is_none_or(|e| {
+            e > std::time::SystemTime::now() + Duration::from_secs(300)
+        })
+    };
+    if let Some((r, creds)) = kept.as_ref()
+        && r == role
+        && fresh(creds)
+    {
+        return Ok(creds.clone());
+    }
+    let token = crate::ops::oidc::github_token(crate::ops::oidc::AWS_AUDIENCE).await?;
+    let file = crate::ops::oidc::token_file(&token)?;
+    let mut provider_config = aws_config::provider_config::ProviderConfig::default();
+    if let Some(region) = &c.aws_region {
+        provider_config = provider_config.with_region(Some(aws_config::Region::new(region.clone())));
+    }
+    let provider = WebIdentityTokenCredentialsProvider::builder()
+        .static_configuration(StaticConfiguration {
+            web_identity_token_file: file.path.clone(),
+            role_arn: role.to_string(),
+            session_name: format!("pymdeploy-{}", c.name),
+        })
+        .configure(&provider_config)
+        .build();
+    let creds = provider.provide_credentials().await.map_err(|e| {
+        hinted(
+            format!("cannot assume {role} with this job's identity token: {}", eb::error::DisplayErrorContext(&e)),
+            "the role's trust policy must allow token.actions.githubusercontent.com for this repository (and environment), with the audience sts.amazonaws.com",
+        )
+    })?;
+    crate::output::Printer::from_env().add_secret(creds.secret_access_key());
+    if let Some(t) = creds.session_token() {
+        crate::output::Printer::from_env().add_secret(t);
+    }
+    *kept = Some((role.to_string(), creds.clone()));
+    Ok(creds)
 }
 
 /// One error for a failed AWS call: what was asked, what AWS said, and what to do.

@@ -10,6 +10,10 @@ target_keys! { cloudrun_keys {
     gcp_project: Option<String> = None => GcpCloudRun | Gke,
     /// Google Cloud region
     gcp_region: Option<String> = None => GcpCloudRun | Gke,
+    /// workload identity federation: the provider a CI job's OIDC token is exchanged with (`projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`; GitHub Actions, no stored key)
+    gcp_workload_identity_provider: Option<String> = None => GcpCloudRun | Gke,
+    /// workload identity federation: the service account the CI job acts as (impersonated after the exchange)
+    gcp_deploy_service_account: Option<String> = None => GcpCloudRun | Gke,
     /// gcp-cloud-run target: the Cloud Run service (default: `name`)
     gcp_service: Option<String> = None => GcpCloudRun,
     /// memory per instance, e.g. `512Mi` or `2Gi` (gcp-cloud-run; gke's default for its pods)
@@ -52,7 +56,10 @@ pub const INTRODUCTION: Introduction = Introduction {
              # gcp_memory: 512Mi\n\
              # gcp_cpu: 1\n\
              # gcp_request_concurrency: 80\n\
-             # gcp_max_instances: 10\n",
+             # gcp_max_instances: 10\n\
+             # From GitHub Actions, the job's own identity (workload identity federation; no key):\n\
+             # gcp_workload_identity_provider: projects/123456/locations/global/workloadIdentityPools/github/providers/my-repo\n\
+             # gcp_deploy_service_account: deployer@my-project.iam.gserviceaccount.com\n",
     readme: include_str!("../../../template/common/README-gcp-cloud-run.md"),
     next: ", set `docker_repo`, `gcp_project` and `gcp_region` in pym-config.yaml and your Google Cloud credentials (README.md says how, and how to try it on a local Cloud Run), then `cargo xtask deploy`",
     decide: &[

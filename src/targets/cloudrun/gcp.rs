@@ -62,9 +62,24 @@ pub(super) fn credentials() -> Result<google_cloud_auth::credentials::Credential
     // reqwest is built without a TLS provider (the Google crates choose none): ring, as
     // the rest of pymdeploy.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    google_cloud_auth::credentials::Builder::default()
-        .build()
-        .map_err(|e| hinted(format!("cannot load Google Cloud credentials: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>"))
+    match crate::ops::gcp::federated() {
+        // Made once per process: its token is kept, and each client made after reuses it
+        // rather than exchanging the job's token again.
+        Some(json) => {
+            static FEDERATED: std::sync::OnceLock<google_cloud_auth::credentials::Credentials> =
+                std::sync::OnceLock::new();
+            if let Some(c) = FEDERATED.get() {
+                return Ok(c.clone());
+            }
+            let c = google_cloud_auth::credentials::external_account::Builder::new(json.clone())
+                .build()
+                .map_err(|e| hinted(format!("cannot set up workload identity federation: {e}"), "check gcp_workload_identity_provider and gcp_deploy_service_account in pym-config.yaml"))?;
+            Ok(FEDERATED.get_or_init(|| c).clone())
+        }
+        None => google_cloud_auth::credentials::Builder::default()
+            .build()
+            .map_err(|e| hinted(format!("cannot load Google Cloud credentials: {e}"), "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>")),
+    }
 }
 
 /// The retries of every call: transient errors, up to six attempts.

@@ -13,6 +13,10 @@
 //! the `Host` header; `*.localhost` names resolve to loopback (RFC 6761; glibc does it with
 //! `libnss-myhostname`). Swapping CNAMEs swaps which container a name reaches.
 //!
+//! STS answers `AssumeRoleWithWebIdentity` (`sts.rs`): a CI job's OIDC identity token,
+//! checked against the keys its issuer publishes, becomes temporary credentials, and a
+//! request signed with them must carry their session token.
+//!
 //! What is not checked: SigV4 signatures (the credential scope is read, never verified),
 //! IAM policies (inject `AccessDenied` with a fault instead), zip source bundles.
 //!
@@ -25,6 +29,7 @@ mod eb;
 mod engine;
 mod options;
 mod s3;
+pub mod sts;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -120,6 +125,10 @@ pub(crate) struct State {
     pub uploads: BTreeMap<String, s3::Upload>,
     faults: Faults<Fault>,
     calls: BTreeMap<String, u64>,
+    /// The temporary credentials STS gave out, by access key.
+    pub sessions: BTreeMap<String, sts::Session>,
+    /// The calls signed by each access key.
+    signed_by: BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -210,6 +219,16 @@ impl FakeAws {
     /// How many calls of `action` the server has answered (faults included).
     pub fn calls(&self, action: &str) -> u64 {
         self.shared.lock().calls.get(action).copied().unwrap_or(0)
+    }
+
+    /// How many calls each access key signed.
+    pub fn calls_by_key(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().signed_by.clone()
+    }
+
+    /// The temporary credentials STS gave web identities, by access key.
+    pub fn web_identities(&self) -> BTreeMap<String, sts::Session> {
+        self.shared.lock().sessions.clone()
     }
 
     /// Stores an object, creating the bucket if needed (what a test's setup puts in S3).
@@ -307,6 +326,30 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
         .and_then(|c| c.split([',', ' ']).next())
         .map(|c| c.split('/').collect::<Vec<_>>());
     let service = scope.as_ref().and_then(|s| s.get(3).copied());
+    // A key STS gave out signs only with its session token beside it.
+    if let Some(key) = scope.as_ref().and_then(|s| s.first()) {
+        let mut state = shared.lock();
+        *state.signed_by.entry(key.to_string()).or_default() += 1;
+        if let Some(session) = state.sessions.get(*key) {
+            let token = parts
+                .headers
+                .get("x-amz-security-token")
+                .and_then(|v| v.to_str().ok());
+            if token != Some(session.token.as_str()) {
+                return reply(
+                    403,
+                    "text/xml",
+                    format!(
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>the security token of {key} is missing or wrong</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                        shared.request_id()
+                    ),
+                );
+            }
+        }
+    }
+    let sts_call = body
+        .split(|b| *b == b'&')
+        .any(|kv| kv == b"Action=AssumeRoleWithWebIdentity");
     // An unsigned Query request (form-encoded POST to `/`) is Beanstalk's, with or without
     // an `Action` (none gets `MissingAction`); S3 never posts a form to `/`.
     let form = parts
@@ -318,6 +361,9 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
         && path == "/"
         && (form || body.windows(7).any(|w| w == b"Action="));
     match service {
+        _ if sts_call && (service.is_none() || service == Some("sts")) => {
+            sts::handle(&shared, &body).await
+        }
         Some("elasticbeanstalk") => eb::handle(&shared, &body).await,
         Some("s3") => s3::handle(&shared, &parts, &body),
         _ if is_query => eb::handle(&shared, &body).await,

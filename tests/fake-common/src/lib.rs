@@ -11,6 +11,7 @@ pub mod base64;
 pub mod cli;
 pub mod docker;
 pub mod net;
+pub mod oidc;
 pub mod time;
 
 use std::collections::BTreeMap;

@@ -49,6 +49,7 @@
 //! and counts them per method.
 
 mod engine;
+pub mod federation;
 mod json;
 mod monitoring;
 mod run;
@@ -134,6 +135,10 @@ pub(crate) struct State {
     pub metrics: monitoring::Samples,
     faults: Faults<Fault>,
     log: CallLog,
+    /// The tokens workload identity federation gave out.
+    pub federation: federation::Issued,
+    /// The bearer tokens the Cloud Run API was called with, and how often.
+    bearers: BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -256,6 +261,16 @@ impl FakeGcp {
         })
     }
 
+    /// What workload identity federation gave out.
+    pub fn federation(&self) -> federation::Issued {
+        self.shared.lock().federation.clone()
+    }
+
+    /// The bearer tokens the Cloud Run API was called with, and how often.
+    pub fn bearers(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().bearers.clone()
+    }
+
     /// Blocks until Ctrl-C or SIGTERM (for the standalone binary).
     pub fn wait_for_signal(&self) {
         if let Some(rt) = &self.rt {
@@ -288,6 +303,21 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     }
     if path == "/token" && parts.method == Method::POST {
         return token(&body);
+    }
+    if path == "/v1/token" && parts.method == Method::POST {
+        return federation::exchange(&shared, &body).await;
+    }
+    if let Some(sa) = path
+        .strip_prefix("/v1/projects/-/serviceAccounts/")
+        .and_then(|p| p.strip_suffix(":generateAccessToken"))
+        .filter(|_| parts.method == Method::POST)
+    {
+        let bearer = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "));
+        return federation::generate_access_token(&shared, sa, bearer);
     }
     if let Some(project) = path
         .strip_prefix("/v3/projects/")
@@ -331,6 +361,14 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
         .is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7);
     let authorized = parts.headers.contains_key(hyper::header::AUTHORIZATION);
     let fault = shared.lock().call(call.method, &path, &query, authorized);
+    if let Some(b) = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+    {
+        *shared.lock().bearers.entry(b.to_string()).or_default() += 1;
+    }
     if !bearer {
         let e = ApiError::new(
             "UNAUTHENTICATED",
