@@ -24,7 +24,20 @@ fn metadata_host() -> String {
 /// Workload identity federation for this process, once `federate` set it: the
 /// external-account credentials (as Google's `external_account` JSON) that exchange the
 /// CI job's identity token and impersonate the deploy service account.
-static FEDERATED: std::sync::OnceLock<(String, serde_json::Value)> = std::sync::OnceLock::new();
+static FEDERATED: std::sync::OnceLock<Federation> = std::sync::OnceLock::new();
+
+struct Federation {
+    /// How `adc_source` says it.
+    said: String,
+    /// The external-account credentials, impersonating `service_account`.
+    json: serde_json::Value,
+    /// What `generateIdToken` needs (private Cloud Run services only).
+    #[cfg_attr(not(feature = "gcp-cloud-run"), allow(dead_code))]
+    service_account: String,
+    /// IAM Credentials' base URL.
+    #[cfg_attr(not(feature = "gcp-cloud-run"), allow(dead_code))]
+    iam: String,
+}
 
 /// A Google API's base URL: Google's own, unless `CLOUDSDK_API_ENDPOINT_OVERRIDES_<API>`
 /// names another (as gcloud's `api_endpoint_overrides/<api>` does).
@@ -70,19 +83,24 @@ pub fn federate(provider: &str, service_account: &str) -> Result<()> {
         },
     });
     let said = format!("this job's identity token, federated by {provider} as {service_account}");
-    let _ = FEDERATED.set((said, json));
+    let _ = FEDERATED.set(Federation {
+        said,
+        json,
+        service_account: service_account.to_string(),
+        iam: api_base("iamcredentials", "https://iamcredentials.googleapis.com"),
+    });
     Ok(())
 }
 
 /// The external-account credentials `federate` set, if it did.
 pub fn federated() -> Option<&'static serde_json::Value> {
-    FEDERATED.get().map(|(_, j)| j)
+    FEDERATED.get().map(|f| &f.json)
 }
 
 /// Where Application Default Credentials are looked for, in order; the first that exists.
 pub fn adc_source() -> Result<String> {
-    if let Some((said, _)) = FEDERATED.get() {
-        return Ok(said.clone());
+    if let Some(f) = FEDERATED.get() {
+        return Ok(f.said.clone());
     }
     if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
         let p = std::path::PathBuf::from(&path);
@@ -123,32 +141,17 @@ pub fn adc_source() -> Result<String> {
     ))
 }
 
-/// An access token from Application Default Credentials; `None` without the
-/// gcp-cloud-run feature (Google's auth library is not compiled in).
-#[cfg(feature = "gcp-cloud-run")]
+/// An access token from Application Default Credentials (the federated ones where
+/// `federate` set them); `None` without a Google target's feature (Google's auth library
+/// is not compiled in).
+#[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
 pub fn access_token() -> Result<Option<String>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // Its own thread and runtime: the caller is sync code that may run inside one.
     let token = std::thread::spawn(|| -> Result<String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            let creds = match federated() {
-                Some(json) => {
-                    google_cloud_auth::credentials::external_account::Builder::new(json.clone())
-                        .build_access_token_credentials()
-                }
-                None => google_cloud_auth::credentials::Builder::default()
-                    .build_access_token_credentials(),
-            }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(creds
-                .access_token()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .token)
-        })
+        rt.block_on(google_access_token())
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the access-token thread panicked"))?;
@@ -160,7 +163,72 @@ pub fn access_token() -> Result<Option<String>> {
     })
 }
 
-#[cfg(not(feature = "gcp-cloud-run"))]
+/// An access token of this process's Google credentials: the federated ones where
+/// `federate` set them, else Application Default Credentials.
+#[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
+pub async fn google_access_token() -> Result<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let creds = match federated() {
+        Some(json) => google_cloud_auth::credentials::external_account::Builder::new(json.clone())
+            .build_access_token_credentials(),
+        None => google_cloud_auth::credentials::Builder::default().build_access_token_credentials(),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(creds
+        .access_token()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .token)
+}
+
+/// An identity token of the federated deploy service account, for `audience`: the
+/// pool's own token (the exchange without impersonation) asks IAM Credentials'
+/// `generateIdToken` of the service account, as the principal that may act as it.
+#[cfg(feature = "gcp-cloud-run")]
+async fn federated_identity_token(
+    client: &reqwest::Client,
+    f: &Federation,
+    audience: &str,
+) -> Result<String> {
+    use anyhow::{Context, anyhow};
+    let mut json = f.json.clone();
+    if let Some(o) = json.as_object_mut() {
+        o.remove("service_account_impersonation_url");
+    }
+    let pool = google_cloud_auth::credentials::external_account::Builder::new(json)
+        .build_access_token_credentials()
+        .map_err(|e| anyhow!("{e}"))?
+        .access_token()
+        .await
+        .map_err(|e| anyhow!("the identity token exchange failed: {e}"))?
+        .token;
+    let url = format!(
+        "{}/v1/projects/-/serviceAccounts/{}:generateIdToken",
+        f.iam, f.service_account
+    );
+    let r = client
+        .post(&url)
+        .bearer_auth(&pool)
+        .json(&serde_json::json!({"audience": audience, "includeEmail": true}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    match body["token"].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_string()),
+        _ => Err(hinted(
+            format!(
+                "IAM Credentials gave no identity token for {} ({status}): {}",
+                f.service_account,
+                body["error"]["message"].as_str().unwrap_or("no reason")
+            ),
+            "the pool's principal needs roles/iam.serviceAccountOpenIdTokenCreator on the deploy service account",
+        )),
+    }
+}
+
+#[cfg(not(any(feature = "gcp-cloud-run", feature = "gke")))]
 pub fn access_token() -> Result<Option<String>> {
     Ok(None)
 }
@@ -176,6 +244,9 @@ pub async fn identity_token(audience: &str) -> Result<String> {
         .timeout(std::time::Duration::from_secs(20))
         .build()?;
     let hint = "`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=<a service-account key file>";
+    if let Some(f) = FEDERATED.get() {
+        return federated_identity_token(&client, f, audience).await;
+    }
     let file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
         .map(std::path::PathBuf::from)
         .or_else(|| gcloud_adc_file().filter(|p| p.is_file()));

@@ -196,3 +196,60 @@ fn push_to_an_unreachable_registry_is_one_error_with_a_hint() {
         .assert_stderr_has(&format!("cannot reach registry 127.0.0.1:{port}"))
         .assert_stderr_has("hint: check that the registry runs");
 }
+
+#[test]
+#[cfg_attr(
+    pym_no_engine,
+    ignore = "no Docker engine here: run .ci/setup (CI runs it)"
+)]
+fn a_deploy_resumed_where_its_image_is_not_builds_it_again_before_the_push() {
+    need_engine();
+    // A CI job re-run on a fresh runner: the journal comes back (the Actions cache), the
+    // image built by the first attempt does not.
+    let reg = Registry::start();
+    let svc = TestService::new("resumepush");
+    svc.edit(
+        "pym-config.yaml",
+        "# docker_repo: registry.example.com/team",
+        &format!("docker_repo: {}/team", reg.host),
+    )
+    .commit("push to the test registry");
+    let empty = temp_dir("dockercfg-resume");
+    let empty = empty.to_str().unwrap();
+    let to_push = [
+        "deploy",
+        "--no-test",
+        "--skip",
+        "accept-local",
+        "--to",
+        "push",
+    ];
+    let r = svc.pym_env(
+        &to_push,
+        &[
+            ("DOCKER_CONFIG", empty),
+            ("PYM_REGISTRY_USER", &reg.user),
+            ("PYM_REGISTRY_PASSWORD", "not-the-password-4242"),
+        ],
+    );
+    r.assert_failed()
+        .assert_stderr_has("refused the credentials");
+    let version = svc.pym(&["version"]).stdout.trim().to_string();
+    let built = svc.images();
+    assert!(!built.is_empty(), "the first attempt built nothing");
+    for image in &built {
+        crate::support::docker(&["rmi", "-f", image]);
+    }
+    let mut env = vec![("DOCKER_CONFIG", empty)];
+    env.extend(reg.env());
+    let r = svc.pym_env(&[&to_push[..], &["--resume"]].concat(), &env);
+    r.assert_ok()
+        .assert_stderr_has("Rebuilding")
+        .assert_stderr_has("it is not in this engine");
+    assert_eq!(
+        reg.manifest_status(&format!("team/{}", svc.name), &version),
+        "200",
+        "the resumed push did not reach the registry:\n{}",
+        r.stderr
+    );
+}

@@ -1458,7 +1458,7 @@ fn cloud_run_deploys_from_a_github_actions_job_through_workload_identity_federat
             "pym-config.yaml",
             "gcp_region: us-central1",
             &format!(
-                "gcp_region: us-central1\ngcp_workload_identity_provider: {provider}\ngcp_deploy_service_account: {deployer}"
+                "gcp_region: us-central1\ngcp_workload_identity_provider: {provider}\ngcp_deploy_service_account: {deployer}\ngcp_allow_unauthenticated: false"
             ),
         )
         .commit("deploy as the job");
@@ -1484,8 +1484,10 @@ fn cloud_run_deploys_from_a_github_actions_job_through_workload_identity_federat
         t.env.push((k.to_string(), v));
     }
     let r = t.xtask(&["deploy", "--no-test", "--skip", "accept-local"]);
-    r.assert_ok();
-    assert_serves(&t.url(None), &t.version(), "live");
+    // A private service: its checks and acceptance tests present identity tokens the
+    // deploy service account made, through the same federation.
+    r.assert_ok()
+        .assert_stderr_has("private: no roles/run.invoker for allUsers");
 
     // The token was asked for the provider's audience, exchanged at STS, and the
     // deploy service account impersonated with what STS gave.
@@ -1509,6 +1511,10 @@ fn cloud_run_deploys_from_a_github_actions_job_through_workload_identity_federat
     assert!(
         !issued.impersonated.is_empty() && issued.impersonated.values().all(|sa| sa == deployer),
         "{issued:?}"
+    );
+    assert!(
+        issued.id_tokens > 0,
+        "no identity token was made: {issued:?}"
     );
     // Every Cloud Run call carried the impersonated service account's token, and no
     // token was printed.

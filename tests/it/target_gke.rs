@@ -53,6 +53,16 @@ impl Setup {
 
     /// A registry, a local apiserver that pulls from it, and the service `make` sets up.
     fn with(tag: &str, make: impl FnOnce(&Registry) -> TestService) -> Setup {
+        Setup::with_tokeninfo(tag, None, make)
+    }
+
+    /// `with`, its apiserver also taking the Google access tokens `tokeninfo` vouches for
+    /// (as a GKE cluster does).
+    fn with_tokeninfo(
+        tag: &str,
+        tokeninfo: Option<String>,
+        make: impl FnOnce(&Registry) -> TestService,
+    ) -> Setup {
         let reg = Registry::start();
         let dir = temp_dir(&format!("{tag}-kube"));
         use base64::Engine;
@@ -67,6 +77,7 @@ impl Setup {
             docker_config: Some(dir.clone()),
             step_delay: Duration::from_millis(100),
             tokens: Some(vec![PLUGIN_TOKEN.to_string()]),
+            google_tokeninfo: tokeninfo,
             ..Default::default()
         })
         .expect("the local apiserver starts");
@@ -1384,4 +1395,83 @@ fn gke_canary_steps_by_replica_ratio_aborts_a_crash_looping_canary_and_judges_by
         "{versions:?}"
     );
     assert_eq!(t.selected(), json!(v4));
+}
+
+#[test]
+#[cfg_attr(
+    any(pym_no_engine, pym_no_kubectl),
+    ignore = "needs a Docker engine and kubectl: run .ci/setup (CI runs it)"
+)]
+fn gke_deploys_from_a_github_actions_job_with_the_google_identity_it_federates() {
+    need_engine();
+    // Google's side (STS, IAM Credentials, tokeninfo), and GitHub's token issuer.
+    let google = pym_fake_gcp::FakeGcp::start(pym_fake_gcp::Options::default())
+        .expect("the local Google APIs start");
+    let issuer = pym_fake_common::oidc::Issuer::start("repo:pymdeploy/it:environment:live")
+        .expect("the token issuer starts");
+    let deployer = "deployer@pym-it.iam.gserviceaccount.com";
+    let t = Setup::with_tokeninfo(
+        "gkeoidc",
+        Some(format!("{}/tokeninfo", google.endpoint)),
+        |reg| {
+            let svc = TestService::new_for("gkeoidc", "gke");
+            svc.edit(
+                "pym-config.yaml",
+                "# docker_repo: registry.example.com/team",
+                &format!(
+                    "docker_repo: {}/team\nkeep_previous: 1\nk8s_prestop_seconds: 2\ngcp_workload_identity_provider: projects/123456/locations/global/workloadIdentityPools/github/providers/pymdeploy\ngcp_deploy_service_account: {deployer}",
+                    reg.host
+                ),
+            );
+            svc.write("pym-config.staging.yaml", "k8s_replicas: 1\n")
+                .commit("deploy to the local apiserver as the job");
+            svc
+        },
+    );
+    // The cluster's user is gcloud's plugin, which cannot run here (gcloud is not logged
+    // in on a CI runner): the deploy must not need it.
+    let plugin = t.plugin.with_file_name("gke-gcloud-auth-plugin");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho 'ERROR: gcloud is not logged in' >&2\nexit 1\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&plugin)
+        .status()
+        .unwrap();
+    write_kubeconfig(&t.kubeconfig, &plugin, &[("pym-it", &t.fake)]);
+    let r = t.xtask_with(
+        &["deploy", "--no-test", "--skip", "accept-local"],
+        &[
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_STS",
+                &format!("{}/", google.endpoint),
+            ),
+            (
+                "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
+                &format!("{}/", google.endpoint),
+            ),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &issuer.request_url),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.request_token),
+        ],
+    );
+    r.assert_ok();
+    // Every call to the cluster carried the deploy service account's token, which the
+    // job's identity token was exchanged for (read before this test's own kubectl).
+    let bearers = t.fake.bearers();
+    assert_eq!(t.selected(), Value::String(t.svc.xtask_version()));
+    let issued = google.federation();
+    assert!(
+        !issued.impersonated.is_empty() && issued.impersonated.values().all(|sa| sa == deployer),
+        "{issued:?}"
+    );
+    assert!(
+        !bearers.is_empty() && bearers.keys().all(|b| issued.impersonated.contains_key(b)),
+        "the cluster was called with tokens federation did not give: {bearers:?}"
+    );
+    for token in issued.federated.keys().chain(issued.impersonated.keys()) {
+        r.assert_hides(&[token]);
+    }
 }

@@ -97,7 +97,8 @@ pub(super) async fn connect(c: &Config) -> Result<Kube> {
         context: Some(context.clone()),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    let gke = gke_cluster(&kc, &context);
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
         .map_err(|e| {
             hinted(
@@ -105,6 +106,21 @@ pub(super) async fn connect(c: &Config) -> Result<Kube> {
                 "check it with `kubectl --context {context} get ns`",
             )
         })?;
+    // A GKE cluster takes Google's access tokens: where this process's Google credentials
+    // are a CI job's federated identity, they stand for the kubeconfig's own (gcloud's
+    // plugin, which would need gcloud logged in there).
+    if gke && crate::ops::gcp::federated().is_some() {
+        let token = crate::ops::gcp::google_access_token().await.map_err(|e| {
+            hinted(
+                format!("workload identity federation gave no token for the cluster: {e:#}"),
+                "check gcp_workload_identity_provider and gcp_deploy_service_account in pym-config.yaml",
+            )
+        })?;
+        config.auth_info.exec = None;
+        config.auth_info.auth_provider = None;
+        config.auth_info.token_file = None;
+        config.auth_info.token = Some(token.into());
+    }
     let client = kube::Client::try_from(config)
         .map_err(|e| anyhow!("cannot make a client for the context `{context}`: {e}"))?;
     Ok(Kube {
@@ -112,6 +128,26 @@ pub(super) async fn connect(c: &Config) -> Result<Kube> {
         names: Names::of(c),
         context,
     })
+}
+
+/// Whether `context` is a GKE cluster's: named as gcloud names them (`gke_<project>_…`),
+/// or its user's credentials come from gcloud's `gke-gcloud-auth-plugin`.
+fn gke_cluster(kc: &kube::config::Kubeconfig, context: &str) -> bool {
+    let user = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    let plugin = kc
+        .auth_infos
+        .iter()
+        .find(|a| Some(&a.name) == user.as_ref())
+        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|a| a.exec.as_ref())
+        .and_then(|e| e.command.as_deref())
+        .is_some_and(|c| c.ends_with("gke-gcloud-auth-plugin"));
+    context.starts_with("gke_") || plugin
 }
 
 impl Kube {

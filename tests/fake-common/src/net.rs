@@ -180,3 +180,32 @@ mod tests {
         assert_eq!(head.header("cookie"), None);
     }
 }
+
+/// A GET of a local URL (`http://127.0.0.1:PORT/...`), its body as JSON.
+pub async fn get_json(url: &str) -> Result<serde_json::Value, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let (host, port) = (
+        uri.host().ok_or("no host")?.to_string(),
+        uri.port_u16().unwrap_or(80),
+    );
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", format!("{host}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+}

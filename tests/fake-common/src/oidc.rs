@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::Response;
 use ring::signature::{self, RsaKeyPair};
 
@@ -201,8 +201,8 @@ pub async fn verify(token: &str, audience: &str) -> Result<serde_json::Value, St
         return Err(format!("unsupported alg {}", header["alg"]));
     }
     let iss = claims["iss"].as_str().ok_or("no iss")?;
-    let config = get_json(&format!("{iss}/.well-known/openid-configuration")).await?;
-    let jwks = get_json(config["jwks_uri"].as_str().ok_or("no jwks_uri")?).await?;
+    let config = crate::net::get_json(&format!("{iss}/.well-known/openid-configuration")).await?;
+    let jwks = crate::net::get_json(config["jwks_uri"].as_str().ok_or("no jwks_uri")?).await?;
     let key = jwks["keys"]
         .as_array()
         .and_then(|keys| keys.iter().find(|k| k["kid"] == header["kid"]))
@@ -232,33 +232,4 @@ pub async fn verify(token: &str, audience: &str) -> Result<serde_json::Value, St
         return Err("the token has expired".into());
     }
     Ok(claims)
-}
-
-/// A GET of a local URL (`http://127.0.0.1:PORT/...`), its body as JSON.
-async fn get_json(url: &str) -> Result<serde_json::Value, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let (host, port) = (
-        uri.host().ok_or("no host")?.to_string(),
-        uri.port_u16().unwrap_or(80),
-    );
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.path())
-        .header("host", format!("{host}:{port}"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let res = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }

@@ -20,6 +20,8 @@ pub struct Issued {
     pub federated: BTreeMap<String, String>,
     /// Service-account access tokens, and the service account each acts as.
     pub impersonated: BTreeMap<String, String>,
+    /// How many identity tokens `generateIdToken` gave.
+    pub id_tokens: u64,
 }
 
 fn answer(status: u16, v: Value) -> Reply {
@@ -94,4 +96,54 @@ pub(crate) fn generate_access_token(shared: &Arc<Shared>, sa: &str, bearer: Opti
         .insert(token.clone(), sa.to_string());
     let expire = pym_fake_common::time::rfc3339(j::now_ms() + 3_600_000);
     answer(200, json!({"accessToken": token, "expireTime": expire}))
+}
+
+/// `POST /v1/projects/-/serviceAccounts/{sa}:generateIdToken`, with a federated token as
+/// its bearer: an identity token of the service account for `audience` (what a private
+/// service's front door takes).
+pub(crate) fn generate_id_token(
+    shared: &Arc<Shared>,
+    sa: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let known = bearer.is_some_and(|b| shared.lock().federation.federated.contains_key(b));
+    if !known {
+        return answer(
+            401,
+            json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
+        );
+    }
+    let req: Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(audience) = req["audience"].as_str().filter(|a| !a.is_empty()) else {
+        return answer(
+            400,
+            json!({"error": {"code": 400, "message": "Invalid value for audience.", "status": "INVALID_ARGUMENT"}}),
+        );
+    };
+    let now = j::now_ms() / 1000;
+    let token = j::jwt(
+        &json!({"iss": "https://accounts.google.com", "aud": audience, "azp": sa, "email": sa, "email_verified": true, "sub": "100000000000000000001", "iat": now, "exp": now + 3600}),
+    );
+    shared.lock().federation.id_tokens += 1;
+    answer(200, json!({"token": token}))
+}
+
+/// `GET /tokeninfo?access_token=T`, as oauth2.googleapis.com answers it: what a service
+/// account token this server gave is for (GKE's apiserver asks it of a bearer token).
+pub(crate) fn tokeninfo(shared: &Arc<Shared>, query: &str) -> Reply {
+    let token: Option<String> = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned());
+    let sa = token.and_then(|t| shared.lock().federation.impersonated.get(&t).cloned());
+    match sa {
+        Some(sa) => answer(
+            200,
+            json!({"email": sa, "email_verified": "true", "expires_in": "3599", "access_type": "online", "scope": "https://www.googleapis.com/auth/cloud-platform"}),
+        ),
+        None => answer(
+            400,
+            json!({"error": "invalid_token", "error_description": "Invalid Value"}),
+        ),
+    }
 }

@@ -304,12 +304,14 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
     if path == "/token" && parts.method == Method::POST {
         return token(&body);
     }
+    if path == "/tokeninfo" {
+        return federation::tokeninfo(&shared, &query);
+    }
     if path == "/v1/token" && parts.method == Method::POST {
         return federation::exchange(&shared, &body).await;
     }
-    if let Some(sa) = path
+    if let Some(call) = path
         .strip_prefix("/v1/projects/-/serviceAccounts/")
-        .and_then(|p| p.strip_suffix(":generateAccessToken"))
         .filter(|_| parts.method == Method::POST)
     {
         let bearer = parts
@@ -317,7 +319,12 @@ async fn handle(shared: Arc<Shared>, parts: Parts, body: Bytes) -> Reply {
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|a| a.strip_prefix("Bearer "));
-        return federation::generate_access_token(&shared, sa, bearer);
+        if let Some(sa) = call.strip_suffix(":generateAccessToken") {
+            return federation::generate_access_token(&shared, sa, bearer);
+        }
+        if let Some(sa) = call.strip_suffix(":generateIdToken") {
+            return federation::generate_id_token(&shared, sa, bearer, &body);
+        }
     }
     if let Some(project) = path
         .strip_prefix("/v3/projects/")

@@ -129,6 +129,9 @@ pub struct Options {
     /// kubeconfigs carry: any other request is 401, as an apiserver without anonymous
     /// access answers. `None`: plain HTTP, where any bearer token passes.
     pub tokens: Option<Vec<String>>,
+    /// With `tokens`: Google's tokeninfo endpoint (`…/tokeninfo`), asked of any other
+    /// bearer token, as a GKE cluster takes a Google account's access token.
+    pub google_tokeninfo: Option<String>,
 }
 
 impl Default for Options {
@@ -139,6 +142,7 @@ impl Default for Options {
             step_delay: Duration::from_millis(200),
             docker_config: None,
             tokens: None,
+            google_tokeninfo: None,
         }
     }
 }
@@ -164,6 +168,8 @@ pub(crate) struct Shared {
     pub state: Mutex<store::State>,
     pub launching: Launching,
     pub ids: Ids,
+    /// The bearer tokens requests carried, and how often.
+    pub bearers: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -185,6 +191,11 @@ impl Shared {
 }
 
 impl FakeKube {
+    /// The bearer tokens requests carried, and how often.
+    pub fn bearers(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.bearers.lock().unwrap().clone()
+    }
+
     /// Starts the server on its own runtime; it runs until dropped.
     pub fn start(opts: Options) -> std::io::Result<FakeKube> {
         let rt = pym_fake_common::runtime("fake-kube")?;
@@ -198,6 +209,7 @@ impl FakeKube {
             state: Mutex::new(store::State::new()),
             launching: Launching::default(),
             ids: Ids::default(),
+            bearers: Mutex::default(),
         });
         store::bootstrap(&shared);
         let api_shared = shared.clone();
@@ -297,12 +309,26 @@ async fn handle(shared: Arc<Shared>, mut parts: Parts, body: Bytes) -> Reply {
         .and_then(|a| a.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let refused = match &shared.opts.tokens {
+    let mut refused = match &shared.opts.tokens {
         Some(tokens) => {
             !token.is_some_and(|t| t == KUBECONFIG_TOKEN || tokens.iter().any(|k| k == t))
         }
         None => auth.is_some() && token.is_none(),
     };
+    if refused && let (Some(url), Some(t)) = (&shared.opts.google_tokeninfo, token) {
+        let q: String = form_urlencoded::byte_serialize(t.as_bytes()).collect();
+        refused = pym_fake_common::net::get_json(&format!("{url}?access_token={q}"))
+            .await
+            .map_or(true, |v| v["email"].as_str().is_none());
+    }
+    if let Some(t) = token {
+        *shared
+            .bearers
+            .lock()
+            .unwrap()
+            .entry(t.to_string())
+            .or_default() += 1;
+    }
     if refused {
         let s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
         return reply(401, "application/json", s.to_string());
