@@ -167,9 +167,16 @@ pub fn access_token() -> Result<Option<String>> {
 /// `federate` set them, else Application Default Credentials.
 #[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
 pub async fn google_access_token() -> Result<String> {
+    token_of(federated().cloned()).await
+}
+
+/// The access token of external-account credentials (Google's JSON), or with `None` of
+/// Application Default Credentials.
+#[cfg(any(feature = "gcp-cloud-run", feature = "gke"))]
+async fn token_of(external: Option<serde_json::Value>) -> Result<String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let creds = match federated() {
-        Some(json) => google_cloud_auth::credentials::external_account::Builder::new(json.clone())
+    let creds = match external {
+        Some(json) => google_cloud_auth::credentials::external_account::Builder::new(json)
             .build_access_token_credentials(),
         None => google_cloud_auth::credentials::Builder::default().build_access_token_credentials(),
     }
@@ -181,6 +188,28 @@ pub async fn google_access_token() -> Result<String> {
         .token)
 }
 
+/// The token field `field` of the JSON a token endpoint answers `req` with; else the
+/// error `refused` makes of the status and body it answered.
+#[cfg(feature = "gcp-cloud-run")]
+async fn token_answer(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    field: &str,
+    refused: impl FnOnce(reqwest::StatusCode, &serde_json::Value) -> anyhow::Error,
+) -> Result<String> {
+    use anyhow::Context;
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url} for an identity token"))?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    match body[field].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_string()),
+        _ => Err(refused(status, &body)),
+    }
+}
+
 /// An identity token of the federated deploy service account, for `audience`: the
 /// pool's own token (the exchange without impersonation) asks IAM Credentials'
 /// `generateIdToken` of the service account, as the principal that may act as it.
@@ -190,42 +219,33 @@ async fn federated_identity_token(
     f: &Federation,
     audience: &str,
 ) -> Result<String> {
-    use anyhow::{Context, anyhow};
+    use anyhow::Context;
     let mut json = f.json.clone();
     if let Some(o) = json.as_object_mut() {
         o.remove("service_account_impersonation_url");
     }
-    let pool = google_cloud_auth::credentials::external_account::Builder::new(json)
-        .build_access_token_credentials()
-        .map_err(|e| anyhow!("{e}"))?
-        .access_token()
+    let pool = token_of(Some(json))
         .await
-        .map_err(|e| anyhow!("the identity token exchange failed: {e}"))?
-        .token;
+        .context("the identity token exchange failed")?;
     let url = format!(
         "{}/v1/projects/-/serviceAccounts/{}:generateIdToken",
         f.iam, f.service_account
     );
-    let r = client
+    let req = client
         .post(&url)
         .bearer_auth(&pool)
-        .json(&serde_json::json!({"audience": audience, "includeEmail": true}))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    match body["token"].as_str() {
-        Some(t) if status.is_success() => Ok(t.to_string()),
-        _ => Err(hinted(
+        .json(&serde_json::json!({"audience": audience, "includeEmail": true}));
+    token_answer(req, &url, "token", |status, body| {
+        hinted(
             format!(
                 "IAM Credentials gave no identity token for {} ({status}): {}",
                 f.service_account,
                 body["error"]["message"].as_str().unwrap_or("no reason")
             ),
             "the pool's principal needs roles/iam.serviceAccountOpenIdTokenCreator on the deploy service account",
-        )),
-    }
+        )
+    })
+    .await
 }
 
 #[cfg(not(any(feature = "gcp-cloud-run", feature = "gke")))]
@@ -251,19 +271,10 @@ pub async fn identity_token(audience: &str) -> Result<String> {
         .map(std::path::PathBuf::from)
         .or_else(|| gcloud_adc_file().filter(|p| p.is_file()));
     let exchange = |form: Vec<(&'static str, String)>, token_uri: String| {
-        let client = client.clone();
+        let req = client.post(&token_uri).form(&form);
         async move {
-            let r = client
-                .post(&token_uri)
-                .form(&form)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {token_uri} for an identity token"))?;
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            match body["id_token"].as_str() {
-                Some(t) if status.is_success() => Ok(t.to_string()),
-                _ => Err(hinted(
+            token_answer(req, &token_uri, "id_token", |status, body| {
+                hinted(
                     format!(
                         "{token_uri} gave no identity token ({status}): {}",
                         body["error_description"]
@@ -272,8 +283,9 @@ pub async fn identity_token(audience: &str) -> Result<String> {
                             .unwrap_or("no reason")
                     ),
                     hint,
-                )),
-            }
+                )
+            })
+            .await
         }
     };
     if let Some(path) = file {

@@ -165,22 +165,6 @@ async fn relay(mut client: TcpStream, route: &impl Fn(&Head) -> Route) -> std::i
     client.write_all(answer.as_bytes()).await
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn heads() {
-        let text = "GET /a?b HTTP/1.1\r\nHOST: Svc.Example.localhost:8080\r\nAuthorization:  Bearer x \r\n\r\n".to_string();
-        let head = super::Head {
-            bytes: text.clone().into_bytes(),
-            text,
-        };
-        assert_eq!(head.path(), "/a?b");
-        assert_eq!(head.host(), "svc.example.localhost");
-        assert_eq!(head.header("authorization").as_deref(), Some("Bearer x"));
-        assert_eq!(head.header("cookie"), None);
-    }
-}
-
 /// A GET of a local URL (`http://127.0.0.1:PORT/...`), its body as JSON.
 pub async fn get_json(url: &str) -> Result<serde_json::Value, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
@@ -208,4 +192,20 @@ pub async fn get_json(url: &str) -> Result<serde_json::Value, String> {
         .map_err(|e| e.to_string())?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn heads() {
+        let text = "GET /a?b HTTP/1.1\r\nHOST: Svc.Example.localhost:8080\r\nAuthorization:  Bearer x \r\n\r\n".to_string();
+        let head = super::Head {
+            bytes: text.clone().into_bytes(),
+            text,
+        };
+        assert_eq!(head.path(), "/a?b");
+        assert_eq!(head.host(), "svc.example.localhost");
+        assert_eq!(head.header("authorization").as_deref(), Some("Bearer x"));
+        assert_eq!(head.header("cookie"), None);
+    }
 }
