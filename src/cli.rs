@@ -13,7 +13,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 
 use crate::config::{self, Config, PymEnv, TargetKind};
 use crate::ctx::{Ctx, Options};
-use crate::error::{Interrupted, hinted};
+use crate::error::hinted;
 use crate::ops::state;
 use crate::output::Printer;
 use crate::pipeline::{Pipeline, Reach};
@@ -518,7 +518,7 @@ fn leave_report(
     let config = ctx.config();
     let outcome = match error {
         None => "ok",
-        Some(e) if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) => "interrupted",
+        Some(e) if crate::error::interrupted(e) => "interrupted",
         Some(_) => "failed",
     };
     let mask = |s: String| ctx.out.mask(&s);
@@ -559,7 +559,7 @@ fn finish(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let interrupted = e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some());
+            let interrupted = crate::error::interrupted(&e);
             Printer::from_env().error(&e);
             if interrupted {
                 ExitCode::from(130)
@@ -763,10 +763,6 @@ fn run_pipeline(
     }
     if dry_run {
         let version = ctx.version()?.to_string();
-        let command = match &what {
-            What::One(name, _, _) => name,
-            What::Deploy(_) => "deploy",
-        };
         ctx.out.data(&format!(
             "plan: {command} {} {version} to {} (dry run: nothing is changed)",
             config.name, config.deploy_target
@@ -815,12 +811,9 @@ fn run_pipeline(
                 done = j.done.clone();
                 // Resumed on another machine (a CI job run again): an image built there
                 // and not pushed yet is built again here, for the push still to run.
-                let unpushed = |d: &[String]| {
-                    d.iter().any(|s| s == "build")
-                        && !d.iter().any(|s| s == "push")
-                        && selected.contains(&"push")
-                };
-                if unpushed(&done)
+                if done.iter().any(|s| s == "build")
+                    && !done.iter().any(|s| s == "push")
+                    && selected.contains(&"push")
                     && let Some(image) = &j.built_image
                     && ctx
                         .wait(crate::ops::docker::image_labels(ctx.docker()?, image))?
@@ -887,7 +880,7 @@ fn run_pipeline(
             .iter()
             .map(|r| state::StepRecord {
                 name: r.name.clone(),
-                outcome: format!("{:?}", r.outcome).to_lowercase(),
+                outcome: r.outcome.as_str().to_string(),
                 duration_ms: r.duration.as_millis() as u64,
             })
             .collect();
@@ -1295,7 +1288,7 @@ fn as_step<T>(
     if recorded {
         let step = state::StepRecord {
             name: name.into(),
-            outcome: format!("{outcome:?}").to_lowercase(),
+            outcome: outcome.as_str().to_string(),
             duration_ms: started.1.elapsed().as_millis() as u64,
         };
         record(

@@ -49,6 +49,12 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// Whether `err` is, or was caused by, an interrupt (Ctrl-C, SIGTERM).
+pub fn interrupted(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|c| c.downcast_ref::<Interrupted>().is_some())
+}
+
 /// Returns early with a [`Hinted`] error.
 #[macro_export]
 macro_rules! bail_hint {

@@ -59,6 +59,17 @@ pub enum Outcome {
     Skipped,
 }
 
+impl Outcome {
+    /// The word records and reports give it: `ok`, `failed`, `skipped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StepReport {
     pub name: String,

@@ -87,7 +87,7 @@ impl RunReport {
                 .map(|r| {
                     serde_json::json!({
                         "name": r.name,
-                        "outcome": outcome_word(&r.outcome),
+                        "outcome": r.outcome.as_str(),
                         "duration_ms": r.duration.as_millis() as u64,
                         "note": r.note,
                     })
@@ -123,7 +123,7 @@ impl RunReport {
                 md,
                 "| {} | {} | {time} | {} |",
                 cell(&r.name),
-                outcome_word(&r.outcome),
+                r.outcome.as_str(),
                 cell(&r.note)
             );
         }
@@ -187,14 +187,6 @@ impl RunReport {
             append(&path, &text)?;
         }
         Ok(())
-    }
-}
-
-fn outcome_word(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Ok => "ok",
-        Outcome::Failed => "failed",
-        Outcome::Skipped => "skipped",
     }
 }
 

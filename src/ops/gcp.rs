@@ -76,7 +76,7 @@ pub fn federate(provider: &str, service_account: &str) -> Result<()> {
         "credential_source": {
             "url": format!(
                 "{url}{sep}audience={}",
-                crate::ops::oidc::encode(&format!("https://iam.googleapis.com/{provider}"))
+                crate::ops::http::query_value(&format!("https://iam.googleapis.com/{provider}"))
             ),
             "headers": {"Authorization": format!("Bearer {bearer}")},
             "format": {"type": "json", "subject_token_field_name": "value"},

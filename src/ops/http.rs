@@ -31,6 +31,19 @@ pub async fn get_as(
         .with_context(|| format!("no answer from {shown}:{port}{path} within {timeout:?}"))?
 }
 
+/// `text` percent-encoded as a query parameter's value (RFC 3986's unreserved
+/// characters kept as they are).
+pub fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The header that marks pymdeploy's own checks.
 pub const CHECK_HEADER: &str = "x-pymdeploy-check";
 

@@ -37,9 +37,12 @@ pub async fn github_token(audience: &str) -> Result<String> {
     };
     crate::output::Printer::from_env().add_secret(&bearer);
     let sep = if url.contains('?') { '&' } else { '?' };
-    let uri: hyper::Uri = format!("{url}{sep}audience={}", encode(audience))
-        .parse()
-        .with_context(|| format!("{REQUEST_URL} is not a URL"))?;
+    let uri: hyper::Uri = format!(
+        "{url}{sep}audience={}",
+        crate::ops::http::query_value(audience)
+    )
+    .parse()
+    .with_context(|| format!("{REQUEST_URL} is not a URL"))?;
     let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if uri.scheme_str() != Some("https") && !loopback {
         bail!("{REQUEST_URL} is not an https URL: {uri}");
@@ -76,20 +79,6 @@ pub async fn github_token(audience: &str) -> Result<String> {
         .to_string();
     crate::output::Printer::from_env().add_secret(&token);
     Ok(token)
-}
-
-/// `text` as a query value (RFC 3986's unreserved characters kept).
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// Writes a token to a file only this user can read, in a directory of its own, for a

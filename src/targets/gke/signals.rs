@@ -130,7 +130,7 @@ async fn query(url: &str, promql: &str) -> Result<Option<f64>> {
         "" => String::new(),
         p => format!("/{p}"),
     };
-    let path = format!("{prefix}/api/v1/query?query={}", encode(promql));
+    let path = format!("{prefix}/api/v1/query?query={}", crate::ops::http::query_value(promql));
     let (status, body) = crate::ops::http::get(host, port, &path, Duration::from_secs(5))
         .await
         .with_context(|| format!("Prometheus at {url} did not answer"))?;
@@ -148,14 +148,3 @@ async fn query(url: &str, promql: &str) -> Result<Option<f64>> {
         .filter(|x| !x.is_nan()))
 }
 
-/// Percent-encodes a query parameter's value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
