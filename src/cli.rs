@@ -171,6 +171,9 @@ pub enum ServiceCommand {
         /// The port clients reach the edge's HTTPS listener on (redirects name it)
         #[arg(long, default_value_t = 443)]
         https_port: u16,
+        /// Where the admin endpoint listens (the container's loopback)
+        #[arg(long, default_value = "127.0.0.1:8079")]
+        admin: String,
     },
     /// Adds or replaces a site of the edge, its conf (JSON) read from stdin, exactly
     /// --bytes of it; or removes it (run inside the edge's container)
@@ -1089,15 +1092,18 @@ fn service_command(
             sites,
             listen_tls,
             https_port,
+            admin,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             match (sites, listen_tls, state) {
                 (Some(sites), Some(tls), _) => rt.block_on(crate::ops::proxy::serve_edge(
-                    &listen, &tls, &sites, https_port,
+                    &listen, &tls, &sites, https_port, &admin,
                 ))?,
-                (_, _, Some(state)) => rt.block_on(crate::ops::proxy::serve(&listen, &state))?,
+                (_, _, Some(state)) => {
+                    rt.block_on(crate::ops::proxy::serve(&listen, &state, &admin))?
+                }
                 _ => anyhow::bail!("give --state, or --sites and --listen-tls"),
             }
             Ok(ExitCode::SUCCESS)

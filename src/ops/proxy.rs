@@ -1,4 +1,4 @@
-//! The live address of the docker target: an HTTP/1.1 reverse proxy that the tool manages.
+//! The live address of the docker target: an HTTP reverse proxy that the tool manages.
 //!
 //! It runs in a container of its own (`pym-<name>-proxy`, restarted by the engine, so it
 //! outlives the xtask that started it), published on the live port. Its image holds the
@@ -15,7 +15,8 @@
 //! stopping it. Bodies stream through in both directions; `Upgrade` (WebSocket)
 //! connections are spliced once the upstream agrees; `X-Forwarded-For`, `-Proto` and
 //! `-Host` are added. A request without a body that meets a dead pooled connection is
-//! sent once more on a fresh one.
+//! sent once more on a fresh one. The common HTTP/1.1 request takes the proxy's own path
+//! (`h1`); everything else, HTTP/2 included, is served by hyper (below).
 //!
 //! A **canary** (`__proxy-canary`, a second state file beside the routes) sends a share of
 //! the requests to another upstream: each client is given a bucket (0 to 9999) in a cookie,
@@ -50,6 +51,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::ops::edge;
+
+mod h1;
 
 /// Where the proxy keeps its routes, inside its container: a volume of the container's
 /// own, so the routes survive a restart of the proxy or of the engine.
@@ -662,8 +665,8 @@ impl Drop for InFlight {
 }
 
 /// Serves forever: the per-service proxy on `listen`, routing every request by the route
-/// file `state`; the admin endpoint on the loopback.
-pub async fn serve(listen: &str, state: &Path) -> Result<()> {
+/// file `state`; the admin endpoint on `admin` (the container's loopback).
+pub async fn serve(listen: &str, state: &Path, admin: &str) -> Result<()> {
     let site = Site::new(
         "",
         edge::SiteConf {
@@ -675,9 +678,10 @@ pub async fn serve(listen: &str, state: &Path) -> Result<()> {
     );
     let shared = Arc::new(Shared::new(None, vec![Arc::new(site)], None));
     let plain = bind(listen).await?;
-    let admin = bind(&format!("127.0.0.1:{ADMIN_PORT}")).await?;
+    let admin_at = admin;
+    let admin = bind(admin_at).await?;
     eprintln!(
-        "pym-proxy listening on {listen} (admin 127.0.0.1:{ADMIN_PORT}), upstream from {}",
+        "pym-proxy listening on {listen} (admin {admin_at}), upstream from {}",
         state.display()
     );
     run(shared, plain, None, admin).await
@@ -692,6 +696,7 @@ pub async fn serve_edge(
     listen_tls: &str,
     sites_dir: &Path,
     https_port: u16,
+    admin: &str,
 ) -> Result<()> {
     let state_dir = sites_dir.parent().unwrap_or(sites_dir).to_path_buf();
     std::fs::create_dir_all(sites_dir)
@@ -713,9 +718,10 @@ pub async fn serve_edge(
     shared.reload();
     let plain = bind(listen).await?;
     let tls = bind(listen_tls).await?;
-    let admin = bind(&format!("127.0.0.1:{ADMIN_PORT}")).await?;
+    let admin_at = admin;
+    let admin = bind(admin_at).await?;
     eprintln!(
-        "pym-edge listening on {listen} and {listen_tls} (TLS; admin 127.0.0.1:{ADMIN_PORT}), sites in {}",
+        "pym-edge listening on {listen} and {listen_tls} (TLS; admin {admin_at}), sites in {}",
         sites_dir.display()
     );
     // The certificates due, every second (the sites are read again in `run`): ACME's
@@ -871,7 +877,8 @@ async fn worker(
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await;
                     if let Ok(Ok(stream)) = accepted {
-                        connection(shared, peer, true, TokioIo::new(stream)).await;
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        connection(shared, peer, true, h2, stream).await;
                     }
                 });
             }
@@ -886,12 +893,7 @@ async fn worker(
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            shared.clone(),
-            peer,
-            false,
-            TokioIo::new(stream),
-        ));
+        tokio::spawn(connection(shared.clone(), peer, false, false, stream));
     }
 }
 
@@ -911,12 +913,26 @@ fn upstream_client() -> Client<HttpConnector, Body> {
         .build(connector)
 }
 
-/// Serves one client connection: HTTP/1.1 (upgrades spliced through) or HTTP/2, whichever
-/// the client speaks (ALPN over TLS; the preface in plain text).
-async fn connection<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, io: TokioIo<I>)
+/// Serves one client connection: HTTP/1.1 on the proxy's own path (`h1`), which hands
+/// what it does not take to hyper; HTTP/2, where TLS's ALPN chose it, to hyper at once.
+async fn connection<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, h2: bool, io: I)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if h2 {
+        hyper_connection(shared, peer, tls, io).await
+    } else {
+        h1::serve(shared, peer, tls, io).await
+    }
+}
+
+/// Serves one client connection with hyper: HTTP/1.1 (upgrades spliced through) or
+/// HTTP/2, whichever the client speaks (ALPN over TLS; the preface in plain text).
+async fn hyper_connection<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(forward(shared, peer, tls, req).await) }

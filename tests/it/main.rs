@@ -14,6 +14,8 @@
 //!   fails in CI (a probe crate on this build.rs); every engine test says so
 //! - `remote`: the docker target on an engine reached over ssh (a real sshd on loopback)
 //!   and through Docker contexts
+//! - `proxy`: the live proxy's HTTP/1.1, byte for byte, against an upstream the test
+//!   writes (framing, forwarded headers, pooled connections, what it hands to hyper)
 //! - `target_docker`: the whole pipeline on the docker target: stage, promote, rollback
 //! - `canary`: canary releases and bakes on the docker target under a loopback load
 //! - `target_gke`: the gke target through the `kube` client against the local apiserver of
@@ -47,6 +49,7 @@ mod github;
 mod kube_api;
 mod pebble;
 mod pipeline;
+mod proxy;
 mod push;
 mod remote;
 mod scaffold;

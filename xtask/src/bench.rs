@@ -1132,8 +1132,13 @@ fn edge_against_nginx(
             format!("{container}:8080 {ip}:8080\n"),
         )?;
     }
-    let (edge_http, edge_tls, nginx_http, nginx_tls) =
-        (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (edge_http, edge_tls, edge_admin, nginx_http, nginx_tls) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
     let mut edge = Command::new(pymdeploy)
         .args([
             "__proxy",
@@ -1141,6 +1146,8 @@ fn edge_against_nginx(
             &format!("[::1]:{edge_http}"),
             "--listen-tls",
             &format!("[::1]:{edge_tls}"),
+            "--admin",
+            &format!("127.0.0.1:{edge_admin}"),
             "--sites",
         ])
         .arg(dir.join("state/sites"))
