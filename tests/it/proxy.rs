@@ -399,11 +399,17 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
     c.send("GET /a HTTP/1.0\r\nHost: app.test\r\n\r\n");
     assert_eq!(c.answer(false).status, 200);
 
-    // A body to the connection's end: the client's connection ends after it.
+    // A body to the connection's end reaches the client in chunks, its connection kept;
+    // or as it is, when the client closes anyway.
     let mut c = proxy.connect();
     let a = c.get("/to-the-end");
+    assert_eq!(a.header("transfer-encoding").as_deref(), Some("chunked"));
     assert_eq!(a.text(), "until the connection ends");
+    assert!(c.get("/a").text().starts_with("conn "));
+    c.send("GET /to-the-end HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    let a = c.answer(false);
     assert_eq!(a.header("connection").as_deref(), Some("close"));
+    assert_eq!(a.text(), "until the connection ends");
 
     // `Connection: close` from the client is answered, then the connection closed.
     let mut c = proxy.connect();
@@ -466,7 +472,7 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
             .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
     };
     let first = format!("127.0.0.1:{}", up.port);
-    assert_eq!(counted(&first, "ok"), 17, "{metrics}");
+    assert_eq!(counted(&first, "ok"), 19, "{metrics}");
     assert_eq!(counted("gone:1", "none"), 2, "{metrics}");
 }
 

@@ -2,8 +2,10 @@
 //! in origin form with a `Host`, no body or a small one of known length, no upgrade and
 //! no `Expect`, going to an upstream. It reads the head in place (httparse), writes the
 //! upstream's head out of the same bytes, and passes the response through as it comes
-//! (its chunks as they are, checked only for where they end), on a pooled upstream
-//! connection of the worker's own, all within the client connection's task.
+//! (its chunks as they are, checked only for where they end; a body that runs to the
+//! upstream connection's end in chunks of its own, so the client's connection is kept),
+//! on a pooled upstream connection of the worker's own, all within the client
+//! connection's task.
 //!
 //! Everything else goes to hyper (`super::hyper_connection`), with the connection from
 //! the request it could not take on: the bytes already read are read again from the
@@ -377,8 +379,11 @@ enum Framing {
     Empty,
     Length(u64),
     Chunked,
-    /// At the end of the upstream connection.
+    /// At the end of the upstream connection, and so the client's.
     Close,
+    /// At the end of the upstream connection, sent to the client in chunks (as hyper
+    /// does), so that its connection is kept.
+    Rechunked,
 }
 
 /// A response head from upstream, and how its body ends.
@@ -470,7 +475,7 @@ impl Call<'_> {
         let mut chunks = Chunks::default();
         let ended = pass(&mut left, &mut chunks, &rest[..])?;
         let first = ended.unwrap_or(rest.len());
-        out.extend_from_slice(&rest[..first]);
+        frame(&mut out, head.framing, &rest[..first]);
         client.write_all(&out).await?;
         // (a no-op on TCP; TLS sends what it holds)
         client.flush().await?;
@@ -481,14 +486,25 @@ impl Call<'_> {
                 rest.reserve(16 * 1024);
                 let n = conn.read_buf(&mut rest).await?;
                 if n == 0 {
-                    if left == Framing::Close {
-                        return Ok(false);
-                    }
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+                    return match left {
+                        Framing::Close => Ok(false),
+                        Framing::Rechunked => {
+                            client.write_all(b"0\r\n\r\n").await?;
+                            client.flush().await?;
+                            Ok(true)
+                        }
+                        _ => Err(io::ErrorKind::UnexpectedEof.into()),
+                    };
                 }
                 let ended = pass(&mut left, &mut chunks, &rest[..])?;
                 let upto = ended.unwrap_or(rest.len());
-                client.write_all(&rest[..upto]).await?;
+                if head.framing == Framing::Rechunked {
+                    out.clear();
+                    frame(&mut out, head.framing, &rest[..upto]);
+                    client.write_all(&out).await?;
+                } else {
+                    client.write_all(&rest[..upto]).await?;
+                }
                 client.flush().await?;
                 if let Some(end) = ended {
                     reusable &= end == rest.len();
@@ -711,7 +727,8 @@ fn response_head(
             (Some(false), _) => Framing::Close,
             (None, Some(0)) => Framing::Empty,
             (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::Close,
+            (None, None) if close => Framing::Close,
+            (None, None) => Framing::Rechunked,
         }
     };
     if chunked.is_some() && length.is_some() {
@@ -730,14 +747,28 @@ fn response_head(
     if close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    if framing == Framing::Rechunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
         status,
         head_len,
         framing,
-        reusable: !upstream_close && framing != Framing::Close,
+        reusable: !upstream_close && !matches!(framing, Framing::Close | Framing::Rechunked),
         out,
     }))
+}
+
+/// Adds a piece of a body to what goes to the client, as a chunk where it is `Rechunked`.
+fn frame(out: &mut Vec<u8>, framing: Framing, piece: &[u8]) {
+    if framing == Framing::Rechunked && !piece.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(piece);
+    }
 }
 
 /// A status code's three digits.
@@ -778,7 +809,7 @@ fn own_answer(status: u16, text: &str, close: bool) -> Vec<u8> {
 fn pass(left: &mut Framing, chunks: &mut Chunks, bytes: &[u8]) -> io::Result<Option<usize>> {
     match left {
         Framing::Empty => Ok(Some(0)),
-        Framing::Close => Ok(None),
+        Framing::Close | Framing::Rechunked => Ok(None),
         Framing::Length(n) => {
             let have = bytes.len() as u64;
             if have >= *n {
@@ -1095,13 +1126,20 @@ mod tests {
         assert_eq!(h.framing, Framing::Empty, "the answer to HEAD");
         let h = head(b"HTTP/1.1 304 Not Modified\r\n\r\n", false);
         assert_eq!(h.framing, Framing::Empty);
+        // A body to the connection's end goes in chunks, unless the client closes anyway.
         let h = head(b"HTTP/1.0 200 OK\r\n\r\nrest", false);
-        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        assert_eq!((h.framing, h.reusable), (Framing::Rechunked, false));
+        let out = String::from_utf8(h.out).unwrap();
         assert!(
-            String::from_utf8(h.out)
-                .unwrap()
-                .ends_with("connection: close\r\n\r\n")
+            out.ends_with("\r\ntransfer-encoding: chunked\r\n\r\n"),
+            "{out}"
         );
+        let h = response_head(b"HTTP/1.1 200 OK\r\n\r\n", false, None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Close);
+        let out = String::from_utf8(h.out).unwrap();
+        assert!(out.ends_with("\r\nconnection: close\r\n\r\n"), "{out}");
         let h = head(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
             false,
