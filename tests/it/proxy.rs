@@ -109,6 +109,18 @@ impl Upstream {
                 ),
                 "/head" => w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
                 "/no-content" => w.write_all(b"HTTP/1.1 204 No Content\r\n\r\n"),
+                // An answer, then bytes nobody asked for on the idle connection: a proxy
+                // that pools it would give them as the next request's answer.
+                "/stray" => {
+                    let sent = w.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG");
+                    sent
+                }
+                // `Connection` naming the length must not unframe the answer.
+                "/named-length" => w.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
+                ),
                 "/big" => ok(&mut w, &vec![b'x'; 1 << 20]),
                 // Answered, then the connection closed with no word of it (a server's
                 // keep-alive timeout): the proxy's next request on it finds it closed.
@@ -377,6 +389,34 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
     assert!(c.answer(false).text().starts_with("conn "));
     assert!(c.answer(false).text().starts_with("GET /echo HTTP/1.1\r\n"));
 
+    // A request whose `Connection` names its length is still framed by it: the body
+    // (which looks like a request) reaches the upstream as the body, not as a second
+    // request, and the answers stay in step.
+    let smuggled = "GET /no-content HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    c.send(&format!(
+        "POST /echo HTTP/1.1\r\nHost: app.test\r\nConnection: content-length, host\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    ));
+    let a = c.answer(false);
+    let seen = a.text().to_ascii_lowercase();
+    assert!(seen.ends_with(&smuggled.to_ascii_lowercase()), "{seen}");
+    assert!(
+        seen.contains(&format!("content-length: {}\r\n", smuggled.len())),
+        "{seen}"
+    );
+    assert!(seen.contains("host: app.test\r\n"), "{seen}");
+    let a = c.get("/named-length");
+    assert_eq!((a.status, a.text().as_str()), (200, "ok"));
+    assert!(
+        c.get("/a").text().starts_with("conn "),
+        "answers out of step"
+    );
+    // Bytes the upstream sent on an idle pooled connection are never an answer.
+    assert_eq!(c.get("/stray").status, 204);
+    std::thread::sleep(Duration::from_millis(300));
+    let a = c.get("/a");
+    assert!(a.text().starts_with("conn "), "{}", a.text());
+
     // Handed to hyper for the rest of the connection: a chunked request body, then an
     // upgrade, spliced both ways.
     c.send("POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
@@ -455,6 +495,16 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
         502,
         "the connection is kept after a 502"
     );
+    // To HEAD, no body: the next answer on the connection is read from its start.
+    c.send("HEAD /a HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let a = c.answer(true);
+    assert_eq!(a.status, 502);
+    let a = c.get("/a");
+    assert!(
+        a.status == 502 && a.text().contains("did not answer"),
+        "{}",
+        a.text()
+    );
 
     // Every answer of the upstream was counted, and the ones it never gave.
     let metrics = std::process::Command::new("curl")
@@ -472,8 +522,8 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
             .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
     };
     let first = format!("127.0.0.1:{}", up.port);
-    assert_eq!(counted(&first, "ok"), 19, "{metrics}");
-    assert_eq!(counted("gone:1", "none"), 2, "{metrics}");
+    assert_eq!(counted(&first, "ok"), 24, "{metrics}");
+    assert_eq!(counted("gone:1", "none"), 4, "{metrics}");
 }
 
 /// curl through the edge to `host` on loopback `port`: status, then the body, with

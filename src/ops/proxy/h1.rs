@@ -34,7 +34,7 @@ use hyper::http::uri::Authority;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{CANARY_COOKIE, InFlight, Pick, Shared, Site, UPSTREAM_TIMEOUT, Upstream};
+use super::{CANARY_COOKIE, Pick, Shared, Site, UPSTREAM_TIMEOUT, Upstream};
 use crate::ops::edge;
 
 /// The largest request head taken here (hyper takes larger ones, up to its own limit).
@@ -69,11 +69,7 @@ where
                 match take(&shared, tls, &ip, &buf) {
                     Take::Partial if buf.len() <= MAX_HEAD => {}
                     Take::Partial | Take::Hyper => {
-                        let io = Rewind {
-                            read: buf.freeze(),
-                            io,
-                        };
-                        return super::hyper_connection(shared, peer, tls, io).await;
+                        return hand_over(shared, peer, tls, buf, io).await;
                     }
                     Take::Forward(t) => break t,
                 }
@@ -92,27 +88,47 @@ where
                 Ok(_) => {}
             }
         }
+        // Counted in flight from here (a client slow to send its body holds no drain),
+        // to the upstream live now; if there is none now, hyper's path answers.
+        let (upstream, guard, bucket, drawn) = match t.site.checkout(&shared, t.cookie) {
+            Pick::Upstream(u, g, b, d) => (u, g, b, d),
+            Pick::Maintenance(_) | Pick::Nothing => {
+                return hand_over(shared, peer, tls, buf, io).await;
+            }
+        };
         t.request.bytes.extend_from_slice(&buf[t.head_len..len]);
         buf.advance(len);
         let call = Call {
             shared: &shared,
             site: &t.site,
-            upstream: t.upstream,
-            bucket: t.bucket,
+            upstream,
+            bucket,
             arrived: t.arrived,
             request: t.request,
         };
         let kept = call
-            .exchange(&mut io, peer, tls, &t.host, t.drawn, t.close)
+            .exchange(&mut io, peer, tls, &t.host, drawn, t.close)
             .await
             .unwrap_or(false);
         // Out of flight once its answer has been sent.
-        drop(t.guard);
+        drop(guard);
         if !kept {
             let _ = io.shutdown().await;
             return;
         }
     }
+}
+
+/// Hands the connection to hyper from the request at the start of `read`.
+async fn hand_over<I>(shared: Arc<Shared>, peer: SocketAddr, tls: bool, read: BytesMut, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = Rewind {
+        read: read.freeze(),
+        io,
+    };
+    super::hyper_connection(shared, peer, tls, io).await
 }
 
 /// What a request head means for this path.
@@ -130,10 +146,8 @@ struct Taken {
     head_len: usize,
     body_len: usize,
     site: Arc<Site>,
-    upstream: Upstream,
-    guard: InFlight,
-    bucket: Option<u32>,
-    drawn: Option<u32>,
+    /// The bucket the client's canary cookie holds.
+    cookie: Option<u32>,
     /// The client asked for the connection to close after this request.
     close: bool,
     /// The host it is for (as the access log names it).
@@ -215,20 +229,13 @@ fn take(shared: &Arc<Shared>, tls: bool, ip: &str, buf: &[u8]) -> Take {
     if !tls && !checking && site.conf.tls.is_on() && shared.edge.is_some() {
         return Take::Hyper;
     }
-    let (upstream, guard, bucket, drawn) = match site.checkout(shared, bucket) {
-        Pick::Upstream(u, g, b, d) => (u, g, b, d),
-        Pick::Maintenance(_) | Pick::Nothing => return Take::Hyper,
-    };
     let request = upstream_request(shared, tls, ip, method, target, req.headers, body_len);
     Take::Forward(Box::new(Taken {
         arrived,
         head_len,
         body_len,
         site,
-        upstream,
-        guard,
-        bucket,
-        drawn,
+        cookie: bucket,
         close,
         host,
         request,
@@ -292,12 +299,7 @@ fn upstream_request(
     headers: &[httparse::Header<'_>],
     body_len: usize,
 ) -> UpstreamRequest {
-    let named: Vec<&[u8]> = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| tokens(h.value))
-        .filter(|t| !t.is_empty())
-        .collect();
+    let named = connection_named(headers);
     let mut out = Vec::with_capacity(512 + body_len);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -305,8 +307,15 @@ fn upstream_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let (mut has_proto, mut host, mut has_forwarded_host) = (false, None, false);
+    let mut has_length = false;
     for h in headers {
         let name = h.name;
+        // The body's length is written below, from the body read: what frames the
+        // request upstream is what framed it here.
+        if name.eq_ignore_ascii_case("content-length") {
+            has_length = true;
+            continue;
+        }
         if hop_by_hop(name)
             || named
                 .iter()
@@ -347,6 +356,11 @@ fn upstream_request(
     if let (Some(host), false) = (host, has_forwarded_host) {
         push_header(&mut out, b"x-forwarded-host", host);
     }
+    if has_length || body_len > 0 {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body_len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     UpstreamRequest {
         bytes: out,
@@ -354,6 +368,23 @@ fn upstream_request(
         target: target.to_string(),
         bodiless: body_len == 0,
     }
+}
+
+/// The headers a message's `Connection` names, to be taken out with it; never those that
+/// frame the message or name its host (a client or upstream naming them would otherwise
+/// change what the next hop reads as the message).
+fn connection_named<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value))
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"content-length")
+                && !t.eq_ignore_ascii_case(b"transfer-encoding")
+                && !t.eq_ignore_ascii_case(b"host")
+        })
+        .collect()
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -464,7 +495,9 @@ impl Call<'_> {
                         self.upstream.name
                     )
                 };
-                client.write_all(&own_answer(status, &text, close)).await?;
+                let head_only = self.request.method == hyper::Method::HEAD;
+                let answer = own_answer(status, &text, close, head_only, drawn);
+                client.write_all(&answer).await?;
                 client.flush().await?;
                 return Ok(!close);
             }
@@ -613,6 +646,9 @@ impl Call<'_> {
                             ));
                         }
                         early.extend_from_slice(&buf[..head.head_len]);
+                        if early.len() > MAX_RESPONSE_HEAD {
+                            return Err((io::Error::other("too many interim answers"), true));
+                        }
                         buf.advance(head.head_len);
                     }
                     Ok(Some(mut head)) => {
@@ -660,13 +696,7 @@ fn response_head(
             out: Vec::new(),
         }));
     }
-    let named: Vec<&[u8]> = res
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| tokens(h.value))
-        .filter(|t| !t.is_empty())
-        .collect();
+    let named = connection_named(res.headers);
     let mut upstream_close = version == 0;
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -737,13 +767,7 @@ fn response_head(
             "both Transfer-Encoding and Content-Length",
         ));
     }
-    if let Some(b) = drawn {
-        out.extend_from_slice(b"set-cookie: ");
-        out.extend_from_slice(CANARY_COOKIE.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(b.to_string().as_bytes());
-        out.extend_from_slice(b"; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax\r\n");
-    }
+    push_canary_cookie(&mut out, drawn);
     if close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -781,8 +805,14 @@ fn itoa3(status: u16) -> [u8; 3] {
     ]
 }
 
-/// An answer of the proxy's own (502, 504).
-fn own_answer(status: u16, text: &str, close: bool) -> Vec<u8> {
+/// An answer of the proxy's own (502, 504): `text`, but to HEAD only its length.
+fn own_answer(
+    status: u16,
+    text: &str,
+    close: bool,
+    head_only: bool,
+    drawn: Option<u32>,
+) -> Vec<u8> {
     let reason = hyper::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -796,12 +826,27 @@ fn own_answer(status: u16, text: &str, close: bool) -> Vec<u8> {
     out.extend_from_slice(text.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\ndate: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_canary_cookie(&mut out, drawn);
     if close {
-        out.extend_from_slice(b"\r\nconnection: close");
+        out.extend_from_slice(b"connection: close\r\n");
     }
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(text.as_bytes());
+    }
     out
+}
+
+/// The canary's cookie for a client drawn a bucket now, so it stays on one version.
+fn push_canary_cookie(out: &mut Vec<u8>, drawn: Option<u32>) {
+    if let Some(b) = drawn {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(CANARY_COOKIE.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(b.to_string().as_bytes());
+        out.extend_from_slice(b"; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax\r\n");
+    }
 }
 
 /// Takes what of `bytes` belongs to the body still `left`: `Some(n)` when the body ends
@@ -826,19 +871,29 @@ fn pass(left: &mut Framing, chunks: &mut Chunks, bytes: &[u8]) -> io::Result<Opt
 }
 
 /// Where a chunked body ends (RFC 9112, 7.1): its bytes pass as they are; only the sizes,
-/// the line ends and the trailer section are read.
+/// the line ends and the trailer section are read, as strictly as hyper reads them (every
+/// line ends in CRLF, no control byte in an extension or a trailer, and at most
+/// `MAX_CHUNK_META` bytes of extensions and of trailers), so that no client behind the
+/// proxy reads a body's end elsewhere.
 #[derive(Debug, Default)]
 struct Chunks {
     state: ChunkState,
     size: u64,
+    /// Bytes of extensions and trailers read so far.
+    meta: usize,
 }
+
+/// The most bytes of chunk extensions and trailers, together, in one body.
+const MAX_CHUNK_META: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 enum ChunkState {
-    /// In a chunk's size (`digits`: some hex digit was read).
+    /// At a chunk's size, no digit read yet.
     #[default]
     Size,
     SizeDigits,
+    /// Whitespace after the size.
+    SizeSpace,
     /// In a chunk extension, up to the line's end.
     Extension,
     SizeLf,
@@ -859,6 +914,8 @@ impl Chunks {
                 "a malformed chunked body: {what}"
             )))
         };
+        // A byte no extension or trailer holds (RFC 9110, 5.5: no control but HTAB).
+        let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -872,16 +929,24 @@ impl Chunks {
                         self.state = ChunkState::SizeDigits;
                     }
                     None if self.state == ChunkState::Size => return bad("no chunk size"),
-                    None if b == b';' || b == b' ' || b == b'\t' => {
-                        self.state = ChunkState::Extension
-                    }
+                    None if b == b' ' || b == b'\t' => self.state = ChunkState::SizeSpace,
+                    None if b == b';' => self.state = ChunkState::Extension,
                     None if b == b'\r' => self.state = ChunkState::SizeLf,
                     None => return bad("a chunk size"),
+                },
+                ChunkState::SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return bad("a chunk size"),
                 },
                 ChunkState::Extension => {
                     if b == b'\r' {
                         self.state = ChunkState::SizeLf;
+                    } else if control(b) {
+                        return bad("a chunk extension");
                     }
+                    self.meta += 1;
                 }
                 ChunkState::SizeLf => {
                     if b != b'\n' {
@@ -915,17 +980,18 @@ impl Chunks {
                     }
                     self.state = ChunkState::Size;
                 }
-                ChunkState::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        ChunkState::EndLf
-                    } else {
-                        ChunkState::TrailerLine
-                    };
-                }
-                ChunkState::TrailerLine => {
+                ChunkState::TrailerStart | ChunkState::TrailerLine => {
                     if b == b'\r' {
-                        self.state = ChunkState::TrailerLf;
+                        self.state = match self.state {
+                            ChunkState::TrailerStart => ChunkState::EndLf,
+                            _ => ChunkState::TrailerLf,
+                        };
+                    } else if control(b) {
+                        return bad("a trailer");
+                    } else {
+                        self.state = ChunkState::TrailerLine;
                     }
+                    self.meta += 1;
                 }
                 ChunkState::TrailerLf => {
                     if b != b'\n' {
@@ -941,26 +1007,45 @@ impl Chunks {
                     return Ok(Some(i + 1));
                 }
             }
+            if self.meta > MAX_CHUNK_META {
+                return bad("too many bytes of extensions and trailers");
+            }
             i += 1;
         }
         Ok(None)
     }
 }
 
-thread_local! {
-    /// Idle upstream connections of this worker, per address (see `super::run`: a
-    /// request, its upstream connection and their wakeups stay on one thread).
-    static POOL: RefCell<HashMap<Authority, Vec<(TcpStream, Instant)>>> =
-        RefCell::new(HashMap::new());
+/// Idle upstream connections of a worker, per address.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<Authority, Vec<(TcpStream, Instant)>>,
+    /// When every address's connections were last looked over.
+    swept: Option<Instant>,
 }
 
-/// An idle connection to `addr`, the most recent first; those idle too long are closed.
+thread_local! {
+    /// This worker's pool (see `super::run`: a request, its upstream connection and their
+    /// wakeups stay on one thread).
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Whether an idle connection can carry a request: not idle too long, not closed by the
+/// upstream, and nothing sent on it since its last answer (what the runtime has seen of
+/// it: a close it has not seen yet is met by the request's one more try).
+fn usable(conn: &TcpStream, since: Instant) -> bool {
+    let mut probe = [0u8; 1];
+    since.elapsed() < POOL_IDLE
+        && matches!(conn.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// An idle connection to `addr`, the most recent first; those no longer usable are closed.
 fn pool_take(addr: &Authority) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let idle = p.get_mut(addr)?;
+        let idle = p.idle.get_mut(addr)?;
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < POOL_IDLE {
+            if usable(&conn, since) {
                 return Some(conn);
             }
         }
@@ -971,12 +1056,21 @@ fn pool_take(addr: &Authority) -> Option<TcpStream> {
 fn pool_put(addr: &Authority, conn: TcpStream) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let idle = match p.get_mut(addr) {
+        // Once a second, the connections of every address are looked over: those of an
+        // upstream no longer routed to are closed too.
+        if p.swept
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            p.swept = Some(Instant::now());
+            p.idle.retain(|_, idle| {
+                idle.retain(|(conn, since)| usable(conn, *since));
+                !idle.is_empty()
+            });
+        }
+        let idle = match p.idle.get_mut(addr) {
             Some(idle) => idle,
-            None => p.entry(addr.clone()).or_default(),
+            None => p.idle.entry(addr.clone()).or_default(),
         };
-        // The oldest go first: they are the likeliest to be closed by the upstream.
-        idle.retain(|(_, since)| since.elapsed() < POOL_IDLE);
         if idle.len() < POOL_MAX {
             idle.push((conn, Instant::now()));
         }
@@ -1090,6 +1184,26 @@ mod tests {
         assert!(c.feed(b"zz\r\n").is_err(), "not a size");
         let mut c = Chunks::default();
         assert!(c.feed(b"2\r\nabX").is_err(), "no line end after the data");
+        // As strict as hyper: no bare LF, no junk after the size, no control byte in an
+        // extension, bounded extensions.
+        for malformed in [
+            &b"5;x\nhello\r\n"[..],
+            b"5 junk\r\nhello\r\n",
+            b"5;a=\x01\r\nhello\r\n",
+            b"0\r\n\n",
+            b"0\r\nx-t: 1\n\r\n",
+        ] {
+            let mut c = Chunks::default();
+            assert!(
+                c.feed(malformed).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(malformed)
+            );
+        }
+        let long = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(MAX_CHUNK_META + 1));
+        assert!(Chunks::default().feed(long.as_bytes()).is_err());
+        let spaced: &[u8] = b"3 \t;a=b\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(end_of(&[spaced]), Some(spaced.len()));
     }
 
     #[test]
