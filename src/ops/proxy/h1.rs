@@ -700,6 +700,7 @@ fn response_head(
     let mut upstream_close = version == 0;
     let mut length: Option<u64> = None;
     let mut chunked = None;
+    let mut dated = false;
     let mut out = Vec::with_capacity(head_len + 96);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
@@ -732,6 +733,7 @@ fn response_head(
         {
             continue;
         }
+        dated |= name.eq_ignore_ascii_case("date");
         if name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -766,6 +768,12 @@ fn response_head(
         return Err(io::Error::other(
             "both Transfer-Encoding and Content-Length",
         ));
+    }
+    // A proxy adds the date of an answer that has none (RFC 9110, 6.6.1).
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     push_canary_cookie(&mut out, drawn);
     if close || framing == Framing::Close {
@@ -1214,7 +1222,7 @@ mod tests {
                 .expect("a whole head")
         };
         let h = head(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-App: a\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-App: a\r\nDate: Sat, 05 Dec 2026 04:00:00 GMT\r\n\r\nhello",
             false,
         );
         assert_eq!(
@@ -1224,7 +1232,14 @@ mod tests {
         let out = String::from_utf8(h.out).unwrap();
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: a\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: a\r\nDate: Sat, 05 Dec 2026 04:00:00 GMT\r\n\r\n"
+        );
+        // One with no date is given one.
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        let out = String::from_utf8(h.out).unwrap();
+        assert!(
+            out.contains("\r\ndate: ") && out.ends_with(" GMT\r\n\r\n"),
+            "{out}"
         );
         let h = head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
