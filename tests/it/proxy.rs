@@ -362,7 +362,10 @@ fn the_proxy_passes_http1_as_it_is_framed_on_its_own_path_and_hyper_s() {
         assert!(!lower.contains(gone), "{gone} was forwarded: {seen}");
     }
     assert!(seen.ends_with("\r\n\r\nhello"), "{seen}");
-    assert!(a.header("date").is_some(), "an answer without a date is given one");
+    assert!(
+        a.header("date").is_some(),
+        "an answer without a date is given one"
+    );
 
     // A chunked response passes chunk by chunk with its trailer; one to the connection's
     // end closes the client's connection after it.
