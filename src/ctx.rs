@@ -304,11 +304,17 @@ impl Ctx {
     }
 
     /// Where a container that only pymdeploy's own checks reach (accept-local's, a new
-    /// live version before the switch) binds, and the host they reach it at: this
-    /// machine's loopback on a local engine; `publish_ip` at the engine's host on a
-    /// remote one.
+    /// live version before the switch) binds, and the host they reach it at. On a local
+    /// engine, this machine's loopback, unless `publish_ip` names an address of its own
+    /// (staging is published there, so the checks reach it there too: an engine in a
+    /// network namespace of its own has a loopback of its own); on a remote one,
+    /// `publish_ip` at the engine's host.
     pub fn check_binding(&self, publish_ip: &str) -> Result<(String, String)> {
+        let own_address = publish_ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified());
         match self.engine()?.remote_host() {
+            None if own_address => Ok((publish_ip.into(), publish_ip.into())),
             None => Ok(("127.0.0.1".into(), "127.0.0.1".into())),
             Some(_) => self.published(publish_ip),
         }

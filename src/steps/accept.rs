@@ -37,9 +37,12 @@ impl Step for AcceptLocal {
 
     fn plan(&self, ctx: &Ctx) -> Result<Vec<String>> {
         let config = ctx.config_for(PymEnv::Local)?;
+        let bind = ctx
+            .check_binding(&config.publish_ip)
+            .map_or_else(|_| config.publish_ip.clone(), |(bind, _)| bind);
         Ok(vec![
             format!(
-                "run {} as a local container with PYM_ENV=local on a free port of 127.0.0.1",
+                "run {} as a local container with PYM_ENV=local on a free port of {bind}",
                 ctx.image_tag()?
             ),
             format!(

@@ -188,6 +188,10 @@ impl Actor for Engine {
             Action::Start { version, why } => {
                 format!("start {} again: {why}", live_name(c, version))
             }
+            Action::WaitHealthy { version } if c.verify_version => format!(
+                "wait up to {}s for {version} to answer {}, and check {} names it",
+                c.health_timeout, c.health_path, c.version_path
+            ),
             Action::WaitHealthy { version } => format!(
                 "wait up to {}s for {version} to answer {}",
                 c.health_timeout, c.health_path
@@ -407,14 +411,31 @@ impl Actor for Engine {
                     version: version.clone(),
                 }));
             }
-            Action::WaitHealthy { .. } => {
+            Action::WaitHealthy { version } => {
                 let id = self
                     .started
                     .clone()
                     .ok_or_else(|| anyhow!("a plan starts a container before it waits for one"))?;
                 let port = ctx.wait(ops::docker::published_port(docker, &id, c.port.get()))?;
                 let host = ctx.check_binding(&c.publish_ip)?.1;
-                ctx.wait(wait_healthy(docker, &id, &host, port, &c))?;
+                // Healthy, and the version it was started as: whatever else answers on
+                // that address is never taken for it.
+                ctx.wait(async {
+                    wait_healthy(docker, &id, &host, port, &c).await?;
+                    crate::targets::verify_version(
+                        &c,
+                        &host,
+                        (port, None),
+                        version,
+                        Some(PymEnv::Live),
+                        Duration::from_secs(5),
+                        crate::targets::Poll {
+                            every: Duration::from_millis(50),
+                            ask: Duration::from_secs(2),
+                        },
+                    )
+                    .await
+                })?;
             }
             Action::Expose { version, back_to } => {
                 return Ok(Some(Action::Withdrawn {
