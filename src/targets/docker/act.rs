@@ -359,7 +359,7 @@ impl Actor for Engine {
                 let host = self.host.clone();
                 self.waited = ctx.wait(async {
                     let waited = wait_healthy(docker, &id, &host, c.staging_port.get(), &c).await?;
-                    verify_version(&c, &host, (c.staging_port.get(), None), version, Duration::from_secs(5))
+                    verify_version(&c, &host, (c.staging_port.get(), None), (version, None), Duration::from_secs(5))
                         .await?;
                     Ok::<_, anyhow::Error>(waited)
                 })?;
@@ -422,19 +422,9 @@ impl Actor for Engine {
                 // that address is never taken for it.
                 ctx.wait(async {
                     wait_healthy(docker, &id, &host, port, &c).await?;
-                    crate::targets::verify_version(
-                        &c,
-                        &host,
-                        (port, None),
-                        version,
-                        Some(PymEnv::Live),
-                        Duration::from_secs(5),
-                        crate::targets::Poll {
-                            every: Duration::from_millis(50),
-                            ask: Duration::from_secs(2),
-                        },
-                    )
-                    .await
+                    let live = Some(PymEnv::Live);
+                    verify_version(&c, &host, (port, None), (version, live), Duration::from_secs(5))
+                        .await
                 })?;
             }
             Action::Expose { version, back_to } => {
@@ -498,7 +488,7 @@ impl Actor for Engine {
                 &c,
                 &self.host,
                 live_reach(&c),
-                version,
+                (version, None),
                 Duration::from_secs(10),
             ))?,
             Action::Record { entries } => {
@@ -599,12 +589,12 @@ pub(super) fn figures_of(window: &ops::proxy::Window, upstream: &str) -> rollout
 }
 
 /// Asks `/version` on a local port (as `vhost` where given) every 50 ms until it names
-/// `version`.
+/// `version` (and, with `env`, that `PYM_ENV`).
 pub(super) async fn verify_version(
     config: &Config,
     host: &str,
     (port, vhost): (u16, Option<&str>),
-    version: &str,
+    (version, env): (&str, Option<PymEnv>),
     within: Duration,
 ) -> Result<()> {
     crate::targets::verify_version(
@@ -612,7 +602,7 @@ pub(super) async fn verify_version(
         host,
         (port, vhost),
         version,
-        None,
+        env,
         within,
         crate::targets::Poll {
             every: Duration::from_millis(50),

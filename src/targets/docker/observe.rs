@@ -37,7 +37,7 @@ pub(super) fn observe(ctx: &Ctx, config: &Config, promoting: Option<&str>) -> Re
                     config,
                     &host,
                     super::act::live_reach(config),
-                    version,
+                    (version, None),
                     Duration::from_secs(2),
                 )
                 .await
