@@ -76,6 +76,16 @@ const LABEL_LOCK: &str = "org.pymacaron.lock";
 pub struct DockerTarget;
 
 impl DockerTarget {
+    /// Where live answers, as the outcome of a promote or rollback says it: through the
+    /// edge, its first host name; else the live proxy's address.
+    fn live_at(&self, ctx: &Ctx, engine: &Engine) -> String {
+        use super::Target;
+        self.address(ctx, PymEnv::Live).map_or_else(
+            |_| format!("{}:{}", engine.host, engine.config.live_port),
+            |a| a.url(),
+        )
+    }
+
     /// The actor for one environment, with the image it runs when already known.
     fn engine(ctx: &Ctx, env: PymEnv, image: Option<String>, had_route: bool) -> Result<Engine> {
         let config = ctx.config_for(env)?;
@@ -279,7 +289,6 @@ impl super::Target for DockerTarget {
     ) -> Result<String> {
         let (mut engine, actions, seen) = Self::decide(ctx, Change::Promote, staged, None)?;
         let version = staged.map(|s| s.version.clone()).unwrap_or_default();
-        let c = engine.config.clone();
         if let Err(e) = plan::execute(ctx, &mut engine, &actions, progress) {
             return Err(match (plan::kept(&e), seen.routes.is_empty()) {
                 (true, _) => e.context(format!(
@@ -313,8 +322,8 @@ impl super::Target for DockerTarget {
                 format!("; stopped the stray {}", stopped.join(", "))
             };
             return Ok(format!(
-                "{version} is already live on {}:{}{strays}",
-                engine.host, c.live_port
+                "{version} is already live on {}{strays}",
+                self.live_at(ctx, &engine)
             ));
         }
         let replaced: Vec<&str> = actions
@@ -334,8 +343,8 @@ impl super::Target for DockerTarget {
             format!("replaced {}", replaced.join(", "))
         };
         Ok(format!(
-            "{version} live on {}:{} ({was})",
-            engine.host, c.live_port
+            "{version} live on {} ({was})",
+            self.live_at(ctx, &engine)
         ))
     }
 
