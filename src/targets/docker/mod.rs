@@ -76,8 +76,8 @@ const LABEL_LOCK: &str = "org.pymacaron.lock";
 pub struct DockerTarget;
 
 impl DockerTarget {
-    /// Where live answers, as the outcome of a promote or rollback says it: through the
-    /// edge, its first host name; else the live proxy's address.
+    /// Where live answers, as the outcome of a promote says it: through the edge, its
+    /// first host name; else the live proxy's address.
     fn live_at(&self, ctx: &Ctx, engine: &Engine) -> String {
         use super::Target;
         self.address(ctx, PymEnv::Live).map_or_else(
